@@ -1,0 +1,26 @@
+//! Compiles every `src/bpf/<name>.bpf.c` with clang-19 into a libbpf-rs
+//! skeleton `<name>.skel.rs` in OUT_DIR (included by `src/bpf.rs`).
+use std::env;
+use std::path::PathBuf;
+
+use libbpf_cargo::SkeletonBuilder;
+
+const OBJECTS: &[&str] = &["contention", "probe"];
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
+    let clang = env::var("LOCKSCOPE_CLANG").unwrap_or_else(|_| "clang-19".to_string());
+    for name in OBJECTS {
+        let src = format!("src/bpf/{name}.bpf.c");
+        SkeletonBuilder::new()
+            .source(&src)
+            .clang(&clang)
+            .clang_args(["-Isrc/bpf", "-Wall", "-Wno-unused-function", "-O2", "-g"])
+            .build_and_generate(out.join(format!("{name}.skel.rs")))
+            .unwrap_or_else(|e| panic!("building {src} with {clang}: {e:#}"));
+        println!("cargo:rerun-if-changed={src}");
+    }
+    println!("cargo:rerun-if-changed=src/bpf/lockscope.h");
+    println!("cargo:rerun-if-changed=src/bpf/vmlinux.h");
+    println!("cargo:rerun-if-env-changed=LOCKSCOPE_CLANG");
+}

@@ -1,0 +1,16 @@
+//! Generated skeletons of the BPF objects under `src/bpf/`.
+#![allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_docs,
+    non_camel_case_types,
+    unsafe_op_in_unsafe_fn
+)]
+
+pub mod contention {
+    include!(concat!(env!("OUT_DIR"), "/contention.skel.rs"));
+}
+
+pub mod probe {
+    include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
+}

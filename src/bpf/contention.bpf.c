@@ -1,0 +1,389 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * contention.bpf.c - kernel lock contention from lock:contention_begin/end.
+ *
+ * Minimum kernel: 5.19 (the lock tracepoints); task storage in tracing
+ * programs: 5.11. Two program sets with the same logic: tp_btf (preferred,
+ * direct arguments) and classic tracepoints (fallback); userspace loads one.
+ *
+ * Invariants:
+ * - An open wait lives in a per-CPU slot when the lock only spins (spinlock,
+ *   rwlock: the waiter cannot sleep or migrate), else in task storage
+ *   (mutex, rwsem, rt-mutex, percpu-rwsem: the waiter may sleep and migrate).
+ *   contention_end has no flags, so it checks the per-CPU slot first: a task
+ *   cannot enter a sleeping lock while spinning on another.
+ * - begin, begin, end on one lock (a mutex spins then sleeps) is one wait:
+ *   the first begin's time is kept, later begins only add mode bits.
+ * - Whether the waiter slept is measured, not inferred from flags: the
+ *   task's voluntary context switch count (nvcsw) changed during the wait.
+ * - Aggregation is keyed by (lock, caller stack, tid, kind); cgroup, comm
+ *   and lock class are read only when a key is created.
+ * - Filtering happens at begin; at end only on the miss path, so that
+ *   "end without begin" counts only targeted tasks.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "lockscope.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Settings, written by userspace between open and load. */
+const volatile __u32 self_tgid = 0;     /* never trace lockscope itself */
+const volatile bool filter_pid = false; /* only tgids in `target_pids` */
+const volatile bool filter_tid = false; /* only tids in `target_tids` */
+const volatile bool filter_comm = false;
+const volatile char target_comm[LS_COMM_LEN] = {};
+const volatile bool filter_cgroup = false; /* `target_cgroup[0]` and below */
+const volatile bool follow_forks = false;  /* children of targets become targets */
+const volatile bool emit_events = false;   /* stream mode: ring buffer records */
+const volatile bool take_caller = true;    /* caller stack at contention_end */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} target_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} target_tids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} target_cgroup SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct ls_wait);
+} task_wait SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ls_wait);
+} cpu_wait SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* resized by userspace before load */
+	__type(key, struct ls_agg_key);
+	__type(value, struct ls_agg_val);
+} agg SEC(".maps");
+
+/* A zeroed value to create `agg` entries from (too big for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ls_agg_val);
+} agg_zero SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 16384);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, LS_CALLER_DEPTH * sizeof(__u64));
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by userspace before load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LS_LOST__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* Makes the event type part of the object's BTF so the skeleton has it. */
+struct ls_event ls_event_type = {};
+
+static __always_inline void count_lost(__u32 what)
+{
+	__u64 *v = bpf_map_lookup_elem(&lost, &what);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline bool comm_matches(void)
+{
+	char comm[LS_COMM_LEN];
+
+	bpf_get_current_comm(comm, sizeof(comm));
+	for (int i = 0; i < LS_COMM_LEN; i++) {
+		if (comm[i] != target_comm[i])
+			return false;
+		if (comm[i] == 0)
+			break;
+	}
+	return true;
+}
+
+static __always_inline bool is_target(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+
+	if (tgid == self_tgid)
+		return false;
+	if (filter_pid && !bpf_map_lookup_elem(&target_pids, &tgid))
+		return false;
+	if (filter_tid && !bpf_map_lookup_elem(&target_tids, &tid))
+		return false;
+	if (filter_comm && !comm_matches())
+		return false;
+	if (filter_cgroup && bpf_current_task_under_cgroup(&target_cgroup, 0) != 1)
+		return false;
+	return true;
+}
+
+static __always_inline bool spin_only(__u32 flags)
+{
+	return (flags & (LS_LCB_F_SPIN | LS_LCB_F_MUTEX)) == LS_LCB_F_SPIN;
+}
+
+static __always_inline __u32 log2_slot(__u64 v)
+{
+	__u32 r = 0, shift;
+
+	if (v == 0)
+		return 0;
+	shift = (v > 0xFFFFFFFF) << 5; v >>= shift; r = shift;
+	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	r |= (v >> 1);
+	r += 1; /* v in [2^(r-1), 2^r) */
+	return r < LS_HIST_SLOTS ? r : LS_HIST_SLOTS - 1;
+}
+
+static __always_inline int on_begin(void *lock, __u32 flags)
+{
+	struct task_struct *task;
+	struct ls_wait *w;
+	__u32 zero = 0;
+
+	if (!is_target())
+		return 0;
+
+	task = bpf_get_current_task_btf();
+	if (spin_only(flags)) {
+		w = bpf_map_lookup_elem(&cpu_wait, &zero);
+	} else {
+		w = bpf_task_storage_get(&task_wait, task, 0,
+					 BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!w) {
+			count_lost(LS_LOST_STORAGE);
+			return 0;
+		}
+	}
+	if (!w)
+		return 0;
+
+	if (w->lock) {
+		if (w->lock == (__u64)lock) {
+			/* begin, begin, end: keep the first begin */
+			if (flags & LS_LCB_F_SPIN)
+				w->mode |= LS_MODE_SPUN;
+		} else {
+			/* e.g. an interrupt contending on another spinlock */
+			count_lost(LS_LOST_NESTED);
+		}
+		return 0;
+	}
+
+	w->lock = (__u64)lock;
+	w->begin_ns = bpf_ktime_get_ns();
+	w->nvcsw = BPF_CORE_READ(task, nvcsw);
+	w->flags = (flags & LS_LCB_F_MUTEX) ? (flags & ~LS_LCB_F_SPIN) : flags;
+	w->mode = (flags & LS_LCB_F_SPIN) ? LS_MODE_SPUN : 0;
+	return 0;
+}
+
+static __always_inline __u32 lock_class_of(struct task_struct *task, __u64 lock,
+					    __u32 flags)
+{
+	struct mm_struct *mm;
+
+	/* mmap_lock is an rwsem: no spin, no rt, no percpu flags */
+	if (flags & (LS_LCB_F_SPIN | LS_LCB_F_RT | LS_LCB_F_PERCPU | LS_LCB_F_MUTEX))
+		return LS_CLASS_NONE;
+	mm = BPF_CORE_READ(task, mm);
+	if (mm && lock == (__u64)&mm->mmap_lock)
+		return LS_CLASS_MMAP_LOCK;
+	return LS_CLASS_NONE;
+}
+
+static __always_inline int on_end(void *ctx, void *lock, int ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ls_agg_key key = {};
+	struct ls_agg_val *val;
+	struct ls_wait *w, open;
+	__u64 now, delta, id;
+	__s32 stack_id = -1;
+	__u32 zero = 0, slot;
+	int err;
+
+	w = bpf_map_lookup_elem(&cpu_wait, &zero);
+	if (w && w->lock) {
+		if (w->lock != (__u64)lock)
+			return 0; /* an unrelated (nested) end on this CPU */
+	} else {
+		w = bpf_task_storage_get(&task_wait, task, 0, 0);
+		if (!w || w->lock != (__u64)lock) {
+			if (is_target())
+				count_lost(LS_LOST_END_NO_BEGIN);
+			return 0;
+		}
+	}
+	now = bpf_ktime_get_ns();
+	open = *w;
+	w->lock = 0;
+
+	delta = now - open.begin_ns;
+	if (BPF_CORE_READ(task, nvcsw) != open.nvcsw)
+		open.mode |= LS_MODE_SLEPT;
+
+	if (take_caller) {
+		stack_id = bpf_get_stackid(ctx, &stacks, 0);
+		if (stack_id < 0)
+			count_lost(LS_LOST_STACK);
+	}
+
+	id = bpf_get_current_pid_tgid();
+	key.lock = open.lock;
+	key.stack_id = stack_id;
+	key.tid = (__u32)id;
+	key.pid = id >> 32;
+	key.flags = open.flags;
+
+	val = bpf_map_lookup_elem(&agg, &key);
+	if (!val) {
+		struct ls_agg_val *init = bpf_map_lookup_elem(&agg_zero, &zero);
+
+		if (!init)
+			return 0;
+		init->cgroup_id = bpf_get_current_cgroup_id();
+		init->lock_class = lock_class_of(task, open.lock, open.flags);
+		bpf_get_current_comm(init->comm, sizeof(init->comm));
+		init->min_ns = ~0ULL;
+		err = bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST);
+		if (err && err != -17 /* EEXIST: another CPU created it */) {
+			count_lost(LS_LOST_MAP_FULL);
+			goto emit;
+		}
+		val = bpf_map_lookup_elem(&agg, &key);
+		if (!val)
+			goto emit;
+	}
+	__sync_fetch_and_add(&val->count, 1);
+	__sync_fetch_and_add(&val->total_ns, delta);
+	if (delta < val->min_ns)
+		val->min_ns = delta;
+	if (delta > val->max_ns)
+		val->max_ns = delta;
+	if (ret)
+		__sync_fetch_and_add(&val->aborted, 1);
+	if (open.mode & LS_MODE_SPUN)
+		__sync_fetch_and_add(&val->spun, 1);
+	if (open.mode & LS_MODE_SLEPT)
+		__sync_fetch_and_add(&val->slept, 1);
+	slot = log2_slot(delta);
+	if (slot < LS_HIST_SLOTS)
+		__sync_fetch_and_add(&val->hist[slot], 1);
+
+emit:
+	if (emit_events) {
+		struct ls_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+		if (!e) {
+			count_lost(LS_LOST_RINGBUF);
+			return 0;
+		}
+		e->begin_ns = open.begin_ns;
+		e->end_ns = now;
+		e->lock = open.lock;
+		e->cgroup_id = bpf_get_current_cgroup_id();
+		e->pid = id >> 32;
+		e->tid = (__u32)id;
+		e->flags = open.flags;
+		e->mode = open.mode;
+		e->ret = ret;
+		e->stack_id = stack_id;
+		e->lock_class = lock_class_of(task, open.lock, open.flags);
+		e->pad = 0;
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		bpf_ringbuf_submit(e, 0);
+	}
+	return 0;
+}
+
+static __always_inline int on_fork(__u32 parent_tgid, __u32 child_pid)
+{
+	__u8 one = 1;
+
+	if (!follow_forks)
+		return 0;
+	if (!bpf_map_lookup_elem(&target_pids, &parent_tgid))
+		return 0;
+	bpf_map_update_elem(&target_pids, &child_pid, &one, BPF_ANY);
+	return 0;
+}
+
+/* ---- tp_btf: preferred ---------------------------------------------- */
+
+SEC("tp_btf/contention_begin")
+int BPF_PROG(contention_begin_btf, void *lock, unsigned int flags)
+{
+	return on_begin(lock, flags);
+}
+
+SEC("tp_btf/contention_end")
+int BPF_PROG(contention_end_btf, void *lock, int ret)
+{
+	return on_end(ctx, lock, ret);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(follow_fork_btf, struct task_struct *parent, struct task_struct *child)
+{
+	return on_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
+}
+
+/* ---- classic tracepoints: fallback ----------------------------------- */
+
+SEC("tracepoint/lock/contention_begin")
+int contention_begin_tp(struct trace_event_raw_contention_begin *ctx)
+{
+	return on_begin((void *)ctx->lock_addr, ctx->flags);
+}
+
+SEC("tracepoint/lock/contention_end")
+int contention_end_tp(struct trace_event_raw_contention_end *ctx)
+{
+	return on_end(ctx, (void *)ctx->lock_addr, ctx->ret);
+}
+
+SEC("tracepoint/sched/sched_process_fork")
+int follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
+{
+	/* runs in the parent; a new thread's tid joins harmlessly */
+	return on_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
+}

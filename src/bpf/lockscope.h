@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * lockscope.h - the one definition of everything that crosses the
+ * kernel/user boundary. BPF programs include it; Rust uses the types that
+ * libbpf-cargo generates from the compiled objects' BTF (never a hand copy).
+ *
+ * Every struct here is padded by hand to a multiple of 8 bytes with explicit
+ * fields so that the C and generated Rust layouts are identical.
+ */
+#ifndef __LOCKSCOPE_H
+#define __LOCKSCOPE_H
+
+#define LS_COMM_LEN 16
+
+/* log2 histogram of nanoseconds: slot 0 counts 0 ns, slot k (k >= 1) counts
+ * [2^(k-1), 2^k) ns, the last slot also everything above. 2^39 ns ~ 550 s. */
+#define LS_HIST_SLOTS 40
+
+/* Depth of the kernel stack taken at contention_end to find the caller.
+ * Userspace skips BPF/tracing and lock-internal frames by symbol. */
+#define LS_CALLER_DEPTH 12
+
+/* Flags of lock:contention_begin, include/trace/events/lock.h (v5.19+). */
+#define LS_LCB_F_SPIN (1U << 0)
+#define LS_LCB_F_READ (1U << 1)
+#define LS_LCB_F_WRITE (1U << 2)
+#define LS_LCB_F_RT (1U << 3)
+#define LS_LCB_F_PERCPU (1U << 4)
+#define LS_LCB_F_MUTEX (1U << 5)
+
+/* How a wait was spent (bit set). */
+enum ls_wait_mode {
+	LS_MODE_SPUN = 1,  /* a begin carried LCB_F_SPIN (optimistic or spinlock) */
+	LS_MODE_SLEPT = 2, /* the task switched out voluntarily during the wait */
+};
+
+/* What the lock is, where the kernel side can tell. */
+enum ls_lock_class {
+	LS_CLASS_NONE = 0,
+	LS_CLASS_MMAP_LOCK = 1, /* the current task's mm->mmap_lock */
+};
+
+/* Counters of what the kernel side lost or could not see, indexed into the
+ * per-CPU array `lost`. Userspace sums CPUs and prints every one. */
+enum ls_lost {
+	LS_LOST_MAP_FULL = 0,      /* aggregation map had no room for a new key */
+	LS_LOST_END_NO_BEGIN = 1,  /* contention_end for a wait whose begin we missed */
+	LS_LOST_STACK = 2,         /* caller stack could not be taken */
+	LS_LOST_RINGBUF = 3,       /* event stream record dropped: ring buffer full */
+	LS_LOST_NESTED = 4,        /* begin while another wait was open on the slot */
+	LS_LOST_STORAGE = 5,       /* per-task storage could not be created */
+	LS_LOST__COUNT = 6,
+};
+
+/* In-kernel aggregation: one entry per (lock, caller stack, task, kind). */
+struct ls_agg_key {
+	__u64 lock;     /* lock address (kernel pointer) */
+	__s32 stack_id; /* caller stack in `stacks`, < 0 when not taken */
+	__u32 tid;
+	__u32 pid;      /* thread group id */
+	__u32 flags;    /* contention_begin flags of the first begin, spin bit of
+			 * a mutex removed (spinning is a mode, not a kind) */
+};
+
+struct ls_agg_val {
+	__u64 count;     /* completed waits (including aborted) */
+	__u64 total_ns;
+	__u64 min_ns;
+	__u64 max_ns;
+	__u64 aborted;   /* contention_end ret != 0 (signal, timeout) */
+	__u64 spun;      /* waits with LS_MODE_SPUN */
+	__u64 slept;     /* waits with LS_MODE_SLEPT */
+	__u64 cgroup_id; /* cgroup v2 id of the task when the key was created */
+	__u32 lock_class;
+	__u32 pad;
+	char comm[LS_COMM_LEN];
+	__u64 hist[LS_HIST_SLOTS];
+};
+
+/* One completed wait, sent through the ring buffer by the stream mode. */
+struct ls_event {
+	__u64 begin_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u64 end_ns;
+	__u64 lock;
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 tid;
+	__u32 flags;
+	__u32 mode;
+	__s32 ret;
+	__s32 stack_id;
+	__u32 lock_class;
+	__u32 pad;
+	char comm[LS_COMM_LEN];
+};
+
+/* Per-task (sleeping locks) or per-CPU (spin-only locks) open wait. */
+struct ls_wait {
+	__u64 lock;
+	__u64 begin_ns;
+	__u64 nvcsw; /* task->nvcsw at begin: a change means the task slept */
+	__u32 flags;
+	__u32 mode;
+};
+
+#endif /* __LOCKSCOPE_H */

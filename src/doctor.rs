@@ -1,0 +1,1 @@
+//! Feature probing (`lockscope doctor`).

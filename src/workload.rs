@@ -1,0 +1,1 @@
+//! Built-in workloads with known contention.
