@@ -1,4 +1,13 @@
 //! lockscope: an eBPF lock profiler. Library first; `main.rs` is a thin CLI.
+pub mod app;
 pub mod bpf;
+pub mod cgroup;
+pub mod cli;
 pub mod doctor;
+pub mod ksyms;
+pub mod libbpf_log;
+pub mod model;
+pub mod output;
+pub mod session;
+pub mod units;
 pub mod workload;

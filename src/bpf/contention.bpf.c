@@ -7,11 +7,19 @@
  * direct arguments) and classic tracepoints (fallback); userspace loads one.
  *
  * Invariants:
- * - An open wait lives in a per-CPU slot when the lock only spins (spinlock,
- *   rwlock: the waiter cannot sleep or migrate), else in task storage
- *   (mutex, rwsem, rt-mutex, percpu-rwsem: the waiter may sleep and migrate).
- *   contention_end has no flags, so it checks the per-CPU slot first: a task
- *   cannot enter a sleeping lock while spinning on another.
+ * - An open wait lives on a small per-CPU stack when the lock only spins
+ *   (spinlock, rwlock: the waiter cannot sleep or migrate; an interrupt, or
+ *   an rwlock's own wait_lock, can nest another spin wait on top), else in
+ *   task storage (mutex, rwsem, rt-mutex, percpu-rwsem: the waiter may sleep
+ *   and migrate; a task waits for one such lock at a time, so an open entry
+ *   for another lock is stale and is replaced). contention_end has no
+ *   flags, so it searches the per-CPU stack first: a task cannot enter a
+ *   sleeping lock while spinning.
+ * - The kernel skips a tp_btf program that is already running on a CPU. An
+ *   interrupt arriving while contention_end runs would then have its begin
+ *   recorded but its end skipped, leaving a wait open that a later end of
+ *   the same lock would close with a bogus duration. So both programs mark
+ *   the CPU busy and a begin seen while busy is not opened (counted).
  * - begin, begin, end on one lock (a mutex spins then sleeps) is one wait:
  *   the first begin's time is kept, later begins only add mode bits.
  * - Whether the waiter slept is measured, not inferred from flags: the
@@ -72,8 +80,8 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct ls_wait);
-} cpu_wait SEC(".maps");
+	__type(value, struct ls_cpu_state);
+} cpu_state SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -173,47 +181,113 @@ static __always_inline __u32 log2_slot(__u64 v)
 	return r < LS_HIST_SLOTS ? r : LS_HIST_SLOTS - 1;
 }
 
-static __always_inline int on_begin(void *lock, __u32 flags)
+static __always_inline void open_wait(struct ls_wait *w, struct task_struct *task,
+				      void *lock, __u32 flags)
 {
-	struct task_struct *task;
-	struct ls_wait *w;
-	__u32 zero = 0;
-
-	if (!is_target())
-		return 0;
-
-	task = bpf_get_current_task_btf();
-	if (spin_only(flags)) {
-		w = bpf_map_lookup_elem(&cpu_wait, &zero);
-	} else {
-		w = bpf_task_storage_get(&task_wait, task, 0,
-					 BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (!w) {
-			count_lost(LS_LOST_STORAGE);
-			return 0;
-		}
-	}
-	if (!w)
-		return 0;
-
-	if (w->lock) {
-		if (w->lock == (__u64)lock) {
-			/* begin, begin, end: keep the first begin */
-			if (flags & LS_LCB_F_SPIN)
-				w->mode |= LS_MODE_SPUN;
-		} else {
-			/* e.g. an interrupt contending on another spinlock */
-			count_lost(LS_LOST_NESTED);
-		}
-		return 0;
-	}
-
 	w->lock = (__u64)lock;
 	w->begin_ns = bpf_ktime_get_ns();
 	w->nvcsw = BPF_CORE_READ(task, nvcsw);
 	w->flags = (flags & LS_LCB_F_MUTEX) ? (flags & ~LS_LCB_F_SPIN) : flags;
 	w->mode = (flags & LS_LCB_F_SPIN) ? LS_MODE_SPUN : 0;
+}
+
+static __always_inline void begin_spin(struct ls_cpu_state *cpu,
+				       struct task_struct *task, void *lock,
+				       __u32 flags)
+{
+	__u32 d = cpu->depth;
+	struct ls_wait *w;
+
+	if (d >= LS_CPU_NEST) {
+		/* deeper than any real nesting: ends were lost; start over */
+		count_lost(LS_LOST_NESTED);
+		cpu->depth = 0;
+		return;
+	}
+	if (d > 0) {
+		w = &cpu->slot[(d - 1) & (LS_CPU_NEST - 1)];
+		if (w->lock == (__u64)lock)
+			return; /* begin, begin, end: keep the first */
+	}
+	w = &cpu->slot[d & (LS_CPU_NEST - 1)];
+	open_wait(w, task, lock, flags);
+	cpu->depth = d + 1;
+}
+
+static __always_inline void begin_sleep(struct task_struct *task, void *lock,
+					__u32 flags)
+{
+	struct ls_wait *w;
+
+	w = bpf_task_storage_get(&task_wait, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!w) {
+		count_lost(LS_LOST_STORAGE);
+		return;
+	}
+	if (w->lock == (__u64)lock) {
+		/* begin, begin, end: a mutex spun, now sleeps; keep the first */
+		if (flags & LS_LCB_F_SPIN)
+			w->mode |= LS_MODE_SPUN;
+		return;
+	}
+	if (w->lock)
+		count_lost(LS_LOST_STALE);
+	open_wait(w, task, lock, flags);
+}
+
+static __always_inline int on_begin(void *lock, __u32 flags)
+{
+	struct ls_cpu_state *cpu;
+	__u32 zero = 0;
+
+	cpu = bpf_map_lookup_elem(&cpu_state, &zero);
+	if (!cpu)
+		return 0;
+	if (cpu->busy) {
+		if (is_target())
+			count_lost(LS_LOST_REENTERED);
+		return 0;
+	}
+	if (!is_target())
+		return 0;
+	cpu->busy = 1;
+	if (spin_only(flags))
+		begin_spin(cpu, bpf_get_current_task_btf(), lock, flags);
+	else
+		begin_sleep(bpf_get_current_task_btf(), lock, flags);
+	cpu->busy = 0;
 	return 0;
+}
+
+/* Finds and closes the open wait for `lock`; false when none is open. */
+static __always_inline bool close_wait(struct ls_cpu_state *cpu,
+				       struct task_struct *task, __u64 lock,
+				       struct ls_wait *out)
+{
+	struct ls_wait *w;
+	__u32 d = cpu->depth;
+
+#pragma unroll
+	for (int i = LS_CPU_NEST - 1; i >= 0; i--) {
+		if (i >= d)
+			continue;
+		w = &cpu->slot[i];
+		if (w->lock == lock) {
+			*out = *w;
+			w->lock = 0;
+			if (d - 1 > i)
+				/* waits opened above this one never ended */
+				count_lost(LS_LOST_STALE);
+			cpu->depth = i;
+			return true;
+		}
+	}
+	w = bpf_task_storage_get(&task_wait, task, 0, 0);
+	if (!w || w->lock != lock)
+		return false;
+	*out = *w;
+	w->lock = 0;
+	return true;
 }
 
 static __always_inline __u32 lock_class_of(struct task_struct *task, __u64 lock,
@@ -234,28 +308,24 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct ls_agg_key key = {};
+	struct ls_cpu_state *cpu;
 	struct ls_agg_val *val;
-	struct ls_wait *w, open;
+	struct ls_wait open;
 	__u64 now, delta, id;
 	__s32 stack_id = -1;
 	__u32 zero = 0, slot;
 	int err;
 
-	w = bpf_map_lookup_elem(&cpu_wait, &zero);
-	if (w && w->lock) {
-		if (w->lock != (__u64)lock)
-			return 0; /* an unrelated (nested) end on this CPU */
-	} else {
-		w = bpf_task_storage_get(&task_wait, task, 0, 0);
-		if (!w || w->lock != (__u64)lock) {
-			if (is_target())
-				count_lost(LS_LOST_END_NO_BEGIN);
-			return 0;
-		}
+	cpu = bpf_map_lookup_elem(&cpu_state, &zero);
+	if (!cpu || cpu->busy)
+		return 0; /* no wait can have been opened in this context */
+	cpu->busy = 1;
+	if (!close_wait(cpu, task, (__u64)lock, &open)) {
+		if (is_target())
+			count_lost(LS_LOST_END_NO_BEGIN);
+		goto out;
 	}
 	now = bpf_ktime_get_ns();
-	open = *w;
-	w->lock = 0;
 
 	delta = now - open.begin_ns;
 	if (BPF_CORE_READ(task, nvcsw) != open.nvcsw)
@@ -279,7 +349,7 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 		struct ls_agg_val *init = bpf_map_lookup_elem(&agg_zero, &zero);
 
 		if (!init)
-			return 0;
+			goto out;
 		init->cgroup_id = bpf_get_current_cgroup_id();
 		init->lock_class = lock_class_of(task, open.lock, open.flags);
 		bpf_get_current_comm(init->comm, sizeof(init->comm));
@@ -306,6 +376,7 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 	if (open.mode & LS_MODE_SLEPT)
 		__sync_fetch_and_add(&val->slept, 1);
 	slot = log2_slot(delta);
+	barrier_var(slot); /* keep the bounds check on the register used below */
 	if (slot < LS_HIST_SLOTS)
 		__sync_fetch_and_add(&val->hist[slot], 1);
 
@@ -315,7 +386,7 @@ emit:
 
 		if (!e) {
 			count_lost(LS_LOST_RINGBUF);
-			return 0;
+			goto out;
 		}
 		e->begin_ns = open.begin_ns;
 		e->end_ns = now;
@@ -332,6 +403,8 @@ emit:
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
 		bpf_ringbuf_submit(e, 0);
 	}
+out:
+	cpu->busy = 0;
 	return 0;
 }
 

@@ -47,9 +47,13 @@ enum ls_lost {
 	LS_LOST_END_NO_BEGIN = 1,  /* contention_end for a wait whose begin we missed */
 	LS_LOST_STACK = 2,         /* caller stack could not be taken */
 	LS_LOST_RINGBUF = 3,       /* event stream record dropped: ring buffer full */
-	LS_LOST_NESTED = 4,        /* begin while another wait was open on the slot */
+	LS_LOST_NESTED = 4,        /* spin waits nested deeper than LS_CPU_NEST */
 	LS_LOST_STORAGE = 5,       /* per-task storage could not be created */
-	LS_LOST__COUNT = 6,
+	LS_LOST_REENTERED = 6,     /* a wait began in an interrupt that arrived while
+				    * our own program ran on that CPU: its end would
+				    * be skipped by the kernel, so it is not opened */
+	LS_LOST_STALE = 7,         /* an open wait whose end never came (replaced) */
+	LS_LOST__COUNT = 8,
 };
 
 /* In-kernel aggregation: one entry per (lock, caller stack, task, kind). */
@@ -101,6 +105,16 @@ struct ls_wait {
 	__u64 nvcsw; /* task->nvcsw at begin: a change means the task slept */
 	__u32 flags;
 	__u32 mode;
+};
+
+/* Spin-only waits open on one CPU: task context, then softirq, hardirq and
+ * NMI may each nest one more (and an rwlock nests its wait_lock). */
+#define LS_CPU_NEST 4
+
+struct ls_cpu_state {
+	struct ls_wait slot[LS_CPU_NEST];
+	__u32 depth; /* open slots */
+	__u32 busy;  /* one of our programs is running on this CPU */
 };
 
 #endif /* __LOCKSCOPE_H */

@@ -1,0 +1,678 @@
+//! The commands: report, trace, run, demo, doctor, workload.
+
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command as Proc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+
+use crate::cli::{Cli, Command, DemoArgs, OutputArgs, TraceArgs, TraceSettings, WorkloadArgs};
+use crate::model::{LockKind, Record, group};
+use crate::output::{self, Report, SourceStatus, short_kind};
+use crate::session::{self, Backend, Contention, Options, Symbolizer, Targets};
+use crate::units::fmt_ns;
+
+/// An error caused by the user's input: exit status 2, one line.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(msg.into()))
+}
+
+/// Runs a parsed command line; returns the process exit status.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Report(a) => {
+            let targets = a.targets.validate().map_err(usage)?;
+            require_privileges()?;
+            let opts = options(targets, &a.settings, false, 0)?;
+            let stop = Stop::new(a.duration, &opts.targets)?;
+            let rep = collect(&opts, &stop, &a.output, None)?;
+            print_report(&rep, &a.output)?;
+            Ok(0)
+        }
+        Command::Trace(a) => trace(a),
+        Command::Run(a) => {
+            require_privileges()?;
+            run_command(&a.command, &a.settings, &a.output, false)
+        }
+        Command::Demo(a) => demo(a),
+        Command::Doctor(a) => {
+            let rep = crate::doctor::probe();
+            let mut out = io::stdout().lock();
+            if a.json {
+                serde_json::to_writer_pretty(&mut out, &rep)?;
+                writeln!(out)?;
+            } else {
+                crate::doctor::render(&rep, &mut out)?;
+            }
+            Ok(if rep.usable() { 0 } else { 1 })
+        }
+        Command::Workload(a) => workload(a),
+    }
+}
+
+/// Root, or CAP_BPF + CAP_PERFMON (+ CAP_SYS_RESOURCE is not needed on 5.11+).
+pub fn require_privileges() -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    const CAP_PERFMON: u64 = 1 << 38;
+    const CAP_BPF: u64 = 1 << 39;
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    if caps & CAP_SYS_ADMIN != 0 || (caps & CAP_BPF != 0 && caps & CAP_PERFMON != 0) {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let uid = unsafe { libc::getuid() };
+    Err(usage(format!(
+        "lockscope needs root or CAP_BPF + CAP_PERFMON to load BPF programs \
+         (running as uid {uid}): try `sudo lockscope ...`"
+    )))
+}
+
+fn options(targets: Targets, s: &TraceSettings, events: bool, ringbuf_mb: u32) -> Result<Options> {
+    let backend = match s.backend.as_deref() {
+        Some("tp_btf") => Some(Backend::TpBtf),
+        Some("tracepoint") => Some(Backend::Tracepoint),
+        Some(b) => return Err(usage(format!("unknown backend '{b}'"))),
+        None => None,
+    };
+    if s.max_entries == 0 {
+        return Err(usage("--max-entries must be at least 1"));
+    }
+    Ok(Options {
+        targets,
+        emit_events: events,
+        take_caller: !s.no_caller,
+        max_entries: s.max_entries,
+        ringbuf_bytes: ringbuf_mb.clamp(1, 1024) << 20,
+        backend,
+    })
+}
+
+/// When to stop: a deadline, Ctrl-C/SIGTERM, or every watched task gone.
+pub struct Stop {
+    deadline: Option<Instant>,
+    pub interrupted: Arc<AtomicBool>,
+    pub terminated: Arc<AtomicBool>,
+    watch: Vec<u32>,
+}
+
+impl Stop {
+    pub fn new(duration: Option<Duration>, targets: &Targets) -> Result<Stop> {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let terminated = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())
+            .context("install SIGINT handler")?;
+        signal_hook::flag::register(signal_hook::consts::SIGTERM, terminated.clone())
+            .context("install SIGTERM handler")?;
+        let mut watch = targets.pids.clone();
+        watch.extend(&targets.tids);
+        Ok(Stop {
+            deadline: duration.map(|d| Instant::now() + d),
+            interrupted,
+            terminated,
+            watch,
+        })
+    }
+
+    pub fn signalled(&self) -> bool {
+        self.interrupted.load(Ordering::Relaxed) || self.terminated.load(Ordering::Relaxed)
+    }
+
+    fn targets_gone(&self) -> bool {
+        !self.watch.is_empty()
+            && self
+                .watch
+                .iter()
+                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists() || is_zombie(*p))
+    }
+
+    pub fn should_stop(&self) -> bool {
+        self.signalled()
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+            || self.targets_gone()
+    }
+
+    /// Time left until the deadline, capped at `max`.
+    pub fn tick(&self, max: Duration) -> Duration {
+        match self.deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(max),
+            None => max,
+        }
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+fn attach(opts: &Options) -> Result<Contention> {
+    Contention::start(opts).map_err(|e| {
+        let msg = format!("{e:#}");
+        if msg.contains("no lock:contention_begin") {
+            usage(msg)
+        } else {
+            e
+        }
+    })
+}
+
+fn source_status(src: &Contention) -> SourceStatus {
+    SourceStatus {
+        name: session::SOURCE.into(),
+        backend: Some(src.backend.name().into()),
+        available: true,
+        reason: src
+            .fallback_reason
+            .as_ref()
+            .map(|r| format!("preferred backend failed: {r}")),
+    }
+}
+
+/// Reads the kernel aggregation into a report.
+pub fn snapshot(
+    src: &Contention,
+    sym: &mut Symbolizer,
+    targets: &str,
+    duration: Duration,
+    out: &OutputArgs,
+) -> Result<Report> {
+    let records: Vec<Record> = src
+        .raw_entries()?
+        .iter()
+        .map(|(k, v)| session::to_record(src, sym, k, v))
+        .collect();
+    Ok(Report {
+        version: output::JSON_VERSION,
+        duration_ns: duration.as_nanos() as u64,
+        targets: targets.to_string(),
+        by: output::by_name(out.by),
+        sources: vec![source_status(src)],
+        lost: src.lost()?,
+        rows: group(&records, out.by),
+    })
+}
+
+/// Attaches, waits for the stop condition, reads the summary.
+fn collect(
+    opts: &Options,
+    stop: &Stop,
+    out: &OutputArgs,
+    child: Option<&mut Child>,
+) -> Result<Report> {
+    let src = attach(opts)?;
+    let mut sym = Symbolizer::new();
+    let start = Instant::now();
+    wait_until(stop, child)?;
+    let elapsed = start.elapsed();
+    src.detach();
+    snapshot(&src, &mut sym, &opts.targets.describe(), elapsed, out)
+}
+
+fn wait_until(stop: &Stop, mut child: Option<&mut Child>) -> Result<()> {
+    loop {
+        if let Some(c) = child.as_deref_mut() {
+            if c.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if stop.terminated.swap(false, Ordering::Relaxed) {
+                // forward SIGTERM; keep waiting for the command to exit
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            }
+        } else if stop.should_stop() {
+            return Ok(());
+        }
+        std::thread::sleep(stop.tick(Duration::from_millis(50)));
+    }
+}
+
+fn print_report(rep: &Report, out: &OutputArgs) -> Result<()> {
+    let mut w = io::stdout().lock();
+    if out.json {
+        serde_json::to_writer(&mut w, rep)?;
+        writeln!(w)?;
+    } else {
+        output::write_table(&mut w, rep, out.by, out.top, output::term_width())?;
+    }
+    Ok(())
+}
+
+/// A command started but held before exec until [`HeldChild::release`].
+struct HeldChild {
+    pid: u32,
+    release: OwnedFd,
+    spawner: std::thread::JoinHandle<io::Result<Child>>,
+}
+
+fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(anyhow!("pipe2: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by us alone.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Starts `cmd` so that tracing can attach before it runs its first
+/// instruction: the forked child sends its pid through one pipe and then
+/// blocks on another until released. std's spawn() returns only after
+/// exec, so it runs on a helper thread while we attach.
+fn spawn_held(cmd: &[String]) -> Result<HeldChild> {
+    let (prog, args) = cmd
+        .split_first()
+        .ok_or_else(|| usage("no command given after --"))?;
+    let (go_rd, go_wr) = pipe_cloexec()?;
+    let (pid_rd, pid_wr) = pipe_cloexec()?;
+    let (go_r, go_w, pid_w) = (go_rd.as_raw_fd(), go_wr.as_raw_fd(), pid_wr.as_raw_fd());
+    let mut c = Proc::new(prog);
+    c.args(args);
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls async-signal-safe functions (getpid, write, close, read) on
+    // file descriptors inherited from the parent.
+    unsafe {
+        c.pre_exec(move || {
+            libc::close(go_w);
+            let pid = libc::getpid();
+            libc::write(pid_w, (&pid as *const i32).cast(), 4);
+            libc::close(pid_w);
+            let mut b = 0u8;
+            while libc::read(go_r, (&mut b as *mut u8).cast(), 1) < 0
+                && *libc::__errno_location() == libc::EINTR
+            {}
+            Ok(())
+        });
+    }
+    // pid_wr must stay open until the fork has happened; the thread closes
+    // it when spawn() returns, which also unblocks our read if fork failed.
+    let spawner = std::thread::spawn(move || {
+        let r = c.spawn();
+        drop(pid_wr);
+        r
+    });
+    let mut buf = [0u8; 4];
+    let mut pid_file = std::fs::File::from(pid_rd);
+    use std::io::Read;
+    if pid_file.read_exact(&mut buf).is_err() {
+        // the fork itself failed (or the child died): spawn() says why
+        let err = match spawner.join() {
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                usage(format!("command not found: {prog}"))
+            }
+            Ok(Err(e)) => anyhow!("cannot start {prog}: {e}"),
+            _ => anyhow!("cannot start {prog}"),
+        };
+        return Err(err);
+    }
+    drop(go_rd);
+    Ok(HeldChild {
+        pid: i32::from_ne_bytes(buf) as u32,
+        release: go_wr,
+        spawner,
+    })
+}
+
+impl HeldChild {
+    /// Lets the command exec; returns it, or why exec failed.
+    fn release(self, prog: &str) -> Result<Child> {
+        drop(self.release);
+        match self.spawner.join() {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                Err(usage(format!("command not found: {prog}")))
+            }
+            Ok(Err(e)) => Err(anyhow!("cannot start {prog}: {e}")),
+            Err(_) => Err(anyhow!("cannot start {prog}: spawner thread panicked")),
+        }
+    }
+
+    fn abort(self) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our
+        // own unreaped child, so it cannot have been reused.
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        drop(self.release);
+        if let Ok(Ok(mut c)) = self.spawner.join() {
+            let _ = c.wait();
+        }
+    }
+}
+
+fn exit_code(st: std::process::ExitStatus) -> i32 {
+    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+}
+
+fn run_command(
+    cmd: &[String],
+    settings: &TraceSettings,
+    out: &OutputArgs,
+    quiet: bool,
+) -> Result<i32> {
+    let held = spawn_held(cmd)?;
+    let pid = held.pid;
+    let targets = Targets {
+        pids: vec![pid],
+        follow_forks: true,
+        ..Default::default()
+    };
+    let opts = options(targets, settings, false, 0)?;
+    let stop = Stop::new(None, &opts.targets)?;
+    let src = match attach(&opts) {
+        Ok(s) => s,
+        Err(e) => {
+            held.abort();
+            return Err(e);
+        }
+    };
+    let mut sym = Symbolizer::new();
+    let start = Instant::now();
+    let mut child = held.release(&cmd[0])?; // the command starts now
+    wait_until(&stop, Some(&mut child))?;
+    let status = child.wait()?;
+    let elapsed = start.elapsed();
+    src.detach();
+    let desc = format!("{} (pid {pid}) and children", cmd.join(" "));
+    let rep = snapshot(&src, &mut sym, &desc, elapsed, out)?;
+    if !quiet && !out.json {
+        eprintln!(
+            "lockscope: {} exited with status {}",
+            cmd[0],
+            exit_code(status)
+        );
+    }
+    print_report(&rep, out)?;
+    Ok(exit_code(status))
+}
+
+fn demo(a: DemoArgs) -> Result<i32> {
+    require_privileges()?;
+    let exe = std::env::current_exe().context("find lockscope's own executable")?;
+    let cmd = vec![
+        exe.display().to_string(),
+        "workload".into(),
+        "pipe".into(),
+        "mmap".into(),
+        "--threads".into(),
+        a.threads.to_string(),
+        "--ops".into(),
+        a.ops.to_string(),
+    ];
+    if !a.output.json {
+        eprintln!(
+            "lockscope demo: {} threads write to one pipe (kernel pipe->mutex), then {} threads \
+             mmap/munmap in one address space (mmap_lock), {} operations each",
+            a.threads, a.threads, a.ops
+        );
+    }
+    let settings = TraceSettings {
+        no_caller: false,
+        max_entries: 16384,
+        backend: None,
+    };
+    let code = run_command(&cmd, &settings, &a.output, true)?;
+    if code != 0 {
+        return Err(anyhow!("demo workload failed with status {code}"));
+    }
+    Ok(0)
+}
+
+fn workload(a: WorkloadArgs) -> Result<i32> {
+    use crate::workload::{WorkloadSpec, run as run_workload};
+    if a.threads == 0 {
+        return Err(usage("--threads must be at least 1"));
+    }
+    let mut out = io::stdout().lock();
+    for (i, kind) in a.kinds.iter().enumerate() {
+        let spec = WorkloadSpec {
+            kind: *kind,
+            threads: a.threads,
+            ops: a.ops,
+            write_size: a.write_size,
+            map_size: a.map_size,
+            start_delay: if i == 0 {
+                a.start_delay.unwrap_or_default()
+            } else {
+                Duration::ZERO
+            },
+        };
+        let rep = run_workload(&spec)?;
+        if a.json {
+            serde_json::to_writer(&mut out, &rep)?;
+            writeln!(out)?;
+        } else {
+            writeln!(
+                out,
+                "workload {}: pid {}, {} threads, {} ops in {} ({} blocked in syscalls)",
+                rep.kind,
+                rep.pid,
+                rep.threads,
+                rep.total_ops,
+                fmt_ns(rep.elapsed_ns),
+                fmt_ns(rep.blocked_ns)
+            )?;
+        }
+    }
+    Ok(0)
+}
+
+/// One wait in `trace --json`.
+#[derive(Serialize)]
+struct WaitEvent<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    source: &'static str,
+    kind: LockKind,
+    lock: String,
+    lock_name: Option<String>,
+    caller: Option<String>,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    cgroup: Option<String>,
+    begin_ns: u64,
+    end_ns: u64,
+    wait_ns: u64,
+    aborted: bool,
+    ret: i32,
+    spun: bool,
+    slept: bool,
+}
+
+/// The last line of `trace --json`.
+#[derive(Serialize)]
+struct EndLine {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    events: u64,
+    duration_ns: u64,
+    lost: std::collections::BTreeMap<String, u64>,
+    report: Option<Report>,
+}
+
+fn trace(a: TraceArgs) -> Result<i32> {
+    let targets = a.targets.validate().map_err(usage)?;
+    require_privileges()?;
+    let opts = options(targets, &a.settings, true, a.ringbuf_mb)?;
+    let stop = Stop::new(a.duration, &opts.targets)?;
+    let src = attach(&opts)?;
+    let mut sym = Symbolizer::new();
+    let start = Instant::now();
+    // SAFETY: clock_gettime writes into a valid timespec.
+    let mono_start = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+
+    let pending = std::cell::RefCell::new(Vec::new());
+    let rb = src.events(|e| pending.borrow_mut().push(*e))?;
+    let mut events = 0u64;
+    let stdout = io::stdout();
+    let mut w = io::BufWriter::new(stdout.lock());
+    let width = output::term_width();
+    if !a.json {
+        writeln!(
+            w,
+            "{}",
+            output::fit(
+                &format!(
+                    "{:>10} {:>7} {:<10} {:>7} {:<8} {:>12} {:>8} caller",
+                    "time(s)", "pid", "comm", "tid", "kind", "lock", "wait"
+                ),
+                width
+            )
+        )?;
+    }
+    loop {
+        let done = stop.should_stop();
+        if done {
+            // detach first, so the summary and the stream cover the same waits
+            src.detach();
+            rb.consume()?;
+        } else {
+            rb.poll(stop.tick(Duration::from_millis(100)))
+                .or_else(|e| if stop.signalled() { Ok(()) } else { Err(e) })?;
+        }
+        let batch: Vec<_> = pending.borrow_mut().drain(..).collect();
+        for e in &batch {
+            events += 1;
+            let comm = session::comm_str(&e.comm);
+            let kind = LockKind::from_contention_flags(e.flags);
+            let caller = sym.caller(&src, e.stack_id);
+            let lock_name = session::lock_name(e.lock_class, e.pid, &comm);
+            let res = if a.json {
+                let ev = WaitEvent {
+                    ty: "wait",
+                    source: session::SOURCE,
+                    kind,
+                    lock: format!("0x{:x}", e.lock),
+                    lock_name,
+                    caller,
+                    pid: e.pid,
+                    tid: e.tid,
+                    comm: &comm,
+                    cgroup: sym.cgroup(e.cgroup_id),
+                    begin_ns: e.begin_ns,
+                    end_ns: e.end_ns,
+                    wait_ns: e.end_ns.saturating_sub(e.begin_ns),
+                    aborted: e.ret != 0,
+                    ret: e.ret,
+                    spun: e.mode & 1 != 0,
+                    slept: e.mode & 2 != 0,
+                };
+                serde_json::to_writer(&mut w, &ev)
+                    .map_err(io::Error::from)
+                    .and_then(|_| writeln!(w))
+            } else {
+                let t = e.end_ns.saturating_sub(mono_start) as f64 / 1e9;
+                let lock = lock_name.unwrap_or_else(|| {
+                    let s = format!("{:x}", e.lock);
+                    s[s.len().saturating_sub(12)..].to_string()
+                });
+                let line = format!(
+                    "{:>10.6} {:>7} {:<10} {:>7} {:<8} {:>12} {:>8} {}",
+                    t,
+                    e.pid,
+                    output::fit(&comm, 10),
+                    e.tid,
+                    output::fit(&short_kind(Some(kind)), 8),
+                    output::fit(&lock, 12),
+                    fmt_ns(e.end_ns.saturating_sub(e.begin_ns)),
+                    caller.unwrap_or_else(|| "?".into())
+                );
+                writeln!(w, "{}", output::fit(&line, width))
+            };
+            if let Err(err) = res {
+                if err.kind() == io::ErrorKind::BrokenPipe {
+                    return Ok(0);
+                }
+                return Err(err.into());
+            }
+        }
+        w.flush().or_else(|e| {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
+        if done {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    let out_args = OutputArgs {
+        by: crate::model::GroupBy::Lock,
+        json: a.json,
+        top: 20,
+    };
+    let summary = if a.summary {
+        Some(snapshot(
+            &src,
+            &mut sym,
+            &opts.targets.describe(),
+            elapsed,
+            &out_args,
+        )?)
+    } else {
+        None
+    };
+    let lost = src.lost()?;
+    if a.json {
+        let end = EndLine {
+            ty: "end",
+            events,
+            duration_ns: elapsed.as_nanos() as u64,
+            lost,
+            report: summary,
+        };
+        serde_json::to_writer(&mut w, &end)?;
+        writeln!(w)?;
+    } else {
+        if let Some(rep) = &summary {
+            writeln!(w)?;
+            output::write_table(&mut w, rep, out_args.by, out_args.top, width)?;
+        }
+        w.flush()?;
+        eprintln!(
+            "lockscope: {events} waits delivered in {}",
+            fmt_ns(elapsed.as_nanos() as u64)
+        );
+        for l in output::lost_lines(&lost, width) {
+            eprintln!("{l}");
+        }
+    }
+    w.flush()?;
+    Ok(0)
+}

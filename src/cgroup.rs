@@ -1,0 +1,88 @@
+//! cgroup v2 ids (as `bpf_get_current_cgroup_id` returns them) to paths.
+//! On cgroup v2 the id is the inode number of the cgroup's directory.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Lazily built id → path table; rebuilt once when an id is not found, so
+/// cgroups created after start are still named.
+#[derive(Default)]
+pub struct CgroupNames {
+    table: HashMap<u64, String>,
+    built: bool,
+    rebuilt: bool,
+}
+
+impl CgroupNames {
+    fn build(&mut self) {
+        self.table.clear();
+        walk(Path::new(CGROUP_ROOT), Path::new("/"), 0, &mut self.table);
+    }
+
+    /// Path of a cgroup relative to the cgroup v2 root (`/` for the root),
+    /// or `None` when it no longer exists.
+    pub fn path(&mut self, id: u64) -> Option<String> {
+        if id == 0 {
+            return None;
+        }
+        if !self.built {
+            self.build();
+            self.built = true;
+        }
+        if let Some(p) = self.table.get(&id) {
+            return Some(p.clone());
+        }
+        if !self.rebuilt {
+            self.rebuilt = true;
+            self.build();
+        }
+        self.table.get(&id).cloned()
+    }
+}
+
+fn walk(dir: &Path, rel: &Path, depth: usize, out: &mut HashMap<u64, String>) {
+    if depth > 32 {
+        return;
+    }
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    out.insert(meta.ino(), rel.display().to_string());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            let name = e.file_name();
+            walk(&e.path(), &rel.join(&name), depth + 1, out);
+        }
+    }
+}
+
+/// Resolves a user-given cgroup (absolute path, or relative to the v2 root).
+pub fn resolve_path(arg: &str) -> Result<PathBuf, String> {
+    let p = Path::new(arg);
+    let candidates = [
+        p.to_path_buf(),
+        Path::new(CGROUP_ROOT).join(arg.trim_start_matches('/')),
+    ];
+    for c in candidates {
+        if c.join("cgroup.procs").exists() {
+            return Ok(c);
+        }
+    }
+    Err(format!(
+        "no cgroup v2 directory '{arg}' (looked at {arg} and {CGROUP_ROOT}/{})",
+        arg.trim_start_matches('/')
+    ))
+}
+
+/// The cgroup v2 path of a process, from /proc/PID/cgroup.
+pub fn of_pid(pid: u32) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+}

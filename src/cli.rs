@@ -1,0 +1,305 @@
+//! Command-line interface (clap). Parsing and validation only; the work is
+//! in `app.rs`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::GroupBy;
+use crate::units::parse_duration;
+use crate::workload::WorkloadKind;
+
+const ABOUT: &str = "lockscope: which locks your threads wait for, for how long, and why.\n\
+An eBPF lock profiler: kernel lock contention (every sleeping and spinning\n\
+kernel lock), aggregated in the kernel, with callers, cgroups and losses.";
+
+const EXAMPLES: &str = "\
+Examples:
+  lockscope demo                      run the built-in workload and report on it
+  lockscope report -d 5s              system-wide, 5 seconds, by lock
+  lockscope report -p 1234 --by caller   one process until Ctrl-C, by caller
+  lockscope report -c postgres --by task --json
+  lockscope trace -p 1234 --json      every wait as a JSON line
+  lockscope run -- make -j8           profile a command and its children
+  lockscope doctor                    what this kernel allows, and what runs
+
+Exit status: 0 ok, 1 runtime failure, 2 bad usage; `run` exits with the
+command's status. Needs root (or CAP_BPF + CAP_PERFMON).";
+
+#[derive(Parser, Debug)]
+#[command(name = "lockscope", version, about = ABOUT, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace for a while, then print a summary table (sorted by total wait)
+    #[command(
+        after_help = "Examples:\n  lockscope report -d 5s\n  lockscope report -p 1234 -p 1240 --by task\n  lockscope report --cgroup /system.slice/postgresql.service --json\n\nStops after -d, on Ctrl-C / SIGTERM, or when every -p/-t target exits.\np99 is estimated from a log2 histogram (within its power-of-two bucket)."
+    )]
+    Report(ReportArgs),
+    /// Print every contended wait as it completes (human lines or JSON Lines)
+    #[command(
+        after_help = "Examples:\n  lockscope trace -p 1234\n  lockscope trace -d 2s --json > waits.jsonl\n  lockscope trace -c myapp --summary\n\nHuman line: time(s) pid comm tid kind lock wait how caller\nJSON Lines: {\"type\":\"wait\",...} per wait, then {\"type\":\"end\",...}\nwith the number of events and every loss counter."
+    )]
+    Trace(TraceArgs),
+    /// Run a command, profile it and its children, report when it exits
+    #[command(
+        after_help = "Examples:\n  lockscope run -- ./my-db --bench\n  lockscope run --by caller --json -- make -j4\n\nExits with the command's exit status (128+N if killed by signal N)."
+    )]
+    Run(RunArgs),
+    /// Run the built-in contention workload and report on it
+    Demo(DemoArgs),
+    /// Probe what this kernel allows and print which sources will run
+    Doctor(DoctorArgs),
+    /// Built-in workload with known lock operations (used by demo and tests)
+    Workload(WorkloadArgs),
+}
+
+/// Who to trace. Without any of these: the whole system.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TargetArgs {
+    /// Trace this process (all its threads); repeatable
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Trace only this thread; repeatable
+    #[arg(short = 't', long = "tid", value_name = "TID")]
+    pub tids: Vec<u32>,
+    /// Trace threads whose name (comm, 15 chars max) is exactly this
+    #[arg(short = 'c', long = "comm", value_name = "COMM")]
+    pub comm: Option<String>,
+    /// Trace tasks in this cgroup v2 (path, or relative to /sys/fs/cgroup) and below
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroup: Option<String>,
+}
+
+/// Settings shared by every tracing command.
+#[derive(Args, Debug, Clone)]
+pub struct TraceSettings {
+    /// Do not take a kernel stack to name the caller (cheaper; caller shown as ?)
+    #[arg(long)]
+    pub no_caller: bool,
+    /// Capacity of the in-kernel aggregation map (distinct lock/caller/thread keys)
+    #[arg(long, default_value_t = 16384, value_name = "N")]
+    pub max_entries: u32,
+    /// Force a backend instead of trying tp_btf then tracepoint
+    #[arg(long, value_parser = ["tp_btf", "tracepoint"])]
+    pub backend: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Group rows by
+    #[arg(long, value_enum, default_value_t = GroupBy::Caller)]
+    pub by: GroupBy,
+    /// Print one JSON object (the documented contract) instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Rows to show in the table
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// How long to trace: 500ms, 5s, 2m (default: until Ctrl-C or targets exit)
+    #[arg(short = 'd', long = "duration", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub settings: TraceSettings,
+}
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// How long to trace: 500ms, 5s, 2m (default: until Ctrl-C or targets exit)
+    #[arg(short = 'd', long = "duration", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    /// JSON Lines instead of human lines
+    #[arg(long)]
+    pub json: bool,
+    /// At the end, also print the in-kernel summary (as a table, or in the end line with --json)
+    #[arg(long)]
+    pub summary: bool,
+    /// Ring buffer size in MiB
+    #[arg(long, default_value_t = 8, value_name = "MIB")]
+    pub ringbuf_mb: u32,
+    #[command(flatten)]
+    pub settings: TraceSettings,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub settings: TraceSettings,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Worker threads per workload
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Operations per thread
+    #[arg(long, default_value_t = 20000)]
+    pub ops: u64,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Print the probe results as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkloadArgs {
+    /// Workloads to run, one after another: pipe (N writers on one pipe:
+    /// pipe->mutex), mmap (N threads mmap/munmap in one address space: mmap_lock)
+    #[arg(value_parser = crate::workload::parse_kind, default_value = "pipe")]
+    pub kinds: Vec<WorkloadKind>,
+    /// Worker threads
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Operations per thread
+    #[arg(long, default_value_t = 20000)]
+    pub ops: u64,
+    /// Bytes per pipe write (at most 4096, so writes are atomic)
+    #[arg(long, default_value_t = 4096)]
+    pub write_size: usize,
+    /// Bytes per mapping in the mmap workload
+    #[arg(long, default_value_t = 65536)]
+    pub map_size: usize,
+    /// Sleep this long before working (lets a tracer attach with -p)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub start_delay: Option<Duration>,
+    /// Print what was done as JSON (one line per workload)
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TargetArgs {
+    /// Validates targets: every PID/TID must exist, the cgroup must be a
+    /// cgroup v2 directory.
+    pub fn validate(&self) -> Result<crate::session::Targets, String> {
+        for &p in &self.pids {
+            if p == 0 || !std::path::Path::new(&format!("/proc/{p}")).exists() {
+                return Err(format!("no process with PID {p}"));
+            }
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{p}/status")) {
+                let tgid = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Tgid:"))
+                    .and_then(|v| v.trim().parse::<u32>().ok());
+                if tgid.is_some_and(|t| t != p) {
+                    return Err(format!(
+                        "{p} is a thread of process {}, not a process: use -t {p} or -p {}",
+                        tgid.unwrap_or(0),
+                        tgid.unwrap_or(0)
+                    ));
+                }
+            }
+        }
+        for &t in &self.tids {
+            if t == 0 || !std::path::Path::new(&format!("/proc/{t}")).exists() {
+                return Err(format!("no thread with TID {t}"));
+            }
+        }
+        if let Some(c) = &self.comm {
+            if c.is_empty() || c.len() > 15 {
+                return Err(format!(
+                    "--comm '{c}': a task name is 1 to 15 bytes (the kernel truncates comm to 15)"
+                ));
+            }
+        }
+        let cgroup: Option<PathBuf> = match &self.cgroup {
+            Some(c) => Some(crate::cgroup::resolve_path(c)?),
+            None => None,
+        };
+        Ok(crate::session::Targets {
+            pids: self.pids.clone(),
+            tids: self.tids.clone(),
+            comm: self.comm.clone(),
+            cgroup,
+            follow_forks: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_report_options() {
+        let c = Cli::try_parse_from([
+            "lockscope",
+            "report",
+            "-d",
+            "500ms",
+            "-p",
+            "1",
+            "-p",
+            "2",
+            "--by",
+            "caller",
+            "--json",
+        ])
+        .expect("parses");
+        let Command::Report(r) = c.command else {
+            panic!("not report")
+        };
+        assert_eq!(r.duration, Some(Duration::from_millis(500)));
+        assert_eq!(r.targets.pids, vec![1, 2]);
+        assert_eq!(r.output.by, GroupBy::Caller);
+        assert!(r.output.json);
+    }
+
+    #[test]
+    fn bad_duration_is_a_usage_error() {
+        let e = Cli::try_parse_from(["lockscope", "report", "-d", "5parsecs"]).expect_err("bad");
+        assert!(e.to_string().contains("invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn run_takes_the_command_after_dashes() {
+        let c = Cli::try_parse_from(["lockscope", "run", "--by", "task", "--", "ls", "-l"])
+            .expect("parses");
+        let Command::Run(r) = c.command else {
+            panic!("not run")
+        };
+        assert_eq!(r.command, vec!["ls", "-l"]);
+    }
+
+    #[test]
+    fn missing_pid_is_reported_plainly() {
+        let t = TargetArgs {
+            pids: vec![999_999_999],
+            ..Default::default()
+        };
+        assert_eq!(
+            t.validate().expect_err("no such pid"),
+            "no process with PID 999999999"
+        );
+    }
+}

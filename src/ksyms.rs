@@ -1,0 +1,205 @@
+//! Kernel symbols from /proc/kallsyms, and the rule that finds the caller of
+//! a lock in a kernel stack: skip BPF/tracing frames and lock-internal frames
+//! by symbol name, never by a fixed count.
+
+use std::io::{BufRead, BufReader};
+
+/// Sorted function symbols of the running kernel.
+#[derive(Debug, Default)]
+pub struct Ksyms {
+    syms: Vec<(u64, String)>,
+    /// kallsyms has data symbols too (CONFIG_KALLSYMS_ALL).
+    pub has_data: bool,
+}
+
+impl Ksyms {
+    /// Reads /proc/kallsyms. Returns an empty table (names then print as
+    /// addresses) when addresses are hidden (kptr_restrict) or unreadable.
+    pub fn load() -> Ksyms {
+        match std::fs::File::open("/proc/kallsyms") {
+            Ok(f) => Ksyms::parse(BufReader::new(f)),
+            Err(_) => Ksyms::default(),
+        }
+    }
+
+    pub fn parse(r: impl BufRead) -> Ksyms {
+        let mut syms = Vec::new();
+        let mut has_data = false;
+        for line in r.lines().map_while(Result::ok) {
+            let mut it = line.split_whitespace();
+            let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
+            if addr == 0 {
+                continue;
+            }
+            match ty {
+                "t" | "T" | "w" | "W" => syms.push((addr, name.to_string())),
+                "d" | "D" | "b" | "B" | "r" | "R" => {
+                    has_data = true;
+                    syms.push((addr, name.to_string()));
+                }
+                _ => {}
+            }
+        }
+        syms.sort_unstable_by_key(|s| s.0);
+        Ksyms { syms, has_data }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.syms.is_empty()
+    }
+
+    /// The symbol containing `addr` and the offset into it.
+    pub fn resolve(&self, addr: u64) -> Option<(&str, u64)> {
+        let i = self.syms.partition_point(|s| s.0 <= addr);
+        let (start, name) = self.syms.get(i.checked_sub(1)?)?;
+        Some((name.as_str(), addr - start))
+    }
+
+    /// Symbol name for `addr`, or its hex form.
+    pub fn name(&self, addr: u64) -> String {
+        match self.resolve(addr) {
+            Some((n, _)) => n.to_string(),
+            None => format!("0x{addr:x}"),
+        }
+    }
+}
+
+/// Frames of BPF, tracing and stack-walking machinery above the tracepoint.
+fn is_tracing_frame(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "bpf_prog_",
+        "bpf_trampoline_",
+        "__bpf_trace_",
+        "bpf_trace_run",
+        "__traceiter_",
+        "trace_contention_",
+        "perf_trace_",
+        "trace_call_bpf",
+        "bpf_get_stack",
+        "__bpf_get_stack",
+        "perf_callchain",
+        "get_perf_callchain",
+        "bpf_prog_run",
+        "__bpf_prog_run",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Frames of the lock implementations themselves. A name may carry a
+/// compiler suffix such as `.constprop.0` or `.isra.0`.
+pub fn is_lock_internal(name: &str) -> bool {
+    let base = name.split('.').next().unwrap_or(name);
+    const PREFIXES: &[&str] = &[
+        "__mutex_lock",
+        "mutex_lock",
+        "__mutex_",
+        "mutex_spin_on_owner",
+        "osq_lock",
+        "_raw_spin_lock",
+        "_raw_read_lock",
+        "_raw_write_lock",
+        "do_raw_spin_lock",
+        "do_raw_read_lock",
+        "do_raw_write_lock",
+        "queued_spin_lock_slowpath",
+        "native_queued_spin_lock_slowpath",
+        "__pv_queued_spin_lock_slowpath",
+        "pv_queued_spin_lock_slowpath",
+        "queued_read_lock_slowpath",
+        "queued_write_lock_slowpath",
+        "rwsem_down_",
+        "rwsem_optimistic_spin",
+        "down_read",
+        "down_write",
+        "__down_",
+        "rt_mutex_",
+        "__rt_mutex",
+        "rt_spin_lock",
+        "rtlock_",
+        "rwbase_",
+        "percpu_down_",
+        "__percpu_down",
+        "percpu_rwsem_",
+        "ww_mutex_lock",
+        "__ww_mutex",
+    ];
+    PREFIXES.iter().any(|p| base.starts_with(p))
+}
+
+/// Index of the caller frame in a symbolised stack (innermost first): the
+/// first frame that is neither tracing machinery nor lock implementation.
+pub fn caller_index(names: &[String]) -> Option<usize> {
+    names
+        .iter()
+        .position(|n| !is_tracing_frame(n) && !is_lock_internal(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KALLSYMS: &str = "\
+ffffffff81000000 T _stext
+ffffffff81100000 T pipe_write
+ffffffff81100400 t pipe_read
+ffffffff81200000 T mutex_lock
+ffffffff81200100 t __mutex_lock.constprop.0
+ffffffff81300000 T bpf_prog_abc_contention_end_btf
+0000000000000000 T hidden
+";
+
+    #[test]
+    fn resolves_addresses_to_the_enclosing_function() {
+        let k = Ksyms::parse(KALLSYMS.as_bytes());
+        assert!(!k.has_data);
+        assert_eq!(k.resolve(0xffffffff81100010), Some(("pipe_write", 0x10)));
+        assert_eq!(k.resolve(0xffffffff81100400), Some(("pipe_read", 0)));
+        assert_eq!(k.resolve(0x10), None);
+        assert_eq!(k.name(0x10), "0x10");
+        let with_data = Ksyms::parse("ffffffff82000000 D jiffies\n".as_bytes());
+        assert!(with_data.has_data);
+    }
+
+    #[test]
+    fn caller_skips_tracing_and_lock_frames_by_name() {
+        let stack: Vec<String> = [
+            "bpf_prog_6d1c_contention_end_btf",
+            "bpf_trace_run2",
+            "__bpf_trace_contention_end",
+            "__mutex_lock.constprop.0",
+            "__mutex_lock_slowpath",
+            "mutex_lock",
+            "pipe_write",
+            "vfs_write",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(caller_index(&stack), Some(6));
+        let spin: Vec<String> = [
+            "native_queued_spin_lock_slowpath",
+            "_raw_spin_lock_irqsave",
+            "try_to_wake_up",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(caller_index(&spin), Some(2));
+        let rwsem: Vec<String> = [
+            "rwsem_down_write_slowpath",
+            "down_write_killable",
+            "vm_munmap",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(caller_index(&rwsem), Some(2));
+        assert!(!is_lock_internal("pipe_lock"));
+        assert!(!is_lock_internal("lock_mm_and_find_vma"));
+    }
+}

@@ -1,0 +1,547 @@
+//! Pure types shared by every source: lock kinds, log2 histograms, wait/hold
+//! statistics and report rows. Nothing here knows about libbpf.
+
+use serde::Serialize;
+
+/// Number of log2 slots; must equal `LS_HIST_SLOTS` in `src/bpf/lockscope.h`
+/// (checked at compile time in `session.rs`).
+pub const HIST_SLOTS: usize = 40;
+
+/// Flags of `lock:contention_begin` (include/trace/events/lock.h).
+pub mod lcb {
+    pub const SPIN: u32 = 1 << 0;
+    pub const READ: u32 = 1 << 1;
+    pub const WRITE: u32 = 1 << 2;
+    pub const RT: u32 = 1 << 3;
+    pub const PERCPU: u32 = 1 << 4;
+    pub const MUTEX: u32 = 1 << 5;
+}
+
+/// What kind of lock a wait was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LockKind {
+    Spinlock,
+    RwlockRead,
+    RwlockWrite,
+    Mutex,
+    RwsemRead,
+    RwsemWrite,
+    RtMutex,
+    RwlockRtRead,
+    RwlockRtWrite,
+    PercpuRwsemRead,
+    PercpuRwsemWrite,
+    /// Flags this version does not know; kept so nothing is hidden.
+    Unknown(u32),
+}
+
+impl LockKind {
+    /// Decodes `contention_begin` flags. The spin bit of a mutex means
+    /// optimistic spinning, which is a way of waiting, not a kind.
+    pub fn from_contention_flags(flags: u32) -> LockKind {
+        use lcb::*;
+        let f = if flags & MUTEX != 0 {
+            flags & !SPIN
+        } else {
+            flags
+        };
+        match f {
+            SPIN => LockKind::Spinlock,
+            x if x == SPIN | READ => LockKind::RwlockRead,
+            x if x == SPIN | WRITE => LockKind::RwlockWrite,
+            MUTEX => LockKind::Mutex,
+            READ => LockKind::RwsemRead,
+            WRITE => LockKind::RwsemWrite,
+            RT => LockKind::RtMutex,
+            x if x == RT | READ => LockKind::RwlockRtRead,
+            x if x == RT | WRITE => LockKind::RwlockRtWrite,
+            x if x == PERCPU | READ => LockKind::PercpuRwsemRead,
+            x if x == PERCPU | WRITE => LockKind::PercpuRwsemWrite,
+            other => LockKind::Unknown(other),
+        }
+    }
+
+    /// Stable name used in tables and JSON.
+    pub fn name(&self) -> String {
+        match self {
+            LockKind::Spinlock => "spinlock".into(),
+            LockKind::RwlockRead => "rwlock-read".into(),
+            LockKind::RwlockWrite => "rwlock-write".into(),
+            LockKind::Mutex => "mutex".into(),
+            LockKind::RwsemRead => "rwsem-read".into(),
+            LockKind::RwsemWrite => "rwsem-write".into(),
+            LockKind::RtMutex => "rt-mutex".into(),
+            LockKind::RwlockRtRead => "rwlock-rt-read".into(),
+            LockKind::RwlockRtWrite => "rwlock-rt-write".into(),
+            LockKind::PercpuRwsemRead => "percpu-rwsem-read".into(),
+            LockKind::PercpuRwsemWrite => "percpu-rwsem-write".into(),
+            LockKind::Unknown(f) => format!("unknown-0x{f:x}"),
+        }
+    }
+}
+
+impl Serialize for LockKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+/// Index of the log2 slot for `ns`, the same function as `log2_slot()` in
+/// the BPF programs: slot 0 is 0 ns, slot k counts [2^(k-1), 2^k).
+pub fn log2_slot(ns: u64) -> usize {
+    let s = (64 - ns.leading_zeros()) as usize;
+    s.min(HIST_SLOTS - 1)
+}
+
+/// Lower and upper bound (exclusive) of a slot, in ns.
+pub fn slot_bounds(slot: usize) -> (u64, u64) {
+    match slot {
+        0 => (0, 1),
+        s => (1u64 << (s - 1), 1u64 << s),
+    }
+}
+
+/// A log2 histogram of durations in nanoseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Log2Hist {
+    pub slots: [u64; HIST_SLOTS],
+}
+
+impl Default for Log2Hist {
+    fn default() -> Self {
+        Log2Hist {
+            slots: [0; HIST_SLOTS],
+        }
+    }
+}
+
+impl Log2Hist {
+    pub fn record(&mut self, ns: u64) {
+        self.slots[log2_slot(ns)] += 1;
+    }
+
+    pub fn merge(&mut self, other: &Log2Hist) {
+        for (a, b) in self.slots.iter_mut().zip(other.slots.iter()) {
+            *a += *b;
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.slots.iter().sum()
+    }
+
+    /// Estimates the `q` quantile (0.0..=1.0): finds the slot that holds the
+    /// rank and interpolates linearly inside it, then clamps to the observed
+    /// [min, max] so a single-slot histogram cannot invent values.
+    pub fn quantile(&self, q: f64, min: u64, max: u64) -> u64 {
+        let total = self.count();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for (slot, &n) in self.slots.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            if seen + n >= rank {
+                let (lo, hi) = slot_bounds(slot);
+                let lo = lo.max(min);
+                let hi = if slot == HIST_SLOTS - 1 {
+                    max
+                } else {
+                    hi.min(max)
+                };
+                let frac = (rank - seen) as f64 / n as f64;
+                let v = lo as f64 + frac * (hi.saturating_sub(lo)) as f64;
+                return (v as u64).clamp(min, max);
+            }
+            seen += n;
+        }
+        max
+    }
+}
+
+/// Count, total, extremes and distribution of one kind of duration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub count: u64,
+    pub total_ns: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub hist: Log2Hist,
+}
+
+impl Stats {
+    pub fn record(&mut self, ns: u64) {
+        if self.count == 0 || ns < self.min_ns {
+            self.min_ns = ns;
+        }
+        self.max_ns = self.max_ns.max(ns);
+        self.count += 1;
+        self.total_ns += ns;
+        self.hist.record(ns);
+    }
+
+    pub fn merge(&mut self, other: &Stats) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 || other.min_ns < self.min_ns {
+            self.min_ns = other.min_ns;
+        }
+        self.max_ns = self.max_ns.max(other.max_ns);
+        self.count += other.count;
+        self.total_ns += other.total_ns;
+        self.hist.merge(&other.hist);
+    }
+
+    pub fn avg_ns(&self) -> u64 {
+        self.total_ns.checked_div(self.count).unwrap_or(0)
+    }
+
+    pub fn p50(&self) -> u64 {
+        self.hist.quantile(0.50, self.min_ns, self.max_ns)
+    }
+
+    pub fn p99(&self) -> u64 {
+        self.hist.quantile(0.99, self.min_ns, self.max_ns)
+    }
+
+    pub fn summary(&self) -> StatsSummary {
+        StatsSummary {
+            total: self.total_ns,
+            min: self.min_ns,
+            max: self.max_ns,
+            p50: self.p50(),
+            p99: self.p99(),
+        }
+    }
+}
+
+/// The JSON shape of a [`Stats`]: `{"total","min","max","p50","p99"}` in ns.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct StatsSummary {
+    pub total: u64,
+    pub min: u64,
+    pub max: u64,
+    pub p50: u64,
+    pub p99: u64,
+}
+
+/// One aggregated record as a source delivers it: finest granularity, one
+/// per (source, lock, caller, thread, kind).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub source: &'static str,
+    pub kind: LockKind,
+    pub lock: u64,
+    pub lock_name: Option<String>,
+    pub caller: Option<String>,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub cgroup: Option<String>,
+    pub aborted: u64,
+    pub spun: u64,
+    pub slept: u64,
+    pub wait: Stats,
+    pub hold: Option<Stats>,
+}
+
+/// How `report` groups records into rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// One row per lock (address and kind)
+    Lock,
+    /// One row per calling function and lock kind
+    Caller,
+    /// One row per thread
+    Task,
+    /// One row per cgroup
+    Cgroup,
+}
+
+/// One row of a report, and its JSON form (the documented contract).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Row {
+    pub source: &'static str,
+    pub kind: Option<LockKind>,
+    /// Lock address as a hex string; null when rows span several locks.
+    pub lock: Option<String>,
+    pub lock_name: Option<String>,
+    pub caller: Option<String>,
+    pub pid: Option<u32>,
+    pub tid: Option<u32>,
+    pub comm: Option<String>,
+    pub cgroup: Option<String>,
+    pub count: u64,
+    pub aborted: u64,
+    pub spun: u64,
+    pub slept: u64,
+    pub wait_ns: StatsSummary,
+    pub hold_ns: Option<StatsSummary>,
+    #[serde(skip)]
+    pub wait: Stats,
+}
+
+/// A field that is kept while all merged records agree, else dropped.
+fn agree<T: PartialEq + Clone>(acc: &mut Option<Option<T>>, v: Option<T>) {
+    match acc {
+        None => *acc = Some(v),
+        Some(cur) if *cur != v => *acc = Some(None),
+        Some(_) => {}
+    }
+}
+
+/// Groups records into report rows, sorted by total wait (largest first).
+/// A field shared by every record of a row is kept; otherwise it is null
+/// (e.g. `tid` in a by-lock row of several threads). For by-lock rows the
+/// caller is the one that waited longest for that lock.
+pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
+    use std::collections::BTreeMap;
+
+    #[derive(Default)]
+    struct Acc {
+        source: &'static str,
+        kind: Option<Option<LockKind>>,
+        lock: Option<Option<u64>>,
+        lock_name: Option<Option<String>>,
+        caller: Option<Option<String>>,
+        callers: BTreeMap<String, u64>,
+        pid: Option<Option<u32>>,
+        tid: Option<Option<u32>>,
+        comm: Option<Option<String>>,
+        cgroup: Option<Option<String>>,
+        aborted: u64,
+        spun: u64,
+        slept: u64,
+        wait: Stats,
+        hold: Option<Stats>,
+    }
+
+    let mut groups: BTreeMap<(&'static str, String), Acc> = BTreeMap::new();
+    for r in records {
+        let key = match by {
+            GroupBy::Lock => format!("{:x}/{}", r.lock, r.kind.name()),
+            GroupBy::Caller => format!("{}/{}", r.caller.as_deref().unwrap_or("?"), r.kind.name()),
+            GroupBy::Task => format!("{}/{}", r.pid, r.tid),
+            GroupBy::Cgroup => r.cgroup.clone().unwrap_or_default(),
+        };
+        let a = groups.entry((r.source, key)).or_default();
+        a.source = r.source;
+        agree(&mut a.kind, Some(r.kind));
+        agree(&mut a.lock, Some(r.lock));
+        agree(&mut a.lock_name, r.lock_name.clone());
+        agree(&mut a.caller, r.caller.clone());
+        if let Some(c) = &r.caller {
+            *a.callers.entry(c.clone()).or_default() += r.wait.total_ns;
+        }
+        agree(&mut a.pid, Some(r.pid));
+        agree(&mut a.tid, Some(r.tid));
+        agree(&mut a.comm, Some(r.comm.clone()));
+        agree(&mut a.cgroup, r.cgroup.clone());
+        a.aborted += r.aborted;
+        a.spun += r.spun;
+        a.slept += r.slept;
+        a.wait.merge(&r.wait);
+        if let Some(h) = &r.hold {
+            a.hold.get_or_insert_with(Stats::default).merge(h);
+        }
+    }
+
+    let mut rows: Vec<Row> = groups
+        .into_values()
+        .map(|a| {
+            let mut caller = a.caller.flatten();
+            if caller.is_none() && by == GroupBy::Lock {
+                caller = a
+                    .callers
+                    .iter()
+                    .max_by_key(|(_, w)| **w)
+                    .map(|(c, _)| c.clone());
+            }
+            Row {
+                source: a.source,
+                kind: a.kind.flatten(),
+                lock: a.lock.flatten().map(|l| format!("0x{l:x}")),
+                lock_name: a.lock_name.flatten(),
+                caller,
+                pid: a.pid.flatten(),
+                tid: a.tid.flatten(),
+                comm: a.comm.flatten(),
+                cgroup: a.cgroup.flatten(),
+                count: a.wait.count,
+                aborted: a.aborted,
+                spun: a.spun,
+                slept: a.slept,
+                wait_ns: a.wait.summary(),
+                hold_ns: a.hold.as_ref().map(Stats::summary),
+                wait: a.wait,
+            }
+        })
+        .collect();
+    rows.sort_by(|x, y| {
+        y.wait
+            .total_ns
+            .cmp(&x.wait.total_ns)
+            .then(y.count.cmp(&x.count))
+    });
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_every_documented_flag_combination() {
+        use lcb::*;
+        let cases = [
+            (SPIN, "spinlock"),
+            (SPIN | READ, "rwlock-read"),
+            (SPIN | WRITE, "rwlock-write"),
+            (MUTEX, "mutex"),
+            (MUTEX | SPIN, "mutex"),
+            (READ, "rwsem-read"),
+            (WRITE, "rwsem-write"),
+            (RT, "rt-mutex"),
+            (RT | READ, "rwlock-rt-read"),
+            (RT | WRITE, "rwlock-rt-write"),
+            (PERCPU | READ, "percpu-rwsem-read"),
+            (PERCPU | WRITE, "percpu-rwsem-write"),
+            (1 << 9, "unknown-0x200"),
+        ];
+        for (flags, name) in cases {
+            assert_eq!(
+                LockKind::from_contention_flags(flags).name(),
+                name,
+                "{flags:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn log2_slots_match_the_bpf_definition() {
+        assert_eq!(log2_slot(0), 0);
+        assert_eq!(log2_slot(1), 1);
+        assert_eq!(log2_slot(2), 2);
+        assert_eq!(log2_slot(3), 2);
+        assert_eq!(log2_slot(4), 3);
+        assert_eq!(log2_slot(1023), 10);
+        assert_eq!(log2_slot(1024), 11);
+        assert_eq!(log2_slot(u64::MAX), HIST_SLOTS - 1);
+        for slot in 1..HIST_SLOTS - 1 {
+            let (lo, hi) = slot_bounds(slot);
+            assert_eq!(log2_slot(lo), slot);
+            assert_eq!(log2_slot(hi - 1), slot);
+            assert_eq!(log2_slot(hi), slot + 1);
+        }
+    }
+
+    #[test]
+    fn histogram_sum_equals_count_and_quantiles_are_bounded() {
+        let mut s = Stats::default();
+        for ns in 1..=1000u64 {
+            s.record(ns * 1000);
+        }
+        assert_eq!(s.hist.count(), s.count);
+        assert_eq!(s.count, 1000);
+        assert_eq!(s.min_ns, 1000);
+        assert_eq!(s.max_ns, 1_000_000);
+        let p50 = s.p50();
+        let p99 = s.p99();
+        // log2 buckets: the estimate is within the bucket of the true value
+        assert_eq!(log2_slot(p50), log2_slot(500_000), "p50={p50}");
+        assert_eq!(log2_slot(p99), log2_slot(990_000), "p99={p99}");
+        assert!(p50 <= p99 && p99 <= s.max_ns);
+    }
+
+    #[test]
+    fn quantile_of_a_single_value_is_that_value() {
+        let mut s = Stats::default();
+        for _ in 0..10 {
+            s.record(3_000_000);
+        }
+        assert_eq!(s.p50(), 3_000_000);
+        assert_eq!(s.p99(), 3_000_000);
+        assert_eq!(Stats::default().p99(), 0);
+    }
+
+    #[test]
+    fn merge_keeps_min_max_and_counts() {
+        let mut a = Stats::default();
+        a.record(10);
+        a.record(20);
+        let mut b = Stats::default();
+        b.record(5);
+        b.record(40);
+        let mut m = Stats::default();
+        m.merge(&a);
+        m.merge(&b);
+        assert_eq!((m.count, m.total_ns, m.min_ns, m.max_ns), (4, 75, 5, 40));
+        assert_eq!(m.hist.count(), 4);
+    }
+
+    fn rec(lock: u64, caller: &str, tid: u32, waits: &[u64]) -> Record {
+        let mut wait = Stats::default();
+        for &w in waits {
+            wait.record(w);
+        }
+        Record {
+            source: "kernel-contention",
+            kind: LockKind::Mutex,
+            lock,
+            lock_name: None,
+            caller: Some(caller.into()),
+            pid: 100,
+            tid,
+            comm: "w".into(),
+            cgroup: Some("/a".into()),
+            aborted: 0,
+            spun: 0,
+            slept: waits.len() as u64,
+            wait,
+            hold: None,
+        }
+    }
+
+    #[test]
+    fn group_by_lock_merges_threads_and_picks_heaviest_caller() {
+        let recs = vec![
+            rec(0x10, "pipe_write", 101, &[100, 200]),
+            rec(0x10, "pipe_read", 102, &[50]),
+            rec(0x20, "pipe_write", 101, &[1000]),
+        ];
+        let rows = group(&recs, GroupBy::Lock);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].lock.as_deref(), Some("0x20"));
+        assert_eq!(rows[1].lock.as_deref(), Some("0x10"));
+        assert_eq!(rows[1].count, 3);
+        assert_eq!(rows[1].wait_ns.total, 350);
+        assert_eq!(rows[1].tid, None, "two threads: tid aggregated away");
+        assert_eq!(rows[1].pid, Some(100));
+        assert_eq!(rows[1].caller.as_deref(), Some("pipe_write"));
+        assert_eq!(rows[1].slept, 3);
+    }
+
+    #[test]
+    fn group_by_task_and_caller() {
+        let recs = vec![
+            rec(0x10, "pipe_write", 101, &[100]),
+            rec(0x20, "pipe_write", 101, &[100]),
+            rec(0x10, "pipe_read", 102, &[1]),
+        ];
+        let by_task = group(&recs, GroupBy::Task);
+        assert_eq!(by_task.len(), 2);
+        assert_eq!(by_task[0].tid, Some(101));
+        assert_eq!(by_task[0].lock, None);
+        let by_caller = group(&recs, GroupBy::Caller);
+        assert_eq!(by_caller[0].caller.as_deref(), Some("pipe_write"));
+        assert_eq!(by_caller[0].count, 2);
+        let by_cg = group(&recs, GroupBy::Cgroup);
+        assert_eq!(by_cg.len(), 1);
+        assert_eq!(by_cg[0].cgroup.as_deref(), Some("/a"));
+        assert_eq!(by_cg[0].count, 3);
+    }
+}

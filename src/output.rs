@@ -1,0 +1,376 @@
+//! Printers. Each writes to any `io::Write`, so tests capture into a Vec.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::model::{GroupBy, LockKind, Row};
+use crate::units::fmt_ns;
+
+/// JSON contract version of `report --json` and `trace --json`.
+pub const JSON_VERSION: u32 = 1;
+
+/// One source's status in a report header and in JSON.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SourceStatus {
+    pub name: String,
+    pub backend: Option<String>,
+    pub available: bool,
+    pub reason: Option<String>,
+}
+
+/// A whole report: the `report --json` object.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub version: u32,
+    pub duration_ns: u64,
+    pub targets: String,
+    pub by: &'static str,
+    pub sources: Vec<SourceStatus>,
+    pub lost: BTreeMap<String, u64>,
+    pub rows: Vec<Row>,
+}
+
+pub fn by_name(by: GroupBy) -> &'static str {
+    match by {
+        GroupBy::Lock => "lock",
+        GroupBy::Caller => "caller",
+        GroupBy::Task => "task",
+        GroupBy::Cgroup => "cgroup",
+    }
+}
+
+/// Short kind for tables (JSON uses `LockKind::name`).
+pub fn short_kind(k: Option<LockKind>) -> String {
+    match k {
+        Some(LockKind::Spinlock) => "spinlock".into(),
+        Some(LockKind::RwlockRead) => "rwlock:R".into(),
+        Some(LockKind::RwlockWrite) => "rwlock:W".into(),
+        Some(LockKind::Mutex) => "mutex".into(),
+        Some(LockKind::RwsemRead) => "rwsem:R".into(),
+        Some(LockKind::RwsemWrite) => "rwsem:W".into(),
+        Some(LockKind::RtMutex) => "rt-mutex".into(),
+        Some(LockKind::RwlockRtRead) => "rwlockrt:R".into(),
+        Some(LockKind::RwlockRtWrite) => "rwlockrt:W".into(),
+        Some(LockKind::PercpuRwsemRead) => "pcpu-sem:R".into(),
+        Some(LockKind::PercpuRwsemWrite) => "pcpu-sem:W".into(),
+        Some(LockKind::Unknown(f)) => format!("?{f:#x}"),
+        None => "(mixed)".into(),
+    }
+}
+
+/// Cuts `s` to at most `w` characters, marking the cut with `…`.
+pub fn fit(s: &str, w: usize) -> String {
+    if s.chars().count() <= w {
+        s.to_string()
+    } else if w == 0 {
+        String::new()
+    } else {
+        let mut t: String = s.chars().take(w - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// Kernel addresses in tables drop the constant `ffff` prefix noise only
+/// when a name is missing; the full address is always in JSON.
+fn lock_label(r: &Row) -> String {
+    match (&r.lock_name, &r.lock) {
+        (Some(n), _) => n.clone(),
+        (None, Some(a)) => a.trim_start_matches("0x").to_string(),
+        (None, None) => "(several)".into(),
+    }
+}
+
+fn last_column(r: &Row, by: GroupBy) -> String {
+    let caller = r.caller.clone().unwrap_or_else(|| "?".into());
+    match by {
+        GroupBy::Lock => format!("{} {}", lock_label(r), caller),
+        GroupBy::Caller => match &r.lock_name {
+            Some(n) => format!("{caller} [{n}]"),
+            None => caller,
+        },
+        GroupBy::Task => format!(
+            "{} {}/{}",
+            r.comm.as_deref().unwrap_or("?"),
+            r.pid.map_or("?".into(), |p| p.to_string()),
+            r.tid.map_or("*".into(), |t| t.to_string()),
+        ),
+        GroupBy::Cgroup => r.cgroup.clone().unwrap_or_else(|| "?".into()),
+    }
+}
+
+fn last_header(by: GroupBy) -> &'static str {
+    match by {
+        GroupBy::Lock => "lock, caller",
+        GroupBy::Caller => "caller",
+        GroupBy::Task => "comm pid/tid",
+        GroupBy::Cgroup => "cgroup",
+    }
+}
+
+/// Wraps `items` joined by ", " into lines of at most `width`, each
+/// starting with `lead` (first) or spaces (rest).
+pub fn wrap_list(lead: &str, items: &[String], width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = lead.to_string();
+    let indent = " ".repeat(lead.chars().count());
+    for (i, it) in items.iter().enumerate() {
+        let piece = if i + 1 < items.len() {
+            format!("{it},")
+        } else {
+            it.clone()
+        };
+        let sep = if cur.trim().is_empty() || cur == lead {
+            ""
+        } else {
+            " "
+        };
+        if cur.chars().count() + sep.len() + piece.chars().count() > width
+            && cur != lead
+            && cur != indent
+        {
+            lines.push(cur);
+            cur = format!("{indent}{piece}");
+        } else {
+            cur = format!("{cur}{sep}{piece}");
+        }
+    }
+    lines.push(cur);
+    lines
+}
+
+/// The loss counters as one or more lines.
+pub fn lost_lines(lost: &BTreeMap<String, u64>, width: usize) -> Vec<String> {
+    let items: Vec<String> = lost.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let total: u64 = lost.values().sum();
+    let lead = if total == 0 {
+        "lost (none): "
+    } else {
+        "LOST: "
+    };
+    wrap_list(lead, &items, width)
+}
+
+/// Human table, at most `width` columns wide.
+pub fn write_table(
+    w: &mut dyn Write,
+    rep: &Report,
+    by: GroupBy,
+    top: usize,
+    width: usize,
+) -> io::Result<()> {
+    let width = width.max(60);
+    for s in &rep.sources {
+        let line = if s.available {
+            format!(
+                "{}: via {}{}",
+                s.name,
+                s.backend.as_deref().unwrap_or("?"),
+                s.reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            )
+        } else {
+            format!(
+                "{}: unavailable: {}",
+                s.name,
+                s.reason.as_deref().unwrap_or("?")
+            )
+        };
+        writeln!(w, "{}", fit(&line, width))?;
+    }
+    let waits: u64 = rep.rows.iter().map(|r| r.count).sum();
+    let total: u64 = rep.rows.iter().map(|r| r.wait.total_ns).sum();
+    writeln!(
+        w,
+        "{}",
+        fit(
+            &format!(
+                "{} for {}: {} contended waits, {} waiting in total",
+                rep.targets,
+                fmt_ns(rep.duration_ns),
+                waits,
+                fmt_ns(total)
+            ),
+            width
+        )
+    )?;
+    writeln!(w)?;
+    if rep.rows.is_empty() {
+        writeln!(w, "no lock contention seen")?;
+    } else {
+        let lead = format!(
+            "{:>9} {:>8} {:>8} {:>8} {:>8}  {:<10} ",
+            "contended", "total", "max", "avg", "p99", "kind"
+        );
+        let rest = width.saturating_sub(lead.chars().count());
+        writeln!(w, "{lead}{}", fit(last_header(by), rest))?;
+        for r in rep.rows.iter().take(top) {
+            let lead = format!(
+                "{:>9} {:>8} {:>8} {:>8} {:>8}  {:<10} ",
+                r.count,
+                fmt_ns(r.wait.total_ns),
+                fmt_ns(r.wait.max_ns),
+                fmt_ns(r.wait.avg_ns()),
+                fmt_ns(r.wait.p99()),
+                fit(&short_kind(r.kind), 10),
+            );
+            let last = last_column(r, by);
+            if by == GroupBy::Lock && last.chars().count() > rest {
+                // lock on this line, its caller on the next, under it
+                writeln!(w, "{lead}{}", fit(&lock_label(r), rest))?;
+                let pad = " ".repeat(width.saturating_sub(rest));
+                let caller = format!("└ {}", r.caller.as_deref().unwrap_or("?"));
+                writeln!(w, "{pad}{}", fit(&caller, rest))?;
+            } else {
+                writeln!(w, "{lead}{}", fit(&last, rest))?;
+            }
+        }
+        if rep.rows.len() > top {
+            writeln!(
+                w,
+                "... {} more rows (--top N, or --json for all)",
+                rep.rows.len() - top
+            )?;
+        }
+    }
+    writeln!(w)?;
+    for l in lost_lines(&rep.lost, width) {
+        writeln!(w, "{l}")?;
+    }
+    Ok(())
+}
+
+/// The terminal width, or 80 when output is not a terminal.
+pub fn term_width() -> usize {
+    use std::io::IsTerminal;
+    if !io::stdout().is_terminal() {
+        return 80;
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(80)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Record, Stats, group};
+
+    fn sample() -> Report {
+        let mut wait = Stats::default();
+        for ns in [1_000, 2_000, 3_000_000] {
+            wait.record(ns);
+        }
+        let rec = Record {
+            source: "kernel-contention",
+            kind: LockKind::RwsemWrite,
+            lock: 0xffff_8881_0342_5e40,
+            lock_name: Some("mmap_lock of 4242 (lockscope-wl)".into()),
+            caller: Some("a_very_long_kernel_function_name_that_goes_on_and_on".into()),
+            pid: 4242,
+            tid: 4243,
+            comm: "lockscope-wl".into(),
+            cgroup: Some("/user.slice".into()),
+            aborted: 1,
+            spun: 0,
+            slept: 3,
+            wait,
+            hold: None,
+        };
+        let mut lost = BTreeMap::new();
+        lost.insert("map_full".to_string(), 0);
+        lost.insert("end_without_begin".to_string(), 2);
+        Report {
+            version: JSON_VERSION,
+            duration_ns: 5_000_000_000,
+            targets: "pid 4242".into(),
+            by: "lock",
+            sources: vec![SourceStatus {
+                name: "kernel-contention".into(),
+                backend: Some("tp_btf".into()),
+                available: true,
+                reason: None,
+            }],
+            lost,
+            rows: group(&[rec], GroupBy::Lock),
+        }
+    }
+
+    #[test]
+    fn table_fits_80_columns_and_shows_the_row() {
+        let rep = sample();
+        for by in [
+            GroupBy::Lock,
+            GroupBy::Caller,
+            GroupBy::Task,
+            GroupBy::Cgroup,
+        ] {
+            let mut out = Vec::new();
+            write_table(&mut out, &rep, by, 20, 80).expect("write to a Vec");
+            let text = String::from_utf8(out).expect("utf8");
+            for line in text.lines() {
+                assert!(line.chars().count() <= 80, "too wide: {line:?}");
+            }
+            assert!(text.contains("rwsem:W"), "{text}");
+            assert!(text.contains("3.00 ms"), "max shown: {text}");
+            assert!(text.contains("end_without_begin 2"), "{text}");
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let v = serde_json::to_value(sample()).expect("serialise");
+        for k in ["version", "duration_ns", "sources", "lost", "rows"] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        let s = &v["sources"][0];
+        for k in ["name", "backend", "available", "reason"] {
+            assert!(s.get(k).is_some(), "source missing {k}");
+        }
+        let r = &v["rows"][0];
+        for k in [
+            "source",
+            "kind",
+            "lock",
+            "lock_name",
+            "caller",
+            "pid",
+            "tid",
+            "comm",
+            "cgroup",
+            "count",
+            "aborted",
+            "wait_ns",
+            "hold_ns",
+        ] {
+            assert!(r.get(k).is_some(), "row missing {k}");
+        }
+        assert_eq!(r["source"], "kernel-contention");
+        assert_eq!(r["kind"], "rwsem-write");
+        assert_eq!(r["lock"], "0xffff888103425e40");
+        assert_eq!(r["count"], 3);
+        assert_eq!(r["aborted"], 1);
+        assert!(r["hold_ns"].is_null());
+        for k in ["total", "min", "max", "p50", "p99"] {
+            assert!(r["wait_ns"][k].is_u64(), "wait_ns.{k}");
+        }
+        assert_eq!(r["wait_ns"]["total"], 3_003_000);
+        assert_eq!(r["wait_ns"]["min"], 1_000);
+        assert_eq!(r["wait_ns"]["max"], 3_000_000);
+    }
+
+    #[test]
+    fn fit_and_wrap() {
+        assert_eq!(fit("abcdef", 4), "abc…");
+        assert_eq!(fit("abc", 4), "abc");
+        let items: Vec<String> = (0..20).map(|i| format!("counter_{i} 0")).collect();
+        for l in wrap_list("lost: ", &items, 80) {
+            assert!(l.chars().count() <= 80, "{l}");
+        }
+    }
+}
