@@ -107,7 +107,7 @@ fn options(targets: Targets, s: &TraceSettings, events: bool, ringbuf_mb: u32) -
     Ok(Options {
         targets,
         emit_events: events,
-        take_caller: !s.no_caller,
+        caller: s.caller,
         max_entries: s.max_entries,
         ringbuf_bytes: ringbuf_mb.clamp(1, 1024) << 20,
         backend,
@@ -220,6 +220,7 @@ pub fn snapshot(
         by: output::by_name(out.by),
         sources: vec![source_status(src)],
         lost: src.lost()?,
+        bpf_programs: src.prog_stats(),
         rows: group(&records, out.by),
     })
 }
@@ -436,7 +437,7 @@ fn demo(a: DemoArgs) -> Result<i32> {
         );
     }
     let settings = TraceSettings {
-        no_caller: false,
+        caller: session::CallerMode::First,
         max_entries: 16384,
         backend: None,
     };

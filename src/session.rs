@@ -97,6 +97,17 @@ impl Targets {
     }
 }
 
+/// When the caller stack is taken (`enum ls_caller_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CallerMode {
+    /// Never: no callers, cheapest
+    None = 0,
+    /// At the first wait of each lock/thread/kind; later waits inherit it
+    First = 1,
+    /// At every wait: exact attribution, ~1.5 us more per wait
+    Every = 2,
+}
+
 /// How the kernel side is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -119,8 +130,8 @@ pub struct Options {
     pub targets: Targets,
     /// Send every completed wait through the ring buffer (stream mode).
     pub emit_events: bool,
-    /// Take a short kernel stack at contention_end to name the caller.
-    pub take_caller: bool,
+    /// When to take the short kernel stack that names the caller.
+    pub caller: CallerMode,
     /// Capacity of the in-kernel aggregation map (keys).
     pub max_entries: u32,
     /// Ring buffer size in bytes (power of two).
@@ -134,7 +145,7 @@ impl Default for Options {
         Options {
             targets: Targets::default(),
             emit_events: false,
-            take_caller: true,
+            caller: CallerMode::First,
             max_entries: 16384,
             ringbuf_bytes: 8 << 20,
             backend: None,
@@ -195,6 +206,58 @@ pub struct Contention {
     pub fallback_reason: Option<String>,
 }
 
+/// Mounts tracefs at /sys/kernel/tracing for the life of the guard when no
+/// tracefs is mounted (libbpf finds classic tracepoint ids there). The mount
+/// is only needed while attaching, so the guard unmounts it again.
+pub struct TracefsGuard {
+    mounted: bool,
+}
+
+impl TracefsGuard {
+    pub fn ensure() -> TracefsGuard {
+        let have = [
+            "/sys/kernel/tracing/events",
+            "/sys/kernel/debug/tracing/events",
+        ]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+        if have {
+            return TracefsGuard { mounted: false };
+        }
+        let ok = (|| {
+            let src = std::ffi::CString::new("tracefs").ok()?;
+            let dst = std::ffi::CString::new("/sys/kernel/tracing").ok()?;
+            // SAFETY: all pointers are valid NUL-terminated strings that
+            // outlive the call; data may be NULL for tracefs.
+            let rc = unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    src.as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            };
+            (rc == 0).then_some(())
+        })();
+        TracefsGuard {
+            mounted: ok.is_some(),
+        }
+    }
+}
+
+impl Drop for TracefsGuard {
+    fn drop(&mut self) {
+        if self.mounted {
+            if let Ok(dst) = std::ffi::CString::new("/sys/kernel/tracing") {
+                // SAFETY: dst is a valid NUL-terminated path; MNT_DETACH
+                // lets attached tracepoints (which hold no tracefs files) stay.
+                unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}
+
 fn tracepoint_exists(cat: &str, name: &str) -> bool {
     [
         "/sys/kernel/tracing/events",
@@ -208,6 +271,7 @@ impl Contention {
     /// Opens, configures, loads and attaches. Tries tp_btf, then the
     /// classic tracepoint; the error says why each failed.
     pub fn start(opts: &Options) -> Result<Contention> {
+        let _tracefs = TracefsGuard::ensure();
         let tracefs_known = std::path::Path::new("/sys/kernel/tracing/events").exists()
             || std::path::Path::new("/sys/kernel/debug/tracing/events").exists();
         if tracefs_known && !tracepoint_exists("lock", "contention_begin") {
@@ -260,7 +324,7 @@ impl Contention {
         rodata.filter_tid = !opts.targets.tids.is_empty();
         rodata.follow_forks = opts.targets.follow_forks;
         rodata.emit_events = opts.emit_events;
-        rodata.take_caller = opts.take_caller;
+        rodata.caller_mode = opts.caller as u32;
         rodata.filter_cgroup = opts.targets.cgroup.is_some();
         if let Some(comm) = &opts.targets.comm {
             rodata.filter_comm = true;
@@ -510,7 +574,14 @@ pub fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_
         kind: LockKind::from_contention_flags(k.flags),
         lock: k.lock,
         lock_name: lock_name(v.lock_class, k.pid, &comm),
-        caller: sym.caller(src, k.stack_id),
+        caller: sym.caller(
+            src,
+            if k.stack_id >= 0 {
+                k.stack_id
+            } else {
+                v.stack_id
+            },
+        ),
         pid: k.pid,
         tid: k.tid,
         comm,

@@ -1,87 +1,585 @@
-//! TEMPORARY STUB (replaced by the helper's module)
-use std::time::Duration;
+//! Built-in workloads that create known kernel lock contention.
+//!
+//! They are the ground truth for tests, benchmarks and `lockscope demo`:
+//!
+//! * [`WorkloadKind::Pipe`]: `threads` writers and one reader share one pipe,
+//!   so they contend on the kernel's `pipe->mutex` (`pipe_write`/`pipe_read`).
+//! * [`WorkloadKind::Mmap`]: `threads` threads of one process loop over
+//!   `mmap` → touch every page → `munmap`, contending on the process's
+//!   `mmap_lock` (written by `mmap`/`munmap`, read by page faults unless the
+//!   per-VMA lock serves them).
+//!
+//! Operation counts are exact, so tracers can be checked against them. All
+//! workers record their tid, then wait at a start gate; the work phase begins
+//! after [`WorkloadSpec::start_delay`], when every worker is released at once.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Largest pipe write the kernel guarantees to be atomic; larger
+/// [`WorkloadSpec::write_size`] values are clamped to it, so every `write()`
+/// is complete and counts as exactly one operation.
+pub const MAX_WRITE_SIZE: usize = libc::PIPE_BUF;
+/// Pipe capacity requested with `F_SETPIPE_SZ` (best effort), so writers
+/// seldom sleep on a full pipe instead of on its mutex.
+const PIPE_CAPACITY: libc::c_int = 1 << 20;
+/// Size of each `read()` issued by the pipe reader.
+const READ_SIZE: usize = 64 * 1024;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkloadKind {
     Pipe,
     Mmap,
 }
+
 impl std::fmt::Display for WorkloadKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self)
+        f.write_str(match self {
+            WorkloadKind::Pipe => "pipe",
+            WorkloadKind::Mmap => "mmap",
+        })
     }
 }
-#[derive(Clone, Debug)]
-pub struct WorkloadSpec {
-    pub kind: WorkloadKind,
-    pub threads: usize,
-    pub ops: u64,
-    pub write_size: usize,
-    pub map_size: usize,
-    pub start_delay: Duration,
-}
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct WorkloadReport {
-    pub kind: WorkloadKind,
-    pub pid: u32,
-    pub tids: Vec<u32>,
-    pub threads: usize,
-    pub ops_per_thread: u64,
-    pub total_ops: u64,
-    pub mmap_calls: u64,
-    pub munmap_calls: u64,
-    pub bytes: u64,
-    pub elapsed_ns: u64,
-    pub blocked_ns: u64,
-}
+
+/// Parse a workload name: `"pipe"` or `"mmap"`.
 pub fn parse_kind(s: &str) -> Result<WorkloadKind, String> {
     match s {
         "pipe" => Ok(WorkloadKind::Pipe),
         "mmap" => Ok(WorkloadKind::Mmap),
-        _ => Err("pipe|mmap".into()),
+        other => Err(format!(
+            "unknown workload {other:?} (expected pipe or mmap)"
+        )),
     }
 }
-pub fn run(spec: &WorkloadSpec) -> anyhow::Result<WorkloadReport> {
-    let mut fds = [0i32; 2];
-    unsafe { libc::pipe(fds.as_mut_ptr()) };
-    let (r, w) = (fds[0], fds[1]);
-    let t0 = std::time::Instant::now();
-    let reader = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                break;
+
+#[derive(Clone, Debug)]
+pub struct WorkloadSpec {
+    pub kind: WorkloadKind,
+    /// Worker threads (>= 1). The pipe workload adds one reader thread.
+    pub threads: usize,
+    /// Operations per worker thread.
+    pub ops: u64,
+    /// Pipe: bytes per `write()`, 1..=[`MAX_WRITE_SIZE`] (larger is clamped).
+    pub write_size: usize,
+    /// Mmap: bytes per mapping (>= 1), touched one byte per page.
+    pub map_size: usize,
+    /// Sleep before starting work, e.g. so a tracer can attach with `-p`.
+    pub start_delay: Duration,
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        Self {
+            kind: WorkloadKind::Pipe,
+            threads: 8,
+            ops: 20_000,
+            write_size: 4096,
+            map_size: 64 * 1024,
+            start_delay: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WorkloadReport {
+    pub kind: WorkloadKind,
+    pub pid: u32,
+    /// Tids of the worker threads, in worker order (the pipe reader excluded).
+    pub tids: Vec<u32>,
+    pub threads: usize,
+    pub ops_per_thread: u64,
+    /// Pipe: `write()` calls; mmap: `munmap()` calls.
+    pub total_ops: u64,
+    pub mmap_calls: u64,
+    pub munmap_calls: u64,
+    /// Pipe: bytes written (and read back).
+    pub bytes: u64,
+    /// Wall time of the work phase (after `start_delay`).
+    pub elapsed_ns: u64,
+    /// Sum over workers of time inside `write` (pipe) or `mmap` + `munmap`
+    /// (mmap), measured around each call with `Instant` (CLOCK_MONOTONIC).
+    /// Includes time runnable but off-CPU, so it may exceed `elapsed_ns`.
+    pub blocked_ns: u64,
+}
+
+/// Run a workload to completion.
+pub fn run(spec: &WorkloadSpec) -> Result<WorkloadReport> {
+    run_with(spec, |_, _| {})
+}
+
+/// Like [`run`], but calls `on_ready(pid, tids)` once every worker exists and
+/// has recorded its tid, before `start_delay` and before any work starts.
+pub fn run_with(spec: &WorkloadSpec, on_ready: impl FnOnce(u32, &[u32])) -> Result<WorkloadReport> {
+    if spec.threads == 0 {
+        bail!("workload needs at least one thread");
+    }
+    match spec.kind {
+        WorkloadKind::Pipe => run_pipe(spec, on_ready),
+        WorkloadKind::Mmap => run_mmap(spec, on_ready),
+    }
+}
+
+/// Counters of one worker thread.
+#[derive(Default)]
+struct Stats {
+    ops: u64,
+    bytes: u64,
+    mmap_calls: u64,
+    munmap_calls: u64,
+    blocked_ns: u64,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.ops += o.ops;
+        self.bytes += o.bytes;
+        self.mmap_calls += o.mmap_calls;
+        self.munmap_calls += o.munmap_calls;
+        self.blocked_ns += o.blocked_ns;
+    }
+}
+
+/// Where workers announce their tids and then wait for the go (or abort).
+struct StartGate {
+    state: Mutex<GateState>,
+    cv: Condvar,
+}
+
+struct GateState {
+    tids: Vec<u32>,
+    arrived: usize,
+    go: Option<bool>,
+}
+
+impl StartGate {
+    fn new(threads: usize) -> Self {
+        let state = GateState {
+            tids: vec![0; threads],
+            arrived: 0,
+            go: None,
+        };
+        Self {
+            state: Mutex::new(state),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Record worker `idx`'s tid, then block until released; true means go.
+    fn arrive(&self, idx: usize) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.tids[idx] = gettid();
+        st.arrived += 1;
+        self.cv.notify_all();
+        while st.go.is_none() {
+            st = self.cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        st.go == Some(true)
+    }
+
+    /// Block until `n` workers have arrived; return their tids.
+    fn wait_ready(&self, n: usize) -> Vec<u32> {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while st.arrived < n {
+            st = self.cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        st.tids.clone()
+    }
+
+    /// Decide go (true) or abort (false); only the first decision counts.
+    fn release(&self, go: bool) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.go.get_or_insert(go);
+        self.cv.notify_all();
+    }
+}
+
+/// Aborts the gate when dropped undecided (error or unwinding `on_ready`), so
+/// no worker is left waiting and the thread scope can always end.
+struct AbortOnDrop<'a>(&'a StartGate);
+
+impl Drop for AbortOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.release(false);
+    }
+}
+
+fn gettid() -> u32 {
+    // SAFETY: gettid takes no arguments, has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    tid as u32
+}
+
+fn join<T>(h: thread::ScopedJoinHandle<'_, Result<T>>, what: &str) -> Result<T> {
+    let res = h.join().map_err(|_| anyhow::anyhow!("{what} panicked"))?;
+    res.with_context(|| what.to_string())
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Spawn one thread per worker closure (plus an optional helper that does not
+/// wait at the gate), release them together, join all and sum the counters.
+fn drive<W, H>(
+    spec: &WorkloadSpec,
+    workers: Vec<W>,
+    helper: Option<H>,
+    on_ready: impl FnOnce(u32, &[u32]),
+) -> Result<(Vec<u32>, Stats, u64, Option<u64>)>
+where
+    W: FnOnce() -> Result<Stats> + Send,
+    H: FnOnce() -> Result<u64> + Send,
+{
+    let gate = StartGate::new(workers.len());
+    let gate = &gate;
+    thread::scope(|s| {
+        let _abort = AbortOnDrop(gate);
+        let helper = match helper {
+            Some(h) => Some(
+                thread::Builder::new()
+                    .name("ls-reader".into())
+                    .spawn_scoped(s, h)
+                    .context("spawn reader")?,
+            ),
+            None => None,
+        };
+        let mut handles = Vec::with_capacity(workers.len());
+        let mut spawn_err = None;
+        for (i, work) in workers.into_iter().enumerate() {
+            let body = move || {
+                if gate.arrive(i) {
+                    work()
+                } else {
+                    Ok(Stats::default())
+                }
+            };
+            match thread::Builder::new()
+                .name(format!("ls-worker-{i}"))
+                .spawn_scoped(s, body)
+            {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    spawn_err = Some(anyhow::Error::new(e).context(format!("spawn worker {i}")));
+                    break; // unspawned workers are dropped here (closing their fds)
+                }
             }
         }
-    });
-    let hs: Vec<_> = (0..spec.threads)
-        .map(|_| {
-            let ops = spec.ops;
-            std::thread::spawn(move || {
-                let buf = [0u8; 4096];
-                for _ in 0..ops {
-                    unsafe { libc::write(w, buf.as_ptr().cast(), 4096) };
-                }
-            })
-        })
-        .collect();
-    for h in hs {
-        let _ = h.join();
-    }
-    unsafe { libc::close(w) };
-    let _ = reader.join();
-    Ok(WorkloadReport {
+        let tids = gate.wait_ready(handles.len());
+        let t0 = if spawn_err.is_none() {
+            on_ready(std::process::id(), &tids);
+            thread::sleep(spec.start_delay);
+            let t0 = Instant::now();
+            gate.release(true);
+            Some(t0)
+        } else {
+            gate.release(false);
+            None
+        };
+        let mut total = Stats::default();
+        let mut first_err = spawn_err;
+        for (i, h) in handles.into_iter().enumerate() {
+            match join(h, &format!("worker {i}")) {
+                Ok(st) => total.add(&st),
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        let helper_out = helper.map(|h| join(h, "reader")).transpose();
+        let elapsed = t0.map_or(0, |t| nanos(t.elapsed()));
+        match (first_err, helper_out) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(out)) => Ok((tids, total, elapsed, out)),
+        }
+    })
+}
+
+fn report(
+    spec: &WorkloadSpec,
+    tids: Vec<u32>,
+    st: &Stats,
+    total_ops: u64,
+    elapsed_ns: u64,
+) -> WorkloadReport {
+    WorkloadReport {
         kind: spec.kind,
         pid: std::process::id(),
-        tids: vec![],
+        tids,
         threads: spec.threads,
         ops_per_thread: spec.ops,
-        total_ops: spec.ops * spec.threads as u64,
-        mmap_calls: 0,
-        munmap_calls: 0,
-        bytes: 0,
-        elapsed_ns: t0.elapsed().as_nanos() as u64,
-        blocked_ns: 0,
-    })
+        total_ops,
+        mmap_calls: st.mmap_calls,
+        munmap_calls: st.munmap_calls,
+        bytes: st.bytes,
+        elapsed_ns,
+        blocked_ns: st.blocked_ns,
+    }
+}
+
+fn run_pipe(spec: &WorkloadSpec, on_ready: impl FnOnce(u32, &[u32])) -> Result<WorkloadReport> {
+    if spec.write_size == 0 {
+        bail!("pipe workload needs write_size >= 1");
+    }
+    let size = spec.write_size.min(MAX_WRITE_SIZE);
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid, writable array of two c_ints as pipe2 requires.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe2");
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETPIPE_SZ takes an int argument; `wr` is an open pipe fd.
+    if unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_CAPACITY) } < 0 {
+        let err = std::io::Error::last_os_error();
+        // EPERM: above pipe-max-size or the user's pipe quota; the default size works too.
+        if err.raw_os_error() != Some(libc::EPERM) {
+            return Err(err).context("fcntl(F_SETPIPE_SZ)");
+        }
+    }
+    // Each writer owns a reference to the write end: the reader sees EOF as
+    // soon as the last writer is done (or has failed). If the reader fails, it
+    // closes the read end and writers get EPIPE instead of blocking forever
+    // (Rust programs ignore SIGPIPE; a host that does not would be killed).
+    let wr = Arc::new(wr);
+    let ops = spec.ops;
+    let writers: Vec<_> = (0..spec.threads)
+        .map(|_| {
+            let wr = Arc::clone(&wr);
+            move || pipe_writer(&wr, ops, size)
+        })
+        .collect();
+    drop(wr);
+    let reader = move || pipe_reader(&rd);
+    let (tids, st, elapsed, read) = drive(spec, writers, Some(reader), on_ready)?;
+    if read != Some(st.bytes) {
+        bail!("pipe reader got {read:?} bytes, writers wrote {}", st.bytes);
+    }
+    Ok(report(spec, tids, &st, st.ops, elapsed))
+}
+
+fn pipe_writer(wr: &OwnedFd, ops: u64, size: usize) -> Result<Stats> {
+    let buf = [0x5au8; MAX_WRITE_SIZE];
+    let mut st = Stats::default();
+    while st.ops < ops {
+        let t = Instant::now();
+        // SAFETY: `buf` is valid for reads of `size` <= MAX_WRITE_SIZE bytes; `wr` is open.
+        let n = unsafe { libc::write(wr.as_raw_fd(), buf.as_ptr().cast(), size) };
+        st.blocked_ns += nanos(t.elapsed());
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue; // nothing written; retry without counting
+            }
+            return Err(err).with_context(|| format!("write to pipe (op {})", st.ops));
+        }
+        if n as usize != size {
+            bail!("short pipe write: {n} of {size} bytes (writes <= PIPE_BUF are atomic)");
+        }
+        st.ops += 1;
+        st.bytes += size as u64;
+    }
+    Ok(st)
+}
+
+fn pipe_reader(rd: &OwnedFd) -> Result<u64> {
+    let mut buf = vec![0u8; READ_SIZE];
+    let mut total = 0u64;
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `rd` is open.
+        let n = unsafe { libc::read(rd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            0 => return Ok(total),
+            n if n > 0 => total += n as u64,
+            _ => {
+                let err = std::io::Error::last_os_error();
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(err).context("read from pipe");
+                }
+            }
+        }
+    }
+}
+
+fn run_mmap(spec: &WorkloadSpec, on_ready: impl FnOnce(u32, &[u32])) -> Result<WorkloadReport> {
+    if spec.map_size == 0 {
+        bail!("mmap workload needs map_size >= 1");
+    }
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if page <= 0 {
+        return Err(std::io::Error::last_os_error()).context("sysconf(_SC_PAGESIZE)");
+    }
+    let (ops, len, page) = (spec.ops, spec.map_size, page as usize);
+    let workers: Vec<_> = (0..spec.threads)
+        .map(|_| move || mmap_worker(ops, len, page))
+        .collect();
+    let (tids, st, elapsed, _) = drive(spec, workers, None::<fn() -> Result<u64>>, on_ready)?;
+    Ok(report(spec, tids, &st, st.munmap_calls, elapsed))
+}
+
+fn mmap_worker(ops: u64, len: usize, page: usize) -> Result<Stats> {
+    let mut st = Stats::default();
+    for op in 0..ops {
+        let t = Instant::now();
+        // SAFETY: a fresh private anonymous mapping at a kernel-chosen address
+        // cannot alias any existing Rust object.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        st.blocked_ns += nanos(t.elapsed());
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("mmap {len} bytes (op {op})"));
+        }
+        st.mmap_calls += 1;
+        let base = p.cast::<u8>();
+        for off in (0..len).step_by(page) {
+            // SAFETY: off < len, the mapping is len bytes, readable and
+            // writable, and only this thread knows its address.
+            unsafe { base.add(off).write_volatile(1) };
+        }
+        let t = Instant::now();
+        // SAFETY: (p, len) is exactly the mapping created above, no
+        // references into it outlive this point.
+        let rc = unsafe { libc::munmap(p, len) };
+        st.blocked_ns += nanos(t.elapsed());
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("munmap (op {op})"));
+        }
+        st.munmap_calls += 1;
+    }
+    Ok(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_tids(r: &WorkloadReport, threads: usize) {
+        assert_eq!(r.tids.len(), threads);
+        let mut t = r.tids.clone();
+        t.sort_unstable();
+        t.dedup();
+        assert_eq!(t.len(), threads, "tids not distinct: {:?}", r.tids);
+        assert!(
+            r.tids.iter().all(|&tid| tid != r.pid && tid != 0),
+            "{:?}",
+            r.tids
+        );
+    }
+
+    #[test]
+    fn pipe_counts_are_exact() {
+        let spec = WorkloadSpec {
+            threads: 2,
+            ops: 100,
+            ..Default::default()
+        };
+        let r = run(&spec).unwrap();
+        assert_eq!(r.kind, WorkloadKind::Pipe);
+        assert_eq!(r.pid, std::process::id());
+        assert_eq!((r.total_ops, r.bytes), (200, 200 * 4096));
+        assert_eq!((r.mmap_calls, r.munmap_calls), (0, 0));
+        assert!(r.blocked_ns <= r.elapsed_ns * 2 && r.elapsed_ns > 0);
+        check_tids(&r, 2);
+    }
+
+    #[test]
+    fn pipe_write_size_is_clamped() {
+        let spec = WorkloadSpec {
+            threads: 1,
+            ops: 10,
+            write_size: 100_000,
+            ..Default::default()
+        };
+        assert_eq!(run(&spec).unwrap().bytes, 10 * MAX_WRITE_SIZE as u64);
+        let spec = WorkloadSpec {
+            threads: 3,
+            ops: 7,
+            write_size: 100,
+            ..Default::default()
+        };
+        assert_eq!(run(&spec).unwrap().bytes, 2100);
+    }
+
+    #[test]
+    fn mmap_counts_are_exact() {
+        let spec = WorkloadSpec {
+            kind: WorkloadKind::Mmap,
+            threads: 2,
+            ops: 20,
+            ..Default::default()
+        };
+        let r = run(&spec).unwrap();
+        assert_eq!((r.total_ops, r.mmap_calls, r.munmap_calls), (40, 40, 40));
+        assert_eq!(r.bytes, 0);
+        check_tids(&r, 2);
+    }
+
+    #[test]
+    fn on_ready_sees_final_tids_and_delay_is_excluded() {
+        let spec = WorkloadSpec {
+            kind: WorkloadKind::Mmap,
+            threads: 3,
+            ops: 1,
+            map_size: 1,
+            start_delay: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let mut seen = None;
+        let r = run_with(&spec, |pid, tids| seen = Some((pid, tids.to_vec()))).unwrap();
+        assert_eq!(seen, Some((r.pid, r.tids.clone())));
+        assert!(
+            r.elapsed_ns < 200_000_000,
+            "elapsed {} includes the delay",
+            r.elapsed_ns
+        );
+        check_tids(&r, 3);
+    }
+
+    #[test]
+    fn invalid_specs_are_errors() {
+        let zero = WorkloadSpec {
+            threads: 0,
+            ..Default::default()
+        };
+        assert!(run(&zero).is_err());
+        let no_write = WorkloadSpec {
+            write_size: 0,
+            ..Default::default()
+        };
+        assert!(run(&no_write).is_err());
+        let no_map = WorkloadSpec {
+            kind: WorkloadKind::Mmap,
+            map_size: 0,
+            ..Default::default()
+        };
+        assert!(run(&no_map).is_err());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in [WorkloadKind::Pipe, WorkloadKind::Mmap] {
+            assert_eq!(parse_kind(&k.to_string()), Ok(k));
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+        }
+        assert!(parse_kind("futex").is_err());
+        let d = WorkloadSpec::default();
+        assert_eq!((d.kind, d.threads, d.ops), (WorkloadKind::Pipe, 8, 20_000));
+        assert_eq!(
+            (d.write_size, d.map_size, d.start_delay),
+            (4096, 65536, Duration::ZERO)
+        );
+    }
 }

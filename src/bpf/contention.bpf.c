@@ -24,8 +24,12 @@
  *   the first begin's time is kept, later begins only add mode bits.
  * - Whether the waiter slept is measured, not inferred from flags: the
  *   task's voluntary context switch count (nvcsw) changed during the wait.
- * - Aggregation is keyed by (lock, caller stack, tid, kind); cgroup, comm
- *   and lock class are read only when a key is created.
+ * - Aggregation is keyed by (lock, tid, kind), plus the caller stack with
+ *   LS_CALLER_EVERY. With LS_CALLER_FIRST (default) the stack is taken only
+ *   when a key is created: a stack costs more than everything else here.
+ *   cgroup, comm and lock class are also read only when a key is created.
+ *   One thread updates a key at a time (the key holds its tid), so the
+ *   counters need no atomic operations.
  * - Filtering happens at begin; at end only on the miss path, so that
  *   "end without begin" counts only targeted tasks.
  */
@@ -46,7 +50,7 @@ const volatile char target_comm[LS_COMM_LEN] = {};
 const volatile bool filter_cgroup = false; /* `target_cgroup[0]` and below */
 const volatile bool follow_forks = false;  /* children of targets become targets */
 const volatile bool emit_events = false;   /* stream mode: ring buffer records */
-const volatile bool take_caller = true;    /* caller stack at contention_end */
+const volatile __u32 caller_mode = LS_CALLER_FIRST; /* enum ls_caller_mode */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -186,7 +190,7 @@ static __always_inline void open_wait(struct ls_wait *w, struct task_struct *tas
 {
 	w->lock = (__u64)lock;
 	w->begin_ns = bpf_ktime_get_ns();
-	w->nvcsw = BPF_CORE_READ(task, nvcsw);
+	w->nvcsw = task->nvcsw; /* trusted BTF pointer: a direct load */
 	w->flags = (flags & LS_LCB_F_MUTEX) ? (flags & ~LS_LCB_F_SPIN) : flags;
 	w->mode = (flags & LS_LCB_F_SPIN) ? LS_MODE_SPUN : 0;
 }
@@ -328,10 +332,10 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 	now = bpf_ktime_get_ns();
 
 	delta = now - open.begin_ns;
-	if (BPF_CORE_READ(task, nvcsw) != open.nvcsw)
+	if (task->nvcsw != open.nvcsw)
 		open.mode |= LS_MODE_SLEPT;
 
-	if (take_caller) {
+	if (caller_mode == LS_CALLER_EVERY) {
 		stack_id = bpf_get_stackid(ctx, &stacks, 0);
 		if (stack_id < 0)
 			count_lost(LS_LOST_STACK);
@@ -354,6 +358,13 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 		init->lock_class = lock_class_of(task, open.lock, open.flags);
 		bpf_get_current_comm(init->comm, sizeof(init->comm));
 		init->min_ns = ~0ULL;
+		init->stack_id = stack_id;
+		if (caller_mode == LS_CALLER_FIRST) {
+			init->stack_id = bpf_get_stackid(ctx, &stacks, 0);
+			if (init->stack_id < 0)
+				count_lost(LS_LOST_STACK);
+		}
+		stack_id = init->stack_id;
 		err = bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST);
 		if (err && err != -17 /* EEXIST: another CPU created it */) {
 			count_lost(LS_LOST_MAP_FULL);
@@ -363,22 +374,23 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 		if (!val)
 			goto emit;
 	}
-	__sync_fetch_and_add(&val->count, 1);
-	__sync_fetch_and_add(&val->total_ns, delta);
+	stack_id = val->stack_id;
+	val->count += 1;
+	val->total_ns += delta;
 	if (delta < val->min_ns)
 		val->min_ns = delta;
 	if (delta > val->max_ns)
 		val->max_ns = delta;
 	if (ret)
-		__sync_fetch_and_add(&val->aborted, 1);
+		val->aborted += 1;
 	if (open.mode & LS_MODE_SPUN)
-		__sync_fetch_and_add(&val->spun, 1);
+		val->spun += 1;
 	if (open.mode & LS_MODE_SLEPT)
-		__sync_fetch_and_add(&val->slept, 1);
+		val->slept += 1;
 	slot = log2_slot(delta);
 	barrier_var(slot); /* keep the bounds check on the register used below */
 	if (slot < LS_HIST_SLOTS)
-		__sync_fetch_and_add(&val->hist[slot], 1);
+		val->hist[slot] += 1;
 
 emit:
 	if (emit_events) {
