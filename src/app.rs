@@ -178,14 +178,20 @@ fn is_zombie(pid: u32) -> bool {
 }
 
 fn attach(opts: &Options) -> Result<Contention> {
-    Contention::start(opts).map_err(|e| {
+    let src = Contention::start(opts).map_err(|e| {
         let msg = format!("{e:#}");
         if msg.contains("no lock:contention_begin") {
             usage(msg)
         } else {
             e
         }
-    })
+    })?;
+    eprintln!(
+        "lockscope: tracing {} via {} (Ctrl-C to stop)",
+        opts.targets.describe(),
+        src.backend.name()
+    );
+    Ok(src)
 }
 
 fn source_status(src: &Contention) -> SourceStatus {
