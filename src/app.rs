@@ -276,6 +276,20 @@ fn print_report(rep: &Report, out: &OutputArgs) -> Result<()> {
     Ok(())
 }
 
+/// Whether `prog` names an executable file, directly or through PATH.
+fn is_executable(prog: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let ok = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if prog.contains('/') {
+        return ok(std::path::Path::new(prog));
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| ok(&d.join(prog))))
+        .unwrap_or(false)
+}
+
 /// A command started but held before exec until [`HeldChild::release`].
 struct HeldChild {
     pid: u32,
@@ -297,15 +311,21 @@ fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {
 /// instruction: the forked child sends its pid through one pipe and then
 /// blocks on another until released. std's spawn() returns only after
 /// exec, so it runs on a helper thread while we attach.
-fn spawn_held(cmd: &[String]) -> Result<HeldChild> {
+fn spawn_held(cmd: &[String], stdout_to_stderr: bool) -> Result<HeldChild> {
     let (prog, args) = cmd
         .split_first()
         .ok_or_else(|| usage("no command given after --"))?;
+    if !is_executable(prog) {
+        return Err(usage(format!("command not found: {prog}")));
+    }
     let (go_rd, go_wr) = pipe_cloexec()?;
     let (pid_rd, pid_wr) = pipe_cloexec()?;
     let (go_r, go_w, pid_w) = (go_rd.as_raw_fd(), go_wr.as_raw_fd(), pid_wr.as_raw_fd());
     let mut c = Proc::new(prog);
     c.args(args);
+    if stdout_to_stderr {
+        c.stdout(io::stderr());
+    }
     // SAFETY: the closure runs in the forked child before exec and only
     // calls async-signal-safe functions (getpid, write, close, read) on
     // file descriptors inherited from the parent.
@@ -386,7 +406,8 @@ fn run_command(
     out: &OutputArgs,
     quiet: bool,
 ) -> Result<i32> {
-    let held = spawn_held(cmd)?;
+    // demo (quiet): the workload's own lines go to stderr, the report to stdout
+    let held = spawn_held(cmd, quiet)?;
     let pid = held.pid;
     let targets = Targets {
         pids: vec![pid],
@@ -577,7 +598,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
             let comm = session::comm_str(&e.comm);
             let kind = LockKind::from_contention_flags(e.flags);
             let caller = sym.caller(&src, e.stack_id);
-            let lock_name = session::lock_name(e.lock_class, e.pid, &comm);
+            let lock_name = session::lock_name(e.lock_class, e.pid, &session::comm_str(&e.pcomm));
             let res = if a.json {
                 let ev = WaitEvent {
                     ty: "wait",

@@ -5,7 +5,20 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Where cgroup v2 is mounted: `/sys/fs/cgroup` on unified systems, e.g.
+/// `/sys/fs/cgroup/unified` on hybrid v1/v2 ones. Found in /proc/mounts.
+pub fn v2_root() -> PathBuf {
+    std::fs::read_to_string("/proc/mounts")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                let mut f = l.split_whitespace();
+                let (_dev, dir, ty) = (f.next()?, f.next()?, f.next()?);
+                (ty == "cgroup2").then(|| PathBuf::from(dir))
+            })
+        })
+        .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"))
+}
 
 /// Lazily built id → path table; rebuilt once when an id is not found, so
 /// cgroups created after start are still named.
@@ -19,7 +32,9 @@ pub struct CgroupNames {
 impl CgroupNames {
     fn build(&mut self) {
         self.table.clear();
-        walk(Path::new(CGROUP_ROOT), Path::new("/"), 0, &mut self.table);
+        let root = v2_root();
+        let dev = std::fs::metadata(&root).map(|m| m.dev()).unwrap_or(0);
+        walk(&root, Path::new("/"), dev, 0, &mut self.table);
     }
 
     /// Path of a cgroup relative to the cgroup v2 root (`/` for the root),
@@ -43,13 +58,16 @@ impl CgroupNames {
     }
 }
 
-fn walk(dir: &Path, rel: &Path, depth: usize, out: &mut HashMap<u64, String>) {
+fn walk(dir: &Path, rel: &Path, dev: u64, depth: usize, out: &mut HashMap<u64, String>) {
     if depth > 32 {
         return;
     }
     let Ok(meta) = std::fs::metadata(dir) else {
         return;
     };
+    if meta.dev() != dev {
+        return; // another filesystem mounted below (never part of v2)
+    }
     out.insert(meta.ino(), rel.display().to_string());
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -57,7 +75,7 @@ fn walk(dir: &Path, rel: &Path, depth: usize, out: &mut HashMap<u64, String>) {
     for e in entries.flatten() {
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             let name = e.file_name();
-            walk(&e.path(), &rel.join(&name), depth + 1, out);
+            walk(&e.path(), &rel.join(&name), dev, depth + 1, out);
         }
     }
 }
@@ -65,17 +83,16 @@ fn walk(dir: &Path, rel: &Path, depth: usize, out: &mut HashMap<u64, String>) {
 /// Resolves a user-given cgroup (absolute path, or relative to the v2 root).
 pub fn resolve_path(arg: &str) -> Result<PathBuf, String> {
     let p = Path::new(arg);
-    let candidates = [
-        p.to_path_buf(),
-        Path::new(CGROUP_ROOT).join(arg.trim_start_matches('/')),
-    ];
+    let root = v2_root();
+    let candidates = [p.to_path_buf(), root.join(arg.trim_start_matches('/'))];
     for c in candidates {
         if c.join("cgroup.procs").exists() {
             return Ok(c);
         }
     }
     Err(format!(
-        "no cgroup v2 directory '{arg}' (looked at {arg} and {CGROUP_ROOT}/{})",
+        "no cgroup v2 directory '{arg}' (looked at {arg} and {}/{})",
+        root.display(),
         arg.trim_start_matches('/')
     ))
 }

@@ -281,6 +281,9 @@ pub struct Row {
     pub slept: u64,
     pub wait_ns: StatsSummary,
     pub hold_ns: Option<StatsSummary>,
+    /// log2 histogram of waits: element k counts waits in [2^(k-1), 2^k) ns
+    /// (element 0: 0 ns); trailing empty slots are omitted.
+    pub wait_hist: Vec<u64>,
     #[serde(skip)]
     pub wait: Stats,
 }
@@ -377,6 +380,17 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
                 slept: a.slept,
                 wait_ns: a.wait.summary(),
                 hold_ns: a.hold.as_ref().map(Stats::summary),
+                wait_hist: {
+                    let n = HIST_SLOTS
+                        - a.wait
+                            .hist
+                            .slots
+                            .iter()
+                            .rev()
+                            .take_while(|&&c| c == 0)
+                            .count();
+                    a.wait.hist.slots[..n].to_vec()
+                },
                 wait: a.wait,
             }
         })
@@ -523,6 +537,8 @@ mod tests {
         assert_eq!(rows[1].pid, Some(100));
         assert_eq!(rows[1].caller.as_deref(), Some("pipe_write"));
         assert_eq!(rows[1].slept, 3);
+        assert_eq!(rows[1].wait_hist.iter().sum::<u64>(), 3);
+        assert_eq!(rows[1].wait_hist.len(), log2_slot(200) + 1);
     }
 
     #[test]

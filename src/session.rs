@@ -538,7 +538,12 @@ impl Symbolizer {
             return c.clone();
         }
         let c = src.stack(stack_id).and_then(|frames| {
-            let names: Vec<String> = frames.iter().map(|&a| self.ksyms.name(a)).collect();
+            // return addresses: a call that ends a function returns into the
+            // next symbol, so resolve the call instruction (addr - 1)
+            let names: Vec<String> = frames
+                .iter()
+                .map(|&a| self.ksyms.name(a.saturating_sub(1)))
+                .collect();
             caller_index(&names).map(|i| names[i].clone())
         });
         self.callers.insert(stack_id, c.clone());
@@ -573,7 +578,7 @@ pub fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_
         source: SOURCE,
         kind: LockKind::from_contention_flags(k.flags),
         lock: k.lock,
-        lock_name: lock_name(v.lock_class, k.pid, &comm),
+        lock_name: lock_name(v.lock_class, k.pid, &comm_str(&v.pcomm)),
         caller: sym.caller(
             src,
             if k.stack_id >= 0 {

@@ -47,8 +47,12 @@ pub fn fmt_ns(ns: u64) -> String {
         (f / 1e6, "ms")
     } else if ns < 600_000_000_000 {
         (f / 1e9, "s")
-    } else {
+    } else if ns < 36_000_000_000_000 {
         (f / 60e9, "m")
+    } else if ns < 360_000_000_000_000 {
+        (f / 3600e9, "h")
+    } else {
+        (f / 86400e9, "d")
     };
     if v < 10.0 {
         format!("{v:.2} {unit}")

@@ -357,6 +357,7 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 		init->cgroup_id = bpf_get_current_cgroup_id();
 		init->lock_class = lock_class_of(task, open.lock, open.flags);
 		bpf_get_current_comm(init->comm, sizeof(init->comm));
+		BPF_CORE_READ_STR_INTO(&init->pcomm, task, group_leader, comm);
 		init->min_ns = ~0ULL;
 		init->stack_id = stack_id;
 		if (caller_mode == LS_CALLER_FIRST) {
@@ -413,6 +414,7 @@ emit:
 		e->lock_class = lock_class_of(task, open.lock, open.flags);
 		e->pad = 0;
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		BPF_CORE_READ_STR_INTO(&e->pcomm, task, group_leader, comm);
 		bpf_ringbuf_submit(e, 0);
 	}
 out:

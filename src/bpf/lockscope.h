@@ -84,7 +84,8 @@ struct ls_agg_val {
 	__u64 cgroup_id; /* cgroup v2 id of the task when the key was created */
 	__u32 lock_class;
 	__s32 stack_id;  /* LS_CALLER_FIRST: caller stack of the key's first wait */
-	char comm[LS_COMM_LEN];
+	char comm[LS_COMM_LEN];  /* thread name */
+	char pcomm[LS_COMM_LEN]; /* process name (thread group leader's) */
 	__u64 hist[LS_HIST_SLOTS];
 };
 
@@ -103,6 +104,7 @@ struct ls_event {
 	__u32 lock_class;
 	__u32 pad;
 	char comm[LS_COMM_LEN];
+	char pcomm[LS_COMM_LEN];
 };
 
 /* Per-task (sleeping locks) or per-CPU (spin-only locks) open wait. */

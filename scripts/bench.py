@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Overhead benchmark for lockscope: workload alone vs. workload under
+`lockscope report --json`, in alternating pairs.
+
+    sudo python3 scripts/bench.py [--pairs 7] [--quick] [--write]
+
+For each workload and caller mode it runs pairs of (baseline, traced) runs,
+alternating the order inside each pair to cancel drift.  A traced run starts
+`lockscope report --json --caller MODE` system-wide, waits for its "tracing"
+line on stderr, runs the workload, then stops lockscope with SIGINT and parses
+its JSON.  Workload time is the workload's own `elapsed_ns` (work phase only,
+not process start-up).  BPF cost comes from the kernel's per-program
+run_time_ns (kernel.bpf_stats_enabled=1), which includes the bookkeeping of
+the stats themselves (two clock reads per program run).
+
+Needs root.  Python 3 standard library only.  --write rewrites the
+"Latest figures" section of BENCHMARKS.md.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "lockscope")
+BENCH_MD = os.path.join(ROOT, "BENCHMARKS.md")
+STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+SECTION = "## Latest figures"
+
+# (label, kind, threads, ops per thread); ops give ~0.5-1.5 s per run on a
+# 2-core VM.  --quick divides ops by 10.
+WORKLOADS = [
+    ("pipe, 2 threads", "pipe", 2, 400_000),
+    ("pipe, 8 threads", "pipe", 8, 120_000),
+    ("mmap, 4 threads", "mmap", 4, 4_000),
+]
+# (workload label, caller mode): first and none everywhere, every once.
+CONFIGS = [(w[0], m) for w in WORKLOADS for m in ("first", "none")]
+CONFIGS.insert(CONFIGS.index(("pipe, 8 threads", "none")) + 1, ("pipe, 8 threads", "every"))
+
+TARGET_SLOWDOWN = 1.05  # 8-thread pipe
+TARGET_NS_PER_CONTENTION = 300  # begin+end, without stacks
+
+LIVE = []  # lockscope processes not yet reaped
+
+
+class BenchError(Exception):
+    pass
+
+
+def run_workload(kind, threads, ops):
+    """Runs one workload; returns its elapsed_ns."""
+    cmd = [BIN, "workload", kind, "--threads", str(threads), "--ops", str(ops), "--json"]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    if p.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
+    return json.loads(p.stdout.strip().splitlines()[-1])["elapsed_ns"]
+
+
+def start_tracer(caller):
+    """Starts `lockscope report --json` and returns once it is attached."""
+    p = subprocess.Popen([BIN, "report", "--json", "--caller", caller],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    LIVE.append(p)
+    attached, lines, out = threading.Event(), [], []
+
+    def pump():  # keep draining stderr so lockscope never blocks on it
+        for line in p.stderr:
+            lines.append(line.rstrip())
+            if "lockscope: tracing" in line:
+                attached.set()
+        attached.set()  # EOF: lockscope exited
+
+    reader = threading.Thread(target=lambda: out.append(p.stdout.read()), daemon=True)
+    for t in (threading.Thread(target=pump, daemon=True), reader):
+        t.start()
+    if not attached.wait(60) or p.poll() is not None:
+        stop(p)
+        raise BenchError("lockscope did not attach: " + " | ".join(lines[-5:]))
+    return p, lines, out, reader
+
+
+def stop(p):
+    """Kills and reaps a lockscope process (for error paths)."""
+    if p.poll() is None:
+        p.kill()
+    p.wait()
+    if p in LIVE:
+        LIVE.remove(p)
+
+
+def finish_tracer(p, lines, out, reader):
+    """SIGINTs lockscope and returns its parsed JSON report."""
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        stop(p)
+        raise BenchError("lockscope did not exit after SIGINT")
+    LIVE.remove(p)
+    reader.join(10)
+    text = "".join(out)
+    if p.returncode != 0 or not text.strip():
+        raise BenchError(f"lockscope report exited {p.returncode}: " + " | ".join(lines[-5:]))
+    return json.loads(text)
+
+
+def traced_run(kind, threads, ops, caller):
+    tracer = start_tracer(caller)
+    try:
+        elapsed = run_workload(kind, threads, ops)
+    except BaseException:
+        stop(tracer[0])
+        raise
+    rep = finish_tracer(*tracer)
+    progs = [b for b in rep["bpf_programs"] if "contention" in b["name"]]
+    contentions = sum(r["count"] for r in rep["rows"])
+    return {
+        "elapsed": elapsed,
+        "contentions": contentions,
+        "bpf_ns": sum(b["run_time_ns"] for b in progs),
+        "per_prog": {b["name"]: b["run_time_ns"] / max(b["run_cnt"], 1) for b in progs},
+        "lost": sum(v for v in rep["lost"].values() if isinstance(v, int)),
+    }
+
+
+def measure(label, caller, pairs, quick):
+    _, kind, threads, ops = next(w for w in WORKLOADS if w[0] == label)
+    ops = max(ops // 10, 100) if quick else ops
+    base, traced = [], []
+    for i in range(pairs):
+        order = ("base", "traced") if i % 2 == 0 else ("traced", "base")
+        for which in order:
+            if which == "base":
+                base.append(run_workload(kind, threads, ops))
+            else:
+                traced.append(traced_run(kind, threads, ops, caller))
+        print(f"  {label:16} caller={caller:5} pair {i + 1}/{pairs}: "
+              f"base {base[-1] / 1e6:7.1f} ms, traced {traced[-1]['elapsed'] / 1e6:7.1f} ms, "
+              f"{traced[-1]['contentions']} contentions", file=sys.stderr)
+    med = statistics.median
+    names = sorted({n for t in traced for n in t["per_prog"]})
+    return {
+        "workload": label, "caller": caller, "ops": ops, "pairs": pairs,
+        "base_ms": med(base) / 1e6,
+        "traced_ms": med(t["elapsed"] for t in traced) / 1e6,
+        "slowdown": med(t["elapsed"] / b for t, b in zip(traced, base)),
+        "contentions": med(t["contentions"] for t in traced),
+        "ns_per_contention": med(t["bpf_ns"] / max(t["contentions"], 1) for t in traced),
+        "per_prog": {n: med(t["per_prog"].get(n, 0.0) for t in traced) for n in names},
+        "lost": max(t["lost"] for t in traced),
+    }
+
+
+def short(name):
+    return name.replace("contention_", "").replace("_btf", "").replace("_tp", "")
+
+
+def table(results):
+    rows = ["| workload | caller | ops/thread | baseline ms | traced ms | slowdown | "
+            "contentions/run | BPF ns/contention | BPF ns/run per program | lost |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for r in results:
+        progs = ", ".join(f"{short(n)} {v:.0f}" for n, v in r["per_prog"].items())
+        rows.append(f"| {r['workload']} | {r['caller']} | {r['ops']} | {r['base_ms']:.1f} | "
+                    f"{r['traced_ms']:.1f} | {r['slowdown']:.3f}x | {r['contentions']:.0f} | "
+                    f"{r['ns_per_contention']:.0f} | {progs} | {r['lost']} |")
+    return "\n".join(rows)
+
+
+def verdicts(results):
+    out = []
+    for r in results:
+        if r["workload"] == "pipe, 8 threads" and r["caller"] == "first":
+            ok = r["slowdown"] <= TARGET_SLOWDOWN
+            out.append(f"- 8-thread pipe slowdown (caller first): {r['slowdown']:.3f}x, "
+                       f"target <= {TARGET_SLOWDOWN}x: {'met' if ok else 'NOT met'}")
+    for r in results:
+        if r["caller"] in ("first", "none"):
+            ok = r["ns_per_contention"] <= TARGET_NS_PER_CONTENTION
+            out.append(f"- {r['workload']}, caller {r['caller']}: {r['ns_per_contention']:.0f} ns "
+                       f"per contention, target <= {TARGET_NS_PER_CONTENTION} ns: "
+                       f"{'met' if ok else 'NOT met'}")
+    return "\n".join(out)
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def section(results, argv):
+    cmd = "python3 scripts/bench.py " + " ".join(argv)
+    return "\n".join([
+        SECTION, "",
+        f"- Command: `{cmd.strip()}`",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Kernel: `{platform.release()}`; CPU: {cpu_model()} ({os.cpu_count()} CPUs); "
+        f"load average at start/end: {START_LOAD}/{open('/proc/loadavg').read().split()[0]}",
+        f"- Medians over {results[0]['pairs']} alternating pairs per row; slowdown is the "
+        "median of per-pair traced/baseline ratios; lockscope traced system-wide.", "",
+        table(results), "",
+        verdicts(results), "",
+    ])
+
+
+def write_md(text):
+    old = open(BENCH_MD).read() if os.path.exists(BENCH_MD) else "# Benchmarks\n\n"
+    i = old.find(SECTION)
+    if i < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        m = re.search(r"^## ", old[i + len(SECTION):], re.M)
+        rest = old[i + len(SECTION) + m.start():] if m else ""
+        new = old[:i] + text + ("\n" + rest if rest else "")
+    with open(BENCH_MD, "w") as f:
+        f.write(new)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", type=int, default=7, help="alternating pairs per row (default 7)")
+    ap.add_argument("--quick", action="store_true", help="10x fewer operations per run")
+    ap.add_argument("--write", action="store_true", help="rewrite 'Latest figures' in BENCHMARKS.md")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench.py: needs root (BPF and kernel.bpf_stats_enabled)")
+    if args.pairs < 1:
+        sys.exit("bench.py: --pairs must be >= 1")
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    global START_LOAD
+    START_LOAD = open("/proc/loadavg").read().split()[0]
+    old_stats = open(STATS_SYSCTL).read().strip()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results = []
+    try:
+        with open(STATS_SYSCTL, "w") as f:
+            f.write("1")
+        for label, caller in CONFIGS:
+            results.append(measure(label, caller, args.pairs, args.quick))
+    except BenchError as e:
+        sys.exit(f"bench.py: {e}")
+    finally:
+        for p in list(LIVE):
+            stop(p)
+        with open(STATS_SYSCTL, "w") as f:
+            f.write(old_stats)
+    text = section(results, sys.argv[1:])
+    print(text)
+    if args.write:
+        write_md(text)
+        print(f"bench.py: wrote {BENCH_MD}", file=sys.stderr)
+
+
+START_LOAD = "?"
+
+if __name__ == "__main__":
+    main()

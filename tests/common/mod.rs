@@ -1,0 +1,203 @@
+//! Helpers for tests that run the real binary (root tests load BPF).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lockscope")
+}
+
+pub fn lockscope(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run lockscope")
+}
+
+/// A started workload, held until its start delay ends.
+pub struct Workload {
+    pub child: Child,
+}
+
+impl Workload {
+    /// `lockscope workload KIND... --json --start-delay DELAY ...`
+    pub fn start(args: &[&str], delay: &str) -> Workload {
+        let child = Command::new(bin())
+            .arg("workload")
+            .args(args)
+            .args(["--json", "--start-delay", delay])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start workload");
+        Workload { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits and returns the workload's own JSON reports.
+    pub fn finish(mut self) -> Vec<Value> {
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .expect("stdout piped")
+            .read_to_string(&mut out)
+            .expect("read workload output");
+        let st = self.child.wait().expect("wait workload");
+        assert!(st.success(), "workload failed: {st}");
+        out.lines()
+            .map(|l| serde_json::from_str(l).expect("workload JSON"))
+            .collect()
+    }
+}
+
+/// A running lockscope whose stderr is watched for the "tracing" line.
+pub struct Tracer {
+    pub child: Child,
+    pub stderr: Receiver<String>,
+}
+
+impl Tracer {
+    pub fn start(args: &[&str]) -> Tracer {
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start lockscope");
+        let err = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[lockscope] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let t = Tracer { child, stderr: rx };
+        t.wait_for("lockscope: tracing", Duration::from_secs(30));
+        t
+    }
+
+    pub fn wait_for(&self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return,
+                Ok(_) => continue,
+                Err(e) => panic!("no '{needle}' from lockscope: {e}"),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for exit; returns (status code, stdout).
+    pub fn finish(mut self) -> (i32, String) {
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .expect("stdout piped")
+            .read_to_string(&mut out)
+            .expect("read lockscope stdout");
+        let st = self.child.wait().expect("wait lockscope");
+        (st.code().unwrap_or(-1), out)
+    }
+
+    pub fn finish_json(self) -> Value {
+        let (code, out) = self.finish();
+        assert_eq!(code, 0, "lockscope failed; stdout: {out}");
+        serde_json::from_str(out.trim()).expect("report JSON")
+    }
+}
+
+/// BPF program and link ids held open by a process, from the fdinfo of its
+/// file descriptors (`prog_id:` / `link_id:`).
+pub fn bpf_objects_of(pid: u32) -> Vec<(String, u64)> {
+    let mut found = Vec::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return found;
+    };
+    for fd in fds.flatten() {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        for line in info.lines() {
+            for (key, kind) in [("prog_id:", "prog"), ("link_id:", "link")] {
+                if let Some(v) = line.strip_prefix(key) {
+                    if let Ok(id) = v.trim().parse() {
+                        found.push((kind.to_string(), id));
+                    }
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Whether a BPF object id still exists.
+pub fn bpf_object_exists(kind: &str, id: u64) -> bool {
+    Command::new("bpftool")
+        .args([kind, "show", "id", &id.to_string()])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+pub fn rows(report: &Value) -> &Vec<Value> {
+    report["rows"].as_array().expect("rows array")
+}
+
+pub fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
+}
+
+/// Invariants every row of every report must satisfy.
+pub fn check_row_invariants(r: &Value) {
+    let count = u(&r["count"]);
+    let w = &r["wait_ns"];
+    let (total, min, max, p50, p99) = (
+        u(&w["total"]),
+        u(&w["min"]),
+        u(&w["max"]),
+        u(&w["p50"]),
+        u(&w["p99"]),
+    );
+    let hist: u64 = r["wait_hist"]
+        .as_array()
+        .expect("wait_hist")
+        .iter()
+        .map(u)
+        .sum();
+    assert_eq!(hist, count, "histogram sum equals count: {r}");
+    assert!(count > 0, "{r}");
+    assert!(
+        min <= p50 && p50 <= p99 && p99 <= max,
+        "ordered quantiles: {r}"
+    );
+    assert!(
+        total >= min * count && total <= max * count,
+        "total within bounds: {r}"
+    );
+    assert!(u(&r["aborted"]) <= count);
+}

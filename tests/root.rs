@@ -1,0 +1,405 @@
+//! Root integration tests: real BPF on the running kernel, real workloads
+//! with known threads and operations, assertions against that ground truth.
+//! They need root (or CAP_BPF + CAP_PERFMON) and bpftool; CI runs them.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "root tests need root: run `sudo cargo test` (CI runs as root)"
+    );
+}
+
+/// `lockscope report -p PID --json` over a workload that starts after the
+/// tracer is attached; returns (report, workload reports).
+fn report_on(workload: &[&str], extra: &[&str]) -> (Value, Vec<Value>) {
+    require_root();
+    let wl = Workload::start(workload, "1500ms");
+    let pid = wl.pid().to_string();
+    let mut args = vec!["report", "-p", &pid, "--json"];
+    args.extend_from_slice(extra);
+    let tracer = Tracer::start(&args);
+    let done = wl.finish();
+    (tracer.finish_json(), done)
+}
+
+#[test]
+fn pid_filter_pipe_mutex_and_caller() {
+    let (rep, wl) = report_on(
+        &["pipe", "--threads", "4", "--ops", "20000"],
+        &["--by", "task"],
+    );
+    let pid = u(&wl[0]["pid"]);
+    assert_eq!(
+        u(&wl[0]["total_ops"]),
+        80_000,
+        "the workload did what it says"
+    );
+    let tids: BTreeSet<u64> = wl[0]["tids"]
+        .as_array()
+        .expect("tids")
+        .iter()
+        .map(u)
+        .collect();
+    let task_rows = rows(&rep);
+    assert!(!task_rows.is_empty(), "contention seen: {rep}");
+    for r in task_rows {
+        assert_eq!(u(&r["pid"]), pid, "-p shows only the workload: {r}");
+        check_row_invariants(r);
+    }
+    // worker threads (known tids) are among the waiters
+    let seen: BTreeSet<u64> = task_rows.iter().filter_map(|r| r["tid"].as_u64()).collect();
+    assert!(
+        seen.intersection(&tids).count() >= 2,
+        "workers {tids:?} in {seen:?}"
+    );
+    assert_eq!(u(&rep["lost"]["map_full"]), 0);
+    assert_eq!(rep["sources"][0]["name"], "kernel-contention");
+
+    // the same workload by caller: the pipe mutex, taken in a pipe function
+    let (rep, wl) = report_on(
+        &["pipe", "--threads", "4", "--ops", "20000"],
+        &["--by", "caller"],
+    );
+    let pid = u(&wl[0]["pid"]);
+    let pipe_row = rows(&rep)
+        .iter()
+        .find(|r| r["kind"] == "mutex" && r["caller"].as_str().is_some_and(|c| c.contains("pipe")))
+        .unwrap_or_else(|| panic!("a mutex row with a pipe caller: {rep}"));
+    assert_eq!(u(&pipe_row["pid"]), pid);
+    assert!(
+        u(&pipe_row["count"]) >= 100,
+        "80000 writes on 2 CPUs contend: {pipe_row}"
+    );
+}
+
+#[test]
+fn mmap_workload_names_its_mmap_lock() {
+    let (rep, wl) = report_on(
+        &["mmap", "--threads", "4", "--ops", "3000"],
+        &["--by", "lock"],
+    );
+    let pid = u(&wl[0]["pid"]);
+    assert_eq!(u(&wl[0]["munmap_calls"]), 12_000);
+    let name = format!("mmap_lock of {pid} (");
+    let mm: Vec<&Value> = rows(&rep)
+        .iter()
+        .filter(|r| {
+            r["lock_name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&name))
+        })
+        .collect();
+    assert!(!mm.is_empty(), "a row named {name}...: {rep}");
+    let locks: BTreeSet<&str> = mm.iter().filter_map(|r| r["lock"].as_str()).collect();
+    assert_eq!(
+        locks.len(),
+        1,
+        "one address space, one mmap_lock: {locks:?}"
+    );
+    for r in &mm {
+        assert!(
+            r["kind"] == "rwsem-write" || r["kind"] == "rwsem-read",
+            "mmap_lock is an rwsem: {r}"
+        );
+        check_row_invariants(r);
+    }
+    assert!(
+        mm.iter().any(|r| r["kind"] == "rwsem-write"),
+        "munmap takes it for write"
+    );
+}
+
+#[test]
+fn summary_counts_equal_streamed_events() {
+    require_root();
+    let wl = Workload::start(&["pipe", "--threads", "4", "--ops", "10000"], "1500ms");
+    let pid = wl.pid().to_string();
+    let tracer = Tracer::start(&["trace", "-p", &pid, "--json", "--summary"]);
+    wl.finish();
+    let (code, out) = tracer.finish();
+    assert_eq!(code, 0);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let (end, waits) = lines.split_last().expect("an end line");
+    assert_eq!(end["type"], "end");
+    assert!(waits.iter().all(|w| w["type"] == "wait"));
+    assert_eq!(u(&end["events"]), waits.len() as u64);
+    assert!(waits.len() > 100, "contention streamed");
+    assert_eq!(
+        u(&end["lost"]["ringbuf_dropped"]),
+        0,
+        "no drops at this rate"
+    );
+    let mut per_lock: BTreeMap<String, u64> = BTreeMap::new();
+    for w in waits {
+        assert_eq!(u(&w["pid"]).to_string(), pid);
+        assert_eq!(u(&w["wait_ns"]), u(&w["end_ns"]) - u(&w["begin_ns"]));
+        *per_lock
+            .entry(w["lock"].as_str().expect("lock").to_string())
+            .or_default() += 1;
+    }
+    let report = &end["report"];
+    let mut from_report: BTreeMap<String, u64> = BTreeMap::new();
+    for r in rows(report) {
+        check_row_invariants(r);
+        *from_report
+            .entry(r["lock"].as_str().expect("by lock").to_string())
+            .or_default() += u(&r["count"]);
+    }
+    assert_eq!(
+        per_lock, from_report,
+        "in-kernel summary == stream, lock by lock"
+    );
+}
+
+#[test]
+fn tracepoint_backend_gives_the_same_picture() {
+    let (rep, _) = report_on(
+        &["pipe", "--threads", "4", "--ops", "10000"],
+        &["--backend", "tracepoint"],
+    );
+    assert_eq!(rep["sources"][0]["backend"], "tracepoint");
+    assert!(
+        rows(&rep)
+            .iter()
+            .any(|r| r["kind"] == "mutex"
+                && r["caller"].as_str().is_some_and(|c| c.contains("pipe"))),
+        "{rep}"
+    );
+    let ids: Vec<u64> = rep["bpf_programs"]
+        .as_array()
+        .expect("progs")
+        .iter()
+        .map(|p| u(&p["id"]))
+        .collect();
+    assert!(!ids.is_empty());
+}
+
+#[test]
+fn comm_filter_selects_one_thread_name() {
+    let (rep, _) = report_on(
+        &["pipe", "--threads", "4", "--ops", "20000"],
+        &["-c", "ls-worker-1", "--by", "task"],
+    );
+    let rows = rows(&rep);
+    assert!(!rows.is_empty(), "{rep}");
+    for r in rows {
+        assert_eq!(r["comm"], "ls-worker-1", "{r}");
+    }
+}
+
+#[test]
+fn cgroup_filter_and_grouping() {
+    require_root();
+    let root = lockscope::cgroup::v2_root();
+    let name = format!("lockscope-test-{}", std::process::id());
+    let dir = root.join(&name);
+    std::fs::create_dir(&dir).expect("create a cgroup v2 directory");
+    let wl = Workload::start(&["pipe", "--threads", "4", "--ops", "20000"], "2s");
+    std::fs::write(dir.join("cgroup.procs"), wl.pid().to_string())
+        .expect("move workload into the cgroup");
+    let tracer = Tracer::start(&[
+        "report",
+        "--cgroup",
+        &format!("/{name}"),
+        "--by",
+        "cgroup",
+        "--json",
+        "-d",
+        "30s",
+    ]);
+    wl.finish();
+    tracer.signal(libc::SIGINT);
+    let rep = tracer.finish_json();
+    let _ = std::fs::remove_dir(&dir);
+    let rows = rows(&rep);
+    assert!(!rows.is_empty(), "{rep}");
+    for r in rows {
+        assert_eq!(
+            r["cgroup"],
+            format!("/{name}"),
+            "only the test's cgroup: {r}"
+        );
+    }
+}
+
+#[test]
+fn run_follows_children_and_returns_their_status() {
+    require_root();
+    let inner = format!(
+        "{} workload pipe --threads 2 --ops 5000 >/dev/null; exit 7",
+        bin()
+    );
+    let out = Command::new(bin())
+        .args(["run", "--by", "task", "--json", "--", "sh", "-c", &inner])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(7), "exit status of the command");
+    let rep: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    assert!(
+        rows(&rep).iter().any(|r| r["comm"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("ls-worker"))),
+        "the grandchild's workers are traced: {rep}"
+    );
+}
+
+#[test]
+fn demo_reports_both_workloads() {
+    require_root();
+    let out = lockscope(&[
+        "demo",
+        "--threads",
+        "3",
+        "--ops",
+        "5000",
+        "--json",
+        "--by",
+        "lock",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rows = rows(&rep);
+    assert!(rows.iter().any(|r| r["kind"] == "mutex"));
+    assert!(rows.iter().any(|r| {
+        r["lock_name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("mmap_lock of"))
+    }));
+}
+
+fn assert_cleanup_after(sig: Option<i32>) {
+    require_root();
+    let target = Command::new("sleep").arg("3").spawn().expect("sleep");
+    let pid = target.id().to_string();
+    let tracer = Tracer::start(&["report", "-p", &pid, "--json"]);
+    let owned = bpf_objects_of(tracer.pid());
+    assert!(
+        owned.iter().any(|(k, _)| k == "prog"),
+        "programs loaded: {owned:?}"
+    );
+    assert!(
+        owned.iter().any(|(k, _)| k == "link"),
+        "links attached: {owned:?}"
+    );
+    match sig {
+        Some(s) => tracer.signal(s),
+        None => {} // target exit ends the run
+    }
+    let mut target = target;
+    let (code, _) = tracer.finish();
+    if sig == Some(libc::SIGKILL) {
+        assert_eq!(code, -1, "killed");
+    } else {
+        assert_eq!(code, 0);
+    }
+    let _ = target.kill();
+    let _ = target.wait();
+    std::thread::sleep(Duration::from_millis(200));
+    for (kind, id) in owned {
+        assert!(
+            !bpf_object_exists(&kind, id),
+            "{kind} {id} left behind after {sig:?}"
+        );
+    }
+}
+
+#[test]
+fn nothing_left_after_sigint() {
+    assert_cleanup_after(Some(libc::SIGINT));
+}
+
+#[test]
+fn nothing_left_after_sigterm() {
+    assert_cleanup_after(Some(libc::SIGTERM));
+}
+
+#[test]
+fn nothing_left_after_target_exit() {
+    assert_cleanup_after(None);
+}
+
+#[test]
+fn nothing_left_after_sigkill() {
+    assert_cleanup_after(Some(libc::SIGKILL));
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    require_root();
+    for (args, needle) in [
+        (
+            vec!["report", "-p", "999999999"],
+            "no process with PID 999999999",
+        ),
+        (
+            vec!["report", "-t", "999999999"],
+            "no thread with TID 999999999",
+        ),
+        (
+            vec!["report", "--cgroup", "/no/such/cgroup"],
+            "no cgroup v2 directory",
+        ),
+        (vec!["run", "--", "/no/such/binary"], "command not found"),
+    ] {
+        let out = lockscope(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = lockscope(&["report", "-d", "5parsecs"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid duration"));
+}
+
+#[test]
+fn not_root_is_told_what_is_needed() {
+    require_root();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(bin())
+        .args(["report", "-d", "1s"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs root or CAP_BPF + CAP_PERFMON"), "{err}");
+}
+
+#[test]
+fn target_exiting_mid_run_is_not_an_error() {
+    require_root();
+    let mut target = Command::new("sleep").arg("0.5").spawn().expect("sleep");
+    let pid = target.id().to_string();
+    let tracer = Tracer::start(&["report", "-p", &pid, "--json", "-d", "60s"]);
+    let _ = target.wait();
+    let rep = tracer.finish_json();
+    assert!(
+        u(&rep["duration_ns"]) < 30_000_000_000,
+        "stopped when the target exited"
+    );
+}
