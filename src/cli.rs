@@ -222,12 +222,12 @@ impl TargetArgs {
                 return Err(format!("no thread with TID {t}"));
             }
         }
-        if let Some(c) = &self.comm {
-            if c.is_empty() || c.len() > 15 {
-                return Err(format!(
-                    "--comm '{c}': a task name is 1 to 15 bytes (the kernel truncates comm to 15)"
-                ));
-            }
+        if let Some(c) = &self.comm
+            && (c.is_empty() || c.len() > 15)
+        {
+            return Err(format!(
+                "--comm '{c}': a task name is 1 to 15 bytes (the kernel truncates comm to 15)"
+            ));
         }
         let cgroup: Option<PathBuf> = match &self.cgroup {
             Some(c) => Some(crate::cgroup::resolve_path(c)?),

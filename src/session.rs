@@ -248,12 +248,12 @@ impl TracefsGuard {
 
 impl Drop for TracefsGuard {
     fn drop(&mut self) {
-        if self.mounted {
-            if let Ok(dst) = std::ffi::CString::new("/sys/kernel/tracing") {
-                // SAFETY: dst is a valid NUL-terminated path; MNT_DETACH
-                // lets attached tracepoints (which hold no tracefs files) stay.
-                unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
-            }
+        if self.mounted
+            && let Ok(dst) = std::ffi::CString::new("/sys/kernel/tracing")
+        {
+            // SAFETY: dst is a valid NUL-terminated path; MNT_DETACH lets
+            // attached tracepoints (which hold no tracefs files) stay.
+            unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
         }
     }
 }
@@ -481,15 +481,15 @@ impl Contention {
         let map = &self.skel.maps.agg;
         let mut out = Vec::new();
         for k in map.keys() {
-            if let Some(v) = map
+            let Some(v) = map
                 .lookup(&k, MapFlags::ANY)
                 .context("read aggregation map")?
+            else {
+                continue; // deleted between keys() and lookup()
+            };
+            if let (Some(k), Some(v)) = (from_bytes::<ls_agg_key>(&k), from_bytes::<ls_agg_val>(&v))
             {
-                if let (Some(k), Some(v)) =
-                    (from_bytes::<ls_agg_key>(&k), from_bytes::<ls_agg_val>(&v))
-                {
-                    out.push((k, v));
-                }
+                out.push((k, v));
             }
         }
         Ok(out)

@@ -299,9 +299,9 @@ fn assert_cleanup_after(sig: Option<i32>) {
         owned.iter().any(|(k, _)| k == "link"),
         "links attached: {owned:?}"
     );
-    match sig {
-        Some(s) => tracer.signal(s),
-        None => {} // target exit ends the run
+    // without a signal, the target's exit ends the run
+    if let Some(s) = sig {
+        tracer.signal(s);
     }
     let mut target = target;
     let (code, _) = tracer.finish();

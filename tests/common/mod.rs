@@ -142,10 +142,10 @@ pub fn bpf_objects_of(pid: u32) -> Vec<(String, u64)> {
         };
         for line in info.lines() {
             for (key, kind) in [("prog_id:", "prog"), ("link_id:", "link")] {
-                if let Some(v) = line.strip_prefix(key) {
-                    if let Ok(id) = v.trim().parse() {
-                        found.push((kind.to_string(), id));
-                    }
+                if let Some(v) = line.strip_prefix(key)
+                    && let Ok(id) = v.trim().parse()
+                {
+                    found.push((kind.to_string(), id));
                 }
             }
         }

@@ -1,0 +1,65 @@
+#!/bin/bash
+# scripts/setup.sh - the two set-up commands of the README, for a fresh
+# Debian 12 machine with a Rust toolchain (rustup):
+#
+#   scripts/setup.sh demo   install build packages, build, run `lockscope demo`
+#   scripts/setup.sh test   install build + test packages, run the whole suite:
+#                           fmt, clippy, unit tests, root tests on this kernel,
+#                           and the QEMU kernel matrix when it is present
+#   scripts/setup.sh deps   only install packages
+#
+# Needs root (BPF): re-runs itself with sudo when started as a user.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=${1:-demo}
+case $MODE in demo|test|deps) ;; *) sed -n '2,12p' "$0"; exit 2;; esac
+
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "setup.sh: needs root (BPF); run it as root" >&2; exit 1; }
+  exec sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME "$0" "$@"
+fi
+
+BUILD_PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config make gcc)
+TEST_PKGS=(bpftool util-linux procps python3)
+
+missing() {
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"
+  done
+}
+
+install() {
+  local need
+  need=$(missing "$@")
+  [ -z "$need" ] && return 0
+  echo "setup.sh: installing $(echo $need)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
+}
+
+if ! command -v cargo >/dev/null; then
+  echo "setup.sh: no Rust toolchain (cargo) on PATH; install Rust 1.85+ with rustup first" >&2
+  exit 1
+fi
+
+case $MODE in
+  deps)
+    install "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+    ;;
+  demo)
+    install "${BUILD_PKGS[@]}"
+    cargo build --release --locked
+    exec target/release/lockscope demo
+    ;;
+  test)
+    install "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+    cargo fmt --check
+    cargo clippy --locked --all-targets -- -D warnings
+    # unit tests, CLI tests and root tests against this kernel
+    cargo test --locked --all-targets
+    if [ -x scripts/vm-matrix.sh ]; then
+      scripts/vm-matrix.sh
+    fi
+    ;;
+esac
