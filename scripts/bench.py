@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "lockscope")
@@ -136,6 +137,7 @@ def measure(label, caller, pairs, quick):
     ops = max(ops // 10, 100) if quick else ops
     base, traced = [], []
     for i in range(pairs):
+        settle()
         order = ("base", "traced") if i % 2 == 0 else ("traced", "base")
         for which in order:
             if which == "base":
@@ -191,6 +193,33 @@ def verdicts(results):
     return "\n".join(out)
 
 
+def cpu_busy():
+    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    return sum(v[:8]) - idle, sum(v[:8])
+
+
+def other_load(start):
+    """Share of the machine's CPU time used by tasks other than ours."""
+    busy0, total0, kids0 = start
+    busy1, total1 = cpu_busy()
+    t = os.times()
+    ours = (t.children_user + t.children_system - kids0) * os.sysconf("SC_CLK_TCK")
+    return max(busy1 - busy0 - ours, 0) / max(total1 - total0, 1)
+
+
+def settle(limit=60):
+    """Waits (up to `limit` s) for a second in which other tasks use < 5% CPU."""
+    for _ in range(limit):
+        t = os.times()
+        start = (*cpu_busy(), t.children_user + t.children_system)
+        time.sleep(1)
+        if other_load(start) < 0.05:
+            return
+
+
 def cpu_model():
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -206,7 +235,8 @@ def section(results, argv):
         f"- Command: `{cmd.strip()}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- Kernel: `{platform.release()}`; CPU: {cpu_model()} ({os.cpu_count()} CPUs); "
-        f"load average at start/end: {START_LOAD}/{open('/proc/loadavg').read().split()[0]}",
+        f"CPU time used by other tasks during the run: {OTHER_LOAD:.0%} of the machine"
+        + (" (too busy: figures unreliable)" if OTHER_LOAD > 0.05 else ""),
         f"- Medians over {results[0]['pairs']} alternating pairs per row; slowdown is the "
         "median of per-pair traced/baseline ratios; lockscope traced system-wide.", "",
         table(results), "",
@@ -238,8 +268,9 @@ def main():
     if args.pairs < 1:
         sys.exit("bench.py: --pairs must be >= 1")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    global START_LOAD
-    START_LOAD = open("/proc/loadavg").read().split()[0]
+    global OTHER_LOAD
+    t = os.times()
+    start = (*cpu_busy(), t.children_user + t.children_system)
     old_stats = open(STATS_SYSCTL).read().strip()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
@@ -255,6 +286,7 @@ def main():
             stop(p)
         with open(STATS_SYSCTL, "w") as f:
             f.write(old_stats)
+    OTHER_LOAD = other_load(start)
     text = section(results, sys.argv[1:])
     print(text)
     if args.write:
@@ -262,7 +294,7 @@ def main():
         print(f"bench.py: wrote {BENCH_MD}", file=sys.stderr)
 
 
-START_LOAD = "?"
+OTHER_LOAD = 0.0
 
 if __name__ == "__main__":
     main()

@@ -451,6 +451,9 @@ fn demo(a: DemoArgs) -> Result<i32> {
         "workload".into(),
         "pipe".into(),
         "mmap".into(),
+        "pipe-hold".into(),
+        "--hold".into(),
+        "20ms".into(),
         "--threads".into(),
         a.threads.to_string(),
         "--ops".into(),
@@ -459,7 +462,8 @@ fn demo(a: DemoArgs) -> Result<i32> {
     if !a.output.json {
         eprintln!(
             "lockscope demo: {} threads write to one pipe (kernel pipe->mutex), then {} threads \
-             mmap/munmap in one address space (mmap_lock), {} operations each",
+             mmap/munmap in one address space (mmap_lock), {} operations each; then one \
+             thread holds a pipe mutex 20 ms while another waits, 10 times",
             a.threads, a.threads, a.ops
         );
     }
@@ -482,6 +486,32 @@ fn workload(a: WorkloadArgs) -> Result<i32> {
     }
     let mut out = io::stdout().lock();
     for (i, kind) in a.kinds.iter().enumerate() {
+        let delay = if i == 0 {
+            a.start_delay.unwrap_or_default()
+        } else {
+            Duration::ZERO
+        };
+        if *kind == crate::workload::WorkloadKind::PipeHold {
+            let rep = crate::holdwork::run(a.rounds, a.hold, delay)?;
+            if a.json {
+                serde_json::to_writer(&mut out, &rep)?;
+                writeln!(out)?;
+            } else {
+                let total: u64 = rep.waiter_write_ns.iter().sum();
+                writeln!(
+                    out,
+                    "workload pipe-hold: pid {}, holder {} held the pipe mutex {} x {}, \
+                     waiter {} blocked {} in total",
+                    rep.pid,
+                    rep.holder_tid,
+                    rep.rounds,
+                    fmt_ns(rep.hold_ns),
+                    rep.waiter_tid,
+                    fmt_ns(total)
+                )?;
+            }
+            continue;
+        }
         let spec = WorkloadSpec {
             kind: *kind,
             threads: a.threads,

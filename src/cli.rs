@@ -172,7 +172,9 @@ pub struct DoctorArgs {
 #[derive(Args, Debug)]
 pub struct WorkloadArgs {
     /// Workloads to run, one after another: pipe (N writers on one pipe:
-    /// pipe->mutex), mmap (N threads mmap/munmap in one address space: mmap_lock)
+    /// pipe->mutex), mmap (N threads mmap/munmap in one address space:
+    /// mmap_lock), pipe-hold (a pipe mutex held for exactly --hold, --rounds
+    /// times, with one waiter: known waits by construction, via userfaultfd)
     #[arg(value_parser = crate::workload::parse_kind, default_value = "pipe")]
     pub kinds: Vec<WorkloadKind>,
     /// Worker threads
@@ -190,6 +192,12 @@ pub struct WorkloadArgs {
     /// Sleep this long before working (lets a tracer attach with -p)
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub start_delay: Option<Duration>,
+    /// pipe-hold: rounds (one contended wait each)
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u64,
+    /// pipe-hold: how long the mutex is held each round
+    #[arg(long, value_parser = parse_duration, default_value = "50ms", value_name = "DURATION")]
+    pub hold: Duration,
     /// Print what was done as JSON (one line per workload)
     #[arg(long)]
     pub json: bool,

@@ -4,6 +4,7 @@ pub mod bpf;
 pub mod cgroup;
 pub mod cli;
 pub mod doctor;
+pub mod holdwork;
 pub mod ksyms;
 pub mod libbpf_log;
 pub mod model;

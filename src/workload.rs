@@ -35,6 +35,10 @@ const READ_SIZE: usize = 64 * 1024;
 pub enum WorkloadKind {
     Pipe,
     Mmap,
+    /// A pipe mutex held for a known time (see `holdwork`); run by
+    /// `holdwork::run`, not by [`run`].
+    #[serde(rename = "pipe-hold")]
+    PipeHold,
 }
 
 impl std::fmt::Display for WorkloadKind {
@@ -42,6 +46,7 @@ impl std::fmt::Display for WorkloadKind {
         f.write_str(match self {
             WorkloadKind::Pipe => "pipe",
             WorkloadKind::Mmap => "mmap",
+            WorkloadKind::PipeHold => "pipe-hold",
         })
     }
 }
@@ -51,8 +56,9 @@ pub fn parse_kind(s: &str) -> Result<WorkloadKind, String> {
     match s {
         "pipe" => Ok(WorkloadKind::Pipe),
         "mmap" => Ok(WorkloadKind::Mmap),
+        "pipe-hold" => Ok(WorkloadKind::PipeHold),
         other => Err(format!(
-            "unknown workload {other:?} (expected pipe or mmap)"
+            "unknown workload {other:?} (expected pipe, mmap or pipe-hold)"
         )),
     }
 }
@@ -121,6 +127,7 @@ pub fn run_with(spec: &WorkloadSpec, on_ready: impl FnOnce(u32, &[u32])) -> Resu
     match spec.kind {
         WorkloadKind::Pipe => run_pipe(spec, on_ready),
         WorkloadKind::Mmap => run_mmap(spec, on_ready),
+        WorkloadKind::PipeHold => bail!("pipe-hold runs through holdwork::run"),
     }
 }
 

@@ -1,0 +1,322 @@
+//! `pipe-hold`: kernel mutex contention with a KNOWN hold time, by
+//! construction, whatever the machine's load or CPU count.
+//!
+//! Each round, the holder thread writes to a pipe from a page registered
+//! with userfaultfd. `pipe_write` takes the pipe's mutex, then faults while
+//! copying; the fault handler (this module) answers only after `hold`. In
+//! the meantime the waiter thread writes to the same pipe and blocks on the
+//! mutex. So every round gives exactly one contended wait of the waiter on
+//! that pipe's mutex, and the waiter measures how long its write blocked.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+const PAGE: usize = 4096;
+
+// linux/userfaultfd.h
+const UFFD_API: u64 = 0xAA;
+const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
+const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
+const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
+const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+
+#[repr(C)]
+struct UffdioApi {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct UffdioRegister {
+    start: u64,
+    len: u64,
+    mode: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct UffdioCopy {
+    dst: u64,
+    src: u64,
+    len: u64,
+    mode: u64,
+    copy: i64,
+}
+
+/// What the workload did, and what the waiter measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct HoldReport {
+    pub kind: &'static str,
+    pub pid: u32,
+    pub holder_tid: u32,
+    pub waiter_tid: u32,
+    pub rounds: u64,
+    pub hold_ns: u64,
+    /// Per round: how long the holder's write took (≈ hold).
+    pub holder_write_ns: Vec<u64>,
+    /// Per round: how long the waiter's write blocked (the contended wait).
+    pub waiter_write_ns: Vec<u64>,
+}
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+fn check(rc: libc::c_long, what: &str) -> Result<libc::c_long> {
+    if rc < 0 {
+        bail!("{what}: {}", std::io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// A private anonymous page-aligned mapping, unmapped on drop.
+struct Mapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory; threads only pass its address to
+// syscalls (write, ioctl), never alias Rust references to it.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(len: usize) -> Result<Mapping> {
+        // SAFETY: an anonymous private mapping with no address hint.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            bail!("mmap: {}", std::io::Error::last_os_error());
+        }
+        Ok(Mapping { addr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in new().
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+fn write_all_once(fd: i32, buf: *const libc::c_void) -> Result<u64> {
+    let t0 = Instant::now();
+    loop {
+        // SAFETY: buf points to PAGE readable bytes (a live mapping or a
+        // page that userfaultfd fills before the copy completes).
+        let n = unsafe { libc::write(fd, buf, PAGE) };
+        if n == PAGE as isize {
+            return Ok(t0.elapsed().as_nanos() as u64);
+        }
+        let e = std::io::Error::last_os_error();
+        if n < 0 && e.kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        bail!("pipe write returned {n}: {e}");
+    }
+}
+
+/// Runs `rounds` rounds of a `hold`-long mutex hold with one waiter.
+/// `on_ready(pid, holder_tid, waiter_tid)` runs before the first round,
+/// after `start_delay`'s sleep has NOT yet begun (so a tracer can attach).
+pub fn run(rounds: u64, hold: Duration, start_delay: Duration) -> Result<HoldReport> {
+    if rounds == 0 {
+        bail!("pipe-hold needs at least one round");
+    }
+    if hold < Duration::from_millis(5) {
+        bail!("pipe-hold: --hold must be at least 5ms so the waiter surely blocks");
+    }
+    // SAFETY: plain syscall; the result is checked.
+    let uffd = check(
+        unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) },
+        "userfaultfd (needs root or vm.unprivileged_userfaultfd=1)",
+    )?;
+    // SAFETY: the kernel just returned this fd; we own it.
+    let uffd = unsafe { OwnedFd::from_raw_fd(uffd as i32) };
+    let mut api = UffdioApi {
+        api: UFFD_API,
+        features: 0,
+        ioctls: 0,
+    };
+    // SAFETY: UFFDIO_API takes a pointer to a uffdio_api that lives across the call.
+    check(
+        unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api) } as libc::c_long,
+        "UFFDIO_API",
+    )?;
+
+    let faulting = Mapping::new(PAGE)?;
+    let mut reg = UffdioRegister {
+        start: faulting.addr as u64,
+        len: PAGE as u64,
+        mode: UFFDIO_REGISTER_MODE_MISSING,
+        ioctls: 0,
+    };
+    // SAFETY: pointer to a live uffdio_register for the call's duration.
+    check(
+        unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut reg) } as libc::c_long,
+        "UFFDIO_REGISTER",
+    )?;
+    let source = Mapping::new(PAGE)?;
+    let plain = Mapping::new(PAGE)?;
+
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array for pipe2 to fill.
+    check(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long,
+        "pipe2",
+    )?;
+    // SAFETY: pipe2 succeeded; both fds are ours.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let wfd = wr.as_raw_fd();
+
+    let (holder_go_tx, holder_go_rx) = mpsc::channel::<()>();
+    let (holder_done_tx, holder_done_rx) = mpsc::channel::<Result<u64>>();
+    let (waiter_go_tx, waiter_go_rx) = mpsc::channel::<()>();
+    let (waiter_done_tx, waiter_done_rx) = mpsc::channel::<Result<u64>>();
+    let (tid_tx, tid_rx) = mpsc::channel::<u32>();
+    let fault_addr = faulting.addr as usize;
+
+    std::thread::scope(|s| -> Result<HoldReport> {
+        let tid_tx2 = tid_tx.clone();
+        std::thread::Builder::new()
+            .name("ls-holder".into())
+            .spawn_scoped(s, move || {
+                let _ = tid_tx.send(gettid());
+                while holder_go_rx.recv().is_ok() {
+                    let r = write_all_once(wfd, fault_addr as *const libc::c_void);
+                    if holder_done_tx.send(r).is_err() {
+                        break;
+                    }
+                }
+            })
+            .context("spawn holder")?;
+        let plain_addr = plain.addr as usize;
+        std::thread::Builder::new()
+            .name("ls-waiter".into())
+            .spawn_scoped(s, move || {
+                let _ = tid_tx2.send(gettid());
+                while waiter_go_rx.recv().is_ok() {
+                    let r = write_all_once(wfd, plain_addr as *const libc::c_void);
+                    if waiter_done_tx.send(r).is_err() {
+                        break;
+                    }
+                }
+            })
+            .context("spawn waiter")?;
+        let holder_tid = tid_rx.recv().context("holder tid")?;
+        let waiter_tid = tid_rx.recv().context("waiter tid")?;
+        std::thread::sleep(start_delay);
+
+        let mut report = HoldReport {
+            kind: "pipe-hold",
+            pid: std::process::id(),
+            holder_tid,
+            waiter_tid,
+            rounds,
+            hold_ns: hold.as_nanos() as u64,
+            holder_write_ns: Vec::new(),
+            waiter_write_ns: Vec::new(),
+        };
+        let mut drain = vec![0u8; 2 * PAGE];
+        for _ in 0..rounds {
+            holder_go_tx.send(()).context("holder gone")?;
+            // the holder's write now faults with the pipe mutex held
+            let mut msg = [0u8; 32];
+            loop {
+                // SAFETY: reads at most 32 bytes into a 32-byte buffer.
+                let n = unsafe { libc::read(uffd.as_raw_fd(), msg.as_mut_ptr().cast(), msg.len()) };
+                if n == 32 && msg[0] == UFFD_EVENT_PAGEFAULT {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                if n < 0 && e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                bail!("userfaultfd read returned {n}: {e}");
+            }
+            let t_fault = Instant::now();
+            waiter_go_tx.send(()).context("waiter gone")?;
+            // answer the fault `hold` after it arrived: the mutex is held
+            // that long, and the waiter blocks behind it meanwhile
+            std::thread::sleep(hold.saturating_sub(t_fault.elapsed()));
+            let mut copy = UffdioCopy {
+                dst: fault_addr as u64,
+                src: source.addr as u64,
+                len: PAGE as u64,
+                mode: 0,
+                copy: 0,
+            };
+            // SAFETY: pointer to a live uffdio_copy for the call's duration;
+            // src is our readable page, dst the registered missing page.
+            check(
+                unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_COPY, &mut copy) } as libc::c_long,
+                "UFFDIO_COPY",
+            )?;
+            report
+                .holder_write_ns
+                .push(holder_done_rx.recv().context("holder result")??);
+            report
+                .waiter_write_ns
+                .push(waiter_done_rx.recv().context("waiter result")??);
+            // empty the pipe and make the page missing again
+            let mut left = 2 * PAGE;
+            while left > 0 {
+                // SAFETY: reads at most `left` <= drain.len() bytes into drain.
+                let n = unsafe { libc::read(rd.as_raw_fd(), drain.as_mut_ptr().cast(), left) };
+                if n <= 0 {
+                    bail!("pipe drain: {}", std::io::Error::last_os_error());
+                }
+                left -= n as usize;
+            }
+            // SAFETY: discards the contents of our own registered page.
+            check(
+                unsafe { libc::madvise(faulting.addr, PAGE, libc::MADV_DONTNEED) } as libc::c_long,
+                "madvise",
+            )?;
+        }
+        drop(holder_go_tx);
+        drop(waiter_go_tx);
+        Ok(report)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiter_blocks_for_about_the_hold_time_every_round() {
+        let rep = match run(3, Duration::from_millis(30), Duration::ZERO) {
+            Ok(r) => r,
+            // unprivileged runs may not have userfaultfd; root tests cover it
+            Err(e) if e.to_string().contains("userfaultfd") => return,
+            Err(e) => panic!("{e:#}"),
+        };
+        assert_eq!(rep.waiter_write_ns.len(), 3);
+        assert_eq!(rep.holder_write_ns.len(), 3);
+        for (&h, &w) in rep.holder_write_ns.iter().zip(&rep.waiter_write_ns) {
+            assert!(h >= 30_000_000, "holder write takes the hold: {h}");
+            assert!(
+                w >= 20_000_000 && w <= h + 5_000_000,
+                "waiter blocked behind it: {w} vs {h}"
+            );
+        }
+        assert_ne!(rep.holder_tid, rep.waiter_tid);
+    }
+}
