@@ -430,7 +430,11 @@ fn run_command(
     let status = child.wait()?;
     let elapsed = start.elapsed();
     src.detach();
-    let desc = format!("{} (pid {pid}) and children", cmd.join(" "));
+    let desc = if quiet {
+        format!("demo workload (pid {pid})")
+    } else {
+        format!("{} (pid {pid}) and children", cmd.join(" "))
+    };
     let rep = snapshot(&src, &mut sym, &desc, elapsed, out)?;
     if !quiet && !out.json {
         eprintln!(

@@ -193,6 +193,7 @@ static __always_inline void open_wait(struct ls_wait *w, struct task_struct *tas
 	w->nvcsw = task->nvcsw; /* trusted BTF pointer: a direct load */
 	w->flags = (flags & LS_LCB_F_MUTEX) ? (flags & ~LS_LCB_F_SPIN) : flags;
 	w->mode = (flags & LS_LCB_F_SPIN) ? LS_MODE_SPUN : 0;
+	w->tid = (__u32)bpf_get_current_pid_tgid();
 }
 
 static __always_inline void begin_spin(struct ls_cpu_state *cpu,
@@ -210,7 +211,7 @@ static __always_inline void begin_spin(struct ls_cpu_state *cpu,
 	}
 	if (d > 0) {
 		w = &cpu->slot[(d - 1) & (LS_CPU_NEST - 1)];
-		if (w->lock == (__u64)lock)
+		if (w->lock == (__u64)lock && w->tid == (__u32)bpf_get_current_pid_tgid())
 			return; /* begin, begin, end: keep the first */
 	}
 	w = &cpu->slot[d & (LS_CPU_NEST - 1)];
@@ -270,13 +271,14 @@ static __always_inline bool close_wait(struct ls_cpu_state *cpu,
 {
 	struct ls_wait *w;
 	__u32 d = cpu->depth;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
 #pragma unroll
 	for (int i = LS_CPU_NEST - 1; i >= 0; i--) {
 		if (i >= d)
 			continue;
 		w = &cpu->slot[i];
-		if (w->lock == lock) {
+		if (w->lock == lock && w->tid == tid) {
 			*out = *w;
 			w->lock = 0;
 			if (d - 1 > i)

@@ -114,6 +114,8 @@ struct ls_wait {
 	__u64 nvcsw; /* task->nvcsw at begin: a change means the task slept */
 	__u32 flags;
 	__u32 mode;
+	__u32 tid;   /* who opened it: only the same thread may close it */
+	__u32 pad;
 };
 
 /* Spin-only waits open on one CPU: task context, then softirq, hardirq and
