@@ -267,7 +267,8 @@ def main():
         sys.exit("bench.py: needs root (BPF and kernel.bpf_stats_enabled)")
     if args.pairs < 1:
         sys.exit("bench.py: --pairs must be >= 1")
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
+        sys.exit("bench.py: cargo build --release failed")
     global OTHER_LOAD
     t = os.times()
     start = (*cpu_busy(), t.children_user + t.children_system)

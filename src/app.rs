@@ -12,9 +12,9 @@ use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 
 use crate::cli::{Cli, Command, DemoArgs, OutputArgs, TraceArgs, TraceSettings, WorkloadArgs};
-use crate::model::{LockKind, Record, group};
-use crate::output::{self, Report, SourceStatus, short_kind};
-use crate::session::{self, Backend, Contention, Options, Symbolizer, Targets};
+use crate::model::{Record, group};
+use crate::output::{self, Report, short_kind};
+use crate::sources::{self, Options, Started, Symbolizer, Targets};
 use crate::units::fmt_ns;
 
 /// An error caused by the user's input: exit status 2, one line.
@@ -41,7 +41,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             require_privileges()?;
             let opts = options(targets, &a.settings, false, 0)?;
             let stop = Stop::new(a.duration, &opts.targets)?;
-            let rep = collect(&opts, &stop, &a.output, None)?;
+            let rep = collect(&opts, &a.settings.sources, &stop, &a.output, None)?;
             print_report(&rep, &a.output)?;
             Ok(0)
         }
@@ -95,12 +95,7 @@ pub fn require_privileges() -> Result<()> {
 }
 
 fn options(targets: Targets, s: &TraceSettings, events: bool, ringbuf_mb: u32) -> Result<Options> {
-    let backend = match s.backend.as_deref() {
-        Some("tp_btf") => Some(Backend::TpBtf),
-        Some("tracepoint") => Some(Backend::Tracepoint),
-        Some(b) => return Err(usage(format!("unknown backend '{b}'"))),
-        None => None,
-    };
+    let backend = s.backend.clone();
     if s.max_entries == 0 {
         return Err(usage("--max-entries must be at least 1"));
     }
@@ -177,56 +172,87 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-fn attach(opts: &Options) -> Result<Contention> {
-    let src = Contention::start(opts).map_err(|e| {
+/// Starts the chosen sources and says what is traced.
+fn attach(opts: &Options, chosen: &[String]) -> Result<Started> {
+    let started = sources::start(chosen, opts).map_err(|e| {
         let msg = format!("{e:#}");
-        if msg.contains("no lock:contention_begin") {
+        if msg.contains("no lock:contention_begin") || msg.contains("unknown source") {
             usage(msg)
         } else {
             e
         }
     })?;
+    let via: Vec<String> = started
+        .sources
+        .iter()
+        .map(|s| {
+            let st = s.status();
+            format!("{} ({})", st.name, st.backend.unwrap_or_default())
+        })
+        .collect();
     eprintln!(
         "lockscope: tracing {} via {} (Ctrl-C to stop)",
         opts.targets.describe(),
-        src.backend.name()
+        via.join(", ")
     );
-    Ok(src)
+    for f in &started.failed {
+        eprintln!(
+            "lockscope: {} unavailable: {}",
+            f.name,
+            f.reason.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(started)
 }
 
-fn source_status(src: &Contention) -> SourceStatus {
-    SourceStatus {
-        name: session::SOURCE.into(),
-        backend: Some(src.backend.name().into()),
-        available: true,
-        reason: src
-            .fallback_reason
-            .as_ref()
-            .map(|r| format!("preferred backend failed: {r}")),
+/// Loss counters of every source in one map: kernel-contention's keep
+/// their names (JSON v1), other sources' are prefixed `source.`.
+fn all_lost(started: &Started) -> Result<std::collections::BTreeMap<String, u64>> {
+    let mut lost = std::collections::BTreeMap::new();
+    for s in &started.sources {
+        for (k, v) in s.lost()? {
+            let key = if s.name() == sources::contention::SOURCE {
+                k
+            } else {
+                format!("{}.{k}", s.name())
+            };
+            *lost.entry(key).or_insert(0) += v;
+        }
+    }
+    Ok(lost)
+}
+
+fn detach_all(started: &Started) {
+    for s in &started.sources {
+        s.detach();
     }
 }
 
-/// Reads the kernel aggregation into a report.
+/// Reads every source's in-kernel aggregation into one report.
 pub fn snapshot(
-    src: &Contention,
+    started: &Started,
     sym: &mut Symbolizer,
     targets: &str,
     duration: Duration,
     out: &OutputArgs,
 ) -> Result<Report> {
-    let records: Vec<Record> = src
-        .raw_entries()?
-        .iter()
-        .map(|(k, v)| session::to_record(src, sym, k, v))
-        .collect();
+    let mut records: Vec<Record> = Vec::new();
+    let mut statuses = Vec::new();
+    let mut progs = Vec::new();
+    for s in &started.sources {
+        records.extend(s.records(sym)?);
+        statuses.push(s.status());
+        progs.extend(s.prog_stats());
+    }
+    statuses.extend(started.failed.iter().cloned());
     Ok(Report {
         version: output::JSON_VERSION,
         duration_ns: duration.as_nanos() as u64,
         targets: targets.to_string(),
         by: output::by_name(out.by),
-        sources: vec![source_status(src)],
-        lost: src.lost()?,
-        bpf_programs: src.prog_stats(),
+        sources: statuses,
+        lost: all_lost(started)?,
+        bpf_programs: progs,
         rows: group(&records, out.by),
     })
 }
@@ -234,17 +260,18 @@ pub fn snapshot(
 /// Attaches, waits for the stop condition, reads the summary.
 fn collect(
     opts: &Options,
+    chosen: &[String],
     stop: &Stop,
     out: &OutputArgs,
     child: Option<&mut Child>,
 ) -> Result<Report> {
-    let src = attach(opts)?;
+    let started = attach(opts, chosen)?;
     let mut sym = Symbolizer::new();
     let start = Instant::now();
     wait_until(stop, child)?;
     let elapsed = start.elapsed();
-    src.detach();
-    snapshot(&src, &mut sym, &opts.targets.describe(), elapsed, out)
+    detach_all(&started);
+    snapshot(&started, &mut sym, &opts.targets.describe(), elapsed, out)
 }
 
 fn wait_until(stop: &Stop, mut child: Option<&mut Child>) -> Result<()> {
@@ -416,7 +443,7 @@ fn run_command(
     };
     let opts = options(targets, settings, false, 0)?;
     let stop = Stop::new(None, &opts.targets)?;
-    let src = match attach(&opts) {
+    let started = match attach(&opts, &settings.sources) {
         Ok(s) => s,
         Err(e) => {
             held.abort();
@@ -429,13 +456,13 @@ fn run_command(
     wait_until(&stop, Some(&mut child))?;
     let status = child.wait()?;
     let elapsed = start.elapsed();
-    src.detach();
+    detach_all(&started);
     let desc = if quiet {
         format!("demo workload (pid {pid})")
     } else {
         format!("{} (pid {pid}) and children", cmd.join(" "))
     };
-    let rep = snapshot(&src, &mut sym, &desc, elapsed, out)?;
+    let rep = snapshot(&started, &mut sym, &desc, elapsed, out)?;
     if !quiet && !out.json {
         eprintln!(
             "lockscope: {} exited with status {}",
@@ -472,9 +499,10 @@ fn demo(a: DemoArgs) -> Result<i32> {
         );
     }
     let settings = TraceSettings {
-        caller: session::CallerMode::First,
+        caller: sources::CallerMode::First,
         max_entries: 16384,
         backend: None,
+        sources: Vec::new(),
     };
     let code = run_command(&cmd, &settings, &a.output, true)?;
     if code != 0 {
@@ -548,27 +576,45 @@ fn workload(a: WorkloadArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// One wait in `trace --json`.
+/// Ring-buffer records copied out by the callbacks: (source index, bytes).
+type RawQueue = std::rc::Rc<std::cell::RefCell<Vec<(usize, Vec<u8>)>>>;
+
+/// One operation in `trace --json`: the model event plus its type tag.
 #[derive(Serialize)]
-struct WaitEvent<'a> {
+struct EventLine<'a> {
     #[serde(rename = "type")]
     ty: &'static str,
-    source: &'static str,
-    kind: LockKind,
-    lock: String,
-    lock_name: Option<String>,
-    caller: Option<String>,
-    pid: u32,
-    tid: u32,
-    comm: &'a str,
-    cgroup: Option<String>,
-    begin_ns: u64,
-    end_ns: u64,
-    wait_ns: u64,
-    aborted: bool,
-    ret: i32,
-    spun: bool,
-    slept: bool,
+    #[serde(flatten)]
+    event: &'a crate::model::Event,
+}
+
+/// The human stream line: like the seed's records, one line per operation.
+fn event_line(e: &crate::model::Event, mono_start: u64, width: usize) -> String {
+    let t = e.end_ns.saturating_sub(mono_start) as f64 / 1e9;
+    let lock = e.lock_name.clone().unwrap_or_else(|| {
+        let s = format!("{:x}", e.lock);
+        s[s.len().saturating_sub(12)..].to_string()
+    });
+    let mut wait = fmt_ns(e.wait_ns);
+    if e.partial {
+        wait = "partial".into();
+    } else if e.failed {
+        wait = format!("FAIL {wait}");
+    }
+    let hold = e.hold_ns.map(fmt_ns).unwrap_or_else(|| "-".into());
+    let line = format!(
+        "{:>10.6} {:>7} {:<10} {:>7} {:<8} {:>12} {:>8} {:>8} {}",
+        t,
+        e.pid,
+        output::fit(&e.comm, 10),
+        e.tid,
+        output::fit(&short_kind(Some(e.kind)), 8),
+        output::fit(&lock, 12),
+        wait,
+        hold,
+        e.caller.as_deref().unwrap_or("?")
+    );
+    output::fit(&line, width)
 }
 
 /// The last line of `trace --json`.
@@ -587,7 +633,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
     require_privileges()?;
     let opts = options(targets, &a.settings, true, a.ringbuf_mb)?;
     let stop = Stop::new(a.duration, &opts.targets)?;
-    let src = attach(&opts)?;
+    let started = attach(&opts, &a.settings.sources)?;
     let mut sym = Symbolizer::new();
     let start = Instant::now();
     // SAFETY: clock_gettime writes into a valid timespec.
@@ -597,8 +643,20 @@ fn trace(a: TraceArgs) -> Result<i32> {
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     };
 
-    let pending = std::cell::RefCell::new(Vec::new());
-    let rb = src.events(|e| pending.borrow_mut().push(*e))?;
+    // callbacks only copy records out; decoding and names happen below,
+    // off the ring buffer's path
+    let pending: RawQueue = Default::default();
+    let mut builder = libbpf_rs::RingBufferBuilder::new();
+    for (i, s) in started.sources.iter().enumerate() {
+        if let Some(map) = s.event_map() {
+            let q = pending.clone();
+            builder.add(map, move |data: &[u8]| {
+                q.borrow_mut().push((i, data.to_vec()));
+                0
+            })?;
+        }
+    }
+    let rb = builder.build()?;
     let mut events = 0u64;
     let stdout = io::stdout();
     let mut w = io::BufWriter::new(stdout.lock());
@@ -609,8 +667,8 @@ fn trace(a: TraceArgs) -> Result<i32> {
             "{}",
             output::fit(
                 &format!(
-                    "{:>10} {:>7} {:<10} {:>7} {:<8} {:>12} {:>8} caller",
-                    "time(s)", "pid", "comm", "tid", "kind", "lock", "wait"
+                    "{:>10} {:>7} {:<10} {:>7} {:<8} {:>12} {:>8} {:>8} caller",
+                    "time(s)", "pid", "comm", "tid", "kind", "lock", "wait", "hold"
                 ),
                 width
             )
@@ -620,60 +678,30 @@ fn trace(a: TraceArgs) -> Result<i32> {
         let done = stop.should_stop();
         if done {
             // detach first, so the summary and the stream cover the same waits
-            src.detach();
+            detach_all(&started);
             rb.consume()?;
         } else {
             rb.poll(stop.tick(Duration::from_millis(100)))
                 .or_else(|e| if stop.signalled() { Ok(()) } else { Err(e) })?;
         }
-        let batch: Vec<_> = pending.borrow_mut().drain(..).collect();
-        for e in &batch {
+        let batch: Vec<(usize, Vec<u8>)> = pending.borrow_mut().drain(..).collect();
+        for (i, data) in &batch {
+            let Some(e) = started.sources[*i].decode_event(data, &mut sym) else {
+                continue;
+            };
             events += 1;
-            let comm = session::comm_str(&e.comm);
-            let kind = LockKind::from_contention_flags(e.flags);
-            let caller = sym.caller(&src, e.stack_id);
-            let lock_name = session::lock_name(e.lock_class, e.pid, &session::comm_str(&e.pcomm));
             let res = if a.json {
-                let ev = WaitEvent {
-                    ty: "wait",
-                    source: session::SOURCE,
-                    kind,
-                    lock: format!("0x{:x}", e.lock),
-                    lock_name,
-                    caller,
-                    pid: e.pid,
-                    tid: e.tid,
-                    comm: &comm,
-                    cgroup: sym.cgroup(e.cgroup_id),
-                    begin_ns: e.begin_ns,
-                    end_ns: e.end_ns,
-                    wait_ns: e.end_ns.saturating_sub(e.begin_ns),
-                    aborted: e.ret != 0,
-                    ret: e.ret,
-                    spun: e.mode & 1 != 0,
-                    slept: e.mode & 2 != 0,
-                };
-                serde_json::to_writer(&mut w, &ev)
-                    .map_err(io::Error::from)
-                    .and_then(|_| writeln!(w))
+                serde_json::to_writer(
+                    &mut w,
+                    &EventLine {
+                        ty: "wait",
+                        event: &e,
+                    },
+                )
+                .map_err(io::Error::from)
+                .and_then(|_| writeln!(w))
             } else {
-                let t = e.end_ns.saturating_sub(mono_start) as f64 / 1e9;
-                let lock = lock_name.unwrap_or_else(|| {
-                    let s = format!("{:x}", e.lock);
-                    s[s.len().saturating_sub(12)..].to_string()
-                });
-                let line = format!(
-                    "{:>10.6} {:>7} {:<10} {:>7} {:<8} {:>12} {:>8} {}",
-                    t,
-                    e.pid,
-                    output::fit(&comm, 10),
-                    e.tid,
-                    output::fit(&short_kind(Some(kind)), 8),
-                    output::fit(&lock, 12),
-                    fmt_ns(e.end_ns.saturating_sub(e.begin_ns)),
-                    caller.unwrap_or_else(|| "?".into())
-                );
-                writeln!(w, "{}", output::fit(&line, width))
+                writeln!(w, "{}", event_line(&e, mono_start, width))
             };
             if let Err(err) = res {
                 if err.kind() == io::ErrorKind::BrokenPipe {
@@ -701,7 +729,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
     };
     let summary = if a.summary {
         Some(snapshot(
-            &src,
+            &started,
             &mut sym,
             &opts.targets.describe(),
             elapsed,
@@ -710,7 +738,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
     } else {
         None
     };
-    let lost = src.lost()?;
+    let lost = all_lost(&started)?;
     if a.json {
         let end = EndLine {
             ty: "end",
@@ -728,7 +756,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
         }
         w.flush()?;
         eprintln!(
-            "lockscope: {events} waits delivered in {}",
+            "lockscope: {events} operations delivered in {}",
             fmt_ns(elapsed.as_nanos() as u64)
         );
         for l in output::lost_lines(&lost, width) {

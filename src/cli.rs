@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::model::GroupBy;
-use crate::session::CallerMode;
+use crate::sources::CallerMode;
 use crate::units::parse_duration;
 use crate::workload::WorkloadKind;
 
@@ -88,9 +88,14 @@ pub struct TraceSettings {
     /// Capacity of the in-kernel aggregation map (distinct lock/caller/thread keys)
     #[arg(long, default_value_t = 16384, value_name = "N")]
     pub max_entries: u32,
-    /// Force a backend instead of trying tp_btf then tracepoint
-    #[arg(long, value_parser = ["tp_btf", "tracepoint"])]
+    /// Force a backend instead of trying them in order of preference
+    /// (tp_btf, tracepoint; fentry, kprobe where a source uses them)
+    #[arg(long, value_name = "BACKEND")]
     pub backend: Option<String>,
+    /// Sources to run (repeatable or comma-separated; default: all that
+    /// this kernel allows; `lockscope doctor` lists them)
+    #[arg(long = "source", value_delimiter = ',', value_name = "NAME")]
+    pub sources: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -206,7 +211,7 @@ pub struct WorkloadArgs {
 impl TargetArgs {
     /// Validates targets: every PID/TID must exist, the cgroup must be a
     /// cgroup v2 directory.
-    pub fn validate(&self) -> Result<crate::session::Targets, String> {
+    pub fn validate(&self) -> Result<crate::sources::Targets, String> {
         for &p in &self.pids {
             if p == 0 || !std::path::Path::new(&format!("/proc/{p}")).exists() {
                 return Err(format!("no process with PID {p}"));
@@ -241,7 +246,7 @@ impl TargetArgs {
             Some(c) => Some(crate::cgroup::resolve_path(c)?),
             None => None,
         };
-        Ok(crate::session::Targets {
+        Ok(crate::sources::Targets {
             pids: self.pids.clone(),
             tids: self.tids.clone(),
             comm: self.comm.clone(),

@@ -116,7 +116,7 @@ pub fn probe() -> Report {
     let _quiet = QuietLibbpf::install();
     // like the sources, mount tracefs for the time of probing if it is not
     // mounted, so classic tracepoints are tried for real
-    let _tracefs = crate::session::TracefsGuard::ensure();
+    let _tracefs = crate::sources::TracefsGuard::ensure();
     let mut checks = vec![check_root(), check_btf()];
     checks.push(check_tp_btf());
 

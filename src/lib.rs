@@ -9,6 +9,6 @@ pub mod ksyms;
 pub mod libbpf_log;
 pub mod model;
 pub mod output;
-pub mod session;
+pub mod sources;
 pub mod units;
 pub mod workload;

@@ -247,6 +247,48 @@ pub struct Record {
     pub slept: u64,
     pub wait: Stats,
     pub hold: Option<Stats>,
+    /// Failed acquisitions (a trylock that found the lock taken, a timed
+    /// lock that timed out): counted here, never as acquisitions.
+    pub failed: u64,
+    /// Operations whose start was not seen (tracing began mid-wait or
+    /// mid-hold): counted, never timed.
+    pub partial: u64,
+}
+
+/// One completed (or failed, or partial) lock operation, as the stream
+/// mode delivers it. Timestamps are CLOCK_MONOTONIC ns.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    pub source: &'static str,
+    pub kind: LockKind,
+    #[serde(serialize_with = "hex")]
+    pub lock: u64,
+    pub lock_name: Option<String>,
+    pub caller: Option<String>,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub cgroup: Option<String>,
+    /// When the thread asked for the lock (0 when not seen: `partial`).
+    pub begin_ns: u64,
+    /// When the wait ended: acquired, failed or aborted.
+    pub end_ns: u64,
+    /// When the lock was released, for sources that see holds.
+    pub released_ns: Option<u64>,
+    pub wait_ns: u64,
+    pub hold_ns: Option<u64>,
+    pub aborted: bool,
+    pub failed: bool,
+    pub ret: i32,
+    pub spun: bool,
+    pub slept: bool,
+    pub partial: bool,
+    /// Who held the lock when the wait began, where the source knows.
+    pub holder_tid: Option<u32>,
+}
+
+fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("0x{v:x}"))
 }
 
 /// How `report` groups records into rows.
@@ -277,6 +319,8 @@ pub struct Row {
     pub cgroup: Option<String>,
     pub count: u64,
     pub aborted: u64,
+    pub failed: u64,
+    pub partial: u64,
     pub spun: u64,
     pub slept: u64,
     pub wait_ns: StatsSummary,
@@ -317,6 +361,8 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         comm: Option<Option<String>>,
         cgroup: Option<Option<String>>,
         aborted: u64,
+        failed: u64,
+        partial: u64,
         spun: u64,
         slept: u64,
         wait: Stats,
@@ -345,6 +391,8 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         agree(&mut a.comm, Some(r.comm.clone()));
         agree(&mut a.cgroup, r.cgroup.clone());
         a.aborted += r.aborted;
+        a.failed += r.failed;
+        a.partial += r.partial;
         a.spun += r.spun;
         a.slept += r.slept;
         a.wait.merge(&r.wait);
@@ -376,6 +424,8 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
                 cgroup: a.cgroup.flatten(),
                 count: a.wait.count,
                 aborted: a.aborted,
+                failed: a.failed,
+                partial: a.partial,
                 spun: a.spun,
                 slept: a.slept,
                 wait_ns: a.wait.summary(),
@@ -517,6 +567,8 @@ mod tests {
             slept: waits.len() as u64,
             wait,
             hold: None,
+            failed: 0,
+            partial: 0,
         }
     }
 

@@ -31,7 +31,7 @@ pub struct Report {
     pub lost: BTreeMap<String, u64>,
     /// lockscope's own cost: run count and kernel run time of each BPF
     /// program (run time only with `sysctl kernel.bpf_stats_enabled=1`).
-    pub bpf_programs: Vec<crate::session::ProgStats>,
+    pub bpf_programs: Vec<crate::sources::ProgStats>,
     pub rows: Vec<Row>,
 }
 
@@ -251,7 +251,7 @@ pub fn write_table(
 }
 
 /// "overhead: begin 206 ns x 470k, end 203 ns x 470k" from program stats.
-pub fn overhead_line(progs: &[crate::session::ProgStats]) -> Option<String> {
+pub fn overhead_line(progs: &[crate::sources::ProgStats]) -> Option<String> {
     if progs.is_empty() {
         return None;
     }
@@ -313,6 +313,8 @@ mod tests {
             slept: 3,
             wait,
             hold: None,
+            failed: 0,
+            partial: 0,
         };
         let mut lost = BTreeMap::new();
         lost.insert("map_full".to_string(), 0);

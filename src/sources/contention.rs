@@ -8,16 +8,19 @@
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 
+use super::{
+    Options, Pod, ProgStats, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes,
+    prog_stats, tracefs_mounted, tracepoint_exists,
+};
 use crate::bpf::contention::types::{ls_agg_key, ls_agg_val, ls_event};
 use crate::bpf::contention::{ContentionSkel, ContentionSkelBuilder, OpenContentionSkel};
-use crate::ksyms::{Ksyms, caller_index};
-use crate::model::{HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
+use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
+use crate::output::SourceStatus;
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "kernel-contention";
@@ -28,85 +31,13 @@ const _: () = assert!(
         == std::mem::size_of::<ls_agg_val>() - std::mem::offset_of!(ls_agg_val, hist)
 );
 
-/// Marker for the generated plain-data types that are safe to view as bytes.
-///
-/// # Safety
-/// Implementors must be `repr(C)`, contain no pointers, references or
-/// padding, and accept every bit pattern.
-unsafe trait Pod: Copy {}
 // SAFETY: generated from lockscope.h, repr(C), integer fields only, padded
 // by hand to a multiple of 8 bytes (no implicit padding).
 unsafe impl Pod for ls_agg_key {}
-// SAFETY: as above; integers and an i8 array only.
+// SAFETY: as above; integers and i8 arrays only.
 unsafe impl Pod for ls_agg_val {}
 // SAFETY: as above.
 unsafe impl Pod for ls_event {}
-// SAFETY: a primitive integer.
-unsafe impl Pod for u64 {}
-// SAFETY: a primitive integer.
-unsafe impl Pod for u32 {}
-
-fn from_bytes<T: Pod>(b: &[u8]) -> Option<T> {
-    if b.len() < std::mem::size_of::<T>() {
-        return None;
-    }
-    // SAFETY: the length was checked above, T is Pod (any bit pattern is
-    // valid) and read_unaligned tolerates any alignment of the buffer.
-    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
-}
-
-fn as_bytes<T: Pod>(t: &T) -> &[u8] {
-    // SAFETY: T is Pod (no padding, so every byte is initialised) and the
-    // slice covers exactly the object borrowed for the slice's lifetime.
-    unsafe { std::slice::from_raw_parts((t as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-}
-
-/// Which processes and threads to trace; empty means system-wide.
-#[derive(Clone, Debug, Default)]
-pub struct Targets {
-    pub pids: Vec<u32>,
-    pub tids: Vec<u32>,
-    pub comm: Option<String>,
-    pub cgroup: Option<PathBuf>,
-    /// Children forked by targeted processes become targets (`run`).
-    pub follow_forks: bool,
-}
-
-impl Targets {
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if !self.pids.is_empty() {
-            let p: Vec<String> = self.pids.iter().map(u32::to_string).collect();
-            parts.push(format!("pid {}", p.join(",")));
-        }
-        if !self.tids.is_empty() {
-            let t: Vec<String> = self.tids.iter().map(u32::to_string).collect();
-            parts.push(format!("tid {}", t.join(",")));
-        }
-        if let Some(c) = &self.comm {
-            parts.push(format!("comm {c}"));
-        }
-        if let Some(c) = &self.cgroup {
-            parts.push(format!("cgroup {}", c.display()));
-        }
-        if parts.is_empty() {
-            "system-wide".into()
-        } else {
-            parts.join(", ")
-        }
-    }
-}
-
-/// When the caller stack is taken (`enum ls_caller_mode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum CallerMode {
-    /// Never: no callers, cheapest
-    None = 0,
-    /// At the first wait of each lock/thread/kind; later waits inherit it
-    First = 1,
-    /// At every wait: exact attribution, ~1.5 us more per wait
-    Every = 2,
-}
 
 /// How the kernel side is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,67 +53,6 @@ impl Backend {
             Backend::Tracepoint => "tracepoint",
         }
     }
-}
-
-/// Settings of a contention session; defaults live here only.
-#[derive(Clone, Debug)]
-pub struct Options {
-    pub targets: Targets,
-    /// Send every completed wait through the ring buffer (stream mode).
-    pub emit_events: bool,
-    /// When to take the short kernel stack that names the caller.
-    pub caller: CallerMode,
-    /// Capacity of the in-kernel aggregation map (keys).
-    pub max_entries: u32,
-    /// Ring buffer size in bytes (power of two).
-    pub ringbuf_bytes: u32,
-    /// Use only this backend instead of trying tp_btf then tracepoint.
-    pub backend: Option<Backend>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            targets: Targets::default(),
-            emit_events: false,
-            caller: CallerMode::First,
-            max_entries: 16384,
-            ringbuf_bytes: 8 << 20,
-            backend: None,
-        }
-    }
-}
-
-/// Kernel run statistics of one BPF program.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct ProgStats {
-    pub name: String,
-    pub id: u32,
-    pub run_cnt: u64,
-    pub run_time_ns: u64,
-    pub recursion_misses: u64,
-}
-
-/// Reads `bpf_prog_info` of a loaded program.
-pub fn prog_stats(name: &str, fd: std::os::fd::BorrowedFd<'_>) -> Result<ProgStats> {
-    let mut info = libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: `info` is a valid, writable bpf_prog_info of `len` bytes and
-    // the fd is a live BPF program descriptor borrowed for this call.
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
-    if rc != 0 {
-        bail!(
-            "bpf_prog_get_info_by_fd({name}): {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(ProgStats {
-        name: name.to_string(),
-        id: info.id,
-        run_cnt: info.run_cnt,
-        run_time_ns: info.run_time_ns,
-        recursion_misses: info.recursion_misses,
-    })
 }
 
 /// Names of the `lost` counters, in the order of `enum ls_lost`.
@@ -206,74 +76,12 @@ pub struct Contention {
     pub fallback_reason: Option<String>,
 }
 
-/// Mounts tracefs at /sys/kernel/tracing for the life of the guard when no
-/// tracefs is mounted (libbpf finds classic tracepoint ids there). The mount
-/// is only needed while attaching, so the guard unmounts it again.
-pub struct TracefsGuard {
-    mounted: bool,
-}
-
-impl TracefsGuard {
-    pub fn ensure() -> TracefsGuard {
-        let have = [
-            "/sys/kernel/tracing/events",
-            "/sys/kernel/debug/tracing/events",
-        ]
-        .iter()
-        .any(|p| std::path::Path::new(p).exists());
-        if have {
-            return TracefsGuard { mounted: false };
-        }
-        let ok = (|| {
-            let src = std::ffi::CString::new("tracefs").ok()?;
-            let dst = std::ffi::CString::new("/sys/kernel/tracing").ok()?;
-            // SAFETY: all pointers are valid NUL-terminated strings that
-            // outlive the call; data may be NULL for tracefs.
-            let rc = unsafe {
-                libc::mount(
-                    src.as_ptr(),
-                    dst.as_ptr(),
-                    src.as_ptr(),
-                    0,
-                    std::ptr::null(),
-                )
-            };
-            (rc == 0).then_some(())
-        })();
-        TracefsGuard {
-            mounted: ok.is_some(),
-        }
-    }
-}
-
-impl Drop for TracefsGuard {
-    fn drop(&mut self) {
-        if self.mounted
-            && let Ok(dst) = std::ffi::CString::new("/sys/kernel/tracing")
-        {
-            // SAFETY: dst is a valid NUL-terminated path; MNT_DETACH lets
-            // attached tracepoints (which hold no tracefs files) stay.
-            unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
-}
-
-fn tracepoint_exists(cat: &str, name: &str) -> bool {
-    [
-        "/sys/kernel/tracing/events",
-        "/sys/kernel/debug/tracing/events",
-    ]
-    .iter()
-    .any(|base| std::path::Path::new(&format!("{base}/{cat}/{name}")).exists())
-}
-
 impl Contention {
     /// Opens, configures, loads and attaches. Tries tp_btf, then the
     /// classic tracepoint; the error says why each failed.
     pub fn start(opts: &Options) -> Result<Contention> {
         let _tracefs = TracefsGuard::ensure();
-        let tracefs_known = std::path::Path::new("/sys/kernel/tracing/events").exists()
-            || std::path::Path::new("/sys/kernel/debug/tracing/events").exists();
+        let tracefs_known = tracefs_mounted();
         if tracefs_known && !tracepoint_exists("lock", "contention_begin") {
             bail!(
                 "this kernel has no lock:contention_begin tracepoint (added in Linux 5.19); \
@@ -281,8 +89,10 @@ impl Contention {
                  what still works"
             );
         }
-        let order: Vec<Backend> = match opts.backend {
-            Some(b) => vec![b],
+        let order: Vec<Backend> = match opts.backend.as_deref() {
+            Some("tp_btf") => vec![Backend::TpBtf],
+            Some("tracepoint") => vec![Backend::Tracepoint],
+            Some(other) => bail!("kernel-contention has no backend '{other}' (tp_btf, tracepoint)"),
             None => vec![Backend::TpBtf, Backend::Tracepoint],
         };
         let mut errors = Vec::new();
@@ -494,74 +304,85 @@ impl Contention {
         }
         Ok(out)
     }
+}
 
-    /// Builds a ring buffer that hands each event to `f`.
-    pub fn events<'a, F>(&'a self, mut f: F) -> Result<libbpf_rs::RingBuffer<'a>>
-    where
-        F: FnMut(&ls_event) + 'a,
-    {
-        let mut b = libbpf_rs::RingBufferBuilder::new();
-        b.add(&self.skel.maps.events, move |data: &[u8]| {
-            if let Some(e) = from_bytes::<ls_event>(data) {
-                f(&e);
-            }
-            0
-        })?;
-        Ok(b.build()?)
+/// Starts the source ([`super::SourceInfo::start`]).
+pub fn start(opts: &Options) -> Result<Box<dyn Source>> {
+    Ok(Box::new(Contention::start(opts)?))
+}
+
+impl Source for Contention {
+    fn name(&self) -> &'static str {
+        SOURCE
     }
-}
 
-/// Resolves stack ids to callers, once per id.
-pub struct Symbolizer {
-    pub ksyms: Ksyms,
-    callers: std::collections::HashMap<i32, Option<String>>,
-    cgroups: crate::cgroup::CgroupNames,
-}
-
-impl Default for Symbolizer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Symbolizer {
-    pub fn new() -> Symbolizer {
-        Symbolizer {
-            ksyms: Ksyms::load(),
-            callers: Default::default(),
-            cgroups: Default::default(),
+    fn status(&self) -> SourceStatus {
+        SourceStatus {
+            name: SOURCE.into(),
+            backend: Some(self.backend.name().into()),
+            available: true,
+            reason: self
+                .fallback_reason
+                .as_ref()
+                .map(|r| format!("preferred backend failed: {r}")),
         }
     }
 
-    pub fn caller(&mut self, src: &Contention, stack_id: i32) -> Option<String> {
-        if let Some(c) = self.callers.get(&stack_id) {
-            return c.clone();
-        }
-        let c = src.stack(stack_id).and_then(|frames| {
-            // return addresses: a call that ends a function returns into the
-            // next symbol, so resolve the call instruction (addr - 1)
-            let names: Vec<String> = frames
-                .iter()
-                .map(|&a| self.ksyms.name(a.saturating_sub(1)))
-                .collect();
-            caller_index(&names).map(|i| names[i].clone())
-        });
-        self.callers.insert(stack_id, c.clone());
-        c
+    fn add_pid(&self, pid: u32) -> Result<()> {
+        Contention::add_pid(self, pid)
     }
 
-    pub fn cgroup(&mut self, id: u64) -> Option<String> {
-        self.cgroups.path(id)
+    fn detach(&self) {
+        Contention::detach(self)
     }
-}
 
-pub fn comm_str(c: &[i8]) -> String {
-    let bytes: Vec<u8> = c
-        .iter()
-        .take_while(|&&b| b != 0)
-        .map(|&b| b as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
+        Ok(self
+            .raw_entries()?
+            .iter()
+            .map(|(k, v)| to_record(self, sym, k, v))
+            .collect())
+    }
+
+    fn lost(&self) -> Result<BTreeMap<String, u64>> {
+        Contention::lost(self)
+    }
+
+    fn prog_stats(&self) -> Vec<ProgStats> {
+        Contention::prog_stats(self)
+    }
+
+    fn event_map(&self) -> Option<&dyn MapCore> {
+        Some(&self.skel.maps.events)
+    }
+
+    fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
+        let e = from_bytes::<ls_event>(data)?;
+        let comm = comm_str(&e.comm);
+        Some(Event {
+            source: SOURCE,
+            kind: LockKind::from_contention_flags(e.flags),
+            lock: e.lock,
+            lock_name: lock_name(e.lock_class, e.pid, &comm_str(&e.pcomm)),
+            caller: sym.kernel_caller(SOURCE, e.stack_id, || self.stack(e.stack_id)),
+            pid: e.pid,
+            tid: e.tid,
+            comm,
+            cgroup: sym.cgroup(e.cgroup_id),
+            begin_ns: e.begin_ns,
+            end_ns: e.end_ns,
+            released_ns: None,
+            wait_ns: e.end_ns.saturating_sub(e.begin_ns),
+            hold_ns: None,
+            aborted: e.ret != 0,
+            failed: false,
+            ret: e.ret,
+            spun: e.mode & 1 != 0,
+            slept: e.mode & 2 != 0,
+            partial: false,
+            holder_tid: None,
+        })
+    }
 }
 
 /// Name of a lock where this source knows it without symbols.
@@ -570,7 +391,7 @@ pub fn lock_name(lock_class: u32, pid: u32, comm: &str) -> Option<String> {
 }
 
 /// Turns a kernel aggregation entry into a model record.
-pub fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_agg_val) -> Record {
+fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_agg_val) -> Record {
     let comm = comm_str(&v.comm);
     let mut hist = Log2Hist::default();
     hist.slots.copy_from_slice(&v.hist);
@@ -579,14 +400,14 @@ pub fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_
         kind: LockKind::from_contention_flags(k.flags),
         lock: k.lock,
         lock_name: lock_name(v.lock_class, k.pid, &comm_str(&v.pcomm)),
-        caller: sym.caller(
-            src,
-            if k.stack_id >= 0 {
+        caller: {
+            let id = if k.stack_id >= 0 {
                 k.stack_id
             } else {
                 v.stack_id
-            },
-        ),
+            };
+            sym.kernel_caller(SOURCE, id, || src.stack(id))
+        },
         pid: k.pid,
         tid: k.tid,
         comm,
@@ -602,5 +423,7 @@ pub fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_
             hist,
         },
         hold: None,
+        failed: 0,
+        partial: 0,
     }
 }

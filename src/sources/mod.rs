@@ -1,0 +1,375 @@
+//! Sources: each is a set of BPF programs plus the Rust that loads them,
+//! reads their in-kernel aggregation into model [`Record`]s, and decodes
+//! their ring-buffer records into model [`Event`]s. Everything above this
+//! module (grouping, tables, JSON, trace lines) is source-agnostic.
+//!
+//! Adding a source: a `src/bpf/<name>.bpf.c` (structs in `lockscope.h`), a
+//! module here implementing [`Source`], and one line in [`REGISTRY`].
+
+pub mod contention;
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow, bail};
+
+use crate::ksyms::{Ksyms, caller_index};
+use crate::model::{Event, Record};
+use crate::output::SourceStatus;
+
+/// Marker for the generated plain-data types that are safe to view as bytes.
+///
+/// # Safety
+/// Implementors must be `repr(C)`, contain no pointers, references or
+/// padding, and accept every bit pattern.
+pub unsafe trait Pod: Copy {}
+// SAFETY: a primitive integer.
+unsafe impl Pod for u64 {}
+// SAFETY: a primitive integer.
+unsafe impl Pod for u32 {}
+// SAFETY: a primitive integer.
+unsafe impl Pod for i32 {}
+
+/// Reads a `T` from the start of `b`, if `b` is long enough.
+pub fn from_bytes<T: Pod>(b: &[u8]) -> Option<T> {
+    if b.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length was checked above, T is Pod (any bit pattern is
+    // valid) and read_unaligned tolerates any alignment of the buffer.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+}
+
+/// The bytes of a `T`, for map keys and values.
+pub fn as_bytes<T: Pod>(t: &T) -> &[u8] {
+    // SAFETY: T is Pod (no padding, so every byte is initialised) and the
+    // slice covers exactly the object borrowed for the slice's lifetime.
+    unsafe { std::slice::from_raw_parts((t as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// A NUL-terminated kernel `char[]` as a String.
+pub fn comm_str(c: &[i8]) -> String {
+    let bytes: Vec<u8> = c
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| b as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Which processes and threads to trace; empty means system-wide.
+#[derive(Clone, Debug, Default)]
+pub struct Targets {
+    pub pids: Vec<u32>,
+    pub tids: Vec<u32>,
+    pub comm: Option<String>,
+    pub cgroup: Option<PathBuf>,
+    /// Children forked by targeted processes become targets (`run`).
+    pub follow_forks: bool,
+}
+
+impl Targets {
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.pids.is_empty() {
+            let p: Vec<String> = self.pids.iter().map(u32::to_string).collect();
+            parts.push(format!("pid {}", p.join(",")));
+        }
+        if !self.tids.is_empty() {
+            let t: Vec<String> = self.tids.iter().map(u32::to_string).collect();
+            parts.push(format!("tid {}", t.join(",")));
+        }
+        if let Some(c) = &self.comm {
+            parts.push(format!("comm {c}"));
+        }
+        if let Some(c) = &self.cgroup {
+            parts.push(format!("cgroup {}", c.display()));
+        }
+        if parts.is_empty() {
+            "system-wide".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// When a caller stack is taken (`enum ls_caller_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CallerMode {
+    /// Never: no callers, cheapest
+    None = 0,
+    /// At the first wait of each lock/thread/kind; later waits inherit it
+    First = 1,
+    /// At every wait: exact attribution, ~1.5 us more per wait
+    Every = 2,
+}
+
+/// Settings shared by every source; defaults live here only.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub targets: Targets,
+    /// Send every completed operation through the ring buffer (stream mode).
+    pub emit_events: bool,
+    /// When to take the short stack that names the caller.
+    pub caller: CallerMode,
+    /// Capacity of each in-kernel aggregation map (keys).
+    pub max_entries: u32,
+    /// Ring buffer size in bytes (power of two).
+    pub ringbuf_bytes: u32,
+    /// Use only this backend ("tp_btf", "tracepoint", "fentry", "kprobe")
+    /// instead of trying them in order of preference.
+    pub backend: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            targets: Targets::default(),
+            emit_events: false,
+            caller: CallerMode::First,
+            max_entries: 16384,
+            ringbuf_bytes: 8 << 20,
+            backend: None,
+        }
+    }
+}
+
+/// Kernel run statistics of one BPF program.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ProgStats {
+    pub name: String,
+    pub id: u32,
+    pub run_cnt: u64,
+    pub run_time_ns: u64,
+    pub recursion_misses: u64,
+}
+
+/// Reads `bpf_prog_info` of a loaded program.
+pub fn prog_stats(name: &str, fd: std::os::fd::BorrowedFd<'_>) -> Result<ProgStats> {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: `info` is a valid, writable bpf_prog_info of `len` bytes and
+    // the fd is a live BPF program descriptor borrowed for this call.
+    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+    if rc != 0 {
+        bail!(
+            "bpf_prog_get_info_by_fd({name}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(ProgStats {
+        name: name.to_string(),
+        id: info.id,
+        run_cnt: info.run_cnt,
+        run_time_ns: info.run_time_ns,
+        recursion_misses: info.recursion_misses,
+    })
+}
+
+/// Mounts tracefs at /sys/kernel/tracing for the life of the guard when no
+/// tracefs is mounted (libbpf finds classic tracepoint ids there). The mount
+/// is only needed while attaching, so the guard unmounts it again.
+pub struct TracefsGuard {
+    mounted: bool,
+}
+
+impl TracefsGuard {
+    pub fn ensure() -> TracefsGuard {
+        if tracefs_mounted() {
+            return TracefsGuard { mounted: false };
+        }
+        let ok = (|| {
+            let src = std::ffi::CString::new("tracefs").ok()?;
+            let dst = std::ffi::CString::new("/sys/kernel/tracing").ok()?;
+            // SAFETY: all pointers are valid NUL-terminated strings that
+            // outlive the call; data may be NULL for tracefs.
+            let rc = unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    src.as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            };
+            (rc == 0).then_some(())
+        })();
+        TracefsGuard {
+            mounted: ok.is_some(),
+        }
+    }
+}
+
+impl Drop for TracefsGuard {
+    fn drop(&mut self) {
+        if self.mounted
+            && let Ok(dst) = std::ffi::CString::new("/sys/kernel/tracing")
+        {
+            // SAFETY: dst is a valid NUL-terminated path; MNT_DETACH lets
+            // attached tracepoints (which hold no tracefs files) stay.
+            unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+pub fn tracefs_mounted() -> bool {
+    [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists())
+}
+
+/// Whether tracefs lists `cat:name` (only meaningful when it is mounted).
+pub fn tracepoint_exists(cat: &str, name: &str) -> bool {
+    [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|base| std::path::Path::new(&format!("{base}/{cat}/{name}")).exists())
+}
+
+/// Names, symbols and cgroup paths, resolved off the event path and cached.
+pub struct Symbolizer {
+    pub ksyms: Ksyms,
+    callers: std::collections::HashMap<(&'static str, i32), Option<String>>,
+    cgroups: crate::cgroup::CgroupNames,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Symbolizer {
+    pub fn new() -> Symbolizer {
+        Symbolizer {
+            ksyms: Ksyms::load(),
+            callers: Default::default(),
+            cgroups: Default::default(),
+        }
+    }
+
+    /// The caller in a kernel stack (innermost first), cached per
+    /// (source, stack id); `frames` is asked only on a cache miss.
+    pub fn kernel_caller(
+        &mut self,
+        source: &'static str,
+        stack_id: i32,
+        frames: impl FnOnce() -> Option<Vec<u64>>,
+    ) -> Option<String> {
+        if stack_id < 0 {
+            return None;
+        }
+        if let Some(c) = self.callers.get(&(source, stack_id)) {
+            return c.clone();
+        }
+        let c = frames().and_then(|frames| {
+            // return addresses: a call that ends a function returns into the
+            // next symbol, so resolve the call instruction (addr - 1)
+            let names: Vec<String> = frames
+                .iter()
+                .map(|&a| self.ksyms.name(a.saturating_sub(1)))
+                .collect();
+            caller_index(&names).map(|i| names[i].clone())
+        });
+        self.callers.insert((source, stack_id), c.clone());
+        c
+    }
+
+    pub fn cgroup(&mut self, id: u64) -> Option<String> {
+        self.cgroups.path(id)
+    }
+}
+
+/// A loaded and attached source.
+pub trait Source {
+    /// Stable name, the `source` field of rows and events.
+    fn name(&self) -> &'static str;
+    /// Backend in use and any note for the report header.
+    fn status(&self) -> SourceStatus;
+    /// Adds a process to the source's pid filter after start (`run`).
+    fn add_pid(&self, _pid: u32) -> Result<()> {
+        Ok(())
+    }
+    /// Detaches every program now (also happens on drop).
+    fn detach(&self);
+    /// Snapshot of the in-kernel aggregation.
+    fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>>;
+    /// Loss counters (the kernel's recursion misses included).
+    fn lost(&self) -> Result<BTreeMap<String, u64>>;
+    /// Run statistics of the attached programs.
+    fn prog_stats(&self) -> Vec<ProgStats>;
+    /// The ring buffer of stream mode, if the source has one.
+    fn event_map(&self) -> Option<&dyn libbpf_rs::MapCore>;
+    /// Decodes one ring-buffer record.
+    fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event>;
+}
+
+/// A source lockscope can start.
+pub struct SourceInfo {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub start: fn(&Options) -> Result<Box<dyn Source>>,
+}
+
+/// Every source, in report order.
+pub const REGISTRY: &[SourceInfo] = &[SourceInfo {
+    name: contention::SOURCE,
+    about: "kernel lock contention (lock:contention_begin/end): waits on every kernel lock",
+    start: contention::start,
+}];
+
+/// Names of every registered source.
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|s| s.name).collect()
+}
+
+/// The started sources, and the status of those that could not start.
+pub struct Started {
+    pub sources: Vec<Box<dyn Source>>,
+    pub failed: Vec<SourceStatus>,
+}
+
+/// Starts the chosen sources (all when `chosen` is empty). A source that
+/// fails is an error when it was chosen explicitly; otherwise it is
+/// reported as unavailable, as long as at least one source runs.
+pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
+    for c in chosen {
+        if !REGISTRY.iter().any(|s| s.name == c) {
+            bail!("unknown source '{c}' (sources: {})", names().join(", "));
+        }
+    }
+    let explicit = !chosen.is_empty();
+    let mut out = Started {
+        sources: Vec::new(),
+        failed: Vec::new(),
+    };
+    let mut errors = Vec::new();
+    for info in REGISTRY {
+        if explicit && !chosen.iter().any(|c| c == info.name) {
+            continue;
+        }
+        match (info.start)(opts) {
+            Ok(s) => out.sources.push(s),
+            Err(e) if explicit => return Err(e),
+            Err(e) => {
+                errors.push(format!("{}: {e:#}", info.name));
+                out.failed.push(SourceStatus {
+                    name: info.name.to_string(),
+                    backend: None,
+                    available: false,
+                    reason: Some(format!("{e:#}")),
+                });
+            }
+        }
+    }
+    if out.sources.is_empty() {
+        return Err(anyhow!("no source could start: {}", errors.join("; ")));
+    }
+    Ok(out)
+}
