@@ -135,15 +135,18 @@ def traced_run(kind, threads, ops, caller):
 def measure(label, caller, pairs, quick):
     _, kind, threads, ops = next(w for w in WORKLOADS if w[0] == label)
     ops = max(ops // 10, 100) if quick else ops
-    base, traced = [], []
+    base, traced, other, total = [], [], 0, 0
     for i in range(pairs):
         settle()
         order = ("base", "traced") if i % 2 == 0 else ("traced", "base")
         for which in order:
+            start = cpu_snapshot()
             if which == "base":
                 base.append(run_workload(kind, threads, ops))
             else:
                 traced.append(traced_run(kind, threads, ops, caller))
+            o, t = other_cpu(start)  # CPU stolen by others during this run
+            other, total = other + o, total + t
         print(f"  {label:16} caller={caller:5} pair {i + 1}/{pairs}: "
               f"base {base[-1] / 1e6:7.1f} ms, traced {traced[-1]['elapsed'] / 1e6:7.1f} ms, "
               f"{traced[-1]['contentions']} contentions", file=sys.stderr)
@@ -158,6 +161,7 @@ def measure(label, caller, pairs, quick):
         "ns_per_contention": med(t["bpf_ns"] / max(t["contentions"], 1) for t in traced),
         "per_prog": {n: med(t["per_prog"].get(n, 0.0) for t in traced) for n in names},
         "lost": max(t["lost"] for t in traced),
+        "other": other / total,
     }
 
 
@@ -167,13 +171,13 @@ def short(name):
 
 def table(results):
     rows = ["| workload | caller | ops/thread | baseline ms | traced ms | slowdown | "
-            "contentions/run | BPF ns/contention | BPF ns/run per program | lost |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+            "contentions/run | BPF ns/contention | BPF ns/run per program | lost | other CPU |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in results:
         progs = ", ".join(f"{short(n)} {v:.0f}" for n, v in r["per_prog"].items())
         rows.append(f"| {r['workload']} | {r['caller']} | {r['ops']} | {r['base_ms']:.1f} | "
                     f"{r['traced_ms']:.1f} | {r['slowdown']:.3f}x | {r['contentions']:.0f} | "
-                    f"{r['ns_per_contention']:.0f} | {progs} | {r['lost']} |")
+                    f"{r['ns_per_contention']:.0f} | {progs} | {r['lost']} | {r['other']:.0%} |")
     return "\n".join(rows)
 
 
@@ -193,30 +197,29 @@ def verdicts(results):
     return "\n".join(out)
 
 
-def cpu_busy():
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
+def cpu_snapshot():
+    """(busy jiffies of the machine, total jiffies, CPU jiffies of our reaped children)."""
     with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + v[4]  # idle + iowait
-    return sum(v[:8]) - idle, sum(v[:8])
-
-
-def other_load(start):
-    """Share of the machine's CPU time used by tasks other than ours."""
-    busy0, total0, kids0 = start
-    busy1, total1 = cpu_busy()
+        v = [int(x) for x in f.readline().split()[1:9]]  # user .. steal
     t = os.times()
-    ours = (t.children_user + t.children_system - kids0) * os.sysconf("SC_CLK_TCK")
-    return max(busy1 - busy0 - ours, 0) / max(total1 - total0, 1)
+    kids = (t.children_user + t.children_system) * os.sysconf("SC_CLK_TCK")
+    return sum(v) - v[3] - v[4], sum(v), kids  # busy excludes idle and iowait
+
+
+def other_cpu(start):
+    """(jiffies used by tasks other than ours since `start`, total jiffies)."""
+    end = cpu_snapshot()
+    busy, total, ours = (e - s for e, s in zip(end, start))
+    return max(busy - ours, 0), max(total, 1)
 
 
 def settle(limit=60):
     """Waits (up to `limit` s) for a second in which other tasks use < 5% CPU."""
     for _ in range(limit):
-        t = os.times()
-        start = (*cpu_busy(), t.children_user + t.children_system)
+        start = cpu_snapshot()
         time.sleep(1)
-        if other_load(start) < 0.05:
+        other, total = other_cpu(start)
+        if other < 0.05 * total:
             return
 
 
@@ -234,11 +237,11 @@ def section(results, argv):
         SECTION, "",
         f"- Command: `{cmd.strip()}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Kernel: `{platform.release()}`; CPU: {cpu_model()} ({os.cpu_count()} CPUs); "
-        f"CPU time used by other tasks during the run: {OTHER_LOAD:.0%} of the machine"
-        + (" (too busy: figures unreliable)" if OTHER_LOAD > 0.05 else ""),
+        f"- Kernel: `{platform.release()}`; CPU: {cpu_model()} ({os.cpu_count()} CPUs)",
         f"- Medians over {results[0]['pairs']} alternating pairs per row; slowdown is the "
-        "median of per-pair traced/baseline ratios; lockscope traced system-wide.", "",
+        "median of per-pair traced/baseline ratios; lockscope traced system-wide; "
+        "each pair starts after a quiet second; \"other CPU\" is the share of the machine "
+        "used by other tasks during the measured runs (above ~5% a row is disturbed).", "",
         table(results), "",
         verdicts(results), "",
     ])
@@ -269,9 +272,6 @@ def main():
         sys.exit("bench.py: --pairs must be >= 1")
     if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
         sys.exit("bench.py: cargo build --release failed")
-    global OTHER_LOAD
-    t = os.times()
-    start = (*cpu_busy(), t.children_user + t.children_system)
     old_stats = open(STATS_SYSCTL).read().strip()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
@@ -287,15 +287,12 @@ def main():
             stop(p)
         with open(STATS_SYSCTL, "w") as f:
             f.write(old_stats)
-    OTHER_LOAD = other_load(start)
     text = section(results, sys.argv[1:])
     print(text)
     if args.write:
         write_md(text)
         print(f"bench.py: wrote {BENCH_MD}", file=sys.stderr)
 
-
-OTHER_LOAD = 0.0
 
 if __name__ == "__main__":
     main()

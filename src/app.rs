@@ -524,7 +524,7 @@ fn workload(a: WorkloadArgs) -> Result<i32> {
             Duration::ZERO
         };
         if *kind == crate::workload::WorkloadKind::PipeHold {
-            let rep = crate::holdwork::run(a.rounds, a.hold, delay)?;
+            let rep = crate::holdwork::run(a.rounds, a.hold, delay, a.hog)?;
             if a.json {
                 serde_json::to_writer(&mut out, &rep)?;
                 writeln!(out)?;

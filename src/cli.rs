@@ -200,6 +200,10 @@ pub struct WorkloadArgs {
     /// pipe-hold: rounds (one contended wait each)
     #[arg(long, default_value_t = 10)]
     pub rounds: u64,
+    /// pipe-hold: pin the waiter and a busy thread to CPU 0, so the woken
+    /// waiter also waits for a CPU (runnable time)
+    #[arg(long)]
+    pub hog: bool,
     /// pipe-hold: how long the mutex is held each round
     #[arg(long, value_parser = parse_duration, default_value = "50ms", value_name = "DURATION")]
     pub hold: Duration,

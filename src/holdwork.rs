@@ -62,6 +62,34 @@ pub struct HoldReport {
     pub holder_write_ns: Vec<u64>,
     /// Per round: how long the waiter's write blocked (the contended wait).
     pub waiter_write_ns: Vec<u64>,
+    /// Per round: the waiter's run-queue delay during its write, from the
+    /// kernel's /proc/thread-self/schedstat (runnable but not running).
+    pub waiter_runq_ns: Vec<u64>,
+    /// Whether a busy thread shared the waiter's CPU (`--hog`).
+    pub hog: bool,
+}
+
+/// The calling thread's run-queue delay so far (schedstat field 2), ns.
+fn own_run_delay() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Pins the calling thread to one CPU.
+fn pin_to(cpu: usize) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set, and
+    // sched_setaffinity reads exactly size_of::<cpu_set_t>() bytes.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn gettid() -> u32 {
@@ -135,7 +163,7 @@ fn write_all_once(fd: i32, buf: *const libc::c_void) -> Result<u64> {
 /// Runs `rounds` rounds of a `hold`-long mutex hold with one waiter.
 /// `on_ready(pid, holder_tid, waiter_tid)` runs before the first round,
 /// after `start_delay`'s sleep has NOT yet begun (so a tracer can attach).
-pub fn run(rounds: u64, hold: Duration, start_delay: Duration) -> Result<HoldReport> {
+pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Result<HoldReport> {
     if rounds == 0 {
         bail!("pipe-hold needs at least one round");
     }
@@ -188,7 +216,8 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration) -> Result<HoldRep
     let (holder_go_tx, holder_go_rx) = mpsc::channel::<()>();
     let (holder_done_tx, holder_done_rx) = mpsc::channel::<Result<u64>>();
     let (waiter_go_tx, waiter_go_rx) = mpsc::channel::<()>();
-    let (waiter_done_tx, waiter_done_rx) = mpsc::channel::<Result<u64>>();
+    let (waiter_done_tx, waiter_done_rx) = mpsc::channel::<Result<(u64, u64)>>();
+    let stop_hog = std::sync::atomic::AtomicBool::new(false);
     let (tid_tx, tid_rx) = mpsc::channel::<u32>();
     let fault_addr = faulting.addr as usize;
 
@@ -210,15 +239,36 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration) -> Result<HoldRep
         std::thread::Builder::new()
             .name("ls-waiter".into())
             .spawn_scoped(s, move || {
+                let pinned = if hog { pin_to(0) } else { Ok(()) };
                 let _ = tid_tx2.send(gettid());
                 while waiter_go_rx.recv().is_ok() {
-                    let r = write_all_once(wfd, plain_addr as *const libc::c_void);
+                    let r = pinned
+                        .as_ref()
+                        .map_err(|e| anyhow::anyhow!("{e:#}"))
+                        .and_then(|_| {
+                            let q0 = own_run_delay();
+                            let w = write_all_once(wfd, plain_addr as *const libc::c_void)?;
+                            Ok((w, own_run_delay().saturating_sub(q0)))
+                        });
                     if waiter_done_tx.send(r).is_err() {
                         break;
                     }
                 }
             })
             .context("spawn waiter")?;
+        if hog {
+            let stop = &stop_hog;
+            std::thread::Builder::new()
+                .name("ls-hog".into())
+                .spawn_scoped(s, move || {
+                    if pin_to(0).is_ok() {
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            std::hint::spin_loop();
+                        }
+                    }
+                })
+                .context("spawn hog")?;
+        }
         let holder_tid = tid_rx.recv().context("holder tid")?;
         let waiter_tid = tid_rx.recv().context("waiter tid")?;
         std::thread::sleep(start_delay);
@@ -232,6 +282,8 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration) -> Result<HoldRep
             hold_ns: hold.as_nanos() as u64,
             holder_write_ns: Vec::new(),
             waiter_write_ns: Vec::new(),
+            waiter_runq_ns: Vec::new(),
+            hog,
         };
         let mut drain = vec![0u8; 2 * PAGE];
         for _ in 0..rounds {
@@ -271,9 +323,9 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration) -> Result<HoldRep
             report
                 .holder_write_ns
                 .push(holder_done_rx.recv().context("holder result")??);
-            report
-                .waiter_write_ns
-                .push(waiter_done_rx.recv().context("waiter result")??);
+            let (w, q) = waiter_done_rx.recv().context("waiter result")??;
+            report.waiter_write_ns.push(w);
+            report.waiter_runq_ns.push(q);
             // empty the pipe and make the page missing again
             let mut left = 2 * PAGE;
             while left > 0 {
@@ -292,6 +344,7 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration) -> Result<HoldRep
         }
         drop(holder_go_tx);
         drop(waiter_go_tx);
+        stop_hog.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(report)
     })
 }
@@ -302,7 +355,7 @@ mod tests {
 
     #[test]
     fn waiter_blocks_for_about_the_hold_time_every_round() {
-        let rep = match run(3, Duration::from_millis(30), Duration::ZERO) {
+        let rep = match run(3, Duration::from_millis(30), Duration::ZERO, false) {
             Ok(r) => r,
             // unprivileged runs may not have userfaultfd; root tests cover it
             Err(e) if e.to_string().contains("userfaultfd") => return,

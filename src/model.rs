@@ -253,6 +253,36 @@ pub struct Record {
     /// Operations whose start was not seen (tracing began mid-wait or
     /// mid-hold): counted, never timed.
     pub partial: u64,
+    /// Where the wait time went, where the source measures it.
+    pub split: Option<WaitSplit>,
+}
+
+/// Of the total wait: time on CPU (spinning), runnable but not running
+/// (waiting for a CPU), and asleep (blocked). Totals in ns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WaitSplit {
+    pub oncpu: u64,
+    pub runnable: u64,
+    pub asleep: u64,
+}
+
+impl WaitSplit {
+    /// From a total wait, its off-CPU part and the runnable part of that.
+    pub fn from_offcpu(total: u64, offcpu: u64, runnable: u64) -> WaitSplit {
+        let offcpu = offcpu.min(total);
+        let runnable = runnable.min(offcpu);
+        WaitSplit {
+            oncpu: total - offcpu,
+            runnable,
+            asleep: offcpu - runnable,
+        }
+    }
+
+    pub fn add(&mut self, o: &WaitSplit) {
+        self.oncpu += o.oncpu;
+        self.runnable += o.runnable;
+        self.asleep += o.asleep;
+    }
 }
 
 /// One completed (or failed, or partial) lock operation, as the stream
@@ -285,6 +315,8 @@ pub struct Event {
     pub partial: bool,
     /// Who held the lock when the wait began, where the source knows.
     pub holder_tid: Option<u32>,
+    /// Where this wait went, where the source measures it.
+    pub split: Option<WaitSplit>,
 }
 
 fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -325,6 +357,8 @@ pub struct Row {
     pub slept: u64,
     pub wait_ns: StatsSummary,
     pub hold_ns: Option<StatsSummary>,
+    /// Of `wait_ns.total`: on CPU, runnable, asleep (null if not measured).
+    pub wait_split: Option<WaitSplit>,
     /// log2 histogram of waits: element k counts waits in [2^(k-1), 2^k) ns
     /// (element 0: 0 ns); trailing empty slots are omitted.
     pub wait_hist: Vec<u64>,
@@ -367,6 +401,7 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         slept: u64,
         wait: Stats,
         hold: Option<Stats>,
+        split: Option<WaitSplit>,
     }
 
     let mut groups: BTreeMap<(&'static str, String), Acc> = BTreeMap::new();
@@ -399,6 +434,9 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         if let Some(h) = &r.hold {
             a.hold.get_or_insert_with(Stats::default).merge(h);
         }
+        if let Some(sp) = &r.split {
+            a.split.get_or_insert_with(WaitSplit::default).add(sp);
+        }
     }
 
     let mut rows: Vec<Row> = groups
@@ -430,6 +468,7 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
                 slept: a.slept,
                 wait_ns: a.wait.summary(),
                 hold_ns: a.hold.as_ref().map(Stats::summary),
+                wait_split: a.split,
                 wait_hist: {
                     let n = HIST_SLOTS
                         - a.wait
@@ -569,6 +608,11 @@ mod tests {
             hold: None,
             failed: 0,
             partial: 0,
+            split: Some(WaitSplit::from_offcpu(
+                waits.iter().sum(),
+                waits.iter().sum::<u64>() / 2,
+                0,
+            )),
         }
     }
 
@@ -589,8 +633,34 @@ mod tests {
         assert_eq!(rows[1].pid, Some(100));
         assert_eq!(rows[1].caller.as_deref(), Some("pipe_write"));
         assert_eq!(rows[1].slept, 3);
+        let sp = rows[1].wait_split.expect("split merged");
+        assert_eq!(
+            sp.oncpu + sp.runnable + sp.asleep,
+            350,
+            "split sums to the wait"
+        );
         assert_eq!(rows[1].wait_hist.iter().sum::<u64>(), 3);
         assert_eq!(rows[1].wait_hist.len(), log2_slot(200) + 1);
+    }
+
+    #[test]
+    fn wait_split_never_exceeds_the_wait() {
+        assert_eq!(
+            WaitSplit::from_offcpu(100, 70, 20),
+            WaitSplit {
+                oncpu: 30,
+                runnable: 20,
+                asleep: 50
+            }
+        );
+        assert_eq!(
+            WaitSplit::from_offcpu(100, 150, 200),
+            WaitSplit {
+                oncpu: 0,
+                runnable: 100,
+                asleep: 0
+            }
+        );
     }
 
     #[test]

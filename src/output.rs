@@ -232,6 +232,9 @@ pub fn write_table(
                 writeln!(w, "{lead}{}", fit(&last, rest))?;
             }
         }
+        if let Some(l) = split_line(&rep.rows, by) {
+            writeln!(w, "{}", fit(&l, width))?;
+        }
         if rep.rows.len() > top {
             writeln!(
                 w,
@@ -248,6 +251,21 @@ pub fn write_table(
         writeln!(w, "{}", fit(&l, width))?;
     }
     Ok(())
+}
+
+/// Where the top row's wait went: "top row waited 268 ms: 180 ms asleep,
+/// 20.0 ms runnable, 68.0 ms on CPU".
+pub fn split_line(rows: &[Row], by: GroupBy) -> Option<String> {
+    let r = rows.first()?;
+    let sp = r.wait_split?;
+    let _ = by;
+    Some(format!(
+        "top row waited {}: {} asleep, {} runnable, {} on CPU",
+        fmt_ns(r.wait.total_ns),
+        fmt_ns(sp.asleep),
+        fmt_ns(sp.runnable),
+        fmt_ns(sp.oncpu)
+    ))
 }
 
 /// "overhead: begin 206 ns x 470k, end 203 ns x 470k" from program stats.
@@ -315,6 +333,9 @@ mod tests {
             hold: None,
             failed: 0,
             partial: 0,
+            split: Some(crate::model::WaitSplit::from_offcpu(
+                3_003_000, 3_000_000, 1_000_000,
+            )),
         };
         let mut lost = BTreeMap::new();
         lost.insert("map_full".to_string(), 0);
@@ -354,6 +375,10 @@ mod tests {
             assert!(text.contains("rwsem:W"), "{text}");
             assert!(text.contains("3.00 ms"), "max shown: {text}");
             assert!(text.contains("end_without_begin 2"), "{text}");
+            assert!(
+                text.contains("2.00 ms asleep, 1.00 ms runnable, 3.00 us on CPU"),
+                "{text}"
+            );
         }
     }
 
@@ -397,6 +422,9 @@ mod tests {
         assert_eq!(r["wait_ns"]["total"], 3_003_000);
         assert_eq!(r["wait_ns"]["min"], 1_000);
         assert_eq!(r["wait_ns"]["max"], 3_000_000);
+        assert_eq!(r["wait_split"]["asleep"], 2_000_000);
+        assert_eq!(r["wait_split"]["runnable"], 1_000_000);
+        assert_eq!(r["wait_split"]["oncpu"], 3_000);
     }
 
     #[test]

@@ -451,3 +451,41 @@ fn target_exiting_mid_run_is_not_an_error() {
         "stopped when the target exited"
     );
 }
+
+#[test]
+fn wait_split_matches_the_kernels_own_accounting() {
+    // the waiter sleeps behind a 20 ms hold, and with --hog a busy thread on
+    // its CPU can keep it runnable after the wake-up; the waiter reads its
+    // own run delay from /proc/thread-self/schedstat around each write
+    let (rep, wl) = report_on(
+        &["pipe-hold", "--hog", "--rounds", "8", "--hold", "20ms"],
+        &["--by", "lock"],
+    );
+    let w = &wl[0];
+    let row = pipe_mutex_row(&rep, u(&w["waiter_tid"]));
+    let sp = &row["wait_split"];
+    let (oncpu, runnable, asleep) = (u(&sp["oncpu"]), u(&sp["runnable"]), u(&sp["asleep"]));
+    let total = u(&row["wait_ns"]["total"]);
+    assert_eq!(
+        oncpu + runnable + asleep,
+        total,
+        "the split sums to the wait"
+    );
+    let truth: u64 = w["waiter_runq_ns"]
+        .as_array()
+        .expect("runq")
+        .iter()
+        .map(u)
+        .sum();
+    let diff = runnable.abs_diff(truth);
+    assert!(
+        diff <= 1_000_000 + truth / 20,
+        "runnable {runnable} ns vs the kernel's run delay {truth} ns"
+    );
+    // 8 holds of 20 ms: the waiter sleeps through them
+    assert!(asleep >= 8 * 18_000_000, "asleep {asleep} of {total}");
+    assert!(
+        oncpu < 8 * 1_000_000,
+        "a sleeping waiter barely runs: {oncpu}"
+    );
+}

@@ -24,6 +24,14 @@
  *   the first begin's time is kept, later begins only add mode bits.
  * - Whether the waiter slept is measured, not inferred from flags: the
  *   task's voluntary context switch count (nvcsw) changed during the wait.
+ * - Where the wait went is measured from the scheduler's own accounting of
+ *   the (running) task at begin and end: se.sum_exec_runtime - se.exec_start
+ *   is constant while it runs and drops by the time spent off CPU;
+ *   sched_info.run_delay grows by the time spent runnable (CONFIG_SCHED_INFO;
+ *   without it runnable time reads 0). So off-CPU, runnable and asleep
+ *   shares cost a few loads, no sched_switch program. exec_start is in the
+ *   CPU's own rq clock, so a waiter that migrated uses the accounted run
+ *   time instead (within the unaccounted slices at the ends).
  * - Aggregation is keyed by (lock, tid, kind), plus the caller stack with
  *   LS_CALLER_EVERY. With LS_CALLER_FIRST (default) the stack is taken only
  *   when a key is created: a stack costs more than everything else here.
@@ -185,6 +193,18 @@ static __always_inline __u32 log2_slot(__u64 v)
 	return r < LS_HIST_SLOTS ? r : LS_HIST_SLOTS - 1;
 }
 
+static __always_inline __s64 offcpu_base(struct task_struct *task)
+{
+	return (__s64)(task->se.sum_exec_runtime - task->se.exec_start);
+}
+
+static __always_inline __u64 run_delay(struct task_struct *task)
+{
+	if (bpf_core_field_exists(task->sched_info.run_delay))
+		return task->sched_info.run_delay;
+	return 0;
+}
+
 static __always_inline void open_wait(struct ls_wait *w, struct task_struct *task,
 				      void *lock, __u32 flags)
 {
@@ -194,6 +214,10 @@ static __always_inline void open_wait(struct ls_wait *w, struct task_struct *tas
 	w->flags = (flags & LS_LCB_F_MUTEX) ? (flags & ~LS_LCB_F_SPIN) : flags;
 	w->mode = (flags & LS_LCB_F_SPIN) ? LS_MODE_SPUN : 0;
 	w->tid = (__u32)bpf_get_current_pid_tgid();
+	w->offcpu_base = offcpu_base(task);
+	w->sum_exec = task->se.sum_exec_runtime;
+	w->cpu = bpf_get_smp_processor_id();
+	w->run_delay = run_delay(task);
 }
 
 static __always_inline void begin_spin(struct ls_cpu_state *cpu,
@@ -317,7 +341,7 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 	struct ls_cpu_state *cpu;
 	struct ls_agg_val *val;
 	struct ls_wait open;
-	__u64 now, delta, id;
+	__u64 now, delta, id, offcpu, runq;
 	__s32 stack_id = -1;
 	__u32 zero = 0, slot;
 	int err;
@@ -336,6 +360,24 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 	delta = now - open.begin_ns;
 	if (task->nvcsw != open.nvcsw)
 		open.mode |= LS_MODE_SLEPT;
+	if (open.cpu == bpf_get_smp_processor_id()) {
+		/* exact: both readings in this CPU's rq clock */
+		offcpu = (__u64)(open.offcpu_base - offcpu_base(task));
+	} else {
+		/* migrated: CPUs' rq clocks may be offset; use the run time the
+		 * scheduler accounted (off by the unaccounted slices at the ends,
+		 * each under a tick) */
+		__u64 ran = task->se.sum_exec_runtime - open.sum_exec;
+
+		offcpu = ran < delta ? delta - ran : 0;
+	}
+	if ((__s64)offcpu < 0)
+		offcpu = 0;
+	if (offcpu > delta)
+		offcpu = delta;
+	runq = run_delay(task) - open.run_delay;
+	if (runq > offcpu)
+		runq = offcpu;
 
 	if (caller_mode == LS_CALLER_EVERY) {
 		stack_id = bpf_get_stackid(ctx, &stacks, 0);
@@ -380,6 +422,8 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 	stack_id = val->stack_id;
 	val->count += 1;
 	val->total_ns += delta;
+	val->offcpu_ns += offcpu;
+	val->runq_ns += runq;
 	if (delta < val->min_ns)
 		val->min_ns = delta;
 	if (delta > val->max_ns)
@@ -407,6 +451,8 @@ emit:
 		e->end_ns = now;
 		e->lock = open.lock;
 		e->cgroup_id = bpf_get_current_cgroup_id();
+		e->offcpu_ns = offcpu;
+		e->runq_ns = runq;
 		e->pid = id >> 32;
 		e->tid = (__u32)id;
 		e->flags = open.flags;

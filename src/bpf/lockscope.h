@@ -82,6 +82,8 @@ struct ls_agg_val {
 	__u64 spun;      /* waits with LS_MODE_SPUN */
 	__u64 slept;     /* waits with LS_MODE_SLEPT */
 	__u64 cgroup_id; /* cgroup v2 id of the task when the key was created */
+	__u64 offcpu_ns; /* of total_ns: time off CPU (asleep + runnable) */
+	__u64 runq_ns;   /* of offcpu_ns: runnable but not running */
 	__u32 lock_class;
 	__s32 stack_id;  /* LS_CALLER_FIRST: caller stack of the key's first wait */
 	char comm[LS_COMM_LEN];  /* thread name */
@@ -95,6 +97,8 @@ struct ls_event {
 	__u64 end_ns;
 	__u64 lock;
 	__u64 cgroup_id;
+	__u64 offcpu_ns; /* of the wait: off CPU (asleep + runnable) */
+	__u64 runq_ns;   /* of the wait: runnable but not running */
 	__u32 pid;
 	__u32 tid;
 	__u32 flags;
@@ -115,7 +119,12 @@ struct ls_wait {
 	__u32 flags;
 	__u32 mode;
 	__u32 tid;   /* who opened it: only the same thread may close it */
-	__u32 pad;
+	__u32 cpu;   /* where it began */
+	/* se.sum_exec_runtime - se.exec_start: constant while the task runs,
+	 * it drops by exactly the time spent off CPU (same CPU's clock) */
+	__s64 offcpu_base;
+	__u64 sum_exec;  /* se.sum_exec_runtime at begin */
+	__u64 run_delay; /* sched_info.run_delay: grows while runnable, not running */
 };
 
 /* Spin-only waits open on one CPU: task context, then softirq, hardirq and

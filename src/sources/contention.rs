@@ -19,7 +19,7 @@ use super::{
 };
 use crate::bpf::contention::types::{ls_agg_key, ls_agg_val, ls_event};
 use crate::bpf::contention::{ContentionSkel, ContentionSkelBuilder, OpenContentionSkel};
-use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
+use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats, WaitSplit};
 use crate::output::SourceStatus;
 
 /// Source name of this module's rows.
@@ -381,6 +381,11 @@ impl Source for Contention {
             slept: e.mode & 2 != 0,
             partial: false,
             holder_tid: None,
+            split: Some(WaitSplit::from_offcpu(
+                e.end_ns.saturating_sub(e.begin_ns),
+                e.offcpu_ns,
+                e.runq_ns,
+            )),
         })
     }
 }
@@ -425,5 +430,6 @@ fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_agg_
         hold: None,
         failed: 0,
         partial: 0,
+        split: Some(WaitSplit::from_offcpu(v.total_ns, v.offcpu_ns, v.runq_ns)),
     }
 }
