@@ -223,6 +223,14 @@ def settle(limit=60):
             return
 
 
+def git_rev():
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src", "build.rs", "Cargo.toml")
+    return f"commit {rev}" + (" + uncommitted changes" if dirty else "")
+
+
 def cpu_model():
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -237,7 +245,8 @@ def section(results, argv):
         SECTION, "",
         f"- Command: `{cmd.strip()}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Kernel: `{platform.release()}`; CPU: {cpu_model()} ({os.cpu_count()} CPUs)",
+        f"- lockscope: {git_rev()}; kernel `{platform.release()}`; "
+        f"CPU: {cpu_model()} ({os.cpu_count()} CPUs)",
         f"- Medians over {results[0]['pairs']} alternating pairs per row; slowdown is the "
         "median of per-pair traced/baseline ratios; lockscope traced system-wide; "
         "each pair starts after a quiet second; \"other CPU\" is the share of the machine "
