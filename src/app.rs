@@ -39,7 +39,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Report(a) => {
             let targets = a.targets.validate().map_err(usage)?;
             require_privileges()?;
-            let opts = options(targets, &a.settings, false, 0)?;
+            let mut settings = a.settings.clone();
+            settings.stacks |= a.output.needs_stacks();
+            let opts = options(targets, &settings, false, 0)?;
             let stop = Stop::new(a.duration, &opts.targets)?;
             let rep = collect(&opts, &a.settings.sources, &stop, &a.output, None)?;
             print_report(&rep, &a.output)?;
@@ -106,6 +108,7 @@ fn options(targets: Targets, s: &TraceSettings, events: bool, ringbuf_mb: u32) -
         max_entries: s.max_entries,
         ringbuf_bytes: ringbuf_mb.clamp(1, 1024) << 20,
         backend,
+        stacks: s.stack_options(),
     })
 }
 
@@ -268,14 +271,28 @@ fn collect(
     let started = attach(opts, chosen)?;
     let mut sym = Symbolizer::new();
     let start = Instant::now();
-    wait_until(stop, child)?;
+    wait_until(stop, child, &started, &mut sym)?;
     let elapsed = start.elapsed();
     detach_all(&started);
     snapshot(&started, &mut sym, &opts.targets.describe(), elapsed, out)
 }
 
-fn wait_until(stop: &Stop, mut child: Option<&mut Child>) -> Result<()> {
+/// Waits for the stop condition (or the command's exit), letting sources
+/// do their periodic work (e.g. normalising user stacks) every 200 ms.
+fn wait_until(
+    stop: &Stop,
+    mut child: Option<&mut Child>,
+    started: &Started,
+    sym: &mut Symbolizer,
+) -> Result<()> {
+    let mut last_tick = Instant::now();
     loop {
+        if last_tick.elapsed() >= Duration::from_millis(200) {
+            for s in &started.sources {
+                s.tick(sym);
+            }
+            last_tick = Instant::now();
+        }
         if let Some(c) = child.as_deref_mut() {
             if c.try_wait()?.is_some() {
                 return Ok(());
@@ -298,7 +315,39 @@ fn print_report(rep: &Report, out: &OutputArgs) -> Result<()> {
         serde_json::to_writer(&mut w, rep)?;
         writeln!(w)?;
     } else {
-        output::write_table(&mut w, rep, out.by, out.top, output::term_width())?;
+        let width = output::term_width();
+        output::write_table(&mut w, rep, out.by, out.top, width)?;
+        output::write_stacks(&mut w, rep, out.by, 3, width)?;
+    }
+    if out.flamegraph.is_some() || out.folded.is_some() {
+        let folded = crate::flame::fold(&rep.rows);
+        if let Some(p) = &out.folded {
+            let mut f =
+                std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?;
+            crate::flame::write_folded(&mut f, &folded)?;
+        }
+        if let Some(p) = &out.flamegraph {
+            let mut f = io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
+            );
+            let title = format!("lock waits: {}", rep.targets);
+            crate::flame::write_svg(&mut f, &folded, &title)?;
+            f.flush()?;
+        }
+        if !out.json {
+            let stacks: usize = rep.rows.iter().map(|r| r.stacks.len()).sum();
+            eprintln!(
+                "lockscope: {stacks} stacks written{}{}",
+                out.flamegraph
+                    .as_ref()
+                    .map(|p| format!(" to {} (open it in a browser)", p.display()))
+                    .unwrap_or_default(),
+                out.folded
+                    .as_ref()
+                    .map(|p| format!(", folded to {}", p.display()))
+                    .unwrap_or_default()
+            );
+        }
     }
     Ok(())
 }
@@ -441,7 +490,9 @@ fn run_command(
         follow_forks: true,
         ..Default::default()
     };
-    let opts = options(targets, settings, false, 0)?;
+    let mut settings = settings.clone();
+    settings.stacks |= out.needs_stacks();
+    let opts = options(targets, &settings, false, 0)?;
     let stop = Stop::new(None, &opts.targets)?;
     let started = match attach(&opts, &settings.sources) {
         Ok(s) => s,
@@ -453,7 +504,7 @@ fn run_command(
     let mut sym = Symbolizer::new();
     let start = Instant::now();
     let mut child = held.release(&cmd[0])?; // the command starts now
-    wait_until(&stop, Some(&mut child))?;
+    wait_until(&stop, Some(&mut child), &started, &mut sym)?;
     let status = child.wait()?;
     let elapsed = start.elapsed();
     detach_all(&started);
@@ -503,6 +554,9 @@ fn demo(a: DemoArgs) -> Result<i32> {
         max_entries: 16384,
         backend: None,
         sources: Vec::new(),
+        stacks: false,
+        stack_threshold: Duration::from_millis(1),
+        stack_sample: 0,
     };
     let code = run_command(&cmd, &settings, &a.output, true)?;
     if code != 0 {
@@ -658,10 +712,11 @@ fn trace(a: TraceArgs) -> Result<i32> {
     }
     let rb = builder.build()?;
     let mut events = 0u64;
+    let mut timeline: Vec<crate::model::Event> = Vec::new();
     let stdout = io::stdout();
     let mut w = io::BufWriter::new(stdout.lock());
     let width = output::term_width();
-    if !a.json {
+    if !a.json && a.perfetto.is_none() {
         writeln!(
             w,
             "{}",
@@ -690,6 +745,10 @@ fn trace(a: TraceArgs) -> Result<i32> {
                 continue;
             };
             events += 1;
+            if a.perfetto.is_some() {
+                timeline.push(e);
+                continue;
+            }
             let res = if a.json {
                 serde_json::to_writer(
                     &mut w,
@@ -722,10 +781,24 @@ fn trace(a: TraceArgs) -> Result<i32> {
         }
     }
     let elapsed = start.elapsed();
+    if let Some(p) = &a.perfetto {
+        let mut f = io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
+        );
+        crate::perfetto::write(&mut f, &timeline)?;
+        f.flush()?;
+        eprintln!(
+            "lockscope: timeline of {} operations written to {} (open it in ui.perfetto.dev)",
+            timeline.len(),
+            p.display()
+        );
+    }
     let out_args = OutputArgs {
         by: crate::model::GroupBy::Lock,
         json: a.json,
         top: 20,
+        flamegraph: None,
+        folded: None,
     };
     let summary = if a.summary {
         Some(snapshot(

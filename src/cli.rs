@@ -96,6 +96,27 @@ pub struct TraceSettings {
     /// this kernel allows; `lockscope doctor` lists them)
     #[arg(long = "source", value_delimiter = ',', value_name = "NAME")]
     pub sources: Vec<String>,
+    /// Take full kernel + user stacks of waits at least --stack-threshold
+    /// long (and 1 in --stack-sample of the others); rows then list them
+    #[arg(long)]
+    pub stacks: bool,
+    /// With --stacks: waits at least this long get their stacks
+    #[arg(long, value_parser = parse_duration, default_value = "1ms", value_name = "DURATION")]
+    pub stack_threshold: Duration,
+    /// With --stacks: also 1 in N of the shorter waits (0: none)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub stack_sample: u32,
+}
+
+impl TraceSettings {
+    /// The stack settings, when stacks were asked for (directly or by an
+    /// output that needs them).
+    pub fn stack_options(&self) -> Option<crate::sources::StackOptions> {
+        self.stacks.then(|| crate::sources::StackOptions {
+            threshold_ns: self.stack_threshold.as_nanos() as u64,
+            sample: self.stack_sample,
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -109,6 +130,20 @@ pub struct OutputArgs {
     /// Rows to show in the table
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
+    /// Write a flame graph of wait time (SVG) here; implies --stacks
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph: Option<std::path::PathBuf>,
+    /// Write folded stacks (for flamegraph.pl, inferno, speedscope) here;
+    /// implies --stacks
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<std::path::PathBuf>,
+}
+
+impl OutputArgs {
+    /// Whether an output needs stacks.
+    pub fn needs_stacks(&self) -> bool {
+        self.flamegraph.is_some() || self.folded.is_some()
+    }
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +175,10 @@ pub struct TraceArgs {
     /// Ring buffer size in MiB
     #[arg(long, default_value_t = 8, value_name = "MIB")]
     pub ringbuf_mb: u32,
+    /// Write a timeline (Chrome trace-event JSON: open in ui.perfetto.dev or
+    /// chrome://tracing) here instead of printing each operation
+    #[arg(long, value_name = "FILE.json")]
+    pub perfetto: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub settings: TraceSettings,
 }

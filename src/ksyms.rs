@@ -8,6 +8,8 @@ use std::io::{BufRead, BufReader};
 #[derive(Debug, Default)]
 pub struct Ksyms {
     syms: Vec<(u64, String)>,
+    /// Data symbols (global variables), when kallsyms lists them.
+    data: Vec<(u64, String)>,
     /// kallsyms has data symbols too (CONFIG_KALLSYMS_ALL).
     pub has_data: bool,
 }
@@ -24,6 +26,7 @@ impl Ksyms {
 
     pub fn parse(r: impl BufRead) -> Ksyms {
         let mut syms = Vec::new();
+        let mut data = Vec::new();
         let mut has_data = false;
         for line in r.lines().map_while(Result::ok) {
             let mut it = line.split_whitespace();
@@ -38,15 +41,20 @@ impl Ksyms {
             }
             match ty {
                 "t" | "T" | "w" | "W" => syms.push((addr, name.to_string())),
-                "d" | "D" | "b" | "B" | "r" | "R" => {
+                "d" | "D" | "b" | "B" => {
                     has_data = true;
-                    syms.push((addr, name.to_string()));
+                    data.push((addr, name.to_string()));
                 }
                 _ => {}
             }
         }
         syms.sort_unstable_by_key(|s| s.0);
-        Ksyms { syms, has_data }
+        data.sort_unstable_by_key(|s| s.0);
+        Ksyms {
+            syms,
+            data,
+            has_data,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -58,6 +66,19 @@ impl Ksyms {
         let i = self.syms.partition_point(|s| s.0 <= addr);
         let (start, name) = self.syms.get(i.checked_sub(1)?)?;
         Some((name.as_str(), addr - start))
+    }
+
+    /// The global variable holding `addr` ("rtnl_mutex", or
+    /// "kernfs_rename_lock+0x8"), when kallsyms lists data symbols. Lock
+    /// addresses past 4 KiB into a symbol are not attributed to it.
+    pub fn data_name(&self, addr: u64) -> Option<String> {
+        let i = self.data.partition_point(|s| s.0 <= addr);
+        let (start, name) = self.data.get(i.checked_sub(1)?)?;
+        match addr - start {
+            0 => Some(name.clone()),
+            off if off < 4096 => Some(format!("{name}+0x{off:x}")),
+            _ => None,
+        }
     }
 
     /// Symbol name for `addr`, or its hex form.
@@ -161,8 +182,19 @@ ffffffff81300000 T bpf_prog_abc_contention_end_btf
         assert_eq!(k.resolve(0xffffffff81100400), Some(("pipe_read", 0)));
         assert_eq!(k.resolve(0x10), None);
         assert_eq!(k.name(0x10), "0x10");
-        let with_data = Ksyms::parse("ffffffff82000000 D jiffies\n".as_bytes());
+        let with_data =
+            Ksyms::parse("ffffffff82000000 D jiffies\nffffffff82000100 d rtnl_mutex\n".as_bytes());
         assert!(with_data.has_data);
+        assert_eq!(
+            with_data.data_name(0xffffffff82000100).as_deref(),
+            Some("rtnl_mutex")
+        );
+        assert_eq!(
+            with_data.data_name(0xffffffff82000108).as_deref(),
+            Some("rtnl_mutex+0x8")
+        );
+        assert_eq!(with_data.data_name(0xffffffff82100000), None);
+        assert_eq!(k.data_name(0xffffffff82000100), None, "no data symbols");
     }
 
     #[test]

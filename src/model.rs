@@ -255,6 +255,41 @@ pub struct Record {
     pub partial: u64,
     /// Where the wait time went, where the source measures it.
     pub split: Option<WaitSplit>,
+    /// Full stacks of waits (`--stacks`), lock implementation trimmed.
+    pub stacks: Vec<StackSample>,
+}
+
+/// Waits that share one kernel + user stack. Frames innermost first; the
+/// first kernel frame is the lock's caller (tracing and lock frames trimmed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StackSample {
+    pub kernel: Vec<String>,
+    pub user: Vec<String>,
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+/// Merges samples with identical frames; largest total first.
+pub fn merge_stacks(all: impl IntoIterator<Item = StackSample>) -> Vec<StackSample> {
+    let mut map: std::collections::HashMap<(Vec<String>, Vec<String>), StackSample> =
+        std::collections::HashMap::new();
+    for s in all {
+        let e = map
+            .entry((s.kernel.clone(), s.user.clone()))
+            .or_insert_with(|| StackSample {
+                count: 0,
+                total_ns: 0,
+                max_ns: 0,
+                ..s.clone()
+            });
+        e.count += s.count;
+        e.total_ns += s.total_ns;
+        e.max_ns = e.max_ns.max(s.max_ns);
+    }
+    let mut v: Vec<StackSample> = map.into_values().collect();
+    v.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.kernel.cmp(&b.kernel)));
+    v
 }
 
 /// Of the total wait: time on CPU (spinning), runnable but not running
@@ -359,6 +394,9 @@ pub struct Row {
     pub hold_ns: Option<StatsSummary>,
     /// Of `wait_ns.total`: on CPU, runnable, asleep (null if not measured).
     pub wait_split: Option<WaitSplit>,
+    /// Full stacks of this row's waits (`--stacks`), largest total first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stacks: Vec<StackSample>,
     /// log2 histogram of waits: element k counts waits in [2^(k-1), 2^k) ns
     /// (element 0: 0 ns); trailing empty slots are omitted.
     pub wait_hist: Vec<u64>,
@@ -402,6 +440,7 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         wait: Stats,
         hold: Option<Stats>,
         split: Option<WaitSplit>,
+        stacks: Vec<StackSample>,
     }
 
     let mut groups: BTreeMap<(&'static str, String), Acc> = BTreeMap::new();
@@ -437,6 +476,7 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         if let Some(sp) = &r.split {
             a.split.get_or_insert_with(WaitSplit::default).add(sp);
         }
+        a.stacks.extend(r.stacks.iter().cloned());
     }
 
     let mut rows: Vec<Row> = groups
@@ -469,6 +509,7 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
                 wait_ns: a.wait.summary(),
                 hold_ns: a.hold.as_ref().map(Stats::summary),
                 wait_split: a.split,
+                stacks: merge_stacks(a.stacks),
                 wait_hist: {
                     let n = HIST_SLOTS
                         - a.wait
@@ -613,6 +654,13 @@ mod tests {
                 waits.iter().sum::<u64>() / 2,
                 0,
             )),
+            stacks: vec![StackSample {
+                kernel: vec![caller.into(), "vfs_write".into()],
+                user: vec!["write".into(), "main".into()],
+                count: waits.len() as u64,
+                total_ns: waits.iter().sum(),
+                max_ns: waits.iter().copied().max().unwrap_or(0),
+            }],
         }
     }
 
@@ -633,6 +681,9 @@ mod tests {
         assert_eq!(rows[1].pid, Some(100));
         assert_eq!(rows[1].caller.as_deref(), Some("pipe_write"));
         assert_eq!(rows[1].slept, 3);
+        assert_eq!(rows[1].stacks.len(), 2, "two callers, two stacks");
+        assert_eq!(rows[1].stacks[0].total_ns, 300, "largest first");
+        assert_eq!(rows[1].stacks.iter().map(|s| s.count).sum::<u64>(), 3);
         let sp = rows[1].wait_split.expect("split merged");
         assert_eq!(
             sp.oncpu + sp.runnable + sp.asleep,

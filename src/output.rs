@@ -253,6 +253,51 @@ pub fn write_table(
     Ok(())
 }
 
+/// The top stacks of the first `rows` rows that have any (`--stacks`).
+pub fn write_stacks(
+    w: &mut dyn Write,
+    rep: &Report,
+    by: GroupBy,
+    rows: usize,
+    width: usize,
+) -> io::Result<()> {
+    const FRAMES: usize = 12;
+    for (i, r) in rep
+        .rows
+        .iter()
+        .filter(|r| !r.stacks.is_empty())
+        .take(rows)
+        .enumerate()
+    {
+        let st = &r.stacks[0];
+        writeln!(w)?;
+        let head = format!(
+            "stack {} of {} [{}]: {} of {} waits, {} of {}",
+            i + 1,
+            last_column(r, by),
+            short_kind(r.kind),
+            st.count,
+            r.count,
+            fmt_ns(st.total_ns),
+            fmt_ns(r.wait.total_ns)
+        );
+        writeln!(w, "{}", fit(&head, width))?;
+        for f in st.kernel.iter().take(FRAMES) {
+            writeln!(w, "{}", fit(&format!("    {f}"), width))?;
+        }
+        if !st.user.is_empty() {
+            writeln!(w, "    -- user --")?;
+            for f in st.user.iter().take(FRAMES) {
+                writeln!(w, "{}", fit(&format!("    {f}"), width))?;
+            }
+        }
+        if r.stacks.len() > 1 {
+            writeln!(w, "    ({} more stacks: --json)", r.stacks.len() - 1)?;
+        }
+    }
+    Ok(())
+}
+
 /// Where the top row's wait went: "top row waited 268 ms: 180 ms asleep,
 /// 20.0 ms runnable, 68.0 ms on CPU".
 pub fn split_line(rows: &[Row], by: GroupBy) -> Option<String> {

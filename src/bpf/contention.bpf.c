@@ -7,14 +7,15 @@
  * direct arguments) and classic tracepoints (fallback); userspace loads one.
  *
  * Invariants:
- * - An open wait lives on a small per-CPU stack when the lock only spins
- *   (spinlock, rwlock: the waiter cannot sleep or migrate; an interrupt, or
- *   an rwlock's own wait_lock, can nest another spin wait on top), else in
- *   task storage (mutex, rwsem, rt-mutex, percpu-rwsem: the waiter may sleep
- *   and migrate; a task waits for one such lock at a time, so an open entry
- *   for another lock is stale and is replaced). contention_end has no
- *   flags, so it searches the per-CPU stack first: a task cannot enter a
- *   sleeping lock while spinning.
+ * - An open wait lives on a small per-CPU stack while the waiter spins
+ *   (spinlock, rwlock, a mutex's optimistic spin: preemption is disabled, so
+ *   it cannot sleep or migrate; an interrupt, or an rwlock's own wait_lock,
+ *   can nest another spin wait on top), else in task storage (a mutex that
+ *   went to sleep, rwsem, rt-mutex, percpu-rwsem: the waiter may migrate; a
+ *   task waits for one such lock at a time, so an open entry for another
+ *   lock is stale and is replaced). contention_end has no flags, so it
+ *   searches the per-CPU stack first. Most mutex waits only spin and never
+ *   touch task storage, which is the dearest part of the path.
  * - The kernel skips a tp_btf program that is already running on a CPU. An
  *   interrupt arriving while contention_end runs would then have its begin
  *   recorded but its end skipped, leaving a wait open that a later end of
@@ -59,6 +60,9 @@ const volatile bool filter_cgroup = false; /* `target_cgroup[0]` and below */
 const volatile bool follow_forks = false;  /* children of targets become targets */
 const volatile bool emit_events = false;   /* stream mode: ring buffer records */
 const volatile __u32 caller_mode = LS_CALLER_FIRST; /* enum ls_caller_mode */
+const volatile bool stacks_on = false;      /* --stacks: full kernel + user stacks */
+const volatile __u64 stack_threshold_ns = 0; /* ... for waits at least this long */
+const volatile __u32 stack_sample = 0;      /* ... and for 1 in N of the others */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -118,6 +122,20 @@ struct {
 } stacks SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 1); /* resized by userspace (--stacks) */
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, LS_STACK_DEPTH * sizeof(__u64));
+} full_stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1); /* resized by userspace (--stacks) */
+	__type(key, struct ls_stack_key);
+	__type(value, struct ls_stack_val);
+} stack_agg SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 << 20); /* resized by userspace before load */
 } events SEC(".maps");
@@ -128,6 +146,10 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
+
+/* Slab cache of an address (v6.13, commit 04b069ff0181 "mm/bpf: Add
+ * bpf_get_kmem_cache() kfunc"); weak, so older kernels load without it. */
+extern struct kmem_cache *bpf_get_kmem_cache(__u64 addr) __ksym __weak;
 
 /* Makes the event type part of the object's BTF so the skeleton has it. */
 struct ls_event ls_event_type = {};
@@ -172,9 +194,15 @@ static __always_inline bool is_target(void)
 	return true;
 }
 
-static __always_inline bool spin_only(__u32 flags)
+/* A waiter that spins cannot move: spinlocks and rwlocks disable
+ * preemption, and a mutex's optimistic spin (LCB_F_MUTEX | LCB_F_SPIN) runs
+ * between preempt_disable() and preempt_enable() in __mutex_lock_common(),
+ * which also covers the sleep phase's second begin. So spinning waits live
+ * on the per-CPU stack; a mutex that goes to sleep moves its open wait to
+ * task storage at that second begin. */
+static __always_inline bool spins(__u32 flags)
 {
-	return (flags & (LS_LCB_F_SPIN | LS_LCB_F_MUTEX)) == LS_LCB_F_SPIN;
+	return flags & LS_LCB_F_SPIN;
 }
 
 static __always_inline __u32 log2_slot(__u64 v)
@@ -205,19 +233,28 @@ static __always_inline __u64 run_delay(struct task_struct *task)
 	return 0;
 }
 
+/* The scheduler's view of the task, taken when a wait may sleep (a spinning
+ * waiter cannot be preempted, so its wait is all on CPU). */
+static __always_inline void sched_base(struct ls_wait *w, struct task_struct *task)
+{
+	w->nvcsw = task->nvcsw; /* trusted BTF pointer: a direct load */
+	w->offcpu_base = offcpu_base(task);
+	w->sum_exec = task->se.sum_exec_runtime;
+	w->cpu = bpf_get_smp_processor_id();
+	w->run_delay = run_delay(task);
+	w->mode |= LS_MODE_MAY_SLEEP;
+}
+
 static __always_inline void open_wait(struct ls_wait *w, struct task_struct *task,
 				      void *lock, __u32 flags)
 {
 	w->lock = (__u64)lock;
 	w->begin_ns = bpf_ktime_get_ns();
-	w->nvcsw = task->nvcsw; /* trusted BTF pointer: a direct load */
 	w->flags = (flags & LS_LCB_F_MUTEX) ? (flags & ~LS_LCB_F_SPIN) : flags;
 	w->mode = (flags & LS_LCB_F_SPIN) ? LS_MODE_SPUN : 0;
 	w->tid = (__u32)bpf_get_current_pid_tgid();
-	w->offcpu_base = offcpu_base(task);
-	w->sum_exec = task->se.sum_exec_runtime;
-	w->cpu = bpf_get_smp_processor_id();
-	w->run_delay = run_delay(task);
+	if (!(flags & LS_LCB_F_SPIN))
+		sched_base(w, task);
 }
 
 static __always_inline void begin_spin(struct ls_cpu_state *cpu,
@@ -243,22 +280,39 @@ static __always_inline void begin_spin(struct ls_cpu_state *cpu,
 	cpu->depth = d + 1;
 }
 
-static __always_inline void begin_sleep(struct task_struct *task, void *lock,
+static __always_inline void begin_sleep(struct ls_cpu_state *cpu,
+					struct task_struct *task, void *lock,
 					__u32 flags)
 {
-	struct ls_wait *w;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct ls_wait *w, *top = 0;
+	__u32 d = cpu->depth;
 
+	/* the spin phase of this mutex, open on top of this CPU's stack? */
+	if (d > 0 && d <= LS_CPU_NEST) {
+		top = &cpu->slot[(d - 1) & (LS_CPU_NEST - 1)];
+		if (top->lock != (__u64)lock || top->tid != tid)
+			top = 0;
+	}
 	w = bpf_task_storage_get(&task_wait, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!w) {
 		count_lost(LS_LOST_STORAGE);
 		return;
 	}
-	if (w->lock == (__u64)lock) {
-		/* begin, begin, end: a mutex spun, now sleeps; keep the first */
-		if (flags & LS_LCB_F_SPIN)
-			w->mode |= LS_MODE_SPUN;
+	if (top) {
+		/* begin (spin), begin (sleep), end: one wait from the first
+		 * begin; it may now migrate, so it moves to task storage */
+		if (w->lock)
+			count_lost(LS_LOST_STALE);
+		*w = *top;
+		top->lock = 0;
+		cpu->depth = d - 1;
+		/* still on the CPU it spun on: the spin was all on CPU */
+		sched_base(w, task);
 		return;
 	}
+	if (w->lock == (__u64)lock)
+		return; /* begin, begin: keep the first */
 	if (w->lock)
 		count_lost(LS_LOST_STALE);
 	open_wait(w, task, lock, flags);
@@ -280,10 +334,10 @@ static __always_inline int on_begin(void *lock, __u32 flags)
 	if (!is_target())
 		return 0;
 	cpu->busy = 1;
-	if (spin_only(flags))
+	if (spins(flags))
 		begin_spin(cpu, bpf_get_current_task_btf(), lock, flags);
 	else
-		begin_sleep(bpf_get_current_task_btf(), lock, flags);
+		begin_sleep(cpu, bpf_get_current_task_btf(), lock, flags);
 	cpu->busy = 0;
 	return 0;
 }
@@ -334,6 +388,49 @@ static __always_inline __u32 lock_class_of(struct task_struct *task, __u64 lock,
 	return LS_CLASS_NONE;
 }
 
+/* --stacks: this wait's full kernel and user stacks, aggregated. Only for
+ * waits over the threshold or sampled, so the always-on path stays cheap. */
+static __always_inline void record_stacks(void *ctx, struct ls_cpu_state *cpu,
+					  struct ls_wait *open, __u64 id,
+					  __u64 delta)
+{
+	struct ls_stack_key sk = {};
+	struct ls_stack_val *sv, init = {};
+
+	if (delta < stack_threshold_ns) {
+		if (!stack_sample)
+			return;
+		cpu->sample_ctr += 1;
+		if (cpu->sample_ctr % stack_sample)
+			return;
+	}
+	sk.lock = open->lock;
+	sk.pid = id >> 32;
+	sk.tid = (__u32)id;
+	sk.flags = open->flags;
+	sk.kstack_id = bpf_get_stackid(ctx, &full_stacks, 0);
+	sk.ustack_id = bpf_get_stackid(ctx, &full_stacks, BPF_F_USER_STACK);
+	if (sk.kstack_id < 0 && sk.ustack_id < 0) {
+		count_lost(LS_LOST_STACK);
+		return;
+	}
+	sv = bpf_map_lookup_elem(&stack_agg, &sk);
+	if (!sv) {
+		if (bpf_map_update_elem(&stack_agg, &sk, &init, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(&stack_agg, &sk)) {
+			count_lost(LS_LOST_STACK_MAP_FULL);
+			return;
+		}
+		sv = bpf_map_lookup_elem(&stack_agg, &sk);
+		if (!sv)
+			return;
+	}
+	sv->count += 1;
+	sv->total_ns += delta;
+	if (delta > sv->max_ns)
+		sv->max_ns = delta;
+}
+
 static __always_inline int on_end(void *ctx, void *lock, int ret)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -358,6 +455,10 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 	now = bpf_ktime_get_ns();
 
 	delta = now - open.begin_ns;
+	offcpu = 0;
+	runq = 0;
+	if (!(open.mode & LS_MODE_MAY_SLEEP))
+		goto split_done; /* spun with preemption off: all on CPU */
 	if (task->nvcsw != open.nvcsw)
 		open.mode |= LS_MODE_SLEPT;
 	if (open.cpu == bpf_get_smp_processor_id()) {
@@ -378,6 +479,7 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 	runq = run_delay(task) - open.run_delay;
 	if (runq > offcpu)
 		runq = offcpu;
+split_done:
 
 	if (caller_mode == LS_CALLER_EVERY) {
 		stack_id = bpf_get_stackid(ctx, &stacks, 0);
@@ -386,6 +488,8 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 	}
 
 	id = bpf_get_current_pid_tgid();
+	if (stacks_on)
+		record_stacks(ctx, cpu, &open, id, delta);
 	key.lock = open.lock;
 	key.stack_id = stack_id;
 	key.tid = (__u32)id;
@@ -402,6 +506,14 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 		init->lock_class = lock_class_of(task, open.lock, open.flags);
 		bpf_get_current_comm(init->comm, sizeof(init->comm));
 		BPF_CORE_READ_STR_INTO(&init->pcomm, task, group_leader, comm);
+		init->slab[0] = 0;
+		if (bpf_ksym_exists(bpf_get_kmem_cache)) {
+			struct kmem_cache *s = bpf_get_kmem_cache(open.lock);
+
+			if (s)
+				bpf_probe_read_kernel_str(init->slab, sizeof(init->slab),
+							  BPF_CORE_READ(s, name));
+		}
 		init->min_ns = ~0ULL;
 		init->stack_id = stack_id;
 		if (caller_mode == LS_CALLER_FIRST) {

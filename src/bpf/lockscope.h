@@ -11,6 +11,7 @@
 #define __LOCKSCOPE_H
 
 #define LS_COMM_LEN 16
+#define LS_SLAB_LEN 32
 
 /* log2 histogram of nanoseconds: slot 0 counts 0 ns, slot k (k >= 1) counts
  * [2^(k-1), 2^k) ns, the last slot also everything above. 2^39 ns ~ 550 s. */
@@ -27,6 +28,26 @@ enum ls_caller_mode {
 	LS_CALLER_EVERY = 2, /* at every wait: exact, part of the key */
 };
 
+/* Depth of full stacks (--stacks): kernel and user, each. */
+#define LS_STACK_DEPTH 48
+
+/* Full stacks of waits, aggregated in the kernel (--stacks). */
+struct ls_stack_key {
+	__u64 lock;
+	__u32 pid;
+	__u32 tid;
+	__u32 flags;
+	__s32 kstack_id; /* in `full_stacks`, < 0 when not taken */
+	__s32 ustack_id; /* in `full_stacks`, < 0 when not taken */
+	__u32 pad;
+};
+
+struct ls_stack_val {
+	__u64 count;
+	__u64 total_ns;
+	__u64 max_ns;
+};
+
 /* Flags of lock:contention_begin, include/trace/events/lock.h (v5.19+). */
 #define LS_LCB_F_SPIN (1U << 0)
 #define LS_LCB_F_READ (1U << 1)
@@ -39,6 +60,7 @@ enum ls_caller_mode {
 enum ls_wait_mode {
 	LS_MODE_SPUN = 1,  /* a begin carried LCB_F_SPIN (optimistic or spinlock) */
 	LS_MODE_SLEPT = 2, /* the task switched out voluntarily during the wait */
+	LS_MODE_MAY_SLEEP = 4, /* scheduler readings taken (internal) */
 };
 
 /* What the lock is, where the kernel side can tell. */
@@ -60,7 +82,8 @@ enum ls_lost {
 				    * our own program ran on that CPU: its end would
 				    * be skipped by the kernel, so it is not opened */
 	LS_LOST_STALE = 7,         /* an open wait whose end never came (replaced) */
-	LS_LOST__COUNT = 8,
+	LS_LOST_STACK_MAP_FULL = 8, /* --stacks: no room for another stack key */
+	LS_LOST__COUNT = 9,
 };
 
 /* In-kernel aggregation: one entry per (lock, caller stack, task, kind). */
@@ -88,6 +111,7 @@ struct ls_agg_val {
 	__s32 stack_id;  /* LS_CALLER_FIRST: caller stack of the key's first wait */
 	char comm[LS_COMM_LEN];  /* thread name */
 	char pcomm[LS_COMM_LEN]; /* process name (thread group leader's) */
+	char slab[LS_SLAB_LEN];  /* slab cache of the lock's memory, if any */
 	__u64 hist[LS_HIST_SLOTS];
 };
 
@@ -135,6 +159,7 @@ struct ls_cpu_state {
 	struct ls_wait slot[LS_CPU_NEST];
 	__u32 depth; /* open slots */
 	__u32 busy;  /* one of our programs is running on this CPU */
+	__u64 sample_ctr; /* --stack-sample: waits seen on this CPU */
 };
 
 #endif /* __LOCKSCOPE_H */

@@ -5,7 +5,7 @@
 //! (BPF links are file descriptors), so it is detached when the session is
 //! dropped or the process dies for any reason: nothing is pinned.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -17,9 +17,9 @@ use super::{
     Options, Pod, ProgStats, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes,
     prog_stats, tracefs_mounted, tracepoint_exists,
 };
-use crate::bpf::contention::types::{ls_agg_key, ls_agg_val, ls_event};
+use crate::bpf::contention::types::{ls_agg_key, ls_agg_val, ls_event, ls_stack_key, ls_stack_val};
 use crate::bpf::contention::{ContentionSkel, ContentionSkelBuilder, OpenContentionSkel};
-use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats, WaitSplit};
+use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, StackSample, Stats, WaitSplit};
 use crate::output::SourceStatus;
 
 /// Source name of this module's rows.
@@ -38,6 +38,10 @@ unsafe impl Pod for ls_agg_key {}
 unsafe impl Pod for ls_agg_val {}
 // SAFETY: as above.
 unsafe impl Pod for ls_event {}
+// SAFETY: as above.
+unsafe impl Pod for ls_stack_key {}
+// SAFETY: as above.
+unsafe impl Pod for ls_stack_val {}
 
 /// How the kernel side is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +60,7 @@ impl Backend {
 }
 
 /// Names of the `lost` counters, in the order of `enum ls_lost`.
-pub const LOST_NAMES: [&str; 8] = [
+pub const LOST_NAMES: [&str; 9] = [
     "map_full",
     "end_without_begin",
     "stack_failed",
@@ -65,6 +69,7 @@ pub const LOST_NAMES: [&str; 8] = [
     "task_storage_failed",
     "begin_in_bpf",
     "stale_wait",
+    "stack_map_full",
 ];
 
 /// A loaded and attached kernel-contention source.
@@ -143,6 +148,13 @@ impl Contention {
             }
         }
         open.maps.agg.set_max_entries(opts.max_entries)?;
+        if let Some(st) = opts.stacks {
+            rodata.stacks_on = true;
+            rodata.stack_threshold_ns = st.threshold_ns;
+            rodata.stack_sample = st.sample;
+            open.maps.full_stacks.set_max_entries(16384)?;
+            open.maps.stack_agg.set_max_entries(opts.max_entries)?;
+        }
         let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
         open.maps
             .events
@@ -286,6 +298,76 @@ impl Contention {
         )
     }
 
+    /// A stack from `full_stacks` (innermost first).
+    pub fn full_stack(&self, id: i32) -> Option<Vec<u64>> {
+        if id < 0 {
+            return None;
+        }
+        let key = id as u32;
+        let bytes = self
+            .skel
+            .maps
+            .full_stacks
+            .lookup(as_bytes(&key), MapFlags::ANY)
+            .ok()??;
+        Some(
+            bytes
+                .chunks_exact(8)
+                .filter_map(from_bytes::<u64>)
+                .take_while(|&a| a != 0)
+                .collect(),
+        )
+    }
+
+    /// Snapshot of the `--stacks` aggregation.
+    pub fn stack_entries(&self) -> Result<Vec<(ls_stack_key, ls_stack_val)>> {
+        let map = &self.skel.maps.stack_agg;
+        let mut out = Vec::new();
+        for k in map.keys() {
+            let Some(v) = map.lookup(&k, MapFlags::ANY).context("read stack map")? else {
+                continue;
+            };
+            if let (Some(k), Some(v)) = (
+                from_bytes::<ls_stack_key>(&k),
+                from_bytes::<ls_stack_val>(&v),
+            ) {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stack samples per (lock, tid, flags), symbolised.
+    fn stack_samples(&self, sym: &mut Symbolizer) -> Result<StackIndex> {
+        let mut out: StackIndex = HashMap::new();
+        for (k, v) in self.stack_entries()? {
+            let kernel = self
+                .full_stack(k.kstack_id)
+                .map(|a| sym.kernel_frames(&a))
+                .unwrap_or_default();
+            if k.ustack_id >= 0 && !sym.user.has(k.pid, k.ustack_id) {
+                if let Some(addrs) = self.full_stack(k.ustack_id) {
+                    sym.user.normalize(k.pid, k.ustack_id, &addrs);
+                }
+            }
+            let user = if k.ustack_id >= 0 {
+                sym.user.frames(k.pid, k.ustack_id)
+            } else {
+                Vec::new()
+            };
+            out.entry((k.lock, k.tid, k.flags))
+                .or_default()
+                .push(StackSample {
+                    kernel,
+                    user,
+                    count: v.count,
+                    total_ns: v.total_ns,
+                    max_ns: v.max_ns,
+                });
+        }
+        Ok(out)
+    }
+
     /// Snapshot of the in-kernel aggregation.
     pub fn raw_entries(&self) -> Result<Vec<(ls_agg_key, ls_agg_val)>> {
         let map = &self.skel.maps.agg;
@@ -337,11 +419,29 @@ impl Source for Contention {
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
+        let mut stacks = self.stack_samples(sym)?;
         Ok(self
             .raw_entries()?
             .iter()
-            .map(|(k, v)| to_record(self, sym, k, v))
+            .map(|(k, v)| {
+                let mut r = to_record(self, sym, k, v);
+                r.stacks = stacks.remove(&(k.lock, k.tid, k.flags)).unwrap_or_default();
+                r
+            })
             .collect())
+    }
+
+    fn tick(&self, sym: &mut Symbolizer) {
+        // normalise new user stacks while their processes still live
+        if let Ok(entries) = self.stack_entries() {
+            for (k, _) in entries {
+                if k.ustack_id >= 0 && !sym.user.has(k.pid, k.ustack_id) {
+                    if let Some(addrs) = self.full_stack(k.ustack_id) {
+                        sym.user.normalize(k.pid, k.ustack_id, &addrs);
+                    }
+                }
+            }
+        }
     }
 
     fn lost(&self) -> Result<BTreeMap<String, u64>> {
@@ -404,7 +504,12 @@ fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_agg_
         source: SOURCE,
         kind: LockKind::from_contention_flags(k.flags),
         lock: k.lock,
-        lock_name: lock_name(v.lock_class, k.pid, &comm_str(&v.pcomm)),
+        lock_name: lock_name(v.lock_class, k.pid, &comm_str(&v.pcomm))
+            .or_else(|| sym.ksyms.data_name(k.lock))
+            .or_else(|| {
+                let slab = comm_str(&v.slab);
+                (!slab.is_empty()).then(|| format!("in {slab} (slab)"))
+            }),
         caller: {
             let id = if k.stack_id >= 0 {
                 k.stack_id
@@ -431,5 +536,9 @@ fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_agg_
         failed: 0,
         partial: 0,
         split: Some(WaitSplit::from_offcpu(v.total_ns, v.offcpu_ns, v.runq_ns)),
+        stacks: Vec::new(),
     }
 }
+
+/// Stack samples by (lock, tid, contention flags).
+type StackIndex = HashMap<(u64, u32, u32), Vec<StackSample>>;

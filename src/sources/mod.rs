@@ -105,6 +105,15 @@ pub enum CallerMode {
     Every = 2,
 }
 
+/// When full stacks are taken (`--stacks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackOptions {
+    /// Waits at least this long get their stacks.
+    pub threshold_ns: u64,
+    /// And 1 in N of the shorter ones (0: none).
+    pub sample: u32,
+}
+
 /// Settings shared by every source; defaults live here only.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -120,6 +129,8 @@ pub struct Options {
     /// Use only this backend ("tp_btf", "tracepoint", "fentry", "kprobe")
     /// instead of trying them in order of preference.
     pub backend: Option<String>,
+    /// Full kernel + user stacks of waits, when asked for.
+    pub stacks: Option<StackOptions>,
 }
 
 impl Default for Options {
@@ -131,6 +142,7 @@ impl Default for Options {
             max_entries: 16384,
             ringbuf_bytes: 8 << 20,
             backend: None,
+            stacks: None,
         }
     }
 }
@@ -235,6 +247,8 @@ pub fn tracepoint_exists(cat: &str, name: &str) -> bool {
 /// Names, symbols and cgroup paths, resolved off the event path and cached.
 pub struct Symbolizer {
     pub ksyms: Ksyms,
+    /// User stacks, normalised while processes live.
+    pub user: crate::ustack::UserStacks,
     callers: std::collections::HashMap<(&'static str, i32), Option<String>>,
     cgroups: crate::cgroup::CgroupNames,
 }
@@ -249,6 +263,7 @@ impl Symbolizer {
     pub fn new() -> Symbolizer {
         Symbolizer {
             ksyms: Ksyms::load(),
+            user: Default::default(),
             callers: Default::default(),
             cgroups: Default::default(),
         }
@@ -284,6 +299,23 @@ impl Symbolizer {
     pub fn cgroup(&mut self, id: u64) -> Option<String> {
         self.cgroups.path(id)
     }
+
+    /// Kernel frames (innermost first) from the lock's caller outwards:
+    /// tracing and lock-implementation frames are trimmed.
+    pub fn kernel_frames(&self, addrs: &[u64]) -> Vec<String> {
+        let names: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| {
+                self.ksyms
+                    .name(if i == 0 { a } else { a.saturating_sub(1) })
+            })
+            .collect();
+        match caller_index(&names) {
+            Some(i) => names[i..].to_vec(),
+            None => names,
+        }
+    }
 }
 
 /// A loaded and attached source.
@@ -300,6 +332,9 @@ pub trait Source {
     fn detach(&self);
     /// Snapshot of the in-kernel aggregation.
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>>;
+    /// Called about once a second while tracing: e.g. normalise new user
+    /// stacks while their processes still live.
+    fn tick(&self, _sym: &mut Symbolizer) {}
     /// Loss counters (the kernel's recursion misses included).
     fn lost(&self) -> Result<BTreeMap<String, u64>>;
     /// Run statistics of the attached programs.
