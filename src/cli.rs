@@ -112,7 +112,7 @@ impl TraceSettings {
     /// The stack settings, when stacks were asked for (directly or by an
     /// output that needs them).
     pub fn stack_options(&self) -> Option<crate::sources::StackOptions> {
-        self.stacks.then(|| crate::sources::StackOptions {
+        self.stacks.then_some(crate::sources::StackOptions {
             threshold_ns: self.stack_threshold.as_nanos() as u64,
             sample: self.stack_sample,
         })

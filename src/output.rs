@@ -381,6 +381,7 @@ mod tests {
             split: Some(crate::model::WaitSplit::from_offcpu(
                 3_003_000, 3_000_000, 1_000_000,
             )),
+            stacks: vec![],
         };
         let mut lost = BTreeMap::new();
         lost.insert("map_full".to_string(), 0);

@@ -345,10 +345,11 @@ impl Contention {
                 .full_stack(k.kstack_id)
                 .map(|a| sym.kernel_frames(&a))
                 .unwrap_or_default();
-            if k.ustack_id >= 0 && !sym.user.has(k.pid, k.ustack_id) {
-                if let Some(addrs) = self.full_stack(k.ustack_id) {
-                    sym.user.normalize(k.pid, k.ustack_id, &addrs);
-                }
+            if k.ustack_id >= 0
+                && !sym.user.has(k.pid, k.ustack_id)
+                && let Some(addrs) = self.full_stack(k.ustack_id)
+            {
+                sym.user.normalize(k.pid, k.ustack_id, &addrs);
             }
             let user = if k.ustack_id >= 0 {
                 sym.user.frames(k.pid, k.ustack_id)
@@ -435,10 +436,11 @@ impl Source for Contention {
         // normalise new user stacks while their processes still live
         if let Ok(entries) = self.stack_entries() {
             for (k, _) in entries {
-                if k.ustack_id >= 0 && !sym.user.has(k.pid, k.ustack_id) {
-                    if let Some(addrs) = self.full_stack(k.ustack_id) {
-                        sym.user.normalize(k.pid, k.ustack_id, &addrs);
-                    }
+                if k.ustack_id >= 0
+                    && !sym.user.has(k.pid, k.ustack_id)
+                    && let Some(addrs) = self.full_stack(k.ustack_id)
+                {
+                    sym.user.normalize(k.pid, k.ustack_id, &addrs);
                 }
             }
         }
