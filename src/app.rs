@@ -268,8 +268,10 @@ fn collect(
     out: &OutputArgs,
     child: Option<&mut Child>,
 ) -> Result<Report> {
-    let started = attach(opts, chosen)?;
+    // symbols load before "tracing" is announced: nothing is missed while
+    // /proc/kallsyms is parsed
     let mut sym = Symbolizer::new();
+    let started = attach(opts, chosen)?;
     let start = Instant::now();
     wait_until(stop, child, &started, &mut sym)?;
     let elapsed = start.elapsed();
@@ -278,7 +280,7 @@ fn collect(
 }
 
 /// Waits for the stop condition (or the command's exit), letting sources
-/// do their periodic work (e.g. normalising user stacks) every 200 ms.
+/// do their periodic work (e.g. normalising user stacks) every 50 ms.
 fn wait_until(
     stop: &Stop,
     mut child: Option<&mut Child>,
@@ -287,7 +289,7 @@ fn wait_until(
 ) -> Result<()> {
     let mut last_tick = Instant::now();
     loop {
-        if last_tick.elapsed() >= Duration::from_millis(200) {
+        if last_tick.elapsed() >= Duration::from_millis(50) {
             for s in &started.sources {
                 s.tick(sym);
             }
@@ -494,6 +496,7 @@ fn run_command(
     settings.stacks |= out.needs_stacks();
     let opts = options(targets, &settings, false, 0)?;
     let stop = Stop::new(None, &opts.targets)?;
+    let mut sym = Symbolizer::new();
     let started = match attach(&opts, &settings.sources) {
         Ok(s) => s,
         Err(e) => {
@@ -501,7 +504,6 @@ fn run_command(
             return Err(e);
         }
     };
-    let mut sym = Symbolizer::new();
     let start = Instant::now();
     let mut child = held.release(&cmd[0])?; // the command starts now
     wait_until(&stop, Some(&mut child), &started, &mut sym)?;
@@ -569,6 +571,19 @@ fn workload(a: WorkloadArgs) -> Result<i32> {
     use crate::workload::{WorkloadSpec, run as run_workload};
     if a.threads == 0 {
         return Err(usage("--threads must be at least 1"));
+    }
+    if a.wait_usr1 {
+        let go = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, go.clone())
+            .context("install SIGUSR1 handler")?;
+        // tell whoever waits that the handler is in place
+        eprintln!(
+            "lockscope workload: pid {} waiting for SIGUSR1",
+            std::process::id()
+        );
+        while !go.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     let mut out = io::stdout().lock();
     for (i, kind) in a.kinds.iter().enumerate() {
@@ -687,8 +702,8 @@ fn trace(a: TraceArgs) -> Result<i32> {
     require_privileges()?;
     let opts = options(targets, &a.settings, true, a.ringbuf_mb)?;
     let stop = Stop::new(a.duration, &opts.targets)?;
-    let started = attach(&opts, &a.settings.sources)?;
     let mut sym = Symbolizer::new();
+    let started = attach(&opts, &a.settings.sources)?;
     let start = Instant::now();
     // SAFETY: clock_gettime writes into a valid timespec.
     let mono_start = unsafe {

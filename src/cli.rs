@@ -233,6 +233,10 @@ pub struct WorkloadArgs {
     /// Bytes per mapping in the mmap workload
     #[arg(long, default_value_t = 65536)]
     pub map_size: usize,
+    /// Wait for SIGUSR1 before working (a tracer attaches with -p, then
+    /// signals: no timing assumptions)
+    #[arg(long)]
+    pub wait_usr1: bool,
     /// Sleep this long before working (lets a tracer attach with -p)
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub start_delay: Option<Duration>,

@@ -147,8 +147,10 @@ fn write_all_once(fd: i32, buf: *const libc::c_void) -> Result<u64> {
     let t0 = Instant::now();
     loop {
         // SAFETY: buf points to PAGE readable bytes (a live mapping or a
-        // page that userfaultfd fills before the copy completes).
-        let n = unsafe { libc::write(fd, buf, PAGE) };
+        // page that userfaultfd fills before the copy completes). The raw
+        // syscall() stub keeps the frame-pointer chain intact (glibc's
+        // write() may use rbp), so user stacks show this workload's frames.
+        let n = unsafe { libc::syscall(libc::SYS_write, fd, buf, PAGE) } as isize;
         if n == PAGE as isize {
             return Ok(t0.elapsed().as_nanos() as u64);
         }
@@ -218,7 +220,7 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Res
     let (waiter_go_tx, waiter_go_rx) = mpsc::channel::<()>();
     let (waiter_done_tx, waiter_done_rx) = mpsc::channel::<Result<(u64, u64)>>();
     let stop_hog = std::sync::atomic::AtomicBool::new(false);
-    let (tid_tx, tid_rx) = mpsc::channel::<u32>();
+    let (tid_tx, tid_rx) = mpsc::channel::<(bool, u32)>(); // (is holder, tid)
     let fault_addr = faulting.addr as usize;
 
     std::thread::scope(|s| -> Result<HoldReport> {
@@ -226,7 +228,7 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Res
         std::thread::Builder::new()
             .name("ls-holder".into())
             .spawn_scoped(s, move || {
-                let _ = tid_tx.send(gettid());
+                let _ = tid_tx.send((true, gettid()));
                 while holder_go_rx.recv().is_ok() {
                     let r = write_all_once(wfd, fault_addr as *const libc::c_void);
                     if holder_done_tx.send(r).is_err() {
@@ -240,7 +242,7 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Res
             .name("ls-waiter".into())
             .spawn_scoped(s, move || {
                 let pinned = if hog { pin_to(0) } else { Ok(()) };
-                let _ = tid_tx2.send(gettid());
+                let _ = tid_tx2.send((false, gettid()));
                 while waiter_go_rx.recv().is_ok() {
                     let r = pinned
                         .as_ref()
@@ -269,8 +271,13 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Res
                 })
                 .context("spawn hog")?;
         }
-        let holder_tid = tid_rx.recv().context("holder tid")?;
-        let waiter_tid = tid_rx.recv().context("waiter tid")?;
+        let (mut holder_tid, mut waiter_tid) = (0, 0);
+        for _ in 0..2 {
+            match tid_rx.recv().context("thread tids")? {
+                (true, t) => holder_tid = t,
+                (false, t) => waiter_tid = t,
+            }
+        }
         std::thread::sleep(start_delay);
 
         let mut report = HoldReport {

@@ -61,11 +61,16 @@ impl Ksyms {
         self.syms.is_empty()
     }
 
-    /// The symbol containing `addr` and the offset into it.
+    /// The symbol containing `addr` and the offset into it. Addresses far
+    /// past the nearest symbol (BPF JIT images loaded after the table was
+    /// read, past `_einittext`) are unresolved rather than misnamed.
     pub fn resolve(&self, addr: u64) -> Option<(&str, u64)> {
+        const MAX_FUNC: u64 = 1 << 18;
         let i = self.syms.partition_point(|s| s.0 <= addr);
         let (start, name) = self.syms.get(i.checked_sub(1)?)?;
-        Some((name.as_str(), addr - start))
+        let off = addr - start;
+        (off < MAX_FUNC && !name.starts_with("_einittext") && name != "_etext")
+            .then_some((name.as_str(), off))
     }
 
     /// The global variable holding `addr` ("rtnl_mutex", or
@@ -92,6 +97,10 @@ impl Ksyms {
 
 /// Frames of BPF, tracing and stack-walking machinery above the tracepoint.
 fn is_tracing_frame(name: &str) -> bool {
+    // an unresolved kernel address above the lock is a BPF JIT image
+    if name.starts_with("0x") {
+        return true;
+    }
     const PREFIXES: &[&str] = &[
         "bpf_prog_",
         "bpf_trampoline_",
@@ -181,6 +190,11 @@ ffffffff81300000 T bpf_prog_abc_contention_end_btf
         assert_eq!(k.resolve(0xffffffff81100010), Some(("pipe_write", 0x10)));
         assert_eq!(k.resolve(0xffffffff81100400), Some(("pipe_read", 0)));
         assert_eq!(k.resolve(0x10), None);
+        assert_eq!(
+            k.resolve(0xffffffff81300000 + (1 << 20)),
+            None,
+            "far past the last symbol"
+        );
         assert_eq!(k.name(0x10), "0x10");
         let with_data =
             Ksyms::parse("ffffffff82000000 D jiffies\nffffffff82000100 d rtnl_mutex\n".as_bytes());
@@ -213,6 +227,20 @@ ffffffff81300000 T bpf_prog_abc_contention_end_btf
         .map(|s| s.to_string())
         .collect();
         assert_eq!(caller_index(&stack), Some(6));
+        let jit: Vec<String> = [
+            "0xffffffffa0012345",
+            "bpf_trace_run2",
+            "__mutex_lock.constprop.0",
+            "anon_pipe_write",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            caller_index(&jit),
+            Some(3),
+            "unresolved JIT frames are skipped"
+        );
         let spin: Vec<String> = [
             "native_queued_spin_lock_slowpath",
             "_raw_spin_lock_irqsave",

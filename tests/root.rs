@@ -24,11 +24,12 @@ fn require_root() {
 /// tracer is attached; returns (report, workload reports).
 fn report_on(workload: &[&str], extra: &[&str]) -> (Value, Vec<Value>) {
     require_root();
-    let wl = Workload::start(workload, "1500ms");
+    let wl = Workload::start_paused(workload);
     let pid = wl.pid().to_string();
     let mut args = vec!["report", "-p", &pid, "--json"];
     args.extend_from_slice(extra);
     let tracer = Tracer::start(&args);
+    wl.go();
     let done = wl.finish();
     (tracer.finish_json(), done)
 }
@@ -159,21 +160,19 @@ fn mmap_workload_names_its_mmap_lock() {
 #[test]
 fn summary_counts_equal_streamed_events() {
     require_root();
-    let wl = Workload::start(
-        &[
-            "pipe-hold",
-            "pipe",
-            "--rounds",
-            "20",
-            "--ops",
-            "2000",
-            "--hold",
-            "5ms",
-        ],
-        "1500ms",
-    );
+    let wl = Workload::start_paused(&[
+        "pipe-hold",
+        "pipe",
+        "--rounds",
+        "20",
+        "--ops",
+        "2000",
+        "--hold",
+        "5ms",
+    ]);
     let pid = wl.pid().to_string();
     let tracer = Tracer::start(&["trace", "-p", &pid, "--json", "--summary"]);
+    wl.go();
     wl.finish();
     let (code, out) = tracer.finish();
     assert_eq!(code, 0);
@@ -256,7 +255,7 @@ fn cgroup_filter_and_grouping() {
     let name = format!("lockscope-test-{}", std::process::id());
     let dir = root.join(&name);
     std::fs::create_dir(&dir).expect("create a cgroup v2 directory");
-    let wl = Workload::start(&["pipe-hold", "--rounds", "4", "--hold", "10ms"], "2s");
+    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "4", "--hold", "10ms"]);
     std::fs::write(dir.join("cgroup.procs"), wl.pid().to_string())
         .expect("move workload into the cgroup");
     let tracer = Tracer::start(&[
@@ -269,6 +268,7 @@ fn cgroup_filter_and_grouping() {
         "-d",
         "30s",
     ]);
+    wl.go();
     wl.finish();
     tracer.signal(libc::SIGINT);
     let rep = tracer.finish_json();
@@ -487,5 +487,148 @@ fn wait_split_matches_the_kernels_own_accounting() {
     assert!(
         oncpu < 8 * 1_000_000,
         "a sleeping waiter barely runs: {oncpu}"
+    );
+}
+
+#[test]
+fn stacks_name_the_write_path_and_the_workloads_own_frames() {
+    let dir = std::env::temp_dir().join(format!("lockscope-flame-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let svg = dir.join("waits.svg");
+    let folded = dir.join("waits.folded");
+    let (rep, wl) = report_on(
+        &["pipe-hold", "--rounds", "10", "--hold", "30ms"],
+        &[
+            "--by",
+            "lock",
+            "--flamegraph",
+            svg.to_str().expect("utf8"),
+            "--folded",
+            folded.to_str().expect("utf8"),
+        ],
+    );
+    let row = pipe_mutex_row(&rep, u(&wl[0]["waiter_tid"]));
+    let stacks = row["stacks"]
+        .as_array()
+        .expect("--flamegraph implies --stacks");
+    let total: u64 = stacks.iter().map(|s| u(&s["count"])).sum();
+    assert_eq!(
+        total, 10,
+        "every 30 ms wait is over the 1 ms threshold: {row}"
+    );
+    let st = &stacks[0];
+    let kernel: Vec<&str> = st["kernel"]
+        .as_array()
+        .expect("kernel")
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    let user: Vec<&str> = st["user"]
+        .as_array()
+        .expect("user")
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(
+        kernel[0].contains("pipe_write"),
+        "lock frames trimmed, caller first: {kernel:?}"
+    );
+    assert!(
+        !kernel
+            .iter()
+            .any(|f| f.starts_with("mutex_lock") || f.starts_with("bpf_")),
+        "{kernel:?}"
+    );
+    assert!(
+        user.contains(&"syscall"),
+        "libc's syscall stub first: {user:?}"
+    );
+    assert!(
+        user.iter().any(|f| f.contains("holdwork")),
+        "the workload's own frames: {user:?}"
+    );
+    // lock name: the pipe's mutex lives in a slab object (bpf_get_kmem_cache, 6.13+)
+    let name = row["lock_name"].as_str().unwrap_or("");
+    assert!(
+        name.starts_with("in ") && name.ends_with("(slab)"),
+        "slab-named lock: {row}"
+    );
+
+    let text = std::fs::read_to_string(&svg).expect("svg written");
+    assert!(text.starts_with("<?xml") && text.trim_end().ends_with("</svg>"));
+    assert_eq!(
+        text.matches("<g>").count(),
+        text.matches("</g>").count(),
+        "well-formed groups"
+    );
+    assert!(
+        text.contains("pipe_write") && text.contains("holdwork"),
+        "frames in the flame graph"
+    );
+    let folded = std::fs::read_to_string(&folded).expect("folded written");
+    let line = folded
+        .lines()
+        .find(|l| l.contains("pipe_write"))
+        .expect("a pipe stack");
+    let (frames, weight) = line.rsplit_once(' ').expect("frames weight");
+    assert!(
+        frames.starts_with("ls-waiter;"),
+        "root is the thread: {frames}"
+    );
+    assert!(
+        weight.parse::<u64>().expect("weight") >= 10 * 29_000_000,
+        "weighted by wait ns"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn perfetto_timeline_has_the_known_waits() {
+    require_root();
+    let out = std::env::temp_dir().join(format!("lockscope-{}.perfetto.json", std::process::id()));
+    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "4", "--hold", "25ms"]);
+    let pid = wl.pid().to_string();
+    let tracer = Tracer::start(&[
+        "trace",
+        "-p",
+        &pid,
+        "--perfetto",
+        out.to_str().expect("utf8"),
+    ]);
+    wl.go();
+    let done = wl.finish();
+    let (code, _) = tracer.finish();
+    assert_eq!(code, 0);
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("written")).expect("JSON");
+    let _ = std::fs::remove_file(&out);
+    let evs = v["traceEvents"].as_array().expect("traceEvents");
+    let waiter = u(&done[0]["waiter_tid"]);
+    let mut durs: Vec<f64> = evs
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["cat"] == "wait" && e["tid"].as_u64() == Some(waiter))
+        .filter(|e| e["args"]["kind"] == "mutex")
+        .map(|e| e["dur"].as_f64().expect("dur"))
+        .collect();
+    let mut measured: Vec<f64> = done[0]["waiter_write_ns"]
+        .as_array()
+        .expect("waits")
+        .iter()
+        .map(|w| u(w) as f64 / 1000.0)
+        .collect();
+    assert_eq!(durs.len(), 4, "one wait slice per round");
+    durs.sort_by(f64::total_cmp);
+    measured.sort_by(f64::total_cmp);
+    for (d, m) in durs.iter().zip(&measured) {
+        assert!(
+            *d <= *m && m - d <= 2000.0,
+            "slice {d} us vs the waiter's {m} us"
+        );
+    }
+    assert!(
+        evs.iter().any(|e| e["ph"] == "M"
+            && e["name"] == "thread_name"
+            && e["tid"].as_u64() == Some(waiter)),
+        "a named track for the waiter"
     );
 }

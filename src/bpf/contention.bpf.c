@@ -264,6 +264,17 @@ static __always_inline void begin_spin(struct ls_cpu_state *cpu,
 	__u32 d = cpu->depth;
 	struct ls_wait *w;
 
+	if (flags & LS_LCB_F_MUTEX) {
+		/* a waiter woken in __mutex_lock_common()'s sleep loop spins
+		 * again (begin MUTEX|SPIN) while its wait is open in task
+		 * storage: that is still the same wait */
+		w = bpf_task_storage_get(&task_wait, task, 0, 0);
+		if (w && w->lock == (__u64)lock) {
+			w->mode |= LS_MODE_SPUN;
+			return;
+		}
+	}
+
 	if (d >= LS_CPU_NEST) {
 		/* deeper than any real nesting: ends were lost; start over */
 		count_lost(LS_LOST_NESTED);

@@ -38,6 +38,33 @@ impl Workload {
         Workload { child }
     }
 
+    /// `lockscope workload KIND... --json --wait-usr1 ...`: held until
+    /// [`Workload::go`], once the handler is installed.
+    pub fn start_paused(args: &[&str]) -> Workload {
+        let mut child = Command::new(bin())
+            .arg("workload")
+            .args(args)
+            .args(["--json", "--wait-usr1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start workload");
+        let err = child.stderr.take().expect("stderr piped");
+        let mut lines = BufReader::new(err).lines();
+        match lines.next() {
+            Some(Ok(l)) if l.contains("waiting for SIGUSR1") => {}
+            other => panic!("workload did not get ready: {other:?}"),
+        }
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        Workload { child }
+    }
+
+    /// Lets a paused workload start.
+    pub fn go(&self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
