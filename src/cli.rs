@@ -60,6 +60,13 @@ pub enum Command {
     Workload(WorkloadArgs),
 }
 
+impl Command {
+    /// Whether the command loads BPF (and so may need tracefs).
+    pub fn traces(&self) -> bool {
+        !matches!(self, Command::Workload(_))
+    }
+}
+
 /// Who to trace. Without any of these: the whole system.
 #[derive(Args, Debug, Clone, Default)]
 pub struct TargetArgs {

@@ -8,6 +8,10 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = lockscope::cli::Cli::parse();
+    if cli.command.traces() {
+        // before any thread exists: classic tracepoints need tracefs
+        lockscope::sources::private_tracefs();
+    }
     match lockscope::app::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -360,13 +360,15 @@ fn assert_cleanup_after(sig: Option<i32>) {
     }
     let _ = target.kill();
     let _ = target.wait();
-    std::thread::sleep(Duration::from_millis(200));
-    for (kind, id) in owned {
-        assert!(
-            !bpf_object_exists(&kind, id),
-            "{kind} {id} left behind after {sig:?}"
-        );
+    // the kernel frees programs and links asynchronously once the last
+    // file descriptor is gone: poll, don't guess a delay
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut left: Vec<(String, u64)> = owned.clone();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        left.retain(|(kind, id)| bpf_object_exists(kind, *id));
+        std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(left.is_empty(), "{left:?} left behind after {sig:?}");
 }
 
 #[test]

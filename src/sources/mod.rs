@@ -179,6 +179,39 @@ pub fn prog_stats(name: &str, fd: std::os::fd::BorrowedFd<'_>) -> Result<ProgSta
     })
 }
 
+/// When no tracefs is mounted, gives lockscope a private mount namespace
+/// with tracefs mounted in it: classic tracepoints can then be attached,
+/// nothing changes outside this process (and the commands it runs), and
+/// concurrent lockscopes cannot unmount it under each other. Must run while
+/// the process has one thread (unshare(CLONE_NEWNS) requires it); returns
+/// whether tracefs is available afterwards.
+pub fn private_tracefs() -> bool {
+    if tracefs_mounted() {
+        return true;
+    }
+    // SAFETY: plain syscalls with valid NUL-terminated strings; a failure
+    // leaves the process in its original namespace.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return false;
+        }
+        let root = c"/";
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return false;
+        }
+        let fs = c"tracefs";
+        let dst = c"/sys/kernel/tracing";
+        libc::mount(fs.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) == 0
+    }
+}
+
 /// Mounts tracefs at /sys/kernel/tracing for the life of the guard when no
 /// tracefs is mounted (libbpf finds classic tracepoint ids there). The mount
 /// is only needed while attaching, so the guard unmounts it again.
