@@ -338,7 +338,14 @@ fn assert_cleanup_after(sig: Option<i32>) {
     let target = Command::new("sleep").arg("3").spawn().expect("sleep");
     let pid = target.id().to_string();
     let tracer = Tracer::start(&["report", "-p", &pid, "--json"]);
-    let owned = bpf_objects_of(tracer.pid());
+    let mut owned = bpf_objects_of(tracer.pid());
+    for _ in 0..40 {
+        if owned.iter().any(|(k, _)| k == "link") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        owned = bpf_objects_of(tracer.pid());
+    }
     assert!(
         owned.iter().any(|(k, _)| k == "prog"),
         "programs loaded: {owned:?}"
