@@ -1,4 +1,4 @@
-//! The commands: report, trace, run, demo, doctor, workload.
+//! The commands: report, trace, run, demo, doctor, workload, top.
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -65,7 +65,34 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(if rep.usable() { 0 } else { 1 })
         }
         Command::Workload(a) => workload(a),
+        Command::Top(a) => top(a),
     }
+}
+
+/// `lockscope top`: the live view (src/tui).
+fn top(a: crate::cli::TopArgs) -> Result<i32> {
+    use std::io::IsTerminal;
+    if !io::stdout().is_terminal() {
+        return Err(usage(
+            "lockscope top draws on a terminal and stdout is not one: \
+             use `lockscope report` (text or --json) instead",
+        ));
+    }
+    let targets = a.targets.validate().map_err(usage)?;
+    if a.interval < Duration::from_millis(100) {
+        return Err(usage("--interval must be at least 100ms"));
+    }
+    require_privileges()?;
+    let opts = options(targets, &a.settings, false, 0)?;
+    let stop = Stop::new(None, &opts.targets)?;
+    let started = attach(&opts, &a.settings.sources)?;
+    let cfg = crate::tui::Config {
+        interval: a.interval,
+        view: a.by,
+    };
+    let res = crate::tui::run(&started, &opts.targets, &cfg, &stop);
+    detach_all(&started);
+    res.map(|()| 0)
 }
 
 /// Root, or CAP_BPF + CAP_PERFMON (+ CAP_SYS_RESOURCE is not needed on 5.11+).
@@ -142,7 +169,7 @@ impl Stop {
         self.interrupted.load(Ordering::Relaxed) || self.terminated.load(Ordering::Relaxed)
     }
 
-    fn targets_gone(&self) -> bool {
+    pub fn targets_gone(&self) -> bool {
         !self.watch.is_empty()
             && self
                 .watch

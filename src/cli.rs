@@ -23,6 +23,7 @@ Examples:
   lockscope report -c postgres --by task --json
   lockscope trace -p 1234 --json      every wait as a JSON line
   lockscope run -- make -j8           profile a command and its children
+  lockscope top -p 1234               live view of the hottest locks and threads
   lockscope doctor                    what this kernel allows, and what runs
 
 Exit status: 0 ok, 1 runtime failure, 2 bad usage; `run` exits with the
@@ -58,6 +59,11 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Built-in workload with known lock operations (used by demo and tests)
     Workload(WorkloadArgs),
+    /// Live view: the hottest locks and threads, refreshed every second
+    #[command(
+        after_help = "Examples:\n  lockscope top\n  lockscope top -p 1234 --by caller\n  lockscope top -c postgres -i 2s\n\nKeys: q quit, Up/Down select, Enter detail, s/S sort column, r reverse,\n/ filter (caller, lock or comm), v view (lock, caller, task, cgroup).\nColumns marked \u{394} cover the last interval, the others all time since start."
+    )]
+    Top(TopArgs),
 }
 
 impl Command {
@@ -211,6 +217,20 @@ pub struct DemoArgs {
     pub ops: u64,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Refresh interval: 500ms, 1s, 2s
+    #[arg(short = 'i', long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
+    pub interval: Duration,
+    /// Rows at start (v cycles the views)
+    #[arg(long, value_enum, default_value_t = GroupBy::Lock)]
+    pub by: GroupBy,
+    #[command(flatten)]
+    pub settings: TraceSettings,
 }
 
 #[derive(Args, Debug)]

@@ -12,6 +12,7 @@ pub mod model;
 pub mod output;
 pub mod perfetto;
 pub mod sources;
+pub mod tui;
 pub mod units;
 pub mod ustack;
 pub mod workload;

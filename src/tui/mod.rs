@@ -1,0 +1,155 @@
+//! `lockscope top`: a live terminal view of the hottest locks and threads.
+//!
+//! One thread does everything, because sources are not `Send`: every
+//! interval it reads the sources' cumulative records (the collector, the
+//! only I/O), hands them to [`state::App`], and between reads it waits for
+//! keys. Drawing ([`ui::draw`]) only reads the state. The terminal is put
+//! back (raw mode off, main screen, cursor shown) by a guard on every way
+//! out: q, Ctrl-C (a key in raw mode), SIGINT/SIGTERM (flags polled by the
+//! loop), errors, and panics (a hook restores before the message prints).
+
+pub mod state;
+pub mod ui;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::event::{self, Event, KeyEventKind};
+use ratatui::crossterm::{cursor, execute, terminal};
+
+use crate::app::Stop;
+use crate::model::GroupBy;
+use crate::sources::{Started, Symbolizer, Targets};
+use state::{App, Flow, Snapshot};
+
+/// Settings of one `top` session.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub interval: Duration,
+    pub view: GroupBy,
+}
+
+/// Puts the terminal back when dropped (and, through the panic hook, when
+/// the program panics).
+struct TerminalGuard;
+
+impl TerminalGuard {
+    fn enter() -> Result<TerminalGuard> {
+        install_panic_hook();
+        terminal::enable_raw_mode().context("cannot put the terminal in raw mode")?;
+        let guard = TerminalGuard;
+        execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)
+            .context("cannot switch to the alternate screen")?;
+        Ok(guard)
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+/// Raw mode off, main screen back, cursor shown; harmless when repeated.
+fn restore_terminal() {
+    let _ = terminal::disable_raw_mode();
+    let _ = execute!(io::stdout(), terminal::LeaveAlternateScreen, cursor::Show);
+}
+
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore_terminal();
+            previous(info);
+        }));
+    });
+}
+
+/// Reads every source once: records, losses, status.
+fn collect(started: &Started, sym: &mut Symbolizer, at: Duration, exited: bool) -> Snapshot {
+    let mut snap = Snapshot {
+        at_ns: at.as_nanos() as u64,
+        targets_exited: exited,
+        ..Default::default()
+    };
+    for s in &started.sources {
+        match s.records(sym) {
+            Ok(r) => snap.records.extend(r),
+            Err(e) => snap.failed.push((s.name(), format!("{e:#}"))),
+        }
+        snap.lost
+            .push((s.name().to_string(), s.lost().map_err(|e| format!("{e:#}"))));
+        snap.statuses.push(s.status());
+    }
+    snap.statuses.extend(started.failed.iter().cloned());
+    snap
+}
+
+/// Runs the live view until q, Ctrl-C, SIGINT or SIGTERM. When every
+/// `-p`/`-t` target has exited, the sources are detached and the last
+/// numbers stay on screen until the user quits.
+pub fn run(started: &Started, targets: &Targets, cfg: &Config, stop: &Stop) -> Result<()> {
+    let mut sym = Symbolizer::new();
+    let mut app = App::new(
+        targets.describe(),
+        cfg.view,
+        cfg.interval.as_nanos() as u64,
+    );
+    let t0 = Instant::now();
+    let guard = TerminalGuard::enter()?;
+    let mut term = Terminal::new(CrosstermBackend::new(io::stdout()))
+        .context("cannot draw on this terminal")?;
+    term.clear()?;
+    let mut next = t0 + cfg.interval;
+    let mut dirty = true;
+    let mut exited = false;
+    while !stop.signalled() {
+        if dirty {
+            term.draw(|f| ui::draw(f, &app))?;
+            dirty = false;
+        }
+        let wait = next
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100));
+        let ready = match event::poll(wait) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+            Err(e) => return Err(e.into()),
+        };
+        if ready {
+            match event::read()? {
+                Event::Key(k) if k.kind != KeyEventKind::Release => {
+                    if app.on_key(k) == Flow::Quit {
+                        break;
+                    }
+                    dirty = true;
+                }
+                Event::Resize(..) => dirty = true,
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        if now >= next {
+            if !exited && stop.targets_gone() {
+                exited = true;
+                for s in &started.sources {
+                    s.detach();
+                }
+            }
+            app.update(collect(started, &mut sym, t0.elapsed(), exited));
+            dirty = true;
+            next += cfg.interval;
+            if next <= now {
+                next = now + cfg.interval;
+            }
+        }
+    }
+    drop(term);
+    drop(guard);
+    Ok(())
+}

@@ -1,0 +1,1012 @@
+//! State of `lockscope top`, apart from drawing and from the sources.
+//!
+//! The collector hands in [`Snapshot`]s of the sources' cumulative
+//! records; the state keeps the previous one, so every row has both its
+//! totals since start and its delta over the last interval (counts, wait
+//! totals and log2 histograms subtract exactly; the interval's maximum is
+//! exact when it set a new overall maximum, else bounded by its bucket).
+//! Filtering happens on records, before grouping, so a by-lock row under a
+//! `comm` filter counts only that thread's waits. Pure: no I/O, no clock.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use crate::model::{GroupBy, HIST_SLOTS, LockKind, Record, Row, Stats, group, slot_bounds};
+use crate::output::SourceStatus;
+
+/// Everything that identifies a record across snapshots (all but counters).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct RecId {
+    source: &'static str,
+    kind: LockKind,
+    lock: u64,
+    lock_name: Option<String>,
+    caller: Option<String>,
+    pid: u32,
+    tid: u32,
+    comm: String,
+    cgroup: Option<String>,
+}
+
+impl RecId {
+    fn of(r: &Record) -> RecId {
+        RecId {
+            source: r.source,
+            kind: r.kind,
+            lock: r.lock,
+            lock_name: r.lock_name.clone(),
+            caller: r.caller.clone(),
+            pid: r.pid,
+            tid: r.tid,
+            comm: r.comm.clone(),
+            cgroup: r.cgroup.clone(),
+        }
+    }
+}
+
+/// The waits of one interval.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Delta {
+    pub wait: Stats,
+    /// Whether `wait.max_ns` is the interval's true maximum (it set a new
+    /// maximum since start). Otherwise it is the top of the highest log2
+    /// bucket that grew: an upper bound.
+    pub max_exact: bool,
+}
+
+impl Delta {
+    pub fn merge(&mut self, o: &Delta) {
+        if o.wait.count == 0 {
+            return;
+        }
+        let exact = match o.wait.max_ns.cmp(&self.wait.max_ns) {
+            std::cmp::Ordering::Greater => o.max_exact,
+            std::cmp::Ordering::Equal => self.max_exact || o.max_exact,
+            std::cmp::Ordering::Less => self.max_exact,
+        };
+        self.max_exact = if self.wait.count == 0 {
+            o.max_exact
+        } else {
+            exact
+        };
+        self.wait.merge(&o.wait);
+    }
+}
+
+/// The waits between two cumulative snapshots of one record's statistics.
+pub fn stats_delta(cur: &Stats, prev: Option<&Stats>) -> Delta {
+    let prev = match prev {
+        // a counter that went backwards was reset: all of it is new
+        Some(p) if p.count > 0 && p.count <= cur.count => p,
+        _ => {
+            return Delta {
+                wait: cur.clone(),
+                max_exact: true,
+            };
+        }
+    };
+    let count = cur.count - prev.count;
+    if count == 0 {
+        return Delta::default();
+    }
+    let mut hist = cur.hist.clone();
+    for (a, b) in hist.slots.iter_mut().zip(prev.hist.slots.iter()) {
+        *a = a.saturating_sub(*b);
+    }
+    let lowest = hist.slots.iter().position(|&n| n > 0);
+    let highest = hist.slots.iter().rposition(|&n| n > 0);
+    let (max_ns, max_exact) = if cur.max_ns > prev.max_ns {
+        (cur.max_ns, true)
+    } else {
+        let top = match highest {
+            Some(s) if s < HIST_SLOTS - 1 => slot_bounds(s).1 - 1,
+            _ => cur.max_ns,
+        };
+        (top.min(cur.max_ns), false)
+    };
+    let min_ns = if cur.min_ns < prev.min_ns {
+        cur.min_ns
+    } else {
+        lowest
+            .map(|s| slot_bounds(s).0)
+            .unwrap_or(cur.min_ns)
+            .max(cur.min_ns)
+            .min(max_ns)
+    };
+    Delta {
+        wait: Stats {
+            count,
+            total_ns: cur.total_ns.saturating_sub(prev.total_ns),
+            min_ns,
+            max_ns,
+            hist,
+        },
+        max_exact,
+    }
+}
+
+/// The row key `model::group` uses for `by`; one bucket here is one row
+/// there (a unit test keeps the two in step).
+fn row_key(r: &Record, by: GroupBy) -> String {
+    let k = match by {
+        GroupBy::Lock => format!("{:x}/{}", r.lock, r.kind.name()),
+        GroupBy::Caller => format!("{}/{}", r.caller.as_deref().unwrap_or("?"), r.kind.name()),
+        GroupBy::Task => format!("{}/{}", r.pid, r.tid),
+        GroupBy::Cgroup => r.cgroup.clone().unwrap_or_default(),
+    };
+    format!("{}\u{0}{k}", r.source)
+}
+
+/// Whether a record matches a filter (lowercase): its caller, lock name,
+/// lock address (hex, with or without 0x) or thread name contains it.
+pub fn matches(r: &Record, needle: &str) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    let has = |s: &str| s.to_lowercase().contains(needle);
+    r.caller.as_deref().is_some_and(has)
+        || r.lock_name.as_deref().is_some_and(has)
+        || format!("0x{:x}", r.lock).contains(needle)
+        || has(&r.comm)
+}
+
+/// A sortable column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SortKey {
+    DeltaCount,
+    DeltaTotal,
+    DeltaMax,
+    DeltaAvg,
+    DeltaP99,
+    Count,
+    Total,
+    Max,
+    Avg,
+    P99,
+    Kind,
+    Name,
+}
+
+impl SortKey {
+    /// In display order; `s` steps forward, `S` back.
+    pub const ALL: [SortKey; 12] = [
+        SortKey::DeltaCount,
+        SortKey::DeltaTotal,
+        SortKey::DeltaMax,
+        SortKey::DeltaAvg,
+        SortKey::DeltaP99,
+        SortKey::Count,
+        SortKey::Total,
+        SortKey::Max,
+        SortKey::Avg,
+        SortKey::P99,
+        SortKey::Kind,
+        SortKey::Name,
+    ];
+
+    pub fn header(self) -> &'static str {
+        match self {
+            SortKey::DeltaCount => "Δcount",
+            SortKey::DeltaTotal => "Δtotal",
+            SortKey::DeltaMax => "Δmax",
+            SortKey::DeltaAvg => "Δavg",
+            SortKey::DeltaP99 => "Δp99",
+            SortKey::Count => "count",
+            SortKey::Total => "total",
+            SortKey::Max => "max",
+            SortKey::Avg => "avg",
+            SortKey::P99 => "p99",
+            SortKey::Kind => "kind",
+            SortKey::Name => "name",
+        }
+    }
+
+    /// Text columns sort A to Z by default, numbers largest first.
+    pub fn numeric(self) -> bool {
+        !matches!(self, SortKey::Kind | SortKey::Name)
+    }
+
+    fn step(self, forward: bool) -> SortKey {
+        let n = SortKey::ALL.len();
+        let i = SortKey::ALL.iter().position(|&k| k == self).unwrap_or(0);
+        SortKey::ALL[if forward { (i + 1) % n } else { (i + n - 1) % n }]
+    }
+
+    fn value(self, r: &TopRow) -> u64 {
+        let (d, t) = (&r.delta.wait, &r.total.wait);
+        match self {
+            SortKey::DeltaCount => d.count,
+            SortKey::DeltaTotal => d.total_ns,
+            SortKey::DeltaMax => d.max_ns,
+            SortKey::DeltaAvg => d.avg_ns(),
+            SortKey::DeltaP99 => d.p99(),
+            SortKey::Count => t.count,
+            SortKey::Total => t.total_ns,
+            SortKey::Max => t.max_ns,
+            SortKey::Avg => t.avg_ns(),
+            SortKey::P99 => t.p99(),
+            SortKey::Kind | SortKey::Name => 0,
+        }
+    }
+}
+
+/// The views `v` cycles through.
+pub const VIEWS: [GroupBy; 4] = [
+    GroupBy::Lock,
+    GroupBy::Caller,
+    GroupBy::Task,
+    GroupBy::Cgroup,
+];
+
+/// A lock as tables show it: its name, else its address without `0x`.
+pub fn lock_label(name: Option<&str>, lock: Option<&str>) -> String {
+    match (name, lock) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(a)) => a.trim_start_matches("0x").to_string(),
+        (None, None) => "(several)".into(),
+    }
+}
+
+/// What a row is, in the view's own terms (the `name` column).
+pub fn row_label(r: &Row, by: GroupBy) -> String {
+    match by {
+        GroupBy::Lock => lock_label(r.lock_name.as_deref(), r.lock.as_deref()),
+        GroupBy::Caller => r.caller.clone().unwrap_or_else(|| "?".into()),
+        GroupBy::Task => format!(
+            "{} {}",
+            r.comm.as_deref().unwrap_or("?"),
+            r.tid.map_or("*".into(), |t| t.to_string())
+        ),
+        GroupBy::Cgroup => r.cgroup.clone().unwrap_or_else(|| "?".into()),
+    }
+}
+
+/// Loss counters of one source, and how much each grew in the interval.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SourceLoss {
+    pub source: String,
+    pub counters: BTreeMap<String, u64>,
+    pub grew: BTreeMap<String, u64>,
+    /// Why the counters could not be read, if they could not.
+    pub error: Option<String>,
+}
+
+/// What the collector read at one tick.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Cumulative records of every source that could be read.
+    pub records: Vec<Record>,
+    /// Sources whose records could not be read this time, and why; their
+    /// previous records are kept.
+    pub failed: Vec<(&'static str, String)>,
+    /// (source, counters or why they could not be read).
+    pub lost: Vec<(String, Result<BTreeMap<String, u64>, String>)>,
+    pub statuses: Vec<SourceStatus>,
+    /// Time since the sources started.
+    pub at_ns: u64,
+    /// Every `-p`/`-t` target has exited (the sources were detached).
+    pub targets_exited: bool,
+}
+
+/// One row of the table: totals since start and the last interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopRow {
+    pub key: String,
+    pub total: Row,
+    pub delta: Delta,
+}
+
+/// What the detail pane shows for the selected row, from its records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Detail {
+    pub row: TopRow,
+    /// (label, kind, count, total wait), most waited first.
+    pub locks: Vec<(String, LockKind, u64, u64)>,
+    /// (caller, count, total wait).
+    pub callers: Vec<(String, u64, u64)>,
+    /// (comm, pid, tid, count, total wait).
+    pub threads: Vec<(String, u32, u32, u64, u64)>,
+    /// (cgroup, count, total wait).
+    pub cgroups: Vec<(String, u64, u64)>,
+}
+
+/// What a key press asks of the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Quit,
+}
+
+/// The whole state of `top`.
+pub struct App {
+    pub targets: String,
+    pub interval_ns: u64,
+    pub view: GroupBy,
+    pub sort: SortKey,
+    pub ascending: bool,
+    /// Applied filter, lowercase.
+    pub filter: String,
+    /// While `/` is being typed: (text so far, filter before `/`).
+    pub input: Option<(String, String)>,
+    pub detail: bool,
+    sel_key: Option<String>,
+    sel_idx: usize,
+    totals: BTreeMap<RecId, Record>,
+    deltas: HashMap<RecId, Delta>,
+    pub lost: Vec<SourceLoss>,
+    pub statuses: Vec<SourceStatus>,
+    pub errors: Vec<String>,
+    pub elapsed_ns: u64,
+    pub last_interval_ns: u64,
+    pub updates: u64,
+    pub targets_exited: bool,
+    pub rows: Vec<TopRow>,
+}
+
+impl App {
+    pub fn new(targets: String, view: GroupBy, interval_ns: u64) -> App {
+        App {
+            targets,
+            interval_ns,
+            view,
+            sort: SortKey::DeltaTotal,
+            ascending: false,
+            filter: String::new(),
+            input: None,
+            detail: false,
+            sel_key: None,
+            sel_idx: 0,
+            totals: BTreeMap::new(),
+            deltas: HashMap::new(),
+            lost: Vec::new(),
+            statuses: Vec::new(),
+            errors: Vec::new(),
+            elapsed_ns: 0,
+            last_interval_ns: 0,
+            updates: 0,
+            targets_exited: false,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Takes a new snapshot: deltas against the previous one, then rows.
+    pub fn update(&mut self, snap: Snapshot) {
+        let mut cur: BTreeMap<RecId, Record> = BTreeMap::new();
+        for r in snap.records {
+            let id = RecId::of(&r);
+            match cur.get_mut(&id) {
+                // one identity, several kernel keys (e.g. two stacks that
+                // name the same caller): one record
+                Some(acc) => merge_record(acc, &r),
+                None => {
+                    cur.insert(id, r);
+                }
+            }
+        }
+        for (src, _) in &snap.failed {
+            for (id, r) in &self.totals {
+                if id.source == *src {
+                    cur.insert(id.clone(), r.clone());
+                }
+            }
+        }
+        self.deltas = cur
+            .iter()
+            .filter_map(|(id, r)| {
+                let d = stats_delta(&r.wait, self.totals.get(id).map(|p| &p.wait));
+                (d.wait.count > 0).then(|| (id.clone(), d))
+            })
+            .collect();
+        self.totals = cur;
+
+        let prev: HashMap<String, BTreeMap<String, u64>> = self
+            .lost
+            .drain(..)
+            .map(|l| (l.source, l.counters))
+            .collect();
+        self.lost = snap
+            .lost
+            .into_iter()
+            .map(|(source, res)| match res {
+                Ok(counters) => {
+                    let grew = counters
+                        .iter()
+                        .map(|(k, v)| {
+                            let before = prev.get(&source).and_then(|p| p.get(k)).copied();
+                            (k.clone(), v.saturating_sub(before.unwrap_or(0)))
+                        })
+                        .collect();
+                    SourceLoss {
+                        source,
+                        counters,
+                        grew,
+                        error: None,
+                    }
+                }
+                Err(e) => SourceLoss {
+                    counters: prev.get(&source).cloned().unwrap_or_default(),
+                    source,
+                    grew: BTreeMap::new(),
+                    error: Some(e),
+                },
+            })
+            .collect();
+        self.statuses = snap.statuses;
+        self.errors = snap
+            .failed
+            .iter()
+            .map(|(s, e)| format!("{s}: {e}"))
+            .collect();
+        self.last_interval_ns = snap.at_ns.saturating_sub(self.elapsed_ns);
+        self.elapsed_ns = snap.at_ns;
+        self.targets_exited = snap.targets_exited;
+        self.updates += 1;
+        self.rebuild();
+    }
+
+    /// Filters, groups and sorts the rows; keeps the selected row selected.
+    pub fn rebuild(&mut self) {
+        let needle = self.active_filter().to_lowercase();
+        let mut buckets: BTreeMap<String, (Vec<Record>, Delta)> = BTreeMap::new();
+        for (id, r) in &self.totals {
+            if !matches(r, &needle) {
+                continue;
+            }
+            let b = buckets.entry(row_key(r, self.view)).or_default();
+            b.0.push(r.clone());
+            if let Some(d) = self.deltas.get(id) {
+                b.1.merge(d);
+            }
+        }
+        let view = self.view;
+        let mut rows: Vec<TopRow> = buckets
+            .into_iter()
+            .flat_map(|(key, (recs, delta))| {
+                group(&recs, view).into_iter().map(move |total| TopRow {
+                    key: key.clone(),
+                    total,
+                    delta: delta.clone(),
+                })
+            })
+            .collect();
+        sort_rows(&mut rows, self.sort, self.ascending, view);
+        self.rows = rows;
+        self.sel_idx = match &self.sel_key {
+            Some(k) => self
+                .rows
+                .iter()
+                .position(|r| &r.key == k)
+                .unwrap_or(self.sel_idx),
+            None => 0,
+        };
+        self.select(self.sel_idx);
+    }
+
+    /// The filter in force: what is being typed, else the applied one.
+    pub fn active_filter(&self) -> &str {
+        match &self.input {
+            Some((typed, _)) => typed,
+            None => &self.filter,
+        }
+    }
+
+    fn select(&mut self, idx: usize) {
+        if self.rows.is_empty() {
+            self.sel_idx = 0;
+            self.sel_key = None;
+            return;
+        }
+        self.sel_idx = idx.min(self.rows.len() - 1);
+        self.sel_key = Some(self.rows[self.sel_idx].key.clone());
+    }
+
+    pub fn selected(&self) -> Option<usize> {
+        (!self.rows.is_empty()).then_some(self.sel_idx)
+    }
+
+    /// Waits (count, total) of the shown rows: last interval and since start.
+    pub fn sums(&self) -> ((u64, u64), (u64, u64)) {
+        let mut d = (0, 0);
+        let mut t = (0, 0);
+        for r in &self.rows {
+            d.0 += r.delta.wait.count;
+            d.1 += r.delta.wait.total_ns;
+            t.0 += r.total.wait.count;
+            t.1 += r.total.wait.total_ns;
+        }
+        (d, t)
+    }
+
+    /// The detail of the selected row, from the records behind it.
+    pub fn detail(&self) -> Option<Detail> {
+        let row = self.rows.get(self.selected()?)?.clone();
+        let needle = self.active_filter().to_lowercase();
+        let recs: Vec<&Record> = self
+            .totals
+            .values()
+            .filter(|r| matches(r, &needle) && row_key(r, self.view) == row.key)
+            .collect();
+        let mut locks: BTreeMap<(String, LockKind), (u64, u64)> = BTreeMap::new();
+        let mut callers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut threads: BTreeMap<(String, u32, u32), (u64, u64)> = BTreeMap::new();
+        let mut cgroups: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for r in recs {
+            let add = |e: &mut (u64, u64)| {
+                e.0 += r.wait.count;
+                e.1 += r.wait.total_ns;
+            };
+            let lock = lock_label(r.lock_name.as_deref(), Some(&format!("{:x}", r.lock)));
+            add(locks.entry((lock, r.kind)).or_default());
+            let caller = r.caller.clone().unwrap_or_else(|| "?".into());
+            add(callers.entry(caller).or_default());
+            add(threads
+                .entry((r.comm.clone(), r.pid, r.tid))
+                .or_default());
+            let cg = r.cgroup.clone().unwrap_or_else(|| "?".into());
+            add(cgroups.entry(cg).or_default());
+        }
+        fn heaviest<K, T>(m: BTreeMap<K, (u64, u64)>, f: impl Fn(K, u64, u64) -> T) -> Vec<T> {
+            let mut v: Vec<(K, (u64, u64))> = m.into_iter().collect();
+            v.sort_by(|a, b| b.1.1.cmp(&a.1.1).then(b.1.0.cmp(&a.1.0)));
+            v.into_iter().map(|(k, (n, w))| f(k, n, w)).collect()
+        }
+        Some(Detail {
+            row,
+            locks: heaviest(locks, |(l, k), n, w| (l, k, n, w)),
+            callers: heaviest(callers, |c, n, w| (c, n, w)),
+            threads: heaviest(threads, |(c, p, t), n, w| (c, p, t, n, w)),
+            cgroups: heaviest(cgroups, |c, n, w| (c, n, w)),
+        })
+    }
+
+    /// Handles one key press.
+    pub fn on_key(&mut self, k: KeyEvent) -> Flow {
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && matches!(k.code, KeyCode::Char('c') | KeyCode::Char('C')) {
+            return Flow::Quit;
+        }
+        if let Some((typed, before)) = &mut self.input {
+            match k.code {
+                KeyCode::Enter => {
+                    self.filter = typed.clone();
+                    self.input = None;
+                }
+                KeyCode::Esc => {
+                    self.filter = before.clone();
+                    self.input = None;
+                }
+                KeyCode::Backspace => {
+                    typed.pop();
+                }
+                KeyCode::Char(c) if !ctrl => typed.push(c),
+                _ => return Flow::Continue,
+            }
+            self.rebuild();
+            return Flow::Continue;
+        }
+        let page = 10;
+        match k.code {
+            KeyCode::Char('q') | KeyCode::Char('Q') => return Flow::Quit,
+            KeyCode::Down | KeyCode::Char('j') => self.select(self.sel_idx.saturating_add(1)),
+            KeyCode::Up | KeyCode::Char('k') => self.select(self.sel_idx.saturating_sub(1)),
+            KeyCode::PageDown => self.select(self.sel_idx.saturating_add(page)),
+            KeyCode::PageUp => self.select(self.sel_idx.saturating_sub(page)),
+            KeyCode::Home | KeyCode::Char('g') => self.select(0),
+            KeyCode::End | KeyCode::Char('G') => self.select(usize::MAX),
+            KeyCode::Char('s') | KeyCode::Char('S') => {
+                self.sort = self.sort.step(k.code == KeyCode::Char('s'));
+                self.ascending = !self.sort.numeric();
+                self.rebuild();
+            }
+            KeyCode::Char('r') => {
+                self.ascending = !self.ascending;
+                self.rebuild();
+            }
+            KeyCode::Char('/') => {
+                self.input = Some((String::new(), self.filter.clone()));
+                self.rebuild();
+            }
+            KeyCode::Char('v') | KeyCode::Tab | KeyCode::Char('V') | KeyCode::BackTab => {
+                let fwd = matches!(k.code, KeyCode::Char('v') | KeyCode::Tab);
+                let n = VIEWS.len();
+                let i = VIEWS.iter().position(|&v| v == self.view).unwrap_or(0);
+                self.view = VIEWS[if fwd { (i + 1) % n } else { (i + n - 1) % n }];
+                self.sel_key = None;
+                self.rebuild();
+            }
+            KeyCode::Enter => self.detail = !self.detail,
+            KeyCode::Esc => {
+                if self.detail {
+                    self.detail = false;
+                } else if !self.filter.is_empty() {
+                    self.filter.clear();
+                    self.rebuild();
+                }
+            }
+            _ => {}
+        }
+        Flow::Continue
+    }
+}
+
+/// Adds `r`'s counters to `acc` (same identity).
+fn merge_record(acc: &mut Record, r: &Record) {
+    acc.aborted += r.aborted;
+    acc.spun += r.spun;
+    acc.slept += r.slept;
+    acc.failed += r.failed;
+    acc.partial += r.partial;
+    acc.wait.merge(&r.wait);
+    if let Some(h) = &r.hold {
+        acc.hold.get_or_insert_with(Stats::default).merge(h);
+    }
+    if let Some(sp) = &r.split {
+        acc.split.get_or_insert_with(Default::default).add(sp);
+    }
+}
+
+/// Sorts by `key` (numbers largest first, text A to Z, `ascending` flips
+/// numbers), then by total wait, then by row key, so equal rows keep still.
+pub fn sort_rows(rows: &mut [TopRow], key: SortKey, ascending: bool, view: GroupBy) {
+    rows.sort_by(|a, b| {
+        let primary = match key {
+            SortKey::Kind => {
+                let k = |r: &TopRow| crate::output::short_kind(r.total.kind);
+                k(a).cmp(&k(b))
+            }
+            SortKey::Name => row_label(&a.total, view).cmp(&row_label(&b.total, view)),
+            _ => key.value(b).cmp(&key.value(a)),
+        };
+        let primary = if ascending == key.numeric() {
+            primary.reverse()
+        } else {
+            primary
+        };
+        primary
+            .then(b.total.wait.total_ns.cmp(&a.total.wait.total_ns))
+            .then(a.key.cmp(&b.key))
+    });
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::WaitSplit;
+    use ratatui::crossterm::event::KeyEventState;
+
+    pub fn rec(lock: u64, caller: &str, tid: u32, comm: &str, waits: &[u64]) -> Record {
+        let mut wait = Stats::default();
+        for &w in waits {
+            wait.record(w);
+        }
+        let total: u64 = waits.iter().sum();
+        Record {
+            source: "kernel-contention",
+            kind: LockKind::Mutex,
+            lock,
+            lock_name: None,
+            caller: Some(caller.into()),
+            pid: 100,
+            tid,
+            comm: comm.into(),
+            cgroup: Some("/test".into()),
+            aborted: 0,
+            spun: 0,
+            slept: waits.len() as u64,
+            wait,
+            hold: None,
+            failed: 0,
+            partial: 0,
+            split: Some(WaitSplit::from_offcpu(total, total, 0)),
+        }
+    }
+
+    pub fn key(c: KeyCode) -> KeyEvent {
+        KeyEvent {
+            code: c,
+            modifiers: KeyModifiers::NONE,
+            kind: ratatui::crossterm::event::KeyEventKind::Press,
+            state: KeyEventState::NONE,
+        }
+    }
+
+    fn snap(records: Vec<Record>, at_ns: u64) -> Snapshot {
+        let mut lost = BTreeMap::new();
+        lost.insert("map_full".to_string(), 0);
+        Snapshot {
+            records,
+            lost: vec![("kernel-contention".into(), Ok(lost))],
+            at_ns,
+            ..Default::default()
+        }
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn delta_subtracts_counts_totals_and_histograms() {
+        let mut before = Stats::default();
+        for _ in 0..10 {
+            before.record(50 * MS);
+        }
+        let mut after = before.clone();
+        for _ in 0..5 {
+            after.record(3 * MS);
+        }
+        let d = stats_delta(&after, Some(&before));
+        assert_eq!(d.wait.count, 5);
+        assert_eq!(d.wait.total_ns, 15 * MS);
+        assert_eq!(d.wait.hist.count(), 5, "histogram delta sums to the count");
+        assert!(!d.max_exact, "no new maximum: bounded by the bucket");
+        // 3 ms lies in [2^21, 2^22) ns: the bound is that bucket's top,
+        // far below the 50 ms maximum since start
+        assert_eq!(d.wait.max_ns, (1 << 22) - 1);
+        assert_eq!(d.wait.min_ns, 3 * MS, "a new minimum is exact");
+        assert!(d.wait.p99() <= d.wait.max_ns);
+        assert!(d.wait.p99() >= 3 * MS && d.wait.p99() < 1 << 22);
+        assert_eq!(d.wait.avg_ns(), 3 * MS);
+
+        let mut longer = after.clone();
+        longer.record(80 * MS);
+        let d = stats_delta(&longer, Some(&after));
+        assert_eq!((d.wait.count, d.wait.max_ns, d.max_exact), (1, 80 * MS, true));
+        assert_eq!(stats_delta(&after, Some(&after)).wait.count, 0);
+        let first = stats_delta(&before, None);
+        assert_eq!(first.wait, before, "first snapshot: all of it is new");
+        assert_eq!(
+            stats_delta(&before, Some(&after)).wait,
+            before,
+            "a reset counter starts over"
+        );
+    }
+
+    #[test]
+    fn merged_delta_max_is_exact_only_when_the_largest_is() {
+        let a = Delta {
+            wait: Stats {
+                count: 1,
+                total_ns: 10,
+                min_ns: 10,
+                max_ns: 10,
+                ..Default::default()
+            },
+            max_exact: true,
+        };
+        let b = Delta {
+            wait: Stats {
+                count: 1,
+                total_ns: 15,
+                min_ns: 15,
+                max_ns: 15,
+                ..Default::default()
+            },
+            max_exact: false,
+        };
+        let mut m = Delta::default();
+        m.merge(&a);
+        assert!(m.max_exact);
+        m.merge(&b);
+        assert_eq!((m.wait.count, m.wait.max_ns, m.max_exact), (2, 15, false));
+    }
+
+    #[test]
+    fn update_gives_interval_deltas_and_totals_per_row() {
+        let mut app = App::new("pid 100".into(), GroupBy::Lock, 1_000_000_000);
+        app.update(snap(
+            vec![
+                rec(0x10, "anon_pipe_write", 101, "ls-waiter", &[50 * MS; 3]),
+                rec(0x20, "do_mmap", 102, "other", &[MS]),
+            ],
+            1_000_000_000,
+        ));
+        assert_eq!(app.rows.len(), 2);
+        assert_eq!(app.rows[0].delta.wait.count, 3, "first interval: all");
+        app.update(snap(
+            vec![
+                rec(0x10, "anon_pipe_write", 101, "ls-waiter", &[50 * MS; 5]),
+                rec(0x20, "do_mmap", 102, "other", &[MS]),
+            ],
+            2_000_000_000,
+        ));
+        assert_eq!(app.last_interval_ns, 1_000_000_000);
+        let pipe = &app.rows[0];
+        assert_eq!(pipe.total.lock.as_deref(), Some("0x10"));
+        assert_eq!(pipe.total.count, 5);
+        assert_eq!(pipe.delta.wait.count, 2);
+        assert_eq!(pipe.delta.wait.total_ns, 100 * MS);
+        let idle = &app.rows[1];
+        assert_eq!((idle.total.count, idle.delta.wait.count), (1, 0));
+        assert_eq!(app.sums(), ((2, 100 * MS), (6, 251 * MS)));
+    }
+
+    #[test]
+    fn a_source_that_fails_to_read_keeps_its_rows_with_no_delta() {
+        let mut app = App::new("x".into(), GroupBy::Lock, 1);
+        app.update(snap(vec![rec(0x10, "f", 1, "a", &[MS])], 1));
+        let mut s = snap(vec![], 2);
+        s.failed = vec![("kernel-contention", "map read failed".into())];
+        app.update(s);
+        assert_eq!(app.rows.len(), 1);
+        assert_eq!(app.rows[0].total.count, 1);
+        assert_eq!(app.rows[0].delta.wait.count, 0);
+        assert_eq!(app.errors, vec!["kernel-contention: map read failed"]);
+    }
+
+    #[test]
+    fn loss_counters_show_growth_per_interval() {
+        let mut app = App::new("x".into(), GroupBy::Lock, 1);
+        let mut s = snap(vec![], 1);
+        s.lost = vec![(
+            "kernel-contention".into(),
+            Ok([("map_full".to_string(), 3)].into_iter().collect()),
+        )];
+        app.update(s.clone());
+        s.lost = vec![(
+            "kernel-contention".into(),
+            Ok([("map_full".to_string(), 5)].into_iter().collect()),
+        )];
+        app.update(s);
+        assert_eq!(app.lost[0].counters["map_full"], 5);
+        assert_eq!(app.lost[0].grew["map_full"], 2);
+    }
+
+    fn three_locks() -> App {
+        let mut app = App::new("x".into(), GroupBy::Lock, 1);
+        app.update(snap(
+            vec![
+                rec(0xa, "anon_pipe_write", 1, "ls-waiter", &[50 * MS; 2]),
+                rec(0xb, "do_mmap", 2, "mapper", &[MS; 30]),
+                rec(0xc, "ext4_sync", 3, "syncer", &[200 * MS]),
+            ],
+            1,
+        ));
+        app
+    }
+
+    fn labels(app: &App) -> Vec<String> {
+        app.rows
+            .iter()
+            .map(|r| row_label(&r.total, app.view))
+            .collect()
+    }
+
+    #[test]
+    fn sort_keys_cycle_and_reverse() {
+        let mut app = three_locks();
+        assert_eq!(app.sort, SortKey::DeltaTotal);
+        assert_eq!(labels(&app), ["c", "a", "b"], "most waited first");
+        // s steps to Δmax
+        app.on_key(key(KeyCode::Char('s')));
+        assert_eq!(app.sort, SortKey::DeltaMax);
+        assert_eq!(labels(&app), ["c", "a", "b"]);
+        app.on_key(key(KeyCode::Char('S')));
+        app.on_key(key(KeyCode::Char('S')));
+        assert_eq!(app.sort, SortKey::DeltaCount);
+        assert_eq!(labels(&app), ["b", "a", "c"], "30 waits, then 2, then 1");
+        app.on_key(key(KeyCode::Char('r')));
+        assert!(app.ascending);
+        assert_eq!(labels(&app), ["c", "a", "b"], "reversed");
+        app.on_key(key(KeyCode::Char('S')));
+        assert_eq!(app.sort, SortKey::Name, "wraps around");
+        assert!(app.ascending, "text sorts A to Z");
+        assert_eq!(labels(&app), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn filter_matches_caller_lock_and_comm_before_grouping() {
+        let mut app = three_locks();
+        for (typed, want) in [
+            ("PIPE", vec!["a"]),
+            ("0xb", vec!["b"]),
+            ("sync", vec!["c"]),
+            ("nothing-like-it", vec![]),
+        ] {
+            app.on_key(key(KeyCode::Char('/')));
+            for c in typed.chars() {
+                app.on_key(key(KeyCode::Char(c)));
+            }
+            assert_eq!(labels(&app), want, "live while typing {typed}");
+            app.on_key(key(KeyCode::Enter));
+            assert_eq!(app.filter, typed);
+            assert_eq!(labels(&app), want, "applied {typed}");
+        }
+        app.on_key(key(KeyCode::Esc));
+        assert_eq!(app.filter, "", "Esc clears the applied filter");
+        assert_eq!(app.rows.len(), 3);
+
+        // typing then Esc restores the filter from before
+        app.filter = "pipe".into();
+        app.rebuild();
+        app.on_key(key(KeyCode::Char('/')));
+        app.on_key(key(KeyCode::Char('x')));
+        app.on_key(key(KeyCode::Backspace));
+        app.on_key(key(KeyCode::Char('q')));
+        assert!(app.input.is_some(), "q is text while typing");
+        app.on_key(key(KeyCode::Esc));
+        assert_eq!(app.filter, "pipe");
+
+        // a comm filter counts only that thread's waits on a shared lock
+        let mut app = App::new("x".into(), GroupBy::Lock, 1);
+        app.update(snap(
+            vec![
+                rec(0xa, "anon_pipe_write", 1, "ls-waiter", &[MS; 2]),
+                rec(0xa, "anon_pipe_write", 2, "ls-holder", &[MS; 7]),
+            ],
+            1,
+        ));
+        assert_eq!(app.rows[0].total.count, 9);
+        app.filter = "waiter".into();
+        app.rebuild();
+        assert_eq!(app.rows.len(), 1);
+        assert_eq!(app.rows[0].total.count, 2);
+        assert_eq!(app.rows[0].total.comm.as_deref(), Some("ls-waiter"));
+    }
+
+    #[test]
+    fn buckets_are_the_rows_of_model_group() {
+        let recs = vec![
+            rec(0xa, "anon_pipe_write", 1, "w", &[MS]),
+            rec(0xa, "anon_pipe_read", 2, "r", &[2 * MS]),
+            rec(0xb, "anon_pipe_write", 1, "w", &[3 * MS]),
+            Record {
+                caller: None,
+                cgroup: None,
+                ..rec(0xc, "", 3, "x", &[4 * MS])
+            },
+        ];
+        for by in VIEWS {
+            let mut app = App::new("x".into(), by, 1);
+            app.update(snap(recs.clone(), 1));
+            let mut ours: Vec<Row> = app.rows.iter().map(|r| r.total.clone()).collect();
+            let mut theirs = group(&recs, by);
+            let k = |r: &Row| format!("{r:?}");
+            ours.sort_by_key(k);
+            theirs.sort_by_key(k);
+            assert_eq!(ours, theirs, "{by:?}");
+            let keys: std::collections::BTreeSet<&String> =
+                app.rows.iter().map(|r| &r.key).collect();
+            assert_eq!(keys.len(), app.rows.len(), "one row per bucket ({by:?})");
+        }
+    }
+
+    #[test]
+    fn selection_follows_its_row_across_refreshes_and_views_cycle() {
+        let mut app = three_locks();
+        app.on_key(key(KeyCode::Down));
+        assert_eq!(row_label(&app.rows[app.sel_idx].total, app.view), "a");
+        // a refresh where b waited most: a stays selected at its new place
+        app.update(snap(
+            vec![
+                rec(0xa, "anon_pipe_write", 1, "ls-waiter", &[50 * MS; 2]),
+                rec(0xb, "do_mmap", 2, "mapper", &[MS; 1000]),
+                rec(0xc, "ext4_sync", 3, "syncer", &[200 * MS]),
+            ],
+            2,
+        ));
+        assert_eq!(labels(&app), ["b", "c", "a"]);
+        assert_eq!(app.selected(), Some(2));
+        app.on_key(key(KeyCode::End));
+        app.on_key(key(KeyCode::Down));
+        assert_eq!(app.selected(), Some(2), "clamped at the end");
+        app.on_key(key(KeyCode::Enter));
+        let d = app.detail().expect("detail");
+        assert_eq!(d.callers[0].0, "anon_pipe_write");
+        assert_eq!(d.threads[0], ("ls-waiter".into(), 100, 1, 2, 100 * MS));
+        for v in [GroupBy::Caller, GroupBy::Task, GroupBy::Cgroup, GroupBy::Lock] {
+            app.on_key(key(KeyCode::Char('v')));
+            assert_eq!(app.view, v);
+        }
+        app.on_key(key(KeyCode::BackTab));
+        assert_eq!(app.view, GroupBy::Cgroup);
+        assert_eq!(app.rows.len(), 1, "one cgroup");
+        assert_eq!(app.rows[0].total.count, 1003);
+        assert_eq!(app.on_key(key(KeyCode::Char('q'))), Flow::Quit);
+        let ctrl_c = KeyEvent {
+            modifiers: KeyModifiers::CONTROL,
+            ..key(KeyCode::Char('c'))
+        };
+        app.input = Some((String::new(), String::new()));
+        assert_eq!(app.on_key(ctrl_c), Flow::Quit, "Ctrl-C quits even while typing");
+    }
+}
