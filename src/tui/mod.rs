@@ -95,11 +95,7 @@ fn collect(started: &Started, sym: &mut Symbolizer, at: Duration, exited: bool) 
 /// numbers stay on screen until the user quits.
 pub fn run(started: &Started, targets: &Targets, cfg: &Config, stop: &Stop) -> Result<()> {
     let mut sym = Symbolizer::new();
-    let mut app = App::new(
-        targets.describe(),
-        cfg.view,
-        cfg.interval.as_nanos() as u64,
-    );
+    let mut app = App::new(targets.describe(), cfg.view, cfg.interval.as_nanos() as u64);
     let t0 = Instant::now();
     let guard = TerminalGuard::enter()?;
     let mut term = Terminal::new(CrosstermBackend::new(io::stdout()))

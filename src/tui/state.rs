@@ -210,7 +210,11 @@ impl SortKey {
     fn step(self, forward: bool) -> SortKey {
         let n = SortKey::ALL.len();
         let i = SortKey::ALL.iter().position(|&k| k == self).unwrap_or(0);
-        SortKey::ALL[if forward { (i + 1) % n } else { (i + n - 1) % n }]
+        SortKey::ALL[if forward {
+            (i + 1) % n
+        } else {
+            (i + n - 1) % n
+        }]
     }
 
     fn value(self, r: &TopRow) -> u64 {
@@ -272,6 +276,9 @@ pub struct SourceLoss {
     pub error: Option<String>,
 }
 
+/// Loss counters as read from a source, or why they could not be read.
+pub type LostRead = Result<BTreeMap<String, u64>, String>;
+
 /// What the collector read at one tick.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -281,7 +288,7 @@ pub struct Snapshot {
     /// previous records are kept.
     pub failed: Vec<(&'static str, String)>,
     /// (source, counters or why they could not be read).
-    pub lost: Vec<(String, Result<BTreeMap<String, u64>, String>)>,
+    pub lost: Vec<(String, LostRead)>,
     pub statuses: Vec<SourceStatus>,
     /// Time since the sources started.
     pub at_ns: u64,
@@ -540,9 +547,7 @@ impl App {
             add(locks.entry((lock, r.kind)).or_default());
             let caller = r.caller.clone().unwrap_or_else(|| "?".into());
             add(callers.entry(caller).or_default());
-            add(threads
-                .entry((r.comm.clone(), r.pid, r.tid))
-                .or_default());
+            add(threads.entry((r.comm.clone(), r.pid, r.tid)).or_default());
             let cg = r.cgroup.clone().unwrap_or_else(|| "?".into());
             add(cgroups.entry(cg).or_default());
         }
@@ -750,7 +755,10 @@ pub(crate) mod tests {
         let mut longer = after.clone();
         longer.record(80 * MS);
         let d = stats_delta(&longer, Some(&after));
-        assert_eq!((d.wait.count, d.wait.max_ns, d.max_exact), (1, 80 * MS, true));
+        assert_eq!(
+            (d.wait.count, d.wait.max_ns, d.max_exact),
+            (1, 80 * MS, true)
+        );
         assert_eq!(stats_delta(&after, Some(&after)).wait.count, 0);
         let first = stats_delta(&before, None);
         assert_eq!(first.wait, before, "first snapshot: all of it is new");
@@ -993,7 +1001,12 @@ pub(crate) mod tests {
         let d = app.detail().expect("detail");
         assert_eq!(d.callers[0].0, "anon_pipe_write");
         assert_eq!(d.threads[0], ("ls-waiter".into(), 100, 1, 2, 100 * MS));
-        for v in [GroupBy::Caller, GroupBy::Task, GroupBy::Cgroup, GroupBy::Lock] {
+        for v in [
+            GroupBy::Caller,
+            GroupBy::Task,
+            GroupBy::Cgroup,
+            GroupBy::Lock,
+        ] {
             app.on_key(key(KeyCode::Char('v')));
             assert_eq!(app.view, v);
         }
@@ -1007,6 +1020,10 @@ pub(crate) mod tests {
             ..key(KeyCode::Char('c'))
         };
         app.input = Some((String::new(), String::new()));
-        assert_eq!(app.on_key(ctrl_c), Flow::Quit, "Ctrl-C quits even while typing");
+        assert_eq!(
+            app.on_key(ctrl_c),
+            Flow::Quit,
+            "Ctrl-C quits even while typing"
+        );
     }
 }

@@ -147,6 +147,16 @@ pub fn fmt_uptime(ns: u64) -> String {
     }
 }
 
+/// An interval: seconds with two decimals (fmt_ns would say "1000 ms"
+/// for 999.9 ms), below 100 ms as fmt_ns does.
+fn fmt_interval(ns: u64) -> String {
+    if ns >= 100_000_000 {
+        format!("{:.2} s", ns as f64 / 1e9)
+    } else {
+        fmt_ns(ns)
+    }
+}
+
 fn view_name(v: GroupBy) -> &'static str {
     crate::output::by_name(v)
 }
@@ -264,7 +274,10 @@ pub fn table_lines(app: &App, width: u16, height: u16) -> Vec<Line<'static>> {
             .map(|&(c, w)| header_cell(c, app, w as usize))
             .collect(),
     );
-    out.push(Line::styled(head, Style::new().add_modifier(Modifier::BOLD)));
+    out.push(Line::styled(
+        head,
+        Style::new().add_modifier(Modifier::BOLD),
+    ));
     let body = height.saturating_sub(1) as usize;
     if app.rows.is_empty() {
         let msg = if app.updates == 0 {
@@ -312,7 +325,7 @@ fn title_line(app: &App) -> String {
         view_name(app.view),
         app.sort.header(),
         arrow,
-        fmt_ns(app.interval_ns),
+        fmt_interval(app.interval_ns),
         fmt_uptime(app.elapsed_ns)
     );
     if app.targets_exited {
@@ -329,7 +342,7 @@ fn totals_line(app: &App) -> String {
     };
     format!(
         "{filter}last {}: {} waits, {} · since start: {} waits, {} · {} row{}",
-        fmt_ns(app.last_interval_ns),
+        fmt_interval(app.last_interval_ns),
         dn,
         fmt_ns(dw),
         tn,
@@ -438,7 +451,7 @@ pub fn detail_lines(d: &Detail, app: &App, width: u16) -> Vec<Line<'static>> {
             "{} since start, {} in the last {}",
             w.count,
             dw.count,
-            fmt_ns(app.last_interval_ns)
+            fmt_interval(app.last_interval_ns)
         ),
     ));
     out.push(field(
@@ -662,13 +675,7 @@ mod tests {
             vec![
                 Record {
                     lock: 0xffff_8881_0351_5600,
-                    ..rec(
-                        0,
-                        "anon_pipe_write",
-                        4244,
-                        "ls-waiter",
-                        &vec![50 * MS; n],
-                    )
+                    ..rec(0, "anon_pipe_write", 4244, "ls-waiter", &vec![50 * MS; n])
                 },
                 Record {
                     lock: 0xffff_8881_0a00_0040,
@@ -699,22 +706,43 @@ mod tests {
         let app = pipe_app();
         let s = screen(&app, 80, 24);
         let text = s.join("\n");
-        assert!(s[0].starts_with("lockscope top · pid 4242 · by lock · sort Δtotal▼"), "{text}");
-        assert!(s[1].starts_with("last 1.00 s: 19 waits, 950 ms · since start: 30 waits, 1.45 s"), "{text}");
+        assert!(
+            s[0].starts_with("lockscope top · pid 4242 · by lock · sort Δtotal▼"),
+            "{text}"
+        );
+        assert!(
+            s[1].starts_with("last 1.00 s: 19 waits, 950 ms · since start: 30 waits, 1.45 s"),
+            "{text}"
+        );
         let head = &s[2];
-        for h in ["Δcount", "count", "Δtotal▼", "total", "p99", "kind", "lock", "caller"] {
+        for h in [
+            "Δcount",
+            "count",
+            "Δtotal▼",
+            "total",
+            "p99",
+            "kind",
+            "lock",
+            "caller",
+        ] {
             assert!(head.contains(h), "header lacks {h}: {head}");
         }
         let row = &s[3];
         assert!(row.contains("103515600"), "lock address tail: {row}");
-        assert!(row.contains("mutex") && row.contains("anon_pipe_write"), "{row}");
+        assert!(
+            row.contains("mutex") && row.contains("anon_pipe_write"),
+            "{row}"
+        );
         let nums: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(nums[0], "19", "Δcount: {row}");
         assert_eq!(&nums[1..3], ["950", "ms"], "Δtotal: {row}");
         assert_eq!(nums[3], "29", "count: {row}");
         assert!(row.contains("1.45 s"), "total 29 x 50 ms: {row}");
         // the idle mmap_lock row: no delta this interval
-        assert!(s[4].contains("mmap_lock") && s[4].contains("rwsem:R"), "{text}");
+        assert!(
+            s[4].contains("mmap_lock") && s[4].contains("rwsem:R"),
+            "{text}"
+        );
         assert!(s[4].trim_start().starts_with("0 "), "{}", s[4]);
         assert!(
             text.contains("LOST kernel-contention: end_without_begin 2 (+2)"),
@@ -735,7 +763,10 @@ mod tests {
         }
         let narrow = screen(&app, 50, 10);
         let text = narrow.join("\n");
-        assert!(narrow[1].contains("lock") && narrow[2].contains("103515600"), "{text}");
+        assert!(
+            narrow[1].contains("lock") && narrow[2].contains("103515600"),
+            "{text}"
+        );
         assert!(!narrow[1].contains("p99"), "dropped when narrow: {text}");
         // tiny terminals draw without panicking
         for (w, h) in [(1, 1), (10, 3), (30, 5), (79, 23)] {
@@ -772,7 +803,10 @@ mod tests {
         }
         app.on_key(key(KeyCode::Enter));
         let s = screen(&app, 80, 24);
-        assert!(s[1].starts_with("filter \"holder\" · last 1.00 s: 0 waits"), "{s:?}");
+        assert!(
+            s[1].starts_with("filter \"holder\" · last 1.00 s: 0 waits"),
+            "{s:?}"
+        );
         assert!(s[3].contains("mmap_lock"), "{s:?}");
     }
 
@@ -802,6 +836,15 @@ mod tests {
         assert!(s.iter().any(|l| l.starts_with("─ lock")), "{s:?}");
         app.on_key(key(KeyCode::Esc));
         assert!(!app.detail);
+    }
+
+    #[test]
+    fn intervals_read_as_seconds() {
+        assert_eq!(fmt_interval(999_950_000), "1.00 s");
+        assert_eq!(fmt_interval(2_000_000_000), "2.00 s");
+        assert_eq!(fmt_interval(50_000_000), "50.0 ms");
+        assert_eq!(fmt_uptime(3_723_000_000_000), "1h02m");
+        assert_eq!(fmt_uptime(125_000_000_000), "2m05s");
     }
 
     #[test]

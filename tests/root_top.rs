@@ -1,0 +1,439 @@
+//! Root test of `lockscope top`: the real binary in a real pseudo-terminal
+//! (tmux), on the pipe-hold workload whose waits are known by construction
+//! (the `ls-waiter` thread waits `--hold` on one pipe mutex every round).
+//! The screen is read with `tmux capture-pane` and checked against the
+//! workload's own report; keys are typed with `tmux send-keys`.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "root tests need root: run `sudo cargo test` (CI runs as root)"
+    );
+}
+
+/// A detached tmux server of our own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Runs `cmd` in a new `w` x `h` pane.
+    fn start(name: &str, cmd: &str, w: u16, h: u16) -> Tmux {
+        let t = Tmux {
+            socket: format!("lockscope-test-{name}-{}", std::process::id()),
+        };
+        let st = t
+            .cmd()
+            .args(["-u", "new-session", "-d", "-s", "t", "-x"])
+            .arg(w.to_string())
+            .arg("-y")
+            .arg(h.to_string())
+            .arg(cmd)
+            .status()
+            .expect("tmux is needed for this test: apt-get install tmux (scripts/setup.sh deps)");
+        assert!(st.success(), "tmux new-session failed");
+        t
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn screen(&self) -> Vec<String> {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "t"])
+            .output()
+            .expect("capture-pane");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim_end().to_string())
+            .collect()
+    }
+
+    fn display(&self, fmt: &str) -> String {
+        let out = self
+            .cmd()
+            .args(["display-message", "-p", "-t", "t", fmt])
+            .output()
+            .expect("display-message");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Types keys (tmux key names, or `-l` then literal text); then lets
+    /// lockscope redraw. Escape is sent alone, so it is not read as Alt.
+    fn keys(&self, keys: &[&str]) {
+        let st = self
+            .cmd()
+            .args(["send-keys", "-t", "t"])
+            .args(keys)
+            .status()
+            .expect("send-keys");
+        assert!(st.success());
+        std::thread::sleep(Duration::from_millis(400));
+    }
+
+    /// Waits until the screen satisfies `ok`; panics with the screen if not.
+    fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let end = Instant::now() + timeout;
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            if Instant::now() > end {
+                panic!("screen never showed {what}:\n{}", s.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+/// The shell line tmux runs: top, then its exit status and the terminal
+/// modes it left behind (canonical input and echo are on again if the
+/// terminal was restored), then a pause so the pane can be read.
+fn top_then_report(args: &str) -> String {
+    format!(
+        "{} top {args}; echo top-exit=$?; echo tty: $(stty -a | grep -o -w -e '-\\?icanon' -e '-\\?echo'); sleep 120",
+        bin()
+    )
+}
+
+/// The table header line.
+fn header(s: &[String]) -> &String {
+    s.iter()
+        .find(|l| l.contains("Δcount"))
+        .unwrap_or_else(|| panic!("no table header:\n{}", s.join("\n")))
+}
+
+/// A right-aligned numeric cell of `row` under the header word `name`:
+/// cells are one space apart, so it spans from the end of the previous
+/// header word to the end of this one.
+fn cell(head: &str, row: &str, name: &str) -> String {
+    let h: Vec<char> = head.chars().collect();
+    let r: Vec<char> = row.chars().collect();
+    let mut words = Vec::new(); // (start, end) char offsets
+    let mut i = 0;
+    while i < h.len() {
+        if h[i] == ' ' {
+            i += 1;
+            continue;
+        }
+        let s = i;
+        while i < h.len() && h[i] != ' ' {
+            i += 1;
+        }
+        words.push((s, i));
+    }
+    let k = words
+        .iter()
+        .position(|&(s, e)| {
+            let w: String = h[s..e].iter().filter(|c| !matches!(c, '▲' | '▼')).collect();
+            w == name
+        })
+        .unwrap_or_else(|| panic!("no column {name} in {head}"));
+    let from = if k == 0 { 0 } else { words[k - 1].1 + 1 };
+    let to = words[k].1.min(r.len());
+    r[from.min(to)..to]
+        .iter()
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+fn number(s: &str) -> u64 {
+    s.parse().unwrap_or_else(|_| panic!("not a count: {s:?}"))
+}
+
+/// "6.03 s", "950 ms", "20.0 us", "641 ns" in ns.
+fn duration_ns(s: &str) -> f64 {
+    let (v, unit) = s
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("not a duration: {s:?}"));
+    let v: f64 = v
+        .parse()
+        .unwrap_or_else(|_| panic!("not a duration: {s:?}"));
+    v * match unit {
+        "ns" => 1.0,
+        "us" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        u => panic!("unit {u}"),
+    }
+}
+
+/// The table rows under the header (up to the first empty line).
+fn table_rows(s: &[String]) -> Vec<String> {
+    let Some(i) = s.iter().position(|l| l.contains("Δcount")) else {
+        return Vec::new();
+    };
+    s[i + 1..]
+        .iter()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with('─'))
+        .cloned()
+        .collect()
+}
+
+fn pipe_row(s: &[String]) -> Option<String> {
+    table_rows(s)
+        .into_iter()
+        .find(|l| l.contains(" mutex ") && l.contains("pipe"))
+}
+
+#[test]
+fn top_shows_the_pipe_lock_live_sorts_filters_and_restores_the_terminal() {
+    require_root();
+    const ROUNDS: u64 = 160;
+    let wl = Workload::start(
+        &[
+            "pipe-hold",
+            "--rounds",
+            &ROUNDS.to_string(),
+            "--hold",
+            "50ms",
+        ],
+        "2s",
+    );
+    let tmux = Tmux::start(
+        "live",
+        &top_then_report(&format!("-p {}", wl.pid())),
+        100,
+        30,
+    );
+
+    // the workload's lock row appears: a pipe mutex waited on this second
+    let first = tmux.wait_for("the pipe mutex row", Duration::from_secs(30), |s| {
+        pipe_row(s).is_some()
+    });
+    let head = header(&first).clone();
+    let row = pipe_row(&first).expect("row");
+    assert!(first[0].starts_with(&format!("lockscope top · pid {} · by lock", wl.pid())));
+    let (n1, d1) = (
+        number(&cell(&head, &row, "count")),
+        number(&cell(&head, &row, "Δcount")),
+    );
+    assert!(n1 >= 1 && d1 >= 1 && d1 <= n1, "{row}");
+    // each wait is one 50 ms hold: the average shows it
+    let avg = duration_ns(&cell(&head, &row, "avg"));
+    assert!((49e6..60e6).contains(&avg), "avg {avg} ns: {row}");
+
+    // it updates: a couple of seconds later the count has grown
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = tmux.screen();
+    let row2 = pipe_row(&second).unwrap_or_else(|| panic!("{}", second.join("\n")));
+    let n2 = number(&cell(header(&second), &row2, "count"));
+    assert!(
+        n2 > n1,
+        "count grows while the workload runs: {n1} then {n2}"
+    );
+    // 20 rounds a second: 2.5 s adds about 50 (less under load, never more
+    // than the time allows)
+    assert!(n2 - n1 <= 2 * 55 + 20, "{n1} -> {n2}");
+
+    // s steps the sort column: Δtotal, Δmax, Δavg, Δp99, count
+    tmux.keys(&["s", "s", "s", "s"]);
+    let s = tmux.wait_for("sort by count", Duration::from_secs(5), |s| {
+        s[0].contains("sort count▼") && header(s).contains("count▼")
+    });
+    let counts: Vec<u64> = table_rows(&s)
+        .iter()
+        .map(|r| number(&cell(header(&s), r, "count")))
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]),
+        "descending: {counts:?}"
+    );
+    tmux.keys(&["r"]);
+    let s = tmux.wait_for("reversed", Duration::from_secs(5), |s| {
+        header(s).contains("count▲")
+    });
+    let counts: Vec<u64> = table_rows(&s)
+        .iter()
+        .map(|r| number(&cell(header(&s), r, "count")))
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] <= w[1]),
+        "ascending: {counts:?}"
+    );
+
+    // filter by the waiter's thread name, seen by thread: only it is left
+    tmux.keys(&["/"]);
+    tmux.keys(&["-l", "ls-waiter"]);
+    tmux.keys(&["Enter"]);
+    tmux.keys(&["v"]);
+    tmux.keys(&["v"]);
+    let s = tmux.wait_for("the waiter alone, by task", Duration::from_secs(5), |s| {
+        s[0].contains("by task") && s[1].starts_with("filter \"ls-waiter\"")
+    });
+    let rows = table_rows(&s);
+    assert!(!rows.is_empty(), "{}", s.join("\n"));
+    let waiter_cells: Vec<&String> = rows.iter().filter(|r| r.contains("ls-waiter ")).collect();
+    assert_eq!(waiter_cells.len(), rows.len(), "only the waiter: {rows:?}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(" mutex ") && r.contains("pipe")),
+        "{rows:?}"
+    );
+    // a filter that matches nothing says so
+    tmux.keys(&["/"]);
+    tmux.keys(&["-l", "no-such-lock-zzz"]);
+    tmux.wait_for("the empty filter", Duration::from_secs(5), |s| {
+        s.iter()
+            .any(|l| l.contains("no rows match the filter \"no-such-lock-zzz\""))
+    });
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the filter back", Duration::from_secs(5), |s| {
+        s[1].starts_with("filter \"ls-waiter\"")
+    });
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["v"]);
+    tmux.keys(&["v"]);
+    tmux.wait_for("by lock, unfiltered", Duration::from_secs(5), |s| {
+        s[0].contains("by lock") && !s[1].starts_with("filter")
+    });
+
+    // when the workload is done, the row holds exactly its rounds
+    let done = wl.finish();
+    let w = &done[0];
+    let waiter_tid = u(&w["waiter_tid"]);
+    let measured: u64 = w["waiter_write_ns"]
+        .as_array()
+        .expect("waits")
+        .iter()
+        .map(u)
+        .sum();
+    // after the interval that saw its last waits, nothing new: Δcount 0
+    let s = tmux.wait_for(
+        "targets exited, no new waits",
+        Duration::from_secs(10),
+        |s| {
+            s[0].contains("targets exited")
+                && pipe_row(s).is_some_and(|r| cell(header(s), &r, "Δcount") == "0")
+        },
+    );
+    let row = pipe_row(&s).unwrap_or_else(|| panic!("{}", s.join("\n")));
+    let head = header(&s);
+    assert_eq!(
+        number(&cell(head, &row, "count")),
+        ROUNDS,
+        "one contended wait per round: {row}"
+    );
+    let total = duration_ns(&cell(head, &row, "total"));
+    // the waiter's own measurement of its blocked writes, within 2 ms a
+    // wait (as tests/root.rs), plus the rounding of the 3 digits shown
+    let tolerance = ROUNDS as f64 * 2e6 + total * 0.001;
+    assert!(
+        (total - measured as f64).abs() <= tolerance,
+        "screen total {total} ns vs measured {measured} ns: {row}"
+    );
+
+    // back to sorting by Δtotal (all 0 now, so by total wait): the pipe
+    // mutex is the top row; its detail pane names the waiter
+    tmux.keys(&["S", "S", "S", "S"]);
+    tmux.keys(&["g"]);
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("the detail pane", Duration::from_secs(5), |s| {
+        s.iter().any(|l| l.starts_with("─ lock"))
+    });
+    let text = s.join("\n");
+    assert!(
+        text.contains(&format!(
+            "threads  ls-waiter {}/{waiter_tid}: {ROUNDS} waits",
+            w["pid"]
+        )),
+        "{text}"
+    );
+    assert!(text.contains("callers") && text.contains("pipe"), "{text}");
+    assert!(
+        text.contains(&format!("waits    {ROUNDS} since start")),
+        "{text}"
+    );
+    assert!(
+        s.iter()
+            .any(|l| l.to_lowercase().starts_with("lost kernel-contention: ")),
+        "loss counters in the footer: {text}"
+    );
+
+    // q quits with status 0 and gives the terminal back
+    tmux.keys(&["q"]);
+    let s = tmux.wait_for("top's exit", Duration::from_secs(10), |s| {
+        s.iter().any(|l| l.starts_with("tty:"))
+    });
+    let text = s.join("\n");
+    assert!(text.contains("top-exit=0"), "{text}");
+    assert!(
+        text.contains("tty: icanon echo"),
+        "canonical mode and echo restored: {text}"
+    );
+    assert!(!text.contains("lockscope top ·"), "the TUI is gone: {text}");
+    assert_eq!(tmux.display("#{alternate_on}"), "0", "main screen back");
+}
+
+/// Ctrl-C (a key in raw mode) and SIGTERM end `top` with status 0 and the
+/// terminal restored.
+#[test]
+fn top_restores_the_terminal_on_ctrl_c_and_sigterm() {
+    require_root();
+    let mut target = Command::new("sleep").arg("60").spawn().expect("sleep");
+    let pid = target.id();
+    for how in ["ctrl-c", "sigterm"] {
+        let tmux = Tmux::start(how, &top_then_report(&format!("-p {pid}")), 80, 24);
+        tmux.wait_for("the TUI", Duration::from_secs(30), |s| {
+            s.first().is_some_and(|l| l.starts_with("lockscope top ·"))
+                && s.iter().any(|l| l.starts_with("lost kernel-contention"))
+        });
+        if how == "ctrl-c" {
+            tmux.keys(&["C-c"]);
+        } else {
+            // top is the child of the pane's shell
+            let shell: u32 = tmux.display("#{pane_pid}").parse().expect("pane pid");
+            let top = std::fs::read_dir("/proc")
+                .expect("/proc")
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .find(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
+                        st.rsplit_once(')').is_some_and(|(name, rest)| {
+                            name.ends_with("(lockscope")
+                                && rest.split_whitespace().nth(1)
+                                    == Some(shell.to_string().as_str())
+                        })
+                    })
+                })
+                .expect("the lockscope process");
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(top as i32, libc::SIGTERM) };
+        }
+        let s = tmux.wait_for("top's exit", Duration::from_secs(10), |s| {
+            s.iter().any(|l| l.starts_with("tty:"))
+        });
+        let text = s.join("\n");
+        assert!(text.contains("top-exit=0"), "{how}: {text}");
+        assert!(text.contains("tty: icanon echo"), "{how}: {text}");
+        assert_eq!(tmux.display("#{alternate_on}"), "0", "{how}");
+    }
+    let _ = target.kill();
+    let _ = target.wait();
+}
