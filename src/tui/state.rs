@@ -477,8 +477,14 @@ impl App {
                 })
             })
             .collect();
-        sort_rows(&mut rows, self.sort, self.ascending, view);
         self.rows = rows;
+        self.resort();
+    }
+
+    /// Sorts the rows again (sort key or direction changed); keeps the
+    /// selected row selected.
+    fn resort(&mut self) {
+        sort_rows(&mut self.rows, self.sort, self.ascending, self.view);
         self.sel_idx = match &self.sel_key {
             Some(k) => self
                 .rows
@@ -602,11 +608,11 @@ impl App {
             KeyCode::Char('s') | KeyCode::Char('S') => {
                 self.sort = self.sort.step(k.code == KeyCode::Char('s'));
                 self.ascending = !self.sort.numeric();
-                self.rebuild();
+                self.resort();
             }
             KeyCode::Char('r') => {
                 self.ascending = !self.ascending;
-                self.rebuild();
+                self.resort();
             }
             KeyCode::Char('/') => {
                 self.input = Some((String::new(), self.filter.clone()));

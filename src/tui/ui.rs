@@ -96,7 +96,7 @@ pub fn layout(view: GroupBy, sort: SortKey, width: u16, key_natural: u16) -> Vec
     let mut used: u16 = 0;
     for i in order {
         let need = specs[i].min + u16::from(used > 0);
-        if specs[i].prio == 0 || used + need <= width {
+        if specs[i].prio == 0 || used.saturating_add(need) <= width {
             chosen[i] = true;
             used = used.saturating_add(need);
         }
@@ -885,5 +885,60 @@ mod tests {
         app.rebuild();
         let s = screen(&app, 80, 24);
         assert!(s[3].contains("≤4.19 ms"), "{s:?}");
+    }
+
+    /// Not a test: the cost of one refresh of `top` with a full aggregation
+    /// map (16384 records), for BENCHMARKS.md. Run with
+    /// `cargo test --release --lib bench_top_refresh -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bench_top_refresh() {
+        use std::time::{Duration, Instant};
+        let snapshot = |n: u64| {
+            let recs: Vec<Record> = (0..16384u64)
+                .map(|i| {
+                    rec(
+                        0xffff_8881_0000_0000 + (i % 2000) * 64,
+                        &format!("caller_function_{}", i % 300),
+                        (i % 500) as u32,
+                        &format!("thread-{}", i % 500),
+                        &vec![1000 + i; n as usize],
+                    )
+                })
+                .collect();
+            Snapshot {
+                records: recs,
+                ..Default::default()
+            }
+        };
+        let (a, b) = (snapshot(1), snapshot(2));
+        let median = |mut v: Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        let (mut upd, mut reb, mut drw) = (vec![], vec![], vec![]);
+        let mut term = Terminal::new(TestBackend::new(200, 60)).expect("terminal");
+        for _ in 0..7 {
+            let mut app = App::new("x".into(), GroupBy::Lock, 1_000_000_000);
+            app.update(a.clone());
+            let s = b.clone();
+            let t = Instant::now();
+            app.update(s);
+            upd.push(t.elapsed());
+            let t = Instant::now();
+            app.on_key(key(KeyCode::Char('s')));
+            reb.push(t.elapsed());
+            app.detail = true;
+            let t = Instant::now();
+            term.draw(|f| draw(f, &app)).expect("draw");
+            drw.push(t.elapsed());
+            assert_eq!(app.rows.len(), 2000);
+        }
+        eprintln!(
+            "16384 records, 2000 rows: update {:?}, key press (re-sort) {:?}, draw 200x60 {:?} (medians of 7)",
+            median(upd),
+            median(reb),
+            median(drw)
+        );
     }
 }
