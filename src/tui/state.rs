@@ -467,7 +467,7 @@ impl App {
             }
         }
         let view = self.view;
-        let mut rows: Vec<TopRow> = buckets
+        let rows: Vec<TopRow> = buckets
             .into_iter()
             .flat_map(|(key, (recs, delta))| {
                 group(&recs, view).into_iter().map(move |total| TopRow {
