@@ -85,12 +85,15 @@ fn top(a: crate::cli::TopArgs) -> Result<i32> {
     require_privileges()?;
     let opts = options(targets, &a.settings, false, 0)?;
     let stop = Stop::new(None, &opts.targets)?;
+    // symbols load before "tracing" is announced, as in `report`
+    let mut sym = Symbolizer::new();
     let started = attach(&opts, &a.settings.sources)?;
     let cfg = crate::tui::Config {
         interval: a.interval,
         view: a.by,
+        stacks: opts.stacks.is_some(),
     };
-    let res = crate::tui::run(&started, &opts.targets, &cfg, &stop);
+    let res = crate::tui::run(&started, &mut sym, &opts.targets, &cfg, &stop);
     detach_all(&started);
     res.map(|()| 0)
 }

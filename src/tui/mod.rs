@@ -25,11 +25,16 @@ use crate::model::GroupBy;
 use crate::sources::{Started, Symbolizer, Targets};
 use state::{App, Flow, Snapshot};
 
+/// How often sources get their periodic work and keys are looked at.
+const TICK: Duration = Duration::from_millis(50);
+
 /// Settings of one `top` session.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub interval: Duration,
     pub view: GroupBy,
+    /// Whether the sources take full stacks (`--stacks`).
+    pub stacks: bool,
 }
 
 /// Puts the terminal back when dropped (and, through the panic hook, when
@@ -71,9 +76,10 @@ fn install_panic_hook() {
 }
 
 /// Reads every source once: records, losses, status.
-fn collect(started: &Started, sym: &mut Symbolizer, at: Duration, exited: bool) -> Snapshot {
+/// The snapshot's time is taken after the reads: a source may symbolise
+/// (slowly, the first time a binary is seen) before it reads its counters.
+fn collect(started: &Started, sym: &mut Symbolizer, t0: Instant, exited: bool) -> Snapshot {
     let mut snap = Snapshot {
-        at_ns: at.as_nanos() as u64,
         targets_exited: exited,
         ..Default::default()
     };
@@ -87,21 +93,29 @@ fn collect(started: &Started, sym: &mut Symbolizer, at: Duration, exited: bool) 
         snap.statuses.push(s.status());
     }
     snap.statuses.extend(started.failed.iter().cloned());
+    snap.at_ns = t0.elapsed().as_nanos() as u64;
     snap
 }
 
 /// Runs the live view until q, Ctrl-C, SIGINT or SIGTERM. When every
 /// `-p`/`-t` target has exited, the sources are detached and the last
 /// numbers stay on screen until the user quits.
-pub fn run(started: &Started, targets: &Targets, cfg: &Config, stop: &Stop) -> Result<()> {
-    let mut sym = Symbolizer::new();
+pub fn run(
+    started: &Started,
+    sym: &mut Symbolizer,
+    targets: &Targets,
+    cfg: &Config,
+    stop: &Stop,
+) -> Result<()> {
     let mut app = App::new(targets.describe(), cfg.view, cfg.interval.as_nanos() as u64);
+    app.stacks_on = cfg.stacks;
     let t0 = Instant::now();
     let guard = TerminalGuard::enter()?;
     let mut term = Terminal::new(CrosstermBackend::new(io::stdout()))
         .context("cannot draw on this terminal")?;
     term.clear()?;
     let mut next = t0 + cfg.interval;
+    let mut last_tick = t0;
     let mut dirty = true;
     let mut exited = false;
     while !stop.signalled() {
@@ -109,9 +123,15 @@ pub fn run(started: &Started, targets: &Targets, cfg: &Config, stop: &Stop) -> R
             term.draw(|f| ui::draw(f, &app))?;
             dirty = false;
         }
-        let wait = next
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
+        // sources' periodic work, as `report` does it: e.g. user stacks are
+        // normalised while their processes still live
+        if !exited && last_tick.elapsed() >= TICK {
+            for s in &started.sources {
+                s.tick(sym);
+            }
+            last_tick = Instant::now();
+        }
+        let wait = next.saturating_duration_since(Instant::now()).min(TICK);
         let ready = match event::poll(wait) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
@@ -137,11 +157,14 @@ pub fn run(started: &Started, targets: &Targets, cfg: &Config, stop: &Stop) -> R
                     s.detach();
                 }
             }
-            app.update(collect(started, &mut sym, t0.elapsed(), exited));
+            app.update(collect(started, sym, t0, exited));
             dirty = true;
+            // a read that took longer than the interval is not followed at
+            // once by another (which would show an interval of nothing)
+            let done = Instant::now();
             next += cfg.interval;
-            if next <= now {
-                next = now + cfg.interval;
+            if next <= done {
+                next = done + cfg.interval;
             }
         }
     }

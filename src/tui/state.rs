@@ -337,6 +337,10 @@ pub struct App {
     /// While `/` is being typed: (text so far, filter before `/`).
     pub input: Option<(String, String)>,
     pub detail: bool,
+    /// Lines the detail pane is scrolled down by (PgDn/PgUp while open).
+    pub detail_scroll: u16,
+    /// Whether the sources take full stacks (`top --stacks`).
+    pub stacks_on: bool,
     sel_key: Option<String>,
     sel_idx: usize,
     totals: BTreeMap<RecId, Record>,
@@ -362,6 +366,8 @@ impl App {
             filter: String::new(),
             input: None,
             detail: false,
+            detail_scroll: 0,
+            stacks_on: false,
             sel_key: None,
             sel_idx: 0,
             totals: BTreeMap::new(),
@@ -510,7 +516,11 @@ impl App {
             self.sel_key = None;
             return;
         }
-        self.sel_idx = idx.min(self.rows.len() - 1);
+        let idx = idx.min(self.rows.len() - 1);
+        if idx != self.sel_idx {
+            self.detail_scroll = 0;
+        }
+        self.sel_idx = idx;
         self.sel_key = Some(self.rows[self.sel_idx].key.clone());
     }
 
@@ -601,6 +611,12 @@ impl App {
             KeyCode::Char('q') | KeyCode::Char('Q') => return Flow::Quit,
             KeyCode::Down | KeyCode::Char('j') => self.select(self.sel_idx.saturating_add(1)),
             KeyCode::Up | KeyCode::Char('k') => self.select(self.sel_idx.saturating_sub(1)),
+            KeyCode::PageDown if self.detail => {
+                self.detail_scroll = self.detail_scroll.saturating_add(page as u16)
+            }
+            KeyCode::PageUp if self.detail => {
+                self.detail_scroll = self.detail_scroll.saturating_sub(page as u16)
+            }
             KeyCode::PageDown => self.select(self.sel_idx.saturating_add(page)),
             KeyCode::PageUp => self.select(self.sel_idx.saturating_sub(page)),
             KeyCode::Home | KeyCode::Char('g') => self.select(0),
@@ -626,7 +642,10 @@ impl App {
                 self.sel_key = None;
                 self.rebuild();
             }
-            KeyCode::Enter => self.detail = !self.detail,
+            KeyCode::Enter => {
+                self.detail = !self.detail;
+                self.detail_scroll = 0;
+            }
             KeyCode::Esc => {
                 if self.detail {
                     self.detail = false;
@@ -655,6 +674,7 @@ fn merge_record(acc: &mut Record, r: &Record) {
     if let Some(sp) = &r.split {
         acc.split.get_or_insert_with(Default::default).add(sp);
     }
+    acc.stacks.extend(r.stacks.iter().cloned());
 }
 
 /// Sorts by `key` (numbers largest first, text A to Z, `ascending` flips
@@ -710,6 +730,7 @@ pub(crate) mod tests {
             failed: 0,
             partial: 0,
             split: Some(WaitSplit::from_offcpu(total, total, 0)),
+            stacks: Vec::new(),
         }
     }
 

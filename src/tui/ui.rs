@@ -414,6 +414,95 @@ fn keys_line(app: &App) -> Line<'static> {
     }
 }
 
+/// `items` joined by " ← " into lines of at most `width` characters, the
+/// first starting with `indent`, the others with as many spaces; at most
+/// `max` lines (the last ends in "…" when
+/// frames were left out).
+pub fn wrap_chain(items: &[String], indent: &str, width: usize, max: usize) -> Vec<String> {
+    let room = width.saturating_sub(indent.chars().count()).max(8);
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut truncated = false;
+    for (i, it) in items.iter().enumerate() {
+        let piece = if i + 1 < items.len() {
+            format!("{} ←", fit(it, room.saturating_sub(2)))
+        } else {
+            fit(it, room)
+        };
+        let len = cur.chars().count();
+        if len > 0 && len + 1 + piece.chars().count() > room {
+            lines.push(std::mem::take(&mut cur));
+            if lines.len() >= max {
+                truncated = true;
+                break;
+            }
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(&piece);
+    }
+    if truncated {
+        if let Some(last) = lines.last_mut() {
+            *last = format!("{} …", fit(last, room.saturating_sub(2)));
+        }
+    } else if !cur.is_empty() {
+        lines.push(cur);
+    }
+    let cont = " ".repeat(indent.chars().count());
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| format!("{}{l}", if i == 0 { indent } else { &cont }))
+        .collect()
+}
+
+/// The top stacks of a row (most waited first): each a head line, its
+/// kernel frames (the lock's caller first) and its user frames.
+fn stack_lines(out: &mut Vec<Line<'static>>, r: &crate::model::Row, on: bool, width: u16) {
+    const SHOWN: usize = 3;
+    if r.stacks.is_empty() {
+        let why = if on {
+            "none recorded for these waits (all shorter than --stack-threshold, not sampled)"
+        } else {
+            "not collected: start top with --stacks"
+        };
+        out.push(Line::raw(format!("{:<8} {why}", "stacks")));
+        return;
+    }
+    let w = width as usize;
+    for (i, st) in r.stacks.iter().take(SHOWN).enumerate() {
+        out.push(Line::styled(
+            format!(
+                "{:<8} {} of {}: {} of {} waits, {}, max {}",
+                if i == 0 { "stacks" } else { "" },
+                i + 1,
+                r.stacks.len(),
+                st.count,
+                r.count,
+                fmt_ns(st.total_ns),
+                fmt_ns(st.max_ns)
+            ),
+            Style::new().add_modifier(Modifier::BOLD),
+        ));
+        for l in wrap_chain(&st.kernel, "  kernel ", w, 3) {
+            out.push(Line::raw(l));
+        }
+        if !st.user.is_empty() {
+            for l in wrap_chain(&st.user, "  user   ", w, 3) {
+                out.push(Line::raw(l));
+            }
+        }
+    }
+    if r.stacks.len() > SHOWN {
+        out.push(Line::raw(format!(
+            "{:<8} … {} more stacks (report --json has them all)",
+            "",
+            r.stacks.len() - SHOWN
+        )));
+    }
+}
+
 /// The detail pane's lines for the selected row.
 pub fn detail_lines(d: &Detail, app: &App, width: u16) -> Vec<Line<'static>> {
     let r = &d.row.total;
@@ -457,13 +546,19 @@ pub fn detail_lines(d: &Detail, app: &App, width: u16) -> Vec<Line<'static>> {
     out.push(field(
         "wait",
         format!(
-            "total {} · min {} · avg {} · p50 {} · p99 {} · max {}",
+            "total {} · avg {} · max {}",
             fmt_ns(w.total_ns),
-            fmt_ns(w.min_ns),
             fmt_ns(w.avg_ns()),
-            fmt_ns(w.p50()),
-            fmt_ns(w.p99()),
             fmt_ns(w.max_ns)
+        ),
+    ));
+    out.push(field(
+        "",
+        format!(
+            "min {} · p50 {} · p99 {}",
+            fmt_ns(w.min_ns),
+            fmt_ns(w.p50()),
+            fmt_ns(w.p99())
         ),
     ));
     if dw.count > 0 {
@@ -491,6 +586,7 @@ pub fn detail_lines(d: &Detail, app: &App, width: u16) -> Vec<Line<'static>> {
             None => "not measured by this source".into(),
         },
     ));
+    stack_lines(&mut out, r, app.stacks_on, width);
     let list = |out: &mut Vec<Line<'static>>, name: &str, items: Vec<String>, max: usize| {
         let more = items.len().saturating_sub(max);
         for (i, it) in items.into_iter().take(max).enumerate() {
@@ -539,7 +635,6 @@ pub fn detail_lines(d: &Detail, app: &App, width: u16) -> Vec<Line<'static>> {
             .collect(),
         2,
     );
-    out.push(field("stacks", "none recorded for these waits".into()));
     out.push(field(
         "how",
         format!(
@@ -630,9 +725,15 @@ pub fn draw(f: &mut Frame, app: &App) {
         );
     }
     if let Some(d) = &detail {
+        let lines = detail_lines(d, app, w);
+        // the title stays; the rest scrolls (PgDn/PgUp), never past its end
+        let (title, rest) = lines.split_at(1.min(lines.len()));
+        let scroll = app.detail_scroll.min(rest.len().saturating_sub(1) as u16);
+        let y = hh + table_h;
+        f.render_widget(Paragraph::new(title.to_vec()), rect(y, detail_h.min(1)));
         f.render_widget(
-            Paragraph::new(detail_lines(d, app, w)),
-            rect(hh + table_h, detail_h),
+            Paragraph::new(rest.to_vec()).scroll((scroll, 0)),
+            rect(y + 1, detail_h.saturating_sub(1)),
         );
     }
     f.render_widget(Paragraph::new(footer), rect(hh + middle, fh));
@@ -824,7 +925,7 @@ mod tests {
             "callers  anon_pipe_write: 29 waits, 1.45 s",
             "threads  ls-waiter 100/4244: 29 waits, 1.45 s",
             "cgroups  /test: 29 waits, 1.45 s",
-            "stacks   none recorded for these waits",
+            "stacks   not collected: start top with --stacks",
             "hist",
         ] {
             assert!(text.contains(want), "detail lacks {want:?}:\n{text}");
@@ -836,6 +937,102 @@ mod tests {
         assert!(s.iter().any(|l| l.starts_with("─ lock")), "{s:?}");
         app.on_key(key(KeyCode::Esc));
         assert!(!app.detail);
+    }
+
+    #[test]
+    fn detail_pane_lists_the_top_stacks_and_scrolls() {
+        use crate::model::StackSample;
+        let mut app = App::new("pid 7".into(), GroupBy::Lock, 1_000_000_000);
+        app.stacks_on = true;
+        let sample = |k: &[&str], u: &[&str], n: u64| StackSample {
+            kernel: k.iter().map(|s| s.to_string()).collect(),
+            user: u.iter().map(|s| s.to_string()).collect(),
+            count: n,
+            total_ns: n * 50 * MS,
+            max_ns: 51 * MS,
+        };
+        let mut r = rec(0xab, "anon_pipe_write", 9, "ls-waiter", &[50 * MS; 12]);
+        r.stacks = vec![
+            sample(
+                &[
+                    "anon_pipe_write",
+                    "vfs_write",
+                    "ksys_write",
+                    "do_syscall_64",
+                ],
+                &["syscall", "lockscope::holdwork::write_all_once", "main"],
+                10,
+            ),
+            sample(&["anon_pipe_write", "__kernel_write"], &[], 2),
+        ];
+        // the same stack reported under two kernel keys merges into one
+        let mut twin = r.clone();
+        twin.stacks.truncate(1);
+        twin.wait = Stats::default();
+        twin.split = None;
+        twin.stacks[0].count = 1;
+        twin.stacks[0].total_ns = 50 * MS;
+        app.update(Snapshot {
+            records: vec![r, twin],
+            ..Default::default()
+        });
+        app.on_key(key(KeyCode::Enter));
+        let s = screen(&app, 80, 24);
+        let text = s.join("\n");
+        for want in [
+            "stacks   1 of 2: 11 of 12 waits, 550 ms, max 51.0 ms",
+            "  kernel anon_pipe_write ← vfs_write ← ksys_write ← do_syscall_64",
+            "  user   syscall ← lockscope::holdwork::write_all_once ← main",
+            "         2 of 2: 2 of 12 waits, 100 ms, max 51.0 ms",
+            "  kernel anon_pipe_write ← __kernel_write",
+        ] {
+            assert!(text.contains(want), "lacks {want:?}:\n{text}");
+        }
+        // PgDn scrolls the pane (its title stays), Up/Down still select
+        let before: Vec<String> = s.clone();
+        app.on_key(key(KeyCode::PageDown));
+        assert_eq!(app.detail_scroll, 10);
+        let s = screen(&app, 80, 24);
+        let title = before
+            .iter()
+            .position(|l| l.starts_with("─ lock"))
+            .expect("title");
+        assert_eq!(s[title], before[title], "title kept");
+        assert_ne!(s[title + 1], before[title + 1], "scrolled");
+        app.on_key(key(KeyCode::PageUp));
+        assert_eq!(screen(&app, 80, 24), before);
+        // without --stacks the pane says how to get them
+        app.stacks_on = false;
+        app.update(Snapshot {
+            records: vec![rec(0xab, "f", 9, "w", &[MS])],
+            ..Default::default()
+        });
+        let text = screen(&app, 80, 24).join("\n");
+        assert!(
+            text.contains("not collected: start top with --stacks"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn stack_chains_wrap_within_the_width() {
+        let frames: Vec<String> = (0..30).map(|i| format!("function_number_{i}")).collect();
+        let lines = wrap_chain(&frames, "  kernel ", 60, 3);
+        assert_eq!(lines.len(), 3);
+        for (i, l) in lines.iter().enumerate() {
+            assert!(l.chars().count() <= 60, "{l}");
+            let lead = if i == 0 { "  kernel " } else { "         " };
+            assert!(l.starts_with(lead), "{l}");
+        }
+        assert!(
+            lines[2].ends_with('…'),
+            "frames left out are marked: {lines:?}"
+        );
+        let one = wrap_chain(&["a".into(), "b".into()], "", 60, 3);
+        assert_eq!(one, ["a ← b"]);
+        let long = wrap_chain(&["x".repeat(200)], "  ", 40, 3);
+        assert_eq!(long.len(), 1);
+        assert!(long[0].chars().count() <= 40);
     }
 
     #[test]
