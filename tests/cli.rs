@@ -20,7 +20,9 @@ fn help_teaches_with_examples() {
     ] {
         assert!(text.contains(needle), "--help lacks {needle}: {text}");
     }
-    for sub in ["report", "trace", "run", "demo", "doctor", "workload"] {
+    for sub in [
+        "report", "trace", "run", "demo", "doctor", "workload", "top",
+    ] {
         let out = lockscope(&[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -41,6 +43,7 @@ fn usage_errors_exit_2_without_a_backtrace() {
         vec!["report", "-p", "not-a-pid"],
         vec!["frobnicate"],
         vec!["run"],
+        vec!["top", "-i", "10ms"],
     ] {
         let out = lockscope(&args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -77,4 +80,17 @@ fn workload_does_exactly_what_it_reports() {
     assert_eq!(reps[1]["kind"], "mmap");
     assert_eq!(u(&reps[1]["munmap_calls"]), 600);
     assert_eq!(reps[1]["tids"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn top_needs_a_terminal_and_says_so_in_one_line() {
+    // stdout is a pipe here: no terminal to draw on, before any BPF loads
+    let out = lockscope(&["top"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("terminal") && err.contains("lockscope report"),
+        "{err}"
+    );
 }

@@ -1113,7 +1113,7 @@ mod tests {
             v.sort();
             v[v.len() / 2]
         };
-        let (mut upd, mut reb, mut drw) = (vec![], vec![], vec![]);
+        let (mut upd, mut reb, mut drw, mut flt) = (vec![], vec![], vec![], vec![]);
         let mut term = Terminal::new(TestBackend::new(200, 60)).expect("terminal");
         for _ in 0..7 {
             let mut app = App::new("x".into(), GroupBy::Lock, 1_000_000_000);
@@ -1125,6 +1125,11 @@ mod tests {
             let t = Instant::now();
             app.on_key(key(KeyCode::Char('s')));
             reb.push(t.elapsed());
+            app.on_key(key(KeyCode::Char('/')));
+            let t = Instant::now();
+            app.on_key(key(KeyCode::Char('c')));
+            flt.push(t.elapsed());
+            app.on_key(key(KeyCode::Esc));
             app.detail = true;
             let t = Instant::now();
             term.draw(|f| draw(f, &app)).expect("draw");
@@ -1132,9 +1137,11 @@ mod tests {
             assert_eq!(app.rows.len(), 2000);
         }
         eprintln!(
-            "16384 records, 2000 rows: update {:?}, key press (re-sort) {:?}, draw 200x60 {:?} (medians of 7)",
+            "16384 records, 2000 rows: update {:?}, sort key {:?}, filter key {:?}, \
+             draw 200x60 {:?} (medians of 7)",
             median(upd),
             median(reb),
+            median(flt),
             median(drw)
         );
     }
