@@ -107,7 +107,12 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
+        // tmux leaves its socket file behind: remove it too
+        let socket = self.display("#{socket_path}");
         let _ = self.cmd().arg("kill-server").status();
+        if socket.contains(&self.socket) {
+            let _ = std::fs::remove_file(&socket);
+        }
     }
 }
 
