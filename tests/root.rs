@@ -491,11 +491,16 @@ fn wait_split_matches_the_kernels_own_accounting() {
         diff <= 1_000_000 + truth / 20,
         "runnable {runnable} ns vs the kernel's run delay {truth} ns"
     );
-    // 8 holds of 20 ms: the waiter sleeps through them
-    assert!(asleep >= 8 * 18_000_000, "asleep {asleep} of {total}");
+    // 8 holds of 20 ms: the waiter is off CPU through them (asleep, or
+    // runnable behind the hog after its wake-up)
+    assert!(
+        asleep + runnable >= 8 * 18_000_000,
+        "off CPU {} of {total}",
+        asleep + runnable
+    );
     assert!(
         oncpu < 8 * 1_000_000,
-        "a sleeping waiter barely runs: {oncpu}"
+        "a blocked waiter barely runs: {oncpu}"
     );
 }
 
