@@ -58,6 +58,7 @@ pub fn short_kind(k: Option<LockKind>) -> String {
         Some(LockKind::RwlockRtWrite) => "rwlockrt:W".into(),
         Some(LockKind::PercpuRwsemRead) => "pcpu-sem:R".into(),
         Some(LockKind::PercpuRwsemWrite) => "pcpu-sem:W".into(),
+        Some(LockKind::RunQueue) => "runq".into(),
         Some(LockKind::Unknown(f)) => format!("?{f:#x}"),
         None => "(mixed)".into(),
     }
@@ -88,7 +89,10 @@ fn lock_label(r: &Row) -> String {
 
 fn last_column(r: &Row, by: GroupBy) -> String {
     let caller = r.caller.clone().unwrap_or_else(|| "?".into());
+    let runq = r.kind == Some(LockKind::RunQueue);
     match by {
+        GroupBy::Lock if runq => format!("{} run queue", lock_label(r)),
+        GroupBy::Caller if runq => "(waiting for a CPU)".into(),
         GroupBy::Lock => format!("{} {}", lock_label(r), caller),
         GroupBy::Caller => match &r.lock_name {
             Some(n) => format!("{caller} [{n}]"),
@@ -185,22 +189,9 @@ pub fn write_table(
         };
         writeln!(w, "{}", fit(&line, width))?;
     }
-    let waits: u64 = rep.rows.iter().map(|r| r.count).sum();
-    let total: u64 = rep.rows.iter().map(|r| r.wait.total_ns).sum();
-    writeln!(
-        w,
-        "{}",
-        fit(
-            &format!(
-                "{} for {}: {} contended waits, {} waiting in total",
-                rep.targets,
-                fmt_ns(rep.duration_ns),
-                waits,
-                fmt_ns(total)
-            ),
-            width
-        )
-    )?;
+    for l in summary_lines(rep) {
+        writeln!(w, "{}", fit(&l, width))?;
+    }
     writeln!(w)?;
     if rep.rows.is_empty() {
         writeln!(w, "no lock contention seen")?;
@@ -226,8 +217,10 @@ pub fn write_table(
                 // lock on this line, its caller on the next, under it
                 writeln!(w, "{lead}{}", fit(&lock_label(r), rest))?;
                 let pad = " ".repeat(width.saturating_sub(rest));
-                let caller = format!("└ {}", r.caller.as_deref().unwrap_or("?"));
-                writeln!(w, "{pad}{}", fit(&caller, rest))?;
+                if r.kind != Some(LockKind::RunQueue) {
+                    let caller = format!("└ {}", r.caller.as_deref().unwrap_or("?"));
+                    writeln!(w, "{pad}{}", fit(&caller, rest))?;
+                }
             } else {
                 writeln!(w, "{lead}{}", fit(&last, rest))?;
             }
@@ -296,6 +289,60 @@ pub fn write_stacks(
         }
     }
     Ok(())
+}
+
+/// The lines under the sources: contended waits of the lock-contention
+/// sources, then one line per source that sees holds (acquisitions, not
+/// only contended waits) and one for run-queue waits.
+pub fn summary_lines(rep: &Report) -> Vec<String> {
+    let runq = |r: &Row| r.kind == Some(LockKind::RunQueue);
+    let plain: Vec<&Row> = rep
+        .rows
+        .iter()
+        .filter(|r| !runq(r) && r.hold_ns.is_none())
+        .collect();
+    let others = plain.len() < rep.rows.len();
+    let mut lines = vec![if plain.is_empty() && others {
+        format!("{} for {}:", rep.targets, fmt_ns(rep.duration_ns))
+    } else {
+        format!(
+            "{} for {}: {} contended waits, {} waiting in total",
+            rep.targets,
+            fmt_ns(rep.duration_ns),
+            plain.iter().map(|r| r.count).sum::<u64>(),
+            fmt_ns(plain.iter().map(|r| r.wait.total_ns).sum())
+        )
+    }];
+    let mut held: BTreeMap<&str, (u64, u64, u64, u64, u64)> = BTreeMap::new();
+    for r in rep.rows.iter().filter(|r| !runq(r)) {
+        if let Some(h) = &r.hold_ns {
+            let e = held.entry(r.source).or_default();
+            e.0 += r.count;
+            e.1 += r.wait.total_ns;
+            e.2 += h.total;
+            e.3 += r.failed;
+            e.4 += r.partial;
+        }
+    }
+    for (src, (n, wait, hold, failed, partial)) in held {
+        lines.push(format!(
+            "  {src}: {n} acquisitions, {} waiting, {} held, {failed} failed, \
+             {partial} partial",
+            fmt_ns(wait),
+            fmt_ns(hold)
+        ));
+    }
+    let rq: Vec<&Row> = rep.rows.iter().filter(|r| runq(r)).collect();
+    if !rq.is_empty() {
+        let n: u64 = rq.iter().map(|r| r.count).sum();
+        let woken: u64 = rq.iter().map(|r| r.slept).sum();
+        lines.push(format!(
+            "  run queue: {n} waits for a CPU, {} in total, {} after a preemption",
+            fmt_ns(rq.iter().map(|r| r.wait.total_ns).sum()),
+            n.saturating_sub(woken)
+        ));
+    }
+    lines
 }
 
 /// Where the top row's wait went: "top row waited 268 ms: 180 ms asleep,
