@@ -1455,8 +1455,14 @@ mod tests {
             checks: checks.clone(),
             sources: p,
         };
-        // only sources this version does not implement yet could run
-        assert!(!r.usable());
+        // without lock:contention_begin, mmap-lock and sched still run
+        assert!(r.usable());
+        assert!(
+            r.sources
+                .iter()
+                .filter(|s| s.available && s.implemented)
+                .all(|s| s.source == "mmap-lock" || s.source == "sched")
+        );
 
         // Nothing works: nothing is available.
         for ch in &mut checks {

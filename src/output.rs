@@ -529,4 +529,132 @@ mod tests {
             assert!(l.chars().count() <= 80, "{l}");
         }
     }
+
+    /// A report with one mmap-lock row (holds) and two threads' run-queue
+    /// waits on one CPU, grouped `by`.
+    fn mixed(by: GroupBy) -> Report {
+        let stats = |v: &[u64]| {
+            let mut s = Stats::default();
+            for &x in v {
+                s.record(x);
+            }
+            s
+        };
+        let base = Record {
+            source: "mmap-lock",
+            kind: LockKind::RwsemWrite,
+            lock: 0xffff_8881_0000_0040,
+            lock_name: Some("mmap_lock of 7 (db)".into()),
+            caller: Some("__vm_munmap".into()),
+            pid: 7,
+            tid: 8,
+            comm: "db".into(),
+            cgroup: Some("/".into()),
+            aborted: 0,
+            spun: 0,
+            slept: 0,
+            wait: stats(&[1_000, 2_000]),
+            hold: Some(stats(&[5_000_000])),
+            failed: 1,
+            partial: 2,
+            split: None,
+        };
+        let runq = |tid: u32, waits: &[u64], woken: u64| Record {
+            source: "sched",
+            kind: LockKind::RunQueue,
+            lock: 1,
+            lock_name: Some("cpu 1".into()),
+            caller: None,
+            tid,
+            slept: woken,
+            wait: stats(waits),
+            hold: None,
+            failed: 0,
+            partial: 0,
+            ..base.clone()
+        };
+        let recs = vec![
+            base.clone(),
+            runq(8, &[10_000, 20_000], 1),
+            runq(9, &[30_000], 1),
+        ];
+        Report {
+            version: JSON_VERSION,
+            duration_ns: 1_000_000_000,
+            targets: "pid 7".into(),
+            by: "lock",
+            sources: vec![],
+            lost: BTreeMap::new(),
+            bpf_programs: vec![],
+            rows: group(&recs, by),
+        }
+    }
+
+    #[test]
+    fn mmap_lock_and_run_queue_rows_have_their_own_summaries() {
+        let rep = mixed(GroupBy::Lock);
+        let lines = summary_lines(&rep);
+        assert_eq!(
+            lines[0], "pid 7 for 1.00 s:",
+            "no plain lock rows: {lines:?}"
+        );
+        assert!(
+            lines.contains(
+                &"  mmap-lock: 2 acquisitions, 3.00 us waiting, 5.00 ms held, 1 failed, \
+                  2 partial"
+                    .to_string()
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(
+                &"  run queue: 3 waits for a CPU, 60.0 us in total, 1 after a preemption"
+                    .to_string()
+            ),
+            "{lines:?}"
+        );
+        let cpu = rep
+            .rows
+            .iter()
+            .find(|r| r.kind == Some(LockKind::RunQueue))
+            .expect("a run-queue row");
+        assert_eq!(cpu.count, 3, "by lock: one row per CPU, threads merged");
+        assert_eq!(cpu.tid, None);
+        for by in [
+            GroupBy::Lock,
+            GroupBy::Caller,
+            GroupBy::Task,
+            GroupBy::Cgroup,
+        ] {
+            let mut out = Vec::new();
+            write_table(&mut out, &mixed(by), by, 20, 80).expect("write to a Vec");
+            let text = String::from_utf8(out).expect("utf8");
+            for line in text.lines() {
+                assert!(line.chars().count() <= 80, "too wide: {line:?}");
+            }
+            assert!(text.contains("runq"), "{text}");
+        }
+        let mut out = Vec::new();
+        write_table(&mut out, &rep, GroupBy::Lock, 20, 80).expect("write to a Vec");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.contains("cpu 1 run queue"), "{text}");
+        assert!(!text.contains("cpu 1 run queue ?"), "{text}");
+        let v = serde_json::to_value(&rep).expect("serialise");
+        let r = v["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["source"] == "sched"))
+            .expect("a sched row");
+        assert_eq!(r["kind"], "runqueue");
+        assert_eq!(r["lock"], "0x1");
+        assert!(r["hold_ns"].is_null());
+        let m = v["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["source"] == "mmap-lock"))
+            .expect("an mmap-lock row");
+        assert_eq!(m["hold_ns"]["total"], 5_000_000);
+        assert_eq!(
+            (m["failed"].as_u64(), m["partial"].as_u64()),
+            (Some(1), Some(2))
+        );
+    }
 }

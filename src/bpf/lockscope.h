@@ -199,6 +199,10 @@ struct ls_mm_op {
 
 struct ls_mm_task {
 	struct ls_mm_op op[LS_MM_SLOTS];
+	/* LS_CALLER_FIRST: the caller stack already taken for [read, write]
+	 * acquisitions of this mm by this task */
+	__u64 stack_mm[2];
+	__s32 stack_id[2];
 };
 
 /* In-kernel aggregation: one entry per (mmap_lock, caller, thread, mode). */
@@ -211,11 +215,12 @@ struct ls_mm_key {
 };
 
 struct ls_mm_val {
-	__u64 count;      /* acquisitions whose start was seen (waits) */
+	__u64 count;      /* acquisitions whose start was seen (waits), counted
+			   * when their hold ends */
 	__u64 wait_total;
 	__u64 wait_min;
 	__u64 wait_max;
-	__u64 holds;      /* holds whose acquisition and release were seen */
+	__u64 holds;      /* holds whose acquisition and end were seen */
 	__u64 hold_total;
 	__u64 hold_min;
 	__u64 hold_max;
@@ -258,16 +263,14 @@ enum ls_rq_lost {
 	LS_RQ_LOST_MAP_FULL = 0, /* aggregation map had no room for a new key */
 	LS_RQ_LOST_RINGBUF = 1,  /* event stream record dropped */
 	LS_RQ_LOST_STORAGE = 2,  /* per-task storage could not be created */
-	LS_RQ_LOST_UNSEEN = 3,   /* a target switched in whose enqueue (wakeup
-				  * or preemption) was not seen: began before
-				  * tracing, never timed */
-	LS_RQ_LOST__COUNT = 4,
+	LS_RQ_LOST__COUNT = 3,
 };
 
-/* Per task: when it went on the run queue. */
+/* Per task: the scheduler's own counters as of its last switch-in. */
 struct ls_rq_task {
-	__u64 enqueued_ns; /* 0: not waiting for a CPU */
-	__u32 woken;       /* 1: by a wakeup, 0: put back by a preemption */
+	__u64 run_delay; /* sched_info.run_delay including that arrival */
+	__u64 nivcsw;    /* involuntary switches (preemptions, yields) */
+	__u32 seen;      /* 0: not switched in since tracing began */
 	__u32 pad;
 };
 
@@ -280,11 +283,12 @@ struct ls_rq_key {
 };
 
 struct ls_rq_val {
-	__u64 count;   /* run-queue waits (enqueue -> on CPU) */
+	__u64 count;   /* run-queue waits (enqueue -> on CPU), one per switch-in */
 	__u64 total_ns;
 	__u64 min_ns;
 	__u64 max_ns;
-	__u64 woken;   /* of count: began with a wakeup (else a preemption) */
+	__u64 woken;   /* of count: not after an involuntary switch-out (so after
+			* a wakeup), the first one seen of each thread included */
 	__u64 cgroup_id;
 	char comm[LS_COMM_LEN];
 	char pcomm[LS_COMM_LEN];
@@ -293,8 +297,8 @@ struct ls_rq_val {
 
 /* One run-queue wait, sent through the ring buffer by the stream mode. */
 struct ls_rq_event {
-	__u64 begin_ns; /* wakeup or preemption */
-	__u64 end_ns;   /* switched in */
+	__u64 begin_ns; /* end_ns minus the wait (enqueued by wakeup or preemption) */
+	__u64 end_ns;   /* switched in (CLOCK_MONOTONIC) */
 	__u64 cgroup_id;
 	__u32 pid;
 	__u32 tid;

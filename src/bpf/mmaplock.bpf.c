@@ -25,9 +25,15 @@
  * - An operation whose start or acquisition was not seen (tracing began
  *   mid-wait or mid-hold) is counted as partial and never timed wrongly:
  *   its hold is timed only if its acquisition was seen.
+ * - An operation is aggregated once, when its hold ends (release or
+ *   downgrade): wait and hold together, one map update. A failed one when
+ *   it fails. One still waiting or held when tracing stops is not counted.
  * - Aggregation is keyed by (lock, tid, mode), plus the caller stack with
  *   LS_CALLER_EVERY; one thread updates a key at a time (no atomics).
  *   cgroup, memory cgroup, owner and names are read when a key is created.
+ *   The caller is taken at the acquisition (once per task, mm and mode
+ *   with LS_CALLER_FIRST), at the release only when no acquisition was
+ *   seen.
  * - The lock is named by its mm's owner (mm->owner, CONFIG_MEMCG), not by
  *   the task that locks it: khugepaged or a debugger lock others' mms.
  * - The memory cgroup is the one the tracepoints themselves report (a path
@@ -186,8 +192,6 @@ static __always_inline struct ls_mm_val *entry(void *ctx, struct mm_struct *mm,
 		init->ocomm[0] = 0;
 	}
 	init->stack_id = stack_id;
-	if (caller_mode == LS_CALLER_FIRST && stack_id < 0)
-		init->stack_id = take_stack(ctx);
 	err = bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST);
 	if (err && err != -17 /* EEXIST */) {
 		count_lost(LS_MM_LOST_MAP_FULL);
@@ -331,6 +335,27 @@ static __always_inline int find(struct ls_mm_task *t, struct mm_struct *mm,
 	return found;
 }
 
+/* The caller stack of an acquisition: with LS_CALLER_EVERY always; with
+ * LS_CALLER_FIRST once per (task, mm, mode), remembered in task storage
+ * (the key is created only at the release, whose caller may differ). */
+static __always_inline __s32 caller_of(void *ctx, struct ls_mm_task *t,
+				       struct mm_struct *mm, bool write)
+{
+	__u32 w = write ? 1 : 0;
+	__s32 id;
+
+	if (caller_mode == LS_CALLER_EVERY)
+		return take_stack(ctx);
+	if (caller_mode != LS_CALLER_FIRST)
+		return -1;
+	if (t->stack_mm[w & 1] == (__u64)mm)
+		return t->stack_id[w & 1];
+	id = take_stack(ctx);
+	t->stack_mm[w & 1] = (__u64)mm;
+	t->stack_id[w & 1] = id;
+	return id;
+}
+
 static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool write,
 				      bool success)
 {
@@ -338,7 +363,6 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 	struct ls_mm_val *v;
 	struct ls_mm_op *op;
 	__u64 now;
-	__s32 stack_id = -1;
 	int i;
 
 	if (!current_is_target())
@@ -347,61 +371,57 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 	if (!t)
 		return 0;
 	now = bpf_ktime_get_ns();
-	if (caller_mode == LS_CALLER_EVERY)
-		stack_id = take_stack(ctx);
 
 	i = find(t, mm, write, false);
 	if (i >= 0) {
 		op = &t->op[i & (LS_MM_SLOTS - 1)];
-		op->stack_id = stack_id;
-		v = entry(ctx, mm, op->flags, stack_id);
-		if (!success) {
-			if (v)
-				v->failed += 1;
-			op->acquired_ns = now; /* when it failed */
-			emit(mm, op, 0, op->flags | LS_MM_FAILED, stack_id);
-			op->mm = 0;
-			return 0;
-		}
 		op->acquired_ns = now;
+		op->stack_id = caller_of(ctx, t, mm, write);
+		if (success)
+			return 0; /* counted when the hold ends */
+		v = entry(ctx, mm, op->flags, op->stack_id);
 		if (v)
-			record_wait(v, now - op->begin_ns);
+			v->failed += 1;
+		emit(mm, op, 0, op->flags | LS_MM_FAILED, op->stack_id);
+		op->mm = 0;
 		return 0;
 	}
 
 	if (!write && success) {
 		i = find(t, mm, true, true);
 		if (i >= 0) {
-			/* mmap_write_downgrade(): the write hold ends here */
+			/* mmap_write_downgrade(): the write hold ends here, a read
+			 * hold begins without a wait */
 			op = &t->op[i & (LS_MM_SLOTS - 1)];
 			v = entry(ctx, mm, op->flags, op->stack_id);
-			if (v)
+			if (v) {
+				if (op->flags & LS_MM_PARTIAL)
+					v->partial += 1;
+				else
+					record_wait(v, op->acquired_ns - op->begin_ns);
 				record_hold(v, now - op->acquired_ns);
+			}
 			emit(mm, op, now, op->flags | LS_MM_DOWNGRADE, op->stack_id);
 			op->begin_ns = now;
 			op->acquired_ns = now;
 			op->flags = LS_MM_DOWNGRADE;
-			op->stack_id = stack_id;
-			v = entry(ctx, mm, 0, stack_id);
-			if (v)
-				record_wait(v, 0);
+			op->stack_id = caller_of(ctx, t, mm, false);
 			return 0;
 		}
 	}
 
 	/* acquired (or failed) without a start seen: began before tracing */
-	v = entry(ctx, mm, write ? LS_MM_WRITE : 0, stack_id);
 	if (!success) {
 		struct ls_mm_op none = { .acquired_ns = now };
+		__u32 flags = (write ? LS_MM_WRITE : 0) | LS_MM_FAILED | LS_MM_PARTIAL;
+		__s32 stack_id = caller_of(ctx, t, mm, write);
 
+		v = entry(ctx, mm, flags, stack_id);
 		if (v)
 			v->failed += 1;
-		emit(mm, &none, 0, (write ? LS_MM_WRITE : 0) | LS_MM_FAILED | LS_MM_PARTIAL,
-		     stack_id);
+		emit(mm, &none, 0, flags, stack_id);
 		return 0;
 	}
-	if (v)
-		v->partial += 1;
 #pragma unroll
 	for (int j = 0; j < LS_MM_SLOTS; j++) {
 		op = &t->op[j];
@@ -410,7 +430,7 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 			op->begin_ns = 0;
 			op->acquired_ns = now;
 			op->flags = (write ? LS_MM_WRITE : 0) | LS_MM_PARTIAL;
-			op->stack_id = stack_id;
+			op->stack_id = caller_of(ctx, t, mm, write);
 			return 0;
 		}
 	}
@@ -436,8 +456,13 @@ static __always_inline int on_release(void *ctx, struct mm_struct *mm, bool writ
 	if (i >= 0) {
 		op = &t->op[i & (LS_MM_SLOTS - 1)];
 		v = entry(ctx, mm, op->flags, op->stack_id);
-		if (v)
+		if (v) {
+			if (op->flags & LS_MM_PARTIAL)
+				v->partial += 1; /* acquired before its start was seen */
+			else
+				record_wait(v, op->acquired_ns - op->begin_ns);
 			record_hold(v, now - op->acquired_ns);
+		}
 		emit(mm, op, now, op->flags, op->stack_id);
 		op->mm = 0;
 		return 0;
@@ -450,7 +475,7 @@ static __always_inline int on_release(void *ctx, struct mm_struct *mm, bool writ
 	{
 		struct ls_mm_op none = {};
 		__u32 flags = (write ? LS_MM_WRITE : 0) | LS_MM_PARTIAL;
-		__s32 stack_id = caller_mode == LS_CALLER_EVERY ? take_stack(ctx) : -1;
+		__s32 stack_id = caller_mode == LS_CALLER_NONE ? -1 : take_stack(ctx);
 
 		v = entry(ctx, mm, flags, stack_id);
 		if (v)

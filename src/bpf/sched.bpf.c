@@ -1,25 +1,32 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * sched.bpf.c - run-queue latency: how long a runnable thread waits for a
- * CPU, from the time it is put on a run queue (sched_wakeup,
- * sched_wakeup_new, or sched_switch switching it out still runnable: a
- * preemption) to the sched_switch that puts it on a CPU.
+ * sched.bpf.c - run-queue latency: how long a runnable thread waited for a
+ * CPU, from the time it was put on a run queue (by sched_wakeup,
+ * sched_wakeup_new, or a preemption that left it runnable) to the
+ * sched_switch that puts it on a CPU.
  *
- * Minimum kernel: 5.18 (sched_switch passes prev_state); task storage in
- * tracing programs 5.11. tp_btf only: the per-task state is keyed by the
- * woken task itself, and filters read the woken task's process and cgroup,
- * which the classic tracepoints do not pass (only a pid).
+ * Minimum kernel: 5.11 (task storage in tracing programs); needs
+ * CONFIG_SCHED_INFO (sched_info.run_delay, /proc/PID/schedstat) and
+ * CONFIG_FAIR_GROUP_SCHED (se.cfs_rq->rq, to read the run queue's clock).
+ *
+ * One program, on sched_switch only, and only for the task switched in:
+ * the scheduler already timestamps every enqueue (wakeup, new task, or
+ * preemption) in sched_info.last_queued and adds each wait to
+ * sched_info.run_delay when the task arrives on a CPU or migrates. At the
+ * tracepoint the arrival is not accounted yet, so
+ *     run delay after this arrival = run_delay + (rq->clock - last_queued)
+ * (the very expression sched_info_arrive() adds next, with the same clock),
+ * and this wait is that value minus the one at the task's previous
+ * switch-in, kept in its task storage. So the waits are the kernel's own
+ * run delay, split by arrival, migrations included, and the wakeup
+ * tracepoints need no program: half the cost of timestamping wakeups.
  *
  * Invariants:
- * - The enqueue time lives in the task's own storage: no hashing, nothing
- *   left behind by dead tasks. A wakeup always overwrites it (a task woken
- *   while still on its CPU keeps running; its next enqueue overwrites it
- *   again before it can be switched in).
- * - "Still runnable" is `preempt || prev_state == TASK_RUNNING`: the task
- *   stays on the run queue. This is what the kernel's own run_delay
- *   (/proc/PID/task/TID/schedstat, field 2) counts.
- * - Filters run where a wait opens (wakeup, preemption); a switch-in only
- *   looks up the task's storage, so untraced tasks cost one lookup.
+ * - A task's first switch-in after attaching has no previous value: its
+ *   wait is the part spent on the run queue it arrives from.
+ * - A wait began with a preemption (or yield) when the task's involuntary
+ *   switch count changed since its previous switch-in; else with a wakeup.
+ * - Filters run at the switch-in; untraced tasks cost the filter only.
  * - Aggregation is keyed by (thread, CPU): userspace merges CPUs for a
  *   per-thread view and threads for a per-CPU view. A key is updated only
  *   on its CPU, so the counters need no atomic operations.
@@ -78,25 +85,10 @@ static __always_inline void count_lost(__u32 what)
 		*v += 1;
 }
 
-static __always_inline void enqueue(struct task_struct *p, __u64 now, __u32 woken)
-{
-	struct ls_rq_task *s;
-
-	s = bpf_task_storage_get(&rq_task, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!s) {
-		count_lost(LS_RQ_LOST_STORAGE);
-		return;
-	}
-	s->enqueued_ns = now;
-	s->woken = woken;
-}
-
-static __always_inline void record(struct task_struct *next, __u64 begin, __u64 now,
-				   __u32 woken)
+static __always_inline void record(struct task_struct *next, __u64 wait, __u32 woken)
 {
 	struct ls_rq_key key = {};
 	struct ls_rq_val *v;
-	__u64 delta = now - begin;
 	__u32 zero = 0, slot;
 	int err;
 
@@ -123,13 +115,13 @@ static __always_inline void record(struct task_struct *next, __u64 begin, __u64 
 			goto emit;
 	}
 	v->count += 1;
-	v->total_ns += delta;
+	v->total_ns += wait;
 	v->woken += woken;
-	if (delta < v->min_ns)
-		v->min_ns = delta;
-	if (delta > v->max_ns)
-		v->max_ns = delta;
-	slot = log2_slot(delta);
+	if (wait < v->min_ns)
+		v->min_ns = wait;
+	if (wait > v->max_ns)
+		v->max_ns = wait;
+	slot = log2_slot(wait);
 	barrier_var(slot);
 	if (slot < LS_HIST_SLOTS)
 		v->hist[slot] += 1;
@@ -141,8 +133,8 @@ emit:
 			count_lost(LS_RQ_LOST_RINGBUF);
 			return;
 		}
-		e->begin_ns = begin;
-		e->end_ns = now;
+		e->end_ns = bpf_ktime_get_ns();
+		e->begin_ns = e->end_ns - wait;
 		e->cgroup_id = BPF_CORE_READ(next, cgroups, dfl_cgrp, kn, id);
 		e->pid = key.pid;
 		e->tid = key.tid;
@@ -153,48 +145,41 @@ emit:
 	}
 }
 
-SEC("tp_btf/sched_wakeup")
-int BPF_PROG(rq_wakeup_btf, struct task_struct *p)
-{
-	if (task_is_target(p))
-		enqueue(p, bpf_ktime_get_ns(), 1);
-	return 0;
-}
-
-SEC("tp_btf/sched_wakeup_new")
-int BPF_PROG(rq_wakeup_new_btf, struct task_struct *p)
-{
-	if (task_is_target(p))
-		enqueue(p, bpf_ktime_get_ns(), 1);
-	return 0;
-}
-
 SEC("tp_btf/sched_switch")
 int BPF_PROG(rq_switch_btf, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
 	struct ls_rq_task *s;
-	__u64 now = 0, begin;
+	__u64 queued, accounted, delay, clock, nivcsw, wait;
+	__u32 woken;
 
-	/* prev goes back on the run queue: a wait for a CPU begins */
-	if ((preempt || prev_state == 0 /* TASK_RUNNING */) && prev->pid &&
-	    task_is_target(prev)) {
-		now = bpf_ktime_get_ns();
-		enqueue(prev, now, 0);
+	if (!next->pid || !task_is_target(next))
+		return 0; /* the idle task, or not traced */
+	accounted = next->sched_info.run_delay;
+	delay = accounted;
+	queued = next->sched_info.last_queued;
+	if (queued) {
+		clock = next->se.cfs_rq->rq->clock;
+		if (clock > queued)
+			delay += clock - queued;
 	}
-	if (!next->pid)
-		return 0; /* the idle task */
-	s = bpf_task_storage_get(&rq_task, next, 0, 0);
-	if (!s || !s->enqueued_ns) {
-		if (task_is_target(next))
-			count_lost(LS_RQ_LOST_UNSEEN);
+	nivcsw = next->nivcsw;
+	s = bpf_task_storage_get(&rq_task, next, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s) {
+		count_lost(LS_RQ_LOST_STORAGE);
 		return 0;
 	}
-	begin = s->enqueued_ns;
-	s->enqueued_ns = 0;
-	if (!now)
-		now = bpf_ktime_get_ns();
-	record(next, begin, now, s->woken);
+	if (s->seen) {
+		wait = delay - s->run_delay;
+		woken = nivcsw == s->nivcsw;
+	} else {
+		wait = delay - accounted;
+		woken = 1;
+	}
+	s->run_delay = delay;
+	s->nivcsw = nivcsw;
+	s->seen = 1;
+	record(next, wait, woken);
 	return 0;
 }
 

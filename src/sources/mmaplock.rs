@@ -222,16 +222,12 @@ impl MmapLock {
         } else {
             self.owners.borrow().get(&lock).cloned()
         };
-        let mut name = match known {
-            Some((pid, comm)) => format!("mmap_lock of {pid} ({comm})"),
-            None => "mmap_lock".to_string(),
-        };
-        if let Some(m) = self.memcg(memcg_id)
-            && Some(m.as_str()) != cgroup
-        {
-            name.push_str(&format!(" [memcg {m}]"));
-        }
-        Some(name)
+        let memcg = self.memcg(memcg_id);
+        Some(format_lock_name(
+            known.as_ref().map(|(p, c)| (*p, c.as_str())),
+            memcg.as_deref(),
+            cgroup,
+        ))
     }
 
     fn programs(&self) -> Vec<&libbpf_rs::Program<'static>> {
@@ -247,6 +243,52 @@ impl MmapLock {
             &p.mm_follow_fork_tp,
         ]
     }
+}
+
+/// "mmap_lock of PID (comm)", plus " [memcg PATH]" when the memory cgroup
+/// is known and is not the task's cgroup v2 path (a cgroup v1 memory
+/// hierarchy, or a memcg higher up).
+pub fn format_lock_name(
+    owner: Option<(u32, &str)>,
+    memcg: Option<&str>,
+    cgroup: Option<&str>,
+) -> String {
+    let mut name = match owner {
+        Some((pid, comm)) => format!("mmap_lock of {pid} ({comm})"),
+        None => "mmap_lock".to_string(),
+    };
+    if let Some(m) = memcg
+        && Some(m) != cgroup
+    {
+        name.push_str(&format!(" [memcg {m}]"));
+    }
+    name
+}
+
+/// The times of one streamed operation: (wait, hold, end, released).
+/// A wait is timed only when its start and acquisition were seen, a hold
+/// only when its acquisition and its end were; `end` is the acquisition
+/// (or failure), else the release.
+pub fn op_times(e: &ls_mm_event) -> (u64, Option<u64>, u64, Option<u64>) {
+    let failed = e.flags & flags::FAILED != 0;
+    let wait = if e.begin_ns != 0 && e.acquired_ns != 0 {
+        e.acquired_ns.saturating_sub(e.begin_ns)
+    } else {
+        0
+    };
+    let hold = (e.acquired_ns != 0 && e.released_ns != 0 && !failed)
+        .then(|| e.released_ns.saturating_sub(e.acquired_ns));
+    let end = if e.acquired_ns != 0 {
+        e.acquired_ns
+    } else {
+        e.released_ns
+    };
+    (
+        wait,
+        hold,
+        end,
+        (e.released_ns != 0).then_some(e.released_ns),
+    )
 }
 
 fn kind(write: bool) -> LockKind {
@@ -318,13 +360,7 @@ fn to_event(src: &MmapLock, sym: &mut Symbolizer, e: &ls_mm_event) -> Event {
     let partial = f & flags::PARTIAL != 0;
     let failed = f & flags::FAILED != 0;
     let cgroup = sym.cgroup(e.cgroup_id);
-    let wait_ns = if e.begin_ns != 0 && e.acquired_ns != 0 {
-        e.acquired_ns.saturating_sub(e.begin_ns)
-    } else {
-        0
-    };
-    let hold_ns = (e.acquired_ns != 0 && e.released_ns != 0 && !failed)
-        .then(|| e.released_ns.saturating_sub(e.acquired_ns));
+    let (wait_ns, hold_ns, end_ns, released_ns) = op_times(e);
     Event {
         source: SOURCE,
         kind: kind(f & flags::WRITE != 0),
@@ -342,12 +378,8 @@ fn to_event(src: &MmapLock, sym: &mut Symbolizer, e: &ls_mm_event) -> Event {
         comm: comm_str(&e.comm),
         cgroup,
         begin_ns: e.begin_ns,
-        end_ns: if e.acquired_ns != 0 {
-            e.acquired_ns
-        } else {
-            e.released_ns
-        },
-        released_ns: (e.released_ns != 0).then_some(e.released_ns),
+        end_ns,
+        released_ns,
         wait_ns,
         hold_ns,
         aborted: false,
@@ -450,5 +482,57 @@ impl Source for MmapLock {
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
         let e = super::from_bytes::<ls_mm_event>(data)?;
         Some(to_event(self, sym, &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(begin: u64, acquired: u64, released: u64, f: u32) -> ls_mm_event {
+        ls_mm_event {
+            begin_ns: begin,
+            acquired_ns: acquired,
+            released_ns: released,
+            flags: f,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn operations_are_timed_only_from_what_was_seen() {
+        // a whole operation: wait then hold
+        assert_eq!(
+            op_times(&ev(100, 130, 200, flags::WRITE)),
+            (30, Some(70), 130, Some(200))
+        );
+        // acquired before its start was seen: hold only
+        assert_eq!(
+            op_times(&ev(0, 130, 200, flags::PARTIAL)),
+            (0, Some(70), 130, Some(200))
+        );
+        // released, acquisition never seen: nothing timed
+        assert_eq!(
+            op_times(&ev(0, 0, 200, flags::PARTIAL)),
+            (0, None, 200, Some(200))
+        );
+        // a failed trylock: its (short) wait, no hold
+        assert_eq!(
+            op_times(&ev(100, 101, 0, flags::FAILED)),
+            (1, None, 101, None)
+        );
+    }
+
+    #[test]
+    fn lock_names_say_whose_mm_and_which_memcg() {
+        assert_eq!(
+            format_lock_name(Some((42, "db")), Some("/a"), Some("/a")),
+            "mmap_lock of 42 (db)"
+        );
+        assert_eq!(
+            format_lock_name(Some((42, "db")), Some("/mem/x"), Some("/")),
+            "mmap_lock of 42 (db) [memcg /mem/x]"
+        );
+        assert_eq!(format_lock_name(None, None, Some("/")), "mmap_lock");
     }
 }

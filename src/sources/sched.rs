@@ -1,6 +1,7 @@
 //! The sched source: run-queue latency (how long a runnable thread waited
 //! for a CPU, from its wakeup or preemption to running) per thread and per
-//! CPU, from the scheduler tracepoints (`src/bpf/sched.bpf.c`).
+//! CPU, at `sched_switch` from the scheduler's own accounting of every
+//! enqueue (`src/bpf/sched.bpf.c` says why and how).
 //!
 //! Rows: `kind` [`LockKind::RunQueue`], `lock` = the CPU the thread got,
 //! `lock_name` "cpu N", `wait_ns` = time runnable but not running, `slept`
@@ -41,12 +42,7 @@ unsafe impl Pod for ls_rq_val {}
 unsafe impl Pod for ls_rq_event {}
 
 /// Names of the `lost` counters, in the order of `enum ls_rq_lost`.
-pub const LOST_NAMES: [&str; 4] = [
-    "map_full",
-    "ringbuf_dropped",
-    "task_storage_failed",
-    "enqueue_unseen",
-];
+pub const LOST_NAMES: [&str; 3] = ["map_full", "ringbuf_dropped", "task_storage_failed"];
 
 /// A loaded and attached sched source.
 pub struct Sched {
@@ -72,6 +68,12 @@ impl Sched {
                 "{SOURCE} has no backend '{other}' (tp_btf only: the classic sched \
                  tracepoints pass a pid, not the task that filters and state need)"
             ),
+        }
+        if !std::path::Path::new("/proc/self/schedstat").exists() {
+            bail!(
+                "{SOURCE} needs CONFIG_SCHED_INFO (the kernel's run-delay accounting, \
+                 /proc/PID/schedstat), which this kernel lacks"
+            );
         }
         crate::libbpf_log::install();
         crate::libbpf_log::take();
@@ -107,14 +109,9 @@ impl Sched {
         )?;
         let p = &skel.progs;
         let mut links = Vec::new();
-        for (i, prog) in [
-            &p.rq_follow_fork_btf,
-            &p.rq_switch_btf,
-            &p.rq_wakeup_btf,
-            &p.rq_wakeup_new_btf,
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, prog) in [&p.rq_follow_fork_btf, &p.rq_switch_btf]
+            .into_iter()
+            .enumerate()
         {
             if i == 0 && !follow {
                 continue;
@@ -203,16 +200,11 @@ impl Source for Sched {
 
     fn prog_stats(&self) -> Vec<ProgStats> {
         let p = &self.skel.progs;
-        [
-            &p.rq_switch_btf,
-            &p.rq_wakeup_btf,
-            &p.rq_wakeup_new_btf,
-            &p.rq_follow_fork_btf,
-        ]
-        .into_iter()
-        .filter(|prog| prog.as_fd().as_raw_fd() >= 0 && prog.autoload())
-        .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
-        .collect()
+        [&p.rq_switch_btf, &p.rq_follow_fork_btf]
+            .into_iter()
+            .filter(|prog| prog.as_fd().as_raw_fd() >= 0 && prog.autoload())
+            .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
+            .collect()
     }
 
     fn event_map(&self) -> Option<&dyn MapCore> {
