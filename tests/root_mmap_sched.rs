@@ -106,6 +106,11 @@ fn mmap_workload_write_acquisitions_cover_every_mmap_and_munmap() {
         assert!(u(&hold["total"]) > 0 && u(&hold["max"]) > 0, "holds: {r}");
         assert!(u(&hold["min"]) <= u(&hold["p50"]) && u(&hold["p99"]) <= u(&hold["max"]));
     }
+    eprintln!(
+        "mmap {mmaps} + munmap {munmaps}: {} write and {} read acquisitions",
+        u(&wr["count"]),
+        u(&rd["count"])
+    );
     // four threads contend: the write waits of some are long
     assert!(u(&wr["wait_ns"]["max"]) > 1_000, "{wr}");
     assert_no_losses(&rep["lost"], "mmap-lock");
@@ -149,6 +154,10 @@ fn known_write_hold_and_its_waiters() {
     assert_eq!(holds.len(), rounds, "one long hold per round: {holds:?}");
     for (e, &call) in holds.iter().zip(&calls) {
         let hold = u(&e["hold_ns"]);
+        eprintln!(
+            "hold {hold} ns, call {call} ns: hold {:.2}% short of the call",
+            (call - hold.min(call)) as f64 * 100.0 / call as f64
+        );
         assert!(hold <= call, "hold {hold} ns inside the call of {call} ns");
         assert!(
             call - hold <= call / 20,
@@ -292,6 +301,11 @@ fn runq_latency_matches_the_kernels_run_delay() {
         let measured = u(&row["wait_ns"]["total"]);
         assert!(*delay > 200_000_000, "the threads really waited: {truth:?}");
         let diff = measured.abs_diff(*delay);
+        eprintln!(
+            "thread {tid}: run-queue wait {measured} ns, schedstat run delay {delay} ns, \
+             off by {:.3}%",
+            diff as f64 * 100.0 / *delay as f64
+        );
         assert!(
             diff <= delay / 20,
             "thread {tid}: run-queue wait {measured} ns vs the kernel's run delay \

@@ -111,6 +111,49 @@ pub fn stack(map: &dyn MapCore, id: i32) -> Option<Vec<u64>> {
     )
 }
 
+/// Per key (e.g. a tid), the value of the item with the largest weight.
+pub fn busiest<'a, K, V>(
+    items: impl Iterator<Item = (K, u64, &'a V)>,
+) -> std::collections::HashMap<K, &'a V>
+where
+    K: std::hash::Hash + Eq,
+{
+    let mut best: std::collections::HashMap<K, (u64, &'a V)> = Default::default();
+    for (k, w, v) in items {
+        let e = best.entry(k).or_insert((w, v));
+        if w > e.0 {
+            *e = (w, v);
+        }
+    }
+    best.into_iter().map(|(k, (_, v))| (k, v)).collect()
+}
+
+/// A live thread's current name (`/proc/PID/task/TID/comm`): a thread's
+/// name is read in the kernel when its key is created, which may be before
+/// it named itself. `None` once it has exited.
+pub fn live_comm(pid: u32, tid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .ok()
+        .map(|c| c.trim_end_matches('\n').to_string())
+}
+
+/// Thread names for records: the live name where the thread still runs,
+/// else the name of its busiest key (per tid: weight, kernel comm).
+pub fn thread_names<'a>(
+    items: impl Iterator<Item = (u32, u32, u64, &'a [i8; 16])>,
+) -> std::collections::HashMap<u32, String> {
+    let items: Vec<_> = items.collect();
+    let pids: std::collections::HashMap<u32, u32> =
+        items.iter().map(|(pid, tid, _, _)| (*tid, *pid)).collect();
+    let best = busiest(items.iter().map(|(_, tid, w, c)| (*tid, *w, *c)));
+    best.into_iter()
+        .map(|(tid, c)| {
+            let live = pids.get(&tid).and_then(|pid| live_comm(*pid, tid));
+            (tid, live.unwrap_or_else(|| super::comm_str(&c[..])))
+        })
+        .collect()
+}
+
 /// Whether the kernel serves most page faults under per-VMA locks
 /// (CONFIG_PER_VMA_LOCK, Linux 6.4+): then faults mostly skip mmap_lock.
 /// `lock_vma_under_rcu` exists exactly when it is configured.
@@ -123,4 +166,17 @@ pub fn per_vma_locks() -> bool {
         .lines()
         .map_while(std::result::Result::ok)
         .any(|l| l.split_whitespace().nth(2) == Some("lock_vma_under_rcu"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busiest_picks_the_heaviest_item_per_key() {
+        let items = [(1, 3, "a"), (1, 9, "b"), (2, 1, "c"), (1, 5, "d")];
+        let best = busiest(items.iter().map(|(k, w, v)| (*k, *w, v)));
+        assert_eq!(best.get(&1).map(|v| **v), Some("b"));
+        assert_eq!(best.get(&2).map(|v| **v), Some("c"));
+    }
 }

@@ -451,11 +451,24 @@ impl Source for MmapLock {
             );
             names.insert(lock, name);
         }
+        // one thread name per thread (it may rename itself between keys)
+        let comms = common::thread_names(raw.iter().map(|(k, v)| {
+            (
+                k.pid,
+                k.tid,
+                v.count + v.holds + v.failed + v.partial,
+                &v.comm,
+            )
+        }));
         Ok(raw
             .iter()
             .map(|(k, v)| {
                 let name = names.get(&k.lock).cloned().flatten();
-                to_record(self, sym, k, v, name)
+                let mut r = to_record(self, sym, k, v, name);
+                if let Some(c) = comms.get(&k.tid) {
+                    r.comm = c.clone();
+                }
+                r
             })
             .collect())
     }

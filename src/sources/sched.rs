@@ -188,7 +188,20 @@ impl Source for Sched {
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         let raw: Vec<(ls_rq_key, ls_rq_val)> = common::entries(&self.skel.maps.agg)?;
-        Ok(raw.iter().map(|(k, v)| to_record(sym, k, v)).collect())
+        // a thread's name is read when its key on a CPU is created, and its
+        // first switch-in comes before it can name itself: one name per
+        // thread, the live one where it still runs
+        let names = common::thread_names(raw.iter().map(|(k, v)| (k.pid, k.tid, v.count, &v.comm)));
+        Ok(raw
+            .iter()
+            .map(|(k, v)| {
+                let mut r = to_record(sym, k, v);
+                if let Some(c) = names.get(&k.tid) {
+                    r.comm = c.clone();
+                }
+                r
+            })
+            .collect())
     }
 
     fn lost(&self) -> Result<BTreeMap<String, u64>> {
