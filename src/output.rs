@@ -558,6 +558,7 @@ mod tests {
             failed: 1,
             partial: 2,
             split: None,
+            stacks: Vec::new(),
         };
         let runq = |tid: u32, waits: &[u64], woken: u64| Record {
             source: "sched",
