@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench as common  # noqa: E402  (settle, CPU accounting, process cleanup)
 

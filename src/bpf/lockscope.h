@@ -290,7 +290,8 @@ struct ls_rq_val {
 	__u64 woken;   /* of count: not after an involuntary switch-out (so after
 			* a wakeup), the first one seen of each thread included */
 	__u64 cgroup_id;
-	char comm[LS_COMM_LEN];
+	char comm[LS_COMM_LEN];  /* kept current: a new thread names itself
+				  * after its first switch-ins */
 	char pcomm[LS_COMM_LEN];
 	__u64 hist[LS_HIST_SLOTS];
 };

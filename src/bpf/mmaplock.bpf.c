@@ -173,8 +173,16 @@ static __always_inline struct ls_mm_val *entry(void *ctx, struct mm_struct *mm,
 	key.pid = id >> 32;
 	key.write = (flags & LS_MM_WRITE) ? 1 : 0;
 	val = bpf_map_lookup_elem(&agg, &key);
-	if (val)
+	if (val) {
+		/* two loads: a thread that renamed itself (new threads do, after
+		 * their first mmap_lock operations) gets its new name */
+		struct task_struct *task = bpf_get_current_task_btf();
+
+		if (*(__u64 *)&task->comm[0] != *(__u64 *)&val->comm[0] ||
+		    *(__u64 *)&task->comm[8] != *(__u64 *)&val->comm[8])
+			bpf_get_current_comm(val->comm, sizeof(val->comm));
 		return val;
+	}
 	init = bpf_map_lookup_elem(&agg_zero, &zero);
 	if (!init)
 		return NULL;

@@ -102,7 +102,9 @@ static __always_inline void record(struct task_struct *next, __u64 wait, __u32 w
 		if (!init)
 			return;
 		init->cgroup_id = BPF_CORE_READ(next, cgroups, dfl_cgrp, kn, id);
-		BPF_CORE_READ_STR_INTO(&init->comm, next, comm);
+		/* all 16 bytes: the kernel pads comm with zeros, so the
+		 * refresh below compares equal until a rename */
+		BPF_CORE_READ_INTO(&init->comm, next, comm);
 		BPF_CORE_READ_STR_INTO(&init->pcomm, next, group_leader, comm);
 		init->min_ns = ~0ULL;
 		err = bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST);
@@ -114,6 +116,11 @@ static __always_inline void record(struct task_struct *next, __u64 wait, __u32 w
 		if (!v)
 			goto emit;
 	}
+	/* two loads: a thread that renamed itself (new threads do, after
+	 * their first switch-ins) gets its new name */
+	if (*(__u64 *)&next->comm[0] != *(__u64 *)&v->comm[0] ||
+	    *(__u64 *)&next->comm[8] != *(__u64 *)&v->comm[8])
+		BPF_CORE_READ_INTO(&v->comm, next, comm);
 	v->count += 1;
 	v->total_ns += wait;
 	v->woken += woken;
