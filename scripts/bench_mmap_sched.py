@@ -14,7 +14,9 @@ Sources: mmap-lock, sched, and both. Workload time is the workload's own
 the stats' own bookkeeping (two clock reads per program run):
 
 - mmap-lock: ns per mmap_lock operation = run time of its programs over the
-  operations it saw (acquisitions + failed + partial, system-wide);
+  runs of its release program (every operation ends with one release;
+  both counts come from the same stats, so another tool toggling the
+  sysctl meanwhile cannot skew the ratio);
 - sched: ns per context switch = run time of its programs over the runs of
   its sched_switch program (every context switch on the machine).
 
@@ -102,8 +104,7 @@ def traced_run(args, source):
     progs = rep["bpf_programs"]
     mm = [b for b in progs if b["name"].startswith("mm_")]
     rq = [b for b in progs if b["name"].startswith("rq_")]
-    mm_ops = sum(r["count"] + r["failed"] + r["partial"]
-                 for r in rep["rows"] if r["source"] == "mmap-lock")
+    mm_ops = sum(b["run_cnt"] for b in mm if "release" in b["name"])
     switches = sum(b["run_cnt"] for b in rq if "switch" in b["name"])
     return {
         "elapsed": elapsed,
