@@ -19,15 +19,17 @@ fn require_root() {
     );
 }
 
-/// `lockscope <cmd> -p PID <extra>` over a workload that starts its work
-/// after the tracer is attached; returns (tracer stdout, workload reports).
+/// `lockscope <cmd> -p PID <extra>` over a workload that starts (creates
+/// its threads) only once the tracer is attached; returns (tracer stdout,
+/// workload reports).
 fn traced(cmd: &str, workload: &[&str], extra: &[&str]) -> (String, Vec<Value>) {
     require_root();
-    let wl = Workload::start(workload, "1500ms");
+    let wl = Workload::start_paused(workload);
     let pid = wl.pid().to_string();
     let mut args = vec![cmd, "-p", &pid, "--json"];
     args.extend_from_slice(extra);
     let tracer = Tracer::start(&args);
+    wl.go();
     let done = wl.finish();
     let (code, out) = tracer.finish();
     assert_eq!(code, 0, "lockscope failed: {out}");
@@ -241,7 +243,7 @@ fn cgroup_filter_and_grouping_for_mmap_lock_and_sched() {
     let name = format!("lockscope-mm-test-{}", std::process::id());
     let dir = root.join(&name);
     std::fs::create_dir(&dir).expect("create a cgroup v2 directory");
-    let wl = Workload::start(&["mmap", "--threads", "2", "--ops", "500"], "2s");
+    let wl = Workload::start_paused(&["mmap", "--threads", "2", "--ops", "500"]);
     std::fs::write(dir.join("cgroup.procs"), wl.pid().to_string())
         .expect("move workload into the cgroup");
     let tracer = Tracer::start(&[
@@ -256,6 +258,7 @@ fn cgroup_filter_and_grouping_for_mmap_lock_and_sched() {
         "-d",
         "30s",
     ]);
+    wl.go();
     let done = wl.finish();
     tracer.signal(libc::SIGINT);
     let rep = tracer.finish_json();

@@ -349,18 +349,22 @@ static __always_inline int find(struct ls_mm_task *t, struct mm_struct *mm,
 static __always_inline __s32 caller_of(void *ctx, struct ls_mm_task *t,
 				       struct mm_struct *mm, bool write)
 {
-	__u32 w = write ? 1 : 0;
+	__u32 w = write;
 	__s32 id;
 
+	/* a bool from a classic tracepoint is a byte to the verifier: keep
+	 * the mask, which the compiler would drop for a bool (5.x/6.1) */
+	barrier_var(w);
+	w &= 1;
 	if (caller_mode == LS_CALLER_EVERY)
 		return take_stack(ctx);
 	if (caller_mode != LS_CALLER_FIRST)
 		return -1;
-	if (t->stack_mm[w & 1] == (__u64)mm)
-		return t->stack_id[w & 1];
+	if (t->stack_mm[w] == (__u64)mm)
+		return t->stack_id[w];
 	id = take_stack(ctx);
-	t->stack_mm[w & 1] = (__u64)mm;
-	t->stack_id[w & 1] = id;
+	t->stack_mm[w] = (__u64)mm;
+	t->stack_id[w] = id;
 	return id;
 }
 
