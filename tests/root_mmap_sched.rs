@@ -321,15 +321,6 @@ fn runq_latency_matches_the_kernels_run_delay() {
             "mostly preemptions: {row}"
         );
     }
-    // by CPU: every wait of the busy threads was on their one CPU
-    let cpu = u(&w["cpu"]);
-    assert!(
-        rows(&rep)
-            .iter()
-            .filter(|r| tids.contains(&u(&r["tid"])))
-            .all(|r| r["lock_name"] == format!("cpu {cpu}")),
-        "pinned to cpu {cpu}: {rep}"
-    );
     assert_no_losses(&rep["lost"], "sched");
 }
 
