@@ -67,7 +67,8 @@ def run_workload(kind, threads, ops):
 
 def start_tracer(caller):
     """Starts `lockscope report --json` and returns once it is attached."""
-    p = subprocess.Popen([BIN, "report", "--json", "--caller", caller],
+    p = subprocess.Popen([BIN, "report", "--json", "--caller", caller,
+                          "--source", "kernel-contention"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     LIVE.append(p)
     attached, lines, out = threading.Event(), [], []

@@ -622,6 +622,10 @@ fn workload(a: WorkloadArgs) -> Result<i32> {
         } else {
             Duration::ZERO
         };
+        if let Some((json, line)) = crate::mmwork::run_cli(*kind, &a, delay)? {
+            writeln!(out, "{}", if a.json { json } else { line })?;
+            continue;
+        }
         if *kind == crate::workload::WorkloadKind::PipeHold {
             let rep = crate::holdwork::run(a.rounds, a.hold, delay, a.hog)?;
             if a.json {

@@ -14,3 +14,11 @@ pub mod contention {
 pub mod probe {
     include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
 }
+
+pub mod mmaplock {
+    include!(concat!(env!("OUT_DIR"), "/mmaplock.skel.rs"));
+}
+
+pub mod sched {
+    include!(concat!(env!("OUT_DIR"), "/sched.skel.rs"));
+}

@@ -27,12 +27,39 @@ pub struct CgroupNames {
     table: HashMap<u64, String>,
     built: bool,
     rebuilt: bool,
+    /// Hierarchy to name; `None`: cgroup v2 ([`v2_root`]).
+    root: Option<PathBuf>,
+}
+
+/// Where the memory controller's hierarchy is mounted: the cgroup v2 root
+/// when it has the `memory` controller, else a cgroup v1 `memory` mount
+/// (hybrid systems). Memory cgroup ids resolve to paths below it.
+pub fn memory_root() -> Option<PathBuf> {
+    let v2 = v2_root();
+    let controllers = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+    if controllers.split_whitespace().any(|c| c == "memory") {
+        return Some(v2);
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 4 && f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory"))
+            .then(|| PathBuf::from(f[1]))
+    })
 }
 
 impl CgroupNames {
+    /// Names the cgroups of the hierarchy mounted at `root`.
+    pub fn under(root: PathBuf) -> CgroupNames {
+        CgroupNames {
+            root: Some(root),
+            ..Default::default()
+        }
+    }
+
     fn build(&mut self) {
         self.table.clear();
-        let root = v2_root();
+        let root = self.root.clone().unwrap_or_else(v2_root);
         let dev = std::fs::metadata(&root).map(|m| m.dev()).unwrap_or(0);
         walk(&root, Path::new("/"), dev, 0, &mut self.table);
     }
@@ -95,6 +122,23 @@ pub fn resolve_path(arg: &str) -> Result<PathBuf, String> {
         root.display(),
         arg.trim_start_matches('/')
     ))
+}
+
+/// A cgroup v2 directory's id (as `bpf_get_current_cgroup_id` returns it)
+/// and its depth below the v2 root (the root is 0), as the kernel's
+/// `cgroup->level` counts it.
+pub fn id_and_level(dir: &Path) -> Result<(u64, u32), String> {
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (dir, root) = (canon(dir), canon(&v2_root()));
+    let rel = dir.strip_prefix(&root).map_err(|_| {
+        format!(
+            "{} is not below the cgroup v2 root {}",
+            dir.display(),
+            root.display()
+        )
+    })?;
+    Ok((meta.ino(), rel.components().count() as u32))
 }
 
 /// The cgroup v2 path of a process, from /proc/PID/cgroup.

@@ -245,7 +245,11 @@ pub struct WorkloadArgs {
     /// Workloads to run, one after another: pipe (N writers on one pipe:
     /// pipe->mutex), mmap (N threads mmap/munmap in one address space:
     /// mmap_lock), pipe-hold (a pipe mutex held for exactly --hold, --rounds
-    /// times, with one waiter: known waits by construction, via userfaultfd)
+    /// times, with one waiter: known waits by construction, via userfaultfd),
+    /// mmap-hold (mmap_lock held for write by an mprotect of --region-mb,
+    /// --rounds times, a writer and a reader waiting), runq (--threads busy
+    /// threads pinned to one CPU for --busy), pingpong (two threads pass a
+    /// byte back and forth --ops times)
     #[arg(value_parser = crate::workload::parse_kind, default_value = "pipe")]
     pub kinds: Vec<WorkloadKind>,
     /// Worker threads
@@ -274,6 +278,17 @@ pub struct WorkloadArgs {
     /// waiter also waits for a CPU (runnable time)
     #[arg(long)]
     pub hog: bool,
+    /// mmap-hold: MiB of the populated region whose mprotect holds
+    /// mmap_lock for write (about 30 ms per GiB here)
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub region_mb: usize,
+    /// runq: the CPU the busy threads (--threads) are pinned to
+    /// (default: the last one)
+    #[arg(long, value_name = "CPU")]
+    pub cpu: Option<usize>,
+    /// runq: how long the threads stay busy
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
+    pub busy: Duration,
     /// pipe-hold: how long the mutex is held each round
     #[arg(long, value_parser = parse_duration, default_value = "50ms", value_name = "DURATION")]
     pub hold: Duration,

@@ -51,7 +51,7 @@ pub struct SourcePlan {
 }
 
 /// Sources this version of lockscope implements.
-pub const IMPLEMENTED: &[&str] = &["kernel-contention"];
+pub const IMPLEMENTED: &[&str] = &["kernel-contention", "mmap-lock", "sched"];
 
 /// Everything `lockscope doctor` found.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -283,8 +283,10 @@ pub fn plan(checks: &[Check]) -> Vec<SourcePlan> {
     });
     out.push(futex);
 
-    // sched: run-queue latency and off-CPU time.
-    out.push(tracepoint_source(
+    // sched: run-queue latency and off-CPU time. tp_btf only: the classic
+    // sched tracepoints pass the woken task's pid, not the task itself.
+    let sched_lost = "run-queue latency and off-CPU time are not measured";
+    let sched = tracepoint_source(
         "sched",
         &[
             ("sched", "sched_switch"),
@@ -292,8 +294,16 @@ pub fn plan(checks: &[Check]) -> Vec<SourcePlan> {
             ("sched", "sched_wakeup_new"),
         ],
         true,
-        "run-queue latency and off-CPU time are not measured",
-    ));
+        sched_lost,
+    );
+    out.push(if sched.backend.as_deref() == Some("tracepoint") {
+        unavailable(
+            "sched",
+            format!("needs tp_btf: {} — {sched_lost}", why("tp_btf")),
+        )
+    } else {
+        sched
+    });
 
     // sched-picknext: function probes on pick_next_task_fair (seed 001).
     out.push(function_probe_source(
@@ -1398,6 +1408,9 @@ mod tests {
             source(&p, "sched-picknext").backend.as_deref(),
             Some("kprobe")
         );
+        let sched = source(&p, "sched");
+        assert!(!sched.available, "sched is tp_btf only");
+        assert!(sched.reason.contains("needs tp_btf"), "{}", sched.reason);
 
         set(&mut checks, "fentry", true, "");
         assert_eq!(
@@ -1442,8 +1455,14 @@ mod tests {
             checks: checks.clone(),
             sources: p,
         };
-        // only sources this version does not implement yet could run
-        assert!(!r.usable());
+        // without lock:contention_begin, mmap-lock and sched still run
+        assert!(r.usable());
+        assert!(
+            r.sources
+                .iter()
+                .filter(|s| s.available && s.implemented)
+                .all(|s| s.source == "mmap-lock" || s.source == "sched")
+        );
 
         // Nothing works: nothing is available.
         for ch in &mut checks {

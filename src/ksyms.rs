@@ -108,6 +108,7 @@ fn is_tracing_frame(name: &str) -> bool {
         "bpf_trace_run",
         "__traceiter_",
         "trace_contention_",
+        "__mmap_lock_do_trace_",
         "perf_trace_",
         "trace_call_bpf",
         "bpf_get_stack",

@@ -8,6 +8,7 @@ pub mod flame;
 pub mod holdwork;
 pub mod ksyms;
 pub mod libbpf_log;
+pub mod mmwork;
 pub mod model;
 pub mod output;
 pub mod perfetto;

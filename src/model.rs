@@ -31,6 +31,8 @@ pub enum LockKind {
     RwlockRtWrite,
     PercpuRwsemRead,
     PercpuRwsemWrite,
+    /// Not a lock: a thread's wait for a CPU (run-queue latency, `sched`).
+    RunQueue,
     /// Flags this version does not know; kept so nothing is hidden.
     Unknown(u32),
 }
@@ -75,6 +77,7 @@ impl LockKind {
             LockKind::RwlockRtWrite => "rwlock-rt-write".into(),
             LockKind::PercpuRwsemRead => "percpu-rwsem-read".into(),
             LockKind::PercpuRwsemWrite => "percpu-rwsem-write".into(),
+            LockKind::RunQueue => "runqueue".into(),
             LockKind::Unknown(f) => format!("unknown-0x{f:x}"),
         }
     }

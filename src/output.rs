@@ -58,6 +58,7 @@ pub fn short_kind(k: Option<LockKind>) -> String {
         Some(LockKind::RwlockRtWrite) => "rwlockrt:W".into(),
         Some(LockKind::PercpuRwsemRead) => "pcpu-sem:R".into(),
         Some(LockKind::PercpuRwsemWrite) => "pcpu-sem:W".into(),
+        Some(LockKind::RunQueue) => "runq".into(),
         Some(LockKind::Unknown(f)) => format!("?{f:#x}"),
         None => "(mixed)".into(),
     }
@@ -88,7 +89,10 @@ fn lock_label(r: &Row) -> String {
 
 fn last_column(r: &Row, by: GroupBy) -> String {
     let caller = r.caller.clone().unwrap_or_else(|| "?".into());
+    let runq = r.kind == Some(LockKind::RunQueue);
     match by {
+        GroupBy::Lock if runq => format!("{} run queue", lock_label(r)),
+        GroupBy::Caller if runq => "(waiting for a CPU)".into(),
         GroupBy::Lock => format!("{} {}", lock_label(r), caller),
         GroupBy::Caller => match &r.lock_name {
             Some(n) => format!("{caller} [{n}]"),
@@ -185,22 +189,9 @@ pub fn write_table(
         };
         writeln!(w, "{}", fit(&line, width))?;
     }
-    let waits: u64 = rep.rows.iter().map(|r| r.count).sum();
-    let total: u64 = rep.rows.iter().map(|r| r.wait.total_ns).sum();
-    writeln!(
-        w,
-        "{}",
-        fit(
-            &format!(
-                "{} for {}: {} contended waits, {} waiting in total",
-                rep.targets,
-                fmt_ns(rep.duration_ns),
-                waits,
-                fmt_ns(total)
-            ),
-            width
-        )
-    )?;
+    for l in summary_lines(rep) {
+        writeln!(w, "{}", fit(&l, width))?;
+    }
     writeln!(w)?;
     if rep.rows.is_empty() {
         writeln!(w, "no lock contention seen")?;
@@ -226,8 +217,10 @@ pub fn write_table(
                 // lock on this line, its caller on the next, under it
                 writeln!(w, "{lead}{}", fit(&lock_label(r), rest))?;
                 let pad = " ".repeat(width.saturating_sub(rest));
-                let caller = format!("└ {}", r.caller.as_deref().unwrap_or("?"));
-                writeln!(w, "{pad}{}", fit(&caller, rest))?;
+                if r.kind != Some(LockKind::RunQueue) {
+                    let caller = format!("└ {}", r.caller.as_deref().unwrap_or("?"));
+                    writeln!(w, "{pad}{}", fit(&caller, rest))?;
+                }
             } else {
                 writeln!(w, "{lead}{}", fit(&last, rest))?;
             }
@@ -296,6 +289,60 @@ pub fn write_stacks(
         }
     }
     Ok(())
+}
+
+/// The lines under the sources: contended waits of the lock-contention
+/// sources, then one line per source that sees holds (acquisitions, not
+/// only contended waits) and one for run-queue waits.
+pub fn summary_lines(rep: &Report) -> Vec<String> {
+    let runq = |r: &Row| r.kind == Some(LockKind::RunQueue);
+    let plain: Vec<&Row> = rep
+        .rows
+        .iter()
+        .filter(|r| !runq(r) && r.hold_ns.is_none())
+        .collect();
+    let others = plain.len() < rep.rows.len();
+    let mut lines = vec![if plain.is_empty() && others {
+        format!("{} for {}:", rep.targets, fmt_ns(rep.duration_ns))
+    } else {
+        format!(
+            "{} for {}: {} contended waits, {} waiting in total",
+            rep.targets,
+            fmt_ns(rep.duration_ns),
+            plain.iter().map(|r| r.count).sum::<u64>(),
+            fmt_ns(plain.iter().map(|r| r.wait.total_ns).sum())
+        )
+    }];
+    let mut held: BTreeMap<&str, (u64, u64, u64, u64, u64)> = BTreeMap::new();
+    for r in rep.rows.iter().filter(|r| !runq(r)) {
+        if let Some(h) = &r.hold_ns {
+            let e = held.entry(r.source).or_default();
+            e.0 += r.count;
+            e.1 += r.wait.total_ns;
+            e.2 += h.total;
+            e.3 += r.failed;
+            e.4 += r.partial;
+        }
+    }
+    for (src, (n, wait, hold, failed, partial)) in held {
+        lines.push(format!(
+            "  {src}: {n} acquisitions, {} waiting, {} held, {failed} failed, \
+             {partial} partial",
+            fmt_ns(wait),
+            fmt_ns(hold)
+        ));
+    }
+    let rq: Vec<&Row> = rep.rows.iter().filter(|r| runq(r)).collect();
+    if !rq.is_empty() {
+        let n: u64 = rq.iter().map(|r| r.count).sum();
+        let woken: u64 = rq.iter().map(|r| r.slept).sum();
+        lines.push(format!(
+            "  run queue: {n} waits for a CPU, {} in total, {} after a preemption",
+            fmt_ns(rq.iter().map(|r| r.wait.total_ns).sum()),
+            n.saturating_sub(woken)
+        ));
+    }
+    lines
 }
 
 /// Where the top row's wait went: "top row waited 268 ms: 180 ms asleep,
@@ -481,5 +528,134 @@ mod tests {
         for l in wrap_list("lost: ", &items, 80) {
             assert!(l.chars().count() <= 80, "{l}");
         }
+    }
+
+    /// A report with one mmap-lock row (holds) and two threads' run-queue
+    /// waits on one CPU, grouped `by`.
+    fn mixed(by: GroupBy) -> Report {
+        let stats = |v: &[u64]| {
+            let mut s = Stats::default();
+            for &x in v {
+                s.record(x);
+            }
+            s
+        };
+        let base = Record {
+            source: "mmap-lock",
+            kind: LockKind::RwsemWrite,
+            lock: 0xffff_8881_0000_0040,
+            lock_name: Some("mmap_lock of 7 (db)".into()),
+            caller: Some("__vm_munmap".into()),
+            pid: 7,
+            tid: 8,
+            comm: "db".into(),
+            cgroup: Some("/".into()),
+            aborted: 0,
+            spun: 0,
+            slept: 0,
+            wait: stats(&[1_000, 2_000]),
+            hold: Some(stats(&[5_000_000])),
+            failed: 1,
+            partial: 2,
+            split: None,
+            stacks: Vec::new(),
+        };
+        let runq = |tid: u32, waits: &[u64], woken: u64| Record {
+            source: "sched",
+            kind: LockKind::RunQueue,
+            lock: 1,
+            lock_name: Some("cpu 1".into()),
+            caller: None,
+            tid,
+            slept: woken,
+            wait: stats(waits),
+            hold: None,
+            failed: 0,
+            partial: 0,
+            ..base.clone()
+        };
+        let recs = vec![
+            base.clone(),
+            runq(8, &[10_000, 20_000], 1),
+            runq(9, &[30_000], 1),
+        ];
+        Report {
+            version: JSON_VERSION,
+            duration_ns: 1_000_000_000,
+            targets: "pid 7".into(),
+            by: "lock",
+            sources: vec![],
+            lost: BTreeMap::new(),
+            bpf_programs: vec![],
+            rows: group(&recs, by),
+        }
+    }
+
+    #[test]
+    fn mmap_lock_and_run_queue_rows_have_their_own_summaries() {
+        let rep = mixed(GroupBy::Lock);
+        let lines = summary_lines(&rep);
+        assert_eq!(
+            lines[0], "pid 7 for 1.00 s:",
+            "no plain lock rows: {lines:?}"
+        );
+        assert!(
+            lines.contains(
+                &"  mmap-lock: 2 acquisitions, 3.00 us waiting, 5.00 ms held, 1 failed, \
+                  2 partial"
+                    .to_string()
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(
+                &"  run queue: 3 waits for a CPU, 60.0 us in total, 1 after a preemption"
+                    .to_string()
+            ),
+            "{lines:?}"
+        );
+        let cpu = rep
+            .rows
+            .iter()
+            .find(|r| r.kind == Some(LockKind::RunQueue))
+            .expect("a run-queue row");
+        assert_eq!(cpu.count, 3, "by lock: one row per CPU, threads merged");
+        assert_eq!(cpu.tid, None);
+        for by in [
+            GroupBy::Lock,
+            GroupBy::Caller,
+            GroupBy::Task,
+            GroupBy::Cgroup,
+        ] {
+            let mut out = Vec::new();
+            write_table(&mut out, &mixed(by), by, 20, 80).expect("write to a Vec");
+            let text = String::from_utf8(out).expect("utf8");
+            for line in text.lines() {
+                assert!(line.chars().count() <= 80, "too wide: {line:?}");
+            }
+            assert!(text.contains("runq"), "{text}");
+        }
+        let mut out = Vec::new();
+        write_table(&mut out, &rep, GroupBy::Lock, 20, 80).expect("write to a Vec");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.contains("cpu 1 run queue"), "{text}");
+        assert!(!text.contains("cpu 1 run queue ?"), "{text}");
+        let v = serde_json::to_value(&rep).expect("serialise");
+        let r = v["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["source"] == "sched"))
+            .expect("a sched row");
+        assert_eq!(r["kind"], "runqueue");
+        assert_eq!(r["lock"], "0x1");
+        assert!(r["hold_ns"].is_null());
+        let m = v["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["source"] == "mmap-lock"))
+            .expect("an mmap-lock row");
+        assert_eq!(m["hold_ns"]["total"], 5_000_000);
+        assert_eq!(
+            (m["failed"].as_u64(), m["partial"].as_u64()),
+            (Some(1), Some(2))
+        );
     }
 }

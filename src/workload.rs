@@ -39,6 +39,14 @@ pub enum WorkloadKind {
     /// `holdwork::run`, not by [`run`].
     #[serde(rename = "pipe-hold")]
     PipeHold,
+    /// A long mmap_lock write hold with two waiters (see `mmwork`).
+    #[serde(rename = "mmap-hold")]
+    MmapHold,
+    /// Busy threads pinned to one CPU (see `mmwork`).
+    Runq,
+    /// Two threads passing a byte back and forth (see `mmwork`).
+    #[serde(rename = "pingpong")]
+    PingPong,
 }
 
 impl std::fmt::Display for WorkloadKind {
@@ -47,6 +55,9 @@ impl std::fmt::Display for WorkloadKind {
             WorkloadKind::Pipe => "pipe",
             WorkloadKind::Mmap => "mmap",
             WorkloadKind::PipeHold => "pipe-hold",
+            WorkloadKind::MmapHold => "mmap-hold",
+            WorkloadKind::Runq => "runq",
+            WorkloadKind::PingPong => "pingpong",
         })
     }
 }
@@ -57,8 +68,12 @@ pub fn parse_kind(s: &str) -> Result<WorkloadKind, String> {
         "pipe" => Ok(WorkloadKind::Pipe),
         "mmap" => Ok(WorkloadKind::Mmap),
         "pipe-hold" => Ok(WorkloadKind::PipeHold),
+        "mmap-hold" => Ok(WorkloadKind::MmapHold),
+        "runq" => Ok(WorkloadKind::Runq),
+        "pingpong" => Ok(WorkloadKind::PingPong),
         other => Err(format!(
-            "unknown workload {other:?} (expected pipe, mmap or pipe-hold)"
+            "unknown workload {other:?} (expected pipe, mmap, pipe-hold, mmap-hold, runq \
+             or pingpong)"
         )),
     }
 }
@@ -128,6 +143,9 @@ pub fn run_with(spec: &WorkloadSpec, on_ready: impl FnOnce(u32, &[u32])) -> Resu
         WorkloadKind::Pipe => run_pipe(spec, on_ready),
         WorkloadKind::Mmap => run_mmap(spec, on_ready),
         WorkloadKind::PipeHold => bail!("pipe-hold runs through holdwork::run"),
+        WorkloadKind::MmapHold | WorkloadKind::Runq | WorkloadKind::PingPong => {
+            bail!("{} runs through mmwork", spec.kind)
+        }
     }
 }
 
@@ -577,7 +595,13 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for k in [WorkloadKind::Pipe, WorkloadKind::Mmap] {
+        for k in [
+            WorkloadKind::Pipe,
+            WorkloadKind::Mmap,
+            WorkloadKind::MmapHold,
+            WorkloadKind::Runq,
+            WorkloadKind::PingPong,
+        ] {
             assert_eq!(parse_kind(&k.to_string()), Ok(k));
             assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
         }

@@ -162,4 +162,150 @@ struct ls_cpu_state {
 	__u64 sample_ctr; /* --stack-sample: waits seen on this CPU */
 };
 
+/* ---- mmap-lock source (mmaplock.bpf.c) ------------------------------ */
+
+/* Open mmap_lock operations of one task at a time: a task holds its own
+ * mm's lock and may take another mm's (fork's dup_mmap, remote access). */
+#define LS_MM_SLOTS 4
+
+/* Flags of struct ls_mm_event. */
+enum ls_mm_flags {
+	LS_MM_WRITE = 1,     /* exclusive (mmap_write_lock*) */
+	LS_MM_FAILED = 2,    /* acquire_returned with success == false */
+	LS_MM_PARTIAL = 4,   /* its start or its acquisition was not seen */
+	LS_MM_DOWNGRADE = 8, /* write hold ended by mmap_write_downgrade; or a
+			      * read hold that began with one (wait 0) */
+};
+
+/* Loss counters of the mmap-lock source (per-CPU array `lost`). */
+enum ls_mm_lost {
+	LS_MM_LOST_MAP_FULL = 0,  /* aggregation map had no room for a new key */
+	LS_MM_LOST_STACK = 1,     /* caller stack could not be taken */
+	LS_MM_LOST_RINGBUF = 2,   /* event stream record dropped */
+	LS_MM_LOST_STORAGE = 3,   /* per-task storage could not be created */
+	LS_MM_LOST_SLOTS = 4,     /* more than LS_MM_SLOTS operations open */
+	LS_MM_LOST_STALE = 5,     /* an open operation whose end never came */
+	LS_MM_LOST__COUNT = 6,
+};
+
+/* One operation in progress: waiting (acquired_ns == 0) or holding. */
+struct ls_mm_op {
+	__u64 mm;          /* 0: slot free */
+	__u64 begin_ns;    /* start_locking; 0 when not seen */
+	__u64 acquired_ns; /* acquire_returned (success); 0 while waiting */
+	__u32 flags;       /* enum ls_mm_flags */
+	__s32 stack_id;    /* caller of the acquisition, LS_CALLER_EVERY */
+};
+
+struct ls_mm_task {
+	struct ls_mm_op op[LS_MM_SLOTS];
+	/* LS_CALLER_FIRST: the caller stack already taken for [read, write]
+	 * acquisitions of this mm by this task */
+	__u64 stack_mm[2];
+	__s32 stack_id[2];
+};
+
+/* In-kernel aggregation: one entry per (mmap_lock, caller, thread, mode). */
+struct ls_mm_key {
+	__u64 lock;     /* &mm->mmap_lock, as the contention source sees it */
+	__s32 stack_id; /* caller stack with LS_CALLER_EVERY, else -1 */
+	__u32 tid;
+	__u32 pid;
+	__u32 write;    /* 1: write (exclusive), 0: read (shared) */
+};
+
+struct ls_mm_val {
+	__u64 count;      /* acquisitions whose start was seen (waits), counted
+			   * when their hold ends */
+	__u64 wait_total;
+	__u64 wait_min;
+	__u64 wait_max;
+	__u64 holds;      /* holds whose acquisition and end were seen */
+	__u64 hold_total;
+	__u64 hold_min;
+	__u64 hold_max;
+	__u64 failed;     /* acquire_returned success == false */
+	__u64 partial;    /* start or acquisition not seen: never timed */
+	__u64 cgroup_id;  /* cgroup v2 id of the task when the key was created */
+	__u64 memcg_id;   /* cgroup id of the mm's memory cgroup (0: none) */
+	__u32 owner_pid;  /* tgid of mm->owner, the process the mm belongs to */
+	__s32 stack_id;   /* LS_CALLER_FIRST: caller of the key's first wait */
+	char comm[LS_COMM_LEN];  /* thread name */
+	char ocomm[LS_COMM_LEN]; /* mm owner's process name */
+	__u64 wait_hist[LS_HIST_SLOTS];
+	__u64 hold_hist[LS_HIST_SLOTS];
+};
+
+/* One operation, sent through the ring buffer by the stream mode: when the
+ * hold ends (release or downgrade), when an acquisition fails, or when a
+ * release is seen whose acquisition was not. */
+struct ls_mm_event {
+	__u64 begin_ns;    /* start_locking; 0 when not seen */
+	__u64 acquired_ns; /* acquire_returned (success or failure); 0: not seen */
+	__u64 released_ns; /* release or downgrade; 0 for a failed one */
+	__u64 lock;
+	__u64 cgroup_id;
+	__u64 memcg_id;
+	__u32 pid;
+	__u32 tid;
+	__u32 owner_pid;
+	__u32 flags;     /* enum ls_mm_flags */
+	__s32 stack_id;
+	__u32 pad;
+	char comm[LS_COMM_LEN];
+	char ocomm[LS_COMM_LEN];
+};
+
+/* ---- sched source (sched.bpf.c) ------------------------------------- */
+
+/* Loss counters of the sched source (per-CPU array `lost`). */
+enum ls_rq_lost {
+	LS_RQ_LOST_MAP_FULL = 0, /* aggregation map had no room for a new key */
+	LS_RQ_LOST_RINGBUF = 1,  /* event stream record dropped */
+	LS_RQ_LOST_STORAGE = 2,  /* per-task storage could not be created */
+	LS_RQ_LOST__COUNT = 3,
+};
+
+/* Per task: the scheduler's own counters as of its last switch-in. */
+struct ls_rq_task {
+	__u64 run_delay; /* sched_info.run_delay including that arrival */
+	__u64 nivcsw;    /* involuntary switches (preemptions, yields) */
+	__u32 seen;      /* 0: not switched in since tracing began */
+	__u32 pad;
+};
+
+/* In-kernel aggregation: one entry per (thread, CPU it got). */
+struct ls_rq_key {
+	__u32 tid;
+	__u32 pid;
+	__u32 cpu;
+	__u32 pad;
+};
+
+struct ls_rq_val {
+	__u64 count;   /* run-queue waits (enqueue -> on CPU), one per switch-in */
+	__u64 total_ns;
+	__u64 min_ns;
+	__u64 max_ns;
+	__u64 woken;   /* of count: not after an involuntary switch-out (so after
+			* a wakeup), the first one seen of each thread included */
+	__u64 cgroup_id;
+	char comm[LS_COMM_LEN];  /* kept current: a new thread names itself
+				  * after its first switch-ins */
+	char pcomm[LS_COMM_LEN];
+	__u64 hist[LS_HIST_SLOTS];
+};
+
+/* One run-queue wait, sent through the ring buffer by the stream mode. */
+struct ls_rq_event {
+	__u64 begin_ns; /* end_ns minus the wait (enqueued by wakeup or preemption) */
+	__u64 end_ns;   /* switched in (CLOCK_MONOTONIC) */
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 tid;
+	__u32 cpu;
+	__u32 woken;
+	char comm[LS_COMM_LEN];
+};
+
 #endif /* __LOCKSCOPE_H */

@@ -6,7 +6,10 @@
 //! Adding a source: a `src/bpf/<name>.bpf.c` (structs in `lockscope.h`), a
 //! module here implementing [`Source`], and one line in [`REGISTRY`].
 
+pub mod common;
 pub mod contention;
+pub mod mmaplock;
+pub mod sched;
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
@@ -386,11 +389,23 @@ pub struct SourceInfo {
 }
 
 /// Every source, in report order.
-pub const REGISTRY: &[SourceInfo] = &[SourceInfo {
-    name: contention::SOURCE,
-    about: "kernel lock contention (lock:contention_begin/end): waits on every kernel lock",
-    start: contention::start,
-}];
+pub const REGISTRY: &[SourceInfo] = &[
+    SourceInfo {
+        name: contention::SOURCE,
+        about: "kernel lock contention (lock:contention_begin/end): waits on every kernel lock",
+        start: contention::start,
+    },
+    SourceInfo {
+        name: mmaplock::SOURCE,
+        about: "mmap_lock waits, holds and failed trylocks (mmap_lock tracepoints)",
+        start: mmaplock::start,
+    },
+    SourceInfo {
+        name: sched::SOURCE,
+        about: "run-queue latency per thread and CPU (sched_wakeup/sched_switch)",
+        start: sched::start,
+    },
+];
 
 /// Names of every registered source.
 pub fn names() -> Vec<&'static str> {

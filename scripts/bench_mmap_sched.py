@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""Overhead of the mmap-lock and sched sources: a workload alone vs. the
+same workload under `lockscope report --json --source S`, in alternating
+pairs.
+
+    sudo python3 scripts/bench_mmap_sched.py [--pairs 5] [--quick] [--write]
+
+Workloads are lockscope's own: `mmap` (4 threads mmap/touch/munmap in one
+address space: mmap_lock) and `pingpong` (two threads pass a byte over two
+pipes: two wakeups and two or more context switches per round trip).
+Sources: mmap-lock, sched, and both. Workload time is the workload's own
+`elapsed_ns`. BPF cost comes from the kernel's per-program run_time_ns
+(kernel.bpf_stats_enabled=1, set for the run and restored), which includes
+the stats' own bookkeeping (two clock reads per program run):
+
+- mmap-lock: ns per mmap_lock operation = run time of its programs over the
+  runs of its acquire_returned program (every acquisition, failed one or
+  downgrade runs it once; both counts come from the same statistics);
+- sched: ns per context switch = run time of its programs over the runs of
+  its sched_switch program (every context switch on the machine).
+
+Needs root. Python 3 standard library only; shares the helpers of
+scripts/bench.py. --write rewrites the "mmap-lock and sched figures"
+section of BENCHMARKS.md.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench as common  # noqa: E402  (settle, CPU accounting, process cleanup)
+
+BIN = common.BIN
+SECTION = "## mmap-lock and sched figures"
+
+# (label, workload args); --quick divides the operation count by 10
+WORKLOADS = [
+    ("mmap, 4 threads", ["mmap", "--threads", "4", "--ops", "4000"]),
+    ("pingpong", ["pingpong", "--ops", "200000"]),
+]
+SOURCES = ["mmap-lock", "sched", "mmap-lock,sched"]
+
+TARGET_SLOWDOWN_MMAP = 1.05  # mmap workload, mmap-lock source
+TARGET_NS_PER_SWITCH = 200  # sched source
+
+
+def workload_args(args, quick):
+    if not quick:
+        return args
+    out = list(args)
+    i = out.index("--ops") + 1
+    out[i] = str(max(int(out[i]) // 10, 100))
+    return out
+
+
+def run_workload(args):
+    cmd = [BIN, "workload", *args, "--json"]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    if p.returncode != 0:
+        raise common.BenchError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
+    return json.loads(p.stdout.strip().splitlines()[-1])["elapsed_ns"]
+
+
+def start_tracer(source):
+    p = subprocess.Popen([BIN, "report", "--json", "--source", source],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    common.LIVE.append(p)
+    attached, lines, out = threading.Event(), [], []
+
+    def pump():
+        for line in p.stderr:
+            lines.append(line.rstrip())
+            if "lockscope: tracing" in line:
+                attached.set()
+        attached.set()
+
+    reader = threading.Thread(target=lambda: out.append(p.stdout.read()), daemon=True)
+    for t in (threading.Thread(target=pump, daemon=True), reader):
+        t.start()
+    if not attached.wait(60) or p.poll() is not None:
+        common.stop(p)
+        raise common.BenchError("lockscope did not attach: " + " | ".join(lines[-5:]))
+    return p, lines, out, reader
+
+
+def stats_on():
+    """(Re-)enables per-program run statistics: other tools on the machine may
+    restore their own setting meanwhile."""
+    with open(common.STATS_SYSCTL, "w") as f:
+        f.write("1")
+
+
+def traced_run(args, source, tries=3):
+    """One traced run; repeated (up to `tries`) when the kernel's run
+    statistics were switched off during it (a program saw operations the
+    stats did not count)."""
+    for _ in range(tries):
+        run = traced_once(args, source)
+        if run["valid"]:
+            return run
+        print("  run statistics were switched off meanwhile; again", file=sys.stderr)
+    raise common.BenchError("kernel.bpf_stats_enabled keeps being switched off")
+
+
+def traced_once(args, source):
+    stats_on()
+    tracer = start_tracer(source)
+    try:
+        elapsed = run_workload(args)
+    except BaseException:
+        common.stop(tracer[0])
+        raise
+    rep = common.finish_tracer(*tracer)
+    progs = rep["bpf_programs"]
+    mm = [b for b in progs if b["name"].startswith("mm_")]
+    rq = [b for b in progs if b["name"].startswith("rq_")]
+    mm_ops = sum(b["run_cnt"] for b in mm if "acquire" in b["name"])
+    switches = sum(b["run_cnt"] for b in rq if "switch" in b["name"])
+    seen_mm = sum(r["count"] for r in rep["rows"] if r["source"] == "mmap-lock")
+    seen_rq = sum(r["count"] for r in rep["rows"] if r["source"] == "sched")
+    # every program run while the stats were on is counted: the stats were
+    # on throughout when the runs cover what the rows saw
+    valid = mm_ops >= seen_mm * 0.99 and switches >= seen_rq * 0.99
+    return {
+        "valid": valid,
+        "elapsed": elapsed,
+        "mm_ops": mm_ops,
+        "mm_ns": sum(b["run_time_ns"] for b in mm) / mm_ops if mm_ops else None,
+        "switches": switches,
+        "rq_ns": sum(b["run_time_ns"] for b in rq) / switches if switches else None,
+        "per_prog": {b["name"]: b["run_time_ns"] / max(b["run_cnt"], 1) for b in progs
+                     if b["run_cnt"]},
+        "lost": sum(v for v in rep["lost"].values() if isinstance(v, int)),
+    }
+
+
+def measure(label, args, source, pairs):
+    base, traced, other, total = [], [], 0, 0
+    for i in range(pairs):
+        common.settle(limit=30)
+        order = ("base", "traced") if i % 2 == 0 else ("traced", "base")
+        for which in order:
+            start = common.cpu_snapshot()
+            if which == "base":
+                base.append(run_workload(args))
+            else:
+                traced.append(traced_run(args, source))
+            o, t = common.other_cpu(start)
+            other, total = other + o, total + t
+        print(f"  {label:16} {source:16} pair {i + 1}/{pairs}: base {base[-1] / 1e6:7.1f} ms, "
+              f"traced {traced[-1]['elapsed'] / 1e6:7.1f} ms", file=sys.stderr)
+    med = statistics.median
+
+    def med_of(key):
+        vals = [t[key] for t in traced if t[key] is not None]
+        return med(vals) if vals else None
+
+    names = sorted({n for t in traced for n in t["per_prog"]})
+    return {
+        "workload": label, "source": source, "pairs": pairs,
+        "args": " ".join(args),
+        "base_ms": med(base) / 1e6,
+        "traced_ms": med(t["elapsed"] for t in traced) / 1e6,
+        "slowdown": med(t["elapsed"] / b for t, b in zip(traced, base)),
+        "mm_ops": med_of("mm_ops"), "mm_ns": med_of("mm_ns"),
+        "switches": med_of("switches"), "rq_ns": med_of("rq_ns"),
+        "per_prog": {n: med(t["per_prog"].get(n, 0.0) for t in traced) for n in names},
+        "lost": max(t["lost"] for t in traced),
+        "other": other / total,
+    }
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def table(results):
+    rows = ["| workload | sources | baseline ms | traced ms | slowdown | mmap_lock ops/run | "
+            "BPF ns/mmap_lock op | switches/run | BPF ns/switch | BPF ns/run per program | "
+            "lost | other CPU |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for r in results:
+        progs = ", ".join(f"{n.replace('_btf', '')} {v:.0f}" for n, v in r["per_prog"].items())
+        rows.append(
+            f"| {r['workload']} (`{r['args']}`) | {r['source']} | {r['base_ms']:.1f} | "
+            f"{r['traced_ms']:.1f} | {r['slowdown']:.3f}x | {fmt(r['mm_ops'], '.0f')} | "
+            f"{fmt(r['mm_ns'], '.0f')} | {fmt(r['switches'], '.0f')} | {fmt(r['rq_ns'], '.0f')} | "
+            f"{progs} | {r['lost']} | {r['other']:.0%} |")
+    return "\n".join(rows)
+
+
+def verdicts(results):
+    out = []
+    for r in results:
+        if r["workload"].startswith("mmap") and r["source"] == "mmap-lock":
+            ok = r["slowdown"] <= TARGET_SLOWDOWN_MMAP
+            out.append(f"- mmap workload under mmap-lock: {r['slowdown']:.3f}x, target <= "
+                       f"{TARGET_SLOWDOWN_MMAP}x: {'met' if ok else 'NOT met'}")
+        if r["source"] == "sched" and r["rq_ns"] is not None:
+            ok = r["rq_ns"] <= TARGET_NS_PER_SWITCH
+            out.append(f"- {r['workload']} under sched: {r['rq_ns']:.0f} ns per context switch, "
+                       f"target <= {TARGET_NS_PER_SWITCH} ns: {'met' if ok else 'NOT met'}")
+    return "\n".join(out)
+
+
+def section(results, argv):
+    cmd = "python3 scripts/bench_mmap_sched.py " + " ".join(argv)
+    return "\n".join([
+        SECTION, "",
+        f"- Command: `{cmd.strip()}`",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Kernel: `{platform.release()}`; CPU: {common.cpu_model()} ({os.cpu_count()} CPUs)",
+        f"- Medians over {results[0]['pairs']} alternating pairs per row; lockscope traced "
+        "system-wide with only the named sources; \"other CPU\" is the share of the machine "
+        "used by other tasks during the measured runs (above ~5% a row is disturbed).", "",
+        table(results), "",
+        verdicts(results), "",
+    ])
+
+
+def write_md(text):
+    path = common.BENCH_MD
+    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
+    i = old.find(SECTION)
+    if i < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        m = re.search(r"^## ", old[i + len(SECTION):], re.M)
+        rest = old[i + len(SECTION) + m.start():] if m else ""
+        new = old[:i] + text + ("\n" + rest if rest else "")
+    with open(path, "w") as f:
+        f.write(new)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", type=int, default=5, help="alternating pairs per row (default 5)")
+    ap.add_argument("--quick", action="store_true", help="10x fewer operations per run")
+    ap.add_argument("--write", action="store_true",
+                    help="rewrite the mmap-lock and sched section of BENCHMARKS.md")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_mmap_sched.py: needs root (BPF and kernel.bpf_stats_enabled)")
+    if args.pairs < 1:
+        sys.exit("bench_mmap_sched.py: --pairs must be >= 1")
+    if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=common.ROOT).returncode:
+        sys.exit("bench_mmap_sched.py: cargo build --release failed")
+    old_stats = open(common.STATS_SYSCTL).read().strip()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results = []
+    try:
+        with open(common.STATS_SYSCTL, "w") as f:
+            f.write("1")
+        for label, wargs in WORKLOADS:
+            for source in SOURCES:
+                results.append(measure(label, workload_args(wargs, args.quick), source,
+                                       args.pairs))
+    except common.BenchError as e:
+        sys.exit(f"bench_mmap_sched.py: {e}")
+    finally:
+        for p in list(common.LIVE):
+            common.stop(p)
+        with open(common.STATS_SYSCTL, "w") as f:
+            f.write(old_stats)
+    text = section(results, sys.argv[1:])
+    print(text)
+    if args.write:
+        write_md(text)
+        print(f"bench_mmap_sched.py: wrote {common.BENCH_MD}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,563 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * mmaplock.bpf.c - mmap_lock waits and holds from the kernel's mmap_lock
+ * tracepoints: mmap_lock_start_locking (wait begins), _acquire_returned
+ * (wait ends; `success` false for a failed trylock or an interrupted
+ * killable wait) and _released (hold ends).
+ *
+ * Minimum kernel: 5.12 (the tracepoints); task storage in tracing programs
+ * 5.11. Two program sets with the same logic: tp_btf (preferred) and the
+ * classic tracepoints (fallback); userspace loads one.
+ *
+ * Invariants:
+ * - Everything happens in the task that locks: an operation opens at
+ *   start_locking in a slot of that task's storage, becomes a hold at
+ *   acquire_returned and closes at released. A task may have a few
+ *   operations open at once (it holds its own mm and takes another one's
+ *   in fork or remote access; a read trylock may nest in a read hold), so
+ *   slots are matched by mm and mode, the latest acquisition first.
+ * - A task never waits for an mm it already waits for, nor asks for the
+ *   write lock of an mm it holds (that deadlocks): such an open slot is
+ *   stale (an end we missed) and is replaced, counted.
+ * - mmap_write_downgrade() reports acquire_returned(read) with no
+ *   start_locking while the write lock is held: the write hold ends there
+ *   and a read hold begins, counted as a read acquisition that waited 0.
+ * - An operation whose start or acquisition was not seen (tracing began
+ *   mid-wait or mid-hold) is counted as partial and never timed wrongly:
+ *   its hold is timed only if its acquisition was seen.
+ * - An operation is aggregated once, when its hold ends (release or
+ *   downgrade): wait and hold together, one map update. A failed one when
+ *   it fails. One still waiting or held when tracing stops is not counted.
+ * - Aggregation is keyed by (lock, tid, mode), plus the caller stack with
+ *   LS_CALLER_EVERY; one thread updates a key at a time (no atomics).
+ *   cgroup, memory cgroup, owner and names are read when a key is created.
+ *   The caller is taken at the acquisition (once per task, mm and mode
+ *   with LS_CALLER_FIRST), at the release only when no acquisition was
+ *   seen.
+ * - The lock is named by its mm's owner (mm->owner, CONFIG_MEMCG), not by
+ *   the task that locks it: khugepaged or a debugger lock others' mms.
+ * - The memory cgroup is the one the tracepoints themselves report (a path
+ *   before Linux 6.14, an id since "mm: mmap_lock: optimize mmap_lock
+ *   tracepoints"): the memcg of mm->owner. It is read here from the owner's
+ *   css_set, the same on every kernel, so both backends give the same id.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "lockscope.h"
+#include "target.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile bool emit_events = false;            /* stream mode */
+const volatile __u32 caller_mode = LS_CALLER_FIRST; /* enum ls_caller_mode */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct ls_mm_task);
+} task_ops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* resized by userspace before load */
+	__type(key, struct ls_mm_key);
+	__type(value, struct ls_mm_val);
+} agg SEC(".maps");
+
+/* A zeroed value to create `agg` entries from (too big for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ls_mm_val);
+} agg_zero SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 16384);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, LS_CALLER_DEPTH * sizeof(__u64));
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by userspace before load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LS_MM_LOST__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* Makes the event type part of the object's BTF so the skeleton has it. */
+struct ls_mm_event ls_mm_event_type = {};
+
+/* Linux 5.12 to 6.13 pass the memcg path as the second tracepoint argument
+ * ("mm: mmap_lock: optimize mmap_lock tracepoints" removed it); their
+ * classic event has this field instead of memcg_id. */
+struct trace_event_raw_mmap_lock___path {
+	__u32 __data_loc_memcg_path;
+} __attribute__((preserve_access_index));
+
+static __always_inline bool args_have_memcg_path(void)
+{
+	return bpf_core_field_exists(struct trace_event_raw_mmap_lock___path,
+				     __data_loc_memcg_path);
+}
+
+static __always_inline void count_lost(__u32 what)
+{
+	__u64 *v = bpf_map_lookup_elem(&lost, &what);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u64 lock_of(struct mm_struct *mm)
+{
+	return (__u64)mm + bpf_core_field_offset(struct mm_struct, mmap_lock);
+}
+
+/* cgroup id of the memory cgroup of the mm's owner, 0 if unknown. */
+static __always_inline __u64 memcg_of(struct mm_struct *mm)
+{
+	struct cgroup_subsys_state *css = NULL;
+	struct task_struct *owner;
+	struct css_set *cset;
+	int id;
+
+	if (!bpf_core_field_exists(mm->owner) ||
+	    !bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
+		return 0;
+	id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	owner = BPF_CORE_READ(mm, owner);
+	if (!owner)
+		return 0;
+	cset = BPF_CORE_READ(owner, cgroups);
+	if (!cset || id < 0 || id >= 16)
+		return 0;
+	if (bpf_core_read(&css, sizeof(css), &cset->subsys[id]) || !css)
+		return 0;
+	return BPF_CORE_READ(css, cgroup, kn, id);
+}
+
+static __always_inline __s32 take_stack(void *ctx)
+{
+	__s32 id = bpf_get_stackid(ctx, &stacks, 0);
+
+	if (id < 0)
+		count_lost(LS_MM_LOST_STACK);
+	return id;
+}
+
+/* The aggregation entry of (mm, this thread, mode, stack), created with
+ * everything that is read once per key. NULL when the map is full. */
+static __always_inline struct ls_mm_val *entry(void *ctx, struct mm_struct *mm,
+					       __u32 flags, __s32 stack_id)
+{
+	struct ls_mm_key key = {};
+	struct ls_mm_val *val, *init;
+	struct task_struct *owner;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 zero = 0;
+	int err;
+
+	key.lock = lock_of(mm);
+	key.stack_id = caller_mode == LS_CALLER_EVERY ? stack_id : -1;
+	key.tid = (__u32)id;
+	key.pid = id >> 32;
+	key.write = (flags & LS_MM_WRITE) ? 1 : 0;
+	val = bpf_map_lookup_elem(&agg, &key);
+	if (val) {
+		/* two loads: a thread that renamed itself (new threads do, after
+		 * their first mmap_lock operations) gets its new name */
+		struct task_struct *task = bpf_get_current_task_btf();
+
+		if (*(__u64 *)&task->comm[0] != *(__u64 *)&val->comm[0] ||
+		    *(__u64 *)&task->comm[8] != *(__u64 *)&val->comm[8])
+			bpf_get_current_comm(val->comm, sizeof(val->comm));
+		return val;
+	}
+	init = bpf_map_lookup_elem(&agg_zero, &zero);
+	if (!init)
+		return NULL;
+	init->cgroup_id = bpf_get_current_cgroup_id();
+	init->memcg_id = memcg_of(mm);
+	init->wait_min = ~0ULL;
+	init->hold_min = ~0ULL;
+	bpf_get_current_comm(init->comm, sizeof(init->comm));
+	owner = bpf_core_field_exists(mm->owner) ? BPF_CORE_READ(mm, owner) : NULL;
+	if (owner) {
+		init->owner_pid = BPF_CORE_READ(owner, tgid);
+		BPF_CORE_READ_STR_INTO(&init->ocomm, owner, group_leader, comm);
+	} else {
+		init->owner_pid = 0;
+		init->ocomm[0] = 0;
+	}
+	init->stack_id = stack_id;
+	err = bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST);
+	if (err && err != -17 /* EEXIST */) {
+		count_lost(LS_MM_LOST_MAP_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&agg, &key);
+}
+
+static __always_inline void emit(struct mm_struct *mm, struct ls_mm_op *op,
+				 __u64 released_ns, __u32 flags, __s32 stack_id)
+{
+	struct task_struct *owner;
+	struct ls_mm_event *e;
+	__u64 id;
+
+	if (!emit_events)
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(LS_MM_LOST_RINGBUF);
+		return;
+	}
+	id = bpf_get_current_pid_tgid();
+	e->begin_ns = op->begin_ns;
+	e->acquired_ns = op->acquired_ns;
+	e->released_ns = released_ns;
+	e->lock = lock_of(mm);
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->memcg_id = memcg_of(mm);
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	owner = bpf_core_field_exists(mm->owner) ? BPF_CORE_READ(mm, owner) : NULL;
+	e->owner_pid = owner ? BPF_CORE_READ(owner, tgid) : 0;
+	e->flags = flags;
+	e->stack_id = stack_id;
+	e->pad = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (owner)
+		BPF_CORE_READ_STR_INTO(&e->ocomm, owner, group_leader, comm);
+	else
+		e->ocomm[0] = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void record_wait(struct ls_mm_val *v, __u64 ns)
+{
+	__u32 slot = log2_slot(ns);
+
+	v->count += 1;
+	v->wait_total += ns;
+	if (ns < v->wait_min)
+		v->wait_min = ns;
+	if (ns > v->wait_max)
+		v->wait_max = ns;
+	barrier_var(slot);
+	if (slot < LS_HIST_SLOTS)
+		v->wait_hist[slot] += 1;
+}
+
+static __always_inline void record_hold(struct ls_mm_val *v, __u64 ns)
+{
+	__u32 slot = log2_slot(ns);
+
+	v->holds += 1;
+	v->hold_total += ns;
+	if (ns < v->hold_min)
+		v->hold_min = ns;
+	if (ns > v->hold_max)
+		v->hold_max = ns;
+	barrier_var(slot);
+	if (slot < LS_HIST_SLOTS)
+		v->hold_hist[slot] += 1;
+}
+
+static __always_inline struct ls_mm_task *ops_of_current(void)
+{
+	struct ls_mm_task *t;
+
+	t = bpf_task_storage_get(&task_ops, bpf_get_current_task_btf(), 0,
+				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!t)
+		count_lost(LS_MM_LOST_STORAGE);
+	return t;
+}
+
+static __always_inline int on_start(struct mm_struct *mm, bool write)
+{
+	struct ls_mm_task *t;
+	struct ls_mm_op *op;
+	int free = -1;
+
+	if (!current_is_target())
+		return 0;
+	t = ops_of_current();
+	if (!t)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < LS_MM_SLOTS; i++) {
+		op = &t->op[i];
+		if (op->mm == (__u64)mm && (!op->acquired_ns || write)) {
+			count_lost(LS_MM_LOST_STALE);
+			op->mm = 0;
+		}
+		if (!op->mm && free < 0)
+			free = i;
+	}
+	if (free < 0) {
+		count_lost(LS_MM_LOST_SLOTS);
+		return 0;
+	}
+	op = &t->op[free & (LS_MM_SLOTS - 1)];
+	op->mm = (__u64)mm;
+	op->begin_ns = bpf_ktime_get_ns();
+	op->acquired_ns = 0;
+	op->flags = write ? LS_MM_WRITE : 0;
+	op->stack_id = -1;
+	return 0;
+}
+
+/* The open slot of (mm, mode): waiting ones when `holding` is false, else
+ * the latest-acquired holding one. -1 when there is none. */
+static __always_inline int find(struct ls_mm_task *t, struct mm_struct *mm,
+				bool write, bool holding)
+{
+	__u64 best = 0;
+	int found = -1;
+
+#pragma unroll
+	for (int i = 0; i < LS_MM_SLOTS; i++) {
+		struct ls_mm_op *op = &t->op[i];
+
+		if (op->mm != (__u64)mm || !!(op->flags & LS_MM_WRITE) != write)
+			continue;
+		if (!holding && !op->acquired_ns)
+			return i;
+		if (holding && op->acquired_ns && op->acquired_ns >= best) {
+			best = op->acquired_ns;
+			found = i;
+		}
+	}
+	return found;
+}
+
+/* The caller stack of an acquisition: with LS_CALLER_EVERY always; with
+ * LS_CALLER_FIRST once per (task, mm, mode), remembered in task storage
+ * (the key is created only at the release, whose caller may differ). */
+static __always_inline __s32 caller_of(void *ctx, struct ls_mm_task *t,
+				       struct mm_struct *mm, bool write)
+{
+	__u32 w = write;
+	__s32 id;
+
+	/* a bool from a classic tracepoint is a byte to the verifier: keep
+	 * the mask, which the compiler would drop for a bool (5.x/6.1) */
+	barrier_var(w);
+	w &= 1;
+	if (caller_mode == LS_CALLER_EVERY)
+		return take_stack(ctx);
+	if (caller_mode != LS_CALLER_FIRST)
+		return -1;
+	if (t->stack_mm[w] == (__u64)mm)
+		return t->stack_id[w];
+	id = take_stack(ctx);
+	t->stack_mm[w] = (__u64)mm;
+	t->stack_id[w] = id;
+	return id;
+}
+
+static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool write,
+				      bool success)
+{
+	struct ls_mm_task *t;
+	struct ls_mm_val *v;
+	struct ls_mm_op *op;
+	__u64 now;
+	int i;
+
+	if (!current_is_target())
+		return 0;
+	t = ops_of_current();
+	if (!t)
+		return 0;
+	now = bpf_ktime_get_ns();
+
+	i = find(t, mm, write, false);
+	if (i >= 0) {
+		op = &t->op[i & (LS_MM_SLOTS - 1)];
+		op->acquired_ns = now;
+		op->stack_id = caller_of(ctx, t, mm, write);
+		if (success)
+			return 0; /* counted when the hold ends */
+		v = entry(ctx, mm, op->flags, op->stack_id);
+		if (v)
+			v->failed += 1;
+		emit(mm, op, 0, op->flags | LS_MM_FAILED, op->stack_id);
+		op->mm = 0;
+		return 0;
+	}
+
+	if (!write && success) {
+		i = find(t, mm, true, true);
+		if (i >= 0) {
+			/* mmap_write_downgrade(): the write hold ends here, a read
+			 * hold begins without a wait */
+			op = &t->op[i & (LS_MM_SLOTS - 1)];
+			v = entry(ctx, mm, op->flags, op->stack_id);
+			if (v) {
+				if (op->flags & LS_MM_PARTIAL)
+					v->partial += 1;
+				else
+					record_wait(v, op->acquired_ns - op->begin_ns);
+				record_hold(v, now - op->acquired_ns);
+			}
+			emit(mm, op, now, op->flags | LS_MM_DOWNGRADE, op->stack_id);
+			op->begin_ns = now;
+			op->acquired_ns = now;
+			op->flags = LS_MM_DOWNGRADE;
+			op->stack_id = caller_of(ctx, t, mm, false);
+			return 0;
+		}
+	}
+
+	/* acquired (or failed) without a start seen: began before tracing */
+	if (!success) {
+		struct ls_mm_op none = { .acquired_ns = now };
+		__u32 flags = (write ? LS_MM_WRITE : 0) | LS_MM_FAILED | LS_MM_PARTIAL;
+		__s32 stack_id = caller_of(ctx, t, mm, write);
+
+		v = entry(ctx, mm, flags, stack_id);
+		if (v)
+			v->failed += 1;
+		emit(mm, &none, 0, flags, stack_id);
+		return 0;
+	}
+#pragma unroll
+	for (int j = 0; j < LS_MM_SLOTS; j++) {
+		op = &t->op[j];
+		if (!op->mm) {
+			op->mm = (__u64)mm;
+			op->begin_ns = 0;
+			op->acquired_ns = now;
+			op->flags = (write ? LS_MM_WRITE : 0) | LS_MM_PARTIAL;
+			op->stack_id = caller_of(ctx, t, mm, write);
+			return 0;
+		}
+	}
+	count_lost(LS_MM_LOST_SLOTS);
+	return 0;
+}
+
+static __always_inline int on_release(void *ctx, struct mm_struct *mm, bool write)
+{
+	struct ls_mm_task *t;
+	struct ls_mm_val *v;
+	struct ls_mm_op *op;
+	__u64 now;
+	int i;
+
+	if (!current_is_target())
+		return 0;
+	t = ops_of_current();
+	if (!t)
+		return 0;
+	now = bpf_ktime_get_ns();
+	i = find(t, mm, write, true);
+	if (i >= 0) {
+		op = &t->op[i & (LS_MM_SLOTS - 1)];
+		v = entry(ctx, mm, op->flags, op->stack_id);
+		if (v) {
+			if (op->flags & LS_MM_PARTIAL)
+				v->partial += 1; /* acquired before its start was seen */
+			else
+				record_wait(v, op->acquired_ns - op->begin_ns);
+			record_hold(v, now - op->acquired_ns);
+		}
+		emit(mm, op, now, op->flags, op->stack_id);
+		op->mm = 0;
+		return 0;
+	}
+	/* released, acquisition not seen: began before tracing (or the
+	 * acquisition program was not attached yet) */
+	i = find(t, mm, write, false);
+	if (i >= 0)
+		t->op[i & (LS_MM_SLOTS - 1)].mm = 0;
+	{
+		struct ls_mm_op none = {};
+		__u32 flags = (write ? LS_MM_WRITE : 0) | LS_MM_PARTIAL;
+		__s32 stack_id = caller_mode == LS_CALLER_NONE ? -1 : take_stack(ctx);
+
+		v = entry(ctx, mm, flags, stack_id);
+		if (v)
+			v->partial += 1;
+		emit(mm, &none, now, flags, stack_id);
+	}
+	return 0;
+}
+
+/* ---- tp_btf: preferred ---------------------------------------------- */
+
+SEC("tp_btf/mmap_lock_start_locking")
+int BPF_PROG(mm_start_btf)
+{
+	struct mm_struct *mm = (void *)ctx[0];
+
+	if (args_have_memcg_path())
+		return on_start(mm, (bool)ctx[2]);
+	return on_start(mm, (bool)ctx[1]);
+}
+
+SEC("tp_btf/mmap_lock_acquire_returned")
+int BPF_PROG(mm_acquire_btf)
+{
+	struct mm_struct *mm = (void *)ctx[0];
+
+	if (args_have_memcg_path())
+		return on_acquire(ctx, mm, (bool)ctx[2], (bool)ctx[3]);
+	return on_acquire(ctx, mm, (bool)ctx[1], (bool)ctx[2]);
+}
+
+SEC("tp_btf/mmap_lock_released")
+int BPF_PROG(mm_release_btf)
+{
+	struct mm_struct *mm = (void *)ctx[0];
+
+	if (args_have_memcg_path())
+		return on_release(ctx, mm, (bool)ctx[2]);
+	return on_release(ctx, mm, (bool)ctx[1]);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(mm_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
+{
+	return follow_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
+}
+
+/* ---- classic tracepoints: fallback ----------------------------------- */
+
+SEC("tracepoint/mmap_lock/mmap_lock_start_locking")
+int mm_start_tp(struct trace_event_raw_mmap_lock *ctx)
+{
+	return on_start(ctx->mm, ctx->write);
+}
+
+SEC("tracepoint/mmap_lock/mmap_lock_acquire_returned")
+int mm_acquire_tp(struct trace_event_raw_mmap_lock_acquire_returned *ctx)
+{
+	return on_acquire(ctx, ctx->mm, ctx->write, ctx->success);
+}
+
+SEC("tracepoint/mmap_lock/mmap_lock_released")
+int mm_release_tp(struct trace_event_raw_mmap_lock *ctx)
+{
+	return on_release(ctx, ctx->mm, ctx->write);
+}
+
+SEC("tracepoint/sched/sched_process_fork")
+int mm_follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
+{
+	/* runs in the parent; a new thread's tid joins harmlessly */
+	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
+}

@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * sched.bpf.c - run-queue latency: how long a runnable thread waited for a
+ * CPU, from the time it was put on a run queue (by sched_wakeup,
+ * sched_wakeup_new, or a preemption that left it runnable) to the
+ * sched_switch that puts it on a CPU.
+ *
+ * Minimum kernel: 5.11 (task storage in tracing programs); needs
+ * CONFIG_SCHED_INFO (sched_info.run_delay, /proc/PID/schedstat) and
+ * CONFIG_FAIR_GROUP_SCHED (se.cfs_rq->rq, to read the run queue's clock).
+ *
+ * One program, on sched_switch only, and only for the task switched in:
+ * the scheduler already timestamps every enqueue (wakeup, new task, or
+ * preemption) in sched_info.last_queued and adds each wait to
+ * sched_info.run_delay when the task arrives on a CPU or migrates. At the
+ * tracepoint the arrival is not accounted yet, so
+ *     run delay after this arrival = run_delay + (rq->clock - last_queued)
+ * (the very expression sched_info_arrive() adds next, with the same clock),
+ * and this wait is that value minus the one at the task's previous
+ * switch-in, kept in its task storage. So the waits are the kernel's own
+ * run delay, split by arrival, migrations included, and the wakeup
+ * tracepoints need no program: half the cost of timestamping wakeups.
+ *
+ * Invariants:
+ * - A task's first switch-in after attaching has no previous value: its
+ *   wait is the part spent on the run queue it arrives from.
+ * - A wait began with a preemption (or yield) when the task's involuntary
+ *   switch count changed since its previous switch-in; else with a wakeup.
+ * - Filters run at the switch-in; untraced tasks cost the filter only.
+ * - Aggregation is keyed by (thread, CPU): userspace merges CPUs for a
+ *   per-thread view and threads for a per-CPU view. A key is updated only
+ *   on its CPU, so the counters need no atomic operations.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "lockscope.h"
+#include "target.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile bool emit_events = false; /* stream mode */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct ls_rq_task);
+} rq_task SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* resized by userspace before load */
+	__type(key, struct ls_rq_key);
+	__type(value, struct ls_rq_val);
+} agg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ls_rq_val);
+} agg_zero SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by userspace before load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LS_RQ_LOST__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+struct ls_rq_event ls_rq_event_type = {};
+
+static __always_inline void count_lost(__u32 what)
+{
+	__u64 *v = bpf_map_lookup_elem(&lost, &what);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void record(struct task_struct *next, __u64 wait, __u32 woken)
+{
+	struct ls_rq_key key = {};
+	struct ls_rq_val *v;
+	__u32 zero = 0, slot;
+	int err;
+
+	key.tid = next->pid;
+	key.pid = next->tgid;
+	key.cpu = bpf_get_smp_processor_id();
+	v = bpf_map_lookup_elem(&agg, &key);
+	if (!v) {
+		struct ls_rq_val *init = bpf_map_lookup_elem(&agg_zero, &zero);
+
+		if (!init)
+			return;
+		init->cgroup_id = BPF_CORE_READ(next, cgroups, dfl_cgrp, kn, id);
+		/* all 16 bytes: the kernel pads comm with zeros, so the
+		 * refresh below compares equal until a rename */
+		BPF_CORE_READ_INTO(&init->comm, next, comm);
+		BPF_CORE_READ_STR_INTO(&init->pcomm, next, group_leader, comm);
+		init->min_ns = ~0ULL;
+		err = bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST);
+		if (err && err != -17 /* EEXIST */) {
+			count_lost(LS_RQ_LOST_MAP_FULL);
+			goto emit;
+		}
+		v = bpf_map_lookup_elem(&agg, &key);
+		if (!v)
+			goto emit;
+	}
+	/* two loads: a thread that renamed itself (new threads do, after
+	 * their first switch-ins) gets its new name */
+	if (*(__u64 *)&next->comm[0] != *(__u64 *)&v->comm[0] ||
+	    *(__u64 *)&next->comm[8] != *(__u64 *)&v->comm[8])
+		BPF_CORE_READ_INTO(&v->comm, next, comm);
+	v->count += 1;
+	v->total_ns += wait;
+	v->woken += woken;
+	if (wait < v->min_ns)
+		v->min_ns = wait;
+	if (wait > v->max_ns)
+		v->max_ns = wait;
+	slot = log2_slot(wait);
+	barrier_var(slot);
+	if (slot < LS_HIST_SLOTS)
+		v->hist[slot] += 1;
+emit:
+	if (emit_events) {
+		struct ls_rq_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+		if (!e) {
+			count_lost(LS_RQ_LOST_RINGBUF);
+			return;
+		}
+		e->end_ns = bpf_ktime_get_ns();
+		e->begin_ns = e->end_ns - wait;
+		e->cgroup_id = BPF_CORE_READ(next, cgroups, dfl_cgrp, kn, id);
+		e->pid = key.pid;
+		e->tid = key.tid;
+		e->cpu = key.cpu;
+		e->woken = woken;
+		BPF_CORE_READ_STR_INTO(&e->comm, next, comm);
+		bpf_ringbuf_submit(e, 0);
+	}
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(rq_switch_btf, bool preempt, struct task_struct *prev,
+	     struct task_struct *next, unsigned int prev_state)
+{
+	struct ls_rq_task *s;
+	__u64 queued, accounted, delay, clock, nivcsw, wait;
+	__u32 woken;
+
+	if (!next->pid || !task_is_target(next))
+		return 0; /* the idle task, or not traced */
+	accounted = next->sched_info.run_delay;
+	delay = accounted;
+	queued = next->sched_info.last_queued;
+	if (queued) {
+		clock = next->se.cfs_rq->rq->clock;
+		if (clock > queued)
+			delay += clock - queued;
+	}
+	nivcsw = next->nivcsw;
+	s = bpf_task_storage_get(&rq_task, next, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s) {
+		count_lost(LS_RQ_LOST_STORAGE);
+		return 0;
+	}
+	if (s->seen) {
+		wait = delay - s->run_delay;
+		woken = nivcsw == s->nivcsw;
+	} else {
+		wait = delay - accounted;
+		woken = 1;
+	}
+	s->run_delay = delay;
+	s->nivcsw = nivcsw;
+	s->seen = 1;
+	record(next, wait, woken);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(rq_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
+{
+	return follow_fork(parent->tgid, child->tgid);
+}

@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * target.bpf.h - kernel-only helpers shared by the sources that include it:
+ * who is traced (settings and filter maps), log2 histogram slots, and
+ * following forks for `lockscope run`. Include after vmlinux.h and the
+ * libbpf headers; each object gets its own copy of the maps and settings.
+ */
+#ifndef __LOCKSCOPE_TARGET_BPF_H
+#define __LOCKSCOPE_TARGET_BPF_H
+
+#include "lockscope.h"
+
+/* Settings, written by userspace between open and load. */
+const volatile __u32 self_tgid = 0;     /* never trace lockscope itself */
+const volatile bool filter_pid = false; /* only tgids in `target_pids` */
+const volatile bool filter_tid = false; /* only tids in `target_tids` */
+const volatile bool filter_comm = false;
+const volatile char target_comm[LS_COMM_LEN] = {};
+const volatile bool filter_cgroup = false; /* `target_cgroup[0]` and below */
+/* The same cgroup by id and depth below the v2 root, for tasks other than
+ * the current one (the cgroup array helper only tests `current`). */
+const volatile __u64 target_cgroup_id = 0;
+const volatile __u32 target_cgroup_level = 0;
+const volatile bool follow_forks = false; /* children of targets become targets */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} target_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} target_tids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} target_cgroup SEC(".maps");
+
+static __always_inline bool comm_is_target(const char *comm)
+{
+	for (int i = 0; i < LS_COMM_LEN; i++) {
+		if (comm[i] != target_comm[i])
+			return false;
+		if (comm[i] == 0)
+			break;
+	}
+	return true;
+}
+
+/* Whether the current task is traced. */
+static __always_inline bool current_is_target(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+
+	if (tgid == self_tgid)
+		return false;
+	if (filter_pid && !bpf_map_lookup_elem(&target_pids, &tgid))
+		return false;
+	if (filter_tid && !bpf_map_lookup_elem(&target_tids, &tid))
+		return false;
+	if (filter_comm) {
+		char comm[LS_COMM_LEN];
+
+		bpf_get_current_comm(comm, sizeof(comm));
+		if (!comm_is_target(comm))
+			return false;
+	}
+	if (filter_cgroup && bpf_current_task_under_cgroup(&target_cgroup, 0) != 1)
+		return false;
+	return true;
+}
+
+/* Whether `task` (any task, e.g. one being woken) is traced. `task` must be
+ * a trusted BTF pointer (a tp_btf argument): its fields are loaded directly. */
+static __always_inline bool task_is_target(struct task_struct *task)
+{
+	__u32 tgid = task->tgid, tid = task->pid;
+
+	if (tgid == self_tgid)
+		return false;
+	if (filter_pid && !bpf_map_lookup_elem(&target_pids, &tgid))
+		return false;
+	if (filter_tid && !bpf_map_lookup_elem(&target_tids, &tid))
+		return false;
+	if (filter_comm && !comm_is_target(task->comm))
+		return false;
+	if (filter_cgroup) {
+		/* cgroup_is_descendant(): the ancestor at the target's depth */
+		struct cgroup *cg = BPF_CORE_READ(task, cgroups, dfl_cgrp), *anc = NULL;
+		__u32 level = target_cgroup_level;
+
+		if (!cg || BPF_CORE_READ(cg, level) < (int)level)
+			return false;
+		if (bpf_core_read(&anc, sizeof(anc), &cg->ancestors[level]) || !anc)
+			return false;
+		if (BPF_CORE_READ(anc, kn, id) != target_cgroup_id)
+			return false;
+	}
+	return true;
+}
+
+/* Slot 0 counts 0 ns, slot k counts [2^(k-1), 2^k) ns (see lockscope.h). */
+static __always_inline __u32 log2_slot(__u64 v)
+{
+	__u32 r = 0, shift;
+
+	if (v == 0)
+		return 0;
+	shift = (v > 0xFFFFFFFF) << 5; v >>= shift; r = shift;
+	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	r |= (v >> 1);
+	r += 1; /* v in [2^(r-1), 2^r) */
+	return r < LS_HIST_SLOTS ? r : LS_HIST_SLOTS - 1;
+}
+
+/* `lockscope run`: children forked by targets become targets. */
+static __always_inline int follow_fork(__u32 parent_tgid, __u32 child_pid)
+{
+	__u8 one = 1;
+
+	if (!follow_forks)
+		return 0;
+	if (!bpf_map_lookup_elem(&target_pids, &parent_tgid))
+		return 0;
+	bpf_map_update_elem(&target_pids, &child_pid, &one, BPF_ANY);
+	return 0;
+}
+
+#endif /* __LOCKSCOPE_TARGET_BPF_H */

@@ -1,0 +1,182 @@
+//! Setup shared by the sources whose BPF objects include
+//! `src/bpf/target.bpf.h`: the same settings and filter maps under the same
+//! names in every object, so one macro fills any of their skeletons.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use libbpf_rs::{MapCore, MapFlags};
+
+use super::{as_bytes, from_bytes};
+
+/// Writes the target settings into an open skeleton's `.rodata`.
+macro_rules! set_target_rodata {
+    ($rodata:expr, $opts:expr) => {{
+        let r = $rodata;
+        let t = &$opts.targets;
+        r.self_tgid = std::process::id();
+        r.filter_pid = !t.pids.is_empty();
+        r.filter_tid = !t.tids.is_empty();
+        r.follow_forks = t.follow_forks;
+        if let Some(comm) = &t.comm {
+            r.filter_comm = true;
+            for (dst, src) in r.target_comm.iter_mut().zip(comm.bytes().take(15)) {
+                *dst = src as i8;
+            }
+        }
+        if let Some(dir) = &t.cgroup {
+            let (id, level) = crate::cgroup::id_and_level(dir).map_err(anyhow::Error::msg)?;
+            r.filter_cgroup = true;
+            r.target_cgroup_id = id;
+            r.target_cgroup_level = level;
+        }
+    }};
+}
+pub(crate) use set_target_rodata;
+
+/// Fills a loaded object's `target_pids`, `target_tids`, `target_cgroup`.
+pub fn fill_target_maps(
+    pids: &dyn MapCore,
+    tids: &dyn MapCore,
+    cgroup: &dyn MapCore,
+    opts: &super::Options,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    for pid in &opts.targets.pids {
+        pids.update(as_bytes(pid), &[1u8], MapFlags::ANY)
+            .context("fill target_pids")?;
+    }
+    for tid in &opts.targets.tids {
+        tids.update(as_bytes(tid), &[1u8], MapFlags::ANY)
+            .context("fill target_tids")?;
+    }
+    if let Some(path) = &opts.targets.cgroup {
+        let dir =
+            std::fs::File::open(path).with_context(|| format!("open cgroup {}", path.display()))?;
+        let fd = dir.as_raw_fd() as u32;
+        cgroup
+            .update(as_bytes(&0u32), as_bytes(&fd), MapFlags::ANY)
+            .with_context(|| format!("{} is not a cgroup v2 directory", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Sums a per-CPU array of u64 counters into `names[i] -> total`.
+pub fn read_lost(map: &dyn MapCore, names: &[&str]) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let key = i as u32;
+        let per_cpu = map
+            .lookup_percpu(as_bytes(&key), MapFlags::ANY)
+            .context("read lost counters")?
+            .unwrap_or_default();
+        let sum: u64 = per_cpu.iter().filter_map(|b| from_bytes::<u64>(b)).sum();
+        out.insert((*name).to_string(), sum);
+    }
+    Ok(out)
+}
+
+/// Every (key, value) of a hash map, decoded; entries deleted meanwhile
+/// are skipped.
+pub fn entries<K: super::Pod, V: super::Pod>(map: &dyn MapCore) -> Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    for k in map.keys() {
+        let Some(v) = map
+            .lookup(&k, MapFlags::ANY)
+            .context("read aggregation map")?
+        else {
+            continue;
+        };
+        if let (Some(k), Some(v)) = (from_bytes::<K>(&k), from_bytes::<V>(&v)) {
+            out.push((k, v));
+        }
+    }
+    Ok(out)
+}
+
+/// The kernel stack behind a stack id in a stack-trace map (innermost
+/// first).
+pub fn stack(map: &dyn MapCore, id: i32) -> Option<Vec<u64>> {
+    if id < 0 {
+        return None;
+    }
+    let key = id as u32;
+    let bytes = map.lookup(as_bytes(&key), MapFlags::ANY).ok()??;
+    Some(
+        bytes
+            .chunks_exact(8)
+            .filter_map(from_bytes::<u64>)
+            .take_while(|&a| a != 0)
+            .collect(),
+    )
+}
+
+/// Per key (e.g. a tid), the value of the item with the largest weight.
+pub fn busiest<'a, K, V>(
+    items: impl Iterator<Item = (K, u64, &'a V)>,
+) -> std::collections::HashMap<K, &'a V>
+where
+    K: std::hash::Hash + Eq,
+{
+    let mut best: std::collections::HashMap<K, (u64, &'a V)> = Default::default();
+    for (k, w, v) in items {
+        let e = best.entry(k).or_insert((w, v));
+        if w > e.0 {
+            *e = (w, v);
+        }
+    }
+    best.into_iter().map(|(k, (_, v))| (k, v)).collect()
+}
+
+/// A live thread's current name (`/proc/PID/task/TID/comm`): a thread's
+/// name is read in the kernel when its key is created, which may be before
+/// it named itself. `None` once it has exited.
+pub fn live_comm(pid: u32, tid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .ok()
+        .map(|c| c.trim_end_matches('\n').to_string())
+}
+
+/// Thread names for records: the live name where the thread still runs,
+/// else the name of its busiest key (per tid: weight, kernel comm).
+pub fn thread_names<'a>(
+    items: impl Iterator<Item = (u32, u32, u64, &'a [i8; 16])>,
+) -> std::collections::HashMap<u32, String> {
+    let items: Vec<_> = items.collect();
+    let pids: std::collections::HashMap<u32, u32> =
+        items.iter().map(|(pid, tid, _, _)| (*tid, *pid)).collect();
+    let best = busiest(items.iter().map(|(_, tid, w, c)| (*tid, *w, *c)));
+    best.into_iter()
+        .map(|(tid, c)| {
+            let live = pids.get(&tid).and_then(|pid| live_comm(*pid, tid));
+            (tid, live.unwrap_or_else(|| super::comm_str(&c[..])))
+        })
+        .collect()
+}
+
+/// Whether the kernel serves most page faults under per-VMA locks
+/// (CONFIG_PER_VMA_LOCK, Linux 6.4+): then faults mostly skip mmap_lock.
+/// `lock_vma_under_rcu` exists exactly when it is configured.
+pub fn per_vma_locks() -> bool {
+    use std::io::BufRead;
+    let Ok(f) = std::fs::File::open("/proc/kallsyms") else {
+        return false;
+    };
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(std::result::Result::ok)
+        .any(|l| l.split_whitespace().nth(2) == Some("lock_vma_under_rcu"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busiest_picks_the_heaviest_item_per_key() {
+        let items = [(1, 3, "a"), (1, 9, "b"), (2, 1, "c"), (1, 5, "d")];
+        let best = busiest(items.iter().map(|(k, w, v)| (*k, *w, v)));
+        assert_eq!(best.get(&1).map(|v| **v), Some("b"));
+        assert_eq!(best.get(&2).map(|v| **v), Some("c"));
+    }
+}

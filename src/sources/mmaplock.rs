@@ -1,0 +1,551 @@
+//! The mmap-lock source: waits, holds, failures and partial operations of
+//! every process's `mmap_lock` from the kernel's mmap_lock tracepoints
+//! (`src/bpf/mmaplock.bpf.c`), per process, thread, mode and cgroup.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd};
+
+use anyhow::{Context, Result, anyhow, bail};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, OpenObject};
+
+use super::common::{self, set_target_rodata};
+use super::contention::Backend;
+use super::{Options, Pod, ProgStats, Source, Symbolizer, TracefsGuard, comm_str, prog_stats};
+use crate::bpf::mmaplock::types::{ls_mm_event, ls_mm_key, ls_mm_val};
+use crate::bpf::mmaplock::{MmaplockSkel, MmaplockSkelBuilder, OpenMmaplockSkel};
+use crate::cgroup::CgroupNames;
+use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
+use crate::output::SourceStatus;
+
+/// Source name of this module's rows.
+pub const SOURCE: &str = "mmap-lock";
+
+// The Rust model and the BPF header must agree on the histogram layout.
+const _: () = assert!(
+    std::mem::size_of::<[u64; HIST_SLOTS]>()
+        == std::mem::size_of::<ls_mm_val>() - std::mem::offset_of!(ls_mm_val, hold_hist)
+);
+
+// SAFETY: generated from lockscope.h, repr(C), integers and i8 arrays
+// only, padded by hand to a multiple of 8 bytes (no implicit padding).
+unsafe impl Pod for ls_mm_key {}
+// SAFETY: as above.
+unsafe impl Pod for ls_mm_val {}
+// SAFETY: as above.
+unsafe impl Pod for ls_mm_event {}
+
+/// Names of the `lost` counters, in the order of `enum ls_mm_lost`.
+pub const LOST_NAMES: [&str; 6] = [
+    "map_full",
+    "stack_failed",
+    "ringbuf_dropped",
+    "task_storage_failed",
+    "slots_full",
+    "stale_op",
+];
+
+/// `enum ls_mm_flags`.
+mod flags {
+    pub const WRITE: u32 = 1;
+    pub const FAILED: u32 = 2;
+    pub const PARTIAL: u32 = 4;
+}
+
+/// A loaded and attached mmap-lock source.
+pub struct MmapLock {
+    skel: MmaplockSkel<'static>,
+    links: RefCell<Vec<Link>>,
+    backend: Backend,
+    fallback_reason: Option<String>,
+    per_vma_locks: bool,
+    /// Memory cgroup ids to paths (the memory controller's hierarchy,
+    /// which is cgroup v1 on hybrid systems).
+    memcgs: RefCell<Option<CgroupNames>>,
+    /// Lock -> (owner pid, owner name) as last seen with a known owner: an
+    /// mm whose owner exited (its final unmapping in exit_mmap) keeps the
+    /// name it had.
+    owners: RefCell<HashMap<u64, (u32, String)>>,
+}
+
+/// Starts the source ([`super::SourceInfo::start`]).
+pub fn start(opts: &Options) -> Result<Box<dyn Source>> {
+    Ok(Box::new(MmapLock::start(opts)?))
+}
+
+impl MmapLock {
+    pub fn start(opts: &Options) -> Result<MmapLock> {
+        let _tracefs = TracefsGuard::ensure();
+        if super::tracefs_mounted()
+            && !super::tracepoint_exists("mmap_lock", "mmap_lock_start_locking")
+        {
+            bail!(
+                "this kernel has no mmap_lock tracepoints (added in Linux 5.12); \
+                 mmap_lock waits and holds cannot be traced here"
+            );
+        }
+        let order: Vec<Backend> = match opts.backend.as_deref() {
+            Some("tp_btf") => vec![Backend::TpBtf],
+            Some("tracepoint") => vec![Backend::Tracepoint],
+            Some(other) => bail!("{SOURCE} has no backend '{other}' (tp_btf, tracepoint)"),
+            None => vec![Backend::TpBtf, Backend::Tracepoint],
+        };
+        let mut errors = Vec::new();
+        for backend in order {
+            match Self::start_with(opts, backend) {
+                Ok(mut s) => {
+                    if !errors.is_empty() {
+                        s.fallback_reason = Some(errors.join("; "));
+                    }
+                    return Ok(s);
+                }
+                Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
+            }
+        }
+        Err(anyhow!("could not attach {SOURCE}: {}", errors.join("; ")))
+    }
+
+    fn start_with(opts: &Options, backend: Backend) -> Result<MmapLock> {
+        crate::libbpf_log::install();
+        crate::libbpf_log::take();
+        // The open object must outlive the skeleton, which lives as long as
+        // the source; one small allocation per source is leaked for it.
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open: OpenMmaplockSkel<'static> = MmaplockSkelBuilder::default()
+            .open(storage)
+            .context("open BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+        set_target_rodata!(&mut *rodata, opts);
+        rodata.emit_events = opts.emit_events;
+        rodata.caller_mode = opts.caller as u32;
+        open.maps.agg.set_max_entries(opts.max_entries)?;
+        let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
+        open.maps
+            .events
+            .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
+
+        let btf = backend == Backend::TpBtf;
+        let follow = opts.targets.follow_forks;
+        let p = &mut open.progs;
+        p.mm_start_btf.set_autoload(btf);
+        p.mm_acquire_btf.set_autoload(btf);
+        p.mm_release_btf.set_autoload(btf);
+        p.mm_follow_fork_btf.set_autoload(btf && follow);
+        p.mm_start_tp.set_autoload(!btf);
+        p.mm_acquire_tp.set_autoload(!btf);
+        p.mm_release_tp.set_autoload(!btf);
+        p.mm_follow_fork_tp.set_autoload(!btf && follow);
+
+        let skel = open
+            .load()
+            .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
+        common::fill_target_maps(
+            &skel.maps.target_pids,
+            &skel.maps.target_tids,
+            &skel.maps.target_cgroup,
+            opts,
+        )?;
+        // releases first, then acquisitions, then starts: an operation in
+        // flight while attaching is seen as partial, never mis-timed
+        let p = &skel.progs;
+        let order = if btf {
+            [
+                &p.mm_follow_fork_btf,
+                &p.mm_release_btf,
+                &p.mm_acquire_btf,
+                &p.mm_start_btf,
+            ]
+        } else {
+            [
+                &p.mm_follow_fork_tp,
+                &p.mm_release_tp,
+                &p.mm_acquire_tp,
+                &p.mm_start_tp,
+            ]
+        };
+        let mut links = Vec::new();
+        for (i, prog) in order.into_iter().enumerate() {
+            if i == 0 && !follow {
+                continue;
+            }
+            links.push(
+                prog.attach()
+                    .with_context(|| format!("attach {}", prog.name().to_string_lossy()))?,
+            );
+        }
+        Ok(MmapLock {
+            skel,
+            links: RefCell::new(links),
+            backend,
+            fallback_reason: None,
+            per_vma_locks: common::per_vma_locks(),
+            memcgs: RefCell::new(None),
+            owners: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn stack(&self, id: i32) -> Option<Vec<u64>> {
+        common::stack(&self.skel.maps.stacks, id)
+    }
+
+    fn memcg(&self, id: u64) -> Option<String> {
+        let mut m = self.memcgs.borrow_mut();
+        let names = m.get_or_insert_with(|| {
+            CgroupNames::under(crate::cgroup::memory_root().unwrap_or_else(crate::cgroup::v2_root))
+        });
+        names.path(id)
+    }
+
+    /// "mmap_lock of PID (comm)", plus the memory cgroup where it is known
+    /// and differs from the task's cgroup v2 path (e.g. a cgroup v1 memory
+    /// hierarchy).
+    fn lock_name(
+        &self,
+        lock: u64,
+        owner: u32,
+        ocomm: &str,
+        memcg_id: u64,
+        cgroup: Option<&str>,
+    ) -> Option<String> {
+        let known = if owner != 0 {
+            self.owners
+                .borrow_mut()
+                .insert(lock, (owner, ocomm.to_string()));
+            Some((owner, ocomm.to_string()))
+        } else {
+            self.owners.borrow().get(&lock).cloned()
+        };
+        let memcg = self.memcg(memcg_id);
+        Some(format_lock_name(
+            known.as_ref().map(|(p, c)| (*p, c.as_str())),
+            memcg.as_deref(),
+            cgroup,
+        ))
+    }
+
+    fn programs(&self) -> Vec<&libbpf_rs::Program<'static>> {
+        let p = &self.skel.progs;
+        vec![
+            &p.mm_start_btf,
+            &p.mm_acquire_btf,
+            &p.mm_release_btf,
+            &p.mm_follow_fork_btf,
+            &p.mm_start_tp,
+            &p.mm_acquire_tp,
+            &p.mm_release_tp,
+            &p.mm_follow_fork_tp,
+        ]
+    }
+}
+
+/// "mmap_lock of PID (comm)", plus " [memcg PATH]" when the memory cgroup
+/// is known and is not the task's cgroup v2 path (a cgroup v1 memory
+/// hierarchy, or a memcg higher up).
+pub fn format_lock_name(
+    owner: Option<(u32, &str)>,
+    memcg: Option<&str>,
+    cgroup: Option<&str>,
+) -> String {
+    let mut name = match owner {
+        Some((pid, comm)) => format!("mmap_lock of {pid} ({comm})"),
+        None => "mmap_lock".to_string(),
+    };
+    if let Some(m) = memcg
+        && Some(m) != cgroup
+    {
+        name.push_str(&format!(" [memcg {m}]"));
+    }
+    name
+}
+
+/// The times of one streamed operation: (wait, hold, end, released).
+/// A wait is timed only when its start and acquisition were seen, a hold
+/// only when its acquisition and its end were; `end` is the acquisition
+/// (or failure), else the release.
+pub fn op_times(e: &ls_mm_event) -> (u64, Option<u64>, u64, Option<u64>) {
+    let failed = e.flags & flags::FAILED != 0;
+    let wait = if e.begin_ns != 0 && e.acquired_ns != 0 {
+        e.acquired_ns.saturating_sub(e.begin_ns)
+    } else {
+        0
+    };
+    let hold = (e.acquired_ns != 0 && e.released_ns != 0 && !failed)
+        .then(|| e.released_ns.saturating_sub(e.acquired_ns));
+    let end = if e.acquired_ns != 0 {
+        e.acquired_ns
+    } else {
+        e.released_ns
+    };
+    (
+        wait,
+        hold,
+        end,
+        (e.released_ns != 0).then_some(e.released_ns),
+    )
+}
+
+fn kind(write: bool) -> LockKind {
+    if write {
+        LockKind::RwsemWrite
+    } else {
+        LockKind::RwsemRead
+    }
+}
+
+fn stats(count: u64, total: u64, min: u64, max: u64, slots: &[u64; HIST_SLOTS]) -> Stats {
+    let mut hist = Log2Hist::default();
+    hist.slots.copy_from_slice(slots);
+    Stats {
+        count,
+        total_ns: total,
+        min_ns: if count == 0 { 0 } else { min },
+        max_ns: max,
+        hist,
+    }
+}
+
+/// A kernel aggregation entry as a model record; `lock_name` is decided
+/// per lock by the caller.
+fn to_record(
+    src: &MmapLock,
+    sym: &mut Symbolizer,
+    k: &ls_mm_key,
+    v: &ls_mm_val,
+    lock_name: Option<String>,
+) -> Record {
+    let cgroup = sym.cgroup(v.cgroup_id);
+    let id = if k.stack_id >= 0 {
+        k.stack_id
+    } else {
+        v.stack_id
+    };
+    Record {
+        source: SOURCE,
+        kind: kind(k.write != 0),
+        lock: k.lock,
+        lock_name,
+        caller: sym.kernel_caller(SOURCE, id, || src.stack(id)),
+        pid: k.pid,
+        tid: k.tid,
+        comm: comm_str(&v.comm),
+        cgroup,
+        aborted: 0,
+        spun: 0,
+        slept: 0,
+        wait: stats(v.count, v.wait_total, v.wait_min, v.wait_max, &v.wait_hist),
+        hold: Some(stats(
+            v.holds,
+            v.hold_total,
+            v.hold_min,
+            v.hold_max,
+            &v.hold_hist,
+        )),
+        failed: v.failed,
+        partial: v.partial,
+        split: None,
+        stacks: Vec::new(),
+    }
+}
+
+/// One stream record as a model event.
+fn to_event(src: &MmapLock, sym: &mut Symbolizer, e: &ls_mm_event) -> Event {
+    let f = e.flags;
+    let partial = f & flags::PARTIAL != 0;
+    let failed = f & flags::FAILED != 0;
+    let cgroup = sym.cgroup(e.cgroup_id);
+    let (wait_ns, hold_ns, end_ns, released_ns) = op_times(e);
+    Event {
+        source: SOURCE,
+        kind: kind(f & flags::WRITE != 0),
+        lock: e.lock,
+        lock_name: src.lock_name(
+            e.lock,
+            e.owner_pid,
+            &comm_str(&e.ocomm),
+            e.memcg_id,
+            cgroup.as_deref(),
+        ),
+        caller: sym.kernel_caller(SOURCE, e.stack_id, || src.stack(e.stack_id)),
+        pid: e.pid,
+        tid: e.tid,
+        comm: comm_str(&e.comm),
+        cgroup,
+        begin_ns: e.begin_ns,
+        end_ns,
+        released_ns,
+        wait_ns,
+        hold_ns,
+        aborted: false,
+        failed,
+        ret: 0,
+        spun: false,
+        slept: false,
+        partial,
+        holder_tid: None,
+        split: None,
+    }
+}
+
+impl Source for MmapLock {
+    fn name(&self) -> &'static str {
+        SOURCE
+    }
+
+    fn status(&self) -> SourceStatus {
+        let mut notes = Vec::new();
+        if self.per_vma_locks {
+            notes.push("per-VMA locks: most page faults skip mmap_lock".to_string());
+        }
+        if let Some(r) = &self.fallback_reason {
+            notes.push(format!("preferred backend failed: {r}"));
+        }
+        SourceStatus {
+            name: SOURCE.into(),
+            backend: Some(self.backend.name().into()),
+            available: true,
+            reason: (!notes.is_empty()).then(|| notes.join("; ")),
+        }
+    }
+
+    fn add_pid(&self, pid: u32) -> Result<()> {
+        self.skel
+            .maps
+            .target_pids
+            .update(super::as_bytes(&pid), &[1u8], libbpf_rs::MapFlags::ANY)
+            .context("add pid to target_pids")
+    }
+
+    fn detach(&self) {
+        self.links.borrow_mut().clear();
+    }
+
+    fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
+        let raw: Vec<(ls_mm_key, ls_mm_val)> = common::entries(&self.skel.maps.agg)?;
+        // one name per lock: the owner's name is read when a key is created
+        // and changes at exec, so take it from the busiest key of the lock
+        let mut namer: HashMap<u64, &ls_mm_val> = HashMap::new();
+        // a key with a known owner first, then the busiest
+        let rank = |v: &ls_mm_val| (v.owner_pid != 0, v.count + v.holds + v.failed + v.partial);
+        for (k, v) in &raw {
+            let e = namer.entry(k.lock).or_insert(v);
+            if rank(v) > rank(e) {
+                *e = v;
+            }
+        }
+        let mut names: HashMap<u64, Option<String>> = HashMap::new();
+        for (lock, v) in namer {
+            let cgroup = sym.cgroup(v.cgroup_id);
+            let name = self.lock_name(
+                lock,
+                v.owner_pid,
+                &comm_str(&v.ocomm),
+                v.memcg_id,
+                cgroup.as_deref(),
+            );
+            names.insert(lock, name);
+        }
+        // one thread name per thread (it may rename itself between keys)
+        let comms = common::thread_names(raw.iter().map(|(k, v)| {
+            (
+                k.pid,
+                k.tid,
+                v.count + v.holds + v.failed + v.partial,
+                &v.comm,
+            )
+        }));
+        Ok(raw
+            .iter()
+            .map(|(k, v)| {
+                let name = names.get(&k.lock).cloned().flatten();
+                let mut r = to_record(self, sym, k, v, name);
+                if let Some(c) = comms.get(&k.tid) {
+                    r.comm = c.clone();
+                }
+                r
+            })
+            .collect())
+    }
+
+    fn lost(&self) -> Result<BTreeMap<String, u64>> {
+        let mut out = common::read_lost(&self.skel.maps.lost, &LOST_NAMES)?;
+        let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
+        out.insert("bpf_recursion_misses".into(), misses);
+        Ok(out)
+    }
+
+    fn prog_stats(&self) -> Vec<ProgStats> {
+        self.programs()
+            .into_iter()
+            .filter(|prog| prog.as_fd().as_raw_fd() >= 0 && prog.autoload())
+            .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
+            .collect()
+    }
+
+    fn event_map(&self) -> Option<&dyn MapCore> {
+        Some(&self.skel.maps.events)
+    }
+
+    fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
+        let e = super::from_bytes::<ls_mm_event>(data)?;
+        Some(to_event(self, sym, &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(begin: u64, acquired: u64, released: u64, f: u32) -> ls_mm_event {
+        ls_mm_event {
+            begin_ns: begin,
+            acquired_ns: acquired,
+            released_ns: released,
+            flags: f,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn operations_are_timed_only_from_what_was_seen() {
+        // a whole operation: wait then hold
+        assert_eq!(
+            op_times(&ev(100, 130, 200, flags::WRITE)),
+            (30, Some(70), 130, Some(200))
+        );
+        // acquired before its start was seen: hold only
+        assert_eq!(
+            op_times(&ev(0, 130, 200, flags::PARTIAL)),
+            (0, Some(70), 130, Some(200))
+        );
+        // released, acquisition never seen: nothing timed
+        assert_eq!(
+            op_times(&ev(0, 0, 200, flags::PARTIAL)),
+            (0, None, 200, Some(200))
+        );
+        // a failed trylock: its (short) wait, no hold
+        assert_eq!(
+            op_times(&ev(100, 101, 0, flags::FAILED)),
+            (1, None, 101, None)
+        );
+    }
+
+    #[test]
+    fn lock_names_say_whose_mm_and_which_memcg() {
+        assert_eq!(
+            format_lock_name(Some((42, "db")), Some("/a"), Some("/a")),
+            "mmap_lock of 42 (db)"
+        );
+        assert_eq!(
+            format_lock_name(Some((42, "db")), Some("/mem/x"), Some("/")),
+            "mmap_lock of 42 (db) [memcg /mem/x]"
+        );
+        assert_eq!(format_lock_name(None, None, Some("/")), "mmap_lock");
+    }
+}

@@ -1,0 +1,254 @@
+//! The sched source: run-queue latency (how long a runnable thread waited
+//! for a CPU, from its wakeup or preemption to running) per thread and per
+//! CPU, at `sched_switch` from the scheduler's own accounting of every
+//! enqueue (`src/bpf/sched.bpf.c` says why and how).
+//!
+//! Rows: `kind` [`LockKind::RunQueue`], `lock` = the CPU the thread got,
+//! `lock_name` "cpu N", `wait_ns` = time runnable but not running, `slept`
+//! = waits that began with a wakeup (the rest began with a preemption).
+//! `--by lock` gives one row per CPU, `--by task` one per thread.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd};
+
+use anyhow::{Context, Result, anyhow, bail};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, OpenObject};
+
+use super::common::{self, set_target_rodata};
+use super::{Options, Pod, ProgStats, Source, Symbolizer, comm_str, prog_stats};
+use crate::bpf::sched::types::{ls_rq_event, ls_rq_key, ls_rq_val};
+use crate::bpf::sched::{OpenSchedSkel, SchedSkel, SchedSkelBuilder};
+use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
+use crate::output::SourceStatus;
+
+/// Source name of this module's rows.
+pub const SOURCE: &str = "sched";
+
+// The Rust model and the BPF header must agree on the histogram layout.
+const _: () = assert!(
+    std::mem::size_of::<[u64; HIST_SLOTS]>()
+        == std::mem::size_of::<ls_rq_val>() - std::mem::offset_of!(ls_rq_val, hist)
+);
+
+// SAFETY: generated from lockscope.h, repr(C), integers and i8 arrays
+// only, padded by hand to a multiple of 8 bytes (no implicit padding).
+unsafe impl Pod for ls_rq_key {}
+// SAFETY: as above.
+unsafe impl Pod for ls_rq_val {}
+// SAFETY: as above.
+unsafe impl Pod for ls_rq_event {}
+
+/// Names of the `lost` counters, in the order of `enum ls_rq_lost`.
+pub const LOST_NAMES: [&str; 3] = ["map_full", "ringbuf_dropped", "task_storage_failed"];
+
+/// A loaded and attached sched source.
+pub struct Sched {
+    skel: SchedSkel<'static>,
+    links: RefCell<Vec<Link>>,
+}
+
+/// Starts the source ([`super::SourceInfo::start`]).
+pub fn start(opts: &Options) -> Result<Box<dyn Source>> {
+    Ok(Box::new(Sched::start(opts)?))
+}
+
+/// The `lock_name` of a CPU's run queue.
+pub fn cpu_name(cpu: u64) -> String {
+    format!("cpu {cpu}")
+}
+
+impl Sched {
+    pub fn start(opts: &Options) -> Result<Sched> {
+        match opts.backend.as_deref() {
+            None | Some("tp_btf") => {}
+            Some(other) => bail!(
+                "{SOURCE} has no backend '{other}' (tp_btf only: the classic sched \
+                 tracepoints pass a pid, not the task that filters and state need)"
+            ),
+        }
+        if !std::path::Path::new("/proc/self/schedstat").exists() {
+            bail!(
+                "{SOURCE} needs CONFIG_SCHED_INFO (the kernel's run-delay accounting, \
+                 /proc/PID/schedstat), which this kernel lacks"
+            );
+        }
+        crate::libbpf_log::install();
+        crate::libbpf_log::take();
+        // The open object must outlive the skeleton, which lives as long as
+        // the source; one small allocation per source is leaked for it.
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open: OpenSchedSkel<'static> = SchedSkelBuilder::default()
+            .open(storage)
+            .context("open BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+        set_target_rodata!(&mut *rodata, opts);
+        rodata.emit_events = opts.emit_events;
+        open.maps.agg.set_max_entries(opts.max_entries)?;
+        let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
+        open.maps
+            .events
+            .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
+        let follow = opts.targets.follow_forks;
+        open.progs.rq_follow_fork_btf.set_autoload(follow);
+        let skel = open
+            .load()
+            .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
+        common::fill_target_maps(
+            &skel.maps.target_pids,
+            &skel.maps.target_tids,
+            &skel.maps.target_cgroup,
+            opts,
+        )?;
+        let p = &skel.progs;
+        let mut links = Vec::new();
+        for (i, prog) in [&p.rq_follow_fork_btf, &p.rq_switch_btf]
+            .into_iter()
+            .enumerate()
+        {
+            if i == 0 && !follow {
+                continue;
+            }
+            links.push(
+                prog.attach()
+                    .with_context(|| format!("attach {}", prog.name().to_string_lossy()))?,
+            );
+        }
+        Ok(Sched {
+            skel,
+            links: RefCell::new(links),
+        })
+    }
+}
+
+/// A kernel aggregation entry as a model record.
+fn to_record(sym: &mut Symbolizer, k: &ls_rq_key, v: &ls_rq_val) -> Record {
+    let mut hist = Log2Hist::default();
+    hist.slots.copy_from_slice(&v.hist);
+    Record {
+        source: SOURCE,
+        kind: LockKind::RunQueue,
+        lock: u64::from(k.cpu),
+        lock_name: Some(cpu_name(u64::from(k.cpu))),
+        caller: None,
+        pid: k.pid,
+        tid: k.tid,
+        comm: comm_str(&v.comm),
+        cgroup: sym.cgroup(v.cgroup_id),
+        aborted: 0,
+        spun: 0,
+        slept: v.woken,
+        wait: Stats {
+            count: v.count,
+            total_ns: v.total_ns,
+            min_ns: if v.count == 0 { 0 } else { v.min_ns },
+            max_ns: v.max_ns,
+            hist,
+        },
+        hold: None,
+        failed: 0,
+        partial: 0,
+        split: None,
+        stacks: Vec::new(),
+    }
+}
+
+impl Source for Sched {
+    fn name(&self) -> &'static str {
+        SOURCE
+    }
+
+    fn status(&self) -> SourceStatus {
+        SourceStatus {
+            name: SOURCE.into(),
+            backend: Some("tp_btf".into()),
+            available: true,
+            reason: None,
+        }
+    }
+
+    fn add_pid(&self, pid: u32) -> Result<()> {
+        self.skel
+            .maps
+            .target_pids
+            .update(super::as_bytes(&pid), &[1u8], libbpf_rs::MapFlags::ANY)
+            .context("add pid to target_pids")
+    }
+
+    fn detach(&self) {
+        self.links.borrow_mut().clear();
+    }
+
+    fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
+        let raw: Vec<(ls_rq_key, ls_rq_val)> = common::entries(&self.skel.maps.agg)?;
+        // a thread's name is read when its key on a CPU is created, and its
+        // first switch-in comes before it can name itself: one name per
+        // thread, the live one where it still runs
+        let names = common::thread_names(raw.iter().map(|(k, v)| (k.pid, k.tid, v.count, &v.comm)));
+        Ok(raw
+            .iter()
+            .map(|(k, v)| {
+                let mut r = to_record(sym, k, v);
+                if let Some(c) = names.get(&k.tid) {
+                    r.comm = c.clone();
+                }
+                r
+            })
+            .collect())
+    }
+
+    fn lost(&self) -> Result<BTreeMap<String, u64>> {
+        let mut out = common::read_lost(&self.skel.maps.lost, &LOST_NAMES)?;
+        let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
+        out.insert("bpf_recursion_misses".into(), misses);
+        Ok(out)
+    }
+
+    fn prog_stats(&self) -> Vec<ProgStats> {
+        let p = &self.skel.progs;
+        [&p.rq_switch_btf, &p.rq_follow_fork_btf]
+            .into_iter()
+            .filter(|prog| prog.as_fd().as_raw_fd() >= 0 && prog.autoload())
+            .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
+            .collect()
+    }
+
+    fn event_map(&self) -> Option<&dyn MapCore> {
+        Some(&self.skel.maps.events)
+    }
+
+    fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
+        let e = super::from_bytes::<ls_rq_event>(data)?;
+        Some(Event {
+            source: SOURCE,
+            kind: LockKind::RunQueue,
+            lock: u64::from(e.cpu),
+            lock_name: Some(cpu_name(u64::from(e.cpu))),
+            caller: None,
+            pid: e.pid,
+            tid: e.tid,
+            comm: comm_str(&e.comm),
+            cgroup: sym.cgroup(e.cgroup_id),
+            begin_ns: e.begin_ns,
+            end_ns: e.end_ns,
+            released_ns: None,
+            wait_ns: e.end_ns.saturating_sub(e.begin_ns),
+            hold_ns: None,
+            aborted: false,
+            failed: false,
+            ret: 0,
+            spun: false,
+            slept: e.woken != 0,
+            partial: false,
+            holder_tid: None,
+            split: None,
+        })
+    }
+}
