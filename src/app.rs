@@ -1,4 +1,4 @@
-//! The commands: report, trace, run, demo, doctor, workload.
+//! The commands: report, trace, run, demo, doctor, workload (serve: `serve/`).
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -29,7 +29,7 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(msg.into()))
 }
 
@@ -65,6 +65,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(if rep.usable() { 0 } else { 1 })
         }
         Command::Workload(a) => workload(a),
+        Command::Serve(a) => crate::serve::run(a),
     }
 }
 
@@ -96,7 +97,7 @@ pub fn require_privileges() -> Result<()> {
     )))
 }
 
-fn options(targets: Targets, s: &TraceSettings, events: bool, ringbuf_mb: u32) -> Result<Options> {
+pub(crate) fn options(targets: Targets, s: &TraceSettings, events: bool, ringbuf_mb: u32) -> Result<Options> {
     let backend = s.backend.clone();
     if s.max_entries == 0 {
         return Err(usage("--max-entries must be at least 1"));
@@ -176,7 +177,7 @@ fn is_zombie(pid: u32) -> bool {
 }
 
 /// Starts the chosen sources and says what is traced.
-fn attach(opts: &Options, chosen: &[String]) -> Result<Started> {
+pub(crate) fn attach(opts: &Options, chosen: &[String]) -> Result<Started> {
     let started = sources::start(chosen, opts).map_err(|e| {
         let msg = format!("{e:#}");
         if msg.contains("no lock:contention_begin") || msg.contains("unknown source") {
@@ -225,7 +226,7 @@ fn all_lost(started: &Started) -> Result<std::collections::BTreeMap<String, u64>
     Ok(lost)
 }
 
-fn detach_all(started: &Started) {
+pub(crate) fn detach_all(started: &Started) {
     for s in &started.sources {
         s.detach();
     }

@@ -58,6 +58,9 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Built-in workload with known lock operations (used by demo and tests)
     Workload(WorkloadArgs),
+    /// Stay attached: Prometheus metrics at /metrics, a live dashboard at /
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
 }
 
 impl Command {
@@ -66,6 +69,18 @@ impl Command {
         !matches!(self, Command::Workload(_))
     }
 }
+const SERVE_HELP: &str = "\
+Examples:
+  lockscope serve                      system-wide, http://127.0.0.1:9477/
+  lockscope serve --cgroup /system.slice/postgresql.service --per-process
+  lockscope serve --listen 0.0.0.0:9477   every interface (warns: no auth)
+
+Endpoints (GET only): / dashboard, /metrics (OpenMetrics), /api/summary,
+/api/history, /healthz. Nothing attaches or detaches through HTTP.
+Metrics are read from the in-kernel maps when scraped (at most 200 ms old).
+Label sets past --max-series fold into one series per source labelled
+\"other\" (counted in lockscope_folded_total). Stops on Ctrl-C/SIGTERM or
+after -d.";
 
 /// Who to trace. Without any of these: the whole system.
 #[derive(Args, Debug, Clone, Default)]
@@ -260,6 +275,35 @@ pub struct WorkloadArgs {
     /// Print what was done as JSON (one line per workload)
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Address to listen on; anything but loopback is reachable by others
+    #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Add pid and comm labels to lock series (capped by --max-processes)
+    #[arg(long)]
+    pub per_process: bool,
+    /// Processes with their own labels; later ones are labelled pid="other"
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub max_processes: usize,
+    /// Lock series exported; later label sets fold into "other"
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    pub max_series: usize,
+    /// Open HTTP connections at most; more are closed at once
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_connections: usize,
+    /// How often the dashboard's charts are sampled
+    #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
+    pub interval: Duration,
+    /// Stop after this long (default: until Ctrl-C or SIGTERM)
+    #[arg(short = 'd', long = "duration", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub settings: TraceSettings,
 }
 
 impl TargetArgs {

@@ -11,6 +11,7 @@ pub mod libbpf_log;
 pub mod model;
 pub mod output;
 pub mod perfetto;
+pub mod serve;
 pub mod sources;
 pub mod units;
 pub mod ustack;
