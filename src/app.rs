@@ -97,7 +97,12 @@ pub fn require_privileges() -> Result<()> {
     )))
 }
 
-pub(crate) fn options(targets: Targets, s: &TraceSettings, events: bool, ringbuf_mb: u32) -> Result<Options> {
+pub(crate) fn options(
+    targets: Targets,
+    s: &TraceSettings,
+    events: bool,
+    ringbuf_mb: u32,
+) -> Result<Options> {
     let backend = s.backend.clone();
     if s.max_entries == 0 {
         return Err(usage("--max-entries must be at least 1"));

@@ -24,6 +24,7 @@ Examples:
   lockscope trace -p 1234 --json      every wait as a JSON line
   lockscope run -- make -j8           profile a command and its children
   lockscope doctor                    what this kernel allows, and what runs
+  lockscope serve                     Prometheus metrics + live dashboard on :9477
 
 Exit status: 0 ok, 1 runtime failure, 2 bad usage; `run` exits with the
 command's status. Needs root (or CAP_BPF + CAP_PERFMON).";
@@ -403,6 +404,21 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(r.command, vec!["ls", "-l"]);
+    }
+
+    #[test]
+    fn serve_listens_on_loopback_by_default() {
+        let c = Cli::try_parse_from(["lockscope", "serve"]).expect("parses");
+        let Command::Serve(s) = c.command else {
+            panic!("not serve")
+        };
+        assert!(s.listen.ip().is_loopback(), "{}", s.listen);
+        assert_eq!(s.listen.port(), 9477);
+        assert!(!s.per_process);
+        assert_eq!((s.max_series, s.max_processes), (300, 50));
+        let e = Cli::try_parse_from(["lockscope", "serve", "--listen", "localhost"])
+            .expect_err("not an address");
+        assert!(e.to_string().contains("--listen"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,9 @@ fn help_teaches_with_examples() {
     ] {
         assert!(text.contains(needle), "--help lacks {needle}: {text}");
     }
-    for sub in ["report", "trace", "run", "demo", "doctor", "workload"] {
+    for sub in [
+        "report", "trace", "run", "demo", "doctor", "workload", "serve",
+    ] {
         let out = lockscope(&[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -41,6 +43,8 @@ fn usage_errors_exit_2_without_a_backtrace() {
         vec!["report", "-p", "not-a-pid"],
         vec!["frobnicate"],
         vec!["run"],
+        vec!["serve", "--listen", "everywhere"],
+        vec!["serve", "--max-series", "0"],
     ] {
         let out = lockscope(&args);
         let err = String::from_utf8_lossy(&out.stderr);

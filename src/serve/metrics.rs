@@ -4,8 +4,9 @@
 //!
 //! Histograms use the kernel's own log2 slots as buckets: slot k counts
 //! waits in [2^(k-1), 2^k) ns, so bucket `le` = 2^k ns in seconds is exact
-//! for every wait shorter than 2^k ns. Slots below 2^7 ns (128 ns) fold into
-//! the first bucket and slots from 2^36 ns (68.7 s) up into `+Inf`.
+//! for every wait shorter than 2^k ns. Slots 0..=7 (waits under 128 ns)
+//! share the first bucket and slots 36 and up (waits of 2^35 ns = 34.4 s
+//! and longer) only count in `+Inf`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -194,13 +195,7 @@ impl Collector for Exposition {
             "Operations whose start was not seen (counted, never timed)",
             |v| v.partial,
         )?;
-        series_counter(
-            &mut enc,
-            s,
-            "lockscope_spun",
-            "Waits that spun",
-            |v| v.spun,
-        )?;
+        series_counter(&mut enc, s, "lockscope_spun", "Waits that spun", |v| v.spun)?;
         series_counter(
             &mut enc,
             s,
@@ -300,10 +295,7 @@ impl Collector for Exposition {
                 None,
                 MetricType::Counter,
             )?;
-            for (what, v) in [
-                ("series", s.folded_series),
-                ("process", s.folded_processes),
-            ] {
+            for (what, v) in [("series", s.folded_series), ("process", s.folded_processes)] {
                 m.encode_family(&vec![("what", what)])?
                     .encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
             }
@@ -487,7 +479,10 @@ mod tests {
 
     #[test]
     fn exposition_has_histograms_counters_losses_and_self_metrics() {
-        let snap = snapshot(&[record("ls-waiter", &[20_000_000, 21_000_000, 900])], false);
+        let snap = snapshot(
+            &[record("ls-waiter", &[20_000_000, 21_000_000, 900])],
+            false,
+        );
         let text = encode(Arc::new(snap), Arc::new(HttpStats::default())).expect("encodes");
         assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with EOF");
         let s = samples(&text);
@@ -499,27 +494,48 @@ mod tests {
         };
         let labels = "source=\"kernel-contention\",kind=\"mutex\",lock=\"0xffff888103515600\",\
                       caller=\"anon_pipe_write\",cgroup=\"/user.slice\"";
-        assert_eq!(get(&format!("lockscope_wait_seconds_count{{{labels}}}")), vec![3.0]);
+        assert_eq!(
+            get(&format!("lockscope_wait_seconds_count{{{labels}}}")),
+            vec![3.0]
+        );
         let sum = get(&format!("lockscope_wait_seconds_sum{{{labels}}}"));
         assert!((sum[0] - 0.0410009).abs() < 1e-9, "{sum:?}");
         // cumulative buckets: 1 wait under 1.024 us, 3 under 33.6 ms
-        let b = |le: &str| get(&format!("lockscope_wait_seconds_bucket{{le=\"{le}\",{labels}}}"));
+        let b = |le: &str| {
+            get(&format!(
+                "lockscope_wait_seconds_bucket{{le=\"{le}\",{labels}}}"
+            ))
+        };
         assert_eq!(b("0.000001024"), vec![1.0], "{text}");
         assert_eq!(b("0.016777216"), vec![1.0]);
         assert_eq!(b("0.033554432"), vec![3.0]);
         assert_eq!(b("+Inf"), vec![3.0]);
-        assert_eq!(get(&format!("lockscope_contended_total{{{labels}}}")), vec![3.0]);
-        assert_eq!(get(&format!("lockscope_slept_total{{{labels}}}")), vec![3.0]);
-        assert_eq!(get(&format!("lockscope_aborted_total{{{labels}}}")), vec![0.0]);
+        assert_eq!(
+            get(&format!("lockscope_contended_total{{{labels}}}")),
+            vec![3.0]
+        );
+        assert_eq!(
+            get(&format!("lockscope_slept_total{{{labels}}}")),
+            vec![3.0]
+        );
+        assert_eq!(
+            get(&format!("lockscope_aborted_total{{{labels}}}")),
+            vec![0.0]
+        );
         assert_eq!(
             get("lockscope_lost_total{source=\"kernel-contention\",counter=\"map_full\"}"),
             vec![2.0]
         );
         assert_eq!(
-            get(&format!("lockscope_wait_split_seconds_total{{{labels},state=\"asleep\"}}")),
+            get(&format!(
+                "lockscope_wait_split_seconds_total{{{labels},state=\"asleep\"}}"
+            )),
             vec![0.0410009]
         );
-        assert!(!text.contains("lockscope_hold_seconds_count"), "no holds measured");
+        assert!(
+            !text.contains("lockscope_hold_seconds_count"),
+            "no holds measured"
+        );
         assert!(text.contains("lockscope_build_info{version=\""));
         assert!(text.contains("measures_hold=\"false\""));
         assert_eq!(get("lockscope_folded_total{what=\"series\"}"), vec![0.0]);
@@ -551,8 +567,11 @@ mod tests {
         let mut hold = Stats::default();
         hold.record(30_000_000);
         r.hold = Some(hold);
-        let text = encode(Arc::new(snapshot(&[r], false)), Arc::new(HttpStats::default()))
-            .expect("encodes");
+        let text = encode(
+            Arc::new(snapshot(&[r], false)),
+            Arc::new(HttpStats::default()),
+        )
+        .expect("encodes");
         assert!(text.contains("lockscope_hold_seconds_count{"), "{text}");
         assert!(text.contains("lockscope_hold_seconds_sum{") && text.contains(" 0.03\n"));
     }

@@ -113,10 +113,14 @@ impl Folder {
 
     /// Folds cumulative records into series. `proc_name` names a process
     /// the first time it is given its own label (its comm, from /proc).
-    pub fn fold(&mut self, records: &[Record], mut proc_name: impl FnMut(u32) -> Option<String>) -> Folded {
+    pub fn fold(
+        &mut self,
+        records: &[Record],
+        mut proc_name: impl FnMut(u32) -> Option<String>,
+    ) -> Folded {
         // heaviest first, so that the cap admits what matters most
         let mut order: Vec<&Record> = records.iter().collect();
-        order.sort_by(|a, b| b.wait.total_ns.cmp(&a.wait.total_ns));
+        order.sort_by_key(|r| std::cmp::Reverse(r.wait.total_ns));
         let mut out = Folded::default();
         let mut folded_pids: HashSet<u32> = HashSet::new();
         let mut folded_keys: HashSet<SeriesKey> = HashSet::new();
@@ -138,7 +142,10 @@ impl Folder {
             let key = SeriesKey {
                 source: r.source,
                 kind: r.kind.name(),
-                lock: r.lock_name.clone().unwrap_or_else(|| format!("0x{:x}", r.lock)),
+                lock: r
+                    .lock_name
+                    .clone()
+                    .unwrap_or_else(|| format!("0x{:x}", r.lock)),
                 caller: r.caller.clone().unwrap_or_default(),
                 cgroup: r.cgroup.clone().unwrap_or_default(),
                 process,
@@ -212,7 +219,11 @@ pub fn parse_status(status: &str) -> (u64, u64, u64) {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    (field("VmRSS:") * 1024, field("VmHWM:") * 1024, field("Threads:"))
+    (
+        field("VmRSS:") * 1024,
+        field("VmHWM:") * 1024,
+        field("Threads:"),
+    )
 }
 
 /// Totals of one source, for the per-source breakdown.
@@ -289,7 +300,10 @@ pub fn top_processes(records: &[Record], n: usize) -> Vec<ProcessRow> {
         if let Some(h) = &r.hold {
             a.hold.get_or_insert_with(Stats::default).merge(h);
         }
-        let lock = r.lock_name.clone().unwrap_or_else(|| format!("0x{:x}", r.lock));
+        let lock = r
+            .lock_name
+            .clone()
+            .unwrap_or_else(|| format!("0x{:x}", r.lock));
         *a.locks.entry(lock).or_default() += r.wait.total_ns;
     }
     let mut rows: Vec<ProcessRow> = by_pid
@@ -308,7 +322,12 @@ pub fn top_processes(records: &[Record], n: usize) -> Vec<ProcessRow> {
                 .unwrap_or_default(),
         })
         .collect();
-    rows.sort_by(|x, y| y.wait_ns.total.cmp(&x.wait_ns.total).then(x.pid.cmp(&y.pid)));
+    rows.sort_by(|x, y| {
+        y.wait_ns
+            .total
+            .cmp(&x.wait_ns.total)
+            .then(x.pid.cmp(&y.pid))
+    });
     rows.truncate(n);
     rows
 }
@@ -529,7 +548,10 @@ mod tests {
         ];
         let first = f.fold(&recs, |_| None);
         let locks: Vec<&str> = first.series.keys().map(|k| k.lock.as_str()).collect();
-        assert!(locks.contains(&"0x1") && locks.contains(&"0x3"), "{locks:?}");
+        assert!(
+            locks.contains(&"0x1") && locks.contains(&"0x3"),
+            "{locks:?}"
+        );
         let other = SeriesKey::overflow("kernel-contention", false);
         assert_eq!(first.series[&other].wait.total_ns, 10);
         assert_eq!(first.folded_series, 1);
@@ -561,8 +583,14 @@ mod tests {
         let out = f.fold(&recs, |pid| Some(format!("proc{pid}")));
         let procs: Vec<Option<(String, String)>> =
             out.series.keys().map(|k| k.process.clone()).collect();
-        assert!(procs.contains(&Some(("7".into(), "proc7".into()))), "{procs:?}");
-        assert!(procs.contains(&Some((OTHER.into(), OTHER.into()))), "{procs:?}");
+        assert!(
+            procs.contains(&Some(("7".into(), "proc7".into()))),
+            "{procs:?}"
+        );
+        assert!(
+            procs.contains(&Some((OTHER.into(), OTHER.into()))),
+            "{procs:?}"
+        );
         assert_eq!(out.folded_processes, 2);
         assert_eq!(out.series.len(), 2, "pids 8 and 9 share the 'other' series");
         // a process's name is taken when it gets its label, from the record
@@ -594,7 +622,10 @@ mod tests {
         ];
         let top = top_processes(&recs, 10);
         assert_eq!(top.len(), 2);
-        assert_eq!((top[0].pid, top[0].comm.as_str(), top[0].count), (5, "t6", 1));
+        assert_eq!(
+            (top[0].pid, top[0].comm.as_str(), top[0].count),
+            (5, "t6", 1)
+        );
         assert_eq!((top[1].pid, top[1].comm.as_str()), (1, "t1"));
         assert_eq!(top[1].wait_ns.total, 40);
         assert_eq!(top[1].top_lock, "0x2");
@@ -630,7 +661,10 @@ mod tests {
             reason: None,
         };
         let mut lost = BTreeMap::new();
-        lost.insert("kernel-contention", BTreeMap::from([("map_full".to_string(), 3)]));
+        lost.insert(
+            "kernel-contention",
+            BTreeMap::from([("map_full".to_string(), 3)]),
+        );
         let t = source_totals(vec![st], &recs, &lost, &BTreeMap::new());
         assert_eq!((t[0].waits, t[0].wait_ns, t[0].aborted), (2, 30, 1));
         assert!(!t[0].measures_hold);
