@@ -9,8 +9,8 @@ lockscope's own workloads running one after another for the whole time
 (`workload pipe --threads 4`, then `workload pipe-hold`: new processes and
 threads keep appearing, so the in-kernel maps and the per-process cap are
 exercised), and scrapes /metrics at a fixed rate (default 1000 a minute,
-scheduled on absolute times, over one keep-alive connection like
-Prometheus) while a second client polls /api/summary and /api/history once
+scheduled on absolute times, over --clients keep-alive connections taking
+turns) while a second client polls /api/summary and /api/history once
 a second like the dashboard. A scrape is an error unless it answers 200
 with a complete OpenMetrics body (ends with `# EOF`, has wait histograms).
 lockscope's VmRSS is sampled every second from /proc.
@@ -124,31 +124,44 @@ class Client:
             raise
 
 
-def scrape_loop(port, per_minute, seconds, out):
-    c = Client(port)
+def scrape_loop(port, per_minute, seconds, clients, out):
+    """Scrapes at fixed absolute times (n * period); `clients` keep-alive
+    connections take turns, so one slow answer does not delay the next."""
     period = 60.0 / per_minute
+    total = int(seconds / period)
+    lock = threading.Lock()
+    state = {"next": 0}
     t0 = time.monotonic()
-    n = 0
-    while True:
-        due = t0 + n * period
-        if due >= t0 + seconds:
-            break
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        n += 1
-        t = time.monotonic()
-        try:
-            status, body = c.get("/metrics")
-            ok = (status == 200 and body.endswith(b"# EOF\n")
-                  and b"lockscope_wait_seconds_bucket{" in body)
-            if not ok:
-                out["errors"].append(f"scrape {n}: status {status}, {len(body)} bytes")
-            out["bytes"].append(len(body))
-        except Exception as e:  # noqa: BLE001 - every failure is an error here
-            out["errors"].append(f"scrape {n}: {type(e).__name__}: {e}")
-        out["latency"].append(time.monotonic() - t)
-    out["scrapes"] = n
+
+    def worker():
+        c = Client(port)
+        while True:
+            with lock:
+                n = state["next"]
+                state["next"] += 1
+            if n >= total:
+                return
+            delay = t0 + n * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            t = time.monotonic()
+            try:
+                status, body = c.get("/metrics")
+                ok = (status == 200 and body.endswith(b"# EOF\n")
+                      and b"lockscope_wait_seconds_bucket{" in body)
+                if not ok:
+                    out["errors"].append(f"scrape {n}: status {status}, {len(body)} bytes")
+                out["bytes"].append(len(body))
+            except Exception as e:  # noqa: BLE001 - every failure is an error here
+                out["errors"].append(f"scrape {n}: {type(e).__name__}: {e}")
+            out["latency"].append(time.monotonic() - t)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out["scrapes"] = total
     out["wall"] = time.monotonic() - t0
 
 
@@ -200,6 +213,7 @@ def main():
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--per-minute", type=int, default=1000, help="scrapes per minute")
     ap.add_argument("--port", type=int, default=19477)
+    ap.add_argument("--clients", type=int, default=4, help="scraping connections (default 4)")
     ap.add_argument("--write", action="store_true", help="replace the section in BENCHMARKS.md")
     ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
     args = ap.parse_args()
@@ -221,7 +235,8 @@ def main():
     dash = threading.Thread(target=dashboard_loop, args=(args.port, stop, out), daemon=True)
     dash.start()
     scraper = threading.Thread(target=scrape_loop,
-                               args=(args.port, args.per_minute, seconds, out), daemon=True)
+                               args=(args.port, args.per_minute, seconds, args.clients, out),
+                               daemon=True)
     scraper.start()
     t0 = time.monotonic()
     while scraper.is_alive():
@@ -257,6 +272,11 @@ def main():
     start_kib, peak_kib, end_kib = rss[0][1], max(k for _, k in rss), rss[-1][1]
     # memory after the first minute: growth there is not warm-up
     later = [k for t, k in rss if t >= 60] or [end_kib]
+    per_minute = []
+    for m in range(0, int(rss[-1][0] // 60) + 1):
+        window = [k for t, k in rss if m * 60 <= t < (m + 1) * 60]
+        if window:
+            per_minute.append(max(window))
     lat = out["latency"]
     scrapes = out.get("scrapes", 0)
     got_rate = scrapes / out["wall"] * 60 if out.get("wall") else 0
@@ -269,8 +289,9 @@ def main():
         "Method: `lockscope serve --per-process` (release build) system-wide on loopback; "
         "lockscope's workloads run back to back the whole time (`pipe --threads 4 --ops "
         "100000`, then `pipe-hold --rounds 20 --hold 20ms`, so processes and threads keep "
-        "appearing); one client scrapes /metrics at a fixed rate over a keep-alive "
-        "connection and checks every answer (200, complete OpenMetrics body); another "
+        "appearing); scrapes of /metrics are scheduled at a fixed rate and sent over "
+        f"{args.clients} keep-alive connections taking turns (each checks every answer: 200, a "
+        "complete OpenMetrics body); another client "
         "polls /api/summary and /api/history once a second like the dashboard; "
         "lockscope's VmRSS is read from /proc every second.", "",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
@@ -284,7 +305,8 @@ def main():
         if lat and out["bytes"] else "- Scrape latency: no scrapes",
         f"- Resident memory of lockscope: start {start_kib / 1024:.1f} MiB, "
         f"peak {peak_kib / 1024:.1f} MiB, end {end_kib / 1024:.1f} MiB "
-        f"(after the first minute: min {min(later) / 1024:.1f}, max {max(later) / 1024:.1f} MiB)",
+        f"(after the first minute: min {min(later) / 1024:.1f}, max {max(later) / 1024:.1f} MiB); "
+        "peak of each minute: " + ", ".join(f"{k / 1024:.1f}" for k in per_minute) + " MiB",
         f"- lockscope CPU (user + system, BPF programs not included): "
         f"{cpu:.1f} s in {wall:.0f} s = {cpu / wall * 100:.1f}% of one CPU",
         f"- Workload runs: {wl.runs} ({wl.failures} failed); at the end lockscope exported "

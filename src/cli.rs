@@ -78,7 +78,7 @@ Examples:
 
 Endpoints (GET only): / dashboard, /metrics (OpenMetrics), /api/summary,
 /api/history, /healthz. Nothing attaches or detaches through HTTP.
-Metrics are read from the in-kernel maps when scraped (at most 200 ms old).
+Metrics are read from the in-kernel maps when scraped (at most 1 s old).
 Label sets past --max-series fold into one series per source labelled
 \"other\" (counted in lockscope_folded_total). Stops on Ctrl-C/SIGTERM or
 after -d.";

@@ -377,9 +377,9 @@ fn dashboard_queries() -> (Vec<(String, String)>, Vec<String>) {
 fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
     require_root();
     require_program("prometheus");
-    // the workload waits until serve and Prometheus run, then makes 40
-    // contended waits of 40 ms on one pipe mutex
-    let wl = Workload::start(&["pipe-hold", "--rounds", "40", "--hold", "40ms"], "8s");
+    // the workload waits until serve and Prometheus run, then makes 60
+    // contended waits of 40 ms on one pipe mutex (2.5 s: scrapes fall inside)
+    let wl = Workload::start(&["pipe-hold", "--rounds", "60", "--hold", "40ms"], "10s");
     let pid = wl.pid().to_string();
     let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid, "--per-process"]);
     let prom = Prometheus::start(&serve.addr);

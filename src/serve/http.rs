@@ -9,10 +9,11 @@
 //! the collector only ever sends an `Arc`, so a slow or stuck client cannot
 //! hold it up.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -20,6 +21,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
@@ -41,9 +44,11 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Time allowed to send a request head.
     pub header_timeout: Duration,
-    /// A connection is closed (gracefully, after its current response)
-    /// once it is this old.
+    /// Answers on a connection this old carry `Connection: close`.
     pub connection_lifetime: Duration,
+    /// A connection still open this long after its lifetime (a client that
+    /// does not read its answer) is closed.
+    pub stuck_grace: Duration,
     /// How long a request waits for the collector.
     pub snapshot_timeout: Duration,
 }
@@ -55,14 +60,19 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(10),
             connection_lifetime: Duration::from_secs(120),
+            stuck_grace: Duration::from_secs(60),
             snapshot_timeout: Duration::from_secs(5),
         }
     }
 }
 
+/// The snapshot part of the exposition, encoded once per snapshot.
+type ExpositionCache = Arc<std::sync::Mutex<Option<(u64, Arc<String>)>>>;
+
 #[derive(Clone)]
 struct AppState {
     requests: std::sync::mpsc::Sender<SnapshotRequest>,
+    exposition: ExpositionCache,
     http: Arc<HttpStats>,
     limits: Limits,
     /// Host header values accepted (`None`: any), against DNS rebinding.
@@ -144,7 +154,28 @@ async fn metrics_handler(State(st): State<AppState>) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    match metrics::encode(snap, st.http.clone()) {
+    let seq = snap.seq;
+    let cached = st.exposition.lock().ok().and_then(|c| {
+        c.as_ref()
+            .filter(|(s, _)| *s == seq)
+            .map(|(_, t)| t.clone())
+    });
+    let part = match cached {
+        Some(t) => t,
+        None => match metrics::encode_snapshot(snap) {
+            Ok(t) => {
+                let t = Arc::new(t);
+                if let Ok(mut c) = st.exposition.lock() {
+                    *c = Some((seq, t.clone()));
+                }
+                t
+            }
+            Err(_) => {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response();
+            }
+        },
+    };
+    match metrics::finish(&part, st.http.clone()) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response(),
     }
@@ -292,6 +323,7 @@ pub async fn serve(
         .map(Arc::new);
     let st = AppState {
         requests,
+        exposition: Default::default(),
         http: http.clone(),
         limits: limits.clone(),
         hosts,
@@ -321,17 +353,37 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
+            let born = Instant::now();
+            let inner = TowerToHyperService::new(app);
+            let lifetime = limits.connection_lifetime;
+            // past its lifetime, a connection's next answer says
+            // `Connection: close`, so the client does not reuse it (closing
+            // it between requests would race with the client's next one)
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let close = born.elapsed() >= lifetime;
+                let fut = hyper::service::Service::call(&inner, req);
+                async move {
+                    let mut resp = fut.await?;
+                    if close {
+                        resp.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
+            });
             let mut b = hyper::server::conn::http1::Builder::new();
+            // the header timeout also closes idle keep-alive connections
             b.timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(limits.max_header_bytes.max(8192))
                 .keep_alive(true);
             let conn = b.serve_connection(TokioIo::new(stream), svc);
             let mut conn = std::pin::pin!(conn);
-            if tokio::time::timeout(limits.connection_lifetime, conn.as_mut())
+            // a client stuck in one exchange (not reading its answer) is cut
+            if tokio::time::timeout(lifetime + limits.stuck_grace, conn.as_mut())
                 .await
                 .is_err()
             {
@@ -365,4 +417,208 @@ async fn futures_select<A: std::future::Future + Unpin, B: std::future::Future +
         Poll::Pending
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    //! The HTTP side alone, without root: a stand-in collector answers with
+    //! an empty snapshot.
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    struct Server {
+        addr: SocketAddr,
+        http: Arc<HttpStats>,
+        stop: Option<oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            if let Some(s) = self.stop.take() {
+                let _ = s.send(());
+            }
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn start(limits: Limits) -> Server {
+        let (req_tx, req_rx) = std::sync::mpsc::channel::<SnapshotRequest>();
+        std::thread::spawn(move || {
+            let snap = Arc::new(Snapshot::default());
+            while let Ok(r) = req_rx.recv() {
+                let _ = r.send(snap.clone());
+            }
+        });
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let http = Arc::new(HttpStats::default());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let h = http.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).expect("listener");
+                serve(listener, req_tx, h, limits, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            });
+        });
+        Server {
+            addr,
+            http,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Sends one request on `s` and reads one response head + body.
+    fn ask(s: &mut TcpStream, addr: SocketAddr, method: &str, path: &str) -> String {
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+        s.write_all(req.as_bytes()).expect("send");
+        let mut buf = Vec::new();
+        let mut b = [0u8; 65536];
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        loop {
+            let n = s.read(&mut b).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&b[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&buf).to_lowercase()
+    }
+
+    #[test]
+    fn endpoints_answer_get_only() {
+        let srv = start(Limits::default());
+        let mut s = TcpStream::connect(srv.addr).expect("connect");
+        for path in [
+            "/",
+            "/app.js",
+            "/style.css",
+            "/metrics",
+            "/api/summary",
+            "/api/history",
+        ] {
+            let r = ask(&mut s, srv.addr, "GET", path);
+            assert!(r.starts_with("http/1.1 200"), "{path}: {r:.200}");
+            assert!(r.contains("x-content-type-options: nosniff"), "{r:.400}");
+            assert!(!r.contains("connection: close"), "keep-alive: {r:.400}");
+            let r = ask(&mut s, srv.addr, "POST", path);
+            assert!(r.starts_with("http/1.1 405"), "POST {path}: {r:.200}");
+        }
+        let r = ask(&mut s, srv.addr, "GET", "/metrics");
+        assert!(r.contains("application/openmetrics-text"));
+        assert!(r.ends_with("# eof\n"), "{r}");
+        assert!(srv.http.requests.load(Ordering::Relaxed) >= 13);
+    }
+
+    #[test]
+    fn old_connections_are_told_to_close() {
+        let srv = start(Limits {
+            connection_lifetime: Duration::ZERO,
+            ..Limits::default()
+        });
+        let mut s = TcpStream::connect(srv.addr).expect("connect");
+        let r = ask(&mut s, srv.addr, "GET", "/healthz");
+        assert!(
+            r.starts_with("http/1.1 200") && r.contains("connection: close"),
+            "{r}"
+        );
+        // and the server closes it after that answer
+        let mut b = [0u8; 16];
+        assert_eq!(s.read(&mut b).unwrap_or(0), 0);
+    }
+
+    #[test]
+    fn connections_over_the_limit_are_closed_and_counted() {
+        let srv = start(Limits {
+            max_connections: 2,
+            ..Limits::default()
+        });
+        let mut a = TcpStream::connect(srv.addr).expect("connect");
+        let mut b = TcpStream::connect(srv.addr).expect("connect");
+        // both are served (so both hold a slot)
+        assert!(ask(&mut a, srv.addr, "GET", "/healthz").starts_with("http/1.1 200"));
+        assert!(ask(&mut b, srv.addr, "GET", "/healthz").starts_with("http/1.1 200"));
+        let mut c = TcpStream::connect(srv.addr).expect("connect");
+        assert_eq!(
+            ask(&mut c, srv.addr, "GET", "/healthz"),
+            "",
+            "closed unanswered"
+        );
+        assert_eq!(srv.http.rejected_connections.load(Ordering::Relaxed), 1);
+        drop(a);
+        // a slot comes free once the server sees the close
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut d = TcpStream::connect(srv.addr).expect("connect");
+            if ask(&mut d, srv.addr, "GET", "/healthz").starts_with("http/1.1 200") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no slot came free");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn idle_and_unfinished_heads_are_cut_off() {
+        let srv = start(Limits {
+            header_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        });
+        let mut s = TcpStream::connect(srv.addr).expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHo")
+            .expect("partial head");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let t0 = std::time::Instant::now();
+        let mut b = Vec::new();
+        let _ = s.read_to_end(&mut b);
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "closed by the server"
+        );
+        assert!(!String::from_utf8_lossy(&b).contains(" 200 "));
+    }
+
+    #[test]
+    fn loopback_servers_accept_loopback_host_names_only() {
+        let hosts = loopback_hosts("127.0.0.1:9477".parse().expect("addr")).expect("loopback");
+        assert!(hosts.contains(&"localhost:9477".to_string()));
+        assert!(hosts.contains(&"127.0.0.1:9477".to_string()));
+        assert_eq!(loopback_hosts("0.0.0.0:9477".parse().expect("addr")), None);
+        let srv = start(Limits::default());
+        let mut s = TcpStream::connect(srv.addr).expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: rebind.example:80\r\n\r\n")
+            .expect("send");
+        let mut b = [0u8; 64];
+        let n = s.read(&mut b).expect("answer");
+        assert!(String::from_utf8_lossy(&b[..n]).starts_with("HTTP/1.1 421"));
+    }
 }

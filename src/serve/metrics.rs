@@ -55,17 +55,66 @@ pub fn slot_le(k: usize) -> f64 {
 
 /// Writes the whole exposition of `snap`.
 pub fn encode(snap: Arc<Snapshot>, http: Arc<HttpStats>) -> Result<String, std::fmt::Error> {
+    finish(&encode_snapshot(snap)?, http)
+}
+
+/// The part of the exposition that depends only on the snapshot: the
+/// server encodes it once per snapshot and reuses it for every scrape that
+/// gets the same snapshot.
+pub fn encode_snapshot(snap: Arc<Snapshot>) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::default();
-    reg.register_collector(Box::new(Exposition { snap, http }));
+    reg.register_collector(Box::new(Exposition { snap }));
     let mut out = String::with_capacity(64 * 1024);
-    prometheus_client::encoding::text::encode(&mut out, &reg)?;
+    prometheus_client::encoding::text::encode_registry(&mut out, &reg)?;
+    Ok(out)
+}
+
+/// A snapshot's part, then the HTTP counters (read now), then `# EOF`.
+pub fn finish(snapshot_part: &str, http: Arc<HttpStats>) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::default();
+    reg.register_collector(Box::new(HttpExposition { http }));
+    let mut out = String::with_capacity(snapshot_part.len() + 2048);
+    out.push_str(snapshot_part);
+    prometheus_client::encoding::text::encode_registry(&mut out, &reg)?;
+    prometheus_client::encoding::text::encode_eof(&mut out)?;
     Ok(out)
 }
 
 #[derive(Debug)]
 struct Exposition {
     snap: Arc<Snapshot>,
+}
+
+#[derive(Debug)]
+struct HttpExposition {
     http: Arc<HttpStats>,
+}
+
+impl Collector for HttpExposition {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let counters: [(&str, &str, u64); 3] = [
+            (
+                "lockscope_http_requests",
+                "HTTP requests served",
+                self.http.requests.load(Ordering::Relaxed),
+            ),
+            (
+                "lockscope_http_rejected_connections",
+                "Connections closed at once because --max-connections were open",
+                self.http.rejected_connections.load(Ordering::Relaxed),
+            ),
+            (
+                "lockscope_http_snapshot_timeouts",
+                "Requests answered 503 because the collector did not answer in time",
+                self.http.snapshot_timeouts.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            m.encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+        }
+        Ok(())
+    }
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -351,7 +400,7 @@ impl Collector for Exposition {
             let mut m = enc.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
             m.encode_gauge(&v)?;
         }
-        let counters: [(&str, &str, u64); 5] = [
+        let counters: [(&str, &str, u64); 2] = [
             (
                 "lockscope_collections",
                 "Reads of the in-kernel maps",
@@ -361,21 +410,6 @@ impl Collector for Exposition {
                 "lockscope_collect_errors",
                 "Reads of the in-kernel maps that failed (the previous data was served)",
                 s.collect_errors,
-            ),
-            (
-                "lockscope_http_requests",
-                "HTTP requests served",
-                self.http.requests.load(Ordering::Relaxed),
-            ),
-            (
-                "lockscope_http_rejected_connections",
-                "Connections closed at once because --max-connections were open",
-                self.http.rejected_connections.load(Ordering::Relaxed),
-            ),
-            (
-                "lockscope_http_snapshot_timeouts",
-                "Requests answered 503 because the collector did not answer in time",
-                self.http.snapshot_timeouts.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, v) in counters {

@@ -29,9 +29,11 @@ use http::{Limits, SnapshotRequest};
 use metrics::HttpStats;
 use snapshot::{Folder, History, Point, SelfStats, Snapshot};
 
-/// A request is answered from the last read when it is younger than this;
-/// otherwise the maps are read again first.
-pub const MAX_AGE: Duration = Duration::from_millis(200);
+/// A request is answered from the last read when it is younger than this
+/// (or than `--interval`, if shorter); otherwise the maps are read again
+/// first. Reading a full map (16384 keys) and building a snapshot costs
+/// tens of ms of CPU, so a scrape storm must not trigger one per scrape.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Rows in the dashboard's top tables.
 const TOP: usize = 20;
@@ -160,6 +162,7 @@ fn collect(
         detach_all(&c.started);
         return;
     }
+    let max_age = MAX_AGE.min(cfg.interval);
     let mut next_tick = Instant::now() + cfg.interval;
     while !quit.load(Ordering::Relaxed) {
         let wait = next_tick
@@ -167,7 +170,7 @@ fn collect(
             .min(Duration::from_millis(100));
         match requests.recv_timeout(wait) {
             Ok(req) => {
-                if c.last_read.elapsed() > MAX_AGE {
+                if c.last_read.elapsed() > max_age {
                     c.refresh(false);
                 }
                 let _ = req.send(c.current.clone());
@@ -202,6 +205,8 @@ struct Collector {
     current: Arc<Snapshot>,
     collections: u64,
     errors: u64,
+    /// Of the last snapshot made (new data or a new error count).
+    seq: u64,
     names: BTreeMap<u32, Option<String>>,
 }
 
@@ -223,6 +228,7 @@ impl Collector {
             current: Arc::new(Snapshot::default()),
             collections: 0,
             errors: 0,
+            seq: 0,
             names: BTreeMap::new(),
         }
     }
@@ -231,9 +237,11 @@ impl Collector {
     /// that fails to read keeps serving the previous snapshot.
     fn refresh(&mut self, tick: bool) {
         let t0 = Instant::now();
+        self.seq += 1;
         match self.read() {
             Ok(mut snap) => {
                 self.collections += 1;
+                snap.seq = self.seq;
                 snap.collections = self.collections;
                 snap.collect_errors = self.errors;
                 snap.collect_ns = t0.elapsed().as_nanos() as u64;
@@ -261,6 +269,7 @@ impl Collector {
                 self.errors += 1;
                 let mut s = (*self.current).clone();
                 s.collect_errors = self.errors;
+                s.seq = self.seq;
                 self.current = Arc::new(s);
             }
         }
@@ -296,7 +305,7 @@ impl Collector {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         Ok(Snapshot {
-            seq: self.collections + 1,
+            seq: 0,
             unix_ms,
             uptime_s: self.start.elapsed().as_secs_f64(),
             targets: self.targets.clone(),
