@@ -274,6 +274,11 @@ impl Collector {
             }
         }
         self.last_read = Instant::now();
+        // a read of a full map allocates tens of MB for a moment: give the
+        // freed pages back now rather than keep them resident
+        // SAFETY: malloc_trim only releases free heap memory; no pointer
+        // is involved.
+        unsafe { libc::malloc_trim(0) };
     }
 
     fn read(&mut self) -> Result<Snapshot> {

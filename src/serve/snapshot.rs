@@ -123,7 +123,8 @@ impl Folder {
         order.sort_by_key(|r| std::cmp::Reverse(r.wait.total_ns));
         let mut out = Folded::default();
         let mut folded_pids: HashSet<u32> = HashSet::new();
-        let mut folded_keys: HashSet<SeriesKey> = HashSet::new();
+        // hashes of the folded label sets: counted, not kept
+        let mut folded_keys: HashSet<u64> = HashSet::new();
         for r in order {
             let process = if self.per_process {
                 if let Some(comm) = self.processes.get(&r.pid) {
@@ -157,7 +158,10 @@ impl Folder {
                 key
             } else {
                 let o = SeriesKey::overflow(r.source, self.per_process);
-                folded_keys.insert(key);
+                use std::hash::{Hash, Hasher};
+                let mut h = std::hash::DefaultHasher::new();
+                key.hash(&mut h);
+                folded_keys.insert(h.finish());
                 o
             };
             out.series.entry(key).or_default().add(r);
@@ -279,6 +283,13 @@ pub struct ProcessRow {
 
 /// Top processes by total wait.
 pub fn top_processes(records: &[Record], n: usize) -> Vec<ProcessRow> {
+    let mut totals: HashMap<u32, u64> = HashMap::new();
+    for r in records {
+        *totals.entry(r.pid).or_default() += r.wait.total_ns;
+    }
+    let mut ranked: Vec<(u32, u64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top: HashSet<u32> = ranked.into_iter().take(n).map(|(p, _)| p).collect();
     #[derive(Default)]
     struct Acc {
         comm: Option<String>,
@@ -288,7 +299,7 @@ pub fn top_processes(records: &[Record], n: usize) -> Vec<ProcessRow> {
         locks: HashMap<String, u64>,
     }
     let mut by_pid: HashMap<u32, Acc> = HashMap::new();
-    for r in records {
+    for r in records.iter().filter(|r| top.contains(&r.pid)) {
         let a = by_pid.entry(r.pid).or_default();
         if r.tid == r.pid {
             a.comm = Some(r.comm.clone());
@@ -393,7 +404,21 @@ pub fn source_totals(
 
 /// The dashboard's top locks: by-lock rows, largest total wait first.
 pub fn top_locks(records: &[Record], n: usize) -> Vec<Row> {
-    let mut rows = group(records, GroupBy::Lock);
+    // rank the locks by a cheap total first, then build rows for the top
+    // ones only: a full map can hold thousands of locks
+    let mut totals: HashMap<(&'static str, u64, crate::model::LockKind), u64> = HashMap::new();
+    for r in records {
+        *totals.entry((r.source, r.lock, r.kind)).or_default() += r.wait.total_ns;
+    }
+    let mut ranked: Vec<_> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top: HashSet<_> = ranked.into_iter().take(n).map(|(k, _)| k).collect();
+    let picked: Vec<Record> = records
+        .iter()
+        .filter(|r| top.contains(&(r.source, r.lock, r.kind)))
+        .cloned()
+        .collect();
+    let mut rows = group(&picked, GroupBy::Lock);
     rows.truncate(n);
     rows
 }
@@ -630,6 +655,27 @@ mod tests {
         assert_eq!(top[1].wait_ns.total, 40);
         assert_eq!(top[1].top_lock, "0x2");
         assert_eq!(top_processes(&recs, 1).len(), 1);
+        assert_eq!(top_processes(&recs, 1)[0].pid, 5);
+    }
+
+    #[test]
+    fn top_locks_are_the_heaviest_rows() {
+        let recs = [
+            rec(1, 1, 0x1, "a", &[10]),
+            rec(2, 2, 0x1, "a", &[15]),
+            rec(1, 1, 0x2, "b", &[20]),
+            rec(1, 1, 0x3, "c", &[1]),
+        ];
+        let top = top_locks(&recs, 2);
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].lock.as_deref(), Some("0x1"));
+        assert_eq!((top[0].count, top[0].wait_ns.total), (2, 25));
+        assert_eq!(top[1].lock.as_deref(), Some("0x2"));
+        assert_eq!(top_locks(&recs, 10), {
+            let mut all = group(&recs, GroupBy::Lock);
+            all.truncate(10);
+            all
+        });
     }
 
     #[test]
