@@ -455,6 +455,7 @@ mod tests {
                 waits.iter().sum(),
                 0,
             )),
+            stacks: Vec::new(),
         }
     }
 

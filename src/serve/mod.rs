@@ -49,6 +49,10 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         ));
     }
     require_privileges()?;
+    // a client that hangs up must cost an EPIPE on its socket, not the
+    // process (main() restores SIGPIPE's default for `trace | head`)
+    // SAFETY: changing a signal disposition has no memory-safety preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let opts = options(targets, &a.settings, false, 0)?;
     let listener = std::net::TcpListener::bind(a.listen)
         .map_err(|e| anyhow!("cannot listen on {}: {e}", a.listen))?;

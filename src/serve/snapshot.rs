@@ -542,6 +542,7 @@ mod tests {
             failed: 0,
             partial: 0,
             split: None,
+            stacks: Vec::new(),
         }
     }
 
