@@ -21,7 +21,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 BUILD_PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config make gcc)
-TEST_PKGS=(bpftool util-linux procps python3 tmux)
+# tmux: tests/root_top.rs drives `lockscope top` in a pseudo-terminal;
+# prometheus and chromium: tests/serve.rs scrapes `lockscope serve` with a real
+# Prometheus and loads its dashboard in headless Chromium
+TEST_PKGS=(bpftool util-linux procps python3 tmux prometheus chromium)
 
 missing() {
   for p in "$@"; do

@@ -1,4 +1,5 @@
-//! The commands: report, trace, run, demo, doctor, workload, top.
+//! The commands: report, trace, run, demo, doctor, workload, top (serve:
+//! `serve/`).
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -29,7 +30,7 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(msg.into()))
 }
 
@@ -66,6 +67,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Workload(a) => workload(a),
         Command::Top(a) => top(a),
+        Command::Serve(a) => crate::serve::run(a),
     }
 }
 
@@ -126,7 +128,12 @@ pub fn require_privileges() -> Result<()> {
     )))
 }
 
-fn options(targets: Targets, s: &TraceSettings, events: bool, ringbuf_mb: u32) -> Result<Options> {
+pub(crate) fn options(
+    targets: Targets,
+    s: &TraceSettings,
+    events: bool,
+    ringbuf_mb: u32,
+) -> Result<Options> {
     let backend = s.backend.clone();
     if s.max_entries == 0 {
         return Err(usage("--max-entries must be at least 1"));
@@ -206,7 +213,7 @@ fn is_zombie(pid: u32) -> bool {
 }
 
 /// Starts the chosen sources and says what is traced.
-fn attach(opts: &Options, chosen: &[String]) -> Result<Started> {
+pub(crate) fn attach(opts: &Options, chosen: &[String]) -> Result<Started> {
     let started = sources::start(chosen, opts).map_err(|e| {
         let msg = format!("{e:#}");
         if msg.contains("no lock:contention_begin") || msg.contains("unknown source") {
@@ -255,7 +262,7 @@ fn all_lost(started: &Started) -> Result<std::collections::BTreeMap<String, u64>
     Ok(lost)
 }
 
-fn detach_all(started: &Started) {
+pub(crate) fn detach_all(started: &Started) {
     for s in &started.sources {
         s.detach();
     }

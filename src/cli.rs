@@ -25,6 +25,7 @@ Examples:
   lockscope run -- make -j8           profile a command and its children
   lockscope top -p 1234               live view of the hottest locks and threads
   lockscope doctor                    what this kernel allows, and what runs
+  lockscope serve                     Prometheus metrics + live dashboard on :9477
 
 Exit status: 0 ok, 1 runtime failure, 2 bad usage; `run` exits with the
 command's status. Needs root (or CAP_BPF + CAP_PERFMON).";
@@ -64,6 +65,9 @@ pub enum Command {
         after_help = "Examples:\n  lockscope top\n  lockscope top -p 1234 --by caller\n  lockscope top -c postgres -i 2s\n\nKeys: q quit, Up/Down select, Enter detail, s/S sort column, r reverse,\n/ filter (caller, lock or comm), v view (lock, caller, task, cgroup).\nColumns marked \u{394} cover the last interval, the others all time since start."
     )]
     Top(TopArgs),
+    /// Stay attached: Prometheus metrics at /metrics, a live dashboard at /
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
 }
 
 impl Command {
@@ -72,6 +76,18 @@ impl Command {
         !matches!(self, Command::Workload(_))
     }
 }
+const SERVE_HELP: &str = "\
+Examples:
+  lockscope serve                      system-wide, http://127.0.0.1:9477/
+  lockscope serve --cgroup /system.slice/postgresql.service --per-process
+  lockscope serve --listen 0.0.0.0:9477   every interface (warns: no auth)
+
+Endpoints (GET only): / dashboard, /metrics (OpenMetrics), /api/summary,
+/api/history, /healthz. Nothing attaches or detaches through HTTP.
+Metrics are read from the in-kernel maps when scraped (at most 1 s old).
+Label sets past --max-series fold into one series per source labelled
+\"other\" (counted in lockscope_folded_total). Stops on Ctrl-C/SIGTERM or
+after -d.";
 
 /// Who to trace. Without any of these: the whole system.
 #[derive(Args, Debug, Clone, Default)]
@@ -297,6 +313,35 @@ pub struct WorkloadArgs {
     pub json: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Address to listen on; anything but loopback is reachable by others
+    #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Add pid and comm labels to lock series (capped by --max-processes)
+    #[arg(long)]
+    pub per_process: bool,
+    /// Processes with their own labels; later ones are labelled pid="other"
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub max_processes: usize,
+    /// Lock series exported; later label sets fold into "other"
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    pub max_series: usize,
+    /// Open HTTP connections at most; more are closed at once
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_connections: usize,
+    /// How often the dashboard's charts are sampled
+    #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
+    pub interval: Duration,
+    /// Stop after this long (default: until Ctrl-C or SIGTERM)
+    #[arg(short = 'd', long = "duration", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub settings: TraceSettings,
+}
+
 impl TargetArgs {
     /// Validates targets: every PID/TID must exist, the cgroup must be a
     /// cgroup v2 directory.
@@ -394,6 +439,21 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(r.command, vec!["ls", "-l"]);
+    }
+
+    #[test]
+    fn serve_listens_on_loopback_by_default() {
+        let c = Cli::try_parse_from(["lockscope", "serve"]).expect("parses");
+        let Command::Serve(s) = c.command else {
+            panic!("not serve")
+        };
+        assert!(s.listen.ip().is_loopback(), "{}", s.listen);
+        assert_eq!(s.listen.port(), 9477);
+        assert!(!s.per_process);
+        assert_eq!((s.max_series, s.max_processes), (300, 50));
+        let e = Cli::try_parse_from(["lockscope", "serve", "--listen", "localhost"])
+            .expect_err("not an address");
+        assert!(e.to_string().contains("--listen"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod mmwork;
 pub mod model;
 pub mod output;
 pub mod perfetto;
+pub mod serve;
 pub mod sources;
 pub mod tui;
 pub mod units;

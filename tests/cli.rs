@@ -22,6 +22,7 @@ fn help_teaches_with_examples() {
     }
     for sub in [
         "report", "trace", "run", "demo", "doctor", "workload", "top",
+        "report", "trace", "run", "demo", "doctor", "workload", "serve",
     ] {
         let out = lockscope(&[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help");
@@ -44,6 +45,8 @@ fn usage_errors_exit_2_without_a_backtrace() {
         vec!["frobnicate"],
         vec!["run"],
         vec!["top", "-i", "10ms"],
+        vec!["serve", "--listen", "everywhere"],
+        vec!["serve", "--max-series", "0"],
     ] {
         let out = lockscope(&args);
         let err = String::from_utf8_lossy(&out.stderr);

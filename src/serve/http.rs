@@ -1,0 +1,624 @@
+//! The HTTP side: read-only endpoints over axum, served by hyper's HTTP/1
+//! connection driver in our own accept loop, so that every resource a
+//! client can hold is bounded: open connections (`--max-connections`, the
+//! excess is closed at once), header bytes, the time to send a request
+//! head, and the life of a connection. Requests carry no body anyone reads.
+//!
+//! Handlers never touch the sources: they ask the collector thread for a
+//! snapshot over a channel and wait at most [`Limits::snapshot_timeout`];
+//! the collector only ever sends an `Arc`, so a slow or stuck client cannot
+//! hold it up.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
+
+use super::metrics::{self, HttpStats};
+use super::snapshot::{HistoryView, ProcessRow, SelfStats, Snapshot, SourceTotals};
+use crate::model::Row;
+
+/// A request for the current snapshot; the collector answers on `reply`.
+pub type SnapshotRequest = oneshot::Sender<Arc<Snapshot>>;
+
+/// Bounds on what clients can make the server hold.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Request line and headers, bytes (hyper's read buffer; at least 8192).
+    pub max_header_bytes: usize,
+    /// Time allowed to send a request head.
+    pub header_timeout: Duration,
+    /// Answers on a connection this old carry `Connection: close`.
+    pub connection_lifetime: Duration,
+    /// A connection still open this long after its lifetime (a client that
+    /// does not read its answer) is closed.
+    pub stuck_grace: Duration,
+    /// How long a request waits for the collector.
+    pub snapshot_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 64,
+            max_header_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(10),
+            connection_lifetime: Duration::from_secs(120),
+            stuck_grace: Duration::from_secs(60),
+            snapshot_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The snapshot part of the exposition, encoded once per snapshot.
+type ExpositionCache = Arc<std::sync::Mutex<Option<(u64, Arc<String>)>>>;
+
+#[derive(Clone)]
+struct AppState {
+    requests: std::sync::mpsc::Sender<SnapshotRequest>,
+    exposition: ExpositionCache,
+    http: Arc<HttpStats>,
+    limits: Limits,
+    /// Host header values accepted (`None`: any), against DNS rebinding.
+    hosts: Option<Arc<Vec<String>>>,
+}
+
+impl AppState {
+    async fn snapshot(&self) -> Result<Arc<Snapshot>, Response> {
+        let (tx, rx) = oneshot::channel();
+        let unavailable = |msg: &str| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                msg.to_string(),
+            )
+                .into_response()
+        };
+        if self.requests.send(tx).is_err() {
+            return Err(unavailable("lockscope is stopping\n"));
+        }
+        match tokio::time::timeout(self.limits.snapshot_timeout, rx).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(_)) => Err(unavailable("lockscope is stopping\n")),
+            Err(_) => {
+                self.http.snapshot_timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(unavailable("the collector did not answer in time\n"))
+            }
+        }
+    }
+}
+
+const INDEX_HTML: &str = include_str!("web/index.html");
+const APP_JS: &str = include_str!("web/app.js");
+const STYLE_CSS: &str = include_str!("web/style.css");
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn json<T: Serialize>(v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn style_css() -> Response {
+    asset("text/css; charset=utf-8", STYLE_CSS)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics_handler(State(st): State<AppState>) -> Response {
+    let snap = match st.snapshot().await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let seq = snap.seq;
+    let cached = st.exposition.lock().ok().and_then(|c| {
+        c.as_ref()
+            .filter(|(s, _)| *s == seq)
+            .map(|(_, t)| t.clone())
+    });
+    let part = match cached {
+        Some(t) => t,
+        None => match metrics::encode_snapshot(snap) {
+            Ok(t) => {
+                let t = Arc::new(t);
+                if let Ok(mut c) = st.exposition.lock() {
+                    *c = Some((seq, t.clone()));
+                }
+                t
+            }
+            Err(_) => {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response();
+            }
+        },
+    };
+    match metrics::finish(&part, st.http.clone()) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response(),
+    }
+}
+
+/// `/api/summary`: what the dashboard's tables show.
+#[derive(Serialize)]
+pub struct Summary<'a> {
+    pub version: &'static str,
+    pub unix_ms: u64,
+    pub uptime_s: f64,
+    pub targets: &'a str,
+    pub per_process: bool,
+    pub sources: &'a [SourceTotals],
+    /// Every loss counter, `source.counter`.
+    pub lost: std::collections::BTreeMap<String, u64>,
+    pub top_locks: &'a [Row],
+    pub top_processes: &'a [ProcessRow],
+    #[serde(rename = "self")]
+    pub self_stats: &'a SelfStats,
+    pub series: usize,
+    pub max_series: usize,
+    pub folded_series: u64,
+    pub folded_processes: u64,
+    pub collections: u64,
+    pub collect_errors: u64,
+    pub collect_ns: u64,
+}
+
+pub fn summary_of(s: &Snapshot) -> Summary<'_> {
+    let mut lost = std::collections::BTreeMap::new();
+    for t in &s.sources {
+        for (k, v) in &t.lost {
+            lost.insert(format!("{}.{k}", t.status.name), *v);
+        }
+    }
+    Summary {
+        version: env!("CARGO_PKG_VERSION"),
+        unix_ms: s.unix_ms,
+        uptime_s: s.uptime_s,
+        targets: &s.targets,
+        per_process: s.per_process,
+        sources: &s.sources,
+        lost,
+        top_locks: &s.top_locks,
+        top_processes: &s.top_processes,
+        self_stats: &s.self_stats,
+        series: s.series.len(),
+        max_series: s.max_series,
+        folded_series: s.folded_series,
+        folded_processes: s.folded_processes,
+        collections: s.collections,
+        collect_errors: s.collect_errors,
+        collect_ns: s.collect_ns,
+    }
+}
+
+async fn summary(State(st): State<AppState>) -> Response {
+    match st.snapshot().await {
+        Ok(s) => json(&summary_of(&s)),
+        Err(r) => r,
+    }
+}
+
+async fn history(State(st): State<AppState>) -> Response {
+    match st.snapshot().await {
+        Ok(s) => {
+            let v: HistoryView = s.history.view();
+            json(&v)
+        }
+        Err(r) => r,
+    }
+}
+
+/// Counts requests, rejects unknown Host headers (a page on another site
+/// cannot reach a loopback server through DNS rebinding) and sets headers
+/// that keep the browser from sniffing or framing our content.
+async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    st.http.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(hosts) = &st.hosts {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return (StatusCode::MISDIRECTED_REQUEST, "unknown Host\n").into_response();
+        }
+    }
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'none'",
+        ),
+    );
+    resp
+}
+
+/// Host header values a loopback listener accepts.
+pub fn loopback_hosts(addr: SocketAddr) -> Option<Vec<String>> {
+    if !addr.ip().is_loopback() {
+        return None;
+    }
+    let p = addr.port();
+    Some(vec![
+        format!("127.0.0.1:{p}"),
+        format!("localhost:{p}"),
+        format!("[::1]:{p}"),
+        addr.to_string(),
+    ])
+}
+
+fn router(st: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/app.js", get(app_js))
+        .route("/style.css", get(style_css))
+        .route("/metrics", get(metrics_handler))
+        .route("/api/summary", get(summary))
+        .route("/api/history", get(history))
+        .route("/healthz", get(healthz))
+        .layer(middleware::from_fn_with_state(st.clone(), guard))
+        .with_state(st)
+}
+
+/// Serves until `stop` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    requests: std::sync::mpsc::Sender<SnapshotRequest>,
+    http: Arc<HttpStats>,
+    limits: Limits,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let hosts = listener
+        .local_addr()
+        .ok()
+        .and_then(loopback_hosts)
+        .map(Arc::new);
+    let st = AppState {
+        requests,
+        exposition: Default::default(),
+        http: http.clone(),
+        limits: limits.clone(),
+        hosts,
+    };
+    let app = router(st);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let accepted = {
+            let accept = std::pin::pin!(listener.accept());
+            match futures_select(accept, stop.as_mut()).await {
+                Either::Left(r) => r,
+                Either::Right(()) => return,
+            }
+        };
+        let (stream, _peer) = match accepted {
+            Ok(x) => x,
+            Err(_) => {
+                // out of file descriptors and the like: back off a little
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            http.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let born = Instant::now();
+            let inner = TowerToHyperService::new(app);
+            let lifetime = limits.connection_lifetime;
+            // past its lifetime, a connection's next answer says
+            // `Connection: close`, so the client does not reuse it (closing
+            // it between requests would race with the client's next one)
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let close = born.elapsed() >= lifetime;
+                let fut = hyper::service::Service::call(&inner, req);
+                async move {
+                    let mut resp = fut.await?;
+                    if close {
+                        resp.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let mut b = hyper::server::conn::http1::Builder::new();
+            // the header timeout also closes idle keep-alive connections
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .keep_alive(true);
+            let conn = b.serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            // a client stuck in one exchange (not reading its answer) is cut
+            if tokio::time::timeout(lifetime + limits.stuck_grace, conn.as_mut())
+                .await
+                .is_err()
+            {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(limits.header_timeout, conn).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// The first of two futures to complete (tokio's `select!` needs its
+/// macros feature; this is all we need of it).
+async fn futures_select<A: std::future::Future + Unpin, B: std::future::Future + Unpin>(
+    mut a: A,
+    mut b: B,
+) -> Either<A::Output, B::Output> {
+    std::future::poll_fn(|cx| {
+        use std::task::Poll;
+        if let Poll::Ready(x) = std::pin::Pin::new(&mut a).poll(cx) {
+            return Poll::Ready(Either::Left(x));
+        }
+        if let Poll::Ready(x) = std::pin::Pin::new(&mut b).poll(cx) {
+            return Poll::Ready(Either::Right(x));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    //! The HTTP side alone, without root: a stand-in collector answers with
+    //! an empty snapshot.
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    struct Server {
+        addr: SocketAddr,
+        http: Arc<HttpStats>,
+        stop: Option<oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            if let Some(s) = self.stop.take() {
+                let _ = s.send(());
+            }
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn start(limits: Limits) -> Server {
+        let (req_tx, req_rx) = std::sync::mpsc::channel::<SnapshotRequest>();
+        std::thread::spawn(move || {
+            let snap = Arc::new(Snapshot::default());
+            while let Ok(r) = req_rx.recv() {
+                let _ = r.send(snap.clone());
+            }
+        });
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let http = Arc::new(HttpStats::default());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let h = http.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).expect("listener");
+                serve(listener, req_tx, h, limits, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            });
+        });
+        Server {
+            addr,
+            http,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Sends one request on `s` and reads one response head + body.
+    fn ask(s: &mut TcpStream, addr: SocketAddr, method: &str, path: &str) -> String {
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+        s.write_all(req.as_bytes()).expect("send");
+        let mut buf = Vec::new();
+        let mut b = [0u8; 65536];
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        loop {
+            let n = s.read(&mut b).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&b[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&buf).to_lowercase()
+    }
+
+    #[test]
+    fn endpoints_answer_get_only() {
+        let srv = start(Limits::default());
+        let mut s = TcpStream::connect(srv.addr).expect("connect");
+        for path in [
+            "/",
+            "/app.js",
+            "/style.css",
+            "/metrics",
+            "/api/summary",
+            "/api/history",
+        ] {
+            let r = ask(&mut s, srv.addr, "GET", path);
+            assert!(r.starts_with("http/1.1 200"), "{path}: {r:.200}");
+            assert!(r.contains("x-content-type-options: nosniff"), "{r:.400}");
+            assert!(!r.contains("connection: close"), "keep-alive: {r:.400}");
+            let r = ask(&mut s, srv.addr, "POST", path);
+            assert!(r.starts_with("http/1.1 405"), "POST {path}: {r:.200}");
+        }
+        let r = ask(&mut s, srv.addr, "GET", "/metrics");
+        assert!(r.contains("application/openmetrics-text"));
+        assert!(r.ends_with("# eof\n"), "{r}");
+        assert!(srv.http.requests.load(Ordering::Relaxed) >= 13);
+    }
+
+    #[test]
+    fn old_connections_are_told_to_close() {
+        let srv = start(Limits {
+            connection_lifetime: Duration::ZERO,
+            ..Limits::default()
+        });
+        let mut s = TcpStream::connect(srv.addr).expect("connect");
+        let r = ask(&mut s, srv.addr, "GET", "/healthz");
+        assert!(
+            r.starts_with("http/1.1 200") && r.contains("connection: close"),
+            "{r}"
+        );
+        // and the server closes it after that answer
+        let mut b = [0u8; 16];
+        assert_eq!(s.read(&mut b).unwrap_or(0), 0);
+    }
+
+    #[test]
+    fn connections_over_the_limit_are_closed_and_counted() {
+        let srv = start(Limits {
+            max_connections: 2,
+            ..Limits::default()
+        });
+        let mut a = TcpStream::connect(srv.addr).expect("connect");
+        let mut b = TcpStream::connect(srv.addr).expect("connect");
+        // both are served (so both hold a slot)
+        assert!(ask(&mut a, srv.addr, "GET", "/healthz").starts_with("http/1.1 200"));
+        assert!(ask(&mut b, srv.addr, "GET", "/healthz").starts_with("http/1.1 200"));
+        let mut c = TcpStream::connect(srv.addr).expect("connect");
+        assert_eq!(
+            ask(&mut c, srv.addr, "GET", "/healthz"),
+            "",
+            "closed unanswered"
+        );
+        assert_eq!(srv.http.rejected_connections.load(Ordering::Relaxed), 1);
+        drop(a);
+        // a slot comes free once the server sees the close
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut d = TcpStream::connect(srv.addr).expect("connect");
+            if ask(&mut d, srv.addr, "GET", "/healthz").starts_with("http/1.1 200") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no slot came free");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn idle_and_unfinished_heads_are_cut_off() {
+        let srv = start(Limits {
+            header_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        });
+        let mut s = TcpStream::connect(srv.addr).expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHo")
+            .expect("partial head");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let t0 = std::time::Instant::now();
+        let mut b = Vec::new();
+        let _ = s.read_to_end(&mut b);
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "closed by the server"
+        );
+        assert!(!String::from_utf8_lossy(&b).contains(" 200 "));
+    }
+
+    #[test]
+    fn loopback_servers_accept_loopback_host_names_only() {
+        let hosts = loopback_hosts("127.0.0.1:9477".parse().expect("addr")).expect("loopback");
+        assert!(hosts.contains(&"localhost:9477".to_string()));
+        assert!(hosts.contains(&"127.0.0.1:9477".to_string()));
+        assert_eq!(loopback_hosts("0.0.0.0:9477".parse().expect("addr")), None);
+        let srv = start(Limits::default());
+        let mut s = TcpStream::connect(srv.addr).expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: rebind.example:80\r\n\r\n")
+            .expect("send");
+        let mut b = [0u8; 64];
+        let n = s.read(&mut b).expect("answer");
+        assert!(String::from_utf8_lossy(&b[..n]).starts_with("HTTP/1.1 421"));
+    }
+}

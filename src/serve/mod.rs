@@ -1,0 +1,336 @@
+//! `lockscope serve`: the sources stay attached and aggregate in the
+//! kernel; their maps are read when someone asks (a scrape, the dashboard)
+//! and once a second for the dashboard's charts. Prometheus metrics at
+//! `/metrics`, a dashboard at `/`, its JSON at `/api/*`. Read-only: no
+//! endpoint attaches, detaches or changes anything.
+//!
+//! Threads: the sources (libbpf skeletons, not `Send`) live on one
+//! collector thread, which owns them from attach to detach. The HTTP side
+//! is a single-threaded tokio runtime on the main thread; it asks the
+//! collector for a snapshot over a channel and gets an `Arc` back.
+
+pub mod http;
+pub mod metrics;
+pub mod snapshot;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::app::{Stop, attach, detach_all, options, require_privileges, usage};
+use crate::cli::ServeArgs;
+use crate::model::Record;
+use crate::sources::{Options, Started, Symbolizer, Targets};
+use http::{Limits, SnapshotRequest};
+use metrics::HttpStats;
+use snapshot::{Folder, History, Point, SelfStats, Snapshot};
+
+/// A request is answered from the last read when it is younger than this
+/// (or than `--interval`, if shorter); otherwise the maps are read again
+/// first. Reading a full map (16384 keys) and building a snapshot costs
+/// tens of ms of CPU, so a scrape storm must not trigger one per scrape.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Rows in the dashboard's top tables.
+const TOP: usize = 20;
+
+/// Samples kept for the dashboard's charts (10 minutes at 1 s).
+const HISTORY: usize = 600;
+
+pub fn run(a: ServeArgs) -> Result<i32> {
+    let targets = a.targets.validate().map_err(usage)?;
+    if a.max_series == 0 || a.max_processes == 0 || a.max_connections == 0 {
+        return Err(usage(
+            "--max-series, --max-processes and --max-connections must be at least 1",
+        ));
+    }
+    require_privileges()?;
+    // a client that hangs up must cost an EPIPE on its socket, not the
+    // process (main() restores SIGPIPE's default for `trace | head`)
+    // SAFETY: changing a signal disposition has no memory-safety preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let opts = options(targets, &a.settings, false, 0)?;
+    let listener = std::net::TcpListener::bind(a.listen)
+        .map_err(|e| anyhow!("cannot listen on {}: {e}", a.listen))?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "lockscope: warning: listening on {addr}, not loopback: anyone who can reach it \
+             can read lock, process and cgroup names (read-only); firewall it or put a TLS \
+             proxy in front"
+        );
+    }
+    let stop = Stop::new(a.duration, &Targets::default())?;
+    let (req_tx, req_rx) = channel::<SnapshotRequest>();
+    let (ready_tx, ready_rx) = channel::<Result<()>>();
+    let quit = Arc::new(AtomicBool::new(false));
+    let cfg = CollectorConfig {
+        opts,
+        chosen: a.settings.sources.clone(),
+        interval: a.interval,
+        max_series: a.max_series,
+        per_process: a.per_process,
+        max_processes: a.max_processes,
+    };
+    let q = quit.clone();
+    let collector = std::thread::Builder::new()
+        .name("ls-collector".into())
+        .spawn(move || collect(cfg, ready_tx, req_rx, q))
+        .context("start the collector thread")?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = collector.join();
+            return Err(e);
+        }
+        Err(_) => {
+            let _ = collector.join();
+            return Err(anyhow!("the collector thread died while attaching"));
+        }
+    }
+    eprintln!("lockscope: serving http://{addr}/ (metrics at /metrics; Ctrl-C to stop)");
+    let limits = Limits {
+        max_connections: a.max_connections,
+        ..Limits::default()
+    };
+    let served = serve_until(listener, req_tx, limits, &stop);
+    quit.store(true, Ordering::Relaxed);
+    let _ = collector.join();
+    served?;
+    Ok(0)
+}
+
+fn serve_until(
+    listener: std::net::TcpListener,
+    req_tx: std::sync::mpsc::Sender<SnapshotRequest>,
+    limits: Limits,
+    stop: &Stop,
+) -> Result<()> {
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("start the async runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let stopped = async {
+            while !stop.should_stop() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        http::serve(
+            listener,
+            req_tx,
+            Arc::new(HttpStats::default()),
+            limits,
+            stopped,
+        )
+        .await;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
+struct CollectorConfig {
+    opts: Options,
+    chosen: Vec<String>,
+    interval: Duration,
+    max_series: usize,
+    per_process: bool,
+    max_processes: usize,
+}
+
+/// The collector thread: attaches, then answers snapshot requests and
+/// samples once per interval, until told to quit or nobody can ask.
+fn collect(
+    cfg: CollectorConfig,
+    ready: std::sync::mpsc::Sender<Result<()>>,
+    requests: Receiver<SnapshotRequest>,
+    quit: Arc<AtomicBool>,
+) {
+    let started = match attach(&cfg.opts, &cfg.chosen) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut c = Collector::new(started, &cfg);
+    c.refresh(true);
+    if ready.send(Ok(())).is_err() {
+        detach_all(&c.started);
+        return;
+    }
+    let max_age = MAX_AGE.min(cfg.interval);
+    let mut next_tick = Instant::now() + cfg.interval;
+    while !quit.load(Ordering::Relaxed) {
+        let wait = next_tick
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100));
+        match requests.recv_timeout(wait) {
+            Ok(req) => {
+                if c.last_read.elapsed() > max_age {
+                    c.refresh(false);
+                }
+                let _ = req.send(c.current.clone());
+                // everyone who asked meanwhile gets the same snapshot
+                while let Ok(r) = requests.try_recv() {
+                    let _ = r.send(c.current.clone());
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            c.refresh(true);
+            next_tick += cfg.interval;
+            if next_tick < now {
+                next_tick = now + cfg.interval;
+            }
+        }
+    }
+    detach_all(&c.started);
+}
+
+struct Collector {
+    started: Started,
+    sym: Symbolizer,
+    folder: Folder,
+    history: Arc<History>,
+    targets: String,
+    start: Instant,
+    last_read: Instant,
+    current: Arc<Snapshot>,
+    collections: u64,
+    errors: u64,
+    /// Of the last snapshot made (new data or a new error count).
+    seq: u64,
+    names: BTreeMap<u32, Option<String>>,
+}
+
+impl Collector {
+    fn new(started: Started, cfg: &CollectorConfig) -> Collector {
+        let names: Vec<String> = started
+            .sources
+            .iter()
+            .map(|s| s.name().to_string())
+            .collect();
+        Collector {
+            started,
+            sym: Symbolizer::new(),
+            folder: Folder::new(cfg.max_series, cfg.per_process, cfg.max_processes),
+            history: Arc::new(History::new(HISTORY, names)),
+            targets: cfg.opts.targets.describe(),
+            start: Instant::now(),
+            last_read: Instant::now(),
+            current: Arc::new(Snapshot::default()),
+            collections: 0,
+            errors: 0,
+            seq: 0,
+            names: BTreeMap::new(),
+        }
+    }
+
+    /// Reads every source; `tick` also appends a chart sample. A source
+    /// that fails to read keeps serving the previous snapshot.
+    fn refresh(&mut self, tick: bool) {
+        let t0 = Instant::now();
+        self.seq += 1;
+        match self.read() {
+            Ok(mut snap) => {
+                self.collections += 1;
+                snap.seq = self.seq;
+                snap.collections = self.collections;
+                snap.collect_errors = self.errors;
+                snap.collect_ns = t0.elapsed().as_nanos() as u64;
+                if tick {
+                    let points = snap
+                        .sources
+                        .iter()
+                        .map(|t| Point {
+                            waits: t.waits,
+                            wait_ns: t.wait_ns,
+                            holds: t.holds,
+                            hold_ns: t.hold_ns,
+                            lost: t.lost.values().sum(),
+                        })
+                        .collect();
+                    Arc::make_mut(&mut self.history).push(snap.unix_ms, points);
+                }
+                snap.history = self.history.clone();
+                self.current = Arc::new(snap);
+            }
+            Err(e) => {
+                if self.errors == 0 {
+                    eprintln!("lockscope: reading the in-kernel maps failed: {e:#}");
+                }
+                self.errors += 1;
+                let mut s = (*self.current).clone();
+                s.collect_errors = self.errors;
+                s.seq = self.seq;
+                self.current = Arc::new(s);
+            }
+        }
+        self.last_read = Instant::now();
+        // a read of a full map allocates tens of MB for a moment: give the
+        // freed pages back now rather than keep them resident
+        // SAFETY: malloc_trim only releases free heap memory; no pointer
+        // is involved.
+        unsafe { libc::malloc_trim(0) };
+    }
+
+    fn read(&mut self) -> Result<Snapshot> {
+        let mut records: Vec<Record> = Vec::new();
+        let mut lost = BTreeMap::new();
+        let mut programs = BTreeMap::new();
+        let mut statuses = Vec::new();
+        for s in &self.started.sources {
+            records.extend(s.records(&mut self.sym)?);
+            lost.insert(s.name(), s.lost()?);
+            programs.insert(s.name(), s.prog_stats());
+            statuses.push(s.status());
+        }
+        statuses.extend(self.started.failed.iter().cloned());
+        let names = &mut self.names;
+        let folded = self.folder.fold(&records, |pid| {
+            names
+                .entry(pid)
+                .or_insert_with(|| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .ok()
+                        .map(|c| c.trim_end().to_string())
+                })
+                .clone()
+        });
+        // only processes that got a label are ever asked for: bounded
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Ok(Snapshot {
+            seq: 0,
+            unix_ms,
+            uptime_s: self.start.elapsed().as_secs_f64(),
+            targets: self.targets.clone(),
+            per_process: self.folder.per_process,
+            max_series: self.folder.max_series,
+            sources: snapshot::source_totals(statuses, &records, &lost, &programs),
+            series: folded.series,
+            folded_series: folded.folded_series,
+            folded_processes: folded.folded_processes,
+            self_stats: SelfStats::read(),
+            top_locks: snapshot::top_locks(&records, TOP),
+            top_processes: snapshot::top_processes(&records, TOP),
+            collect_ns: 0,
+            collections: 0,
+            collect_errors: 0,
+            history: Arc::new(History::default()),
+        })
+    }
+}

@@ -1,0 +1,720 @@
+//! What the collector thread hands to the HTTP side: a plain-data picture
+//! of the sources' cumulative in-kernel aggregation at one instant, folded
+//! to a bounded number of metric series, plus the dashboard's views of it.
+//! Pure: nothing here touches libbpf, so it is tested without root.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use serde::Serialize;
+
+use crate::model::{GroupBy, Record, Row, Stats, StatsSummary, WaitSplit, group};
+use crate::output::SourceStatus;
+use crate::sources::ProgStats;
+
+/// Label value of every overflow series (and of folded processes).
+pub const OTHER: &str = "other";
+
+/// The labels of one lock series. `pid`/`comm` only with `--per-process`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub source: &'static str,
+    pub kind: String,
+    /// The lock's name where known, else its address (`0x…`).
+    pub lock: String,
+    /// Empty when no caller is known (`--caller none`).
+    pub caller: String,
+    /// Empty when the cgroup is unknown.
+    pub cgroup: String,
+    pub process: Option<(String, String)>,
+}
+
+impl SeriesKey {
+    /// The overflow series of a source: everything folded away by the cap.
+    pub fn overflow(source: &'static str, per_process: bool) -> SeriesKey {
+        SeriesKey {
+            source,
+            kind: OTHER.into(),
+            lock: OTHER.into(),
+            caller: OTHER.into(),
+            cgroup: OTHER.into(),
+            process: per_process.then(|| (OTHER.into(), OTHER.into())),
+        }
+    }
+}
+
+/// One exported lock series: the sum of the records folded into it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Series {
+    pub wait: Stats,
+    pub hold: Option<Stats>,
+    pub aborted: u64,
+    pub failed: u64,
+    pub partial: u64,
+    pub spun: u64,
+    pub slept: u64,
+    pub split: Option<WaitSplit>,
+}
+
+impl Series {
+    fn add(&mut self, r: &Record) {
+        self.wait.merge(&r.wait);
+        if let Some(h) = &r.hold {
+            self.hold.get_or_insert_with(Stats::default).merge(h);
+        }
+        self.aborted += r.aborted;
+        self.failed += r.failed;
+        self.partial += r.partial;
+        self.spun += r.spun;
+        self.slept += r.slept;
+        if let Some(s) = &r.split {
+            self.split.get_or_insert_with(WaitSplit::default).add(s);
+        }
+    }
+}
+
+/// Caps on the number of series, decided once per label set and kept for
+/// the life of the process, so that every exported counter only grows.
+///
+/// Records are cumulative (in-kernel aggregation entries are never removed),
+/// so each call sees everything since start: a label set that got a series
+/// keeps it; one that came after the cap was reached is folded into its
+/// source's overflow series (all labels `other`) every time. Within one
+/// call, new label sets are admitted heaviest (total wait) first.
+#[derive(Debug)]
+pub struct Folder {
+    pub max_series: usize,
+    pub per_process: bool,
+    pub max_processes: usize,
+    kept: HashSet<SeriesKey>,
+    /// Processes that have their own `pid` label, with their name.
+    processes: HashMap<u32, String>,
+}
+
+/// The folded series of one snapshot and what the caps folded away.
+#[derive(Debug, Default)]
+pub struct Folded {
+    pub series: BTreeMap<SeriesKey, Series>,
+    /// Distinct label sets (after process folding) in overflow series.
+    pub folded_series: u64,
+    /// Distinct processes labelled `pid="other"`.
+    pub folded_processes: u64,
+}
+
+impl Folder {
+    pub fn new(max_series: usize, per_process: bool, max_processes: usize) -> Folder {
+        Folder {
+            max_series,
+            per_process,
+            max_processes,
+            kept: HashSet::new(),
+            processes: HashMap::new(),
+        }
+    }
+
+    /// Folds cumulative records into series. `proc_name` names a process
+    /// the first time it is given its own label (its comm, from /proc).
+    pub fn fold(
+        &mut self,
+        records: &[Record],
+        mut proc_name: impl FnMut(u32) -> Option<String>,
+    ) -> Folded {
+        // heaviest first, so that the cap admits what matters most
+        let mut order: Vec<&Record> = records.iter().collect();
+        order.sort_by_key(|r| std::cmp::Reverse(r.wait.total_ns));
+        let mut out = Folded::default();
+        let mut folded_pids: HashSet<u32> = HashSet::new();
+        // hashes of the folded label sets: counted, not kept
+        let mut folded_keys: HashSet<u64> = HashSet::new();
+        for r in order {
+            let process = if self.per_process {
+                if let Some(comm) = self.processes.get(&r.pid) {
+                    Some((r.pid.to_string(), comm.clone()))
+                } else if self.processes.len() < self.max_processes {
+                    let comm = proc_name(r.pid).unwrap_or_else(|| r.comm.clone());
+                    self.processes.insert(r.pid, comm.clone());
+                    Some((r.pid.to_string(), comm))
+                } else {
+                    folded_pids.insert(r.pid);
+                    Some((OTHER.into(), OTHER.into()))
+                }
+            } else {
+                None
+            };
+            let key = SeriesKey {
+                source: r.source,
+                kind: r.kind.name(),
+                lock: r
+                    .lock_name
+                    .clone()
+                    .unwrap_or_else(|| format!("0x{:x}", r.lock)),
+                caller: r.caller.clone().unwrap_or_default(),
+                cgroup: r.cgroup.clone().unwrap_or_default(),
+                process,
+            };
+            let key = if self.kept.contains(&key) {
+                key
+            } else if self.kept.len() < self.max_series {
+                self.kept.insert(key.clone());
+                key
+            } else {
+                let o = SeriesKey::overflow(r.source, self.per_process);
+                use std::hash::{Hash, Hasher};
+                let mut h = std::hash::DefaultHasher::new();
+                key.hash(&mut h);
+                folded_keys.insert(h.finish());
+                o
+            };
+            out.series.entry(key).or_default().add(r);
+        }
+        out.folded_series = folded_keys.len() as u64;
+        out.folded_processes = folded_pids.len() as u64;
+        out
+    }
+}
+
+/// lockscope's own resource use, from /proc/self.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SelfStats {
+    pub cpu_user_s: f64,
+    pub cpu_system_s: f64,
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+    pub threads: u64,
+}
+
+impl SelfStats {
+    pub fn read() -> SelfStats {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = if hz > 0 { hz as f64 } else { 100.0 };
+        let mut s = SelfStats::default();
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+            && let Some((u, sys)) = parse_stat_times(&stat)
+        {
+            s.cpu_user_s = u as f64 / hz;
+            s.cpu_system_s = sys as f64 / hz;
+        }
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            let (rss, hwm, threads) = parse_status(&status);
+            s.rss_bytes = rss;
+            s.peak_rss_bytes = hwm;
+            s.threads = threads;
+        }
+        s
+    }
+}
+
+/// utime and stime (clock ticks) of a `/proc/PID/stat` line. The comm
+/// field may hold spaces and parentheses, so fields count from the last ')'.
+pub fn parse_stat_times(stat: &str) -> Option<(u64, u64)> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): utime is field 14, stime field 15
+    Some((f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?))
+}
+
+/// VmRSS, VmHWM (bytes) and Threads of a `/proc/PID/status` text.
+pub fn parse_status(status: &str) -> (u64, u64, u64) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (
+        field("VmRSS:") * 1024,
+        field("VmHWM:") * 1024,
+        field("Threads:"),
+    )
+}
+
+/// Totals of one source, for the per-source breakdown.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceTotals {
+    #[serde(flatten)]
+    pub status: SourceStatus,
+    pub waits: u64,
+    pub wait_ns: u64,
+    /// Whether the source measures holds (any of its records has one).
+    pub measures_hold: bool,
+    pub holds: u64,
+    pub hold_ns: u64,
+    pub aborted: u64,
+    pub failed: u64,
+    pub lost: BTreeMap<String, u64>,
+    pub bpf_runs: u64,
+    pub bpf_run_time_ns: u64,
+    #[serde(skip)]
+    pub programs: Vec<ProgStats>,
+}
+
+impl SourceTotals {
+    pub fn new(status: SourceStatus) -> SourceTotals {
+        SourceTotals {
+            status,
+            waits: 0,
+            wait_ns: 0,
+            measures_hold: false,
+            holds: 0,
+            hold_ns: 0,
+            aborted: 0,
+            failed: 0,
+            lost: BTreeMap::new(),
+            bpf_runs: 0,
+            bpf_run_time_ns: 0,
+            programs: Vec::new(),
+        }
+    }
+}
+
+/// One process in the dashboard's top-processes table.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ProcessRow {
+    pub pid: u32,
+    pub comm: String,
+    pub count: u64,
+    pub wait_ns: StatsSummary,
+    pub hold_ns: Option<StatsSummary>,
+    /// The lock it waited longest for (name or address).
+    pub top_lock: String,
+}
+
+/// Top processes by total wait.
+pub fn top_processes(records: &[Record], n: usize) -> Vec<ProcessRow> {
+    let mut totals: HashMap<u32, u64> = HashMap::new();
+    for r in records {
+        *totals.entry(r.pid).or_default() += r.wait.total_ns;
+    }
+    let mut ranked: Vec<(u32, u64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top: HashSet<u32> = ranked.into_iter().take(n).map(|(p, _)| p).collect();
+    #[derive(Default)]
+    struct Acc {
+        comm: Option<String>,
+        any_comm: String,
+        wait: Stats,
+        hold: Option<Stats>,
+        locks: HashMap<String, u64>,
+    }
+    let mut by_pid: HashMap<u32, Acc> = HashMap::new();
+    for r in records.iter().filter(|r| top.contains(&r.pid)) {
+        let a = by_pid.entry(r.pid).or_default();
+        if r.tid == r.pid {
+            a.comm = Some(r.comm.clone());
+        }
+        if a.any_comm.is_empty() {
+            a.any_comm = r.comm.clone();
+        }
+        a.wait.merge(&r.wait);
+        if let Some(h) = &r.hold {
+            a.hold.get_or_insert_with(Stats::default).merge(h);
+        }
+        let lock = r
+            .lock_name
+            .clone()
+            .unwrap_or_else(|| format!("0x{:x}", r.lock));
+        *a.locks.entry(lock).or_default() += r.wait.total_ns;
+    }
+    let mut rows: Vec<ProcessRow> = by_pid
+        .into_iter()
+        .map(|(pid, a)| ProcessRow {
+            pid,
+            comm: a.comm.unwrap_or(a.any_comm),
+            count: a.wait.count,
+            wait_ns: a.wait.summary(),
+            hold_ns: a.hold.as_ref().map(Stats::summary),
+            top_lock: a
+                .locks
+                .into_iter()
+                .max_by(|x, y| x.1.cmp(&y.1).then(y.0.cmp(&x.0)))
+                .map(|(l, _)| l)
+                .unwrap_or_default(),
+        })
+        .collect();
+    rows.sort_by(|x, y| {
+        y.wait_ns
+            .total
+            .cmp(&x.wait_ns.total)
+            .then(x.pid.cmp(&y.pid))
+    });
+    rows.truncate(n);
+    rows
+}
+
+/// Everything one read of the sources produced.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Increments with every read of the sources.
+    pub seq: u64,
+    pub unix_ms: u64,
+    pub uptime_s: f64,
+    pub targets: String,
+    pub per_process: bool,
+    pub max_series: usize,
+    pub sources: Vec<SourceTotals>,
+    pub series: BTreeMap<SeriesKey, Series>,
+    pub folded_series: u64,
+    pub folded_processes: u64,
+    pub self_stats: SelfStats,
+    pub top_locks: Vec<Row>,
+    pub top_processes: Vec<ProcessRow>,
+    /// How long the last read of the in-kernel maps took.
+    pub collect_ns: u64,
+    pub collections: u64,
+    pub collect_errors: u64,
+    pub history: std::sync::Arc<History>,
+}
+
+/// Builds the per-source totals from records, losses and program stats.
+pub fn source_totals(
+    statuses: Vec<SourceStatus>,
+    records: &[Record],
+    lost: &BTreeMap<&'static str, BTreeMap<String, u64>>,
+    programs: &BTreeMap<&'static str, Vec<ProgStats>>,
+) -> Vec<SourceTotals> {
+    statuses
+        .into_iter()
+        .map(|st| {
+            let mut t = SourceTotals::new(st);
+            for r in records.iter().filter(|r| r.source == t.status.name) {
+                t.waits += r.wait.count;
+                t.wait_ns += r.wait.total_ns;
+                if let Some(h) = &r.hold {
+                    t.measures_hold = true;
+                    t.holds += h.count;
+                    t.hold_ns += h.total_ns;
+                }
+                t.aborted += r.aborted;
+                t.failed += r.failed;
+            }
+            if let Some(l) = lost.iter().find(|(k, _)| **k == t.status.name) {
+                t.lost = l.1.clone();
+            }
+            if let Some(p) = programs.iter().find(|(k, _)| **k == t.status.name) {
+                t.bpf_runs = p.1.iter().map(|p| p.run_cnt).sum();
+                t.bpf_run_time_ns = p.1.iter().map(|p| p.run_time_ns).sum();
+                t.programs = p.1.clone();
+            }
+            t
+        })
+        .collect()
+}
+
+/// The dashboard's top locks: by-lock rows, largest total wait first.
+pub fn top_locks(records: &[Record], n: usize) -> Vec<Row> {
+    // rank the locks by a cheap total first, then build rows for the top
+    // ones only: a full map can hold thousands of locks
+    let mut totals: HashMap<(&'static str, u64, crate::model::LockKind), u64> = HashMap::new();
+    for r in records {
+        *totals.entry((r.source, r.lock, r.kind)).or_default() += r.wait.total_ns;
+    }
+    let mut ranked: Vec<_> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top: HashSet<_> = ranked.into_iter().take(n).map(|(k, _)| k).collect();
+    let picked: Vec<Record> = records
+        .iter()
+        .filter(|r| top.contains(&(r.source, r.lock, r.kind)))
+        .cloned()
+        .collect();
+    let mut rows = group(&picked, GroupBy::Lock);
+    rows.truncate(n);
+    rows
+}
+
+/// Cumulative totals of one source at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Point {
+    pub waits: u64,
+    pub wait_ns: u64,
+    pub holds: u64,
+    pub hold_ns: u64,
+    pub lost: u64,
+}
+
+/// The last `cap` samples (one per collector tick) of every source's
+/// cumulative totals: the dashboard's charts.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub cap: usize,
+    pub sources: Vec<String>,
+    /// (unix ms, one point per source in `sources` order)
+    pub samples: VecDeque<(u64, Vec<Point>)>,
+}
+
+/// Rates between consecutive samples, per source, as the dashboard draws
+/// them (`/api/history`).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HistoryView {
+    /// End of each interval, unix ms.
+    pub t: Vec<u64>,
+    pub sources: BTreeMap<String, SourceRates>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SourceRates {
+    /// Contended waits per second.
+    pub waits: Vec<f64>,
+    /// Seconds waited per second (summed over threads).
+    pub wait: Vec<f64>,
+    pub holds: Vec<f64>,
+    /// Seconds held per second.
+    pub hold: Vec<f64>,
+    /// Loss counter increments per second (all counters).
+    pub lost: Vec<f64>,
+}
+
+impl History {
+    pub fn new(cap: usize, sources: Vec<String>) -> History {
+        History {
+            cap,
+            sources,
+            samples: VecDeque::with_capacity(cap + 1),
+        }
+    }
+
+    pub fn push(&mut self, unix_ms: u64, points: Vec<Point>) {
+        self.samples.push_back((unix_ms, points));
+        while self.samples.len() > self.cap {
+            self.samples.pop_front();
+        }
+    }
+
+    pub fn view(&self) -> HistoryView {
+        let mut v = HistoryView {
+            t: Vec::new(),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| (s.clone(), SourceRates::default()))
+                .collect(),
+        };
+        for (a, b) in self.samples.iter().zip(self.samples.iter().skip(1)) {
+            let dt = b.0.saturating_sub(a.0) as f64 / 1e3;
+            if dt <= 0.0 {
+                continue;
+            }
+            v.t.push(b.0);
+            for (i, name) in self.sources.iter().enumerate() {
+                let (Some(p), Some(q)) = (a.1.get(i), b.1.get(i)) else {
+                    continue;
+                };
+                let rate = |x: u64, y: u64| y.saturating_sub(x) as f64 / dt;
+                if let Some(r) = v.sources.get_mut(name) {
+                    r.waits.push(rate(p.waits, q.waits));
+                    r.wait.push(rate(p.wait_ns, q.wait_ns) / 1e9);
+                    r.holds.push(rate(p.holds, q.holds));
+                    r.hold.push(rate(p.hold_ns, q.hold_ns) / 1e9);
+                    r.lost.push(rate(p.lost, q.lost));
+                }
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LockKind;
+
+    fn rec(pid: u32, tid: u32, lock: u64, caller: &str, waits: &[u64]) -> Record {
+        let mut wait = Stats::default();
+        for &w in waits {
+            wait.record(w);
+        }
+        Record {
+            source: "kernel-contention",
+            kind: LockKind::Mutex,
+            lock,
+            lock_name: None,
+            caller: Some(caller.into()),
+            pid,
+            tid,
+            comm: format!("t{tid}"),
+            cgroup: Some("/a".into()),
+            aborted: 1,
+            spun: 0,
+            slept: waits.len() as u64,
+            wait,
+            hold: None,
+            failed: 0,
+            partial: 0,
+            split: None,
+            stacks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn threads_of_one_lock_fold_into_one_series() {
+        let mut f = Folder::new(10, false, 0);
+        let recs = [
+            rec(1, 1, 0x10, "pipe_write", &[100, 200]),
+            rec(1, 2, 0x10, "pipe_write", &[300]),
+        ];
+        let out = f.fold(&recs, |_| None);
+        assert_eq!(out.series.len(), 1);
+        let (k, s) = out.series.iter().next().expect("one");
+        assert_eq!(k.lock, "0x10");
+        assert_eq!(k.caller, "pipe_write");
+        assert_eq!(k.process, None);
+        assert_eq!((s.wait.count, s.wait.total_ns, s.aborted), (3, 600, 2));
+        assert_eq!(out.folded_series, 0);
+    }
+
+    #[test]
+    fn the_cap_folds_newcomers_and_keeps_every_series_monotonic() {
+        let mut f = Folder::new(2, false, 0);
+        // first read: three locks, the two heaviest get series
+        let mut recs = vec![
+            rec(1, 1, 0x1, "a", &[1000]),
+            rec(1, 1, 0x2, "b", &[10]),
+            rec(1, 1, 0x3, "c", &[500]),
+        ];
+        let first = f.fold(&recs, |_| None);
+        let locks: Vec<&str> = first.series.keys().map(|k| k.lock.as_str()).collect();
+        assert!(
+            locks.contains(&"0x1") && locks.contains(&"0x3"),
+            "{locks:?}"
+        );
+        let other = SeriesKey::overflow("kernel-contention", false);
+        assert_eq!(first.series[&other].wait.total_ns, 10);
+        assert_eq!(first.folded_series, 1);
+        // later: the folded lock becomes the heaviest; it stays folded, so
+        // no series ever goes down
+        recs[1] = rec(1, 1, 0x2, "b", &[10, 1_000_000]);
+        recs.push(rec(1, 1, 0x4, "d", &[7]));
+        let second = f.fold(&recs, |_| None);
+        assert_eq!(second.series.len(), 3);
+        for (k, s) in &first.series {
+            assert!(second.series[k].wait.total_ns >= s.wait.total_ns, "{k:?}");
+            assert!(second.series[k].wait.count >= s.wait.count, "{k:?}");
+        }
+        assert_eq!(second.series[&other].wait.total_ns, 10 + 1_000_000 + 7);
+        assert_eq!(second.folded_series, 2);
+        // every wait is still counted exactly once
+        let total: u64 = second.series.values().map(|s| s.wait.count).sum();
+        assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn per_process_labels_are_capped_too() {
+        let mut f = Folder::new(100, true, 1);
+        let recs = [
+            rec(7, 7, 0x1, "a", &[5000]),
+            rec(8, 8, 0x1, "a", &[10]),
+            rec(9, 9, 0x1, "a", &[20]),
+        ];
+        let out = f.fold(&recs, |pid| Some(format!("proc{pid}")));
+        let procs: Vec<Option<(String, String)>> =
+            out.series.keys().map(|k| k.process.clone()).collect();
+        assert!(
+            procs.contains(&Some(("7".into(), "proc7".into()))),
+            "{procs:?}"
+        );
+        assert!(
+            procs.contains(&Some((OTHER.into(), OTHER.into()))),
+            "{procs:?}"
+        );
+        assert_eq!(out.folded_processes, 2);
+        assert_eq!(out.series.len(), 2, "pids 8 and 9 share the 'other' series");
+        // a process's name is taken when it gets its label, from the record
+        // when /proc has none
+        let mut g = Folder::new(100, true, 5);
+        let out = g.fold(&recs[..1], |_| None);
+        assert_eq!(
+            out.series.keys().next().and_then(|k| k.process.clone()),
+            Some(("7".into(), "t7".into()))
+        );
+    }
+
+    #[test]
+    fn proc_stat_and_status_parse() {
+        let stat = "1234 (a b) c)) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 3 0";
+        assert_eq!(parse_stat_times(stat), Some((250, 75)));
+        let status = "Name:\tx\nVmHWM:\t   2048 kB\nVmRSS:\t    1024 kB\nThreads:\t5\n";
+        assert_eq!(parse_status(status), (1024 * 1024, 2048 * 1024, 5));
+        let me = SelfStats::read();
+        assert!(me.rss_bytes > 0 && me.peak_rss_bytes >= me.rss_bytes && me.threads >= 1);
+    }
+
+    #[test]
+    fn top_processes_rank_by_wait_and_name_the_main_thread() {
+        let recs = [
+            rec(1, 2, 0x1, "a", &[10]),
+            rec(1, 1, 0x2, "b", &[30]),
+            rec(5, 6, 0x1, "a", &[1000]),
+        ];
+        let top = top_processes(&recs, 10);
+        assert_eq!(top.len(), 2);
+        assert_eq!(
+            (top[0].pid, top[0].comm.as_str(), top[0].count),
+            (5, "t6", 1)
+        );
+        assert_eq!((top[1].pid, top[1].comm.as_str()), (1, "t1"));
+        assert_eq!(top[1].wait_ns.total, 40);
+        assert_eq!(top[1].top_lock, "0x2");
+        assert_eq!(top_processes(&recs, 1).len(), 1);
+        assert_eq!(top_processes(&recs, 1)[0].pid, 5);
+    }
+
+    #[test]
+    fn top_locks_are_the_heaviest_rows() {
+        let recs = [
+            rec(1, 1, 0x1, "a", &[10]),
+            rec(2, 2, 0x1, "a", &[15]),
+            rec(1, 1, 0x2, "b", &[20]),
+            rec(1, 1, 0x3, "c", &[1]),
+        ];
+        let top = top_locks(&recs, 2);
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].lock.as_deref(), Some("0x1"));
+        assert_eq!((top[0].count, top[0].wait_ns.total), (2, 25));
+        assert_eq!(top[1].lock.as_deref(), Some("0x2"));
+        assert_eq!(top_locks(&recs, 10), {
+            let mut all = group(&recs, GroupBy::Lock);
+            all.truncate(10);
+            all
+        });
+    }
+
+    #[test]
+    fn history_gives_rates_between_samples() {
+        let mut h = History::new(3, vec!["s".into()]);
+        let p = |w, ns| Point {
+            waits: w,
+            wait_ns: ns,
+            ..Default::default()
+        };
+        h.push(1000, vec![p(0, 0)]);
+        h.push(2000, vec![p(10, 500_000_000)]);
+        h.push(2500, vec![p(20, 1_000_000_000)]);
+        h.push(3500, vec![p(20, 1_000_000_000)]);
+        assert_eq!(h.samples.len(), 3, "capped");
+        let v = h.view();
+        assert_eq!(v.t, vec![2500, 3500]);
+        assert_eq!(v.sources["s"].waits, vec![20.0, 0.0]);
+        assert_eq!(v.sources["s"].wait, vec![1.0, 0.0]);
+    }
+
+    #[test]
+    fn per_source_totals() {
+        let recs = [rec(1, 1, 0x1, "a", &[10, 20])];
+        let st = SourceStatus {
+            name: "kernel-contention".into(),
+            backend: Some("tp_btf".into()),
+            available: true,
+            reason: None,
+        };
+        let mut lost = BTreeMap::new();
+        lost.insert(
+            "kernel-contention",
+            BTreeMap::from([("map_full".to_string(), 3)]),
+        );
+        let t = source_totals(vec![st], &recs, &lost, &BTreeMap::new());
+        assert_eq!((t[0].waits, t[0].wait_ns, t[0].aborted), (2, 30, 1));
+        assert!(!t[0].measures_hold);
+        assert_eq!(t[0].lost["map_full"], 3);
+    }
+}

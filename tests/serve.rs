@@ -1,0 +1,824 @@
+//! Root tests of `lockscope serve` against real parts: Debian's Prometheus
+//! server scraping it, Debian's Chromium loading its dashboard, and raw
+//! sockets playing bad clients. The workload is `pipe-hold`, whose waits are
+//! known by construction: R rounds, one contended wait of H ms each on one
+//! pipe mutex, measured by the waiter itself.
+//!
+//! Needs root, `prometheus` and `chromium` (installed by `scripts/setup.sh
+//! test`). The dashboard's screenshot is kept in `<target>/test-artifacts/`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "serve tests need root: run `sudo cargo test` (CI runs as root)"
+    );
+}
+
+fn require_program(name: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("`{name}` is not installed: `scripts/setup.sh deps` installs it (Debian package)")
+    })
+}
+
+/// Where tests leave files for CI to keep: `<target>/test-artifacts/`.
+fn artifacts_dir() -> PathBuf {
+    let dir = std::env::var_os("LOCKSCOPE_TEST_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // the binary is <target>/<profile>/lockscope
+            Path::new(bin())
+                .parent()
+                .and_then(Path::parent)
+                .map(|t| t.join("test-artifacts"))
+                .expect("target dir")
+        });
+    std::fs::create_dir_all(&dir).expect("create artifacts dir");
+    dir
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lockscope-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+// ---------------------------------------------------------------- HTTP
+
+/// A raw HTTP exchange: (status, lower-cased head, body).
+fn exchange(addr: &str, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(request).expect("send request");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_response(&buf)
+}
+
+fn parse_response(buf: &[u8]) -> (u16, String, Vec<u8>) {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(buf)));
+    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let mut body = buf[end + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&b[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+            .expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+    out
+}
+
+fn get(addr: &str, path: &str) -> (u16, String, Vec<u8>) {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    exchange(addr, req.as_bytes())
+}
+
+fn get_json(addr: &str, path: &str) -> Value {
+    let (status, _, body) = get(addr, path);
+    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- serve
+
+/// A running `lockscope serve` and the address it listens on.
+struct Serve {
+    child: Child,
+    addr: String,
+    /// stderr lines before the "serving" line
+    early: Vec<String>,
+    stderr_lines: Receiver<String>,
+}
+
+impl Serve {
+    fn start(args: &[&str]) -> Serve {
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start lockscope serve");
+        let err = child.stderr.take().expect("stderr");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[serve] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // dropped (killed and reaped) if it does not start
+        let mut serve = Serve {
+            child,
+            addr: String::new(),
+            early: Vec::new(),
+            stderr_lines: rx,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = serve
+                .stderr_lines
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("lockscope serve did not start: {e}"));
+            if let Some(rest) = line.strip_prefix("lockscope: serving http://") {
+                serve.addr = rest.split('/').next().expect("address").to_string();
+                return serve;
+            }
+            serve.early.push(line);
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM; returns the exit code.
+    fn stop(mut self) -> i32 {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait serve") {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pipe-hold workload's own report, and what it measured in total.
+struct HoldTruth {
+    pid: u64,
+    rounds: u64,
+    waited_ns: u64,
+}
+
+fn hold_truth(done: &[Value]) -> HoldTruth {
+    let w = &done[0];
+    assert_eq!(w["kind"], "pipe-hold");
+    HoldTruth {
+        pid: u(&w["pid"]),
+        rounds: u(&w["rounds"]),
+        waited_ns: w["waiter_write_ns"]
+            .as_array()
+            .expect("waits")
+            .iter()
+            .map(u)
+            .sum(),
+    }
+}
+
+// ----------------------------------------------------------- Prometheus
+
+struct Prometheus {
+    child: Child,
+    addr: String,
+    _dir: PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Prometheus {
+    /// Debian's prometheus on loopback, scraping `target` every second.
+    fn start(target: &str) -> Prometheus {
+        let exe = require_program("prometheus");
+        let dir = temp_dir("prometheus");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: lockscope\n    static_configs:\n      \
+                 - targets: ['{target}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.join("prometheus.log")).expect("log");
+        let child = Command::new(exe)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        let p = Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if TcpStream::connect(&p.addr).is_ok() && get(&p.addr, "/-/ready").0 == 200 {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log = std::fs::read_to_string(p._dir.join("prometheus.log")).unwrap_or_default();
+        panic!("prometheus did not become ready:\n{log}");
+    }
+
+    fn api(&self, path: &str) -> Value {
+        let v = get_json(&self.addr, path);
+        assert_eq!(v["status"], "success", "{path}: {v}");
+        v["data"].clone()
+    }
+
+    /// An instant query's result vector.
+    fn query(&self, q: &str) -> Vec<Value> {
+        self.api(&format!("/api/v1/query?query={}", urlencode(q)))["result"]
+            .as_array()
+            .expect("vector")
+            .clone()
+    }
+
+    fn scalar(&self, q: &str) -> Option<f64> {
+        let r = self.query(q);
+        r.first()
+            .and_then(|s| s["value"][1].as_str())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Values of a range query, one per step.
+    fn range(&self, q: &str, start: f64, end: f64) -> Vec<f64> {
+        let d = self.api(&format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step=1",
+            urlencode(q)
+        ));
+        d["result"]
+            .as_array()
+            .and_then(|r| r.first())
+            .and_then(|s| s["values"].as_array())
+            .map(|vals| {
+                vals.iter()
+                    .filter_map(|v| v[1].as_str().and_then(|x| x.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
+/// Every PromQL expression of the Grafana dashboard, and every template
+/// variable query, with the variables replaced as Grafana would for
+/// "All" (`.*`) and a 1 m rate interval.
+fn dashboard_queries() -> (Vec<(String, String)>, Vec<String>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/grafana-lockscope.json");
+    let text = std::fs::read_to_string(&path).expect("read the Grafana dashboard");
+    let dash: Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let fill = |e: &str| {
+        e.replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$source", ".*")
+    };
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let title = p["title"].as_str().unwrap_or("?").to_string();
+            exprs.push((title, fill(t["expr"].as_str().expect("expr"))));
+        }
+    }
+    let vars = dash["templating"]["list"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .filter_map(|v| v["definition"].as_str().map(fill))
+        .collect();
+    (exprs, vars)
+}
+
+#[test]
+fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
+    require_root();
+    require_program("prometheus");
+    // the workload waits until serve and Prometheus run, then makes 60
+    // contended waits of 40 ms on one pipe mutex (2.5 s: scrapes fall inside)
+    let wl = Workload::start(&["pipe-hold", "--rounds", "60", "--hold", "40ms"], "10s");
+    let pid = wl.pid().to_string();
+    let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid, "--per-process"]);
+    let prom = Prometheus::start(&serve.addr);
+    let t_start = now_s();
+    // the first scrape before the workload starts
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while prom.scalar("up{job=\"lockscope\"}") != Some(1.0) {
+        assert!(Instant::now() < deadline, "prometheus never scraped serve");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let truth = hold_truth(&wl.finish());
+    assert_eq!(truth.pid.to_string(), pid);
+
+    // waits of 16.8 ms and more (le 2^24 ns) are exactly the waiter's
+    let sel = format!("pid=\"{pid}\",kind=\"mutex\",caller=~\".*pipe_write\"");
+    let long_waits = format!(
+        "sum(lockscope_wait_seconds_bucket{{{sel},le=\"+Inf\"}}) - \
+         sum(lockscope_wait_seconds_bucket{{{sel},le=\"0.016777216\"}})"
+    );
+    // wait until Prometheus has the final counts (a few scrapes after the end)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while prom.scalar(&long_waits) != Some(truth.rounds as f64) {
+        assert!(
+            Instant::now() < deadline,
+            "long waits in Prometheus: {:?}, expected {}",
+            prom.scalar(&long_waits),
+            truth.rounds
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let t_end = now_s();
+
+    // exact count, through the native buckets and Prometheus's storage
+    assert_eq!(prom.scalar(&long_waits), Some(truth.rounds as f64));
+    // the wait time Prometheus has is what the waiter measured, within 2 ms
+    // a wait (plus the holder's own short waits on the same mutex)
+    let sum = prom
+        .scalar(&format!("sum(lockscope_wait_seconds_sum{{{sel}}})"))
+        .expect("wait sum");
+    let measured = truth.waited_ns as f64 / 1e9;
+    assert!(
+        sum <= measured + 0.005 && measured - sum <= truth.rounds as f64 * 0.002,
+        "Prometheus has {sum} s of waits, the waiter measured {measured} s"
+    );
+    eprintln!(
+        "prometheus: {} waits >= 16.8 ms (workload: {} rounds), wait sum {sum:.6} s \
+         (waiter measured {measured:.6} s)",
+        truth.rounds, truth.rounds
+    );
+    let count = prom
+        .scalar(&format!("sum(lockscope_contended_total{{{sel}}})"))
+        .expect("count");
+    assert!(count >= truth.rounds as f64, "{count}");
+    // Prometheus scraped while the workload ran: it saw the count grow
+    let seen = prom.range(&long_waits, t_start, t_end);
+    assert!(
+        seen.iter().any(|&v| v > 0.0 && v < truth.rounds as f64),
+        "no scrape saw the workload half-way: {seen:?}"
+    );
+    let p99 = prom
+        .scalar(&format!(
+            "histogram_quantile(0.99, sum by (le) (lockscope_wait_seconds_bucket{{{sel}}}))"
+        ))
+        .expect("p99");
+    assert!(
+        (0.033554432..=0.067108864).contains(&p99),
+        "p99 of 40 ms waits lies in the [2^25, 2^26) ns bucket: {p99}"
+    );
+    // the per-process label names the workload
+    let comm = prom.query(&format!("lockscope_contended_total{{pid=\"{pid}\"}}"));
+    assert!(
+        comm.iter().all(|s| s["metric"]["comm"] == "lockscope"),
+        "{comm:?}"
+    );
+
+    // every query of the Grafana dashboard returns data
+    let (exprs, vars) = dashboard_queries();
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    let holds = !prom
+        .query("lockscope_source_info{measures_hold=\"true\"}")
+        .is_empty();
+    for (title, e) in &exprs {
+        let r = prom.query(e);
+        if e.contains("lockscope_hold_seconds") && !holds {
+            // no running source measures holds (kernel-contention sees
+            // waits only): an empty hold panel is the truth, not a gap
+            assert!(
+                r.is_empty(),
+                "{title}: hold data without a hold source: {r:?}"
+            );
+            continue;
+        }
+        assert!(!r.is_empty(), "dashboard panel '{title}': no data for {e}");
+    }
+    for v in vars {
+        // label_values(METRIC, LABEL)
+        let inner = v
+            .strip_prefix("label_values(")
+            .and_then(|s| s.strip_suffix(')'))
+            .expect("label_values query");
+        let (metric, label) = inner.rsplit_once(',').expect("metric, label");
+        let values = prom.api(&format!(
+            "/api/v1/label/{}/values?match[]={}",
+            label.trim(),
+            urlencode(metric.trim())
+        ));
+        assert!(
+            !values.as_array().expect("values").is_empty(),
+            "template variable {v}: no values"
+        );
+    }
+    assert_eq!(serve.stop(), 0, "serve exits 0 on SIGTERM");
+}
+
+// --------------------------------------------------------------- browser
+
+/// Runs headless Chromium with the flags this closed network needs;
+/// returns stdout. Killed after two minutes.
+fn chromium(args: &[String]) -> String {
+    let exe = require_program("chromium");
+    let profile = temp_dir("chromium");
+    let mut child = Command::new(exe)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let mut out = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if child.try_wait().expect("wait chromium").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish in 2 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_dir_all(&profile);
+    reader.join().expect("chromium output")
+}
+
+/// `name="value"` of an attribute inside one tag's text.
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("{name}=\"");
+    let start = tag.find(&key)? + key.len();
+    let len = tag[start..].find('"')?;
+    Some(&tag[start..start + len])
+}
+
+#[test]
+fn browser_dashboard_shows_the_workload_lock_and_its_wait() {
+    require_root();
+    require_program("chromium");
+    let wl = Workload::start(&["pipe-hold", "--rounds", "20", "--hold", "30ms"], "3s");
+    let pid = wl.pid().to_string();
+    let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid]);
+    let truth = hold_truth(&wl.finish());
+    // let the charts gather a few samples after the workload
+    std::thread::sleep(Duration::from_secs(3));
+    let url = format!("http://{}/", serve.addr);
+
+    // the DOM after the page has polled the server a few times
+    let dom = chromium(&[
+        "--virtual-time-budget=5000".into(),
+        "--dump-dom".into(),
+        url.clone(),
+    ]);
+    let dir = artifacts_dir();
+    std::fs::write(dir.join("serve-dashboard.html"), &dom).expect("save DOM");
+    let status = dom.split("id=\"status\"").nth(1).expect("status element");
+    let updates: u64 = attr(status, "data-updates")
+        .and_then(|v| v.parse().ok())
+        .expect("data-updates");
+    assert!(updates >= 2, "the page polled live data {updates} times");
+    assert!(status.contains("live"), "status says live: {status:.200}");
+
+    // the workload's lock: a pipe mutex whose waits the waiter measured
+    let rows: Vec<&str> = dom
+        .split("<tr ")
+        .skip(1)
+        .filter(|t| attr(t, "data-caller").is_some_and(|c| c.contains("pipe_write")))
+        .collect();
+    let row = rows
+        .iter()
+        .max_by_key(|t| attr(t, "data-wait-ns").and_then(|v| v.parse::<u64>().ok()))
+        .unwrap_or_else(|| panic!("no pipe_write lock on the page: {dom}"));
+    let wait_ns: u64 = attr(row, "data-wait-ns")
+        .and_then(|v| v.parse().ok())
+        .expect("data-wait-ns");
+    let waits: u64 = attr(row, "data-waits")
+        .and_then(|v| v.parse().ok())
+        .expect("data-waits");
+    assert!(
+        wait_ns > 0 && wait_ns <= truth.waited_ns + 5_000_000,
+        "page shows {wait_ns} ns, waiter measured {}",
+        truth.waited_ns
+    );
+    assert!(
+        truth.waited_ns - wait_ns.min(truth.waited_ns) <= truth.rounds * 2_000_000,
+        "page shows {wait_ns} ns, waiter measured {} ns",
+        truth.waited_ns
+    );
+    assert!(waits >= truth.rounds, "{waits} waits shown");
+    eprintln!(
+        "dashboard: {waits} waits, {wait_ns} ns on the page; waiter measured {} ns",
+        truth.waited_ns
+    );
+    let lock = attr(row, "data-lock").expect("data-lock");
+    assert!(lock.starts_with("0x"), "{lock}");
+    // the visible cells say it too: the address and a wait in ms or s
+    let cells = &row[..row.find("</tr>").expect("row end")];
+    assert!(cells.contains(lock), "{cells}");
+    assert!(
+        cells.contains(" ms<") || cells.contains(" s<"),
+        "a visible non-zero wait: {cells}"
+    );
+
+    // the picture a person would see, kept as a CI artifact
+    let shot = dir.join("serve-dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[
+        "--virtual-time-budget=5000".into(),
+        "--hide-scrollbars".into(),
+        "--window-size=1400,1800".into(),
+        format!("--screenshot={}", shot.display()),
+        url,
+    ]);
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let width = u32::from_be_bytes(png[16..20].try_into().expect("IHDR"));
+    assert_eq!(width, 1400, "screenshot width");
+    assert!(
+        png.len() > 20_000,
+        "a screenshot with content: {} bytes",
+        png.len()
+    );
+    eprintln!("dashboard screenshot: {}", shot.display());
+    assert_eq!(serve.stop(), 0);
+}
+
+// ------------------------------------------------- security, robustness
+
+#[test]
+fn serve_is_read_only_bounded_and_bad_clients_cannot_stall_it() {
+    require_root();
+    let wl = Workload::start(&["pipe-hold", "--rounds", "5", "--hold", "10ms"], "1s");
+    let pid = wl.pid().to_string();
+    let serve = Serve::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "-p",
+        &pid,
+        "--max-connections",
+        "4",
+    ]);
+    let addr = serve.addr.clone();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let before = bpf_objects_of(serve.pid());
+    assert!(!before.is_empty(), "serve holds its BPF programs");
+
+    // read-only: every endpoint refuses every other method, and nothing
+    // attached or detached afterwards
+    for path in ["/", "/metrics", "/api/summary", "/api/history", "/healthz"] {
+        assert_eq!(get(&addr, path).0, 200, "{path}");
+        for method in ["POST", "PUT", "DELETE", "PATCH"] {
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 5\r\n\
+                 Connection: close\r\n\r\nhello"
+            );
+            assert_eq!(exchange(&addr, req.as_bytes()).0, 405, "{method} {path}");
+        }
+    }
+    assert_eq!(get(&addr, "/attach").0, 404);
+    assert_eq!(bpf_objects_of(serve.pid()), before, "HTTP changed no probe");
+
+    // a page elsewhere cannot read it through DNS rebinding
+    let req =
+        "GET /api/summary HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n".to_string();
+    assert_eq!(exchange(&addr, req.as_bytes()).0, 421);
+
+    // request heads are bounded: 64 KiB of headers are refused
+    let big = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = s.write_all(big.as_bytes());
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    assert!(
+        !text.starts_with("HTTP/1.1 200"),
+        "an oversized head is not served: {text:.100}"
+    );
+
+    // a stuck client: pipelines 500 scrapes and never reads the answers,
+    // so its responses back up; plus two that never finish their head
+    let mut stuck = TcpStream::connect(&addr).expect("connect");
+    let one = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stuck
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    for _ in 0..500 {
+        if stuck.write_all(one.as_bytes()).is_err() {
+            break;
+        }
+    }
+    let mut slow: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).expect("connect");
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHo")
+                .expect("partial head");
+            s
+        })
+        .collect();
+    // the collector goes on: the workload runs and its waits appear
+    let truth = hold_truth(&wl.finish());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = 0;
+    loop {
+        let s = get_json(&addr, "/api/summary");
+        let waits = u(&s["sources"][0]["waits"]);
+        let n = u(&s["collections"]);
+        assert!(n >= last, "collections never go back");
+        last = n;
+        if waits >= truth.rounds {
+            break;
+        }
+        assert!(Instant::now() < deadline, "waits never appeared: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let c0 = u(&get_json(&addr, "/api/summary")["collections"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let c1 = u(&get_json(&addr, "/api/summary")["collections"]);
+    assert!(c1 >= c0 + 2, "the collector ticks on: {c0} -> {c1}");
+
+    // connections are bounded: with 3 held open (stuck + 2 slow) and one
+    // more open, a fifth is closed at once, and counted
+    let held = TcpStream::connect(&addr).expect("connect");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(&addr).expect("connect (accepted, then closed)");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = extra.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes());
+    let mut b = [0u8; 64];
+    let n = extra.read(&mut b).unwrap_or(0);
+    assert_eq!(n, 0, "over the limit: closed without an answer");
+    drop(held);
+    drop(extra);
+
+    // the slow heads are cut off by the header timeout (10 s)
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut b = Vec::new();
+        let t0 = Instant::now();
+        let _ = s.read_to_end(&mut b);
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "closed by the server"
+        );
+    }
+    drop(slow);
+    drop(stuck);
+    // a free slot again; the rejection was counted
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        if let Ok(mut s) = TcpStream::connect(&addr) {
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            let mut buf = Vec::new();
+            if s.write_all(req.as_bytes()).is_ok()
+                && s.read_to_end(&mut buf).is_ok()
+                && !buf.is_empty()
+            {
+                break String::from_utf8_lossy(&parse_response(&buf).2).into_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "no slot came free");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let rejected: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lockscope_http_rejected_connections_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("rejected counter");
+    assert!(rejected >= 1.0, "{rejected}");
+    assert_eq!(bpf_objects_of(serve.pid()), before, "still the same probes");
+    let spid = serve.pid();
+    assert_eq!(serve.stop(), 0);
+    assert!(bpf_objects_of(spid).is_empty());
+}
+
+#[test]
+fn a_wider_listen_address_warns() {
+    require_root();
+    let serve = Serve::start(&["--listen", "0.0.0.0:0", "-d", "30s"]);
+    assert!(
+        serve
+            .early
+            .iter()
+            .any(|l| l.contains("warning: listening on 0.0.0.0")),
+        "no warning for a non-loopback address: {:?}",
+        serve.early
+    );
+    let port: u16 = serve
+        .addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let local: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    // no Host allow-list when bound wide: names are the operator's business
+    let req = "GET /healthz HTTP/1.1\r\nHost: lockscope.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(exchange(&local.to_string(), req.as_bytes()).0, 200);
+    assert_eq!(serve.stop(), 0);
+}
