@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const OBJECTS: &[&str] = &["contention", "probe"];
+const OBJECTS: &[&str] = &["contention", "probe", "ulock", "futex"];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
@@ -21,6 +21,7 @@ fn main() {
         println!("cargo:rerun-if-changed={src}");
     }
     println!("cargo:rerun-if-changed=src/bpf/lockscope.h");
+    println!("cargo:rerun-if-changed=src/bpf/user.bpf.h");
     println!("cargo:rerun-if-changed=src/bpf/vmlinux.h");
     println!("cargo:rerun-if-env-changed=LOCKSCOPE_CLANG");
 }

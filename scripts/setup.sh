@@ -21,7 +21,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 BUILD_PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config make gcc)
-TEST_PKGS=(bpftool util-linux procps python3 tmux)
+TEST_PKGS=(bpftool util-linux procps python3 tmux busybox-static)
 
 missing() {
   for p in "$@"; do

@@ -14,3 +14,11 @@ pub mod contention {
 pub mod probe {
     include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
 }
+
+pub mod ulock {
+    include!(concat!(env!("OUT_DIR"), "/ulock.skel.rs"));
+}
+
+pub mod futex {
+    include!(concat!(env!("OUT_DIR"), "/futex.skel.rs"));
+}

@@ -51,7 +51,7 @@ pub struct SourcePlan {
 }
 
 /// Sources this version of lockscope implements.
-pub const IMPLEMENTED: &[&str] = &["kernel-contention"];
+pub const IMPLEMENTED: &[&str] = &["kernel-contention", "user-locks", "futex"];
 
 /// Everything `lockscope doctor` found.
 #[derive(Clone, Debug, serde::Serialize)]

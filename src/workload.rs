@@ -39,6 +39,9 @@ pub enum WorkloadKind {
     /// `holdwork::run`, not by [`run`].
     #[serde(rename = "pipe-hold")]
     PipeHold,
+    /// A user-space lock workload (see `ulockwork`); run by
+    /// `ulockwork::run`, not by [`run`].
+    User(crate::ulockwork::UserKind),
 }
 
 impl std::fmt::Display for WorkloadKind {
@@ -47,6 +50,7 @@ impl std::fmt::Display for WorkloadKind {
             WorkloadKind::Pipe => "pipe",
             WorkloadKind::Mmap => "mmap",
             WorkloadKind::PipeHold => "pipe-hold",
+            WorkloadKind::User(k) => k.name(),
         })
     }
 }
@@ -57,9 +61,15 @@ pub fn parse_kind(s: &str) -> Result<WorkloadKind, String> {
         "pipe" => Ok(WorkloadKind::Pipe),
         "mmap" => Ok(WorkloadKind::Mmap),
         "pipe-hold" => Ok(WorkloadKind::PipeHold),
-        other => Err(format!(
-            "unknown workload {other:?} (expected pipe, mmap or pipe-hold)"
-        )),
+        other => crate::ulockwork::parse(other)
+            .map(WorkloadKind::User)
+            .ok_or_else(|| {
+                let user: Vec<&str> = crate::ulockwork::NAMES.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown workload {other:?} (expected pipe, mmap, pipe-hold, {})",
+                    user.join(", ")
+                )
+            }),
     }
 }
 
@@ -128,6 +138,7 @@ pub fn run_with(spec: &WorkloadSpec, on_ready: impl FnOnce(u32, &[u32])) -> Resu
         WorkloadKind::Pipe => run_pipe(spec, on_ready),
         WorkloadKind::Mmap => run_mmap(spec, on_ready),
         WorkloadKind::PipeHold => bail!("pipe-hold runs through holdwork::run"),
+        WorkloadKind::User(_) => bail!("user-lock workloads run through ulockwork::run"),
     }
 }
 

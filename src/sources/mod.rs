@@ -7,6 +7,8 @@
 //! module here implementing [`Source`], and one line in [`REGISTRY`].
 
 pub mod contention;
+pub mod futex;
+pub mod ulock;
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
@@ -368,6 +370,10 @@ pub trait Source {
     /// Called about once a second while tracing: e.g. normalise new user
     /// stacks while their processes still live.
     fn tick(&self, _sym: &mut Symbolizer) {}
+    /// Who held locks while others waited, where the source knows it.
+    fn holders(&self) -> Result<Vec<crate::model::HolderRow>> {
+        Ok(Vec::new())
+    }
     /// Loss counters (the kernel's recursion misses included).
     fn lost(&self) -> Result<BTreeMap<String, u64>>;
     /// Run statistics of the attached programs.
@@ -386,11 +392,23 @@ pub struct SourceInfo {
 }
 
 /// Every source, in report order.
-pub const REGISTRY: &[SourceInfo] = &[SourceInfo {
-    name: contention::SOURCE,
-    about: "kernel lock contention (lock:contention_begin/end): waits on every kernel lock",
-    start: contention::start,
-}];
+pub const REGISTRY: &[SourceInfo] = &[
+    SourceInfo {
+        name: contention::SOURCE,
+        about: "kernel lock contention (lock:contention_begin/end): waits on every kernel lock",
+        start: contention::start,
+    },
+    SourceInfo {
+        name: ulock::SOURCE,
+        about: "pthread mutex/rwlock/spinlock waits, holds, failures and holders (uprobes on libc)",
+        start: ulock::start,
+    },
+    SourceInfo {
+        name: futex::SOURCE,
+        about: "futex waits (syscalls:sys_enter/exit_futex, futex_waitv): Rust std, Go, Java",
+        start: futex::start,
+    },
+];
 
 /// Names of every registered source.
 pub fn names() -> Vec<&'static str> {
