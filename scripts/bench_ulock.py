@@ -34,13 +34,10 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench  # noqa: E402  (cpu load accounting, CPU model)
-
-ROOT = bench.ROOT
-BIN = bench.BIN
-BENCH_MD = bench.BENCH_MD
-STATS_SYSCTL = bench.STATS_SYSCTL
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "lockscope")
+BENCH_MD = os.path.join(ROOT, "BENCHMARKS.md")
+STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 SECTION = "## User-space locks (uprobes)"
 TARGET_RATIO = 1.2
 DELAY = "2s"  # the workload's start delay: time for the tracer to attach
@@ -60,6 +57,44 @@ ORDER = ["base", "pair", "floor", "lockscope"]
 
 class BenchError(Exception):
     pass
+
+
+def cpu_snapshot():
+    """(busy jiffies of the machine, total jiffies, jiffies of our reaped children)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]  # user .. steal
+    t = os.times()
+    kids = (t.children_user + t.children_system) * os.sysconf("SC_CLK_TCK")
+    return sum(v) - v[3] - v[4], sum(v), kids
+
+
+def other_load(start):
+    """Share of the machine's CPU time used by tasks other than ours."""
+    busy, total, ours = (e - s for e, s in zip(cpu_snapshot(), start))
+    return max(busy - ours, 0) / max(total, 1)
+
+
+def settle(limit):
+    """Waits (up to `limit` s) for a second in which other tasks use < 5% CPU."""
+    for _ in range(limit):
+        start = cpu_snapshot()
+        time.sleep(1)
+        if other_load(start) < 0.05:
+            return
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def git_rev():
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                       capture_output=True, text=True).stdout.strip()
+    return r or "unknown"
 
 
 def workload(threads, ops):
@@ -118,7 +153,7 @@ def measure(label, threads, ops, rounds):
     # more lockscope run with it on
     stats(False)
     for i in range(rounds):
-        bench.settle(limit=3)
+        settle(3)
         order = ORDER[i % len(ORDER):] + ORDER[:i % len(ORDER)]
         for c in order:
             for attempt in range(3):
@@ -201,9 +236,9 @@ def section(results, argv, other):
         "(which adds ~50 ns per run itself). Most of the added time is the uprobe",
         "traps (entry: breakpoint + single-step; return: a third trap), which no",
         "BPF program can avoid; on this nested-virtualised VM they are slow.", "",
-        f"- Command: `{cmd.strip()}`",
+        f"- Command: `{cmd.strip()}` (commit {git_rev()})",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Kernel: `{platform.release()}`; CPU: {bench.cpu_model()} ({os.cpu_count()} CPUs); "
+        f"- Kernel: `{platform.release()}`; CPU: {cpu_model()} ({os.cpu_count()} CPUs); "
         f"CPU time used by other tasks during the run: {other:.0%} of the machine"
         + (" (busy: absolute figures noisy; the ratios compare runs of one round)"
            if other > 0.05 else ""),
@@ -236,8 +271,7 @@ def main():
         sys.exit("bench_ulock.py: needs root")
     if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
         sys.exit("bench_ulock.py: cargo build --release failed")
-    t = os.times()
-    start = (*bench.cpu_busy(), t.children_user + t.children_system)
+    start = cpu_snapshot()
     old_stats = open(STATS_SYSCTL).read().strip()
     results = []
     try:
@@ -249,7 +283,7 @@ def main():
     finally:
         with open(STATS_SYSCTL, "w") as f:
             f.write(old_stats)
-    text = section(results, sys.argv[1:], bench.other_load(start))
+    text = section(results, sys.argv[1:], other_load(start))
     print(text)
     if args.write:
         write_md(text)
