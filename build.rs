@@ -5,7 +5,14 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const OBJECTS: &[&str] = &["contention", "probe", "mmaplock", "sched"];
+const OBJECTS: &[&str] = &[
+    "contention",
+    "probe",
+    "mmaplock",
+    "sched",
+    "ulock",
+    "futex",
+];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
@@ -22,6 +29,7 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=src/bpf/lockscope.h");
     println!("cargo:rerun-if-changed=src/bpf/target.bpf.h");
+    println!("cargo:rerun-if-changed=src/bpf/user.bpf.h");
     println!("cargo:rerun-if-changed=src/bpf/vmlinux.h");
     println!("cargo:rerun-if-env-changed=LOCKSCOPE_CLANG");
 }

@@ -24,7 +24,8 @@ BUILD_PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config make gcc)
 # tmux: tests/root_top.rs drives `lockscope top` in a pseudo-terminal;
 # prometheus and chromium: tests/serve.rs scrapes `lockscope serve` with a real
 # Prometheus and loads its dashboard in headless Chromium
-TEST_PKGS=(bpftool util-linux procps python3 tmux prometheus chromium)
+# busybox-static: a static binary without pthread symbols (tests/root_ulock.rs)
+TEST_PKGS=(bpftool util-linux procps python3 tmux prometheus chromium busybox-static)
 
 missing() {
   for p in "$@"; do

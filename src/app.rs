@@ -279,8 +279,10 @@ pub fn snapshot(
     let mut records: Vec<Record> = Vec::new();
     let mut statuses = Vec::new();
     let mut progs = Vec::new();
+    let mut holders = Vec::new();
     for s in &started.sources {
         records.extend(s.records(sym)?);
+        holders.extend(s.holders()?);
         statuses.push(s.status());
         progs.extend(s.prog_stats());
     }
@@ -294,6 +296,10 @@ pub fn snapshot(
         lost: all_lost(started)?,
         bpf_programs: progs,
         rows: group(&records, out.by),
+        holders: {
+            holders.sort_by_key(|h| std::cmp::Reverse(h.wait_ns));
+            holders
+        },
     })
 }
 
@@ -633,6 +639,35 @@ fn workload(a: WorkloadArgs) -> Result<i32> {
             writeln!(out, "{}", if a.json { json } else { line })?;
             continue;
         }
+        if let crate::workload::WorkloadKind::User(k) = *kind {
+            let spec = crate::ulockwork::UserSpec {
+                kind: k,
+                threads: a.threads,
+                ops: a.ops,
+                rounds: a.rounds,
+                hold: a.hold,
+                reads: a.reads,
+                writes: a.writes,
+                start_delay: delay,
+            };
+            let rep = crate::ulockwork::run(&spec)?;
+            if a.json {
+                serde_json::to_writer(&mut out, &rep)?;
+                writeln!(out)?;
+            } else {
+                writeln!(
+                    out,
+                    "workload {}: pid {}, lock {}, {} acquisitions, {} failed calls in {}",
+                    rep.kind,
+                    rep.pid,
+                    rep.lock,
+                    rep.acquisitions,
+                    rep.trylock_failures + rep.timedlock_failures,
+                    fmt_ns(rep.elapsed_ns)
+                )?;
+            }
+            continue;
+        }
         if *kind == crate::workload::WorkloadKind::PipeHold {
             let rep = crate::holdwork::run(a.rounds, a.hold, delay, a.hog)?;
             if a.json {
@@ -698,9 +733,54 @@ struct EventLine<'a> {
     event: &'a crate::model::Event,
 }
 
+/// Header of the stream lines of operations with a hold.
+pub fn hold_header(width: usize) -> String {
+    output::fit(
+        &format!(
+            "{:>9} {:>9} {:>9} {:>6} {:>6} {:<7} {:>12} {:>7} {:>7}",
+            "req(s)", "acq(s)", "rel(s)", "pid", "tid", "comm", "lock", "wait", "hold"
+        ),
+        width,
+    )
+}
+
+/// The stream line of a completed operation with a hold (user locks):
+/// like the seed's records, pid, comm, tid, lock, the request, acquired
+/// and released times (s since the trace began), wait and hold.
+fn hold_line(
+    e: &crate::model::Event,
+    rel: u64,
+    hold: u64,
+    mono_start: u64,
+    width: usize,
+) -> String {
+    let t = |ns: u64| format!("{:.6}", ns.saturating_sub(mono_start) as f64 / 1e9);
+    let s = format!("{:x}", e.lock);
+    let lock = &s[s.len().saturating_sub(12)..];
+    let line = format!(
+        "{:>9} {:>9} {:>9} {:>6} {:>6} {:<7} {:>12} {:>7} {:>7}",
+        t(e.begin_ns),
+        t(e.end_ns),
+        t(rel),
+        e.pid,
+        e.tid,
+        output::fit(&e.comm, 7),
+        lock,
+        fmt_ns(e.wait_ns),
+        fmt_ns(hold)
+    );
+    output::fit(&line, width)
+}
+
 /// The human stream line: like the seed's records, one line per operation.
 fn event_line(e: &crate::model::Event, mono_start: u64, width: usize) -> String {
-    let t = e.end_ns.saturating_sub(mono_start) as f64 / 1e9;
+    if let (Some(rel), Some(hold)) = (e.released_ns, e.hold_ns)
+        && !e.partial
+    {
+        return hold_line(e, rel, hold, mono_start, width);
+    }
+    let at = e.end_ns.max(e.released_ns.unwrap_or(0)); // partial: release only
+    let t = at.saturating_sub(mono_start) as f64 / 1e9;
     let lock = e.lock_name.clone().unwrap_or_else(|| {
         let s = format!("{:x}", e.lock);
         s[s.len().saturating_sub(12)..].to_string()
@@ -772,6 +852,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
     let stdout = io::stdout();
     let mut w = io::BufWriter::new(stdout.lock());
     let width = output::term_width();
+    let mut hold_header_shown = false;
     if !a.json && a.perfetto.is_none() {
         writeln!(
             w,
@@ -816,7 +897,15 @@ fn trace(a: TraceArgs) -> Result<i32> {
                 .map_err(io::Error::from)
                 .and_then(|_| writeln!(w))
             } else {
-                writeln!(w, "{}", event_line(&e, mono_start, width))
+                // operations with a hold have their own columns, and
+                // their own header before the first of them
+                let header = if e.hold_ns.is_some() && !hold_header_shown {
+                    hold_header_shown = true;
+                    format!("{}\n", hold_header(width))
+                } else {
+                    String::new()
+                };
+                writeln!(w, "{header}{}", event_line(&e, mono_start, width))
             };
             if let Err(err) = res {
                 if err.kind() == io::ErrorKind::BrokenPipe {

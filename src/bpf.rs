@@ -22,3 +22,11 @@ pub mod mmaplock {
 pub mod sched {
     include!(concat!(env!("OUT_DIR"), "/sched.skel.rs"));
 }
+
+pub mod ulock {
+    include!(concat!(env!("OUT_DIR"), "/ulock.skel.rs"));
+}
+
+pub mod futex {
+    include!(concat!(env!("OUT_DIR"), "/futex.skel.rs"));
+}

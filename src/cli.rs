@@ -266,6 +266,13 @@ pub struct WorkloadArgs {
     /// --rounds times, a writer and a reader waiting), runq (--threads busy
     /// threads pinned to one CPU for --busy), pingpong (two threads pass a
     /// byte back and forth --ops times)
+    /// times, with one waiter: known waits by construction, via userfaultfd);
+    /// user locks: mutex-hold (a pthread mutex held --hold while another
+    /// thread waits, --rounds times), mutex-pairs / spin-pairs (--ops
+    /// lock/unlock pairs per thread), mutex-trylock (--ops trylocks and
+    /// --rounds 1 ms timedlocks on a held mutex), rwlock (--reads, --writes),
+    /// std-mutex (Rust std Mutex, futex only), held-before (a mutex held
+    /// before tracing starts, then --rounds pairs)
     #[arg(value_parser = crate::workload::parse_kind, default_value = "pipe")]
     pub kinds: Vec<WorkloadKind>,
     /// Worker threads
@@ -308,6 +315,12 @@ pub struct WorkloadArgs {
     /// pipe-hold: how long the mutex is held each round
     #[arg(long, value_parser = parse_duration, default_value = "50ms", value_name = "DURATION")]
     pub hold: Duration,
+    /// rwlock: read acquisitions
+    #[arg(long, default_value_t = 1000)]
+    pub reads: u64,
+    /// rwlock: write acquisitions
+    #[arg(long, default_value_t = 100)]
+    pub writes: u64,
     /// Print what was done as JSON (one line per workload)
     #[arg(long)]
     pub json: bool,

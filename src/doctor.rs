@@ -51,7 +51,13 @@ pub struct SourcePlan {
 }
 
 /// Sources this version of lockscope implements.
-pub const IMPLEMENTED: &[&str] = &["kernel-contention", "mmap-lock", "sched"];
+pub const IMPLEMENTED: &[&str] = &[
+    "kernel-contention",
+    "mmap-lock",
+    "sched",
+    "user-locks",
+    "futex",
+];
 
 /// Everything `lockscope doctor` found.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -33,6 +33,16 @@ pub enum LockKind {
     PercpuRwsemWrite,
     /// Not a lock: a thread's wait for a CPU (run-queue latency, `sched`).
     RunQueue,
+    /// pthread_mutex_t (user-locks source).
+    UserMutex,
+    /// pthread_rwlock_t taken for reading.
+    UserRwlockRead,
+    /// pthread_rwlock_t taken for writing.
+    UserRwlockWrite,
+    /// pthread_spinlock_t.
+    UserSpin,
+    /// A futex word waited on with futex(2) / futex_waitv(2).
+    Futex,
     /// Flags this version does not know; kept so nothing is hidden.
     Unknown(u32),
 }
@@ -78,6 +88,11 @@ impl LockKind {
             LockKind::PercpuRwsemRead => "percpu-rwsem-read".into(),
             LockKind::PercpuRwsemWrite => "percpu-rwsem-write".into(),
             LockKind::RunQueue => "runqueue".into(),
+            LockKind::UserMutex => "pthread-mutex".into(),
+            LockKind::UserRwlockRead => "pthread-rwlock-read".into(),
+            LockKind::UserRwlockWrite => "pthread-rwlock-write".into(),
+            LockKind::UserSpin => "pthread-spin".into(),
+            LockKind::Futex => "futex".into(),
             LockKind::Unknown(f) => format!("unknown-0x{f:x}"),
         }
     }
@@ -359,6 +374,23 @@ pub struct Event {
 
 fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("0x{v:x}"))
+}
+
+/// Who held a lock while others waited for it: waits that began while
+/// `holder_tid` held `lock` (the "top holders" of a report).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HolderRow {
+    pub source: &'static str,
+    pub kind: LockKind,
+    /// Lock address as a hex string.
+    pub lock: String,
+    pub pid: u32,
+    pub holder_tid: u32,
+    pub holder_comm: Option<String>,
+    /// Waits that began while the holder held the lock.
+    pub waits: u64,
+    /// Their total wait.
+    pub wait_ns: u64,
 }
 
 /// How `report` groups records into rows.

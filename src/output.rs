@@ -33,6 +33,9 @@ pub struct Report {
     /// program (run time only with `sysctl kernel.bpf_stats_enabled=1`).
     pub bpf_programs: Vec<crate::sources::ProgStats>,
     pub rows: Vec<Row>,
+    /// Who held locks while others waited (sources that know it), most
+    /// wait caused first.
+    pub holders: Vec<crate::model::HolderRow>,
 }
 
 pub fn by_name(by: GroupBy) -> &'static str {
@@ -59,6 +62,11 @@ pub fn short_kind(k: Option<LockKind>) -> String {
         Some(LockKind::PercpuRwsemRead) => "pcpu-sem:R".into(),
         Some(LockKind::PercpuRwsemWrite) => "pcpu-sem:W".into(),
         Some(LockKind::RunQueue) => "runq".into(),
+        Some(LockKind::UserMutex) => "pmutex".into(),
+        Some(LockKind::UserRwlockRead) => "prwlock:R".into(),
+        Some(LockKind::UserRwlockWrite) => "prwlock:W".into(),
+        Some(LockKind::UserSpin) => "pspin".into(),
+        Some(LockKind::Futex) => "futex".into(),
         Some(LockKind::Unknown(f)) => format!("?{f:#x}"),
         None => "(mixed)".into(),
     }
@@ -196,20 +204,36 @@ pub fn write_table(
     if rep.rows.is_empty() {
         writeln!(w, "no lock contention seen")?;
     } else {
+        // a column of total hold time when any row measures holds
+        let holds = rep.rows.iter().any(|r| r.hold_ns.is_some());
+        let held = |s: String| {
+            if holds {
+                format!(" {s:>8}")
+            } else {
+                String::new()
+            }
+        };
         let lead = format!(
-            "{:>9} {:>8} {:>8} {:>8} {:>8}  {:<10} ",
-            "contended", "total", "max", "avg", "p99", "kind"
+            "{:>9} {:>8} {:>8} {:>8} {:>8}{}  {:<10} ",
+            "contended",
+            "total",
+            "max",
+            "avg",
+            "p99",
+            held("held".into()),
+            "kind"
         );
         let rest = width.saturating_sub(lead.chars().count());
         writeln!(w, "{lead}{}", fit(last_header(by), rest))?;
         for r in rep.rows.iter().take(top) {
             let lead = format!(
-                "{:>9} {:>8} {:>8} {:>8} {:>8}  {:<10} ",
+                "{:>9} {:>8} {:>8} {:>8} {:>8}{}  {:<10} ",
                 r.count,
                 fmt_ns(r.wait.total_ns),
                 fmt_ns(r.wait.max_ns),
                 fmt_ns(r.wait.avg_ns()),
                 fmt_ns(r.wait.p99()),
+                held(r.hold_ns.map_or("-".into(), |h| fmt_ns(h.total))),
                 fit(&short_kind(r.kind), 10),
             );
             let last = last_column(r, by);
@@ -227,6 +251,18 @@ pub fn write_table(
         }
         if let Some(l) = split_line(&rep.rows, by) {
             writeln!(w, "{}", fit(&l, width))?;
+        }
+        let failed: u64 = rep.rows.iter().map(|r| r.failed).sum();
+        let partial: u64 = rep.rows.iter().map(|r| r.partial).sum();
+        if failed + partial > 0 {
+            let l = format!(
+                "{failed} failed calls (trylock busy, timed out), {partial} partial \
+                 (begun before tracing: counted, not timed)"
+            );
+            writeln!(w, "{}", fit(&l, width))?;
+        }
+        for l in holder_lines(&rep.holders, 5, width) {
+            writeln!(w, "{l}")?;
         }
         if rep.rows.len() > top {
             writeln!(
@@ -360,6 +396,32 @@ pub fn split_line(rows: &[Row], by: GroupBy) -> Option<String> {
     ))
 }
 
+/// The "top holders" section: who held locks while others waited.
+pub fn holder_lines(holders: &[crate::model::HolderRow], top: usize, width: usize) -> Vec<String> {
+    if holders.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![fit(
+        "top holders (waits that began while they held the lock):",
+        width,
+    )];
+    for h in holders.iter().take(top) {
+        let who = match &h.holder_comm {
+            Some(c) => format!("{} ({c})", h.holder_tid),
+            None => h.holder_tid.to_string(),
+        };
+        let l = format!(
+            "  {:>8} in {:>5} waits  {:<9}  held by {who}, lock {}",
+            fmt_ns(h.wait_ns),
+            h.waits,
+            short_kind(Some(h.kind)),
+            h.lock.trim_start_matches("0x")
+        );
+        out.push(fit(&l, width));
+    }
+    out
+}
+
 /// "overhead: begin 206 ns x 470k, end 203 ns x 470k" from program stats.
 pub fn overhead_line(progs: &[crate::sources::ProgStats]) -> Option<String> {
     if progs.is_empty() {
@@ -447,6 +509,7 @@ mod tests {
             lost,
             bpf_programs: vec![],
             rows: group(&[rec], GroupBy::Lock),
+            holders: vec![],
         }
     }
 
@@ -588,6 +651,7 @@ mod tests {
             lost: BTreeMap::new(),
             bpf_programs: vec![],
             rows: group(&recs, by),
+            holders: vec![],
         }
     }
 

@@ -47,6 +47,9 @@ pub enum WorkloadKind {
     /// Two threads passing a byte back and forth (see `mmwork`).
     #[serde(rename = "pingpong")]
     PingPong,
+    /// A user-space lock workload (see `ulockwork`); run by
+    /// `ulockwork::run`, not by [`run`].
+    User(crate::ulockwork::UserKind),
 }
 
 impl std::fmt::Display for WorkloadKind {
@@ -58,6 +61,7 @@ impl std::fmt::Display for WorkloadKind {
             WorkloadKind::MmapHold => "mmap-hold",
             WorkloadKind::Runq => "runq",
             WorkloadKind::PingPong => "pingpong",
+            WorkloadKind::User(k) => k.name(),
         })
     }
 }
@@ -71,10 +75,16 @@ pub fn parse_kind(s: &str) -> Result<WorkloadKind, String> {
         "mmap-hold" => Ok(WorkloadKind::MmapHold),
         "runq" => Ok(WorkloadKind::Runq),
         "pingpong" => Ok(WorkloadKind::PingPong),
-        other => Err(format!(
-            "unknown workload {other:?} (expected pipe, mmap, pipe-hold, mmap-hold, runq \
-             or pingpong)"
-        )),
+        other => crate::ulockwork::parse(other)
+            .map(WorkloadKind::User)
+            .ok_or_else(|| {
+                let user: Vec<&str> = crate::ulockwork::NAMES.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown workload {other:?} (expected pipe, mmap, pipe-hold, mmap-hold, \
+                     runq, pingpong, {})",
+                    user.join(", ")
+                )
+            }),
     }
 }
 
@@ -146,6 +156,7 @@ pub fn run_with(spec: &WorkloadSpec, on_ready: impl FnOnce(u32, &[u32])) -> Resu
         WorkloadKind::MmapHold | WorkloadKind::Runq | WorkloadKind::PingPong => {
             bail!("{} runs through mmwork", spec.kind)
         }
+        WorkloadKind::User(_) => bail!("user-lock workloads run through ulockwork::run"),
     }
 }
 

@@ -171,7 +171,17 @@ fn summary_counts_equal_streamed_events() {
         "5ms",
     ]);
     let pid = wl.pid().to_string();
-    let tracer = Tracer::start(&["trace", "-p", &pid, "--json", "--summary"]);
+    // kernel contention: one event per counted wait (user-lock sources
+    // stream releases, failures and partial operations, not waits)
+    let tracer = Tracer::start(&[
+        "trace",
+        "-p",
+        &pid,
+        "--json",
+        "--summary",
+        "--source",
+        "kernel-contention",
+    ]);
     wl.go();
     wl.finish();
     let (code, out) = tracer.finish();

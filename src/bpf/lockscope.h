@@ -308,4 +308,201 @@ struct ls_rq_event {
 	char comm[LS_COMM_LEN];
 };
 
+/* ---- user-space locks (ulock.bpf.c) and futex waits (futex.bpf.c) ---- */
+
+/* The uprobe attach cookie of every pthread function: what it does. */
+#define LS_UOP_KIND_MASK 0xfU
+enum ls_ukind {
+	LS_UKIND_MUTEX = 1,
+	LS_UKIND_RWLOCK_READ = 2,
+	LS_UKIND_RWLOCK_WRITE = 3,
+	LS_UKIND_SPIN = 4,
+	LS_UKIND_RWLOCK = 5, /* rwlock unlock: read or write, from the hold */
+	LS_UKIND_FUTEX = 6,  /* futex.bpf.c rows and events */
+};
+#define LS_UOP_TRY (1U << 8)    /* trylock: EBUSY is a failure, not a wait */
+#define LS_UOP_TIMED (1U << 9)  /* timed/clock lock: ETIMEDOUT is a failure */
+#define LS_UOP_GLIBC (1U << 10) /* glibc layout: owner tid readable in the lock */
+#define LS_UOP_COND (1U << 11)  /* pthread_cond_*wait: releases and retakes a mutex */
+#define LS_UOP_RETRY (1U << 12) /* probed after a first `lock`-prefixed
+				 * instruction (uprobes cannot step those), at
+				 * a point a spinning call passes again: a
+				 * second entry of the same call is a retry */
+
+/* glibc x86_64 layouts (nptl/pthread_mutex_t __data, pthread_rwlock_t
+ * __data): where the owner / writer tid lives. */
+#define LS_GLIBC_MUTEX_OWNER_OFF 8
+#define LS_GLIBC_RWLOCK_WRITER_OFF 24
+
+/* Event flags (ls_uevent.flags, ls_fevent.flags). */
+#define LS_UEV_FAILED (1U << 0)  /* the call returned an error: not acquired */
+#define LS_UEV_PARTIAL (1U << 1) /* released, acquire not seen (began earlier) */
+#define LS_UEV_SLEPT (1U << 2)   /* the thread switched out during the wait */
+#define LS_UEV_FUTEX_PARTIAL (1U << 3) /* futex wait whose start was not seen */
+
+/* Loss counters of ulock.bpf.c (`lost`, per CPU). */
+enum ls_ulost {
+	LS_ULOST_MAP_FULL = 0,  /* aggregation map had no room for a new key */
+	LS_ULOST_HOLDS_FULL = 1, /* open-holds map full: that hold is not timed */
+	LS_ULOST_RINGBUF = 2,
+	LS_ULOST_STORAGE = 3,   /* per-task storage could not be created */
+	LS_ULOST_STALE_CALL = 4, /* a lock call whose return never came */
+	LS_ULOST__COUNT = 5,
+};
+
+/* Loss counters of futex.bpf.c (`lost`, per CPU), then its outcomes. */
+enum ls_flost {
+	LS_FLOST_MAP_FULL = 0,
+	LS_FLOST_RINGBUF = 1,
+	LS_FLOST_STORAGE = 2,
+	LS_FLOST_STALE = 3,       /* an open wait whose exit never came */
+	LS_FLOST__COUNT = 4,
+	/* not losses: outcome totals, after the losses in the same array */
+	LS_FSTAT_WOKEN = 4,       /* returned 0 (or >= 0 for futex_waitv) */
+	LS_FSTAT_TIMED_OUT = 5,   /* -ETIMEDOUT */
+	LS_FSTAT_INTERRUPTED = 6, /* -EINTR, -ERESTARTSYS and friends */
+	LS_FSTAT_VALUE_CHANGED = 7, /* -EAGAIN/-EWOULDBLOCK: never slept */
+	LS_FSTAT_COVERED = 8,     /* inside a traced pthread lock call: counted there */
+	LS_FSTAT__END = 9,
+};
+
+/* Per-task: the pthread lock call in progress (entry -> return). Shared
+ * with futex.bpf.c (the same map, by fd): a futex wait while `lock` is set
+ * and `covers` is 1 belongs to that call and is not counted again. */
+struct ls_ucall {
+	__u64 lock;
+	__u64 begin_ns;
+	__u64 nvcsw;
+	__u64 caller;  /* return address of the call */
+	__u32 op;      /* attach cookie */
+	__u32 holder_tid;
+	__u32 covers;  /* 1: futex waits inside are this call's wait */
+	__u32 pad;
+};
+
+/* An acquired lock, by (lock, thread): opened at the lock call's return,
+ * closed at the unlock call's entry; depth counts recursive acquisitions. */
+struct ls_uhold_key {
+	__u64 lock;
+	__u32 tid;
+	__u32 pad;
+};
+
+struct ls_uhold {
+	__u64 begin_ns;    /* lock call entered (0: re-taken by a cond wait) */
+	__u64 acquired_ns; /* lock call returned 0 */
+	__u64 caller;
+	__u32 kind;        /* enum ls_ukind */
+	__u32 depth;
+	__u32 holder_tid;  /* who held it when the wait began (0: nobody seen) */
+	__u32 flags;       /* LS_UEV_SLEPT when the wait slept */
+};
+
+/* In-kernel aggregation of pthread locks: (lock, caller, thread, kind). */
+struct ls_uagg_key {
+	__u64 lock;
+	__u64 caller; /* return address of the lock call (0: not known) */
+	__u32 tid;
+	__u32 pid;
+	__u32 kind;   /* enum ls_ukind */
+	__u32 pad;
+};
+
+struct ls_uagg_val {
+	__u64 count;      /* acquisitions (failed calls are not) */
+	__u64 total_ns;   /* wait: lock call entry -> successful return */
+	__u64 min_ns;
+	__u64 max_ns;
+	__u64 hold_count; /* completed holds (outermost unlock) */
+	__u64 hold_total_ns;
+	__u64 hold_min_ns;
+	__u64 hold_max_ns;
+	__u64 failed;     /* trylock EBUSY, timedlock ETIMEDOUT, EDEADLK, ... */
+	__u64 partial;    /* released, acquire not seen: never timed */
+	__u64 slept;      /* waits during which the thread switched out */
+	__u64 contended;  /* waits that began while another thread held it */
+	__u64 cgroup_id;
+	char comm[LS_COMM_LEN];
+	char pcomm[LS_COMM_LEN];
+	__u64 hist[LS_HIST_SLOTS];
+	__u64 hold_hist[LS_HIST_SLOTS];
+};
+
+/* Who blocked whom: waits that began while `holder_tid` held `lock`. */
+struct ls_uholder_key {
+	__u64 lock;
+	__u32 holder_tid;
+	__u32 pid;
+	__u32 kind;
+	__u32 pad;
+};
+
+struct ls_uholder_val {
+	__u64 waits;
+	__u64 wait_ns;
+};
+
+/* One pthread lock operation (stream mode): sent at release, at a failed
+ * call's return, or at a release whose acquire was not seen (partial). */
+struct ls_uevent {
+	__u64 begin_ns;    /* 0 when partial */
+	__u64 acquired_ns; /* 0 when partial; the return time when failed */
+	__u64 released_ns; /* 0 when failed */
+	__u64 lock;
+	__u64 caller;
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 tid;
+	__u32 kind;
+	__u32 flags;       /* LS_UEV_* */
+	__u32 holder_tid;
+	__s32 ret;         /* the lock call's return value */
+	char comm[LS_COMM_LEN];
+};
+
+/* Per-task: the futex wait in progress (sys_enter -> sys_exit). */
+struct ls_fwait {
+	__u64 uaddr;
+	__u64 begin_ns;
+	__u64 nvcsw;
+	__u32 op;
+	__u32 pad;
+};
+
+struct ls_fagg_key {
+	__u64 uaddr;
+	__u32 tid;
+	__u32 pid;
+};
+
+struct ls_fagg_val {
+	__u64 count;       /* completed waits (every outcome but value-changed) */
+	__u64 total_ns;
+	__u64 min_ns;
+	__u64 max_ns;
+	__u64 timed_out;
+	__u64 interrupted;
+	__u64 value_changed; /* -EAGAIN: returned at once, not a wait */
+	__u64 partial;     /* waits whose start was not seen: never timed */
+	__u64 slept;
+	__u64 cgroup_id;
+	char comm[LS_COMM_LEN];
+	char pcomm[LS_COMM_LEN];
+	__u64 hist[LS_HIST_SLOTS];
+};
+
+struct ls_fevent {
+	__u64 begin_ns; /* 0 when partial */
+	__u64 end_ns;
+	__u64 uaddr;
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 tid;
+	__u32 op;       /* futex op & FUTEX_CMD_MASK; 0x100 for futex_waitv */
+	__s32 ret;
+	__u32 flags;    /* LS_UEV_SLEPT, LS_UEV_FUTEX_PARTIAL */
+	__u32 pad;
+	char comm[LS_COMM_LEN];
+};
+
 #endif /* __LOCKSCOPE_H */

@@ -10,6 +10,8 @@ pub mod common;
 pub mod contention;
 pub mod mmaplock;
 pub mod sched;
+pub mod futex;
+pub mod ulock;
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
@@ -371,6 +373,10 @@ pub trait Source {
     /// Called about once a second while tracing: e.g. normalise new user
     /// stacks while their processes still live.
     fn tick(&self, _sym: &mut Symbolizer) {}
+    /// Who held locks while others waited, where the source knows it.
+    fn holders(&self) -> Result<Vec<crate::model::HolderRow>> {
+        Ok(Vec::new())
+    }
     /// Loss counters (the kernel's recursion misses included).
     fn lost(&self) -> Result<BTreeMap<String, u64>>;
     /// Run statistics of the attached programs.
@@ -404,6 +410,16 @@ pub const REGISTRY: &[SourceInfo] = &[
         name: sched::SOURCE,
         about: "run-queue latency per thread and CPU (sched_wakeup/sched_switch)",
         start: sched::start,
+    },
+    SourceInfo {
+        name: ulock::SOURCE,
+        about: "pthread mutex/rwlock/spinlock waits, holds, failures and holders (uprobes on libc)",
+        start: ulock::start,
+    },
+    SourceInfo {
+        name: futex::SOURCE,
+        about: "futex waits (syscalls:sys_enter/exit_futex, futex_waitv): Rust std, Go, Java",
+        start: futex::start,
     },
 ];
 

@@ -1,0 +1,459 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * ulock.bpf.c - pthread mutex, rwlock and spinlock waits and holds from
+ * uprobes on the target's libc.
+ *
+ * Minimum kernel: 5.15 (attach cookies), task storage in tracing programs
+ * (5.11). Userspace attaches, per function, `ulock_enter` (uprobe) and
+ * `ulock_return` (uretprobe) to every lock call and `ulock_unlock` (uprobe)
+ * to every unlock call; the attach cookie (LS_UOP_*) says what the function
+ * is, so one program serves them all.
+ *
+ * Invariants:
+ * - A thread is in at most one lock call at a time: the call in progress
+ *   (entry -> return) lives in task storage `ulock_call`. The uretprobe has
+ *   no arguments, so the lock address comes from there. A return whose
+ *   entry was not seen (the call began before attaching) finds nothing and
+ *   does nothing: its release will be counted as partial.
+ * - An acquired lock is keyed by (lock, tid) in `holds`, so nested locks and
+ *   recursive acquisitions (depth) work. Entry -> return is the wait,
+ *   return -> unlock entry the hold. A release whose acquisition was not
+ *   seen (tracing began while the thread held or waited for the lock) is
+ *   counted `partial` and never timed.
+ * - A call returning non-zero (EBUSY, ETIMEDOUT, EDEADLK, EAGAIN...) is a
+ *   failure: counted in `failed`, never an acquisition.
+ * - The holder when a wait began: glibc's mutex owner tid (__data.__owner)
+ *   or rwlock writer tid (__data.__cur_writer) read from the lock; for spin
+ *   locks the last acquirer this program saw.
+ * - `ulock_call.covers` tells futex.bpf.c (same map, shared by fd) that a
+ *   futex wait belongs to a traced lock call, so it is not counted twice.
+ *   pthread_cond_*wait releases its mutex (a hold ends at entry) and takes
+ *   it again before returning (a hold begins at return); its futex waits
+ *   are condition waits, counted by the futex source.
+ * - Aggregation keys hold the tid: one writer per key, no atomics, except
+ *   the holder map (several waiters): atomic adds.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "lockscope.h"
+#include "user.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* resized by userspace before load */
+	__type(key, struct ls_uhold_key);
+	__type(value, struct ls_uhold);
+} holds SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* resized by userspace before load */
+	__type(key, struct ls_uagg_key);
+	__type(value, struct ls_uagg_val);
+} agg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ls_uagg_val);
+} agg_zero SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct ls_uholder_key);
+	__type(value, struct ls_uholder_val);
+} holders SEC(".maps");
+
+/* Spin locks have no owner field: the last acquirer seen, by lock. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} last_owner SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by userspace before load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LS_ULOST__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* Makes the event type part of the object's BTF so the skeleton has it. */
+struct ls_uevent ls_uevent_type = {};
+
+static __always_inline void count_lost(__u32 what)
+{
+	__u64 *v = bpf_map_lookup_elem(&lost, &what);
+
+	if (v)
+		*v += 1;
+}
+
+/* The aggregation entry of a key, created when missing (NULL: map full). */
+static __always_inline struct ls_uagg_val *agg_entry(struct ls_uagg_key *key)
+{
+	struct ls_uagg_val *val, *init;
+	struct task_struct *task;
+	__u32 zero = 0;
+	int err;
+
+	val = bpf_map_lookup_elem(&agg, key);
+	if (val)
+		return val;
+	init = bpf_map_lookup_elem(&agg_zero, &zero);
+	if (!init)
+		return NULL;
+	task = bpf_get_current_task_btf();
+	init->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(init->comm, sizeof(init->comm));
+	BPF_CORE_READ_STR_INTO(&init->pcomm, task, group_leader, comm);
+	init->min_ns = ~0ULL;
+	init->hold_min_ns = ~0ULL;
+	err = bpf_map_update_elem(&agg, key, init, BPF_NOEXIST);
+	if (err && err != -17 /* EEXIST */) {
+		count_lost(LS_ULOST_MAP_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&agg, key);
+}
+
+static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
+				 __u64 lock, __u64 caller, __u32 kind, __u32 flags,
+				 __u32 holder, __s32 ret)
+{
+	struct ls_uevent *e;
+	__u64 id;
+
+	if (!emit_events)
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(LS_ULOST_RINGBUF);
+		return;
+	}
+	id = bpf_get_current_pid_tgid();
+	e->begin_ns = begin;
+	e->acquired_ns = acquired;
+	e->released_ns = released;
+	e->lock = lock;
+	e->caller = caller;
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->kind = kind;
+	e->flags = flags;
+	e->holder_tid = holder;
+	e->ret = ret;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Who holds `lock` now, as far as can be told without blocking. */
+static __always_inline __u32 holder_of(__u64 lock, __u32 op)
+{
+	__u32 kind = op & LS_UOP_KIND_MASK, *last;
+	int owner = 0;
+
+	if (kind == LS_UKIND_SPIN) {
+		last = bpf_map_lookup_elem(&last_owner, &lock);
+		return last ? *last : 0;
+	}
+	if (!(op & LS_UOP_GLIBC))
+		return 0;
+	if (kind == LS_UKIND_MUTEX)
+		bpf_probe_read_user(&owner, sizeof(owner),
+				    (void *)(lock + LS_GLIBC_MUTEX_OWNER_OFF));
+	else
+		bpf_probe_read_user(&owner, sizeof(owner),
+				    (void *)(lock + LS_GLIBC_RWLOCK_WRITER_OFF));
+	return owner > 0 ? (__u32)owner : 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ulock_enter, void *lock)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct task_struct *task;
+	struct ls_ucall *call;
+	__u32 op, holder, tid;
+
+	if (!is_target())
+		return 0;
+	task = bpf_get_current_task_btf();
+	call = bpf_task_storage_get(&ulock_call, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!call) {
+		count_lost(LS_ULOST_STORAGE);
+		return 0;
+	}
+	op = (__u32)bpf_get_attach_cookie(ctx);
+	if ((op & LS_UOP_RETRY) && call->lock == (__u64)lock && call->op == op)
+		return 0; /* the same call spinning: keep its first entry */
+	if (call->lock)
+		count_lost(LS_ULOST_STALE_CALL);
+	tid = (__u32)bpf_get_current_pid_tgid();
+	holder = holder_of((__u64)lock, op);
+	call->lock = (__u64)lock;
+	call->begin_ns = now;
+	call->nvcsw = task->nvcsw;
+	/* the return address (at a uretprobe the instruction pointer is the
+	 * uprobes trampoline, not the caller) */
+	call->caller = 0;
+	bpf_probe_read_user(&call->caller, sizeof(call->caller), (void *)PT_REGS_SP(ctx));
+	call->op = op;
+	call->holder_tid = holder == tid ? 0 : holder;
+	call->covers = 1;
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(ulock_return, int ret)
+{
+	__u64 now = bpf_ktime_get_ns(), wait, id;
+	struct ls_uholder_key hk = {};
+	struct ls_uholder_val *hv, hv0 = {};
+	struct ls_uagg_key key = {};
+	struct ls_uhold_key hkey = {};
+	struct ls_uhold *h, nh = {};
+	struct task_struct *task;
+	struct ls_uagg_val *val;
+	struct ls_ucall call;
+	struct ls_ucall *c;
+	__u32 kind, slot, tid;
+	bool slept;
+
+	task = bpf_get_current_task_btf();
+	c = bpf_task_storage_get(&ulock_call, task, 0, 0);
+	if (!c || !c->lock)
+		return 0; /* entry not seen: its release will be partial */
+	call = *c;
+	c->lock = 0;
+	id = bpf_get_current_pid_tgid();
+	tid = (__u32)id;
+	kind = call.op & LS_UOP_KIND_MASK;
+	wait = now - call.begin_ns;
+	slept = task->nvcsw != call.nvcsw;
+
+	key.lock = call.lock;
+	key.caller = call.caller;
+	key.tid = tid;
+	key.pid = id >> 32;
+	key.kind = kind;
+	val = agg_entry(&key);
+
+	if (ret != 0) {
+		if (val)
+			val->failed += 1;
+		emit(call.begin_ns, now, 0, call.lock, call.caller, kind,
+		     LS_UEV_FAILED | (slept ? LS_UEV_SLEPT : 0), call.holder_tid, ret);
+		return 0;
+	}
+
+	hkey.lock = call.lock;
+	hkey.tid = tid;
+	h = bpf_map_lookup_elem(&holds, &hkey);
+	if (h) {
+		h->depth += 1; /* recursive: the hold runs to the last unlock */
+	} else {
+		nh.begin_ns = call.begin_ns;
+		nh.acquired_ns = now;
+		nh.caller = call.caller;
+		nh.kind = kind;
+		nh.depth = 1;
+		nh.holder_tid = call.holder_tid;
+		nh.flags = slept ? LS_UEV_SLEPT : 0;
+		if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
+			count_lost(LS_ULOST_HOLDS_FULL);
+	}
+	if (kind == LS_UKIND_SPIN)
+		bpf_map_update_elem(&last_owner, &call.lock, &tid, BPF_ANY);
+
+	if (val) {
+		val->count += 1;
+		val->total_ns += wait;
+		if (wait < val->min_ns)
+			val->min_ns = wait;
+		if (wait > val->max_ns)
+			val->max_ns = wait;
+		if (slept)
+			val->slept += 1;
+		if (call.holder_tid)
+			val->contended += 1;
+		slot = log2_slot(wait);
+		barrier_var(slot);
+		if (slot < LS_HIST_SLOTS)
+			val->hist[slot] += 1;
+	}
+	if (call.holder_tid) {
+		hk.lock = call.lock;
+		hk.holder_tid = call.holder_tid;
+		hk.pid = id >> 32;
+		hk.kind = kind;
+		hv = bpf_map_lookup_elem(&holders, &hk);
+		if (!hv) {
+			bpf_map_update_elem(&holders, &hk, &hv0, BPF_NOEXIST);
+			hv = bpf_map_lookup_elem(&holders, &hk);
+		}
+		if (hv) {
+			__sync_fetch_and_add(&hv->waits, 1);
+			__sync_fetch_and_add(&hv->wait_ns, wait);
+		}
+	}
+	return 0;
+}
+
+/* Closes the hold of `lock` by the current thread (unlock, cond wait). */
+static __always_inline void release(__u64 lock, __u32 op)
+{
+	__u64 now = bpf_ktime_get_ns(), hold, id;
+	struct ls_uagg_key key = {};
+	struct ls_uhold_key hkey = {};
+	struct ls_uagg_val *val;
+	struct ls_uhold *h, open;
+	__u32 kind = op & LS_UOP_KIND_MASK, slot;
+	int writer = 0;
+
+	id = bpf_get_current_pid_tgid();
+	hkey.lock = lock;
+	hkey.tid = (__u32)id;
+	h = bpf_map_lookup_elem(&holds, &hkey);
+	if (!h) {
+		/* acquired before tracing began (or by another thread) */
+		if (kind == LS_UKIND_RWLOCK) {
+			kind = LS_UKIND_RWLOCK_READ;
+			if (op & LS_UOP_GLIBC) {
+				bpf_probe_read_user(&writer, sizeof(writer),
+						    (void *)(lock + LS_GLIBC_RWLOCK_WRITER_OFF));
+				if (writer == (int)(__u32)id)
+					kind = LS_UKIND_RWLOCK_WRITE;
+			}
+		}
+		key.lock = lock;
+		key.tid = (__u32)id;
+		key.pid = id >> 32;
+		key.kind = kind;
+		val = agg_entry(&key);
+		if (val)
+			val->partial += 1;
+		emit(0, 0, now, lock, 0, kind, LS_UEV_PARTIAL, 0, 0);
+		return;
+	}
+	if (h->depth > 1) {
+		h->depth -= 1;
+		return;
+	}
+	open = *h;
+	bpf_map_delete_elem(&holds, &hkey);
+	hold = now - open.acquired_ns;
+	key.lock = lock;
+	key.caller = open.caller;
+	key.tid = (__u32)id;
+	key.pid = id >> 32;
+	key.kind = open.kind;
+	val = agg_entry(&key);
+	if (val) {
+		val->hold_count += 1;
+		val->hold_total_ns += hold;
+		if (hold < val->hold_min_ns)
+			val->hold_min_ns = hold;
+		if (hold > val->hold_max_ns)
+			val->hold_max_ns = hold;
+		slot = log2_slot(hold);
+		barrier_var(slot);
+		if (slot < LS_HIST_SLOTS)
+			val->hold_hist[slot] += 1;
+	}
+	emit(open.begin_ns, open.acquired_ns, now, lock, open.caller, open.kind,
+	     open.flags, open.holder_tid, 0);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ulock_unlock, void *lock)
+{
+	if (!is_target())
+		return 0;
+	release((__u64)lock, (__u32)bpf_get_attach_cookie(ctx));
+	return 0;
+}
+
+/* pthread_cond_wait(cond, mutex) and its timed forms: the mutex is
+ * released at entry and held again when the call returns (whatever it
+ * returns: 0, ETIMEDOUT and EINTR all give the mutex back). */
+SEC("uprobe")
+int BPF_UPROBE(ucond_enter, void *cond, void *mutex)
+{
+	struct task_struct *task;
+	struct ls_ucall *call;
+	__u32 op;
+
+	if (!is_target())
+		return 0;
+	op = (__u32)bpf_get_attach_cookie(ctx);
+	release((__u64)mutex, op);
+	task = bpf_get_current_task_btf();
+	call = bpf_task_storage_get(&ulock_call, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!call) {
+		count_lost(LS_ULOST_STORAGE);
+		return 0;
+	}
+	if (call->lock)
+		count_lost(LS_ULOST_STALE_CALL);
+	call->lock = (__u64)mutex;
+	call->begin_ns = 0;
+	call->caller = 0;
+	bpf_probe_read_user(&call->caller, sizeof(call->caller), (void *)PT_REGS_SP(ctx));
+	call->op = op;
+	call->holder_tid = 0;
+	call->covers = 0; /* condition waits are futex waits of their own */
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(ucond_return, int ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ls_uhold_key hkey = {};
+	struct ls_uhold *h, nh = {};
+	struct ls_ucall *c;
+
+	c = bpf_task_storage_get(&ulock_call, task, 0, 0);
+	if (!c || !c->lock)
+		return 0;
+	hkey.lock = c->lock;
+	hkey.tid = (__u32)bpf_get_current_pid_tgid();
+	nh.acquired_ns = bpf_ktime_get_ns();
+	nh.caller = c->caller;
+	nh.kind = LS_UKIND_MUTEX;
+	nh.depth = 1;
+	c->lock = 0;
+	h = bpf_map_lookup_elem(&holds, &hkey);
+	if (h)
+		h->depth += 1;
+	else if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
+		count_lost(LS_ULOST_HOLDS_FULL);
+	return 0;
+}
+
+/* Benchmark floor: an empty program on the same attach points. */
+SEC("uprobe")
+int BPF_UPROBE(ulock_empty)
+{
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(ulock_empty_ret)
+{
+	return 0;
+}

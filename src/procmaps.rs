@@ -1,0 +1,248 @@
+//! A process's mapped files (`/proc/PID/maps`): which object holds its
+//! pthread functions (its libc, or the executable when static), and which
+//! function an address in it belongs to.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::elfsym::ElfSymbols;
+
+/// One line of `/proc/PID/maps` backed by a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub inode: u64,
+    pub path: String,
+}
+
+/// Parses the file-backed lines of a maps file.
+pub fn parse_maps(text: &str) -> Vec<Mapping> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let range = it.next()?;
+            let _perms = it.next()?;
+            let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+            let _dev = it.next()?;
+            let inode: u64 = it.next()?.parse().ok()?;
+            let path: String = it.collect::<Vec<_>>().join(" ");
+            if inode == 0 || !path.starts_with('/') {
+                return None;
+            }
+            let (s, e) = range.split_once('-')?;
+            Some(Mapping {
+                start: u64::from_str_radix(s, 16).ok()?,
+                end: u64::from_str_radix(e, 16).ok()?,
+                offset,
+                inode,
+                path,
+            })
+        })
+        .collect()
+}
+
+/// `/proc/PID/maps` (`None`: our own process).
+pub fn read_maps(pid: Option<u32>) -> Result<Vec<Mapping>> {
+    let file = match pid {
+        Some(p) => format!("/proc/{p}/maps"),
+        None => "/proc/self/maps".into(),
+    };
+    let text = std::fs::read_to_string(&file).with_context(|| format!("read {file}"))?;
+    Ok(parse_maps(&text))
+}
+
+/// Where a process's pthread functions are.
+#[derive(Clone, Debug)]
+pub struct PthreadObject {
+    /// Path to attach to, valid in lockscope's mount namespace.
+    pub path: PathBuf,
+    /// The path as the process sees it.
+    pub shown: String,
+    /// glibc (its lock layouts are known: owner tids can be read).
+    pub glibc: bool,
+    pub symbols: ElfSymbols,
+}
+
+/// A path of `pid`'s that names the same file in our namespace: the path
+/// itself when it is that inode, else through `/proc/PID/root`.
+fn reachable(pid: Option<u32>, m: &Mapping) -> PathBuf {
+    let direct = PathBuf::from(&m.path);
+    if std::fs::metadata(&direct).is_ok_and(|md| md.ino() == m.inode) {
+        return direct;
+    }
+    match pid {
+        Some(p) => PathBuf::from(format!("/proc/{p}/root{}", m.path)),
+        None => direct,
+    }
+}
+
+fn libc_like(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.starts_with("libc.so")
+        || base.starts_with("libc-")
+        || base.starts_with("libpthread")
+        || base.starts_with("ld-musl")
+}
+
+/// Finds the object that defines `pthread_mutex_lock` among the files
+/// `pid` maps (libc-like names first, then the executable, then the rest).
+/// The error says what was looked at and why nothing fits.
+pub fn find_pthread_object(pid: Option<u32>) -> Result<PthreadObject> {
+    let maps = read_maps(pid)?;
+    let mut paths: Vec<&Mapping> = Vec::new();
+    for m in &maps {
+        if !paths.iter().any(|p| p.inode == m.inode && p.path == m.path) {
+            paths.push(m);
+        }
+    }
+    if paths.is_empty() {
+        bail!("maps no files (a kernel thread, or exiting)");
+    }
+    let exe = paths[0].path.clone();
+    // libc-like names first, then the executable, then everything else
+    paths.sort_by_key(|m| {
+        if libc_like(&m.path) {
+            0
+        } else if m.path == exe {
+            1
+        } else {
+            2
+        }
+    });
+    let mut unparsable = Vec::new();
+    for m in paths {
+        let path = reachable(pid, m);
+        let symbols = match ElfSymbols::open(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                if libc_like(&m.path) {
+                    unparsable.push(format!("{}: {e:#}", m.path));
+                }
+                continue;
+            }
+        };
+        if symbols.defines("pthread_mutex_lock") {
+            let glibc = symbols.defines("gnu_get_libc_version");
+            return Ok(PthreadObject {
+                path,
+                shown: m.path.clone(),
+                glibc,
+                symbols,
+            });
+        }
+    }
+    if !unparsable.is_empty() {
+        bail!("cannot parse its libc ({})", unparsable.join("; "));
+    }
+    bail!(
+        "no mapped object defines pthread_mutex_lock (a static or stripped binary, \
+         or a libc without pthread symbols; executable {exe})"
+    )
+}
+
+/// Names addresses in processes, caching each file's symbols and each
+/// process's maps (so names survive the process's exit once seen).
+#[derive(Default)]
+pub struct UserSymbolizer {
+    maps: HashMap<u32, Vec<Mapping>>,
+    files: HashMap<(String, u64), Option<ElfSymbols>>,
+}
+
+impl UserSymbolizer {
+    /// Reads (or re-reads) the maps of a live process.
+    pub fn remember(&mut self, pid: u32) {
+        if let Ok(m) = read_maps(Some(pid))
+            && !m.is_empty()
+        {
+            self.maps.insert(pid, m);
+        }
+    }
+
+    /// `function+0xoff` of `addr` in `pid`, or the file and offset.
+    pub fn name(&mut self, pid: u32, addr: u64) -> Option<String> {
+        if addr == 0 {
+            return None;
+        }
+        let find = |maps: &Vec<Mapping>| {
+            maps.iter()
+                .find(|m| addr >= m.start && addr < m.end)
+                .cloned()
+        };
+        let mut hit = self.maps.get(&pid).and_then(find);
+        if hit.is_none() {
+            self.remember(pid);
+            hit = self.maps.get(&pid).and_then(find);
+        }
+        let m = hit?;
+        let off = addr - m.start + m.offset;
+        let key = (m.path.clone(), m.inode);
+        if !self.files.contains_key(&key) {
+            let syms = ElfSymbols::open(&reachable(Some(pid), &m)).ok();
+            self.files.insert(key.clone(), syms);
+        }
+        let base = m.path.rsplit('/').next().unwrap_or(&m.path).to_string();
+        let named = self
+            .files
+            .get(&key)
+            .and_then(|s| s.as_ref())
+            .and_then(|s| s.offset_to_vaddr(off).and_then(|v| s.symbolize(v)));
+        Some(named.unwrap_or_else(|| format!("{base}+{off:#x}")))
+    }
+}
+
+/// Whether `pid` still maps a file with this inode and path.
+pub fn maps_file(pid: u32, path: &Path, shown: &str) -> Option<bool> {
+    let maps = read_maps(Some(pid)).ok()?;
+    let ino = std::fs::metadata(path).ok()?.ino();
+    Some(maps.iter().any(|m| m.inode == ino && m.path == shown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_file_backed_lines_only() {
+        let text = "\
+55d0c0a00000-55d0c0a21000 r--p 00000000 fe:01 1234 /usr/bin/x y
+7f1c2e200000-7f1c2e228000 r-xp 00028000 fe:01 5678 /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffd4a1e0000-7ffd4a201000 rw-p 00000000 00:00 0 [stack]
+7f1c2e400000-7f1c2e401000 rw-p 00000000 00:00 0
+";
+        let m = parse_maps(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].path, "/usr/bin/x y");
+        assert_eq!(m[1].offset, 0x28000);
+        assert_eq!(m[1].inode, 5678);
+        assert_eq!(m[1].start, 0x7f1c2e200000);
+    }
+
+    #[test]
+    fn finds_our_own_libc_and_its_real_pthread_mutex_lock() {
+        let obj = find_pthread_object(None).expect("this test binary uses glibc");
+        assert!(obj.glibc, "{}", obj.shown);
+        let off = obj
+            .symbols
+            .func_offset("pthread_mutex_lock")
+            .expect("resolves")
+            .expect("present");
+        // the function pointer the dynamic linker gave us is in that file,
+        // at that offset
+        let addr = libc::pthread_mutex_lock as *const () as usize as u64;
+        let maps = read_maps(None).expect("own maps");
+        let m = maps
+            .iter()
+            .find(|m| addr >= m.start && addr < m.end)
+            .expect("mapped");
+        assert_eq!(m.path, obj.shown);
+        assert_eq!(addr - m.start + m.offset, off);
+        let mut sym = UserSymbolizer::default();
+        let pid = std::process::id();
+        assert_eq!(sym.name(pid, addr).as_deref(), Some("pthread_mutex_lock"));
+    }
+}

@@ -1,0 +1,432 @@
+//! `futex`: futex waits from the syscall tracepoints (`src/bpf/futex.bpf.c`,
+//! design note at its top): per (futex address, thread) wait time, woken
+//! vs timed out vs interrupted, for runtimes that bypass pthread.
+//!
+//! Waits inside a traced pthread lock call are that call's wait (the
+//! `user-locks` source counts them), so this source skips them: both
+//! objects use one per-task map (`ulock_call`, shared by fd).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd};
+
+use anyhow::{Context, Result, anyhow, bail};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
+
+use super::{
+    Options, Pod, ProgStats, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes,
+    prog_stats, tracefs_mounted, tracepoint_exists,
+};
+use crate::bpf::futex::types::{ls_fagg_key, ls_fagg_val, ls_fevent};
+use crate::bpf::futex::{FutexSkel, FutexSkelBuilder, OpenFutexSkel};
+use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
+use crate::output::SourceStatus;
+
+/// Name of the source and `source` of its rows.
+pub const SOURCE: &str = "futex";
+
+// LS_UEV_* flags of lockscope.h
+const EV_SLEPT: u32 = 4;
+const EV_PARTIAL: u32 = 8;
+
+// SAFETY: generated from lockscope.h, repr(C), integer and i8-array fields
+// only, padded by hand to multiples of 8 bytes (no implicit padding).
+unsafe impl Pod for ls_fagg_key {}
+// SAFETY: as above.
+unsafe impl Pod for ls_fagg_val {}
+// SAFETY: as above.
+unsafe impl Pod for ls_fevent {}
+
+/// Loss counters, in the order of `enum ls_flost`.
+pub const LOST_NAMES: [&str; 4] = [
+    "map_full",
+    "ringbuf_dropped",
+    "task_storage_failed",
+    "stale_wait",
+];
+/// Outcome totals after the losses (`LS_FSTAT_*`).
+pub const OUTCOME_NAMES: [&str; 5] = [
+    "woken",
+    "timed out",
+    "interrupted",
+    "value changed",
+    "inside traced pthread calls",
+];
+
+/// A loaded and attached futex source.
+pub struct Futex {
+    skel: FutexSkel<'static>,
+    links: RefCell<Vec<Link>>,
+    waitv: bool,
+}
+
+impl Futex {
+    pub fn start(opts: &Options) -> Result<Futex> {
+        match opts.backend.as_deref() {
+            None | Some("tracepoint") => {}
+            Some(other) => bail!("{SOURCE} has no backend '{other}' (tracepoint)"),
+        }
+        let _tracefs = TracefsGuard::ensure();
+        if tracefs_mounted() && !tracepoint_exists("syscalls", "sys_enter_futex") {
+            bail!(
+                "this kernel has no syscalls:sys_enter_futex tracepoint \
+                 (CONFIG_FTRACE_SYSCALLS): futex waits cannot be traced"
+            );
+        }
+        let waitv = !tracefs_mounted() || tracepoint_exists("syscalls", "sys_enter_futex_waitv");
+        crate::libbpf_log::install();
+        crate::libbpf_log::take();
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open: OpenFutexSkel<'static> = FutexSkelBuilder::default()
+            .open(storage)
+            .context("open BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+        rodata.self_tgid = std::process::id();
+        rodata.filter_pid = !opts.targets.pids.is_empty();
+        rodata.filter_tid = !opts.targets.tids.is_empty();
+        rodata.follow_forks = opts.targets.follow_forks;
+        rodata.emit_events = opts.emit_events;
+        rodata.filter_cgroup = opts.targets.cgroup.is_some();
+        if let Some(comm) = &opts.targets.comm {
+            rodata.filter_comm = true;
+            for (dst, src) in rodata.target_comm.iter_mut().zip(comm.bytes().take(15)) {
+                *dst = src as i8;
+            }
+        }
+        open.maps.agg.set_max_entries(opts.max_entries)?;
+        let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
+        open.maps
+            .events
+            .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
+        open.progs.futex_waitv_enter.set_autoload(waitv);
+        open.progs.futex_waitv_exit.set_autoload(waitv);
+        open.progs
+            .futex_follow_fork
+            .set_autoload(opts.targets.follow_forks);
+        super::ulock::reuse_call_map(&mut open.maps.ulock_call)?;
+        let skel = open
+            .load()
+            .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
+        super::ulock::publish_call_map(&skel.maps.ulock_call);
+        for pid in &opts.targets.pids {
+            skel.maps
+                .target_pids
+                .update(as_bytes(pid), &[1u8], MapFlags::ANY)
+                .context("fill target_pids")?;
+        }
+        for tid in &opts.targets.tids {
+            skel.maps
+                .target_tids
+                .update(as_bytes(tid), &[1u8], MapFlags::ANY)
+                .context("fill target_tids")?;
+        }
+        if let Some(path) = &opts.targets.cgroup {
+            let dir = std::fs::File::open(path)
+                .with_context(|| format!("open cgroup {}", path.display()))?;
+            let fd = dir.as_raw_fd() as u32;
+            skel.maps
+                .target_cgroup
+                .update(as_bytes(&0u32), as_bytes(&fd), MapFlags::ANY)
+                .with_context(|| format!("{} is not a cgroup v2 directory", path.display()))?;
+        }
+        let mut links = Vec::new();
+        {
+            let p = &skel.progs;
+            // exits first: a wait in progress when the enters attach ends
+            // in a seen exit (partial) rather than an unseen one
+            let mut progs = vec![&p.futex_exit, &p.futex_enter];
+            if waitv {
+                progs.extend([&p.futex_waitv_exit, &p.futex_waitv_enter]);
+            }
+            if opts.targets.follow_forks {
+                progs.push(&p.futex_follow_fork);
+            }
+            for prog in progs {
+                // Another process may unmount a tracefs it mounted while we
+                // attach (libbpf reads tracepoint ids there): mount again
+                // and retry a few times before giving up.
+                let mut tries = 0;
+                let link = loop {
+                    match prog.attach() {
+                        Ok(l) => break l,
+                        Err(_) if tries < 5 => {
+                            tries += 1;
+                            let _again = TracefsGuard::ensure();
+                            if let Ok(l) = prog.attach() {
+                                break l;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                        }
+                        Err(e) => {
+                            return Err(e).with_context(|| {
+                                format!("attach {}", prog.name().to_string_lossy())
+                            });
+                        }
+                    }
+                };
+                links.push(link);
+            }
+        }
+        Ok(Futex {
+            skel,
+            links: RefCell::new(links),
+            waitv,
+        })
+    }
+
+    fn counter(&self, i: u32) -> Result<u64> {
+        let per_cpu = self
+            .skel
+            .maps
+            .lost
+            .lookup_percpu(as_bytes(&i), MapFlags::ANY)
+            .context("read futex counters")?
+            .unwrap_or_default();
+        Ok(per_cpu.iter().filter_map(|b| from_bytes::<u64>(b)).sum())
+    }
+}
+
+/// Starts the source ([`super::SourceInfo::start`]).
+pub fn start(opts: &Options) -> Result<Box<dyn Source>> {
+    Ok(Box::new(Futex::start(opts)?))
+}
+
+/// A pure decoding of one aggregation entry. `aborted` counts waits that
+/// timed out or were interrupted; `failed` counts calls that returned at
+/// once because the value had changed (not waits, not in `count`).
+pub fn to_record(k: &ls_fagg_key, v: &ls_fagg_val, cgroup: Option<String>) -> Record {
+    let mut hist = Log2Hist::default();
+    hist.slots.copy_from_slice(&v.hist[..HIST_SLOTS]);
+    Record {
+        source: SOURCE,
+        kind: LockKind::Futex,
+        lock: k.uaddr,
+        lock_name: None,
+        caller: None,
+        pid: k.pid,
+        tid: k.tid,
+        comm: comm_str(&v.comm),
+        cgroup,
+        aborted: v.timed_out + v.interrupted,
+        spun: 0,
+        slept: v.slept,
+        wait: Stats {
+            count: v.count,
+            total_ns: v.total_ns,
+            min_ns: if v.count == 0 { 0 } else { v.min_ns },
+            max_ns: v.max_ns,
+            hist,
+        },
+        hold: None,
+        failed: v.value_changed,
+        partial: v.partial,
+        split: None,
+        stacks: Vec::new(),
+    }
+}
+
+/// A pure decoding of one ring-buffer record.
+pub fn to_event(e: &ls_fevent, cgroup: Option<String>) -> Event {
+    let partial = e.flags & EV_PARTIAL != 0;
+    Event {
+        source: SOURCE,
+        kind: LockKind::Futex,
+        lock: e.uaddr,
+        lock_name: None,
+        caller: Some(op_name(e.op).into()),
+        pid: e.pid,
+        tid: e.tid,
+        comm: comm_str(&e.comm),
+        cgroup,
+        begin_ns: e.begin_ns,
+        end_ns: e.end_ns,
+        released_ns: None,
+        wait_ns: if partial {
+            0
+        } else {
+            e.end_ns.saturating_sub(e.begin_ns)
+        },
+        hold_ns: None,
+        aborted: e.ret < 0,
+        failed: false,
+        ret: e.ret,
+        spun: false,
+        slept: e.flags & EV_SLEPT != 0,
+        partial,
+        holder_tid: None,
+        split: None,
+    }
+}
+
+/// The futex operation, as the stream shows it (`caller` column).
+pub fn op_name(op: u32) -> &'static str {
+    if op == 0x100 {
+        return "futex_waitv";
+    }
+    match op & 0x7f {
+        0 => "FUTEX_WAIT",
+        6 => "FUTEX_LOCK_PI",
+        9 => "FUTEX_WAIT_BITSET",
+        11 => "FUTEX_WAIT_REQUEUE_PI",
+        13 => "FUTEX_LOCK_PI2",
+        _ => "futex",
+    }
+}
+
+impl Source for Futex {
+    fn name(&self) -> &'static str {
+        SOURCE
+    }
+
+    fn status(&self) -> SourceStatus {
+        let outcomes: Vec<String> = OUTCOME_NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let v = self
+                    .counter(LOST_NAMES.len() as u32 + i as u32)
+                    .unwrap_or(0);
+                format!("{n} {v}")
+            })
+            .collect();
+        let mut reason = outcomes.join(", ");
+        if !self.waitv {
+            reason.push_str("; no futex_waitv tracepoint on this kernel");
+        }
+        SourceStatus {
+            name: SOURCE.into(),
+            backend: Some("tracepoint".into()),
+            available: true,
+            reason: Some(reason),
+        }
+    }
+
+    fn add_pid(&self, pid: u32) -> Result<()> {
+        self.skel
+            .maps
+            .target_pids
+            .update(as_bytes(&pid), &[1u8], MapFlags::ANY)
+            .context("add pid to target_pids")
+    }
+
+    fn detach(&self) {
+        self.links.borrow_mut().clear();
+    }
+
+    fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
+        let map = &self.skel.maps.agg;
+        let mut out = Vec::new();
+        for k in map.keys() {
+            let Some(v) = map.lookup(&k, MapFlags::ANY).context("read futex map")? else {
+                continue;
+            };
+            if let (Some(k), Some(v)) =
+                (from_bytes::<ls_fagg_key>(&k), from_bytes::<ls_fagg_val>(&v))
+            {
+                // an entry with only value-changed calls has no wait to show
+                if v.count + v.partial + v.value_changed > 0 {
+                    out.push(to_record(&k, &v, sym.cgroup(v.cgroup_id)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn lost(&self) -> Result<BTreeMap<String, u64>> {
+        let mut out = BTreeMap::new();
+        for (i, name) in LOST_NAMES.iter().enumerate() {
+            out.insert((*name).to_string(), self.counter(i as u32)?);
+        }
+        let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
+        out.insert("bpf_recursion_misses".into(), misses);
+        Ok(out)
+    }
+
+    fn prog_stats(&self) -> Vec<ProgStats> {
+        let p = &self.skel.progs;
+        [
+            &p.futex_enter,
+            &p.futex_exit,
+            &p.futex_waitv_enter,
+            &p.futex_waitv_exit,
+            &p.futex_follow_fork,
+        ]
+        .into_iter()
+        .filter(|prog| prog.autoload() && prog.as_fd().as_raw_fd() >= 0)
+        .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
+        .collect()
+    }
+
+    fn event_map(&self) -> Option<&dyn MapCore> {
+        Some(&self.skel.maps.events)
+    }
+
+    fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
+        let e = from_bytes::<ls_fevent>(data)?;
+        Some(to_event(&e, sym.cgroup(e.cgroup_id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ETIMEDOUT: i32 = 110;
+
+    #[test]
+    fn outcomes_become_aborted_failed_and_partial() {
+        let k = ls_fagg_key {
+            uaddr: 0x1000,
+            tid: 2,
+            pid: 1,
+        };
+        let mut v = ls_fagg_val {
+            count: 3,
+            total_ns: 300,
+            min_ns: 50,
+            max_ns: 150,
+            timed_out: 1,
+            interrupted: 1,
+            value_changed: 4,
+            partial: 1,
+            slept: 3,
+            cgroup_id: 0,
+            comm: [0; 16],
+            pcomm: [0; 16],
+            hist: [0; HIST_SLOTS],
+        };
+        v.hist[7] = 3;
+        let r = to_record(&k, &v, None);
+        assert_eq!((r.wait.count, r.aborted, r.failed, r.partial), (3, 2, 4, 1));
+        assert_eq!(r.kind.name(), "futex");
+        assert!(r.hold.is_none());
+    }
+
+    #[test]
+    fn a_timed_out_wait_is_aborted_with_its_ret() {
+        let e = ls_fevent {
+            begin_ns: 10,
+            end_ns: 110,
+            uaddr: 0x1000,
+            cgroup_id: 0,
+            pid: 1,
+            tid: 2,
+            op: 9 | 128,
+            ret: -ETIMEDOUT,
+            flags: EV_SLEPT,
+            pad: 0,
+            comm: [0; 16],
+        };
+        let ev = to_event(&e, None);
+        assert_eq!(ev.wait_ns, 100);
+        assert!(ev.aborted && ev.slept && !ev.partial);
+        assert_eq!(ev.caller.as_deref(), Some("FUTEX_WAIT_BITSET"));
+    }
+}

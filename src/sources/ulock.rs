@@ -1,0 +1,803 @@
+//! `user-locks`: pthread mutex, rwlock and spinlock waits, holds, failed
+//! calls and holders, from uprobes on the target's own libc
+//! (`src/bpf/ulock.bpf.c`, design note at its top).
+//!
+//! Where the probes go: for `-p`/`-t` targets, the object that defines
+//! `pthread_mutex_lock` among the files each process maps (its libc, or the
+//! executable itself when static), attached per process; otherwise (system
+//! wide, `-c`, `--cgroup`, `run -- CMD` before the command execs) the
+//! system's libc, the one lockscope itself runs on. Offsets are resolved
+//! here from the ELF symbol tables (`elfsym`), default symbol versions
+//! first, so versioned and aliased glibc symbols resolve to one address.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
+
+use super::{
+    Options, Pod, ProgStats, Source, Symbolizer, as_bytes, comm_str, from_bytes, prog_stats,
+};
+use crate::bpf::ulock::types::{
+    ls_uagg_key, ls_uagg_val, ls_uevent, ls_uholder_key, ls_uholder_val,
+};
+use crate::bpf::ulock::{OpenUlockSkel, UlockSkel, UlockSkelBuilder};
+use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats};
+use crate::output::SourceStatus;
+use crate::procmaps::{PthreadObject, UserSymbolizer, find_pthread_object, maps_file};
+
+/// Name of the source (`--source user-locks`).
+pub const SOURCE: &str = "user-locks";
+/// `source` of its rows and events, by lock type.
+pub const ROW_MUTEX: &str = "user-mutex";
+pub const ROW_RWLOCK: &str = "user-rwlock";
+pub const ROW_SPIN: &str = "user-spin";
+
+// enum ls_ukind and the LS_UOP_* cookie bits of lockscope.h
+const KIND_MUTEX: u32 = 1;
+const KIND_RD: u32 = 2;
+const KIND_WR: u32 = 3;
+const KIND_SPIN: u32 = 4;
+const KIND_RWLOCK: u32 = 5;
+const OP_TRY: u32 = 1 << 8;
+const OP_TIMED: u32 = 1 << 9;
+const OP_GLIBC: u32 = 1 << 10;
+const OP_COND: u32 = 1 << 11;
+const OP_RETRY: u32 = 1 << 12;
+// LS_UEV_* event flags
+const EV_FAILED: u32 = 1;
+const EV_PARTIAL: u32 = 2;
+const EV_SLEPT: u32 = 4;
+
+const _: () = assert!(
+    std::mem::size_of::<[u64; HIST_SLOTS]>()
+        == std::mem::size_of::<ls_uagg_val>() - std::mem::offset_of!(ls_uagg_val, hold_hist)
+);
+
+// SAFETY: generated from lockscope.h, repr(C), integer and i8-array fields
+// only, padded by hand to multiples of 8 bytes (no implicit padding).
+unsafe impl Pod for ls_uagg_key {}
+// SAFETY: as above.
+unsafe impl Pod for ls_uagg_val {}
+// SAFETY: as above.
+unsafe impl Pod for ls_uevent {}
+// SAFETY: as above.
+unsafe impl Pod for ls_uholder_key {}
+// SAFETY: as above.
+unsafe impl Pod for ls_uholder_val {}
+
+/// Which program a function gets.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Probe {
+    /// uprobe `ulock_enter` + uretprobe `ulock_return`
+    Lock,
+    /// uprobe `ulock_unlock`
+    Unlock,
+    /// uprobe `ucond_enter` + uretprobe `ucond_return`
+    Cond,
+}
+
+/// Every function traced, with its attach cookie. Functions a libc lacks
+/// (older glibc has no clock* variants) are skipped.
+const FUNCS: &[(&str, u32, Probe)] = &[
+    ("pthread_mutex_lock", KIND_MUTEX, Probe::Lock),
+    ("pthread_mutex_trylock", KIND_MUTEX | OP_TRY, Probe::Lock),
+    (
+        "pthread_mutex_timedlock",
+        KIND_MUTEX | OP_TIMED,
+        Probe::Lock,
+    ),
+    (
+        "pthread_mutex_clocklock",
+        KIND_MUTEX | OP_TIMED,
+        Probe::Lock,
+    ),
+    ("pthread_mutex_unlock", KIND_MUTEX, Probe::Unlock),
+    ("pthread_rwlock_rdlock", KIND_RD, Probe::Lock),
+    ("pthread_rwlock_tryrdlock", KIND_RD | OP_TRY, Probe::Lock),
+    (
+        "pthread_rwlock_timedrdlock",
+        KIND_RD | OP_TIMED,
+        Probe::Lock,
+    ),
+    (
+        "pthread_rwlock_clockrdlock",
+        KIND_RD | OP_TIMED,
+        Probe::Lock,
+    ),
+    ("pthread_rwlock_wrlock", KIND_WR, Probe::Lock),
+    ("pthread_rwlock_trywrlock", KIND_WR | OP_TRY, Probe::Lock),
+    (
+        "pthread_rwlock_timedwrlock",
+        KIND_WR | OP_TIMED,
+        Probe::Lock,
+    ),
+    (
+        "pthread_rwlock_clockwrlock",
+        KIND_WR | OP_TIMED,
+        Probe::Lock,
+    ),
+    ("pthread_rwlock_unlock", KIND_RWLOCK, Probe::Unlock),
+    ("pthread_spin_lock", KIND_SPIN, Probe::Lock),
+    ("pthread_spin_trylock", KIND_SPIN | OP_TRY, Probe::Lock),
+    ("pthread_spin_unlock", KIND_SPIN, Probe::Unlock),
+    ("pthread_cond_wait", KIND_MUTEX | OP_COND, Probe::Cond),
+    ("pthread_cond_timedwait", KIND_MUTEX | OP_COND, Probe::Cond),
+    ("pthread_cond_clockwait", KIND_MUTEX | OP_COND, Probe::Cond),
+];
+
+/// What is attached: real programs, or (benchmarks) empty ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The real programs.
+    Uprobe,
+    /// Empty programs on the same attach points: the floor of any
+    /// uprobe-based tool that measures waits and holds.
+    Floor,
+    /// An empty uprobe + uretprobe on pthread_mutex_lock only.
+    FloorPair,
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Uprobe => "uprobe",
+            Backend::Floor => "uprobe-floor",
+            Backend::FloorPair => "uprobe-floor-pair",
+        }
+    }
+}
+
+/// Names of the `lost` counters, in the order of `enum ls_ulost`.
+pub const LOST_NAMES: [&str; 5] = [
+    "map_full",
+    "holds_full",
+    "ringbuf_dropped",
+    "task_storage_failed",
+    "stale_call",
+];
+
+/// The per-task map of the lock call in progress, shared by fd with the
+/// futex source (whichever loads first creates it; the other reuses it).
+static CALL_MAP: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+/// Makes `map` (an object's `ulock_call`) the shared map, if one exists.
+pub(crate) fn reuse_call_map(map: &mut libbpf_rs::OpenMapMut<'_>) -> Result<()> {
+    let g = CALL_MAP.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(fd) = g.as_ref() {
+        map.reuse_fd(fd.as_fd())
+            .context("reuse the shared ulock_call map")?;
+    }
+    Ok(())
+}
+
+/// Records a loaded object's `ulock_call` as the shared map (first wins).
+pub(crate) fn publish_call_map(map: &dyn MapCore) {
+    let mut g = CALL_MAP.lock().unwrap_or_else(PoisonError::into_inner);
+    if g.is_none()
+        && let Ok(fd) = map.as_fd().try_clone_to_owned()
+    {
+        *g = Some(fd);
+    }
+}
+
+/// Without these a libc's mutexes cannot be followed at all.
+fn essential(name: &str) -> bool {
+    name == "pthread_mutex_lock" || name == "pthread_mutex_unlock"
+}
+
+/// The first three bytes of a function, read from its file.
+fn first_bytes(path: &std::path::Path, off: u64) -> Option<[u8; 3]> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(off)).ok()?;
+    let mut b = [0u8; 3];
+    f.read_exact(&mut b).ok()?;
+    Some(b)
+}
+
+/// One process (or all: pid -1) and the object its probes go on.
+struct Attachment {
+    pid: i32,
+    obj: PthreadObject,
+}
+
+/// Comm of a process, for messages.
+fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn tgid_of(tid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Where the probes go for these options; notes say what is not traced.
+fn plan(opts: &Options) -> Result<(Vec<Attachment>, Vec<String>)> {
+    let t = &opts.targets;
+    let mut notes = Vec::new();
+    let mut out = Vec::new();
+    let mut procs: BTreeSet<u32> = t.pids.iter().copied().collect();
+    for &tid in &t.tids {
+        if let Some(p) = tgid_of(tid) {
+            procs.insert(p);
+        }
+    }
+    if procs.is_empty() {
+        let obj = find_pthread_object(None).context("find the system's libc")?;
+        out.push(Attachment { pid: -1, obj });
+        return Ok((out, notes));
+    }
+    for pid in procs {
+        // a process that has just exec'd may not have mapped its libc yet
+        // (only the executable and the dynamic linker): give it a moment
+        let mut found = find_pthread_object(Some(pid));
+        for _ in 0..10 {
+            let young = found.is_err()
+                && crate::procmaps::read_maps(Some(pid))
+                    .is_ok_and(|m| m.iter().any(|x| x.path.contains("/ld-")));
+            if !young {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+            found = find_pthread_object(Some(pid));
+        }
+        match found {
+            Ok(obj) => out.push(Attachment {
+                pid: pid as i32,
+                obj,
+            }),
+            Err(e) => notes.push(format!("pid {pid} ({}) not traced: {e:#}", comm_of(pid))),
+        }
+    }
+    if out.is_empty() {
+        bail!("{}", notes.join("; "));
+    }
+    Ok((out, notes))
+}
+
+/// A loaded and attached user-locks source.
+pub struct Ulock {
+    skel: UlockSkel<'static>,
+    links: RefCell<Vec<Link>>,
+    backend: Backend,
+    /// (pid, path attached to, path as the process sees it), per process.
+    attached: Vec<(i32, std::path::PathBuf, String)>,
+    notes: Vec<String>,
+    syms: Arc<Mutex<UserSymbolizer>>,
+    /// Processes seen not to map the probed object any more (exec).
+    gone_notes: Arc<Mutex<BTreeSet<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ulock {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Ulock {
+    pub fn start(opts: &Options) -> Result<Ulock> {
+        let backend = match opts.backend.as_deref() {
+            None | Some("uprobe") => Backend::Uprobe,
+            Some("uprobe-floor") => Backend::Floor,
+            Some("uprobe-floor-pair") => Backend::FloorPair,
+            Some(other) => bail!(
+                "{SOURCE} has no backend '{other}' (uprobe; uprobe-floor and \
+                 uprobe-floor-pair attach empty programs, for benchmarks)"
+            ),
+        };
+        let (plan, mut notes) = plan(opts)?;
+        crate::libbpf_log::install();
+        crate::libbpf_log::take();
+        // The open object must outlive the skeleton, which lives as long as
+        // the source; one small allocation per source is leaked for it.
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open: OpenUlockSkel<'static> = UlockSkelBuilder::default()
+            .open(storage)
+            .context("open BPF object")?;
+        let per_process = plan.iter().all(|a| a.pid >= 0);
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+        rodata.self_tgid = std::process::id();
+        // per-process probes fire only in their process: no pid filter
+        rodata.filter_pid = !per_process && !opts.targets.pids.is_empty();
+        rodata.filter_tid = !opts.targets.tids.is_empty();
+        rodata.emit_events = opts.emit_events;
+        rodata.filter_cgroup = opts.targets.cgroup.is_some();
+        if let Some(comm) = &opts.targets.comm {
+            rodata.filter_comm = true;
+            for (dst, src) in rodata.target_comm.iter_mut().zip(comm.bytes().take(15)) {
+                *dst = src as i8;
+            }
+        }
+        open.maps.agg.set_max_entries(opts.max_entries)?;
+        open.maps.holds.set_max_entries(opts.max_entries)?;
+        let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
+        open.maps
+            .events
+            .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
+        let real = backend == Backend::Uprobe;
+        open.progs.ulock_enter.set_autoload(real);
+        open.progs.ulock_return.set_autoload(real);
+        open.progs.ulock_unlock.set_autoload(real);
+        open.progs.ucond_enter.set_autoload(real);
+        open.progs.ucond_return.set_autoload(real);
+        open.progs.ulock_empty.set_autoload(!real);
+        open.progs.ulock_empty_ret.set_autoload(!real);
+        reuse_call_map(&mut open.maps.ulock_call)?;
+
+        let skel = open
+            .load()
+            .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
+        publish_call_map(&skel.maps.ulock_call);
+        for pid in &opts.targets.pids {
+            skel.maps
+                .target_pids
+                .update(as_bytes(pid), &[1u8], MapFlags::ANY)
+                .context("fill target_pids")?;
+        }
+        for tid in &opts.targets.tids {
+            skel.maps
+                .target_tids
+                .update(as_bytes(tid), &[1u8], MapFlags::ANY)
+                .context("fill target_tids")?;
+        }
+        if let Some(path) = &opts.targets.cgroup {
+            let dir = std::fs::File::open(path)
+                .with_context(|| format!("open cgroup {}", path.display()))?;
+            let fd = dir.as_raw_fd() as u32;
+            skel.maps
+                .target_cgroup
+                .update(as_bytes(&0u32), as_bytes(&fd), MapFlags::ANY)
+                .with_context(|| format!("{} is not a cgroup v2 directory", path.display()))?;
+        }
+
+        let mut links = Vec::new();
+        let mut attached = Vec::new();
+        for a in &plan {
+            let glibc = if a.obj.glibc { OP_GLIBC } else { 0 };
+            let mut done = BTreeSet::new();
+            for &(name, cookie, probe) in FUNCS {
+                if backend == Backend::FloorPair && name != "pthread_mutex_lock" {
+                    continue;
+                }
+                let off = match a.obj.symbols.func_offset(name) {
+                    Ok(Some(off)) => off,
+                    Ok(None) if essential(name) => {
+                        bail!("{} has no {name}", a.obj.shown)
+                    }
+                    Ok(None) => continue, // older libc: no such variant
+                    Err(e) => bail!("{}: {e:#}", a.obj.shown),
+                };
+                if !done.insert(off) {
+                    continue; // an alias of a function already probed
+                }
+                // uprobes cannot single-step a `lock`-prefixed instruction:
+                // glibc's pthread_spin_lock starts with `lock decl (%rdi)`;
+                // probe right after it (same stack, same arguments), a point
+                // every retry of the spin passes again (LS_UOP_RETRY)
+                let (off, retry) = match first_bytes(&a.obj.path, off) {
+                    Some([0xf0, 0xff, 0x0f]) if probe == Probe::Lock => (off + 3, OP_RETRY),
+                    _ => (off, 0),
+                };
+                let p = &skel.progs;
+                let (entry, ret) = match (backend, probe) {
+                    (Backend::Uprobe, Probe::Lock) => (&p.ulock_enter, Some(&p.ulock_return)),
+                    (Backend::Uprobe, Probe::Unlock) => (&p.ulock_unlock, None),
+                    (Backend::Uprobe, Probe::Cond) => (&p.ucond_enter, Some(&p.ucond_return)),
+                    (_, Probe::Unlock) => (&p.ulock_empty, None),
+                    (_, _) => (&p.ulock_empty, Some(&p.ulock_empty_ret)),
+                };
+                for (prog, retprobe) in [(Some(entry), false), (ret, true)] {
+                    let Some(prog) = prog else { continue };
+                    let uo = UprobeOpts {
+                        retprobe,
+                        cookie: u64::from(cookie | glibc | retry),
+                        ..Default::default()
+                    };
+                    match prog.attach_uprobe_with_opts(a.pid, &a.obj.path, off as usize, uo) {
+                        Ok(link) => links.push(link),
+                        Err(e) if essential(name) => {
+                            return Err(e).with_context(|| {
+                                format!("attach {name} in {} (pid {})", a.obj.shown, a.pid)
+                            });
+                        }
+                        Err(e) => {
+                            notes.push(format!("{name} not traced: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            attached.push((a.pid, a.obj.path.clone(), a.obj.shown.clone()));
+        }
+
+        let syms = Arc::new(Mutex::new(UserSymbolizer::default()));
+        let gone_notes = Arc::new(Mutex::new(BTreeSet::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Keep the targets' maps (for naming callers after they exit) and
+        // notice processes that exec'd into something without this libc.
+        let watch: Vec<(u32, std::path::PathBuf, String)> = attached
+            .iter()
+            .filter(|(pid, _, _)| *pid > 0)
+            .map(|(pid, p, s)| (*pid as u32, p.clone(), s.clone()))
+            .collect();
+        if !watch.is_empty() {
+            let (syms, gone, stop) = (syms.clone(), gone_notes.clone(), stop.clone());
+            let skip_first = opts.targets.follow_forks; // run: not exec'd yet
+            std::thread::spawn(move || {
+                let mut first = true;
+                while !stop.load(Ordering::Relaxed) {
+                    for (pid, path, shown) in &watch {
+                        if first && skip_first {
+                            continue;
+                        }
+                        if maps_file(*pid, path, shown) == Some(false) {
+                            gone.lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(format!(
+                                    "pid {pid} ({}) no longer maps {shown} (exec'd?): \
+                                     its locks after that are not traced",
+                                    comm_of(*pid)
+                                ));
+                        } else {
+                            syms.lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .remember(*pid);
+                        }
+                    }
+                    first = false;
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            });
+        }
+        Ok(Ulock {
+            skel,
+            links: RefCell::new(links),
+            backend,
+            attached,
+            notes,
+            syms,
+            gone_notes,
+            stop,
+        })
+    }
+
+    fn raw_entries<K: Pod, V: Pod>(map: &dyn MapCore) -> Result<Vec<(K, V)>> {
+        let mut out = Vec::new();
+        for k in map.keys() {
+            let Some(v) = map.lookup(&k, MapFlags::ANY).context("read map")? else {
+                continue;
+            };
+            if let (Some(k), Some(v)) = (from_bytes::<K>(&k), from_bytes::<V>(&v)) {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    fn caller_name(&self, pid: u32, addr: u64) -> Option<String> {
+        self.syms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .name(pid, addr)
+    }
+}
+
+/// Starts the source ([`super::SourceInfo::start`]).
+pub fn start(opts: &Options) -> Result<Box<dyn Source>> {
+    Ok(Box::new(Ulock::start(opts)?))
+}
+
+/// Model kind and row source of an `enum ls_ukind`.
+pub fn kind_of(k: u32) -> (LockKind, &'static str) {
+    match k {
+        KIND_MUTEX => (LockKind::UserMutex, ROW_MUTEX),
+        KIND_RD | KIND_RWLOCK => (LockKind::UserRwlockRead, ROW_RWLOCK),
+        KIND_WR => (LockKind::UserRwlockWrite, ROW_RWLOCK),
+        KIND_SPIN => (LockKind::UserSpin, ROW_SPIN),
+        other => (LockKind::Unknown(other), ROW_MUTEX),
+    }
+}
+
+fn stats(count: u64, total: u64, min: u64, max: u64, hist: &[u64]) -> Stats {
+    let mut h = Log2Hist::default();
+    h.slots.copy_from_slice(&hist[..HIST_SLOTS]);
+    Stats {
+        count,
+        total_ns: total,
+        min_ns: if count == 0 { 0 } else { min },
+        max_ns: max,
+        hist: h,
+    }
+}
+
+/// A pure decoding of one aggregation entry (caller and cgroup named by
+/// the caller of this function).
+pub fn to_record(
+    k: &ls_uagg_key,
+    v: &ls_uagg_val,
+    caller: Option<String>,
+    cgroup: Option<String>,
+) -> Record {
+    let (kind, source) = kind_of(k.kind);
+    Record {
+        source,
+        kind,
+        lock: k.lock,
+        lock_name: None,
+        caller,
+        pid: k.pid,
+        tid: k.tid,
+        comm: comm_str(&v.comm),
+        cgroup,
+        aborted: 0,
+        spun: 0,
+        slept: v.slept,
+        wait: stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
+        hold: Some(stats(
+            v.hold_count,
+            v.hold_total_ns,
+            v.hold_min_ns,
+            v.hold_max_ns,
+            &v.hold_hist,
+        )),
+        failed: v.failed,
+        partial: v.partial,
+        split: None,
+        stacks: Vec::new(),
+    }
+}
+
+/// A pure decoding of one ring-buffer record.
+pub fn to_event(e: &ls_uevent, caller: Option<String>, cgroup: Option<String>) -> Event {
+    let (kind, source) = kind_of(e.kind);
+    let failed = e.flags & EV_FAILED != 0;
+    let partial = e.flags & EV_PARTIAL != 0;
+    let complete = !failed && !partial;
+    Event {
+        source,
+        kind,
+        lock: e.lock,
+        lock_name: None,
+        caller,
+        pid: e.pid,
+        tid: e.tid,
+        comm: comm_str(&e.comm),
+        cgroup,
+        begin_ns: e.begin_ns,
+        // partial: neither the request nor the acquisition was seen
+        end_ns: if partial { 0 } else { e.acquired_ns },
+        released_ns: (!failed).then_some(e.released_ns),
+        wait_ns: if partial {
+            0
+        } else {
+            e.acquired_ns.saturating_sub(e.begin_ns)
+        },
+        hold_ns: complete.then(|| e.released_ns.saturating_sub(e.acquired_ns)),
+        aborted: false,
+        failed,
+        ret: e.ret,
+        spun: false,
+        slept: e.flags & EV_SLEPT != 0,
+        partial,
+        holder_tid: (e.holder_tid != 0).then_some(e.holder_tid),
+        split: None,
+    }
+}
+
+impl Source for Ulock {
+    fn name(&self) -> &'static str {
+        SOURCE
+    }
+
+    fn status(&self) -> SourceStatus {
+        let mut notes = self.notes.clone();
+        notes.extend(
+            self.gone_notes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned(),
+        );
+        let objs: BTreeSet<&str> = self.attached.iter().map(|(_, _, s)| s.as_str()).collect();
+        let on = objs.into_iter().collect::<Vec<_>>().join(", ");
+        notes.insert(0, format!("on {on}"));
+        SourceStatus {
+            name: SOURCE.into(),
+            backend: Some(self.backend.name().into()),
+            available: true,
+            reason: Some(notes.join("; ")),
+        }
+    }
+
+    fn detach(&self) {
+        self.links.borrow_mut().clear();
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
+        let entries: Vec<(ls_uagg_key, ls_uagg_val)> = Self::raw_entries(&self.skel.maps.agg)?;
+        Ok(entries
+            .iter()
+            .map(|(k, v)| {
+                let caller = self.caller_name(k.pid, k.caller);
+                to_record(k, v, caller, sym.cgroup(v.cgroup_id))
+            })
+            .collect())
+    }
+
+    fn holders(&self) -> Result<Vec<HolderRow>> {
+        let entries: Vec<(ls_uholder_key, ls_uholder_val)> =
+            Self::raw_entries(&self.skel.maps.holders)?;
+        // the holder's name from its own rows (it took the lock through a
+        // traced call), else from /proc while it lives
+        let aggs: Vec<(ls_uagg_key, ls_uagg_val)> = Self::raw_entries(&self.skel.maps.agg)?;
+        Ok(entries
+            .iter()
+            .map(|(k, v)| {
+                let (kind, source) = kind_of(k.kind);
+                let comm = aggs
+                    .iter()
+                    .find(|(ak, _)| ak.tid == k.holder_tid && ak.pid == k.pid)
+                    .map(|(_, av)| comm_str(&av.comm))
+                    .or_else(|| {
+                        std::fs::read_to_string(format!(
+                            "/proc/{}/task/{}/comm",
+                            k.pid, k.holder_tid
+                        ))
+                        .ok()
+                        .map(|s| s.trim().to_string())
+                    });
+                HolderRow {
+                    source,
+                    kind,
+                    lock: format!("0x{:x}", k.lock),
+                    pid: k.pid,
+                    holder_tid: k.holder_tid,
+                    holder_comm: comm,
+                    waits: v.waits,
+                    wait_ns: v.wait_ns,
+                }
+            })
+            .collect())
+    }
+
+    fn lost(&self) -> Result<BTreeMap<String, u64>> {
+        let mut out = BTreeMap::new();
+        for (i, name) in LOST_NAMES.iter().enumerate() {
+            let key = i as u32;
+            let per_cpu = self
+                .skel
+                .maps
+                .lost
+                .lookup_percpu(as_bytes(&key), MapFlags::ANY)
+                .context("read lost counters")?
+                .unwrap_or_default();
+            let sum: u64 = per_cpu.iter().filter_map(|b| from_bytes::<u64>(b)).sum();
+            out.insert((*name).to_string(), sum);
+        }
+        let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
+        out.insert("bpf_recursion_misses".into(), misses);
+        // holds still open when read: their end was not seen
+        out.insert(
+            "open_at_end".into(),
+            self.skel.maps.holds.keys().count() as u64,
+        );
+        Ok(out)
+    }
+
+    fn prog_stats(&self) -> Vec<ProgStats> {
+        let p = &self.skel.progs;
+        [
+            &p.ulock_enter,
+            &p.ulock_return,
+            &p.ulock_unlock,
+            &p.ucond_enter,
+            &p.ucond_return,
+            &p.ulock_empty,
+            &p.ulock_empty_ret,
+        ]
+        .into_iter()
+        .filter(|prog| prog.autoload() && prog.as_fd().as_raw_fd() >= 0)
+        .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
+        .collect()
+    }
+
+    fn event_map(&self) -> Option<&dyn MapCore> {
+        Some(&self.skel.maps.events)
+    }
+
+    fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
+        let e = from_bytes::<ls_uevent>(data)?;
+        let caller = self.caller_name(e.pid, e.caller);
+        Some(to_event(&e, caller, sym.cgroup(e.cgroup_id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(flags: u32) -> ls_uevent {
+        ls_uevent {
+            begin_ns: 1_000,
+            acquired_ns: 3_000,
+            released_ns: 10_000,
+            lock: 0x55aa,
+            caller: 0,
+            cgroup_id: 0,
+            pid: 10,
+            tid: 11,
+            kind: KIND_MUTEX,
+            flags,
+            holder_tid: 12,
+            ret: 0,
+            comm: [0; 16],
+        }
+    }
+
+    #[test]
+    fn a_completed_operation_has_wait_and_hold() {
+        let e = to_event(&ev(0), None, None);
+        assert_eq!((e.wait_ns, e.hold_ns), (2_000, Some(7_000)));
+        assert_eq!(
+            (e.begin_ns, e.end_ns, e.released_ns),
+            (1_000, 3_000, Some(10_000))
+        );
+        assert_eq!(e.holder_tid, Some(12));
+        assert_eq!(e.source, ROW_MUTEX);
+        assert!(!e.failed && !e.partial);
+    }
+
+    #[test]
+    fn failed_and_partial_operations_are_never_timed_as_holds() {
+        let f = to_event(&ev(EV_FAILED), None, None);
+        assert!(f.failed);
+        assert_eq!((f.hold_ns, f.released_ns), (None, None));
+        let mut p = ev(EV_PARTIAL);
+        p.begin_ns = 0;
+        p.acquired_ns = 0;
+        let p = to_event(&p, None, None);
+        assert!(p.partial);
+        assert_eq!((p.wait_ns, p.hold_ns, p.end_ns), (0, None, 0));
+        assert_eq!(p.released_ns, Some(10_000));
+    }
+
+    #[test]
+    fn kinds_map_to_row_sources() {
+        assert_eq!(kind_of(KIND_RD), (LockKind::UserRwlockRead, ROW_RWLOCK));
+        assert_eq!(kind_of(KIND_WR), (LockKind::UserRwlockWrite, ROW_RWLOCK));
+        assert_eq!(kind_of(KIND_SPIN), (LockKind::UserSpin, ROW_SPIN));
+        assert_eq!(kind_of(KIND_MUTEX).0.name(), "pthread-mutex");
+    }
+
+    #[test]
+    fn every_function_resolves_once_in_this_glibc() {
+        let obj = find_pthread_object(None).expect("glibc");
+        let mut offs = BTreeSet::new();
+        for &(name, _, _) in FUNCS {
+            if let Some(off) = obj.symbols.func_offset(name).expect(name) {
+                assert!(offs.insert(off), "{name} shares an address");
+            }
+        }
+        assert!(offs.len() >= 17, "{} functions found", offs.len());
+    }
+}

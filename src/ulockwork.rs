@@ -1,0 +1,605 @@
+//! Workloads with user-space locks whose truth is known by construction:
+//! they call glibc's pthread functions directly (through the `libc` crate;
+//! Rust's `std::sync::Mutex` never calls pthread) with exact counts and
+//! holds of exactly N ms, and measure what they did themselves.
+//!
+//! Threads coordinate through atomics polled with `nanosleep`, never
+//! through futex-based primitives, so the only lock operations (and the
+//! only futex waits, besides thread joins) are the ones under test.
+
+use std::cell::UnsafeCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+/// Which user-lock workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UserKind {
+    /// One thread holds a pthread mutex for `hold` while another waits,
+    /// `rounds` times.
+    MutexHold,
+    /// `threads` threads each do `ops` lock/unlock pairs on one mutex.
+    MutexPairs,
+    /// `threads` threads each do `ops` spin_lock/spin_unlock pairs.
+    SpinPairs,
+    /// While one thread holds a mutex, another calls trylock `ops` times
+    /// (EBUSY each) and timedlock with a 1 ms timeout `rounds` times
+    /// (ETIMEDOUT each).
+    MutexTrylock,
+    /// One rwlock taken `reads` times for reading, `writes` for writing.
+    Rwlock,
+    /// A Rust std::sync::Mutex (futex-based, no pthread) held for `hold`
+    /// while another thread blocks on it, `rounds` times.
+    StdMutex,
+    /// A mutex held (and a second thread blocked on it) before tracing
+    /// starts: prints a "holding" line, holds for `hold`, then does
+    /// `rounds` lock/unlock pairs on the same mutex.
+    HeldBefore,
+}
+
+pub const NAMES: &[(&str, UserKind)] = &[
+    ("mutex-hold", UserKind::MutexHold),
+    ("mutex-pairs", UserKind::MutexPairs),
+    ("spin-pairs", UserKind::SpinPairs),
+    ("mutex-trylock", UserKind::MutexTrylock),
+    ("rwlock", UserKind::Rwlock),
+    ("std-mutex", UserKind::StdMutex),
+    ("held-before", UserKind::HeldBefore),
+];
+
+impl UserKind {
+    pub fn name(&self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(_, k)| k == self)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
+pub fn parse(s: &str) -> Option<UserKind> {
+    NAMES.iter().find(|(n, _)| *n == s).map(|(_, k)| *k)
+}
+
+/// Parameters (from `lockscope workload`).
+#[derive(Clone, Debug)]
+pub struct UserSpec {
+    pub kind: UserKind,
+    pub threads: usize,
+    pub ops: u64,
+    pub rounds: u64,
+    pub hold: Duration,
+    pub reads: u64,
+    pub writes: u64,
+    pub start_delay: Duration,
+}
+
+/// What a workload did, as measured by itself. Times are CLOCK_MONOTONIC.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct UserReport {
+    pub kind: &'static str,
+    pub pid: u32,
+    /// Address of the lock under test (as lockscope reports it, in hex).
+    pub lock: String,
+    pub tids: Vec<u32>,
+    pub holder_tid: u32,
+    pub waiter_tid: u32,
+    /// Per round: how long the holder held (lock returned -> unlock called).
+    pub hold_ns: Vec<u64>,
+    /// Per round: how long the waiter's lock call blocked.
+    pub waiter_wait_ns: Vec<u64>,
+    /// Per round: from the waiter's lock call to the holder's unlock call.
+    pub remaining_hold_ns: Vec<u64>,
+    /// Successful acquisitions of `lock` (reads + writes for rwlock).
+    pub acquisitions: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub trylock_failures: u64,
+    pub timedlock_failures: u64,
+    /// Total time the waiter spent blocked in lock() (std-mutex).
+    pub blocked_ns: u64,
+    pub elapsed_ns: u64,
+    /// The timed threads ran SCHED_FIFO (mutex-hold, as root).
+    pub realtime: bool,
+}
+
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Waits until CLOCK_MONOTONIC reaches `t` ns: sleeps until 2 ms before,
+/// then spins, so a busy machine's wake-up latency does not lengthen the
+/// hold (a preempted spin still can: callers measure what they did).
+fn hold_until(t: u64) {
+    sleep_until(t.saturating_sub(2_000_000));
+    while now_ns() < t {
+        std::hint::spin_loop();
+    }
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `t` ns (absolute, immune to
+/// early wake-ups).
+fn sleep_until(t: u64) {
+    let ts = libc::timespec {
+        tv_sec: (t / 1_000_000_000) as libc::time_t,
+        tv_nsec: (t % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: ts is a valid timespec; the remainder pointer may be NULL.
+    while unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &ts,
+            std::ptr::null_mut(),
+        )
+    } == libc::EINTR
+    {}
+}
+
+/// Best effort: makes the calling thread SCHED_FIFO (root only), so that
+/// on a busy machine its wake-ups are not delayed by other tasks and its
+/// measured times are the lock's, not the scheduler's. Whether it worked.
+fn try_realtime() -> bool {
+    let p = libc::sched_param { sched_priority: 10 };
+    // SAFETY: p is a valid sched_param; 0 means the calling thread.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) == 0 }
+}
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// Polls `a` (with 200 us sleeps: no futex) until it reaches `v`.
+fn wait_for(a: &AtomicU32, v: u32) {
+    while a.load(Ordering::Acquire) < v {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A pthread mutex at a fixed address, shared between threads.
+pub struct PMutex(UnsafeCell<libc::pthread_mutex_t>);
+// SAFETY: pthread mutexes are made to be shared between threads; all
+// access goes through the pthread functions.
+unsafe impl Sync for PMutex {}
+// SAFETY: as above.
+unsafe impl Send for PMutex {}
+
+impl PMutex {
+    pub fn new() -> PMutex {
+        PMutex(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER))
+    }
+    pub fn ptr(&self) -> *mut libc::pthread_mutex_t {
+        self.0.get()
+    }
+    pub fn lock(&self) -> i32 {
+        // SAFETY: the mutex is initialised and lives at a fixed address.
+        unsafe { libc::pthread_mutex_lock(self.ptr()) }
+    }
+    pub fn unlock(&self) -> i32 {
+        // SAFETY: as above; callers unlock only what they locked.
+        unsafe { libc::pthread_mutex_unlock(self.ptr()) }
+    }
+    pub fn addr(&self) -> String {
+        format!("0x{:x}", self.ptr() as usize)
+    }
+}
+
+impl Default for PMutex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn check(rc: i32, what: &str) -> Result<()> {
+    if rc != 0 {
+        bail!("{what}: {}", std::io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+pub fn run(spec: &UserSpec) -> Result<UserReport> {
+    if spec.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if !spec.start_delay.is_zero() {
+        std::thread::sleep(spec.start_delay);
+    }
+    let mut rep = match spec.kind {
+        UserKind::MutexHold => mutex_hold(spec)?,
+        UserKind::MutexPairs => pairs(spec, false)?,
+        UserKind::SpinPairs => pairs(spec, true)?,
+        UserKind::MutexTrylock => trylock(spec)?,
+        UserKind::Rwlock => rwlock(spec)?,
+        UserKind::StdMutex => std_mutex(spec)?,
+        UserKind::HeldBefore => held_before(spec)?,
+    };
+    rep.kind = spec.kind.name();
+    rep.pid = std::process::id();
+    Ok(rep)
+}
+
+/// Holder and waiter, `rounds` times: the holder takes the mutex, the
+/// waiter calls lock 10 ms later, the holder unlocks `hold` after taking it.
+fn mutex_hold(spec: &UserSpec) -> Result<UserReport> {
+    let m = Arc::new(PMutex::new());
+    let step = Arc::new(AtomicU32::new(0));
+    let waiter_tid = Arc::new(AtomicU32::new(0));
+    let call_at = Arc::new(AtomicU64::new(0));
+    let rounds = spec.rounds;
+    let waiter = {
+        let (m, step, waiter_tid, call_at) =
+            (m.clone(), step.clone(), waiter_tid.clone(), call_at.clone());
+        std::thread::Builder::new()
+            .name("ls-uwaiter".into())
+            .spawn(move || -> Result<Vec<u64>> {
+                try_realtime();
+                waiter_tid.store(gettid(), Ordering::Release);
+                let mut waits = Vec::new();
+                for r in 0..rounds as u32 {
+                    wait_for(&step, 2 * r + 1); // holder holds
+                    std::thread::sleep(Duration::from_millis(10));
+                    let t0 = now_ns();
+                    call_at.store(t0, Ordering::Release);
+                    check(m.lock(), "pthread_mutex_lock")?;
+                    waits.push(now_ns() - t0);
+                    check(m.unlock(), "pthread_mutex_unlock")?;
+                    step.store(2 * r + 2, Ordering::Release);
+                }
+                Ok(waits)
+            })?
+    };
+    let mut rep = UserReport {
+        lock: m.addr(),
+        holder_tid: gettid(),
+        realtime: try_realtime(),
+        ..Default::default()
+    };
+    let start = now_ns();
+    for r in 0..rounds as u32 {
+        wait_for(&step, 2 * r);
+        check(m.lock(), "pthread_mutex_lock")?;
+        let acquired = now_ns();
+        step.store(2 * r + 1, Ordering::Release);
+        hold_until(acquired + spec.hold.as_nanos() as u64);
+        // the waiter must be blocked by now (it calls 10 ms after we hold)
+        let unlock_at = now_ns();
+        check(m.unlock(), "pthread_mutex_unlock")?;
+        rep.hold_ns.push(unlock_at - acquired);
+        rep.remaining_hold_ns
+            .push(unlock_at.saturating_sub(call_at.load(Ordering::Acquire)));
+    }
+    wait_for(&step, 2 * rounds as u32);
+    rep.elapsed_ns = now_ns() - start;
+    rep.waiter_wait_ns = match waiter.join() {
+        Ok(r) => r?,
+        Err(_) => bail!("waiter thread panicked"),
+    };
+    rep.waiter_tid = waiter_tid.load(Ordering::Acquire);
+    rep.tids = vec![rep.holder_tid, rep.waiter_tid];
+    rep.acquisitions = 2 * rounds;
+    Ok(rep)
+}
+
+/// A pthread spinlock at a fixed address.
+struct PSpin(UnsafeCell<libc::pthread_spinlock_t>);
+// SAFETY: spinlocks are made to be shared; access only via pthread_spin_*.
+unsafe impl Sync for PSpin {}
+// SAFETY: as above.
+unsafe impl Send for PSpin {}
+
+/// `threads` threads, `ops` lock/unlock pairs each, on one lock; released
+/// together, so with several threads the lock is contended.
+fn pairs(spec: &UserSpec, spin: bool) -> Result<UserReport> {
+    let m = Arc::new(PMutex::new());
+    let s = Arc::new(PSpin(UnsafeCell::new(0)));
+    // SAFETY: the spinlock lives at a fixed address inside the Arc.
+    check(
+        unsafe { libc::pthread_spin_init(s.0.get(), libc::PTHREAD_PROCESS_PRIVATE) },
+        "pthread_spin_init",
+    )?;
+    let go = Arc::new(AtomicU32::new(0));
+    let ready = Arc::new(AtomicU32::new(0));
+    let mut handles = Vec::new();
+    for i in 0..spec.threads {
+        let (m, s, go, ready) = (m.clone(), s.clone(), go.clone(), ready.clone());
+        let ops = spec.ops;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("ls-pairs{i}"))
+                .spawn(move || -> Result<u32> {
+                    ready.fetch_add(1, Ordering::AcqRel);
+                    wait_for(&go, 1);
+                    for _ in 0..ops {
+                        if spin {
+                            // SAFETY: initialised above, fixed address.
+                            check(unsafe { libc::pthread_spin_lock(s.0.get()) }, "spin_lock")?;
+                            // SAFETY: as above; we hold it.
+                            check(
+                                unsafe { libc::pthread_spin_unlock(s.0.get()) },
+                                "spin_unlock",
+                            )?;
+                        } else {
+                            check(m.lock(), "pthread_mutex_lock")?;
+                            check(m.unlock(), "pthread_mutex_unlock")?;
+                        }
+                    }
+                    Ok(gettid())
+                })?,
+        );
+    }
+    wait_for(&ready, spec.threads as u32);
+    let start = now_ns();
+    go.store(1, Ordering::Release);
+    let mut rep = UserReport {
+        lock: if spin {
+            format!("0x{:x}", s.0.get() as usize)
+        } else {
+            m.addr()
+        },
+        ..Default::default()
+    };
+    for h in handles {
+        match h.join() {
+            Ok(r) => rep.tids.push(r?),
+            Err(_) => bail!("worker panicked"),
+        }
+    }
+    rep.elapsed_ns = now_ns() - start;
+    rep.acquisitions = spec.ops * spec.threads as u64;
+    Ok(rep)
+}
+
+/// Failed calls only: EBUSY from trylock, ETIMEDOUT from timedlock.
+fn trylock(spec: &UserSpec) -> Result<UserReport> {
+    let m = Arc::new(PMutex::new());
+    check(m.lock(), "pthread_mutex_lock")?; // held by this thread throughout
+    let (k, j) = (spec.ops, spec.rounds);
+    let tester = {
+        let m = m.clone();
+        std::thread::Builder::new()
+            .name("ls-trylock".into())
+            .spawn(move || -> Result<(u32, u64, u64)> {
+                let (mut busy, mut timed_out) = (0, 0);
+                for _ in 0..k {
+                    // SAFETY: initialised mutex at a fixed address.
+                    match unsafe { libc::pthread_mutex_trylock(m.ptr()) } {
+                        libc::EBUSY => busy += 1,
+                        rc => bail!("trylock on a held mutex returned {rc}, not EBUSY"),
+                    }
+                }
+                for _ in 0..j {
+                    let mut ts = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    };
+                    // SAFETY: clock_gettime writes into a valid timespec.
+                    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+                    let deadline = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64 + 1_000_000;
+                    let abs = libc::timespec {
+                        tv_sec: (deadline / 1_000_000_000) as libc::time_t,
+                        tv_nsec: (deadline % 1_000_000_000) as libc::c_long,
+                    };
+                    // SAFETY: as above; abs is a valid absolute timespec.
+                    match unsafe { libc::pthread_mutex_timedlock(m.ptr(), &abs) } {
+                        libc::ETIMEDOUT => timed_out += 1,
+                        rc => bail!("timedlock on a held mutex returned {rc}, not ETIMEDOUT"),
+                    }
+                }
+                Ok((gettid(), busy, timed_out))
+            })?
+    };
+    let (tid, busy, timed_out) = match tester.join() {
+        Ok(r) => r?,
+        Err(_) => bail!("trylock thread panicked"),
+    };
+    check(m.unlock(), "pthread_mutex_unlock")?;
+    Ok(UserReport {
+        lock: m.addr(),
+        holder_tid: gettid(),
+        waiter_tid: tid,
+        tids: vec![gettid(), tid],
+        acquisitions: 1,
+        trylock_failures: busy,
+        timedlock_failures: timed_out,
+        ..Default::default()
+    })
+}
+
+/// One thread: `reads` rdlock/unlock pairs, then `writes` wrlock/unlock.
+fn rwlock(spec: &UserSpec) -> Result<UserReport> {
+    let rw = Box::new(UnsafeCell::new(libc::PTHREAD_RWLOCK_INITIALIZER));
+    let p = rw.get();
+    for _ in 0..spec.reads {
+        // SAFETY: an initialised rwlock at a fixed (boxed) address.
+        check(unsafe { libc::pthread_rwlock_rdlock(p) }, "rdlock")?;
+        // SAFETY: as above; we hold it.
+        check(unsafe { libc::pthread_rwlock_unlock(p) }, "unlock")?;
+    }
+    for _ in 0..spec.writes {
+        // SAFETY: as above.
+        check(unsafe { libc::pthread_rwlock_wrlock(p) }, "wrlock")?;
+        // SAFETY: as above; we hold it.
+        check(unsafe { libc::pthread_rwlock_unlock(p) }, "unlock")?;
+    }
+    Ok(UserReport {
+        lock: format!("0x{:x}", p as usize),
+        tids: vec![gettid()],
+        reads: spec.reads,
+        writes: spec.writes,
+        acquisitions: spec.reads + spec.writes,
+        ..Default::default()
+    })
+}
+
+/// std::sync::Mutex contention: the waiter measures its blocked lock().
+fn std_mutex(spec: &UserSpec) -> Result<UserReport> {
+    let m = Arc::new(std::sync::Mutex::new(0u64));
+    let step = Arc::new(AtomicU32::new(0));
+    let rounds = spec.rounds;
+    let waiter = {
+        let (m, step) = (m.clone(), step.clone());
+        std::thread::Builder::new()
+            .name("ls-stdwaiter".into())
+            .spawn(move || -> (u32, Vec<u64>) {
+                let mut waits = Vec::new();
+                for r in 0..rounds as u32 {
+                    wait_for(&step, 2 * r + 1);
+                    std::thread::sleep(Duration::from_millis(10));
+                    let t0 = now_ns();
+                    let mut g = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    waits.push(now_ns() - t0);
+                    *g += 1;
+                    drop(g);
+                    step.store(2 * r + 2, Ordering::Release);
+                }
+                (gettid(), waits)
+            })?
+    };
+    let start = now_ns();
+    for r in 0..rounds as u32 {
+        wait_for(&step, 2 * r);
+        let g = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let acquired = now_ns();
+        step.store(2 * r + 1, Ordering::Release);
+        hold_until(acquired + spec.hold.as_nanos() as u64);
+        drop(g);
+    }
+    wait_for(&step, 2 * rounds as u32);
+    let elapsed = now_ns() - start;
+    let (tid, waits) = match waiter.join() {
+        Ok(r) => r,
+        Err(_) => bail!("waiter thread panicked"),
+    };
+    Ok(UserReport {
+        lock: format!("0x{:x}", Arc::as_ptr(&m) as usize),
+        holder_tid: gettid(),
+        waiter_tid: tid,
+        tids: vec![gettid(), tid],
+        blocked_ns: waits.iter().sum(),
+        waiter_wait_ns: waits,
+        elapsed_ns: elapsed,
+        ..Default::default()
+    })
+}
+
+/// Holds a mutex (and has a thread blocked on it) before any tracer can
+/// attach; `ready` is told when both are so.
+fn held_before(spec: &UserSpec) -> Result<UserReport> {
+    let m = Arc::new(PMutex::new());
+    check(m.lock(), "pthread_mutex_lock")?;
+    let entered = Arc::new(AtomicU32::new(0));
+    let waiter = {
+        let (m, entered) = (m.clone(), entered.clone());
+        std::thread::Builder::new()
+            .name("ls-earlywait".into())
+            .spawn(move || -> Result<u32> {
+                entered.store(1, Ordering::Release);
+                check(m.lock(), "pthread_mutex_lock")?; // blocks: held
+                check(m.unlock(), "pthread_mutex_unlock")?;
+                Ok(gettid())
+            })?
+    };
+    wait_for(&entered, 1);
+    std::thread::sleep(Duration::from_millis(50)); // the waiter is in lock()
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let line = serde_json::json!({
+            "holding": true,
+            "pid": std::process::id(),
+            "lock": m.addr(),
+            "holder_tid": gettid(),
+        });
+        writeln!(out, "{line}")?;
+        out.flush()?;
+    }
+    std::thread::sleep(spec.hold);
+    check(m.unlock(), "pthread_mutex_unlock")?;
+    let waiter_tid = match waiter.join() {
+        Ok(r) => r?,
+        Err(_) => bail!("waiter thread panicked"),
+    };
+    for _ in 0..spec.rounds {
+        check(m.lock(), "pthread_mutex_lock")?;
+        check(m.unlock(), "pthread_mutex_unlock")?;
+    }
+    Ok(UserReport {
+        lock: m.addr(),
+        holder_tid: gettid(),
+        waiter_tid,
+        tids: vec![gettid(), waiter_tid],
+        acquisitions: spec.rounds,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: UserKind) -> UserSpec {
+        UserSpec {
+            kind,
+            threads: 2,
+            ops: 1000,
+            rounds: 2,
+            hold: Duration::from_millis(20),
+            reads: 30,
+            writes: 7,
+            start_delay: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for (n, k) in NAMES {
+            assert_eq!(parse(n), Some(*k));
+            assert_eq!(k.name(), *n);
+        }
+        assert_eq!(parse("nope"), None);
+    }
+
+    #[test]
+    fn mutex_hold_holds_as_long_as_asked_and_the_waiter_waits() {
+        let r = run(&spec(UserKind::MutexHold)).expect("runs");
+        assert_eq!(r.hold_ns.len(), 2);
+        for (i, &h) in r.hold_ns.iter().enumerate() {
+            assert!((20_000_000..22_000_000).contains(&h), "hold {h}");
+            let (w, rem) = (r.waiter_wait_ns[i], r.remaining_hold_ns[i]);
+            assert!(
+                w >= rem && w - rem < 5_000_000,
+                "wait {w} vs remaining {rem}"
+            );
+        }
+    }
+
+    #[test]
+    fn trylock_and_rwlock_do_exactly_what_they_say() {
+        let mut s = spec(UserKind::MutexTrylock);
+        s.ops = 25;
+        s.rounds = 3;
+        let r = run(&s).expect("runs");
+        assert_eq!((r.trylock_failures, r.timedlock_failures), (25, 3));
+        let r = run(&spec(UserKind::Rwlock)).expect("runs");
+        assert_eq!((r.reads, r.writes), (30, 7));
+        let r = run(&spec(UserKind::SpinPairs)).expect("runs");
+        assert_eq!(r.acquisitions, 2000);
+    }
+
+    #[test]
+    fn std_mutex_waiter_measures_its_blocking() {
+        let r = run(&spec(UserKind::StdMutex)).expect("runs");
+        assert_eq!(r.waiter_wait_ns.len(), 2);
+        assert!(r.blocked_ns >= 2 * 5_000_000, "{}", r.blocked_ns);
+    }
+}
