@@ -99,7 +99,8 @@ fn last_column(r: &Row, by: GroupBy) -> String {
     let caller = r.caller.clone().unwrap_or_else(|| "?".into());
     let runq = r.kind == Some(LockKind::RunQueue);
     match by {
-        GroupBy::Lock if runq => format!("{} run queue", lock_label(r)),
+        // the kind column already says runq
+        GroupBy::Lock if runq => lock_label(r),
         GroupBy::Caller if runq => "(waiting for a CPU)".into(),
         GroupBy::Lock => format!("{} {}", lock_label(r), caller),
         GroupBy::Caller => match &r.lock_name {
@@ -237,7 +238,10 @@ pub fn write_table(
                 fit(&short_kind(r.kind), 10),
             );
             let last = last_column(r, by);
-            if by == GroupBy::Lock && last.chars().count() > rest {
+            if by == GroupBy::Lock
+                && r.kind != Some(LockKind::RunQueue)
+                && last.chars().count() > rest
+            {
                 // lock on this line, its caller on the next, under it
                 writeln!(w, "{lead}{}", fit(&lock_label(r), rest))?;
                 let pad = " ".repeat(width.saturating_sub(rest));
@@ -702,8 +706,8 @@ mod tests {
         let mut out = Vec::new();
         write_table(&mut out, &rep, GroupBy::Lock, 20, 80).expect("write to a Vec");
         let text = String::from_utf8(out).expect("utf8");
-        assert!(text.contains("cpu 1 run queue"), "{text}");
-        assert!(!text.contains("cpu 1 run queue ?"), "{text}");
+        assert!(text.contains("runq       cpu 1\n"), "{text}");
+        assert!(!text.contains("cpu 1 ?"), "{text}");
         let v = serde_json::to_value(&rep).expect("serialise");
         let r = v["rows"]
             .as_array()

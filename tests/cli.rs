@@ -21,8 +21,8 @@ fn help_teaches_with_examples() {
         assert!(text.contains(needle), "--help lacks {needle}: {text}");
     }
     for sub in [
-        "report", "trace", "run", "demo", "doctor", "workload", "top",
-        "report", "trace", "run", "demo", "doctor", "workload", "serve",
+        "report", "trace", "run", "demo", "doctor", "workload", "top", "report", "trace", "run",
+        "demo", "doctor", "workload", "serve",
     ] {
         let out = lockscope(&[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help");

@@ -8,9 +8,9 @@
 
 pub mod common;
 pub mod contention;
+pub mod futex;
 pub mod mmaplock;
 pub mod sched;
-pub mod futex;
 pub mod ulock;
 
 use std::collections::BTreeMap;
