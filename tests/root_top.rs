@@ -119,9 +119,11 @@ impl Drop for Tmux {
 /// The shell line tmux runs: top, then its exit status and the terminal
 /// modes it left behind (canonical input and echo are on again if the
 /// terminal was restored), then a pause so the pane can be read.
+/// `lockscope top ARGS` (kernel contention only: the test's truth is the
+/// pipe mutex), then the exit status and the terminal's modes.
 fn top_then_report(args: &str) -> String {
     format!(
-        "{} top {args}; echo top-exit=$?; echo tty: $(stty -a | grep -o -w -e '-\\?icanon' -e '-\\?echo'); sleep 120",
+        "{} top --source kernel-contention {args}; echo top-exit=$?; echo tty: $(stty -a | grep -o -w -e '-\\?icanon' -e '-\\?echo'); sleep 120",
         bin()
     )
 }
