@@ -293,7 +293,11 @@ def main():
         f"{args.clients} keep-alive connections taking turns (each checks every answer: 200, a "
         "complete OpenMetrics body); another client "
         "polls /api/summary and /api/history once a second like the dashboard; "
-        "lockscope's VmRSS is read from /proc every second.", "",
+        "lockscope's VmRSS is read from /proc every second. Memory is bounded by the "
+        "in-kernel map (`--max-entries`): once thread churn has filled it (`map_full` "
+        "counts), each read of its 16384 keys allocates some tens of MiB for a moment, "
+        "returned after the read (malloc_trim), so the per-minute peaks vary with whether "
+        "a sample fell inside a read while the level between reads stays flat.", "",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
         f"kernel `{platform.release()}`; CPU: {cpu_model()} ({os.cpu_count()} CPUs)",
         f"- Scrapes: {scrapes} in {out.get('wall', 0):.0f} s ({got_rate:.0f} a minute); "
