@@ -6,12 +6,16 @@ pairs.
     sudo python3 scripts/bench_mmap_sched.py [--pairs 5] [--quick] [--write]
 
 Workloads are lockscope's own: `mmap` (4 threads mmap/touch/munmap in one
-address space: mmap_lock) and `pingpong` (two threads pass a byte over two
-pipes: two wakeups and two or more context switches per round trip).
-Sources: mmap-lock, sched, and both. Workload time is the workload's own
-`elapsed_ns`. BPF cost comes from the kernel's per-program run_time_ns
-(kernel.bpf_stats_enabled=1, set for the run and restored), which includes
-the stats' own bookkeeping (two clock reads per program run):
+address space: mmap_lock) and `pingpong` (two threads pinned to one CPU
+pass a byte over two pipes: two wakeups and two context switches per round
+trip). Sources: mmap-lock, sched, and both. Workload time is the
+workload's own `elapsed_ns`.
+
+The slowdown pairs run with kernel.bpf_stats_enabled=0: the statistics
+cost two clock reads per program run, and mmap_lock_acquire_returned runs
+inside the lock, so they would lengthen every hold. BPF cost comes from
+`--cost-runs` more traced runs with the statistics on (set and restored),
+whose run_time_ns includes that bookkeeping:
 
 - mmap-lock: ns per mmap_lock operation = run time of its programs over the
   runs of its acquire_returned program (every acquisition, failed one or
@@ -92,18 +96,19 @@ def start_tracer(source):
     return p, lines, out, reader
 
 
-def stats_on():
-    """(Re-)enables per-program run statistics: other tools on the machine may
-    restore their own setting meanwhile."""
+def set_stats(on):
+    """Sets per-program run statistics (again: other tools on the machine may
+    restore their own setting meanwhile)."""
     with open(common.STATS_SYSCTL, "w") as f:
-        f.write("1")
+        f.write("1" if on else "0")
 
 
-def traced_run(args, source, tries=3):
-    """One traced run; repeated (up to `tries`) when the kernel's run
-    statistics were switched off during it (a program saw operations the
-    stats did not count)."""
+def cost_run(args, source, tries=3):
+    """One traced run with run statistics on; repeated (up to `tries`) when
+    they were switched off during it (a program saw operations the
+    statistics did not count)."""
     for _ in range(tries):
+        set_stats(True)
         run = traced_once(args, source)
         if run["valid"]:
             return run
@@ -112,7 +117,6 @@ def traced_run(args, source, tries=3):
 
 
 def traced_once(args, source):
-    stats_on()
     tracer = start_tracer(source)
     try:
         elapsed = run_workload(args)
@@ -143,7 +147,7 @@ def traced_once(args, source):
     }
 
 
-def measure(label, args, source, pairs):
+def measure(label, args, source, pairs, cost_runs):
     base, traced, other, total = [], [], 0, 0
     for i in range(pairs):
         common.settle(limit=30)
@@ -153,28 +157,33 @@ def measure(label, args, source, pairs):
             if which == "base":
                 base.append(run_workload(args))
             else:
-                traced.append(traced_run(args, source))
+                set_stats(False)
+                traced.append(traced_once(args, source))
             o, t = common.other_cpu(start)
             other, total = other + o, total + t
         print(f"  {label:16} {source:16} pair {i + 1}/{pairs}: base {base[-1] / 1e6:7.1f} ms, "
               f"traced {traced[-1]['elapsed'] / 1e6:7.1f} ms", file=sys.stderr)
+    costs = []
+    for _ in range(cost_runs):
+        common.settle(limit=30)
+        costs.append(cost_run(args, source))
     med = statistics.median
 
     def med_of(key):
-        vals = [t[key] for t in traced if t[key] is not None]
+        vals = [t[key] for t in costs if t[key] is not None]
         return med(vals) if vals else None
 
-    names = sorted({n for t in traced for n in t["per_prog"]})
+    names = sorted({n for t in costs for n in t["per_prog"]})
     return {
-        "workload": label, "source": source, "pairs": pairs,
+        "workload": label, "source": source, "pairs": pairs, "cost_runs": cost_runs,
         "args": " ".join(args),
         "base_ms": med(base) / 1e6,
         "traced_ms": med(t["elapsed"] for t in traced) / 1e6,
         "slowdown": med(t["elapsed"] / b for t, b in zip(traced, base)),
         "mm_ops": med_of("mm_ops"), "mm_ns": med_of("mm_ns"),
         "switches": med_of("switches"), "rq_ns": med_of("rq_ns"),
-        "per_prog": {n: med(t["per_prog"].get(n, 0.0) for t in traced) for n in names},
-        "lost": max(t["lost"] for t in traced),
+        "per_prog": {n: med(t["per_prog"].get(n, 0.0) for t in costs) for n in names},
+        "lost": max(t["lost"] for t in traced + costs),
         "other": other / total,
     }
 
@@ -219,9 +228,12 @@ def section(results, argv):
         f"- Command: `{cmd.strip()}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- Kernel: `{platform.release()}`; CPU: {common.cpu_model()} ({os.cpu_count()} CPUs)",
-        f"- Medians over {results[0]['pairs']} alternating pairs per row; lockscope traced "
-        "system-wide with only the named sources; \"other CPU\" is the share of the machine "
-        "used by other tasks during the measured runs (above ~5% a row is disturbed).", "",
+        f"- Slowdown: median of the traced/baseline ratios of {results[0]['pairs']} alternating "
+        "pairs per row, run statistics off; BPF costs: medians of "
+        f"{results[0]['cost_runs']} more traced runs with kernel.bpf_stats_enabled=1. "
+        "lockscope traced system-wide with only the named sources; \"other CPU\" is the "
+        "share of the machine used by other tasks during the pairs (above ~5% a row is "
+        "disturbed).", "",
         table(results), "",
         verdicts(results), "",
     ])
@@ -244,6 +256,8 @@ def write_md(text):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=5, help="alternating pairs per row (default 5)")
+    ap.add_argument("--cost-runs", type=int, default=3,
+                    help="traced runs with run statistics on, per row (default 3)")
     ap.add_argument("--quick", action="store_true", help="10x fewer operations per run")
     ap.add_argument("--write", action="store_true",
                     help="rewrite the mmap-lock and sched section of BENCHMARKS.md")
@@ -263,7 +277,7 @@ def main():
         for label, wargs in WORKLOADS:
             for source in SOURCES:
                 results.append(measure(label, workload_args(wargs, args.quick), source,
-                                       args.pairs))
+                                       args.pairs, max(args.cost_runs, 1)))
     except common.BenchError as e:
         sys.exit(f"bench_mmap_sched.py: {e}")
     finally:

@@ -264,10 +264,8 @@ pub struct WorkloadArgs {
     /// times, with one waiter: known waits by construction, via userfaultfd),
     /// mmap-hold (mmap_lock held for write by an mprotect of --region-mb,
     /// --rounds times, a writer and a reader waiting), runq (--threads busy
-    /// threads pinned to one CPU for --busy), pingpong (two threads pass a
-    /// byte back and forth --ops times)
-    /// times, with one waiter: known waits by construction, via userfaultfd);
-    /// user locks: mutex-hold (a pthread mutex held --hold while another
+    /// threads pinned to one CPU for --busy), pingpong (two threads on one
+    /// CPU pass a byte back and forth --ops times); user locks: mutex-hold (a pthread mutex held --hold while another
     /// thread waits, --rounds times), mutex-pairs / spin-pairs (--ops
     /// lock/unlock pairs per thread), mutex-trylock (--ops trylocks and
     /// --rounds 1 ms timedlocks on a held mutex), rwlock (--reads, --writes),
@@ -305,8 +303,8 @@ pub struct WorkloadArgs {
     /// mmap_lock for write (about 30 ms per GiB here)
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub region_mb: usize,
-    /// runq: the CPU the busy threads (--threads) are pinned to
-    /// (default: the last one)
+    /// runq, pingpong: the CPU the threads are pinned to (default: the
+    /// last one)
     #[arg(long, value_name = "CPU")]
     pub cpu: Option<usize>,
     /// runq: how long the threads stay busy

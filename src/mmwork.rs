@@ -9,8 +9,10 @@
 //! * `runq`: K busy threads pinned to one CPU for a while; each reads its
 //!   own run delay (`/proc/thread-self/schedstat`, field 2: time runnable
 //!   but not running, the kernel's own accounting) before and after.
-//! * `pingpong`: two threads pass a byte back and forth over two pipes:
-//!   every round trip is two wakeups and two or more context switches.
+//! * `pingpong`: two threads pinned to one CPU pass a byte back and forth
+//!   over two pipes: every round trip is two wakeups and two context
+//!   switches from one thread straight to the other (no idle in between,
+//!   no dependence on where the scheduler puts them).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Barrier;
@@ -418,6 +420,7 @@ pub struct PingPongReport {
     pub kind: &'static str,
     pub pid: u32,
     pub tids: Vec<u32>,
+    pub cpu: usize,
     pub round_trips: u64,
     /// Wall time of the round trips (after the start delay).
     pub elapsed_ns: u64,
@@ -458,8 +461,9 @@ fn one_byte(fd: &OwnedFd, write: bool) -> Result<()> {
     }
 }
 
-/// Two threads pass one byte back and forth `round_trips` times.
-pub fn pingpong(round_trips: u64, start_delay: Duration) -> Result<PingPongReport> {
+/// Two threads pinned to `cpu` pass one byte back and forth `round_trips`
+/// times.
+pub fn pingpong(round_trips: u64, cpu: usize, start_delay: Duration) -> Result<PingPongReport> {
     let (a_rd, a_wr) = pipe()?;
     let (b_rd, b_wr) = pipe()?;
     let (tid_tx, tid_rx) = std::sync::mpsc::channel::<u32>();
@@ -475,9 +479,11 @@ pub fn pingpong(round_trips: u64, start_delay: Duration) -> Result<PingPongRepor
                 .name(if ping { "ls-ping" } else { "ls-pong" }.into())
                 .spawn_scoped(s, move || -> Result<()> {
                     let _ = tx.send(gettid());
+                    let pinned = pin_to(cpu);
                     if go_rx.recv().is_err() {
                         return Ok(()); // the other side could not start
                     }
+                    pinned?;
                     for _ in 0..round_trips {
                         if ping {
                             one_byte(a_wr, true)?;
@@ -510,10 +516,18 @@ pub fn pingpong(round_trips: u64, start_delay: Duration) -> Result<PingPongRepor
             kind: "pingpong",
             pid: std::process::id(),
             tids,
+            cpu,
             round_trips,
             elapsed_ns: nanos(t.elapsed()),
         })
     })
+}
+
+/// The highest-numbered online CPU.
+fn last_cpu() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    cpus - 1
 }
 
 /// Runs one of this module's workloads for `lockscope workload`: its JSON
@@ -543,9 +557,7 @@ pub fn run_cli(
             (serde_json::to_string(&rep)?, line)
         }
         WorkloadKind::Runq => {
-            // SAFETY: sysconf has no memory-safety preconditions.
-            let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-            let rep = runq(a.threads, a.cpu.unwrap_or(cpus - 1), a.busy, delay)?;
+            let rep = runq(a.threads, a.cpu.unwrap_or_else(last_cpu), a.busy, delay)?;
             let line = format!(
                 "workload runq: pid {}, {} threads busy {} on CPU {}, run delay {}",
                 rep.pid,
@@ -561,7 +573,7 @@ pub fn run_cli(
             (serde_json::to_string(&rep)?, line)
         }
         WorkloadKind::PingPong => {
-            let rep = pingpong(a.ops, delay)?;
+            let rep = pingpong(a.ops, a.cpu.unwrap_or_else(last_cpu), delay)?;
             let line = format!(
                 "workload pingpong: pid {}, {} round trips in {}",
                 rep.pid,
@@ -604,7 +616,7 @@ mod tests {
 
     #[test]
     fn pingpong_completes_its_round_trips() {
-        let rep = pingpong(1000, Duration::ZERO).expect("pingpong");
+        let rep = pingpong(1000, 0, Duration::ZERO).expect("pingpong");
         assert_eq!(rep.round_trips, 1000);
         assert_eq!(rep.tids.len(), 2);
         assert!(rep.elapsed_ns > 0);
