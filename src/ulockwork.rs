@@ -451,6 +451,7 @@ fn std_mutex(spec: &UserSpec) -> Result<UserReport> {
         std::thread::Builder::new()
             .name("ls-stdwaiter".into())
             .spawn(move || -> (u32, Vec<u64>) {
+                try_realtime();
                 let mut waits = Vec::new();
                 for r in 0..rounds as u32 {
                     wait_for(&step, 2 * r + 1);
@@ -465,6 +466,7 @@ fn std_mutex(spec: &UserSpec) -> Result<UserReport> {
                 (gettid(), waits)
             })?
     };
+    let realtime = try_realtime();
     let start = now_ns();
     for r in 0..rounds as u32 {
         wait_for(&step, 2 * r);
@@ -488,6 +490,7 @@ fn std_mutex(spec: &UserSpec) -> Result<UserReport> {
         blocked_ns: waits.iter().sum(),
         waiter_wait_ns: waits,
         elapsed_ns: elapsed,
+        realtime,
         ..Default::default()
     })
 }

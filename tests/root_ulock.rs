@@ -289,9 +289,29 @@ fn std_mutex_futex_waits_match_the_blocked_time_within_5_percent() {
         (r["source"].as_str(), r["kind"].as_str()),
         (Some("futex"), Some("futex"))
     );
-    assert_eq!(u(&r["count"]), 10, "one wait per round: {r}");
+    // one futex wait per round in which the waiter really blocked (on a
+    // loaded machine it may come late, after the holder let go)
+    let blocked_rounds = w["waiter_wait_ns"]
+        .as_array()
+        .expect("waits")
+        .iter()
+        .filter(|x| u(x) > MS)
+        .count() as u64;
+    assert!(
+        blocked_rounds >= 8,
+        "the waiter blocked in most rounds: {w}"
+    );
+    assert_eq!(
+        u(&r["count"]),
+        blocked_rounds,
+        "one wait per blocked round: {r}"
+    );
     assert_eq!(u(&r["aborted"]), 0);
     let total = u(&r["wait_ns"]["total"]);
+    eprintln!(
+        "futex: reported {total} ns vs blocked {blocked} ns ({:+.3}%)",
+        (total as f64 - blocked as f64) * 100.0 / blocked as f64
+    );
     within("futex wait total vs blocked", total, blocked, blocked / 20);
     nothing_lost(&rep);
 }
