@@ -457,7 +457,8 @@ fn top_restores_the_terminal_on_ctrl_c_and_sigterm() {
         let tmux = Tmux::start(how, &top_then_report(&format!("-p {pid}")), 80, 24);
         tmux.wait_for("the TUI", Duration::from_secs(30), |s| {
             s.first().is_some_and(|l| l.starts_with("lockscope top ·"))
-                && s.iter().any(|l| l.starts_with("lost kernel-contention"))
+                && s.iter()
+                    .any(|l| l.to_lowercase().starts_with("lost kernel-contention"))
         });
         if how == "ctrl-c" {
             tmux.keys(&["C-c"]);
