@@ -330,10 +330,11 @@ fn tracing_started_mid_hold_is_partial_never_mistimed() {
     // the holder holds mmap_lock for write almost all the time (back to
     // back 60 ms mprotect calls), and tracing starts in the middle: its
     // first release is seen without its acquisition. Attaching can fall
-    // between two calls (a gap of microseconds), so up to 3 tries.
-    for attempt in 1..=3 {
+    // between two calls (a gap of microseconds), or take longer than the
+    // workload on a loaded machine, so up to 5 tries of 200 holds.
+    for attempt in 1..=5 {
         let wl = Workload::start(
-            &["mmap-hold", "--rounds", "60", "--region-mb", "2048"],
+            &["mmap-hold", "--rounds", "200", "--region-mb", "2048"],
             "1ms",
         );
         // the rounds begin once the region is populated and the threads
