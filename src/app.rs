@@ -649,6 +649,7 @@ fn workload(a: WorkloadArgs) -> Result<i32> {
                 reads: a.reads,
                 writes: a.writes,
                 start_delay: delay,
+                hog: a.hog,
             };
             let rep = crate::ulockwork::run(&spec)?;
             if a.json {

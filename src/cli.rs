@@ -266,7 +266,8 @@ pub struct WorkloadArgs {
     /// --rounds times, a writer and a reader waiting), runq (--threads busy
     /// threads pinned to one CPU for --busy), pingpong (two threads on one
     /// CPU pass a byte back and forth --ops times); user locks: mutex-hold (a pthread mutex held --hold while another
-    /// thread waits, --rounds times), mutex-pairs / spin-pairs (--ops
+    /// thread waits, --rounds times), spin-hold (the same with a pthread
+    /// spin lock: the waiter spins), mutex-pairs / spin-pairs (--ops
     /// lock/unlock pairs per thread), mutex-trylock (--ops trylocks and
     /// --rounds 1 ms timedlocks on a held mutex), rwlock (--reads, --writes),
     /// std-mutex (Rust std Mutex, futex only), held-before (a mutex held
@@ -295,8 +296,8 @@ pub struct WorkloadArgs {
     /// pipe-hold: rounds (one contended wait each)
     #[arg(long, default_value_t = 10)]
     pub rounds: u64,
-    /// pipe-hold: pin the waiter and a busy thread to CPU 0, so the woken
-    /// waiter also waits for a CPU (runnable time)
+    /// pipe-hold, mutex-hold, spin-hold: pin the waiter and a busy thread
+    /// to CPU 0, so the woken waiter also waits for a CPU (runnable time)
     #[arg(long)]
     pub hog: bool,
     /// mmap-hold: MiB of the populated region whose mprotect holds

@@ -22,6 +22,8 @@ pub enum UserKind {
     /// One thread holds a pthread mutex for `hold` while another waits,
     /// `rounds` times.
     MutexHold,
+    /// The same with a pthread spin lock: the waiter spins on a CPU.
+    SpinHold,
     /// `threads` threads each do `ops` lock/unlock pairs on one mutex.
     MutexPairs,
     /// `threads` threads each do `ops` spin_lock/spin_unlock pairs.
@@ -43,6 +45,7 @@ pub enum UserKind {
 
 pub const NAMES: &[(&str, UserKind)] = &[
     ("mutex-hold", UserKind::MutexHold),
+    ("spin-hold", UserKind::SpinHold),
     ("mutex-pairs", UserKind::MutexPairs),
     ("spin-pairs", UserKind::SpinPairs),
     ("mutex-trylock", UserKind::MutexTrylock),
@@ -75,6 +78,10 @@ pub struct UserSpec {
     pub reads: u64,
     pub writes: u64,
     pub start_delay: Duration,
+    /// mutex-hold, spin-hold: pin the waiter and a busy thread to CPU 0
+    /// (the waiter then runs SCHED_OTHER), so a woken waiter also waits
+    /// for a CPU
+    pub hog: bool,
 }
 
 /// What a workload did, as measured by itself. Times are CLOCK_MONOTONIC.
@@ -93,6 +100,11 @@ pub struct UserReport {
     pub waiter_wait_ns: Vec<u64>,
     /// Per round: from the waiter's lock call to the holder's unlock call.
     pub remaining_hold_ns: Vec<u64>,
+    /// Per round: the waiter's run delay (schedstat) across its lock call:
+    /// the kernel's own count of its time runnable but not running.
+    pub waiter_runq_ns: Vec<u64>,
+    /// A busy thread shared the waiter's CPU (`--hog`).
+    pub hog: bool,
     /// Successful acquisitions of `lock` (reads + writes for rwlock).
     pub acquisitions: u64,
     pub reads: u64,
@@ -215,7 +227,8 @@ pub fn run(spec: &UserSpec) -> Result<UserReport> {
         std::thread::sleep(spec.start_delay);
     }
     let mut rep = match spec.kind {
-        UserKind::MutexHold => mutex_hold(spec)?,
+        UserKind::MutexHold => hold_and_wait(spec, false)?,
+        UserKind::SpinHold => hold_and_wait(spec, true)?,
         UserKind::MutexPairs => pairs(spec, false)?,
         UserKind::SpinPairs => pairs(spec, true)?,
         UserKind::MutexTrylock => trylock(spec)?,
@@ -228,59 +241,131 @@ pub fn run(spec: &UserSpec) -> Result<UserReport> {
     Ok(rep)
 }
 
-/// Holder and waiter, `rounds` times: the holder takes the mutex, the
-/// waiter calls lock 10 ms later, the holder unlocks `hold` after taking it.
-fn mutex_hold(spec: &UserSpec) -> Result<UserReport> {
-    let m = Arc::new(PMutex::new());
+/// The lock of mutex-hold (a pthread mutex) or spin-hold (a spin lock).
+struct HeldLock {
+    mutex: PMutex,
+    spin: Option<PSpin>,
+}
+
+impl HeldLock {
+    fn new(spin: bool) -> HeldLock {
+        HeldLock {
+            mutex: PMutex::new(),
+            spin: spin.then(|| PSpin(UnsafeCell::new(0))),
+        }
+    }
+    /// Initialises the spin lock, once it is at its final address.
+    fn init(&self) -> Result<()> {
+        if let Some(s) = &self.spin {
+            // SAFETY: the spinlock is at a fixed address (inside an Arc)
+            // and no other thread uses it yet.
+            check(
+                unsafe { libc::pthread_spin_init(s.0.get(), libc::PTHREAD_PROCESS_PRIVATE) },
+                "pthread_spin_init",
+            )?;
+        }
+        Ok(())
+    }
+    fn lock(&self) -> i32 {
+        match &self.spin {
+            // SAFETY: initialised, at a fixed address inside an Arc.
+            Some(s) => unsafe { libc::pthread_spin_lock(s.0.get()) },
+            None => self.mutex.lock(),
+        }
+    }
+    fn unlock(&self) -> i32 {
+        match &self.spin {
+            // SAFETY: as above; callers unlock only what they locked.
+            Some(s) => unsafe { libc::pthread_spin_unlock(s.0.get()) },
+            None => self.mutex.unlock(),
+        }
+    }
+    fn addr(&self) -> String {
+        match &self.spin {
+            Some(s) => format!("0x{:x}", s.0.get() as usize),
+            None => self.mutex.addr(),
+        }
+    }
+}
+
+/// Holder and waiter, `rounds` times: the holder takes the lock, the
+/// waiter calls lock 10 ms later, the holder unlocks `hold` after taking
+/// it. Both run SCHED_FIFO (root) unless `hog`: then the waiter shares
+/// CPU 0 with a busy thread, so after its wake-up it may wait to run.
+fn hold_and_wait(spec: &UserSpec, spin: bool) -> Result<UserReport> {
+    let m = Arc::new(HeldLock::new(spin));
+    m.init()?;
     let step = Arc::new(AtomicU32::new(0));
     let waiter_tid = Arc::new(AtomicU32::new(0));
     let call_at = Arc::new(AtomicU64::new(0));
+    let stop_hog = Arc::new(AtomicU32::new(0));
     let rounds = spec.rounds;
+    let hog = spec.hog;
+    if hog {
+        let stop = stop_hog.clone();
+        std::thread::Builder::new()
+            .name("ls-hog".into())
+            .spawn(move || {
+                if crate::mmwork::pin_to(0).is_ok() {
+                    while stop.load(Ordering::Relaxed) == 0 {
+                        std::hint::spin_loop();
+                    }
+                }
+            })?;
+    }
     let waiter = {
         let (m, step, waiter_tid, call_at) =
             (m.clone(), step.clone(), waiter_tid.clone(), call_at.clone());
         std::thread::Builder::new()
             .name("ls-uwaiter".into())
-            .spawn(move || -> Result<Vec<u64>> {
-                try_realtime();
+            .spawn(move || -> Result<(Vec<u64>, Vec<u64>)> {
+                if hog {
+                    crate::mmwork::pin_to(0)?;
+                } else {
+                    try_realtime();
+                }
                 waiter_tid.store(gettid(), Ordering::Release);
-                let mut waits = Vec::new();
+                let (mut waits, mut runq) = (Vec::new(), Vec::new());
                 for r in 0..rounds as u32 {
                     wait_for(&step, 2 * r + 1); // holder holds
                     std::thread::sleep(Duration::from_millis(10));
+                    let q0 = crate::mmwork::own_run_delay()?;
                     let t0 = now_ns();
                     call_at.store(t0, Ordering::Release);
-                    check(m.lock(), "pthread_mutex_lock")?;
+                    check(m.lock(), "lock")?;
                     waits.push(now_ns() - t0);
-                    check(m.unlock(), "pthread_mutex_unlock")?;
+                    runq.push(crate::mmwork::own_run_delay()?.saturating_sub(q0));
+                    check(m.unlock(), "unlock")?;
                     step.store(2 * r + 2, Ordering::Release);
                 }
-                Ok(waits)
+                Ok((waits, runq))
             })?
     };
     let mut rep = UserReport {
         lock: m.addr(),
         holder_tid: gettid(),
         realtime: try_realtime(),
+        hog,
         ..Default::default()
     };
     let start = now_ns();
     for r in 0..rounds as u32 {
         wait_for(&step, 2 * r);
-        check(m.lock(), "pthread_mutex_lock")?;
+        check(m.lock(), "lock")?;
         let acquired = now_ns();
         step.store(2 * r + 1, Ordering::Release);
         hold_until(acquired + spec.hold.as_nanos() as u64);
         // the waiter must be blocked by now (it calls 10 ms after we hold)
         let unlock_at = now_ns();
-        check(m.unlock(), "pthread_mutex_unlock")?;
+        check(m.unlock(), "unlock")?;
         rep.hold_ns.push(unlock_at - acquired);
         rep.remaining_hold_ns
             .push(unlock_at.saturating_sub(call_at.load(Ordering::Acquire)));
     }
     wait_for(&step, 2 * rounds as u32);
     rep.elapsed_ns = now_ns() - start;
-    rep.waiter_wait_ns = match waiter.join() {
+    stop_hog.store(1, Ordering::Relaxed);
+    (rep.waiter_wait_ns, rep.waiter_runq_ns) = match waiter.join() {
         Ok(r) => r?,
         Err(_) => bail!("waiter thread panicked"),
     };
@@ -560,6 +645,7 @@ mod tests {
             reads: 30,
             writes: 7,
             start_delay: Duration::ZERO,
+            hog: false,
         }
     }
 

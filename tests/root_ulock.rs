@@ -161,6 +161,109 @@ fn a_3000_ms_hold_and_the_wait_behind_it_are_measured_within_2_ms() {
     nothing_lost(&rep);
 }
 
+/// (on CPU, runnable, asleep) of a `split` or `wait_split` object.
+fn split_of(sp: &Value) -> (u64, u64, u64) {
+    assert!(sp.is_object(), "a split: {sp}");
+    (u(&sp["oncpu"]), u(&sp["runnable"]), u(&sp["asleep"]))
+}
+
+/// The waiter's operations on the workload's lock in a stream: their
+/// summed (wait, on CPU, runnable, asleep), each split summing to its wait.
+fn waiter_split(events: &[Value], w: &Value) -> (u64, u64, u64, u64) {
+    let lock = w["lock"].as_str().expect("lock");
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["lock"] == lock && e["tid"] == w["waiter_tid"])
+        .collect();
+    let rounds = w["waiter_wait_ns"].as_array().expect("waits").len();
+    assert_eq!(mine.len(), rounds, "one operation a round: {mine:?}");
+    let mut sum = (0, 0, 0, 0);
+    for e in mine {
+        let (on, rq, asleep) = split_of(&e["split"]);
+        assert_eq!(on + rq + asleep, u(&e["wait_ns"]), "sums to the wait: {e}");
+        sum = (
+            sum.0 + u(&e["wait_ns"]),
+            sum.1 + on,
+            sum.2 + rq,
+            sum.3 + asleep,
+        );
+    }
+    sum
+}
+
+fn total_of(w: &Value, field: &str) -> u64 {
+    w[field].as_array().expect(field).iter().map(u).sum()
+}
+
+#[test]
+fn a_blocked_mutex_wait_is_asleep_and_runnable_is_the_kernels_run_delay() {
+    // the waiter blocks behind 50 ms holds; it shares CPU 0 with a busy
+    // thread, so once woken it may wait for the CPU (runnable); it reads
+    // its own run delay from /proc/thread-self/schedstat around each call
+    let (out, w) = trace_workload(
+        &["mutex-hold", "--hog", "--rounds", "8", "--hold", "50ms"],
+        &["trace", "--json", "--summary", "--source", "user-locks"],
+    );
+    let (events, rep) = events_and_report(&out);
+    let (wait, oncpu, runnable, asleep) = waiter_split(&events, &w);
+    let own_wait = total_of(&w, "waiter_wait_ns");
+    let truth = total_of(&w, "waiter_runq_ns");
+    eprintln!(
+        "mutex wait {wait} ns (waiter's own {own_wait}): asleep {asleep}, \
+         runnable {runnable} (kernel run delay {truth}, off by {} ns), \
+         on CPU {oncpu}",
+        runnable.abs_diff(truth)
+    );
+    within("wait vs the waiter's own", wait, own_wait, 8 * 2 * MS);
+    within(
+        "runnable vs the kernel's run delay",
+        runnable,
+        truth,
+        MS + truth / 20,
+    );
+    // blocked: off CPU the whole wait but the lock call's own instructions
+    within("asleep vs wait - runnable", asleep, wait - runnable, 8 * MS);
+    // the summary row of the lock calls (holder's and waiter's: one
+    // caller) carries the same split
+    let row = rows(&rep)
+        .iter()
+        .filter(|r| r["source"] == "user-mutex")
+        .max_by_key(|r| u(&r["wait_ns"]["total"]))
+        .expect("a user-mutex row");
+    let (on, rq, sl) = split_of(&row["wait_split"]);
+    assert_eq!(on + rq + sl, u(&row["wait_ns"]["total"]), "{row}");
+    assert!(rq >= runnable && sl >= asleep, "{row}");
+    nothing_lost(&rep);
+}
+
+#[test]
+fn a_spin_lock_wait_is_on_cpu() {
+    // the waiter spins (SCHED_FIFO, a CPU of its own) behind 50 ms holds
+    let (out, w) = trace_workload(
+        &["spin-hold", "--rounds", "5", "--hold", "50ms"],
+        &["trace", "--json", "--summary", "--source", "user-locks"],
+    );
+    let (events, rep) = events_and_report(&out);
+    let (wait, oncpu, runnable, asleep) = waiter_split(&events, &w);
+    let truth = total_of(&w, "waiter_runq_ns");
+    eprintln!(
+        "spin wait {wait} ns: on CPU {oncpu}, runnable {runnable} (kernel run \
+         delay {truth}), asleep {asleep}"
+    );
+    assert!(
+        wait >= 5 * 30 * MS,
+        "the waiter spun through the holds: {w}"
+    );
+    assert!(asleep <= MS, "a spinning waiter never sleeps: {asleep} ns");
+    within(
+        "runnable vs the kernel's run delay",
+        runnable,
+        truth,
+        MS + truth / 20,
+    );
+    nothing_lost(&rep);
+}
+
 #[test]
 fn exactly_10000_acquisitions_and_releases() {
     let (out, w) = trace_workload(
@@ -313,6 +416,14 @@ fn std_mutex_futex_waits_match_the_blocked_time_within_5_percent() {
         (total as f64 - blocked as f64) * 100.0 / blocked as f64
     );
     within("futex wait total vs blocked", total, blocked, blocked / 20);
+    // a blocked futex wait is off CPU but for the syscall's own work
+    let (on, rq, asleep) = split_of(&r["wait_split"]);
+    assert_eq!(on + rq + asleep, total, "the split sums to the wait: {r}");
+    eprintln!("futex split: asleep {asleep}, runnable {rq}, on CPU {on}");
+    assert!(
+        on < u(&r["count"]) * MS,
+        "a blocked waiter barely runs: {r}"
+    );
     nothing_lost(&rep);
 }
 

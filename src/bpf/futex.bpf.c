@@ -19,6 +19,8 @@
  * - Outcomes: 0 (>= 0 for futex_waitv) woken; -ETIMEDOUT timed out;
  *   -EINTR/-ERESTART* interrupted; -EAGAIN: the value had changed, the
  *   thread never slept: counted, not a wait.
+ * - Where a wait went (on CPU, runnable, asleep): the scheduler's accounting
+ *   of the waiter at sys_enter and sys_exit (user.bpf.h ls_sched_split).
  * - Aggregation keyed by (uaddr, tid): one writer per key, no atomics.
  */
 #include "vmlinux.h"
@@ -128,6 +130,7 @@ static __always_inline int on_enter(__u64 uaddr, __u32 op)
 	w->uaddr = uaddr;
 	w->op = op;
 	w->nvcsw = task->nvcsw;
+	ls_sched_mark(&w->sched, task);
 	w->begin_ns = bpf_ktime_get_ns();
 	return 0;
 }
@@ -158,7 +161,7 @@ static __always_inline struct ls_fagg_val *agg_entry(struct ls_fagg_key *key,
 }
 
 static __always_inline void emit(__u64 begin, __u64 end, __u64 uaddr, __u32 op,
-				 __s32 ret, __u32 flags)
+				 __s32 ret, __u32 flags, __u64 offcpu, __u64 runq)
 {
 	struct ls_fevent *e;
 	__u64 id;
@@ -181,6 +184,8 @@ static __always_inline void emit(__u64 begin, __u64 end, __u64 uaddr, __u32 op,
 	e->ret = ret;
 	e->flags = flags;
 	e->pad = 0;
+	e->offcpu_ns = offcpu;
+	e->runq_ns = runq;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, 0);
 }
@@ -209,7 +214,7 @@ static __always_inline int on_exit(long ret, bool waitv)
 	struct ls_fagg_key key = {};
 	struct ls_fagg_val *val;
 	struct ls_fwait *w, open;
-	__u64 now, delta, id, uaddr;
+	__u64 now, delta, id, uaddr, offcpu, runq;
 	__u32 slot, op = 0;
 	bool slept;
 
@@ -230,7 +235,7 @@ static __always_inline int on_exit(long ret, bool waitv)
 		val = agg_entry(&key, task);
 		if (val)
 			val->partial += 1;
-		emit(0, bpf_ktime_get_ns(), uaddr, op, ret, LS_UEV_FUTEX_PARTIAL);
+		emit(0, bpf_ktime_get_ns(), uaddr, op, ret, LS_UEV_FUTEX_PARTIAL, 0, 0);
 		return 0;
 	}
 	now = bpf_ktime_get_ns();
@@ -256,11 +261,14 @@ static __always_inline int on_exit(long ret, bool waitv)
 		count(LS_FSTAT_TIMED_OUT);
 	else
 		count(LS_FSTAT_INTERRUPTED);
+	ls_sched_split(&open.sched, task, delta, &offcpu, &runq);
 
 	val = agg_entry(&key, task);
 	if (val) {
 		val->count += 1;
 		val->total_ns += delta;
+		val->offcpu_ns += offcpu;
+		val->runq_ns += runq;
 		if (delta < val->min_ns)
 			val->min_ns = delta;
 		if (delta > val->max_ns)
@@ -276,7 +284,8 @@ static __always_inline int on_exit(long ret, bool waitv)
 		if (slot < LS_HIST_SLOTS)
 			val->hist[slot] += 1;
 	}
-	emit(open.begin_ns, now, open.uaddr, open.op, ret, slept ? LS_UEV_SLEPT : 0);
+	emit(open.begin_ns, now, open.uaddr, open.op, ret, slept ? LS_UEV_SLEPT : 0,
+	     offcpu, runq);
 	return 0;
 }
 

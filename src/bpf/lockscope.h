@@ -366,6 +366,17 @@ enum ls_flost {
 	LS_FSTAT__END = 9,
 };
 
+/* The scheduler's accounting of a running task when a user-space wait
+ * begins (kernel side only): where the wait went is read from it at the
+ * end, as contention.bpf.c does with struct ls_wait's same fields. */
+struct ls_sched_mark {
+	__s64 offcpu_base; /* se.sum_exec_runtime - se.exec_start */
+	__u64 sum_exec;    /* se.sum_exec_runtime */
+	__u64 run_delay;   /* sched_info.run_delay */
+	__u32 cpu;         /* where it was read (exec_start is that rq's clock) */
+	__u32 pad;
+};
+
 /* Per-task: the pthread lock call in progress (entry -> return). Shared
  * with futex.bpf.c (the same map, by fd): a futex wait while `lock` is set
  * and `covers` is 1 belongs to that call and is not counted again. */
@@ -378,6 +389,7 @@ struct ls_ucall {
 	__u32 holder_tid;
 	__u32 covers;  /* 1: futex waits inside are this call's wait */
 	__u32 pad;
+	struct ls_sched_mark sched; /* at entry */
 };
 
 /* An acquired lock, by (lock, thread): opened at the lock call's return,
@@ -396,6 +408,8 @@ struct ls_uhold {
 	__u32 depth;
 	__u32 holder_tid;  /* who held it when the wait began (0: nobody seen) */
 	__u32 flags;       /* LS_UEV_SLEPT when the wait slept */
+	__u64 offcpu_ns;   /* of the wait: off CPU (asleep + runnable) */
+	__u64 runq_ns;     /* of the wait: runnable but not running */
 };
 
 /* In-kernel aggregation of pthread locks: (lock, caller, thread, kind). */
@@ -422,6 +436,8 @@ struct ls_uagg_val {
 	__u64 slept;      /* waits during which the thread switched out */
 	__u64 contended;  /* waits that began while another thread held it */
 	__u64 cgroup_id;
+	__u64 offcpu_ns;  /* of total_ns: off CPU (asleep + runnable) */
+	__u64 runq_ns;    /* of offcpu_ns: runnable but not running */
 	char comm[LS_COMM_LEN];
 	char pcomm[LS_COMM_LEN];
 	__u64 hist[LS_HIST_SLOTS];
@@ -457,6 +473,8 @@ struct ls_uevent {
 	__u32 flags;       /* LS_UEV_* */
 	__u32 holder_tid;
 	__s32 ret;         /* the lock call's return value */
+	__u64 offcpu_ns;   /* of the wait (begin -> acquired): off CPU */
+	__u64 runq_ns;     /* of the wait: runnable but not running */
 	char comm[LS_COMM_LEN];
 };
 
@@ -467,6 +485,7 @@ struct ls_fwait {
 	__u64 nvcsw;
 	__u32 op;
 	__u32 pad;
+	struct ls_sched_mark sched; /* at sys_enter */
 };
 
 struct ls_fagg_key {
@@ -486,6 +505,8 @@ struct ls_fagg_val {
 	__u64 partial;     /* waits whose start was not seen: never timed */
 	__u64 slept;
 	__u64 cgroup_id;
+	__u64 offcpu_ns;   /* of total_ns: off CPU (asleep + runnable) */
+	__u64 runq_ns;     /* of offcpu_ns: runnable but not running */
 	char comm[LS_COMM_LEN];
 	char pcomm[LS_COMM_LEN];
 	__u64 hist[LS_HIST_SLOTS];
@@ -502,6 +523,8 @@ struct ls_fevent {
 	__s32 ret;
 	__u32 flags;    /* LS_UEV_SLEPT, LS_UEV_FUTEX_PARTIAL */
 	__u32 pad;
+	__u64 offcpu_ns; /* of the wait: off CPU (asleep + runnable) */
+	__u64 runq_ns;   /* of the wait: runnable but not running */
 	char comm[LS_COMM_LEN];
 };
 

@@ -30,6 +30,9 @@
  *   pthread_cond_*wait releases its mutex (a hold ends at entry) and takes
  *   it again before returning (a hold begins at return); its futex waits
  *   are condition waits, counted by the futex source.
+ * - Where a wait went (on CPU, runnable, asleep) comes from the scheduler's
+ *   accounting of the waiter at entry and return (user.bpf.h
+ *   ls_sched_split): no sched_switch program.
  * - Aggregation keys hold the tid: one writer per key, no atomics, except
  *   the holder map (several waiters): atomic adds.
  */
@@ -131,7 +134,7 @@ static __always_inline struct ls_uagg_val *agg_entry(struct ls_uagg_key *key)
 
 static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 				 __u64 lock, __u64 caller, __u32 kind, __u32 flags,
-				 __u32 holder, __s32 ret)
+				 __u32 holder, __s32 ret, __u64 offcpu, __u64 runq)
 {
 	struct ls_uevent *e;
 	__u64 id;
@@ -156,6 +159,8 @@ static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 	e->flags = flags;
 	e->holder_tid = holder;
 	e->ret = ret;
+	e->offcpu_ns = offcpu;
+	e->runq_ns = runq;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, 0);
 }
@@ -207,6 +212,7 @@ int BPF_UPROBE(ulock_enter, void *lock)
 	call->lock = (__u64)lock;
 	call->begin_ns = now;
 	call->nvcsw = task->nvcsw;
+	ls_sched_mark(&call->sched, task);
 	/* the return address (at a uretprobe the instruction pointer is the
 	 * uprobes trampoline, not the caller) */
 	call->caller = 0;
@@ -220,7 +226,7 @@ int BPF_UPROBE(ulock_enter, void *lock)
 SEC("uretprobe")
 int BPF_URETPROBE(ulock_return, int ret)
 {
-	__u64 now = bpf_ktime_get_ns(), wait, id;
+	__u64 now = bpf_ktime_get_ns(), wait, id, offcpu, runq;
 	struct ls_uholder_key hk = {};
 	struct ls_uholder_val *hv, hv0 = {};
 	struct ls_uagg_key key = {};
@@ -244,6 +250,7 @@ int BPF_URETPROBE(ulock_return, int ret)
 	kind = call.op & LS_UOP_KIND_MASK;
 	wait = now - call.begin_ns;
 	slept = task->nvcsw != call.nvcsw;
+	ls_sched_split(&call.sched, task, wait, &offcpu, &runq);
 
 	key.lock = call.lock;
 	key.caller = call.caller;
@@ -256,7 +263,8 @@ int BPF_URETPROBE(ulock_return, int ret)
 		if (val)
 			val->failed += 1;
 		emit(call.begin_ns, now, 0, call.lock, call.caller, kind,
-		     LS_UEV_FAILED | (slept ? LS_UEV_SLEPT : 0), call.holder_tid, ret);
+		     LS_UEV_FAILED | (slept ? LS_UEV_SLEPT : 0), call.holder_tid, ret,
+		     offcpu, runq);
 		return 0;
 	}
 
@@ -273,6 +281,8 @@ int BPF_URETPROBE(ulock_return, int ret)
 		nh.depth = 1;
 		nh.holder_tid = call.holder_tid;
 		nh.flags = slept ? LS_UEV_SLEPT : 0;
+		nh.offcpu_ns = offcpu;
+		nh.runq_ns = runq;
 		if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
 			count_lost(LS_ULOST_HOLDS_FULL);
 	}
@@ -282,6 +292,8 @@ int BPF_URETPROBE(ulock_return, int ret)
 	if (val) {
 		val->count += 1;
 		val->total_ns += wait;
+		val->offcpu_ns += offcpu;
+		val->runq_ns += runq;
 		if (wait < val->min_ns)
 			val->min_ns = wait;
 		if (wait > val->max_ns)
@@ -346,7 +358,7 @@ static __always_inline void release(__u64 lock, __u32 op)
 		val = agg_entry(&key);
 		if (val)
 			val->partial += 1;
-		emit(0, 0, now, lock, 0, kind, LS_UEV_PARTIAL, 0, 0);
+		emit(0, 0, now, lock, 0, kind, LS_UEV_PARTIAL, 0, 0, 0, 0);
 		return;
 	}
 	if (h->depth > 1) {
@@ -375,7 +387,7 @@ static __always_inline void release(__u64 lock, __u32 op)
 			val->hold_hist[slot] += 1;
 	}
 	emit(open.begin_ns, open.acquired_ns, now, lock, open.caller, open.kind,
-	     open.flags, open.holder_tid, 0);
+	     open.flags, open.holder_tid, 0, open.offcpu_ns, open.runq_ns);
 }
 
 SEC("uprobe")

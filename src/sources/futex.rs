@@ -21,7 +21,7 @@ use super::{
 };
 use crate::bpf::futex::types::{ls_fagg_key, ls_fagg_val, ls_fevent};
 use crate::bpf::futex::{FutexSkel, FutexSkelBuilder, OpenFutexSkel};
-use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
+use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats, WaitSplit};
 use crate::output::SourceStatus;
 
 /// Name of the source and `source` of its rows.
@@ -227,7 +227,7 @@ pub fn to_record(k: &ls_fagg_key, v: &ls_fagg_val, cgroup: Option<String>) -> Re
         hold: None,
         failed: v.value_changed,
         partial: v.partial,
-        split: None,
+        split: Some(WaitSplit::from_offcpu(v.total_ns, v.offcpu_ns, v.runq_ns)),
         stacks: Vec::new(),
     }
 }
@@ -235,6 +235,11 @@ pub fn to_record(k: &ls_fagg_key, v: &ls_fagg_val, cgroup: Option<String>) -> Re
 /// A pure decoding of one ring-buffer record.
 pub fn to_event(e: &ls_fevent, cgroup: Option<String>) -> Event {
     let partial = e.flags & EV_PARTIAL != 0;
+    let wait_ns = if partial {
+        0
+    } else {
+        e.end_ns.saturating_sub(e.begin_ns)
+    };
     Event {
         source: SOURCE,
         kind: LockKind::Futex,
@@ -248,11 +253,7 @@ pub fn to_event(e: &ls_fevent, cgroup: Option<String>) -> Event {
         begin_ns: e.begin_ns,
         end_ns: e.end_ns,
         released_ns: None,
-        wait_ns: if partial {
-            0
-        } else {
-            e.end_ns.saturating_sub(e.begin_ns)
-        },
+        wait_ns,
         hold_ns: None,
         aborted: e.ret < 0,
         failed: false,
@@ -261,7 +262,7 @@ pub fn to_event(e: &ls_fevent, cgroup: Option<String>) -> Event {
         slept: e.flags & EV_SLEPT != 0,
         partial,
         holder_tid: None,
-        split: None,
+        split: (!partial).then(|| WaitSplit::from_offcpu(wait_ns, e.offcpu_ns, e.runq_ns)),
     }
 }
 
@@ -398,6 +399,8 @@ mod tests {
             partial: 1,
             slept: 3,
             cgroup_id: 0,
+            offcpu_ns: 250,
+            runq_ns: 20,
             comm: [0; 16],
             pcomm: [0; 16],
             hist: [0; HIST_SLOTS],
@@ -407,6 +410,8 @@ mod tests {
         assert_eq!((r.wait.count, r.aborted, r.failed, r.partial), (3, 2, 4, 1));
         assert_eq!(r.kind.name(), "futex");
         assert!(r.hold.is_none());
+        let sp = r.split.expect("split");
+        assert_eq!((sp.oncpu, sp.runnable, sp.asleep), (50, 20, 230));
     }
 
     #[test]
@@ -422,11 +427,15 @@ mod tests {
             ret: -ETIMEDOUT,
             flags: EV_SLEPT,
             pad: 0,
+            offcpu_ns: 90,
+            runq_ns: 5,
             comm: [0; 16],
         };
         let ev = to_event(&e, None);
         assert_eq!(ev.wait_ns, 100);
         assert!(ev.aborted && ev.slept && !ev.partial);
         assert_eq!(ev.caller.as_deref(), Some("FUTEX_WAIT_BITSET"));
+        let sp = ev.split.expect("split");
+        assert_eq!((sp.oncpu, sp.runnable, sp.asleep), (10, 5, 85));
     }
 }

@@ -29,7 +29,7 @@ use crate::bpf::ulock::types::{
     ls_uagg_key, ls_uagg_val, ls_uevent, ls_uholder_key, ls_uholder_val,
 };
 use crate::bpf::ulock::{OpenUlockSkel, UlockSkel, UlockSkelBuilder};
-use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats};
+use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
 use crate::output::SourceStatus;
 use crate::procmaps::{PthreadObject, UserSymbolizer, find_pthread_object, maps_file};
 
@@ -561,7 +561,8 @@ pub fn to_record(
         )),
         failed: v.failed,
         partial: v.partial,
-        split: None,
+        // of the acquisitions' waits (failed calls are not in total_ns)
+        split: Some(WaitSplit::from_offcpu(v.total_ns, v.offcpu_ns, v.runq_ns)),
         stacks: Vec::new(),
     }
 }
@@ -572,6 +573,11 @@ pub fn to_event(e: &ls_uevent, caller: Option<String>, cgroup: Option<String>) -
     let failed = e.flags & EV_FAILED != 0;
     let partial = e.flags & EV_PARTIAL != 0;
     let complete = !failed && !partial;
+    let wait_ns = if partial {
+        0
+    } else {
+        e.acquired_ns.saturating_sub(e.begin_ns)
+    };
     Event {
         source,
         kind,
@@ -586,11 +592,7 @@ pub fn to_event(e: &ls_uevent, caller: Option<String>, cgroup: Option<String>) -
         // partial: neither the request nor the acquisition was seen
         end_ns: if partial { 0 } else { e.acquired_ns },
         released_ns: (!failed).then_some(e.released_ns),
-        wait_ns: if partial {
-            0
-        } else {
-            e.acquired_ns.saturating_sub(e.begin_ns)
-        },
+        wait_ns,
         hold_ns: complete.then(|| e.released_ns.saturating_sub(e.acquired_ns)),
         aborted: false,
         failed,
@@ -599,7 +601,10 @@ pub fn to_event(e: &ls_uevent, caller: Option<String>, cgroup: Option<String>) -
         slept: e.flags & EV_SLEPT != 0,
         partial,
         holder_tid: (e.holder_tid != 0).then_some(e.holder_tid),
-        split: None,
+        // a partial operation's wait was not seen; a hold re-taken by a
+        // condition wait has no request time (begin_ns 0)
+        split: (!partial && e.begin_ns != 0)
+            .then(|| WaitSplit::from_offcpu(wait_ns, e.offcpu_ns, e.runq_ns)),
     }
 }
 
@@ -750,6 +755,8 @@ mod tests {
             flags,
             holder_tid: 12,
             ret: 0,
+            offcpu_ns: 1_500,
+            runq_ns: 500,
             comm: [0; 16],
         }
     }
@@ -763,6 +770,8 @@ mod tests {
             (1_000, 3_000, Some(10_000))
         );
         assert_eq!(e.holder_tid, Some(12));
+        let sp = e.split.expect("a timed wait has a split");
+        assert_eq!((sp.oncpu, sp.runnable, sp.asleep), (500, 500, 1_000));
         assert_eq!(e.source, ROW_MUTEX);
         assert!(!e.failed && !e.partial);
     }
@@ -778,6 +787,7 @@ mod tests {
         let p = to_event(&p, None, None);
         assert!(p.partial);
         assert_eq!((p.wait_ns, p.hold_ns, p.end_ns), (0, None, 0));
+        assert!(p.split.is_none(), "a wait not seen has no split");
         assert_eq!(p.released_ns, Some(10_000));
     }
 
