@@ -260,6 +260,10 @@ pub struct Record {
     pub tid: u32,
     pub comm: String,
     pub cgroup: Option<String>,
+    /// The memory cgroup the lock is charged to, where the source knows it
+    /// (mmap-lock: the mm's memcg, a path in the memory controller's
+    /// hierarchy, which is cgroup v1 on a hybrid host).
+    pub memcg: Option<String>,
     pub aborted: u64,
     pub spun: u64,
     pub slept: u64,
@@ -419,6 +423,10 @@ pub struct Row {
     pub tid: Option<u32>,
     pub comm: Option<String>,
     pub cgroup: Option<String>,
+    /// The memory cgroup of the row's records where known and shared
+    /// (mmap-lock); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memcg: Option<String>,
     pub count: u64,
     pub aborted: u64,
     pub failed: u64,
@@ -448,6 +456,17 @@ fn agree<T: PartialEq + Clone>(acc: &mut Option<Option<T>>, v: Option<T>) {
     }
 }
 
+/// A cgroup as a by-cgroup row names it: the task's cgroup v2 path, or
+/// `memcg PATH (cgroup PATH)` when a memory cgroup is known and is another
+/// path (memcg first: on a hybrid host it is what tells containers apart).
+pub fn cgroup_label(cgroup: Option<&str>, memcg: Option<&str>) -> String {
+    let c = cgroup.unwrap_or_default();
+    match memcg {
+        Some(m) if m != c => format!("memcg {m} (cgroup {c})"),
+        _ => c.to_string(),
+    }
+}
+
 /// Groups records into report rows, sorted by total wait (largest first).
 /// A field shared by every record of a row is kept; otherwise it is null
 /// (e.g. `tid` in a by-lock row of several threads). For by-lock rows the
@@ -467,6 +486,7 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         tid: Option<Option<u32>>,
         comm: Option<Option<String>>,
         cgroup: Option<Option<String>>,
+        memcg: Option<Option<String>>,
         aborted: u64,
         failed: u64,
         partial: u64,
@@ -484,7 +504,9 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
             GroupBy::Lock => format!("{:x}/{}", r.lock, r.kind.name()),
             GroupBy::Caller => format!("{}/{}", r.caller.as_deref().unwrap_or("?"), r.kind.name()),
             GroupBy::Task => format!("{}/{}", r.pid, r.tid),
-            GroupBy::Cgroup => r.cgroup.clone().unwrap_or_default(),
+            // a memory cgroup that is not the task's cgroup (a hybrid
+            // host's v1 memory hierarchy) tells containers apart too
+            GroupBy::Cgroup => cgroup_label(r.cgroup.as_deref(), r.memcg.as_deref()),
         };
         let a = groups.entry((r.source, key)).or_default();
         a.source = r.source;
@@ -499,6 +521,7 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         agree(&mut a.tid, Some(r.tid));
         agree(&mut a.comm, Some(r.comm.clone()));
         agree(&mut a.cgroup, r.cgroup.clone());
+        agree(&mut a.memcg, r.memcg.clone());
         a.aborted += r.aborted;
         a.failed += r.failed;
         a.partial += r.partial;
@@ -535,6 +558,7 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
                 tid: a.tid.flatten(),
                 comm: a.comm.flatten(),
                 cgroup: a.cgroup.flatten(),
+                memcg: a.memcg.flatten(),
                 count: a.wait.count,
                 aborted: a.aborted,
                 failed: a.failed,
@@ -677,6 +701,7 @@ mod tests {
             tid,
             comm: "w".into(),
             cgroup: Some("/a".into()),
+            memcg: None,
             aborted: 0,
             spun: 0,
             slept: waits.len() as u64,
@@ -727,6 +752,36 @@ mod tests {
         );
         assert_eq!(rows[1].wait_hist.iter().sum::<u64>(), 3);
         assert_eq!(rows[1].wait_hist.len(), log2_slot(200) + 1);
+    }
+
+    #[test]
+    fn by_cgroup_tells_memory_cgroups_apart_when_they_are_not_the_cgroup() {
+        let mut a = rec(0x10, "vm_mmap_pgoff", 101, &[100]);
+        a.memcg = Some("/docker/aaa".into());
+        let mut b = rec(0x20, "vm_mmap_pgoff", 102, &[300]);
+        b.memcg = Some("/docker/bbb".into());
+        let mut same = rec(0x30, "vm_mmap_pgoff", 103, &[50]);
+        same.memcg = Some("/a".into()); // the task's own cgroup: no suffix
+        let rows = group(
+            &[a.clone(), b, same, rec(0x40, "x", 104, &[7])],
+            GroupBy::Cgroup,
+        );
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(rows[0].memcg.as_deref(), Some("/docker/bbb"));
+        assert_eq!(rows[0].cgroup.as_deref(), Some("/a"), "cgroup stays v2");
+        assert_eq!(rows[1].memcg.as_deref(), Some("/docker/aaa"));
+        assert_eq!(rows[2].count, 2, "same memcg as cgroup, and unknown");
+        assert_eq!(rows[2].memcg, None, "disagreeing memcgs are dropped");
+        assert_eq!(
+            cgroup_label(Some("/a"), Some("/docker/aaa")),
+            "memcg /docker/aaa (cgroup /a)"
+        );
+        assert_eq!(cgroup_label(Some("/a"), Some("/a")), "/a");
+        let json = serde_json::to_value(&group(&[a], GroupBy::Lock)[0]).expect("json");
+        assert_eq!(json["memcg"], "/docker/aaa");
+        let plain =
+            serde_json::to_value(&group(&[rec(1, "x", 1, &[1])], GroupBy::Lock)[0]).expect("json");
+        assert!(plain.get("memcg").is_none(), "absent where not known");
     }
 
     #[test]

@@ -113,7 +113,10 @@ fn last_column(r: &Row, by: GroupBy) -> String {
             r.pid.map_or("?".into(), |p| p.to_string()),
             r.tid.map_or("*".into(), |t| t.to_string()),
         ),
-        GroupBy::Cgroup => r.cgroup.clone().unwrap_or_else(|| "?".into()),
+        GroupBy::Cgroup => match (&r.cgroup, &r.memcg) {
+            (None, None) => "?".into(),
+            (c, m) => crate::model::cgroup_label(c.as_deref(), m.as_deref()),
+        },
     }
 }
 
@@ -484,6 +487,7 @@ mod tests {
             tid: 4243,
             comm: "lockscope-wl".into(),
             cgroup: Some("/user.slice".into()),
+            memcg: None,
             aborted: 1,
             spun: 0,
             slept: 3,
@@ -617,6 +621,7 @@ mod tests {
             tid: 8,
             comm: "db".into(),
             cgroup: Some("/".into()),
+            memcg: None,
             aborted: 0,
             spun: 0,
             slept: 0,

@@ -394,3 +394,100 @@ fn tracing_started_mid_hold_is_partial_never_mistimed() {
     }
     panic!("tracing never started inside one of the holder's holds");
 }
+
+#[test]
+fn mmap_lock_rows_name_the_memory_cgroup_the_test_creates() {
+    require_root();
+    // the memory controller's hierarchy: cgroup v2, or v1 on a hybrid host
+    // (this machine: the memory cgroup is then not the task's v2 cgroup)
+    let mroot = lockscope::cgroup::memory_root().expect("a memory controller");
+    let v2 = mroot == lockscope::cgroup::v2_root();
+    if v2 {
+        // children of the root get a memory cgroup of their own only with
+        // the controller enabled for them
+        let _ = std::fs::write(mroot.join("cgroup.subtree_control"), "+memory");
+    }
+    let name = format!("lockscope-memcg-test-{}", std::process::id());
+    let dir = mroot.join(&name);
+    std::fs::create_dir(&dir).expect("create a memory cgroup");
+    let wl = Workload::start_paused(&["mmap", "--threads", "2", "--ops", "500"]);
+    let pid = wl.pid().to_string();
+    let moved = std::fs::write(dir.join("cgroup.procs"), &pid);
+    let tracer = Tracer::start(&[
+        "report",
+        "-p",
+        &pid,
+        "--source",
+        "mmap-lock",
+        "--by",
+        "cgroup",
+        "--json",
+    ]);
+    wl.go();
+    let done = wl.finish();
+    let (code, out) = tracer.finish();
+    let _ = std::fs::remove_dir(&dir);
+    moved.expect("move the workload into the memory cgroup");
+    assert_eq!(code, 0, "lockscope failed: {out}");
+    let rep: Value = serde_json::from_str(out.trim()).expect("report JSON");
+    let want = format!("/{name}");
+    let rows = rows(&rep);
+    assert_eq!(rows.len(), 1, "one process in one memory cgroup: {rep}");
+    let r = &rows[0];
+    assert_eq!(r["memcg"], want.as_str(), "{r}");
+    eprintln!(
+        "memcg {} (v2 hierarchy: {v2}), cgroup {}, lock {}",
+        r["memcg"], r["cgroup"], r["lock_name"]
+    );
+    if !v2 {
+        // the row stays the workload's v2 cgroup; the lock name also says
+        // where the memory is charged
+        let lock_name = r["lock_name"].as_str().expect("lock name");
+        assert!(
+            lock_name.ends_with(&format!("[memcg {want}]")),
+            "{lock_name}"
+        );
+    } else {
+        assert_eq!(r["cgroup"], want.as_str(), "{r}");
+    }
+    assert!(
+        u(&r["count"]) >= 2 * u(&done[0]["munmap_calls"]),
+        "every mmap and munmap of the workload: {r}"
+    );
+}
+
+#[test]
+fn the_header_says_when_page_faults_skip_mmap_lock() {
+    let (out, wl) = traced(
+        "report",
+        &["mmap", "--threads", "2", "--ops", "500"],
+        &["--source", "mmap-lock", "--by", "lock"],
+    );
+    let rep: Value = serde_json::from_str(out.trim()).expect("report JSON");
+    let src = &rep["sources"][0];
+    assert_eq!(src["name"], "mmap-lock");
+    let note = src["reason"].as_str().unwrap_or("");
+    // every op faults in each of its 16 pages (64 KiB, touched a byte a page)
+    let faults = 2 * 500 * 16;
+    let reads: u64 = rows(&rep)
+        .iter()
+        .filter(|r| r["kind"] == "rwsem-read")
+        .map(|r| u(&r["count"]))
+        .sum();
+    let per_vma = std::fs::read_to_string("/proc/kallsyms")
+        .expect("kallsyms")
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("lock_vma_under_rcu"));
+    eprintln!(
+        "per-VMA locks {per_vma}: {reads} read acquisitions for {faults} faults \
+         and {} munmaps; note {note:?}",
+        u(&wl[0]["munmap_calls"])
+    );
+    assert_eq!(note.contains("per-VMA locks"), per_vma, "{src}");
+    if per_vma {
+        // the note is true: the faults mostly did not take mmap_lock
+        assert!(reads < faults / 2, "{reads} reads for {faults} faults");
+    } else {
+        assert!(reads >= faults, "{reads} reads for {faults} faults");
+    }
+}

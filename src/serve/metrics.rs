@@ -443,6 +443,7 @@ mod tests {
             tid: 42,
             comm: comm.into(),
             cgroup: Some("/user.slice".into()),
+            memcg: None,
             aborted: 0,
             spun: 1,
             slept: waits.len() as u64,

@@ -534,6 +534,7 @@ mod tests {
             tid,
             comm: format!("t{tid}"),
             cgroup: Some("/a".into()),
+            memcg: None,
             aborted: 1,
             spun: 0,
             slept: waits.len() as u64,

@@ -524,6 +524,7 @@ fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_agg_
         tid: k.tid,
         comm,
         cgroup: sym.cgroup(v.cgroup_id),
+        memcg: None,
         aborted: v.aborted,
         spun: v.spun,
         slept: v.slept,

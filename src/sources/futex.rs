@@ -214,6 +214,7 @@ pub fn to_record(k: &ls_fagg_key, v: &ls_fagg_val, cgroup: Option<String>) -> Re
         tid: k.tid,
         comm: comm_str(&v.comm),
         cgroup,
+        memcg: None,
         aborted: v.timed_out + v.interrupted,
         spun: 0,
         slept: v.slept,

@@ -336,6 +336,7 @@ fn to_record(
         tid: k.tid,
         comm: comm_str(&v.comm),
         cgroup,
+        memcg: src.memcg(v.memcg_id),
         aborted: 0,
         spun: 0,
         slept: 0,

@@ -142,6 +142,7 @@ fn to_record(sym: &mut Symbolizer, k: &ls_rq_key, v: &ls_rq_val) -> Record {
         tid: k.tid,
         comm: comm_str(&v.comm),
         cgroup: sym.cgroup(v.cgroup_id),
+        memcg: None,
         aborted: 0,
         spun: 0,
         slept: v.woken,

@@ -548,6 +548,7 @@ pub fn to_record(
         tid: k.tid,
         comm: comm_str(&v.comm),
         cgroup,
+        memcg: None,
         aborted: 0,
         spun: 0,
         slept: v.slept,

@@ -133,7 +133,7 @@ fn row_key(r: &Record, by: GroupBy) -> String {
         GroupBy::Lock => format!("{:x}/{}", r.lock, r.kind.name()),
         GroupBy::Caller => format!("{}/{}", r.caller.as_deref().unwrap_or("?"), r.kind.name()),
         GroupBy::Task => format!("{}/{}", r.pid, r.tid),
-        GroupBy::Cgroup => r.cgroup.clone().unwrap_or_default(),
+        GroupBy::Cgroup => crate::model::cgroup_label(r.cgroup.as_deref(), r.memcg.as_deref()),
     };
     format!("{}\u{0}{k}", r.source)
 }
@@ -262,7 +262,10 @@ pub fn row_label(r: &Row, by: GroupBy) -> String {
             r.comm.as_deref().unwrap_or("?"),
             r.tid.map_or("*".into(), |t| t.to_string())
         ),
-        GroupBy::Cgroup => r.cgroup.clone().unwrap_or_else(|| "?".into()),
+        GroupBy::Cgroup => match (&r.cgroup, &r.memcg) {
+            (None, None) => "?".into(),
+            (c, m) => crate::model::cgroup_label(c.as_deref(), m.as_deref()),
+        },
     }
 }
 
@@ -722,6 +725,7 @@ pub(crate) mod tests {
             tid,
             comm: comm.into(),
             cgroup: Some("/test".into()),
+            memcg: None,
             aborted: 0,
             spun: 0,
             slept: waits.len() as u64,
