@@ -42,6 +42,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             require_privileges()?;
             let mut settings = a.settings.clone();
             settings.stacks |= a.output.needs_stacks();
+            settings.hold_stacks |= a.output.needs_hold_stacks();
             let opts = options(targets, &settings, false, 0)?;
             let stop = Stop::new(a.duration, &opts.targets)?;
             let rep = collect(&opts, &a.settings.sources, &stop, &a.output, None)?;
@@ -364,6 +365,7 @@ fn print_report(rep: &Report, out: &OutputArgs) -> Result<()> {
         output::write_table(&mut w, rep, out.by, out.top, width)?;
         output::write_stacks(&mut w, rep, out.by, 3, width)?;
     }
+    write_hold_flame(rep, out)?;
     if out.flamegraph.is_some() || out.folded.is_some() {
         let folded = crate::flame::fold(&rep.rows);
         if let Some(p) = &out.folded {
@@ -393,6 +395,47 @@ fn print_report(rep: &Report, out: &OutputArgs) -> Result<()> {
                     .unwrap_or_default()
             );
         }
+    }
+    Ok(())
+}
+
+/// `--flamegraph-hold` and `--folded-hold`: acquisitions' stacks weighted
+/// by the holds that followed.
+fn write_hold_flame(rep: &Report, out: &OutputArgs) -> Result<()> {
+    if !out.needs_hold_stacks() {
+        return Ok(());
+    }
+    let folded = crate::flame::fold_holds(&rep.rows);
+    if let Some(p) = &out.folded_hold {
+        let mut f = io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
+        );
+        crate::flame::write_folded(&mut f, &folded)?;
+        f.flush()?;
+    }
+    if let Some(p) = &out.flamegraph_hold {
+        let mut f = io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
+        );
+        let title = format!("lock holds: {}", rep.targets);
+        crate::flame::write_svg_of(&mut f, &folded, &title, "held")?;
+        f.flush()?;
+    }
+    if !out.json {
+        let total: u64 = folded.iter().map(|f| f.weight).sum();
+        eprintln!(
+            "lockscope: {} hold stacks ({}) written{}{}",
+            folded.len(),
+            crate::units::fmt_ns(total),
+            out.flamegraph_hold
+                .as_ref()
+                .map(|p| format!(" to {} (open it in a browser)", p.display()))
+                .unwrap_or_default(),
+            out.folded_hold
+                .as_ref()
+                .map(|p| format!(", folded to {}", p.display()))
+                .unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -537,6 +580,7 @@ fn run_command(
     };
     let mut settings = settings.clone();
     settings.stacks |= out.needs_stacks();
+    settings.hold_stacks |= out.needs_hold_stacks();
     let opts = options(targets, &settings, false, 0)?;
     let stop = Stop::new(None, &opts.targets)?;
     let mut sym = Symbolizer::new();
@@ -602,6 +646,7 @@ fn demo(a: DemoArgs) -> Result<i32> {
         stacks: false,
         stack_threshold: Duration::from_millis(1),
         stack_sample: 0,
+        hold_stacks: false,
     };
     let code = run_command(&cmd, &settings, &a.output, true)?;
     if code != 0 {
@@ -945,6 +990,8 @@ fn trace(a: TraceArgs) -> Result<i32> {
         top: 20,
         flamegraph: None,
         folded: None,
+        flamegraph_hold: None,
+        folded_hold: None,
     };
     let summary = if a.summary {
         Some(snapshot(

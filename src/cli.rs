@@ -135,15 +135,21 @@ pub struct TraceSettings {
     /// With --stacks: also 1 in N of the shorter waits (0: none)
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub stack_sample: u32,
+    /// Also stacks of holds (user-locks, mmap-lock): the stack of every
+    /// acquisition is taken, and holds at least --stack-threshold long (and
+    /// 1 in --stack-sample of the others) are added to it; implies --stacks
+    #[arg(long)]
+    pub hold_stacks: bool,
 }
 
 impl TraceSettings {
     /// The stack settings, when stacks were asked for (directly or by an
     /// output that needs them).
     pub fn stack_options(&self) -> Option<crate::sources::StackOptions> {
-        self.stacks.then_some(crate::sources::StackOptions {
+        (self.stacks || self.hold_stacks).then_some(crate::sources::StackOptions {
             threshold_ns: self.stack_threshold.as_nanos() as u64,
             sample: self.stack_sample,
+            holds: self.hold_stacks,
         })
     }
 }
@@ -166,12 +172,25 @@ pub struct OutputArgs {
     /// implies --stacks
     #[arg(long, value_name = "FILE")]
     pub folded: Option<std::path::PathBuf>,
+    /// Write a flame graph of hold time (SVG) here: stacks of acquisitions
+    /// weighted by the holds that followed (user-locks, mmap-lock);
+    /// implies --hold-stacks
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph_hold: Option<std::path::PathBuf>,
+    /// Write folded stacks of hold time here; implies --hold-stacks
+    #[arg(long, value_name = "FILE")]
+    pub folded_hold: Option<std::path::PathBuf>,
 }
 
 impl OutputArgs {
     /// Whether an output needs stacks.
     pub fn needs_stacks(&self) -> bool {
-        self.flamegraph.is_some() || self.folded.is_some()
+        self.flamegraph.is_some() || self.folded.is_some() || self.needs_hold_stacks()
+    }
+
+    /// Whether an output needs the stacks of holds.
+    pub fn needs_hold_stacks(&self) -> bool {
+        self.flamegraph_hold.is_some() || self.folded_hold.is_some()
     }
 }
 

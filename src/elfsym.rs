@@ -11,6 +11,7 @@ const SHT_SYMTAB: u32 = 2;
 const SHT_DYNSYM: u32 = 11;
 const SHT_GNU_VERSYM: u32 = 0x6fff_ffff;
 const PT_LOAD: u32 = 1;
+const STT_OBJECT: u8 = 1;
 const STT_FUNC: u8 = 2;
 const STT_GNU_IFUNC: u8 = 10;
 const STB_WEAK: u8 = 2;
@@ -38,11 +39,14 @@ struct Segment {
     filesz: u64,
 }
 
-/// The function symbols of one ELF file.
+/// The function (and data object) symbols of one ELF file.
 #[derive(Clone, Debug, Default)]
 pub struct ElfSymbols {
     /// Sorted by vaddr.
     funcs: Vec<FuncSym>,
+    /// Data objects (`static` variables: a global `pthread_mutex_t`),
+    /// sorted by vaddr.
+    objects: Vec<FuncSym>,
     segments: Vec<Segment>,
 }
 
@@ -117,6 +121,7 @@ impl ElfSymbols {
         }
         let versym = sections.iter().find(|s| s.ty == SHT_GNU_VERSYM);
         let mut funcs = Vec::new();
+        let mut objects = Vec::new();
         for ty in [SHT_DYNSYM, SHT_SYMTAB] {
             for sec in sections.iter().filter(|s| s.ty == ty) {
                 let Some(strtab) = sections.get(sec.link as usize) else {
@@ -135,7 +140,10 @@ impl ElfSymbols {
                         bail!("truncated symbol table");
                     };
                     let st_type = info & 0xf;
-                    if (st_type != STT_FUNC && st_type != STT_GNU_IFUNC) || shndx == 0 || value == 0
+                    let object = st_type == STT_OBJECT && size > 0;
+                    if (st_type != STT_FUNC && st_type != STT_GNU_IFUNC && !object)
+                        || shndx == 0
+                        || value == 0
                     {
                         continue;
                     }
@@ -150,7 +158,8 @@ impl ElfSymbols {
                         _ => !name.contains('@') || name.contains("@@"),
                     };
                     let name = name.split('@').next().unwrap_or(name);
-                    funcs.push(FuncSym {
+                    let list = if object { &mut objects } else { &mut funcs };
+                    list.push(FuncSym {
                         name: name.to_string(),
                         vaddr: value,
                         size,
@@ -162,7 +171,13 @@ impl ElfSymbols {
         }
         funcs.sort_by(|a, b| a.vaddr.cmp(&b.vaddr).then(a.name.cmp(&b.name)));
         funcs.dedup_by(|a, b| a.vaddr == b.vaddr && a.name == b.name);
-        Ok(ElfSymbols { funcs, segments })
+        objects.sort_by(|a, b| a.vaddr.cmp(&b.vaddr).then(a.name.cmp(&b.name)));
+        objects.dedup_by(|a, b| a.vaddr == b.vaddr && a.name == b.name);
+        Ok(ElfSymbols {
+            funcs,
+            objects,
+            segments,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -216,8 +231,18 @@ impl ElfSymbols {
 
     /// The function containing `vaddr`, as `name+0xoff`.
     pub fn symbolize(&self, vaddr: u64) -> Option<String> {
-        let i = self.funcs.partition_point(|f| f.vaddr <= vaddr);
-        let f = self.funcs[..i]
+        Self::name_in(&self.funcs, vaddr)
+    }
+
+    /// The data object (a `static` variable) containing `vaddr`, as
+    /// `name+0xoff`: only inside the object's size.
+    pub fn data_symbol(&self, vaddr: u64) -> Option<String> {
+        Self::name_in(&self.objects, vaddr)
+    }
+
+    fn name_in(list: &[FuncSym], vaddr: u64) -> Option<String> {
+        let i = list.partition_point(|f| f.vaddr <= vaddr);
+        let f = list[..i]
             .iter()
             .rev()
             .find(|f| vaddr < f.vaddr + f.size.max(1))?;
@@ -264,6 +289,38 @@ mod tests {
         assert_eq!(lockscope_elfsym_test_target(1), 4);
     }
 
+    #[unsafe(no_mangle)]
+    pub static LOCKSCOPE_ELFSYM_TEST_DATA: std::sync::atomic::AtomicU64 =
+        std::sync::atomic::AtomicU64::new(7);
+
+    #[test]
+    fn names_a_static_variable_of_this_binary() {
+        let exe = std::fs::read_link("/proc/self/exe").expect("own exe");
+        let syms = ElfSymbols::open(&exe).expect("parse own exe");
+        // where the running binary is loaded: its first mapping's bias
+        let maps = crate::procmaps::read_maps(None).expect("own maps");
+        let first = maps
+            .iter()
+            .filter(|m| std::path::Path::new(&m.path) == exe)
+            .min_by_key(|m| m.start)
+            .expect("exe mapped");
+        let bias = first.start - syms.offset_to_vaddr(first.offset).expect("in a segment");
+        let addr = &LOCKSCOPE_ELFSYM_TEST_DATA as *const _ as u64;
+        assert_eq!(
+            syms.data_symbol(addr - bias).as_deref(),
+            Some("LOCKSCOPE_ELFSYM_TEST_DATA")
+        );
+        assert_eq!(
+            syms.data_symbol(addr - bias + 4).as_deref(),
+            Some("LOCKSCOPE_ELFSYM_TEST_DATA+0x4")
+        );
+        assert!(syms.symbolize(addr - bias).is_none(), "not a function");
+        assert_eq!(
+            LOCKSCOPE_ELFSYM_TEST_DATA.load(std::sync::atomic::Ordering::Relaxed),
+            7
+        );
+    }
+
     #[test]
     fn default_version_wins_over_compat_versions() {
         let mk = |name: &str, vaddr, default_version, weak| FuncSym {
@@ -274,6 +331,7 @@ mod tests {
             weak,
         };
         let syms = ElfSymbols {
+            objects: Vec::new(),
             funcs: vec![
                 mk("pthread_cond_wait", 0x1000, false, false), // @GLIBC_2.2.5
                 mk("pthread_cond_wait", 0x2000, true, false),  // @@GLIBC_2.3.2

@@ -16,8 +16,19 @@ pub struct Folded {
 }
 
 /// Folds the rows' stacks: process name, user frames (outermost first),
-/// kernel frames (outermost first), then the lock kind and name.
+/// kernel frames (outermost first), then the lock kind and name; weighted
+/// by wait time.
 pub fn fold(rows: &[Row]) -> Vec<Folded> {
+    fold_by(rows, |s| s.total_ns)
+}
+
+/// The same folding weighted by hold time: the stack of each acquisition
+/// (`--hold-stacks`) and the holds that followed it.
+pub fn fold_holds(rows: &[Row]) -> Vec<Folded> {
+    fold_by(rows, |s| s.hold_total_ns)
+}
+
+fn fold_by(rows: &[Row], weight: impl Fn(&crate::model::StackSample) -> u64) -> Vec<Folded> {
     let mut out = Vec::new();
     for r in rows {
         let leaf = format!(
@@ -28,14 +39,14 @@ pub fn fold(rows: &[Row]) -> Vec<Folded> {
                 .or_else(|| r.lock.clone())
                 .unwrap_or_default()
         );
-        for st in &r.stacks {
+        for st in r.stacks.iter().filter(|s| weight(s) > 0) {
             let mut frames = vec![r.comm.clone().unwrap_or_else(|| "?".into())];
             frames.extend(st.user.iter().rev().cloned());
             frames.extend(st.kernel.iter().rev().cloned());
             frames.push(leaf.clone());
             out.push(Folded {
                 frames,
-                weight: st.total_ns,
+                weight: weight(st),
             });
         }
     }
@@ -82,6 +93,16 @@ const ROW: f64 = 16.0;
 /// Writes an SVG flame graph (root at the bottom), each frame a `<g>` with
 /// a `<title>` tooltip giving its weight and share.
 pub fn write_svg(w: &mut dyn Write, stacks: &[Folded], title: &str) -> io::Result<()> {
+    write_svg_of(w, stacks, title, "waited")
+}
+
+/// [`write_svg`] whose tooltips say what the weight is ("held").
+pub fn write_svg_of(
+    w: &mut dyn Write,
+    stacks: &[Folded],
+    title: &str,
+    what: &str,
+) -> io::Result<()> {
     let mut root = Node::default();
     let mut depth = 0;
     for s in stacks {
@@ -140,7 +161,7 @@ pub fn write_svg(w: &mut dyn Write, stacks: &[Folded], title: &str) -> io::Resul
         };
         writeln!(
             w,
-            r#"<g><title>{label} ({} ns waited, {pct:.2}%)</title><rect x="{x:.2}" y="{y:.2}" width="{width:.2}" height="{}" fill="{}" rx="2"/><text x="{:.2}" y="{:.2}">{text}</text></g>"#,
+            r#"<g><title>{label} ({} ns {what}, {pct:.2}%)</title><rect x="{x:.2}" y="{y:.2}" width="{width:.2}" height="{}" fill="{}" rx="2"/><text x="{:.2}" y="{:.2}">{text}</text></g>"#,
             node.value,
             ROW - 1.0,
             colour(name),

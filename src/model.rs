@@ -281,15 +281,21 @@ pub struct Record {
     pub stacks: Vec<StackSample>,
 }
 
-/// Waits that share one kernel + user stack. Frames innermost first; the
-/// first kernel frame is the lock's caller (tracing and lock frames trimmed).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// Waits (and, with `--hold-stacks`, holds) that share one kernel + user
+/// stack. Frames innermost first; the first kernel frame is the lock's
+/// caller (tracing and lock frames trimmed). `count`/`total_ns`/`max_ns`
+/// are waits that ended there; `hold_*` holds whose acquisition was there
+/// (0 when hold stacks were not taken).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StackSample {
     pub kernel: Vec<String>,
     pub user: Vec<String>,
     pub count: u64,
     pub total_ns: u64,
     pub max_ns: u64,
+    pub hold_count: u64,
+    pub hold_total_ns: u64,
+    pub hold_max_ns: u64,
 }
 
 /// Merges samples with identical frames; largest total first.
@@ -300,17 +306,25 @@ pub fn merge_stacks(all: impl IntoIterator<Item = StackSample>) -> Vec<StackSamp
         let e = map
             .entry((s.kernel.clone(), s.user.clone()))
             .or_insert_with(|| StackSample {
-                count: 0,
-                total_ns: 0,
-                max_ns: 0,
-                ..s.clone()
+                kernel: s.kernel.clone(),
+                user: s.user.clone(),
+                ..Default::default()
             });
         e.count += s.count;
         e.total_ns += s.total_ns;
         e.max_ns = e.max_ns.max(s.max_ns);
+        e.hold_count += s.hold_count;
+        e.hold_total_ns += s.hold_total_ns;
+        e.hold_max_ns = e.hold_max_ns.max(s.hold_max_ns);
     }
     let mut v: Vec<StackSample> = map.into_values().collect();
-    v.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.kernel.cmp(&b.kernel)));
+    v.sort_by(|a, b| {
+        b.total_ns
+            .cmp(&a.total_ns)
+            .then(b.hold_total_ns.cmp(&a.hold_total_ns))
+            .then(a.kernel.cmp(&b.kernel))
+            .then(a.user.cmp(&b.user))
+    });
     v
 }
 
@@ -720,6 +734,7 @@ mod tests {
                 count: waits.len() as u64,
                 total_ns: waits.iter().sum(),
                 max_ns: waits.iter().copied().max().unwrap_or(0),
+                ..Default::default()
             }],
         }
     }

@@ -298,14 +298,20 @@ pub fn write_stacks(
     width: usize,
 ) -> io::Result<()> {
     const FRAMES: usize = 12;
-    for (i, r) in rep
+    // wait stacks only (--hold-stacks adds stacks that only held)
+    for (i, (r, waits)) in rep
         .rows
         .iter()
-        .filter(|r| !r.stacks.is_empty())
+        .map(|r| {
+            let w: Vec<&crate::model::StackSample> =
+                r.stacks.iter().filter(|s| s.count > 0).collect();
+            (r, w)
+        })
+        .filter(|(_, w)| !w.is_empty())
         .take(rows)
         .enumerate()
     {
-        let st = &r.stacks[0];
+        let st = waits[0];
         writeln!(w)?;
         let head = format!(
             "stack {} of {} [{}]: {} of {} waits, {} of {}",
@@ -327,8 +333,8 @@ pub fn write_stacks(
                 writeln!(w, "{}", fit(&format!("    {f}"), width))?;
             }
         }
-        if r.stacks.len() > 1 {
-            writeln!(w, "    ({} more stacks: --json)", r.stacks.len() - 1)?;
+        if waits.len() > 1 {
+            writeln!(w, "    ({} more stacks: --json)", waits.len() - 1)?;
         }
     }
     Ok(())

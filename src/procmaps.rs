@@ -195,6 +195,48 @@ impl UserSymbolizer {
     }
 }
 
+impl UserSymbolizer {
+    /// The static variable at `addr` in `pid` from the ELF symbols of the
+    /// file loaded there (`name+0xoff`, plus ` in FILE` outside the
+    /// executable). A `.bss` beyond the file's pages is mapped anonymously
+    /// right after the file's mappings, so the file is the one loaded last
+    /// below `addr`; the symbol's size decides.
+    pub fn data_name(&mut self, pid: u32, addr: u64) -> Option<String> {
+        if addr == 0 {
+            return None;
+        }
+        if !self.maps.contains_key(&pid) {
+            self.remember(pid);
+        }
+        let maps = self.maps.get(&pid)?;
+        let owner = maps
+            .iter()
+            .filter(|m| m.start <= addr)
+            .max_by_key(|m| m.start)?;
+        let first = maps
+            .iter()
+            .filter(|m| m.inode == owner.inode && m.path == owner.path)
+            .min_by_key(|m| m.start)?
+            .clone();
+        let exe = maps.first().is_some_and(|m| m.path == first.path);
+        let key = (first.path.clone(), first.inode);
+        if !self.files.contains_key(&key) {
+            let syms = ElfSymbols::open(&reachable(Some(pid), &first)).ok();
+            self.files.insert(key.clone(), syms);
+        }
+        let syms = self.files.get(&key)?.as_ref()?;
+        let bias = first
+            .start
+            .checked_sub(syms.offset_to_vaddr(first.offset)?)?;
+        let name = syms.data_symbol(addr.checked_sub(bias)?)?;
+        if exe {
+            return Some(name);
+        }
+        let base = first.path.rsplit('/').next().unwrap_or(&first.path);
+        Some(format!("{name} in {base}"))
+    }
+}
+
 /// Whether `pid` still maps a file with this inode and path.
 pub fn maps_file(pid: u32, path: &Path, shown: &str) -> Option<bool> {
     let maps = read_maps(Some(pid)).ok()?;
@@ -244,5 +286,22 @@ mod tests {
         let mut sym = UserSymbolizer::default();
         let pid = std::process::id();
         assert_eq!(sym.name(pid, addr).as_deref(), Some("pthread_mutex_lock"));
+    }
+
+    #[unsafe(no_mangle)]
+    static LOCKSCOPE_PROCMAPS_TEST_MUTEX: crate::ulockwork::PMutex =
+        crate::ulockwork::PMutex::new();
+
+    #[test]
+    fn names_a_static_mutex_by_its_symbol_and_not_a_heap_one() {
+        let mut sym = UserSymbolizer::default();
+        let pid = std::process::id();
+        let addr = LOCKSCOPE_PROCMAPS_TEST_MUTEX.ptr() as u64;
+        assert_eq!(
+            sym.data_name(pid, addr).as_deref(),
+            Some("LOCKSCOPE_PROCMAPS_TEST_MUTEX")
+        );
+        let heap = Box::new(crate::ulockwork::PMutex::new());
+        assert_eq!(sym.data_name(pid, heap.ptr() as u64), None);
     }
 }

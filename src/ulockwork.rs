@@ -41,6 +41,10 @@ pub enum UserKind {
     /// starts: prints a "holding" line, holds for `hold`, then does
     /// `rounds` lock/unlock pairs on the same mutex.
     HeldBefore,
+    /// As mutex-hold, on the global mutex `LOCKSCOPE_GLOBAL_MUTEX` (a
+    /// static with a stable, unmangled symbol), taken in the functions
+    /// `ls_global_holder_locks` and `ls_global_waiter_locks`.
+    GlobalHold,
 }
 
 pub const NAMES: &[(&str, UserKind)] = &[
@@ -52,6 +56,7 @@ pub const NAMES: &[(&str, UserKind)] = &[
     ("rwlock", UserKind::Rwlock),
     ("std-mutex", UserKind::StdMutex),
     ("held-before", UserKind::HeldBefore),
+    ("global-hold", UserKind::GlobalHold),
 ];
 
 impl UserKind {
@@ -187,7 +192,7 @@ unsafe impl Sync for PMutex {}
 unsafe impl Send for PMutex {}
 
 impl PMutex {
-    pub fn new() -> PMutex {
+    pub const fn new() -> PMutex {
         PMutex(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER))
     }
     pub fn ptr(&self) -> *mut libc::pthread_mutex_t {
@@ -227,8 +232,9 @@ pub fn run(spec: &UserSpec) -> Result<UserReport> {
         std::thread::sleep(spec.start_delay);
     }
     let mut rep = match spec.kind {
-        UserKind::MutexHold => hold_and_wait(spec, false)?,
-        UserKind::SpinHold => hold_and_wait(spec, true)?,
+        UserKind::MutexHold => hold_and_wait(spec, HeldLock::new(false))?,
+        UserKind::SpinHold => hold_and_wait(spec, HeldLock::new(true))?,
+        UserKind::GlobalHold => hold_and_wait(spec, HeldLock::global())?,
         UserKind::MutexPairs => pairs(spec, false)?,
         UserKind::SpinPairs => pairs(spec, true)?,
         UserKind::MutexTrylock => trylock(spec)?,
@@ -241,10 +247,32 @@ pub fn run(spec: &UserSpec) -> Result<UserReport> {
     Ok(rep)
 }
 
-/// The lock of mutex-hold (a pthread mutex) or spin-hold (a spin lock).
+/// The global mutex of `global-hold`: a `static pthread_mutex_t` whose
+/// symbol names it (tests check that lockscope finds the name).
+#[unsafe(no_mangle)]
+pub static LOCKSCOPE_GLOBAL_MUTEX: PMutex = PMutex::new();
+
+/// The holder's lock call of `global-hold`, a frame of its own in the
+/// stacks (tests look for this name).
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn ls_global_holder_locks(m: &PMutex) -> i32 {
+    std::hint::black_box(m.lock())
+}
+
+/// The waiter's lock call of `global-hold`.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn ls_global_waiter_locks(m: &PMutex) -> i32 {
+    std::hint::black_box(m.lock())
+}
+
+/// The lock of mutex-hold (a pthread mutex), spin-hold (a spin lock) or
+/// global-hold (`LOCKSCOPE_GLOBAL_MUTEX`).
 struct HeldLock {
     mutex: PMutex,
     spin: Option<PSpin>,
+    global: bool,
 }
 
 impl HeldLock {
@@ -252,6 +280,22 @@ impl HeldLock {
         HeldLock {
             mutex: PMutex::new(),
             spin: spin.then(|| PSpin(UnsafeCell::new(0))),
+            global: false,
+        }
+    }
+    fn global() -> HeldLock {
+        HeldLock {
+            mutex: PMutex::new(),
+            spin: None,
+            global: true,
+        }
+    }
+    /// The pthread mutex in use.
+    fn pmutex(&self) -> &PMutex {
+        if self.global {
+            &LOCKSCOPE_GLOBAL_MUTEX
+        } else {
+            &self.mutex
         }
     }
     /// Initialises the spin lock, once it is at its final address.
@@ -266,10 +310,14 @@ impl HeldLock {
         }
         Ok(())
     }
-    fn lock(&self) -> i32 {
+    /// Takes the lock, as the holder or as the waiter (global-hold: in
+    /// functions of their own).
+    fn lock(&self, holder: bool) -> i32 {
         match &self.spin {
             // SAFETY: initialised, at a fixed address inside an Arc.
             Some(s) => unsafe { libc::pthread_spin_lock(s.0.get()) },
+            None if self.global && holder => ls_global_holder_locks(self.pmutex()),
+            None if self.global => ls_global_waiter_locks(self.pmutex()),
             None => self.mutex.lock(),
         }
     }
@@ -277,13 +325,13 @@ impl HeldLock {
         match &self.spin {
             // SAFETY: as above; callers unlock only what they locked.
             Some(s) => unsafe { libc::pthread_spin_unlock(s.0.get()) },
-            None => self.mutex.unlock(),
+            None => self.pmutex().unlock(),
         }
     }
     fn addr(&self) -> String {
         match &self.spin {
             Some(s) => format!("0x{:x}", s.0.get() as usize),
-            None => self.mutex.addr(),
+            None => self.pmutex().addr(),
         }
     }
 }
@@ -292,8 +340,8 @@ impl HeldLock {
 /// waiter calls lock 10 ms later, the holder unlocks `hold` after taking
 /// it. Both run SCHED_FIFO (root) unless `hog`: then the waiter shares
 /// CPU 0 with a busy thread, so after its wake-up it may wait to run.
-fn hold_and_wait(spec: &UserSpec, spin: bool) -> Result<UserReport> {
-    let m = Arc::new(HeldLock::new(spin));
+fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
+    let m = Arc::new(lock);
     m.init()?;
     let step = Arc::new(AtomicU32::new(0));
     let waiter_tid = Arc::new(AtomicU32::new(0));
@@ -332,7 +380,7 @@ fn hold_and_wait(spec: &UserSpec, spin: bool) -> Result<UserReport> {
                     let q0 = crate::mmwork::own_run_delay()?;
                     let t0 = now_ns();
                     call_at.store(t0, Ordering::Release);
-                    check(m.lock(), "lock")?;
+                    check(m.lock(false), "lock")?;
                     waits.push(now_ns() - t0);
                     runq.push(crate::mmwork::own_run_delay()?.saturating_sub(q0));
                     check(m.unlock(), "unlock")?;
@@ -351,7 +399,7 @@ fn hold_and_wait(spec: &UserSpec, spin: bool) -> Result<UserReport> {
     let start = now_ns();
     for r in 0..rounds as u32 {
         wait_for(&step, 2 * r);
-        check(m.lock(), "lock")?;
+        check(m.lock(true), "lock")?;
         let acquired = now_ns();
         step.store(2 * r + 1, Ordering::Release);
         hold_until(acquired + spec.hold.as_nanos() as u64);

@@ -22,6 +22,8 @@
  * - Where a wait went (on CPU, runnable, asleep): the scheduler's accounting
  *   of the waiter at sys_enter and sys_exit (user.bpf.h ls_sched_split).
  * - Aggregation keyed by (uaddr, tid): one writer per key, no atomics.
+ * - --stacks: the user stack of a wait at least the threshold long (or
+ *   sampled), taken at sys_exit, aggregated per (uaddr, tid, op, stack).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -86,6 +88,11 @@ static __always_inline void count(__u32 what)
 	if (v)
 		*v += 1;
 }
+
+#define count_lost count
+#define LS_STACK_LOST_FAILED LS_FLOST_STACK
+#define LS_STACK_LOST_MAP_FULL LS_FLOST_STACK_MAP_FULL
+#include "stacks.bpf.h"
 
 static __always_inline bool is_wait_op(__u32 op)
 {
@@ -208,7 +215,7 @@ static __always_inline __u64 saved_wait_uaddr(struct task_struct *task, bool wai
 	return is_wait_op(*op) ? di : 0;
 }
 
-static __always_inline int on_exit(long ret, bool waitv)
+static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 {
 	struct task_struct *task;
 	struct ls_fagg_key key = {};
@@ -284,6 +291,10 @@ static __always_inline int on_exit(long ret, bool waitv)
 		if (slot < LS_HIST_SLOTS)
 			val->hist[slot] += 1;
 	}
+	/* the user stack of the waiting syscall (its kernel stack is the
+	 * syscall exit path: not taken) */
+	if (stacks_on && stack_wanted(delta))
+		add_stack(open.uaddr, open.op, -1, take_ustack(ctx), delta, false);
 	emit(open.begin_ns, now, open.uaddr, open.op, ret, slept ? LS_UEV_SLEPT : 0,
 	     offcpu, runq);
 	return 0;
@@ -302,7 +313,7 @@ int futex_enter(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_futex")
 int futex_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_exit(ctx->ret, false);
+	return on_exit(ctx, ctx->ret, false);
 }
 
 SEC("tracepoint/syscalls/sys_enter_futex_waitv")
@@ -318,7 +329,7 @@ int futex_waitv_enter(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_futex_waitv")
 int futex_waitv_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_exit(ctx->ret, true);
+	return on_exit(ctx, ctx->ret, true);
 }
 
 SEC("tracepoint/sched/sched_process_fork")

@@ -31,7 +31,10 @@ enum ls_caller_mode {
 /* Depth of full stacks (--stacks): kernel and user, each. */
 #define LS_STACK_DEPTH 48
 
-/* Full stacks of waits, aggregated in the kernel (--stacks). */
+/* Full stacks of waits (--stacks) and of the acquisitions of holds
+ * (--hold-stacks), aggregated in the kernel. `flags` is the source's kind:
+ * contention_begin flags, enum ls_ukind, ls_mm_flags & LS_MM_WRITE, or the
+ * futex op. */
 struct ls_stack_key {
 	__u64 lock;
 	__u32 pid;
@@ -43,9 +46,12 @@ struct ls_stack_key {
 };
 
 struct ls_stack_val {
-	__u64 count;
+	__u64 count;    /* waits that ended here (over the threshold or sampled) */
 	__u64 total_ns;
 	__u64 max_ns;
+	__u64 hold_count; /* holds acquired here (over the threshold or sampled) */
+	__u64 hold_total_ns;
+	__u64 hold_max_ns;
 };
 
 /* Flags of lock:contention_begin, include/trace/events/lock.h (v5.19+). */
@@ -185,7 +191,8 @@ enum ls_mm_lost {
 	LS_MM_LOST_STORAGE = 3,   /* per-task storage could not be created */
 	LS_MM_LOST_SLOTS = 4,     /* more than LS_MM_SLOTS operations open */
 	LS_MM_LOST_STALE = 5,     /* an open operation whose end never came */
-	LS_MM_LOST__COUNT = 6,
+	LS_MM_LOST_STACK_MAP_FULL = 6, /* --stacks: no room for another stack key */
+	LS_MM_LOST__COUNT = 7,
 };
 
 /* One operation in progress: waiting (acquired_ns == 0) or holding. */
@@ -195,6 +202,8 @@ struct ls_mm_op {
 	__u64 acquired_ns; /* acquire_returned (success); 0 while waiting */
 	__u32 flags;       /* enum ls_mm_flags */
 	__s32 stack_id;    /* caller of the acquisition, LS_CALLER_EVERY */
+	__s32 kstack_id;   /* --hold-stacks: full stacks at the acquisition */
+	__s32 ustack_id;   /* (in `full_stacks`), < 0 when not taken */
 };
 
 struct ls_mm_task {
@@ -347,7 +356,9 @@ enum ls_ulost {
 	LS_ULOST_RINGBUF = 2,
 	LS_ULOST_STORAGE = 3,   /* per-task storage could not be created */
 	LS_ULOST_STALE_CALL = 4, /* a lock call whose return never came */
-	LS_ULOST__COUNT = 5,
+	LS_ULOST_STACK = 5,     /* --stacks: a user stack could not be taken */
+	LS_ULOST_STACK_MAP_FULL = 6, /* --stacks: no room for another stack key */
+	LS_ULOST__COUNT = 7,
 };
 
 /* Loss counters of futex.bpf.c (`lost`, per CPU), then its outcomes. */
@@ -363,7 +374,11 @@ enum ls_flost {
 	LS_FSTAT_INTERRUPTED = 6, /* -EINTR, -ERESTARTSYS and friends */
 	LS_FSTAT_VALUE_CHANGED = 7, /* -EAGAIN/-EWOULDBLOCK: never slept */
 	LS_FSTAT_COVERED = 8,     /* inside a traced pthread lock call: counted there */
-	LS_FSTAT__END = 9,
+	/* losses again, added later (after the outcomes, which keep their
+	 * places) */
+	LS_FLOST_STACK = 9,       /* --stacks: a user stack could not be taken */
+	LS_FLOST_STACK_MAP_FULL = 10, /* --stacks: no room for another stack key */
+	LS_FSTAT__END = 11,
 };
 
 /* The scheduler's accounting of a running task when a user-space wait
@@ -410,6 +425,9 @@ struct ls_uhold {
 	__u32 flags;       /* LS_UEV_SLEPT when the wait slept */
 	__u64 offcpu_ns;   /* of the wait: off CPU (asleep + runnable) */
 	__u64 runq_ns;     /* of the wait: runnable but not running */
+	__s32 ustack_id;   /* --hold-stacks: user stack at the acquisition
+			    * (in `full_stacks`), < 0 when not taken */
+	__u32 pad;
 };
 
 /* In-kernel aggregation of pthread locks: (lock, caller, thread, kind). */

@@ -34,6 +34,10 @@
  *   The caller is taken at the acquisition (once per task, mm and mode
  *   with LS_CALLER_FIRST), at the release only when no acquisition was
  *   seen.
+ * - Stacks (stacks.bpf.h): kernel and user, at the acquisition; a wait's
+ *   when it is long enough or sampled, and with --hold-stacks kept in the
+ *   slot so that the hold that follows is added to them at its end (a
+ *   downgrade's read hold keeps the write acquisition's stacks).
  * - The lock is named by its mm's owner (mm->owner, CONFIG_MEMCG), not by
  *   the task that locks it: khugepaged or a debugger lock others' mms.
  * - The memory cgroup is the one the tracepoints themselves report (a path
@@ -118,6 +122,11 @@ static __always_inline void count_lost(__u32 what)
 		*v += 1;
 }
 
+#define LS_STACK_LOST_FAILED LS_MM_LOST_STACK
+#define LS_STACK_LOST_MAP_FULL LS_MM_LOST_STACK_MAP_FULL
+#include "stacks.bpf.h"
+
+
 static __always_inline __u64 lock_of(struct mm_struct *mm)
 {
 	return (__u64)mm + bpf_core_field_offset(struct mm_struct, mmap_lock);
@@ -144,6 +153,45 @@ static __always_inline __u64 memcg_of(struct mm_struct *mm)
 	if (bpf_core_read(&css, sizeof(css), &cset->subsys[id]) || !css)
 		return 0;
 	return BPF_CORE_READ(css, cgroup, kn, id);
+}
+
+#define LS_PF_KTHREAD 0x00200000 /* include/linux/sched.h */
+
+/* --stacks / --hold-stacks at a successful acquisition that waited `wait`:
+ * the wait's stacks when wanted; with --hold-stacks, kept in the slot for
+ * the hold. A kernel thread (khugepaged) has no user stack to take. */
+static __always_inline void acquisition_stacks(void *ctx, struct mm_struct *mm,
+					       struct ls_mm_op *op, __u64 wait)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	bool user = !(task->flags & LS_PF_KTHREAD);
+	__s32 k = -1, u = -1;
+
+	if (hold_stacks_on) {
+		k = take_kstack(ctx);
+		if (user)
+			u = take_ustack(ctx);
+	}
+	if (stacks_on && stack_wanted(wait)) {
+		if (!hold_stacks_on) {
+			k = take_kstack(ctx);
+			if (user)
+				u = take_ustack(ctx);
+		}
+		add_stack(lock_of(mm), op->flags & LS_MM_WRITE, k, u, wait, false);
+	}
+	op->kstack_id = k;
+	op->ustack_id = u;
+}
+
+/* --hold-stacks: a hold of `hold` ends; its acquisition's stacks get it. */
+static __always_inline void hold_stacks(struct mm_struct *mm, struct ls_mm_op *op,
+					__u64 hold)
+{
+	if (hold_stacks_on && (op->kstack_id >= 0 || op->ustack_id >= 0) &&
+	    stack_wanted(hold))
+		add_stack(lock_of(mm), op->flags & LS_MM_WRITE, op->kstack_id,
+			  op->ustack_id, hold, true);
 }
 
 static __always_inline __s32 take_stack(void *ctx)
@@ -316,6 +364,8 @@ static __always_inline int on_start(struct mm_struct *mm, bool write)
 	op->acquired_ns = 0;
 	op->flags = write ? LS_MM_WRITE : 0;
 	op->stack_id = -1;
+	op->kstack_id = -1;
+	op->ustack_id = -1;
 	return 0;
 }
 
@@ -389,8 +439,11 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 		op = &t->op[i & (LS_MM_SLOTS - 1)];
 		op->acquired_ns = now;
 		op->stack_id = caller_of(ctx, t, mm, write);
-		if (success)
+		if (success) {
+			if (stacks_on || hold_stacks_on)
+				acquisition_stacks(ctx, mm, op, now - op->begin_ns);
 			return 0; /* counted when the hold ends */
+		}
 		v = entry(ctx, mm, op->flags, op->stack_id);
 		if (v)
 			v->failed += 1;
@@ -413,6 +466,7 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 					record_wait(v, op->acquired_ns - op->begin_ns);
 				record_hold(v, now - op->acquired_ns);
 			}
+			hold_stacks(mm, op, now - op->acquired_ns);
 			emit(mm, op, now, op->flags | LS_MM_DOWNGRADE, op->stack_id);
 			op->begin_ns = now;
 			op->acquired_ns = now;
@@ -443,6 +497,8 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 			op->acquired_ns = now;
 			op->flags = (write ? LS_MM_WRITE : 0) | LS_MM_PARTIAL;
 			op->stack_id = caller_of(ctx, t, mm, write);
+			op->kstack_id = -1;
+			op->ustack_id = -1;
 			return 0;
 		}
 	}
@@ -475,6 +531,7 @@ static __always_inline int on_release(void *ctx, struct mm_struct *mm, bool writ
 				record_wait(v, op->acquired_ns - op->begin_ns);
 			record_hold(v, now - op->acquired_ns);
 		}
+		hold_stacks(mm, op, now - op->acquired_ns);
 		emit(mm, op, now, op->flags, op->stack_id);
 		op->mm = 0;
 		return 0;

@@ -35,6 +35,10 @@
  *   ls_sched_split): no sched_switch program.
  * - Aggregation keys hold the tid: one writer per key, no atomics, except
  *   the holder map (several waiters): atomic adds.
+ * - Stacks (stacks.bpf.h) are user stacks only (the kernel stack of a
+ *   uprobe is the uprobe machinery), taken at the lock call's return: the
+ *   first frame is the return address, the caller of the aggregation key.
+ *   With --hold-stacks the acquisition's stack is kept in its hold.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -103,6 +107,10 @@ static __always_inline void count_lost(__u32 what)
 	if (v)
 		*v += 1;
 }
+
+#define LS_STACK_LOST_FAILED LS_ULOST_STACK
+#define LS_STACK_LOST_MAP_FULL LS_ULOST_STACK_MAP_FULL
+#include "stacks.bpf.h"
 
 /* The aggregation entry of a key, created when missing (NULL: map full). */
 static __always_inline struct ls_uagg_val *agg_entry(struct ls_uagg_key *key)
@@ -237,6 +245,7 @@ int BPF_URETPROBE(ulock_return, int ret)
 	struct ls_ucall call;
 	struct ls_ucall *c;
 	__u32 kind, slot, tid;
+	__s32 ustack = -1;
 	bool slept;
 
 	task = bpf_get_current_task_btf();
@@ -268,12 +277,20 @@ int BPF_URETPROBE(ulock_return, int ret)
 		return 0;
 	}
 
+	if (hold_stacks_on)
+		ustack = take_ustack(ctx);
+	if (stacks_on && stack_wanted(wait)) {
+		if (ustack < 0 && !hold_stacks_on)
+			ustack = take_ustack(ctx);
+		add_stack(call.lock, kind, -1, ustack, wait, false);
+	}
 	hkey.lock = call.lock;
 	hkey.tid = tid;
 	h = bpf_map_lookup_elem(&holds, &hkey);
 	if (h) {
 		h->depth += 1; /* recursive: the hold runs to the last unlock */
 	} else {
+		nh.ustack_id = ustack;
 		nh.begin_ns = call.begin_ns;
 		nh.acquired_ns = now;
 		nh.caller = call.caller;
@@ -386,6 +403,8 @@ static __always_inline void release(__u64 lock, __u32 op)
 		if (slot < LS_HIST_SLOTS)
 			val->hold_hist[slot] += 1;
 	}
+	if (hold_stacks_on && open.ustack_id >= 0 && stack_wanted(hold))
+		add_stack(lock, open.kind, -1, open.ustack_id, hold, true);
 	emit(open.begin_ns, open.acquired_ns, now, lock, open.caller, open.kind,
 	     open.flags, open.holder_tid, 0, open.offcpu_ns, open.runq_ns);
 }
@@ -448,6 +467,7 @@ int BPF_URETPROBE(ucond_return, int ret)
 	nh.caller = c->caller;
 	nh.kind = LS_UKIND_MUTEX;
 	nh.depth = 1;
+	nh.ustack_id = hold_stacks_on ? take_ustack(ctx) : -1;
 	c->lock = 0;
 	h = bpf_map_lookup_elem(&holds, &hkey);
 	if (h)

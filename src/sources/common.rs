@@ -168,6 +168,123 @@ pub fn per_vma_locks() -> bool {
         .any(|l| l.split_whitespace().nth(2) == Some("lock_vma_under_rcu"))
 }
 
+/// The `--stacks` key and value of every object that includes
+/// `stacks.bpf.h` (and of contention.bpf.c): one struct of lockscope.h,
+/// generated identically into each skeleton; these are the ones read.
+pub use crate::bpf::contention::types::{ls_stack_key, ls_stack_val};
+
+const _: () = {
+    use std::mem::size_of;
+    assert!(size_of::<ls_stack_key>() == size_of::<crate::bpf::ulock::types::ls_stack_key>());
+    assert!(size_of::<ls_stack_val>() == size_of::<crate::bpf::ulock::types::ls_stack_val>());
+    assert!(size_of::<ls_stack_key>() == size_of::<crate::bpf::futex::types::ls_stack_key>());
+    assert!(size_of::<ls_stack_val>() == size_of::<crate::bpf::futex::types::ls_stack_val>());
+    assert!(size_of::<ls_stack_key>() == size_of::<crate::bpf::mmaplock::types::ls_stack_key>());
+    assert!(size_of::<ls_stack_val>() == size_of::<crate::bpf::mmaplock::types::ls_stack_val>());
+};
+
+/// One aggregated stack entry, symbolised.
+pub struct StackEntry {
+    pub key: ls_stack_key,
+    pub sample: crate::model::StackSample,
+    /// The innermost user address as taken (for user-locks: the lock
+    /// call's return address, the caller of its aggregation key).
+    pub user_first: Option<u64>,
+}
+
+/// Normalises the user stacks of `stack_agg` not seen yet, while their
+/// processes live (a source's `tick`).
+pub fn normalize_new_stacks(agg: &dyn MapCore, stacks: &dyn MapCore, sym: &mut super::Symbolizer) {
+    let Ok(all) = entries::<ls_stack_key, ls_stack_val>(agg) else {
+        return;
+    };
+
+    for (k, _) in all {
+        if k.ustack_id >= 0
+            && !sym.user.has(k.pid, k.ustack_id)
+            && let Some(addrs) = stack(stacks, k.ustack_id)
+        {
+            sym.user.normalize(k.pid, k.ustack_id, &addrs);
+        }
+    }
+}
+
+/// Every entry of `stack_agg`, its stacks from `stacks` (`full_stacks`):
+/// kernel frames from the lock's caller outwards, user frames named.
+pub fn stack_entries(
+    agg: &dyn MapCore,
+    stacks: &dyn MapCore,
+    sym: &mut super::Symbolizer,
+) -> Result<Vec<StackEntry>> {
+    let mut out = Vec::new();
+    for (k, v) in entries::<ls_stack_key, ls_stack_val>(agg)? {
+        let kernel = stack(stacks, k.kstack_id)
+            .map(|a| sym.kernel_frames(&a))
+            .unwrap_or_default();
+        let uaddrs = stack(stacks, k.ustack_id);
+        if let Some(addrs) = &uaddrs
+            && !sym.user.has(k.pid, k.ustack_id)
+        {
+            sym.user.normalize(k.pid, k.ustack_id, addrs);
+        }
+        let user = if k.ustack_id >= 0 {
+            sym.user.frames(k.pid, k.ustack_id)
+        } else {
+            Vec::new()
+        };
+        out.push(StackEntry {
+            key: k,
+            sample: crate::model::StackSample {
+                kernel,
+                user,
+                count: v.count,
+                total_ns: v.total_ns,
+                max_ns: v.max_ns,
+                hold_count: v.hold_count,
+                hold_total_ns: v.hold_total_ns,
+                hold_max_ns: v.hold_max_ns,
+            },
+            user_first: uaddrs.and_then(|a| a.first().copied()),
+        });
+    }
+    Ok(out)
+}
+
+/// Gives each record the stack entries of the same key (e.g. lock, tid,
+/// kind): those `pick` matches to the record (by index) first, the rest to
+/// the first record of that key, so no sample is lost when a key has
+/// several records.
+pub fn attach_stacks<K: std::hash::Hash + Eq + Copy>(
+    records: &mut [crate::model::Record],
+    entries: Vec<StackEntry>,
+    record_key: impl Fn(usize, &crate::model::Record) -> K,
+    entry_key: impl Fn(&StackEntry) -> K,
+    pick: impl Fn(usize, &StackEntry) -> bool,
+) {
+    use std::collections::HashMap;
+    let mut by_key: HashMap<K, Vec<StackEntry>> = HashMap::new();
+    for e in entries {
+        by_key.entry(entry_key(&e)).or_default().push(e);
+    }
+    let mut first: HashMap<K, usize> = HashMap::new();
+    for (i, r) in records.iter_mut().enumerate() {
+        let key = record_key(i, r);
+        first.entry(key).or_insert(i);
+        let Some(list) = by_key.get_mut(&key) else {
+            continue;
+        };
+        let (mine, rest): (Vec<StackEntry>, Vec<StackEntry>) =
+            list.drain(..).partition(|e| pick(i, e));
+        *list = rest;
+        r.stacks.extend(mine.into_iter().map(|e| e.sample));
+    }
+    for (key, list) in by_key {
+        if let Some(&i) = first.get(&key) {
+            records[i].stacks.extend(list.into_iter().map(|e| e.sample));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

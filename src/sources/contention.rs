@@ -364,6 +364,7 @@ impl Contention {
                     count: v.count,
                     total_ns: v.total_ns,
                     max_ns: v.max_ns,
+                    ..Default::default()
                 });
         }
         Ok(out)

@@ -46,6 +46,10 @@ pub const LOST_NAMES: [&str; 4] = [
     "task_storage_failed",
     "stale_wait",
 ];
+/// Loss counters added after the outcomes (`LS_FLOST_STACK`...), and the
+/// index of the first.
+pub const LATER_LOST_NAMES: [&str; 2] = ["stack_failed", "stack_map_full"];
+const LATER_LOST_FIRST: u32 = 9;
 /// Outcome totals after the losses (`LS_FSTAT_*`).
 pub const OUTCOME_NAMES: [&str; 5] = [
     "woken",
@@ -101,6 +105,13 @@ impl Futex {
             }
         }
         open.maps.agg.set_max_entries(opts.max_entries)?;
+        if let Some(st) = opts.stacks {
+            rodata.stacks_on = true;
+            rodata.stack_threshold_ns = st.threshold_ns;
+            rodata.stack_sample = st.sample;
+            open.maps.full_stacks.set_max_entries(16384)?;
+            open.maps.stack_agg.set_max_entries(opts.max_entries)?;
+        }
         let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
         open.maps
             .events
@@ -338,13 +349,34 @@ impl Source for Futex {
                 }
             }
         }
+        let maps = &self.skel.maps;
+        let stacks = super::common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
+        super::common::attach_stacks(
+            &mut out,
+            stacks,
+            |_, r| (r.lock, r.tid),
+            |e| (e.key.lock, e.key.tid),
+            |_, _| true,
+        );
         Ok(out)
+    }
+
+    fn tick(&self, sym: &mut Symbolizer) {
+        // normalise new user stacks while their processes still live
+        let maps = &self.skel.maps;
+        super::common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
     }
 
     fn lost(&self) -> Result<BTreeMap<String, u64>> {
         let mut out = BTreeMap::new();
         for (i, name) in LOST_NAMES.iter().enumerate() {
             out.insert((*name).to_string(), self.counter(i as u32)?);
+        }
+        for (i, name) in LATER_LOST_NAMES.iter().enumerate() {
+            out.insert(
+                (*name).to_string(),
+                self.counter(LATER_LOST_FIRST + i as u32)?,
+            );
         }
         let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
         out.insert("bpf_recursion_misses".into(), misses);

@@ -38,13 +38,14 @@ unsafe impl Pod for ls_mm_val {}
 unsafe impl Pod for ls_mm_event {}
 
 /// Names of the `lost` counters, in the order of `enum ls_mm_lost`.
-pub const LOST_NAMES: [&str; 6] = [
+pub const LOST_NAMES: [&str; 7] = [
     "map_full",
     "stack_failed",
     "ringbuf_dropped",
     "task_storage_failed",
     "slots_full",
     "stale_op",
+    "stack_map_full",
 ];
 
 /// `enum ls_mm_flags`.
@@ -126,6 +127,14 @@ impl MmapLock {
         rodata.emit_events = opts.emit_events;
         rodata.caller_mode = opts.caller as u32;
         open.maps.agg.set_max_entries(opts.max_entries)?;
+        if let Some(st) = opts.stacks {
+            rodata.stacks_on = true;
+            rodata.hold_stacks_on = st.holds;
+            rodata.stack_threshold_ns = st.threshold_ns;
+            rodata.stack_sample = st.sample;
+            open.maps.full_stacks.set_max_entries(16384)?;
+            open.maps.stack_agg.set_max_entries(opts.max_entries)?;
+        }
         let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
         open.maps
             .events
@@ -461,7 +470,7 @@ impl Source for MmapLock {
                 &v.comm,
             )
         }));
-        Ok(raw
+        let mut records: Vec<Record> = raw
             .iter()
             .map(|(k, v)| {
                 let name = names.get(&k.lock).cloned().flatten();
@@ -471,7 +480,23 @@ impl Source for MmapLock {
                 }
                 r
             })
-            .collect())
+            .collect();
+        let maps = &self.skel.maps;
+        let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
+        common::attach_stacks(
+            &mut records,
+            stacks,
+            |i, _| (raw[i].0.lock, raw[i].0.tid, raw[i].0.write),
+            |e| (e.key.lock, e.key.tid, e.key.flags),
+            |_, _| true,
+        );
+        Ok(records)
+    }
+
+    fn tick(&self, sym: &mut Symbolizer) {
+        // normalise new user stacks while their processes still live
+        let maps = &self.skel.maps;
+        common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
     }
 
     fn lost(&self) -> Result<BTreeMap<String, u64>> {

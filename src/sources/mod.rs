@@ -117,6 +117,9 @@ pub struct StackOptions {
     pub threshold_ns: u64,
     /// And 1 in N of the shorter ones (0: none).
     pub sample: u32,
+    /// Sources that see holds also take the stacks of every acquisition
+    /// and add the hold that follows to them (same threshold and sample).
+    pub holds: bool,
 }
 
 /// Settings shared by every source; defaults live here only.

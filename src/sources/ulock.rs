@@ -11,19 +11,19 @@
 //! first, so versioned and aliased glibc symbols resolve to one address.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
 
 use super::{
-    Options, Pod, ProgStats, Source, Symbolizer, as_bytes, comm_str, from_bytes, prog_stats,
+    Options, Pod, ProgStats, Source, Symbolizer, as_bytes, comm_str, common, from_bytes, prog_stats,
 };
 use crate::bpf::ulock::types::{
     ls_uagg_key, ls_uagg_val, ls_uevent, ls_uholder_key, ls_uholder_val,
@@ -156,12 +156,14 @@ impl Backend {
 }
 
 /// Names of the `lost` counters, in the order of `enum ls_ulost`.
-pub const LOST_NAMES: [&str; 5] = [
+pub const LOST_NAMES: [&str; 7] = [
     "map_full",
     "holds_full",
     "ringbuf_dropped",
     "task_storage_failed",
     "stale_call",
+    "stack_failed",
+    "stack_map_full",
 ];
 
 /// The per-task map of the lock call in progress, shared by fd with the
@@ -280,6 +282,13 @@ pub struct Ulock {
     /// Processes seen not to map the probed object any more (exec).
     gone_notes: Arc<Mutex<BTreeSet<String>>>,
     stop: Arc<AtomicBool>,
+    /// Lock names by (pid, lock), decided once (while the process lives
+    /// where possible, by a thread of its own: reading a binary's symbols
+    /// takes a while) and kept.
+    names: Arc<Mutex<HashMap<(u32, u64), String>>>,
+    /// When locks were last looked for, and whether a naming thread runs.
+    naming: RefCell<Option<Instant>>,
+    naming_busy: Arc<AtomicBool>,
 }
 
 impl Drop for Ulock {
@@ -329,6 +338,14 @@ impl Ulock {
         }
         open.maps.agg.set_max_entries(opts.max_entries)?;
         open.maps.holds.set_max_entries(opts.max_entries)?;
+        if let Some(st) = opts.stacks {
+            rodata.stacks_on = true;
+            rodata.hold_stacks_on = st.holds;
+            rodata.stack_threshold_ns = st.threshold_ns;
+            rodata.stack_sample = st.sample;
+            open.maps.full_stacks.set_max_entries(16384)?;
+            open.maps.stack_agg.set_max_entries(opts.max_entries)?;
+        }
         let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
         open.maps
             .events
@@ -477,6 +494,9 @@ impl Ulock {
             syms,
             gone_notes,
             stop,
+            names: Arc::new(Mutex::new(HashMap::new())),
+            naming: RefCell::new(None),
+            naming_busy: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -493,11 +513,89 @@ impl Ulock {
         Ok(out)
     }
 
+    /// The locks of `entries` not named yet, with their (caller,
+    /// acquisitions) keys.
+    fn unnamed(&self, entries: &[(ls_uagg_key, ls_uagg_val)]) -> Vec<LockToName> {
+        let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut todo: BTreeMap<(u32, u64), Vec<(u64, u64)>> = BTreeMap::new();
+        for (k, v) in entries {
+            if !names.contains_key(&(k.pid, k.lock)) {
+                todo.entry((k.pid, k.lock))
+                    .or_default()
+                    .push((k.caller, v.count));
+            }
+        }
+        todo.into_iter()
+            .map(|((pid, lock), callers)| LockToName { pid, lock, callers })
+            .collect()
+    }
+
+    fn lock_name(&self, pid: u32, lock: u64) -> Option<String> {
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(pid, lock))
+            .cloned()
+    }
+
     fn caller_name(&self, pid: u32, addr: u64) -> Option<String> {
         self.syms
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .name(pid, addr)
+    }
+}
+
+/// A lock to name: its process, address and (caller, acquisitions) keys.
+struct LockToName {
+    pid: u32,
+    lock: u64,
+    callers: Vec<(u64, u64)>,
+}
+
+/// Names locks: by the ELF symbol of a static variable (a global
+/// `pthread_mutex_t`), else by the function that took it (of the keys seen
+/// when it was first looked at, the one with most acquisitions). `last`:
+/// the final look, which names every lock, "unnamed" with the reason when
+/// nothing is known.
+fn name_locks(
+    syms: &Mutex<UserSymbolizer>,
+    names: &Mutex<HashMap<(u32, u64), String>>,
+    todo: Vec<LockToName>,
+    last: bool,
+) {
+    for t in todo {
+        let symbol = syms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .data_name(t.pid, t.lock);
+        let name = symbol.or_else(|| {
+            let (caller, _) = t
+                .callers
+                .iter()
+                .filter(|(c, _)| *c != 0)
+                .max_by_key(|(c, n)| (*n, std::cmp::Reverse(*c)))?;
+            let f = syms
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .name(t.pid, *caller)?;
+            // the function, without the offset in it
+            let f = match f.rsplit_once("+0x") {
+                Some((f, _)) => f.to_string(),
+                None => f,
+            };
+            Some(format!("first taken in {f}"))
+        });
+        let name = match name {
+            Some(n) => n,
+            None if last => "unnamed (no symbol; its acquisition was not seen)".into(),
+            None => continue,
+        };
+        names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((t.pid, t.lock))
+            .or_insert(name);
     }
 }
 
@@ -641,13 +739,70 @@ impl Source for Ulock {
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         let entries: Vec<(ls_uagg_key, ls_uagg_val)> = Self::raw_entries(&self.skel.maps.agg)?;
-        Ok(entries
+        name_locks(&self.syms, &self.names, self.unnamed(&entries), true);
+        let mut records: Vec<Record> = entries
             .iter()
             .map(|(k, v)| {
                 let caller = self.caller_name(k.pid, k.caller);
-                to_record(k, v, caller, sym.cgroup(v.cgroup_id))
+                let mut r = to_record(k, v, caller, sym.cgroup(v.cgroup_id));
+                r.lock_name = self.lock_name(k.pid, k.lock);
+                r
             })
-            .collect())
+            .collect();
+        let maps = &self.skel.maps;
+        let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
+        // a stack's first frame is the lock call's return address: the
+        // caller of the aggregation key it belongs to
+        common::attach_stacks(
+            &mut records,
+            stacks,
+            |i, _| (entries[i].0.lock, entries[i].0.tid, entries[i].0.kind),
+            |e| (e.key.lock, e.key.tid, e.key.flags),
+            |i, e| e.user_first == Some(entries[i].0.caller),
+        );
+        Ok(records)
+    }
+
+    fn tick(&self, sym: &mut Symbolizer) {
+        // normalise new user stacks while their processes still live
+        let maps = &self.skel.maps;
+        common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
+        // and name new locks while their processes live, a few times a
+        // second (it reads the whole map), on a thread: the first look at
+        // a binary's symbols takes a while
+        let due = self
+            .naming
+            .borrow()
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(200));
+        if !due || self.naming_busy.load(Ordering::Acquire) {
+            return;
+        }
+        *self.naming.borrow_mut() = Some(Instant::now());
+        let Ok(entries) = Self::raw_entries(&maps.agg) else {
+            return;
+        };
+        let todo = self.unnamed(&entries);
+        if todo.is_empty() {
+            return;
+        }
+        // the maps of each process now, while it lives
+        {
+            let mut syms = self.syms.lock().unwrap_or_else(PoisonError::into_inner);
+            let pids: BTreeSet<u32> = todo.iter().map(|t| t.pid).collect();
+            for pid in pids {
+                syms.remember(pid);
+            }
+        }
+        self.naming_busy.store(true, Ordering::Release);
+        let (syms, names, busy) = (
+            self.syms.clone(),
+            self.names.clone(),
+            self.naming_busy.clone(),
+        );
+        std::thread::spawn(move || {
+            name_locks(&syms, &names, todo, false);
+            busy.store(false, Ordering::Release);
+        });
     }
 
     fn holders(&self) -> Result<Vec<HolderRow>> {
@@ -734,7 +889,9 @@ impl Source for Ulock {
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
         let e = from_bytes::<ls_uevent>(data)?;
         let caller = self.caller_name(e.pid, e.caller);
-        Some(to_event(&e, caller, sym.cgroup(e.cgroup_id)))
+        let mut ev = to_event(&e, caller, sym.cgroup(e.cgroup_id));
+        ev.lock_name = self.lock_name(e.pid, e.lock);
+        Some(ev)
     }
 }
 

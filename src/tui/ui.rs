@@ -461,7 +461,9 @@ pub fn wrap_chain(items: &[String], indent: &str, width: usize, max: usize) -> V
 /// kernel frames (the lock's caller first) and its user frames.
 fn stack_lines(out: &mut Vec<Line<'static>>, r: &crate::model::Row, on: bool, width: u16) {
     const SHOWN: usize = 3;
-    if r.stacks.is_empty() {
+    // wait stacks only (--hold-stacks adds stacks that only held)
+    let stacks: Vec<&crate::model::StackSample> = r.stacks.iter().filter(|s| s.count > 0).collect();
+    if stacks.is_empty() {
         let why = if on {
             "none recorded for these waits (all shorter than --stack-threshold, not sampled)"
         } else {
@@ -471,13 +473,13 @@ fn stack_lines(out: &mut Vec<Line<'static>>, r: &crate::model::Row, on: bool, wi
         return;
     }
     let w = width as usize;
-    for (i, st) in r.stacks.iter().take(SHOWN).enumerate() {
+    for (i, st) in stacks.iter().take(SHOWN).enumerate() {
         out.push(Line::styled(
             format!(
                 "{:<8} {} of {}: {} of {} waits, {}, max {}",
                 if i == 0 { "stacks" } else { "" },
                 i + 1,
-                r.stacks.len(),
+                stacks.len(),
                 st.count,
                 r.count,
                 fmt_ns(st.total_ns),
@@ -494,11 +496,11 @@ fn stack_lines(out: &mut Vec<Line<'static>>, r: &crate::model::Row, on: bool, wi
             }
         }
     }
-    if r.stacks.len() > SHOWN {
+    if stacks.len() > SHOWN {
         out.push(Line::raw(format!(
             "{:<8} … {} more stacks (report --json has them all)",
             "",
-            r.stacks.len() - SHOWN
+            stacks.len() - SHOWN
         )));
     }
 }
@@ -950,6 +952,7 @@ mod tests {
             count: n,
             total_ns: n * 50 * MS,
             max_ns: 51 * MS,
+            ..Default::default()
         };
         let mut r = rec(0xab, "anon_pipe_write", 9, "ls-waiter", &[50 * MS; 12]);
         r.stacks = vec![

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * stacks.bpf.h - full stacks (--stacks, --hold-stacks) for the sources that
+ * are not kernel-contention (which has its own, per-CPU sampling state):
+ * user-locks, futex, mmap-lock.
+ *
+ * A wait's stacks are taken where the wait ends (the acquisition) when it
+ * lasted at least `stack_threshold_ns`, or for 1 in `stack_sample` of the
+ * shorter ones. A hold's length is known only at its release, so with
+ * `hold_stacks_on` the stacks are taken at every acquisition, kept with the
+ * open hold, and aggregated at the release under the same rule. Everything
+ * is aggregated in the kernel per (lock, thread, kind, kernel stack, user
+ * stack): nothing per event crosses to userspace.
+ *
+ * The includer defines LS_STACK_LOST_FAILED and LS_STACK_LOST_MAP_FULL (its
+ * `lost` indices) and count_lost() before including this file.
+ */
+#ifndef __STACKS_BPF_H
+#define __STACKS_BPF_H
+
+const volatile bool stacks_on = false;        /* --stacks: wait stacks */
+const volatile bool hold_stacks_on = false;   /* --hold-stacks */
+const volatile __u64 stack_threshold_ns = 0;  /* at least this long */
+const volatile __u32 stack_sample = 0;        /* and 1 in N of the others */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 1); /* resized by userspace (--stacks) */
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, LS_STACK_DEPTH * sizeof(__u64));
+} full_stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1); /* resized by userspace (--stacks) */
+	__type(key, struct ls_stack_key);
+	__type(value, struct ls_stack_val);
+} stack_agg SEC(".maps");
+
+/* Operations seen per CPU, for 1-in-N sampling (no atomics needed). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} stack_ctr SEC(".maps");
+
+/* Whether a wait or hold of `ns` gets its stacks recorded. */
+static __always_inline bool stack_wanted(__u64 ns)
+{
+	__u32 zero = 0;
+	__u64 *ctr;
+
+	if (ns >= stack_threshold_ns)
+		return true;
+	if (!stack_sample)
+		return false;
+	ctr = bpf_map_lookup_elem(&stack_ctr, &zero);
+	if (!ctr)
+		return false;
+	*ctr += 1;
+	return *ctr % stack_sample == 0;
+}
+
+/* The current user stack's id, counting a failure. */
+static __always_inline __s32 take_ustack(void *ctx)
+{
+	__s32 id = bpf_get_stackid(ctx, &full_stacks, BPF_F_USER_STACK);
+
+	if (id < 0)
+		count_lost(LS_STACK_LOST_FAILED);
+	return id;
+}
+
+/* The current kernel stack's id, counting a failure. */
+static __always_inline __s32 take_kstack(void *ctx)
+{
+	__s32 id = bpf_get_stackid(ctx, &full_stacks, 0);
+
+	if (id < 0)
+		count_lost(LS_STACK_LOST_FAILED);
+	return id;
+}
+
+/* Adds a wait (`hold` false) or a hold of `ns` to the stacks' entry. */
+static __always_inline void add_stack(__u64 lock, __u32 flags, __s32 kstack_id,
+				      __s32 ustack_id, __u64 ns, bool hold)
+{
+	struct ls_stack_key sk = {};
+	struct ls_stack_val *sv, init = {};
+	__u64 id;
+
+	if (kstack_id < 0 && ustack_id < 0)
+		return; /* nothing taken (counted when it failed) */
+	id = bpf_get_current_pid_tgid();
+	sk.lock = lock;
+	sk.pid = id >> 32;
+	sk.tid = (__u32)id;
+	sk.flags = flags;
+	sk.kstack_id = kstack_id;
+	sk.ustack_id = ustack_id;
+	sv = bpf_map_lookup_elem(&stack_agg, &sk);
+	if (!sv) {
+		if (bpf_map_update_elem(&stack_agg, &sk, &init, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(&stack_agg, &sk)) {
+			count_lost(LS_STACK_LOST_MAP_FULL);
+			return;
+		}
+		sv = bpf_map_lookup_elem(&stack_agg, &sk);
+		if (!sv)
+			return;
+	}
+	/* the key holds the tid: one writer at a time */
+	if (hold) {
+		sv->hold_count += 1;
+		sv->hold_total_ns += ns;
+		if (ns > sv->hold_max_ns)
+			sv->hold_max_ns = ns;
+	} else {
+		sv->count += 1;
+		sv->total_ns += ns;
+		if (ns > sv->max_ns)
+			sv->max_ns = ns;
+	}
+}
+
+#endif /* __STACKS_BPF_H */
