@@ -491,3 +491,68 @@ fn the_header_says_when_page_faults_skip_mmap_lock() {
         assert!(reads >= faults, "{reads} reads for {faults} faults");
     }
 }
+
+#[test]
+fn mmap_lock_stacks_show_the_munmap_and_mmap_paths() {
+    // every wait sampled (1 in 1): one stack per acquisition
+    let (rep, wl) = report(
+        &["mmap", "--threads", "2", "--ops", "20000"],
+        &[
+            "--source",
+            "mmap-lock",
+            "--by",
+            "lock",
+            "--stacks",
+            "--stack-sample",
+            "1",
+        ],
+    );
+    let w = &wl[0];
+    let pid = u(&w["pid"]);
+    let (mmaps, munmaps) = (u(&w["mmap_calls"]), u(&w["munmap_calls"]));
+    let lost = &rep["lost"];
+    for k in ["map_full", "stack_map_full", "slots_full"] {
+        assert_eq!(u(&lost[format!("mmap-lock.{k}")]), 0, "{lost}");
+    }
+    let failed = u(&lost["mmap-lock.stack_failed"]);
+    let name = format!("mmap_lock of {pid} (");
+    let wr = rows(&rep)
+        .iter()
+        .find(|r| {
+            r["kind"] == "rwsem-write"
+                && r["lock_name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&name))
+        })
+        .unwrap_or_else(|| panic!("a write row: {rep}"));
+    let stacks = wr["stacks"].as_array().expect("--stacks");
+    // every write acquisition that waited (all of them, sampled 1 in 1)
+    // has its stacks; one lost at most per failed stack
+    let sum: u64 = stacks.iter().map(|s| u(&s["count"])).sum();
+    let count = u(&wr["count"]);
+    eprintln!("write acquisitions {count}, on stacks {sum}, stack_failed {failed}");
+    assert!(
+        sum <= count && sum + failed >= count,
+        "{sum} stacked of {count}"
+    );
+    // the paths, kernel (caller first, lock frames trimmed) and user
+    let path = |kfirst: &str, ufn: &str| -> u64 {
+        stacks
+            .iter()
+            .filter(|s| {
+                let k = frames(s, "kernel");
+                let u = frames(s, "user");
+                k.first() == Some(&kfirst)
+                    && u.iter().any(|f| f.contains(ufn))
+                    && u.iter().any(|f| f.contains("workload::run_mmap"))
+            })
+            .map(|s| u(&s["count"]))
+            .sum()
+    };
+    let (on_munmap, on_mmap) = (path("__vm_munmap", "munmap"), path("vm_mmap_pgoff", "mmap"));
+    eprintln!("munmap {munmaps} calls, {on_munmap} on its stacks; mmap {mmaps}, {on_mmap}");
+    // one write acquisition per call, on its path (a failed stack at most
+    // loses its own)
+    assert!(on_munmap <= munmaps && on_munmap + failed >= munmaps);
+    assert!(on_mmap <= mmaps && on_mmap + failed >= mmaps);
+}

@@ -576,3 +576,186 @@ fn a_static_binary_is_not_traced_and_says_why_while_other_sources_run() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }
+
+/// Sum of (count, total) of waits, and of (hold_count, hold_total) of
+/// holds, over the stacks whose user frames include `function`.
+fn stack_totals(stacks: &[&Value], function: &str) -> ((u64, u64), (u64, u64)) {
+    let mut w = (0, 0);
+    let mut h = (0, 0);
+    for st in stacks {
+        if frames(st, "user").iter().any(|f| f.contains(function)) {
+            w = (w.0 + u(&st["count"]), w.1 + u(&st["total_ns"]));
+            h = (h.0 + u(&st["hold_count"]), h.1 + u(&st["hold_total_ns"]));
+        }
+    }
+    (w, h)
+}
+
+#[test]
+fn a_global_mutex_is_named_by_its_symbol_and_hold_stacks_weigh_the_known_holds() {
+    let dir = std::env::temp_dir().join(format!("lockscope-hold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let svg = dir.join("holds.svg");
+    let folded = dir.join("holds.folded");
+    const ROUNDS: u64 = 3;
+    require_root();
+    // global-hold, then mutex-hold (a heap mutex) in the same process
+    let wl = Workload::start_paused(&[
+        "global-hold",
+        "mutex-hold",
+        "--rounds",
+        "3",
+        "--hold",
+        "200ms",
+    ]);
+    let pid = wl.pid().to_string();
+    let tracer = Tracer::start(&[
+        "report",
+        "--json",
+        "--by",
+        "lock",
+        "--source",
+        "user-locks",
+        "--flamegraph-hold",
+        svg.to_str().expect("utf8"),
+        "--folded-hold",
+        folded.to_str().expect("utf8"),
+        "-p",
+        &pid,
+    ]);
+    wl.go();
+    let done = wl.finish();
+    let rep = tracer.finish_json();
+    nothing_lost(&rep);
+    let (g, heap) = (&done[0], &done[1]);
+    assert_eq!(g["kind"], "global-hold");
+
+    // the global mutex: named by its ELF symbol
+    let grows = lock_rows(&rep, g["lock"].as_str().expect("lock"));
+    assert_eq!(grows.len(), 1, "one by-lock row: {grows:?}");
+    let row = grows[0];
+    assert_eq!(row["lock_name"], "LOCKSCOPE_GLOBAL_MUTEX", "{row}");
+    // a heap mutex: named by the function that took it
+    let hrows = lock_rows(&rep, heap["lock"].as_str().expect("lock"));
+    let hname = hrows[0]["lock_name"].as_str().unwrap_or("");
+    assert!(
+        hname.starts_with("first taken in ") && hname.contains("ulockwork"),
+        "heap mutex named by its first caller: {hname}"
+    );
+
+    // wait stacks: the waiter's 3 waits (~190 ms, over the 1 ms
+    // threshold), through the waiter's own function, totals as it measured
+    let stacks: Vec<&Value> = row["stacks"]
+        .as_array()
+        .expect("--flamegraph-hold implies stacks")
+        .iter()
+        .collect();
+    let ((waits, wait_ns), _) = stack_totals(&stacks, "ls_global_waiter_locks");
+    let own_waits: u64 = g["waiter_wait_ns"]
+        .as_array()
+        .expect("waits")
+        .iter()
+        .map(u)
+        .sum();
+    eprintln!("waiter: stacks {waits} waits {wait_ns} ns, measured {own_waits} ns");
+    assert_eq!(waits, ROUNDS, "{stacks:?}");
+    within(
+        "waits on the waiter's stack",
+        wait_ns,
+        own_waits,
+        2 * MS * ROUNDS,
+    );
+    // hold stacks: the acquisition's stack (the holder's function, the
+    // workload's own frames), weighted by the holds the holder measured
+    let (_, (holds, hold_ns)) = stack_totals(&stacks, "ls_global_holder_locks");
+    let own_holds: u64 = g["hold_ns"].as_array().expect("holds").iter().map(u).sum();
+    eprintln!("holder: stacks {holds} holds {hold_ns} ns, measured {own_holds} ns");
+    assert_eq!(holds, ROUNDS, "{stacks:?}");
+    within(
+        "holds on the holder's stack",
+        hold_ns,
+        own_holds,
+        2 * MS * ROUNDS,
+    );
+    let holder_stack = stacks
+        .iter()
+        .find(|s| {
+            frames(s, "user")
+                .iter()
+                .any(|f| f.contains("ls_global_holder_locks"))
+        })
+        .expect("holder stack");
+    assert!(
+        frames(holder_stack, "user")
+            .iter()
+            .any(|f| f.contains("ulockwork::mutex_hold")),
+        "the workload's own frames: {holder_stack}"
+    );
+
+    // the folded file: the holder's lines weigh its holds
+    let text = std::fs::read_to_string(&folded).expect("folded written");
+    let mut weight = 0;
+    for l in text.lines() {
+        let (frames, w) = l.rsplit_once(' ').expect("frames weight");
+        if frames.contains("ls_global_holder_locks") {
+            assert!(
+                frames.ends_with("[pthread-mutex LOCKSCOPE_GLOBAL_MUTEX]"),
+                "leaf is the lock: {frames}"
+            );
+            weight += w.parse::<u64>().expect("weight");
+        }
+    }
+    within("folded hold weight", weight, own_holds, 2 * MS * ROUNDS);
+    // the SVG: well-formed, the holder's frame with its hold time
+    let svg_text = std::fs::read_to_string(&svg).expect("svg written");
+    let n = xml_well_formed(&svg_text).unwrap_or_else(|e| panic!("SVG not well-formed: {e}"));
+    assert!(n > 5, "{n} elements");
+    let tip = svg_text
+        .split("<title>")
+        .find(|t| t.starts_with("ls_global_holder_locks ("))
+        .expect("the holder's frame in the SVG");
+    let ns: u64 = tip["ls_global_holder_locks (".len()..]
+        .split(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("frame weight");
+    within("SVG frame weight", ns, own_holds, 2 * MS * ROUNDS);
+    assert!(tip.contains(" ns held"), "{tip}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn futex_wait_stacks_name_the_waiting_rust_function() {
+    let (out, w) = trace_workload(
+        &["std-mutex", "--rounds", "4", "--hold", "50ms"],
+        &[
+            "report", "--json", "--source", "futex", "--stacks", "--by", "lock",
+        ],
+    );
+    let rep: Value = serde_json::from_str(out.trim()).expect("report JSON");
+    nothing_lost(&rep);
+    // the waiter's blocked lock() waits: over the 1 ms threshold, each
+    // with its user stack through the workload's std-mutex function
+    let mut waits = 0;
+    let mut total = 0;
+    for r in rows(&rep).iter().filter(|r| r["source"] == "futex") {
+        for st in r["stacks"].as_array().into_iter().flatten() {
+            if frames(st, "user")
+                .iter()
+                .any(|f| f.contains("ulockwork::std_mutex"))
+            {
+                waits += u(&st["count"]);
+                total += u(&st["total_ns"]);
+            }
+        }
+    }
+    let blocked = u(&w["blocked_ns"]);
+    eprintln!("std-mutex: {waits} waits on its stacks, {total} ns; blocked {blocked} ns");
+    assert_eq!(waits, 4, "{}", rep["rows"]);
+    within(
+        "futex waits on the waiter's stack",
+        total,
+        blocked,
+        blocked / 20,
+    );
+}

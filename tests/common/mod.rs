@@ -237,3 +237,84 @@ pub fn check_row_invariants(r: &Value) {
     );
     assert!(u(&r["aborted"]) <= count);
 }
+
+/// Checks that `text` is well-formed XML as far as an SVG writer can get
+/// it wrong: every element closed in order, attribute values quoted,
+/// `&` only in the five predefined entities or character references, no
+/// `<` inside text or attribute values. Returns the number of elements.
+pub fn xml_well_formed(text: &str) -> Result<usize, String> {
+    let mut open: Vec<String> = Vec::new();
+    let mut elements = 0;
+    let b = text.as_bytes();
+    let mut i = 0;
+    let check_text = |s: &str, at: usize| -> Result<(), String> {
+        let mut rest = s;
+        while let Some(p) = rest.find('&') {
+            let after = &rest[p..];
+            let ok = ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "&#"]
+                .iter()
+                .any(|e| after.starts_with(e))
+                && after.contains(';');
+            if !ok {
+                return Err(format!("bare '&' near byte {at}"));
+            }
+            rest = &after[1..];
+        }
+        Ok(())
+    };
+    while i < b.len() {
+        if b[i] != b'<' {
+            let end = text[i..].find('<').map_or(b.len(), |p| i + p);
+            check_text(&text[i..end], i)?;
+            i = end;
+            continue;
+        }
+        let end = text[i..]
+            .find('>')
+            .map(|p| i + p)
+            .ok_or_else(|| format!("unterminated tag at byte {i}"))?;
+        let tag = &text[i + 1..end];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            i = end + 1;
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            match open.pop() {
+                Some(o) if o == name.trim() => {}
+                other => return Err(format!("</{name}> closes {other:?} at byte {i}")),
+            }
+        } else {
+            let self_closing = tag.ends_with('/');
+            let body = tag.trim_end_matches('/');
+            let name = body.split_whitespace().next().unwrap_or("");
+            if name.is_empty() || body.contains('<') {
+                return Err(format!("bad tag at byte {i}: <{tag}>"));
+            }
+            // attributes: name="value" pairs, values without '<'
+            let attrs = &body[name.len()..];
+            if !attrs.matches('"').count().is_multiple_of(2) {
+                return Err(format!("unbalanced quotes in <{tag}>"));
+            }
+            check_text(attrs, i)?;
+            elements += 1;
+            if !self_closing {
+                open.push(name.to_string());
+            }
+        }
+        i = end + 1;
+    }
+    match open.last() {
+        None => Ok(elements),
+        Some(o) => Err(format!("<{o}> never closed")),
+    }
+}
+
+/// The frames of a stack sample (`kernel` or `user`), as strings.
+pub fn frames<'a>(st: &'a Value, which: &str) -> Vec<&'a str> {
+    st[which]
+        .as_array()
+        .unwrap_or_else(|| panic!("{which} frames: {st}"))
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect()
+}
