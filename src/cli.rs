@@ -290,7 +290,8 @@ pub struct WorkloadArgs {
     /// lock/unlock pairs per thread), mutex-trylock (--ops trylocks and
     /// --rounds 1 ms timedlocks on a held mutex), rwlock (--reads, --writes),
     /// std-mutex (Rust std Mutex, futex only), held-before (a mutex held
-    /// before tracing starts, then --rounds pairs)
+    /// before tracing starts, then --rounds pairs), global-hold (as
+    /// mutex-hold on the global mutex LOCKSCOPE_GLOBAL_MUTEX)
     #[arg(value_parser = crate::workload::parse_kind, default_value = "pipe")]
     pub kinds: Vec<WorkloadKind>,
     /// Worker threads
