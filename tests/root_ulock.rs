@@ -688,7 +688,7 @@ fn a_global_mutex_is_named_by_its_symbol_and_hold_stacks_weigh_the_known_holds()
     assert!(
         frames(holder_stack, "user")
             .iter()
-            .any(|f| f.contains("ulockwork::mutex_hold")),
+            .any(|f| f.contains("ulockwork::hold_and_wait")),
         "the workload's own frames: {holder_stack}"
     );
 
