@@ -190,6 +190,14 @@ int BPF_PROG(rq_switch_btf, bool preempt, struct task_struct *prev,
 	return 0;
 }
 
+/* Benchmark floor (backend tp_btf-floor): an empty program on the same
+ * tracepoint, what any sched_switch tool pays before doing anything. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(rq_switch_empty)
+{
+	return 0;
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(rq_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
 {

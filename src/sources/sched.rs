@@ -48,6 +48,8 @@ pub const LOST_NAMES: [&str; 3] = ["map_full", "ringbuf_dropped", "task_storage_
 pub struct Sched {
     skel: SchedSkel<'static>,
     links: RefCell<Vec<Link>>,
+    /// "tp_btf", or "tp_btf-floor" (benchmarks: an empty program instead)
+    backend: &'static str,
 }
 
 /// Starts the source ([`super::SourceInfo::start`]).
@@ -62,13 +64,16 @@ pub fn cpu_name(cpu: u64) -> String {
 
 impl Sched {
     pub fn start(opts: &Options) -> Result<Sched> {
-        match opts.backend.as_deref() {
-            None | Some("tp_btf") => {}
+        let backend = match opts.backend.as_deref() {
+            None | Some("tp_btf") => "tp_btf",
+            Some("tp_btf-floor") => "tp_btf-floor",
             Some(other) => bail!(
                 "{SOURCE} has no backend '{other}' (tp_btf only: the classic sched \
-                 tracepoints pass a pid, not the task that filters and state need)"
+                 tracepoints pass a pid, not the task that filters and state need; \
+                 tp_btf-floor attaches an empty program, for benchmarks)"
             ),
-        }
+        };
+        let floor = backend == "tp_btf-floor";
         if !std::path::Path::new("/proc/self/schedstat").exists() {
             bail!(
                 "{SOURCE} needs CONFIG_SCHED_INFO (the kernel's run-delay accounting, \
@@ -98,6 +103,8 @@ impl Sched {
             .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
         let follow = opts.targets.follow_forks;
         open.progs.rq_follow_fork_btf.set_autoload(follow);
+        open.progs.rq_switch_btf.set_autoload(!floor);
+        open.progs.rq_switch_empty.set_autoload(floor);
         let skel = open
             .load()
             .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
@@ -109,10 +116,12 @@ impl Sched {
         )?;
         let p = &skel.progs;
         let mut links = Vec::new();
-        for (i, prog) in [&p.rq_follow_fork_btf, &p.rq_switch_btf]
-            .into_iter()
-            .enumerate()
-        {
+        let switch = if floor {
+            &p.rq_switch_empty
+        } else {
+            &p.rq_switch_btf
+        };
+        for (i, prog) in [&p.rq_follow_fork_btf, switch].into_iter().enumerate() {
             if i == 0 && !follow {
                 continue;
             }
@@ -124,6 +133,7 @@ impl Sched {
         Ok(Sched {
             skel,
             links: RefCell::new(links),
+            backend,
         })
     }
 }
@@ -169,7 +179,7 @@ impl Source for Sched {
     fn status(&self) -> SourceStatus {
         SourceStatus {
             name: SOURCE.into(),
-            backend: Some("tp_btf".into()),
+            backend: Some(self.backend.into()),
             available: true,
             reason: None,
         }
@@ -214,7 +224,7 @@ impl Source for Sched {
 
     fn prog_stats(&self) -> Vec<ProgStats> {
         let p = &self.skel.progs;
-        [&p.rq_switch_btf, &p.rq_follow_fork_btf]
+        [&p.rq_switch_btf, &p.rq_switch_empty, &p.rq_follow_fork_btf]
             .into_iter()
             .filter(|prog| prog.as_fd().as_raw_fd() >= 0 && prog.autoload())
             .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
