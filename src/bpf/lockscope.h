@@ -280,10 +280,15 @@ struct ls_rq_task {
 	__u64 run_delay; /* sched_info.run_delay including that arrival */
 	__u64 nivcsw;    /* involuntary switches (preemptions, yields) */
 	__u32 seen;      /* 0: not switched in since tracing began */
+	__u32 slot_cpu;  /* the CPU of `slot` */
+	__u32 slot;      /* 1 + index in `agg` of (this thread, slot_cpu); 0: none */
 	__u32 pad;
 };
 
-/* In-kernel aggregation: one entry per (thread, CPU it got). */
+/* In-kernel aggregation: one entry per (thread, CPU it got), in an array
+ * (`agg`, slots handed out by each CPU in turn, `agg_used` per CPU) found
+ * through a hash (`agg_index`) only when a thread arrives on another CPU
+ * than last time: most switch-ins index the array directly. */
 struct ls_rq_key {
 	__u32 tid;
 	__u32 pid;
@@ -292,6 +297,7 @@ struct ls_rq_key {
 };
 
 struct ls_rq_val {
+	struct ls_rq_key key; /* whose slot this is */
 	__u64 count;   /* run-queue waits (enqueue -> on CPU), one per switch-in */
 	__u64 total_ns;
 	__u64 min_ns;

@@ -29,7 +29,11 @@
  * - Filters run at the switch-in; untraced tasks cost the filter only.
  * - Aggregation is keyed by (thread, CPU): userspace merges CPUs for a
  *   per-thread view and threads for a per-CPU view. A key is updated only
- *   on its CPU, so the counters need no atomic operations.
+ *   on its CPU, so the counters need no atomic operations. The aggregates
+ *   live in an array: the task storage already read for the run delay
+ *   caches the slot of the CPU the task last arrived on, so most switch-ins
+ *   need no hash lookup (a thread arriving on another CPU than last time
+ *   looks its slot up in `agg_index`, or takes the next free one).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -41,6 +45,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const volatile bool emit_events = false; /* stream mode */
+const volatile __u32 nr_cpus = 1;        /* possible CPUs (slots interleave) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -49,19 +54,30 @@ struct {
 	__type(value, struct ls_rq_task);
 } rq_task SEC(".maps");
 
+/* The aggregates, one slot per (thread, CPU), handed out in order. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16384); /* resized by userspace before load */
+	__type(key, __u32);
+	__type(value, struct ls_rq_val);
+} agg SEC(".maps");
+
+/* (thread, CPU) -> its slot in `agg`, for arrivals on another CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384); /* resized by userspace before load */
 	__type(key, struct ls_rq_key);
-	__type(value, struct ls_rq_val);
-} agg SEC(".maps");
+	__type(value, __u32);
+} agg_index SEC(".maps");
 
+/* Slots of `agg` each CPU handed out: CPU c's k-th is k * nr_cpus + c.
+ * Only sched_switch on that CPU, which cannot nest, counts: no atomics. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct ls_rq_val);
-} agg_zero SEC(".maps");
+	__type(value, __u32);
+} agg_used SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -85,37 +101,67 @@ static __always_inline void count_lost(__u32 what)
 		*v += 1;
 }
 
-static __always_inline void record(struct task_struct *next, __u64 wait, __u32 woken)
+/* The slot of (next, this CPU) in `agg`, created when missing; NULL when
+ * `agg` is full. The task caches the slot of the CPU it last arrived on. */
+static __always_inline struct ls_rq_val *slot_of(struct task_struct *next,
+						 struct ls_rq_task *s, __u32 cpu)
 {
 	struct ls_rq_key key = {};
 	struct ls_rq_val *v;
-	__u32 zero = 0, slot;
-	int err;
+	__u32 zero = 0, idx, *p;
 
+	if (s->slot && s->slot_cpu == cpu) {
+		idx = s->slot - 1;
+		return bpf_map_lookup_elem(&agg, &idx);
+	}
 	key.tid = next->pid;
 	key.pid = next->tgid;
-	key.cpu = bpf_get_smp_processor_id();
-	v = bpf_map_lookup_elem(&agg, &key);
-	if (!v) {
-		struct ls_rq_val *init = bpf_map_lookup_elem(&agg_zero, &zero);
-
-		if (!init)
-			return;
-		init->cgroup_id = BPF_CORE_READ(next, cgroups, dfl_cgrp, kn, id);
-		/* all 16 bytes: the kernel pads comm with zeros, so the
-		 * refresh below compares equal until a rename */
-		BPF_CORE_READ_INTO(&init->comm, next, comm);
-		BPF_CORE_READ_STR_INTO(&init->pcomm, next, group_leader, comm);
-		init->min_ns = ~0ULL;
-		err = bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST);
-		if (err && err != -17 /* EEXIST */) {
+	key.cpu = cpu;
+	p = bpf_map_lookup_elem(&agg_index, &key);
+	if (p) {
+		idx = *p;
+		v = bpf_map_lookup_elem(&agg, &idx);
+	} else {
+		/* only this task, arriving on this CPU, creates this key */
+		p = bpf_map_lookup_elem(&agg_used, &zero);
+		if (!p)
+			return NULL;
+		idx = *p * nr_cpus + cpu;
+		v = bpf_map_lookup_elem(&agg, &idx);
+		if (!v) {
 			count_lost(LS_RQ_LOST_MAP_FULL);
-			goto emit;
+			return NULL;
 		}
-		v = bpf_map_lookup_elem(&agg, &key);
-		if (!v)
-			goto emit;
+		*p += 1;
+		v->cgroup_id = BPF_CORE_READ(next, cgroups, dfl_cgrp, kn, id);
+		/* all 16 bytes: the kernel pads comm with zeros, so the
+		 * refresh in record() compares equal until a rename */
+		BPF_CORE_READ_INTO(&v->comm, next, comm);
+		BPF_CORE_READ_STR_INTO(&v->pcomm, next, group_leader, comm);
+		v->min_ns = ~0ULL;
+		v->key = key; /* last: userspace skips slots without a tid */
+		/* when this fails (as big as `agg`, so nearly full) the slot is
+		 * found through the task's cache only: an arrival back from
+		 * another CPU takes a new slot of the same key (merged by
+		 * userspace), nothing is lost */
+		bpf_map_update_elem(&agg_index, &key, &idx, BPF_NOEXIST);
 	}
+	if (v) {
+		s->slot = idx + 1;
+		s->slot_cpu = cpu;
+	}
+	return v;
+}
+
+static __always_inline void record(struct task_struct *next, struct ls_rq_task *s,
+				   __u64 wait, __u32 woken)
+{
+	__u32 cpu = bpf_get_smp_processor_id(), slot;
+	struct ls_rq_val *v;
+
+	v = slot_of(next, s, cpu);
+	if (!v)
+		goto emit;
 	/* two loads: a thread that renamed itself (new threads do, after
 	 * their first switch-ins) gets its new name */
 	if (*(__u64 *)&next->comm[0] != *(__u64 *)&v->comm[0] ||
@@ -143,9 +189,9 @@ emit:
 		e->end_ns = bpf_ktime_get_ns();
 		e->begin_ns = e->end_ns - wait;
 		e->cgroup_id = BPF_CORE_READ(next, cgroups, dfl_cgrp, kn, id);
-		e->pid = key.pid;
-		e->tid = key.tid;
-		e->cpu = key.cpu;
+		e->pid = next->tgid;
+		e->tid = next->pid;
+		e->cpu = cpu;
 		e->woken = woken;
 		BPF_CORE_READ_STR_INTO(&e->comm, next, comm);
 		bpf_ringbuf_submit(e, 0);
@@ -186,7 +232,7 @@ int BPF_PROG(rq_switch_btf, bool preempt, struct task_struct *prev,
 	s->run_delay = delay;
 	s->nivcsw = nivcsw;
 	s->seen = 1;
-	record(next, wait, woken);
+	record(next, s, wait, woken);
 	return 0;
 }
 

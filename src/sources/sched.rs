@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::{Context, Result, anyhow, bail};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, OpenObject};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 
 use super::common::{self, set_target_rodata};
 use super::{Options, Pod, ProgStats, Source, Symbolizer, comm_str, prog_stats};
@@ -50,6 +50,8 @@ pub struct Sched {
     links: RefCell<Vec<Link>>,
     /// "tp_btf", or "tp_btf-floor" (benchmarks: an empty program instead)
     backend: &'static str,
+    /// Slots of the `agg` array.
+    max_entries: u32,
 }
 
 /// Starts the source ([`super::SourceInfo::start`]).
@@ -96,7 +98,9 @@ impl Sched {
             .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
         set_target_rodata!(&mut *rodata, opts);
         rodata.emit_events = opts.emit_events;
+        rodata.nr_cpus = libbpf_rs::num_possible_cpus().context("possible CPUs")? as u32;
         open.maps.agg.set_max_entries(opts.max_entries)?;
+        open.maps.agg_index.set_max_entries(opts.max_entries)?;
         let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
         open.maps
             .events
@@ -134,7 +138,53 @@ impl Sched {
             skel,
             links: RefCell::new(links),
             backend,
+            max_entries: opts.max_entries,
         })
+    }
+}
+
+impl Sched {
+    /// The used slots of the `agg` array, with their keys: CPU c handed
+    /// out its k-th slot at k * (possible CPUs) + c.
+    fn slots(&self) -> Result<Vec<(ls_rq_key, ls_rq_val)>> {
+        let zero = 0u32;
+        let per_cpu = self
+            .skel
+            .maps
+            .agg_used
+            .lookup_percpu(super::as_bytes(&zero), MapFlags::ANY)
+            .context("read agg_used")?
+            .unwrap_or_default();
+        let ncpu = per_cpu.len() as u64;
+        let mut out = Vec::new();
+        for (cpu, b) in per_cpu.iter().enumerate() {
+            let used = u64::from(super::from_bytes::<u32>(b).unwrap_or(0));
+            for k in 0..used {
+                let Ok(idx) = u32::try_from(k * ncpu + cpu as u64) else {
+                    break;
+                };
+                if idx >= self.max_entries {
+                    break;
+                }
+                let Some(b) = self
+                    .skel
+                    .maps
+                    .agg
+                    .lookup(super::as_bytes(&idx), MapFlags::ANY)
+                    .context("read aggregation map")?
+                else {
+                    continue;
+                };
+                // a slot is counted right after it is filled in
+                if let Some(v) = super::from_bytes::<ls_rq_val>(&b)
+                    && v.key.tid != 0
+                    && v.count != 0
+                {
+                    out.push((v.key, v));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -198,7 +248,7 @@ impl Source for Sched {
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
-        let raw: Vec<(ls_rq_key, ls_rq_val)> = common::entries(&self.skel.maps.agg)?;
+        let raw = self.slots()?;
         // a thread's name is read when its key on a CPU is created, and its
         // first switch-in comes before it can name itself: one name per
         // thread, the live one where it still runs
