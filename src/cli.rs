@@ -129,10 +129,11 @@ pub struct TraceSettings {
     /// long (and 1 in --stack-sample of the others); rows then list them
     #[arg(long)]
     pub stacks: bool,
-    /// With --stacks: waits at least this long get their stacks
+    /// With --stacks: waits (with --hold-stacks, also holds) at least this
+    /// long get their stacks
     #[arg(long, value_parser = parse_duration, default_value = "1ms", value_name = "DURATION")]
     pub stack_threshold: Duration,
-    /// With --stacks: also 1 in N of the shorter waits (0: none)
+    /// With --stacks: also 1 in N of the shorter waits (and holds) (0: none)
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub stack_sample: u32,
     /// Also stacks of holds (user-locks, mmap-lock): the stack of every
