@@ -40,7 +40,13 @@ fn fold_by(rows: &[Row], weight: impl Fn(&crate::model::StackSample) -> u64) -> 
                 .unwrap_or_default()
         );
         for st in r.stacks.iter().filter(|s| weight(s) > 0) {
-            let mut frames = vec![r.comm.clone().unwrap_or_else(|| "?".into())];
+            // the thread, else (rows of several threads) the process
+            let root = r
+                .comm
+                .clone()
+                .or_else(|| r.pid.map(|p| format!("pid {p}")))
+                .unwrap_or_else(|| "?".into());
+            let mut frames = vec![root];
             frames.extend(st.user.iter().rev().cloned());
             frames.extend(st.kernel.iter().rev().cloned());
             frames.push(leaf.clone());

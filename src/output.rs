@@ -289,7 +289,9 @@ pub fn write_table(
     Ok(())
 }
 
-/// The top stacks of the first `rows` rows that have any (`--stacks`).
+/// The top stacks of the first `rows` rows that have any (`--stacks`):
+/// wait stacks, then (`--hold-stacks`) the acquisitions' stacks weighted by
+/// the holds that followed.
 pub fn write_stacks(
     w: &mut dyn Write,
     rep: &Report,
@@ -297,32 +299,59 @@ pub fn write_stacks(
     rows: usize,
     width: usize,
 ) -> io::Result<()> {
+    write_stacks_of(w, rep, by, rows, width, false)?;
+    write_stacks_of(w, rep, by, rows, width, true)
+}
+
+fn write_stacks_of(
+    w: &mut dyn Write,
+    rep: &Report,
+    by: GroupBy,
+    rows: usize,
+    width: usize,
+    holds: bool,
+) -> io::Result<()> {
     const FRAMES: usize = 12;
-    // wait stacks only (--hold-stacks adds stacks that only held)
-    for (i, (r, waits)) in rep
+    let weight = |s: &crate::model::StackSample| if holds { s.hold_total_ns } else { s.total_ns };
+    let count = |s: &crate::model::StackSample| if holds { s.hold_count } else { s.count };
+    for (i, (r, mut stacks)) in rep
         .rows
         .iter()
         .map(|r| {
-            let w: Vec<&crate::model::StackSample> =
-                r.stacks.iter().filter(|s| s.count > 0).collect();
-            (r, w)
+            let st: Vec<&crate::model::StackSample> =
+                r.stacks.iter().filter(|s| count(s) > 0).collect();
+            (r, st)
         })
-        .filter(|(_, w)| !w.is_empty())
+        .filter(|(_, st)| !st.is_empty())
         .take(rows)
         .enumerate()
     {
-        let st = waits[0];
+        stacks.sort_by_key(|s| std::cmp::Reverse(weight(s)));
+        let st = stacks[0];
         writeln!(w)?;
-        let head = format!(
-            "stack {} of {} [{}]: {} of {} waits, {} of {}",
-            i + 1,
-            last_column(r, by),
-            short_kind(r.kind),
-            st.count,
-            r.count,
-            fmt_ns(st.total_ns),
-            fmt_ns(r.wait.total_ns)
-        );
+        let head = if holds {
+            let hold = r.hold_ns.map(|h| h.total).unwrap_or(0);
+            format!(
+                "hold stack {} of {} [{}]: {} holds, {} of {} held",
+                i + 1,
+                last_column(r, by),
+                short_kind(r.kind),
+                st.hold_count,
+                fmt_ns(st.hold_total_ns),
+                fmt_ns(hold)
+            )
+        } else {
+            format!(
+                "stack {} of {} [{}]: {} of {} waits, {} of {}",
+                i + 1,
+                last_column(r, by),
+                short_kind(r.kind),
+                st.count,
+                r.count,
+                fmt_ns(st.total_ns),
+                fmt_ns(r.wait.total_ns)
+            )
+        };
         writeln!(w, "{}", fit(&head, width))?;
         for f in st.kernel.iter().take(FRAMES) {
             writeln!(w, "{}", fit(&format!("    {f}"), width))?;
@@ -333,8 +362,8 @@ pub fn write_stacks(
                 writeln!(w, "{}", fit(&format!("    {f}"), width))?;
             }
         }
-        if waits.len() > 1 {
-            writeln!(w, "    ({} more stacks: --json)", waits.len() - 1)?;
+        if stacks.len() > 1 {
+            writeln!(w, "    ({} more stacks: --json)", stacks.len() - 1)?;
         }
     }
     Ok(())
