@@ -759,3 +759,40 @@ fn futex_wait_stacks_name_the_waiting_rust_function() {
         blocked / 20,
     );
 }
+
+#[test]
+fn stack_sample_n_takes_one_stack_in_n_acquisitions() {
+    // the threshold out of the way (10 s): only sampling takes stacks; the
+    // sample counter is per CPU, so of the n_c acquisitions seen on CPU c
+    // exactly floor(n_c / 100) get stacks
+    let (out, _w) = trace_workload(
+        &["mutex-pairs", "--threads", "2", "--ops", "10000"],
+        &[
+            "report",
+            "--json",
+            "--source",
+            "user-locks",
+            "--stacks",
+            "--stack-threshold",
+            "10s",
+            "--stack-sample",
+            "100",
+        ],
+    );
+    let rep: Value = serde_json::from_str(out.trim()).expect("report");
+    nothing_lost(&rep);
+    let acquisitions: u64 = rows(&rep).iter().map(|r| u(&r["count"])).sum();
+    let stacked: u64 = rows(&rep)
+        .iter()
+        .flat_map(|r| r["stacks"].as_array().into_iter().flatten())
+        .map(|s| u(&s["count"]))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as u64;
+    eprintln!("{acquisitions} acquisitions, {stacked} on stacks, {cpus} CPUs");
+    assert!(acquisitions >= 20_000, "{acquisitions}");
+    assert!(
+        stacked <= acquisitions / 100 && stacked + cpus >= acquisitions / 100,
+        "{stacked} stacks for {acquisitions} acquisitions sampled 1 in 100"
+    );
+}
