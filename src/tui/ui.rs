@@ -470,7 +470,6 @@ fn stack_lines(out: &mut Vec<Line<'static>>, r: &crate::model::Row, on: bool, wi
             "not collected: start top with --stacks"
         };
         out.push(Line::raw(format!("{:<8} {why}", "stacks")));
-        return;
     }
     let w = width as usize;
     for (i, st) in stacks.iter().take(SHOWN).enumerate() {
@@ -502,6 +501,30 @@ fn stack_lines(out: &mut Vec<Line<'static>>, r: &crate::model::Row, on: bool, wi
             "",
             stacks.len() - SHOWN
         )));
+    }
+    // --hold-stacks: where the locks held longest were taken
+    let mut holds: Vec<&crate::model::StackSample> =
+        r.stacks.iter().filter(|s| s.hold_count > 0).collect();
+    holds.sort_by_key(|s| std::cmp::Reverse(s.hold_total_ns));
+    for (i, st) in holds.iter().take(SHOWN).enumerate() {
+        out.push(Line::styled(
+            format!(
+                "{:<8} {} of {}: {} holds, {}, max {}",
+                if i == 0 { "holds" } else { "" },
+                i + 1,
+                holds.len(),
+                st.hold_count,
+                fmt_ns(st.hold_total_ns),
+                fmt_ns(st.hold_max_ns)
+            ),
+            Style::new().add_modifier(Modifier::BOLD),
+        ));
+        for l in wrap_chain(&st.kernel, "  kernel ", w, 3) {
+            out.push(Line::raw(l));
+        }
+        for l in wrap_chain(&st.user, "  user   ", w, 3) {
+            out.push(Line::raw(l));
+        }
     }
 }
 
@@ -939,6 +962,34 @@ mod tests {
         assert!(s.iter().any(|l| l.starts_with("─ lock")), "{s:?}");
         app.on_key(key(KeyCode::Esc));
         assert!(!app.detail);
+    }
+
+    #[test]
+    fn detail_pane_lists_hold_stacks() {
+        use crate::model::StackSample;
+        let mut app = App::new("pid 7".into(), GroupBy::Lock, 1_000_000_000);
+        app.stacks_on = true;
+        let mut r = rec(0xab, "f", 9, "ls-uwaiter", &[190 * MS; 3]);
+        r.stacks = vec![StackSample {
+            user: vec!["ls_global_holder_locks".into(), "main".into()],
+            hold_count: 3,
+            hold_total_ns: 600 * MS,
+            hold_max_ns: 200 * MS,
+            ..Default::default()
+        }];
+        app.update(Snapshot {
+            records: vec![r],
+            ..Default::default()
+        });
+        app.on_key(key(KeyCode::Enter));
+        let text = screen(&app, 80, 40).join("\n");
+        for want in [
+            "stacks   none recorded for these waits",
+            "holds    1 of 1: 3 holds, 600 ms, max 200 ms",
+            "  user   ls_global_holder_locks ← main",
+        ] {
+            assert!(text.contains(want), "lacks {want:?}:\n{text}");
+        }
     }
 
     #[test]
