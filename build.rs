@@ -5,7 +5,16 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const OBJECTS: &[&str] = &["contention", "probe", "mmaplock", "sched", "ulock", "futex"];
+const OBJECTS: &[&str] = &[
+    "contention",
+    "probe",
+    "mmaplock",
+    "sched",
+    "ulock",
+    "futex",
+    "kmutex",
+    "picknext",
+];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));

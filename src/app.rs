@@ -45,6 +45,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             settings.hold_stacks |= a.output.needs_hold_stacks();
             let opts = options(targets, &settings, false, 0)?;
             let stop = Stop::new(a.duration, &opts.targets)?;
+            if let Some(every) = a.interval {
+                if every < Duration::from_millis(100) {
+                    return Err(usage("--interval must be at least 100ms"));
+                }
+                interval_report(&opts, &a.settings.sources, &stop, &a.output, every)?;
+                return Ok(0);
+            }
             let rep = collect(&opts, &a.settings.sources, &stop, &a.output, None)?;
             print_report(&rep, &a.output)?;
             Ok(0)
@@ -147,6 +154,7 @@ pub(crate) fn options(
         ringbuf_bytes: ringbuf_mb.clamp(1, 1024) << 20,
         backend,
         stacks: s.stack_options(),
+        skip_contention: Default::default(),
     })
 }
 
@@ -277,12 +285,31 @@ pub fn snapshot(
     duration: Duration,
     out: &OutputArgs,
 ) -> Result<Report> {
+    let records = all_records(started, sym)?;
+    report_of(started, records, targets, duration, out)
+}
+
+/// Every source's records, as read now.
+fn all_records(started: &Started, sym: &mut Symbolizer) -> Result<Vec<Record>> {
     let mut records: Vec<Record> = Vec::new();
+    for s in &started.sources {
+        records.extend(s.records(sym)?);
+    }
+    Ok(records)
+}
+
+/// A report of `records` with the sources' status, losses and costs.
+fn report_of(
+    started: &Started,
+    records: Vec<Record>,
+    targets: &str,
+    duration: Duration,
+    out: &OutputArgs,
+) -> Result<Report> {
     let mut statuses = Vec::new();
     let mut progs = Vec::new();
     let mut holders = Vec::new();
     for s in &started.sources {
-        records.extend(s.records(sym)?);
         holders.extend(s.holders()?);
         statuses.push(s.status());
         progs.extend(s.prog_stats());
@@ -293,6 +320,7 @@ pub fn snapshot(
         duration_ns: duration.as_nanos() as u64,
         targets: targets.to_string(),
         by: output::by_name(out.by),
+        interval: None,
         sources: statuses,
         lost: all_lost(started)?,
         bpf_programs: progs,
@@ -302,6 +330,63 @@ pub fn snapshot(
             holders
         },
     })
+}
+
+/// `report -i`: one table (or JSON line) per interval, each counting only
+/// what happened in it, until the stop condition; the last one may be
+/// shorter.
+fn interval_report(
+    opts: &Options,
+    chosen: &[String],
+    stop: &Stop,
+    out: &OutputArgs,
+    every: Duration,
+) -> Result<()> {
+    let mut sym = Symbolizer::new();
+    let started = attach(opts, chosen)?;
+    let targets = opts.targets.describe();
+    let mut prev: Vec<Record> = Vec::new();
+    let t0 = Instant::now();
+    let mut last = t0;
+    let mut n = 0u64;
+    let res = (|| -> Result<()> {
+        loop {
+            let stopped = wait_until(stop, None, &started, &mut sym, Some(last + every))?;
+            let now = Instant::now();
+            let records = all_records(&started, &mut sym)?;
+            let delta = crate::model::interval(&records, &prev);
+            n += 1;
+            let mut rep = report_of(&started, delta, &targets, now - last, out)?;
+            rep.interval = Some(n);
+            if n > 1 && !out.json {
+                // the sources were described above the first table
+                rep.sources.clear();
+            }
+            {
+                let mut w = io::stdout().lock();
+                if !out.json {
+                    writeln!(
+                        w,
+                        "--- interval {n}: {} s to {:.2} s ---",
+                        fmt_secs(last.duration_since(t0)),
+                        now.duration_since(t0).as_secs_f64()
+                    )?;
+                }
+            }
+            print_report(&rep, out)?;
+            prev = records;
+            last = now;
+            if stopped {
+                return Ok(());
+            }
+        }
+    })();
+    detach_all(&started);
+    res
+}
+
+fn fmt_secs(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64())
 }
 
 /// Attaches, waits for the stop condition, reads the summary.
@@ -317,22 +402,27 @@ fn collect(
     let mut sym = Symbolizer::new();
     let started = attach(opts, chosen)?;
     let start = Instant::now();
-    wait_until(stop, child, &started, &mut sym)?;
+    wait_until(stop, child, &started, &mut sym, None)?;
     let elapsed = start.elapsed();
     detach_all(&started);
     snapshot(&started, &mut sym, &opts.targets.describe(), elapsed, out)
 }
 
-/// Waits for the stop condition (or the command's exit), letting sources
-/// do their periodic work (e.g. normalising user stacks) every 50 ms.
+/// Waits for the stop condition (or the command's exit), or until `until`,
+/// letting sources do their periodic work (e.g. normalising user stacks)
+/// every 50 ms. True when it was the stop condition.
 fn wait_until(
     stop: &Stop,
     mut child: Option<&mut Child>,
     started: &Started,
     sym: &mut Symbolizer,
-) -> Result<()> {
+    until: Option<Instant>,
+) -> Result<bool> {
     let mut last_tick = Instant::now();
     loop {
+        if until.is_some_and(|t| Instant::now() >= t) {
+            return Ok(false);
+        }
         if last_tick.elapsed() >= Duration::from_millis(50) {
             for s in &started.sources {
                 s.tick(sym);
@@ -341,7 +431,7 @@ fn wait_until(
         }
         if let Some(c) = child.as_deref_mut() {
             if c.try_wait()?.is_some() {
-                return Ok(());
+                return Ok(true);
             }
             if stop.terminated.swap(false, Ordering::Relaxed) {
                 // forward SIGTERM; keep waiting for the command to exit
@@ -349,9 +439,13 @@ fn wait_until(
                 unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             }
         } else if stop.should_stop() {
-            return Ok(());
+            return Ok(true);
         }
-        std::thread::sleep(stop.tick(Duration::from_millis(50)));
+        let nap = stop.tick(Duration::from_millis(50));
+        let nap = until.map_or(nap, |t| {
+            nap.min(t.saturating_duration_since(Instant::now()))
+        });
+        std::thread::sleep(nap);
     }
 }
 
@@ -593,7 +687,7 @@ fn run_command(
     };
     let start = Instant::now();
     let mut child = held.release(&cmd[0])?; // the command starts now
-    wait_until(&stop, Some(&mut child), &started, &mut sym)?;
+    wait_until(&stop, Some(&mut child), &started, &mut sym, None)?;
     let status = child.wait()?;
     let elapsed = start.elapsed();
     detach_all(&started);

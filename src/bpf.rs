@@ -30,3 +30,11 @@ pub mod ulock {
 pub mod futex {
     include!(concat!(env!("OUT_DIR"), "/futex.skel.rs"));
 }
+
+pub mod kmutex {
+    include!(concat!(env!("OUT_DIR"), "/kmutex.skel.rs"));
+}
+
+pub mod picknext {
+    include!(concat!(env!("OUT_DIR"), "/picknext.skel.rs"));
+}

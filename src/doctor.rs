@@ -618,7 +618,7 @@ fn errno_of(e: &libbpf_rs::Error) -> Option<i32> {
 }
 
 /// "EPERM", or the error's own words when it has no errno.
-fn short_error(e: &libbpf_rs::Error) -> String {
+pub(crate) fn short_error(e: &libbpf_rs::Error) -> String {
     match errno_of(e) {
         Some(n) => errno_name(n).map_or_else(|| format!("errno {n}"), str::to_string),
         None => format!("{e:#}"),
@@ -1051,7 +1051,7 @@ fn poke_mutex() {
     }
 }
 
-fn kprobe_pmu() -> bool {
+pub(crate) fn kprobe_pmu() -> bool {
     Path::new("/sys/bus/event_source/devices/kprobe").exists()
 }
 

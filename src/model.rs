@@ -33,6 +33,9 @@ pub enum LockKind {
     PercpuRwsemWrite,
     /// Not a lock: a thread's wait for a CPU (run-queue latency, `sched`).
     RunQueue,
+    /// Not a lock: time in the scheduler's pick_next_task_fair
+    /// (`sched-picknext`).
+    PickNext,
     /// pthread_mutex_t (user-locks source).
     UserMutex,
     /// pthread_rwlock_t taken for reading.
@@ -88,6 +91,7 @@ impl LockKind {
             LockKind::PercpuRwsemRead => "percpu-rwsem-read".into(),
             LockKind::PercpuRwsemWrite => "percpu-rwsem-write".into(),
             LockKind::RunQueue => "runqueue".into(),
+            LockKind::PickNext => "pick-next".into(),
             LockKind::UserMutex => "pthread-mutex".into(),
             LockKind::UserRwlockRead => "pthread-rwlock-read".into(),
             LockKind::UserRwlockWrite => "pthread-rwlock-write".into(),
@@ -235,6 +239,106 @@ impl Stats {
             p99: self.p99(),
         }
     }
+}
+
+impl Stats {
+    /// What was added since `prev`, an earlier reading of the same
+    /// counters (`report -i`). Counts, totals and the histogram are exact.
+    /// The interval's extremes are exact when it set a new one; otherwise
+    /// they are bounded by its histogram's outer buckets and the all-time
+    /// extremes.
+    pub fn since(&self, prev: &Stats) -> Stats {
+        let mut hist = Log2Hist::default();
+        for (i, slot) in hist.slots.iter_mut().enumerate() {
+            *slot = self.hist.slots[i].saturating_sub(prev.hist.slots[i]);
+        }
+        let count = self.count.saturating_sub(prev.count);
+        if count == 0 {
+            return Stats::default();
+        }
+        let lowest = hist.slots.iter().position(|&n| n > 0);
+        let highest = hist.slots.iter().rposition(|&n| n > 0);
+        let min_ns = if prev.count == 0 || self.min_ns < prev.min_ns {
+            self.min_ns
+        } else {
+            lowest.map_or(self.min_ns, |s| slot_bounds(s).0.max(self.min_ns))
+        };
+        let max_ns = if prev.count == 0 || self.max_ns > prev.max_ns {
+            self.max_ns
+        } else {
+            highest.map_or(self.max_ns, |s| {
+                (slot_bounds(s).1.saturating_sub(1)).min(self.max_ns)
+            })
+        };
+        Stats {
+            count,
+            total_ns: self.total_ns.saturating_sub(prev.total_ns),
+            min_ns: min_ns.min(max_ns),
+            max_ns,
+            hist,
+        }
+    }
+}
+
+impl Record {
+    /// The identity of a record across readings.
+    pub fn key(&self) -> (&'static str, LockKind, u64, Option<&str>, u32, u32) {
+        (
+            self.source,
+            self.kind,
+            self.lock,
+            self.caller.as_deref(),
+            self.pid,
+            self.tid,
+        )
+    }
+
+    /// What happened since `prev`, an earlier reading of the same record
+    /// (None when nothing did). Stacks are not carried into intervals.
+    pub fn since(&self, prev: Option<&Record>) -> Option<Record> {
+        let Some(p) = prev else {
+            return Some(self.clone());
+        };
+        let wait = self.wait.since(&p.wait);
+        let hold = match (&self.hold, &p.hold) {
+            (Some(h), Some(ph)) => Some(h.since(ph)),
+            (h, _) => h.clone(),
+        };
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let r = Record {
+            aborted: d(self.aborted, p.aborted),
+            spun: d(self.spun, p.spun),
+            slept: d(self.slept, p.slept),
+            failed: d(self.failed, p.failed),
+            partial: d(self.partial, p.partial),
+            split: match (self.split, p.split) {
+                (Some(a), Some(b)) => Some(WaitSplit {
+                    oncpu: d(a.oncpu, b.oncpu),
+                    runnable: d(a.runnable, b.runnable),
+                    asleep: d(a.asleep, b.asleep),
+                }),
+                (a, _) => a,
+            },
+            stacks: Vec::new(),
+            wait,
+            hold,
+            ..self.clone()
+        };
+        let idle = r.wait.count == 0
+            && r.hold.as_ref().is_none_or(|h| h.count == 0)
+            && r.failed == 0
+            && r.partial == 0
+            && r.aborted == 0;
+        (!idle).then_some(r)
+    }
+}
+
+/// The records of `now` minus those of `prev` (`report -i`): one interval.
+pub fn interval(now: &[Record], prev: &[Record]) -> Vec<Record> {
+    let index: std::collections::HashMap<_, &Record> = prev.iter().map(|r| (r.key(), r)).collect();
+    now.iter()
+        .filter_map(|r| r.since(index.get(&r.key()).copied()))
+        .collect()
 }
 
 /// The JSON shape of a [`Stats`]: `{"total","min","max","p50","p99"}` in ns.
@@ -683,6 +787,37 @@ mod tests {
         assert_eq!(s.p50(), 3_000_000);
         assert_eq!(s.p99(), 3_000_000);
         assert_eq!(Stats::default().p99(), 0);
+    }
+
+    #[test]
+    fn an_interval_is_the_difference_of_two_readings() {
+        let mut a = Stats::default();
+        for v in [1_000, 2_000, 50_000] {
+            a.record(v);
+        }
+        let mut b = a.clone();
+        for v in [3_000, 4_000] {
+            b.record(v);
+        }
+        let d = b.since(&a);
+        assert_eq!((d.count, d.total_ns), (2, 7_000));
+        assert_eq!(d.hist.count(), 2);
+        // no new extreme: bounded by the interval's buckets
+        assert_eq!((d.min_ns, d.max_ns), (2_048, 4_095));
+        let mut c = b.clone();
+        c.record(90_000);
+        let d = c.since(&b);
+        assert_eq!((d.count, d.min_ns, d.max_ns), (1, 65_536, 90_000));
+        assert_eq!(b.since(&b), Stats::default());
+
+        let r1 = rec(0x10, "f", 7, &[5, 6]);
+        let r2 = rec(0x10, "f", 7, &[5, 6, 100]);
+        let other = rec(0x20, "g", 8, &[1]);
+        let iv = interval(&[r2.clone(), other.clone()], &[r1.clone(), other.clone()]);
+        assert_eq!(iv.len(), 1, "an unchanged record is left out");
+        assert_eq!((iv[0].wait.count, iv[0].wait.total_ns), (1, 100));
+        let iv = interval(std::slice::from_ref(&r2), &[]);
+        assert_eq!(iv[0].wait.count, 3, "a new record counts whole");
     }
 
     #[test]

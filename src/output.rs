@@ -27,6 +27,9 @@ pub struct Report {
     pub duration_ns: u64,
     pub targets: String,
     pub by: &'static str,
+    /// `report -i`: which interval this is (1, 2, ...); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u64>,
     pub sources: Vec<SourceStatus>,
     pub lost: BTreeMap<String, u64>,
     /// lockscope's own cost: run count and kernel run time of each BPF
@@ -62,6 +65,7 @@ pub fn short_kind(k: Option<LockKind>) -> String {
         Some(LockKind::PercpuRwsemRead) => "pcpu-sem:R".into(),
         Some(LockKind::PercpuRwsemWrite) => "pcpu-sem:W".into(),
         Some(LockKind::RunQueue) => "runq".into(),
+        Some(LockKind::PickNext) => "picknext".into(),
         Some(LockKind::UserMutex) => "pmutex".into(),
         Some(LockKind::UserRwlockRead) => "prwlock:R".into(),
         Some(LockKind::UserRwlockWrite) => "prwlock:W".into(),
@@ -543,6 +547,7 @@ mod tests {
             duration_ns: 5_000_000_000,
             targets: "pid 4242".into(),
             by: "lock",
+            interval: None,
             sources: vec![SourceStatus {
                 name: "kernel-contention".into(),
                 backend: Some("tp_btf".into()),
@@ -691,6 +696,7 @@ mod tests {
             duration_ns: 1_000_000_000,
             targets: "pid 7".into(),
             by: "lock",
+            interval: None,
             sources: vec![],
             lost: BTreeMap::new(),
             bpf_programs: vec![],

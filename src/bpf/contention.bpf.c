@@ -63,6 +63,11 @@ const volatile __u32 caller_mode = LS_CALLER_FIRST; /* enum ls_caller_mode */
 const volatile bool stacks_on = false;      /* --stacks: full kernel + user stacks */
 const volatile __u64 stack_threshold_ns = 0; /* ... for waits at least this long */
 const volatile __u32 stack_sample = 0;      /* ... and for 1 in N of the others */
+/* Locks another source measures with function probes (kmutex.bpf.c): their
+ * waits are not counted here too. contention_end carries no flags, so an
+ * end without a begin is not counted as a loss while either is set. */
+const volatile bool skip_mutex = false;  /* LCB_F_MUTEX */
+const volatile bool skip_rwsem = false;  /* LCB_F_READ/WRITE alone */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -344,6 +349,11 @@ static __always_inline int on_begin(void *lock, __u32 flags)
 	}
 	if (!is_target())
 		return 0;
+	if (skip_mutex && (flags & LS_LCB_F_MUTEX))
+		return 0;
+	if (skip_rwsem && (flags & (LS_LCB_F_READ | LS_LCB_F_WRITE)) &&
+	    !(flags & (LS_LCB_F_SPIN | LS_LCB_F_RT | LS_LCB_F_PERCPU | LS_LCB_F_MUTEX)))
+		return 0;
 	cpu->busy = 1;
 	if (spins(flags))
 		begin_spin(cpu, bpf_get_current_task_btf(), lock, flags);
@@ -459,7 +469,7 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 		return 0; /* no wait can have been opened in this context */
 	cpu->busy = 1;
 	if (!close_wait(cpu, task, (__u64)lock, &open)) {
-		if (is_target())
+		if (!skip_mutex && !skip_rwsem && is_target())
 			count_lost(LS_LOST_END_NO_BEGIN);
 		goto out;
 	}

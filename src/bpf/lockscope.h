@@ -552,4 +552,156 @@ struct ls_fevent {
 	char comm[LS_COMM_LEN];
 };
 
+/* ---- kernel mutex and rwsem function probes (kmutex.bpf.c) ---------- */
+
+/* What a probed function is: a compile-time constant of each program. */
+enum ls_kkind {
+	LS_KKIND_MUTEX = 1,       /* mutex_lock*, mutex_trylock, mutex_unlock */
+	LS_KKIND_RWSEM_READ = 2,  /* down_read*, up_read */
+	LS_KKIND_RWSEM_WRITE = 3, /* down_write*, up_write, downgrade_write */
+};
+#define LS_KOP_KIND_MASK 0xfU
+#define LS_KOP_TRY (1U << 8)  /* trylock: returns 1 when acquired, 0 when not */
+#define LS_KOP_INTR (1U << 9) /* interruptible/killable: returns 0 or -EINTR */
+
+/* Event flags (ls_kevent.flags). */
+#define LS_KEV_FAILED (1U << 0)    /* a trylock that found the lock taken */
+#define LS_KEV_ABORTED (1U << 1)   /* interrupted or killed: not acquired */
+#define LS_KEV_PARTIAL (1U << 2)   /* released, acquisition not seen */
+#define LS_KEV_SLEPT (1U << 3)     /* the task switched out while waiting */
+#define LS_KEV_DOWNGRADED (1U << 4) /* write hold ended by downgrade_write */
+
+/* Loss counters of kmutex.bpf.c (`lost`, per CPU). */
+enum ls_klost {
+	LS_KLOST_MAP_FULL = 0,   /* aggregation map had no room for a new key */
+	LS_KLOST_HOLDS_FULL = 1, /* open-holds map full: that hold is not timed */
+	LS_KLOST_RINGBUF = 2,
+	LS_KLOST_STORAGE = 3,    /* per-task storage could not be created */
+	LS_KLOST_STALE_CALL = 4, /* a lock call whose return never came (e.g. a
+				  * kretprobe out of instances) */
+	LS_KLOST_STACK = 5,      /* caller stack could not be taken */
+	LS_KLOST__COUNT = 6,
+};
+
+/* Per task: the lock call in progress (entry -> return). A task sleeps in
+ * at most one lock call at a time. */
+struct ls_kcall {
+	__u64 lock;
+	__u64 begin_ns;
+	__u64 nvcsw;
+	__u32 op;         /* enum ls_kkind | LS_KOP_* */
+	__u32 holder_tid; /* owner of the lock when the call began (0: none seen) */
+};
+
+/* An acquired lock by (lock, thread): opened at the lock call's return,
+ * closed at the unlock; depth counts recursive read acquisitions. */
+struct ls_khold_key {
+	__u64 lock;
+	__u32 tid;
+	__u32 pad;
+};
+
+struct ls_khold {
+	__u64 begin_ns;    /* lock call entered */
+	__u64 acquired_ns; /* lock call returned with the lock */
+	__u32 kind;        /* enum ls_kkind */
+	__u32 depth;
+	__u32 holder_tid;
+	__u32 flags;       /* LS_KEV_SLEPT */
+	__s32 stack_id;    /* caller stack (aggregation key), < 0: none */
+	__u32 pad;
+};
+
+/* In-kernel aggregation: (lock, caller, thread, kind). */
+struct ls_kagg_key {
+	__u64 lock;
+	__s32 stack_id; /* caller stack with LS_CALLER_EVERY, else -1 */
+	__u32 tid;
+	__u32 pid;
+	__u32 kind;     /* enum ls_kkind */
+};
+
+struct ls_kagg_val {
+	__u64 count;      /* acquisitions (failed and aborted calls are not) */
+	__u64 total_ns;   /* wait: lock call entry -> return with the lock */
+	__u64 min_ns;
+	__u64 max_ns;
+	__u64 hold_count; /* completed holds */
+	__u64 hold_total_ns;
+	__u64 hold_min_ns;
+	__u64 hold_max_ns;
+	__u64 failed;     /* trylocks that found the lock taken */
+	__u64 aborted;    /* interrupted or killed waits */
+	__u64 partial;    /* released, acquisition not seen: never timed */
+	__u64 slept;      /* waits during which the task switched out */
+	__u64 contended;  /* waits that began while another task held it */
+	__u64 cgroup_id;
+	__u32 lock_class; /* enum ls_lock_class */
+	__s32 stack_id;   /* LS_CALLER_FIRST: caller of the key's first wait */
+	char comm[LS_COMM_LEN];
+	char pcomm[LS_COMM_LEN];
+	__u64 hist[LS_HIST_SLOTS];
+	__u64 hold_hist[LS_HIST_SLOTS];
+};
+
+/* Who blocked whom: waits that began while `holder_tid` held `lock`. */
+struct ls_kholder_key {
+	__u64 lock;
+	__u32 holder_tid;
+	__u32 pid;
+	__u32 kind;
+	__u32 pad;
+};
+
+struct ls_kholder_val {
+	__u64 waits;
+	__u64 wait_ns;
+};
+
+/* One operation (stream mode): sent at release, at a failed or aborted
+ * call's return, or at a release whose acquisition was not seen. */
+struct ls_kevent {
+	__u64 begin_ns;    /* 0 when partial */
+	__u64 acquired_ns; /* 0 when partial; the return time when failed */
+	__u64 released_ns; /* 0 when failed or aborted */
+	__u64 lock;
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 tid;
+	__u32 kind;
+	__u32 flags;       /* LS_KEV_* */
+	__u32 holder_tid;
+	__s32 ret;
+	__s32 stack_id;
+	__u32 lock_class;
+	char comm[LS_COMM_LEN];
+};
+
+/* ---- scheduler pick-next function probes (picknext.bpf.c) ----------- */
+
+enum ls_plost {
+	LS_PLOST_MAP_FULL = 0,
+	LS_PLOST_NO_ENTRY = 1, /* a return whose entry was not seen */
+	LS_PLOST__COUNT = 2,
+};
+
+/* Time inside pick_next_task_fair, per (CPU, task that called schedule). */
+struct ls_pick_key {
+	__u32 cpu;
+	__u32 tid;
+	__u32 pid;
+	__u32 pad;
+};
+
+struct ls_pick_val {
+	__u64 count;
+	__u64 total_ns;
+	__u64 min_ns;
+	__u64 max_ns;
+	__u64 picked_none; /* returned no fair task (idle or another class) */
+	__u64 cgroup_id;
+	char comm[LS_COMM_LEN];
+	__u64 hist[LS_HIST_SLOTS];
+};
+
 #endif /* __LOCKSCOPE_H */

@@ -140,6 +140,8 @@ impl Contention {
         rodata.follow_forks = opts.targets.follow_forks;
         rodata.emit_events = opts.emit_events;
         rodata.caller_mode = opts.caller as u32;
+        rodata.skip_mutex = opts.skip_contention.mutex;
+        rodata.skip_rwsem = opts.skip_contention.rwsem;
         rodata.filter_cgroup = opts.targets.cgroup.is_some();
         if let Some(comm) = &opts.targets.comm {
             rodata.filter_comm = true;

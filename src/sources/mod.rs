@@ -9,7 +9,9 @@
 pub mod common;
 pub mod contention;
 pub mod futex;
+pub mod kmutex;
 pub mod mmaplock;
+pub mod picknext;
 pub mod sched;
 pub mod ulock;
 
@@ -139,6 +141,17 @@ pub struct Options {
     pub backend: Option<String>,
     /// Full kernel + user stacks of waits, when asked for.
     pub stacks: Option<StackOptions>,
+    /// Lock kinds kernel-contention leaves out because a function-probe
+    /// source measures them (set by [`start`], so no wait counts twice).
+    pub skip_contention: SkipContention,
+}
+
+/// Sleeping kernel locks measured by function probes instead of by the
+/// contention tracepoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkipContention {
+    pub mutex: bool,
+    pub rwsem: bool,
 }
 
 impl Default for Options {
@@ -151,6 +164,7 @@ impl Default for Options {
             ringbuf_bytes: 8 << 20,
             backend: None,
             stacks: None,
+            skip_contention: SkipContention::default(),
         }
     }
 }
@@ -405,6 +419,16 @@ pub const REGISTRY: &[SourceInfo] = &[
         start: contention::start,
     },
     SourceInfo {
+        name: kmutex::SOURCE_MUTEX,
+        about: "kernel mutex waits AND holds, failed trylocks, holders (fentry, else kprobe)",
+        start: kmutex::start_mutex,
+    },
+    SourceInfo {
+        name: kmutex::SOURCE_RWSEM,
+        about: "kernel rwsem read/write waits AND holds, failed trylocks (fentry, else kprobe)",
+        start: kmutex::start_rwsem,
+    },
+    SourceInfo {
         name: mmaplock::SOURCE,
         about: "mmap_lock waits, holds and failed trylocks (mmap_lock tracepoints)",
         start: mmaplock::start,
@@ -413,6 +437,11 @@ pub const REGISTRY: &[SourceInfo] = &[
         name: sched::SOURCE,
         about: "run-queue latency per thread and CPU (sched_wakeup/sched_switch)",
         start: sched::start,
+    },
+    SourceInfo {
+        name: picknext::SOURCE,
+        about: "time in pick_next_task_fair per CPU and task (fentry, else kprobe)",
+        start: picknext::start,
     },
     SourceInfo {
         name: ulock::SOURCE,
@@ -437,9 +466,31 @@ pub struct Started {
     pub failed: Vec<SourceStatus>,
 }
 
+/// Whether a source is one of the function-probe lock sources whose waits
+/// kernel-contention would otherwise count too.
+fn probes_sleeping_locks(name: &str) -> bool {
+    name == kmutex::SOURCE_MUTEX || name == kmutex::SOURCE_RWSEM
+}
+
+/// The contention kinds a function-probe lock source stands for.
+fn kinds_of(name: &str) -> &'static [crate::model::LockKind] {
+    use crate::model::LockKind::*;
+    if name == kmutex::SOURCE_MUTEX {
+        &[Mutex]
+    } else {
+        &[RwsemRead, RwsemWrite]
+    }
+}
+
 /// Starts the chosen sources (all when `chosen` is empty). A source that
 /// fails is an error when it was chosen explicitly; otherwise it is
 /// reported as unavailable, as long as at least one source runs.
+///
+/// kernel-mutex and kernel-rwsem start first: when they run,
+/// kernel-contention leaves their lock kinds out (no wait counted twice);
+/// when they cannot (no fentry, no kprobes), their waits still come from
+/// kernel-contention, which is started for just those kinds if it was not
+/// chosen, and the status says that hold times are lost and why.
 pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
     for c in chosen {
         if !REGISTRY.iter().any(|s| s.name == c) {
@@ -447,31 +498,142 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
         }
     }
     let explicit = !chosen.is_empty();
-    let mut out = Started {
-        sources: Vec::new(),
-        failed: Vec::new(),
-    };
+    let wanted = |name: &str| !explicit || chosen.iter().any(|c| c == name);
+    let mut opts = opts.clone();
+    let mut started: Vec<(usize, Box<dyn Source>)> = Vec::new();
+    let mut failed: Vec<(usize, SourceStatus)> = Vec::new();
     let mut errors = Vec::new();
-    for info in REGISTRY {
-        if explicit && !chosen.iter().any(|c| c == info.name) {
+    let mut fallback_kinds: Vec<crate::model::LockKind> = Vec::new();
+    let mut fallback_names: Vec<&str> = Vec::new();
+    let order = (0..REGISTRY.len())
+        .filter(|&i| probes_sleeping_locks(REGISTRY[i].name))
+        .chain((0..REGISTRY.len()).filter(|&i| !probes_sleeping_locks(REGISTRY[i].name)));
+    for i in order {
+        let info = &REGISTRY[i];
+        if !wanted(info.name) {
             continue;
         }
-        match (info.start)(opts) {
-            Ok(s) => out.sources.push(s),
-            Err(e) if explicit => return Err(e),
+        match (info.start)(&opts) {
+            Ok(s) => {
+                if info.name == kmutex::SOURCE_MUTEX {
+                    opts.skip_contention.mutex = true;
+                } else if info.name == kmutex::SOURCE_RWSEM {
+                    opts.skip_contention.rwsem = true;
+                }
+                started.push((i, s));
+            }
+            Err(e) if probes_sleeping_locks(info.name) => {
+                let waits = if wanted(contention::SOURCE) {
+                    "its waits come from kernel-contention"
+                } else {
+                    fallback_kinds.extend_from_slice(kinds_of(info.name));
+                    fallback_names.push(info.name);
+                    "its waits come from kernel-contention, started for them"
+                };
+                errors.push(format!("{}: {e:#}", info.name));
+                failed.push((
+                    i,
+                    SourceStatus {
+                        name: info.name.to_string(),
+                        backend: None,
+                        available: false,
+                        reason: Some(format!(
+                            "hold times unavailable on this kernel: {e:#} — {waits}"
+                        )),
+                    },
+                ));
+            }
+            Err(e) if explicit => return Err(e.context(info.name)),
             Err(e) => {
                 errors.push(format!("{}: {e:#}", info.name));
-                out.failed.push(SourceStatus {
-                    name: info.name.to_string(),
-                    backend: None,
-                    available: false,
-                    reason: Some(format!("{e:#}")),
-                });
+                failed.push((
+                    i,
+                    SourceStatus {
+                        name: info.name.to_string(),
+                        backend: None,
+                        available: false,
+                        reason: Some(format!("{e:#}")),
+                    },
+                ));
             }
         }
     }
+    if !fallback_kinds.is_empty() {
+        let i = REGISTRY
+            .iter()
+            .position(|s| s.name == contention::SOURCE)
+            .unwrap_or(0);
+        let inner = contention::start(&opts)
+            .map_err(|e| anyhow!("{}: and kernel-contention: {e:#}", errors.join("; ")))?;
+        started.push((
+            i,
+            Box::new(KindsOnly {
+                inner,
+                kinds: fallback_kinds,
+                standing_in_for: fallback_names.join(", "),
+            }),
+        ));
+    }
+    started.sort_by_key(|(i, _)| *i);
+    failed.sort_by_key(|(i, _)| *i);
+    let out = Started {
+        sources: started.into_iter().map(|(_, s)| s).collect(),
+        failed: failed.into_iter().map(|(_, s)| s).collect(),
+    };
     if out.sources.is_empty() {
         return Err(anyhow!("no source could start: {}", errors.join("; ")));
     }
     Ok(out)
+}
+
+/// A source restricted to some lock kinds: kernel-contention standing in
+/// for a function-probe source this kernel cannot run.
+struct KindsOnly {
+    inner: Box<dyn Source>,
+    kinds: Vec<crate::model::LockKind>,
+    standing_in_for: String,
+}
+
+impl Source for KindsOnly {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn status(&self) -> SourceStatus {
+        let mut s = self.inner.status();
+        let kinds: Vec<String> = self.kinds.iter().map(|k| k.name()).collect();
+        s.reason = Some(format!(
+            "only {} waits, for {} (no hold times)",
+            kinds.join("/"),
+            self.standing_in_for
+        ));
+        s
+    }
+    fn add_pid(&self, pid: u32) -> Result<()> {
+        self.inner.add_pid(pid)
+    }
+    fn detach(&self) {
+        self.inner.detach()
+    }
+    fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
+        let mut r = self.inner.records(sym)?;
+        r.retain(|r| self.kinds.contains(&r.kind));
+        Ok(r)
+    }
+    fn tick(&self, sym: &mut Symbolizer) {
+        self.inner.tick(sym)
+    }
+    fn lost(&self) -> Result<BTreeMap<String, u64>> {
+        self.inner.lost()
+    }
+    fn prog_stats(&self) -> Vec<ProgStats> {
+        self.inner.prog_stats()
+    }
+    fn event_map(&self) -> Option<&dyn libbpf_rs::MapCore> {
+        self.inner.event_map()
+    }
+    fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
+        self.inner
+            .decode_event(data, sym)
+            .filter(|e| self.kinds.contains(&e.kind))
+    }
 }

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * picknext.bpf.c - time spent in the CFS scheduler's pick_next_task_fair
+ * (seed 001), per CPU and per task that called into the scheduler.
+ *
+ * fentry/fexit, or kprobe/kretprobe where fentry is unavailable; userspace
+ * loads one pair. pick_next_task_fair runs with the run-queue lock held and
+ * interrupts off, so one entry time per CPU suffices: no nesting, no
+ * migration between entry and return.
+ *
+ * Invariants:
+ * - The key is (CPU, current task): the task that entered schedule() (the
+ *   previous task, or the idle task). Filters apply to that task.
+ * - A return without an entry on the same CPU (attached mid-call) is
+ *   counted in `lost`, never timed.
+ * - Keys are updated only on their own CPU: no atomics.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "lockscope.h"
+#include "target.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} pick_start SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* resized by userspace before load */
+	__type(key, struct ls_pick_key);
+	__type(value, struct ls_pick_val);
+} agg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ls_pick_val);
+} agg_zero SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LS_PLOST__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+static __always_inline void count_lost(__u32 what)
+{
+	__u64 *v = bpf_map_lookup_elem(&lost, &what);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int on_enter(void)
+{
+	__u32 zero = 0;
+	__u64 *t;
+
+	if (!current_is_target())
+		return 0;
+	t = bpf_map_lookup_elem(&pick_start, &zero);
+	if (t)
+		*t = bpf_ktime_get_ns();
+	return 0;
+}
+
+static __always_inline int on_return(void *picked)
+{
+	struct ls_pick_key key = {};
+	struct ls_pick_val *val, *init;
+	__u64 now = bpf_ktime_get_ns(), d, id;
+	__u32 zero = 0, slot;
+	__u64 *t;
+
+	t = bpf_map_lookup_elem(&pick_start, &zero);
+	if (!t)
+		return 0;
+	if (!*t) {
+		/* not traced, or entered before attaching */
+		if (current_is_target())
+			count_lost(LS_PLOST_NO_ENTRY);
+		return 0;
+	}
+	d = now - *t;
+	*t = 0;
+	id = bpf_get_current_pid_tgid();
+	key.cpu = bpf_get_smp_processor_id();
+	key.tid = (__u32)id;
+	key.pid = id >> 32;
+	val = bpf_map_lookup_elem(&agg, &key);
+	if (!val) {
+		init = bpf_map_lookup_elem(&agg_zero, &zero);
+		if (!init)
+			return 0;
+		init->min_ns = ~0ULL;
+		init->cgroup_id = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(init->comm, sizeof(init->comm));
+		if (bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST)) {
+			count_lost(LS_PLOST_MAP_FULL);
+			return 0;
+		}
+		val = bpf_map_lookup_elem(&agg, &key);
+		if (!val)
+			return 0;
+	}
+	val->count += 1;
+	val->total_ns += d;
+	if (d < val->min_ns)
+		val->min_ns = d;
+	if (d > val->max_ns)
+		val->max_ns = d;
+	/* NULL: nothing fair to run; older kernels return RETRY_TASK (-1) */
+	if (!picked || (long)picked == -1)
+		val->picked_none += 1;
+	slot = log2_slot(d);
+	barrier_var(slot);
+	if (slot < LS_HIST_SLOTS)
+		val->hist[slot] += 1;
+	return 0;
+}
+
+SEC("fentry/pick_next_task_fair")
+int BPF_PROG(pick_fentry)
+{
+	return on_enter();
+}
+
+SEC("fexit/pick_next_task_fair")
+int BPF_PROG(pick_fexit, struct rq *rq, struct task_struct *prev, struct rq_flags *rf,
+	     struct task_struct *ret)
+{
+	return on_return(ret);
+}
+
+SEC("kprobe/pick_next_task_fair")
+int BPF_KPROBE(pick_kprobe)
+{
+	return on_enter();
+}
+
+SEC("kretprobe/pick_next_task_fair")
+int BPF_KRETPROBE(pick_kretprobe, void *ret)
+{
+	return on_return(ret);
+}
