@@ -53,8 +53,11 @@ pub struct SourcePlan {
 /// Sources this version of lockscope implements.
 pub const IMPLEMENTED: &[&str] = &[
     "kernel-contention",
+    "kernel-mutex",
+    "kernel-rwsem",
     "mmap-lock",
     "sched",
+    "sched-picknext",
     "user-locks",
     "futex",
 ];
@@ -250,6 +253,18 @@ pub fn plan(checks: &[Check]) -> Vec<SourcePlan> {
         &why("fentry"),
         &why("kprobe"),
         mutex_lost,
+    ));
+    out.push(function_probe_source(
+        "kernel-rwsem",
+        ok("fentry"),
+        ok("kprobe"),
+        &why("fentry"),
+        &why("kprobe"),
+        if contention_ok {
+            "rwsem waits are still measured by kernel-contention; hold times are lost"
+        } else {
+            "kernel rwsem waits and hold times are lost"
+        },
     ));
 
     // mmap-lock: its three tracepoints.
@@ -1385,6 +1400,7 @@ mod tests {
             [
                 "kernel-contention",
                 "kernel-mutex",
+                "kernel-rwsem",
                 "mmap-lock",
                 "user-locks",
                 "futex",
