@@ -160,7 +160,10 @@ pub(crate) fn options(
 
 /// When to stop: a deadline, Ctrl-C/SIGTERM, or every watched task gone.
 pub struct Stop {
-    deadline: Option<Instant>,
+    /// Set when tracing starts ([`Stop::start_clock`]): `-d` counts from
+    /// the attach, however long attaching took.
+    deadline: std::cell::Cell<Option<Instant>>,
+    duration: Option<Duration>,
     pub interrupted: Arc<AtomicBool>,
     pub terminated: Arc<AtomicBool>,
     watch: Vec<u32>,
@@ -177,11 +180,17 @@ impl Stop {
         let mut watch = targets.pids.clone();
         watch.extend(&targets.tids);
         Ok(Stop {
-            deadline: duration.map(|d| Instant::now() + d),
+            deadline: std::cell::Cell::new(duration.map(|d| Instant::now() + d)),
+            duration,
             interrupted,
             terminated,
             watch,
         })
+    }
+
+    /// Starts the `-d` clock now (call once the sources are attached).
+    pub fn start_clock(&self) {
+        self.deadline.set(self.duration.map(|d| Instant::now() + d));
     }
 
     pub fn signalled(&self) -> bool {
@@ -198,13 +207,13 @@ impl Stop {
 
     pub fn should_stop(&self) -> bool {
         self.signalled()
-            || self.deadline.is_some_and(|d| Instant::now() >= d)
+            || self.deadline.get().is_some_and(|d| Instant::now() >= d)
             || self.targets_gone()
     }
 
     /// Time left until the deadline, capped at `max`.
     pub fn tick(&self, max: Duration) -> Duration {
-        match self.deadline {
+        match self.deadline.get() {
             Some(d) => d.saturating_duration_since(Instant::now()).min(max),
             None => max,
         }
@@ -344,6 +353,7 @@ fn interval_report(
 ) -> Result<()> {
     let mut sym = Symbolizer::new();
     let started = attach(opts, chosen)?;
+    stop.start_clock();
     let targets = opts.targets.describe();
     let mut prev: Vec<Record> = Vec::new();
     let t0 = Instant::now();
@@ -401,6 +411,7 @@ fn collect(
     // /proc/kallsyms is parsed
     let mut sym = Symbolizer::new();
     let started = attach(opts, chosen)?;
+    stop.start_clock();
     let start = Instant::now();
     wait_until(stop, child, &started, &mut sym, None)?;
     let elapsed = start.elapsed();
@@ -965,6 +976,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
     let stop = Stop::new(a.duration, &opts.targets)?;
     let mut sym = Symbolizer::new();
     let started = attach(&opts, &a.settings.sources)?;
+    stop.start_clock();
     let start = Instant::now();
     // SAFETY: clock_gettime writes into a valid timespec.
     let mono_start = unsafe {
