@@ -553,6 +553,8 @@ pub struct Row {
     pub slept: u64,
     pub wait_ns: StatsSummary,
     pub hold_ns: Option<StatsSummary>,
+    /// Completed holds timed in `hold_ns` (null where holds are not seen).
+    pub holds: Option<u64>,
     /// Of `wait_ns.total`: on CPU, runnable, asleep (null if not measured).
     pub wait_split: Option<WaitSplit>,
     /// Full stacks of this row's waits (`--stacks`), largest total first.
@@ -685,6 +687,7 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
                 slept: a.slept,
                 wait_ns: a.wait.summary(),
                 hold_ns: a.hold.as_ref().map(Stats::summary),
+                holds: a.hold.as_ref().map(|h| h.count),
                 wait_split: a.split,
                 stacks: merge_stacks(a.stacks),
                 wait_hist: {
