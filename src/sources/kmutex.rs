@@ -380,6 +380,7 @@ pub fn to_record(
         tid: k.tid,
         comm: comm_str(&v.comm),
         cgroup,
+        memcg: None,
         aborted: v.aborted,
         spun: 0,
         slept: v.slept,

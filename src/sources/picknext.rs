@@ -154,6 +154,7 @@ pub fn to_record(k: &ls_pick_key, v: &ls_pick_val, cgroup: Option<String>) -> Re
         tid: k.tid,
         comm: comm_str(&v.comm),
         cgroup,
+        memcg: None,
         aborted: 0,
         spun: 0,
         slept: 0,
