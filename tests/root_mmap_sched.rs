@@ -556,3 +556,70 @@ fn mmap_lock_stacks_show_the_munmap_and_mmap_paths() {
     assert!(on_munmap <= munmaps && on_munmap + failed >= munmaps);
     assert!(on_mmap <= mmaps && on_mmap + failed >= mmaps);
 }
+
+#[test]
+fn mmap_lock_hold_flame_graph_weighs_the_known_mprotect_holds() {
+    let dir = std::env::temp_dir().join(format!("lockscope-mmhold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let svg = dir.join("holds.svg");
+    let folded = dir.join("holds.folded");
+    let rounds = 4u64;
+    let (rep, wl) = report(
+        &["mmap-hold", "--rounds", "4", "--region-mb", "1024"],
+        &[
+            "--source",
+            "mmap-lock",
+            "--by",
+            "lock",
+            "--flamegraph-hold",
+            svg.to_str().expect("utf8"),
+            "--folded-hold",
+            folded.to_str().expect("utf8"),
+        ],
+    );
+    let w = &wl[0];
+    let calls: u64 = nums(&w["holder_call_ns"]).iter().sum();
+    // the holder's mprotect holds (over the 1 ms threshold), on the stack
+    // of their acquisition: kernel caller first, the workload's function
+    let mut holds = (0, 0);
+    for r in rows(&rep).iter().filter(|r| r["kind"] == "rwsem-write") {
+        for st in r["stacks"].as_array().into_iter().flatten() {
+            let k = frames(st, "kernel");
+            let usr = frames(st, "user");
+            if k.first() == Some(&"do_mprotect_pkey")
+                && usr.iter().any(|f| f.contains("mmwork::mmap_hold"))
+            {
+                holds = (
+                    holds.0 + u(&st["hold_count"]),
+                    holds.1 + u(&st["hold_total_ns"]),
+                );
+            }
+        }
+    }
+    eprintln!("mprotect holds on stacks: {holds:?}; the holder's calls {calls} ns");
+    assert_eq!(holds.0, rounds, "{}", rep["rows"]);
+    assert!(
+        holds.1 <= calls && calls - holds.1 <= calls / 20,
+        "holds {} ns within 5% of the calls {calls} ns",
+        holds.1
+    );
+    // the folded file and the SVG say the same
+    let text = std::fs::read_to_string(&folded).expect("folded written");
+    let weight: u64 = text
+        .lines()
+        .filter(|l| l.contains("do_mprotect_pkey") && l.contains("mmwork::mmap_hold"))
+        .map(|l| {
+            l.rsplit_once(' ')
+                .and_then(|(_, w)| w.parse::<u64>().ok())
+                .expect("weight")
+        })
+        .sum();
+    assert_eq!(weight, holds.1, "{text}");
+    let svg_text = std::fs::read_to_string(&svg).expect("svg written");
+    xml_well_formed(&svg_text).unwrap_or_else(|e| panic!("SVG not well-formed: {e}"));
+    assert!(
+        svg_text.contains("do_mprotect_pkey ("),
+        "the holding path in the SVG"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
