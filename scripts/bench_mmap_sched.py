@@ -149,6 +149,7 @@ def traced_once(args, source):
         "per_prog": {b["name"]: b["run_time_ns"] / max(b["run_cnt"], 1) for b in progs
                      if b["run_cnt"]},
         "lost": sum(v for v in rep["lost"].values() if isinstance(v, int)),
+        "lost_names": {k for k, v in rep["lost"].items() if isinstance(v, int) and v},
     }
 
 
@@ -206,12 +207,18 @@ def measure(label, args, source, pairs, cost_runs):
         "switches": med_of("switches"), "rq_ns": med_of("rq_ns"),
         "per_prog": {n: med(t["per_prog"].get(n, 0.0) for t in costs) for n in names},
         "lost": max(t["lost"] for t in traced + costs),
+        "lost_names": sorted(set().union(*(t["lost_names"] for t in traced + costs))),
         "other": other / total,
     }
 
 
 def fmt(v, spec):
     return "-" if v is None else format(v, spec)
+
+
+def lost_names(r):
+    """Which counters the losses were (system-wide: other tasks' too)."""
+    return f" ({', '.join(r['lost_names'])})" if r["lost_names"] else ""
 
 
 def table(results):
@@ -228,7 +235,7 @@ def table(results):
             f"{r['ratio_min']:.3f}-{r['ratio_max']:.3f} | {fmt(r['added_ns_per_switch'], '.0f')} | "
             f"{fmt(r['mm_ops'], '.0f')} | "
             f"{fmt(r['mm_ns'], '.0f')} | {fmt(r['switches'], '.0f')} | {fmt(r['rq_ns'], '.0f')} | "
-            f"{progs} | {r['lost']} | {r['other']:.0%} | "
+            f"{progs} | {r['lost']}{lost_names(r)} | {r['other']:.0%} | "
             f"{r['load'][0]:.1f}-{r['load'][1]:.1f} |")
     return "\n".join(rows)
 
