@@ -10,7 +10,7 @@ itself inside with --inside. Inside, for each round it runs the `pipe`
 workload (writers and a reader on one pipe: every write and read takes the
 pipe's mutex) alone, under `lockscope report --source kernel-mutex --backend
 fentry`, and under `--backend kprobe`, in a rotating order, and reads the
-workload's own elapsed time and the kernel's per-program run statistics
+workload's CPU time and the kernel's per-program run statistics
 (kernel.bpf_stats_enabled=1). Figures under TCG are relative: emulation
 slows everything, the probes' cost included, so compare the backends with
 each other, not with the host.
@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -37,9 +38,15 @@ CONFIGS = ["none", "fentry", "kprobe"]
 
 
 def workload(threads, ops):
+    """Runs the workload; returns its CPU time (user + system) in ns: under
+    TCG its wall time swings several-fold with the emulated scheduling,
+    while the probes' cost lands in the workload's own system time."""
     cmd = [BIN, "workload", "pipe", "--threads", str(threads), "--ops", str(ops), "--json"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
-    return json.loads(p.stdout.strip().splitlines()[-1])["elapsed_ns"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return int(cpu * 1e9)
 
 
 def traced(backend, threads, ops):
@@ -103,7 +110,7 @@ def table(res):
         f"({res['threads']} writers + 1 reader, {res['ops']} writes each), "
         f"{len(res['runs']['none'])} rounds in rotating order, medians:",
         "",
-        "| backend | workload time | slowdown | spread | lock (entry+return) | unlock |",
+        "| backend | workload CPU time | slowdown | spread | lock (entry+return) | unlock |",
         "|---|---|---|---|---|---|",
     ]
     for c in CONFIGS:
@@ -134,19 +141,23 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ops", type=int, default=20000)
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    ap.add_argument("--from", dest="from_file", metavar="FILE",
+                    help="format results an earlier run saved (target/bench/kmutex-*.json)")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inside:
         return inside(args)
-    subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
     outdir = os.path.join(ROOT, "target", "bench")
-    os.makedirs(outdir, exist_ok=True)
-    out = os.path.join(outdir, f"kmutex-{args.kernel}.json")
-    cmd = [os.path.join(ROOT, "scripts", "vm", "run-in-vm.sh"), "-k", args.kernel, "-t", "3000",
-           "-w", outdir, "--", "python3", os.path.abspath(__file__), "--inside", "--out", out,
-           "--pairs", str(args.pairs), "--threads", str(args.threads), "--ops", str(args.ops)]
-    subprocess.run(cmd, check=True)
+    out = args.from_file or os.path.join(outdir, f"kmutex-{args.kernel}.json")
+    if not args.from_file:
+        subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
+        os.makedirs(outdir, exist_ok=True)
+        cmd = [os.path.join(ROOT, "scripts", "vm", "run-in-vm.sh"), "-k", args.kernel,
+               "-t", "3000", "-w", outdir, "--", "python3", os.path.abspath(__file__),
+               "--inside", "--out", out, "--pairs", str(args.pairs),
+               "--threads", str(args.threads), "--ops", str(args.ops)]
+        subprocess.run(cmd, check=True)
     with open(out) as f:
         res = json.load(f)
     text = table(res)

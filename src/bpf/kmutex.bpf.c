@@ -114,6 +114,10 @@ static __always_inline void count_lost(__u32 what)
 		*v += 1;
 }
 
+#define LS_STACK_LOST_FAILED LS_KLOST_STACK
+#define LS_STACK_LOST_MAP_FULL LS_KLOST_STACK_MAP_FULL
+#include "stacks.bpf.h"
+
 static __always_inline __u32 lock_class_of(struct task_struct *task, __u64 lock,
 					    __u32 kind)
 {
@@ -252,8 +256,9 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 	struct ls_kagg_val *val;
 	struct ls_kcall call;
 	struct ls_kcall *c;
-	bool slept, created = false, ok;
+	bool slept, created = false, ok, want;
 	__u32 kind, slot, tid;
+	__s32 ks, us;
 
 	task = bpf_get_current_task_btf();
 	c = bpf_task_storage_get(&km_call, task, 0, 0);
@@ -300,12 +305,24 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 		return 0;
 	}
 
+	/* --stacks: the wait's stacks; --hold-stacks: kept for the hold */
+	ks = us = -1;
+	want = stacks_on && stack_wanted(wait);
+	if (hold_stacks_on || want) {
+		ks = take_kstack(ctx);
+		us = take_ustack(ctx);
+	}
+	if (want)
+		add_stack(call.lock, kind, ks, us, wait, false);
+
 	hkey.lock = call.lock;
 	hkey.tid = tid;
 	h = bpf_map_lookup_elem(&holds, &hkey);
 	if (h) {
 		h->depth += 1; /* a read hold taken again: runs to the last release */
 	} else {
+		nh.kstack_id = ks;
+		nh.ustack_id = us;
 		nh.begin_ns = call.begin_ns;
 		nh.acquired_ns = now;
 		nh.kind = kind;
@@ -393,7 +410,7 @@ static __always_inline int on_release(__u64 lock, __u32 kind, bool downgrade)
 		h->begin_ns = now;
 		h->kind = LS_KKIND_RWSEM_READ;
 		h->holder_tid = 0;
-		h->flags = 0;
+		h->flags = 0; /* the read hold keeps the write acquisition's stacks */
 	} else {
 		bpf_map_delete_elem(&holds, &hkey);
 	}
@@ -413,6 +430,9 @@ static __always_inline int on_release(__u64 lock, __u32 kind, bool downgrade)
 		if (slot < LS_HIST_SLOTS)
 			val->hold_hist[slot] += 1;
 	}
+	if (hold_stacks_on && (open.kstack_id >= 0 || open.ustack_id >= 0) &&
+	    stack_wanted(hold))
+		add_stack(lock, open.kind, open.kstack_id, open.ustack_id, hold, true);
 	emit(open.begin_ns, open.acquired_ns, now, lock, open.kind,
 	     open.flags | (downgrade ? LS_KEV_DOWNGRADED : 0), open.holder_tid, 0,
 	     val ? val->stack_id : -1);

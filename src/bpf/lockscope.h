@@ -579,8 +579,9 @@ enum ls_klost {
 	LS_KLOST_STORAGE = 3,    /* per-task storage could not be created */
 	LS_KLOST_STALE_CALL = 4, /* a lock call whose return never came (e.g. a
 				  * kretprobe out of instances) */
-	LS_KLOST_STACK = 5,      /* caller stack could not be taken */
-	LS_KLOST__COUNT = 6,
+	LS_KLOST_STACK = 5,      /* a stack could not be taken */
+	LS_KLOST_STACK_MAP_FULL = 6, /* --stacks: no room for another stack key */
+	LS_KLOST__COUNT = 7,
 };
 
 /* Per task: the lock call in progress (entry -> return). A task sleeps in
@@ -609,6 +610,8 @@ struct ls_khold {
 	__u32 holder_tid;
 	__u32 flags;       /* LS_KEV_SLEPT */
 	__s32 stack_id;    /* caller stack (aggregation key), < 0: none */
+	__s32 kstack_id;   /* --hold-stacks: the acquisition's kernel stack */
+	__s32 ustack_id;   /* ... and user stack (`full_stacks`), < 0: none */
 	__u32 pad;
 };
 

@@ -2,7 +2,7 @@
 /*
  * stacks.bpf.h - full stacks (--stacks, --hold-stacks) for the sources that
  * are not kernel-contention (which has its own, per-CPU sampling state):
- * user-locks, futex, mmap-lock.
+ * user-locks, futex, mmap-lock, kernel-mutex and kernel-rwsem.
  *
  * A wait's stacks are taken where the wait ends (the acquisition) when it
  * lasted at least `stack_threshold_ns`, or for 1 in `stack_sample` of the

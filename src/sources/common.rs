@@ -181,6 +181,8 @@ const _: () = {
     assert!(size_of::<ls_stack_val>() == size_of::<crate::bpf::futex::types::ls_stack_val>());
     assert!(size_of::<ls_stack_key>() == size_of::<crate::bpf::mmaplock::types::ls_stack_key>());
     assert!(size_of::<ls_stack_val>() == size_of::<crate::bpf::mmaplock::types::ls_stack_val>());
+    assert!(size_of::<ls_stack_key>() == size_of::<crate::bpf::kmutex::types::ls_stack_key>());
+    assert!(size_of::<ls_stack_val>() == size_of::<crate::bpf::kmutex::types::ls_stack_val>());
 };
 
 /// One aggregated stack entry, symbolised.

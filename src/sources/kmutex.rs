@@ -65,13 +65,14 @@ const EV_PARTIAL: u32 = 4;
 const EV_SLEPT: u32 = 8;
 
 /// Names of the `lost` counters, in the order of `enum ls_klost`.
-pub const LOST_NAMES: [&str; 6] = [
+pub const LOST_NAMES: [&str; 7] = [
     "map_full",
     "holds_full",
     "ringbuf_dropped",
     "task_storage_failed",
     "stale_call",
     "stack_failed",
+    "stack_map_full",
 ];
 
 /// Which locks one instance probes.
@@ -281,6 +282,14 @@ impl KLock {
         rodata.caller_mode = opts.caller as u32;
         open.maps.agg.set_max_entries(opts.max_entries)?;
         open.maps.holds.set_max_entries(opts.max_entries)?;
+        if let Some(st) = opts.stacks {
+            rodata.stacks_on = true;
+            rodata.hold_stacks_on = st.holds;
+            rodata.stack_threshold_ns = st.threshold_ns;
+            rodata.stack_sample = st.sample;
+            open.maps.full_stacks.set_max_entries(16384)?;
+            open.maps.stack_agg.set_max_entries(opts.max_entries)?;
+        }
         let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
         open.maps
             .events
@@ -477,7 +486,7 @@ impl Source for KLock {
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         let source = self.family.source();
         let raw: Vec<(ls_kagg_key, ls_kagg_val)> = common::entries(&self.skel.maps.agg)?;
-        Ok(raw
+        let mut records: Vec<Record> = raw
             .iter()
             .map(|(k, v)| {
                 let id = if k.stack_id >= 0 {
@@ -491,7 +500,23 @@ impl Source for KLock {
                 let cgroup = sym.cgroup(v.cgroup_id);
                 to_record(source, k, v, caller, name, cgroup)
             })
-            .collect())
+            .collect();
+        let maps = &self.skel.maps;
+        let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
+        common::attach_stacks(
+            &mut records,
+            stacks,
+            |i, _| (raw[i].0.lock, raw[i].0.tid, raw[i].0.kind),
+            |e| (e.key.lock, e.key.tid, e.key.flags),
+            |_, _| true,
+        );
+        Ok(records)
+    }
+
+    fn tick(&self, sym: &mut Symbolizer) {
+        // normalise new user stacks while their processes still live
+        let maps = &self.skel.maps;
+        common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
     }
 
     fn holders(&self) -> Result<Vec<HolderRow>> {
