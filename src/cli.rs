@@ -291,7 +291,9 @@ pub struct WorkloadArgs {
     /// mmap-hold (mmap_lock held for write by an mprotect of --region-mb,
     /// --rounds times, a writer and a reader waiting), runq (--threads busy
     /// threads pinned to one CPU for --busy), pingpong (two threads on one
-    /// CPU pass a byte back and forth --ops times); user locks: mutex-hold (a pthread mutex held --hold while another
+    /// CPU pass a byte back and forth --ops times), pipe-self (one thread
+    /// writes a byte to its own pipe and reads it back, --ops times: two
+    /// uncontended pipe mutex pairs each); user locks: mutex-hold (a pthread mutex held --hold while another
     /// thread waits, --rounds times), spin-hold (the same with a pthread
     /// spin lock: the waiter spins), mutex-pairs / spin-pairs (--ops
     /// lock/unlock pairs per thread), mutex-trylock (--ops trylocks and

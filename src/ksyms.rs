@@ -162,12 +162,26 @@ pub fn is_lock_internal(name: &str) -> bool {
     PREFIXES.iter().any(|p| base.starts_with(p))
 }
 
+/// How deep the lock implementation may start in a stack: BPF programs,
+/// a trampoline or kprobe handler, then the lock functions.
+const LOCK_FRAMES_WITHIN: usize = 8;
+
 /// Index of the caller frame in a symbolised stack (innermost first): the
-/// first frame that is neither tracing machinery nor lock implementation.
+/// first frame that is neither tracing machinery nor lock implementation,
+/// after the last lock-implementation frame among the first few. (A BPF
+/// trampoline taken from an fexit program may resolve to whatever symbol
+/// precedes it, e.g. a module's last function: that is not the caller.)
 pub fn caller_index(names: &[String]) -> Option<usize> {
+    let start = names
+        .iter()
+        .take(LOCK_FRAMES_WITHIN)
+        .rposition(|n| is_lock_internal(n))
+        .map_or(0, |i| i + 1);
     names
         .iter()
+        .skip(start)
         .position(|n| !is_tracing_frame(n) && !is_lock_internal(n))
+        .map(|i| i + start)
 }
 
 #[cfg(test)]
@@ -210,6 +224,20 @@ ffffffff81300000 T bpf_prog_abc_contention_end_btf
         );
         assert_eq!(with_data.data_name(0xffffffff82100000), None);
         assert_eq!(k.data_name(0xffffffff82000100), None, "no data symbols");
+    }
+
+    #[test]
+    fn a_trampoline_named_after_its_neighbour_is_not_the_caller() {
+        let stack: Vec<String> = ["p9_virtio_cleanup", "mutex_lock", "pipe_write", "vfs_write"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(caller_index(&stack), Some(2));
+        let plain: Vec<String> = ["pipe_write", "vfs_write"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(caller_index(&plain), Some(0));
     }
 
     #[test]

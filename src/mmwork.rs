@@ -426,6 +426,36 @@ pub struct PingPongReport {
     pub elapsed_ns: u64,
 }
 
+/// What `pipe-self` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct PipeSelfReport {
+    pub kind: &'static str,
+    pub pid: u32,
+    pub tid: u32,
+    /// Write + read pairs: each takes the pipe's mutex twice, uncontended.
+    pub ops: u64,
+    pub elapsed_ns: u64,
+}
+
+/// One thread writes a byte to its own pipe and reads it back, `ops`
+/// times: a deterministic stream of uncontended kernel mutex operations.
+pub fn pipe_self(ops: u64, start_delay: Duration) -> Result<PipeSelfReport> {
+    let (rd, wr) = pipe()?;
+    std::thread::sleep(start_delay);
+    let t = Instant::now();
+    for _ in 0..ops {
+        one_byte(&wr, true)?;
+        one_byte(&rd, false)?;
+    }
+    Ok(PipeSelfReport {
+        kind: "pipe-self",
+        pid: std::process::id(),
+        tid: gettid(),
+        ops,
+        elapsed_ns: t.elapsed().as_nanos() as u64,
+    })
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid array for pipe2 to fill.
@@ -578,6 +608,16 @@ pub fn run_cli(
                 "workload pingpong: pid {}, {} round trips in {}",
                 rep.pid,
                 rep.round_trips,
+                fmt_ns(rep.elapsed_ns)
+            );
+            (serde_json::to_string(&rep)?, line)
+        }
+        WorkloadKind::PipeSelf => {
+            let rep = pipe_self(a.ops, delay)?;
+            let line = format!(
+                "workload pipe-self: pid {}, {} write+read pairs in {}",
+                rep.pid,
+                rep.ops,
                 fmt_ns(rep.elapsed_ns)
             );
             (serde_json::to_string(&rep)?, line)

@@ -47,6 +47,10 @@ pub enum WorkloadKind {
     /// Two threads passing a byte back and forth (see `mmwork`).
     #[serde(rename = "pingpong")]
     PingPong,
+    /// One thread writing a byte to its own pipe and reading it back: two
+    /// uncontended pipe mutex lock/unlock pairs per op (see `mmwork`).
+    #[serde(rename = "pipe-self")]
+    PipeSelf,
     /// A user-space lock workload (see `ulockwork`); run by
     /// `ulockwork::run`, not by [`run`].
     User(crate::ulockwork::UserKind),
@@ -61,6 +65,7 @@ impl std::fmt::Display for WorkloadKind {
             WorkloadKind::MmapHold => "mmap-hold",
             WorkloadKind::Runq => "runq",
             WorkloadKind::PingPong => "pingpong",
+            WorkloadKind::PipeSelf => "pipe-self",
             WorkloadKind::User(k) => k.name(),
         })
     }
@@ -75,13 +80,14 @@ pub fn parse_kind(s: &str) -> Result<WorkloadKind, String> {
         "mmap-hold" => Ok(WorkloadKind::MmapHold),
         "runq" => Ok(WorkloadKind::Runq),
         "pingpong" => Ok(WorkloadKind::PingPong),
+        "pipe-self" => Ok(WorkloadKind::PipeSelf),
         other => crate::ulockwork::parse(other)
             .map(WorkloadKind::User)
             .ok_or_else(|| {
                 let user: Vec<&str> = crate::ulockwork::NAMES.iter().map(|(n, _)| *n).collect();
                 format!(
                     "unknown workload {other:?} (expected pipe, mmap, pipe-hold, mmap-hold, \
-                     runq, pingpong, {})",
+                     runq, pingpong, pipe-self, {})",
                     user.join(", ")
                 )
             }),
@@ -153,7 +159,10 @@ pub fn run_with(spec: &WorkloadSpec, on_ready: impl FnOnce(u32, &[u32])) -> Resu
         WorkloadKind::Pipe => run_pipe(spec, on_ready),
         WorkloadKind::Mmap => run_mmap(spec, on_ready),
         WorkloadKind::PipeHold => bail!("pipe-hold runs through holdwork::run"),
-        WorkloadKind::MmapHold | WorkloadKind::Runq | WorkloadKind::PingPong => {
+        WorkloadKind::MmapHold
+        | WorkloadKind::Runq
+        | WorkloadKind::PingPong
+        | WorkloadKind::PipeSelf => {
             bail!("{} runs through mmwork", spec.kind)
         }
         WorkloadKind::User(_) => bail!("user-lock workloads run through ulockwork::run"),
