@@ -161,11 +161,17 @@ def main():
     text = table(res)
     print(text)
     if args.write:
-        cmdline = "sudo python3 scripts/bench_kmutex.py " + " ".join(
-            a for a in sys.argv[1:] if a != "--write") + " --write"
-        sec = (f"{SECTION}\n\nMeasured {datetime.date.today()} with `{cmdline.strip()}`.\n"
-               f"TCG figures are relative (emulated CPU): compare the backends with each\n"
-               f"other. Per-call costs include the kernel's stats bookkeeping.\n\n{text}\n")
+        n = len(res["runs"]["none"])
+        cmdline = (f"sudo python3 scripts/bench_kmutex.py --kernel {args.kernel} "
+                   f"--pairs {n} --ops {res['ops']} --write")
+        sec = (f"{SECTION}\n\nMeasured {datetime.date.today()} with `{cmdline}`.\n"
+               f"TCG figures are relative (an emulated CPU): compare the backends with\n"
+               f"each other, not with the host's figures.\n"
+               f"Per-call costs are the kernel's run_time_ns / run_cnt of each program\n"
+               f"(bpf_stats_enabled=1), stats bookkeeping included. `pipe-self` is the\n"
+               f"worst case: it does nothing but pipe syscalls, each taking the mutex\n"
+               f"once; every mutex_lock pays an entry and a return program and every\n"
+               f"mutex_unlock one more, whether contended or not.\n\n{text}\n")
         md = open(BENCH_MD).read()
         if SECTION in md:
             md = re.sub(re.escape(SECTION) + r"\n.*?(?=\n## |\Z)", sec.rstrip("\n"), md, flags=re.S)
