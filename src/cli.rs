@@ -329,6 +329,11 @@ pub struct WorkloadArgs {
     /// to CPU 0, so the woken waiter also waits for a CPU (runnable time)
     #[arg(long)]
     pub hog: bool,
+    /// mmap-hold: a fourth thread reads a page of the region during each
+    /// hold, so its page fault asks for mmap_lock (a failed trylock, then
+    /// a read wait)
+    #[arg(long)]
+    pub faulter: bool,
     /// mmap-hold: MiB of the populated region whose mprotect holds
     /// mmap_lock for write (about 30 ms per GiB here)
     #[arg(long, default_value_t = 1024, value_name = "MIB")]

@@ -145,10 +145,22 @@ pub struct MmapHoldReport {
     pub writer_call_ns: Vec<u64>,
     /// Per round: the reader's `mincore` call (its wait plus a short hold).
     pub reader_call_ns: Vec<u64>,
+    /// `--faulter`: a thread that reads a page of the region it emptied
+    /// before the round, so its page fault asks for mmap_lock during the
+    /// hold (the region's VMA is write-locked, so the fault falls back to
+    /// mmap_lock: a failed trylock, then a read wait); 0 without it.
+    pub faulter_tid: u32,
+    /// Per round: how long the faulter's read of that page took.
+    pub faulter_call_ns: Vec<u64>,
 }
 
 /// Runs `rounds` rounds of a long mmap_lock write hold with two waiters.
-pub fn mmap_hold(rounds: u64, region: usize, start_delay: Duration) -> Result<MmapHoldReport> {
+pub fn mmap_hold(
+    rounds: u64,
+    region: usize,
+    start_delay: Duration,
+    faulter: bool,
+) -> Result<MmapHoldReport> {
     if rounds == 0 {
         bail!("mmap-hold needs at least one round");
     }
@@ -158,8 +170,9 @@ pub fn mmap_hold(rounds: u64, region: usize, start_delay: Duration) -> Result<Mm
     let lead = Duration::from_micros(200);
     let region = Region::new(region)?;
     region.populate()?;
-    let start = Barrier::new(4);
-    let end = Barrier::new(4);
+    let roles = if faulter { 4 } else { 3 };
+    let start = Barrier::new(roles + 1);
+    let end = Barrier::new(roles + 1);
     let entered = AtomicU64::new(0);
     // SAFETY: sysconf has no memory-safety preconditions.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
@@ -173,12 +186,20 @@ pub fn mmap_hold(rounds: u64, region: usize, start_delay: Duration) -> Result<Mm
         let region = &region;
         let mut handles = Vec::new();
         let mut go = Vec::new();
-        for role in 0..3usize {
+        for role in 0..roles {
             let tx = tid_tx.clone();
             let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
             go.push(go_tx);
             let h = std::thread::Builder::new()
-                .name(["ls-mm-holder", "ls-mm-writer", "ls-mm-reader"][role].into())
+                .name(
+                    [
+                        "ls-mm-holder",
+                        "ls-mm-writer",
+                        "ls-mm-reader",
+                        "ls-mm-faulter",
+                    ][role]
+                        .into(),
+                )
                 .spawn_scoped(s, move || -> Result<(bool, Vec<u64>)> {
                     let _ = tx.send((role, gettid()));
                     if go_rx.recv().is_err() {
@@ -199,8 +220,8 @@ pub fn mmap_hold(rounds: u64, region: usize, start_delay: Duration) -> Result<Mm
         for g in go {
             g.send(()).context("mmap-hold thread gone")?;
         }
-        let mut tids = [0u32; 3];
-        for _ in 0..3 {
+        let mut tids = [0u32; 4];
+        for _ in 0..roles {
             let (role, tid) = tid_rx.recv().context("thread ids")?;
             tids[role] = tid;
         }
@@ -231,6 +252,8 @@ pub fn mmap_hold(rounds: u64, region: usize, start_delay: Duration) -> Result<Mm
             holder_fifo,
             writer_call_ns: calls[1].clone(),
             reader_call_ns: calls[2].clone(),
+            faulter_tid: tids[3],
+            faulter_call_ns: calls.get(3).cloned().unwrap_or_default(),
         })
     })
 }
@@ -277,7 +300,15 @@ fn hold_role(
     let mut calls = Vec::with_capacity(rounds as usize);
     let mut err = None;
     let mut vec = [0u8; 1];
+    // the faulter's page: the region's last, emptied before each round
+    // (outside the hold) so that reading it faults
+    // SAFETY: the last page of our own region (len >= 1 MiB).
+    let fault_page = unsafe { region.addr.cast::<u8>().add(region.len - PAGE) };
     for round in 0..rounds {
+        let emptied = role != 3
+            // SAFETY: discards the contents of a page of our own region;
+            // no Rust reference points into it.
+            || unsafe { libc::madvise(fault_page.cast(), PAGE, libc::MADV_DONTNEED) } == 0;
         start.wait();
         let mut mapped = None;
         let ok = match role {
@@ -316,7 +347,7 @@ fn hold_role(
                 mapped = (p != libc::MAP_FAILED).then_some(p);
                 mapped.is_some()
             }
-            _ => {
+            2 => {
                 spin_until(Duration::from_secs(1), || {
                     sync.entered.load(Ordering::Acquire) > round
                 });
@@ -328,9 +359,23 @@ fn hold_role(
                 calls.push(nanos(t.elapsed()));
                 rc == 0
             }
+            _ => {
+                spin_until(Duration::from_secs(1), || {
+                    sync.entered.load(Ordering::Acquire) > round
+                });
+                spin_until(lead, || false);
+                let t = Instant::now();
+                // SAFETY: reads a byte of our own region, readable under
+                // both protections the holder alternates.
+                let _ = unsafe { fault_page.read_volatile() };
+                calls.push(nanos(t.elapsed()));
+                emptied
+            }
         };
         if !ok && err.is_none() {
-            err = Some(os_err(["mprotect", "mmap", "mincore"][role.min(2)]));
+            err = Some(os_err(
+                ["mprotect", "mmap", "mincore", "madvise"][role.min(3)],
+            ));
         }
         end.wait();
         if let Some(p) = mapped {
@@ -571,7 +616,7 @@ pub fn run_cli(
     use crate::workload::WorkloadKind;
     let out = match kind {
         WorkloadKind::MmapHold => {
-            let rep = mmap_hold(a.rounds, a.region_mb << 20, delay)?;
+            let rep = mmap_hold(a.rounds, a.region_mb << 20, delay, a.faulter)?;
             let line = format!(
                 "workload mmap-hold: pid {}, holder {} held mmap_lock {} x for {} in \
                  total; writer {} blocked {}, reader {} blocked {}",
@@ -633,11 +678,17 @@ mod tests {
 
     #[test]
     fn mmap_hold_waiters_block_behind_the_holder() {
-        let rep = mmap_hold(2, 256 << 20, Duration::ZERO).expect("mmap-hold");
+        let rep = mmap_hold(2, 256 << 20, Duration::ZERO, true).expect("mmap-hold");
         assert_eq!(rep.holder_call_ns.len(), 2);
         assert_eq!(rep.writer_call_ns.len(), 2);
         assert_eq!(rep.reader_call_ns.len(), 2);
-        let tids = [rep.holder_tid, rep.writer_tid, rep.reader_tid];
+        assert_eq!(rep.faulter_call_ns.len(), 2);
+        let tids = [
+            rep.holder_tid,
+            rep.writer_tid,
+            rep.reader_tid,
+            rep.faulter_tid,
+        ];
         assert!(tids.iter().all(|&t| t != 0 && t != rep.pid), "{tids:?}");
     }
 

@@ -633,3 +633,91 @@ fn mmap_lock_hold_flame_graph_weighs_the_known_mprotect_holds() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_page_fault_during_a_write_hold_fails_its_trylock_then_waits() {
+    // the faulter reads an emptied page of the region while the holder's
+    // mprotect holds mmap_lock for write and has write-locked the region's
+    // VMA: the fault cannot use the per-VMA lock, so it tries mmap_lock for
+    // read (fails: success false), then waits for it
+    let rounds = 8usize;
+    let (out, wl) = traced(
+        "trace",
+        &[
+            "mmap-hold",
+            "--rounds",
+            "8",
+            "--region-mb",
+            "1024",
+            "--faulter",
+        ],
+        &["--source", "mmap-lock", "--summary"],
+    );
+    let w = &wl[0];
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let (end, events) = lines.split_last().expect("an end line");
+    assert_no_losses(&end["lost"], "mmap-lock");
+    let long = 1_000_000;
+    let f = u(&w["faulter_tid"]);
+    let touches = nums(&w["faulter_call_ns"]);
+    let blocked = touches.iter().filter(|&&t| t > long).count();
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| u(&e["tid"]) == f && e["kind"] == "rwsem-read")
+        .collect();
+    // the holder's long write holds: the rounds (the thread's start-up
+    // page faults may fail a trylock too, while a sibling maps its stack)
+    let holds: Vec<(u64, u64)> = events_of(events, u(&w["holder_tid"]), "rwsem-write")
+        .into_iter()
+        .filter(|e| e["hold_ns"].as_u64().unwrap_or(0) > 1_000_000)
+        .map(|e| (u(&e["end_ns"]), u(&e["released_ns"])))
+        .collect();
+    assert_eq!(holds.len(), rounds, "one long hold a round");
+    let in_hold = |t: u64| holds.iter().any(|&(a, r)| a <= t && t <= r);
+    let failed: Vec<&&Value> = mine
+        .iter()
+        .filter(|e| e["failed"] == true && in_hold(u(&e["end_ns"])))
+        .collect();
+    let waits: Vec<&&Value> = mine
+        .iter()
+        .filter(|e| e["failed"] != true && u(&e["wait_ns"]) > long)
+        .collect();
+    eprintln!(
+        "faulter: {blocked} of {rounds} touches blocked; {} failed read \
+         trylocks inside the holds, {} long read waits",
+        failed.len(),
+        waits.len()
+    );
+    assert!(
+        blocked * 2 >= rounds,
+        "the faulter blocked in most rounds: {w}"
+    );
+    assert_eq!(waits.len(), blocked, "one long read wait per blocked touch");
+    assert_eq!(
+        failed.len(),
+        blocked,
+        "one failed trylock inside the holds per blocked touch"
+    );
+    // each long wait began right after its failed trylock (the same fault)
+    for wt in &waits {
+        let begin = u(&wt["begin_ns"]);
+        let before = failed
+            .iter()
+            .filter(|e| u(&e["end_ns"]) <= begin)
+            .map(|e| begin - u(&e["end_ns"]))
+            .min()
+            .unwrap_or(u64::MAX);
+        assert!(before < long, "a failed trylock just before {wt}");
+        assert!(u(&wt["wait_ns"]) <= *touches.iter().max().unwrap_or(&0));
+    }
+    for e in &failed {
+        assert!(e["hold_ns"].is_null() && e["released_ns"].is_null(), "{e}");
+    }
+    // the summary counts the failures the stream shows (every thread's)
+    let row_failed: u64 = rows(&end["report"]).iter().map(|r| u(&r["failed"])).sum();
+    let all_failed = events.iter().filter(|e| e["failed"] == true).count();
+    assert_eq!(row_failed, all_failed as u64);
+}
