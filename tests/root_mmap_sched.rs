@@ -634,6 +634,19 @@ fn mmap_lock_hold_flame_graph_weighs_the_known_mprotect_holds() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A thread's read waits over 1 ms that got the lock.
+fn mine_long_reads(events: &[Value], tid: u64) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| {
+            u(&e["tid"]) == tid
+                && e["kind"] == "rwsem-read"
+                && e["failed"] != true
+                && e["wait_ns"].as_u64().unwrap_or(0) > 1_000_000
+        })
+        .collect()
+}
+
 #[test]
 fn a_page_fault_during_a_write_hold_fails_its_trylock_then_waits() {
     // the faulter reads an emptied page of the region while the holder's
@@ -720,4 +733,38 @@ fn a_page_fault_during_a_write_hold_fails_its_trylock_then_waits() {
     let row_failed: u64 = rows(&end["report"]).iter().map(|r| u(&r["failed"])).sum();
     let all_failed = events.iter().filter(|e| e["failed"] == true).count();
     assert_eq!(row_failed, all_failed as u64);
+    // where the waits went: every timed wait's split sums to it; a reader
+    // (the faulter, mincore) sleeps in down_read, so its long waits are
+    // off CPU but for the lock code's own run time
+    for e in events
+        .iter()
+        .filter(|e| u(&e["begin_ns"]) != 0 && e["end_ns"] != Value::Null)
+    {
+        let sp = &e["split"];
+        let (on, rq, asleep) = (u(&sp["oncpu"]), u(&sp["runnable"]), u(&sp["asleep"]));
+        assert_eq!(on + rq + asleep, u(&e["wait_ns"]), "{e}");
+    }
+    let mut split_of_reads = (0, 0, 0, 0);
+    for tid in [f, u(&w["reader_tid"])] {
+        for e in mine_long_reads(events, tid) {
+            let sp = &e["split"];
+            assert!(u(&sp["oncpu"]) < long, "a sleeping reader barely runs: {e}");
+            split_of_reads.0 += u(&e["wait_ns"]);
+            split_of_reads.1 += u(&sp["oncpu"]);
+            split_of_reads.2 += u(&sp["runnable"]);
+            split_of_reads.3 += u(&sp["asleep"]);
+        }
+    }
+    eprintln!(
+        "long read waits {} ns: on CPU {}, runnable {}, asleep {}",
+        split_of_reads.0, split_of_reads.1, split_of_reads.2, split_of_reads.3
+    );
+    for r in rows(&end["report"]) {
+        let sp = &r["wait_split"];
+        assert_eq!(
+            u(&sp["oncpu"]) + u(&sp["runnable"]) + u(&sp["asleep"]),
+            u(&r["wait_ns"]["total"]),
+            "{r}"
+        );
+    }
 }

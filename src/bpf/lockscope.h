@@ -168,6 +168,17 @@ struct ls_cpu_state {
 	__u64 sample_ctr; /* --stack-sample: waits seen on this CPU */
 };
 
+/* The scheduler's accounting of a running task when a wait begins
+ * (kernel side only; user-space locks, futex, mmap-lock): where the wait went is read from it at the
+ * end, as contention.bpf.c does with struct ls_wait's same fields. */
+struct ls_sched_mark {
+	__s64 offcpu_base; /* se.sum_exec_runtime - se.exec_start */
+	__u64 sum_exec;    /* se.sum_exec_runtime */
+	__u64 run_delay;   /* sched_info.run_delay */
+	__u32 cpu;         /* where it was read (exec_start is that rq's clock) */
+	__u32 pad;
+};
+
 /* ---- mmap-lock source (mmaplock.bpf.c) ------------------------------ */
 
 /* Open mmap_lock operations of one task at a time: a task holds its own
@@ -204,6 +215,9 @@ struct ls_mm_op {
 	__s32 stack_id;    /* caller of the acquisition, LS_CALLER_EVERY */
 	__s32 kstack_id;   /* --hold-stacks: full stacks at the acquisition */
 	__s32 ustack_id;   /* (in `full_stacks`), < 0 when not taken */
+	struct ls_sched_mark sched; /* at start_locking */
+	__u64 offcpu_ns;   /* of the wait, set at acquire_returned: off CPU */
+	__u64 runq_ns;     /* of the wait: runnable but not running */
 };
 
 struct ls_mm_task {
@@ -237,6 +251,8 @@ struct ls_mm_val {
 	__u64 partial;    /* start or acquisition not seen: never timed */
 	__u64 cgroup_id;  /* cgroup v2 id of the task when the key was created */
 	__u64 memcg_id;   /* cgroup id of the mm's memory cgroup (0: none) */
+	__u64 offcpu_ns;  /* of wait_total: off CPU (asleep + runnable) */
+	__u64 runq_ns;    /* of offcpu_ns: runnable but not running */
 	__u32 owner_pid;  /* tgid of mm->owner, the process the mm belongs to */
 	__s32 stack_id;   /* LS_CALLER_FIRST: caller of the key's first wait */
 	char comm[LS_COMM_LEN];  /* thread name */
@@ -255,6 +271,8 @@ struct ls_mm_event {
 	__u64 lock;
 	__u64 cgroup_id;
 	__u64 memcg_id;
+	__u64 offcpu_ns; /* of the wait (begin -> acquired): off CPU */
+	__u64 runq_ns;   /* of the wait: runnable but not running */
 	__u32 pid;
 	__u32 tid;
 	__u32 owner_pid;
@@ -385,17 +403,6 @@ enum ls_flost {
 	LS_FLOST_STACK = 9,       /* --stacks: a user stack could not be taken */
 	LS_FLOST_STACK_MAP_FULL = 10, /* --stacks: no room for another stack key */
 	LS_FSTAT__END = 11,
-};
-
-/* The scheduler's accounting of a running task when a user-space wait
- * begins (kernel side only): where the wait went is read from it at the
- * end, as contention.bpf.c does with struct ls_wait's same fields. */
-struct ls_sched_mark {
-	__s64 offcpu_base; /* se.sum_exec_runtime - se.exec_start */
-	__u64 sum_exec;    /* se.sum_exec_runtime */
-	__u64 run_delay;   /* sched_info.run_delay */
-	__u32 cpu;         /* where it was read (exec_start is that rq's clock) */
-	__u32 pad;
 };
 
 /* Per-task: the pthread lock call in progress (entry -> return). Shared

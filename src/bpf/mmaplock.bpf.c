@@ -51,6 +51,7 @@
 #include <bpf/bpf_core_read.h>
 #include "lockscope.h"
 #include "target.bpf.h"
+#include "offcpu.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -277,6 +278,8 @@ static __always_inline void emit(struct mm_struct *mm, struct ls_mm_op *op,
 	e->lock = lock_of(mm);
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->memcg_id = memcg_of(mm);
+	e->offcpu_ns = op->offcpu_ns;
+	e->runq_ns = op->runq_ns;
 	e->pid = id >> 32;
 	e->tid = (__u32)id;
 	owner = bpf_core_field_exists(mm->owner) ? BPF_CORE_READ(mm, owner) : NULL;
@@ -292,12 +295,15 @@ static __always_inline void emit(struct mm_struct *mm, struct ls_mm_op *op,
 	bpf_ringbuf_submit(e, 0);
 }
 
-static __always_inline void record_wait(struct ls_mm_val *v, __u64 ns)
+static __always_inline void record_wait(struct ls_mm_val *v, struct ls_mm_op *op)
 {
+	__u64 ns = op->acquired_ns - op->begin_ns;
 	__u32 slot = log2_slot(ns);
 
 	v->count += 1;
 	v->wait_total += ns;
+	v->offcpu_ns += op->offcpu_ns;
+	v->runq_ns += op->runq_ns;
 	if (ns < v->wait_min)
 		v->wait_min = ns;
 	if (ns > v->wait_max)
@@ -366,6 +372,9 @@ static __always_inline int on_start(struct mm_struct *mm, bool write)
 	op->stack_id = -1;
 	op->kstack_id = -1;
 	op->ustack_id = -1;
+	op->offcpu_ns = 0;
+	op->runq_ns = 0;
+	ls_sched_mark(&op->sched, bpf_get_current_task_btf());
 	return 0;
 }
 
@@ -438,6 +447,9 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 	if (i >= 0) {
 		op = &t->op[i & (LS_MM_SLOTS - 1)];
 		op->acquired_ns = now;
+		/* where the wait went: the waiter runs again here */
+		ls_sched_split(&op->sched, bpf_get_current_task_btf(),
+			       now - op->begin_ns, &op->offcpu_ns, &op->runq_ns);
 		op->stack_id = caller_of(ctx, t, mm, write);
 		if (success) {
 			if (stacks_on || hold_stacks_on)
@@ -463,13 +475,15 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 				if (op->flags & LS_MM_PARTIAL)
 					v->partial += 1;
 				else
-					record_wait(v, op->acquired_ns - op->begin_ns);
+					record_wait(v, op);
 				record_hold(v, now - op->acquired_ns);
 			}
 			hold_stacks(mm, op, now - op->acquired_ns);
 			emit(mm, op, now, op->flags | LS_MM_DOWNGRADE, op->stack_id);
 			op->begin_ns = now;
 			op->acquired_ns = now;
+			op->offcpu_ns = 0;
+			op->runq_ns = 0;
 			op->flags = LS_MM_DOWNGRADE;
 			op->stack_id = caller_of(ctx, t, mm, false);
 			return 0;
@@ -499,6 +513,8 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 			op->stack_id = caller_of(ctx, t, mm, write);
 			op->kstack_id = -1;
 			op->ustack_id = -1;
+			op->offcpu_ns = 0;
+			op->runq_ns = 0;
 			return 0;
 		}
 	}
@@ -528,7 +544,7 @@ static __always_inline int on_release(void *ctx, struct mm_struct *mm, bool writ
 			if (op->flags & LS_MM_PARTIAL)
 				v->partial += 1; /* acquired before its start was seen */
 			else
-				record_wait(v, op->acquired_ns - op->begin_ns);
+				record_wait(v, op);
 			record_hold(v, now - op->acquired_ns);
 		}
 		hold_stacks(mm, op, now - op->acquired_ns);

@@ -17,7 +17,7 @@ use super::{Options, Pod, ProgStats, Source, Symbolizer, TracefsGuard, comm_str,
 use crate::bpf::mmaplock::types::{ls_mm_event, ls_mm_key, ls_mm_val};
 use crate::bpf::mmaplock::{MmaplockSkel, MmaplockSkelBuilder, OpenMmaplockSkel};
 use crate::cgroup::CgroupNames;
-use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
+use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats, WaitSplit};
 use crate::output::SourceStatus;
 
 /// Source name of this module's rows.
@@ -359,7 +359,7 @@ fn to_record(
         )),
         failed: v.failed,
         partial: v.partial,
-        split: None,
+        split: Some(WaitSplit::from_offcpu(v.wait_total, v.offcpu_ns, v.runq_ns)),
         stacks: Vec::new(),
     }
 }
@@ -399,7 +399,9 @@ fn to_event(src: &MmapLock, sym: &mut Symbolizer, e: &ls_mm_event) -> Event {
         slept: false,
         partial,
         holder_tid: None,
-        split: None,
+        // where the wait went, when the wait itself was seen
+        split: (e.begin_ns != 0 && e.acquired_ns != 0)
+            .then(|| WaitSplit::from_offcpu(wait_ns, e.offcpu_ns, e.runq_ns)),
     }
 }
 
