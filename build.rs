@@ -14,6 +14,7 @@ const OBJECTS: &[&str] = &[
     "futex",
     "kmutex",
     "picknext",
+    "files",
 ];
 
 fn main() {

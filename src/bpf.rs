@@ -38,3 +38,7 @@ pub mod kmutex {
 pub mod picknext {
     include!(concat!(env!("OUT_DIR"), "/picknext.skel.rs"));
 }
+
+pub mod files {
+    include!(concat!(env!("OUT_DIR"), "/files.skel.rs"));
+}

@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod doctor;
 pub mod elfsym;
+pub mod filelocks;
 pub mod flame;
 pub mod holdwork;
 pub mod ksyms;

@@ -714,4 +714,33 @@ struct ls_pick_val {
 	__u64 hist[LS_HIST_SLOTS];
 };
 
+/* ---- names of file locks (files.bpf.c, a task_file iterator) --------- */
+
+/* Longest path kept (bpf_d_path); longer paths are not named. */
+#define LS_PATH_LEN 256
+
+enum ls_file_kind {
+	LS_FILE_REG = 1,
+	LS_FILE_DIR = 2,
+	LS_FILE_PIPE = 3, /* an inode with i_pipe: anonymous pipe or FIFO */
+};
+
+/* One open file of one process, written to the iterator's seq_file and
+ * followed by `path_len` bytes of path (NUL included; 0: no path). The
+ * addresses are those the lock sources report for the file's locks. */
+struct ls_file_rec {
+	__u64 i_rwsem;      /* &inode->i_rwsem */
+	__u64 i_mmap_rwsem; /* &inode->i_mapping->i_mmap_rwsem, 0: no mapping */
+	__u64 i_lock;       /* &inode->i_lock (spinlock) */
+	__u64 pipe_mutex;   /* &inode->i_pipe->mutex, 0: not a pipe */
+	__u64 ino;
+	__u32 dev;          /* inode->i_sb->s_dev, the kernel's encoding */
+	__u32 pid;          /* tgid of the process that has it open */
+	__u32 fd;
+	__u32 kind;         /* enum ls_file_kind */
+	__u32 path_len;
+	__u32 pad;
+	char comm[LS_COMM_LEN];
+};
+
 #endif /* __LOCKSCOPE_H */

@@ -436,6 +436,8 @@ impl Source for Contention {
     }
 
     fn tick(&self, sym: &mut Symbolizer) {
+        // name pipe and inode locks while their files are open
+        sym.files.refresh_if_due();
         // normalise new user stacks while their processes still live
         if let Ok(entries) = self.stack_entries() {
             for (k, _) in entries {
@@ -468,7 +470,8 @@ impl Source for Contention {
             source: SOURCE,
             kind: LockKind::from_contention_flags(e.flags),
             lock: e.lock,
-            lock_name: lock_name(e.lock_class, e.pid, &comm_str(&e.pcomm)),
+            lock_name: lock_name(e.lock_class, e.pid, &comm_str(&e.pcomm))
+                .or_else(|| sym.kernel_lock_name(e.lock, "")),
             caller: sym.kernel_caller(SOURCE, e.stack_id, || self.stack(e.stack_id)),
             pid: e.pid,
             tid: e.tid,
@@ -510,11 +513,7 @@ fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_agg_
         kind: LockKind::from_contention_flags(k.flags),
         lock: k.lock,
         lock_name: lock_name(v.lock_class, k.pid, &comm_str(&v.pcomm))
-            .or_else(|| sym.ksyms.data_name(k.lock))
-            .or_else(|| {
-                let slab = comm_str(&v.slab);
-                (!slab.is_empty()).then(|| format!("in {slab} (slab)"))
-            }),
+            .or_else(|| sym.kernel_lock_name(k.lock, &comm_str(&v.slab))),
         caller: {
             let id = if k.stack_id >= 0 {
                 k.stack_id

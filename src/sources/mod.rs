@@ -306,6 +306,8 @@ pub struct Symbolizer {
     pub user: crate::ustack::UserStacks,
     callers: std::collections::HashMap<(&'static str, i32), Option<String>>,
     cgroups: crate::cgroup::CgroupNames,
+    /// Pipe and inode locks named by their file (loaded on first use).
+    pub files: crate::filelocks::FileLocks,
 }
 
 impl Default for Symbolizer {
@@ -321,7 +323,19 @@ impl Symbolizer {
             user: Default::default(),
             callers: Default::default(),
             cgroups: Default::default(),
+            files: Default::default(),
         }
+    }
+
+    /// The name of a kernel lock at `addr` that the kernel did not name
+    /// itself (`mmap_lock of ...`): its data symbol, else the file it
+    /// protects (a pipe's mutex, an inode's locks), else the slab cache
+    /// it lives in (`slab`, empty when unknown).
+    pub fn kernel_lock_name(&mut self, addr: u64, slab: &str) -> Option<String> {
+        self.ksyms
+            .data_name(addr)
+            .or_else(|| self.files.name(addr))
+            .or_else(|| (!slab.is_empty()).then(|| format!("in {slab} (slab)")))
     }
 
     /// The caller in a kernel stack (innermost first), cached per

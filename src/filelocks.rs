@@ -1,0 +1,266 @@
+//! Names of the kernel locks that protect files: a pipe's mutex
+//! (`pipe:[123] (fd 5 of 4242 ls-hold)`), an inode's `i_rwsem`, its
+//! mapping's `i_mmap_rwsem` and its `i_lock` (`i_rwsem of /var/db/x`).
+//!
+//! A task_file BPF iterator (src/bpf/files.bpf.c) lists every open
+//! regular file, directory and pipe of every process with the addresses
+//! of those locks and the file's path (bpf_d_path). It runs only when
+//! read: at most once a second while the kernel-lock sources tick, and
+//! on demand when a lock address has no name (also at most once a
+//! second). Names stay after their files are closed, so a report at the
+//! end still names the files of processes that exited; an address that
+//! another file reuses later takes that file's name.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::mem::MaybeUninit;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, OpenObject};
+
+use crate::bpf::files::types::ls_file_rec;
+use crate::bpf::files::{FilesSkel, FilesSkelBuilder};
+use crate::sources::{Pod, comm_str, from_bytes};
+
+// SAFETY: generated from lockscope.h, repr(C), integer fields and an i8
+// array only, padded by hand (no implicit padding).
+unsafe impl Pod for ls_file_rec {}
+
+/// How often the open files are listed again, at most.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// Names kept at most: past it, the cache starts again from the current
+/// listing (a long-running `serve` on a host that opens many files).
+const MAX_NAMES: usize = 200_000;
+
+const LS_FILE_PIPE: u32 = 3;
+
+/// The loaded iterator.
+struct Iterator {
+    _skel: FilesSkel<'static>,
+    link: Link,
+}
+
+/// Kernel lock address → the name of the file it protects.
+#[derive(Default)]
+pub struct FileLocks {
+    iter: Option<Iterator>,
+    /// Why the iterator could not be loaded (then no file names).
+    pub error: Option<String>,
+    tried: bool,
+    names: HashMap<u64, String>,
+    last: Option<Instant>,
+    /// Files listed by the last refresh, and what it cost.
+    pub last_files: usize,
+    pub last_cost: Duration,
+}
+
+impl FileLocks {
+    /// The name of the file lock at `addr`, listing the open files again
+    /// when it is unknown and the last listing is over a second old.
+    pub fn name(&mut self, addr: u64) -> Option<String> {
+        if addr == 0 {
+            return None;
+        }
+        if !self.names.contains_key(&addr) {
+            self.refresh_if_due();
+        }
+        self.names.get(&addr).cloned()
+    }
+
+    /// Lists the open files again if the last listing is over a second
+    /// old (sources call this from their `tick`).
+    pub fn refresh_if_due(&mut self) {
+        if self.last.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        if let Err(e) = self.refresh() {
+            self.error = Some(format!("{e:#}"));
+        }
+    }
+
+    /// Lists the open files now.
+    pub fn refresh(&mut self) -> Result<()> {
+        if !self.tried {
+            self.tried = true;
+            self.iter = Some(load()?);
+        }
+        let Some(it) = &self.iter else {
+            return Ok(());
+        };
+        let t0 = Instant::now();
+        let mut bytes = Vec::new();
+        libbpf_rs::Iter::new(&it.link)
+            .context("create task_file iterator")?
+            .read_to_end(&mut bytes)
+            .context("read task_file iterator")?;
+        let recs = parse(&bytes);
+        self.last_files = recs.len();
+        if self.names.len() > MAX_NAMES {
+            self.names.clear();
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (r, path) in &recs {
+            for (addr, name) in names_of(r, path) {
+                // the first file of this listing wins (lowest pid, fd)
+                if seen.insert(addr) {
+                    self.names.insert(addr, name);
+                }
+            }
+        }
+        self.last_cost = t0.elapsed();
+        Ok(())
+    }
+}
+
+/// Loads and attaches the iterator (not run until read).
+fn load() -> Result<Iterator> {
+    crate::libbpf_log::install();
+    crate::libbpf_log::take();
+    // the open object must outlive the skeleton; one per process
+    let storage: &'static mut MaybeUninit<OpenObject> =
+        Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = FilesSkelBuilder::default()
+        .open(storage)
+        .context("open files BPF object")?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+    rodata.self_tgid = std::process::id();
+    let skel = open.load().map_err(|e| {
+        anyhow!(
+            "load task_file iterator: {e} ({})",
+            crate::libbpf_log::summary()
+        )
+    })?;
+    let link = skel
+        .progs
+        .task_files
+        .attach()
+        .context("attach task_file iterator")?;
+    Ok(Iterator { _skel: skel, link })
+}
+
+/// Whether this kernel runs the iterator: the number of open files it
+/// listed, or why not (`lockscope doctor`).
+pub fn probe() -> Result<usize> {
+    let mut f = FileLocks::default();
+    f.refresh()?;
+    Ok(f.last_files)
+}
+
+/// The records of one listing and their paths.
+fn parse(mut b: &[u8]) -> Vec<(ls_file_rec, String)> {
+    let hdr = std::mem::size_of::<ls_file_rec>();
+    let mut out = Vec::new();
+    while let Some(r) = from_bytes::<ls_file_rec>(b) {
+        let len = r.path_len as usize;
+        let Some(raw) = b.get(hdr..hdr + len) else {
+            break;
+        };
+        let path = raw.split(|&c| c == 0).next().unwrap_or_default();
+        out.push((r, String::from_utf8_lossy(path).into_owned()));
+        b = &b[hdr + len..];
+    }
+    out
+}
+
+/// The lock addresses of one open file and their names.
+fn names_of(r: &ls_file_rec, path: &str) -> Vec<(u64, String)> {
+    let file = if path.is_empty() {
+        format!(
+            "inode {} on {}:{}",
+            r.ino,
+            r.dev >> 20,
+            r.dev & ((1 << 20) - 1)
+        )
+    } else {
+        path.to_string()
+    };
+    if r.kind == LS_FILE_PIPE {
+        let file = if path.is_empty() {
+            format!("pipe:[{}]", r.ino)
+        } else {
+            file
+        };
+        return vec![(
+            r.pipe_mutex,
+            format!("{file} (fd {} of {} {})", r.fd, r.pid, comm_str(&r.comm)),
+        )];
+    }
+    [
+        (r.i_rwsem, "i_rwsem"),
+        (r.i_mmap_rwsem, "i_mmap_rwsem"),
+        (r.i_lock, "i_lock"),
+    ]
+    .into_iter()
+    .filter(|(a, _)| *a != 0)
+    .map(|(a, lock)| (a, format!("{lock} of {file}")))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(kind: u32, path: &str) -> Vec<u8> {
+        let mut r = ls_file_rec {
+            i_rwsem: 0x1000,
+            i_mmap_rwsem: 0x2000,
+            i_lock: 0x3000,
+            pipe_mutex: if kind == LS_FILE_PIPE { 0x4000 } else { 0 },
+            ino: 77,
+            dev: (8 << 20) | 1,
+            pid: 42,
+            fd: 5,
+            kind,
+            path_len: if path.is_empty() {
+                0
+            } else {
+                path.len() as u32 + 1
+            },
+            ..Default::default()
+        };
+        for (d, s) in r.comm.iter_mut().zip(b"ls-hold".iter()) {
+            *d = *s as i8;
+        }
+        let mut b = crate::sources::as_bytes(&r).to_vec();
+        if !path.is_empty() {
+            b.extend_from_slice(path.as_bytes());
+            b.push(0);
+        }
+        b
+    }
+
+    #[test]
+    fn names_say_which_file_and_who_has_it_open() {
+        let mut b = rec(LS_FILE_PIPE, "pipe:[77]");
+        b.extend(rec(1, "/var/db/x"));
+        b.extend(rec(2, ""));
+        let recs = parse(&b);
+        assert_eq!(recs.len(), 3);
+        assert_eq!(
+            names_of(&recs[0].0, &recs[0].1),
+            vec![(0x4000, "pipe:[77] (fd 5 of 42 ls-hold)".to_string())]
+        );
+        let reg = names_of(&recs[1].0, &recs[1].1);
+        assert_eq!(reg[0], (0x1000, "i_rwsem of /var/db/x".to_string()));
+        assert_eq!(reg[1], (0x2000, "i_mmap_rwsem of /var/db/x".to_string()));
+        assert_eq!(reg[2], (0x3000, "i_lock of /var/db/x".to_string()));
+        let dir = names_of(&recs[2].0, &recs[2].1);
+        assert_eq!(dir[0].1, "i_rwsem of inode 77 on 8:1");
+    }
+
+    #[test]
+    fn a_truncated_listing_keeps_the_whole_records() {
+        let mut b = rec(1, "/a");
+        b.extend(rec(1, "/b"));
+        b.truncate(b.len() - 1);
+        assert_eq!(parse(&b).len(), 1);
+    }
+}
