@@ -144,6 +144,7 @@ pub fn probe() -> Report {
     checks.push(check_stack_map());
     checks.push(check_task_storage());
     checks.push(check_kallsyms());
+    checks.push(check_file_names());
     checks.push(check_lockdown());
 
     let sources = plan(&checks);
@@ -1281,6 +1282,31 @@ fn check_kallsyms() -> Check {
         true,
         format!("{total} symbols, real addresses; {scope}"),
     )
+}
+
+/// Whether pipe and inode locks can be named by their file: the task_file
+/// iterator of src/filelocks.rs loads and lists open files.
+fn check_file_names() -> Check {
+    let t0 = std::time::Instant::now();
+    let mut f = crate::filelocks::FileLocks::default();
+    match f.refresh() {
+        Ok(()) => check(
+            "file_names",
+            true,
+            format!(
+                "iter/task_file lists {} open files and pipes in {} \
+                 (loaded in {}): pipe and inode locks are named by file",
+                f.last_files,
+                crate::units::fmt_ns(f.last_cost.as_nanos() as u64),
+                crate::units::fmt_ns((t0.elapsed() - f.last_cost).as_nanos() as u64),
+            ),
+        ),
+        Err(e) => check(
+            "file_names",
+            false,
+            format!("{e:#}: pipe and inode locks are named by slab cache or address"),
+        ),
+    }
 }
 
 fn check_lockdown() -> Check {

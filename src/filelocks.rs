@@ -5,11 +5,13 @@
 //! A task_file BPF iterator (src/bpf/files.bpf.c) lists every open
 //! regular file, directory and pipe of every process with the addresses
 //! of those locks and the file's path (bpf_d_path). It runs only when
-//! read: at most once a second while the kernel-lock sources tick, and
-//! on demand when a lock address has no name (also at most once a
-//! second). Names stay after their files are closed, so a report at the
-//! end still names the files of processes that exited; an address that
-//! another file reuses later takes that file's name.
+//! read: while the kernel-lock sources tick, and on demand when a lock
+//! address has no name, never more often than every 50 ms nor more than
+//! 1% of one CPU (a listing of 200 files takes under a millisecond; a host
+//! with 100000 open files is listed every few seconds). Names stay after
+//! their files are closed, so a report at the end still names the files
+//! of processes that exited; an address that another file reuses later
+//! takes that file's name.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -29,7 +31,11 @@ use crate::sources::{Pod, comm_str, from_bytes};
 unsafe impl Pod for ls_file_rec {}
 
 /// How often the open files are listed again, at most.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+pub const REFRESH_MIN: Duration = Duration::from_millis(50);
+/// Listings take at most 1/REFRESH_COST_SHARE of the time.
+const REFRESH_COST_SHARE: u32 = 100;
+/// And happen at least this often while sources tick.
+const REFRESH_MAX: Duration = Duration::from_secs(5);
 
 /// Names kept at most: past it, the cache starts again from the current
 /// listing (a long-running `serve` on a host that opens many files).
@@ -59,7 +65,7 @@ pub struct FileLocks {
 
 impl FileLocks {
     /// The name of the file lock at `addr`, listing the open files again
-    /// when it is unknown and the last listing is over a second old.
+    /// when it is unknown and the last listing is old enough.
     pub fn name(&mut self, addr: u64) -> Option<String> {
         if addr == 0 {
             return None;
@@ -70,10 +76,28 @@ impl FileLocks {
         self.names.get(&addr).cloned()
     }
 
-    /// Lists the open files again if the last listing is over a second
-    /// old (sources call this from their `tick`).
+    /// Loads the iterator now (as root), so that the first listing costs
+    /// no load time; an error is kept for later.
+    pub fn preload(&mut self) {
+        if !self.tried {
+            self.tried = true;
+            match load() {
+                Ok(it) => self.iter = Some(it),
+                Err(e) => self.error = Some(format!("{e:#}")),
+            }
+        }
+    }
+
+    /// Time between two listings: 100 times what the last one took,
+    /// within [50 ms, 5 s].
+    pub fn interval(&self) -> Duration {
+        (self.last_cost * REFRESH_COST_SHARE).clamp(REFRESH_MIN, REFRESH_MAX)
+    }
+
+    /// Lists the open files again if the last listing is old enough
+    /// ([`FileLocks::interval`]; sources call this from their `tick`).
     pub fn refresh_if_due(&mut self) {
-        if self.last.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+        if self.last.is_some_and(|t| t.elapsed() < self.interval()) {
             return;
         }
         self.last = Some(Instant::now());
@@ -89,7 +113,10 @@ impl FileLocks {
             self.iter = Some(load()?);
         }
         let Some(it) = &self.iter else {
-            return Ok(());
+            return Err(anyhow!(
+                "{}",
+                self.error.as_deref().unwrap_or("no task_file iterator")
+            ));
         };
         let t0 = Instant::now();
         let mut bytes = Vec::new();
@@ -144,14 +171,6 @@ fn load() -> Result<Iterator> {
         .attach()
         .context("attach task_file iterator")?;
     Ok(Iterator { _skel: skel, link })
-}
-
-/// Whether this kernel runs the iterator: the number of open files it
-/// listed, or why not (`lockscope doctor`).
-pub fn probe() -> Result<usize> {
-    let mut f = FileLocks::default();
-    f.refresh()?;
-    Ok(f.last_files)
 }
 
 /// The records of one listing and their paths.

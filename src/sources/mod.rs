@@ -323,7 +323,15 @@ impl Symbolizer {
             user: Default::default(),
             callers: Default::default(),
             cgroups: Default::default(),
-            files: Default::default(),
+            files: {
+                let mut f = crate::filelocks::FileLocks::default();
+                // as root only: unprivileged uses (replays) need no BPF
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                if unsafe { libc::geteuid() } == 0 {
+                    f.preload();
+                }
+                f
+            },
         }
     }
 
