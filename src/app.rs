@@ -819,17 +819,30 @@ fn workload(a: WorkloadArgs) -> Result<i32> {
             }
             continue;
         }
-        if *kind == crate::workload::WorkloadKind::PipeHold {
-            let rep = crate::holdwork::run(a.rounds, a.hold, delay, a.hog)?;
+        let hold_target = match kind {
+            crate::workload::WorkloadKind::PipeHold => Some(crate::holdwork::HoldTarget::Pipe),
+            crate::workload::WorkloadKind::FileHold => match &a.file {
+                Some(p) => Some(crate::holdwork::HoldTarget::File(p.clone())),
+                None => return Err(usage("file-hold needs --file PATH (the file it writes)")),
+            },
+            _ => None,
+        };
+        if let Some(target) = hold_target {
+            let rep = crate::holdwork::run_on(&target, a.rounds, a.hold, delay, a.hog)?;
             if a.json {
                 serde_json::to_writer(&mut out, &rep)?;
                 writeln!(out)?;
             } else {
                 let total: u64 = rep.waiter_write_ns.iter().sum();
+                let lock = match &rep.path {
+                    Some(p) => format!("the i_rwsem of {p}"),
+                    None => format!("the mutex of pipe:[{}]", rep.ino),
+                };
                 writeln!(
                     out,
-                    "workload pipe-hold: pid {}, holder {} held the pipe mutex {} x {}, \
+                    "workload {}: pid {}, holder {} held {lock} {} x {}, \
                      waiter {} blocked {} in total",
+                    rep.kind,
                     rep.pid,
                     rep.holder_tid,
                     rep.rounds,

@@ -300,7 +300,9 @@ pub struct WorkloadArgs {
     /// --rounds 1 ms timedlocks on a held mutex), rwlock (--reads, --writes),
     /// std-mutex (Rust std Mutex, futex only), held-before (a mutex held
     /// before tracing starts, then --rounds pairs), global-hold (as
-    /// mutex-hold on the global mutex LOCKSCOPE_GLOBAL_MUTEX)
+    /// mutex-hold on the global mutex LOCKSCOPE_GLOBAL_MUTEX); file-hold
+    /// (as pipe-hold on the i_rwsem of the inode of --file: two threads
+    /// write its first page)
     #[arg(value_parser = crate::workload::parse_kind, default_value = "pipe")]
     pub kinds: Vec<WorkloadKind>,
     /// Worker threads
@@ -357,6 +359,9 @@ pub struct WorkloadArgs {
     /// Print what was done as JSON (one line per workload)
     #[arg(long)]
     pub json: bool,
+    /// file-hold: the file to write (created or truncated, left in place)
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

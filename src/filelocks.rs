@@ -148,8 +148,7 @@ fn load() -> Result<Iterator> {
     crate::libbpf_log::install();
     crate::libbpf_log::take();
     // the open object must outlive the skeleton; one per process
-    let storage: &'static mut MaybeUninit<OpenObject> =
-        Box::leak(Box::new(MaybeUninit::uninit()));
+    let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
     let mut open = FilesSkelBuilder::default()
         .open(storage)
         .context("open files BPF object")?;

@@ -7,6 +7,11 @@
 //! the meantime the waiter thread writes to the same pipe and blocks on the
 //! mutex. So every round gives exactly one contended wait of the waiter on
 //! that pipe's mutex, and the waiter measures how long its write blocked.
+//!
+//! `file-hold` is the same on a regular file: both threads `pwrite()` its
+//! first page, a buffered write holds the inode's `i_rwsem` (inode_lock)
+//! while it faults the source page in, so the waiter waits on that
+//! `i_rwsem` for the hold.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::mpsc;
@@ -49,6 +54,16 @@ struct UffdioCopy {
     copy: i64,
 }
 
+/// What the holder and the waiter write to.
+#[derive(Clone, Debug)]
+pub enum HoldTarget {
+    /// A new pipe: its `pipe_inode_info.mutex`.
+    Pipe,
+    /// A regular file, created or truncated (and left in place): its
+    /// inode's `i_rwsem`.
+    File(std::path::PathBuf),
+}
+
 /// What the workload did, and what the waiter measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct HoldReport {
@@ -67,6 +82,16 @@ pub struct HoldReport {
     pub waiter_runq_ns: Vec<u64>,
     /// Whether a busy thread shared the waiter's CPU (`--hog`).
     pub hog: bool,
+    /// The file both threads write (the pipe's write end) and its inode
+    /// number (a pipe is `pipe:[INO]`).
+    pub fd: i32,
+    pub ino: u64,
+    /// pipe-hold: the pipe's read end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_fd: Option<i32>,
+    /// file-hold: the file's path, as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// The calling thread's run-queue delay so far (schedstat field 2), ns.
@@ -143,14 +168,22 @@ impl Drop for Mapping {
     }
 }
 
-fn write_all_once(fd: i32, buf: *const libc::c_void) -> Result<u64> {
+/// Writes one page to `fd`: at offset 0 for a file (`pwrite`), else at
+/// the end (`write`, a pipe).
+fn write_all_once(fd: i32, buf: *const libc::c_void, file: bool) -> Result<u64> {
     let t0 = Instant::now();
     loop {
         // SAFETY: buf points to PAGE readable bytes (a live mapping or a
         // page that userfaultfd fills before the copy completes). The raw
         // syscall() stub keeps the frame-pointer chain intact (glibc's
         // write() may use rbp), so user stacks show this workload's frames.
-        let n = unsafe { libc::syscall(libc::SYS_write, fd, buf, PAGE) } as isize;
+        let n = unsafe {
+            if file {
+                libc::syscall(libc::SYS_pwrite64, fd, buf, PAGE, 0)
+            } else {
+                libc::syscall(libc::SYS_write, fd, buf, PAGE)
+            }
+        } as isize;
         if n == PAGE as isize {
             return Ok(t0.elapsed().as_nanos() as u64);
         }
@@ -158,7 +191,7 @@ fn write_all_once(fd: i32, buf: *const libc::c_void) -> Result<u64> {
         if n < 0 && e.kind() == std::io::ErrorKind::Interrupted {
             continue;
         }
-        bail!("pipe write returned {n}: {e}");
+        bail!("write returned {n}: {e}");
     }
 }
 
@@ -166,11 +199,26 @@ fn write_all_once(fd: i32, buf: *const libc::c_void) -> Result<u64> {
 /// `on_ready(pid, holder_tid, waiter_tid)` runs before the first round,
 /// after `start_delay`'s sleep has NOT yet begun (so a tracer can attach).
 pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Result<HoldReport> {
+    run_on(&HoldTarget::Pipe, rounds, hold, start_delay, hog)
+}
+
+/// [`run`] on a pipe or a file.
+pub fn run_on(
+    target: &HoldTarget,
+    rounds: u64,
+    hold: Duration,
+    start_delay: Duration,
+    hog: bool,
+) -> Result<HoldReport> {
+    let kind = match target {
+        HoldTarget::Pipe => "pipe-hold",
+        HoldTarget::File(_) => "file-hold",
+    };
     if rounds == 0 {
-        bail!("pipe-hold needs at least one round");
+        bail!("{kind} needs at least one round");
     }
     if hold < Duration::from_millis(5) {
-        bail!("pipe-hold: --hold must be at least 5ms so the waiter surely blocks");
+        bail!("{kind}: --hold must be at least 5ms so the waiter surely blocks");
     }
     // SAFETY: plain syscall; the result is checked.
     let uffd = check(
@@ -205,15 +253,39 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Res
     let source = Mapping::new(PAGE)?;
     let plain = Mapping::new(PAGE)?;
 
-    let mut fds = [0i32; 2];
-    // SAFETY: fds is a valid array for pipe2 to fill.
-    check(
-        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long,
-        "pipe2",
-    )?;
-    // SAFETY: pipe2 succeeded; both fds are ours.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // (read end of a pipe, the fd both threads write)
+    let (rd, wr): (Option<OwnedFd>, OwnedFd) = match target {
+        HoldTarget::Pipe => {
+            let mut fds = [0i32; 2];
+            // SAFETY: fds is a valid array for pipe2 to fill.
+            check(
+                unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long,
+                "pipe2",
+            )?;
+            // SAFETY: pipe2 succeeded; both fds are ours.
+            unsafe {
+                (
+                    Some(OwnedFd::from_raw_fd(fds[0])),
+                    OwnedFd::from_raw_fd(fds[1]),
+                )
+            }
+        }
+        HoldTarget::File(path) => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .with_context(|| format!("create {}", path.display()))?;
+            (None, OwnedFd::from(f))
+        }
+    };
+    let is_file = rd.is_none();
     let wfd = wr.as_raw_fd();
+    let ino = std::fs::File::from(wr.try_clone().context("dup")?)
+        .metadata()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .context("fstat")?;
 
     let (holder_go_tx, holder_go_rx) = mpsc::channel::<()>();
     let (holder_done_tx, holder_done_rx) = mpsc::channel::<Result<u64>>();
@@ -230,7 +302,7 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Res
             .spawn_scoped(s, move || {
                 let _ = tid_tx.send((true, gettid()));
                 while holder_go_rx.recv().is_ok() {
-                    let r = write_all_once(wfd, fault_addr as *const libc::c_void);
+                    let r = write_all_once(wfd, fault_addr as *const libc::c_void, is_file);
                     if holder_done_tx.send(r).is_err() {
                         break;
                     }
@@ -249,7 +321,8 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Res
                         .map_err(|e| anyhow::anyhow!("{e:#}"))
                         .and_then(|_| {
                             let q0 = own_run_delay();
-                            let w = write_all_once(wfd, plain_addr as *const libc::c_void)?;
+                            let w =
+                                write_all_once(wfd, plain_addr as *const libc::c_void, is_file)?;
                             Ok((w, own_run_delay().saturating_sub(q0)))
                         });
                     if waiter_done_tx.send(r).is_err() {
@@ -281,7 +354,7 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Res
         std::thread::sleep(start_delay);
 
         let mut report = HoldReport {
-            kind: "pipe-hold",
+            kind,
             pid: std::process::id(),
             holder_tid,
             waiter_tid,
@@ -291,6 +364,13 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Res
             waiter_write_ns: Vec::new(),
             waiter_runq_ns: Vec::new(),
             hog,
+            fd: wfd,
+            ino,
+            read_fd: rd.as_ref().map(|r| r.as_raw_fd()),
+            path: match target {
+                HoldTarget::File(p) => Some(p.display().to_string()),
+                HoldTarget::Pipe => None,
+            },
         };
         let mut drain = vec![0u8; 2 * PAGE];
         for _ in 0..rounds {
@@ -334,8 +414,8 @@ pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Res
             report.waiter_write_ns.push(w);
             report.waiter_runq_ns.push(q);
             // empty the pipe and make the page missing again
-            let mut left = 2 * PAGE;
-            while left > 0 {
+            let mut left = if rd.is_some() { 2 * PAGE } else { 0 };
+            while let Some(rd) = rd.as_ref().filter(|_| left > 0) {
                 // SAFETY: reads at most `left` <= drain.len() bytes into drain.
                 let n = unsafe { libc::read(rd.as_raw_fd(), drain.as_mut_ptr().cast(), left) };
                 if n <= 0 {

@@ -51,6 +51,9 @@ pub enum WorkloadKind {
     /// uncontended pipe mutex lock/unlock pairs per op (see `mmwork`).
     #[serde(rename = "pipe-self")]
     PipeSelf,
+    /// An inode's i_rwsem held for a known time (see `holdwork`).
+    #[serde(rename = "file-hold")]
+    FileHold,
     /// A user-space lock workload (see `ulockwork`); run by
     /// `ulockwork::run`, not by [`run`].
     User(crate::ulockwork::UserKind),
@@ -66,6 +69,7 @@ impl std::fmt::Display for WorkloadKind {
             WorkloadKind::Runq => "runq",
             WorkloadKind::PingPong => "pingpong",
             WorkloadKind::PipeSelf => "pipe-self",
+            WorkloadKind::FileHold => "file-hold",
             WorkloadKind::User(k) => k.name(),
         })
     }
@@ -81,13 +85,14 @@ pub fn parse_kind(s: &str) -> Result<WorkloadKind, String> {
         "runq" => Ok(WorkloadKind::Runq),
         "pingpong" => Ok(WorkloadKind::PingPong),
         "pipe-self" => Ok(WorkloadKind::PipeSelf),
+        "file-hold" => Ok(WorkloadKind::FileHold),
         other => crate::ulockwork::parse(other)
             .map(WorkloadKind::User)
             .ok_or_else(|| {
                 let user: Vec<&str> = crate::ulockwork::NAMES.iter().map(|(n, _)| *n).collect();
                 format!(
                     "unknown workload {other:?} (expected pipe, mmap, pipe-hold, mmap-hold, \
-                     runq, pingpong, pipe-self, {})",
+                     runq, pingpong, pipe-self, file-hold, {})",
                     user.join(", ")
                 )
             }),
@@ -165,6 +170,7 @@ pub fn run_with(spec: &WorkloadSpec, on_ready: impl FnOnce(u32, &[u32])) -> Resu
         | WorkloadKind::PipeSelf => {
             bail!("{} runs through mmwork", spec.kind)
         }
+        WorkloadKind::FileHold => bail!("file-hold runs through holdwork::run"),
         WorkloadKind::User(_) => bail!("user-lock workloads run through ulockwork::run"),
     }
 }
@@ -621,6 +627,7 @@ mod tests {
             WorkloadKind::MmapHold,
             WorkloadKind::Runq,
             WorkloadKind::PingPong,
+            WorkloadKind::FileHold,
         ] {
             assert_eq!(parse_kind(&k.to_string()), Ok(k));
             assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
