@@ -574,11 +574,12 @@ fn stacks_name_the_write_path_and_the_workloads_own_frames() {
         user.iter().any(|f| f.contains("holdwork")),
         "the workload's own frames: {user:?}"
     );
-    // lock name: the pipe's mutex lives in a slab object (bpf_get_kmem_cache, 6.13+)
+    // lock name: the pipe's mutex is named by its pipe (its slab cache
+    // only where the file table cannot be listed)
     let name = row["lock_name"].as_str().unwrap_or("");
     assert!(
-        name.starts_with("in ") && name.ends_with("(slab)"),
-        "slab-named lock: {row}"
+        name.starts_with(&format!("pipe:[{}] (fd ", u(&wl[0]["ino"]))),
+        "pipe-named lock: {row}"
     );
 
     let text = std::fs::read_to_string(&svg).expect("svg written");
@@ -658,4 +659,84 @@ fn perfetto_timeline_has_the_known_waits() {
             && e["tid"].as_u64() == Some(waiter)),
         "a named track for the waiter"
     );
+}
+
+#[test]
+fn pipe_mutex_is_named_by_its_pipe_and_who_has_it_open() {
+    let (rep, wl) = report_on(
+        &["pipe-hold", "--rounds", "3", "--hold", "20ms"],
+        &["--by", "lock", "--source", "kernel-contention"],
+    );
+    let w = &wl[0];
+    let row = pipe_mutex_row(&rep, u(&w["waiter_tid"]));
+    assert_eq!(u(&row["count"]), 3, "one wait a round: {row}");
+    // the workload's own pipe: its inode number, its pid, one of its fds
+    let name = row["lock_name"].as_str().unwrap_or("");
+    let fds = [u(&w["read_fd"]), u(&w["fd"])];
+    let named_fd = fds
+        .iter()
+        .find(|fd| {
+            name == format!(
+                "pipe:[{}] (fd {fd} of {} lockscope)",
+                u(&w["ino"]),
+                u(&w["pid"])
+            )
+        })
+        .copied();
+    assert!(
+        named_fd.is_some(),
+        "pipe:[{}] (fd {fds:?} of {} lockscope): {row}",
+        u(&w["ino"]),
+        u(&w["pid"])
+    );
+}
+
+#[test]
+fn inode_rwsem_is_named_by_its_file() {
+    let dir = std::env::temp_dir().join(format!("lockscope-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let dir = std::fs::canonicalize(&dir).expect("canonical tmp dir");
+    let path = dir.join("data.0");
+    let path_s = path.to_str().expect("utf8");
+    // 4 rounds: the holder's pwrite holds the file's i_rwsem 20 ms while
+    // its source page faults, the waiter's pwrite of the same file waits
+    let (rep, wl) = report_on(
+        &[
+            "file-hold",
+            "--file",
+            path_s,
+            "--rounds",
+            "4",
+            "--hold",
+            "20ms",
+        ],
+        &["--by", "lock", "--source", "kernel-contention"],
+    );
+    let w = &wl[0];
+    assert_eq!(w["path"], path_s);
+    let want = format!("i_rwsem of {path_s}");
+    let row = rows(&rep)
+        .iter()
+        .find(|r| r["lock_name"] == want.as_str())
+        .unwrap_or_else(|| panic!("a row named {want:?}: {rep}"));
+    check_row_invariants(row);
+    assert_eq!(row["kind"], "rwsem-write", "{row}");
+    assert_eq!(u(&row["tid"]), u(&w["waiter_tid"]), "{row}");
+    assert_eq!(u(&row["count"]), 4, "one wait a round: {row}");
+    assert!(
+        row["caller"].as_str().is_some_and(|c| c.contains("write")),
+        "the caller is the write path: {row}"
+    );
+    let measured: u64 = w["waiter_write_ns"]
+        .as_array()
+        .expect("waits")
+        .iter()
+        .map(u)
+        .sum();
+    let reported = u(&row["wait_ns"]["total"]);
+    assert!(
+        reported <= measured && measured - reported <= 4 * 2_000_000,
+        "reported {reported} ns vs measured {measured} ns"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

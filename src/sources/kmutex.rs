@@ -496,7 +496,7 @@ impl Source for KLock {
                 };
                 let caller = sym.kernel_caller(source, id, || self.stack(id));
                 let name = super::contention::lock_name(v.lock_class, k.pid, &comm_str(&v.pcomm))
-                    .or_else(|| sym.ksyms.data_name(k.lock));
+                    .or_else(|| sym.kernel_lock_name(k.lock, ""));
                 let cgroup = sym.cgroup(v.cgroup_id);
                 to_record(source, k, v, caller, name, cgroup)
             })
@@ -517,6 +517,11 @@ impl Source for KLock {
         // normalise new user stacks while their processes still live
         let maps = &self.skel.maps;
         common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
+    }
+
+    fn tick(&self, sym: &mut Symbolizer) {
+        // name pipe and inode locks while their files are open
+        sym.files.refresh_if_due();
     }
 
     fn holders(&self) -> Result<Vec<HolderRow>> {
@@ -563,7 +568,7 @@ impl Source for KLock {
         let source = self.family.source();
         let caller = sym.kernel_caller(source, e.stack_id, || self.stack(e.stack_id));
         let name = super::contention::lock_name(e.lock_class, e.pid, &comm_str(&e.comm))
-            .or_else(|| sym.ksyms.data_name(e.lock));
+            .or_else(|| sym.kernel_lock_name(e.lock, ""));
         let cgroup = sym.cgroup(e.cgroup_id);
         Some(to_event(source, &e, caller, name, cgroup))
     }
