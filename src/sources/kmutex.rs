@@ -514,14 +514,11 @@ impl Source for KLock {
     }
 
     fn tick(&self, sym: &mut Symbolizer) {
+        // name pipe and inode locks while their files are open
+        sym.files.refresh_if_due();
         // normalise new user stacks while their processes still live
         let maps = &self.skel.maps;
         common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
-    }
-
-    fn tick(&self, sym: &mut Symbolizer) {
-        // name pipe and inode locks while their files are open
-        sym.files.refresh_if_due();
     }
 
     fn holders(&self) -> Result<Vec<HolderRow>> {
