@@ -178,7 +178,7 @@ for k in $KERNELS; do
   echo
   if [ -n "${KERR[$k]:-}" ]; then
     say "$k: ${KERR[$k]}"
-    $M kernel "$k" "" "" 0 "${KERR[$k]}" >> "$RESULTS"
+    $M kernel "$k" "" "" 0 "${KERR[$k]}" "" >> "$RESULTS"
     continue
   fi
   kdir=$(realpath "$CACHE/kernels/$k")
@@ -187,6 +187,12 @@ for k in $KERNELS; do
   rm -rf "$logdir"; mkdir -p "$logdir"
   echo "== $k: $rel"
   kt0=$SECONDS
+  # what this kernel allows, as lockscope sees it (for the log and summary)
+  doclog=$logdir/doctor.log
+  scripts/vm/run-in-vm.sh -k "$kdir" -m "$MEM" -c "$CPUS" -t 300 -C "$ROOT" -- sh -c \
+    'echo @@doctor-json@@; target/debug/lockscope doctor --json' \
+    < /dev/null > "$doclog" 2>&1 || true
+  echo "   lockscope doctor ($((SECONDS - kt0)) s): $($M probes "$doclog")"
   while IFS=$'\x1f' read -r lineno needs target args; do
     label="$target${args:+ $args}"
     if [ -z "${EXE[$target]:-}" ]; then
@@ -197,10 +203,11 @@ for k in $KERNELS; do
     fi
     log=$logdir/$(printf '%02d' "$lineno")-$target.log
     read -ra argv <<< "$args"
+    echo "# $k ($rel): ${EXE[$target]} --test-threads=1 $args" > "$log"
     t0=$SECONDS
     set +e
     RUST_BACKTRACE=1 scripts/vm/run-in-vm.sh -k "$kdir" -m "$MEM" -c "$CPUS" -t "$TIMEOUT" -C "$ROOT" \
-      -- "${EXE[$target]}" --test-threads=1 "${argv[@]}" < /dev/null > "$log" 2>&1
+      -- "${EXE[$target]}" --test-threads=1 "${argv[@]}" < /dev/null >> "$log" 2>&1
     rc=$?
     set -e
     secs=$((SECONDS - t0))
@@ -213,7 +220,7 @@ for k in $KERNELS; do
       tail -n 40 "$log" | sed 's/^/   | /'
     fi
   done <<< "$ENTRIES"
-  $M kernel "$k" "$rel" "linux-image-$rel" $((SECONDS - kt0)) "" >> "$RESULTS"
+  $M kernel "$k" "$rel" "linux-image-$rel" $((SECONDS - kt0)) "" "$doclog" >> "$RESULTS"
 done
 
 echo

@@ -8,8 +8,9 @@
                                            one entry's outcome as a JSON line
   matrix.py missing KERNEL LINE TARGET ARGS WHY
                                            an entry that could not run
-  matrix.py kernel NAME RELEASE PACKAGE SECS ERROR
+  matrix.py kernel NAME RELEASE PACKAGE SECS ERROR DOCTOR_LOG
                                            a kernel's record
+  matrix.py probes DOCTOR_LOG              the VM's function probes, one line
   matrix.py host DOCTOR_JSON SUITE         what the host kernel cannot run
   matrix.py summary RESULTS REQUIRED OUT   summary.json and the final table;
                                            exit 1 when a required kernel failed
@@ -166,8 +167,8 @@ def host(doctor_path, suite_path):
         print("these suite entries run only in the VMs (the host kernel cannot):")
         for rest, why in vm_only:
             print(f"  {rest}\n      needs one of: {why}")
-    else:
-        print("every suite entry runs on the host as well.")
+        return
+    print("every suite entry runs on the host as well.")
     for x in ("fentry", "kprobe"):
         c = checks.get(x)
         if c and not c.get("ok"):
@@ -199,6 +200,28 @@ def kernel_config():
     return conf
 
 
+DOCTOR_MARK = "@@doctor-json@@"
+
+
+def doctor(log):
+    """The function-probe checks and source plan of `lockscope doctor --json`
+    run in a VM, after DOCTOR_MARK in its log."""
+    if not log:
+        return None
+    try:
+        with open(log, errors="replace") as f:
+            text = f.read()
+        doc = json.loads(text.split(DOCTOR_MARK, 1)[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    checks = {
+        c["name"]: {"ok": c["ok"], "detail": c["detail"]}
+        for c in doc.get("checks", [])
+        if c.get("name") in ("fentry", "kprobe", "tp_btf", "btf")
+    }
+    return {"kernel": doc.get("kernel"), "checks": checks, "sources": doc.get("sources")}
+
+
 def fmt_secs(s):
     s = int(round(s))
     return f"{s // 60}m{s % 60:02d}s"
@@ -226,7 +249,7 @@ def summary(results_path, required, out):
                 order.append(name)
             k = kernels[name]
             if r.get("record") == "kernel":
-                for key in ("release", "package", "error", "seconds"):
+                for key in ("release", "package", "error", "seconds", "doctor"):
                     if r.get(key) is not None:
                         k[key] = r[key]
             else:
@@ -291,10 +314,17 @@ def main():
                           "passed": 0, "failed": 1, "ignored": 0, "failures": [],
                           "seconds": 0}))
     elif cmd == "kernel":
-        kernel, release, package, secs, error = args
+        kernel, release, package, secs, error, doclog = args
         print(json.dumps({"record": "kernel", "kernel": kernel, "release": release or None,
                           "package": package or None, "seconds": round(float(secs), 1),
-                          "error": error or None}))
+                          "error": error or None, "doctor": doctor(doclog)}))
+    elif cmd == "probes":
+        d = doctor(args[0])
+        if d is None:
+            print("lockscope doctor gave no answer (see its log)")
+        else:
+            print(", ".join(f"{k} {'yes' if v['ok'] else 'NO: ' + v['detail']}"
+                            for k, v in d["checks"].items()))
     elif cmd == "host":
         host(*args)
     elif cmd == "summary":
