@@ -24,8 +24,11 @@ BUILD_PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config make gcc)
 # tmux: tests/root_top.rs drives `lockscope top` in a pseudo-terminal;
 # prometheus and chromium: tests/serve.rs scrapes `lockscope serve` with a real
 # Prometheus and loads its dashboard in headless Chromium
-# busybox-static: a static binary without pthread symbols (tests/root_ulock.rs)
-TEST_PKGS=(bpftool util-linux procps python3 tmux prometheus chromium busybox-static)
+# busybox-static: a static binary without pthread symbols (tests/root_ulock.rs),
+# and the VM's init; qemu-system-x86, kmod, cpio, xz-utils, zstd: the QEMU
+# kernel matrix (scripts/vm-matrix.sh, which installs them too)
+TEST_PKGS=(bpftool util-linux procps python3 tmux prometheus chromium busybox-static
+  qemu-system-x86 kmod cpio xz-utils zstd)
 
 missing() {
   for p in "$@"; do
@@ -62,6 +65,8 @@ case $MODE in
     cargo clippy --locked --all-targets -- -D warnings
     # unit tests, CLI tests and root tests against this kernel
     cargo test --locked --all-targets
+    # the root tests that need function probes, inside Debian's 6.1 and 6.12
+    # kernels under QEMU (tests/vm/suite; logs in target/vm-matrix/)
     if [ -x scripts/vm-matrix.sh ]; then
       scripts/vm-matrix.sh
     fi

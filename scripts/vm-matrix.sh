@@ -192,7 +192,9 @@ for k in $KERNELS; do
   scripts/vm/run-in-vm.sh -k "$kdir" -m "$MEM" -c "$CPUS" -t 300 -C "$ROOT" -- sh -c \
     'echo @@doctor-json@@; target/debug/lockscope doctor --json' \
     < /dev/null > "$doclog" 2>&1 || true
-  echo "   lockscope doctor ($((SECONDS - kt0)) s): $($M probes "$doclog")"
+  waited=$(sed -n 's/^run-in-vm: waited \([0-9]*\) s.*/\1/p' "$doclog" | head -1)
+  echo "   lockscope doctor ($((SECONDS - kt0 - ${waited:-0})) s${waited:+, after waiting $waited s for another VM}):" \
+    "$($M probes "$doclog")"
   while IFS=$'\x1f' read -r lineno needs target args; do
     label="$target${args:+ $args}"
     if [ -z "${EXE[$target]:-}" ]; then
@@ -213,8 +215,9 @@ for k in $KERNELS; do
     secs=$((SECONDS - t0))
     r=$($M result "$k" "$lineno" "$target" "$args" "$log" "$rc" "$secs")
     echo "$r" >> "$RESULTS"
-    read -r status passed failed < <(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["status"].replace(" ","_"), r["passed"], r["failed"])' "$r")
-    printf '   %-60s %3d passed %3d failed %5d s  %s\n' "$label" "$passed" "$failed" "$secs" "${status//_/ }"
+    read -r status passed failed secs waited < <(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["status"].replace(" ","_"), r["passed"], r["failed"], int(r["seconds"]), r["vm_wait_seconds"])' "$r")
+    printf '   %-60s %3d passed %3d failed %5d s  %s%s\n' "$label" "$passed" "$failed" "$secs" "${status//_/ }" \
+      "$([ "$waited" = 0 ] || echo " (after waiting $waited s for another VM)")"
     if [ "$status" != ok ]; then
       echo "   --- last lines of $log"
       tail -n 40 "$log" | sed 's/^/   | /'

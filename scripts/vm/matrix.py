@@ -69,6 +69,12 @@ RESULT = re.compile(
     r"\d+ measured; (\d+) filtered out"
 )
 TEST_LINE = re.compile(r"^test (\S+) \.\.\. ?(ok|FAILED|ignored)?")
+# run-in-vm.sh waits for a VM that someone else runs on this machine
+VM_WAIT = re.compile(r"^run-in-vm: waited (\d+) s for another VM")
+
+
+def vm_wait(text):
+    return sum(int(m[1]) for m in VM_WAIT.finditer(text))
 
 
 def result(kernel, lineno, target, args, log, rc, secs):
@@ -77,9 +83,14 @@ def result(kernel, lineno, target, args, log, rc, secs):
     passed = failed = ignored = 0
     seen_result = False
     failures, started, finished = [], [], set()
+    waited = 0
     with open(log, errors="replace") as f:
         for line in f:
             line = line.rstrip("\r\n")
+            m = VM_WAIT.match(line)
+            if m:
+                waited += int(m[1])
+                continue
             m = RESULT.search(line)
             if m:
                 seen_result = True
@@ -125,7 +136,8 @@ def result(kernel, lineno, target, args, log, rc, secs):
                 "failed": failed,
                 "ignored": ignored,
                 "failures": failures,
-                "seconds": round(float(secs), 1),
+                "seconds": round(float(secs) - waited, 1),
+                "vm_wait_seconds": waited,
             }
         )
     )
@@ -211,6 +223,7 @@ def doctor(log):
     try:
         with open(log, errors="replace") as f:
             text = f.read()
+        waited = vm_wait(text)
         doc = json.loads(text.split(DOCTOR_MARK, 1)[1])
     except (OSError, IndexError, ValueError):
         return None
@@ -219,7 +232,12 @@ def doctor(log):
         for c in doc.get("checks", [])
         if c.get("name") in ("fentry", "kprobe", "tp_btf", "btf")
     }
-    return {"kernel": doc.get("kernel"), "checks": checks, "sources": doc.get("sources")}
+    return {
+        "kernel": doc.get("kernel"),
+        "checks": checks,
+        "sources": doc.get("sources"),
+        "vm_wait_seconds": waited,
+    }
 
 
 def fmt_secs(s):
@@ -255,9 +273,15 @@ def summary(results_path, required, out):
             else:
                 r = dict(r)
                 del r["kernel"]
+                k["vm_wait_seconds"] = k.get("vm_wait_seconds", 0) + r.get("vm_wait_seconds", 0)
                 k["entries"].append(r)
                 k["passed"] += r["passed"]
                 k["failed"] += r["failed"]
+    for k in kernels.values():
+        # the kernel's own time: without waits for other people's VMs
+        waited = k.get("vm_wait_seconds", 0) + ((k.get("doctor") or {}).get("vm_wait_seconds") or 0)
+        k["vm_wait_seconds"] = waited
+        k["seconds"] = round(max(0.0, k["seconds"] - waited), 1)
     ok = True
     for name in required:
         if name not in kernels:

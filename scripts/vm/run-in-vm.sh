@@ -22,7 +22,8 @@
 # reporting one (panic, boot failure, ...); 2 on bad usage.
 # Environment: LOCKSCOPE_VM_CACHE (default /var/cache/lockscope-vm) holds the
 # fetched kernels, one initramfs and one uncompressed vmlinux per kernel,
-# and per-run command scripts. No TTY needed; stdin is not used.
+# and per-run command scripts. No TTY needed; stdin is not used. One VM runs
+# at a time on a machine: others wait (/run/lock/lockscope-vm.lock).
 # Accelerator: TCG. KVM on the project's machines is nested and ~100x slower.
 set -euo pipefail
 
@@ -36,7 +37,7 @@ VERBOSE=0
 RWDIRS=()
 
 die() { echo "run-in-vm: $*" >&2; exit 2; }
-usage() { sed -n '2,24p' "$0" >&2; exit 2; }
+usage() { sed -n '2,27p' "$0" >&2; exit 2; }
 
 while getopts "k:m:c:t:w:C:vh" o; do
   case $o in
@@ -77,11 +78,15 @@ MODDIR=$KDIR/lib/modules/$KVER
 [ -f "$MODDIR/modules.dep" ] || depmod -b "$KDIR" "$KVER"
 
 mkdir -p "$CACHE"
-# one VM at a time on this machine (TCG takes whole CPUs): wait for others
-exec 9>"$CACHE/vm.lock"
+# one VM at a time on this machine (TCG takes whole CPUs), whatever the cache:
+# wait for the others
+mkdir -p /run/lock
+exec 9>/run/lock/lockscope-vm.lock
 if ! flock -n 9; then
   echo "run-in-vm: another VM is running; waiting for it" >&2
+  w0=$SECONDS
   flock 9
+  echo "run-in-vm: waited $((SECONDS - w0)) s for another VM" >&2
 fi
 
 # ---- initramfs (cached per kernel; rebuilt when this script changes) --------
