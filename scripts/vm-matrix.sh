@@ -11,8 +11,8 @@
 # whose apt source it adds when absent), builds the test binaries once on the
 # host, then boots one VM per suite line per kernel (tests one at a time) and
 # prints pass/fail counts and durations, per entry and per kernel.
-# Logs: target/vm-matrix/<release>/<line>-<target>.log; the whole result:
-# target/vm-matrix/summary.json. Exit status 1 when an entry failed on a
+# Logs: target/vm-matrix/<release>/<line>-<target>.log (the guest kernel's
+# own messages beside it, .kmsg); the whole result: target/vm-matrix/summary.json. Exit status 1 when an entry failed on a
 # required kernel (or a required kernel could not be fetched), 2 on bad use.
 #
 # Environment:
@@ -30,7 +30,7 @@ ROOT=$PWD
 
 case ${1:-} in
   "") ;;
-  -h|--help) sed -n '2,28p' "$0"; exit 0;;
+  -h|--help) sed -n '2,26p' "$0"; exit 0;;
   *) echo "vm-matrix: no arguments (see --help); choose kernels with LOCKSCOPE_VM_KERNELS" >&2; exit 2;;
 esac
 
@@ -189,7 +189,7 @@ for k in $KERNELS; do
   kt0=$SECONDS
   # what this kernel allows, as lockscope sees it (for the log and summary)
   doclog=$logdir/doctor.log
-  scripts/vm/run-in-vm.sh -k "$kdir" -m "$MEM" -c "$CPUS" -t 300 -C "$ROOT" -- sh -c \
+  scripts/vm/run-in-vm.sh -k "$kdir" -m "$MEM" -c "$CPUS" -t 300 -C "$ROOT" -K "$logdir/doctor.kmsg" -- sh -c \
     'echo @@doctor-json@@; target/debug/lockscope doctor --json' \
     < /dev/null > "$doclog" 2>&1 || true
   waited=$(sed -n 's/^run-in-vm: waited \([0-9]*\) s.*/\1/p' "$doclog" | head -1)
@@ -208,7 +208,7 @@ for k in $KERNELS; do
     echo "# $k ($rel): ${EXE[$target]} --test-threads=1 $args" > "$log"
     t0=$SECONDS
     set +e
-    RUST_BACKTRACE=1 scripts/vm/run-in-vm.sh -k "$kdir" -m "$MEM" -c "$CPUS" -t "$TIMEOUT" -C "$ROOT" \
+    RUST_BACKTRACE=1 scripts/vm/run-in-vm.sh -k "$kdir" -m "$MEM" -c "$CPUS" -t "$TIMEOUT" -C "$ROOT" -K "${log%.log}.kmsg" \
       -- "${EXE[$target]}" --test-threads=1 "${argv[@]}" < /dev/null >> "$log" 2>&1
     rc=$?
     set -e

@@ -17,7 +17,10 @@
 #   -w DIR     share host DIR read-WRITE at the same path (repeatable):
 #              what the guest writes there survives the VM
 #   -C DIR     working directory in the guest (default: the current one)
-#   -v         show the kernel's boot messages
+#   -K FILE    keep the kernel's own log (its console, warnings and worse;
+#              everything with -v) in FILE; without -K it is shown (last
+#              lines) only when the VM dies
+#   -v         all kernel messages, boot included, in that log
 # Exit status: the command's; 124 on timeout; 125 if the VM died without
 # reporting one (panic, boot failure, ...); 2 on bad usage.
 # Environment: LOCKSCOPE_VM_CACHE (default /var/cache/lockscope-vm) holds the
@@ -34,12 +37,13 @@ CPUS=2
 TMO=600
 CWD=$PWD
 VERBOSE=0
+KMSG_KEEP=
 RWDIRS=()
 
 die() { echo "run-in-vm: $*" >&2; exit 2; }
-usage() { sed -n '2,27p' "$0" >&2; exit 2; }
+usage() { sed -n '2,30p' "$0" >&2; exit 2; }
 
-while getopts "k:m:c:t:w:C:vh" o; do
+while getopts "k:m:c:t:w:C:K:vh" o; do
   case $o in
     k) KERNEL=$OPTARG;;
     m) MEM=$OPTARG;;
@@ -47,6 +51,7 @@ while getopts "k:m:c:t:w:C:vh" o; do
     t) TMO=$OPTARG;;
     w) [ -d "$OPTARG" ] || die "-w $OPTARG: not a directory"; RWDIRS+=("$(realpath "$OPTARG")");;
     C) [ -d "$OPTARG" ] || die "-C $OPTARG: not a directory"; CWD=$(realpath "$OPTARG");;
+    K) KMSG_KEEP=$OPTARG;;
     v) VERBOSE=1;;
     *) usage;;
   esac
@@ -195,6 +200,7 @@ QARGS=(-nodefaults -no-user-config -display none -no-reboot
   -m "$MEM" -smp "$CPUS" -accel tcg -cpu max
   -chardev stdio,id=con,signal=off -serial chardev:con
   -serial "file:$RUN/rc"
+  -serial "file:$RUN/kmsg"
   -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
   -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot
   -kernel "$BOOTIMG" -initrd "$INITRD")
@@ -204,15 +210,21 @@ for i in "${!RWDIRS[@]}"; do
           -device "virtio-9p-pci,fsdev=rw$i,mount_tag=rw$i")
   RWLIST+="${RWLIST:+,}${RWDIRS[$i]}"
 done
-if [ "$VERBOSE" = 1 ]; then KLOG="loglevel=7"; else KLOG="quiet loglevel=0"; fi
-APPEND="console=ttyS0 $KLOG panic=-1 oops=panic tsc=reliable vm_cmd=$RUN/cmd.sh vm_moddir=$MODDIR"
+# the kernel's console is ttyS2, apart from the command's output (ttyS0)
+if [ "$VERBOSE" = 1 ]; then KLOG="loglevel=7"; else KLOG="quiet loglevel=5"; fi
+APPEND="console=ttyS2 $KLOG panic=-1 oops=panic tsc=reliable vm_cmd=$RUN/cmd.sh vm_moddir=$MODDIR"
 [ -n "$RWLIST" ] && APPEND+=" vm_rw=$RWLIST"
 
 set +e
 timeout --kill-after=10 "$TMO" qemu-system-x86_64 "${QARGS[@]}" -append "$APPEND" </dev/null
 qrc=$?
 set -e
+if [ -n "$KMSG_KEEP" ]; then cp "$RUN/kmsg" "$KMSG_KEEP" 2>/dev/null || true; fi
 if [ $qrc -eq 124 ] || [ $qrc -eq 137 ]; then echo "run-in-vm: timeout after ${TMO}s ($KVER)" >&2; exit 124; fi
 rc=$(sed -n 's/^VM_RC=\([0-9]*\).*/\1/p' "$RUN/rc" 2>/dev/null | tail -1)
-if [ -z "$rc" ]; then echo "run-in-vm: the VM ($KVER) exited (qemu status $qrc) without reporting a status" >&2; exit 125; fi
+if [ -z "$rc" ]; then
+  echo "run-in-vm: the VM ($KVER) exited (qemu status $qrc) without reporting a status; its kernel log ends:" >&2
+  tail -n 60 "$RUN/kmsg" | tr -d '\r' | sed 's/^/run-in-vm: | /' >&2
+  exit 125
+fi
 exit "$rc"
