@@ -4,7 +4,7 @@
   matrix.py suite SUITE                    entries: line, needs, target, args
                                            (separated by \x1f)
   matrix.py targets CARGO_JSON             test targets as TSV: name, executable
-  matrix.py result KERNEL LINE TARGET ARGS LOG RC SECS
+  matrix.py result KERNEL LINE TARGET ARGS LOG RC SECS [RETRIED]
                                            one entry's outcome as a JSON line
   matrix.py missing KERNEL LINE TARGET ARGS WHY
                                            an entry that could not run
@@ -77,7 +77,7 @@ def vm_wait(text):
     return sum(int(m[1]) for m in VM_WAIT.finditer(text))
 
 
-def result(kernel, lineno, target, args, log, rc, secs):
+def result(kernel, lineno, target, args, log, rc, secs, retried=""):
     """One suite entry's outcome from its VM log and run-in-vm.sh's status."""
     rc = int(rc)
     passed = failed = ignored = 0
@@ -138,6 +138,7 @@ def result(kernel, lineno, target, args, log, rc, secs):
                 "failures": failures,
                 "seconds": round(float(secs) - waited, 1),
                 "vm_wait_seconds": waited,
+                "retried": retried or None,
             }
         )
     )
@@ -276,6 +277,7 @@ def summary(results_path, required, out):
                 k["vm_wait_seconds"] = k.get("vm_wait_seconds", 0) + r.get("vm_wait_seconds", 0)
                 k["entries"].append(r)
                 k["passed"] += r["passed"]
+                k["retried"] = k.get("retried", 0) + (1 if r.get("retried") else 0)
                 k["failed"] += r["failed"]
     for k in kernels.values():
         # the kernel's own time: without waits for other people's VMs
@@ -319,6 +321,10 @@ def summary(results_path, required, out):
             f"{name:<8} {k.get('release') or '-':<24} {k['passed']:>6} {k['failed']:>6} "
             f"{fmt_secs(k['seconds']):>7}  {'yes' if k['required'] else 'no':<8}  {res}"
         )
+    for name in order:
+        if kernels[name].get("retried"):
+            print(f"{name}: {kernels[name]['retried']} entry(ies) ran twice: the first VM died "
+                  "of a TCG text-patching artefact (Oops: int3), logs *.try1.*")
     print(f"required kernels: {' '.join(sorted(required)) or '(none)'}; summary: {out}")
     sys.exit(0 if ok else 1)
 
