@@ -17,8 +17,11 @@
 #
 # Environment:
 #   LOCKSCOPE_VM_KERNELS   kernels to run, e.g. "6.1 6.12" (the default)
-#   LOCKSCOPE_VM_REQUIRED  kernels whose failures fail the run (default: the
-#                          same as LOCKSCOPE_VM_KERNELS); others are reported only
+#   LOCKSCOPE_VM_REQUIRED  kernels whose failures fail the run (default 6.1);
+#                          the others are run and reported only. 6.12 is not
+#                          required by default: under TCG its attach of many
+#                          function probes is slow enough to break tests' timing
+#                          bounds now and then ("6.1 6.12" requires both)
 #   LOCKSCOPE_VM_TIMEOUT   seconds per suite entry, boot included (default 900)
 #   LOCKSCOPE_VM_MEM / _CPUS  guest memory and vCPUs (default 2G, 2)
 #   LOCKSCOPE_VM_SUITE     the suite file (default tests/vm/suite)
@@ -30,7 +33,7 @@ ROOT=$PWD
 
 case ${1:-} in
   "") ;;
-  -h|--help) sed -n '2,26p' "$0"; exit 0;;
+  -h|--help) sed -n '2,29p' "$0"; exit 0;;
   *) echo "vm-matrix: no arguments (see --help); choose kernels with LOCKSCOPE_VM_KERNELS" >&2; exit 2;;
 esac
 
@@ -40,7 +43,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 KERNELS=$(echo "${LOCKSCOPE_VM_KERNELS:-6.1 6.12}" | tr ',' ' ')
-REQUIRED=$(echo "${LOCKSCOPE_VM_REQUIRED-$KERNELS}" | tr ',' ' ')
+REQUIRED=$(echo "${LOCKSCOPE_VM_REQUIRED-6.1}" | tr ',' ' ')
 TIMEOUT=${LOCKSCOPE_VM_TIMEOUT:-900}
 MEM=${LOCKSCOPE_VM_MEM:-2G}
 CPUS=${LOCKSCOPE_VM_CPUS:-2}

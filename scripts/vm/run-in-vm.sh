@@ -131,7 +131,7 @@ mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work,xino=off
 R=/newroot
 mount -t proc proc $R/proc; mount -t sysfs sys $R/sys; mount -t devtmpfs dev $R/dev
 mkdir -p $R/dev/pts $R/dev/shm; mount -t devpts devpts $R/dev/pts; mount -t tmpfs shm $R/dev/shm
-mount -t tmpfs run $R/run; mount -t tmpfs tmp $R/tmp
+mount -t tmpfs run $R/run
 mount -t tracefs tracefs $R/sys/kernel/tracing; mount -t debugfs debugfs $R/sys/kernel/debug
 mount -t bpf bpf $R/sys/fs/bpf; mount -t securityfs securityfs $R/sys/kernel/security
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
