@@ -38,10 +38,12 @@ struct {
 	__type(value, __u8);
 } target_pids SEC(".maps");
 
-/* the record and its path, written with one bpf_seq_write */
+/* the record and its path, written with one bpf_seq_write; the path
+ * area is twice what bpf_d_path may fill, so that a length masked with
+ * LS_PATH_LEN * 2 - 1 stays inside it (see below) */
 struct file_out {
 	struct ls_file_rec rec;
-	char path[LS_PATH_LEN];
+	char path[LS_PATH_LEN * 2];
 };
 
 struct {
@@ -102,8 +104,13 @@ int task_files(struct bpf_iter__task_file *ctx)
 	r->kind = kind;
 	r->pad = 0;
 	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), task->comm);
-	long n = bpf_d_path(&file->f_path, out->path, sizeof(out->path));
+	long n = bpf_d_path(&file->f_path, out->path, LS_PATH_LEN);
 	__u32 len = n > 0 && n <= LS_PATH_LEN ? (__u32)n : 0;
+	/* clang turns the check above into one on n - 1 and then writes n;
+	 * verifiers before 6.x cannot bound that (6.1: "R3 min value is
+	 * negative"), so bound it again where the compiler cannot see */
+	asm volatile("" : "+r"(len));
+	len &= LS_PATH_LEN * 2 - 1;
 	r->path_len = len;
 	bpf_seq_write(seq, out, sizeof(out->rec) + len);
 	return 0;
