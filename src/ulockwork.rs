@@ -588,6 +588,10 @@ fn std_mutex(spec: &UserSpec) -> Result<UserReport> {
         std::thread::Builder::new()
             .name("ls-stdwaiter".into())
             .spawn(move || -> (u32, Vec<u64>) {
+                // one CPU: where its waits went is then read in one CPU's
+                // clock, exactly (a waiter woken elsewhere is split from
+                // the accounted run time, off by up to a tick at each end)
+                let _ = crate::mmwork::pin_to(0);
                 try_realtime();
                 let mut waits = Vec::new();
                 for r in 0..rounds as u32 {

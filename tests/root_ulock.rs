@@ -221,8 +221,15 @@ fn a_blocked_mutex_wait_is_asleep_and_runnable_is_the_kernels_run_delay() {
         truth,
         MS + truth / 20,
     );
-    // blocked: off CPU the whole wait but the lock call's own instructions
-    within("asleep vs wait - runnable", asleep, wait - runnable, 8 * MS);
+    // blocked: off CPU the whole wait but the lock call's own instructions,
+    // and, on a VM, the steal time that passed meanwhile (the scheduler's
+    // task clock leaves it out, so it shows as on CPU): a few percent at most
+    within(
+        "asleep vs wait - runnable",
+        asleep,
+        wait - runnable,
+        (8 * MS).max(wait / 33),
+    );
     // the summary row of the lock calls (holder's and waiter's: one
     // caller) carries the same split
     let row = rows(&rep)
@@ -416,12 +423,14 @@ fn std_mutex_futex_waits_match_the_blocked_time_within_5_percent() {
         (total as f64 - blocked as f64) * 100.0 / blocked as f64
     );
     within("futex wait total vs blocked", total, blocked, blocked / 20);
-    // a blocked futex wait is off CPU but for the syscall's own work
+    // a blocked futex wait is off CPU but for the syscall's own work (the
+    // waiter stays on one CPU, so the split is read in one clock) and the
+    // VM's steal time meanwhile, which the task clock leaves out
     let (on, rq, asleep) = split_of(&r["wait_split"]);
     assert_eq!(on + rq + asleep, total, "the split sums to the wait: {r}");
     eprintln!("futex split: asleep {asleep}, runnable {rq}, on CPU {on}");
     assert!(
-        on < u(&r["count"]) * MS,
+        on < (u(&r["count"]) * MS).max(total / 20),
         "a blocked waiter barely runs: {r}"
     );
     nothing_lost(&rep);
