@@ -121,8 +121,11 @@ pub struct TraceSettings {
     /// (tp_btf, tracepoint; fentry, kprobe where a source uses them)
     #[arg(long, value_name = "BACKEND")]
     pub backend: Option<String>,
-    /// Sources to run (repeatable or comma-separated; default: all that
-    /// this kernel allows; `lockscope doctor` lists them)
+    /// Sources to run (repeatable or comma-separated; `lockscope doctor`
+    /// lists them). Default: every source this kernel allows except the
+    /// function-probe ones (kernel-mutex, kernel-rwsem, sched-picknext),
+    /// which cost something on every lock operation and are asked for by
+    /// name; `all` runs every one
     #[arg(long = "source", value_delimiter = ',', value_name = "NAME")]
     pub sources: Vec<String>,
     /// Take full kernel + user stacks of waits at least --stack-threshold

@@ -339,6 +339,13 @@ pub fn plan(checks: &[Check]) -> Vec<SourcePlan> {
     out
 }
 
+/// Sources that run only when asked for by name (or `--source all`).
+fn opt_in(source: &str) -> bool {
+    crate::sources::REGISTRY
+        .iter()
+        .any(|s| s.name == source && !s.default)
+}
+
 /// `detail` without its parenthesised asides, for the plan's reasons.
 fn brief(detail: &str) -> String {
     let mut out = String::new();
@@ -430,6 +437,9 @@ pub fn render(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
         let text = match (&s.backend, s.available) {
             (Some(b), true) if !s.implemented => {
                 format!("kernel ready ({b}); not in this version of lockscope yet")
+            }
+            (Some(b), true) if opt_in(&s.source) => {
+                format!("opt-in: --source {} runs it with {b}", s.source)
             }
             (Some(b), true) if s.reason.is_empty() => format!("will run with {b}"),
             (Some(b), true) => format!("will run with {b} ({})", s.reason),

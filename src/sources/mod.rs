@@ -431,6 +431,10 @@ pub struct SourceInfo {
     pub name: &'static str,
     pub about: &'static str,
     pub start: fn(&Options) -> Result<Box<dyn Source>>,
+    /// Started when no `--source` is given. The function-probe sources are
+    /// opt-in: they cost something on every lock operation (or every
+    /// schedule), not only on contention.
+    pub default: bool,
 }
 
 /// Every source, in report order.
@@ -439,41 +443,49 @@ pub const REGISTRY: &[SourceInfo] = &[
         name: contention::SOURCE,
         about: "kernel lock contention (lock:contention_begin/end): waits on every kernel lock",
         start: contention::start,
+        default: true,
     },
     SourceInfo {
         name: kmutex::SOURCE_MUTEX,
         about: "kernel mutex waits AND holds, failed trylocks, holders (fentry, else kprobe)",
         start: kmutex::start_mutex,
+        default: false,
     },
     SourceInfo {
         name: kmutex::SOURCE_RWSEM,
         about: "kernel rwsem read/write waits AND holds, failed trylocks (fentry, else kprobe)",
         start: kmutex::start_rwsem,
+        default: false,
     },
     SourceInfo {
         name: mmaplock::SOURCE,
         about: "mmap_lock waits, holds and failed trylocks (mmap_lock tracepoints)",
         start: mmaplock::start,
+        default: true,
     },
     SourceInfo {
         name: sched::SOURCE,
         about: "run-queue latency per thread and CPU (sched_wakeup/sched_switch)",
         start: sched::start,
+        default: true,
     },
     SourceInfo {
         name: picknext::SOURCE,
         about: "time in pick_next_task_fair per CPU and task (fentry, else kprobe)",
         start: picknext::start,
+        default: false,
     },
     SourceInfo {
         name: ulock::SOURCE,
         about: "pthread mutex/rwlock/spinlock waits, holds, failures and holders (uprobes on libc)",
         start: ulock::start,
+        default: true,
     },
     SourceInfo {
         name: futex::SOURCE,
         about: "futex waits (syscalls:sys_enter/exit_futex, futex_waitv): Rust std, Go, Java",
         start: futex::start,
+        default: true,
     },
 ];
 
@@ -515,12 +527,22 @@ fn kinds_of(name: &str) -> &'static [crate::model::LockKind] {
 /// chosen, and the status says that hold times are lost and why.
 pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
     for c in chosen {
-        if !REGISTRY.iter().any(|s| s.name == c) {
-            bail!("unknown source '{c}' (sources: {})", names().join(", "));
+        if c != "all" && !REGISTRY.iter().any(|s| s.name == c) {
+            bail!(
+                "unknown source '{c}' (sources: {}; or all)",
+                names().join(", ")
+            );
         }
     }
-    let explicit = !chosen.is_empty();
-    let wanted = |name: &str| !explicit || chosen.iter().any(|c| c == name);
+    let all = chosen.iter().any(|c| c == "all");
+    let explicit = !chosen.is_empty() && !all;
+    let wanted = |name: &str| {
+        if explicit {
+            chosen.iter().any(|c| c == name)
+        } else {
+            all || REGISTRY.iter().any(|s| s.name == name && s.default)
+        }
+    };
     let mut opts = opts.clone();
     let mut started: Vec<(usize, Box<dyn Source>)> = Vec::new();
     let mut failed: Vec<(usize, SourceStatus)> = Vec::new();
