@@ -216,7 +216,7 @@ APPEND="console=ttyS2 $KLOG panic=-1 oops=panic tsc=reliable vm_cmd=$RUN/cmd.sh 
 [ -n "$RWLIST" ] && APPEND+=" vm_rw=$RWLIST"
 
 set +e
-timeout --kill-after=10 "$TMO" qemu-system-x86_64 "${QARGS[@]}" -append "$APPEND" </dev/null
+timeout --foreground --kill-after=10 "$TMO" qemu-system-x86_64 "${QARGS[@]}" -append "$APPEND" </dev/null
 qrc=$?
 set -e
 if [ -n "$KMSG_KEEP" ]; then cp "$RUN/kmsg" "$KMSG_KEEP" 2>/dev/null || true; fi
