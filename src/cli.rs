@@ -206,7 +206,7 @@ pub struct ReportArgs {
     #[arg(short = 'd', long = "duration", value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
     /// Print a table (or a JSON line) every INTERVAL, each counting only
-    /// what happened in it, like the seed's per-second output: 1s, 500ms.
+    /// what happened in it (like the -i of bcc's tools): 1s, 500ms.
     /// An interval's min/max are exact when they are new extremes, else
     /// bounded by its log2 buckets; holders and losses are totals
     #[arg(short = 'i', long = "interval", value_parser = parse_duration, value_name = "INTERVAL")]
