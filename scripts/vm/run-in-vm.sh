@@ -197,7 +197,7 @@ trap 'rm -rf "$RUN"' EXIT
 } > "$RUN/cmd.sh"
 
 QARGS=(-nodefaults -no-user-config -display none -no-reboot
-  -m "$MEM" -smp "$CPUS" -accel tcg -cpu max
+  -m "$MEM" -smp "$CPUS" -accel tcg,thread=single -cpu max
   -chardev stdio,id=con,signal=off -serial chardev:con
   -serial "file:$RUN/rc"
   -serial "file:$RUN/kmsg"
