@@ -186,14 +186,28 @@ fn pipe_mutex_hold_and_wait_match_the_workload() {
             gaps[rounds / 2] <= 2 * MS,
             "median hold within 2 ms of the holder's write: {gaps:?}"
         );
-        // the waiter: one long wait per round on that mutex, as it measured
+        // the waiter: one long wait on that mutex for every long block it
+        // measured itself (one per round, unless an emulated machine ran its
+        // write only as the hold ended)
         let waits: Vec<&Value> = events
             .iter()
             .filter(|e| u(&e["tid"]) == waiter && u(&e["wait_ns"]) > hold / 4)
             .collect();
-        assert_eq!(waits.len(), rounds, "one long wait per round: {waits:?}");
+        let blocks: Vec<u64> = nums(&w["waiter_write_ns"])
+            .into_iter()
+            .filter(|&b| b > hold / 4)
+            .collect();
+        assert!(
+            blocks.len() * 2 > rounds,
+            "most rounds contended: {blocks:?}"
+        );
+        assert_eq!(
+            waits.len(),
+            blocks.len(),
+            "one long wait per long block the waiter measured: {waits:?} {blocks:?}"
+        );
         let mut gaps = Vec::new();
-        for (e, &blocked) in waits.iter().zip(&nums(&w["waiter_write_ns"])) {
+        for (e, &blocked) in waits.iter().zip(&blocks) {
             assert_eq!(e["lock"], lock);
             let wt = u(&e["wait_ns"]);
             eprintln!("{backend}: wait {wt} ns, the waiter measured {blocked} ns");
@@ -210,7 +224,7 @@ fn pipe_mutex_hold_and_wait_match_the_workload() {
         }
         gaps.sort_unstable();
         assert!(
-            gaps[rounds / 2] <= 2 * MS,
+            gaps[gaps.len() / 2] <= 2 * MS,
             "median wait within 2 ms of the waiter's own measurement: {gaps:?}"
         );
         // K pipe writes by the workload: at least K lock/unlock pairs
