@@ -203,6 +203,30 @@ pub fn load_error(what: &str, e: &libbpf_rs::Error) -> anyhow::Error {
     }
 }
 
+/// Starts a function-probe source with the first backend that works, in
+/// order of preference (or the forced one); with it, why the preferred
+/// ones did not (for the status), or, when none did, every reason.
+pub fn first_backend<T>(
+    source: &str,
+    forced: Option<&str>,
+    mut start: impl FnMut(Backend) -> Result<T>,
+) -> Result<(T, Option<String>)> {
+    let mut errors = Vec::new();
+    for backend in backends(source, forced)? {
+        if backend == Backend::Kprobe
+            && let Some(why) = kprobes_missing()
+        {
+            errors.push(format!("kprobe: {why}"));
+            continue;
+        }
+        match start(backend) {
+            Ok(s) => return Ok((s, (!errors.is_empty()).then(|| errors.join("; ")))),
+            Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
+        }
+    }
+    bail!("{}", errors.join("; "))
+}
+
 /// A loaded and attached kernel-mutex or kernel-rwsem source.
 pub struct KLock {
     family: Family,
@@ -236,25 +260,11 @@ impl KLock {
                 bail!("{f} is not a function of this kernel (not in /proc/kallsyms)");
             }
         }
-        let mut errors = Vec::new();
-        for backend in backends(source, opts.backend.as_deref())? {
-            if backend == Backend::Kprobe
-                && let Some(why) = kprobes_missing()
-            {
-                errors.push(format!("kprobe: {why}"));
-                continue;
-            }
-            match Self::start_with(opts, family, backend, &present) {
-                Ok(mut s) => {
-                    if !errors.is_empty() {
-                        s.note = Some(errors.join("; "));
-                    }
-                    return Ok(s);
-                }
-                Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
-            }
-        }
-        bail!("{}", errors.join("; "))
+        let (mut s, note) = first_backend(source, opts.backend.as_deref(), |b| {
+            Self::start_with(opts, family, b, &present)
+        })?;
+        s.note = note;
+        Ok(s)
     }
 
     fn start_with(

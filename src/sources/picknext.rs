@@ -17,7 +17,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, OpenObject};
 
 use super::common::{self, set_target_rodata};
-use super::kmutex::{Backend, backends, functions_present, kprobes_missing, load_error};
+use super::kmutex::{Backend, first_backend, functions_present, load_error};
 use super::{Options, Pod, ProgStats, Source, Symbolizer, comm_str, prog_stats};
 use crate::bpf::picknext::types::{ls_pick_key, ls_pick_val};
 use crate::bpf::picknext::{OpenPicknextSkel, PicknextSkel, PicknextSkelBuilder};
@@ -64,25 +64,11 @@ impl PickNext {
                  inlined or renamed)"
             );
         }
-        let mut errors = Vec::new();
-        for backend in backends(SOURCE, opts.backend.as_deref())? {
-            if backend == Backend::Kprobe
-                && let Some(why) = kprobes_missing()
-            {
-                errors.push(format!("kprobe: {why}"));
-                continue;
-            }
-            match Self::start_with(opts, backend) {
-                Ok(mut s) => {
-                    if !errors.is_empty() {
-                        s.note = Some(errors.join("; "));
-                    }
-                    return Ok(s);
-                }
-                Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
-            }
-        }
-        bail!("{}", errors.join("; "))
+        let (mut s, note) = first_backend(SOURCE, opts.backend.as_deref(), |b| {
+            Self::start_with(opts, b)
+        })?;
+        s.note = note;
+        Ok(s)
     }
 
     fn start_with(opts: &Options, backend: Backend) -> Result<PickNext> {
