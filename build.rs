@@ -35,6 +35,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/bpf/user.bpf.h");
     println!("cargo:rerun-if-changed=src/bpf/offcpu.bpf.h");
     println!("cargo:rerun-if-changed=src/bpf/stacks.bpf.h");
+    println!("cargo:rerun-if-changed=src/bpf/window.bpf.h");
     println!("cargo:rerun-if-changed=src/bpf/vmlinux.h");
     println!("cargo:rerun-if-env-changed=LOCKSCOPE_CLANG");
 }

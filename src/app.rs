@@ -173,6 +173,20 @@ impl Stop {
     pub fn new(duration: Option<Duration>, targets: &Targets) -> Result<Stop> {
         let interrupted = Arc::new(AtomicBool::new(false));
         let terminated = Arc::new(AtomicBool::new(false));
+        // a second Ctrl-C (or SIGTERM) exits at once: registered before the
+        // flags, these see a flag the first signal already set
+        signal_hook::flag::register_conditional_shutdown(
+            signal_hook::consts::SIGINT,
+            130,
+            interrupted.clone(),
+        )
+        .context("install SIGINT handler")?;
+        signal_hook::flag::register_conditional_shutdown(
+            signal_hook::consts::SIGTERM,
+            143,
+            terminated.clone(),
+        )
+        .context("install SIGTERM handler")?;
         signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())
             .context("install SIGINT handler")?;
         signal_hook::flag::register(signal_hook::consts::SIGTERM, terminated.clone())
@@ -280,10 +294,25 @@ fn all_lost(started: &Started) -> Result<std::collections::BTreeMap<String, u64>
     Ok(lost)
 }
 
-pub(crate) fn detach_all(started: &Started) {
+/// Ends the window of every source at one instant (each program returns
+/// at once from here on); the maps can then be read at leisure.
+pub(crate) fn stop_all(started: &Started) {
     for s in &started.sources {
-        s.detach();
+        s.stop();
     }
+}
+
+/// Stops every source, then hands every link to the background closer
+/// (see [`sources::release_links`]): the programs no longer count, and are
+/// detached without lockscope waiting for the kernel.
+pub(crate) fn detach_all(started: &Started) {
+    stop_all(started);
+    let links: Vec<libbpf_rs::Link> = started
+        .sources
+        .iter()
+        .flat_map(|s| s.take_links())
+        .collect();
+    sources::release_links(links);
 }
 
 /// Reads every source's in-kernel aggregation into one report.
@@ -362,6 +391,9 @@ fn interval_report(
     let res = (|| -> Result<()> {
         loop {
             let stopped = wait_until(stop, None, &started, &mut sym, Some(last + every))?;
+            if stopped {
+                stop_all(&started); // the last interval ends for all at once
+            }
             let now = Instant::now();
             let records = all_records(&started, &mut sym)?;
             let delta = crate::model::interval(&records, &prev);
@@ -414,6 +446,7 @@ fn collect(
     stop.start_clock();
     let start = Instant::now();
     wait_until(stop, child, &started, &mut sym, None)?;
+    stop_all(&started); // the window ends here, for every source at once
     let elapsed = start.elapsed();
     detach_all(&started);
     snapshot(&started, &mut sym, &opts.targets.describe(), elapsed, out)
@@ -699,8 +732,9 @@ fn run_command(
     let start = Instant::now();
     let mut child = held.release(&cmd[0])?; // the command starts now
     wait_until(&stop, Some(&mut child), &started, &mut sym, None)?;
-    let status = child.wait()?;
+    stop_all(&started);
     let elapsed = start.elapsed();
+    let status = child.wait()?;
     detach_all(&started);
     let desc = if quiet {
         format!("demo workload (pid {pid})")
@@ -1013,6 +1047,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
     }
     let rb = builder.build()?;
     let mut events = 0u64;
+    let mut elapsed = Duration::ZERO;
     let mut timeline: Vec<crate::model::Event> = Vec::new();
     let stdout = io::stdout();
     let mut w = io::BufWriter::new(stdout.lock());
@@ -1034,7 +1069,10 @@ fn trace(a: TraceArgs) -> Result<i32> {
     loop {
         let done = stop.should_stop();
         if done {
-            // detach first, so the summary and the stream cover the same waits
+            // the window ends for every source at once; what is in the ring
+            // buffers now ended inside it, and the summary covers the same
+            stop_all(&started);
+            elapsed = start.elapsed();
             detach_all(&started);
             rb.consume()?;
         } else {
@@ -1090,7 +1128,6 @@ fn trace(a: TraceArgs) -> Result<i32> {
             break;
         }
     }
-    let elapsed = start.elapsed();
     if let Some(p) = &a.perfetto {
         let mut f = io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,

@@ -47,6 +47,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "lockscope.h"
+#include "window.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -620,18 +621,21 @@ static __always_inline int on_fork(__u32 parent_tgid, __u32 child_pid)
 SEC("tp_btf/contention_begin")
 int BPF_PROG(contention_begin_btf, void *lock, unsigned int flags)
 {
+	LS_CHECK_STOPPED();
 	return on_begin(lock, flags);
 }
 
 SEC("tp_btf/contention_end")
 int BPF_PROG(contention_end_btf, void *lock, int ret)
 {
+	LS_CHECK_STOPPED();
 	return on_end(ctx, lock, ret);
 }
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(follow_fork_btf, struct task_struct *parent, struct task_struct *child)
 {
+	LS_CHECK_STOPPED();
 	return on_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
 }
 
@@ -640,18 +644,21 @@ int BPF_PROG(follow_fork_btf, struct task_struct *parent, struct task_struct *ch
 SEC("tracepoint/lock/contention_begin")
 int contention_begin_tp(struct trace_event_raw_contention_begin *ctx)
 {
+	LS_CHECK_STOPPED();
 	return on_begin((void *)ctx->lock_addr, ctx->flags);
 }
 
 SEC("tracepoint/lock/contention_end")
 int contention_end_tp(struct trace_event_raw_contention_end *ctx)
 {
+	LS_CHECK_STOPPED();
 	return on_end(ctx, (void *)ctx->lock_addr, ctx->ret);
 }
 
 SEC("tracepoint/sched/sched_process_fork")
 int follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
 {
+	LS_CHECK_STOPPED();
 	/* runs in the parent; a new thread's tid joins harmlessly */
 	return on_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
 }

@@ -30,6 +30,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "lockscope.h"
+#include "window.bpf.h"
 #include "user.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -303,6 +304,7 @@ static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 SEC("tracepoint/syscalls/sys_enter_futex")
 int futex_enter(struct trace_event_raw_sys_enter *ctx)
 {
+	LS_CHECK_STOPPED();
 	__u32 op = (__u32)ctx->args[1];
 
 	if (!is_wait_op(op))
@@ -313,12 +315,14 @@ int futex_enter(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_futex")
 int futex_exit(struct trace_event_raw_sys_exit *ctx)
 {
+	LS_CHECK_STOPPED();
 	return on_exit(ctx, ctx->ret, false);
 }
 
 SEC("tracepoint/syscalls/sys_enter_futex_waitv")
 int futex_waitv_enter(struct trace_event_raw_sys_enter *ctx)
 {
+	LS_CHECK_STOPPED();
 	__u64 uaddr = 0;
 
 	/* keyed by the first futex of the vector */
@@ -329,12 +333,14 @@ int futex_waitv_enter(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_futex_waitv")
 int futex_waitv_exit(struct trace_event_raw_sys_exit *ctx)
 {
+	LS_CHECK_STOPPED();
 	return on_exit(ctx, ctx->ret, true);
 }
 
 SEC("tracepoint/sched/sched_process_fork")
 int futex_follow_fork(struct trace_event_raw_sched_process_fork *ctx)
 {
+	LS_CHECK_STOPPED();
 	__u32 parent = bpf_get_current_pid_tgid() >> 32, child = ctx->child_pid;
 	__u8 one = 1;
 

@@ -38,6 +38,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "lockscope.h"
+#include "window.bpf.h"
 #include "target.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -220,6 +221,7 @@ static __always_inline __u32 holder_of(__u64 lock, __u32 kind)
 
 static __always_inline int on_enter(__u64 lock, __u32 op)
 {
+	LS_CHECK_STOPPED();
 	struct task_struct *task;
 	struct ls_kcall *call;
 	__u32 holder, tid;
@@ -246,6 +248,7 @@ static __always_inline int on_enter(__u64 lock, __u32 op)
 
 static __always_inline int on_return(void *ctx, long ret, __u32 op)
 {
+	LS_CHECK_STOPPED();
 	__u64 now = bpf_ktime_get_ns(), wait, id;
 	struct ls_kholder_key hk = {};
 	struct ls_kholder_val *hv, hv0 = {};
@@ -371,6 +374,7 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 /* Closes the current task's hold of `lock` (unlock, up_*, downgrade). */
 static __always_inline int on_release(__u64 lock, __u32 kind, bool downgrade)
 {
+	LS_CHECK_STOPPED();
 	__u64 now, hold, id;
 	struct ls_kagg_key key = {};
 	struct ls_khold_key hkey = {};

@@ -50,6 +50,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "lockscope.h"
+#include "window.bpf.h"
 #include "target.bpf.h"
 #include "offcpu.bpf.h"
 
@@ -575,6 +576,7 @@ static __always_inline int on_release(void *ctx, struct mm_struct *mm, bool writ
 SEC("tp_btf/mmap_lock_start_locking")
 int BPF_PROG(mm_start_btf)
 {
+	LS_CHECK_STOPPED();
 	struct mm_struct *mm = (void *)ctx[0];
 
 	if (args_have_memcg_path())
@@ -585,6 +587,7 @@ int BPF_PROG(mm_start_btf)
 SEC("tp_btf/mmap_lock_acquire_returned")
 int BPF_PROG(mm_acquire_btf)
 {
+	LS_CHECK_STOPPED();
 	struct mm_struct *mm = (void *)ctx[0];
 
 	if (args_have_memcg_path())
@@ -595,6 +598,7 @@ int BPF_PROG(mm_acquire_btf)
 SEC("tp_btf/mmap_lock_released")
 int BPF_PROG(mm_release_btf)
 {
+	LS_CHECK_STOPPED();
 	struct mm_struct *mm = (void *)ctx[0];
 
 	if (args_have_memcg_path())
@@ -605,6 +609,7 @@ int BPF_PROG(mm_release_btf)
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(mm_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
 {
+	LS_CHECK_STOPPED();
 	return follow_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
 }
 
@@ -613,24 +618,28 @@ int BPF_PROG(mm_follow_fork_btf, struct task_struct *parent, struct task_struct 
 SEC("tracepoint/mmap_lock/mmap_lock_start_locking")
 int mm_start_tp(struct trace_event_raw_mmap_lock *ctx)
 {
+	LS_CHECK_STOPPED();
 	return on_start(ctx->mm, ctx->write);
 }
 
 SEC("tracepoint/mmap_lock/mmap_lock_acquire_returned")
 int mm_acquire_tp(struct trace_event_raw_mmap_lock_acquire_returned *ctx)
 {
+	LS_CHECK_STOPPED();
 	return on_acquire(ctx, ctx->mm, ctx->write, ctx->success);
 }
 
 SEC("tracepoint/mmap_lock/mmap_lock_released")
 int mm_release_tp(struct trace_event_raw_mmap_lock *ctx)
 {
+	LS_CHECK_STOPPED();
 	return on_release(ctx, ctx->mm, ctx->write);
 }
 
 SEC("tracepoint/sched/sched_process_fork")
 int mm_follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
 {
+	LS_CHECK_STOPPED();
 	/* runs in the parent; a new thread's tid joins harmlessly */
 	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
 }

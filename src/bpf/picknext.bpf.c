@@ -20,6 +20,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "lockscope.h"
+#include "window.bpf.h"
 #include "target.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -131,6 +132,7 @@ static __always_inline int on_return(void *picked)
 SEC("fentry/pick_next_task_fair")
 int BPF_PROG(pick_fentry)
 {
+	LS_CHECK_STOPPED();
 	return on_enter();
 }
 
@@ -138,17 +140,20 @@ SEC("fexit/pick_next_task_fair")
 int BPF_PROG(pick_fexit, struct rq *rq, struct task_struct *prev, struct rq_flags *rf,
 	     struct task_struct *ret)
 {
+	LS_CHECK_STOPPED();
 	return on_return(ret);
 }
 
 SEC("kprobe/pick_next_task_fair")
 int BPF_KPROBE(pick_kprobe)
 {
+	LS_CHECK_STOPPED();
 	return on_enter();
 }
 
 SEC("kretprobe/pick_next_task_fair")
 int BPF_KRETPROBE(pick_kretprobe, void *ret)
 {
+	LS_CHECK_STOPPED();
 	return on_return(ret);
 }

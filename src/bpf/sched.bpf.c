@@ -40,6 +40,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "lockscope.h"
+#include "window.bpf.h"
 #include "target.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -202,6 +203,7 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(rq_switch_btf, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
+	LS_CHECK_STOPPED();
 	struct ls_rq_task *s;
 	__u64 queued, accounted, delay, clock, nivcsw, wait;
 	__u32 woken;
@@ -247,5 +249,6 @@ int BPF_PROG(rq_switch_empty)
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(rq_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
 {
+	LS_CHECK_STOPPED();
 	return follow_fork(parent->tgid, child->tgid);
 }

@@ -45,6 +45,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "lockscope.h"
+#include "window.bpf.h"
 #include "user.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -197,6 +198,7 @@ static __always_inline __u32 holder_of(__u64 lock, __u32 op)
 SEC("uprobe")
 int BPF_UPROBE(ulock_enter, void *lock)
 {
+	LS_CHECK_STOPPED();
 	__u64 now = bpf_ktime_get_ns();
 	struct task_struct *task;
 	struct ls_ucall *call;
@@ -234,6 +236,7 @@ int BPF_UPROBE(ulock_enter, void *lock)
 SEC("uretprobe")
 int BPF_URETPROBE(ulock_return, int ret)
 {
+	LS_CHECK_STOPPED();
 	__u64 now = bpf_ktime_get_ns(), wait, id, offcpu, runq;
 	struct ls_uholder_key hk = {};
 	struct ls_uholder_val *hv, hv0 = {};
@@ -412,6 +415,7 @@ static __always_inline void release(__u64 lock, __u32 op)
 SEC("uprobe")
 int BPF_UPROBE(ulock_unlock, void *lock)
 {
+	LS_CHECK_STOPPED();
 	if (!is_target())
 		return 0;
 	release((__u64)lock, (__u32)bpf_get_attach_cookie(ctx));
@@ -424,6 +428,7 @@ int BPF_UPROBE(ulock_unlock, void *lock)
 SEC("uprobe")
 int BPF_UPROBE(ucond_enter, void *cond, void *mutex)
 {
+	LS_CHECK_STOPPED();
 	struct task_struct *task;
 	struct ls_ucall *call;
 	__u32 op;
@@ -453,6 +458,7 @@ int BPF_UPROBE(ucond_enter, void *cond, void *mutex)
 SEC("uretprobe")
 int BPF_URETPROBE(ucond_return, int ret)
 {
+	LS_CHECK_STOPPED();
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct ls_uhold_key hkey = {};
 	struct ls_uhold *h, nh = {};

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::{Context, Result, anyhow, bail};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 
 use super::{
@@ -237,11 +237,6 @@ impl Contention {
             .context("add pid to target_pids")
     }
 
-    /// Detaches every program now (also happens on drop).
-    pub fn detach(&self) {
-        self.links.borrow_mut().clear();
-    }
-
     /// Per-program kernel statistics of the attached programs.
     pub fn prog_stats(&self) -> Vec<ProgStats> {
         let p = &self.skel.progs;
@@ -418,8 +413,12 @@ impl Source for Contention {
         Contention::add_pid(self, pid)
     }
 
-    fn detach(&self) {
-        Contention::detach(self)
+    fn stop(&self) {
+        super::stop_object(self.skel.object());
+    }
+
+    fn take_links(&self) -> Vec<libbpf_rs::Link> {
+        std::mem::take(&mut *self.links.borrow_mut())
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {

@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::{Context, Result, anyhow, bail};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 
 use super::{
@@ -329,8 +329,12 @@ impl Source for Futex {
             .context("add pid to target_pids")
     }
 
-    fn detach(&self) {
-        self.links.borrow_mut().clear();
+    fn stop(&self) {
+        super::stop_object(self.skel.object());
+    }
+
+    fn take_links(&self) -> Vec<libbpf_rs::Link> {
+        std::mem::take(&mut *self.links.borrow_mut())
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {

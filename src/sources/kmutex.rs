@@ -489,8 +489,12 @@ impl Source for KLock {
             .context("add pid to target_pids")
     }
 
-    fn detach(&self) {
-        self.links.borrow_mut().clear();
+    fn stop(&self) {
+        super::stop_object(self.skel.object());
+    }
+
+    fn take_links(&self) -> Vec<libbpf_rs::Link> {
+        std::mem::take(&mut *self.links.borrow_mut())
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {

@@ -405,8 +405,13 @@ pub trait Source {
     fn add_pid(&self, _pid: u32) -> Result<()> {
         Ok(())
     }
-    /// Detaches every program now (also happens on drop).
-    fn detach(&self);
+    /// Ends the window: every program of the source returns at once from
+    /// now on (`ls_stopped`, src/bpf/window.bpf.h). Cheap; call for every
+    /// source before reading any of them.
+    fn stop(&self);
+    /// Hands over the source's links; dropping them detaches the programs
+    /// (slow for perf-event links: see [`close_links`]).
+    fn take_links(&self) -> Vec<libbpf_rs::Link>;
     /// Snapshot of the in-kernel aggregation.
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>>;
     /// Called about once a second while tracing: e.g. normalise new user
@@ -655,8 +660,11 @@ impl Source for KindsOnly {
     fn add_pid(&self, pid: u32) -> Result<()> {
         self.inner.add_pid(pid)
     }
-    fn detach(&self) {
-        self.inner.detach()
+    fn stop(&self) {
+        self.inner.stop()
+    }
+    fn take_links(&self) -> Vec<libbpf_rs::Link> {
+        self.inner.take_links()
     }
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         let mut r = self.inner.records(sym)?;
@@ -680,4 +688,99 @@ impl Source for KindsOnly {
             .decode_event(data, sym)
             .filter(|e| self.kinds.contains(&e.kind))
     }
+}
+
+/// Sets `ls_stopped` in a loaded object (src/bpf/window.bpf.h): the one
+/// map whose name ends in ".stop". Objects without it are left alone.
+pub fn stop_object(obj: &libbpf_rs::Object) {
+    use libbpf_rs::MapCore;
+    for map in obj.maps() {
+        if map.name().to_string_lossy().ends_with(".stop") {
+            // a failed write leaves the programs counting until detached,
+            // which is what happened before the flag existed
+            let _ = map.update(as_bytes(&0u32), as_bytes(&1u32), libbpf_rs::MapFlags::ANY);
+        }
+    }
+}
+
+/// Drops links, detaching their programs, from several threads at once.
+pub fn close_links(links: Vec<libbpf_rs::Link>) {
+    const THREADS: usize = 32;
+    if links.len() <= 1 {
+        drop(links);
+        return;
+    }
+    let per = links.len().div_ceil(THREADS);
+    let mut links = links;
+    std::thread::scope(|s| {
+        while !links.is_empty() {
+            let chunk: Vec<libbpf_rs::Link> = links.drain(..per.min(links.len())).collect();
+            s.spawn(move || drop(chunk));
+        }
+    });
+}
+
+/// Detaches `links` without making lockscope wait for it.
+///
+/// Releasing a perf-event link (classic tracepoints, uprobes) waits for RCU
+/// grace periods under a kernel-wide mutex: ~100 ms per link on these
+/// machines, one after another, seconds for a few dozen uprobes. Call this
+/// only after [`stop_object`] ended every program's window (they return at
+/// once until detached). A forked closer process inherits the links' file
+/// descriptors, closes everything else, and waits until lockscope has
+/// exited (end of file on a pipe only lockscope writes to); its own exit
+/// then releases the links. lockscope's exit drops only references that are
+/// not the last, which is cheap. If lockscope is killed, the closer still
+/// sees the end of file; if both are killed, the kernel releases the links
+/// with the last descriptor as always. Falls back to [`close_links`] when
+/// fork fails.
+pub fn release_links(links: Vec<libbpf_rs::Link>) {
+    use std::os::fd::AsFd;
+    if links.is_empty() {
+        return;
+    }
+    let mut keep: Vec<i32> = links.iter().map(|l| l.as_fd().as_raw_fd()).collect();
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        close_links(links);
+        return;
+    }
+    let (rd, wr) = (fds[0], fds[1]);
+    keep.push(rd);
+    keep.sort_unstable();
+    // SAFETY: the child only makes async-signal-safe system calls (setsid,
+    // close_range, close, read, _exit) on values computed before the fork,
+    // as required in a child of a multi-threaded process.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above; the child never returns from this block.
+        unsafe {
+            libc::setsid(); // no Ctrl-C from lockscope's terminal
+            let mut lo: u32 = 0;
+            for &fd in &keep {
+                if (fd as u32) > lo {
+                    libc::syscall(libc::SYS_close_range, lo, fd as u32 - 1, 0u32);
+                }
+                lo = fd as u32 + 1;
+            }
+            libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0u32);
+            let mut b = 0u8;
+            while libc::read(rd, (&mut b as *mut u8).cast(), 1) != 0
+                && *libc::__errno_location() == libc::EINTR
+            {}
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closing our own read end, which only the child needs.
+    unsafe { libc::close(rd) };
+    if pid < 0 {
+        // SAFETY: closing the write end we own; nobody else uses it.
+        unsafe { libc::close(wr) };
+        close_links(links);
+        return;
+    }
+    // The write end stays open (close-on-exec) until lockscope exits; our
+    // copies of the links close then too, after the closer took its own.
+    std::mem::forget(links);
 }

@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::{Context, Result, anyhow, bail};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, OpenObject};
 
 use super::common::{self, set_target_rodata};
@@ -181,8 +181,12 @@ impl Source for PickNext {
             .context("add pid to target_pids")
     }
 
-    fn detach(&self) {
-        self.links.borrow_mut().clear();
+    fn stop(&self) {
+        super::stop_object(self.skel.object());
+    }
+
+    fn take_links(&self) -> Vec<libbpf_rs::Link> {
+        std::mem::take(&mut *self.links.borrow_mut())
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {

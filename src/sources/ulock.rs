@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
 
 use super::{
@@ -732,9 +732,13 @@ impl Source for Ulock {
         }
     }
 
-    fn detach(&self) {
-        self.links.borrow_mut().clear();
+    fn stop(&self) {
+        super::stop_object(self.skel.object());
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn take_links(&self) -> Vec<libbpf_rs::Link> {
+        std::mem::take(&mut *self.links.borrow_mut())
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {

@@ -153,9 +153,7 @@ pub fn run(
         if now >= next {
             if !exited && stop.targets_gone() {
                 exited = true;
-                for s in &started.sources {
-                    s.detach();
-                }
+                crate::app::detach_all(started);
             }
             app.update(collect(started, sym, t0, exited));
             dirty = true;
