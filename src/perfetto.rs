@@ -181,7 +181,7 @@ impl<W: Write> Stream<W> {
             rs.pop_front();
         }
         self.pushed += 1;
-        if self.pushed % 4096 == 0 || self.releases.len() > MAX_LOCKS {
+        if self.pushed.is_multiple_of(4096) || self.releases.len() > MAX_LOCKS {
             let horizon = self.newest.saturating_sub(RELEASE_MEMORY_NS);
             self.releases
                 .retain(|_, rs| rs.back().is_some_and(|r| r.at >= horizon));
