@@ -39,25 +39,42 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Report(a) => {
             let targets = a.targets.validate().map_err(usage)?;
+            if a.interval
+                .is_some_and(|every| every < Duration::from_millis(100))
+            {
+                return Err(usage("--interval must be at least 100ms"));
+            }
             require_privileges()?;
+            let mut files = Outputs::open(&a.output, None)?;
             let mut settings = a.settings.clone();
             settings.stacks |= a.output.needs_stacks();
             settings.hold_stacks |= a.output.needs_hold_stacks();
             let opts = options(targets, &settings, false, 0)?;
+            let limits = output::Limits {
+                max_entries: opts.max_entries,
+                ringbuf_mb: None,
+            };
             let stop = Stop::new(a.duration, &opts.targets)?;
             if let Some(every) = a.interval {
-                if every < Duration::from_millis(100) {
-                    return Err(usage("--interval must be at least 100ms"));
-                }
-                interval_report(&opts, &a.settings.sources, &stop, &a.output, every)?;
+                let lost = interval_report(
+                    &opts,
+                    &a.settings.sources,
+                    &stop,
+                    &a.output,
+                    every,
+                    &mut files,
+                )?;
+                warn_losses(&lost, &limits);
                 return Ok(0);
             }
             let rep = collect(&opts, &a.settings.sources, &stop, &a.output, None)?;
-            print_report(&rep, &a.output)?;
+            print_report(&rep, &a.output, &mut files)?;
+            warn_losses(&rep.lost, &limits);
             Ok(0)
         }
         Command::Trace(a) => trace(a),
         Command::Run(a) => {
+            check_program(&a.command)?;
             require_privileges()?;
             run_command(&a.command, &a.settings, &a.output, false)
         }
@@ -84,7 +101,7 @@ fn top(a: crate::cli::TopArgs) -> Result<i32> {
     use std::io::IsTerminal;
     if !io::stdout().is_terminal() {
         return Err(usage(
-            "lockscope top draws on a terminal and stdout is not one: \
+            "top draws on a terminal and stdout is not one: \
              use `lockscope report` (text or --json) instead",
         ));
     }
@@ -108,7 +125,10 @@ fn top(a: crate::cli::TopArgs) -> Result<i32> {
     res.map(|()| 0)
 }
 
-/// Root, or CAP_BPF + CAP_PERFMON (+ CAP_SYS_RESOURCE is not needed on 5.11+).
+/// Root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN implies both): what the
+/// tp_btf sources need. user-locks (uprobes) also needs CAP_SYS_ADMIN, and
+/// classic tracepoints a readable tracefs; those sources say so when they
+/// fail (see the help's last lines).
 pub fn require_privileges() -> Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
@@ -131,8 +151,9 @@ pub fn require_privileges() -> Result<()> {
     // SAFETY: as above.
     let uid = unsafe { libc::getuid() };
     Err(usage(format!(
-        "lockscope needs root or CAP_BPF + CAP_PERFMON to load BPF programs \
-         (running as uid {uid}): try `sudo lockscope ...`"
+        "needs root, or at least CAP_BPF + CAP_PERFMON to load BPF programs \
+         (running as uid {uid}; `lockscope --help` says what each source needs): \
+         try `sudo lockscope ...`"
     )))
 }
 
@@ -379,7 +400,8 @@ fn interval_report(
     stop: &Stop,
     out: &OutputArgs,
     every: Duration,
-) -> Result<()> {
+    files: &mut Outputs,
+) -> Result<std::collections::BTreeMap<String, u64>> {
     let mut sym = Symbolizer::new();
     let started = attach(opts, chosen)?;
     stop.start_clock();
@@ -388,6 +410,7 @@ fn interval_report(
     let t0 = Instant::now();
     let mut last = t0;
     let mut n = 0u64;
+    let mut lost = Default::default();
     let res = (|| -> Result<()> {
         loop {
             let stopped = wait_until(stop, None, &started, &mut sym, Some(last + every))?;
@@ -415,7 +438,8 @@ fn interval_report(
                     )?;
                 }
             }
-            print_report(&rep, out)?;
+            print_report(&rep, out, files)?;
+            lost = rep.lost;
             prev = records;
             last = now;
             if stopped {
@@ -424,7 +448,7 @@ fn interval_report(
         }
     })();
     detach_all(&started);
-    res
+    res.map(|()| lost)
 }
 
 fn fmt_secs(d: Duration) -> String {
@@ -493,31 +517,105 @@ fn wait_until(
     }
 }
 
-fn print_report(rep: &Report, out: &OutputArgs) -> Result<()> {
-    let mut w = io::stdout().lock();
-    if out.json {
-        serde_json::to_writer(&mut w, rep)?;
-        writeln!(w)?;
-    } else {
-        let width = output::term_width();
-        output::write_table(&mut w, rep, out.by, out.top, width)?;
-        output::write_stacks(&mut w, rep, out.by, 3, width)?;
+/// One output file, created before anything attaches.
+pub(crate) struct OutFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    written: bool,
+}
+
+impl OutFile {
+    /// Creates (or truncates) `path`; a failure is a usage error naming the
+    /// path and the reason.
+    fn create(path: &std::path::Path) -> Result<OutFile> {
+        let file = std::fs::File::create(path).map_err(|e| {
+            usage(format!(
+                "cannot write {}: {}",
+                path.display(),
+                io_reason(&e)
+            ))
+        })?;
+        Ok(OutFile {
+            path: path.to_path_buf(),
+            file,
+            written: false,
+        })
     }
-    write_hold_flame(rep, out)?;
-    if out.flamegraph.is_some() || out.folded.is_some() {
-        let folded = crate::flame::fold(&rep.rows);
-        if let Some(p) = &out.folded {
-            let mut f =
-                std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?;
-            crate::flame::write_folded(&mut f, &folded)?;
+
+    /// Replaces the file's content with what `f` writes (`report -i`
+    /// rewrites it every interval); errors name the file.
+    fn rewrite(&mut self, f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<()> {
+        use std::io::Seek;
+        let res = (|| {
+            // created empty; later (`report -i`) a regular file starts over
+            if self.written && self.file.metadata()?.is_file() {
+                self.file.set_len(0)?;
+                self.file.rewind()?;
+            }
+            self.written = true;
+            let mut w = io::BufWriter::new(&mut self.file);
+            f(&mut w)?;
+            w.flush()
+        })();
+        res.map_err(|e| anyhow!("cannot write {}: {}", self.path.display(), io_reason(&e)))
+    }
+}
+
+/// An io::Error's reason without the "(os error N)" tail.
+fn io_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Every output file of a command (`--flamegraph`, `--folded`,
+/// `--flamegraph-hold`, `--folded-hold`, `--perfetto`), opened before any
+/// program attaches: a bad path ends the command before it traces.
+#[derive(Default)]
+pub(crate) struct Outputs {
+    flamegraph: Option<OutFile>,
+    folded: Option<OutFile>,
+    flamegraph_hold: Option<OutFile>,
+    folded_hold: Option<OutFile>,
+    perfetto: Option<OutFile>,
+}
+
+impl Outputs {
+    pub(crate) fn open(out: &OutputArgs, perfetto: Option<&std::path::Path>) -> Result<Outputs> {
+        let open = |p: &Option<std::path::PathBuf>| p.as_deref().map(OutFile::create).transpose();
+        Ok(Outputs {
+            flamegraph: open(&out.flamegraph)?,
+            folded: open(&out.folded)?,
+            flamegraph_hold: open(&out.flamegraph_hold)?,
+            folded_hold: open(&out.folded_hold)?,
+            perfetto: perfetto.map(OutFile::create).transpose()?,
+        })
+    }
+}
+
+fn print_report(rep: &Report, out: &OutputArgs, files: &mut Outputs) -> Result<()> {
+    {
+        let mut w = io::stdout().lock();
+        if out.json {
+            serde_json::to_writer(&mut w, rep)?;
+            writeln!(w)?;
+        } else {
+            let width = output::term_width();
+            output::write_table(&mut w, rep, out.by, out.top, width)?;
+            output::write_stacks(&mut w, rep, out.by, 3, width)?;
         }
-        if let Some(p) = &out.flamegraph {
-            let mut f = io::BufWriter::new(
-                std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
-            );
+    }
+    write_hold_flame(rep, out, files)?;
+    if files.flamegraph.is_some() || files.folded.is_some() {
+        let folded = crate::flame::fold(&rep.rows);
+        if let Some(f) = &mut files.folded {
+            f.rewrite(|w| crate::flame::write_folded(w, &folded))?;
+        }
+        if let Some(f) = &mut files.flamegraph {
             let title = format!("lock waits: {}", rep.targets);
-            crate::flame::write_svg(&mut f, &folded, &title)?;
-            f.flush()?;
+            f.rewrite(|w| crate::flame::write_svg(w, &folded, &title))?;
         }
         if !out.json {
             let stacks: usize = rep.rows.iter().map(|r| r.stacks.len()).sum();
@@ -537,27 +635,26 @@ fn print_report(rep: &Report, out: &OutputArgs) -> Result<()> {
     Ok(())
 }
 
+/// The one warning line on stderr when anything was lost.
+fn warn_losses(lost: &std::collections::BTreeMap<String, u64>, limits: &output::Limits) {
+    if let Some(l) = output::loss_warning(lost, limits) {
+        eprintln!("{l}");
+    }
+}
+
 /// `--flamegraph-hold` and `--folded-hold`: acquisitions' stacks weighted
 /// by the holds that followed.
-fn write_hold_flame(rep: &Report, out: &OutputArgs) -> Result<()> {
-    if !out.needs_hold_stacks() {
+fn write_hold_flame(rep: &Report, out: &OutputArgs, files: &mut Outputs) -> Result<()> {
+    if files.flamegraph_hold.is_none() && files.folded_hold.is_none() {
         return Ok(());
     }
     let folded = crate::flame::fold_holds(&rep.rows);
-    if let Some(p) = &out.folded_hold {
-        let mut f = io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
-        );
-        crate::flame::write_folded(&mut f, &folded)?;
-        f.flush()?;
+    if let Some(f) = &mut files.folded_hold {
+        f.rewrite(|w| crate::flame::write_folded(w, &folded))?;
     }
-    if let Some(p) = &out.flamegraph_hold {
-        let mut f = io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
-        );
+    if let Some(f) = &mut files.flamegraph_hold {
         let title = format!("lock holds: {}", rep.targets);
-        crate::flame::write_svg_of(&mut f, &folded, &title, "held")?;
-        f.flush()?;
+        f.rewrite(|w| crate::flame::write_svg_of(w, &folded, &title, "held"))?;
     }
     if !out.json {
         let total: u64 = folded.iter().map(|f| f.weight).sum();
@@ -578,18 +675,77 @@ fn write_hold_flame(rep: &Report, out: &OutputArgs) -> Result<()> {
     Ok(())
 }
 
-/// Whether `prog` names an executable file, directly or through PATH.
-fn is_executable(prog: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let ok = |p: &std::path::Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+/// What `prog` names, directly or through PATH.
+#[derive(Debug, PartialEq)]
+enum Program {
+    /// An executable file.
+    Executable,
+    /// A file (or directory) that exists but that we may not execute.
+    NotExecutable(std::path::PathBuf),
+    NotFound,
+}
+
+/// `run`'s command names an executable file: else a usage error saying
+/// "command not found" or "permission denied", as a shell would.
+fn check_program(cmd: &[String]) -> Result<()> {
+    let prog = cmd
+        .first()
+        .ok_or_else(|| usage("no command given after --"))?;
+    match find_program(prog) {
+        Program::Executable => Ok(()),
+        Program::NotExecutable(p) => Err(usage(format!(
+            "cannot run {prog}: permission denied ({} is not an executable file)",
+            p.display()
+        ))),
+        Program::NotFound => Err(usage(format!("command not found: {prog}"))),
+    }
+}
+
+fn find_program(prog: &str) -> Program {
+    let check = |p: &std::path::Path| -> Option<Program> {
+        let m = std::fs::metadata(p).ok()?;
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: access reads a valid NUL-terminated path.
+        let x = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
+        Some(if m.is_file() && x {
+            Program::Executable
+        } else {
+            Program::NotExecutable(p.to_path_buf())
+        })
     };
     if prog.contains('/') {
-        return ok(std::path::Path::new(prog));
+        return check(std::path::Path::new(prog)).unwrap_or(Program::NotFound);
     }
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| ok(&d.join(prog))))
-        .unwrap_or(false)
+    let mut found = Program::NotFound;
+    if let Some(paths) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&paths) {
+            match check(&d.join(prog)) {
+                Some(Program::Executable) => return Program::Executable,
+                Some(p @ Program::NotExecutable(_)) if found == Program::NotFound => found = p,
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// lockscope's original mount namespace, when it left it for a private one
+/// (to mount tracefs: [`sources::private_tracefs`]); `run` starts its
+/// command back in it.
+static ORIGINAL_MOUNT_NS: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
+/// Keeps `ns` (an open `/proc/self/ns/mnt` from before
+/// [`sources::private_tracefs`]) when lockscope is no longer in it, so the
+/// commands `run` starts see the host's mounts and their mounts reach it.
+pub fn remember_mount_ns(ns: std::fs::File) {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::fs::metadata("/proc/self/ns/mnt").map(|m| (m.dev(), m.ino()));
+    let then = ns.metadata().map(|m| (m.dev(), m.ino()));
+    if let (Ok(now), Ok(then)) = (now, then)
+        && now != then
+    {
+        let _ = ORIGINAL_MOUNT_NS.set(OwnedFd::from(ns));
+    }
 }
 
 /// A command started but held before exec until [`HeldChild::release`].
@@ -617,9 +773,7 @@ fn spawn_held(cmd: &[String], stdout_to_stderr: bool) -> Result<HeldChild> {
     let (prog, args) = cmd
         .split_first()
         .ok_or_else(|| usage("no command given after --"))?;
-    if !is_executable(prog) {
-        return Err(usage(format!("command not found: {prog}")));
-    }
+    check_program(cmd)?;
     let (go_rd, go_wr) = pipe_cloexec()?;
     let (pid_rd, pid_wr) = pipe_cloexec()?;
     let (go_r, go_w, pid_w) = (go_rd.as_raw_fd(), go_wr.as_raw_fd(), pid_wr.as_raw_fd());
@@ -628,11 +782,33 @@ fn spawn_held(cmd: &[String], stdout_to_stderr: bool) -> Result<HeldChild> {
     if stdout_to_stderr {
         c.stdout(io::stderr());
     }
+    // back to the original mount namespace, in the same directory (setns
+    // moves the cwd to the namespace's root)
+    let mount_ns = ORIGINAL_MOUNT_NS.get().map(|fd| fd.as_raw_fd());
+    let cwd = std::env::current_dir()
+        .ok()
+        .and_then(|d| std::ffi::CString::new(d.into_os_string().into_encoded_bytes()).ok());
     // SAFETY: the closure runs in the forked child before exec and only
-    // calls async-signal-safe functions (getpid, write, close, read) on
-    // file descriptors inherited from the parent.
+    // calls async-signal-safe functions (setns, chdir, getpid, write,
+    // close, read) on file descriptors inherited from the parent and on a
+    // string allocated before the fork.
     unsafe {
         c.pre_exec(move || {
+            if let Some(ns) = mount_ns {
+                if libc::setns(ns, libc::CLONE_NEWNS) == 0 {
+                    if let Some(d) = &cwd
+                        && libc::chdir(d.as_ptr()) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else {
+                    // e.g. no CAP_SYS_CHROOT: the command runs, in
+                    // lockscope's private mount namespace
+                    let m = b"lockscope: warning: the command runs in lockscope's private \
+                              mount namespace (setns failed)\n";
+                    libc::write(2, m.as_ptr().cast(), m.len());
+                }
+            }
             libc::close(go_w);
             let pid = libc::getpid();
             libc::write(pid_w, (&pid as *const i32).cast(), 4);
@@ -709,6 +885,7 @@ fn run_command(
     quiet: bool,
 ) -> Result<i32> {
     // demo (quiet): the workload's own lines go to stderr, the report to stdout
+    let mut files = Outputs::open(out, None)?;
     let held = spawn_held(cmd, quiet)?;
     let pid = held.pid;
     let targets = Targets {
@@ -749,11 +926,19 @@ fn run_command(
             exit_code(status)
         );
     }
-    print_report(&rep, out)?;
+    print_report(&rep, out, &mut files)?;
+    warn_losses(
+        &rep.lost,
+        &output::Limits {
+            max_entries: opts.max_entries,
+            ringbuf_mb: None,
+        },
+    );
     Ok(exit_code(status))
 }
 
 fn demo(a: DemoArgs) -> Result<i32> {
+    workload_threads_ok(a.threads)?;
     require_privileges()?;
     let exe = std::env::current_exe().context("find lockscope's own executable")?;
     let cmd = vec![
@@ -794,11 +979,39 @@ fn demo(a: DemoArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn workload(a: WorkloadArgs) -> Result<i32> {
-    use crate::workload::{WorkloadSpec, run as run_workload};
-    if a.threads == 0 {
+/// Most worker threads a built-in workload starts (`--threads`).
+pub const MAX_WORKLOAD_THREADS: usize = 4096;
+
+/// Whether `threads` workers can start: at least one, at most
+/// [`MAX_WORKLOAD_THREADS`], and within vm.max_map_count (each thread maps
+/// its stack, its guard page, its signal stack and that one's guard: past
+/// the limit a thread dies while starting, before any error can be
+/// returned).
+fn workload_threads_ok(threads: usize) -> Result<()> {
+    if threads == 0 {
         return Err(usage("--threads must be at least 1"));
     }
+    if threads > MAX_WORKLOAD_THREADS {
+        return Err(usage(format!(
+            "--threads {threads}: at most {MAX_WORKLOAD_THREADS} worker threads"
+        )));
+    }
+    let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    if let Some(max) = maps
+        && threads.saturating_mul(4).saturating_add(1024) > max
+    {
+        return Err(usage(format!(
+            "--threads {threads}: each thread needs 4 memory maps and vm.max_map_count is {max}"
+        )));
+    }
+    Ok(())
+}
+
+fn workload(a: WorkloadArgs) -> Result<i32> {
+    use crate::workload::{WorkloadSpec, run as run_workload};
+    workload_threads_ok(a.threads)?;
     if a.wait_usr1 {
         let go = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGUSR1, go.clone())
@@ -1019,6 +1232,10 @@ struct EndLine {
 fn trace(a: TraceArgs) -> Result<i32> {
     let targets = a.targets.validate().map_err(usage)?;
     require_privileges()?;
+    let mut timeline = match Outputs::open(&NO_FILES, a.perfetto.as_deref())?.perfetto {
+        Some(f) => Some(Timeline::new(f)?),
+        None => None,
+    };
     let opts = options(targets, &a.settings, true, a.ringbuf_mb)?;
     let stop = Stop::new(a.duration, &opts.targets)?;
     let mut sym = Symbolizer::new();
@@ -1048,7 +1265,6 @@ fn trace(a: TraceArgs) -> Result<i32> {
     let rb = builder.build()?;
     let mut events = 0u64;
     let mut elapsed = Duration::ZERO;
-    let mut timeline: Vec<crate::model::Event> = Vec::new();
     let stdout = io::stdout();
     let mut w = io::BufWriter::new(stdout.lock());
     let width = output::term_width();
@@ -1085,8 +1301,8 @@ fn trace(a: TraceArgs) -> Result<i32> {
                 continue;
             };
             events += 1;
-            if a.perfetto.is_some() {
-                timeline.push(e);
+            if let Some(t) = &mut timeline {
+                t.push(&e)?;
                 continue;
             }
             let res = if a.json {
@@ -1128,16 +1344,11 @@ fn trace(a: TraceArgs) -> Result<i32> {
             break;
         }
     }
-    if let Some(p) = &a.perfetto {
-        let mut f = io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
-        );
-        crate::perfetto::write(&mut f, &timeline)?;
-        f.flush()?;
+    if let Some(t) = timeline {
+        let (n, path) = t.finish()?;
         eprintln!(
-            "lockscope: timeline of {} operations written to {} (open it in ui.perfetto.dev)",
-            timeline.len(),
-            p.display()
+            "lockscope: timeline of {n} operations written to {} (open it in ui.perfetto.dev)",
+            path.display()
         );
     }
     let out_args = OutputArgs {
@@ -1166,7 +1377,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
             ty: "end",
             events,
             duration_ns: elapsed.as_nanos() as u64,
-            lost,
+            lost: lost.clone(),
             report: summary,
         };
         serde_json::to_writer(&mut w, &end)?;
@@ -1186,5 +1397,56 @@ fn trace(a: TraceArgs) -> Result<i32> {
         }
     }
     w.flush()?;
+    warn_losses(
+        &lost,
+        &output::Limits {
+            max_entries: opts.max_entries,
+            ringbuf_mb: Some(a.ringbuf_mb),
+        },
+    );
     Ok(0)
+}
+
+/// No flame graph files (`trace` has only `--perfetto`).
+const NO_FILES: OutputArgs = OutputArgs {
+    by: crate::model::GroupBy::Lock,
+    json: false,
+    top: 0,
+    flamegraph: None,
+    folded: None,
+    flamegraph_hold: None,
+    folded_hold: None,
+};
+
+/// `trace --perfetto`: the timeline streamed to its file as operations
+/// arrive; write errors name the file.
+struct Timeline {
+    path: std::path::PathBuf,
+    stream: crate::perfetto::Stream<io::BufWriter<std::fs::File>>,
+}
+
+impl Timeline {
+    fn new(f: OutFile) -> Result<Timeline> {
+        let path = f.path;
+        let stream = crate::perfetto::Stream::new(io::BufWriter::new(f.file))
+            .map_err(|e| anyhow!("cannot write {}: {}", path.display(), io_reason(&e)))?;
+        Ok(Timeline { path, stream })
+    }
+
+    fn push(&mut self, e: &crate::model::Event) -> Result<()> {
+        self.stream
+            .push(e)
+            .map_err(|e| anyhow!("cannot write {}: {}", self.path.display(), io_reason(&e)))
+    }
+
+    /// Writes the footer; returns the number of operations and the path.
+    fn finish(self) -> Result<(u64, std::path::PathBuf)> {
+        let n = self.stream.operations();
+        let path = self.path;
+        self.stream
+            .finish()
+            .and_then(|mut w| w.flush())
+            .map_err(|e| anyhow!("cannot write {}: {}", path.display(), io_reason(&e)))?;
+        Ok((n, path))
+    }
 }

@@ -28,7 +28,13 @@ Examples:
   lockscope serve                     Prometheus metrics + live dashboard on :9477
 
 Exit status: 0 ok, 1 runtime failure, 2 bad usage; `run` exits with the
-command's status. Needs root (or CAP_BPF + CAP_PERFMON).";
+command's status.
+
+Needs root. Without it, per source (measured on Linux 6.18): CAP_BPF +
+CAP_PERFMON run kernel-contention, mmap-lock and sched (tp_btf);
+user-locks (uprobes) also needs CAP_SYS_ADMIN; futex and --backend
+tracepoint need tracefs readable: CAP_DAC_READ_SEARCH, and CAP_SYS_ADMIN
+to mount it when it is not mounted.";
 
 #[derive(Parser, Debug)]
 #[command(name = "lockscope", version, about = ABOUT, after_help = EXAMPLES)]
@@ -106,6 +112,35 @@ pub struct TargetArgs {
     pub cgroup: Option<String>,
 }
 
+/// The backends a source can be forced to (`--backend`); the floor ones
+/// (empty programs, for benchmarks) are accepted but not listed.
+fn backend_parser() -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    clap::builder::PossibleValuesParser::new([
+        PossibleValue::new("tp_btf"),
+        PossibleValue::new("tracepoint"),
+        PossibleValue::new("fentry"),
+        PossibleValue::new("kprobe"),
+        PossibleValue::new("uprobe"),
+        PossibleValue::new("tp_btf-floor").hide(true),
+        PossibleValue::new("uprobe-floor").hide(true),
+        PossibleValue::new("uprobe-floor-pair").hide(true),
+    ])
+}
+
+/// `--threads` of the built-in workloads: 1 to
+/// [`crate::app::MAX_WORKLOAD_THREADS`].
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of threads"))?;
+    let max = crate::app::MAX_WORKLOAD_THREADS;
+    if n == 0 || n > max {
+        return Err(format!("{n} threads: 1 to {max}"));
+    }
+    Ok(n)
+}
+
 /// Settings shared by every tracing command.
 #[derive(Args, Debug, Clone)]
 pub struct TraceSettings {
@@ -118,8 +153,8 @@ pub struct TraceSettings {
     #[arg(long, default_value_t = 16384, value_name = "N")]
     pub max_entries: u32,
     /// Force a backend instead of trying them in order of preference
-    /// (tp_btf, tracepoint; fentry, kprobe where a source uses them)
-    #[arg(long, value_name = "BACKEND")]
+    /// (tp_btf, tracepoint; fentry, kprobe; uprobe, where a source uses them)
+    #[arg(long, value_name = "BACKEND", value_parser = backend_parser())]
     pub backend: Option<String>,
     /// Sources to run (repeatable or comma-separated; `lockscope doctor`
     /// lists them). Default: every source this kernel allows except the
@@ -230,8 +265,10 @@ pub struct TraceArgs {
     /// At the end, also print the in-kernel summary (as a table, or in the end line with --json)
     #[arg(long)]
     pub summary: bool,
-    /// Ring buffer size in MiB
-    #[arg(long, default_value_t = 8, value_name = "MIB")]
+    /// Ring buffer size in MiB, per source (a power of two; lockscope maps
+    /// each twice, so its RSS holds 2 x this per source). Drops are counted
+    /// (ringbuf_dropped) and warned about at the end
+    #[arg(long, default_value_t = 2, value_name = "MIB")]
     pub ringbuf_mb: u32,
     /// Write a timeline (Chrome trace-event JSON: open in ui.perfetto.dev or
     /// chrome://tracing) here instead of printing each operation
@@ -255,7 +292,7 @@ pub struct RunArgs {
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Worker threads per workload
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = parse_threads)]
     pub threads: usize,
     /// Operations per thread
     #[arg(long, default_value_t = 20000)]
@@ -309,7 +346,7 @@ pub struct WorkloadArgs {
     #[arg(value_parser = crate::workload::parse_kind, default_value = "pipe")]
     pub kinds: Vec<WorkloadKind>,
     /// Worker threads
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = parse_threads)]
     pub threads: usize,
     /// Operations per thread
     #[arg(long, default_value_t = 20000)]
@@ -431,7 +468,7 @@ impl TargetArgs {
             ));
         }
         let cgroup: Option<PathBuf> = match &self.cgroup {
-            Some(c) => Some(crate::cgroup::resolve_path(c)?),
+            Some(c) => Some(cgroup_v2_dir(c)?),
             None => None,
         };
         Ok(crate::sources::Targets {
@@ -442,6 +479,41 @@ impl TargetArgs {
             follow_forks: false,
         })
     }
+}
+
+/// `--cgroup`: a directory of the cgroup v2 hierarchy. A cgroup v1
+/// directory (or any other) is refused before anything loads: BPF names
+/// tasks by their cgroup v2 id only.
+fn cgroup_v2_dir(arg: &str) -> Result<PathBuf, String> {
+    let dir = crate::cgroup::resolve_path(arg)?;
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("--cgroup {arg}: a path without NUL bytes"))?;
+    // SAFETY: statfs writes into a zeroed struct we own; c is a valid
+    // NUL-terminated path.
+    let fs_type = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c.as_ptr(), &mut st) != 0 {
+            return Err(format!(
+                "--cgroup {arg}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        st.f_type as i64
+    };
+    if fs_type != CGROUP2_SUPER_MAGIC {
+        let kind = if fs_type == 0x0027_e0eb {
+            "a cgroup v1 directory"
+        } else {
+            "not a cgroup v2 directory"
+        };
+        return Err(format!(
+            "--cgroup {}: {kind}; lockscope follows cgroup v2 only (mounted at {})",
+            dir.display(),
+            crate::cgroup::v2_root().display()
+        ));
+    }
+    Ok(dir)
 }
 
 #[cfg(test)]

@@ -164,16 +164,85 @@ pub fn wrap_list(lead: &str, items: &[String], width: usize) -> Vec<String> {
     lines
 }
 
-/// The loss counters as one or more lines.
+/// What the command that produced a report can change to lose less: the
+/// in-kernel maps' capacity (`--max-entries`) and, for `trace`, the ring
+/// buffer's size (`--ringbuf-mb`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `--max-entries` in effect.
+    pub max_entries: u32,
+    /// `--ringbuf-mb` in effect, when the command has one (`trace`).
+    pub ringbuf_mb: Option<u32>,
+}
+
+/// Total of the loss counters.
+pub fn lost_total(lost: &BTreeMap<String, u64>) -> u64 {
+    lost.values().fold(0u64, |a, v| a.saturating_add(*v))
+}
+
+/// The remedy of one loss counter (`source.name` or a kernel-contention
+/// name), where a flag changes it: a larger map for map-full and
+/// holds-full losses, a larger ring buffer for ring-buffer drops.
+pub fn remedy(counter: &str, limits: &Limits) -> Option<String> {
+    let name = counter.rsplit('.').next().unwrap_or(counter);
+    match name {
+        "map_full" | "holds_full" => {
+            let n = limits.max_entries.max(1).saturating_mul(4);
+            Some(format!(
+                "--max-entries {n} (now {}; more distinct keys than that)",
+                limits.max_entries
+            ))
+        }
+        "ringbuf_dropped" => limits.ringbuf_mb.map(|mb| {
+            let n = mb.saturating_mul(4).clamp(2, 1024);
+            format!("--ringbuf-mb {n} (now {mb})")
+        }),
+        _ => None,
+    }
+}
+
+/// The one warning line printed on stderr at the end when any loss counter
+/// is not zero: the total, each non-zero counter, and its remedy.
+pub fn loss_warning(lost: &BTreeMap<String, u64>, limits: &Limits) -> Option<String> {
+    let total = lost_total(lost);
+    if total == 0 {
+        return None;
+    }
+    let parts: Vec<String> = lost
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| match remedy(k, limits) {
+            Some(r) => format!("{k} {v}: rerun with {r}"),
+            None => format!("{k} {v}"),
+        })
+        .collect();
+    Some(format!(
+        "lockscope: WARNING: {total} operations lost ({}); the counts are lower bounds",
+        parts.join("; ")
+    ))
+}
+
+/// The footer: with no loss one line (`lost: none`, with the overhead when
+/// it fits), else `LOST:` and each non-zero counter (every counter is in
+/// the JSON).
 pub fn lost_lines(lost: &BTreeMap<String, u64>, width: usize) -> Vec<String> {
-    let items: Vec<String> = lost.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    let total: u64 = lost.values().sum();
-    let lead = if total == 0 {
-        "lost (none): "
-    } else {
-        "LOST: "
-    };
-    wrap_list(lead, &items, width)
+    if lost_total(lost) == 0 {
+        return vec!["lost: none".to_string()];
+    }
+    let items: Vec<String> = lost
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    wrap_list("LOST: ", &items, width)
+}
+
+/// The mark the headline carries when anything was lost.
+pub fn lost_mark(lost: &BTreeMap<String, u64>) -> Option<String> {
+    match lost_total(lost) {
+        0 => None,
+        n => Some(format!("[{n} LOST, see below] ")),
+    }
 }
 
 /// Human table, at most `width` columns wide.
@@ -284,11 +353,21 @@ pub fn write_table(
         }
     }
     writeln!(w)?;
-    for l in lost_lines(&rep.lost, width) {
-        writeln!(w, "{l}")?;
-    }
-    if let Some(l) = overhead_line(&rep.bpf_programs) {
-        writeln!(w, "{}", fit(&l, width))?;
+    let overhead = overhead_line(&rep.bpf_programs);
+    let lost = lost_lines(&rep.lost, width);
+    match overhead {
+        // no loss: one line
+        Some(o) if lost_total(&rep.lost) == 0 && 13 + o.chars().count() <= width => {
+            writeln!(w, "lost: none; {o}")?;
+        }
+        o => {
+            for l in lost {
+                writeln!(w, "{l}")?;
+            }
+            if let Some(l) = o {
+                writeln!(w, "{}", fit(&l, width))?;
+            }
+        }
     }
     Ok(())
 }
@@ -384,11 +463,12 @@ pub fn summary_lines(rep: &Report) -> Vec<String> {
         .filter(|r| !runq(r) && r.hold_ns.is_none())
         .collect();
     let others = plain.len() < rep.rows.len();
+    let mark = lost_mark(&rep.lost).unwrap_or_default();
     let mut lines = vec![if plain.is_empty() && others {
-        format!("{} for {}:", rep.targets, fmt_ns(rep.duration_ns))
+        format!("{mark}{} for {}:", rep.targets, fmt_ns(rep.duration_ns))
     } else {
         format!(
-            "{} for {}: {} contended waits, {} waiting in total",
+            "{mark}{} for {}: {} contended waits, {} waiting in total",
             rep.targets,
             fmt_ns(rep.duration_ns),
             plain.iter().map(|r| r.count).sum::<u64>(),
@@ -476,7 +556,7 @@ pub fn overhead_line(progs: &[crate::sources::ProgStats]) -> Option<String> {
     if progs.iter().all(|p| p.run_time_ns == 0) {
         let runs: u64 = progs.iter().map(|p| p.run_cnt).sum();
         return Some(format!(
-            "overhead: {runs} BPF runs (per-run cost: sysctl kernel.bpf_stats_enabled=1)"
+            "overhead: {runs} BPF runs (per-run cost: kernel.bpf_stats_enabled=1)"
         ));
     }
     let parts: Vec<String> = progs
@@ -584,6 +664,87 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn losses_warn_once_mark_the_headline_and_name_the_remedy() {
+        let limits = Limits {
+            max_entries: 4,
+            ringbuf_mb: Some(8),
+        };
+        let mut lost = BTreeMap::new();
+        lost.insert("map_full".to_string(), 287_036);
+        lost.insert("futex.ringbuf_dropped".to_string(), 12);
+        lost.insert("futex.stale_wait".to_string(), 3);
+        lost.insert("user-locks.map_full".to_string(), 0);
+        let w = loss_warning(&lost, &limits).expect("a warning");
+        assert!(!w.contains('\n'), "one line: {w}");
+        assert!(
+            w.starts_with("lockscope: WARNING: 287051 operations lost"),
+            "{w}"
+        );
+        assert!(
+            w.contains("map_full 287036: rerun with --max-entries 16 (now 4"),
+            "{w}"
+        );
+        assert!(
+            w.contains("futex.ringbuf_dropped 12: rerun with --ringbuf-mb 32 (now 8)"),
+            "{w}"
+        );
+        assert!(w.contains("futex.stale_wait 3"), "{w}");
+        assert!(
+            !w.contains("user-locks.map_full"),
+            "zero counters stay out: {w}"
+        );
+        // no ring buffer flag in `report`: no remedy offered for drops
+        let no_rb = Limits {
+            max_entries: 16384,
+            ringbuf_mb: None,
+        };
+        let w = loss_warning(&lost, &no_rb).expect("a warning");
+        assert!(!w.contains("--ringbuf-mb"), "{w}");
+        assert!(w.contains("--max-entries 65536 (now 16384"), "{w}");
+
+        let mut rep = sample();
+        rep.lost = lost.clone();
+        let mut out = Vec::new();
+        write_table(&mut out, &rep, GroupBy::Lock, 20, 80).expect("write to a Vec");
+        let text = String::from_utf8(out).expect("utf8");
+        let headline = text
+            .lines()
+            .find(|l| l.contains("contended waits"))
+            .expect("headline");
+        assert!(
+            headline.starts_with("[287051 LOST, see below] pid 4242"),
+            "{text}"
+        );
+        assert!(text.contains("LOST: futex.ringbuf_dropped 12,"), "{text}");
+        assert!(!text.contains("user-locks.map_full"), "{text}");
+
+        // nothing lost: no warning, no mark, a one-line footer
+        for v in lost.values_mut() {
+            *v = 0;
+        }
+        assert_eq!(loss_warning(&lost, &limits), None);
+        rep.lost = lost.clone();
+        rep.bpf_programs = vec![crate::sources::ProgStats {
+            name: "contention_begin_btf".into(),
+            id: 1,
+            run_cnt: 10,
+            run_time_ns: 0,
+            recursion_misses: 0,
+        }];
+        let mut out = Vec::new();
+        write_table(&mut out, &rep, GroupBy::Lock, 20, 80).expect("write to a Vec");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(!text.contains("LOST"), "{text}");
+        let footer: Vec<&str> = text.lines().rev().take_while(|l| !l.is_empty()).collect();
+        assert_eq!(
+            footer,
+            vec!["lost: none; overhead: 10 BPF runs (per-run cost: kernel.bpf_stats_enabled=1)"],
+            "{text}"
+        );
+        assert_eq!(lost_lines(&lost, 80), vec!["lost: none".to_string()]);
     }
 
     #[test]

@@ -2,8 +2,13 @@
 //! ui.perfetto.dev and chrome://tracing open: one track per thread (grouped
 //! by process), a slice per wait and per hold named by lock, and a flow
 //! arrow from the thread that released a lock to the waiter it let in.
+//!
+//! [`Stream`] writes the file as the operations arrive (header, one line per
+//! trace event, footer), keeping only what the next flows need: the last
+//! releases of each lock, for a bounded time. Memory does not grow with the
+//! number of operations.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Write};
 
 use serde_json::{Value, json};
@@ -20,41 +25,85 @@ fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
-/// Builds the trace-event JSON value for `events`.
-pub fn timeline(events: &[Event]) -> Value {
-    let mut out: Vec<Value> = Vec::new();
-    let mut threads: BTreeMap<(u32, u32), &str> = BTreeMap::new();
-    for e in events {
-        threads.entry((e.pid, e.tid)).or_insert(&e.comm);
-    }
-    let mut procs: BTreeMap<u32, &str> = BTreeMap::new();
-    for (&(pid, tid), &comm) in &threads {
-        if pid == tid || !procs.contains_key(&pid) {
-            procs.insert(pid, comm);
-        }
-        out.push(
-            json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
-                        "args": {"name": format!("{comm} {tid}")}}),
-        );
-    }
-    for (pid, comm) in procs {
-        out.push(json!({"ph": "M", "name": "process_name", "pid": pid,
-                        "args": {"name": format!("{comm} {pid}")}}));
+/// A wait ends at most this long after the release that let it in to get a
+/// flow arrow from that release.
+const FLOW_WINDOW_NS: u64 = 1_000_000;
+/// Releases kept per lock.
+const RELEASES_PER_LOCK: usize = 16;
+/// Releases older than this (behind the newest seen) are forgotten.
+const RELEASE_MEMORY_NS: u64 = 2_000_000_000;
+/// Locks with remembered releases, at most; past it the oldest go first.
+const MAX_LOCKS: usize = 65_536;
+
+#[derive(Clone, Copy)]
+struct Release {
+    pid: u32,
+    tid: u32,
+    at: u64,
+}
+
+/// A trace-event JSON file written as operations arrive.
+pub struct Stream<W: Write> {
+    w: W,
+    first: bool,
+    threads: HashSet<(u32, u32)>,
+    /// Processes named so far: true when named after their main thread.
+    procs: HashMap<u32, bool>,
+    releases: HashMap<u64, VecDeque<Release>>,
+    newest: u64,
+    pushed: u64,
+    flow_id: u64,
+    operations: u64,
+}
+
+impl<W: Write> Stream<W> {
+    /// Writes the header.
+    pub fn new(mut w: W) -> io::Result<Stream<W>> {
+        w.write_all(b"{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n")?;
+        Ok(Stream {
+            w,
+            first: true,
+            threads: HashSet::new(),
+            procs: HashMap::new(),
+            releases: HashMap::new(),
+            newest: 0,
+            pushed: 0,
+            flow_id: 0,
+            operations: 0,
+        })
     }
 
-    // holds by lock, to find who released a lock right before a wait ended
-    let mut holds: HashMap<u64, Vec<&Event>> = HashMap::new();
-    for e in events {
-        if e.released_ns.is_some() && !e.partial {
-            holds.entry(e.lock).or_default().push(e);
+    fn emit(&mut self, v: &Value) -> io::Result<()> {
+        if !self.first {
+            self.w.write_all(b",\n")?;
         }
-    }
-    for v in holds.values_mut() {
-        v.sort_by_key(|e| e.released_ns);
+        self.first = false;
+        serde_json::to_writer(&mut self.w, v).map_err(io::Error::from)
     }
 
-    let mut flow_id = 0u64;
-    for e in events {
+    /// Operations written so far.
+    pub fn operations(&self) -> u64 {
+        self.operations
+    }
+
+    /// Writes one operation: its track names the first time its thread is
+    /// seen, its wait and hold slices, and a flow from the release (by
+    /// another thread, already written) that let it in.
+    pub fn push(&mut self, e: &Event) -> io::Result<()> {
+        self.operations += 1;
+        if self.threads.insert((e.pid, e.tid)) {
+            self.emit(
+                &json!({"ph": "M", "name": "thread_name", "pid": e.pid, "tid": e.tid,
+                              "args": {"name": format!("{} {}", e.comm, e.tid)}}),
+            )?;
+            let main = e.pid == e.tid;
+            let named = self.procs.get(&e.pid).copied();
+            if named.is_none() || (main && named == Some(false)) {
+                self.procs.insert(e.pid, main);
+                self.emit(&json!({"ph": "M", "name": "process_name", "pid": e.pid,
+                                  "args": {"name": format!("{} {}", e.comm, e.pid)}}))?;
+            }
+        }
         let name = label(e);
         let kind = e.kind.name();
         let common = json!({"source": e.source, "kind": kind, "lock": format!("0x{:x}", e.lock),
@@ -69,52 +118,115 @@ pub fn timeline(events: &[Event]) -> Value {
             if let Some(h) = e.holder_tid {
                 args["holder_tid"] = json!(h);
             }
-            out.push(
-                json!({"ph": "X", "cat": "wait", "name": format!("wait {name}"),
-                            "pid": e.pid, "tid": e.tid, "ts": us(e.begin_ns),
-                            "dur": us(e.wait_ns), "args": args}),
-            );
+            self.emit(
+                &json!({"ph": "X", "cat": "wait", "name": format!("wait {name}"),
+                              "pid": e.pid, "tid": e.tid, "ts": us(e.begin_ns),
+                              "dur": us(e.wait_ns), "args": args}),
+            )?;
         }
         if let (Some(rel), Some(hold)) = (e.released_ns, e.hold_ns)
             && !e.failed
         {
-            out.push(
-                json!({"ph": "X", "cat": "hold", "name": format!("hold {name}"),
-                            "pid": e.pid, "tid": e.tid, "ts": us(rel.saturating_sub(hold)),
-                            "dur": us(hold), "args": common}),
-            );
+            self.emit(
+                &json!({"ph": "X", "cat": "hold", "name": format!("hold {name}"),
+                              "pid": e.pid, "tid": e.tid, "ts": us(rel.saturating_sub(hold)),
+                              "dur": us(hold), "args": common}),
+            )?;
         }
         // flow: the last release of this lock by another thread at or
-        // before this wait's end, within 1 ms
-        if e.failed || e.partial || e.wait_ns == 0 {
-            continue;
+        // before this wait's end, within FLOW_WINDOW_NS
+        if !(e.failed || e.partial || e.wait_ns == 0) {
+            let from = self.releases.get(&e.lock).and_then(|rs| {
+                rs.iter()
+                    .rev()
+                    .find(|r| r.at <= e.end_ns && r.tid != e.tid)
+                    .filter(|r| e.end_ns - r.at <= FLOW_WINDOW_NS)
+                    .copied()
+            });
+            if let Some(r) = from {
+                self.flow_id += 1;
+                let id = self.flow_id;
+                self.emit(
+                    &json!({"ph": "s", "id": id, "cat": "handoff", "name": "released to",
+                                  "pid": r.pid, "tid": r.tid, "ts": us(r.at)}),
+                )?;
+                self.emit(&json!({"ph": "f", "bp": "e", "id": id, "cat": "handoff",
+                                  "name": "released to", "pid": e.pid, "tid": e.tid,
+                                  "ts": us(e.end_ns)}))?;
+            }
         }
-        if let Some(hs) = holds.get(&e.lock) {
-            let i = hs.partition_point(|h| h.released_ns.unwrap_or(0) <= e.end_ns);
-            if let Some(h) = hs[..i].iter().rev().find(|h| h.tid != e.tid)
-                && let Some(rel) = h.released_ns
-                && e.end_ns.saturating_sub(rel) <= 1_000_000
-            {
-                flow_id += 1;
-                out.push(
-                    json!({"ph": "s", "id": flow_id, "cat": "handoff", "name": "released to",
-                                "pid": h.pid, "tid": h.tid, "ts": us(rel)}),
-                );
-                out.push(
-                    json!({"ph": "f", "bp": "e", "id": flow_id, "cat": "handoff",
-                                "name": "released to", "pid": e.pid, "tid": e.tid,
-                                "ts": us(e.end_ns)}),
-                );
+        if let Some(rel) = e.released_ns
+            && !e.partial
+        {
+            self.remember(
+                e.lock,
+                Release {
+                    pid: e.pid,
+                    tid: e.tid,
+                    at: rel,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Keeps a release for later flows, in time order, bounded per lock,
+    /// in time and in number of locks.
+    fn remember(&mut self, lock: u64, r: Release) {
+        self.newest = self.newest.max(r.at);
+        let rs = self.releases.entry(lock).or_default();
+        let i = rs.partition_point(|x| x.at <= r.at);
+        rs.insert(i, r);
+        if rs.len() > RELEASES_PER_LOCK {
+            rs.pop_front();
+        }
+        self.pushed += 1;
+        if self.pushed.is_multiple_of(4096) || self.releases.len() > MAX_LOCKS {
+            let horizon = self.newest.saturating_sub(RELEASE_MEMORY_NS);
+            self.releases
+                .retain(|_, rs| rs.back().is_some_and(|r| r.at >= horizon));
+            if self.releases.len() > MAX_LOCKS {
+                // many locks released within the horizon: keep the newest
+                let mut ends: Vec<u64> = self
+                    .releases
+                    .values()
+                    .filter_map(|rs| rs.back().map(|r| r.at))
+                    .collect();
+                let cut = ends.len() - MAX_LOCKS / 2;
+                let (_, nth, _) = ends.select_nth_unstable(cut);
+                let nth = *nth;
+                self.releases
+                    .retain(|_, rs| rs.back().is_some_and(|r| r.at >= nth));
             }
         }
     }
-    json!({"traceEvents": out, "displayTimeUnit": "ms"})
+
+    /// Writes the footer; returns the writer (flush it).
+    pub fn finish(mut self) -> io::Result<W> {
+        self.w.write_all(b"\n]}\n")?;
+        Ok(self.w)
+    }
+
+    /// Remembered releases (for tests of the bound).
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.releases.values().map(VecDeque::len).sum()
+    }
 }
 
-/// Writes the timeline of `events` as JSON.
-pub fn write(w: &mut dyn Write, events: &[Event]) -> io::Result<()> {
-    serde_json::to_writer(&mut *w, &timeline(events))?;
-    writeln!(w)
+/// The trace-event JSON value of `events` (in arrival order).
+pub fn timeline(events: &[Event]) -> Value {
+    let mut buf = Vec::new();
+    let written = Stream::new(&mut buf).and_then(|mut s| {
+        for e in events {
+            s.push(e)?;
+        }
+        s.finish().map(|_| ())
+    });
+    match written {
+        Ok(()) => serde_json::from_slice(&buf).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
 }
 
 #[cfg(test)]
@@ -179,5 +291,43 @@ mod tests {
         assert_eq!(starts[0]["id"], ends[0]["id"]);
         let names: Vec<&Value> = evs.iter().filter(|e| e["name"] == "thread_name").collect();
         assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn a_stream_is_valid_json_at_every_size_and_forgets_old_releases() {
+        // empty: header and footer alone parse
+        let mut buf = Vec::new();
+        Stream::new(&mut buf)
+            .and_then(|s| s.finish())
+            .expect("write to a Vec");
+        let v: Value = serde_json::from_slice(&buf).expect("valid JSON");
+        assert_eq!(v["traceEvents"].as_array().map(Vec::len), Some(0));
+
+        // 100 000 holds of 1 000 locks, 1 ms apart: every one written, at
+        // most RELEASES_PER_LOCK remembered per lock, none older than
+        // RELEASE_MEMORY_NS behind the newest
+        let mut buf = Vec::new();
+        let mut s = Stream::new(&mut buf).expect("header");
+        let n = 100_000u64;
+        for i in 0..n {
+            let mut e = ev(
+                11 + (i % 7) as u32,
+                i * 1_000_000,
+                i * 1_000_000,
+                Some(i * 1_000_000 + 10),
+            );
+            e.lock = i % 1000;
+            s.push(&e).expect("push");
+        }
+        assert_eq!(s.operations(), n);
+        let kept = s.remembered();
+        assert!(kept <= 1000 * RELEASES_PER_LOCK, "{kept} releases kept");
+        s.finish().expect("footer");
+        let v: Value = serde_json::from_slice(&buf).expect("valid JSON");
+        let evs = v["traceEvents"].as_array().expect("array");
+        let holds = evs.iter().filter(|e| e["cat"] == "hold").count() as u64;
+        assert_eq!(holds, n);
+        let names = evs.iter().filter(|e| e["name"] == "thread_name").count();
+        assert_eq!(names, 7, "one track name per thread");
     }
 }
