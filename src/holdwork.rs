@@ -75,6 +75,10 @@ pub struct HoldReport {
     pub hold_ns: u64,
     /// Per round: how long the holder's write took (≈ hold).
     pub holder_write_ns: Vec<u64>,
+    /// Per round: from the fault handler's read of the holder's fault (the
+    /// mutex already held) to the return of its answer (UFFDIO_COPY): a
+    /// part of the hold, as the workload measured it.
+    pub fault_span_ns: Vec<u64>,
     /// Per round: how long the waiter's write blocked (the contended wait).
     pub waiter_write_ns: Vec<u64>,
     /// Per round: the waiter's run-queue delay during its write, from the
@@ -361,6 +365,7 @@ pub fn run_on(
             rounds,
             hold_ns: hold.as_nanos() as u64,
             holder_write_ns: Vec::new(),
+            fault_span_ns: Vec::new(),
             waiter_write_ns: Vec::new(),
             waiter_runq_ns: Vec::new(),
             hog,
@@ -407,6 +412,9 @@ pub fn run_on(
                 unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_COPY, &mut copy) } as libc::c_long,
                 "UFFDIO_COPY",
             )?;
+            report
+                .fault_span_ns
+                .push(t_fault.elapsed().as_nanos() as u64);
             report
                 .holder_write_ns
                 .push(holder_done_rx.recv().context("holder result")??);

@@ -161,31 +161,27 @@ fn pipe_mutex_hold_and_wait_match_the_workload() {
         assert_eq!(long.len(), rounds, "one long hold per round: {long:?}");
         let lock = long[0]["lock"].clone();
         let writes = nums(&w["holder_write_ns"]);
-        for (e, &call) in long.iter().zip(&writes) {
+        let spans = nums(&w["fault_span_ns"]);
+        for ((e, &call), &span) in long.iter().zip(&writes).zip(&spans) {
             assert_eq!(e["lock"], lock, "the same pipe mutex every round");
             assert_eq!(e["kind"], "mutex");
             let h = u(&e["hold_ns"]);
-            eprintln!("{backend}: hold {h} ns for a {hold} ns fault, write {call} ns");
-            // the fault handler answers after `hold` at the earliest (later
-            // when it is scheduled late, as under emulation): the holder's
-            // own measurement of its write is the ground truth
-            assert!(h >= hold, "hold {h} covers the {hold} ns fault");
+            eprintln!(
+                "{backend}: hold {h} ns for a {hold} ns fault; the handler's span {span} ns, \
+                 the holder's write {call} ns"
+            );
+            // the workload's own measurements bracket the hold: the fault
+            // handler's span (it read the fault with the mutex held and
+            // answered at least `hold` later) lies inside it, and it lies
+            // inside the holder's write. How much of the write lies outside
+            // the hold is the machine's speed (under emulation with a busy
+            // host, tens of ms): not bounded here
+            assert!(
+                h >= span.max(hold),
+                "hold {h} covers the fault handler's {span} ns"
+            );
             assert!(h <= call, "hold {h} inside the holder's write {call}");
         }
-        // the holder's own measurement of its write is the ground truth (the
-        // fault handler may answer late on an emulated machine, and the
-        // holder may be preempted by the waiter it wakes): a typical round's
-        // hold is within 2 ms of it
-        let mut gaps: Vec<u64> = long
-            .iter()
-            .zip(&writes)
-            .map(|(e, &call)| call - u(&e["hold_ns"]))
-            .collect();
-        gaps.sort_unstable();
-        assert!(
-            gaps[rounds / 2] <= 2 * MS,
-            "median hold within 2 ms of the holder's write: {gaps:?}"
-        );
         // the waiter: one long wait on that mutex for every long block it
         // measured itself (one per round, unless an emulated machine ran its
         // write only as the hold ended)
