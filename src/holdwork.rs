@@ -76,8 +76,8 @@ pub struct HoldReport {
     /// Per round: how long the holder's write took (≈ hold).
     pub holder_write_ns: Vec<u64>,
     /// Per round: from the fault handler's read of the holder's fault (the
-    /// mutex already held) to the return of its answer (UFFDIO_COPY): a
-    /// part of the hold, as the workload measured it.
+    /// mutex already held) to its answer's start (UFFDIO_COPY): a part of
+    /// the hold, as the workload measured it.
     pub fault_span_ns: Vec<u64>,
     /// Per round: how long the waiter's write blocked (the contended wait).
     pub waiter_write_ns: Vec<u64>,
@@ -406,15 +406,18 @@ pub fn run_on(
                 mode: 0,
                 copy: 0,
             };
+            // the holder resumes only once the copy below is done: this much
+            // of its hold is certain (the end of the ioctl is not: this
+            // thread may run after the holder has already let go)
+            report
+                .fault_span_ns
+                .push(t_fault.elapsed().as_nanos() as u64);
             // SAFETY: pointer to a live uffdio_copy for the call's duration;
             // src is our readable page, dst the registered missing page.
             check(
                 unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_COPY, &mut copy) } as libc::c_long,
                 "UFFDIO_COPY",
             )?;
-            report
-                .fault_span_ns
-                .push(t_fault.elapsed().as_nanos() as u64);
             report
                 .holder_write_ns
                 .push(holder_done_rx.recv().context("holder result")??);
