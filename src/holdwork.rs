@@ -75,6 +75,10 @@ pub struct HoldReport {
     pub hold_ns: u64,
     /// Per round: how long the holder's write took (≈ hold).
     pub holder_write_ns: Vec<u64>,
+    /// Per round: from the fault handler's read of the holder's fault (the
+    /// mutex already held) to its answer's start (UFFDIO_COPY): a part of
+    /// the hold, as the workload measured it.
+    pub fault_span_ns: Vec<u64>,
     /// Per round: how long the waiter's write blocked (the contended wait).
     pub waiter_write_ns: Vec<u64>,
     /// Per round: the waiter's run-queue delay during its write, from the
@@ -361,6 +365,7 @@ pub fn run_on(
             rounds,
             hold_ns: hold.as_nanos() as u64,
             holder_write_ns: Vec::new(),
+            fault_span_ns: Vec::new(),
             waiter_write_ns: Vec::new(),
             waiter_runq_ns: Vec::new(),
             hog,
@@ -401,6 +406,12 @@ pub fn run_on(
                 mode: 0,
                 copy: 0,
             };
+            // the holder resumes only once the copy below is done: this much
+            // of its hold is certain (the end of the ioctl is not: this
+            // thread may run after the holder has already let go)
+            report
+                .fault_span_ns
+                .push(t_fault.elapsed().as_nanos() as u64);
             // SAFETY: pointer to a live uffdio_copy for the call's duration;
             // src is our readable page, dst the registered missing page.
             check(

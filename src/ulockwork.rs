@@ -108,6 +108,10 @@ pub struct UserReport {
     /// Per round: the waiter's run delay (schedstat) across its lock call:
     /// the kernel's own count of its time runnable but not running.
     pub waiter_runq_ns: Vec<u64>,
+    /// Per round: the wall time over which that run delay was read (from
+    /// before the first schedstat read to after the second): runnable time
+    /// outside the lock call itself can only fall in this minus the call.
+    pub waiter_runq_window_ns: Vec<u64>,
     /// A busy thread shared the waiter's CPU (`--hog`).
     pub hog: bool,
     /// Successful acquisitions of `lock` (reads + writes for rwlock).
@@ -370,27 +374,29 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
             (m.clone(), step.clone(), waiter_tid.clone(), call_at.clone());
         std::thread::Builder::new()
             .name("ls-uwaiter".into())
-            .spawn(move || -> Result<(Vec<u64>, Vec<u64>)> {
+            .spawn(move || -> Result<(Vec<u64>, Vec<u64>, Vec<u64>)> {
                 if hog {
                     crate::mmwork::pin_to(0)?;
                 } else {
                     try_realtime();
                 }
                 waiter_tid.store(gettid(), Ordering::Release);
-                let (mut waits, mut runq) = (Vec::new(), Vec::new());
+                let (mut waits, mut runq, mut window) = (Vec::new(), Vec::new(), Vec::new());
                 for r in 0..rounds as u32 {
                     wait_for(&step, 2 * r + 1); // holder holds
                     std::thread::sleep(Duration::from_millis(10));
+                    let w0 = now_ns();
                     let q0 = crate::mmwork::own_run_delay()?;
                     let t0 = now_ns();
                     call_at.store(t0, Ordering::Release);
                     check(m.lock(false), "lock")?;
                     waits.push(now_ns() - t0);
                     runq.push(crate::mmwork::own_run_delay()?.saturating_sub(q0));
+                    window.push(now_ns() - w0);
                     check(m.unlock(), "unlock")?;
                     step.store(2 * r + 2, Ordering::Release);
                 }
-                Ok((waits, runq))
+                Ok((waits, runq, window))
             })?
     };
     let mut rep = UserReport {
@@ -417,7 +423,11 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
     wait_for(&step, 2 * rounds as u32);
     rep.elapsed_ns = now_ns() - start;
     stop_hog.store(1, Ordering::Relaxed);
-    (rep.waiter_wait_ns, rep.waiter_runq_ns) = match waiter.join() {
+    (
+        rep.waiter_wait_ns,
+        rep.waiter_runq_ns,
+        rep.waiter_runq_window_ns,
+    ) = match waiter.join() {
         Ok(r) => r?,
         Err(_) => bail!("waiter thread panicked"),
     };
@@ -588,23 +598,11 @@ fn std_mutex(spec: &UserSpec) -> Result<UserReport> {
         std::thread::Builder::new()
             .name("ls-stdwaiter".into())
             .spawn(move || -> (u32, Vec<u64>) {
-                // one CPU: where its waits went is then read in one CPU's
-                // clock, exactly (a waiter woken elsewhere is split from
-                // the accounted run time, off by up to a tick at each end)
+                // one CPU (and real-time where allowed): woken, it runs at
+                // once, so its waits are its blocked time
                 let _ = crate::mmwork::pin_to(0);
                 try_realtime();
-                let mut waits = Vec::new();
-                for r in 0..rounds as u32 {
-                    wait_for(&step, 2 * r + 1);
-                    std::thread::sleep(Duration::from_millis(10));
-                    let t0 = now_ns();
-                    let mut g = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    waits.push(now_ns() - t0);
-                    *g += 1;
-                    drop(g);
-                    step.store(2 * r + 2, Ordering::Release);
-                }
-                (gettid(), waits)
+                (gettid(), std_mutex_waiter(&m, &step, rounds as u32))
             })?
     };
     let realtime = try_realtime();
@@ -634,6 +632,32 @@ fn std_mutex(spec: &UserSpec) -> Result<UserReport> {
         realtime,
         ..Default::default()
     })
+}
+
+/// The std-mutex waiter's rounds, and its lock call, each a function of
+/// its own (never inlined) so that a frame-pointer walk from the futex
+/// wait names this workload: std is built without frame pointers, so the
+/// walk from inside std's lock skips the innermost frame that keeps one
+/// (`std_mutex_lock`) and resumes in its caller (this one).
+#[inline(never)]
+fn std_mutex_waiter(m: &std::sync::Mutex<u64>, step: &AtomicU32, rounds: u32) -> Vec<u64> {
+    let mut waits = Vec::new();
+    for r in 0..rounds {
+        wait_for(step, 2 * r + 1);
+        std::thread::sleep(Duration::from_millis(10));
+        let t0 = now_ns();
+        let mut g = std_mutex_lock(m);
+        waits.push(now_ns() - t0);
+        *g += 1;
+        drop(g);
+        step.store(2 * r + 2, Ordering::Release);
+    }
+    waits
+}
+
+#[inline(never)]
+fn std_mutex_lock(m: &std::sync::Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Holds a mutex (and has a thread blocked on it) before any tracer can

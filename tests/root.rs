@@ -348,7 +348,8 @@ fn demo_reports_both_workloads() {
 
 fn assert_cleanup_after(sig: Option<i32>) {
     require_root();
-    let target = Command::new("sleep").arg("3").spawn().expect("sleep");
+    // a target that outlives any attach (ended below)
+    let target = Command::new("sleep").arg("100000").spawn().expect("sleep");
     let pid = target.id().to_string();
     let tracer = Tracer::start(&["report", "-p", &pid, "--json"]);
     let mut owned = bpf_objects_of(tracer.pid());
@@ -368,10 +369,13 @@ fn assert_cleanup_after(sig: Option<i32>) {
         "links attached: {owned:?}"
     );
     // without a signal, the target's exit ends the run
-    if let Some(s) = sig {
-        tracer.signal(s);
-    }
     let mut target = target;
+    match sig {
+        Some(s) => tracer.signal(s),
+        None => {
+            let _ = target.kill();
+        }
+    }
     let (code, _) = tracer.finish();
     if sig == Some(libc::SIGKILL) {
         assert_eq!(code, -1, "killed");
@@ -381,8 +385,8 @@ fn assert_cleanup_after(sig: Option<i32>) {
     let _ = target.kill();
     let _ = target.wait();
     // the kernel frees programs and links asynchronously once the last
-    // file descriptor is gone: poll, don't guess a delay
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // file descriptor is gone: poll, for a multiple of the attach time
+    let deadline = std::time::Instant::now() + scaled(50, Duration::from_secs(10));
     let mut left: Vec<(String, u64)> = owned.clone();
     while !left.is_empty() && std::time::Instant::now() < deadline {
         left.retain(|(kind, id)| bpf_object_exists(kind, *id));

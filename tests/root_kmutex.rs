@@ -153,39 +153,44 @@ fn pipe_mutex_hold_and_wait_match_the_workload() {
                 assert_eq!(u(v), 0, "{k}: {}", end["lost"]);
             }
         }
-        // the holder: one long hold per round, of the pipe's mutex
+        // the holder: one long hold per round, of the pipe's mutex (under
+        // emulation its exit may hold another mutex that long too:
+        // perf_event_exit_task's, 29 ms measured in the 6.1 VM under load)
+        let pipe = format!("pipe:[{}]", u(&w["ino"]));
         let long: Vec<&Value> = events
             .iter()
-            .filter(|e| u(&e["tid"]) == holder && e["hold_ns"].as_u64().unwrap_or(0) > hold / 2)
+            .filter(|e| {
+                u(&e["tid"]) == holder
+                    && e["hold_ns"].as_u64().unwrap_or(0) > hold / 2
+                    && e["lock_name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(&pipe))
+            })
             .collect();
         assert_eq!(long.len(), rounds, "one long hold per round: {long:?}");
         let lock = long[0]["lock"].clone();
         let writes = nums(&w["holder_write_ns"]);
-        for (e, &call) in long.iter().zip(&writes) {
+        let spans = nums(&w["fault_span_ns"]);
+        for ((e, &call), &span) in long.iter().zip(&writes).zip(&spans) {
             assert_eq!(e["lock"], lock, "the same pipe mutex every round");
             assert_eq!(e["kind"], "mutex");
             let h = u(&e["hold_ns"]);
-            eprintln!("{backend}: hold {h} ns for a {hold} ns fault, write {call} ns");
-            // the fault handler answers after `hold` at the earliest (later
-            // when it is scheduled late, as under emulation): the holder's
-            // own measurement of its write is the ground truth
-            assert!(h >= hold, "hold {h} covers the {hold} ns fault");
+            eprintln!(
+                "{backend}: hold {h} ns for a {hold} ns fault; the handler's span {span} ns, \
+                 the holder's write {call} ns"
+            );
+            // the workload's own measurements bracket the hold: the fault
+            // handler's span (it read the fault with the mutex held and
+            // answered at least `hold` later) lies inside it, and it lies
+            // inside the holder's write. How much of the write lies outside
+            // the hold is the machine's speed (under emulation with a busy
+            // host, tens of ms): not bounded here
+            assert!(
+                h >= span.max(hold),
+                "hold {h} covers the fault handler's {span} ns"
+            );
             assert!(h <= call, "hold {h} inside the holder's write {call}");
         }
-        // the holder's own measurement of its write is the ground truth (the
-        // fault handler may answer late on an emulated machine, and the
-        // holder may be preempted by the waiter it wakes): a typical round's
-        // hold is within 2 ms of it
-        let mut gaps: Vec<u64> = long
-            .iter()
-            .zip(&writes)
-            .map(|(e, &call)| call - u(&e["hold_ns"]))
-            .collect();
-        gaps.sort_unstable();
-        assert!(
-            gaps[rounds / 2] <= 2 * MS,
-            "median hold within 2 ms of the holder's write: {gaps:?}"
-        );
         // the waiter: one long wait on that mutex for every long block it
         // measured itself (one per round, unless an emulated machine ran its
         // write only as the hold ended)
@@ -328,7 +333,8 @@ fn kernel_mutex_stacks_name_the_pipe_write_path() {
             );
             assert!(
                 us.iter().any(|f| f.contains("holdwork")),
-                "the workload's own frames: {us:?}"
+                "{count}: the workload's own frames: {us:?} in {st}; lost: {}",
+                rep["lost"]
             );
         }
     }
@@ -579,11 +585,31 @@ fn a_hold_begun_before_tracing_is_partial() {
         eprintln!("skipped on this kernel: needs fentry or kprobes (holds are not seen)");
         return;
     };
-    // the holder faults inside pipe_write for 20 s: tracing attaches while
-    // it holds the pipe's mutex and the waiter is blocked on it
-    let wl = Workload::start(&["pipe-hold", "--rounds", "1", "--hold", "20s"], "1ms");
+    // how long this source takes to attach here (under emulation, with a
+    // busy host, many seconds): the hold must outlast the attach
+    let me = std::process::id().to_string();
+    let probe = Tracer::start(&[
+        "report",
+        "-p",
+        &me,
+        "--json",
+        "--source",
+        "kernel-mutex",
+        "--backend",
+        backend,
+    ]);
+    let attach = probe.attached_in;
+    probe.signal(libc::SIGINT);
+    let _ = probe.finish();
+    // the holder faults inside pipe_write for a hold of several attach
+    // times: tracing attaches while it holds the pipe's mutex and the
+    // waiter is blocked on it
+    let hold = (attach * 4 + std::time::Duration::from_secs(2)).max(attach_unit() * 10);
+    let hold_arg = format!("{}ms", hold.as_millis());
+    let started = std::time::Instant::now();
+    let wl = Workload::start(&["pipe-hold", "--rounds", "1", "--hold", &hold_arg], "1ms");
     let pid = wl.pid().to_string();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::thread::sleep(attach_unit().min(hold / 8));
     let tracer = Tracer::start(&[
         "report",
         "-p",
@@ -596,6 +622,14 @@ fn a_hold_begun_before_tracing_is_partial() {
         "--by",
         "task",
     ]);
+    // the hold ends no earlier than `hold` after the workload started; a
+    // hold timed from the attach would last about its last `traced_part`
+    let attached = started.elapsed();
+    assert!(
+        attached < hold,
+        "attached after {attached:?}, within the {hold:?} hold (attach measured {attach:?})"
+    );
+    let traced_part = hold - attached;
     let w = wl.finish();
     let rep = tracer.finish_json();
     let (holder, waiter) = (u(&w[0]["holder_tid"]), u(&w[0]["waiter_tid"]));
@@ -611,8 +645,9 @@ fn a_hold_begun_before_tracing_is_partial() {
         );
         let max_hold = row["hold_ns"]["max"].as_u64().unwrap_or(0);
         assert!(
-            max_hold < 10 * 1_000 * MS,
-            "the 20 s hold is never timed from the attach: {row}"
+            (max_hold as u128) < traced_part.as_nanos() / 2,
+            "the {hold:?} hold, traced for its last {traced_part:?}, is never timed from the \
+             attach: {row}"
         );
     }
 }

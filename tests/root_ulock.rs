@@ -191,6 +191,25 @@ fn waiter_split(events: &[Value], w: &Value) -> (u64, u64, u64, u64) {
     sum
 }
 
+/// The waiter's runnable time in its lock calls, by lockscope, against
+/// the kernel's run delay the waiter read around each call: never more
+/// (the reads enclose the call), and less by at most what fell outside the
+/// calls inside the reads' window (on a loaded machine the waiter may wait
+/// for its CPU there too), as the waiter measured it.
+fn runnable_matches_the_run_delay(runnable: u64, wait: u64, w: &Value) {
+    let truth = total_of(w, "waiter_runq_ns");
+    let outside = total_of(w, "waiter_runq_window_ns").saturating_sub(wait);
+    eprintln!(
+        "runnable {runnable} ns, kernel run delay {truth} ns, {outside} ns of the \
+         reads' window outside the calls"
+    );
+    assert!(
+        runnable <= truth + MS / 10 && runnable + outside + MS / 10 >= truth,
+        "runnable {runnable} ns vs the kernel's run delay {truth} ns (of which at most \
+         {outside} ns outside the lock calls)"
+    );
+}
+
 fn total_of(w: &Value, field: &str) -> u64 {
     w[field].as_array().expect(field).iter().map(u).sum()
 }
@@ -215,21 +234,11 @@ fn a_blocked_mutex_wait_is_asleep_and_runnable_is_the_kernels_run_delay() {
         runnable.abs_diff(truth)
     );
     within("wait vs the waiter's own", wait, own_wait, 8 * 2 * MS);
-    within(
-        "runnable vs the kernel's run delay",
-        runnable,
-        truth,
-        MS + truth / 20,
-    );
-    // blocked: off CPU the whole wait but the lock call's own instructions,
-    // and, on a VM, the steal time that passed meanwhile (the scheduler's
-    // task clock leaves it out, so it shows as on CPU): a few percent at most
-    within(
-        "asleep vs wait - runnable",
-        asleep,
-        wait - runnable,
-        (8 * MS).max(wait / 33),
-    );
+    runnable_matches_the_run_delay(runnable, wait, &w);
+    // blocked: off CPU the whole wait but the lock call's own instructions
+    // (on CPU is the waiter's run time: a VM's steal time while it sleeps
+    // is not on CPU), under 1 ms a wait
+    within("asleep vs wait - runnable", asleep, wait - runnable, 8 * MS);
     // the summary row of the lock calls (holder's and waiter's: one
     // caller) carries the same split
     let row = rows(&rep)
@@ -262,12 +271,7 @@ fn a_spin_lock_wait_is_on_cpu() {
         "the waiter spun through the holds: {w}"
     );
     assert!(asleep <= MS, "a spinning waiter never sleeps: {asleep} ns");
-    within(
-        "runnable vs the kernel's run delay",
-        runnable,
-        truth,
-        MS + truth / 20,
-    );
+    runnable_matches_the_run_delay(runnable, wait, &w);
     nothing_lost(&rep);
 }
 
@@ -423,14 +427,14 @@ fn std_mutex_futex_waits_match_the_blocked_time_within_5_percent() {
         (total as f64 - blocked as f64) * 100.0 / blocked as f64
     );
     within("futex wait total vs blocked", total, blocked, blocked / 20);
-    // a blocked futex wait is off CPU but for the syscall's own work (the
-    // waiter stays on one CPU, so the split is read in one clock) and the
-    // VM's steal time meanwhile, which the task clock leaves out
+    // a blocked futex wait is off CPU but for the syscall's own work: on
+    // CPU is the waiter's run time, so the VM's steal time while it sleeps
+    // (which the scheduler's task clock leaves out) is not on CPU
     let (on, rq, asleep) = split_of(&r["wait_split"]);
     assert_eq!(on + rq + asleep, total, "the split sums to the wait: {r}");
     eprintln!("futex split: asleep {asleep}, runnable {rq}, on CPU {on}");
     assert!(
-        on < (u(&r["count"]) * MS).max(total / 20),
+        on < u(&r["count"]) * MS,
         "a blocked waiter barely runs: {r}"
     );
     nothing_lost(&rep);
@@ -760,7 +764,23 @@ fn futex_wait_stacks_name_the_waiting_rust_function() {
     }
     let blocked = u(&w["blocked_ns"]);
     eprintln!("std-mutex: {waits} waits on its stacks, {total} ns; blocked {blocked} ns");
-    assert_eq!(waits, 4, "{}", rep["rows"]);
+    // one per round in which the waiter really blocked (on a loaded
+    // machine it may come late, after the holder let go): every wait the
+    // waiter measured over 2 ms is one, none under 0.5 ms can be
+    let own: Vec<u64> = w["waiter_wait_ns"]
+        .as_array()
+        .expect("waits")
+        .iter()
+        .map(u)
+        .collect();
+    let long = own.iter().filter(|&&x| x > 2 * MS).count() as u64;
+    let maybe = own.iter().filter(|&&x| x > MS / 2).count() as u64;
+    assert!(long >= 3, "the waiter blocked in most rounds: {w}");
+    assert!(
+        (long..=maybe).contains(&waits),
+        "{waits} waits on the waiter's stack, {long}..={maybe} blocked rounds: {}",
+        rep["rows"]
+    );
     within(
         "futex waits on the waiter's stack",
         total,

@@ -26,13 +26,11 @@
  * - Whether the waiter slept is measured, not inferred from flags: the
  *   task's voluntary context switch count (nvcsw) changed during the wait.
  * - Where the wait went is measured from the scheduler's own accounting of
- *   the (running) task at begin and end: se.sum_exec_runtime - se.exec_start
- *   is constant while it runs and drops by the time spent off CPU;
- *   sched_info.run_delay grows by the time spent runnable (CONFIG_SCHED_INFO;
- *   without it runnable time reads 0). So off-CPU, runnable and asleep
- *   shares cost a few loads, no sched_switch program. exec_start is in the
- *   CPU's own rq clock, so a waiter that migrated uses the accounted run
- *   time instead (within the unaccounted slices at the ends).
+ *   the (running) task at begin and end: its run time (offcpu.bpf.h
+ *   ls_run_clock) gives the time on CPU, sched_info.run_delay the time
+ *   runnable (CONFIG_SCHED_INFO; without it runnable time reads 0). So
+ *   off-CPU, runnable and asleep shares cost a few loads, no sched_switch
+ *   program.
  * - Aggregation is keyed by (lock, tid, kind), plus the caller stack with
  *   LS_CALLER_EVERY. With LS_CALLER_FIRST (default) the stack is taken only
  *   when a key is created: a stack costs more than everything else here.
@@ -48,6 +46,7 @@
 #include <bpf/bpf_core_read.h>
 #include "lockscope.h"
 #include "window.bpf.h"
+#include "offcpu.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -227,27 +226,13 @@ static __always_inline __u32 log2_slot(__u64 v)
 	return r < LS_HIST_SLOTS ? r : LS_HIST_SLOTS - 1;
 }
 
-static __always_inline __s64 offcpu_base(struct task_struct *task)
-{
-	return (__s64)(task->se.sum_exec_runtime - task->se.exec_start);
-}
-
-static __always_inline __u64 run_delay(struct task_struct *task)
-{
-	if (bpf_core_field_exists(task->sched_info.run_delay))
-		return task->sched_info.run_delay;
-	return 0;
-}
-
 /* The scheduler's view of the task, taken when a wait may sleep (a spinning
  * waiter cannot be preempted, so its wait is all on CPU). */
 static __always_inline void sched_base(struct ls_wait *w, struct task_struct *task)
 {
 	w->nvcsw = task->nvcsw; /* trusted BTF pointer: a direct load */
-	w->offcpu_base = offcpu_base(task);
-	w->sum_exec = task->se.sum_exec_runtime;
-	w->cpu = bpf_get_smp_processor_id();
-	w->run_delay = run_delay(task);
+	w->run_clock = ls_run_clock(task);
+	w->run_delay = ls_run_delay(task);
 	w->mode |= LS_MODE_MAY_SLEEP;
 }
 
@@ -483,24 +468,7 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 		goto split_done; /* spun with preemption off: all on CPU */
 	if (task->nvcsw != open.nvcsw)
 		open.mode |= LS_MODE_SLEPT;
-	if (open.cpu == bpf_get_smp_processor_id()) {
-		/* exact: both readings in this CPU's rq clock */
-		offcpu = (__u64)(open.offcpu_base - offcpu_base(task));
-	} else {
-		/* migrated: CPUs' rq clocks may be offset; use the run time the
-		 * scheduler accounted (off by the unaccounted slices at the ends,
-		 * each under a tick) */
-		__u64 ran = task->se.sum_exec_runtime - open.sum_exec;
-
-		offcpu = ran < delta ? delta - ran : 0;
-	}
-	if ((__s64)offcpu < 0)
-		offcpu = 0;
-	if (offcpu > delta)
-		offcpu = delta;
-	runq = run_delay(task) - open.run_delay;
-	if (runq > offcpu)
-		runq = offcpu;
+	ls_split(open.run_clock, open.run_delay, task, delta, &offcpu, &runq);
 split_done:
 
 	if (caller_mode == LS_CALLER_EVERY) {

@@ -149,11 +149,8 @@ struct ls_wait {
 	__u32 flags;
 	__u32 mode;
 	__u32 tid;   /* who opened it: only the same thread may close it */
-	__u32 cpu;   /* where it began */
-	/* se.sum_exec_runtime - se.exec_start: constant while the task runs,
-	 * it drops by exactly the time spent off CPU (same CPU's clock) */
-	__s64 offcpu_base;
-	__u64 sum_exec;  /* se.sum_exec_runtime at begin */
+	__u32 pad;
+	__s64 run_clock; /* run time + a constant, at begin (offcpu.bpf.h) */
 	__u64 run_delay; /* sched_info.run_delay: grows while runnable, not running */
 };
 
@@ -172,11 +169,8 @@ struct ls_cpu_state {
  * (kernel side only; user-space locks, futex, mmap-lock): where the wait went is read from it at the
  * end, as contention.bpf.c does with struct ls_wait's same fields. */
 struct ls_sched_mark {
-	__s64 offcpu_base; /* se.sum_exec_runtime - se.exec_start */
-	__u64 sum_exec;    /* se.sum_exec_runtime */
-	__u64 run_delay;   /* sched_info.run_delay */
-	__u32 cpu;         /* where it was read (exec_start is that rq's clock) */
-	__u32 pad;
+	__s64 run_clock; /* run time + a constant (offcpu.bpf.h ls_run_clock) */
+	__u64 run_delay; /* sched_info.run_delay */
 };
 
 /* ---- mmap-lock source (mmaplock.bpf.c) ------------------------------ */

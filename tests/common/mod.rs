@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
@@ -86,14 +87,74 @@ impl Workload {
     }
 }
 
+/// How long lockscope takes here to attach a trivial trace (the futex
+/// source, two tracepoints, on this test process) and print "tracing":
+/// measured once per test process, the first time a timeout needs it. The
+/// timeouts of these tests derive from it, so they scale with the
+/// machine's speed and load (the kernel matrix runs its kernels under
+/// emulation, where everything is many times slower and slower still with
+/// a busy host CPU). The measurement itself waits without a bound of its
+/// own: it ends when lockscope prints the line or exits (a failure), and a
+/// hung kernel is the harness's to catch (the VM's -t, CI's job timeout).
+pub fn attach_unit() -> Duration {
+    static UNIT: OnceLock<Duration> = OnceLock::new();
+    *UNIT.get_or_init(|| {
+        let me = std::process::id().to_string();
+        let t0 = Instant::now();
+        let mut child = Command::new(bin())
+            .args(["report", "--source", "futex", "-p", &me])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start lockscope");
+        let err = child.stderr.take().expect("stderr piped");
+        let mut lines = BufReader::new(err).lines();
+        let unit = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("lockscope: tracing") => break t0.elapsed(),
+                Some(Ok(_)) => continue,
+                other => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the calibration trace did not attach: {other:?}");
+                }
+            }
+        };
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        let _ = child.wait();
+        eprintln!("[test] a trivial trace attached in {} ms", unit.as_millis());
+        unit
+    })
+}
+
+/// `n` times the measured attach time, and never less than `floor` (what
+/// the test needs on a fast machine).
+pub fn scaled(n: u32, floor: Duration) -> Duration {
+    (attach_unit() * n).max(floor)
+}
+
+/// How long to wait for a tracer to attach: a multiple of the measured
+/// attach time (the kernel-mutex source attaches dozens of function
+/// probes where the calibration attaches two tracepoints: 2x as long in the
+/// 6.1 VM under load, 32 s against 16 s).
+pub fn attach_timeout() -> Duration {
+    scaled(20, Duration::from_secs(30))
+}
+
 /// A running lockscope whose stderr is watched for the "tracing" line.
 pub struct Tracer {
     pub child: Child,
     pub stderr: Receiver<String>,
+    /// how long it took to print "tracing"
+    pub attached_in: Duration,
 }
 
 impl Tracer {
     pub fn start(args: &[&str]) -> Tracer {
+        attach_unit();
+        let t0 = Instant::now();
         let mut child = Command::new(bin())
             .args(args)
             .stdout(Stdio::piped())
@@ -110,8 +171,19 @@ impl Tracer {
                 }
             }
         });
-        let t = Tracer { child, stderr: rx };
-        t.wait_for("lockscope: tracing", Duration::from_secs(30));
+        let timeout = attach_timeout();
+        let mut t = Tracer {
+            child,
+            stderr: rx,
+            attached_in: Duration::ZERO,
+        };
+        t.wait_for("lockscope: tracing", timeout);
+        t.attached_in = t0.elapsed();
+        eprintln!(
+            "[test] attached in {} ms (timeout {} s)",
+            t.attached_in.as_millis(),
+            timeout.as_secs()
+        );
         t
     }
 
