@@ -50,6 +50,59 @@ pub struct ElfSymbols {
     segments: Vec<Segment>,
 }
 
+/// The file as [`ElfSymbols::parse`] reads it, with only the parts it
+/// reads filled in (headers, symbol tables and their strings): the rest
+/// stays zero pages that are never touched, so a 200 MB binary (a
+/// compiler's shared library) costs its symbol tables, not its size.
+fn read_symbol_parts(path: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path)?;
+    let len = usize::try_from(f.metadata()?.len())?;
+    let mut b = vec![0u8; len];
+    let fill = |b: &mut Vec<u8>, off: usize, n: usize| {
+        if let Some(end) = off.checked_add(n).map(|e| e.min(len))
+            && off < end
+        {
+            let _ = f.read_exact_at(&mut b[off..end], off as u64);
+        }
+    };
+    fill(&mut b, 0, 64);
+    let (phoff, shoff) = (
+        u64_at(&b, 32).unwrap_or(0) as usize,
+        u64_at(&b, 40).unwrap_or(0) as usize,
+    );
+    let (phentsize, phnum) = (
+        u16_at(&b, 54).unwrap_or(0) as usize,
+        u16_at(&b, 56).unwrap_or(0) as usize,
+    );
+    let (shentsize, shnum) = (
+        u16_at(&b, 58).unwrap_or(0) as usize,
+        u16_at(&b, 60).unwrap_or(0) as usize,
+    );
+    fill(&mut b, phoff, phentsize.saturating_mul(phnum));
+    fill(&mut b, shoff, shentsize.saturating_mul(shnum));
+    let section = |b: &[u8], i: usize| {
+        let s = shoff + i * shentsize;
+        (
+            u32_at(b, s + 4).unwrap_or(0),
+            u64_at(b, s + 24).unwrap_or(0) as usize,
+            u64_at(b, s + 32).unwrap_or(0) as usize,
+            u32_at(b, s + 40).unwrap_or(0) as usize,
+        )
+    };
+    for i in 0..shnum {
+        let (ty, off, size, link) = section(&b, i);
+        if ty == SHT_SYMTAB || ty == SHT_DYNSYM || ty == SHT_GNU_VERSYM {
+            fill(&mut b, off, size);
+        }
+        if (ty == SHT_SYMTAB || ty == SHT_DYNSYM) && link < shnum {
+            let (_, off, size, _) = section(&b, link);
+            fill(&mut b, off, size);
+        }
+    }
+    Ok(b)
+}
+
 fn rd<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
     b.get(off..off.checked_add(N)?)?.try_into().ok()
 }
@@ -78,8 +131,13 @@ struct Section {
 
 impl ElfSymbols {
     pub fn open(path: &Path) -> Result<ElfSymbols> {
-        let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        let bytes = read_symbol_parts(path).with_context(|| format!("read {}", path.display()))?;
         Self::parse(&bytes).with_context(|| format!("parse ELF {}", path.display()))
+    }
+
+    /// Symbols kept (functions and data objects).
+    pub fn len(&self) -> usize {
+        self.funcs.len() + self.objects.len()
     }
 
     pub fn parse(b: &[u8]) -> Result<ElfSymbols> {

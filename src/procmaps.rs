@@ -147,11 +147,24 @@ pub fn find_pthread_object(pid: Option<u32>) -> Result<PthreadObject> {
 
 /// Names addresses in processes, caching each file's symbols and each
 /// process's maps (so names survive the process's exit once seen).
+///
+/// Bounded for long runs (`serve` system-wide, processes coming and
+/// going): names given are kept per (pid, address), so they stay the same
+/// after the maps of processes that exited and the symbols of files are
+/// dropped ([`MAX_PIDS`] processes' maps, [`MAX_SYMBOLS`] files' symbols).
 #[derive(Default)]
 pub struct UserSymbolizer {
     maps: HashMap<u32, Vec<Mapping>>,
     files: HashMap<(String, u64), Option<ElfSymbols>>,
+    named: HashMap<(u32, u64), Option<String>>,
 }
+
+/// Processes whose maps are kept; past it, those of exited ones go.
+pub const MAX_PIDS: usize = 512;
+/// Symbols of files kept; past it, the other files' symbols go.
+pub const MAX_SYMBOLS: usize = 200_000;
+/// Names kept by (pid, address); past it, all go (and are named again).
+pub const MAX_NAMED: usize = 65_536;
 
 impl UserSymbolizer {
     /// Reads (or re-reads) the maps of a live process.
@@ -159,8 +172,28 @@ impl UserSymbolizer {
         if let Ok(m) = read_maps(Some(pid))
             && !m.is_empty()
         {
+            if self.maps.len() >= MAX_PIDS && !self.maps.contains_key(&pid) {
+                self.maps
+                    .retain(|p, _| Path::new(&format!("/proc/{p}")).exists());
+                if self.maps.len() >= MAX_PIDS {
+                    self.maps.clear();
+                }
+            }
             self.maps.insert(pid, m);
         }
+    }
+
+    /// The symbols of a file, loaded (and the cache trimmed) if needed.
+    fn load_file(&mut self, key: &(String, u64), pid: u32, m: &Mapping) {
+        if self.files.contains_key(key) {
+            return;
+        }
+        let syms = ElfSymbols::open(&reachable(Some(pid), m)).ok();
+        let kept: usize = self.files.values().flatten().map(ElfSymbols::len).sum();
+        if kept + syms.as_ref().map_or(0, ElfSymbols::len) > MAX_SYMBOLS {
+            self.files.clear();
+        }
+        self.files.insert(key.clone(), syms);
     }
 
     /// `function+0xoff` of `addr` in `pid`, or the file and offset.
@@ -168,6 +201,21 @@ impl UserSymbolizer {
         if addr == 0 {
             return None;
         }
+        if let Some(n) = self.named.get(&(pid, addr)) {
+            return n.clone();
+        }
+        let n = self.name_now(pid, addr);
+        // a process not seen alive is not remembered (it may appear later)
+        if n.is_some() || self.maps.contains_key(&pid) {
+            if self.named.len() >= MAX_NAMED {
+                self.named.clear();
+            }
+            self.named.insert((pid, addr), n.clone());
+        }
+        n
+    }
+
+    fn name_now(&mut self, pid: u32, addr: u64) -> Option<String> {
         let find = |maps: &Vec<Mapping>| {
             maps.iter()
                 .find(|m| addr >= m.start && addr < m.end)
@@ -181,10 +229,7 @@ impl UserSymbolizer {
         let m = hit?;
         let off = addr - m.start + m.offset;
         let key = (m.path.clone(), m.inode);
-        if !self.files.contains_key(&key) {
-            let syms = ElfSymbols::open(&reachable(Some(pid), &m)).ok();
-            self.files.insert(key.clone(), syms);
-        }
+        self.load_file(&key, pid, &m);
         let base = m.path.rsplit('/').next().unwrap_or(&m.path).to_string();
         let named = self
             .files
@@ -220,10 +265,7 @@ impl UserSymbolizer {
             .clone();
         let exe = maps.first().is_some_and(|m| m.path == first.path);
         let key = (first.path.clone(), first.inode);
-        if !self.files.contains_key(&key) {
-            let syms = ElfSymbols::open(&reachable(Some(pid), &first)).ok();
-            self.files.insert(key.clone(), syms);
-        }
+        self.load_file(&key, pid, &first);
         let syms = self.files.get(&key)?.as_ref()?;
         let bias = first
             .start

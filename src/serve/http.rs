@@ -1,18 +1,22 @@
 //! The HTTP side: read-only endpoints over axum, served by hyper's HTTP/1
 //! connection driver in our own accept loop, so that every resource a
-//! client can hold is bounded: open connections (`--max-connections`, the
-//! excess is closed at once), header bytes, the time to send a request
-//! head, and the life of a connection. Requests carry no body anyone reads.
+//! client can hold is bounded: open connections (`--max-connections`: a
+//! new one takes the place of the connection that has waited longest for a
+//! request head, so slow or idle clients cannot lock a scraper out; only
+//! when every connection is in an exchange is the new one closed at once),
+//! header bytes, the time to send a request head, and the life of a
+//! connection. Requests carry no body anyone reads.
 //!
 //! Handlers never touch the sources: they ask the collector thread for a
 //! snapshot over a channel and wait at most [`Limits::snapshot_timeout`];
 //! the collector only ever sends an `Arc`, so a slow or stuck client cannot
 //! hold it up.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -27,7 +31,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 use super::metrics::{self, HttpStats};
 use super::snapshot::{HistoryView, ProcessRow, SelfStats, Snapshot, SourceTotals};
@@ -329,14 +333,14 @@ pub async fn serve(
         hosts,
     };
     let app = router(st);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let conns: Arc<Mutex<Conns>> = Default::default();
     let mut stop = std::pin::pin!(stop);
     loop {
         let accepted = {
             let accept = std::pin::pin!(listener.accept());
             match futures_select(accept, stop.as_mut()).await {
                 Either::Left(r) => r,
-                Either::Right(()) => return,
+                Either::Right(()) => break,
             }
         };
         let (stream, _peer) = match accepted {
@@ -347,15 +351,38 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            http.rejected_connections.fetch_add(1, Ordering::Relaxed);
-            drop(stream);
-            continue;
+        let id = {
+            let mut c = lock(&conns);
+            if c.open.len() >= limits.max_connections {
+                // make room: close the connection that has waited longest
+                // for a request head (a slow or idle client); refuse the
+                // new one only when every connection is in an exchange
+                match c.longest_idle() {
+                    Some(victim) => {
+                        if let Some(e) = c.open.remove(&victim) {
+                            e.task.abort();
+                        }
+                        http.shed_connections.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        http.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
+            c.next += 1;
+            c.next
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let limits = limits.clone();
-        tokio::spawn(async move {
+        let mine = conns.clone();
+        let task = tokio::spawn(async move {
+            let _gone = Gone {
+                conns: mine.clone(),
+                id,
+            };
             let born = Instant::now();
             let inner = TowerToHyperService::new(app);
             let lifetime = limits.connection_lifetime;
@@ -364,6 +391,8 @@ pub async fn serve(
             // it between requests would race with the client's next one)
             let svc = service_fn(move |req: Request<Incoming>| {
                 let close = born.elapsed() >= lifetime;
+                // busy from the request head until its answer is written
+                let busy = Busy::new(mine.clone(), id);
                 let fut = hyper::service::Service::call(&inner, req);
                 async move {
                     let mut resp = fut.await?;
@@ -371,7 +400,12 @@ pub async fn serve(
                         resp.headers_mut()
                             .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
-                    Ok::<_, Infallible>(resp)
+                    Ok::<_, Infallible>(resp.map(|b| {
+                        axum::body::Body::new(Tracked {
+                            inner: b,
+                            _busy: busy,
+                        })
+                    }))
                 }
             });
             let mut b = hyper::server::conn::http1::Builder::new();
@@ -390,14 +424,134 @@ pub async fn serve(
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(limits.header_timeout, conn).await;
             }
-            drop(permit);
         });
+        let mut c = lock(&conns);
+        if !task.is_finished() {
+            c.open.insert(
+                id,
+                Conn {
+                    idle_since: Some(Instant::now()),
+                    busy: 0,
+                    task: task.abort_handle(),
+                },
+            );
+        }
+    }
+    // stopping: close every connection now rather than when the runtime
+    // goes (a client in the middle of a head would otherwise hold it)
+    let open: Vec<Conn> = lock(&conns).open.drain().map(|(_, c)| c).collect();
+    for c in open {
+        c.task.abort();
     }
 }
 
-enum Either<A, B> {
+/// The open connections, so that a new one can take the place of the one
+/// that has waited longest for a request head.
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    open: HashMap<u64, Conn>,
+}
+
+struct Conn {
+    /// Since when it waits for a request head (`None`: in an exchange).
+    idle_since: Option<Instant>,
+    /// Requests between head and written answer.
+    busy: u32,
+    task: tokio::task::AbortHandle,
+}
+
+impl Conns {
+    fn longest_idle(&self) -> Option<u64> {
+        self.open
+            .iter()
+            .filter_map(|(id, c)| c.idle_since.map(|t| (t, *id)))
+            .min()
+            .map(|(_, id)| id)
+    }
+}
+
+fn lock(c: &Mutex<Conns>) -> std::sync::MutexGuard<'_, Conns> {
+    c.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Removes a connection from [`Conns`] when its task ends (or is aborted).
+struct Gone {
+    conns: Arc<Mutex<Conns>>,
+    id: u64,
+}
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        lock(&self.conns).open.remove(&self.id);
+    }
+}
+
+/// Marks a connection busy for as long as it lives: from a request's head
+/// until its answer's body is written (hyper drops the body then).
+struct Busy {
+    conns: Arc<Mutex<Conns>>,
+    id: u64,
+}
+
+impl Busy {
+    fn new(conns: Arc<Mutex<Conns>>, id: u64) -> Busy {
+        if let Some(c) = lock(&conns).open.get_mut(&id) {
+            c.busy += 1;
+            c.idle_since = None;
+        }
+        Busy { conns, id }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Some(c) = lock(&self.conns).open.get_mut(&self.id) {
+            c.busy = c.busy.saturating_sub(1);
+            if c.busy == 0 {
+                c.idle_since = Some(Instant::now());
+            }
+        }
+    }
+}
+
+/// A response body that keeps its connection marked busy until written.
+struct Tracked {
+    inner: axum::body::Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pub enum Either<A, B> {
     Left(A),
     Right(B),
+}
+
+/// The first of two futures to complete.
+pub async fn first_of<A: std::future::Future + Unpin, B: std::future::Future + Unpin>(
+    a: A,
+    b: B,
+) -> Either<A::Output, B::Output> {
+    futures_select(a, b).await
 }
 
 /// The first of two futures to complete (tokio's `select!` needs its
@@ -446,11 +600,21 @@ mod tests {
     }
 
     fn start(limits: Limits) -> Server {
+        start_with(limits, true)
+    }
+
+    /// `answer`: whether the stand-in collector answers at all.
+    fn start_with(limits: Limits, answer: bool) -> Server {
         let (req_tx, req_rx) = std::sync::mpsc::channel::<SnapshotRequest>();
         std::thread::spawn(move || {
             let snap = Arc::new(Snapshot::default());
+            let mut held = Vec::new();
             while let Ok(r) = req_rx.recv() {
-                let _ = r.send(snap.clone());
+                if answer {
+                    let _ = r.send(snap.clone());
+                } else {
+                    held.push(r);
+                }
             }
         });
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -556,34 +720,78 @@ mod tests {
     }
 
     #[test]
-    fn connections_over_the_limit_are_closed_and_counted() {
+    fn a_new_connection_takes_the_place_of_the_longest_idle_one() {
         let srv = start(Limits {
             max_connections: 2,
             ..Limits::default()
         });
         let mut a = TcpStream::connect(srv.addr).expect("connect");
         let mut b = TcpStream::connect(srv.addr).expect("connect");
-        // both are served (so both hold a slot)
+        // both are served, then idle (a the longer)
         assert!(ask(&mut a, srv.addr, "GET", "/healthz").starts_with("http/1.1 200"));
         assert!(ask(&mut b, srv.addr, "GET", "/healthz").starts_with("http/1.1 200"));
         let mut c = TcpStream::connect(srv.addr).expect("connect");
-        assert_eq!(
-            ask(&mut c, srv.addr, "GET", "/healthz"),
-            "",
-            "closed unanswered"
+        assert!(ask(&mut c, srv.addr, "GET", "/healthz").starts_with("http/1.1 200"));
+        a.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        assert_eq!(a.read(&mut buf).unwrap_or(0), 0, "a was closed");
+        assert!(ask(&mut b, srv.addr, "GET", "/healthz").starts_with("http/1.1 200"));
+        assert_eq!(srv.http.shed_connections.load(Ordering::Relaxed), 1);
+        assert_eq!(srv.http.rejected_connections.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn connections_all_in_an_exchange_refuse_a_new_one() {
+        // a collector that never answers: requests wait (busy) for it
+        let srv = start_with(
+            Limits {
+                max_connections: 2,
+                snapshot_timeout: Duration::from_secs(3),
+                ..Limits::default()
+            },
+            false,
         );
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\n\r\n", srv.addr);
+        let mut busy: Vec<TcpStream> = (0..2)
+            .map(|_| {
+                let mut s = TcpStream::connect(srv.addr).expect("connect");
+                s.write_all(req.as_bytes()).expect("send");
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut c = TcpStream::connect(srv.addr).expect("connect");
+        assert_eq!(ask(&mut c, srv.addr, "GET", "/healthz"), "", "refused");
         assert_eq!(srv.http.rejected_connections.load(Ordering::Relaxed), 1);
-        drop(a);
-        // a slot comes free once the server sees the close
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let mut d = TcpStream::connect(srv.addr).expect("connect");
-            if ask(&mut d, srv.addr, "GET", "/healthz").starts_with("http/1.1 200") {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "no slot came free");
-            std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(srv.http.shed_connections.load(Ordering::Relaxed), 0);
+        // the busy ones get their (503) answers
+        for s in &mut busy {
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut b = [0u8; 12];
+            let n = s.read(&mut b).unwrap_or(0);
+            assert!(String::from_utf8_lossy(&b[..n]).starts_with("HTTP/1.1 503"));
         }
+    }
+
+    #[test]
+    fn slow_heads_cannot_lock_out_a_request() {
+        let srv = start(Limits::default());
+        // 200 clients each sending part of a head, well past the limit (64)
+        let slow: Vec<TcpStream> = (0..200)
+            .map(|_| {
+                let mut s = TcpStream::connect(srv.addr).expect("connect");
+                let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: a");
+                s
+            })
+            .collect();
+        let t0 = std::time::Instant::now();
+        let mut s = TcpStream::connect(srv.addr).expect("connect");
+        assert!(ask(&mut s, srv.addr, "GET", "/metrics").starts_with("http/1.1 200"));
+        eprintln!("answered among 200 slow heads in {:?}", t0.elapsed());
+        assert!(srv.http.shed_connections.load(Ordering::Relaxed) >= 200 - 64);
+        drop(slow);
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub const LAST_BUCKET_SLOT: usize = 36;
 pub struct HttpStats {
     pub requests: AtomicU64,
     pub rejected_connections: AtomicU64,
+    pub shed_connections: AtomicU64,
     pub snapshot_timeouts: AtomicU64,
 }
 
@@ -92,7 +93,7 @@ struct HttpExposition {
 
 impl Collector for HttpExposition {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        let counters: [(&str, &str, u64); 3] = [
+        let counters: [(&str, &str, u64); 4] = [
             (
                 "lockscope_http_requests",
                 "HTTP requests served",
@@ -100,8 +101,14 @@ impl Collector for HttpExposition {
             ),
             (
                 "lockscope_http_rejected_connections",
-                "Connections closed at once because --max-connections were open",
+                "Connections closed at once: --max-connections were open, all in an exchange",
                 self.http.rejected_connections.load(Ordering::Relaxed),
+            ),
+            (
+                "lockscope_http_shed_connections",
+                "Connections closed to make room for a new one: of the --max-connections open, \
+                 the one that had waited longest for a request head",
+                self.http.shed_connections.load(Ordering::Relaxed),
             ),
             (
                 "lockscope_http_snapshot_timeouts",

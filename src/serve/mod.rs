@@ -23,7 +23,6 @@ use anyhow::{Context, Result, anyhow};
 
 use crate::app::{Stop, attach, detach_all, options, require_privileges, usage};
 use crate::cli::ServeArgs;
-use crate::model::Record;
 use crate::sources::{Options, Started, Symbolizer, Targets};
 use http::{Limits, SnapshotRequest};
 use metrics::HttpStats;
@@ -40,6 +39,12 @@ const TOP: usize = 20;
 
 /// Samples kept for the dashboard's charts (10 minutes at 1 s).
 const HISTORY: usize = 600;
+
+/// The collector spends at most 1/READ_SHARE of its time reading the maps:
+/// on a busy host a read of full maps takes a second or more, and the
+/// next chart sample (or a request's fresh read) then waits that many
+/// times as long, rather than the collector reading back to back.
+const READ_SHARE: u32 = 5;
 
 pub fn run(a: ServeArgs) -> Result<i32> {
     let targets = a.targets.validate().map_err(usage)?;
@@ -65,6 +70,7 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         );
     }
     let stop = Stop::new(a.duration, &Targets::default())?;
+    let wake = Wake::new()?;
     let (req_tx, req_rx) = channel::<SnapshotRequest>();
     let (ready_tx, ready_rx) = channel::<Result<()>>();
     let quit = Arc::new(AtomicBool::new(false));
@@ -77,9 +83,13 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         max_processes: a.max_processes,
     };
     let q = quit.clone();
+    let (done_tx, done_rx) = channel::<()>();
     let collector = std::thread::Builder::new()
         .name("ls-collector".into())
-        .spawn(move || collect(cfg, ready_tx, req_rx, q))
+        .spawn(move || {
+            collect(cfg, ready_tx, req_rx, q);
+            let _ = done_tx.send(());
+        })
         .context("start the collector thread")?;
     match ready_rx.recv() {
         Ok(Ok(())) => {}
@@ -97,11 +107,73 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         max_connections: a.max_connections,
         ..Limits::default()
     };
-    let served = serve_until(listener, req_tx, limits, &stop);
+    let served = serve_until(listener, req_tx, limits, &stop, &wake);
+    eprintln!("lockscope: stopping: detaching the sources");
+    // the HTTP side is gone (so is every sender of requests): the collector
+    // leaves its loop at once, or after the source it is reading
     quit.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    // bytes on the wake socket: one per signal; the first one stopped us
+    // (unless -d did), a further one means "now"
+    let stopping_signals = usize::from(stop.signalled());
+    let mut seen = 0;
+    loop {
+        match done_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        // a second Ctrl-C or SIGTERM while detaching: leave now (the
+        // kernel detaches what is left when the process exits)
+        seen += wake.signals();
+        if seen > stopping_signals {
+            eprintln!(
+                "lockscope: stopping at once ({} ms into the detach)",
+                t0.elapsed().as_millis()
+            );
+            return Ok(if stop.terminated.load(Ordering::Relaxed) {
+                143
+            } else {
+                130
+            });
+        }
+    }
     let _ = collector.join();
     served?;
     Ok(0)
+}
+
+/// A socket that Ctrl-C and SIGTERM write a byte to, so that the async
+/// side wakes at the signal (not at its next look at [`Stop`]'s flags) and
+/// a second signal can be told from the first.
+struct Wake {
+    rx: std::os::unix::net::UnixStream,
+}
+
+impl Wake {
+    fn new() -> Result<Wake> {
+        let (rx, tx) = std::os::unix::net::UnixStream::pair().context("signal socket")?;
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::low_level::pipe::register(sig, tx.try_clone()?)
+                .context("install the signal wake-up")?;
+        }
+        Ok(Wake { rx })
+    }
+
+    /// Signals received since the last call.
+    fn signals(&self) -> usize {
+        use std::io::Read;
+        let mut n = 0;
+        let mut buf = [0u8; 16];
+        while let Ok(k) = (&self.rx).read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        n
+    }
 }
 
 fn serve_until(
@@ -109,6 +181,7 @@ fn serve_until(
     req_tx: std::sync::mpsc::Sender<SnapshotRequest>,
     limits: Limits,
     stop: &Stop,
+    wake: &Wake,
 ) -> Result<()> {
     listener.set_nonblocking(true)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -118,9 +191,13 @@ fn serve_until(
         .context("start the async runtime")?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
+        let woken = tokio::net::UnixStream::from_std(wake.rx.try_clone()?)?;
         let stopped = async {
+            // a signal wakes this at once; -d by its own timer
             while !stop.should_stop() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let sleep = std::pin::pin!(tokio::time::sleep(stop.tick(Duration::from_secs(1))));
+                let readable = std::pin::pin!(woken.readable());
+                let _ = http::first_of(readable, sleep).await;
             }
         };
         http::serve(
@@ -160,21 +237,20 @@ fn collect(
             return;
         }
     };
-    let mut c = Collector::new(started, &cfg);
+    let mut c = Collector::new(started, &cfg, quit.clone());
     c.refresh(true);
     if ready.send(Ok(())).is_err() {
         detach_all(&c.started);
         return;
     }
-    let max_age = MAX_AGE.min(cfg.interval);
-    let mut next_tick = Instant::now() + cfg.interval;
+    let mut next_tick = Instant::now() + c.pace(cfg.interval);
     while !quit.load(Ordering::Relaxed) {
         let wait = next_tick
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(100));
         match requests.recv_timeout(wait) {
             Ok(req) => {
-                if c.last_read.elapsed() > max_age {
+                if c.last_read.elapsed() > c.pace(MAX_AGE.min(cfg.interval)) {
                     c.refresh(false);
                 }
                 let _ = req.send(c.current.clone());
@@ -187,11 +263,11 @@ fn collect(
             Err(RecvTimeoutError::Disconnected) => break,
         }
         let now = Instant::now();
-        if now >= next_tick {
+        if now >= next_tick && !quit.load(Ordering::Relaxed) {
             c.refresh(true);
-            next_tick += cfg.interval;
+            next_tick += c.pace(cfg.interval);
             if next_tick < now {
-                next_tick = now + cfg.interval;
+                next_tick = now + c.pace(cfg.interval);
             }
         }
     }
@@ -212,10 +288,13 @@ struct Collector {
     /// Of the last snapshot made (new data or a new error count).
     seq: u64,
     names: BTreeMap<u32, Option<String>>,
+    /// How long the last read took.
+    read_cost: Duration,
+    quit: Arc<AtomicBool>,
 }
 
 impl Collector {
-    fn new(started: Started, cfg: &CollectorConfig) -> Collector {
+    fn new(started: Started, cfg: &CollectorConfig, quit: Arc<AtomicBool>) -> Collector {
         let names: Vec<String> = started
             .sources
             .iter()
@@ -234,7 +313,15 @@ impl Collector {
             errors: 0,
             seq: 0,
             names: BTreeMap::new(),
+            read_cost: Duration::ZERO,
+            quit,
         }
+    }
+
+    /// `period`, stretched so that reads take at most 1/READ_SHARE of the
+    /// time.
+    fn pace(&self, period: Duration) -> Duration {
+        period.max(self.read_cost * READ_SHARE)
     }
 
     /// Reads every source; `tick` also appends a chart sample. A source
@@ -266,6 +353,7 @@ impl Collector {
                 snap.history = self.history.clone();
                 self.current = Arc::new(snap);
             }
+            Err(_) if self.quit.load(Ordering::Relaxed) => {}
             Err(e) => {
                 if self.errors == 0 {
                     eprintln!("lockscope: reading the in-kernel maps failed: {e:#}");
@@ -278,6 +366,7 @@ impl Collector {
             }
         }
         self.last_read = Instant::now();
+        self.read_cost = t0.elapsed();
         // a read of a full map allocates tens of MB for a moment: give the
         // freed pages back now rather than keep them resident
         // SAFETY: malloc_trim only releases free heap memory; no pointer
@@ -286,29 +375,52 @@ impl Collector {
     }
 
     fn read(&mut self) -> Result<Snapshot> {
-        let mut records: Vec<Record> = Vec::new();
-        let mut lost = BTreeMap::new();
-        let mut programs = BTreeMap::new();
-        let mut statuses = Vec::new();
+        // source by source: only one source's records are held at a time
+        // (a full map is 16384 records of ~1 KiB), each folded into the
+        // bounded series, totals and top tables before the next is read
+        let mut folded = snapshot::Folded::default();
+        let mut sources = Vec::new();
+        let mut top_locks = Vec::new();
+        let mut procs = snapshot::ProcessTops::default();
         for s in &self.started.sources {
-            records.extend(s.records(&mut self.sym)?);
-            lost.insert(s.name(), s.lost()?);
-            programs.insert(s.name(), s.prog_stats());
-            statuses.push(s.status());
+            if self.quit.load(Ordering::Relaxed) {
+                return Err(anyhow!("stopping"));
+            }
+            let records = s.records(&mut self.sym)?;
+            let lost = BTreeMap::from([(s.name(), s.lost()?)]);
+            let programs = BTreeMap::from([(s.name(), s.prog_stats())]);
+            sources.extend(snapshot::source_totals(
+                vec![s.status()],
+                &records,
+                &lost,
+                &programs,
+            ));
+            let names = &mut self.names;
+            self.folder.fold_into(
+                &records,
+                |pid| {
+                    names
+                        .entry(pid)
+                        .or_insert_with(|| {
+                            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                                .ok()
+                                .map(|c| c.trim_end().to_string())
+                        })
+                        .clone()
+                },
+                &mut folded,
+            );
+            // only processes that got a label are ever asked for: bounded
+            top_locks.extend(snapshot::top_locks(&records, TOP));
+            procs.add(&records);
         }
-        statuses.extend(self.started.failed.iter().cloned());
-        let names = &mut self.names;
-        let folded = self.folder.fold(&records, |pid| {
-            names
-                .entry(pid)
-                .or_insert_with(|| {
-                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                        .ok()
-                        .map(|c| c.trim_end().to_string())
-                })
-                .clone()
-        });
-        // only processes that got a label are ever asked for: bounded
+        sources.extend(
+            self.started
+                .failed
+                .iter()
+                .cloned()
+                .map(snapshot::SourceTotals::new),
+        );
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -320,13 +432,13 @@ impl Collector {
             targets: self.targets.clone(),
             per_process: self.folder.per_process,
             max_series: self.folder.max_series,
-            sources: snapshot::source_totals(statuses, &records, &lost, &programs),
+            sources,
             series: folded.series,
             folded_series: folded.folded_series,
             folded_processes: folded.folded_processes,
             self_stats: SelfStats::read(),
-            top_locks: snapshot::top_locks(&records, TOP),
-            top_processes: snapshot::top_processes(&records, TOP),
+            top_locks: snapshot::merge_top_locks(top_locks, TOP),
+            top_processes: procs.rows(TOP),
             collect_ns: 0,
             collections: 0,
             collect_errors: 0,

@@ -98,6 +98,9 @@ pub struct Folded {
     pub folded_series: u64,
     /// Distinct processes labelled `pid="other"`.
     pub folded_processes: u64,
+    /// Hashes of the folded label sets: counted, not kept.
+    folded_keys: HashSet<u64>,
+    folded_pids: HashSet<u32>,
 }
 
 impl Folder {
@@ -116,15 +119,27 @@ impl Folder {
     pub fn fold(
         &mut self,
         records: &[Record],
-        mut proc_name: impl FnMut(u32) -> Option<String>,
+        proc_name: impl FnMut(u32) -> Option<String>,
     ) -> Folded {
+        let mut out = Folded::default();
+        self.fold_into(records, proc_name, &mut out);
+        out
+    }
+
+    /// As [`Folder::fold`], adding to `out`: a read folds its sources one
+    /// after another, so that only one source's records are held at once.
+    /// New label sets are admitted heaviest first within each call.
+    pub fn fold_into(
+        &mut self,
+        records: &[Record],
+        mut proc_name: impl FnMut(u32) -> Option<String>,
+        out: &mut Folded,
+    ) {
         // heaviest first, so that the cap admits what matters most
         let mut order: Vec<&Record> = records.iter().collect();
         order.sort_by_key(|r| std::cmp::Reverse(r.wait.total_ns));
-        let mut out = Folded::default();
-        let mut folded_pids: HashSet<u32> = HashSet::new();
-        // hashes of the folded label sets: counted, not kept
-        let mut folded_keys: HashSet<u64> = HashSet::new();
+        let folded_pids = &mut out.folded_pids;
+        let folded_keys = &mut out.folded_keys;
         for r in order {
             let process = if self.per_process {
                 if let Some(comm) = self.processes.get(&r.pid) {
@@ -166,9 +181,8 @@ impl Folder {
             };
             out.series.entry(key).or_default().add(r);
         }
-        out.folded_series = folded_keys.len() as u64;
-        out.folded_processes = folded_pids.len() as u64;
-        out
+        out.folded_series = out.folded_keys.len() as u64;
+        out.folded_processes = out.folded_pids.len() as u64;
     }
 }
 
@@ -283,64 +297,85 @@ pub struct ProcessRow {
 
 /// Top processes by total wait.
 pub fn top_processes(records: &[Record], n: usize) -> Vec<ProcessRow> {
-    let mut totals: HashMap<u32, u64> = HashMap::new();
-    for r in records {
-        *totals.entry(r.pid).or_default() += r.wait.total_ns;
-    }
-    let mut ranked: Vec<(u32, u64)> = totals.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let top: HashSet<u32> = ranked.into_iter().take(n).map(|(p, _)| p).collect();
-    #[derive(Default)]
-    struct Acc {
-        comm: Option<String>,
-        any_comm: String,
-        wait: Stats,
-        hold: Option<Stats>,
-        locks: HashMap<String, u64>,
-    }
-    let mut by_pid: HashMap<u32, Acc> = HashMap::new();
-    for r in records.iter().filter(|r| top.contains(&r.pid)) {
-        let a = by_pid.entry(r.pid).or_default();
-        if r.tid == r.pid {
-            a.comm = Some(r.comm.clone());
+    let mut t = ProcessTops::default();
+    t.add(records);
+    t.rows(n)
+}
+
+#[derive(Default)]
+struct ProcAcc {
+    comm: Option<String>,
+    any_comm: String,
+    wait: Stats,
+    hold: Option<Stats>,
+    /// Its heaviest lock of each source read so far (name, total wait).
+    top_lock: Option<(String, u64)>,
+}
+
+/// The top-processes table, built source by source (a process's waits
+/// add up across sources; its top lock is the heaviest of any source).
+#[derive(Default)]
+pub struct ProcessTops {
+    by_pid: HashMap<u32, ProcAcc>,
+}
+
+impl ProcessTops {
+    pub fn add(&mut self, records: &[Record]) {
+        let mut locks: HashMap<(u32, String), u64> = HashMap::new();
+        for r in records {
+            let a = self.by_pid.entry(r.pid).or_default();
+            if r.tid == r.pid {
+                a.comm = Some(r.comm.clone());
+            }
+            if a.any_comm.is_empty() {
+                a.any_comm = r.comm.clone();
+            }
+            a.wait.merge(&r.wait);
+            if let Some(h) = &r.hold {
+                a.hold.get_or_insert_with(Stats::default).merge(h);
+            }
+            let lock = r
+                .lock_name
+                .clone()
+                .unwrap_or_else(|| format!("0x{:x}", r.lock));
+            *locks.entry((r.pid, lock)).or_default() += r.wait.total_ns;
         }
-        if a.any_comm.is_empty() {
-            a.any_comm = r.comm.clone();
+        for ((pid, lock), total) in locks {
+            let Some(a) = self.by_pid.get_mut(&pid) else {
+                continue;
+            };
+            let better = match &a.top_lock {
+                None => true,
+                Some((l, t)) => total > *t || (total == *t && lock < *l),
+            };
+            if better {
+                a.top_lock = Some((lock, total));
+            }
         }
-        a.wait.merge(&r.wait);
-        if let Some(h) = &r.hold {
-            a.hold.get_or_insert_with(Stats::default).merge(h);
-        }
-        let lock = r
-            .lock_name
-            .clone()
-            .unwrap_or_else(|| format!("0x{:x}", r.lock));
-        *a.locks.entry(lock).or_default() += r.wait.total_ns;
     }
-    let mut rows: Vec<ProcessRow> = by_pid
-        .into_iter()
-        .map(|(pid, a)| ProcessRow {
-            pid,
-            comm: a.comm.unwrap_or(a.any_comm),
-            count: a.wait.count,
-            wait_ns: a.wait.summary(),
-            hold_ns: a.hold.as_ref().map(Stats::summary),
-            top_lock: a
-                .locks
-                .into_iter()
-                .max_by(|x, y| x.1.cmp(&y.1).then(y.0.cmp(&x.0)))
-                .map(|(l, _)| l)
-                .unwrap_or_default(),
-        })
-        .collect();
-    rows.sort_by(|x, y| {
-        y.wait_ns
-            .total
-            .cmp(&x.wait_ns.total)
-            .then(x.pid.cmp(&y.pid))
-    });
-    rows.truncate(n);
-    rows
+
+    pub fn rows(self, n: usize) -> Vec<ProcessRow> {
+        let mut rows: Vec<ProcessRow> = self
+            .by_pid
+            .into_iter()
+            .map(|(pid, a)| ProcessRow {
+                pid,
+                comm: a.comm.unwrap_or(a.any_comm),
+                count: a.wait.count,
+                wait_ns: a.wait.summary(),
+                hold_ns: a.hold.as_ref().map(Stats::summary),
+                top_lock: a.top_lock.map(|(l, _)| l).unwrap_or_default(),
+            })
+            .collect();
+        rows.sort_by(|x, y| {
+            y.wait_ns
+                .total
+                .cmp(&x.wait_ns.total)
+                .then(x.pid.cmp(&y.pid))
+        });
+        rows.truncate(n);
+        rows
+    }
 }
 
 /// Everything one read of the sources produced.
@@ -419,6 +454,20 @@ pub fn top_locks(records: &[Record], n: usize) -> Vec<Row> {
         .cloned()
         .collect();
     let mut rows = group(&picked, GroupBy::Lock);
+    rows.truncate(n);
+    rows
+}
+
+/// The top `n` of rows from several [`top_locks`] calls (one per source:
+/// a lock belongs to one source, so each source's top `n` holds its share
+/// of the overall top `n`).
+pub fn merge_top_locks(mut rows: Vec<Row>, n: usize) -> Vec<Row> {
+    rows.sort_by(|x, y| {
+        y.wait_ns
+            .total
+            .cmp(&x.wait_ns.total)
+            .then(y.count.cmp(&x.count))
+    });
     rows.truncate(n);
     rows
 }
