@@ -360,8 +360,8 @@ pub struct WorkloadArgs {
     pub children: usize,
     /// fork-mutex: how long each child sleeps after its fork before it
     /// takes any lock (lets a tracer attach to it)
-    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
-    pub child_delay: Duration,
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub child_delay: Option<Duration>,
     /// rwlock: read acquisitions
     #[arg(long, default_value_t = 1000)]
     pub reads: u64,

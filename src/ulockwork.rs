@@ -544,8 +544,12 @@ fn fork_mutex(spec: &UserSpec) -> Result<UserReport> {
     }
     // mutexes of each child, allocated here: distinct addresses in every
     // child (each child's copy is its own, process-private)
-    let pairs_m: Vec<Arc<PMutex>> = (0..spec.children).map(|_| Arc::new(PMutex::new())).collect();
-    let hold_m: Vec<Arc<PMutex>> = (0..spec.children).map(|_| Arc::new(PMutex::new())).collect();
+    let pairs_m: Vec<Arc<PMutex>> = (0..spec.children)
+        .map(|_| Arc::new(PMutex::new()))
+        .collect();
+    let hold_m: Vec<Arc<PMutex>> = (0..spec.children)
+        .map(|_| Arc::new(PMutex::new()))
+        .collect();
     let mut kids: Vec<(libc::pid_t, std::fs::File)> = Vec::new();
     for i in 0..spec.children {
         let mut fds = [0i32; 2];
@@ -568,8 +572,8 @@ fn fork_mutex(spec: &UserSpec) -> Result<UserReport> {
                 Err(e) => format!("error: {e:#}"),
             };
             let mut w = std::fs::File::from(wr);
-            let ok = std::io::Write::write_all(&mut w, line.as_bytes()).is_ok()
-                && line.starts_with('{');
+            let ok =
+                std::io::Write::write_all(&mut w, line.as_bytes()).is_ok() && line.starts_with('{');
             // SAFETY: _exit ends this forked child without running the
             // parent's atexit handlers or flushing its inherited buffers.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };

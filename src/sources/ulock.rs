@@ -14,9 +14,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -401,9 +401,8 @@ fn attach_points(
             match prog.attach_uprobe_with_opts(pid, &path, pt.off as usize, uo) {
                 Ok(link) => links.push(link),
                 Err(e) if essential(pt.name) => {
-                    return Err(e).with_context(|| {
-                        format!("attach {} in {} (pid {pid})", pt.name, r.shown)
-                    });
+                    return Err(e)
+                        .with_context(|| format!("attach {} in {} (pid {pid})", pt.name, r.shown));
                 }
                 Err(e) => {
                     notes.push(format!("{} not traced: {e}", pt.name));
@@ -617,9 +616,10 @@ impl Ulock {
         if follow {
             let p = &skel.progs;
             for prog in [&p.ulock_fork, &p.ulock_exec, &p.ulock_exit] {
-                follow_links.push(prog.attach().with_context(|| {
-                    format!("attach {}", prog.name().to_string_lossy())
-                })?);
+                follow_links.push(
+                    prog.attach()
+                        .with_context(|| format!("attach {}", prog.name().to_string_lossy()))?,
+                );
             }
         }
         let mut set = LinkSet::default();
@@ -848,8 +848,7 @@ impl Follower {
                 self.on_spawn(s);
             }
             self.retry_pending();
-            self.busy
-                .store(!self.pending.is_empty(), Ordering::Release);
+            self.busy.store(!self.pending.is_empty(), Ordering::Release);
             if last_watch.elapsed() >= Duration::from_millis(250) {
                 // the maps of live processes, to name callers after exit
                 let mut syms = self.syms.lock().unwrap_or_else(PoisonError::into_inner);
@@ -958,10 +957,7 @@ impl Follower {
             let obj = self.object_of(p.pid);
             match obj {
                 Ok(Some(r)) => {
-                    let same = self
-                        .procs
-                        .get(&pid)
-                        .is_some_and(|old| Arc::ptr_eq(old, &r));
+                    let same = self.procs.get(&pid).is_some_and(|old| Arc::ptr_eq(old, &r));
                     // the same libc after exec: the probes made for the
                     // task follow it into its new program
                     if !same || p.stale {
