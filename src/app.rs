@@ -1047,6 +1047,8 @@ fn workload(a: WorkloadArgs) -> Result<i32> {
                 writes: a.writes,
                 start_delay: delay,
                 hog: a.hog,
+                children: a.children,
+                child_delay: a.child_delay.unwrap_or_default(),
             };
             let rep = crate::ulockwork::run(&spec)?;
             if a.json {

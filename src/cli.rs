@@ -340,7 +340,9 @@ pub struct WorkloadArgs {
     /// --rounds 1 ms timedlocks on a held mutex), rwlock (--reads, --writes),
     /// std-mutex (Rust std Mutex, futex only), held-before (a mutex held
     /// before tracing starts, then --rounds pairs), global-hold (as
-    /// mutex-hold on the global mutex LOCKSCOPE_GLOBAL_MUTEX); file-hold
+    /// mutex-hold on the global mutex LOCKSCOPE_GLOBAL_MUTEX), fork-mutex
+    /// (--children processes, each after --child-delay: mutex-pairs, then
+    /// --rounds of mutex-hold, on mutexes of its own); file-hold
     /// (as pipe-hold on the i_rwsem of the inode of --file: two threads
     /// write its first page)
     #[arg(value_parser = crate::workload::parse_kind, default_value = "pipe")]
@@ -390,6 +392,13 @@ pub struct WorkloadArgs {
     /// pipe-hold: how long the mutex is held each round
     #[arg(long, value_parser = parse_duration, default_value = "50ms", value_name = "DURATION")]
     pub hold: Duration,
+    /// fork-mutex: child processes forked
+    #[arg(long, default_value_t = 2)]
+    pub children: usize,
+    /// fork-mutex: how long each child sleeps after its fork before it
+    /// takes any lock (lets a tracer attach to it)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub child_delay: Option<Duration>,
     /// rwlock: read acquisitions
     #[arg(long, default_value_t = 1000)]
     pub reads: u64,
@@ -476,7 +485,8 @@ impl TargetArgs {
             tids: self.tids.clone(),
             comm: self.comm.clone(),
             cgroup,
-            follow_forks: false,
+            // processes forked by a -p target are targets too
+            follow_forks: !self.pids.is_empty(),
         })
     }
 }

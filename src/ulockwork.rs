@@ -45,6 +45,11 @@ pub enum UserKind {
     /// static with a stable, unmangled symbol), taken in the functions
     /// `ls_global_holder_locks` and `ls_global_waiter_locks`.
     GlobalHold,
+    /// Forks `children` processes at once; each sleeps `child_delay`,
+    /// then does mutex-pairs (`threads` x `ops`) and `rounds` of
+    /// mutex-hold, on mutexes of its own (distinct addresses in every
+    /// child), and reports to the parent, which reports them all.
+    ForkMutex,
 }
 
 pub const NAMES: &[(&str, UserKind)] = &[
@@ -57,6 +62,7 @@ pub const NAMES: &[(&str, UserKind)] = &[
     ("std-mutex", UserKind::StdMutex),
     ("held-before", UserKind::HeldBefore),
     ("global-hold", UserKind::GlobalHold),
+    ("fork-mutex", UserKind::ForkMutex),
 ];
 
 impl UserKind {
@@ -87,6 +93,9 @@ pub struct UserSpec {
     /// (the waiter then runs SCHED_OTHER), so a woken waiter also waits
     /// for a CPU
     pub hog: bool,
+    /// fork-mutex: processes forked, and their sleep before any lock
+    pub children: usize,
+    pub child_delay: Duration,
 }
 
 /// What a workload did, as measured by itself. Times are CLOCK_MONOTONIC.
@@ -125,6 +134,29 @@ pub struct UserReport {
     pub elapsed_ns: u64,
     /// The timed threads ran SCHED_FIFO (mutex-hold, as root).
     pub realtime: bool,
+    /// fork-mutex: what each child did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ForkChild>,
+}
+
+/// What one fork-mutex child did, as measured by itself.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct ForkChild {
+    pub pid: u32,
+    /// CLOCK_MONOTONIC ns when it began to take locks (after its delay).
+    pub started_ns: u64,
+    /// mutex-pairs: the mutex, its threads, acquisitions (threads x ops).
+    pub lock: String,
+    pub tids: Vec<u32>,
+    pub acquisitions: u64,
+    /// mutex-hold: the mutex, its acquisitions (2 x rounds), the
+    /// threads, holds and the waiter's blocked lock calls.
+    pub hold_lock: String,
+    pub hold_acquisitions: u64,
+    pub holder_tid: u32,
+    pub waiter_tid: u32,
+    pub hold_ns: Vec<u64>,
+    pub waiter_wait_ns: Vec<u64>,
 }
 
 pub fn now_ns() -> u64 {
@@ -239,8 +271,9 @@ pub fn run(spec: &UserSpec) -> Result<UserReport> {
         UserKind::MutexHold => hold_and_wait(spec, HeldLock::new(false))?,
         UserKind::SpinHold => hold_and_wait(spec, HeldLock::new(true))?,
         UserKind::GlobalHold => hold_and_wait(spec, HeldLock::global())?,
-        UserKind::MutexPairs => pairs(spec, false)?,
-        UserKind::SpinPairs => pairs(spec, true)?,
+        UserKind::MutexPairs => pairs(spec, false, Arc::new(PMutex::new()))?,
+        UserKind::SpinPairs => pairs(spec, true, Arc::new(PMutex::new()))?,
+        UserKind::ForkMutex => fork_mutex(spec)?,
         UserKind::MutexTrylock => trylock(spec)?,
         UserKind::Rwlock => rwlock(spec)?,
         UserKind::StdMutex => std_mutex(spec)?,
@@ -278,22 +311,26 @@ pub fn ls_global_waiter_locks(m: &PMutex) -> i32 {
 /// The lock of mutex-hold (a pthread mutex), spin-hold (a spin lock) or
 /// global-hold (`LOCKSCOPE_GLOBAL_MUTEX`).
 struct HeldLock {
-    mutex: PMutex,
+    mutex: Arc<PMutex>,
     spin: Option<PSpin>,
     global: bool,
 }
 
 impl HeldLock {
     fn new(spin: bool) -> HeldLock {
+        HeldLock::on(Arc::new(PMutex::new()), spin)
+    }
+    /// On a given pthread mutex (or a spin lock of its own).
+    fn on(mutex: Arc<PMutex>, spin: bool) -> HeldLock {
         HeldLock {
-            mutex: PMutex::new(),
+            mutex,
             spin: spin.then(|| PSpin(UnsafeCell::new(0))),
             global: false,
         }
     }
     fn global() -> HeldLock {
         HeldLock {
-            mutex: PMutex::new(),
+            mutex: Arc::new(PMutex::new()),
             spin: None,
             global: true,
         }
@@ -326,7 +363,7 @@ impl HeldLock {
             Some(s) => unsafe { libc::pthread_spin_lock(s.0.get()) },
             None if self.global && holder => ls_global_holder_locks(self.pmutex()),
             None if self.global => ls_global_waiter_locks(self.pmutex()),
-            None => self.mutex.lock(),
+            None => self.pmutex().lock(),
         }
     }
     fn unlock(&self) -> i32 {
@@ -444,10 +481,10 @@ unsafe impl Sync for PSpin {}
 // SAFETY: as above.
 unsafe impl Send for PSpin {}
 
-/// `threads` threads, `ops` lock/unlock pairs each, on one lock; released
-/// together, so with several threads the lock is contended.
-fn pairs(spec: &UserSpec, spin: bool) -> Result<UserReport> {
-    let m = Arc::new(PMutex::new());
+/// `threads` threads, `ops` lock/unlock pairs each, on one lock (`m`, or
+/// a spin lock); released together, so with several threads the lock is
+/// contended.
+fn pairs(spec: &UserSpec, spin: bool, m: Arc<PMutex>) -> Result<UserReport> {
     let s = Arc::new(PSpin(UnsafeCell::new(0)));
     // SAFETY: the spinlock lives at a fixed address inside the Arc.
     check(
@@ -504,6 +541,102 @@ fn pairs(spec: &UserSpec, spin: bool) -> Result<UserReport> {
     rep.elapsed_ns = now_ns() - start;
     rep.acquisitions = spec.ops * spec.threads as u64;
     Ok(rep)
+}
+
+/// fork-mutex: forks every child first (this process has no other
+/// thread then, so a child may do anything), then collects what each one
+/// reports through a pipe of its own.
+fn fork_mutex(spec: &UserSpec) -> Result<UserReport> {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    if spec.children == 0 {
+        bail!("--children must be at least 1");
+    }
+    // mutexes of each child, allocated here: distinct addresses in every
+    // child (each child's copy is its own, process-private)
+    let pairs_m: Vec<Arc<PMutex>> = (0..spec.children)
+        .map(|_| Arc::new(PMutex::new()))
+        .collect();
+    let hold_m: Vec<Arc<PMutex>> = (0..spec.children)
+        .map(|_| Arc::new(PMutex::new()))
+        .collect();
+    let mut kids: Vec<(libc::pid_t, std::fs::File)> = Vec::new();
+    for i in 0..spec.children {
+        let mut fds = [0i32; 2];
+        // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            bail!("pipe2: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: fork has no memory-safety preconditions; this process
+        // has one thread, so the child may allocate and start threads.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            bail!("fork: {}", std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            drop(rd);
+            let line = match fork_child(spec, pairs_m[i].clone(), hold_m[i].clone()) {
+                Ok(c) => serde_json::to_string(&c).unwrap_or_default(),
+                Err(e) => format!("error: {e:#}"),
+            };
+            let mut w = std::fs::File::from(wr);
+            let ok =
+                std::io::Write::write_all(&mut w, line.as_bytes()).is_ok() && line.starts_with('{');
+            // SAFETY: _exit ends this forked child without running the
+            // parent's atexit handlers or flushing its inherited buffers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        drop(wr);
+        kids.push((pid, std::fs::File::from(rd)));
+    }
+    let mut rep = UserReport::default();
+    let mut failures = Vec::new();
+    for (pid, mut rd) in kids {
+        let mut text = String::new();
+        let read = rd.read_to_string(&mut text);
+        let mut status = 0;
+        // SAFETY: status is a valid int for waitpid to fill.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        match (read, serde_json::from_str::<ForkChild>(&text)) {
+            (Ok(_), Ok(c)) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => {
+                rep.acquisitions += c.acquisitions + c.hold_acquisitions;
+                rep.children.push(c);
+            }
+            _ => failures.push(format!("child {pid} (status {status}): {text}")),
+        }
+    }
+    if !failures.is_empty() {
+        bail!("fork-mutex: {}", failures.join("; "));
+    }
+    Ok(rep)
+}
+
+/// One fork-mutex child: its delay, mutex-pairs on `pm`, then `rounds`
+/// of mutex-hold on `hm`.
+fn fork_child(spec: &UserSpec, pm: Arc<PMutex>, hm: Arc<PMutex>) -> Result<ForkChild> {
+    std::thread::sleep(spec.child_delay);
+    let started_ns = now_ns();
+    let p = pairs(spec, false, pm)?;
+    let mut c = ForkChild {
+        pid: std::process::id(),
+        started_ns,
+        lock: p.lock,
+        tids: p.tids,
+        acquisitions: p.acquisitions,
+        ..Default::default()
+    };
+    if spec.rounds > 0 {
+        let h = hold_and_wait(spec, HeldLock::on(hm, false))?;
+        c.hold_lock = h.lock;
+        c.hold_acquisitions = h.acquisitions;
+        c.holder_tid = h.holder_tid;
+        c.waiter_tid = h.waiter_tid;
+        c.hold_ns = h.hold_ns;
+        c.waiter_wait_ns = h.waiter_wait_ns;
+    }
+    Ok(c)
 }
 
 /// Failed calls only: EBUSY from trylock, ETIMEDOUT from timedlock.
@@ -726,6 +859,8 @@ mod tests {
             writes: 7,
             start_delay: Duration::ZERO,
             hog: false,
+            children: 2,
+            child_delay: Duration::ZERO,
         }
     }
 

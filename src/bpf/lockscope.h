@@ -376,7 +376,28 @@ enum ls_ulost {
 	LS_ULOST_STALE_CALL = 4, /* a lock call whose return never came */
 	LS_ULOST_STACK = 5,     /* --stacks: a user stack could not be taken */
 	LS_ULOST_STACK_MAP_FULL = 6, /* --stacks: no room for another stack key */
-	LS_ULOST__COUNT = 7,
+	LS_ULOST_FOLLOW = 7,    /* a new process of a target could not be
+				 * followed (`target_pids` or `spawns` full) */
+	LS_ULOST__COUNT = 8,
+};
+
+/* What happened to a traced process (ls_uspawn.what). */
+enum ls_uspawn_what {
+	LS_USPAWN_FORK = 1, /* `pid` was forked by `parent`, a target: now one */
+	LS_USPAWN_EXEC = 2, /* `pid`, a target, exec'd: its libc may differ */
+	LS_USPAWN_EXIT = 3, /* the last thread of `pid`, a target, exited */
+};
+
+/* A target's fork, exec or exit, told to user-locks' userspace (ring
+ * buffer `spawns`), which attaches its per-process uprobes to new
+ * processes and releases those of exited ones. */
+struct ls_uspawn {
+	__u64 ts_ns;   /* bpf_ktime_get_ns() at the event (CLOCK_MONOTONIC) */
+	__u32 pid;
+	__u32 parent;  /* FORK: the forking process; EXEC: the pid of the
+			* thread that exec'd (not `pid`: not the leader) */
+	__u32 what;    /* enum ls_uspawn_what */
+	__u32 _pad;
 };
 
 /* Loss counters of futex.bpf.c (`lost`, per CPU), then its outcomes. */

@@ -39,6 +39,15 @@
  *   uprobe is the uprobe machinery), taken at the lock call's return: the
  *   first frame is the return address, the caller of the aggregation key.
  *   With --hold-stacks the acquisition's stack is kept in its hold.
+ * - Per-process probes (`-p`, `run`) fire only in the process they were
+ *   attached for. New processes of targets are followed by userspace:
+ *   `ulock_fork` makes a target's forked child a target and tells
+ *   userspace (`spawns`), which attaches the child's probes (it maps the
+ *   same libc); `ulock_exec` tells it a target exec'd (its new program may
+ *   map another libc); `ulock_exit` drops an exited process from
+ *   `target_pids` and tells userspace to release its probes. Lock calls of
+ *   a child between its fork and the attachment of its probes are not
+ *   seen (a release whose acquisition was not seen is `partial`).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -98,8 +107,15 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
-/* Makes the event type part of the object's BTF so the skeleton has it. */
+/* New, exec'd and exited processes of targets, for userspace to follow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 << 10);
+} spawns SEC(".maps");
+
+/* Makes the event types part of the object's BTF so the skeleton has them. */
 struct ls_uevent ls_uevent_type = {};
+struct ls_uspawn ls_uspawn_type = {};
 
 static __always_inline void count_lost(__u32 what)
 {
@@ -493,5 +509,64 @@ int BPF_UPROBE(ulock_empty)
 SEC("uretprobe")
 int BPF_URETPROBE(ulock_empty_ret)
 {
+	return 0;
+}
+
+/* ---- following the targets' new processes (per-process probes) ------ */
+
+static __always_inline void tell_spawn(__u32 what, __u32 pid, __u32 parent)
+{
+	struct ls_uspawn *s = bpf_ringbuf_reserve(&spawns, sizeof(*s), 0);
+
+	if (!s) {
+		count_lost(LS_ULOST_FOLLOW);
+		return;
+	}
+	s->ts_ns = bpf_ktime_get_ns();
+	s->pid = pid;
+	s->parent = parent;
+	s->what = what;
+	s->_pad = 0;
+	bpf_ringbuf_submit(s, 0);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(ulock_fork, struct task_struct *parent, struct task_struct *child)
+{
+	LS_CHECK_STOPPED();
+	int followed = follow_fork_task(parent, child);
+
+	if (followed < 0)
+		count_lost(LS_ULOST_FOLLOW);
+	else if (followed > 0)
+		tell_spawn(LS_USPAWN_FORK, child->tgid, parent->tgid);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(ulock_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	LS_CHECK_STOPPED();
+	__u32 pid = p->tgid;
+
+	/* old_pid differs when a thread other than the leader exec'd */
+	if (bpf_map_lookup_elem(&target_pids, &pid))
+		tell_spawn(LS_USPAWN_EXEC, pid, old_pid);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(ulock_exit, struct task_struct *p)
+{
+	LS_CHECK_STOPPED();
+	__u32 pid = p->tgid;
+
+	/* the group's live count is already down for this thread */
+	if (BPF_CORE_READ(p, signal, live.counter) != 0)
+		return 0;
+	if (!bpf_map_lookup_elem(&target_pids, &pid))
+		return 0;
+	bpf_map_delete_elem(&target_pids, &pid);
+	tell_spawn(LS_USPAWN_EXIT, pid, 0);
 	return 0;
 }

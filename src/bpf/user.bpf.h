@@ -81,6 +81,23 @@ static __always_inline bool is_target(void)
 	return true;
 }
 
+/* Children forked by targets become targets (`run`, `-p`), from
+ * tp_btf/sched_process_fork (trusted task pointers): 1 when `child` is a
+ * new process (not a thread) of a target and now a target itself, 0 when
+ * it is not followed, -1 when `target_pids` had no room for it. */
+static __always_inline int follow_fork_task(struct task_struct *parent,
+					    struct task_struct *child)
+{
+	__u32 ptgid = parent->tgid, pid = child->tgid;
+	__u8 one = 1;
+
+	if (!follow_forks || child->pid != pid)
+		return 0; /* not following, or a new thread of the same process */
+	if (!bpf_map_lookup_elem(&target_pids, &ptgid))
+		return 0;
+	return bpf_map_update_elem(&target_pids, &pid, &one, BPF_ANY) ? -1 : 1;
+}
+
 static __always_inline __u32 log2_slot(__u64 v)
 {
 	__u32 r = 0, shift;

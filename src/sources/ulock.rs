@@ -14,19 +14,20 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBufferBuilder, UprobeOpts};
 
 use super::{
     Options, Pod, ProgStats, Source, Symbolizer, as_bytes, comm_str, common, from_bytes, prog_stats,
 };
 use crate::bpf::ulock::types::{
-    ls_uagg_key, ls_uagg_val, ls_uevent, ls_uholder_key, ls_uholder_val,
+    ls_uagg_key, ls_uagg_val, ls_uevent, ls_uholder_key, ls_uholder_val, ls_uspawn,
 };
 use crate::bpf::ulock::{OpenUlockSkel, UlockSkel, UlockSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
@@ -55,6 +56,10 @@ const OP_RETRY: u32 = 1 << 12;
 const EV_FAILED: u32 = 1;
 const EV_PARTIAL: u32 = 2;
 const EV_SLEPT: u32 = 4;
+// enum ls_uspawn_what
+const LS_USPAWN_FORK: u32 = 1;
+const LS_USPAWN_EXEC: u32 = 2;
+const LS_USPAWN_EXIT: u32 = 3;
 
 const _: () = assert!(
     std::mem::size_of::<[u64; HIST_SLOTS]>()
@@ -72,6 +77,8 @@ unsafe impl Pod for ls_uevent {}
 unsafe impl Pod for ls_uholder_key {}
 // SAFETY: as above.
 unsafe impl Pod for ls_uholder_val {}
+// SAFETY: as above.
+unsafe impl Pod for ls_uspawn {}
 
 /// Which program a function gets.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -156,7 +163,7 @@ impl Backend {
 }
 
 /// Names of the `lost` counters, in the order of `enum ls_ulost`.
-pub const LOST_NAMES: [&str; 7] = [
+pub const LOST_NAMES: [&str; 8] = [
     "map_full",
     "holds_full",
     "ringbuf_dropped",
@@ -164,6 +171,7 @@ pub const LOST_NAMES: [&str; 7] = [
     "stale_call",
     "stack_failed",
     "stack_map_full",
+    "follow_dropped",
 ];
 
 /// The per-task map of the lock call in progress, shared by fd with the
@@ -226,6 +234,20 @@ fn tgid_of(tid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The pthread object of a process that may have just exec'd: `Ok(None)`
+/// while only its executable and dynamic linker are mapped (its libraries
+/// come a moment later).
+fn pthread_object_now(pid: u32) -> Result<Option<PthreadObject>> {
+    match find_pthread_object(Some(pid)) {
+        Ok(obj) => Ok(Some(obj)),
+        Err(e) => {
+            let young = crate::procmaps::read_maps(Some(pid))
+                .is_ok_and(|m| m.iter().any(|x| x.path.contains("/ld-")));
+            if young { Ok(None) } else { Err(e) }
+        }
+    }
+}
+
 /// Where the probes go for these options; notes say what is not traced.
 fn plan(opts: &Options) -> Result<(Vec<Attachment>, Vec<String>)> {
     let t = &opts.targets;
@@ -245,22 +267,23 @@ fn plan(opts: &Options) -> Result<(Vec<Attachment>, Vec<String>)> {
     for pid in procs {
         // a process that has just exec'd may not have mapped its libc yet
         // (only the executable and the dynamic linker): give it a moment
-        let mut found = find_pthread_object(Some(pid));
+        let mut found = pthread_object_now(pid);
         for _ in 0..10 {
-            let young = found.is_err()
-                && crate::procmaps::read_maps(Some(pid))
-                    .is_ok_and(|m| m.iter().any(|x| x.path.contains("/ld-")));
-            if !young {
+            if !matches!(found, Ok(None)) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(30));
-            found = find_pthread_object(Some(pid));
+            found = pthread_object_now(pid);
         }
         match found {
-            Ok(obj) => out.push(Attachment {
+            Ok(Some(obj)) => out.push(Attachment {
                 pid: pid as i32,
                 obj,
             }),
+            Ok(None) => notes.push(format!(
+                "pid {pid} ({}) not traced: its libraries were not mapped after 300 ms",
+                comm_of(pid)
+            )),
             Err(e) => notes.push(format!("pid {pid} ({}) not traced: {e:#}", comm_of(pid))),
         }
     }
@@ -270,14 +293,209 @@ fn plan(opts: &Options) -> Result<(Vec<Attachment>, Vec<String>)> {
     Ok((out, notes))
 }
 
+/// One uprobe (and uretprobe, for lock calls) to attach.
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    name: &'static str,
+    off: u64,
+    cookie: u64,
+    probe: Probe,
+}
+
+/// A pthread object's probe points, resolved once per file and reused for
+/// every process that maps it (forked children map their parent's).
+struct Resolved {
+    /// Path to attach to, valid in lockscope's mount namespace; a path
+    /// through `/proc/PID/root` is rewritten for each process.
+    path: PathBuf,
+    /// The path as processes see it, and its inode.
+    shown: String,
+    ino: u64,
+    points: Vec<Point>,
+}
+
+impl Resolved {
+    fn new(obj: &PthreadObject, backend: Backend) -> Result<Resolved> {
+        let glibc = if obj.glibc { OP_GLIBC } else { 0 };
+        let mut points = Vec::new();
+        let mut done = BTreeSet::new();
+        for &(name, cookie, probe) in FUNCS {
+            if backend == Backend::FloorPair && name != "pthread_mutex_lock" {
+                continue;
+            }
+            let off = match obj.symbols.func_offset(name) {
+                Ok(Some(off)) => off,
+                Ok(None) if essential(name) => bail!("{} has no {name}", obj.shown),
+                Ok(None) => continue, // older libc: no such variant
+                Err(e) => bail!("{}: {e:#}", obj.shown),
+            };
+            if !done.insert(off) {
+                continue; // an alias of a function already probed
+            }
+            // uprobes cannot single-step a `lock`-prefixed instruction:
+            // glibc's pthread_spin_lock starts with `lock decl (%rdi)`;
+            // probe right after it (same stack, same arguments), a point
+            // every retry of the spin passes again (LS_UOP_RETRY)
+            let (off, retry) = match first_bytes(&obj.path, off) {
+                Some([0xf0, 0xff, 0x0f]) if probe == Probe::Lock => (off + 3, OP_RETRY),
+                _ => (off, 0),
+            };
+            points.push(Point {
+                name,
+                off,
+                cookie: u64::from(cookie | glibc | retry),
+                probe,
+            });
+        }
+        let ino = std::fs::metadata(&obj.path)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .with_context(|| format!("stat {}", obj.path.display()))?;
+        Ok(Resolved {
+            path: obj.path.clone(),
+            shown: obj.shown.clone(),
+            ino,
+            points,
+        })
+    }
+
+    /// The path to attach to for `pid`.
+    fn path_for(&self, pid: i32) -> PathBuf {
+        let s = self.path.to_string_lossy();
+        if let Some(rest) = s.strip_prefix("/proc/")
+            && let Some((_, tail)) = rest.split_once("/root/")
+            && pid > 0
+        {
+            return PathBuf::from(format!("/proc/{pid}/root/{tail}"));
+        }
+        self.path.clone()
+    }
+}
+
+/// Attaches the programs of `backend` at every point of `r`, in process
+/// `pid` (-1: all). Notes say which optional functions could not be traced.
+fn attach_points(
+    skel: &UlockSkel<'static>,
+    backend: Backend,
+    pid: i32,
+    r: &Resolved,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Link>> {
+    let path = r.path_for(pid);
+    let p = &skel.progs;
+    let mut links = Vec::new();
+    for pt in &r.points {
+        let (entry, ret) = match (backend, pt.probe) {
+            (Backend::Uprobe, Probe::Lock) => (&p.ulock_enter, Some(&p.ulock_return)),
+            (Backend::Uprobe, Probe::Unlock) => (&p.ulock_unlock, None),
+            (Backend::Uprobe, Probe::Cond) => (&p.ucond_enter, Some(&p.ucond_return)),
+            (_, Probe::Unlock) => (&p.ulock_empty, None),
+            (_, _) => (&p.ulock_empty, Some(&p.ulock_empty_ret)),
+        };
+        for (prog, retprobe) in [(Some(entry), false), (ret, true)] {
+            let Some(prog) = prog else { continue };
+            let uo = UprobeOpts {
+                retprobe,
+                cookie: pt.cookie,
+                ..Default::default()
+            };
+            match prog.attach_uprobe_with_opts(pid, &path, pt.off as usize, uo) {
+                Ok(link) => links.push(link),
+                Err(e) if essential(pt.name) => {
+                    return Err(e)
+                        .with_context(|| format!("attach {} in {} (pid {pid})", pt.name, r.shown));
+                }
+                Err(e) => {
+                    notes.push(format!("{} not traced: {e}", pt.name));
+                    break;
+                }
+            }
+        }
+    }
+    Ok(links)
+}
+
+/// The links of every traced process, by pid (-1: system-wide); closed
+/// once the source is detached (later attachments are dropped at once).
+#[derive(Default)]
+struct LinkSet {
+    by_pid: BTreeMap<i32, Vec<Link>>,
+    closed: bool,
+}
+
+/// What following new processes did, for the report.
+#[derive(Default)]
+struct FollowStats {
+    /// Processes whose probes were attached after the start (forked
+    /// children, and targets that exec'd another libc).
+    attached: u64,
+    /// Of the forked children: from the fork to their probes attached.
+    fork_latency_ns: Vec<u64>,
+    /// New processes that could not be traced: exited before their
+    /// probes were attached, or no pthread object.
+    missed: u64,
+    /// Of the missed: exited before their probes were attached.
+    missed_exited: u64,
+    /// Exited processes whose probes were released during the session.
+    released: u64,
+    notes: BTreeSet<String>,
+}
+
+impl FollowStats {
+    const KEEP: usize = 4096;
+    const KEEP_NOTES: usize = 8;
+
+    fn note(&mut self, n: String) {
+        if self.notes.len() < Self::KEEP_NOTES {
+            self.notes.insert(n);
+        }
+    }
+
+    /// One line for the report header, if anything was followed.
+    fn summary(&self) -> Option<String> {
+        if self.attached == 0 && self.missed == 0 {
+            return None;
+        }
+        let mut s = format!(
+            "followed {} new process{}",
+            self.attached,
+            if self.attached == 1 { "" } else { "es" }
+        );
+        if !self.fork_latency_ns.is_empty() {
+            let mut l = self.fork_latency_ns.clone();
+            l.sort_unstable();
+            let ms = |ns: u64| ns as f64 / 1e6;
+            s.push_str(&format!(
+                " (probes attached {:.1} ms after the fork, median; {:.1} ms max: \
+                 a child's lock calls before that are not seen)",
+                ms(l[l.len() / 2]),
+                ms(l[l.len() - 1])
+            ));
+        }
+        if self.missed > 0 {
+            s.push_str(&format!(", {} not traced", self.missed));
+            if self.missed_exited > 0 {
+                s.push_str(&format!(
+                    " ({} exited before their probes were attached)",
+                    self.missed_exited
+                ));
+            }
+        }
+        Some(s)
+    }
+}
+
 /// A loaded and attached user-locks source.
 pub struct Ulock {
-    skel: UlockSkel<'static>,
-    links: RefCell<Vec<Link>>,
+    /// Shared with the follower thread, which attaches new processes.
+    skel: Arc<UlockSkel<'static>>,
+    links: Arc<Mutex<LinkSet>>,
+    /// Links of exited processes, released in the background.
+    reap: Arc<Mutex<Vec<Link>>>,
     backend: Backend,
     /// (pid, path attached to, path as the process sees it), per process.
     attached: Vec<(i32, std::path::PathBuf, String)>,
     notes: Vec<String>,
+    follow: Option<Arc<Mutex<FollowStats>>>,
     syms: Arc<Mutex<UserSymbolizer>>,
     /// Processes seen not to map the probed object any more (exec).
     gone_notes: Arc<Mutex<BTreeSet<String>>>,
@@ -319,6 +537,8 @@ impl Ulock {
             .open(storage)
             .context("open BPF object")?;
         let per_process = plan.iter().all(|a| a.pid >= 0);
+        // new processes of -p / run targets get probes of their own
+        let follow = per_process && opts.targets.follow_forks && !opts.targets.pids.is_empty();
         let rodata = open
             .maps
             .rodata_data
@@ -328,6 +548,7 @@ impl Ulock {
         // per-process probes fire only in their process: no pid filter
         rodata.filter_pid = !per_process && !opts.targets.pids.is_empty();
         rodata.filter_tid = !opts.targets.tids.is_empty();
+        rodata.follow_forks = follow;
         rodata.emit_events = opts.emit_events;
         rodata.filter_cgroup = opts.targets.cgroup.is_some();
         if let Some(comm) = &opts.targets.comm {
@@ -358,6 +579,9 @@ impl Ulock {
         open.progs.ucond_return.set_autoload(real);
         open.progs.ulock_empty.set_autoload(!real);
         open.progs.ulock_empty_ret.set_autoload(!real);
+        open.progs.ulock_fork.set_autoload(follow);
+        open.progs.ulock_exec.set_autoload(follow);
+        open.progs.ulock_exit.set_autoload(follow);
         reuse_call_map(&mut open.maps.ulock_call)?;
 
         let skel = open
@@ -386,86 +610,88 @@ impl Ulock {
                 .with_context(|| format!("{} is not a cgroup v2 directory", path.display()))?;
         }
 
-        let mut links = Vec::new();
-        let mut attached = Vec::new();
-        for a in &plan {
-            let glibc = if a.obj.glibc { OP_GLIBC } else { 0 };
-            let mut done = BTreeSet::new();
-            for &(name, cookie, probe) in FUNCS {
-                if backend == Backend::FloorPair && name != "pthread_mutex_lock" {
-                    continue;
-                }
-                let off = match a.obj.symbols.func_offset(name) {
-                    Ok(Some(off)) => off,
-                    Ok(None) if essential(name) => {
-                        bail!("{} has no {name}", a.obj.shown)
-                    }
-                    Ok(None) => continue, // older libc: no such variant
-                    Err(e) => bail!("{}: {e:#}", a.obj.shown),
-                };
-                if !done.insert(off) {
-                    continue; // an alias of a function already probed
-                }
-                // uprobes cannot single-step a `lock`-prefixed instruction:
-                // glibc's pthread_spin_lock starts with `lock decl (%rdi)`;
-                // probe right after it (same stack, same arguments), a point
-                // every retry of the spin passes again (LS_UOP_RETRY)
-                let (off, retry) = match first_bytes(&a.obj.path, off) {
-                    Some([0xf0, 0xff, 0x0f]) if probe == Probe::Lock => (off + 3, OP_RETRY),
-                    _ => (off, 0),
-                };
-                let p = &skel.progs;
-                let (entry, ret) = match (backend, probe) {
-                    (Backend::Uprobe, Probe::Lock) => (&p.ulock_enter, Some(&p.ulock_return)),
-                    (Backend::Uprobe, Probe::Unlock) => (&p.ulock_unlock, None),
-                    (Backend::Uprobe, Probe::Cond) => (&p.ucond_enter, Some(&p.ucond_return)),
-                    (_, Probe::Unlock) => (&p.ulock_empty, None),
-                    (_, _) => (&p.ulock_empty, Some(&p.ulock_empty_ret)),
-                };
-                for (prog, retprobe) in [(Some(entry), false), (ret, true)] {
-                    let Some(prog) = prog else { continue };
-                    let uo = UprobeOpts {
-                        retprobe,
-                        cookie: u64::from(cookie | glibc | retry),
-                        ..Default::default()
-                    };
-                    match prog.attach_uprobe_with_opts(a.pid, &a.obj.path, off as usize, uo) {
-                        Ok(link) => links.push(link),
-                        Err(e) if essential(name) => {
-                            return Err(e).with_context(|| {
-                                format!("attach {name} in {} (pid {})", a.obj.shown, a.pid)
-                            });
-                        }
-                        Err(e) => {
-                            notes.push(format!("{name} not traced: {e}"));
-                            break;
-                        }
-                    }
-                }
+        // the fork/exec/exit programs first, so that no child forked while
+        // the targets' probes are being attached goes unnoticed
+        let mut follow_links = Vec::new();
+        if follow {
+            let p = &skel.progs;
+            for prog in [&p.ulock_fork, &p.ulock_exec, &p.ulock_exit] {
+                follow_links.push(
+                    prog.attach()
+                        .with_context(|| format!("attach {}", prog.name().to_string_lossy()))?,
+                );
             }
+        }
+        let mut set = LinkSet::default();
+        let mut attached = Vec::new();
+        let mut procs: HashMap<i32, Arc<Resolved>> = HashMap::new();
+        let mut objects: Vec<Arc<Resolved>> = Vec::new();
+        for a in &plan {
+            let r = match objects
+                .iter()
+                .find(|r| r.path == a.obj.path && r.shown == a.obj.shown)
+            {
+                Some(r) => r.clone(),
+                None => {
+                    let r = Arc::new(Resolved::new(&a.obj, backend)?);
+                    objects.push(r.clone());
+                    r
+                }
+            };
+            let links = attach_points(&skel, backend, a.pid, &r, &mut notes)?;
+            set.by_pid.entry(a.pid).or_default().extend(links);
+            procs.insert(a.pid, r);
             attached.push((a.pid, a.obj.path.clone(), a.obj.shown.clone()));
         }
+        notes.sort();
+        notes.dedup();
+        // the follower's programs are released with the others
+        set.by_pid.entry(0).or_default().extend(follow_links);
 
+        let skel = Arc::new(skel);
+        let links = Arc::new(Mutex::new(set));
+        let reap = Arc::new(Mutex::new(Vec::new()));
         let syms = Arc::new(Mutex::new(UserSymbolizer::default()));
         let gone_notes = Arc::new(Mutex::new(BTreeSet::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        // Keep the targets' maps (for naming callers after they exit) and
-        // notice processes that exec'd into something without this libc.
+        let stats = follow.then(|| Arc::new(Mutex::new(FollowStats::default())));
         let watch: Vec<(u32, std::path::PathBuf, String)> = attached
             .iter()
             .filter(|(pid, _, _)| *pid > 0)
             .map(|(pid, p, s)| (*pid as u32, p.clone(), s.clone()))
             .collect();
-        if !watch.is_empty() {
+        if let Some(stats) = &stats {
+            let busy = Arc::new(AtomicBool::new(false));
+            let f = Follower {
+                busy: busy.clone(),
+                skel: skel.clone(),
+                backend,
+                links: links.clone(),
+                reap: reap.clone(),
+                stats: stats.clone(),
+                syms: syms.clone(),
+                stop: stop.clone(),
+                procs,
+                objects,
+                pending: Vec::new(),
+            };
+            std::thread::Builder::new()
+                .name("ls-follow".into())
+                .spawn(move || f.run())
+                .context("start the thread that follows new processes")?;
+            let (reap, stop) = (reap.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("ls-reap".into())
+                .spawn(move || reap_links(&reap, &stop, &busy))
+                .context("start the thread that releases probes")?;
+        } else if !watch.is_empty() {
+            // Keep the targets' maps (for naming callers after they exit)
+            // and notice processes that exec'd into something without
+            // this libc.
             let (syms, gone, stop) = (syms.clone(), gone_notes.clone(), stop.clone());
-            let skip_first = opts.targets.follow_forks; // run: not exec'd yet
             std::thread::spawn(move || {
-                let mut first = true;
                 while !stop.load(Ordering::Relaxed) {
                     for (pid, path, shown) in &watch {
-                        if first && skip_first {
-                            continue;
-                        }
                         if maps_file(*pid, path, shown) == Some(false) {
                             gone.lock()
                                 .unwrap_or_else(PoisonError::into_inner)
@@ -480,17 +706,18 @@ impl Ulock {
                                 .remember(*pid);
                         }
                     }
-                    first = false;
                     std::thread::sleep(Duration::from_millis(250));
                 }
             });
         }
         Ok(Ulock {
             skel,
-            links: RefCell::new(links),
+            links,
+            reap,
             backend,
             attached,
             notes,
+            follow: stats,
             syms,
             gone_notes,
             stop,
@@ -543,6 +770,294 @@ impl Ulock {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .name(pid, addr)
+    }
+}
+
+/// A process whose probes wait for its pthread object: it has just
+/// exec'd (its libraries are mapped a moment later), or its parent's
+/// object was not known.
+struct Pending {
+    pid: u32,
+    since: Instant,
+    /// Forked at this CLOCK_MONOTONIC time (for the attach latency).
+    fork_ts: Option<u64>,
+    /// Its links (if any) were made for a task that no longer exists:
+    /// attach again even to the same object.
+    stale: bool,
+}
+
+/// Follows the targets' new processes (`spawns`): attaches the probes of
+/// forked children and of targets that exec'd another libc, and hands
+/// the links of exited processes to the reaper.
+struct Follower {
+    skel: Arc<UlockSkel<'static>>,
+    backend: Backend,
+    links: Arc<Mutex<LinkSet>>,
+    reap: Arc<Mutex<Vec<Link>>>,
+    stats: Arc<Mutex<FollowStats>>,
+    syms: Arc<Mutex<UserSymbolizer>>,
+    stop: Arc<AtomicBool>,
+    /// Set while new processes wait for their probes (the reaper pauses).
+    busy: Arc<AtomicBool>,
+    /// The object each traced process's probes are on.
+    procs: HashMap<i32, Arc<Resolved>>,
+    /// Every object resolved so far.
+    objects: Vec<Arc<Resolved>>,
+    pending: Vec<Pending>,
+}
+
+/// How long a just-exec'd process may take to map its libraries.
+const EXEC_GRACE: Duration = Duration::from_secs(1);
+
+impl Follower {
+    fn stats(&self) -> std::sync::MutexGuard<'_, FollowStats> {
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn run(mut self) {
+        let queue: std::rc::Rc<RefCell<Vec<ls_uspawn>>> = Default::default();
+        let skel = self.skel.clone();
+        let mut builder = RingBufferBuilder::new();
+        let q = queue.clone();
+        let added = builder.add(&skel.maps.spawns, move |d: &[u8]| {
+            if let Some(s) = from_bytes::<ls_uspawn>(d) {
+                q.borrow_mut().push(s);
+            }
+            0
+        });
+        let rb = match added.map(|_| ()).and_then(|()| builder.build()) {
+            Ok(rb) => rb,
+            Err(e) => {
+                self.stats()
+                    .note(format!("new processes not followed: ring buffer: {e}"));
+                return;
+            }
+        };
+        let mut last_watch = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            let wait = if self.pending.is_empty() {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_millis(2)
+            };
+            // an interrupted poll is retried on the next turn
+            let _ = rb.poll(wait);
+            let batch: Vec<ls_uspawn> = queue.borrow_mut().drain(..).collect();
+            self.busy.store(true, Ordering::Release);
+            for s in &batch {
+                self.on_spawn(s);
+            }
+            self.retry_pending();
+            self.busy.store(!self.pending.is_empty(), Ordering::Release);
+            if last_watch.elapsed() >= Duration::from_millis(250) {
+                // the maps of live processes, to name callers after exit
+                let mut syms = self.syms.lock().unwrap_or_else(PoisonError::into_inner);
+                for &pid in self.procs.keys() {
+                    if pid > 0 {
+                        syms.remember(pid as u32);
+                    }
+                }
+                last_watch = Instant::now();
+            }
+        }
+    }
+
+    fn on_spawn(&mut self, s: &ls_uspawn) {
+        let pid = s.pid as i32;
+        match s.what {
+            LS_USPAWN_FORK => match self.procs.get(&(s.parent as i32)).cloned() {
+                // the child maps what its parent maps
+                Some(r) => self.attach(s.pid, r, Some(s.ts_ns), false),
+                None => self.pending.push(Pending {
+                    pid: s.pid,
+                    since: Instant::now(),
+                    fork_ts: Some(s.ts_ns),
+                    stale: false,
+                }),
+            },
+            LS_USPAWN_EXEC => {
+                // exec'd by another thread than the leader: the task the
+                // probes were made for is gone (`parent` is the old pid)
+                let stale = s.parent != s.pid;
+                match self.pending.iter_mut().find(|p| p.pid == s.pid) {
+                    Some(p) => {
+                        p.since = Instant::now();
+                        p.stale |= stale;
+                    }
+                    None => self.pending.push(Pending {
+                        pid: s.pid,
+                        since: Instant::now(),
+                        fork_ts: None,
+                        stale,
+                    }),
+                }
+            }
+            LS_USPAWN_EXIT => {
+                self.pending.retain(|p| p.pid != s.pid);
+                self.procs.remove(&pid);
+                self.release(pid);
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands the links of `pid` to the reaper.
+    fn release(&self, pid: i32) {
+        let old = self
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_pid
+            .remove(&pid);
+        if let Some(old) = old
+            && !old.is_empty()
+        {
+            self.reap
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(old);
+            self.stats().released += 1;
+        }
+    }
+
+    /// The pthread object `pid` maps now: a known one (no ELF parsing),
+    /// else found and resolved; `Ok(None)` while it has just exec'd and
+    /// maps only its executable and the dynamic linker.
+    fn object_of(&mut self, pid: u32) -> Result<Option<Arc<Resolved>>> {
+        let maps = crate::procmaps::read_maps(Some(pid))?;
+        if let Some(r) = self
+            .objects
+            .iter()
+            .find(|r| maps.iter().any(|m| m.inode == r.ino && m.path == r.shown))
+        {
+            return Ok(Some(r.clone()));
+        }
+        let exe = maps.first().map(|m| m.path.as_str());
+        let young = maps.iter().any(|m| m.path.contains("/ld-"))
+            && maps
+                .iter()
+                .all(|m| Some(m.path.as_str()) == exe || m.path.contains("/ld-"));
+        if young {
+            return Ok(None);
+        }
+        match pthread_object_now(pid)? {
+            Some(obj) => {
+                let r = Arc::new(Resolved::new(&obj, self.backend)?);
+                self.objects.push(r.clone());
+                Ok(Some(r))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn retry_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending {
+            let pid = p.pid as i32;
+            let obj = self.object_of(p.pid);
+            match obj {
+                Ok(Some(r)) => {
+                    let same = self.procs.get(&pid).is_some_and(|old| Arc::ptr_eq(old, &r));
+                    // the same libc after exec: the probes made for the
+                    // task follow it into its new program
+                    if !same || p.stale {
+                        self.attach(p.pid, r, p.fork_ts, true);
+                    }
+                }
+                Ok(None) if p.since.elapsed() < EXEC_GRACE => self.pending.push(p),
+                Ok(None) => self.not_traced(
+                    pid,
+                    format!(
+                        "its libraries were not mapped {} ms after it exec'd",
+                        EXEC_GRACE.as_millis()
+                    ),
+                ),
+                Err(e) => self.not_traced(pid, format!("{e:#}")),
+            }
+        }
+    }
+
+    fn not_traced(&mut self, pid: i32, why: String) {
+        let alive = std::fs::metadata(format!("/proc/{pid}")).is_ok();
+        let comm = comm_of(pid as u32);
+        self.procs.remove(&pid);
+        self.release(pid);
+        let mut st = self.stats();
+        st.missed += 1;
+        if alive {
+            st.note(format!("pid {pid} ({comm}) not traced: {why}"));
+        } else {
+            st.missed_exited += 1;
+        }
+    }
+
+    /// Attaches the probes of `pid` on `r`, replacing any it had.
+    fn attach(&mut self, pid: u32, r: Arc<Resolved>, fork_ts: Option<u64>, replace: bool) {
+        let ipid = pid as i32;
+        if self
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed
+        {
+            return;
+        }
+        let mut notes = Vec::new();
+        match attach_points(&self.skel, self.backend, ipid, &r, &mut notes) {
+            Ok(links) => {
+                let latency = fork_ts.map(|t| crate::ulockwork::now_ns().saturating_sub(t));
+                if replace {
+                    self.release(ipid);
+                }
+                let late = {
+                    let mut set = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+                    if set.closed {
+                        Some(links)
+                    } else {
+                        set.by_pid.entry(ipid).or_default().extend(links);
+                        None
+                    }
+                };
+                // detached meanwhile: these go at once (off the caller's path)
+                drop(late);
+                self.procs.insert(ipid, r);
+                self.syms
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remember(pid);
+                let mut st = self.stats();
+                st.attached += 1;
+                if let Some(l) = latency
+                    && st.fork_latency_ns.len() < FollowStats::KEEP
+                {
+                    st.fork_latency_ns.push(l);
+                }
+                for n in notes {
+                    st.note(n);
+                }
+            }
+            Err(e) => self.not_traced(ipid, format!("{e:#}")),
+        }
+    }
+}
+
+/// Releases the links of exited processes, one at a time, until stopped
+/// (what is left then is released with the source's other links), and
+/// never while the follower has a new process to attach: releasing a
+/// uprobe link waits for an RCU grace period under the kernel's
+/// `event_mutex`, which attaching one needs too (a new process waits for
+/// at most the one release in flight).
+fn reap_links(reap: &Mutex<Vec<Link>>, stop: &AtomicBool, busy: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        if busy.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let next = reap.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        match next {
+            Some(link) => drop(link),
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 
@@ -724,6 +1239,10 @@ impl Source for Ulock {
         let objs: BTreeSet<&str> = self.attached.iter().map(|(_, _, s)| s.as_str()).collect();
         let on = objs.into_iter().collect::<Vec<_>>().join(", ");
         notes.insert(0, format!("on {on}"));
+        if let Some(f) = &self.follow {
+            let f = f.lock().unwrap_or_else(PoisonError::into_inner);
+            notes.splice(1..1, f.summary().into_iter().chain(f.notes.iter().cloned()));
+        }
         SourceStatus {
             name: SOURCE.into(),
             backend: Some(self.backend.name().into()),
@@ -738,7 +1257,17 @@ impl Source for Ulock {
     }
 
     fn take_links(&self) -> Vec<libbpf_rs::Link> {
-        std::mem::take(&mut *self.links.borrow_mut())
+        self.stop.store(true, Ordering::Relaxed);
+        let by_pid = {
+            let mut set = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+            set.closed = true; // later attachments are dropped at once
+            std::mem::take(&mut set.by_pid)
+        };
+        let mut links: Vec<Link> = by_pid.into_values().flatten().collect();
+        links.extend(std::mem::take(
+            &mut *self.reap.lock().unwrap_or_else(PoisonError::into_inner),
+        ));
+        links
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
@@ -859,6 +1388,11 @@ impl Source for Ulock {
             let sum: u64 = per_cpu.iter().filter_map(|b| from_bytes::<u64>(b)).sum();
             out.insert((*name).to_string(), sum);
         }
+        if let Some(f) = &self.follow {
+            // new processes of targets whose lock calls were not traced
+            let missed = f.lock().unwrap_or_else(PoisonError::into_inner).missed;
+            out.insert("follow_missed".into(), missed);
+        }
         let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
         out.insert("bpf_recursion_misses".into(), misses);
         // holds still open when read: their end was not seen
@@ -879,6 +1413,9 @@ impl Source for Ulock {
             &p.ucond_return,
             &p.ulock_empty,
             &p.ulock_empty_ret,
+            &p.ulock_fork,
+            &p.ulock_exec,
+            &p.ulock_exit,
         ]
         .into_iter()
         .filter(|prog| prog.autoload() && prog.as_fd().as_raw_fd() >= 0)

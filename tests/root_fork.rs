@@ -1,0 +1,243 @@
+//! Root tests: every source follows the processes its targets fork, with
+//! `run -- CMD` and with `-p PID`. The workload (`fork-mutex`) forks
+//! children that contend on pthread mutexes of their own after a start
+//! delay, and reports what each child did; user-locks must count every
+//! child's acquisitions exactly, and the futex source must see each
+//! child's blocked waits.
+//!
+//! user-locks attaches a child's uprobes a few milliseconds after its
+//! fork (more while other uprobe links are being released on the host);
+//! lockscope reports that latency, and a run is conclusive only when the
+//! child's delay was longer: otherwise it is run again with a longer one.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+const MS: u64 = 1_000_000;
+const CHILDREN: &str = "3";
+const THREADS: &str = "3";
+const OPS: &str = "2000";
+const ROUNDS: &str = "4";
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "root tests need root: run `sudo cargo test` (CI runs as root)"
+    );
+}
+
+/// The workload's arguments; `delay`: the children's start delay, if any.
+fn workload_args(delay: Option<&str>) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "fork-mutex",
+        "--children",
+        CHILDREN,
+        "--threads",
+        THREADS,
+        "--ops",
+        OPS,
+        "--rounds",
+        ROUNDS,
+        "--hold",
+        "30ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(d) = delay {
+        a.extend(["--child-delay".to_string(), d.to_string()]);
+    }
+    a
+}
+
+/// The largest fork-to-attach latency user-locks reports, in ns (its
+/// note "... 3.1 ms max ...").
+fn max_attach_latency(rep: &Value) -> u64 {
+    let st = rep["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["name"] == "user-locks")
+        .expect("user-locks status");
+    let reason = st["reason"].as_str().expect("reason");
+    let tail = reason
+        .split(" ms max")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("no attach latency in: {reason}"));
+    let ms: f64 = tail
+        .parse()
+        .unwrap_or_else(|_| panic!("no attach latency in: {reason}"));
+    (ms * 1e6) as u64
+}
+
+/// `lockscope run ARGS -- lockscope workload fork-mutex ...`: (workload
+/// report, lockscope report).
+fn run_forking(args: &[&str], delay: Option<&str>) -> (Value, Value) {
+    let out = Command::new(bin())
+        .arg("run")
+        .args(args)
+        .args(["--json", "--by", "lock", "--", bin(), "workload", "--json"])
+        .args(workload_args(delay))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let w: Value = serde_json::from_str(lines.next().expect("workload line")).expect("json");
+    let rep: Value = serde_json::from_str(lines.next().expect("report line")).expect("json");
+    (w, rep)
+}
+
+/// Runs `attempt(delay)` with longer child delays until every child's
+/// probes were attached before it took its first lock (at most 4 times).
+fn until_attached_in_time(attempt: impl Fn(&str) -> (Value, Value)) -> (Value, Value) {
+    let mut delay = 300 * MS;
+    for _ in 0..4 {
+        let (w, rep) = attempt(&format!("{}ms", delay / MS));
+        let latency = max_attach_latency(&rep);
+        eprintln!(
+            "children's probes attached at most {:.1} ms after their fork (delay {} ms)",
+            latency as f64 / 1e6,
+            delay / MS
+        );
+        if latency < delay {
+            return (w, rep);
+        }
+        delay = 2 * latency + 300 * MS;
+    }
+    panic!("the children's probes were never attached before their first lock");
+}
+
+fn rows_of<'a>(rep: &'a Value, source: &str, lock: &str) -> Vec<&'a Value> {
+    rows(rep)
+        .iter()
+        .filter(|r| r["source"] == source && r["lock"] == lock)
+        .collect()
+}
+
+fn children(w: &Value) -> &Vec<Value> {
+    let c = w["children"].as_array().expect("children");
+    assert_eq!(c.len().to_string(), CHILDREN, "{w}");
+    c
+}
+
+/// Every child's acquisitions, counted exactly, in rows of its own pid.
+fn user_locks_count_every_child_exactly(w: &Value, rep: &Value) {
+    let per_child: u64 = THREADS.parse::<u64>().unwrap() * OPS.parse::<u64>().unwrap();
+    for c in children(w) {
+        assert_ne!(c["pid"], w["pid"], "a child is another process");
+        assert_eq!(u(&c["acquisitions"]), per_child, "{c}");
+        for (lock, want) in [
+            (&c["lock"], u(&c["acquisitions"])),
+            (&c["hold_lock"], u(&c["hold_acquisitions"])),
+        ] {
+            let rs = rows_of(rep, "user-mutex", lock.as_str().expect("lock"));
+            assert_eq!(
+                rs.len(),
+                1,
+                "one row for {lock} of child {}: {rs:?}",
+                c["pid"]
+            );
+            let r = rs[0];
+            assert_eq!(r["pid"], c["pid"], "{r}");
+            assert_eq!(u(&r["count"]), want, "acquisitions of {lock}: {r}");
+            assert_eq!(u(&r["holds"]), want, "releases of {lock}: {r}");
+            assert_eq!((u(&r["failed"]), u(&r["partial"])), (0, 0), "{r}");
+        }
+    }
+    for (k, v) in rep["lost"].as_object().expect("lost") {
+        if k.starts_with("user-locks.") {
+            assert_eq!(u(v), 0, "{k} lost: {}", rep["lost"]);
+        }
+    }
+}
+
+/// Each child's waiter blocked behind a known hold: the futex source
+/// counts one wait per blocked round, as long as the waiter blocked.
+fn futex_sees_every_child_block(w: &Value, rep: &Value) {
+    for c in children(w) {
+        let waits: Vec<u64> = c["waiter_wait_ns"]
+            .as_array()
+            .expect("waits")
+            .iter()
+            .map(u)
+            .filter(|&x| x > MS)
+            .collect();
+        assert!(
+            !waits.is_empty(),
+            "the waiter of {} never blocked: {c}",
+            c["pid"]
+        );
+        let blocked: u64 = waits.iter().sum();
+        let rs = rows_of(rep, "futex", c["hold_lock"].as_str().expect("lock"));
+        assert_eq!(rs.len(), 1, "one futex row for child {}: {rs:?}", c["pid"]);
+        let r = rs[0];
+        assert_eq!(r["pid"], c["pid"], "{r}");
+        assert_eq!(
+            u(&r["count"]),
+            waits.len() as u64,
+            "one wait per blocked round: {r}"
+        );
+        let total = u(&r["wait_ns"]["total"]);
+        assert!(
+            total.abs_diff(blocked) <= blocked / 20,
+            "futex waits of child {}: {total} ns vs {blocked} ns blocked",
+            c["pid"]
+        );
+    }
+}
+
+#[test]
+fn run_counts_the_forked_childrens_acquisitions_exactly() {
+    require_root();
+    let (w, rep) = until_attached_in_time(|d| run_forking(&["--source", "user-locks"], Some(d)));
+    user_locks_count_every_child_exactly(&w, &rep);
+}
+
+#[test]
+fn run_futex_sees_the_forked_childrens_waits() {
+    require_root();
+    let (w, rep) = run_forking(&["--source", "futex"], None);
+    futex_sees_every_child_block(&w, &rep);
+}
+
+/// `lockscope report ARGS -p PARENT`, the parent released (SIGUSR1) once
+/// the tracer is attached: it forks after that.
+fn trace_parent(args: &[&str], delay: Option<&str>) -> (Value, Value) {
+    let wl = Workload::start_paused(
+        &workload_args(delay)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let pid = wl.pid().to_string();
+    let mut a = vec!["report", "--json", "--by", "lock"];
+    a.extend(args);
+    a.extend(["-p", &pid]);
+    let tracer = Tracer::start(&a);
+    wl.go();
+    let w = wl.finish().into_iter().next().expect("workload report");
+    // the report comes when the parent exits
+    let rep = tracer.finish_json();
+    (w, rep)
+}
+
+#[test]
+fn p_follows_children_forked_after_attach() {
+    require_root();
+    let (w, rep) = until_attached_in_time(|d| trace_parent(&["--source", "user-locks"], Some(d)));
+    user_locks_count_every_child_exactly(&w, &rep);
+    let (w, rep) = trace_parent(&["--source", "futex"], None);
+    futex_sees_every_child_block(&w, &rep);
+}
