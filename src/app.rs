@@ -283,6 +283,8 @@ pub(crate) fn attach(opts: &Options, chosen: &[String]) -> Result<Started> {
             format!("{} ({})", st.name, st.backend.unwrap_or_default())
         })
         .collect();
+    // every source attached: the window opens now, for all of them at once
+    start_all(&started);
     eprintln!(
         "lockscope: tracing {} via {} (Ctrl-C to stop)",
         opts.targets.describe(),
@@ -313,6 +315,13 @@ fn all_lost(started: &Started) -> Result<std::collections::BTreeMap<String, u64>
         }
     }
     Ok(lost)
+}
+
+/// Opens the window of every source at one instant (they load closed).
+pub(crate) fn start_all(started: &Started) {
+    for s in &started.sources {
+        s.begin();
+    }
 }
 
 /// Ends the window of every source at one instant (each program returns

@@ -2,12 +2,14 @@
 /*
  * window.bpf.h - the end of the measuring window, shared by every source.
  *
- * Userspace ends a report, trace or interval by writing 1 into `ls_stopped`
- * of every loaded object (one map update each, microseconds in all), before
- * it reads any map and before anything is detached: detaching is slow
- * (a uprobe or perf-event link costs an RCU grace period), so without the
- * flag sources detached late would keep counting after the window. Every
- * program returns at once when the flag is set.
+ * Every object loads with `ls_stopped` set: its programs return at once.
+ * Userspace clears it in every source once all of them are attached (the
+ * window opens for all at one instant, however long attaching the later
+ * sources took) and sets it again in every source when a report, trace or
+ * `run` ends (one map update each, microseconds in all), before it reads
+ * any map and before anything is detached: detaching is slow (a uprobe or
+ * perf-event link costs an RCU grace period), so without the flag sources
+ * detached late would keep counting after the window.
  *
  * The flag lives alone in its own data section, so libbpf gives it its own
  * one-entry array map (name ending in ".stop") that userspace finds by name
@@ -16,7 +18,7 @@
 #ifndef __LOCKSCOPE_WINDOW_BPF_H
 #define __LOCKSCOPE_WINDOW_BPF_H
 
-volatile __u32 ls_stopped SEC(".data.stop") = 0;
+volatile __u32 ls_stopped SEC(".data.stop") = 1;
 
 /* First statement of every program. */
 #define LS_CHECK_STOPPED()                                                     \

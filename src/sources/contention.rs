@@ -413,6 +413,10 @@ impl Source for Contention {
         Contention::add_pid(self, pid)
     }
 
+    fn begin(&self) {
+        super::set_window(self.skel.object(), true);
+    }
+
     fn stop(&self) {
         super::stop_object(self.skel.object());
     }

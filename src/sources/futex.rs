@@ -329,6 +329,10 @@ impl Source for Futex {
             .context("add pid to target_pids")
     }
 
+    fn begin(&self) {
+        super::set_window(self.skel.object(), true);
+    }
+
     fn stop(&self) {
         super::stop_object(self.skel.object());
     }

@@ -409,6 +409,9 @@ pub trait Source {
     /// now on (`ls_stopped`, src/bpf/window.bpf.h). Cheap; call for every
     /// source before reading any of them.
     fn stop(&self);
+    /// Opens the window: the programs count from now on (they load with
+    /// the window closed).
+    fn begin(&self);
     /// Hands over the source's links; dropping them detaches the programs
     /// (slow for perf-event links: see [`close_links`]).
     fn take_links(&self) -> Vec<libbpf_rs::Link>;
@@ -663,6 +666,9 @@ impl Source for KindsOnly {
     fn stop(&self) {
         self.inner.stop()
     }
+    fn begin(&self) {
+        self.inner.begin()
+    }
     fn take_links(&self) -> Vec<libbpf_rs::Link> {
         self.inner.take_links()
     }
@@ -693,12 +699,26 @@ impl Source for KindsOnly {
 /// Sets `ls_stopped` in a loaded object (src/bpf/window.bpf.h): the one
 /// map whose name ends in ".stop". Objects without it are left alone.
 pub fn stop_object(obj: &libbpf_rs::Object) {
+    set_window(obj, false);
+}
+
+/// Opens (`ls_stopped` = 0) or closes (1) the window of a loaded object.
+pub fn set_window(obj: &libbpf_rs::Object, open: bool) {
     use libbpf_rs::MapCore;
+    let value = u32::from(!open);
     for map in obj.maps() {
         if map.name().to_string_lossy().ends_with(".stop") {
-            // a failed write leaves the programs counting until detached,
-            // which is what happened before the flag existed
-            let _ = map.update(as_bytes(&0u32), as_bytes(&1u32), libbpf_rs::MapFlags::ANY);
+            // a failed write to close leaves the programs counting until
+            // detached, as before the flag existed; to open, the source
+            // would count nothing, so it is reported
+            if let Err(e) = map.update(as_bytes(&0u32), as_bytes(&value), libbpf_rs::MapFlags::ANY)
+                && open
+            {
+                eprintln!(
+                    "lockscope: cannot start {}: {e}",
+                    obj.name().unwrap_or_default().to_string_lossy()
+                );
+            }
         }
     }
 }

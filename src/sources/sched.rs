@@ -243,6 +243,10 @@ impl Source for Sched {
             .context("add pid to target_pids")
     }
 
+    fn begin(&self) {
+        super::set_window(self.skel.object(), true);
+    }
+
     fn stop(&self) {
         super::stop_object(self.skel.object());
     }

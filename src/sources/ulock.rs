@@ -1251,6 +1251,10 @@ impl Source for Ulock {
         }
     }
 
+    fn begin(&self) {
+        super::set_window(self.skel.object(), true);
+    }
+
     fn stop(&self) {
         super::stop_object(self.skel.object());
         self.stop.store(true, Ordering::Relaxed);
