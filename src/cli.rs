@@ -268,7 +268,7 @@ pub struct TraceArgs {
     /// Ring buffer size in MiB, per source (a power of two; lockscope maps
     /// each twice, so its RSS holds 2 x this per source). Drops are counted
     /// (ringbuf_dropped) and warned about at the end
-    #[arg(long, default_value_t = 2, value_name = "MIB")]
+    #[arg(long, default_value_t = 8, value_name = "MIB")]
     pub ringbuf_mb: u32,
     /// Write a timeline (Chrome trace-event JSON: open in ui.perfetto.dev or
     /// chrome://tracing) here instead of printing each operation
