@@ -8,6 +8,9 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = lockscope::cli::Cli::parse();
+    if matches!(cli.command, lockscope::cli::Command::Serve(_)) {
+        bound_malloc();
+    }
     if cli.command.traces() {
         // before any thread exists: classic tracepoints need tracefs; the
         // namespace left for it is kept for the commands `run` starts
@@ -31,5 +34,24 @@ fn main() {
             };
             std::process::exit(code);
         }
+    }
+}
+
+/// `serve` reads full maps (tens of MB of records) once a second for as long
+/// as it runs. With glibc's defaults, the first large block freed raises the
+/// mmap threshold (up to 32 MB), so later reads' big vectors come from the
+/// heap, where fragments pin them; and each thread may get its own arena.
+/// A fixed threshold sends every block of 128 KiB or more to its own
+/// mapping, returned to the kernel when freed; two arenas suffice for two
+/// busy threads. An operator's own `GLIBC_TUNABLES` malloc settings win.
+fn bound_malloc() {
+    if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
+        return;
+    }
+    // SAFETY: mallopt only changes allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

@@ -411,8 +411,9 @@ impl Collector {
                 &mut folded,
             );
             // only processes that got a label are ever asked for: bounded
-            top_locks.extend(snapshot::top_locks(&records, TOP));
             procs.add(&records);
+            // last: takes the records (no copy of a full map's worth)
+            top_locks.extend(snapshot::top_locks(records, TOP));
         }
         sources.extend(
             self.started

@@ -438,22 +438,20 @@ pub fn source_totals(
 }
 
 /// The dashboard's top locks: by-lock rows, largest total wait first.
-pub fn top_locks(records: &[Record], n: usize) -> Vec<Row> {
+pub fn top_locks(mut records: Vec<Record>, n: usize) -> Vec<Row> {
     // rank the locks by a cheap total first, then build rows for the top
-    // ones only: a full map can hold thousands of locks
+    // ones only: a full map can hold thousands of locks. The records are
+    // taken, not cloned: a source with few locks (sched: one per CPU) has
+    // every record in its top ones, and a copy doubled the read's peak.
     let mut totals: HashMap<(&'static str, u64, crate::model::LockKind), u64> = HashMap::new();
-    for r in records {
+    for r in &records {
         *totals.entry((r.source, r.lock, r.kind)).or_default() += r.wait.total_ns;
     }
     let mut ranked: Vec<_> = totals.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let top: HashSet<_> = ranked.into_iter().take(n).map(|(k, _)| k).collect();
-    let picked: Vec<Record> = records
-        .iter()
-        .filter(|r| top.contains(&(r.source, r.lock, r.kind)))
-        .cloned()
-        .collect();
-    let mut rows = group(&picked, GroupBy::Lock);
+    records.retain(|r| top.contains(&(r.source, r.lock, r.kind)));
+    let mut rows = group(&records, GroupBy::Lock);
     rows.truncate(n);
     rows
 }
@@ -717,12 +715,12 @@ mod tests {
             rec(1, 1, 0x2, "b", &[20]),
             rec(1, 1, 0x3, "c", &[1]),
         ];
-        let top = top_locks(&recs, 2);
+        let top = top_locks(recs.to_vec(), 2);
         assert_eq!(top.len(), 2);
         assert_eq!(top[0].lock.as_deref(), Some("0x1"));
         assert_eq!((top[0].count, top[0].wait_ns.total), (2, 25));
         assert_eq!(top[1].lock.as_deref(), Some("0x2"));
-        assert_eq!(top_locks(&recs, 10), {
+        assert_eq!(top_locks(recs.to_vec(), 10), {
             let mut all = group(&recs, GroupBy::Lock);
             all.truncate(10);
             all
