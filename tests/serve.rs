@@ -658,7 +658,9 @@ fn browser_dashboard_shows_the_workload_lock_and_its_wait() {
 #[test]
 fn serve_is_read_only_bounded_and_bad_clients_cannot_stall_it() {
     require_root();
-    let wl = Workload::start(&["pipe-hold", "--rounds", "5", "--hold", "10ms"], "1s");
+    // held until serve has attached (a fixed start delay lost the race
+    // to a slow attach: the workload was gone before its probes came)
+    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "5", "--hold", "10ms"]);
     let pid = wl.pid().to_string();
     let serve = Serve::start(&[
         "--listen",
@@ -668,6 +670,7 @@ fn serve_is_read_only_bounded_and_bad_clients_cannot_stall_it() {
         "--max-connections",
         "4",
     ]);
+    wl.go();
     let addr = serve.addr.clone();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     let before = bpf_objects_of(serve.pid());
