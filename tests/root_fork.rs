@@ -57,8 +57,10 @@ fn workload_args(delay: Option<&str>) -> Vec<String> {
 }
 
 /// The largest fork-to-attach latency user-locks reports, in ns (its
-/// note "... 3.1 ms max ...").
-fn max_attach_latency(rep: &Value) -> u64 {
+/// note "... 3.1 ms max ..."); `None` when no child was attached before the
+/// report (e.g. the attach waited on the kernel while another lockscope
+/// released its links).
+fn max_attach_latency(rep: &Value) -> Option<u64> {
     let st = rep["sources"]
         .as_array()
         .expect("sources")
@@ -66,15 +68,13 @@ fn max_attach_latency(rep: &Value) -> u64 {
         .find(|s| s["name"] == "user-locks")
         .expect("user-locks status");
     let reason = st["reason"].as_str().expect("reason");
-    let tail = reason
-        .split(" ms max")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .unwrap_or_else(|| panic!("no attach latency in: {reason}"));
-    let ms: f64 = tail
-        .parse()
-        .unwrap_or_else(|_| panic!("no attach latency in: {reason}"));
-    (ms * 1e6) as u64
+    if !reason.contains(" ms max") {
+        eprintln!("no attach latency in: {reason}");
+        return None;
+    }
+    let tail = reason.split(" ms max").next()?.rsplit(' ').next()?;
+    let ms: f64 = tail.parse().ok()?;
+    Some((ms * 1e6) as u64)
 }
 
 /// `lockscope run ARGS -- lockscope workload fork-mutex ...`: (workload
@@ -105,7 +105,11 @@ fn until_attached_in_time(attempt: impl Fn(&str) -> (Value, Value)) -> (Value, V
     let mut delay = 300 * MS;
     for _ in 0..4 {
         let (w, rep) = attempt(&format!("{}ms", delay / MS));
-        let latency = max_attach_latency(&rep);
+        let Some(latency) = max_attach_latency(&rep) else {
+            // no child attached in time at all: a much longer delay
+            delay *= 4;
+            continue;
+        };
         eprintln!(
             "children's probes attached at most {:.1} ms after their fork (delay {} ms)",
             latency as f64 / 1e6,
