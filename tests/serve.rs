@@ -168,7 +168,7 @@ impl Serve {
             early: Vec::new(),
             stderr_lines: rx,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + attach_timeout();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = serve
@@ -382,9 +382,10 @@ fn dashboard_queries() -> (Vec<(String, String)>, Vec<String>) {
 fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
     require_root();
     require_program("prometheus");
-    // the workload waits until serve and Prometheus run, then makes 60
-    // contended waits of 40 ms on one pipe mutex (2.5 s: scrapes fall inside)
-    let wl = Workload::start(&["pipe-hold", "--rounds", "60", "--hold", "40ms"], "10s");
+    // the workload is held until serve has attached and Prometheus has
+    // scraped it once, then makes 60 contended waits of 40 ms on one pipe
+    // mutex (2.5 s: scrapes fall inside)
+    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "60", "--hold", "40ms"]);
     let pid = wl.pid().to_string();
     let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid, "--per-process"]);
     let prom = Prometheus::start(&serve.addr);
@@ -395,6 +396,7 @@ fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
         assert!(Instant::now() < deadline, "prometheus never scraped serve");
         std::thread::sleep(Duration::from_millis(250));
     }
+    wl.go();
     let truth = hold_truth(&wl.finish());
     assert_eq!(truth.pid.to_string(), pid);
 
@@ -566,9 +568,12 @@ fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
 fn browser_dashboard_shows_the_workload_lock_and_its_wait() {
     require_root();
     require_program("chromium");
-    let wl = Workload::start(&["pipe-hold", "--rounds", "20", "--hold", "30ms"], "3s");
+    // held until serve has attached (an attach is slow while other tests'
+    // lockscopes release their links)
+    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "20", "--hold", "30ms"]);
     let pid = wl.pid().to_string();
     let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid]);
+    wl.go();
     let truth = hold_truth(&wl.finish());
     // let the charts gather a few samples after the workload
     std::thread::sleep(Duration::from_secs(3));
