@@ -99,26 +99,51 @@ fn run_forking(args: &[&str], delay: Option<&str>) -> (Value, Value) {
     (w, rep)
 }
 
+/// How many new processes user-locks attached ("followed N new
+/// processes" in its status).
+fn followed(rep: &Value) -> u64 {
+    let st = rep["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["name"] == "user-locks")
+        .expect("user-locks status");
+    let reason = st["reason"].as_str().unwrap_or("");
+    reason
+        .split("followed ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Runs `attempt(delay)` with longer child delays until every child's
-/// probes were attached before it took its first lock (at most 4 times).
+/// probes were attached before it took its first lock (at most 5 times).
+/// On a loaded host an attach waits on the kernel (another lockscope
+/// releasing links, uprobe registration) for up to seconds, and the
+/// follower attaches children one after another: a child not attached at
+/// all, or attached after its delay, means a longer delay.
 fn until_attached_in_time(attempt: impl Fn(&str) -> (Value, Value)) -> (Value, Value) {
     let mut delay = 300 * MS;
-    for _ in 0..4 {
+    let want: u64 = CHILDREN.parse().expect("children");
+    for _ in 0..5 {
         let (w, rep) = attempt(&format!("{}ms", delay / MS));
-        let Some(latency) = max_attach_latency(&rep) else {
-            // no child attached in time at all: a much longer delay
-            delay *= 4;
-            continue;
-        };
+        let n = followed(&rep);
+        let latency = max_attach_latency(&rep);
         eprintln!(
-            "children's probes attached at most {:.1} ms after their fork (delay {} ms)",
-            latency as f64 / 1e6,
+            "{n} of {want} children followed, their probes attached at most {:?} ms after \
+             their fork (delay {} ms)",
+            latency.map(|l| l / MS),
             delay / MS
         );
-        if latency < delay {
-            return (w, rep);
+        match latency {
+            Some(l) if n == want && l < delay => return (w, rep),
+            // every child but late: the measured latency, with a margin
+            Some(l) if n == want => delay = 2 * l + 300 * MS,
+            // a child never attached: the follower had not reached it
+            Some(l) => delay = (4 * delay).max(2 * want * l + 300 * MS),
+            None => delay *= 4,
         }
-        delay = 2 * latency + 300 * MS;
     }
     panic!("the children's probes were never attached before their first lock");
 }
