@@ -436,16 +436,15 @@ fn interval_report(
                 // the sources were described above the first table
                 rep.sources.clear();
             }
-            {
-                let mut w = io::stdout().lock();
-                if !out.json {
+            if !out.json {
+                report_text(files, |w| {
                     writeln!(
                         w,
                         "--- interval {n}: {} s to {:.2} s ---",
                         fmt_secs(last.duration_since(t0)),
                         now.duration_since(t0).as_secs_f64()
-                    )?;
-                }
+                    )
+                })?;
             }
             print_report(&rep, out, files)?;
             lost = rep.lost;
@@ -551,6 +550,17 @@ impl OutFile {
         })
     }
 
+    /// Adds what `f` writes to the file; errors name the file.
+    fn append(&mut self, f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<()> {
+        self.written = true;
+        let res = (|| {
+            let mut w = io::BufWriter::new(&mut self.file);
+            f(&mut w)?;
+            w.flush()
+        })();
+        res.map_err(|e| anyhow!("cannot write {}: {}", self.path.display(), io_reason(&e)))
+    }
+
     /// Replaces the file's content with what `f` writes (`report -i`
     /// rewrites it every interval); errors name the file.
     fn rewrite(&mut self, f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<()> {
@@ -584,6 +594,9 @@ fn io_reason(e: &io::Error) -> String {
 /// program attaches: a bad path ends the command before it traces.
 #[derive(Default)]
 pub(crate) struct Outputs {
+    /// `-o FILE`: the report itself (appended to: `-i` writes one per
+    /// interval).
+    report: Option<OutFile>,
     flamegraph: Option<OutFile>,
     folded: Option<OutFile>,
     flamegraph_hold: Option<OutFile>,
@@ -595,6 +608,7 @@ impl Outputs {
     pub(crate) fn open(out: &OutputArgs, perfetto: Option<&std::path::Path>) -> Result<Outputs> {
         let open = |p: &Option<std::path::PathBuf>| p.as_deref().map(OutFile::create).transpose();
         Ok(Outputs {
+            report: open(&out.output)?,
             flamegraph: open(&out.flamegraph)?,
             folded: open(&out.folded)?,
             flamegraph_hold: open(&out.flamegraph_hold)?,
@@ -604,18 +618,41 @@ impl Outputs {
     }
 }
 
-fn print_report(rep: &Report, out: &OutputArgs, files: &mut Outputs) -> Result<()> {
-    {
-        let mut w = io::stdout().lock();
-        if out.json {
-            serde_json::to_writer(&mut w, rep)?;
-            writeln!(w)?;
-        } else {
-            let width = output::term_width();
-            output::write_table(&mut w, rep, out.by, out.top, width)?;
-            output::write_stacks(&mut w, rep, out.by, 3, width)?;
+/// The report itself, as a table or a JSON line.
+fn write_report(w: &mut dyn Write, rep: &Report, out: &OutputArgs, width: usize) -> io::Result<()> {
+    if out.json {
+        serde_json::to_writer(&mut *w, rep)?;
+        writeln!(w)?;
+    } else {
+        output::write_table(w, rep, out.by, out.top, width)?;
+        output::write_stacks(w, rep, out.by, 3, width)?;
+    }
+    Ok(())
+}
+
+/// Where report text goes: the `-o` file, else stdout.
+fn report_text(
+    files: &mut Outputs,
+    f: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
+    match &mut files.report {
+        Some(file) => file.append(f),
+        None => {
+            let mut w = io::stdout().lock();
+            f(&mut w)?;
+            Ok(())
         }
     }
+}
+
+fn print_report(rep: &Report, out: &OutputArgs, files: &mut Outputs) -> Result<()> {
+    // a file has no terminal width: whole names
+    let width = if files.report.is_some() {
+        usize::MAX
+    } else {
+        output::term_width()
+    };
+    report_text(files, |w| write_report(w, rep, out, width))?;
     write_hold_flame(rep, out, files)?;
     if files.flamegraph.is_some() || files.folded.is_some() {
         let folded = crate::flame::fold(&rep.rows);
@@ -1363,6 +1400,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
         );
     }
     let out_args = OutputArgs {
+        output: None,
         by: crate::model::GroupBy::Lock,
         json: a.json,
         top: 20,
@@ -1420,6 +1458,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
 
 /// No flame graph files (`trace` has only `--perfetto`).
 const NO_FILES: OutputArgs = OutputArgs {
+    output: None,
     by: crate::model::GroupBy::Lock,
     json: false,
     top: 0,

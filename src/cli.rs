@@ -157,10 +157,13 @@ pub struct TraceSettings {
     #[arg(long, value_name = "BACKEND", value_parser = backend_parser())]
     pub backend: Option<String>,
     /// Sources to run (repeatable or comma-separated; `lockscope doctor`
-    /// lists them). Default: every source this kernel allows except the
-    /// function-probe ones (kernel-mutex, kernel-rwsem, sched-picknext),
-    /// which cost something on every lock operation and are asked for by
-    /// name; `all` runs every one
+    /// lists them with what this kernel allows). Default: only what costs
+    /// nothing on an uncontended path: kernel-contention [per contention];
+    /// for -p/-t/run targets also user-locks (uprobes inside those
+    /// processes) and futex [per futex call]. Opt-in by name, as they run
+    /// on paths every process takes: mmap-lock, kernel-mutex, kernel-rwsem
+    /// [per lock operation], sched, sched-picknext [per context switch];
+    /// user-locks system-wide. `all` runs every one
     #[arg(long = "source", value_delimiter = ',', value_name = "NAME")]
     pub sources: Vec<String>,
     /// Take full kernel + user stacks of waits at least --stack-threshold
@@ -195,6 +198,11 @@ impl TraceSettings {
 
 #[derive(Args, Debug, Clone)]
 pub struct OutputArgs {
+    /// Write the report (table or JSON) to FILE instead of stdout, so a
+    /// command's own output (`run`) never mixes with it; created before
+    /// anything attaches
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
     /// Group rows by
     #[arg(long, value_enum, default_value_t = GroupBy::Caller)]
     pub by: GroupBy,

@@ -343,7 +343,22 @@ pub fn plan(checks: &[Check]) -> Vec<SourcePlan> {
 fn opt_in(source: &str) -> bool {
     crate::sources::REGISTRY
         .iter()
-        .any(|s| s.name == source && !s.default)
+        .any(|s| s.name == source && s.default == crate::sources::DefaultOn::Never)
+}
+
+/// Sources that run without `--source` only for named processes.
+fn for_processes(source: &str) -> bool {
+    crate::sources::REGISTRY
+        .iter()
+        .any(|s| s.name == source && s.default == crate::sources::DefaultOn::ForProcesses)
+}
+
+/// A source's cost class.
+fn cost_of(source: &str) -> Option<crate::sources::Cost> {
+    crate::sources::REGISTRY
+        .iter()
+        .find(|s| s.name == source)
+        .map(|s| s.cost)
 }
 
 /// `detail` without its parenthesised asides, for the plan's reasons.
@@ -441,9 +456,20 @@ pub fn render(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
             (Some(b), true) if opt_in(&s.source) => {
                 format!("opt-in: --source {} runs it with {b}", s.source)
             }
+            (Some(b), true) if for_processes(&s.source) => {
+                format!(
+                    "will run with {b} for -p/-t/run targets; system-wide only with \
+                     --source {}",
+                    s.source
+                )
+            }
             (Some(b), true) if s.reason.is_empty() => format!("will run with {b}"),
             (Some(b), true) => format!("will run with {b} ({})", s.reason),
             _ => format!("unavailable: {}", s.reason),
+        };
+        let text = match cost_of(&s.source) {
+            Some(c) => format!("[{}] {text}", c.describe()),
+            None => text,
         };
         row(out, &format!("  {}", s.source), &text, 2 + NAME_COL)?;
     }

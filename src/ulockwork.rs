@@ -904,6 +904,15 @@ mod tests {
     fn std_mutex_waiter_measures_its_blocking() {
         let r = run(&spec(UserKind::StdMutex)).expect("runs");
         assert_eq!(r.waiter_wait_ns.len(), 2);
-        assert!(r.blocked_ns >= 2 * 5_000_000, "{}", r.blocked_ns);
+        // how long of the 5 ms hold the waiter spends blocked depends on
+        // when it is scheduled (a loaded CI host delays it): what holds is
+        // that it measured each wait inside the run
+        assert_eq!(r.blocked_ns, r.waiter_wait_ns.iter().sum::<u64>());
+        assert!(
+            r.waiter_wait_ns.iter().all(|&w| w > 0 && w < r.elapsed_ns),
+            "{:?} within {} ns",
+            r.waiter_wait_ns,
+            r.elapsed_ns
+        );
     }
 }

@@ -71,7 +71,20 @@ fn a_bad_output_path_fails_before_anything_attaches() {
         assert!(took < Duration::from_secs(30), "{args:?} took {took:?}");
     }
     // a write error names the file
-    let out = lockscope(&["report", "-d", "100ms", "--folded", "/dev/full"]);
+    // (a pipe mutex held 10 ms while another thread waits: a stack to write)
+    let out = lockscope(&[
+        "run",
+        "--folded",
+        "/dev/full",
+        "--",
+        bin(),
+        "workload",
+        "pipe-hold",
+        "--rounds",
+        "1",
+        "--hold",
+        "10ms",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

@@ -131,7 +131,9 @@ fn every_source_stops_with_the_window() {
     // every source that can run here, the uprobe one included: its links
     // are the slowest to detach, so they used to keep futex counting
     let t_start = monotonic_ns();
-    let tracer = Tracer::start(&["report", "-p", &pid, "-d", "1s", "--json"]);
+    let tracer = Tracer::start(&[
+        "report", "-p", &pid, "-d", "1s", "--json", "--source", "all",
+    ]);
     let t_attached = Instant::now();
     let rep = tracer.finish_json();
     let wall = t_attached.elapsed();
@@ -231,7 +233,8 @@ fn exit_after_window(targets: usize) -> Duration {
         .map(|_| Command::new("sleep").arg("600").spawn().expect("sleep"))
         .collect();
     let pids: Vec<String> = sleepers.iter().map(|c| c.id().to_string()).collect();
-    let mut args = vec!["report", "-d", "1s", "--json"];
+    // every source: the most links to release
+    let mut args = vec!["report", "-d", "1s", "--json", "--source", "all"];
     for p in &pids {
         args.push("-p");
         args.push(p);
@@ -269,7 +272,7 @@ fn sigint_exits_promptly_and_a_second_one_at_once() {
     require_root();
     let mut sleeper = Command::new("sleep").arg("600").spawn().expect("sleep");
     let pid = sleeper.id().to_string();
-    let tracer = Tracer::start(&["report", "-p", &pid, "--json"]);
+    let tracer = Tracer::start(&["report", "-p", &pid, "--json", "--source", "all"]);
     let t = Instant::now();
     tracer.signal(libc::SIGINT);
     let rep = tracer.finish_json();

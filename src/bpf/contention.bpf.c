@@ -68,6 +68,7 @@ const volatile __u32 stack_sample = 0;      /* ... and for 1 in N of the others 
  * end without a begin is not counted as a loss while either is set. */
 const volatile bool skip_mutex = false;  /* LCB_F_MUTEX */
 const volatile bool skip_rwsem = false;  /* LCB_F_READ/WRITE alone */
+const volatile bool skip_mmap = false;   /* the waiter's own mmap_lock */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -320,6 +321,17 @@ static __always_inline void begin_sleep(struct ls_cpu_state *cpu,
 	open_wait(w, task, lock, flags);
 }
 
+/* The waiter's own mmap_lock: mmap-lock measures those waits (with their
+ * holds) when it runs, so this source leaves them out (one wait, one row).
+ * Another process's mmap_lock (a /proc or ptrace read) stays here. */
+static __always_inline bool own_mmap_lock(void *lock)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mm_struct *mm = task->mm;
+
+	return mm && (__u64)lock == (__u64)&mm->mmap_lock;
+}
+
 static __always_inline int on_begin(void *lock, __u32 flags)
 {
 	struct ls_cpu_state *cpu;
@@ -337,8 +349,9 @@ static __always_inline int on_begin(void *lock, __u32 flags)
 		return 0;
 	if (skip_mutex && (flags & LS_LCB_F_MUTEX))
 		return 0;
-	if (skip_rwsem && (flags & (LS_LCB_F_READ | LS_LCB_F_WRITE)) &&
-	    !(flags & (LS_LCB_F_SPIN | LS_LCB_F_RT | LS_LCB_F_PERCPU | LS_LCB_F_MUTEX)))
+	if ((skip_rwsem || skip_mmap) && (flags & (LS_LCB_F_READ | LS_LCB_F_WRITE)) &&
+	    !(flags & (LS_LCB_F_SPIN | LS_LCB_F_RT | LS_LCB_F_PERCPU | LS_LCB_F_MUTEX)) &&
+	    (skip_rwsem || own_mmap_lock(lock)))
 		return 0;
 	cpu->busy = 1;
 	if (spins(flags))
@@ -455,7 +468,7 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 		return 0; /* no wait can have been opened in this context */
 	cpu->busy = 1;
 	if (!close_wait(cpu, task, (__u64)lock, &open)) {
-		if (!skip_mutex && !skip_rwsem && is_target())
+		if (!skip_mutex && !skip_rwsem && !skip_mmap && is_target())
 			count_lost(LS_LOST_END_NO_BEGIN);
 		goto out;
 	}

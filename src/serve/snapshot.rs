@@ -413,7 +413,10 @@ pub fn source_totals(
         .into_iter()
         .map(|st| {
             let mut t = SourceTotals::new(st);
-            for r in records.iter().filter(|r| r.source == t.status.name) {
+            for r in records
+                .iter()
+                .filter(|r| crate::sources::source_of_row(r.source) == t.status.name)
+            {
                 t.waits += r.wait.count;
                 t.wait_ns += r.wait.total_ns;
                 if let Some(h) = &r.hold {
@@ -764,5 +767,23 @@ mod tests {
         assert_eq!((t[0].waits, t[0].wait_ns, t[0].aborted), (2, 30, 1));
         assert!(!t[0].measures_hold);
         assert_eq!(t[0].lost["map_full"], 3);
+    }
+
+    #[test]
+    fn user_locks_totals_count_its_rows_by_lock_type() {
+        let mut r = rec(1, 1, 0x1, "a", &[10, 20]);
+        r.source = crate::sources::ulock::ROW_MUTEX;
+        let mut hold = Stats::default();
+        hold.record(5);
+        r.hold = Some(hold);
+        let st = SourceStatus {
+            name: crate::sources::ulock::SOURCE.into(),
+            backend: Some("uprobe".into()),
+            available: true,
+            reason: None,
+        };
+        let t = source_totals(vec![st], &[r], &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!((t[0].waits, t[0].holds, t[0].hold_ns), (2, 1, 5));
+        assert!(t[0].measures_hold);
     }
 }

@@ -142,6 +142,7 @@ impl Contention {
         rodata.caller_mode = opts.caller as u32;
         rodata.skip_mutex = opts.skip_contention.mutex;
         rodata.skip_rwsem = opts.skip_contention.rwsem;
+        rodata.skip_mmap = opts.skip_contention.mmap;
         rodata.filter_cgroup = opts.targets.cgroup.is_some();
         if let Some(comm) = &opts.targets.comm {
             rodata.filter_comm = true;

@@ -77,6 +77,12 @@ pub struct Targets {
 }
 
 impl Targets {
+    /// Processes named on the command line (`-p`, `-t`, `run`): what a
+    /// per-process source (uprobes) can stay inside.
+    pub fn names_processes(&self) -> bool {
+        !self.pids.is_empty() || !self.tids.is_empty()
+    }
+
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if !self.pids.is_empty() {
@@ -152,6 +158,8 @@ pub struct Options {
 pub struct SkipContention {
     pub mutex: bool,
     pub rwsem: bool,
+    /// The waiting task's own mmap_lock (mmap-lock measures it, holds too).
+    pub mmap: bool,
 }
 
 impl Default for Options {
@@ -434,15 +442,65 @@ pub trait Source {
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event>;
 }
 
+/// What a source costs, and where: the class `doctor`, `--help` and the
+/// README give each source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cost {
+    /// Its programs run only when a kernel lock is contended.
+    PerContention,
+    /// On every futex system call (sleeping waits and wakes, not an
+    /// uncontended lock), of every process on the host.
+    PerFutexCall,
+    /// On every acquisition and release of the locks it covers, contended
+    /// or not.
+    PerLockOp,
+    /// On every context switch (or scheduler pick) on the host.
+    PerSwitch,
+}
+
+impl Cost {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Cost::PerContention => "per contention",
+            Cost::PerFutexCall => "per futex call",
+            Cost::PerLockOp => "per lock operation",
+            Cost::PerSwitch => "per context switch",
+        }
+    }
+}
+
+/// When a source runs without `--source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultOn {
+    /// Always: it costs nothing on an uncontended path.
+    Always,
+    /// Only for processes named on the command line (`-p`, `-t`, `run`):
+    /// its cost stays inside them.
+    ForProcesses,
+    /// Only when named: it costs something on a path every process takes.
+    Never,
+}
+
 /// A source lockscope can start.
 pub struct SourceInfo {
     pub name: &'static str,
     pub about: &'static str,
     pub start: fn(&Options) -> Result<Box<dyn Source>>,
-    /// Started when no `--source` is given. The function-probe sources are
-    /// opt-in: they cost something on every lock operation (or every
-    /// schedule), not only on contention.
-    pub default: bool,
+    pub cost: Cost,
+    /// Whether it starts when no `--source` is given.
+    pub default: DefaultOn,
+}
+
+impl SourceInfo {
+    /// Started without `--source` for these targets?
+    pub fn default_for(&self, targets: &Targets) -> bool {
+        match self.default {
+            DefaultOn::Always => true,
+            DefaultOn::ForProcesses => targets.names_processes(),
+            DefaultOn::Never => false,
+        }
+    }
 }
 
 /// Every source, in report order.
@@ -451,51 +509,98 @@ pub const REGISTRY: &[SourceInfo] = &[
         name: contention::SOURCE,
         about: "kernel lock contention (lock:contention_begin/end): waits on every kernel lock",
         start: contention::start,
-        default: true,
+        cost: Cost::PerContention,
+        default: DefaultOn::Always,
     },
     SourceInfo {
         name: kmutex::SOURCE_MUTEX,
         about: "kernel mutex waits AND holds, failed trylocks, holders (fentry, else kprobe)",
         start: kmutex::start_mutex,
-        default: false,
+        cost: Cost::PerLockOp,
+        default: DefaultOn::Never,
     },
     SourceInfo {
         name: kmutex::SOURCE_RWSEM,
         about: "kernel rwsem read/write waits AND holds, failed trylocks (fentry, else kprobe)",
         start: kmutex::start_rwsem,
-        default: false,
+        cost: Cost::PerLockOp,
+        default: DefaultOn::Never,
     },
     SourceInfo {
         name: mmaplock::SOURCE,
         about: "mmap_lock waits, holds and failed trylocks (mmap_lock tracepoints)",
         start: mmaplock::start,
-        default: true,
+        cost: Cost::PerLockOp,
+        default: DefaultOn::Never,
     },
     SourceInfo {
         name: sched::SOURCE,
         about: "run-queue latency per thread and CPU (sched_wakeup/sched_switch)",
         start: sched::start,
-        default: true,
+        cost: Cost::PerSwitch,
+        default: DefaultOn::Never,
     },
     SourceInfo {
         name: picknext::SOURCE,
         about: "time in pick_next_task_fair per CPU and task (fentry, else kprobe)",
         start: picknext::start,
-        default: false,
+        cost: Cost::PerSwitch,
+        default: DefaultOn::Never,
     },
     SourceInfo {
         name: ulock::SOURCE,
         about: "pthread mutex/rwlock/spinlock waits, holds, failures and holders (uprobes on libc)",
         start: ulock::start,
-        default: true,
+        cost: Cost::PerLockOp,
+        default: DefaultOn::ForProcesses,
     },
     SourceInfo {
         name: futex::SOURCE,
         about: "futex waits (syscalls:sys_enter/exit_futex, futex_waitv): Rust std, Go, Java",
         start: futex::start,
-        default: true,
+        cost: Cost::PerFutexCall,
+        default: DefaultOn::ForProcesses,
     },
 ];
+
+/// The one-line note for a source named where its cost reaches every
+/// process on the host (None when it does not).
+pub fn cost_note(info: &SourceInfo, targets: &Targets) -> Option<String> {
+    let host_wide = match info.cost {
+        Cost::PerContention | Cost::PerFutexCall => false,
+        // per-process uprobes stay inside the named processes
+        Cost::PerLockOp if info.name == ulock::SOURCE => !targets.names_processes(),
+        Cost::PerLockOp | Cost::PerSwitch => true,
+    };
+    if !host_wide {
+        return None;
+    }
+    let what = match info.name {
+        ulock::SOURCE => {
+            "puts uprobes on the system's libc: every pthread lock and unlock of every \
+             process on the host traps into the kernel (microseconds each); -p PID or \
+             run -- CMD keeps them inside those processes"
+        }
+        mmaplock::SOURCE => "runs on every mmap_lock acquisition and release of every process",
+        sched::SOURCE => "runs on every wakeup and context switch on the host",
+        picknext::SOURCE => "runs on every scheduler pick on the host",
+        _ => "runs on every acquisition and release of every kernel lock of its kind",
+    };
+    Some(format!(
+        "lockscope: note: {} ({}) {what}",
+        info.name,
+        info.cost.describe()
+    ))
+}
+
+/// The source a row's `source` comes from (user-locks names its rows by
+/// lock type: user-mutex, user-rwlock, user-spin).
+pub fn source_of_row(row_source: &str) -> &str {
+    match row_source {
+        ulock::ROW_MUTEX | ulock::ROW_RWLOCK | ulock::ROW_SPIN => ulock::SOURCE,
+        s => s,
+    }
+}
 
 /// Names of every registered source.
 pub fn names() -> Vec<&'static str> {
@@ -510,6 +615,12 @@ pub struct Started {
 
 /// Whether a source is one of the function-probe lock sources whose waits
 /// kernel-contention would otherwise count too.
+/// Sources whose waits kernel-contention leaves to them (started first,
+/// so that one wait is counted once, by the richer source).
+fn takes_from_contention(name: &str) -> bool {
+    probes_sleeping_locks(name) || name == mmaplock::SOURCE
+}
+
 fn probes_sleeping_locks(name: &str) -> bool {
     name == kmutex::SOURCE_MUTEX || name == kmutex::SOURCE_RWSEM
 }
@@ -548,9 +659,19 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
         if explicit {
             chosen.iter().any(|c| c == name)
         } else {
-            all || REGISTRY.iter().any(|s| s.name == name && s.default)
+            all || REGISTRY
+                .iter()
+                .any(|s| s.name == name && s.default_for(&opts.targets))
         }
     };
+    if explicit || all {
+        // named where the cost reaches every process: say so, once
+        for info in REGISTRY.iter().filter(|s| wanted(s.name)) {
+            if let Some(note) = cost_note(info, &opts.targets) {
+                eprintln!("{note}");
+            }
+        }
+    }
     let mut opts = opts.clone();
     let mut started: Vec<(usize, Box<dyn Source>)> = Vec::new();
     let mut failed: Vec<(usize, SourceStatus)> = Vec::new();
@@ -558,8 +679,8 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
     let mut fallback_kinds: Vec<crate::model::LockKind> = Vec::new();
     let mut fallback_names: Vec<&str> = Vec::new();
     let order = (0..REGISTRY.len())
-        .filter(|&i| probes_sleeping_locks(REGISTRY[i].name))
-        .chain((0..REGISTRY.len()).filter(|&i| !probes_sleeping_locks(REGISTRY[i].name)));
+        .filter(|&i| takes_from_contention(REGISTRY[i].name))
+        .chain((0..REGISTRY.len()).filter(|&i| !takes_from_contention(REGISTRY[i].name)));
     for i in order {
         let info = &REGISTRY[i];
         if !wanted(info.name) {
@@ -571,6 +692,8 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
                     opts.skip_contention.mutex = true;
                 } else if info.name == kmutex::SOURCE_RWSEM {
                     opts.skip_contention.rwsem = true;
+                } else if info.name == mmaplock::SOURCE {
+                    opts.skip_contention.mmap = true;
                 }
                 started.push((i, s));
             }

@@ -1,0 +1,242 @@
+//! Safe defaults (issue 12): what runs without `--source`, and one wait
+//! counted once when two sources can see it. Root; CI runs them as root.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "root tests need root: run `sudo cargo test` (CI runs as root)"
+    );
+}
+
+fn source_names(rep: &Value) -> BTreeSet<String> {
+    rep["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .filter(|s| s["available"] == true)
+        .map(|s| s["name"].as_str().expect("name").to_string())
+        .collect()
+}
+
+/// The types of the BPF programs a process holds (`bpftool prog show`).
+fn prog_types_of(pid: u32) -> BTreeSet<String> {
+    bpf_objects_of(pid)
+        .into_iter()
+        .filter(|(kind, _)| kind == "prog")
+        .map(|(_, id)| {
+            let out = Command::new("bpftool")
+                .args(["prog", "show", "id", &id.to_string(), "--json"])
+                .output()
+                .expect("bpftool");
+            let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+            v["type"].as_str().expect("type").to_string()
+        })
+        .collect()
+}
+
+/// System-wide without `--source`: kernel-contention only, no uprobe (no
+/// program of the kprobe type, which uprobes are), so a bystander's
+/// uncontended pthread calls trap nowhere; its 5000 lock/unlock pairs run
+/// while the report is attached and no program of lockscope ran for them.
+#[test]
+fn the_default_system_wide_report_attaches_no_uprobe() {
+    require_root();
+    let tracer = Tracer::start(&["report", "--json"]);
+    let types = prog_types_of(tracer.pid());
+    assert!(!types.is_empty(), "lockscope holds its programs");
+    assert!(
+        !types.contains("kprobe"),
+        "no uprobe or kprobe program system-wide by default: {types:?}"
+    );
+    let wl = Workload::start_paused(&["mutex-pairs", "--threads", "1", "--ops", "5000"]);
+    wl.go();
+    let w = &wl.finish()[0];
+    tracer.signal(libc::SIGINT);
+    let rep = tracer.finish_json();
+    assert_eq!(
+        source_names(&rep),
+        BTreeSet::from(["kernel-contention".to_string()]),
+        "{}",
+        rep["sources"]
+    );
+    let lock = w["lock"].as_str().expect("workload lock");
+    let seen: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == lock).collect();
+    assert!(
+        seen.is_empty(),
+        "the bystander's mutex is in no row: {seen:?}"
+    );
+    for p in rep["bpf_programs"].as_array().expect("bpf_programs") {
+        let name = p["name"].as_str().unwrap_or("");
+        assert!(
+            !name.starts_with("ulock") && !name.starts_with("ucond"),
+            "no user-space lock program: {p}"
+        );
+    }
+}
+
+/// With `-p`, the per-process user-locks source runs by default too (its
+/// uprobes stay inside the target), and counts the target's acquisitions
+/// exactly.
+#[test]
+fn a_target_gets_user_locks_by_default() {
+    require_root();
+    let wl = Workload::start_paused(&["mutex-pairs", "--threads", "1", "--ops", "4321"]);
+    let pid = wl.pid().to_string();
+    let tracer = Tracer::start(&["report", "-p", &pid, "--json", "--by", "lock"]);
+    wl.go();
+    let w = &wl.finish()[0];
+    tracer.signal(libc::SIGINT);
+    let rep = tracer.finish_json();
+    let names = source_names(&rep);
+    for s in ["kernel-contention", "user-locks", "futex"] {
+        assert!(names.contains(s), "{s} runs for a target: {names:?}");
+    }
+    for s in ["mmap-lock", "sched"] {
+        assert!(!names.contains(s), "{s} is opt-in: {names:?}");
+    }
+    let lock = w["lock"].as_str().expect("workload lock");
+    let rs: Vec<&Value> = rows(&rep)
+        .iter()
+        .filter(|r| r["source"] == "user-mutex" && r["lock"] == lock)
+        .collect();
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    assert_eq!(u(&rs[0]["count"]), 4321, "{}", rs[0]);
+}
+
+/// `trace -p PID --json --source SOURCES` over `lockscope workload
+/// mmap-hold`, held until attached: (workload report, events).
+fn mmap_hold(sources: &str, rounds: usize) -> (Value, Vec<Value>) {
+    let wl = Workload::start_paused(&[
+        "mmap-hold",
+        "--region-mb",
+        "256",
+        "--rounds",
+        &rounds.to_string(),
+    ]);
+    let pid = wl.pid().to_string();
+    let tracer = Tracer::start(&["trace", "-p", &pid, "--json", "--source", sources]);
+    wl.go();
+    let w = wl.finish().remove(0);
+    tracer.signal(libc::SIGINT);
+    let (code, out) = tracer.finish();
+    assert_eq!(code, 0, "{out}");
+    let events = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .filter(|e| e["type"] != "end")
+        .collect();
+    (w, events)
+}
+
+/// Waits of thread `tid` of `kind` (the writer and the reader of the
+/// workload wait on its mmap_lock alone), by source: (count, total ns).
+fn mmap_waits(events: &[Value], tid: u64, kind: &str, source: &str) -> (u64, u64) {
+    events
+        .iter()
+        .filter(|e| e["tid"].as_u64() == Some(tid) && e["source"] == source && e["kind"] == kind)
+        .filter(|e| e["partial"] != true)
+        .fold((0, 0), |(n, t), e| (n + 1, t + u(&e["wait_ns"])))
+}
+
+/// One blocked mmap_lock wait, one row: with mmap-lock on, kernel-contention
+/// leaves the waiter's own mmap_lock to it (no kernel-contention row on it,
+/// and the two sources' wait time together stays within the waiters' own
+/// measured calls: a wait counted twice would be about double); with it
+/// off, kernel-contention counts them.
+#[test]
+fn an_mmap_lock_wait_is_counted_once() {
+    require_root();
+    let rounds = 5;
+    for both in [true, false] {
+        let sources = if both {
+            "kernel-contention,mmap-lock"
+        } else {
+            "kernel-contention"
+        };
+        let (w, rep) = mmap_hold(sources, rounds);
+        let rep = &rep[..];
+        for (who, kind) in [("writer", "rwsem-write"), ("reader", "rwsem-read")] {
+            let tid = u(&w[format!("{who}_tid")]);
+            let calls: u64 = w[format!("{who}_call_ns")]
+                .as_array()
+                .expect("calls")
+                .iter()
+                .map(u)
+                .sum();
+            let (kc_n, kc_ns) = mmap_waits(rep, tid, kind, "kernel-contention");
+            let (mm_n, mm_ns) = mmap_waits(rep, tid, kind, "mmap-lock");
+            eprintln!(
+                "{sources}: {who}: kernel-contention {kc_n} waits {kc_ns} ns, \
+                 mmap-lock {mm_n} waits {mm_ns} ns; its calls took {calls} ns"
+            );
+            assert!(
+                kc_ns + mm_ns <= calls,
+                "{who}: waits of {kc_ns} + {mm_ns} ns inside calls of {calls} ns"
+            );
+            if both {
+                assert_eq!(kc_n, 0, "{who}: kernel-contention leaves it to mmap-lock");
+                assert!(mm_ns > calls / 2, "{who}: mmap-lock saw the wait");
+            } else {
+                assert!(kc_n >= 1, "{who}: kernel-contention saw its waits");
+                assert_eq!(mm_n, 0);
+                assert!(kc_ns > calls / 2, "{who}: kernel-contention saw the wait");
+            }
+        }
+    }
+}
+
+/// `run -o FILE --json` with a command that writes to stdout: the report
+/// goes to the file alone (parseable, the workload's known lock pairs in
+/// it) and the command's output stays on stdout.
+#[test]
+fn run_writes_its_report_to_the_o_file() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("ls-o-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("report.json");
+    let out = Command::new(bin())
+        .args(["run", "--json", "--by", "lock", "-o"])
+        .arg(&file)
+        .args([
+            "--",
+            bin(),
+            "workload",
+            "--json",
+            "mutex-pairs",
+            "--threads",
+            "1",
+        ])
+        .args(["--ops", "2500"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // stdout: the command's own line only
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "only the workload's output: {text}");
+    let w: Value = serde_json::from_str(lines[0]).expect("workload JSON");
+    let rep: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read -o file")).expect("JSON");
+    let lock = w["lock"].as_str().expect("lock");
+    let rs: Vec<&Value> = rows(&rep)
+        .iter()
+        .filter(|r| r["source"] == "user-mutex" && r["lock"] == lock)
+        .collect();
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    assert_eq!(u(&rs[0]["count"]), 2500);
+    let _ = std::fs::remove_dir_all(&dir);
+}
