@@ -392,7 +392,20 @@ fn report_of(
         sources: statuses,
         lost: all_lost(started)?,
         bpf_programs: progs,
-        rows: group(&records, out.by),
+        rows: {
+            let filter = crate::select::RowFilter {
+                locks: out.lock_filter.clone(),
+                kinds: out.type_filter.clone(),
+            };
+            let mut rows = if filter.is_empty() {
+                group(&records, out.by)
+            } else {
+                let kept: Vec<Record> = records.into_iter().filter(|r| filter.keep(r)).collect();
+                group(&kept, out.by)
+            };
+            crate::select::sort_rows(&mut rows, out.sort);
+            rows
+        },
         holders: {
             holders.sort_by_key(|h| std::cmp::Reverse(h.wait_ns));
             holders
@@ -620,7 +633,9 @@ impl Outputs {
 
 /// The report itself, as a table or a JSON line.
 fn write_report(w: &mut dyn Write, rep: &Report, out: &OutputArgs, width: usize) -> io::Result<()> {
-    if out.json {
+    if let Some(sep) = &out.field_separator {
+        crate::select::write_separated(w, &rep.rows, sep)?;
+    } else if out.json {
         serde_json::to_writer(&mut *w, rep)?;
         writeln!(w)?;
     } else {
@@ -1401,6 +1416,10 @@ fn trace(a: TraceArgs) -> Result<i32> {
     }
     let out_args = OutputArgs {
         output: None,
+        sort: crate::select::SortKey::Total,
+        lock_filter: Vec::new(),
+        type_filter: Vec::new(),
+        field_separator: None,
         by: crate::model::GroupBy::Lock,
         json: a.json,
         top: 20,
@@ -1459,6 +1478,10 @@ fn trace(a: TraceArgs) -> Result<i32> {
 /// No flame graph files (`trace` has only `--perfetto`).
 const NO_FILES: OutputArgs = OutputArgs {
     output: None,
+    sort: crate::select::SortKey::Total,
+    lock_filter: Vec::new(),
+    type_filter: Vec::new(),
+    field_separator: None,
     by: crate::model::GroupBy::Lock,
     json: false,
     top: 0,

@@ -212,6 +212,32 @@ pub struct OutputArgs {
     /// Rows to show in the table
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
+    /// Order rows by this column, largest first
+    #[arg(long, value_enum, default_value_t = crate::select::SortKey::Total)]
+    pub sort: crate::select::SortKey,
+    /// Only these locks: addresses (0xffff...) or parts of their names
+    /// (`pipe:`, `mmap_lock`), comma-separated (perf's -L)
+    #[arg(
+        short = 'L',
+        long = "lock-filter",
+        value_delimiter = ',',
+        value_name = "LOCK"
+    )]
+    pub lock_filter: Vec<String>,
+    /// Only these kinds, comma-separated: a table label (rwsem:W), a JSON
+    /// name (rwsem-write) or a family (rwsem, mutex, spinlock, pthread,
+    /// futex) (perf's -Y)
+    #[arg(
+        short = 'Y',
+        long = "type-filter",
+        value_delimiter = ',',
+        value_name = "KIND"
+    )]
+    pub type_filter: Vec<String>,
+    /// Rows as fields separated by SEP instead of a table (`-x,` for CSV;
+    /// numbers in ns, names whole, a `# ` header line) (perf's -x)
+    #[arg(short = 'x', long = "field-separator", value_name = "SEP")]
+    pub field_separator: Option<String>,
     /// Write a flame graph of wait time (SVG) here; implies --stacks
     #[arg(long, value_name = "FILE.svg")]
     pub flamegraph: Option<std::path::PathBuf>,

@@ -15,6 +15,7 @@ pub mod model;
 pub mod output;
 pub mod perfetto;
 pub mod procmaps;
+pub mod select;
 pub mod serve;
 pub mod sources;
 pub mod tui;
