@@ -1293,23 +1293,56 @@ struct EndLine {
 }
 
 fn trace(a: TraceArgs) -> Result<i32> {
-    let targets = a.targets.validate().map_err(usage)?;
+    let mut targets = a.targets.validate().map_err(usage)?;
+    if !a.command.is_empty() && targets.describe() != "system-wide" {
+        return Err(usage(
+            "trace -- CMD traces the command and its children: no -p, -t, -c or --cgroup with it",
+        ));
+    }
+    if !a.command.is_empty() {
+        check_program(&a.command)?;
+    }
     require_privileges()?;
     let mut timeline = match Outputs::open(&NO_FILES, a.perfetto.as_deref())?.perfetto {
         Some(f) => Some(Timeline::new(f)?),
         None => None,
     };
+    let held = if a.command.is_empty() {
+        None
+    } else {
+        let h = spawn_held(&a.command, false)?;
+        targets = Targets {
+            pids: vec![h.pid],
+            follow_forks: true,
+            ..Default::default()
+        };
+        Some(h)
+    };
     let opts = options(targets, &a.settings, true, a.ringbuf_mb)?;
     let stop = Stop::new(a.duration, &opts.targets)?;
     let mut sym = Symbolizer::new();
-    let started = attach(&opts, &a.settings.sources)?;
-    stop.start_clock();
-    let start = Instant::now();
+    // times are relative to this instant, taken before the window opens:
+    // no event of the window can precede it
     // SAFETY: clock_gettime writes into a valid timespec.
     let mono_start = unsafe {
         let mut ts: libc::timespec = std::mem::zeroed();
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+    let started = match attach(&opts, &a.settings.sources) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(h) = held {
+                h.abort();
+            }
+            return Err(e);
+        }
+    };
+    stop.start_clock();
+    let start = Instant::now();
+    let mut child = match held {
+        Some(h) => Some(h.release(&a.command[0])?), // the command starts now
+        None => None,
     };
 
     // callbacks only copy records out; decoding and names happen below,
@@ -1346,7 +1379,10 @@ fn trace(a: TraceArgs) -> Result<i32> {
         )?;
     }
     loop {
-        let done = stop.should_stop();
+        let exited = child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        let done = exited || stop.should_stop();
         if done {
             // the window ends for every source at once; what is in the ring
             // buffers now ended inside it, and the summary covers the same
@@ -1391,6 +1427,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
             };
             if let Err(err) = res {
                 if err.kind() == io::ErrorKind::BrokenPipe {
+                    detach_all(&started);
                     return Ok(0);
                 }
                 return Err(err.into());
@@ -1472,7 +1509,25 @@ fn trace(a: TraceArgs) -> Result<i32> {
             ringbuf_mb: Some(a.ringbuf_mb),
         },
     );
-    Ok(0)
+    match child {
+        Some(mut c) => {
+            if matches!(c.try_wait(), Ok(None)) {
+                eprintln!(
+                    "lockscope: tracing ended; waiting for {} (pid {}) to exit",
+                    a.command[0],
+                    c.id()
+                );
+            }
+            let status = c.wait()?;
+            eprintln!(
+                "lockscope: {} exited with status {}",
+                a.command[0],
+                exit_code(status)
+            );
+            Ok(exit_code(status))
+        }
+        None => Ok(0),
+    }
 }
 
 /// No flame graph files (`trace` has only `--perfetto`).

@@ -310,6 +310,11 @@ pub struct TraceArgs {
     pub perfetto: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub settings: TraceSettings,
+    /// A command to start and trace with its children (instead of -p/-t/
+    /// -c/--cgroup): tracing ends when it exits, and lockscope exits with
+    /// its status
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]

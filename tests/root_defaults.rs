@@ -240,3 +240,63 @@ fn run_writes_its_report_to_the_o_file() {
     assert_eq!(u(&rs[0]["count"]), 2500);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `trace -- CMD` starts the command, traces it, ends when it exits and
+/// exits with its status; times are relative to the start, never zero,
+/// and the waiter's waits come in order, one per round of the workload.
+#[test]
+fn trace_starts_a_command_and_exits_with_its_status() {
+    require_root();
+    let rounds = 4;
+    let out = Command::new(bin())
+        .args(["trace", "--source", "kernel-contention", "--"])
+        .args([bin(), "workload", "pipe-hold", "--hold", "10ms", "--rounds"])
+        .arg(rounds.to_string())
+        .output()
+        .expect("trace");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // the workload's own line names its waiter
+    let wl_line = text
+        .lines()
+        .find(|l| l.starts_with("workload pipe-hold:"))
+        .expect("the workload's line");
+    let waiter = wl_line
+        .split("waiter ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .expect("waiter tid");
+    let mut times = Vec::new();
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() > 4 && f[3] == waiter && f[4] == "mutex" {
+            times.push(f[0].parse::<f64>().expect("time(s)"));
+        }
+    }
+    assert_eq!(times.len(), rounds, "one wait per round: {text}");
+    assert!(times.iter().all(|&t| t > 0.0), "{times:?}");
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let headers = text.lines().filter(|l| l.contains("time(s)")).count();
+    assert_eq!(headers, 1, "one header: {text}");
+
+    // the command's exit status is lockscope's
+    let out = Command::new(bin())
+        .args([
+            "trace",
+            "--source",
+            "kernel-contention",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ])
+        .output()
+        .expect("trace");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
