@@ -96,13 +96,50 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// `lockscope top --batch`: each interval's table, as `report -i` prints it.
+fn top_batch(a: crate::cli::TopArgs) -> Result<i32> {
+    let targets = a.targets.validate().map_err(usage)?;
+    if a.interval < Duration::from_millis(100) {
+        return Err(usage("--interval must be at least 100ms"));
+    }
+    require_privileges()?;
+    let out = OutputArgs {
+        by: a.by,
+        top: 20,
+        ..NO_FILES
+    };
+    let mut files = Outputs::default();
+    let opts = options(targets, &a.settings, false, 0)?;
+    let limits = output::Limits {
+        max_entries: opts.max_entries,
+        ringbuf_mb: None,
+    };
+    let stop = Stop::new(a.duration, &opts.targets)?;
+    let lost = interval_report(
+        &opts,
+        &a.settings.sources,
+        &stop,
+        &out,
+        a.interval,
+        &mut files,
+    )?;
+    warn_losses(&lost, &limits);
+    Ok(0)
+}
+
 /// `lockscope top`: the live view (src/tui).
 fn top(a: crate::cli::TopArgs) -> Result<i32> {
     use std::io::IsTerminal;
-    if !io::stdout().is_terminal() {
+    if a.batch {
+        return top_batch(a);
+    }
+    if a.duration.is_some() {
+        return Err(usage("top: -d goes with --batch (the screen runs until q)"));
+    }
+    if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
         return Err(usage(
-            "top draws on a terminal and stdout is not one: \
-             use `lockscope report` (text or --json) instead",
+            "top draws on a terminal and stdin/stdout is not one: \
+             use `lockscope top --batch` (or `lockscope report -i 1s`) for logs and pipes",
         ));
     }
     let targets = a.targets.validate().map_err(usage)?;

@@ -350,6 +350,14 @@ pub struct TopArgs {
     /// Rows at start (v cycles the views)
     #[arg(long, value_enum, default_value_t = GroupBy::Lock)]
     pub by: GroupBy,
+    /// Batch mode for logs and pipes (as top -b): no screen, a table of
+    /// each interval's waits every --interval (what `report -i` prints)
+    #[arg(short = 'b', long)]
+    pub batch: bool,
+    /// With --batch: stop after this long (default: until Ctrl-C or the
+    /// targets exit)
+    #[arg(short = 'd', long = "duration", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
     #[command(flatten)]
     pub settings: TraceSettings,
 }

@@ -300,3 +300,46 @@ fn trace_starts_a_command_and_exits_with_its_status() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `top --batch` (for logs and pipes) prints each interval's table; over
+/// intervals, the workload's waits on its pipe mutex add up to its rounds.
+#[test]
+fn top_batch_prints_every_interval_for_a_pipe() {
+    require_root();
+    let rounds = 6;
+    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "6", "--hold", "50ms"]);
+    let pid = wl.pid().to_string();
+    let tracer = Tracer::start(&[
+        "top",
+        "--batch",
+        "-i",
+        "100ms",
+        "-p",
+        &pid,
+        "--source",
+        "kernel-contention",
+        "--by",
+        "caller",
+    ]);
+    wl.go();
+    wl.finish();
+    // the target's exit ends the run
+    let (code, out) = tracer.finish();
+    assert_eq!(code, 0, "{out}");
+    let intervals = out
+        .lines()
+        .filter(|l| l.starts_with("--- interval "))
+        .count();
+    assert!(intervals >= 2, "an interval table every 100 ms: {out}");
+    let waits: u64 = out
+        .lines()
+        .filter(|l| l.contains(" anon_pipe_write") && l.contains(" mutex "))
+        .map(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("contended count")
+        })
+        .sum();
+    assert_eq!(waits, rounds, "{out}");
+}

@@ -113,7 +113,10 @@ pub fn run(
     let guard = TerminalGuard::enter()?;
     let mut term = Terminal::new(CrosstermBackend::new(io::stdout()))
         .context("cannot draw on this terminal")?;
-    term.clear()?;
+    // a plain clear: Terminal::clear asks the terminal where its cursor is,
+    // which a terminal without a reply (script, some serial consoles)
+    // never answers
+    execute!(io::stdout(), terminal::Clear(terminal::ClearType::All))?;
     let mut next = t0 + cfg.interval;
     let mut last_tick = t0;
     let mut dirty = true;
