@@ -46,7 +46,7 @@ install() {
 }
 
 if ! command -v cargo >/dev/null; then
-  echo "setup.sh: no Rust toolchain (cargo) on PATH; install Rust 1.85+ with rustup first" >&2
+  echo "setup.sh: no Rust toolchain (cargo) on PATH; install Rust 1.88+ with rustup first" >&2
   exit 1
 fi
 
@@ -57,6 +57,10 @@ case $MODE in
   demo)
     install "${BUILD_PKGS[@]}"
     cargo build --release --locked
+    # shell completion and man pages, generated from the command line
+    mkdir -p /usr/share/bash-completion/completions /usr/local/share/man/man1
+    target/release/lockscope completions bash > /usr/share/bash-completion/completions/lockscope
+    target/release/lockscope manpage --dir /usr/local/share/man/man1
     exec target/release/lockscope demo
     ;;
   test)

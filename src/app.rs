@@ -93,7 +93,40 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Workload(a) => workload(a),
         Command::Top(a) => top(a),
         Command::Serve(a) => crate::serve::run(a),
+        Command::Completions(a) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(a.shell, &mut cmd, "lockscope", &mut io::stdout());
+            Ok(0)
+        }
+        Command::Manpage(a) => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match &a.dir {
+                None => clap_mangen::Man::new(cmd).render(&mut io::stdout())?,
+                Some(dir) => write_manpages(cmd, dir)?,
+            }
+            Ok(0)
+        }
     }
+}
+
+/// lockscope.1 and lockscope-COMMAND.1 for each command, into `dir`.
+fn write_manpages(cmd: clap::Command, dir: &std::path::Path) -> Result<()> {
+    let write = |name: &str, page: clap::Command| -> Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(page).title(name).render(&mut buf)?;
+        std::fs::write(&path, buf)
+            .map_err(|e| anyhow!("cannot write {}: {}", path.display(), io_reason(&e)))
+    };
+    let mut n = 1;
+    for sub in cmd.get_subcommands() {
+        let name = format!("lockscope-{}", sub.get_name());
+        write(&name, sub.clone())?;
+        n += 1;
+    }
+    write("lockscope", cmd)?;
+    eprintln!("lockscope: {n} man pages written to {}", dir.display());
+    Ok(())
 }
 
 /// `lockscope top --batch`: each interval's table, as `report -i` prints it.

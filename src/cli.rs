@@ -74,12 +74,41 @@ pub enum Command {
     /// Stay attached: Prometheus metrics at /metrics, a live dashboard at /
     #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Examples:\n  lockscope completions bash > /usr/share/bash-completion/completions/lockscope\n  lockscope completions zsh > /usr/local/share/zsh/site-functions/_lockscope"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), generated from this command line; with
+    /// --dir, write lockscope.1 and one lockscope-COMMAND.1 per command there
+    #[command(
+        after_help = "Examples:\n  lockscope manpage | man -l -\n  lockscope manpage --dir /usr/local/share/man/man1"
+    )]
+    Manpage(ManpageArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ManpageArgs {
+    /// Write every page into this directory instead of the main one to
+    /// stdout
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 impl Command {
     /// Whether the command loads BPF (and so may need tracefs).
     pub fn traces(&self) -> bool {
-        !matches!(self, Command::Workload(_))
+        !matches!(
+            self,
+            Command::Workload(_) | Command::Completions(_) | Command::Manpage(_)
+        )
     }
 }
 const SERVE_HELP: &str = "\
