@@ -663,9 +663,9 @@ fn report_text(
 fn print_report(rep: &Report, out: &OutputArgs, files: &mut Outputs) -> Result<()> {
     // a file has no terminal width: whole names
     let width = if files.report.is_some() {
-        usize::MAX
+        output::UNLIMITED
     } else {
-        output::term_width()
+        output::table_width(out.wide)
     };
     report_text(files, |w| write_report(w, rep, out, width))?;
     write_hold_flame(rep, out, files)?;
@@ -1330,7 +1330,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
     let mut elapsed = Duration::ZERO;
     let stdout = io::stdout();
     let mut w = io::BufWriter::new(stdout.lock());
-    let width = output::term_width();
+    let width = output::table_width(a.wide);
     let mut hold_header_shown = false;
     if !a.json && a.perfetto.is_none() {
         writeln!(
@@ -1423,6 +1423,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
         by: crate::model::GroupBy::Lock,
         json: a.json,
         top: 20,
+        wide: a.wide,
         flamegraph: None,
         folded: None,
         flamegraph_hold: None,
@@ -1485,6 +1486,7 @@ const NO_FILES: OutputArgs = OutputArgs {
     by: crate::model::GroupBy::Lock,
     json: false,
     top: 0,
+    wide: false,
     flamegraph: None,
     folded: None,
     flamegraph_hold: None,
