@@ -1243,7 +1243,7 @@ fn hold_line(
         fmt_ns(e.wait_ns),
         fmt_ns(hold)
     );
-    output::fit(&line, width)
+    output::fit_tail(&line, "", width)
 }
 
 /// The human stream line: like the seed's records, one line per operation.
@@ -1267,7 +1267,7 @@ fn event_line(e: &crate::model::Event, mono_start: u64, width: usize) -> String 
     }
     let hold = e.hold_ns.map(fmt_ns).unwrap_or_else(|| "-".into());
     let line = format!(
-        "{:>10.6} {:>7} {:<10} {:>7} {:<8} {:>12} {:>8} {:>8} {}",
+        "{:>10.6} {:>7} {:<10} {:>7} {:<8} {:>12} {:>8} {:>8} ",
         t,
         e.pid,
         output::fit(&e.comm, 10),
@@ -1276,9 +1276,8 @@ fn event_line(e: &crate::model::Event, mono_start: u64, width: usize) -> String 
         output::fit(&lock, 12),
         wait,
         hold,
-        e.caller.as_deref().unwrap_or("?")
     );
-    output::fit(&line, width)
+    output::fit_tail(&line, e.caller.as_deref().unwrap_or("?"), width)
 }
 
 /// The last line of `trace --json`.

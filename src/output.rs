@@ -158,6 +158,14 @@ pub fn fit(s: &str, w: usize) -> String {
     }
 }
 
+/// `head` whole (numbers are never cut) and then `tail` (a name), cut to
+/// what is left of `width` but never to fewer than [`MIN_NAME`]
+/// characters.
+pub fn fit_tail(head: &str, tail: &str, width: usize) -> String {
+    let room = width.saturating_sub(head.chars().count()).max(MIN_NAME);
+    format!("{head}{}", fit(tail, room))
+}
+
 /// Breaks a line of prose at spaces into lines of at most `width`
 /// characters, the later ones indented two more than the first; never
 /// cuts a word (a word longer than the room gets a line of its own).
@@ -1668,6 +1676,14 @@ mod tests {
             }
         }
         assert_eq!(wrap_line(s, UNLIMITED), vec![s.to_string()]);
+        // a stream line: the numbers whole, the caller cut last
+        let head = "  0.123456    4242 lockscope     4243 mutex    ffff88810000  20.0 ms        - ";
+        let caller = "anon_pipe_write+0x5c/0x4a0";
+        assert_eq!(fit_tail(head, caller, UNLIMITED), format!("{head}{caller}"));
+        assert_eq!(fit_tail(head, caller, 200), format!("{head}{caller}"));
+        let narrow = fit_tail(head, caller, 60);
+        assert!(narrow.starts_with(head), "{narrow}");
+        assert_eq!(narrow.chars().count(), head.chars().count() + MIN_NAME);
     }
 
     #[test]
