@@ -733,9 +733,9 @@ fn report_text(
 fn print_report(rep: &Report, out: &OutputArgs, files: &mut Outputs) -> Result<()> {
     // a file has no terminal width: whole names
     let width = if files.report.is_some() {
-        usize::MAX
+        output::UNLIMITED
     } else {
-        output::term_width()
+        output::table_width(out.wide)
     };
     report_text(files, |w| write_report(w, rep, out, width))?;
     write_hold_flame(rep, out, files)?;
@@ -1313,7 +1313,7 @@ fn hold_line(
         fmt_ns(e.wait_ns),
         fmt_ns(hold)
     );
-    output::fit(&line, width)
+    output::fit_tail(&line, "", width)
 }
 
 /// The human stream line: like the seed's records, one line per operation.
@@ -1337,7 +1337,7 @@ fn event_line(e: &crate::model::Event, mono_start: u64, width: usize) -> String 
     }
     let hold = e.hold_ns.map(fmt_ns).unwrap_or_else(|| "-".into());
     let line = format!(
-        "{:>10.6} {:>7} {:<10} {:>7} {:<8} {:>12} {:>8} {:>8} {}",
+        "{:>10.6} {:>7} {:<10} {:>7} {:<8} {:>12} {:>8} {:>8} ",
         t,
         e.pid,
         output::fit(&e.comm, 10),
@@ -1346,9 +1346,8 @@ fn event_line(e: &crate::model::Event, mono_start: u64, width: usize) -> String 
         output::fit(&lock, 12),
         wait,
         hold,
-        e.caller.as_deref().unwrap_or("?")
     );
-    output::fit(&line, width)
+    output::fit_tail(&line, e.caller.as_deref().unwrap_or("?"), width)
 }
 
 /// The last line of `trace --json`.
@@ -1433,7 +1432,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
     let mut elapsed = Duration::ZERO;
     let stdout = io::stdout();
     let mut w = io::BufWriter::new(stdout.lock());
-    let width = output::term_width();
+    let width = output::table_width(a.wide);
     let mut hold_header_shown = false;
     if !a.json && a.perfetto.is_none() {
         writeln!(
@@ -1530,6 +1529,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
         by: crate::model::GroupBy::Lock,
         json: a.json,
         top: 20,
+        wide: a.wide,
         flamegraph: None,
         folded: None,
         flamegraph_hold: None,
@@ -1610,6 +1610,7 @@ const NO_FILES: OutputArgs = OutputArgs {
     by: crate::model::GroupBy::Lock,
     json: false,
     top: 0,
+    wide: false,
     flamegraph: None,
     folded: None,
     flamegraph_hold: None,

@@ -267,6 +267,9 @@ pub struct OutputArgs {
     /// numbers in ns, names whole, a `# ` header line) (perf's -x)
     #[arg(short = 'x', long = "field-separator", value_name = "SEP")]
     pub field_separator: Option<String>,
+    /// Whole names at any terminal width (piped output always has them)
+    #[arg(long)]
+    pub wide: bool,
     /// Write a flame graph of wait time (SVG) here; implies --stacks
     #[arg(long, value_name = "FILE.svg")]
     pub flamegraph: Option<std::path::PathBuf>,
@@ -328,6 +331,9 @@ pub struct TraceArgs {
     /// At the end, also print the in-kernel summary (as a table, or in the end line with --json)
     #[arg(long)]
     pub summary: bool,
+    /// Whole callers at any terminal width (piped output always has them)
+    #[arg(long)]
+    pub wide: bool,
     /// Ring buffer size in MiB, per source (a power of two; lockscope maps
     /// each twice, so its RSS holds 2 x this per source). Drops are counted
     /// (ringbuf_dropped) and warned about at the end

@@ -50,30 +50,99 @@ pub fn by_name(by: GroupBy) -> &'static str {
     }
 }
 
-/// Short kind for tables (JSON uses `LockKind::name`).
+/// The kind labels of the human outputs (`report`/`run` tables, `trace`
+/// lines, `top`) and the JSON `kind` names they stand for: the one mapping
+/// between the two. Each entry is (kind, table label, what it is); the
+/// JSON name is [`LockKind::name`]. A kind without an entry is shown under
+/// its JSON name. [`kind_legend`] renders it for `--help` and docs.
+pub const KIND_LABELS: &[(LockKind, &str, &str)] = &[
+    (LockKind::Spinlock, "spinlock", "kernel spinlock"),
+    (
+        LockKind::RwlockRead,
+        "rwlock:R",
+        "kernel rwlock_t, read side",
+    ),
+    (
+        LockKind::RwlockWrite,
+        "rwlock:W",
+        "kernel rwlock_t, write side",
+    ),
+    (LockKind::Mutex, "mutex", "kernel struct mutex"),
+    (
+        LockKind::RwsemRead,
+        "rwsem:R",
+        "kernel rw_semaphore (mmap_lock, i_rwsem), read",
+    ),
+    (
+        LockKind::RwsemWrite,
+        "rwsem:W",
+        "kernel rw_semaphore, write",
+    ),
+    (LockKind::RtMutex, "rt-mutex", "kernel rt_mutex"),
+    (
+        LockKind::RwlockRtRead,
+        "rwlockrt:R",
+        "PREEMPT_RT rwlock_t, read",
+    ),
+    (
+        LockKind::RwlockRtWrite,
+        "rwlockrt:W",
+        "PREEMPT_RT rwlock_t, write",
+    ),
+    (
+        LockKind::PercpuRwsemRead,
+        "pcpu-sem:R",
+        "kernel percpu_rw_semaphore, read",
+    ),
+    (
+        LockKind::PercpuRwsemWrite,
+        "pcpu-sem:W",
+        "kernel percpu_rw_semaphore, write",
+    ),
+    (
+        LockKind::RunQueue,
+        "runq",
+        "not a lock: a runnable thread waiting for a CPU",
+    ),
+    (
+        LockKind::PickNext,
+        "picknext",
+        "not a lock: time in pick_next_task_fair",
+    ),
+    (LockKind::UserMutex, "pmutex", "pthread_mutex_t"),
+    (
+        LockKind::UserRwlockRead,
+        "prwlock:R",
+        "pthread_rwlock_t, read",
+    ),
+    (
+        LockKind::UserRwlockWrite,
+        "prwlock:W",
+        "pthread_rwlock_t, write",
+    ),
+    (LockKind::UserSpin, "pspin", "pthread_spinlock_t"),
+    (LockKind::Futex, "futex", "not a lock: any futex(2) wait"),
+];
+
+/// Short kind for tables: its [`KIND_LABELS`] label (JSON uses
+/// `LockKind::name`); `(mixed)` for a row of several kinds.
 pub fn short_kind(k: Option<LockKind>) -> String {
     match k {
-        Some(LockKind::Spinlock) => "spinlock".into(),
-        Some(LockKind::RwlockRead) => "rwlock:R".into(),
-        Some(LockKind::RwlockWrite) => "rwlock:W".into(),
-        Some(LockKind::Mutex) => "mutex".into(),
-        Some(LockKind::RwsemRead) => "rwsem:R".into(),
-        Some(LockKind::RwsemWrite) => "rwsem:W".into(),
-        Some(LockKind::RtMutex) => "rt-mutex".into(),
-        Some(LockKind::RwlockRtRead) => "rwlockrt:R".into(),
-        Some(LockKind::RwlockRtWrite) => "rwlockrt:W".into(),
-        Some(LockKind::PercpuRwsemRead) => "pcpu-sem:R".into(),
-        Some(LockKind::PercpuRwsemWrite) => "pcpu-sem:W".into(),
-        Some(LockKind::RunQueue) => "runq".into(),
-        Some(LockKind::PickNext) => "picknext".into(),
-        Some(LockKind::UserMutex) => "pmutex".into(),
-        Some(LockKind::UserRwlockRead) => "prwlock:R".into(),
-        Some(LockKind::UserRwlockWrite) => "prwlock:W".into(),
-        Some(LockKind::UserSpin) => "pspin".into(),
-        Some(LockKind::Futex) => "futex".into(),
-        Some(LockKind::Unknown(f)) => format!("?{f:#x}"),
         None => "(mixed)".into(),
+        Some(LockKind::Unknown(f)) => format!("?{f:#x}"),
+        Some(k) => KIND_LABELS
+            .iter()
+            .find(|(kind, _, _)| *kind == k)
+            .map_or_else(|| k.name(), |(_, label, _)| label.to_string()),
     }
+}
+
+/// The legend of [`KIND_LABELS`], one `label  json-name  meaning` line each.
+pub fn kind_legend() -> String {
+    KIND_LABELS
+        .iter()
+        .map(|(k, label, what)| format!("{label:<10} {:<20} {what}\n", k.name()))
+        .collect()
 }
 
 /// Cuts `s` to at most `w` characters, marking the cut with `…`.
@@ -86,6 +155,91 @@ pub fn fit(s: &str, w: usize) -> String {
         let mut t: String = s.chars().take(w - 1).collect();
         t.push('…');
         t
+    }
+}
+
+/// `head` whole (numbers are never cut) and then `tail` (a name), cut to
+/// what is left of `width` but never to fewer than [`MIN_NAME`]
+/// characters.
+pub fn fit_tail(head: &str, tail: &str, width: usize) -> String {
+    let room = width.saturating_sub(head.chars().count()).max(MIN_NAME);
+    format!("{head}{}", fit(tail, room))
+}
+
+/// Breaks a line of prose at spaces into lines of at most `width`
+/// characters, the later ones indented two more than the first; never
+/// cuts a word (a word longer than the room gets a line of its own).
+pub fn wrap_line(s: &str, width: usize) -> Vec<String> {
+    if s.chars().count() <= width {
+        return vec![s.to_string()];
+    }
+    let body = s.trim_start_matches(' ');
+    let lead = " ".repeat(s.len() - body.len());
+    let indent = format!("{lead}  ");
+    let mut lines = Vec::new();
+    let mut cur = lead.clone();
+    let mut empty = true;
+    for word in body.split(' ') {
+        if !empty && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(cur);
+            cur = indent.clone();
+            empty = true;
+        }
+        if !empty {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+        empty = false;
+    }
+    lines.push(cur);
+    lines
+}
+
+/// No width limit: stdout is not a terminal, or `--wide`.
+pub const UNLIMITED: usize = usize::MAX;
+
+/// Where a row is shown: lock rows are ranked together and make the
+/// headline; waits that are not for a lock (futex waits, run-queue
+/// latency, time picking the next task) get small sections of their own
+/// under the lock table, with the same columns. JSON keeps every row in
+/// one list with its `source` and `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Lock,
+    Futex,
+    RunQueue,
+    PickNext,
+}
+
+impl Section {
+    pub const ALL: [Section; 4] = [
+        Section::Lock,
+        Section::Futex,
+        Section::RunQueue,
+        Section::PickNext,
+    ];
+
+    pub fn of(r: &Row) -> Section {
+        use crate::sources::{futex, picknext, sched};
+        match r.kind {
+            Some(LockKind::RunQueue) => Section::RunQueue,
+            Some(LockKind::PickNext) => Section::PickNext,
+            Some(LockKind::Futex) => Section::Futex,
+            _ if r.source == sched::SOURCE => Section::RunQueue,
+            _ if r.source == picknext::SOURCE => Section::PickNext,
+            _ if r.source == futex::SOURCE => Section::Futex,
+            _ => Section::Lock,
+        }
+    }
+
+    /// The title of the section (none for the lock table).
+    pub fn title(self) -> Option<&'static str> {
+        match self {
+            Section::Lock => None,
+            Section::Futex => Some("futex waits:"),
+            Section::RunQueue => Some("run-queue latency:"),
+            Section::PickNext => Some("pick_next_task_fair time:"),
+        }
     }
 }
 
@@ -245,7 +399,118 @@ pub fn lost_mark(lost: &BTreeMap<String, u64>) -> Option<String> {
     }
 }
 
-/// Human table, at most `width` columns wide.
+/// The name column is never narrower than this: on a narrower terminal
+/// the names go on a line of their own under the numbers.
+const MIN_NAME: usize = 20;
+
+/// The columns of the table before the name, sized to the widest value
+/// shown (never cut) and at least their usual widths.
+struct Columns {
+    /// Widths of contended, total, max, avg, p99 and (holds) held.
+    nums: Vec<usize>,
+    kind: usize,
+}
+
+impl Columns {
+    const HEADER: [&'static str; 6] = ["contended", "total", "max", "avg", "p99", "held"];
+
+    fn cells(r: &Row, holds: bool) -> (Vec<String>, String) {
+        let mut nums = vec![
+            r.count.to_string(),
+            fmt_ns(r.wait.total_ns),
+            fmt_ns(r.wait.max_ns),
+            fmt_ns(r.wait.avg_ns()),
+            fmt_ns(r.wait.p99()),
+        ];
+        if holds {
+            nums.push(r.hold_ns.map_or("-".into(), |h| fmt_ns(h.total)));
+        }
+        (nums, short_kind(r.kind))
+    }
+
+    fn new(rows: &[&Row], holds: bool) -> Columns {
+        let n = if holds { 6 } else { 5 };
+        let mut nums: Vec<usize> = (0..n)
+            .map(|i| if i == 0 { 9 } else { 8 }.max(Self::HEADER[i].len()))
+            .collect();
+        let mut kind = 10;
+        for r in rows {
+            let (cells, k) = Self::cells(r, holds);
+            for (w, c) in nums.iter_mut().zip(&cells) {
+                *w = (*w).max(c.chars().count());
+            }
+            kind = kind.max(k.chars().count());
+        }
+        Columns { nums, kind }
+    }
+
+    /// The line up to the name column, ending in a space.
+    fn lead(&self, nums: &[String], kind: &str) -> String {
+        let mut s = String::new();
+        for (i, (w, c)) in self.nums.iter().zip(nums).enumerate() {
+            if i > 0 {
+                s.push(' ');
+            }
+            s.push_str(&format!("{c:>w$}"));
+        }
+        s.push_str(&format!("  {kind:<w$} ", w = self.kind));
+        s
+    }
+
+    fn header(&self) -> String {
+        let h: Vec<String> = Self::HEADER[..self.nums.len()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        self.lead(&h, "kind")
+    }
+}
+
+/// One row: the numbers whole, the name column cut to what is left of
+/// `width` (or on lines of its own when less than [`MIN_NAME`] is left).
+fn write_row(
+    w: &mut dyn Write,
+    r: &Row,
+    by: GroupBy,
+    cols: &Columns,
+    holds: bool,
+    width: usize,
+) -> io::Result<()> {
+    let (nums, kind) = Columns::cells(r, holds);
+    let lead = cols.lead(&nums, &kind);
+    let lead_len = lead.chars().count();
+    let last = last_column(r, by);
+    let split = by == GroupBy::Lock && r.kind != Some(LockKind::RunQueue);
+    let rest = width.saturating_sub(lead_len);
+    if rest >= MIN_NAME {
+        if split && last.chars().count() > rest {
+            // lock on this line, its caller on the next, under it
+            writeln!(w, "{lead}{}", fit(&lock_label(r), rest))?;
+            let caller = format!("└ {}", r.caller.as_deref().unwrap_or("?"));
+            writeln!(w, "{}{}", " ".repeat(lead_len), fit(&caller, rest))?;
+        } else {
+            writeln!(w, "{lead}{}", fit(&last, rest))?;
+        }
+        return Ok(());
+    }
+    // narrow: the numbers, then the names under them
+    writeln!(w, "{}", lead.trim_end())?;
+    let room = width.saturating_sub(4).max(MIN_NAME);
+    if split && last.chars().count() > room {
+        writeln!(w, "    {}", fit(&lock_label(r), room))?;
+        let caller = format!("└ {}", r.caller.as_deref().unwrap_or("?"));
+        writeln!(w, "    {}", fit(&caller, room))?;
+    } else {
+        writeln!(w, "    {}", fit(&last, room))?;
+    }
+    Ok(())
+}
+
+/// Human table, at most `width` columns wide ([`UNLIMITED`]: whole names
+/// at any length). Numbers are never cut: only names, and only on a
+/// terminal narrower than they are; prose lines wrap. Lock rows are
+/// ranked in the table; futex, run-queue and pick-next rows follow in
+/// sections of their own ([`Section`]), `top` rows each.
 pub fn write_table(
     w: &mut dyn Write,
     rep: &Report,
@@ -254,6 +519,12 @@ pub fn write_table(
     width: usize,
 ) -> io::Result<()> {
     let width = width.max(60);
+    let prose = |w: &mut dyn Write, l: &str| -> io::Result<()> {
+        for l in wrap_line(l, width) {
+            writeln!(w, "{l}")?;
+        }
+        Ok(())
+    };
     for s in &rep.sources {
         let line = if s.available {
             format!(
@@ -272,101 +543,92 @@ pub fn write_table(
                 s.reason.as_deref().unwrap_or("?")
             )
         };
-        writeln!(w, "{}", fit(&line, width))?;
+        prose(w, &line)?;
     }
     for l in summary_lines(rep) {
-        writeln!(w, "{}", fit(&l, width))?;
+        prose(w, &l)?;
     }
     writeln!(w)?;
     if rep.rows.is_empty() {
         writeln!(w, "no lock contention seen")?;
     } else {
+        let sections: Vec<(Section, Vec<&Row>)> = Section::ALL
+            .iter()
+            .map(|&s| {
+                let rows: Vec<&Row> = rep.rows.iter().filter(|r| Section::of(r) == s).collect();
+                (s, rows)
+            })
+            .collect();
+        let shown: Vec<&Row> = sections
+            .iter()
+            .flat_map(|(_, rows)| rows.iter().take(top).copied())
+            .collect();
         // a column of total hold time when any row measures holds
-        let holds = rep.rows.iter().any(|r| r.hold_ns.is_some());
-        let held = |s: String| {
-            if holds {
-                format!(" {s:>8}")
-            } else {
-                String::new()
-            }
-        };
-        let lead = format!(
-            "{:>9} {:>8} {:>8} {:>8} {:>8}{}  {:<10} ",
-            "contended",
-            "total",
-            "max",
-            "avg",
-            "p99",
-            held("held".into()),
-            "kind"
-        );
-        let rest = width.saturating_sub(lead.chars().count());
-        writeln!(w, "{lead}{}", fit(last_header(by), rest))?;
-        for r in rep.rows.iter().take(top) {
-            let lead = format!(
-                "{:>9} {:>8} {:>8} {:>8} {:>8}{}  {:<10} ",
-                r.count,
-                fmt_ns(r.wait.total_ns),
-                fmt_ns(r.wait.max_ns),
-                fmt_ns(r.wait.avg_ns()),
-                fmt_ns(r.wait.p99()),
-                held(r.hold_ns.map_or("-".into(), |h| fmt_ns(h.total))),
-                fit(&short_kind(r.kind), 10),
-            );
-            let last = last_column(r, by);
-            if by == GroupBy::Lock
-                && r.kind != Some(LockKind::RunQueue)
-                && last.chars().count() > rest
-            {
-                // lock on this line, its caller on the next, under it
-                writeln!(w, "{lead}{}", fit(&lock_label(r), rest))?;
-                let pad = " ".repeat(width.saturating_sub(rest));
-                if r.kind != Some(LockKind::RunQueue) {
-                    let caller = format!("└ {}", r.caller.as_deref().unwrap_or("?"));
-                    writeln!(w, "{pad}{}", fit(&caller, rest))?;
+        let holds = shown.iter().any(|r| r.hold_ns.is_some());
+        let cols = Columns::new(&shown, holds);
+        let head = cols.header();
+        let rest = width.saturating_sub(head.chars().count());
+        if rest >= MIN_NAME {
+            writeln!(w, "{head}{}", fit(last_header(by), rest))?;
+        } else {
+            writeln!(w, "{}", head.trim_end())?;
+            writeln!(w, "    {}", last_header(by))?;
+        }
+        let mut hidden = 0;
+        for (s, rows) in &sections {
+            if let Some(title) = s.title() {
+                if rows.is_empty() {
+                    continue;
                 }
-            } else {
-                writeln!(w, "{lead}{}", fit(&last, rest))?;
+                writeln!(w, "{title}")?;
+            } else if rows.is_empty() {
+                writeln!(w, "no lock contention seen")?;
+            }
+            for r in rows.iter().take(top) {
+                write_row(w, r, by, &cols, holds, width)?;
+            }
+            hidden += rows.len().saturating_sub(top);
+            if *s == Section::Lock {
+                if let Some(l) = rows
+                    .first()
+                    .and_then(|r| split_line(std::slice::from_ref(*r), by))
+                {
+                    prose(w, &l)?;
+                }
+                let failed: u64 = rows.iter().map(|r| r.failed).sum();
+                let partial: u64 = rows.iter().map(|r| r.partial).sum();
+                if failed + partial > 0 {
+                    prose(
+                        w,
+                        &format!(
+                            "{failed} failed calls (trylock busy, timed out), {partial} partial \
+                             (begun before tracing: counted, not timed)"
+                        ),
+                    )?;
+                }
+                for l in holder_lines(&rep.holders, 5, width) {
+                    writeln!(w, "{l}")?;
+                }
             }
         }
-        if let Some(l) = split_line(&rep.rows, by) {
-            writeln!(w, "{}", fit(&l, width))?;
-        }
-        let failed: u64 = rep.rows.iter().map(|r| r.failed).sum();
-        let partial: u64 = rep.rows.iter().map(|r| r.partial).sum();
-        if failed + partial > 0 {
-            let l = format!(
-                "{failed} failed calls (trylock busy, timed out), {partial} partial \
-                 (begun before tracing: counted, not timed)"
-            );
-            writeln!(w, "{}", fit(&l, width))?;
-        }
-        for l in holder_lines(&rep.holders, 5, width) {
-            writeln!(w, "{l}")?;
-        }
-        if rep.rows.len() > top {
-            writeln!(
-                w,
-                "... {} more rows (--top N, or --json for all)",
-                rep.rows.len() - top
-            )?;
+        if hidden > 0 {
+            writeln!(w, "... {hidden} more rows (--top N, or --json for all)")?;
         }
     }
     writeln!(w)?;
     let overhead = overhead_line(&rep.bpf_programs);
-    let lost = lost_lines(&rep.lost, width);
-    match overhead {
+    if lost_total(&rep.lost) == 0 {
         // no loss: one line
-        Some(o) if lost_total(&rep.lost) == 0 && 13 + o.chars().count() <= width => {
-            writeln!(w, "lost: none; {o}")?;
+        match overhead {
+            Some(o) => prose(w, &format!("lost: none; {o}"))?,
+            None => writeln!(w, "lost: none")?,
         }
-        o => {
-            for l in lost {
-                writeln!(w, "{l}")?;
-            }
-            if let Some(l) = o {
-                writeln!(w, "{}", fit(&l, width))?;
-            }
+    } else {
+        for l in lost_lines(&rep.lost, width) {
+            writeln!(w, "{l}")?;
+        }
+        if let Some(o) = overhead {
+            prose(w, &o)?;
         }
     }
     Ok(())
@@ -435,7 +697,9 @@ fn write_stacks_of(
                 fmt_ns(r.wait.total_ns)
             )
         };
-        writeln!(w, "{}", fit(&head, width))?;
+        for l in wrap_line(&head, width) {
+            writeln!(w, "{l}")?;
+        }
         for f in st.kernel.iter().take(FRAMES) {
             writeln!(w, "{}", fit(&format!("    {f}"), width))?;
         }
@@ -452,16 +716,14 @@ fn write_stacks_of(
     Ok(())
 }
 
-/// The lines under the sources: contended waits of the lock-contention
-/// sources, then one line per source that sees holds (acquisitions, not
-/// only contended waits) and one for run-queue waits.
+/// The lines under the sources: the headline (contended waits of the
+/// lock-contention sources: lock rows only, never futex, run-queue or
+/// pick-next rows), then one line per source that sees holds
+/// (acquisitions, not only contended waits) and one per section of waits
+/// that are not for a lock.
 pub fn summary_lines(rep: &Report) -> Vec<String> {
-    let runq = |r: &Row| r.kind == Some(LockKind::RunQueue);
-    let plain: Vec<&Row> = rep
-        .rows
-        .iter()
-        .filter(|r| !runq(r) && r.hold_ns.is_none())
-        .collect();
+    let of = |s: Section| rep.rows.iter().filter(move |r| Section::of(r) == s);
+    let plain: Vec<&Row> = of(Section::Lock).filter(|r| r.hold_ns.is_none()).collect();
     let others = plain.len() < rep.rows.len();
     let mark = lost_mark(&rep.lost).unwrap_or_default();
     let mut lines = vec![if plain.is_empty() && others {
@@ -476,7 +738,7 @@ pub fn summary_lines(rep: &Report) -> Vec<String> {
         )
     }];
     let mut held: BTreeMap<&str, (u64, u64, u64, u64, u64)> = BTreeMap::new();
-    for r in rep.rows.iter().filter(|r| !runq(r)) {
+    for r in of(Section::Lock) {
         if let Some(h) = &r.hold_ns {
             let e = held.entry(r.source).or_default();
             e.0 += r.count;
@@ -494,7 +756,15 @@ pub fn summary_lines(rep: &Report) -> Vec<String> {
             fmt_ns(hold)
         ));
     }
-    let rq: Vec<&Row> = rep.rows.iter().filter(|r| runq(r)).collect();
+    let fx: Vec<&Row> = of(Section::Futex).collect();
+    if !fx.is_empty() {
+        lines.push(format!(
+            "  futex: {} waits, {} in total (not only locks: see futex waits)",
+            fx.iter().map(|r| r.count).sum::<u64>(),
+            fmt_ns(fx.iter().map(|r| r.wait.total_ns).sum())
+        ));
+    }
+    let rq: Vec<&Row> = of(Section::RunQueue).collect();
     if !rq.is_empty() {
         let n: u64 = rq.iter().map(|r| r.count).sum();
         let woken: u64 = rq.iter().map(|r| r.slept).sum();
@@ -502,6 +772,14 @@ pub fn summary_lines(rep: &Report) -> Vec<String> {
             "  run queue: {n} waits for a CPU, {} in total, {} after a preemption",
             fmt_ns(rq.iter().map(|r| r.wait.total_ns).sum()),
             n.saturating_sub(woken)
+        ));
+    }
+    let pn: Vec<&Row> = of(Section::PickNext).collect();
+    if !pn.is_empty() {
+        lines.push(format!(
+            "  pick_next_task_fair: {} calls, {} in total",
+            pn.iter().map(|r| r.count).sum::<u64>(),
+            fmt_ns(pn.iter().map(|r| r.wait.total_ns).sum())
         ));
     }
     lines
@@ -527,10 +805,10 @@ pub fn holder_lines(holders: &[crate::model::HolderRow], top: usize, width: usiz
     if holders.is_empty() {
         return Vec::new();
     }
-    let mut out = vec![fit(
+    let mut out = wrap_line(
         "top holders (waits that began while they held the lock):",
         width,
-    )];
+    );
     for h in holders.iter().take(top) {
         let who = match &h.holder_comm {
             Some(c) => format!("{} ({c})", h.holder_tid),
@@ -543,21 +821,48 @@ pub fn holder_lines(holders: &[crate::model::HolderRow], top: usize, width: usiz
             short_kind(Some(h.kind)),
             h.lock.trim_start_matches("0x")
         );
-        out.push(fit(&l, width));
+        out.extend(wrap_line(&l, width));
     }
     out
 }
 
-/// "overhead: begin 206 ns x 470k, end 203 ns x 470k" from program stats.
+/// How to get lockscope's per-run BPF cost when the kernel does not count
+/// it (`kernel.bpf_stats_enabled` is 0: no run count, no run time).
+pub const BPF_COST_HINT: &str = "BPF cost: sysctl kernel.bpf_stats_enabled=1";
+
+/// Whether the kernel counts BPF programs' runs and run time
+/// (`/proc/sys/kernel/bpf_stats_enabled`); None when it cannot be read.
+pub fn bpf_stats_enabled() -> Option<bool> {
+    let s = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").ok()?;
+    Some(s.trim() != "0")
+}
+
+/// "overhead per run: begin 206 ns x 470k, end 203 ns x 470k" from
+/// program stats; without the kernel's stats, how to turn them on (never
+/// a run count without a cost).
 pub fn overhead_line(progs: &[crate::sources::ProgStats]) -> Option<String> {
     if progs.is_empty() {
         return None;
     }
     if progs.iter().all(|p| p.run_time_ns == 0) {
-        let runs: u64 = progs.iter().map(|p| p.run_cnt).sum();
-        return Some(format!(
-            "overhead: {runs} BPF runs (per-run cost: kernel.bpf_stats_enabled=1)"
-        ));
+        return overhead_text(progs, bpf_stats_enabled());
+    }
+    overhead_text(progs, Some(true))
+}
+
+/// [`overhead_line`] given whether the kernel's BPF stats are on.
+pub fn overhead_text(progs: &[crate::sources::ProgStats], stats: Option<bool>) -> Option<String> {
+    if progs.is_empty() {
+        return None;
+    }
+    if progs.iter().all(|p| p.run_time_ns == 0) {
+        return Some(
+            if stats == Some(true) && progs.iter().all(|p| p.run_cnt == 0) {
+                "BPF cost: none (no program ran)".to_string()
+            } else {
+                BPF_COST_HINT.to_string()
+            },
+        );
     }
     let parts: Vec<String> = progs
         .iter()
@@ -574,16 +879,40 @@ pub fn overhead_line(progs: &[crate::sources::ProgStats]) -> Option<String> {
     Some(format!("overhead per run: {}", parts.join(", ")))
 }
 
-/// The terminal width, or 80 when output is not a terminal.
+/// The width human output is laid out for: [`UNLIMITED`] when stdout is
+/// not a terminal (whole names, as `perf lock contention` piped), else
+/// `$COLUMNS` when set, else the terminal's own width (TIOCGWINSZ), else 80.
 pub fn term_width() -> usize {
     use std::io::IsTerminal;
     if !io::stdout().is_terminal() {
-        return 80;
+        return UNLIMITED;
     }
-    std::env::var("COLUMNS")
+    if let Some(c) = std::env::var("COLUMNS")
         .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(80)
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&c| c > 0)
+    {
+        return c;
+    }
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, which
+    // points to a valid, writable `winsize` we own.
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    if rc == 0 && ws.ws_col > 0 {
+        ws.ws_col as usize
+    } else {
+        80
+    }
+}
+
+/// The width of tables: [`UNLIMITED`] with `--wide`, else [`term_width`].
+pub fn table_width(wide: bool) -> usize {
+    if wide { UNLIMITED } else { term_width() }
 }
 
 #[cfg(test)]
@@ -741,7 +1070,7 @@ mod tests {
         let footer: Vec<&str> = text.lines().rev().take_while(|l| !l.is_empty()).collect();
         assert_eq!(
             footer,
-            vec!["lost: none; overhead: 10 BPF runs (per-run cost: kernel.bpf_stats_enabled=1)"],
+            vec!["lost: none; BPF cost: sysctl kernel.bpf_stats_enabled=1"],
             "{text}"
         );
         assert_eq!(lost_lines(&lost, 80), vec!["lost: none".to_string()]);
@@ -913,6 +1242,12 @@ mod tests {
         let mut out = Vec::new();
         write_table(&mut out, &rep, GroupBy::Lock, 20, 80).expect("write to a Vec");
         let text = String::from_utf8(out).expect("utf8");
+        // 80 columns leave the names less than MIN_NAME: they go under
+        // the numbers
+        assert!(text.contains("runq\n    cpu 1\n"), "{text}");
+        let mut out = Vec::new();
+        write_table(&mut out, &rep, GroupBy::Lock, 20, UNLIMITED).expect("write to a Vec");
+        let text = String::from_utf8(out).expect("utf8");
         assert!(text.contains("runq       cpu 1\n"), "{text}");
         assert!(!text.contains("cpu 1 ?"), "{text}");
         let v = serde_json::to_value(&rep).expect("serialise");
@@ -932,5 +1267,439 @@ mod tests {
             (m["failed"].as_u64(), m["partial"].as_u64()),
             (Some(1), Some(2))
         );
+    }
+
+    /// A row of `source`/`kind` named `name`, called from `caller`, with
+    /// `waits` (ns) and, when `hold`, one hold of 7 ms.
+    fn rec(
+        source: &'static str,
+        kind: LockKind,
+        lock: u64,
+        name: &str,
+        caller: &str,
+        waits: &[u64],
+        hold: bool,
+    ) -> Record {
+        let stats = |v: &[u64]| {
+            let mut s = Stats::default();
+            for &x in v {
+                s.record(x);
+            }
+            s
+        };
+        Record {
+            source,
+            kind,
+            lock,
+            lock_name: Some(name.into()),
+            caller: Some(caller.into()),
+            pid: 4242,
+            tid: 4243,
+            comm: "lockscope".into(),
+            cgroup: Some("/".into()),
+            memcg: None,
+            aborted: 0,
+            spun: 0,
+            slept: waits.len() as u64,
+            wait: stats(waits),
+            hold: hold.then(|| stats(&[7_000_000])),
+            failed: 0,
+            partial: 0,
+            split: None,
+            stacks: Vec::new(),
+        }
+    }
+
+    fn report_of(recs: &[Record], by: GroupBy) -> Report {
+        Report {
+            rows: group(recs, by),
+            ..sample()
+        }
+    }
+
+    fn table(rep: &Report, by: GroupBy, width: usize) -> String {
+        let mut out = Vec::new();
+        write_table(&mut out, rep, by, 20, width).expect("write to a Vec");
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn unlimited_width_keeps_very_long_names_and_summaries_whole() {
+        let name = format!("pipe:[1] (fd 3 of 4242 {})", "x".repeat(300));
+        let caller = format!("{}+0x1c/0x80", "a_long_function_".repeat(20));
+        let mut r = rec(
+            "kernel-contention",
+            LockKind::Mutex,
+            0xffff_8881_0000_0100,
+            &name,
+            &caller,
+            &[1_000, 2_000],
+            false,
+        );
+        r.partial = 3;
+        let reason = "y".repeat(200);
+        let mut rep = report_of(&[r], GroupBy::Lock);
+        rep.sources[0].reason = Some(reason.clone());
+        for by in [GroupBy::Lock, GroupBy::Caller] {
+            let text = table(&rep, by, UNLIMITED);
+            assert!(!text.contains('…'), "nothing cut: {text}");
+            assert!(text.contains(&caller), "whole caller: {text}");
+            assert!(text.contains(&reason), "whole source line: {text}");
+            assert!(
+                text.contains(
+                    "0 failed calls (trylock busy, timed out), 3 partial \
+                     (begun before tracing: counted, not timed)\n"
+                ),
+                "summary line whole, on one line: {text}"
+            );
+        }
+        let text = table(&rep, GroupBy::Lock, UNLIMITED);
+        assert!(
+            text.contains(&format!("{name} {caller}\n")),
+            "lock and caller on the row's line: {text}"
+        );
+    }
+
+    #[test]
+    fn at_200_columns_workload_names_are_whole() {
+        let pipe = "pipe:[123456] (fd 4 of 4242 lockscope)";
+        let pipe_caller = "anon_pipe_write+0x5c/0x4a0";
+        let mmap = "mmap_lock of 4242 (lockscope)";
+        let mmap_caller = "vm_mmap_pgoff+0x12a/0x1e0";
+        let recs = [
+            rec(
+                "kernel-contention",
+                LockKind::Mutex,
+                0xffff_8881_0000_0100,
+                pipe,
+                pipe_caller,
+                &[20_000_000, 20_000_000],
+                false,
+            ),
+            rec(
+                "mmap-lock",
+                LockKind::RwsemWrite,
+                0xffff_8881_0000_0200,
+                mmap,
+                mmap_caller,
+                &[3_000_000],
+                true,
+            ),
+        ];
+        for by in [GroupBy::Lock, GroupBy::Caller] {
+            let text = table(&report_of(&recs, by), by, 200);
+            for line in text.lines() {
+                assert!(line.chars().count() <= 200, "too wide: {line:?}");
+            }
+            assert!(!text.contains('…'), "nothing cut at 200: {text}");
+            for n in [pipe_caller, mmap_caller] {
+                assert!(text.contains(n), "{n} whole: {text}");
+            }
+            if by == GroupBy::Lock {
+                assert!(text.contains(&format!("{pipe} {pipe_caller}\n")), "{text}");
+                assert!(text.contains(&format!("{mmap} {mmap_caller}\n")), "{text}");
+            }
+        }
+        // at 80 the name column is what gives
+        let text = table(&report_of(&recs, GroupBy::Lock), GroupBy::Lock, 80);
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "too wide: {line:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_never_cut_at_60_columns() {
+        let mut big = rec(
+            "kernel-contention",
+            LockKind::PercpuRwsemWrite,
+            0xffff_8881_0000_0100,
+            "cgroup_threadgroup_rwsem",
+            "percpu_down_write+0x2f/0x1c0",
+            &[1_000, 3_000_000_000],
+            false,
+        );
+        big.failed = 12_345_678;
+        big.partial = 87_654_321;
+        let mut many = rec(
+            "user-locks",
+            LockKind::UserRwlockWrite,
+            0x7f00_0000_1000,
+            "pthread_rwlock 0x7f0000001000",
+            "worker_loop",
+            &[5_000],
+            true,
+        );
+        for _ in 0..12 {
+            many.wait.record(5_000);
+        }
+        let recs = [big, many];
+        let mut lost = BTreeMap::new();
+        lost.insert("futex.ringbuf_dropped".to_string(), 987_654_321);
+        lost.insert("map_full".to_string(), 123_456_789);
+        let mut rep = report_of(&recs, GroupBy::Lock);
+        rep.lost = lost;
+        rep.bpf_programs = vec![crate::sources::ProgStats {
+            name: "contention_begin_btf".into(),
+            id: 1,
+            run_cnt: 470_123,
+            run_time_ns: 470_123 * 206,
+            recursion_misses: 0,
+        }];
+        for by in [GroupBy::Lock, GroupBy::Caller, GroupBy::Task] {
+            let text = table(&rep, by, 60);
+            assert!(!text.contains('…') || by != GroupBy::Task, "{text}");
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let joined = words.join(" ");
+            for r in &rep.rows {
+                let (cells, kind) = Columns::cells(r, true);
+                for c in cells.iter().filter(|c| *c != "-") {
+                    assert!(joined.contains(c.as_str()), "{c} whole: {text}");
+                }
+                assert!(joined.contains(&kind), "{kind}: {text}");
+            }
+            for needle in [
+                "12345678 failed calls (trylock busy, timed out), 87654321 partial \
+                 (begun before tracing: counted, not timed)",
+                "[1111111110 LOST, see below]",
+                "futex.ringbuf_dropped 987654321",
+                "map_full 123456789",
+                "begin 206 ns x 470123",
+                "user-locks: 13 acquisitions,",
+            ] {
+                assert!(joined.contains(needle), "{needle}: {text}");
+            }
+            // prose wraps within the width; only the table's numbers may
+            // go past it
+            for l in text.lines().filter(|l| !l.starts_with(' ')) {
+                let prose = !l.trim_start().starts_with(|c: char| c.is_ascii_digit());
+                if prose && !l.starts_with("contended") {
+                    assert!(l.chars().count() <= 60, "wrapped: {l:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn futex_and_run_queue_rows_have_sections_and_stay_out_of_the_headline() {
+        let recs = [
+            rec(
+                "kernel-contention",
+                LockKind::Mutex,
+                0xffff_8881_0000_0100,
+                "pipe:[1] (fd 3 of 4242 lockscope)",
+                "anon_pipe_write+0x5c/0x4a0",
+                &[20_000_000, 20_000_000, 30_000_000],
+                false,
+            ),
+            rec(
+                "kernel-contention",
+                LockKind::Spinlock,
+                0xffff_8881_0000_0300,
+                "some spinlock",
+                "do_something+0x1/0x2",
+                &[1_000, 2_000],
+                false,
+            ),
+            // more waiting than every lock: would lead a single ranking
+            rec(
+                "futex",
+                LockKind::Futex,
+                0x7f00_0000_2000,
+                "futex 0x7f0000002000",
+                "?",
+                &[900_000_000, 900_000_000],
+                false,
+            ),
+            Record {
+                caller: None,
+                ..rec(
+                    "sched",
+                    LockKind::RunQueue,
+                    1,
+                    "cpu 1",
+                    "?",
+                    &[500_000_000, 10_000, 20_000, 30_000],
+                    false,
+                )
+            },
+        ];
+        for by in [GroupBy::Lock, GroupBy::Caller, GroupBy::Task] {
+            let rep = report_of(&recs, by);
+            let text = table(&rep, by, UNLIMITED);
+            let lines: Vec<&str> = text.lines().collect();
+            let headline = lines
+                .iter()
+                .find(|l| l.contains("contended waits"))
+                .expect("headline");
+            assert!(
+                headline.ends_with(": 5 contended waits, 70.0 ms waiting in total"),
+                "lock rows only: {text}"
+            );
+            let pos = |needle: &str| {
+                lines
+                    .iter()
+                    .position(|l| *l == needle)
+                    .unwrap_or_else(|| panic!("no {needle:?}: {text}"))
+            };
+            let head = lines
+                .iter()
+                .position(|l| l.starts_with("contended"))
+                .expect("header");
+            let fx = pos("futex waits:");
+            let rq = pos("run-queue latency:");
+            assert!(head < fx && fx < rq, "{text}");
+            // the rows: lines that begin with a number
+            let kind_of = |l: &str| {
+                ["mutex", "spinlock", "(mixed)", "futex", "runq"]
+                    .into_iter()
+                    .filter(|_| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+                    .find(|k| l.split_whitespace().any(|w| w == *k))
+            };
+            let kinds: Vec<(usize, &str)> = lines
+                .iter()
+                .enumerate()
+                .skip(head + 1)
+                .filter_map(|(i, l)| kind_of(l).map(|k| (i, k)))
+                .collect();
+            // by task the two locks of the one thread are one row
+            let locks = if by == GroupBy::Task {
+                vec![(head + 1, "(mixed)")]
+            } else {
+                vec![(head + 1, "mutex"), (head + 2, "spinlock")]
+            };
+            let others = vec![(fx + 1, "futex"), (rq + 1, "runq")];
+            assert_eq!(
+                kinds,
+                [locks, others].concat(),
+                "locks ranked first, each other kind under its title: {text}"
+            );
+            assert!(text.contains("  futex: 2 waits, 1.80 s in total"), "{text}");
+            assert!(
+                text.contains("  run queue: 4 waits for a CPU, 500 ms in total"),
+                "{text}"
+            );
+            // JSON is unchanged: one list, every row with its source
+            let v = serde_json::to_value(&rep).expect("serialise");
+            let sources: Vec<&str> = v["rows"]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .filter_map(|r| r["source"].as_str())
+                .collect();
+            assert_eq!(sources.len(), rep.rows.len(), "{v}");
+            assert!(sources.contains(&"sched"), "{v}");
+            assert_eq!(sources[0], "futex", "JSON keeps the total-wait order");
+        }
+        // only non-lock rows: no lock headline count, the sections still
+        let rep = report_of(&recs[2..], GroupBy::Lock);
+        let text = table(&rep, GroupBy::Lock, UNLIMITED);
+        assert!(text.contains("pid 4242 for 5.00 s:\n"), "{text}");
+        assert!(
+            text.contains("no lock contention seen\nfutex waits:\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn footer_is_one_line_without_loss_and_never_a_bare_run_count() {
+        let progs = |cnt: u64, time: u64| {
+            vec![
+                crate::sources::ProgStats {
+                    name: "contention_begin_btf".into(),
+                    id: 1,
+                    run_cnt: cnt,
+                    run_time_ns: time,
+                    recursion_misses: 0,
+                },
+                crate::sources::ProgStats {
+                    name: "contention_end_btf".into(),
+                    id: 2,
+                    run_cnt: cnt,
+                    run_time_ns: time,
+                    recursion_misses: 0,
+                },
+            ]
+        };
+        // the kernel counts nothing while its stats are off
+        assert_eq!(
+            overhead_text(&progs(0, 0), Some(false)).as_deref(),
+            Some(BPF_COST_HINT)
+        );
+        assert_eq!(
+            overhead_text(&progs(0, 0), None).as_deref(),
+            Some(BPF_COST_HINT)
+        );
+        assert_eq!(
+            overhead_text(&progs(0, 0), Some(true)).as_deref(),
+            Some("BPF cost: none (no program ran)")
+        );
+        assert_eq!(
+            overhead_text(&progs(1000, 250_000), Some(true)).as_deref(),
+            Some("overhead per run: begin 250 ns x 1000, end 250 ns x 1000")
+        );
+        // (at 60 columns the measured costs wrap; the hint fits)
+        for (width, p) in [
+            (60, progs(0, 0)),
+            (80, progs(0, 0)),
+            (80, progs(1000, 250_000)),
+            (200, progs(1000, 250_000)),
+            (UNLIMITED, progs(1000, 250_000)),
+        ] {
+            {
+                let mut rep = sample();
+                for v in rep.lost.values_mut() {
+                    *v = 0;
+                }
+                rep.bpf_programs = p;
+                let text = table(&rep, GroupBy::Lock, width);
+                let footer: Vec<&str> = text.lines().rev().take_while(|l| !l.is_empty()).collect();
+                assert_eq!(footer.len(), 1, "one line: {text}");
+                assert!(footer[0].starts_with("lost: none; "), "{text}");
+                assert!(!text.contains("BPF runs"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn wrapped_prose_keeps_every_word() {
+        let s = "  mmap-lock: 123456789 acquisitions, 1.23 s waiting, 4.56 s held, 7 failed, \
+                 8 partial";
+        for width in [10, 30, 60, 80] {
+            let lines = wrap_line(s, width);
+            let words: Vec<&str> = lines.iter().flat_map(|l| l.split_whitespace()).collect();
+            assert_eq!(words, s.split_whitespace().collect::<Vec<_>>(), "{lines:?}");
+            for l in &lines {
+                assert!(
+                    l.chars().count() <= width || l.split_whitespace().count() == 1,
+                    "{lines:?}"
+                );
+            }
+        }
+        assert_eq!(wrap_line(s, UNLIMITED), vec![s.to_string()]);
+        // a stream line: the numbers whole, the caller cut last
+        let head = "  0.123456    4242 lockscope     4243 mutex    ffff88810000  20.0 ms        - ";
+        let caller = "anon_pipe_write+0x5c/0x4a0";
+        assert_eq!(fit_tail(head, caller, UNLIMITED), format!("{head}{caller}"));
+        assert_eq!(fit_tail(head, caller, 200), format!("{head}{caller}"));
+        let narrow = fit_tail(head, caller, 60);
+        assert!(narrow.starts_with(head), "{narrow}");
+        assert_eq!(narrow.chars().count(), head.chars().count() + MIN_NAME);
+    }
+
+    #[test]
+    fn table_kind_labels_are_the_documented_mapping_of_json_names() {
+        let mut labels = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (k, label, what) in KIND_LABELS {
+            assert_eq!(short_kind(Some(*k)), *label);
+            assert!(labels.insert(*label), "{label} twice");
+            assert!(names.insert(k.name()), "{} twice", k.name());
+            assert!(!what.is_empty());
+            assert!(label.chars().count() <= 10, "{label} fits the kind column");
+        }
+        let legend = kind_legend();
+        assert_eq!(legend.lines().count(), KIND_LABELS.len());
+        assert!(legend.contains("rwsem:W    rwsem-write"), "{legend}");
+        assert!(legend.contains("pmutex     pthread-mutex"), "{legend}");
     }
 }
