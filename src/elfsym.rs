@@ -340,6 +340,13 @@ impl ElfSymbols {
 mod tests {
     use super::*;
 
+    #[test]
+    fn symbol_tables_over_the_budget_are_skipped() {
+        assert!(within_budget(MAX_SYMTAB_BYTES - 100, 100));
+        assert!(!within_budget(MAX_SYMTAB_BYTES - 100, 101));
+        assert!(!within_budget(usize::MAX, 1));
+    }
+
     #[inline(never)]
     #[unsafe(no_mangle)]
     pub extern "C" fn lockscope_elfsym_test_target(x: u64) -> u64 {
