@@ -17,6 +17,19 @@ const STT_GNU_IFUNC: u8 = 10;
 const STB_WEAK: u8 = 2;
 const VERSYM_HIDDEN: u16 = 0x8000;
 
+/// A symbol table (with its string table) larger than this is not read:
+/// its symbols would cost tens of MB (libLLVM's `.symtab` and `.strtab`
+/// are 24 MB, ~30 MB more as parsed symbols), too much for `serve`'s
+/// memory budget. Such a file is named from its `.dynsym` (exported
+/// symbols) alone. A debug build of lockscope has 7 MB.
+pub const MAX_SYMTAB_BYTES: usize = 12 << 20;
+
+/// Whether a symbol table of `size` bytes, with a string table of
+/// `strsize` bytes, is read (see [`MAX_SYMTAB_BYTES`]).
+fn within_budget(size: usize, strsize: usize) -> bool {
+    size.saturating_add(strsize) <= MAX_SYMTAB_BYTES
+}
+
 /// One function symbol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FuncSym {
@@ -92,12 +105,16 @@ fn read_symbol_parts(path: &Path) -> Result<Vec<u8>> {
     };
     for i in 0..shnum {
         let (ty, off, size, link) = section(&b, i);
-        if ty == SHT_SYMTAB || ty == SHT_DYNSYM || ty == SHT_GNU_VERSYM {
+        if ty == SHT_GNU_VERSYM {
             fill(&mut b, off, size);
         }
         if (ty == SHT_SYMTAB || ty == SHT_DYNSYM) && link < shnum {
-            let (_, off, size, _) = section(&b, link);
-            fill(&mut b, off, size);
+            let (_, stroff, strsize, _) = section(&b, link);
+            // too large: left as zeros, which parse skips too
+            if within_budget(size, strsize) {
+                fill(&mut b, off, size);
+                fill(&mut b, stroff, strsize);
+            }
         }
     }
     Ok(b)
@@ -185,6 +202,9 @@ impl ElfSymbols {
                 let Some(strtab) = sections.get(sec.link as usize) else {
                     continue;
                 };
+                if !within_budget(sec.size, strtab.size) {
+                    continue;
+                }
                 let ent = if sec.entsize == 0 { 24 } else { sec.entsize };
                 for i in 0..sec.size / ent {
                     let o = sec.offset + i * ent;
@@ -319,6 +339,13 @@ impl ElfSymbols {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symbol_tables_over_the_budget_are_skipped() {
+        assert!(within_budget(MAX_SYMTAB_BYTES - 100, 100));
+        assert!(!within_budget(MAX_SYMTAB_BYTES - 100, 101));
+        assert!(!within_budget(usize::MAX, 1));
+    }
 
     #[inline(never)]
     #[unsafe(no_mangle)]

@@ -80,6 +80,17 @@ pub fn read_lost(map: &dyn MapCore, names: &[&str]) -> Result<BTreeMap<String, u
 /// are skipped.
 pub fn entries<K: super::Pod, V: super::Pod>(map: &dyn MapCore) -> Result<Vec<(K, V)>> {
     let mut out = Vec::new();
+    for_each_entry(map, |k: K, v: V| out.push((k, v)))?;
+    Ok(out)
+}
+
+/// Calls `f` with every (key, value) of a hash map, decoded, as it is
+/// read: no copy of the whole map (a full one is 16384 values of up to
+/// ~1 KiB); entries deleted meanwhile are skipped.
+pub fn for_each_entry<K: super::Pod, V: super::Pod>(
+    map: &dyn MapCore,
+    mut f: impl FnMut(K, V),
+) -> Result<()> {
     for k in map.keys() {
         let Some(v) = map
             .lookup(&k, MapFlags::ANY)
@@ -88,10 +99,10 @@ pub fn entries<K: super::Pod, V: super::Pod>(map: &dyn MapCore) -> Result<Vec<(K
             continue;
         };
         if let (Some(k), Some(v)) = (from_bytes::<K>(&k), from_bytes::<V>(&v)) {
-            out.push((k, v));
+            f(k, v);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The kernel stack behind a stack id in a stack-trace map (innermost

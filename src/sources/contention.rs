@@ -428,15 +428,14 @@ impl Source for Contention {
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         let mut stacks = self.stack_samples(sym)?;
-        Ok(self
-            .raw_entries()?
-            .iter()
-            .map(|(k, v)| {
-                let mut r = to_record(self, sym, k, v);
-                r.stacks = stacks.remove(&(k.lock, k.tid, k.flags)).unwrap_or_default();
-                r
-            })
-            .collect())
+        // entry by entry: no copy of the raw map next to the records
+        let mut out = Vec::new();
+        super::common::for_each_entry(&self.skel.maps.agg, |k: ls_agg_key, v: ls_agg_val| {
+            let mut r = to_record(self, sym, &k, &v);
+            r.stacks = stacks.remove(&(k.lock, k.tid, k.flags)).unwrap_or_default();
+            out.push(r);
+        })?;
+        Ok(out)
     }
 
     fn tick(&self, sym: &mut Symbolizer) {

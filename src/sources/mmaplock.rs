@@ -447,18 +447,43 @@ impl Source for MmapLock {
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
-        let raw: Vec<(ls_mm_key, ls_mm_val)> = common::entries(&self.skel.maps.agg)?;
+        // entry by entry into records (no copy of the raw map next to
+        // them), keeping what naming needs: per lock the naming key's
+        // owner, per record its key and thread
+        struct Namer {
+            rank: (bool, u64),
+            owner_pid: u32,
+            ocomm: [i8; 16],
+            memcg_id: u64,
+            cgroup_id: u64,
+        }
         // one name per lock: the owner's name is read when a key is created
         // and changes at exec, so take it from the busiest key of the lock
-        let mut namer: HashMap<u64, &ls_mm_val> = HashMap::new();
-        // a key with a known owner first, then the busiest
-        let rank = |v: &ls_mm_val| (v.owner_pid != 0, v.count + v.holds + v.failed + v.partial);
-        for (k, v) in &raw {
-            let e = namer.entry(k.lock).or_insert(v);
-            if rank(v) > rank(e) {
-                *e = v;
+        let mut namer: HashMap<u64, Namer> = HashMap::new();
+        let mut keys: Vec<ls_mm_key> = Vec::new();
+        let mut threads: Vec<(u32, u32, u64, [i8; 16])> = Vec::new();
+        let mut records: Vec<Record> = Vec::new();
+        common::for_each_entry(&self.skel.maps.agg, |k: ls_mm_key, v: ls_mm_val| {
+            // a key with a known owner first, then the busiest
+            let weight = v.count + v.holds + v.failed + v.partial;
+            let rank = (v.owner_pid != 0, weight);
+            let better = namer.get(&k.lock).is_none_or(|e| rank > e.rank);
+            if better {
+                namer.insert(
+                    k.lock,
+                    Namer {
+                        rank,
+                        owner_pid: v.owner_pid,
+                        ocomm: v.ocomm,
+                        memcg_id: v.memcg_id,
+                        cgroup_id: v.cgroup_id,
+                    },
+                );
             }
-        }
+            threads.push((k.pid, k.tid, weight, v.comm));
+            records.push(to_record(self, sym, &k, &v, None));
+            keys.push(k);
+        })?;
         let mut names: HashMap<u64, Option<String>> = HashMap::new();
         for (lock, v) in namer {
             let cgroup = sym.cgroup(v.cgroup_id);
@@ -472,31 +497,20 @@ impl Source for MmapLock {
             names.insert(lock, name);
         }
         // one thread name per thread (it may rename itself between keys)
-        let comms = common::thread_names(raw.iter().map(|(k, v)| {
-            (
-                k.pid,
-                k.tid,
-                v.count + v.holds + v.failed + v.partial,
-                &v.comm,
-            )
-        }));
-        let mut records: Vec<Record> = raw
-            .iter()
-            .map(|(k, v)| {
-                let name = names.get(&k.lock).cloned().flatten();
-                let mut r = to_record(self, sym, k, v, name);
-                if let Some(c) = comms.get(&k.tid) {
-                    r.comm = c.clone();
-                }
-                r
-            })
-            .collect();
+        let comms = common::thread_names(threads.iter().map(|(p, t, w, c)| (*p, *t, *w, c)));
+        drop(threads);
+        for (r, k) in records.iter_mut().zip(&keys) {
+            r.lock_name = names.get(&k.lock).cloned().flatten();
+            if let Some(c) = comms.get(&k.tid) {
+                r.comm = c.clone();
+            }
+        }
         let maps = &self.skel.maps;
         let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
         common::attach_stacks(
             &mut records,
             stacks,
-            |i, _| (raw[i].0.lock, raw[i].0.tid, raw[i].0.write),
+            |i, _| (keys[i].lock, keys[i].tid, keys[i].write),
             |e| (e.key.lock, e.key.tid, e.key.flags),
             |_, _| true,
         );

@@ -743,13 +743,21 @@ impl Ulock {
     /// The locks of `entries` not named yet, with their (caller,
     /// acquisitions) keys.
     fn unnamed(&self, entries: &[(ls_uagg_key, ls_uagg_val)]) -> Vec<LockToName> {
+        self.unnamed_of(entries.iter().map(|(k, v)| (k, v.count)))
+    }
+
+    /// [`Ulock::unnamed`] of (key, acquisitions) pairs.
+    fn unnamed_of<'a>(
+        &self,
+        keys: impl Iterator<Item = (&'a ls_uagg_key, u64)>,
+    ) -> Vec<LockToName> {
         let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
         let mut todo: BTreeMap<(u32, u64), Vec<(u64, u64)>> = BTreeMap::new();
-        for (k, v) in entries {
+        for (k, count) in keys {
             if !names.contains_key(&(k.pid, k.lock)) {
                 todo.entry((k.pid, k.lock))
                     .or_default()
-                    .push((k.caller, v.count));
+                    .push((k.caller, count));
             }
         }
         todo.into_iter()
@@ -1275,17 +1283,25 @@ impl Source for Ulock {
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
-        let entries: Vec<(ls_uagg_key, ls_uagg_val)> = Self::raw_entries(&self.skel.maps.agg)?;
-        name_locks(&self.syms, &self.names, self.unnamed(&entries), true);
-        let mut records: Vec<Record> = entries
-            .iter()
-            .map(|(k, v)| {
-                let caller = self.caller_name(k.pid, k.caller);
-                let mut r = to_record(k, v, caller, sym.cgroup(v.cgroup_id));
-                r.lock_name = self.lock_name(k.pid, k.lock);
-                r
-            })
-            .collect();
+        // entry by entry into records (no copy of the raw map next to
+        // them), keeping only the keys; named afterwards, as before: the
+        // locks first, then the callers in entry order
+        let mut records: Vec<Record> = Vec::new();
+        let mut keys: Vec<(ls_uagg_key, u64)> = Vec::new();
+        common::for_each_entry(&self.skel.maps.agg, |k: ls_uagg_key, v: ls_uagg_val| {
+            records.push(to_record(&k, &v, None, sym.cgroup(v.cgroup_id)));
+            keys.push((k, v.count));
+        })?;
+        name_locks(
+            &self.syms,
+            &self.names,
+            self.unnamed_of(keys.iter().map(|(k, n)| (k, *n))),
+            true,
+        );
+        for (r, (k, _)) in records.iter_mut().zip(&keys) {
+            r.caller = self.caller_name(k.pid, k.caller);
+            r.lock_name = self.lock_name(k.pid, k.lock);
+        }
         let maps = &self.skel.maps;
         let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
         // a stack's first frame is the lock call's return address: the
@@ -1293,9 +1309,9 @@ impl Source for Ulock {
         common::attach_stacks(
             &mut records,
             stacks,
-            |i, _| (entries[i].0.lock, entries[i].0.tid, entries[i].0.kind),
+            |i, _| (keys[i].0.lock, keys[i].0.tid, keys[i].0.kind),
             |e| (e.key.lock, e.key.tid, e.key.flags),
-            |i, e| e.user_first == Some(entries[i].0.caller),
+            |i, e| e.user_first == Some(keys[i].0.caller),
         );
         Ok(records)
     }
