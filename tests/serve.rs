@@ -1051,9 +1051,9 @@ fn the_series_cap_folds_churned_locks_and_counts_them() {
     // own: RUNS distinct lock label sets at least
     let mut seen_series = Vec::new();
     for i in 0..RUNS {
-        // a pipe mutex held 2 ms while another thread waits: every run
+        // a pipe mutex held 5 ms while another thread waits: every run
         // contends (a plain pipe workload may not, on a loaded host)
-        let wl = Workload::start_paused(&["pipe-hold", "--rounds", "1", "--hold", "2ms"]);
+        let wl = Workload::start_paused(&["pipe-hold", "--rounds", "1", "--hold", "5ms"]);
         std::fs::write(dir.join("cgroup.procs"), wl.pid().to_string())
             .expect("move the workload into the cgroup");
         wl.go();
