@@ -443,12 +443,16 @@ fn std_mutex_futex_waits_match_the_blocked_time_within_5_percent() {
 #[test]
 fn a_lock_held_before_tracing_is_partial_never_timed() {
     require_root();
+    // held long enough for lockscope to attach meanwhile: 20 times the
+    // attach time measured here, at least 10 s
+    let hold = scaled(20, Duration::from_secs(10));
+    let hold_arg = format!("{}ms", hold.as_millis());
     let mut wl = Command::new(bin())
         .args([
             "workload",
             "held-before",
             "--hold",
-            "10s",
+            &hold_arg,
             "--rounds",
             "5",
             "--json",
@@ -473,8 +477,8 @@ fn a_lock_held_before_tracing_is_partial_never_timed() {
         &pid,
     ]);
     assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "attached while the lock is still held (10 s)"
+        started.elapsed() < hold * 8 / 10,
+        "attached while the lock is still held ({hold:?})"
     );
     let last: Value = serde_json::from_str(&lines.next().expect("report").expect("read"))
         .expect("workload report");
