@@ -50,6 +50,18 @@ def traced(args, ops):
     finally:
         p.send_signal(signal.SIGINT)
         p.wait()
+        settle()
+
+
+def settle():
+    """Waits until no lockscope process is left: lockscope hands its links
+    to a closer process that releases them after it exits (the kernel
+    takes ~100 ms per uprobe link), and until then the probes still trap."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if subprocess.run(["pgrep", "-x", "lockscope"], capture_output=True).returncode:
+            return
+        time.sleep(0.1)
 
 
 def main():
