@@ -68,7 +68,7 @@ case $MODE in
     cargo fmt --check
     cargo clippy --locked --all-targets -- -D warnings
     # unit tests, CLI tests and root tests against this kernel
-    cargo test --locked --all-targets
+    cargo test --locked --all-targets --no-fail-fast
     # the root tests that need function probes, inside Debian's 6.1 and 6.12
     # kernels under QEMU (tests/vm/suite; logs in target/vm-matrix/)
     if [ -x scripts/vm-matrix.sh ]; then
