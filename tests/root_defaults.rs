@@ -181,9 +181,12 @@ fn an_mmap_lock_wait_is_counted_once() {
                 "{sources}: {who}: kernel-contention {kc_n} waits {kc_ns} ns, \
                  mmap-lock {mm_n} waits {mm_ns} ns; its calls took {calls} ns"
             );
+            // the thread's own few other mmap_lock acquisitions (thread
+            // start, its stack) add microseconds; a wait counted twice
+            // would add as much again as the calls
             assert!(
-                kc_ns + mm_ns <= calls,
-                "{who}: waits of {kc_ns} + {mm_ns} ns inside calls of {calls} ns"
+                kc_ns + mm_ns <= calls + calls / 10,
+                "{who}: waits of {kc_ns} + {mm_ns} ns within calls of {calls} ns"
             );
             if both {
                 assert_eq!(kc_n, 0, "{who}: kernel-contention leaves it to mmap-lock");
