@@ -62,7 +62,13 @@ fn lock_rows<'a>(rep: &'a Value, lock: &str) -> Vec<&'a Value> {
 fn nothing_lost(rep: &Value) {
     for (k, v) in rep["lost"].as_object().expect("lost") {
         if k.starts_with("user-locks.") || k.starts_with("futex.") {
-            assert_eq!(u(v), 0, "{k} lost: {}", rep["lost"]);
+            assert_eq!(
+                u(v),
+                0,
+                "{k} lost: {}; sources: {}",
+                rep["lost"],
+                rep["sources"]
+            );
         }
     }
 }

@@ -980,6 +980,13 @@ impl Follower {
                         EXEC_GRACE.as_millis()
                     ),
                 ),
+                // exec'd and gone before its maps could be read, with the
+                // probes it had before exec (they follow it into the new
+                // program when it maps the same libc): nothing was missed
+                // that the count can tell; its exit releases them
+                Err(_)
+                    if self.procs.contains_key(&pid)
+                        && std::fs::metadata(format!("/proc/{pid}")).is_err() => {}
                 Err(e) => self.not_traced(pid, format!("{e:#}")),
             }
         }
