@@ -503,6 +503,7 @@ fn interval_report(
     let mut last = t0;
     let mut n = 0u64;
     let mut lost = Default::default();
+    let mut prev_progs = Vec::new();
     let res = (|| -> Result<()> {
         loop {
             let stopped = wait_until(stop, None, &started, &mut sym, Some(last + every))?;
@@ -515,9 +516,20 @@ fn interval_report(
             n += 1;
             let mut rep = report_of(&started, delta, &targets, now - last, out)?;
             rep.interval = Some(n);
+            // each interval says what happened in it: its own losses and
+            // its programs' own runs (the totals are in the last warning)
+            let (all_lost, all_progs) = (rep.lost.clone(), rep.bpf_programs.clone());
+            rep.lost = crate::output::lost_since(&rep.lost, &lost);
+            rep.bpf_programs = crate::output::progs_since(&rep.bpf_programs, &prev_progs);
             if n > 1 && !out.json {
-                // the sources were described above the first table
+                // the sources were described above the first table, and
+                // how to get the BPF cost needs saying once
                 rep.sources.clear();
+                if crate::output::overhead_line(&rep.bpf_programs).as_deref()
+                    == Some(crate::output::BPF_COST_HINT)
+                {
+                    rep.bpf_programs.clear();
+                }
             }
             if !out.json {
                 report_text(files, |w| {
@@ -530,7 +542,8 @@ fn interval_report(
                 })?;
             }
             print_report(&rep, out, files)?;
-            lost = rep.lost;
+            lost = all_lost;
+            prev_progs = all_progs;
             prev = records;
             last = now;
             if stopped {

@@ -391,6 +391,41 @@ pub fn lost_lines(lost: &BTreeMap<String, u64>, width: usize) -> Vec<String> {
     wrap_list("LOST: ", &items, width)
 }
 
+/// The losses since `prev` (an earlier reading of the same counters):
+/// what one interval lost. Every counter stays (the JSON lists them all).
+pub fn lost_since(
+    lost: &BTreeMap<String, u64>,
+    prev: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    lost.iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(prev.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .collect()
+}
+
+/// Programs' runs and run time since `prev` (matched by program id).
+pub fn progs_since(
+    progs: &[crate::sources::ProgStats],
+    prev: &[crate::sources::ProgStats],
+) -> Vec<crate::sources::ProgStats> {
+    progs
+        .iter()
+        .map(|p| {
+            let mut d = p.clone();
+            if let Some(o) = prev.iter().find(|o| o.id == p.id && o.name == p.name) {
+                d.run_cnt = p.run_cnt.saturating_sub(o.run_cnt);
+                d.run_time_ns = p.run_time_ns.saturating_sub(o.run_time_ns);
+                d.recursion_misses = p.recursion_misses.saturating_sub(o.recursion_misses);
+            }
+            d
+        })
+        .collect()
+}
+
 /// The mark the headline carries when anything was lost.
 pub fn lost_mark(lost: &BTreeMap<String, u64>) -> Option<String> {
     match lost_total(lost) {
@@ -1597,6 +1632,38 @@ mod tests {
         assert!(
             text.contains("no lock contention seen\nfutex waits:\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn an_interval_shows_only_its_own_losses_and_runs() {
+        let prev: BTreeMap<String, u64> = [("map_full".to_string(), 5), ("stale_wait".into(), 2)]
+            .into_iter()
+            .collect();
+        let now: BTreeMap<String, u64> = [("map_full".to_string(), 5), ("stale_wait".into(), 7)]
+            .into_iter()
+            .collect();
+        let d = lost_since(&now, &prev);
+        assert_eq!(d["map_full"], 0, "nothing new: not repeated");
+        assert_eq!(d["stale_wait"], 5);
+        assert_eq!(lost_lines(&d, 80), vec!["LOST: stale_wait 5".to_string()]);
+        assert_eq!(
+            lost_lines(&lost_since(&prev, &prev), 80),
+            vec!["lost: none"]
+        );
+        let p = |id, cnt, ns| crate::sources::ProgStats {
+            name: "contention_begin_btf".into(),
+            id,
+            run_cnt: cnt,
+            run_time_ns: ns,
+            recursion_misses: 0,
+        };
+        let d = progs_since(&[p(7, 30, 3000), p(8, 4, 400)], &[p(7, 10, 1000)]);
+        assert_eq!((d[0].run_cnt, d[0].run_time_ns), (20, 2000));
+        assert_eq!(
+            (d[1].run_cnt, d[1].run_time_ns),
+            (4, 400),
+            "new program: whole"
         );
     }
 

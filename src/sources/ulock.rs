@@ -965,10 +965,23 @@ impl Follower {
             let obj = self.object_of(p.pid);
             match obj {
                 Ok(Some(r)) => {
-                    let same = self.procs.get(&pid).is_some_and(|old| Arc::ptr_eq(old, &r));
-                    // the same libc after exec: the probes made for the
-                    // task follow it into its new program
+                    // the same libc after exec (the same file, even if
+                    // its path reads differently now): the probes made for
+                    // the task follow it into its new program, and a
+                    // second set would see every call twice while the
+                    // first is being released
+                    let same = self
+                        .procs
+                        .get(&pid)
+                        .is_some_and(|old| Arc::ptr_eq(old, &r) || old.ino == r.ino);
                     if !same || p.stale {
+                        if !same && let Some(old) = self.procs.get(&pid) {
+                            let note = format!(
+                                "pid {pid} exec'd: probes moved from {} to {}",
+                                old.shown, r.shown
+                            );
+                            self.stats().note(note);
+                        }
                         self.attach(p.pid, r, p.fork_ts, true);
                     }
                 }
