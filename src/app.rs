@@ -76,7 +76,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Run(a) => {
             check_program(&a.command)?;
             require_privileges()?;
-            run_command(&a.command, &a.settings, &a.output, false)
+            let timeline = a.perfetto.as_deref().map(|p| (p, a.ringbuf_mb));
+            run_command(&a.command, &a.settings, &a.output, false, timeline)
         }
         Command::Demo(a) => demo(a),
         Command::Doctor(a) => {
@@ -1027,9 +1028,11 @@ fn run_command(
     settings: &TraceSettings,
     out: &OutputArgs,
     quiet: bool,
+    perfetto: Option<(&std::path::Path, u32)>,
 ) -> Result<i32> {
     // demo (quiet): the workload's own lines go to stderr, the report to stdout
-    let mut files = Outputs::open(out, None)?;
+    let mut files = Outputs::open(out, perfetto.map(|(p, _)| p))?;
+    let mut timeline = files.perfetto.take().map(Timeline::new).transpose()?;
     let held = spawn_held(cmd, quiet)?;
     let pid = held.pid;
     let targets = Targets {
@@ -1040,7 +1043,8 @@ fn run_command(
     let mut settings = settings.clone();
     settings.stacks |= out.needs_stacks();
     settings.hold_stacks |= out.needs_hold_stacks();
-    let opts = options(targets, &settings, false, 0)?;
+    let ringbuf_mb = perfetto.map_or(0, |(_, mb)| mb);
+    let opts = options(targets, &settings, timeline.is_some(), ringbuf_mb)?;
     let stop = Stop::new(None, &opts.targets)?;
     let mut sym = Symbolizer::new();
     let started = match attach(&opts, &settings.sources) {
@@ -1052,11 +1056,23 @@ fn run_command(
     };
     let start = Instant::now();
     let mut child = held.release(&cmd[0])?; // the command starts now
-    wait_until(&stop, Some(&mut child), &started, &mut sym, None)?;
-    stop_all(&started);
-    let elapsed = start.elapsed();
+    let elapsed = match &mut timeline {
+        None => {
+            wait_until(&stop, Some(&mut child), &started, &mut sym, None)?;
+            stop_all(&started);
+            start.elapsed()
+        }
+        Some(t) => stream_until_exit(&stop, &mut child, &started, &mut sym, t, start)?,
+    };
     let status = child.wait()?;
     detach_all(&started);
+    if let Some(t) = timeline {
+        let (n, path) = t.finish()?;
+        eprintln!(
+            "lockscope: timeline of {n} operations written to {} (open it in ui.perfetto.dev)",
+            path.display()
+        );
+    }
     let desc = if quiet {
         format!("demo workload (pid {pid})")
     } else {
@@ -1075,10 +1091,70 @@ fn run_command(
         &rep.lost,
         &output::Limits {
             max_entries: opts.max_entries,
-            ringbuf_mb: None,
+            ringbuf_mb: perfetto.map(|(_, mb)| mb),
         },
     );
     Ok(exit_code(status))
+}
+
+/// `run --perfetto`: waits for the command's exit (Ctrl-C reaches it as
+/// it reaches `run`; SIGTERM is forwarded) while every
+/// operation the sources stream goes to the timeline; the window ends for
+/// every source at once and what the ring buffers hold then is written
+/// too. Returns the window's length.
+fn stream_until_exit(
+    stop: &Stop,
+    child: &mut Child,
+    started: &Started,
+    sym: &mut Symbolizer,
+    timeline: &mut Timeline,
+    start: Instant,
+) -> Result<Duration> {
+    let pending: RawQueue = Default::default();
+    let mut builder = libbpf_rs::RingBufferBuilder::new();
+    for (i, s) in started.sources.iter().enumerate() {
+        if let Some(map) = s.event_map() {
+            let q = pending.clone();
+            builder.add(map, move |data: &[u8]| {
+                q.borrow_mut().push((i, data.to_vec()));
+                0
+            })?;
+        }
+    }
+    let rb = builder.build()?;
+    let mut last_tick = Instant::now();
+    loop {
+        let done = child.try_wait()?.is_some();
+        if !done && stop.terminated.swap(false, Ordering::Relaxed) {
+            // forward SIGTERM; keep waiting for the command to exit
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let mut elapsed = None;
+        if done {
+            stop_all(started);
+            elapsed = Some(start.elapsed());
+            rb.consume()?;
+        } else {
+            rb.poll(stop.tick(Duration::from_millis(50)))
+                .or_else(|e| if stop.signalled() { Ok(()) } else { Err(e) })?;
+        }
+        if last_tick.elapsed() >= Duration::from_millis(50) {
+            for s in &started.sources {
+                s.tick(sym);
+            }
+            last_tick = Instant::now();
+        }
+        let batch: Vec<(usize, Vec<u8>)> = pending.borrow_mut().drain(..).collect();
+        for (i, data) in &batch {
+            if let Some(e) = started.sources[*i].decode_event(data, sym) {
+                timeline.push(&e)?;
+            }
+        }
+        if let Some(e) = elapsed {
+            return Ok(e);
+        }
+    }
 }
 
 fn demo(a: DemoArgs) -> Result<i32> {
@@ -1116,7 +1192,7 @@ fn demo(a: DemoArgs) -> Result<i32> {
         stack_sample: 0,
         hold_stacks: false,
     };
-    let code = run_command(&cmd, &settings, &a.output, true)?;
+    let code = run_command(&cmd, &settings, &a.output, true, None)?;
     if code != 0 {
         return Err(anyhow!("demo workload failed with status {code}"));
     }

@@ -356,6 +356,14 @@ pub struct TraceArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Also write a timeline of every operation (Chrome trace-event JSON:
+    /// open in ui.perfetto.dev) here, as `trace --perfetto` does
+    #[arg(long, value_name = "FILE.json")]
+    pub perfetto: Option<std::path::PathBuf>,
+    /// With --perfetto: ring buffer size in MiB, per source (a power of
+    /// two). Drops are counted (ringbuf_dropped) and warned about
+    #[arg(long, default_value_t = 8, value_name = "MIB", requires = "perfetto")]
+    pub ringbuf_mb: u32,
     #[command(flatten)]
     pub settings: TraceSettings,
     /// The command and its arguments

@@ -249,3 +249,74 @@ fn run_starts_the_command_in_the_host_mount_namespace() {
     assert_eq!(l.next(), Some(d.as_str()), "cwd kept: {text}");
     assert!(seen, "the host sees the command's mount");
 }
+
+#[test]
+fn run_perfetto_writes_the_workloads_known_holds() {
+    // two 40 ms holds of a pthread mutex with a waiter behind each: the
+    // timeline has the holder's two hold slices, each as long as the
+    // holder measured it (within 2 ms), and the report still comes
+    let file = tmp("run-timeline.json");
+    let f = file.display().to_string();
+    let out = Command::new(bin())
+        .args([
+            "run",
+            "--perfetto",
+            &f,
+            "--json",
+            "--source",
+            "user-locks",
+            "--",
+            bin(),
+            "workload",
+            "mutex-hold",
+            "--rounds",
+            "2",
+            "--hold",
+            "40ms",
+            "--json",
+        ])
+        .output()
+        .expect("run lockscope");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let w: Value = serde_json::from_str(lines.next().expect("workload line")).expect("json");
+    let rep: Value = serde_json::from_str(lines.next().expect("report line")).expect("json");
+    assert!(
+        rep["rows"].as_array().is_some_and(|r| !r.is_empty()),
+        "{rep}"
+    );
+    let timeline = std::fs::read_to_string(&file).expect("timeline file");
+    let _ = std::fs::remove_file(&file);
+    assert!(err.contains(&format!("written to {f}")), "{err}");
+    let v: Value = serde_json::from_str(&timeline).expect("the timeline is valid JSON");
+    let evs = v["traceEvents"].as_array().expect("traceEvents");
+    let holder = u(&w["holder_tid"]);
+    let own: Vec<u64> = w["hold_ns"]
+        .as_array()
+        .expect("hold_ns")
+        .iter()
+        .map(u)
+        .collect();
+    assert_eq!(own.len(), 2, "{w}");
+    // slices are in microseconds; the holder's long holds, in order
+    let mut holds: Vec<(f64, u64)> = evs
+        .iter()
+        .filter(|e| e["cat"] == "hold" && u(&e["tid"]) == holder)
+        .map(|e| {
+            let ts = e["ts"].as_f64().expect("ts");
+            (ts, (e["dur"].as_f64().expect("dur") * 1000.0) as u64)
+        })
+        .filter(|&(_, d)| d > own.iter().min().copied().unwrap_or(0) / 2)
+        .collect();
+    holds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    eprintln!("timeline holds {holds:?}, the holder's own {own:?}");
+    assert_eq!(holds.len(), 2, "{holds:?}");
+    for ((_, got), want) in holds.iter().zip(&own) {
+        assert!(
+            got.abs_diff(*want) <= 2_000_000,
+            "hold slice {got} ns vs the holder's own {want} ns"
+        );
+    }
+}
