@@ -135,3 +135,70 @@ fn piped_report_has_whole_names_and_a_lock_only_headline() {
         assert!(footer[0].starts_with("lost: none"), "{text}");
     }
 }
+
+/// At a 200-column terminal (a pseudo-terminal made by `script`, sized
+/// with `stty`), the table fills the width it is given: the pipe's whole
+/// lock name and caller are on the row, and no line is wider than 200.
+#[test]
+fn a_200_column_terminal_shows_the_whole_lock_name() {
+    require_root();
+    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "3", "--hold", "20ms"]);
+    let pid = wl.pid().to_string();
+    let cmd = format!(
+        "stty cols 200 rows 50; unset COLUMNS; exec {} report -p {pid} \
+         --source kernel-contention --by lock",
+        bin()
+    );
+    let mut tracer = std::process::Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .env_remove("COLUMNS")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    // the pty carries stderr too: the workload goes once lockscope says
+    // it is tracing
+    let stdout = tracer.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line.replace('\r', ""));
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let l = rx
+            .recv_timeout(attach_timeout())
+            .unwrap_or_else(|e| panic!("no 'tracing' line ({e}): {lines:?}"));
+        let tracing = l.contains("lockscope: tracing");
+        lines.push(l);
+        if tracing {
+            break;
+        }
+    }
+    wl.go();
+    let done = wl.finish();
+    let status = tracer.wait().expect("script");
+    reader.join().expect("reader");
+    lines.extend(rx.try_iter());
+    let text = lines.join("\n");
+    assert!(status.success(), "{text}");
+    eprintln!("{text}");
+    let ino = u(&done[0]["ino"]);
+    let row = text
+        .lines()
+        .find(|l| l.contains(&format!("pipe:[{ino}] (fd ")))
+        .unwrap_or_else(|| panic!("a row of pipe:[{ino}]: {text}"));
+    assert!(!row.contains('…'), "the whole name at 200 columns: {row:?}");
+    assert!(row.contains("pipe_write"), "the whole caller: {row:?}");
+    for l in text.lines() {
+        assert!(
+            l.chars().count() <= 200,
+            "a line wider than the terminal: {l:?}"
+        );
+    }
+}
