@@ -357,3 +357,72 @@ fn top_batch_prints_every_interval_for_a_pipe() {
         .sum();
     assert_eq!(waits, rounds, "{out}");
 }
+
+/// `run --json -- lockscope workload mutex-hold ...` with these sources:
+/// (the workload's JSON line, the report).
+fn mutex_hold_under(sources: &str, rounds: usize, hold: &str) -> (Value, Value) {
+    let out = Command::new(bin())
+        .args(["run", "--json", "--by", "lock", "--source", sources, "--"])
+        .args([bin(), "workload", "mutex-hold", "--json", "--hold", hold])
+        .args(["--rounds", &rounds.to_string()])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let w = serde_json::from_str(lines.next().expect("workload line")).expect("workload JSON");
+    let rep = serde_json::from_str(lines.next().expect("report line")).expect("report JSON");
+    (w, rep)
+}
+
+/// The waiter's blocked pthread_mutex_lock calls are futex waits: with
+/// futex alone they are the futex rows of the mutex's address, one per
+/// round; with user-locks on too, they are the pthread row only (the
+/// futex source leaves waits inside a traced lock call to it). Both ways,
+/// the time is the waiter's own measured wait.
+#[test]
+fn a_pthread_wait_is_counted_once_with_or_without_user_locks() {
+    require_root();
+    let rounds = 2;
+    let total_wait = |w: &Value| -> u64 {
+        w["waiter_wait_ns"]
+            .as_array()
+            .expect("waits")
+            .iter()
+            .map(u)
+            .sum()
+    };
+    let slack = 2_000_000 * rounds as u64;
+
+    let (w, rep) = mutex_hold_under("futex", rounds, "60ms");
+    let lock = w["lock"].as_str().expect("lock");
+    let own = total_wait(&w);
+    let fx: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == lock).collect();
+    assert_eq!(fx.len(), 1, "one futex row for the mutex: {fx:?}");
+    assert_eq!(fx[0]["source"], "futex");
+    assert_eq!(fx[0]["tid"], w["waiter_tid"], "{fx:?}");
+    assert_eq!(u(&fx[0]["count"]), rounds as u64, "{fx:?}");
+    let got = u(&fx[0]["wait_ns"]["total"]);
+    eprintln!("futex alone: {got} ns of futex waits; the waiter's own {own} ns");
+    // inside the waiter's own lock calls, give or take the wake-ups
+    assert!(got <= own + slack && got + slack >= own, "{got} vs {own}");
+
+    let (w, rep) = mutex_hold_under("user-locks,futex", rounds, "60ms");
+    let lock = w["lock"].as_str().expect("lock");
+    let own = total_wait(&w);
+    let rs: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == lock).collect();
+    assert!(
+        rs.iter().all(|r| r["source"] == "user-mutex"),
+        "the futex waits are not counted again: {rs:?}"
+    );
+    // (the holder's own acquisitions, uncontended, add microseconds)
+    let got: u64 = rs.iter().map(|r| u(&r["wait_ns"]["total"])).sum();
+    eprintln!(
+        "user-locks and futex: {got} ns in the mutex's pthread rows; the waiter's own {own} ns"
+    );
+    assert!(got <= own + slack && got + slack >= own, "{got} vs {own}");
+}
