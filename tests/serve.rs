@@ -1021,6 +1021,29 @@ fn serve_stops_promptly_on_sigterm() {
     assert!(total < Duration::from_secs(3), "exit took {total:?}");
 }
 
+/// Metrics and summary from a read that began after this call: the
+/// collector's reads are paced (at most 1/5 of its time), so on a loaded
+/// host one may come seconds later; waits for two more collections, up
+/// to 20 times the measured attach time.
+fn after_a_new_read(addr: &str) -> (String, Value) {
+    let collections = |v: &Value| u(&v["collections"]);
+    let c0 = collections(&get_json(addr, "/api/summary"));
+    let deadline = Instant::now() + attach_timeout();
+    loop {
+        let s = get_json(addr, "/api/summary");
+        let m = get_metrics(addr);
+        if collections(&s) >= c0 + 2 {
+            return (m, s);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new read within {:?}: {s}",
+            attach_timeout()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn the_series_cap_folds_churned_locks_and_counts_them() {
     require_root();
@@ -1059,16 +1082,12 @@ fn the_series_cap_folds_churned_locks_and_counts_them() {
         wl.go();
         wl.finish();
         if i == RUNS / 2 {
-            // a read after these runs (reads are at most 1 s apart here)
-            std::thread::sleep(Duration::from_millis(1500));
-            let m = get_metrics(&addr);
+            let (m, _) = after_a_new_read(&addr);
             seen_series.push(metric(&m, "lockscope_series").expect("series gauge"));
         }
     }
     // the last run's waits are read (the cgroup is idle now)
-    std::thread::sleep(Duration::from_millis(1500));
-    let m = get_metrics(&addr);
-    let summary = get_json(&addr, "/api/summary");
+    let (m, summary) = after_a_new_read(&addr);
     let _ = std::fs::remove_dir(&dir);
     seen_series.push(metric(&m, "lockscope_series").expect("series gauge"));
     let folded = metric(&m, "lockscope_folded_total{what=\"series\"}").expect("folded counter");
