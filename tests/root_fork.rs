@@ -61,13 +61,7 @@ fn workload_args(delay: Option<&str>) -> Vec<String> {
 /// report (e.g. the attach waited on the kernel while another lockscope
 /// released its links).
 fn max_attach_latency(rep: &Value) -> Option<u64> {
-    let st = rep["sources"]
-        .as_array()
-        .expect("sources")
-        .iter()
-        .find(|s| s["name"] == "user-locks")
-        .expect("user-locks status");
-    let reason = st["reason"].as_str().expect("reason");
+    let reason = user_locks_note(rep);
     if !reason.contains(" ms max") {
         eprintln!("no attach latency in: {reason}");
         return None;
@@ -75,6 +69,18 @@ fn max_attach_latency(rep: &Value) -> Option<u64> {
     let tail = reason.split(" ms max").next()?.rsplit(' ').next()?;
     let ms: f64 = tail.parse().ok()?;
     Some((ms * 1e6) as u64)
+}
+
+/// The note of user-locks' status ("followed N new processes, ...").
+fn user_locks_note(rep: &Value) -> &str {
+    rep["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["name"] == "user-locks")
+        .expect("user-locks status")["reason"]
+        .as_str()
+        .unwrap_or("")
 }
 
 /// `lockscope run ARGS -- lockscope workload fork-mutex ...`: (workload
@@ -102,14 +108,7 @@ fn run_forking(args: &[&str], delay: Option<&str>) -> (Value, Value) {
 /// How many new processes user-locks attached ("followed N new
 /// processes" in its status).
 fn followed(rep: &Value) -> u64 {
-    let st = rep["sources"]
-        .as_array()
-        .expect("sources")
-        .iter()
-        .find(|s| s["name"] == "user-locks")
-        .expect("user-locks status");
-    let reason = st["reason"].as_str().unwrap_or("");
-    reason
+    user_locks_note(rep)
         .split("followed ")
         .nth(1)
         .and_then(|t| t.split(' ').next())
