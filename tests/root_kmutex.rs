@@ -90,6 +90,124 @@ fn source<'a>(rep: &'a Value, name: &str) -> &'a Value {
 
 const MS: u64 = 1_000_000;
 
+/// Whether an operation's caller is the pipe write path (`pipe_write`;
+/// `anon_pipe_write` since Linux 6.16).
+fn is_pipe_write(e: &Value) -> bool {
+    e["caller"]
+        .as_str()
+        .is_some_and(|c| c.ends_with("pipe_write"))
+}
+
+/// The pipe-hold workload's operations, one by one, in a `trace --json`
+/// stream of kernel-mutex (`backend`): one long hold of the pipe's mutex by
+/// the holder per round, bracketed by what the workload measured; one long
+/// wait of the waiter per long block it measured, inside it, with the
+/// holder as the owner. Every operation of the two threads carries the
+/// workload's pid. The pipe's mutex is the one named after the pipe, or
+/// with `by_caller` the one the holder held in the pipe write path (a forked
+/// child's pipe lives a fraction of a second, and an emulated machine lists
+/// the open files that name pipes only every few seconds). Returns the
+/// mutex's `lock`.
+fn check_pipe_hold_ops(
+    backend: &str,
+    events: &[Value],
+    w: &Value,
+    (rounds, hold): (usize, u64),
+    by_caller: bool,
+) -> Value {
+    let (holder, waiter) = (u(&w["holder_tid"]), u(&w["waiter_tid"]));
+    for e in events
+        .iter()
+        .filter(|e| [holder, waiter].contains(&u(&e["tid"])))
+    {
+        assert_eq!(e["pid"], w["pid"], "the workload's process: {e}");
+    }
+    // the holder: one long hold per round, of the pipe's mutex (under
+    // emulation its exit may hold another mutex that long too:
+    // perf_event_exit_task's, 29 ms measured in the 6.1 VM under load)
+    let pipe = format!("pipe:[{}]", u(&w["ino"]));
+    let long: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            u(&e["tid"]) == holder
+                && e["hold_ns"].as_u64().unwrap_or(0) > hold / 2
+                && if by_caller {
+                    is_pipe_write(e)
+                } else {
+                    e["lock_name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(&pipe))
+                }
+        })
+        .collect();
+    assert_eq!(long.len(), rounds, "one long hold per round: {long:?}");
+    let lock = long[0]["lock"].clone();
+    let writes = nums(&w["holder_write_ns"]);
+    let spans = nums(&w["fault_span_ns"]);
+    for ((e, &call), &span) in long.iter().zip(&writes).zip(&spans) {
+        assert_eq!(e["lock"], lock, "the same pipe mutex every round");
+        assert_eq!(e["kind"], "mutex");
+        let h = u(&e["hold_ns"]);
+        eprintln!(
+            "{backend}: hold {h} ns for a {hold} ns fault; the handler's span {span} ns, \
+             the holder's write {call} ns"
+        );
+        // the workload's own measurements bracket the hold: the fault
+        // handler's span (it read the fault with the mutex held and
+        // answered at least `hold` later) lies inside it, and it lies
+        // inside the holder's write. How much of the write lies outside
+        // the hold is the machine's speed (under emulation with a busy
+        // host, tens of ms): not bounded here
+        assert!(
+            h >= span.max(hold),
+            "hold {h} covers the fault handler's {span} ns"
+        );
+        assert!(h <= call, "hold {h} inside the holder's write {call}");
+    }
+    // the waiter: one long wait on that mutex for every long block it
+    // measured itself (one per round, unless an emulated machine ran its
+    // write only as the hold ended)
+    let waits: Vec<&Value> = events
+        .iter()
+        .filter(|e| u(&e["tid"]) == waiter && u(&e["wait_ns"]) > hold / 4)
+        .collect();
+    let blocks: Vec<u64> = nums(&w["waiter_write_ns"])
+        .into_iter()
+        .filter(|&b| b > hold / 4)
+        .collect();
+    assert!(
+        blocks.len() * 2 > rounds,
+        "most rounds contended: {blocks:?}"
+    );
+    assert_eq!(
+        waits.len(),
+        blocks.len(),
+        "one long wait per long block the waiter measured: {waits:?} {blocks:?}"
+    );
+    let mut gaps = Vec::new();
+    for (e, &blocked) in waits.iter().zip(&blocks) {
+        assert_eq!(e["lock"], lock);
+        let wt = u(&e["wait_ns"]);
+        eprintln!("{backend}: wait {wt} ns, the waiter measured {blocked} ns");
+        assert!(
+            wt <= blocked,
+            "wait {wt} inside the blocked write {blocked}"
+        );
+        gaps.push(blocked - wt);
+        assert_eq!(
+            e["holder_tid"].as_u64(),
+            Some(holder),
+            "the mutex's owner when the wait began: {e}"
+        );
+    }
+    gaps.sort_unstable();
+    assert!(
+        gaps[gaps.len() / 2] <= 2 * MS,
+        "median wait within 2 ms of the waiter's own measurement: {gaps:?}"
+    );
+    lock
+}
+
 #[test]
 fn pipe_mutex_hold_and_wait_match_the_workload() {
     let rounds = 5usize;
@@ -142,7 +260,6 @@ fn pipe_mutex_hold_and_wait_match_the_workload() {
             ],
         );
         let w = &wl[0];
-        let (holder, waiter) = (u(&w["holder_tid"]), u(&w["waiter_tid"]));
         let all = lines(&out);
         let (end, events) = all.split_last().expect("an end line");
         assert_eq!(end["type"], "end");
@@ -153,85 +270,7 @@ fn pipe_mutex_hold_and_wait_match_the_workload() {
                 assert_eq!(u(v), 0, "{k}: {}", end["lost"]);
             }
         }
-        // the holder: one long hold per round, of the pipe's mutex (under
-        // emulation its exit may hold another mutex that long too:
-        // perf_event_exit_task's, 29 ms measured in the 6.1 VM under load)
-        let pipe = format!("pipe:[{}]", u(&w["ino"]));
-        let long: Vec<&Value> = events
-            .iter()
-            .filter(|e| {
-                u(&e["tid"]) == holder
-                    && e["hold_ns"].as_u64().unwrap_or(0) > hold / 2
-                    && e["lock_name"]
-                        .as_str()
-                        .is_some_and(|n| n.starts_with(&pipe))
-            })
-            .collect();
-        assert_eq!(long.len(), rounds, "one long hold per round: {long:?}");
-        let lock = long[0]["lock"].clone();
-        let writes = nums(&w["holder_write_ns"]);
-        let spans = nums(&w["fault_span_ns"]);
-        for ((e, &call), &span) in long.iter().zip(&writes).zip(&spans) {
-            assert_eq!(e["lock"], lock, "the same pipe mutex every round");
-            assert_eq!(e["kind"], "mutex");
-            let h = u(&e["hold_ns"]);
-            eprintln!(
-                "{backend}: hold {h} ns for a {hold} ns fault; the handler's span {span} ns, \
-                 the holder's write {call} ns"
-            );
-            // the workload's own measurements bracket the hold: the fault
-            // handler's span (it read the fault with the mutex held and
-            // answered at least `hold` later) lies inside it, and it lies
-            // inside the holder's write. How much of the write lies outside
-            // the hold is the machine's speed (under emulation with a busy
-            // host, tens of ms): not bounded here
-            assert!(
-                h >= span.max(hold),
-                "hold {h} covers the fault handler's {span} ns"
-            );
-            assert!(h <= call, "hold {h} inside the holder's write {call}");
-        }
-        // the waiter: one long wait on that mutex for every long block it
-        // measured itself (one per round, unless an emulated machine ran its
-        // write only as the hold ended)
-        let waits: Vec<&Value> = events
-            .iter()
-            .filter(|e| u(&e["tid"]) == waiter && u(&e["wait_ns"]) > hold / 4)
-            .collect();
-        let blocks: Vec<u64> = nums(&w["waiter_write_ns"])
-            .into_iter()
-            .filter(|&b| b > hold / 4)
-            .collect();
-        assert!(
-            blocks.len() * 2 > rounds,
-            "most rounds contended: {blocks:?}"
-        );
-        assert_eq!(
-            waits.len(),
-            blocks.len(),
-            "one long wait per long block the waiter measured: {waits:?} {blocks:?}"
-        );
-        let mut gaps = Vec::new();
-        for (e, &blocked) in waits.iter().zip(&blocks) {
-            assert_eq!(e["lock"], lock);
-            let wt = u(&e["wait_ns"]);
-            eprintln!("{backend}: wait {wt} ns, the waiter measured {blocked} ns");
-            assert!(
-                wt <= blocked,
-                "wait {wt} inside the blocked write {blocked}"
-            );
-            gaps.push(blocked - wt);
-            assert_eq!(
-                e["holder_tid"].as_u64(),
-                Some(holder),
-                "the mutex's owner when the wait began: {e}"
-            );
-        }
-        gaps.sort_unstable();
-        assert!(
-            gaps[gaps.len() / 2] <= 2 * MS,
-            "median wait within 2 ms of the waiter's own measurement: {gaps:?}"
-        );
+        let lock = check_pipe_hold_ops(backend, events, w, (rounds, hold), false);
         // K pipe writes by the workload: at least K lock/unlock pairs
         let pairs = events
             .iter()
@@ -256,6 +295,258 @@ fn pipe_mutex_hold_and_wait_match_the_workload() {
             .sum();
         assert_eq!(holds_in_summary, stream.values().sum::<u64>());
     }
+}
+
+/// The children's part: a shell, traced as the command (`trace -- sh`,
+/// `run -- sh`) or with `-p`, forks `lockscope workload --json ARGS` as
+/// its child and waits for it. The child is forked after tracing began,
+/// so only a source that follows forks sees it. `dir/shell` gets the
+/// shell's pid, `dir/workload` the workload's own report.
+struct ForkingShell {
+    dir: std::path::PathBuf,
+}
+
+impl ForkingShell {
+    fn new(tag: &str) -> ForkingShell {
+        let dir =
+            std::env::temp_dir().join(format!("lockscope-kfork-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        ForkingShell { dir }
+    }
+
+    /// The script: with `wait_line`, it first reads a line from its stdin
+    /// (a tracer attaches with -p meanwhile); `exit $?` keeps the shell
+    /// from exec'ing the workload in its own place.
+    fn script(&self, workload: &[&str], wait_line: bool) -> String {
+        format!(
+            "{}echo $$ > {}/shell; {} workload --json {} > {}/workload; exit $?",
+            if wait_line { "read go; " } else { "" },
+            self.dir.display(),
+            bin(),
+            workload.join(" "),
+            self.dir.display()
+        )
+    }
+
+    /// (the shell's pid, the workload's report)
+    fn results(&self) -> (u64, Value) {
+        let read = |f: &str| {
+            std::fs::read_to_string(self.dir.join(f))
+                .unwrap_or_else(|e| panic!("{f} of the forking shell: {e}"))
+        };
+        let shell: u64 = read("shell").trim().parse().expect("the shell's pid");
+        let w: Value = serde_json::from_str(read("workload").trim()).expect("workload JSON");
+        assert_ne!(u(&w["pid"]), shell, "the workload is a child process");
+        (shell, w)
+    }
+}
+
+impl Drop for ForkingShell {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const FORK_ROUNDS: usize = 4;
+const FORK_WORKLOAD: [&str; 5] = ["pipe-hold", "--rounds", "4", "--hold", "40ms"];
+
+/// `trace --json --summary --source kernel-mutex ARGS`: (end line, the
+/// operations before it).
+fn split_trace(out: &str) -> (Value, Vec<Value>) {
+    let mut all = lines(out);
+    let end = all.pop().expect("an end line");
+    assert_eq!(end["type"], "end", "{end}");
+    (end, all)
+}
+
+/// Where kernel-mutex cannot run: kernel-contention stands in for mutex
+/// waits, and follows forks itself: the child's waiter waits on its pipe's
+/// mutex (in the pipe write path) once per round, under the child's pid.
+fn check_fallback_child(events: &[Value], w: &Value) {
+    let waiter = u(&w["waiter_tid"]);
+    let waits: Vec<&Value> = events
+        .iter()
+        .filter(|e| u(&e["tid"]) == waiter && is_pipe_write(e))
+        .collect();
+    assert_eq!(
+        waits.len(),
+        FORK_ROUNDS,
+        "one contended wait of the child's waiter per round: {waits:?}"
+    );
+    let blocks = nums(&w["waiter_write_ns"]);
+    for (e, &blocked) in waits.iter().zip(&blocks) {
+        assert_eq!(e["source"], "kernel-contention", "{e}");
+        assert_eq!(e["pid"], w["pid"], "the child's pid: {e}");
+        assert!(
+            u(&e["wait_ns"]) <= blocked,
+            "wait inside the blocked write {blocked}: {e}"
+        );
+    }
+}
+
+#[test]
+fn trace_of_a_command_follows_its_forked_child_into_kernel_mutex() {
+    require_root();
+    let found = backends();
+    // the fallback where there is no backend: kernel-mutex's waits come
+    // from kernel-contention, which follows forks too
+    let runs: Vec<Option<&str>> = if found.is_empty() {
+        vec![None]
+    } else {
+        found.iter().copied().map(Some).collect()
+    };
+    for backend in runs {
+        eprintln!("backend {backend:?}");
+        let sh = ForkingShell::new("trace");
+        let script = sh.script(&FORK_WORKLOAD, false);
+        let mut args = vec!["trace", "--json", "--summary", "--source", "kernel-mutex"];
+        if let Some(b) = backend {
+            args.extend(["--backend", b]);
+        }
+        args.extend(["--", "sh", "-c", &script]);
+        let out = lockscope(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (shell, w) = sh.results();
+        let (end, events) = split_trace(&String::from_utf8_lossy(&out.stdout));
+        eprintln!(
+            "the shell {shell} forked the workload {} ({} operations traced)",
+            w["pid"],
+            events.len()
+        );
+        let Some(b) = backend else {
+            check_fallback_child(&events, &w);
+            continue;
+        };
+        assert_eq!(source(&end["report"], "kernel-mutex")["backend"], b);
+        check_pipe_hold_ops(b, &events, &w, (FORK_ROUNDS, 40 * MS), true);
+    }
+}
+
+#[test]
+fn p_follows_a_forked_child_into_kernel_mutex() {
+    require_root();
+    let found = backends();
+    let sh = ForkingShell::new("p");
+    let script = sh.script(&FORK_WORKLOAD, true);
+    let mut shell = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let pid = shell.id().to_string();
+    let mut args = vec!["trace", "--json", "-p", &pid, "--source", "kernel-mutex"];
+    if let Some(b) = found.first() {
+        args.extend(["--backend", b]);
+    }
+    let tracer = Tracer::start(&args);
+    // the shell forks the workload only now
+    {
+        use std::io::Write;
+        let mut stdin = shell.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("release the shell");
+    }
+    let st = shell.wait().expect("wait sh");
+    assert!(st.success(), "the shell and its workload: {st}");
+    let (code, out) = tracer.finish();
+    assert_eq!(code, 0, "lockscope ends when its target exits: {out}");
+    let (sh_pid, w) = sh.results();
+    assert_eq!(sh_pid.to_string(), pid);
+    let (_, events) = split_trace(&out);
+    match found.first() {
+        Some(b) => {
+            check_pipe_hold_ops(b, &events, &w, (FORK_ROUNDS, 40 * MS), true);
+        }
+        None => check_fallback_child(&events, &w),
+    }
+}
+
+#[test]
+fn run_follows_a_forked_child_into_kernel_mutex_and_picknext() {
+    require_root();
+    let found = backends();
+    let Some(backend) = found.first() else {
+        eprintln!(
+            "skipped on this kernel: needs fentry or kprobes (the fallback's fork \
+             following is tested above)"
+        );
+        return;
+    };
+    let sh = ForkingShell::new("run");
+    let script = sh.script(&FORK_WORKLOAD, false);
+    let out = lockscope(&[
+        "run",
+        "--json",
+        "--by",
+        "task",
+        "--source",
+        "kernel-mutex,sched-picknext",
+        "--backend",
+        backend,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let (shell, w) = sh.results();
+    let (holder, waiter) = (u(&w["holder_tid"]), u(&w["waiter_tid"]));
+    let row = |src: &str, tid: u64| -> &Value {
+        rows(&rep)
+            .iter()
+            .find(|r| r["source"] == src && u(&r["tid"]) == tid)
+            .unwrap_or_else(|| panic!("a {src} row of the child's thread {tid}: {rep}"))
+    };
+    let rounds = FORK_ROUNDS as u64;
+    // kernel-mutex: each of the child's threads wrote to the pipe once a
+    // round (one lock and one unlock each); the holder's longest hold
+    // covers the fault it held the mutex through
+    let spans = nums(&w["fault_span_ns"]);
+    for tid in [holder, waiter] {
+        let r = row("kernel-mutex", tid);
+        eprintln!("kernel-mutex, thread {tid}: {r}");
+        assert_eq!(r["pid"], w["pid"], "the child's pid: {r}");
+        assert!(u(&r["count"]) >= rounds, "a lock per write: {r}");
+        assert!(u(&r["holds"]) >= rounds, "an unlock per write: {r}");
+    }
+    let longest = u(&row("kernel-mutex", holder)["hold_ns"]["max"]);
+    let span = spans.iter().copied().max().unwrap_or(0);
+    assert!(
+        longest >= span.max(40 * MS),
+        "the holder's longest hold {longest} covers the fault handler's {span} ns"
+    );
+    // sched-picknext: the holder slept in its fault every round and the
+    // waiter on the mutex once per long block, each time entering the
+    // scheduler, which picks the next fair task while they are current
+    let blocks = nums(&w["waiter_write_ns"])
+        .into_iter()
+        .filter(|&b| b > 10 * MS)
+        .count() as u64;
+    for (tid, sleeps) in [(holder, rounds), (waiter, blocks)] {
+        let picks: Vec<&Value> = rows(&rep)
+            .iter()
+            .filter(|r| r["source"] == "sched-picknext" && u(&r["tid"]) == tid)
+            .collect();
+        let n: u64 = picks.iter().map(|r| u(&r["count"])).sum();
+        eprintln!("sched-picknext, thread {tid}: {n} picks for {sleeps} known sleeps");
+        assert!(picks.iter().all(|r| r["pid"] == w["pid"]), "{picks:?}");
+        assert!(n >= sleeps, "a pick per sleep at least: {picks:?}");
+    }
+    assert!(
+        rows(&rep)
+            .iter()
+            .any(|r| r["source"] == "sched-picknext" && u(&r["pid"]) == shell),
+        "the shell itself, waiting for its child, is traced too: {rep}"
+    );
 }
 
 #[test]

@@ -32,6 +32,8 @@
  *   reader-owned (a reader-owned rwsem keeps only its last reader).
  * - Aggregation keys hold the tid: one writer per key, no atomics, except
  *   the holder map (several waiters): atomic adds.
+ * - With `follow_forks` (`run`, `-p`), a process forked by a target is a
+ *   target from its fork on (the fork program, attached first).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -441,6 +443,26 @@ static __always_inline int on_release(__u64 lock, __u32 kind, bool downgrade)
 	     open.flags | (downgrade ? LS_KEV_DOWNGRADED : 0), open.holder_tid, 0,
 	     val ? val->stack_id : -1);
 	return 0;
+}
+
+/* ---- following forks (`run`, `-p`): loaded only when asked ----------- */
+
+/* Attached before the lock probes: a child forked while they attach is
+ * already a target. tp_btf where the kernel has BTF, else the classic
+ * tracepoint; userspace loads one. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(km_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
+{
+	LS_CHECK_STOPPED();
+	return follow_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
+}
+
+SEC("tracepoint/sched/sched_process_fork")
+int km_follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
+{
+	LS_CHECK_STOPPED();
+	/* runs in the parent; a new thread's tid joins harmlessly */
+	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
 }
 
 /* ---- one program per function and backend ---------------------------- */

@@ -14,6 +14,8 @@
  * - A return without an entry on the same CPU (attached mid-call) is
  *   counted in `lost`, never timed.
  * - Keys are updated only on their own CPU: no atomics.
+ * - With `follow_forks` (`run`, `-p`), a process forked by a target is a
+ *   target from its fork on (the fork program, attached first).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -156,4 +158,23 @@ int BPF_KRETPROBE(pick_kretprobe, void *ret)
 {
 	LS_CHECK_STOPPED();
 	return on_return(ret);
+}
+
+/* ---- following forks (`run`, `-p`): loaded only when asked ----------- */
+
+/* Attached before the pick probes; tp_btf where the kernel has BTF, else
+ * the classic tracepoint (userspace loads one). */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(pick_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
+{
+	LS_CHECK_STOPPED();
+	return follow_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
+}
+
+SEC("tracepoint/sched/sched_process_fork")
+int pick_follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
+{
+	LS_CHECK_STOPPED();
+	/* runs in the parent; a new thread's tid joins harmlessly */
+	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
 }

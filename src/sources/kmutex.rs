@@ -190,6 +190,22 @@ pub fn kprobes_missing() -> Option<String> {
     })
 }
 
+/// Whether the fork follower of a function-probe source is its tp_btf
+/// program (the kernel has BTF: `/sys/kernel/btf/vmlinux`); else the
+/// classic `sched/sched_process_fork` tracepoint follows forks.
+pub fn fork_btf() -> bool {
+    std::path::Path::new("/sys/kernel/btf/vmlinux").exists()
+}
+
+/// The name of the fork follower to load: `{prefix}follow_fork_btf` or
+/// `_tp` ([`fork_btf`]), or none when forks are not followed.
+fn fork_program(prefix: &str, follow: bool) -> Option<String> {
+    follow.then(|| {
+        let kind = if fork_btf() { "btf" } else { "tp" };
+        format!("{prefix}follow_fork_{kind}")
+    })
+}
+
 /// "load failed: EPERM": libbpf's and the verifier's last lines only where
 /// they say more than the errno (not for EPERM, where libbpf guesses at
 /// `ulimit -l`, which is not the cause on kernels that refuse fentry).
@@ -304,10 +320,11 @@ impl KLock {
         open.maps
             .events
             .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
+        let fork = fork_program("km_", opts.targets.follow_forks);
         let wanted = wanted_programs(family, backend, present);
         for mut prog in open.open_object_mut().progs_mut() {
             let name = prog.name().to_string_lossy().into_owned();
-            prog.set_autoload(wanted.contains(&name));
+            prog.set_autoload(wanted.contains(&name) || fork.as_ref() == Some(&name));
         }
         let skel = open.load().map_err(|e| load_error("load", &e))?;
         common::fill_target_maps(
@@ -316,10 +333,14 @@ impl KLock {
             &skel.maps.target_cgroup,
             opts,
         )?;
+        // the fork follower first: a child forked while the lock probes
+        // attach is a target already
         let mut links = Vec::new();
-        for prog in skel.object().progs_mut() {
+        let mut progs: Vec<_> = skel.object().progs_mut().collect();
+        progs.sort_by_key(|p| fork.as_deref() != Some(&*p.name().to_string_lossy()));
+        for prog in progs {
             let name = prog.name().to_string_lossy().into_owned();
-            if !wanted.contains(&name) {
+            if !wanted.contains(&name) && fork.as_ref() != Some(&name) {
                 continue;
             }
             let link = prog

@@ -17,7 +17,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, OpenObject};
 
 use super::common::{self, set_target_rodata};
-use super::kmutex::{Backend, first_backend, functions_present, load_error};
+use super::kmutex::{Backend, first_backend, fork_btf, functions_present, load_error};
 use super::{Options, Pod, ProgStats, Source, Symbolizer, comm_str, prog_stats};
 use crate::bpf::picknext::types::{ls_pick_key, ls_pick_val};
 use crate::bpf::picknext::{OpenPicknextSkel, PicknextSkel, PicknextSkelBuilder};
@@ -93,6 +93,10 @@ impl PickNext {
         open.progs.pick_fexit.set_autoload(fentry);
         open.progs.pick_kprobe.set_autoload(!fentry);
         open.progs.pick_kretprobe.set_autoload(!fentry);
+        let follow = opts.targets.follow_forks;
+        let btf = fork_btf();
+        open.progs.pick_follow_fork_btf.set_autoload(follow && btf);
+        open.progs.pick_follow_fork_tp.set_autoload(follow && !btf);
         let skel = open.load().map_err(|e| load_error("load", &e))?;
         common::fill_target_maps(
             &skel.maps.target_pids,
@@ -100,12 +104,20 @@ impl PickNext {
             &skel.maps.target_cgroup,
             opts,
         )?;
+        // the fork follower first: a child forked while the pick probes
+        // attach is a target already
         let p = &skel.progs;
-        let progs = if fentry {
+        let fork = if btf {
+            &p.pick_follow_fork_btf
+        } else {
+            &p.pick_follow_fork_tp
+        };
+        let probes = if fentry {
             [&p.pick_fentry, &p.pick_fexit]
         } else {
             [&p.pick_kprobe, &p.pick_kretprobe]
         };
+        let progs = follow.then_some(fork).into_iter().chain(probes);
         let mut links = Vec::new();
         for prog in progs {
             links.push(prog.attach().map_err(|e| {
@@ -215,6 +227,8 @@ impl Source for PickNext {
             &p.pick_fexit,
             &p.pick_kprobe,
             &p.pick_kretprobe,
+            &p.pick_follow_fork_btf,
+            &p.pick_follow_fork_tp,
         ]
         .into_iter()
         .filter(|prog| prog.as_fd().as_raw_fd() >= 0 && prog.autoload())
