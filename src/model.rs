@@ -311,6 +311,10 @@ impl Record {
             slept: d(self.slept, p.slept),
             failed: d(self.failed, p.failed),
             partial: d(self.partial, p.partial),
+            acquired: match (self.acquired, p.acquired) {
+                (Some(a), Some(b)) => Some(d(a, b)),
+                (a, _) => a,
+            },
             split: match (self.split, p.split) {
                 (Some(a), Some(b)) => Some(WaitSplit {
                     oncpu: d(a.oncpu, b.oncpu),
@@ -325,6 +329,7 @@ impl Record {
             ..self.clone()
         };
         let idle = r.wait.count == 0
+            && r.acquired.unwrap_or(0) == 0
             && r.hold.as_ref().is_none_or(|h| h.count == 0)
             && r.failed == 0
             && r.partial == 0
@@ -371,8 +376,14 @@ pub struct Record {
     pub aborted: u64,
     pub spun: u64,
     pub slept: u64,
+    /// The contended waits (blocked or spun): count, total, extremes,
+    /// histogram. For sources that see every acquisition (`acquired` is
+    /// Some) an uncontended acquisition is never in it.
     pub wait: Stats,
     pub hold: Option<Stats>,
+    /// Every acquisition, contended or not, for sources that see them all
+    /// (user-locks, mmap-lock); None for sources that see only contention.
+    pub acquired: Option<u64>,
     /// Failed acquisitions (a trylock that found the lock taken, a timed
     /// lock that timed out): counted here, never as acquisitions.
     pub failed: u64,
@@ -545,7 +556,11 @@ pub struct Row {
     /// (mmap-lock); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memcg: Option<String>,
+    /// Contended waits (those in `wait_ns`).
     pub count: u64,
+    /// Every acquisition, contended or not (`count` is of these), for
+    /// sources that see them all (user-locks, mmap-lock); null otherwise.
+    pub acquired: Option<u64>,
     pub aborted: u64,
     pub failed: u64,
     pub partial: u64,
@@ -614,6 +629,7 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         slept: u64,
         wait: Stats,
         hold: Option<Stats>,
+        acquired: Option<u64>,
         split: Option<WaitSplit>,
         stacks: Vec<StackSample>,
     }
@@ -651,6 +667,9 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         if let Some(h) = &r.hold {
             a.hold.get_or_insert_with(Stats::default).merge(h);
         }
+        if let Some(n) = r.acquired {
+            *a.acquired.get_or_insert(0) += n;
+        }
         if let Some(sp) = &r.split {
             a.split.get_or_insert_with(WaitSplit::default).add(sp);
         }
@@ -680,6 +699,7 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
                 cgroup: a.cgroup.flatten(),
                 memcg: a.memcg.flatten(),
                 count: a.wait.count,
+                acquired: a.acquired,
                 aborted: a.aborted,
                 failed: a.failed,
                 partial: a.partial,
@@ -859,6 +879,7 @@ mod tests {
             slept: waits.len() as u64,
             wait,
             hold: None,
+            acquired: None,
             failed: 0,
             partial: 0,
             split: Some(WaitSplit::from_offcpu(
@@ -935,6 +956,34 @@ mod tests {
         let plain =
             serde_json::to_value(&group(&[rec(1, "x", 1, &[1])], GroupBy::Lock)[0]).expect("json");
         assert!(plain.get("memcg").is_none(), "absent where not known");
+    }
+
+    #[test]
+    fn acquired_adds_up_where_known_and_stays_null_elsewhere() {
+        // user-locks-like records: 10 acquisitions of which 2 contended,
+        // and 5 of which 1
+        let mut a = rec(0x10, "f", 1, &[7_000, 9_000]);
+        a.acquired = Some(10);
+        let mut b = rec(0x10, "g", 2, &[4_000]);
+        b.acquired = Some(5);
+        let rows = group(&[a.clone(), b.clone()], GroupBy::Lock);
+        assert_eq!((rows[0].count, rows[0].acquired), (3, Some(15)));
+        // a contention source's record has none: the merge keeps the sum
+        let c = rec(0x10, "h", 3, &[1_000]);
+        let rows = group(&[a.clone(), c.clone()], GroupBy::Lock);
+        assert_eq!(rows[0].acquired, Some(10));
+        let rows = group(&[c.clone()], GroupBy::Lock);
+        assert_eq!(rows[0].acquired, None);
+        let json = serde_json::to_value(&rows[0]).expect("json");
+        assert!(json["acquired"].is_null(), "{json}");
+        // intervals: the difference; uncontended acquisitions alone are
+        // activity too
+        let mut later = a.clone();
+        later.acquired = Some(14);
+        let iv = later.since(Some(&a)).expect("4 acquisitions happened");
+        assert_eq!((iv.wait.count, iv.acquired), (0, Some(4)));
+        let same = a.clone();
+        assert!(same.since(Some(&a)).is_none(), "nothing happened");
     }
 
     #[test]

@@ -438,45 +438,77 @@ pub fn lost_mark(lost: &BTreeMap<String, u64>) -> Option<String> {
 /// the names go on a line of their own under the numbers.
 const MIN_NAME: usize = 20;
 
+/// Which optional columns a table has: `acquired` when a shown row's
+/// source sees every acquisition, `held` when one measures holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Optional {
+    acquired: bool,
+    holds: bool,
+}
+
+impl Optional {
+    fn of(rows: &[&Row]) -> Optional {
+        Optional {
+            acquired: rows.iter().any(|r| r.acquired.is_some()),
+            holds: rows.iter().any(|r| r.hold_ns.is_some()),
+        }
+    }
+}
+
 /// The columns of the table before the name, sized to the widest value
 /// shown (never cut) and at least their usual widths.
 struct Columns {
-    /// Widths of contended, total, max, avg, p99 and (holds) held.
+    /// Widths of contended, (acquired,) total, max, avg, p99 and (held).
     nums: Vec<usize>,
     kind: usize,
+    opt: Optional,
 }
 
 impl Columns {
-    const HEADER: [&'static str; 6] = ["contended", "total", "max", "avg", "p99", "held"];
+    fn header_cells(opt: Optional) -> Vec<&'static str> {
+        let mut h = vec!["contended"];
+        if opt.acquired {
+            h.push("acquired");
+        }
+        h.extend(["total", "max", "avg", "p99"]);
+        if opt.holds {
+            h.push("held");
+        }
+        h
+    }
 
-    fn cells(r: &Row, holds: bool) -> (Vec<String>, String) {
-        let mut nums = vec![
-            r.count.to_string(),
+    fn cells(r: &Row, opt: Optional) -> (Vec<String>, String) {
+        let mut nums = vec![r.count.to_string()];
+        if opt.acquired {
+            nums.push(r.acquired.map_or("-".into(), |n| n.to_string()));
+        }
+        nums.extend([
             fmt_ns(r.wait.total_ns),
             fmt_ns(r.wait.max_ns),
             fmt_ns(r.wait.avg_ns()),
             fmt_ns(r.wait.p99()),
-        ];
-        if holds {
+        ]);
+        if opt.holds {
             nums.push(r.hold_ns.map_or("-".into(), |h| fmt_ns(h.total)));
         }
         (nums, short_kind(r.kind))
     }
 
-    fn new(rows: &[&Row], holds: bool) -> Columns {
-        let n = if holds { 6 } else { 5 };
-        let mut nums: Vec<usize> = (0..n)
-            .map(|i| if i == 0 { 9 } else { 8 }.max(Self::HEADER[i].len()))
+    fn new(rows: &[&Row], opt: Optional) -> Columns {
+        let mut nums: Vec<usize> = Self::header_cells(opt)
+            .iter()
+            .enumerate()
+            .map(|(i, h)| if i == 0 { 9 } else { 8 }.max(h.len()))
             .collect();
         let mut kind = 10;
         for r in rows {
-            let (cells, k) = Self::cells(r, holds);
+            let (cells, k) = Self::cells(r, opt);
             for (w, c) in nums.iter_mut().zip(&cells) {
                 *w = (*w).max(c.chars().count());
             }
             kind = kind.max(k.chars().count());
         }
-        Columns { nums, kind }
+        Columns { nums, kind, opt }
     }
 
     /// The line up to the name column, ending in a space.
@@ -493,7 +525,7 @@ impl Columns {
     }
 
     fn header(&self) -> String {
-        let h: Vec<String> = Self::HEADER[..self.nums.len()]
+        let h: Vec<String> = Self::header_cells(self.opt)
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -508,10 +540,9 @@ fn write_row(
     r: &Row,
     by: GroupBy,
     cols: &Columns,
-    holds: bool,
     width: usize,
 ) -> io::Result<()> {
-    let (nums, kind) = Columns::cells(r, holds);
+    let (nums, kind) = Columns::cells(r, cols.opt);
     let lead = cols.lead(&nums, &kind);
     let lead_len = lead.chars().count();
     let last = last_column(r, by);
@@ -598,9 +629,9 @@ pub fn write_table(
             .iter()
             .flat_map(|(_, rows)| rows.iter().take(top).copied())
             .collect();
-        // a column of total hold time when any row measures holds
-        let holds = shown.iter().any(|r| r.hold_ns.is_some());
-        let cols = Columns::new(&shown, holds);
+        // a column of all acquisitions when any row's source sees them,
+        // of total hold time when any row measures holds
+        let cols = Columns::new(&shown, Optional::of(&shown));
         let head = cols.header();
         let rest = width.saturating_sub(head.chars().count());
         if rest >= MIN_NAME {
@@ -620,7 +651,7 @@ pub fn write_table(
                 writeln!(w, "no lock contention seen")?;
             }
             for r in rows.iter().take(top) {
-                write_row(w, r, by, &cols, holds, width)?;
+                write_row(w, r, by, &cols, width)?;
             }
             hidden += rows.len().saturating_sub(top);
             if *s == Section::Lock {
@@ -752,13 +783,16 @@ fn write_stacks_of(
 }
 
 /// The lines under the sources: the headline (contended waits of the
-/// lock-contention sources: lock rows only, never futex, run-queue or
-/// pick-next rows), then one line per source that sees holds
-/// (acquisitions, not only contended waits) and one per section of waits
-/// that are not for a lock.
+/// lock rows whose `count` is contended waits: the contention sources'
+/// and those that tell contended acquisitions from the others; never
+/// futex, run-queue or pick-next rows), then one line per source that
+/// sees holds (its acquisitions) and one per section of waits that are
+/// not for a lock.
 pub fn summary_lines(rep: &Report) -> Vec<String> {
     let of = |s: Section| rep.rows.iter().filter(move |r| Section::of(r) == s);
-    let plain: Vec<&Row> = of(Section::Lock).filter(|r| r.hold_ns.is_none()).collect();
+    let plain: Vec<&Row> = of(Section::Lock)
+        .filter(|r| r.hold_ns.is_none() || r.acquired.is_some())
+        .collect();
     let others = plain.len() < rep.rows.len();
     let mark = lost_mark(&rep.lost).unwrap_or_default();
     let mut lines = vec![if plain.is_empty() && others {
@@ -772,23 +806,42 @@ pub fn summary_lines(rep: &Report) -> Vec<String> {
             fmt_ns(plain.iter().map(|r| r.wait.total_ns).sum())
         )
     }];
-    let mut held: BTreeMap<&str, (u64, u64, u64, u64, u64)> = BTreeMap::new();
+    // per source: acquisitions (all of them where the source tells
+    // contended ones apart, with those), wait, hold, failed, partial
+    #[derive(Default)]
+    struct Held {
+        acquired: Option<u64>,
+        contended: u64,
+        wait: u64,
+        hold: u64,
+        failed: u64,
+        partial: u64,
+    }
+    let mut held: BTreeMap<&str, Held> = BTreeMap::new();
     for r in of(Section::Lock) {
         if let Some(h) = &r.hold_ns {
             let e = held.entry(r.source).or_default();
-            e.0 += r.count;
-            e.1 += r.wait.total_ns;
-            e.2 += h.total;
-            e.3 += r.failed;
-            e.4 += r.partial;
+            if let Some(n) = r.acquired {
+                *e.acquired.get_or_insert(0) += n;
+            }
+            e.contended += r.count;
+            e.wait += r.wait.total_ns;
+            e.hold += h.total;
+            e.failed += r.failed;
+            e.partial += r.partial;
         }
     }
-    for (src, (n, wait, hold, failed, partial)) in held {
+    for (src, h) in held {
+        let n = match h.acquired {
+            Some(all) => format!("{all} acquisitions ({} contended)", h.contended),
+            None => format!("{} acquisitions", h.contended),
+        };
         lines.push(format!(
-            "  {src}: {n} acquisitions, {} waiting, {} held, {failed} failed, \
-             {partial} partial",
-            fmt_ns(wait),
-            fmt_ns(hold)
+            "  {src}: {n}, {} waiting, {} held, {} failed, {} partial",
+            fmt_ns(h.wait),
+            fmt_ns(h.hold),
+            h.failed,
+            h.partial
         ));
     }
     let fx: Vec<&Row> = of(Section::Futex).collect();
@@ -976,6 +1029,7 @@ mod tests {
             slept: 3,
             wait,
             hold: None,
+            acquired: None,
             failed: 0,
             partial: 0,
             split: Some(crate::model::WaitSplit::from_offcpu(
@@ -1133,12 +1187,14 @@ mod tests {
             "comm",
             "cgroup",
             "count",
+            "acquired",
             "aborted",
             "wait_ns",
             "hold_ns",
         ] {
             assert!(r.get(k).is_some(), "row missing {k}");
         }
+        assert!(r["acquired"].is_null(), "contention sources see no others");
         assert_eq!(r["source"], "kernel-contention");
         assert_eq!(r["kind"], "rwsem-write");
         assert_eq!(r["lock"], "0xffff888103425e40");
@@ -1192,6 +1248,7 @@ mod tests {
             slept: 0,
             wait: stats(&[1_000, 2_000]),
             hold: Some(stats(&[5_000_000])),
+            acquired: Some(4),
             failed: 1,
             partial: 2,
             split: None,
@@ -1207,6 +1264,7 @@ mod tests {
             slept: woken,
             wait: stats(waits),
             hold: None,
+            acquired: None,
             failed: 0,
             partial: 0,
             ..base.clone()
@@ -1234,14 +1292,15 @@ mod tests {
     fn mmap_lock_and_run_queue_rows_have_their_own_summaries() {
         let rep = mixed(GroupBy::Lock);
         let lines = summary_lines(&rep);
+        // mmap-lock tells contended acquisitions apart: its 2 are waits
         assert_eq!(
-            lines[0], "pid 7 for 1.00 s:",
-            "no plain lock rows: {lines:?}"
+            lines[0], "pid 7 for 1.00 s: 2 contended waits, 3.00 us waiting in total",
+            "{lines:?}"
         );
         assert!(
             lines.contains(
-                &"  mmap-lock: 2 acquisitions, 3.00 us waiting, 5.00 ms held, 1 failed, \
-                  2 partial"
+                &"  mmap-lock: 4 acquisitions (2 contended), 3.00 us waiting, 5.00 ms held, \
+                  1 failed, 2 partial"
                     .to_string()
             ),
             "{lines:?}"
@@ -1302,6 +1361,23 @@ mod tests {
             (m["failed"].as_u64(), m["partial"].as_u64()),
             (Some(1), Some(2))
         );
+        // every acquisition, and of them the contended waits
+        assert_eq!((m["acquired"].as_u64(), m["count"].as_u64()), (Some(4), Some(2)));
+        assert!(r["acquired"].is_null(), "run-queue waits are no acquisitions");
+        // the table's acquired column: the mmap-lock row's 4, "-" for the
+        // run queue's
+        let head = text.lines().find(|l| l.contains("contended")).expect("header");
+        assert!(head.contains("contended acquired"), "{head}");
+        let row = text.lines().find(|l| l.contains("rwsem:W")).expect("row");
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(&cells[..2], ["2", "4"], "{row}");
+        let runq = text.lines().find(|l| l.contains("runq ")).expect("runq row");
+        assert_eq!(runq.split_whitespace().nth(1), Some("-"), "{runq}");
+        // without such a row, no such column
+        let mut out = Vec::new();
+        write_table(&mut out, &sample(), GroupBy::Lock, 20, UNLIMITED).expect("write");
+        let plain = String::from_utf8(out).expect("utf8");
+        assert!(!plain.contains("acquired"), "{plain}");
     }
 
     /// A row of `source`/`kind` named `name`, called from `caller`, with
@@ -1338,6 +1414,7 @@ mod tests {
             slept: waits.len() as u64,
             wait: stats(waits),
             hold: hold.then(|| stats(&[7_000_000])),
+            acquired: None,
             failed: 0,
             partial: 0,
             split: None,
@@ -1467,6 +1544,7 @@ mod tests {
         for _ in 0..12 {
             many.wait.record(5_000);
         }
+        many.acquired = Some(1_234_567_890);
         let recs = [big, many];
         let mut lost = BTreeMap::new();
         lost.insert("futex.ringbuf_dropped".to_string(), 987_654_321);
@@ -1486,7 +1564,11 @@ mod tests {
             let words: Vec<&str> = text.split_whitespace().collect();
             let joined = words.join(" ");
             for r in &rep.rows {
-                let (cells, kind) = Columns::cells(r, true);
+                let all = Optional {
+                    acquired: true,
+                    holds: true,
+                };
+                let (cells, kind) = Columns::cells(r, all);
                 for c in cells.iter().filter(|c| *c != "-") {
                     assert!(joined.contains(c.as_str()), "{c} whole: {text}");
                 }
@@ -1499,7 +1581,7 @@ mod tests {
                 "futex.ringbuf_dropped 987654321",
                 "map_full 123456789",
                 "begin 206 ns x 470123",
-                "user-locks: 13 acquisitions,",
+                "user-locks: 1234567890 acquisitions (13 contended),",
             ] {
                 assert!(joined.contains(needle), "{needle}: {text}");
             }

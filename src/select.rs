@@ -167,6 +167,7 @@ mod tests {
             slept: 0,
             wait,
             hold: None,
+            acquired: None,
             failed: 0,
             partial: 0,
             split: None,

@@ -110,7 +110,9 @@ fn a_target_gets_user_locks_by_default() {
         .filter(|r| r["source"] == "user-mutex" && r["lock"] == lock)
         .collect();
     assert_eq!(rs.len(), 1, "{rs:?}");
-    assert_eq!(u(&rs[0]["count"]), 4321, "{}", rs[0]);
+    assert_eq!(u(&rs[0]["acquired"]), 4321, "{}", rs[0]);
+    // one thread: not one of them waited
+    assert_eq!(u(&rs[0]["count"]), 0, "{}", rs[0]);
 }
 
 /// `trace -p PID --json --source SOURCES` over `lockscope workload
@@ -251,7 +253,8 @@ fn run_writes_its_report_to_the_o_file() {
         .filter(|r| r["source"] == "user-mutex" && r["lock"] == lock)
         .collect();
     assert_eq!(rs.len(), 1, "{rs:?}");
-    assert_eq!(u(&rs[0]["count"]), 2500);
+    assert_eq!(u(&rs[0]["acquired"]), 2500);
+    assert_eq!(u(&rs[0]["count"]), 0, "one thread: uncontended");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -179,7 +179,7 @@ fn user_locks_count_every_child_exactly(w: &Value, rep: &Value) {
             );
             let r = rs[0];
             assert_eq!(r["pid"], c["pid"], "{r}");
-            assert_eq!(u(&r["count"]), want, "acquisitions of {lock}: {r}");
+            assert_eq!(u(&r["acquired"]), want, "acquisitions of {lock}: {r}");
             assert_eq!(u(&r["holds"]), want, "releases of {lock}: {r}");
             assert_eq!((u(&r["failed"]), u(&r["partial"])), (0, 0), "{r}");
         }

@@ -96,6 +96,9 @@ fn a_3000_ms_hold_and_the_wait_behind_it_are_measured_within_2_ms() {
     let (events, rep) = events_and_report(&out);
     let lock = w["lock"].as_str().expect("lock");
     let (holder, waiter) = (w["holder_tid"].clone(), w["waiter_tid"].clone());
+    // the waiter called lock() 10 ms into the holder's 3 s hold: its
+    // acquisition waited; the holder's found the lock free (the waiter
+    // asks only once the holder holds): no wait
     let ops: Vec<&Value> = events.iter().filter(|e| e["lock"] == lock).collect();
     let of = |tid: &Value| -> &Value {
         let mine: Vec<&&Value> = ops.iter().filter(|e| &e["tid"] == tid).collect();
@@ -118,10 +121,13 @@ fn a_3000_ms_hold_and_the_wait_behind_it_are_measured_within_2_ms() {
     }
     assert_eq!(h["source"], "user-mutex");
     assert_eq!(h["kind"], "pthread-mutex");
-    // request <= acquired <= released, and the differences are wait/hold
+    // request <= acquired <= released, and the differences are wait/hold;
+    // uncontended: no wait, it begins where it acquired
     let (b, a, r) = (u(&h["begin_ns"]), u(&h["end_ns"]), u(&h["released_ns"]));
     assert!(b <= a && a <= r, "{h}");
     assert_eq!((a - b, r - a), (u(&h["wait_ns"]), hold));
+    assert_eq!(u(&h["wait_ns"]), 0, "the holder's acquisition waited: {h}");
+    assert!(h["holder_tid"].is_null(), "nobody held it: {h}");
 
     let wt = of(&waiter);
     let (wait, own_wait) = (u(&wt["wait_ns"]), u(&w["waiter_wait_ns"][0]));
@@ -151,7 +157,9 @@ fn a_3000_ms_hold_and_the_wait_behind_it_are_measured_within_2_ms() {
     let rs = lock_rows(&rep, lock);
     let pm: Vec<&&Value> = rs.iter().filter(|r| r["source"] == "user-mutex").collect();
     assert_eq!(pm.len(), 1, "{rs:?}");
-    assert_eq!(u(&pm[0]["count"]), 2, "two acquisitions");
+    assert_eq!(u(&pm[0]["acquired"]), 2, "two acquisitions: {}", pm[0]);
+    assert_eq!(u(&pm[0]["count"]), 1, "one contended wait: {}", pm[0]);
+    within("summary wait", u(&pm[0]["wait_ns"]["total"]), wait, 0);
     within("summary max hold", u(&pm[0]["hold_ns"]["max"]), hold, 0);
     assert!(
         rs.iter().all(|r| r["source"] != "futex"),
@@ -165,6 +173,34 @@ fn a_3000_ms_hold_and_the_wait_behind_it_are_measured_within_2_ms() {
     assert_eq!(top["holder_tid"], holder);
     assert_eq!(u(&top["waits"]), 1);
     nothing_lost(&rep);
+}
+
+/// The workload's lock in a report: its contended waits are the waiter's
+/// (the holder asks only once the waiter has let go), at most one a
+/// round, at least one in each round whose lock call the waiter itself
+/// measured over 1 ms (an uncontended call takes microseconds); every one
+/// of both threads' 2 x rounds acquisitions in `acquired`.
+fn contended_as_the_workload_knows(rep: &Value, w: &Value) -> u64 {
+    let lock = w["lock"].as_str().expect("lock");
+    let rs = lock_rows(rep, lock);
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    let rounds = w["waiter_wait_ns"].as_array().expect("waits").len() as u64;
+    let long = w["waiter_wait_ns"]
+        .as_array()
+        .expect("waits")
+        .iter()
+        .filter(|x| u(x) > MS)
+        .count() as u64;
+    let (count, acquired) = (u(&rs[0]["count"]), u(&rs[0]["acquired"]));
+    eprintln!("{lock}: {count} contended of {acquired} acquisitions; {long} of {rounds} calls over 1 ms");
+    assert_eq!(acquired, 2 * rounds, "{}", rs[0]);
+    assert!(
+        (long..=rounds).contains(&count),
+        "{count} contended: {long}..={rounds}: {}",
+        rs[0]
+    );
+    check_row_invariants(rs[0]);
+    count
 }
 
 /// (on CPU, runnable, asleep) of a `split` or `wait_split` object.
@@ -245,6 +281,7 @@ fn a_blocked_mutex_wait_is_asleep_and_runnable_is_the_kernels_run_delay() {
     // (on CPU is the waiter's run time: a VM's steal time while it sleeps
     // is not on CPU), under 1 ms a wait
     within("asleep vs wait - runnable", asleep, wait - runnable, 8 * MS);
+    contended_as_the_workload_knows(&rep, &w);
     // the summary row of the lock calls (holder's and waiter's: one
     // caller) carries the same split
     let row = rows(&rep)
@@ -278,11 +315,15 @@ fn a_spin_lock_wait_is_on_cpu() {
     );
     assert!(asleep <= MS, "a spinning waiter never sleeps: {asleep} ns");
     runnable_matches_the_run_delay(runnable, wait, &w);
+    // spinning (never blocked) is contended too: told by the lock decl
+    contended_as_the_workload_knows(&rep, &w);
     nothing_lost(&rep);
 }
 
+/// One thread: nobody else ever holds the lock, so not one of its
+/// acquisitions waited (their calls take the probes' microseconds).
 #[test]
-fn exactly_10000_acquisitions_and_releases() {
+fn exactly_10000_acquisitions_and_releases_and_not_one_contended() {
     let (out, w) = trace_workload(
         &["mutex-pairs", "--threads", "1", "--ops", "10000"],
         &["trace", "--json", "--summary", "--source", "user-locks"],
@@ -297,9 +338,18 @@ fn exactly_10000_acquisitions_and_releases() {
         ops.iter()
             .all(|e| e["failed"] == false && e["partial"] == false)
     );
+    let waited: Vec<&&Value> = ops.iter().filter(|e| u(&e["wait_ns"]) > 0).collect();
+    assert!(waited.is_empty(), "uncontended: {:?}", &waited[..waited.len().min(3)]);
     let rs = lock_rows(&rep, lock);
     assert_eq!(rs.len(), 1, "{rs:?}");
-    assert_eq!(u(&rs[0]["count"]), 10_000, "10 000 acquisitions");
+    eprintln!(
+        "mutex-pairs 1 x 10000: {} contended of {} acquisitions",
+        rs[0]["count"], rs[0]["acquired"]
+    );
+    assert_eq!(u(&rs[0]["acquired"]), 10_000, "10 000 acquisitions");
+    assert_eq!(u(&rs[0]["count"]), 0, "not one contended: {}", rs[0]);
+    assert_eq!(u(&rs[0]["wait_ns"]["total"]), 0, "{}", rs[0]);
+    assert_eq!(u(&rs[0]["holds"]), 10_000, "every hold timed: {}", rs[0]);
     assert_eq!((u(&rs[0]["failed"]), u(&rs[0]["partial"])), (0, 0));
     check_row_invariants(rs[0]);
     nothing_lost(&rep);
@@ -316,7 +366,12 @@ fn spin_pairs_are_counted_exactly() {
     let rs = lock_rows(&rep, lock);
     assert_eq!(rs.len(), 1, "{rs:?}");
     assert_eq!(rs[0]["source"], "user-spin");
-    assert_eq!(u(&rs[0]["count"]), 6000, "2 threads x 3000 acquisitions");
+    assert_eq!(u(&rs[0]["acquired"]), 6000, "2 threads x 3000 acquisitions");
+    eprintln!(
+        "spin-pairs 2 x 3000: {} contended of {} acquisitions",
+        rs[0]["count"], rs[0]["acquired"]
+    );
+    check_row_invariants(rs[0]);
     // glibc's pthread_spin_init is the very code of pthread_spin_unlock
     // (one address): the workload's one init shows as one partial release
     assert_eq!(u(&rs[0]["partial"]), 1, "{}", rs[0]);
@@ -359,11 +414,14 @@ fn failed_trylocks_and_timedlocks_are_failures_not_acquisitions() {
     assert_eq!(rs.len(), 1, "{rs:?}");
     assert_eq!(u(&rs[0]["failed"]), k + j, "{}", rs[0]);
     assert_eq!(
-        u(&rs[0]["count"]),
+        u(&rs[0]["acquired"]),
         1,
         "the holder's one acquisition only: {}",
         rs[0]
     );
+    // it took the lock before the tester tried: no wait; failed calls
+    // are never waits
+    assert_eq!(u(&rs[0]["count"]), 0, "{}", rs[0]);
     nothing_lost(&rep);
 }
 
@@ -379,7 +437,7 @@ fn rwlock_reads_and_writes_are_counted_exactly() {
     let count = |kind: &str| -> u64 {
         rs.iter()
             .filter(|r| r["kind"] == kind)
-            .map(|r| u(&r["count"]))
+            .map(|r| u(&r["acquired"]))
             .sum()
     };
     assert_eq!(count("pthread-rwlock-read"), 1234, "{rs:?}");
@@ -387,6 +445,8 @@ fn rwlock_reads_and_writes_are_counted_exactly() {
     for r in &rs {
         assert_eq!(r["source"], "user-rwlock");
         assert_eq!(u(&r["partial"]), 0);
+        // one thread: never contended
+        assert_eq!(u(&r["count"]), 0, "{r}");
         check_row_invariants(r);
     }
     nothing_lost(&rep);
@@ -497,7 +557,9 @@ fn a_lock_held_before_tracing_is_partial_never_timed() {
     // holder's release and the early waiter's release: acquired before
     // tracing began, so partial; the 5 later pairs are timed normally
     assert_eq!(u(&pm[0]["partial"]), 2, "{}", pm[0]);
-    assert_eq!(u(&pm[0]["count"]), 5, "{}", pm[0]);
+    // the 5 pairs of one thread, once the other has gone: uncontended
+    assert_eq!(u(&pm[0]["acquired"]), 5, "{}", pm[0]);
+    assert_eq!(u(&pm[0]["count"]), 0, "{}", pm[0]);
     assert!(
         u(&pm[0]["hold_ns"]["max"]) < 100 * MS,
         "the 10 s hold is never timed: {}",
@@ -544,7 +606,8 @@ fn run_traces_the_command_through_the_system_libc() {
     let rep: Value = serde_json::from_str(lines.next().expect("report line")).expect("json");
     let rs = lock_rows(&rep, w["lock"].as_str().expect("lock"));
     assert_eq!(rs.len(), 1, "{rs:?}");
-    assert_eq!(u(&rs[0]["count"]), 3000);
+    assert_eq!(u(&rs[0]["acquired"]), 3000);
+    check_row_invariants(rs[0]);
     assert_eq!(rep["sources"][0]["name"], "user-locks");
     nothing_lost(&rep);
 }
@@ -800,18 +863,20 @@ fn futex_wait_stacks_name_the_waiting_rust_function() {
 }
 
 #[test]
-fn stack_sample_n_takes_one_stack_in_n_acquisitions() {
+fn stack_sample_n_takes_one_stack_in_n_holds() {
     // the threshold out of the way (10 s): only sampling takes stacks; the
-    // sample counter is per CPU, so of the n_c acquisitions seen on CPU c
-    // exactly floor(n_c / 100) get stacks
+    // sample counter is per CPU, so of the n_c holds ending on CPU c
+    // exactly floor(n_c / 100) get stacks. One thread: no contended wait,
+    // so no wait stack (wait stacks weigh waits) and the counter counts
+    // holds only
     let (out, _w) = trace_workload(
-        &["mutex-pairs", "--threads", "2", "--ops", "10000"],
+        &["mutex-pairs", "--threads", "1", "--ops", "20000"],
         &[
             "report",
             "--json",
             "--source",
             "user-locks",
-            "--stacks",
+            "--hold-stacks",
             "--stack-threshold",
             "10s",
             "--stack-sample",
@@ -820,18 +885,20 @@ fn stack_sample_n_takes_one_stack_in_n_acquisitions() {
     );
     let rep: Value = serde_json::from_str(out.trim()).expect("report");
     nothing_lost(&rep);
-    let acquisitions: u64 = rows(&rep).iter().map(|r| u(&r["count"])).sum();
-    let stacked: u64 = rows(&rep)
+    let holds: u64 = rows(&rep).iter().map(|r| u(&r["holds"])).sum();
+    let stacks: Vec<&Value> = rows(&rep)
         .iter()
         .flat_map(|r| r["stacks"].as_array().into_iter().flatten())
-        .map(|s| u(&s["count"]))
-        .sum();
+        .collect();
+    let stacked: u64 = stacks.iter().map(|s| u(&s["hold_count"])).sum();
+    let waits: u64 = stacks.iter().map(|s| u(&s["count"])).sum();
     // SAFETY: sysconf has no preconditions.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as u64;
-    eprintln!("{acquisitions} acquisitions, {stacked} on stacks, {cpus} CPUs");
-    assert!(acquisitions >= 20_000, "{acquisitions}");
+    eprintln!("{holds} holds, {stacked} on stacks, {waits} waits on stacks, {cpus} CPUs");
+    assert!(holds >= 20_000, "{holds}");
+    assert_eq!(waits, 0, "uncontended: no wait stacks");
     assert!(
-        stacked <= acquisitions / 100 && stacked + cpus >= acquisitions / 100,
-        "{stacked} stacks for {acquisitions} acquisitions sampled 1 in 100"
+        stacked <= holds / 100 && stacked + cpus >= holds / 100,
+        "{stacked} stacks for {holds} holds sampled 1 in 100"
     );
 }

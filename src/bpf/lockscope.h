@@ -186,6 +186,8 @@ enum ls_mm_flags {
 	LS_MM_PARTIAL = 4,   /* its start or its acquisition was not seen */
 	LS_MM_DOWNGRADE = 8, /* write hold ended by mmap_write_downgrade; or a
 			      * read hold that began with one (wait 0) */
+	LS_MM_CONTENDED = 16, /* the acquisition blocked or spun (mmaplock.bpf.c
+			       * says how that is told): only these are waits */
 };
 
 /* Loss counters of the mmap-lock source (per-CPU array `lost`). */
@@ -232,8 +234,8 @@ struct ls_mm_key {
 };
 
 struct ls_mm_val {
-	__u64 count;      /* acquisitions whose start was seen (waits), counted
-			   * when their hold ends */
+	__u64 count;      /* contended acquisitions (LS_MM_CONTENDED) whose start
+			   * was seen: the waits, counted when their hold ends */
 	__u64 wait_total;
 	__u64 wait_min;
 	__u64 wait_max;
@@ -247,6 +249,8 @@ struct ls_mm_val {
 	__u64 memcg_id;   /* cgroup id of the mm's memory cgroup (0: none) */
 	__u64 offcpu_ns;  /* of wait_total: off CPU (asleep + runnable) */
 	__u64 runq_ns;    /* of offcpu_ns: runnable but not running */
+	__u64 acquired;   /* every acquisition whose start was seen, contended
+			   * or not (count is of these), when its hold ends */
 	__u32 owner_pid;  /* tgid of mm->owner, the process the mm belongs to */
 	__s32 stack_id;   /* LS_CALLER_FIRST: caller of the key's first wait */
 	char comm[LS_COMM_LEN];  /* thread name */
@@ -366,6 +370,14 @@ enum ls_ukind {
 #define LS_UEV_PARTIAL (1U << 1) /* released, acquire not seen (began earlier) */
 #define LS_UEV_SLEPT (1U << 2)   /* the thread switched out during the wait */
 #define LS_UEV_FUTEX_PARTIAL (1U << 3) /* futex wait whose start was not seen */
+#define LS_UEV_CONTENDED (1U << 4) /* the acquisition blocked or spun: a wait
+				    * (else begin -> acquired is the call's
+				    * own cost, not a wait) */
+
+/* ls_ucall.flags: what the lock call's entry saw (ulock.bpf.c). */
+#define LS_UCALL_BUSY (1U << 0)    /* the lock was taken by another thread */
+#define LS_UCALL_CONFIRM (1U << 1) /* a glibc lll mutex: contended only if
+				    * its word is 2 at the return */
 
 /* Loss counters of ulock.bpf.c (`lost`, per CPU). */
 enum ls_ulost {
@@ -431,7 +443,7 @@ struct ls_ucall {
 	__u32 op;      /* attach cookie */
 	__u32 holder_tid;
 	__u32 covers;  /* 1: futex waits inside are this call's wait */
-	__u32 pad;
+	__u32 flags;   /* LS_UCALL_* */
 	struct ls_sched_mark sched; /* at entry */
 };
 
@@ -450,7 +462,7 @@ struct ls_uhold {
 	__u32 kind;        /* enum ls_ukind */
 	__u32 depth;
 	__u32 holder_tid;  /* who held it when the wait began (0: nobody seen) */
-	__u32 flags;       /* LS_UEV_SLEPT when the wait slept */
+	__u32 flags;       /* LS_UEV_SLEPT, LS_UEV_CONTENDED */
 	__u64 offcpu_ns;   /* of the wait: off CPU (asleep + runnable) */
 	__u64 runq_ns;     /* of the wait: runnable but not running */
 	__s32 ustack_id;   /* --hold-stacks: user stack at the acquisition
@@ -469,8 +481,8 @@ struct ls_uagg_key {
 };
 
 struct ls_uagg_val {
-	__u64 count;      /* acquisitions (failed calls are not) */
-	__u64 total_ns;   /* wait: lock call entry -> successful return */
+	__u64 count;      /* contended acquisitions (LS_UEV_CONTENDED): the waits */
+	__u64 total_ns;   /* their wait: lock call entry -> successful return */
 	__u64 min_ns;
 	__u64 max_ns;
 	__u64 hold_count; /* completed holds (outermost unlock) */
@@ -480,7 +492,8 @@ struct ls_uagg_val {
 	__u64 failed;     /* trylock EBUSY, timedlock ETIMEDOUT, EDEADLK, ... */
 	__u64 partial;    /* released, acquire not seen: never timed */
 	__u64 slept;      /* waits during which the thread switched out */
-	__u64 contended;  /* waits that began while another thread held it */
+	__u64 acquired;   /* every acquisition, contended or not (failed calls
+			   * are not): count is of these */
 	__u64 cgroup_id;
 	__u64 offcpu_ns;  /* of total_ns: off CPU (asleep + runnable) */
 	__u64 runq_ns;    /* of offcpu_ns: runnable but not running */
@@ -490,7 +503,8 @@ struct ls_uagg_val {
 	__u64 hold_hist[LS_HIST_SLOTS];
 };
 
-/* Who blocked whom: waits that began while `holder_tid` held `lock`. */
+/* Who blocked whom: contended waits that began while `holder_tid` held
+ * `lock`. */
 struct ls_uholder_key {
 	__u64 lock;
 	__u32 holder_tid;

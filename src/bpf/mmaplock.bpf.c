@@ -28,6 +28,27 @@
  * - An operation is aggregated once, when its hold ends (release or
  *   downgrade): wait and hold together, one map update. A failed one when
  *   it fails. One still waiting or held when tracing stops is not counted.
+ * - Contended or not: every acquisition whose start was seen counts in
+ *   `acquired` and has its hold timed; only the contended ones
+ *   (LS_MM_CONTENDED: blocked or spun) count in `count` and the wait
+ *   statistics. An uncontended start_locking -> acquire_returned is the
+ *   fast path's and these programs' own cost, never a wait. Told by:
+ *   - blocked (exact): lock:contention_begin for the rwsem of an operation
+ *     this task has open and not yet acquired. Between start_locking and
+ *     acquire_returned the task does nothing but down_read/down_write of
+ *     that rwsem, and the rwsem slow paths trace contention_begin only
+ *     when they queue to sleep (a reader's lock stealing in the slow path
+ *     does not wait and is not traced).
+ *   - spun (a writer's optimistic spinning on a running owner acquires
+ *     without contention_begin): a writer whose start_locking finds
+ *     mmap_lock.count non-zero (held or queued for). Races, both within
+ *     the few hundred ns from this program's read to down_write's trylock:
+ *     a lock freed in between makes a fast acquisition count as contended
+ *     (its wait is those ns); a lock taken in between and then won by
+ *     spinning is missed (a blocked one is caught by contention_begin).
+ *   - without lock:contention_begin (kernels before 5.19, not loaded):
+ *     readers are contended when count had the writer or waiter bits.
+ *   Failed attempts stay `failed` (never acquisitions).
  * - Aggregation is keyed by (lock, tid, mode), plus the caller stack with
  *   LS_CALLER_EVERY; one thread updates a key at a time (no atomics).
  *   cgroup, memory cgroup, owner and names are read when a key is created.
@@ -58,6 +79,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const volatile bool emit_events = false;            /* stream mode */
 const volatile __u32 caller_mode = LS_CALLER_FIRST; /* enum ls_caller_mode */
+/* mm_contention_* is loaded: blocked waits are told by contention_begin */
+const volatile bool have_contention_tp = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -174,7 +197,8 @@ static __always_inline void acquisition_stacks(void *ctx, struct mm_struct *mm,
 		if (user)
 			u = take_ustack(ctx);
 	}
-	if (stacks_on && stack_wanted(wait)) {
+	/* wait stacks weigh waits: contended acquisitions only */
+	if (stacks_on && (op->flags & LS_MM_CONTENDED) && stack_wanted(wait)) {
 		if (!hold_stacks_on) {
 			k = take_kstack(ctx);
 			if (user)
@@ -314,6 +338,19 @@ static __always_inline void record_wait(struct ls_mm_val *v, struct ls_mm_op *op
 		v->wait_hist[slot] += 1;
 }
 
+/* An acquisition ends its hold: counted in `acquired`, and a wait when it
+ * was contended; never timed when its start was not seen. */
+static __always_inline void record_acquisition(struct ls_mm_val *v, struct ls_mm_op *op)
+{
+	if (op->flags & LS_MM_PARTIAL) {
+		v->partial += 1;
+		return;
+	}
+	v->acquired += 1;
+	if (op->flags & LS_MM_CONTENDED)
+		record_wait(v, op);
+}
+
 static __always_inline void record_hold(struct ls_mm_val *v, __u64 ns)
 {
 	__u32 slot = log2_slot(ns);
@@ -340,11 +377,16 @@ static __always_inline struct ls_mm_task *ops_of_current(void)
 	return t;
 }
 
+/* kernel/locking/rwsem.c: RWSEM_WRITER_LOCKED | RWSEM_FLAG_WAITERS |
+ * RWSEM_FLAG_HANDOFF: a reader's fast path fails */
+#define LS_RWSEM_BUSY_FOR_READ 0x7
+
 static __always_inline int on_start(struct mm_struct *mm, bool write)
 {
 	struct ls_mm_task *t;
 	struct ls_mm_op *op;
 	int free = -1;
+	long count;
 
 	if (!current_is_target())
 		return 0;
@@ -370,6 +412,10 @@ static __always_inline int on_start(struct mm_struct *mm, bool write)
 	op->begin_ns = bpf_ktime_get_ns();
 	op->acquired_ns = 0;
 	op->flags = write ? LS_MM_WRITE : 0;
+	/* a writer that finds the lock held or queued for spins or blocks */
+	count = BPF_CORE_READ(mm, mmap_lock.count.counter);
+	if (write ? count != 0 : (!have_contention_tp && (count & LS_RWSEM_BUSY_FOR_READ)))
+		op->flags |= LS_MM_CONTENDED;
 	op->stack_id = -1;
 	op->kstack_id = -1;
 	op->ustack_id = -1;
@@ -473,10 +519,7 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 			op = &t->op[i & (LS_MM_SLOTS - 1)];
 			v = entry(ctx, mm, op->flags, op->stack_id);
 			if (v) {
-				if (op->flags & LS_MM_PARTIAL)
-					v->partial += 1;
-				else
-					record_wait(v, op);
+				record_acquisition(v, op);
 				record_hold(v, now - op->acquired_ns);
 			}
 			hold_stacks(mm, op, now - op->acquired_ns);
@@ -542,10 +585,8 @@ static __always_inline int on_release(void *ctx, struct mm_struct *mm, bool writ
 		op = &t->op[i & (LS_MM_SLOTS - 1)];
 		v = entry(ctx, mm, op->flags, op->stack_id);
 		if (v) {
-			if (op->flags & LS_MM_PARTIAL)
-				v->partial += 1; /* acquired before its start was seen */
-			else
-				record_wait(v, op);
+			/* partial: acquired before its start was seen */
+			record_acquisition(v, op);
 			record_hold(v, now - op->acquired_ns);
 		}
 		hold_stacks(mm, op, now - op->acquired_ns);
@@ -567,6 +608,30 @@ static __always_inline int on_release(void *ctx, struct mm_struct *mm, bool writ
 		if (v)
 			v->partial += 1;
 		emit(mm, &none, now, flags, stack_id);
+	}
+	return 0;
+}
+
+/* lock:contention_begin of any task: an rwsem wait of an operation the
+ * current task has open (started, not acquired) makes it contended. */
+static __always_inline int on_contention(__u64 lock, __u32 flags)
+{
+	struct ls_mm_task *t;
+
+	/* rwsems only: READ or WRITE alone (mutex, spin, rt, percpu not) */
+	if (flags != LS_LCB_F_READ && flags != LS_LCB_F_WRITE)
+		return 0;
+	/* storage exists only for tasks that started an operation */
+	t = bpf_task_storage_get(&task_ops, bpf_get_current_task_btf(), 0, 0);
+	if (!t)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < LS_MM_SLOTS; i++) {
+		struct ls_mm_op *op = &t->op[i];
+
+		if (op->mm && !op->acquired_ns &&
+		    lock == op->mm + bpf_core_field_offset(struct mm_struct, mmap_lock))
+			op->flags |= LS_MM_CONTENDED;
 	}
 	return 0;
 }
@@ -606,6 +671,13 @@ int BPF_PROG(mm_release_btf)
 	return on_release(ctx, mm, (bool)ctx[1]);
 }
 
+SEC("tp_btf/contention_begin")
+int BPF_PROG(mm_contention_btf, void *lock, unsigned int flags)
+{
+	LS_CHECK_STOPPED();
+	return on_contention((__u64)lock, flags);
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(mm_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
 {
@@ -634,6 +706,13 @@ int mm_release_tp(struct trace_event_raw_mmap_lock *ctx)
 {
 	LS_CHECK_STOPPED();
 	return on_release(ctx, ctx->mm, ctx->write);
+}
+
+SEC("tracepoint/lock/contention_begin")
+int mm_contention_tp(struct trace_event_raw_contention_begin *ctx)
+{
+	LS_CHECK_STOPPED();
+	return on_contention((__u64)ctx->lock_addr, ctx->flags);
 }
 
 SEC("tracepoint/sched/sched_process_fork")

@@ -22,9 +22,38 @@
  *   counted `partial` and never timed.
  * - A call returning non-zero (EBUSY, ETIMEDOUT, EDEADLK, EAGAIN...) is a
  *   failure: counted in `failed`, never an acquisition.
+ * - Contended or not (struct ls_uagg_val: `acquired` counts every
+ *   acquisition, `count` and the wait statistics only the contended ones;
+ *   holds are timed for all). An uncontended call's entry -> return is the
+ *   probes' own cost (about 20 us a pair on this machine's CPUs), never a
+ *   wait. A call is contended when it blocked (the thread switched out
+ *   voluntarily during the call: glibc blocks only in futex waits) or when
+ *   the lock was taken by another thread as the call began (LS_UCALL_BUSY,
+ *   see look_at_lock()):
+ *   - pthread_spin_lock (glibc x86_64, probed after its `lock decl`): exact.
+ *     ZF of that decl is in the trap's registers: set, the decl took the
+ *     lock; clear, the lock was taken and the call spins.
+ *   - glibc mutexes of the lll kinds (normal, recursive, error-checking,
+ *     timed calls): the lock word (__lock) non-zero and the owner not this
+ *     thread at entry, confirmed at the return by the word being 2: glibc's
+ *     slow path (__lll_lock_wait, not exported, so not probed) always
+ *     leaves 2, its fast path 1. Races: a lock released between the entry's
+ *     read and glibc's CAS (the entry probe's own microseconds) is caught
+ *     by the confirmation, unless another waiter arrived in the same window
+ *     (then a wait of microseconds counts as contended); a lock taken in
+ *     that window makes the call contended without the busy mark, caught
+ *     when it blocks, missed when it got the lock without blocking (its
+ *     wait is then a few microseconds of spinning in glibc).
+ *   - adaptive, robust, priority-inheritance/protect mutexes: busy at entry
+ *     or blocked (adaptive spinning leaves the word 1: no confirmation).
+ *   - rwlocks: for reading, a writer (__cur_writer) other than this thread
+ *     at entry; for writing, a writer or readers (__readers >> 3); or the
+ *     call blocked. Same races as a mutex, without the confirmation.
+ *   - a trylock never waits: never contended. Other libcs (no glibc
+ *     layout): contended only when the call blocked.
  * - The holder when a wait began: glibc's mutex owner tid (__data.__owner)
  *   or rwlock writer tid (__data.__cur_writer) read from the lock; for spin
- *   locks the last acquirer this program saw.
+ *   locks the last acquirer this program saw. Kept for contended waits.
  * - `ulock_call.covers` tells futex.bpf.c (same map, shared by fd) that a
  *   futex wait belongs to a traced lock call, so it is not counted twice.
  *   pthread_cond_*wait releases its mutex (a hold ends at entry) and takes
@@ -190,25 +219,89 @@ static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* Who holds `lock` now, as far as can be told without blocking. */
-static __always_inline __u32 holder_of(__u64 lock, __u32 op)
-{
-	__u32 kind = op & LS_UOP_KIND_MASK, *last;
-	int owner = 0;
+/* The head of glibc's x86_64 pthread_mutex_t (__lock, __count, __owner,
+ * __nusers, __kind) and pthread_rwlock_t (__readers, __writers, ...,
+ * __cur_writer at 24): one read for both (40 and 56 bytes long). */
+struct glibc_head {
+	int w[7];
+};
 
+#define GLIBC_X86_ZF 0x40 /* EFLAGS zero flag */
+#define GLIBC_RWLOCK_READER_SHIFT 3
+#define GLIBC_MUTEX_KIND_MASK 0x7f   /* PTHREAD_MUTEX_KIND_MASK_NP */
+#define GLIBC_MUTEX_ADAPTIVE 3
+#define GLIBC_MUTEX_SPECIAL 0x70     /* robust, prio-inherit, prio-protect */
+
+/* Who holds `lock` now, as far as can be told without blocking, and
+ * whether the call (`op`, by thread `tid`) finds it taken: LS_UCALL_* in
+ * `*flags` (see the note at the top). */
+static __always_inline __u32 look_at_lock(struct pt_regs *regs, __u64 lock, __u32 op,
+					  __u32 tid, __u32 *flags)
+{
+	__u32 kind = op & LS_UOP_KIND_MASK, *last, holder = 0, mkind;
+	struct glibc_head h = {};
+	bool busy = false;
+	int word = 0;
+
+	*flags = 0;
 	if (kind == LS_UKIND_SPIN) {
 		last = bpf_map_lookup_elem(&last_owner, &lock);
-		return last ? *last : 0;
+		holder = last ? *last : 0;
+		if (op & LS_UOP_TRY)
+			return holder;
+		if (op & LS_UOP_RETRY) {
+			/* right after glibc's `lock decl (%rdi)`: exact */
+			busy = !(regs->flags & GLIBC_X86_ZF);
+		} else {
+			bpf_probe_read_user(&word, sizeof(word), (void *)lock);
+			busy = word != 0;
+		}
+		if (busy)
+			*flags = LS_UCALL_BUSY;
+		return holder;
 	}
 	if (!(op & LS_UOP_GLIBC))
 		return 0;
-	if (kind == LS_UKIND_MUTEX)
-		bpf_probe_read_user(&owner, sizeof(owner),
-				    (void *)(lock + LS_GLIBC_MUTEX_OWNER_OFF));
+	bpf_probe_read_user(&h, sizeof(h), (void *)lock);
+	if (kind == LS_UKIND_MUTEX) {
+		holder = h.w[LS_GLIBC_MUTEX_OWNER_OFF / 4] > 0 ?
+			 h.w[LS_GLIBC_MUTEX_OWNER_OFF / 4] : 0;
+		busy = h.w[0] != 0 && holder != tid;
+		mkind = h.w[4] & GLIBC_MUTEX_KIND_MASK;
+		if (busy && !(mkind & GLIBC_MUTEX_SPECIAL) &&
+		    (mkind & 3) != GLIBC_MUTEX_ADAPTIVE)
+			*flags |= LS_UCALL_CONFIRM;
+	} else {
+		holder = h.w[LS_GLIBC_RWLOCK_WRITER_OFF / 4] > 0 ?
+			 h.w[LS_GLIBC_RWLOCK_WRITER_OFF / 4] : 0;
+		busy = holder != 0 && holder != tid;
+		if (kind == LS_UKIND_RWLOCK_WRITE &&
+		    ((__u32)h.w[0] >> GLIBC_RWLOCK_READER_SHIFT) != 0)
+			busy = true;
+	}
+	if (busy && !(op & LS_UOP_TRY))
+		*flags |= LS_UCALL_BUSY;
 	else
-		bpf_probe_read_user(&owner, sizeof(owner),
-				    (void *)(lock + LS_GLIBC_RWLOCK_WRITER_OFF));
-	return owner > 0 ? (__u32)owner : 0;
+		*flags = 0;
+	return holder;
+}
+
+/* Whether the lock call that just returned 0 blocked or spun. */
+static __always_inline bool was_contended(struct ls_ucall *call, bool slept)
+{
+	int word = 0;
+
+	if (call->op & LS_UOP_TRY)
+		return false;
+	if (slept)
+		return true;
+	if (!(call->flags & LS_UCALL_BUSY))
+		return false;
+	if (!(call->flags & LS_UCALL_CONFIRM))
+		return true;
+	/* glibc's lll slow path leaves 2 in the word it took; its fast path 1 */
+	bpf_probe_read_user(&word, sizeof(word), (void *)call->lock);
+	return word == 2;
 }
 
 SEC("uprobe")
@@ -218,7 +311,7 @@ int BPF_UPROBE(ulock_enter, void *lock)
 	__u64 now = bpf_ktime_get_ns();
 	struct task_struct *task;
 	struct ls_ucall *call;
-	__u32 op, holder, tid;
+	__u32 op, holder, tid, flags;
 
 	if (!is_target())
 		return 0;
@@ -234,7 +327,7 @@ int BPF_UPROBE(ulock_enter, void *lock)
 	if (call->lock)
 		count_lost(LS_ULOST_STALE_CALL);
 	tid = (__u32)bpf_get_current_pid_tgid();
-	holder = holder_of((__u64)lock, op);
+	holder = look_at_lock(ctx, (__u64)lock, op, tid, &flags);
 	call->lock = (__u64)lock;
 	call->begin_ns = now;
 	call->nvcsw = task->nvcsw;
@@ -246,6 +339,7 @@ int BPF_UPROBE(ulock_enter, void *lock)
 	call->op = op;
 	call->holder_tid = holder == tid ? 0 : holder;
 	call->covers = 1;
+	call->flags = flags;
 	return 0;
 }
 
@@ -265,7 +359,7 @@ int BPF_URETPROBE(ulock_return, int ret)
 	struct ls_ucall *c;
 	__u32 kind, slot, tid;
 	__s32 ustack = -1;
-	bool slept;
+	bool slept, contended;
 
 	task = bpf_get_current_task_btf();
 	c = bpf_task_storage_get(&ulock_call, task, 0, 0);
@@ -296,9 +390,13 @@ int BPF_URETPROBE(ulock_return, int ret)
 		return 0;
 	}
 
+	contended = was_contended(&call, slept);
+	if (!contended)
+		call.holder_tid = 0; /* nobody made it wait */
 	if (hold_stacks_on)
 		ustack = take_ustack(ctx);
-	if (stacks_on && stack_wanted(wait)) {
+	/* wait stacks weigh waits: contended acquisitions only */
+	if (stacks_on && contended && stack_wanted(wait)) {
 		if (ustack < 0 && !hold_stacks_on)
 			ustack = take_ustack(ctx);
 		add_stack(call.lock, kind, -1, ustack, wait, false);
@@ -316,7 +414,7 @@ int BPF_URETPROBE(ulock_return, int ret)
 		nh.kind = kind;
 		nh.depth = 1;
 		nh.holder_tid = call.holder_tid;
-		nh.flags = slept ? LS_UEV_SLEPT : 0;
+		nh.flags = (slept ? LS_UEV_SLEPT : 0) | (contended ? LS_UEV_CONTENDED : 0);
 		nh.offcpu_ns = offcpu;
 		nh.runq_ns = runq;
 		if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
@@ -325,7 +423,9 @@ int BPF_URETPROBE(ulock_return, int ret)
 	if (kind == LS_UKIND_SPIN)
 		bpf_map_update_elem(&last_owner, &call.lock, &tid, BPF_ANY);
 
-	if (val) {
+	if (val)
+		val->acquired += 1;
+	if (val && contended) {
 		val->count += 1;
 		val->total_ns += wait;
 		val->offcpu_ns += offcpu;
@@ -336,8 +436,6 @@ int BPF_URETPROBE(ulock_return, int ret)
 			val->max_ns = wait;
 		if (slept)
 			val->slept += 1;
-		if (call.holder_tid)
-			val->contended += 1;
 		slot = log2_slot(wait);
 		barrier_var(slot);
 		if (slot < LS_HIST_SLOTS)
@@ -468,6 +566,7 @@ int BPF_UPROBE(ucond_enter, void *cond, void *mutex)
 	call->op = op;
 	call->holder_tid = 0;
 	call->covers = 0; /* condition waits are futex waits of their own */
+	call->flags = 0;
 	return 0;
 }
 

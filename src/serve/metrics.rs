@@ -230,6 +230,20 @@ impl Collector for Exposition {
             "Contended acquisitions (equals lockscope_wait_seconds_count)",
             |v| v.wait.count,
         )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "lockscope_acquired",
+                "Every acquisition, contended or not, for sources that see them all \
+                 (user-locks, mmap-lock); lockscope_contended counts those that waited",
+                None,
+                MetricType::Counter,
+            )?;
+            for (k, v) in &s.series {
+                let Some(n) = v.acquired else { continue };
+                m.encode_family(&series_labels(k))?
+                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
+            }
+        }
         series_counter(
             &mut enc,
             s,
@@ -456,6 +470,7 @@ mod tests {
             slept: waits.len() as u64,
             wait,
             hold: None,
+            acquired: None,
             failed: 0,
             partial: 0,
             split: Some(crate::model::WaitSplit::from_offcpu(
@@ -617,5 +632,30 @@ mod tests {
         .expect("encodes");
         assert!(text.contains("lockscope_hold_seconds_count{"), "{text}");
         assert!(text.contains("lockscope_hold_seconds_sum{") && text.contains(" 0.03\n"));
+        assert!(
+            !text.contains("lockscope_acquired_total{"),
+            "a source that does not see every acquisition: {text}"
+        );
+    }
+
+    #[test]
+    fn acquisitions_appear_for_sources_that_see_them_all() {
+        // 1 contended wait of 500 acquisitions (user-locks-like)
+        let mut r = record("x", &[1000]);
+        r.acquired = Some(500);
+        let text = encode(
+            Arc::new(snapshot(&[r], false)),
+            Arc::new(HttpStats::default()),
+        )
+        .expect("encodes");
+        let s = samples(&text);
+        let of = |prefix: &str| -> Vec<f64> {
+            s.iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        assert_eq!(of("lockscope_acquired_total{"), vec![500.0], "{text}");
+        assert_eq!(of("lockscope_contended_total{"), vec![1.0], "{text}");
     }
 }

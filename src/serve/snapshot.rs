@@ -47,6 +47,8 @@ impl SeriesKey {
 pub struct Series {
     pub wait: Stats,
     pub hold: Option<Stats>,
+    /// Every acquisition, for sources that see them all.
+    pub acquired: Option<u64>,
     pub aborted: u64,
     pub failed: u64,
     pub partial: u64,
@@ -60,6 +62,9 @@ impl Series {
         self.wait.merge(&r.wait);
         if let Some(h) = &r.hold {
             self.hold.get_or_insert_with(Stats::default).merge(h);
+        }
+        if let Some(n) = r.acquired {
+            *self.acquired.get_or_insert(0) += n;
         }
         self.aborted += r.aborted;
         self.failed += r.failed;
@@ -251,6 +256,9 @@ pub struct SourceTotals {
     pub status: SourceStatus,
     pub waits: u64,
     pub wait_ns: u64,
+    /// Every acquisition (`waits` are the contended ones), for sources
+    /// that see them all; null otherwise.
+    pub acquired: Option<u64>,
     /// Whether the source measures holds (any of its records has one).
     pub measures_hold: bool,
     pub holds: u64,
@@ -270,6 +278,7 @@ impl SourceTotals {
             status,
             waits: 0,
             wait_ns: 0,
+            acquired: None,
             measures_hold: false,
             holds: 0,
             hold_ns: 0,
@@ -288,7 +297,11 @@ impl SourceTotals {
 pub struct ProcessRow {
     pub pid: u32,
     pub comm: String,
+    /// Contended waits.
     pub count: u64,
+    /// Every acquisition of the sources that see them all; null when
+    /// none of its records' sources does.
+    pub acquired: Option<u64>,
     pub wait_ns: StatsSummary,
     pub hold_ns: Option<StatsSummary>,
     /// The lock it waited longest for (name or address).
@@ -308,6 +321,7 @@ struct ProcAcc {
     any_comm: String,
     wait: Stats,
     hold: Option<Stats>,
+    acquired: Option<u64>,
     /// Its heaviest lock of each source read so far (name, total wait).
     top_lock: Option<(String, u64)>,
 }
@@ -333,6 +347,9 @@ impl ProcessTops {
             a.wait.merge(&r.wait);
             if let Some(h) = &r.hold {
                 a.hold.get_or_insert_with(Stats::default).merge(h);
+            }
+            if let Some(n) = r.acquired {
+                *a.acquired.get_or_insert(0) += n;
             }
             let lock = r
                 .lock_name
@@ -362,6 +379,7 @@ impl ProcessTops {
                 pid,
                 comm: a.comm.unwrap_or(a.any_comm),
                 count: a.wait.count,
+                acquired: a.acquired,
                 wait_ns: a.wait.summary(),
                 hold_ns: a.hold.as_ref().map(Stats::summary),
                 top_lock: a.top_lock.map(|(l, _)| l).unwrap_or_default(),
@@ -419,6 +437,9 @@ pub fn source_totals(
             {
                 t.waits += r.wait.count;
                 t.wait_ns += r.wait.total_ns;
+                if let Some(n) = r.acquired {
+                    *t.acquired.get_or_insert(0) += n;
+                }
                 if let Some(h) = &r.hold {
                     t.measures_hold = true;
                     t.holds += h.count;
@@ -590,6 +611,7 @@ mod tests {
             slept: waits.len() as u64,
             wait,
             hold: None,
+            acquired: None,
             failed: 0,
             partial: 0,
             split: None,

@@ -541,6 +541,7 @@ fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_agg_
             hist,
         },
         hold: None,
+        acquired: None,
         failed: 0,
         partial: 0,
         split: Some(WaitSplit::from_offcpu(v.total_ns, v.offcpu_ns, v.runq_ns)),

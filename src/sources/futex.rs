@@ -237,6 +237,7 @@ pub fn to_record(k: &ls_fagg_key, v: &ls_fagg_val, cgroup: Option<String>) -> Re
             hist,
         },
         hold: None,
+        acquired: None,
         failed: v.value_changed,
         partial: v.partial,
         split: Some(WaitSplit::from_offcpu(v.total_ns, v.offcpu_ns, v.runq_ns)),

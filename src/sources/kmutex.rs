@@ -432,6 +432,8 @@ pub fn to_record(
             v.hold_max_ns,
             &v.hold_hist,
         )),
+        // kernel mutex probes see every acquisition too; not split yet
+        acquired: None,
         failed: v.failed,
         partial: v.partial,
         split: None,

@@ -53,6 +53,7 @@ mod flags {
     pub const WRITE: u32 = 1;
     pub const FAILED: u32 = 2;
     pub const PARTIAL: u32 = 4;
+    pub const CONTENDED: u32 = 16;
 }
 
 /// A loaded and attached mmap-lock source.
@@ -62,6 +63,8 @@ pub struct MmapLock {
     backend: Backend,
     fallback_reason: Option<String>,
     per_vma_locks: bool,
+    /// lock:contention_begin is traced: blocked waits are told exactly.
+    contention_tp: bool,
     /// Memory cgroup ids to paths (the memory controller's hierarchy,
     /// which is cgroup v1 on hybrid systems).
     memcgs: RefCell<Option<CgroupNames>>,
@@ -126,6 +129,10 @@ impl MmapLock {
         set_target_rodata!(&mut *rodata, opts);
         rodata.emit_events = opts.emit_events;
         rodata.caller_mode = opts.caller as u32;
+        // which acquisitions blocked: the rwsem's contention_begin (5.19+)
+        let contention_tp =
+            !super::tracefs_mounted() || super::tracepoint_exists("lock", "contention_begin");
+        rodata.have_contention_tp = contention_tp;
         open.maps.agg.set_max_entries(opts.max_entries)?;
         if let Some(st) = opts.stacks {
             rodata.stacks_on = true;
@@ -147,6 +154,8 @@ impl MmapLock {
         p.mm_acquire_btf.set_autoload(btf);
         p.mm_release_btf.set_autoload(btf);
         p.mm_follow_fork_btf.set_autoload(btf && follow);
+        p.mm_contention_btf.set_autoload(btf && contention_tp);
+        p.mm_contention_tp.set_autoload(!btf && contention_tp);
         p.mm_start_tp.set_autoload(!btf);
         p.mm_acquire_tp.set_autoload(!btf);
         p.mm_release_tp.set_autoload(!btf);
@@ -161,14 +170,16 @@ impl MmapLock {
             &skel.maps.target_cgroup,
             opts,
         )?;
-        // releases first, then acquisitions, then starts: an operation in
-        // flight while attaching is seen as partial, never mis-timed
+        // releases first, then acquisitions, then contention, then
+        // starts: an operation in flight while attaching is seen as
+        // partial, never mis-timed, and every started one's blocking seen
         let p = &skel.progs;
         let order = if btf {
             [
                 &p.mm_follow_fork_btf,
                 &p.mm_release_btf,
                 &p.mm_acquire_btf,
+                &p.mm_contention_btf,
                 &p.mm_start_btf,
             ]
         } else {
@@ -176,12 +187,13 @@ impl MmapLock {
                 &p.mm_follow_fork_tp,
                 &p.mm_release_tp,
                 &p.mm_acquire_tp,
+                &p.mm_contention_tp,
                 &p.mm_start_tp,
             ]
         };
         let mut links = Vec::new();
         for (i, prog) in order.into_iter().enumerate() {
-            if i == 0 && !follow {
+            if (i == 0 && !follow) || (i == 3 && !contention_tp) {
                 continue;
             }
             links.push(
@@ -195,6 +207,7 @@ impl MmapLock {
             backend,
             fallback_reason: None,
             per_vma_locks: common::per_vma_locks(),
+            contention_tp,
             memcgs: RefCell::new(None),
             owners: RefCell::new(HashMap::new()),
         })
@@ -246,10 +259,12 @@ impl MmapLock {
             &p.mm_acquire_btf,
             &p.mm_release_btf,
             &p.mm_follow_fork_btf,
+            &p.mm_contention_btf,
             &p.mm_start_tp,
             &p.mm_acquire_tp,
             &p.mm_release_tp,
             &p.mm_follow_fork_tp,
+            &p.mm_contention_tp,
         ]
     }
 }
@@ -274,14 +289,28 @@ pub fn format_lock_name(
     name
 }
 
+/// The begin of one streamed operation: its start_locking, or its
+/// acquisition when that was not contended (no wait: start -> acquired is
+/// the fast path's and the probes' own time); 0 when not seen.
+pub fn op_begin(e: &ls_mm_event) -> u64 {
+    let f = e.flags;
+    let acquired = e.acquired_ns != 0 && f & flags::FAILED == 0;
+    if e.begin_ns != 0 && acquired && f & flags::CONTENDED == 0 {
+        e.acquired_ns
+    } else {
+        e.begin_ns
+    }
+}
+
 /// The times of one streamed operation: (wait, hold, end, released).
-/// A wait is timed only when its start and acquisition were seen, a hold
-/// only when its acquisition and its end were; `end` is the acquisition
-/// (or failure), else the release.
+/// A wait is timed only when its start and acquisition were seen and it
+/// was contended (or it failed), a hold only when its acquisition and its
+/// end were; `end` is the acquisition (or failure), else the release.
 pub fn op_times(e: &ls_mm_event) -> (u64, Option<u64>, u64, Option<u64>) {
     let failed = e.flags & flags::FAILED != 0;
-    let wait = if e.begin_ns != 0 && e.acquired_ns != 0 {
-        e.acquired_ns.saturating_sub(e.begin_ns)
+    let begin = op_begin(e);
+    let wait = if begin != 0 && e.acquired_ns != 0 {
+        e.acquired_ns.saturating_sub(begin)
     } else {
         0
     };
@@ -357,6 +386,7 @@ fn to_record(
             v.hold_max,
             &v.hold_hist,
         )),
+        acquired: Some(v.acquired),
         failed: v.failed,
         partial: v.partial,
         split: Some(WaitSplit::from_offcpu(v.wait_total, v.offcpu_ns, v.runq_ns)),
@@ -387,7 +417,7 @@ fn to_event(src: &MmapLock, sym: &mut Symbolizer, e: &ls_mm_event) -> Event {
         tid: e.tid,
         comm: comm_str(&e.comm),
         cgroup,
-        begin_ns: e.begin_ns,
+        begin_ns: op_begin(e),
         end_ns,
         released_ns,
         wait_ns,
@@ -414,6 +444,13 @@ impl Source for MmapLock {
         let mut notes = Vec::new();
         if self.per_vma_locks {
             notes.push("per-VMA locks: most page faults skip mmap_lock".to_string());
+        }
+        if !self.contention_tp {
+            notes.push(
+                "no lock:contention_begin: a reader is contended when a writer held or \
+                 was queued for the lock as it asked"
+                    .to_string(),
+            );
         }
         if let Some(r) = &self.fallback_reason {
             notes.push(format!("preferred backend failed: {r}"));
@@ -465,7 +502,7 @@ impl Source for MmapLock {
         let mut records: Vec<Record> = Vec::new();
         common::for_each_entry(&self.skel.maps.agg, |k: ls_mm_key, v: ls_mm_val| {
             // a key with a known owner first, then the busiest
-            let weight = v.count + v.holds + v.failed + v.partial;
+            let weight = v.acquired + v.holds + v.failed + v.partial;
             let rank = (v.owner_pid != 0, weight);
             let better = namer.get(&k.lock).is_none_or(|e| rank > e.rank);
             if better {
@@ -564,11 +601,16 @@ mod tests {
 
     #[test]
     fn operations_are_timed_only_from_what_was_seen() {
-        // a whole operation: wait then hold
-        assert_eq!(
-            op_times(&ev(100, 130, 200, flags::WRITE)),
-            (30, Some(70), 130, Some(200))
-        );
+        // a whole contended operation: wait then hold
+        let contended = ev(100, 130, 200, flags::WRITE | flags::CONTENDED);
+        assert_eq!(op_times(&contended), (30, Some(70), 130, Some(200)));
+        assert_eq!(op_begin(&contended), 100);
+        // uncontended: no wait (start -> acquired was the fast path's and
+        // the probes' own time), its hold all the same; it begins where
+        // it was acquired
+        let fast = ev(100, 130, 200, flags::WRITE);
+        assert_eq!(op_times(&fast), (0, Some(70), 130, Some(200)));
+        assert_eq!(op_begin(&fast), 130);
         // acquired before its start was seen: hold only
         assert_eq!(
             op_times(&ev(0, 130, 200, flags::PARTIAL)),

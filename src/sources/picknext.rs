@@ -164,6 +164,7 @@ pub fn to_record(k: &ls_pick_key, v: &ls_pick_val, cgroup: Option<String>) -> Re
             hist,
         },
         hold: None,
+        acquired: None,
         failed: v.picked_none,
         partial: 0,
         split: None,

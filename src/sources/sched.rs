@@ -214,6 +214,7 @@ fn to_record(sym: &mut Symbolizer, k: &ls_rq_key, v: &ls_rq_val) -> Record {
             hist,
         },
         hold: None,
+        acquired: None,
         failed: 0,
         partial: 0,
         split: None,

@@ -56,6 +56,7 @@ const OP_RETRY: u32 = 1 << 12;
 const EV_FAILED: u32 = 1;
 const EV_PARTIAL: u32 = 2;
 const EV_SLEPT: u32 = 4;
+const EV_CONTENDED: u32 = 16;
 // enum ls_uspawn_what
 const LS_USPAWN_FORK: u32 = 1;
 const LS_USPAWN_EXEC: u32 = 2;
@@ -1201,6 +1202,7 @@ pub fn to_record(
             v.hold_max_ns,
             &v.hold_hist,
         )),
+        acquired: Some(v.acquired),
         failed: v.failed,
         partial: v.partial,
         // of the acquisitions' waits (failed calls are not in total_ns)
@@ -1215,10 +1217,19 @@ pub fn to_event(e: &ls_uevent, caller: Option<String>, cgroup: Option<String>) -
     let failed = e.flags & EV_FAILED != 0;
     let partial = e.flags & EV_PARTIAL != 0;
     let complete = !failed && !partial;
-    let wait_ns = if partial {
+    // an acquisition that neither blocked nor spun did not wait: its call
+    // took the probes' own time (a failed call keeps its call time; a hold
+    // re-taken by a condition wait has no request time)
+    let waited = failed || e.flags & EV_CONTENDED != 0;
+    let begin_ns = if complete && !waited {
+        e.acquired_ns
+    } else {
+        e.begin_ns
+    };
+    let wait_ns = if partial || begin_ns == 0 {
         0
     } else {
-        e.acquired_ns.saturating_sub(e.begin_ns)
+        e.acquired_ns.saturating_sub(begin_ns)
     };
     Event {
         source,
@@ -1230,7 +1241,7 @@ pub fn to_event(e: &ls_uevent, caller: Option<String>, cgroup: Option<String>) -
         tid: e.tid,
         comm: comm_str(&e.comm),
         cgroup,
-        begin_ns: e.begin_ns,
+        begin_ns,
         // partial: neither the request nor the acquisition was seen
         end_ns: if partial { 0 } else { e.acquired_ns },
         released_ns: (!failed).then_some(e.released_ns),
@@ -1501,8 +1512,26 @@ mod tests {
     }
 
     #[test]
-    fn a_completed_operation_has_wait_and_hold() {
+    fn an_uncontended_acquisition_never_waits() {
+        // no EV_CONTENDED: the call's 2 us were the probes' own cost
         let e = to_event(&ev(0), None, None);
+        assert_eq!((e.wait_ns, e.hold_ns), (0, Some(7_000)));
+        assert_eq!((e.begin_ns, e.end_ns), (3_000, 3_000), "begins acquired");
+        let sp = e.split.expect("a split of nothing");
+        assert_eq!(sp.oncpu + sp.runnable + sp.asleep, 0);
+        // a hold re-taken by a condition wait: no request time, no wait
+        let mut c = ev(0);
+        c.begin_ns = 0;
+        let c = to_event(&c, None, None);
+        assert_eq!((c.wait_ns, c.begin_ns), (0, 3_000));
+        // a failed call keeps its call time, contended or not
+        let f = to_event(&ev(EV_FAILED), None, None);
+        assert_eq!((f.wait_ns, f.begin_ns), (2_000, 1_000));
+    }
+
+    #[test]
+    fn a_completed_operation_has_wait_and_hold() {
+        let e = to_event(&ev(EV_CONTENDED), None, None);
         assert_eq!((e.wait_ns, e.hold_ns), (2_000, Some(7_000)));
         assert_eq!(
             (e.begin_ns, e.end_ns, e.released_ns),

@@ -731,6 +731,7 @@ pub(crate) mod tests {
             slept: waits.len() as u64,
             wait,
             hold: None,
+            acquired: None,
             failed: 0,
             partial: 0,
             split: Some(WaitSplit::from_offcpu(total, total, 0)),

@@ -568,6 +568,14 @@ pub fn detail_lines(d: &Detail, app: &App, width: u16) -> Vec<Line<'static>> {
             fmt_interval(app.last_interval_ns)
         ),
     ));
+    // sources that see every acquisition: the waits above are the
+    // contended ones of these
+    if let Some(n) = r.acquired {
+        out.push(field(
+            "acquired",
+            format!("{n} since start, {} of them contended", w.count),
+        ));
+    }
     out.push(field(
         "wait",
         format!(

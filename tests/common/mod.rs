@@ -290,12 +290,18 @@ pub fn check_row_invariants(r: &Value) {
         .sum();
     assert_eq!(hist, count, "histogram sum equals count: {r}");
     // a row of a source that sees failed or partial operations may hold
-    // only those (never timed, so not in `count`)
+    // only those (never timed, so not in `count`); one that sees every
+    // acquisition may hold only uncontended ones (`acquired`, no wait)
     let untimed = r["failed"].as_u64().unwrap_or(0) + r["partial"].as_u64().unwrap_or(0);
-    assert!(count > 0 || untimed > 0, "{r}");
-    // a row of only failed calls or partial operations has no timed wait
-    let untimed = r["failed"].as_u64().unwrap_or(0) + r["partial"].as_u64().unwrap_or(0);
-    assert!(count > 0 || untimed > 0, "{r}");
+    let acquired = r["acquired"].as_u64();
+    assert!(
+        count > 0 || untimed > 0 || acquired.is_some_and(|a| a > 0),
+        "{r}"
+    );
+    // the contended waits are some of the acquisitions
+    if let Some(a) = acquired {
+        assert!(count <= a, "contended {count} of {a} acquisitions: {r}");
+    }
     if count == 0 {
         return;
     }

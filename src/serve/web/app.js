@@ -173,6 +173,7 @@ function render(s, h) {
       [r.kind || '(mixed)'],
       [r.source],
       [fmtNum(r.count), 'n'],
+      [r.acquired == null ? '-' : fmtNum(r.acquired), 'n'],
       [fmtNs(r.wait_ns.total), 'n'],
       [rate === null ? '-' : fmtNs(rate) + '/s', 'n'],
       [fmtNs(r.wait_ns.max), 'n'],
@@ -182,6 +183,7 @@ function render(s, h) {
       'data-lock': r.lock || '',
       'data-caller': r.caller || '',
       'data-waits': r.count,
+      'data-acquired': r.acquired == null ? '' : r.acquired,
       'data-wait-ns': r.wait_ns.total,
     });
   }), 'no contended waits yet');
@@ -203,6 +205,7 @@ function render(s, h) {
       [x.name],
       [x.available ? (x.backend || '?') : 'unavailable: ' + (x.reason || '?')],
       [fmtNum(x.waits), 'n'],
+      [x.acquired == null ? '-' : fmtNum(x.acquired), 'n'],
       [fmtNs(x.wait_ns), 'n'],
       [x.measures_hold ? fmtNum(x.holds) : '-', 'n'],
       [x.measures_hold ? fmtNs(x.hold_ns) : '-', 'n'],
