@@ -1366,7 +1366,10 @@ mod tests {
         assert!(r["acquired"].is_null(), "run-queue waits are no acquisitions");
         // the table's acquired column: the mmap-lock row's 4, "-" for the
         // run queue's
-        let head = text.lines().find(|l| l.contains("contended")).expect("header");
+        let head = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("contended"))
+            .expect("header");
         assert!(head.contains("contended acquired"), "{head}");
         let row = text.lines().find(|l| l.contains("rwsem:W")).expect("row");
         let cells: Vec<&str> = row.split_whitespace().collect();
