@@ -381,12 +381,19 @@ static __always_inline struct ls_mm_task *ops_of_current(void)
  * RWSEM_FLAG_HANDOFF: a reader's fast path fails */
 #define LS_RWSEM_BUSY_FOR_READ 0x7
 
-static __always_inline int on_start(struct mm_struct *mm, bool write)
+/* Whether start_locking's mmap_lock.count is needed (a writer's, or a
+ * reader's without contention_begin): the callers read it only then. */
+static __always_inline bool count_wanted(bool write)
+{
+	return write || !have_contention_tp;
+}
+
+/* `count`: mm->mmap_lock.count when count_wanted(), else 0. */
+static __always_inline int on_start(struct mm_struct *mm, bool write, long count)
 {
 	struct ls_mm_task *t;
 	struct ls_mm_op *op;
 	int free = -1;
-	long count;
 
 	if (!current_is_target())
 		return 0;
@@ -413,7 +420,6 @@ static __always_inline int on_start(struct mm_struct *mm, bool write)
 	op->acquired_ns = 0;
 	op->flags = write ? LS_MM_WRITE : 0;
 	/* a writer that finds the lock held or queued for spins or blocks */
-	count = BPF_CORE_READ(mm, mmap_lock.count.counter);
 	if (write ? count != 0 : (!have_contention_tp && (count & LS_RWSEM_BUSY_FOR_READ)))
 		op->flags |= LS_MM_CONTENDED;
 	op->stack_id = -1;
@@ -638,15 +644,23 @@ static __always_inline int on_contention(__u64 lock, __u32 flags)
 
 /* ---- tp_btf: preferred ---------------------------------------------- */
 
+/* `mm` is a trusted pointer: its count is a plain load, no helper call */
+static __always_inline int start_btf(struct mm_struct *mm, bool write)
+{
+	return on_start(mm, write, count_wanted(write) ? mm->mmap_lock.count.counter : 0);
+}
+
 SEC("tp_btf/mmap_lock_start_locking")
 int BPF_PROG(mm_start_btf)
 {
 	LS_CHECK_STOPPED();
 	struct mm_struct *mm = (void *)ctx[0];
 
+	/* each branch with its constant ctx offset (the verifier refuses a
+	 * computed one) */
 	if (args_have_memcg_path())
-		return on_start(mm, (bool)ctx[2]);
-	return on_start(mm, (bool)ctx[1]);
+		return start_btf(mm, (bool)ctx[2]);
+	return start_btf(mm, (bool)ctx[1]);
 }
 
 SEC("tp_btf/mmap_lock_acquire_returned")
@@ -691,7 +705,10 @@ SEC("tracepoint/mmap_lock/mmap_lock_start_locking")
 int mm_start_tp(struct trace_event_raw_mmap_lock *ctx)
 {
 	LS_CHECK_STOPPED();
-	return on_start(ctx->mm, ctx->write);
+	bool write = ctx->write;
+
+	return on_start(ctx->mm, write,
+			count_wanted(write) ? BPF_CORE_READ(ctx->mm, mmap_lock.count.counter) : 0);
 }
 
 SEC("tracepoint/mmap_lock/mmap_lock_acquire_returned")
