@@ -972,7 +972,7 @@ mod tests {
         let c = rec(0x10, "h", 3, &[1_000]);
         let rows = group(&[a.clone(), c.clone()], GroupBy::Lock);
         assert_eq!(rows[0].acquired, Some(10));
-        let rows = group(&[c.clone()], GroupBy::Lock);
+        let rows = group(std::slice::from_ref(&c), GroupBy::Lock);
         assert_eq!(rows[0].acquired, None);
         let json = serde_json::to_value(&rows[0]).expect("json");
         assert!(json["acquired"].is_null(), "{json}");

@@ -1362,8 +1362,14 @@ mod tests {
             (Some(1), Some(2))
         );
         // every acquisition, and of them the contended waits
-        assert_eq!((m["acquired"].as_u64(), m["count"].as_u64()), (Some(4), Some(2)));
-        assert!(r["acquired"].is_null(), "run-queue waits are no acquisitions");
+        assert_eq!(
+            (m["acquired"].as_u64(), m["count"].as_u64()),
+            (Some(4), Some(2))
+        );
+        assert!(
+            r["acquired"].is_null(),
+            "run-queue waits are no acquisitions"
+        );
         // the table's acquired column: the mmap-lock row's 4, "-" for the
         // run queue's
         let head = text
@@ -1374,7 +1380,10 @@ mod tests {
         let row = text.lines().find(|l| l.contains("rwsem:W")).expect("row");
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(&cells[..2], ["2", "4"], "{row}");
-        let runq = text.lines().find(|l| l.contains("runq ")).expect("runq row");
+        let runq = text
+            .lines()
+            .find(|l| l.contains("runq "))
+            .expect("runq row");
         assert_eq!(runq.split_whitespace().nth(1), Some("-"), "{runq}");
         // without such a row, no such column
         let mut out = Vec::new();

@@ -265,7 +265,10 @@ fn known_write_hold_and_its_waiters() {
         "mmap-hold: {contended} contended of {acquired} acquisitions; the waiters \
          blocked in {blocked} calls"
     );
-    assert!(contended >= blocked, "{contended} contended, {blocked} blocked");
+    assert!(
+        contended >= blocked,
+        "{contended} contended, {blocked} blocked"
+    );
     assert!(
         acquired - contended >= rounds as u64,
         "the holder's {rounds} holds at least were uncontended"

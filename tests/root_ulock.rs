@@ -192,7 +192,9 @@ fn contended_as_the_workload_knows(rep: &Value, w: &Value) -> u64 {
         .filter(|x| u(x) > MS)
         .count() as u64;
     let (count, acquired) = (u(&rs[0]["count"]), u(&rs[0]["acquired"]));
-    eprintln!("{lock}: {count} contended of {acquired} acquisitions; {long} of {rounds} calls over 1 ms");
+    eprintln!(
+        "{lock}: {count} contended of {acquired} acquisitions; {long} of {rounds} calls over 1 ms"
+    );
     assert_eq!(acquired, 2 * rounds, "{}", rs[0]);
     assert!(
         (long..=rounds).contains(&count),
@@ -339,7 +341,11 @@ fn exactly_10000_acquisitions_and_releases_and_not_one_contended() {
             .all(|e| e["failed"] == false && e["partial"] == false)
     );
     let waited: Vec<&&Value> = ops.iter().filter(|e| u(&e["wait_ns"]) > 0).collect();
-    assert!(waited.is_empty(), "uncontended: {:?}", &waited[..waited.len().min(3)]);
+    assert!(
+        waited.is_empty(),
+        "uncontended: {:?}",
+        &waited[..waited.len().min(3)]
+    );
     let rs = lock_rows(&rep, lock);
     assert_eq!(rs.len(), 1, "{rs:?}");
     eprintln!(
