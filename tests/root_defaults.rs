@@ -422,7 +422,7 @@ fn a_pthread_wait_is_counted_once_with_or_without_user_locks() {
         rs.iter().all(|r| r["source"] == "user-mutex"),
         "the futex waits are not counted again: {rs:?}"
     );
-    // (the holder's own acquisitions, uncontended, add microseconds)
+    // (the holder's own acquisitions are uncontended: not waits at all)
     let got: u64 = rs.iter().map(|r| u(&r["wait_ns"]["total"])).sum();
     eprintln!(
         "user-locks and futex: {got} ns in the mutex's pthread rows; the waiter's own {own} ns"
