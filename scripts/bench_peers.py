@@ -38,9 +38,11 @@ programs (`kernel.bpf_stats_enabled=1`, set for the whole run and restored
 after; lockscope: its JSON `bpf_programs`; perf: `bpftool prog show`, for
 the programs the perf process holds, read just before SIGINT) divided by
 those contentions. The stats add their own bookkeeping (~50 ns per program
-run) to every traced run, for both tools alike. "other CPU" is the share of
-the machine used by tasks other than this script's during the measured
-runs, as in scripts/bench.py.
+run) to every traced run, for both tools alike. Each round starts after a
+second in which other tasks used < 5% of the CPUs (waits up to --settle
+s); "other CPU" is the share of the machine used by tasks other than this
+script's and its children's during the measured runs, as in
+scripts/bench.py (above ~5% a row is disturbed).
 
 Needs root. Python 3 standard library only.
 """
@@ -284,6 +286,17 @@ def other_cpu(start):
     return max(busy - ours, 0), max(total, 1)
 
 
+def settle(limit):
+    """Waits (up to `limit` s) for a second in which other tasks use < 5%
+    of the CPUs, as scripts/bench.py does before each pair."""
+    for _ in range(limit):
+        start = cpu_snapshot()
+        time.sleep(1)
+        o, t = other_cpu(start)
+        if o < 0.05 * t:
+            return
+
+
 def one(mode, wl_cmd):
     if mode == "alone":
         return {"elapsed": run_workload(wl_cmd)}
@@ -292,13 +305,14 @@ def one(mode, wl_cmd):
     return traced_system_wide(mode, wl_cmd)
 
 
-def measure(label, wl_args, modes, rounds, quick, log):
+def measure(label, wl_args, modes, rounds, quick, settle_s, log):
     wl_cmd = workload_cmd(wl_args, quick)
     res = {m: [] for m in modes}
     ratios = {m: [] for m in modes}
     other, total = 0, 0
     for r in range(rounds):
         order = modes[r % len(modes):] + modes[:r % len(modes)]
+        settle(settle_s)
         got = {}
         for m in order:
             reap_all()
@@ -376,6 +390,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="10x fewer operations per run")
     ap.add_argument("--extra", action="store_true", help="also `perf -l` and `report --source kernel-contention`")
+    ap.add_argument("--settle", type=int, default=60,
+                    help="before each round, wait up to this many s for a quiet second (default 60)")
     ap.add_argument("--only", help="only the workloads whose label contains this")
     ap.add_argument("--perf", default=PERF, help=f"perf with BPF skeletons (default {PERF})")
     ap.add_argument("--keep", help="write every run's raw figures (JSON) to this file")
@@ -404,7 +420,7 @@ def main():
             if a.only and a.only not in label:
                 continue
             ms = ["alone"] + modes + ([m for m in EXTRA] if a.extra else [])
-            results.append(measure(label, wl, ms, a.rounds, a.quick, log))
+            results.append(measure(label, wl, ms, a.rounds, a.quick, a.settle, log))
     except BenchError as e:
         sys.exit(f"bench_peers.py: {e}")
     finally:
