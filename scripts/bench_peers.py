@@ -297,12 +297,23 @@ def settle(limit):
             return
 
 
+def stats_on():
+    with open(STATS_SYSCTL) as f:
+        return f.read().strip() == "1"
+
+
 def one(mode, wl_cmd):
     if mode == "alone":
         return {"elapsed": run_workload(wl_cmd)}
-    if mode == "run":
-        return traced_run(wl_cmd)
-    return traced_system_wide(mode, wl_cmd)
+    # Another user of this shared machine may restore the sysctl while we
+    # run: set it before every traced run, and drop the run's BPF figures
+    # (not its time) if it was off at any point we can see.
+    with open(STATS_SYSCTL, "w") as fh:
+        fh.write("1")
+    f = traced_run(wl_cmd) if mode == "run" else traced_system_wide(mode, wl_cmd)
+    if not stats_on():
+        f.update(bpf_ns=None, bpf_all_ns=None, per_prog={}, stats_off=True)
+    return f
 
 
 def measure(label, wl_args, modes, rounds, quick, settle_s, log):
@@ -361,7 +372,7 @@ def table(results):
             # for every contention on the machine: no per-contention figure
             nspc = None if m == "run" else med(
                 x["bpf_ns"] / x["contentions"] for x in runs
-                if x.get("contentions") and "bpf_ns" in x)
+                if x.get("contentions") and x.get("bpf_ns") is not None)
             names = sorted({n for x in runs for n in x.get("per_prog", {})})
             per = ", ".join(f"{short(n)} {med(x['per_prog'].get(n) for x in runs):.0f}"
                             for n in names)
@@ -434,6 +445,10 @@ def main():
           "ratios to the same round's `alone` run")
     print()
     print(table(results))
+    off = sum(1 for w in results for runs in w["res"].values() for x in runs if x.get("stats_off"))
+    if off:
+        print(f"\n- {off} traced runs found kernel.bpf_stats_enabled reset by another "
+              "task afterwards: their BPF figures are left out (their times are kept)")
     for w in results:
         for m, runs in w["res"].items():
             if m.startswith("perf") and runs and runs[-1].get("text"):
