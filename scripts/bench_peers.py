@@ -66,6 +66,7 @@ BIN = os.path.join(TARGET, "release", "lockscope")
 PERF = "/usr/local/lib/lockscope-bench/perf"
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 PR_SET_CHILD_SUBREAPER = 36
+MIN_CONTENTIONS = 1000  # fewer in a run: no BPF ns/contention for it
 NR_PAUSE = 34  # x86_64
 
 # (label, workload args, modes besides alone)
@@ -370,9 +371,11 @@ def table(results):
             cont = med(x.get("contentions") for x in runs)
             # `run` counts its target's waits only, while its programs run
             # for every contention on the machine: no per-contention figure
+            # nor for runs that saw too few contentions for the quotient to
+            # mean anything (the bystander: its programs ran for other tasks)
             nspc = None if m == "run" else med(
                 x["bpf_ns"] / x["contentions"] for x in runs
-                if x.get("contentions") and x.get("bpf_ns") is not None)
+                if x.get("contentions", 0) >= MIN_CONTENTIONS and x.get("bpf_ns") is not None)
             names = sorted({n for x in runs for n in x.get("per_prog", {})})
             per = ", ".join(f"{short(n)} {med(x['per_prog'].get(n) for x in runs):.0f}"
                             for n in names)
