@@ -37,7 +37,8 @@ ns per contention is the run time of the tool's contention_begin/end BPF
 programs (`kernel.bpf_stats_enabled=1`, set for the whole run and restored
 after; lockscope: its JSON `bpf_programs`; perf: `bpftool prog show`, for
 the programs the perf process holds, read just before SIGINT) divided by
-those contentions. The stats add their own bookkeeping (~50 ns per program
+those contentions; BPF ms/run is the run time of all the tool's programs
+during one traced run (for `run`, its uprobes too). The stats add their own bookkeeping (~50 ns per program
 run) to every traced run, for both tools alike. Each round starts after a
 second in which other tasks used < 5% of the CPUs (waits up to --settle
 s); "other CPU" is the share of the machine used by tasks other than this
@@ -362,8 +363,8 @@ MODE_NAMES = {
 
 def table(results):
     rows = ["| workload | mode | median ms | ratio to alone | contentions seen | "
-            "BPF ns/contention | BPF ns/run per program | rounds (ms) | other CPU |",
-            "|---|---|---:|---:|---:|---:|---|---|---:|"]
+            "BPF ns/contention | BPF ms/run | BPF ns/run per program | rounds (ms) | other CPU |",
+            "|---|---|---:|---:|---:|---:|---:|---|---|---:|"]
     for w in results:
         for m, runs in w["res"].items():
             el = med(x["elapsed"] for x in runs) / 1e6
@@ -376,6 +377,7 @@ def table(results):
             nspc = None if m == "run" else med(
                 x["bpf_ns"] / x["contentions"] for x in runs
                 if x.get("contentions", 0) >= MIN_CONTENTIONS and x.get("bpf_ns") is not None)
+            bpf_ms = med(x.get("bpf_all_ns") for x in runs)
             names = sorted({n for x in runs for n in x.get("per_prog", {})})
             per = ", ".join(f"{short(n)} {med(x['per_prog'].get(n) for x in runs):.0f}"
                             for n in names)
@@ -383,7 +385,8 @@ def table(results):
             rows.append(
                 f"| {w['label']} | {MODE_NAMES[m]} | {el:.1f} | {ratio:.2f}x | "
                 f"{'' if cont is None else f'{cont:.0f}'} | "
-                f"{'' if nspc is None else f'{nspc:.0f}'} | {per} | {rnd} | {w['other']:.0%} |")
+                f"{'' if nspc is None else f'{nspc:.0f}'} | "
+                f"{'' if bpf_ms is None else f'{bpf_ms / 1e6:.1f}'} | {per} | {rnd} | {w['other']:.0%} |")
     return "\n".join(rows)
 
 
@@ -409,7 +412,12 @@ def main():
     ap.add_argument("--only", help="only the workloads whose label contains this")
     ap.add_argument("--perf", default=PERF, help=f"perf with BPF skeletons (default {PERF})")
     ap.add_argument("--keep", help="write every run's raw figures (JSON) to this file")
+    ap.add_argument("--from", dest="src", metavar="FILE",
+                    help="print the table of a --keep file instead of measuring")
     a = ap.parse_args()
+    if a.src:
+        print(table(json.load(open(a.src))))
+        return
     globals()["PERF"] = a.perf
     if os.geteuid() != 0:
         sys.exit("bench_peers.py: needs root")
