@@ -174,8 +174,13 @@ fn known_write_hold_and_its_waiters() {
             "hold {hold} ns within 5% of the measured call {call} ns"
         );
         // it asks before the waiters do (they wait for its announcement,
-        // then 200 us): the lock is free, so no wait at all
-        assert_eq!(u(&e["wait_ns"]), 0, "the holder never waits: {e}");
+        // then 200 us): no wait behind them; a brief reader of the address
+        // space (a /proc/PID/maps read, e.g. lockscope naming callers) may
+        // still hold it a moment (24 us in one loaded run)
+        assert!(
+            u(&e["wait_ns"]) <= call / 20,
+            "the holder never waits long: {e}"
+        );
     }
     let total_hold: u64 = holds.iter().map(|e| u(&e["hold_ns"])).sum();
     let total_call: u64 = calls.iter().sum();

@@ -1081,22 +1081,30 @@ fn the_series_cap_folds_churned_locks_and_counts_them() {
         "1000",
     ]);
     let addr = serve.addr.clone();
-    // RUNS processes one after another, each contending on a pipe of its
-    // own: RUNS distinct lock label sets at least
+    // processes one after another, each contending on a pipe of its own,
+    // until RUNS of them contended by their own account (the waiter's
+    // write blocked behind the hold: on a loaded host the waiter may come
+    // too late): RUNS distinct lock label sets at least
     let mut seen_series = Vec::new();
-    for i in 0..RUNS {
-        // a pipe mutex held 5 ms while another thread waits: every run
-        // contends (a plain pipe workload may not, on a loaded host)
+    let (mut contended, mut runs) = (0, 0);
+    while contended < RUNS {
+        assert!(runs < 4 * RUNS, "{contended} of {runs} runs contended");
+        runs += 1;
+        // a pipe mutex held 5 ms while another thread waits
         let wl = Workload::start_paused(&["pipe-hold", "--rounds", "1", "--hold", "5ms"]);
         std::fs::write(dir.join("cgroup.procs"), wl.pid().to_string())
             .expect("move the workload into the cgroup");
         wl.go();
-        wl.finish();
-        if i == RUNS / 2 {
-            let (m, _) = after_a_new_read(&addr);
-            seen_series.push(metric(&m, "lockscope_series").expect("series gauge"));
+        let w = wl.finish();
+        if u(&w[0]["waiter_write_ns"][0]) >= 2_500_000 {
+            contended += 1;
+            if contended == RUNS / 2 {
+                let (m, _) = after_a_new_read(&addr);
+                seen_series.push(metric(&m, "lockscope_series").expect("series gauge"));
+            }
         }
     }
+    eprintln!("{contended} of {runs} runs contended");
     // the last run's waits are read (the cgroup is idle now)
     let (m, summary) = after_a_new_read(&addr);
     let _ = std::fs::remove_dir(&dir);
@@ -1111,7 +1119,15 @@ fn the_series_cap_folds_churned_locks_and_counts_them() {
             "series past the cap: {seen_series:?}"
         );
     }
-    assert_eq!(*seen_series.last().expect("read") as usize, CAP + 1);
+    assert_eq!(
+        *seen_series.last().expect("read") as usize,
+        CAP + 1,
+        "{seen_series:?}, folded {folded}: {}",
+        m.lines()
+            .filter(|l| l.starts_with("lockscope_contended_total{"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(u(&summary["series"]) as usize, CAP + 1);
     assert_eq!(u(&summary["max_series"]) as usize, CAP);
     assert_eq!(u(&summary["folded_series"]) as f64, folded, "JSON = metric");

@@ -93,7 +93,16 @@ pub struct Folder {
     kept: HashSet<SeriesKey>,
     /// Processes that have their own `pid` label, with their name.
     processes: HashMap<u32, String>,
+    /// The `lock` label each (source, lock, pid) was first given: a lock
+    /// named while its process lived (`pipe:[...] (fd 4 of ...)`) may be
+    /// named otherwise once it has exited (its slab cache); its series
+    /// keeps the first label instead of moving to a new label set.
+    labels: HashMap<(&'static str, u64, u32), String>,
 }
+
+/// How many lock labels [`Folder`] remembers (then new locks get what
+/// their record says each time).
+const MAX_LABELS: usize = 65536;
 
 /// The folded series of one snapshot and what the caps folded away.
 #[derive(Debug, Default)]
@@ -116,6 +125,7 @@ impl Folder {
             max_processes,
             kept: HashSet::new(),
             processes: HashMap::new(),
+            labels: HashMap::new(),
         }
     }
 
@@ -160,13 +170,24 @@ impl Folder {
             } else {
                 None
             };
+            let id = (r.source, r.lock, r.pid);
+            let lock = match self.labels.get(&id) {
+                Some(l) => l.clone(),
+                None => {
+                    let l = r
+                        .lock_name
+                        .clone()
+                        .unwrap_or_else(|| format!("0x{:x}", r.lock));
+                    if self.labels.len() < MAX_LABELS {
+                        self.labels.insert(id, l.clone());
+                    }
+                    l
+                }
+            };
             let key = SeriesKey {
                 source: r.source,
                 kind: r.kind.name(),
-                lock: r
-                    .lock_name
-                    .clone()
-                    .unwrap_or_else(|| format!("0x{:x}", r.lock)),
+                lock,
                 caller: r.caller.clone().unwrap_or_default(),
                 cgroup: r.cgroup.clone().unwrap_or_default(),
                 process,
@@ -617,6 +638,23 @@ mod tests {
             split: None,
             stacks: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_series_keeps_its_lock_label_when_the_name_changes() {
+        // named while the process lived, by its slab cache after it exited
+        let mut f = Folder::new(1, true, 10);
+        let mut r = rec(7, 7, 0x10, "", &[100]);
+        r.lock_name = Some("pipe:[9] (fd 4 of 7 x)".into());
+        let first = f.fold(std::slice::from_ref(&r), |_| None);
+        r.lock_name = Some("in kmalloc-cg-192 (slab)".into());
+        r.wait.record(200);
+        let second = f.fold(std::slice::from_ref(&r), |_| None);
+        assert_eq!(second.series.len(), 1, "{:?}", second.series.keys());
+        let (k, s) = second.series.iter().next().expect("one");
+        assert_eq!(k.lock, "pipe:[9] (fd 4 of 7 x)");
+        assert_eq!(s.wait.count, 2);
+        assert_eq!((first.folded_series, second.folded_series), (0, 0));
     }
 
     #[test]
