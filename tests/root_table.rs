@@ -142,7 +142,10 @@ fn piped_report_has_whole_names_and_a_lock_only_headline() {
 #[test]
 fn a_200_column_terminal_shows_the_whole_lock_name() {
     require_root();
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "3", "--hold", "20ms"]);
+    // the pipe is named from a listing of open files made while the
+    // process lives (every 50 ms to 5 s, by the listing's own cost: the
+    // CI host lists in a few ms): 10 x 100 ms outlive a few listings
+    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "10", "--hold", "100ms"]);
     let pid = wl.pid().to_string();
     let cmd = format!(
         "stty cols 200 rows 50; unset COLUMNS; exec {} report -p {pid} \
