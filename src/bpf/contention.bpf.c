@@ -15,7 +15,8 @@
  *   task waits for one such lock at a time, so an open entry for another
  *   lock is stale and is replaced). contention_end has no flags, so it
  *   searches the per-CPU stack first. Most mutex waits only spin and never
- *   touch task storage, which is the dearest part of the path.
+ *   touch task storage, which is the dearest part of the path; while no
+ *   task has a wait in task storage (`stored_waits`), nothing looks there.
  * - The kernel skips a tp_btf program that is already running on a CPU. An
  *   interrupt arriving while contention_end runs would then have its begin
  *   recorded but its end skipped, leaving a wait open that a later end of
@@ -160,6 +161,13 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
+/* Waits open in task storage, of all tasks together: raised before a
+ * task's storage holds an open wait, lowered once it is cleared (a wait
+ * whose end was lost keeps it raised: slower, never wrong). While it is 0
+ * no task has one, so a mutex's spin begin, and an end not found on this
+ * CPU's stack, need no task storage lookup. */
+volatile __s64 stored_waits = 0;
+
 /* Slab cache of an address (v6.13, commit 04b069ff0181 "mm/bpf: Add
  * bpf_get_kmem_cache() kfunc"); weak, so older kernels load without it. */
 extern struct kmem_cache *bpf_get_kmem_cache(__u64 addr) __ksym __weak;
@@ -262,7 +270,7 @@ static __always_inline void begin_spin(struct ls_cpu_state *cpu,
 	__u32 d = cpu->depth;
 	struct ls_wait *w;
 
-	if (flags & LS_LCB_F_MUTEX) {
+	if ((flags & LS_LCB_F_MUTEX) && stored_waits) {
 		/* a waiter woken in __mutex_lock_common()'s sleep loop spins
 		 * again (begin MUTEX|SPIN) while its wait is open in task
 		 * storage: that is still the same wait */
@@ -312,6 +320,8 @@ static __always_inline void begin_sleep(struct ls_cpu_state *cpu,
 		 * begin; it may now migrate, so it moves to task storage */
 		if (w->lock)
 			count_lost(LS_LOST_STALE);
+		else
+			__sync_fetch_and_add(&stored_waits, 1);
 		*w = *top;
 		top->lock = 0;
 		cpu->depth = d - 1;
@@ -323,6 +333,8 @@ static __always_inline void begin_sleep(struct ls_cpu_state *cpu,
 		return; /* begin, begin: keep the first */
 	if (w->lock)
 		count_lost(LS_LOST_STALE);
+	else
+		__sync_fetch_and_add(&stored_waits, 1);
 	open_wait(w, task, lock, flags, tid);
 }
 
@@ -391,11 +403,14 @@ static __always_inline bool close_wait(struct ls_cpu_state *cpu,
 			return true;
 		}
 	}
+	if (!stored_waits)
+		return false;
 	w = bpf_task_storage_get(&task_wait, task, 0, 0);
 	if (!w || w->lock != lock)
 		return false;
 	*out = *w;
 	w->lock = 0;
+	__sync_fetch_and_add(&stored_waits, -1);
 	return true;
 }
 
