@@ -149,13 +149,13 @@ def traced_run(kind, threads, ops, caller, floor):
         frep = finish_tracer(*floor_tracer)
         fprogs = [b for b in frep["bpf_programs"] if "empty" in b["name"]]
         floor_ns = sum(b["run_time_ns"] for b in fprogs)
-        progs += fprogs
     return {
         "floor_ns": floor_ns,
         "elapsed": elapsed,
         "contentions": contentions,
-        "bpf_ns": sum(b["run_time_ns"] for b in progs),
-        "per_prog": {b["name"]: b["run_time_ns"] / max(b["run_cnt"], 1) for b in progs},
+        "bpf_ns": sum(b["run_time_ns"] for b in progs),  # lockscope's own programs
+        "per_prog": {b["name"]: b["run_time_ns"] / max(b["run_cnt"], 1)
+                     for b in progs + (fprogs if floor_tracer else [])},
         "lost": sum(v for v in rep["lost"].values() if isinstance(v, int)),
     }
 
