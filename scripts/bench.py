@@ -3,7 +3,7 @@
 `lockscope report --json`, in alternating pairs.
 
     sudo python3 scripts/bench.py [--pairs 7] [--quick] [--write] [--floor]
-                                  [--workload LABEL]... [--caller MODE]...
+                                  [--workload LABEL]... [--caller MODE]... [--bin PATH]
 
 For each workload and caller mode it runs pairs of (baseline, traced) runs,
 alternating the order inside each pair to cancel drift.  A traced run starts
@@ -41,7 +41,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "lockscope")
+BIN = DEFAULT_BIN = os.path.join(ROOT, "target", "release", "lockscope")
 BENCH_MD = os.path.join(ROOT, "BENCHMARKS.md")
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 SECTION = "## Latest figures"
@@ -299,7 +299,7 @@ def section(results, argv):
         SECTION, "",
         f"- Command: `{cmd.strip()}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- lockscope: {git_rev()}; kernel `{platform.release()}`; "
+        f"- lockscope: {BIN if BIN != DEFAULT_BIN else git_rev()}; kernel `{platform.release()}`; "
         f"CPU: {cpu_model()} ({os.cpu_count()} CPUs)",
         f"- Medians over {results[0]['pairs']} alternating pairs per row; slowdown is the "
         "median of per-pair traced/baseline ratios; lockscope traced system-wide; "
@@ -329,6 +329,8 @@ def main():
     ap.add_argument("--pairs", type=int, default=7, help="alternating pairs per row (default 7)")
     ap.add_argument("--quick", action="store_true", help="10x fewer operations per run")
     ap.add_argument("--write", action="store_true", help="rewrite 'Latest figures' in BENCHMARKS.md")
+    ap.add_argument("--bin", help="this lockscope binary instead of building target/release/lockscope "
+                    "(e.g. an older build, for a before/after pair)")
     ap.add_argument("--floor", action="store_true",
                     help="also attach empty programs on the same tracepoints in each traced run")
     ap.add_argument("--workload", action="append", default=[],
@@ -345,7 +347,10 @@ def main():
         sys.exit("bench.py: needs root (BPF and kernel.bpf_stats_enabled)")
     if args.pairs < 1:
         sys.exit("bench.py: --pairs must be >= 1")
-    if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
+    global BIN
+    if args.bin:
+        BIN = os.path.abspath(args.bin)
+    elif subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
         sys.exit("bench.py: cargo build --release failed")
     old_stats = open(STATS_SYSCTL).read().strip()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
