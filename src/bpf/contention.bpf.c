@@ -73,7 +73,6 @@ const volatile __u32 stack_sample = 0;      /* ... and for 1 in N of the others 
 const volatile bool skip_mutex = false;  /* LCB_F_MUTEX */
 const volatile bool skip_rwsem = false;  /* LCB_F_READ/WRITE alone */
 const volatile bool skip_mmap = false;   /* the waiter's own mmap_lock */
-const volatile __u32 nr_cpus = 1;       /* possible CPUs (slots of `agg` interleave) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -110,8 +109,8 @@ struct {
 	__type(value, struct ls_cpu_state);
 } cpu_state SEC(".maps");
 
-/* The aggregates, in slots each CPU hands out in turn (CPU c's k-th is
- * k * nr_cpus + c: no atomics); a key's slot
+/* The aggregates, in slots taken from `agg_free` (any CPU may take any
+ * slot, so every CPU can fill the whole array); a key's slot
  * is in `agg_index` and, for the keys a CPU saw last, in its cpu_state
  * cache: most ends need no hash lookup. */
 struct {
@@ -127,6 +126,14 @@ struct {
 	__type(key, struct ls_agg_key);
 	__type(value, __u32);
 } agg_index SEC(".maps");
+
+/* The free slots of `agg`, pushed by userspace after load; a pop is
+ * atomic, so keys created at once on two CPUs get two slots. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 16384); /* resized by userspace before load */
+	__type(value, __u32);
+} agg_free SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
@@ -502,13 +509,15 @@ static __always_inline struct ls_agg_val *agg_slot(void *ctx, struct ls_cpu_stat
 		idx = *p;
 		val = bpf_map_lookup_elem(&agg, &idx);
 	} else {
-		idx = cpu->agg_used * nr_cpus + bpf_get_smp_processor_id();
+		if (bpf_map_pop_elem(&agg_free, &idx)) {
+			count_lost(LS_LOST_MAP_FULL);
+			return NULL;
+		}
 		val = bpf_map_lookup_elem(&agg, &idx);
 		if (!val) {
 			count_lost(LS_LOST_MAP_FULL);
 			return NULL;
 		}
-		cpu->agg_used += 1;
 		val->cgroup_id = bpf_get_current_cgroup_id();
 		val->lock_class = lock_class_of(task, open->lock, open->flags);
 		bpf_get_current_comm(val->comm, sizeof(val->comm));

@@ -178,8 +178,6 @@ struct ls_cpu_state {
 	__u32 depth; /* open slots */
 	__u32 busy;  /* one of our programs is running on this CPU */
 	__u64 sample_ctr; /* --stack-sample: waits seen on this CPU */
-	__u32 agg_used; /* slots of `agg` this CPU handed out */
-	__u32 pad;
 	struct ls_agg_slot cache[LS_AGG_CACHE];
 };
 

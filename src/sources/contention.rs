@@ -158,9 +158,9 @@ impl Contention {
                 *dst = src as i8;
             }
         }
-        rodata.nr_cpus = libbpf_rs::num_possible_cpus().context("possible CPUs")? as u32;
         open.maps.agg.set_max_entries(opts.max_entries)?;
         open.maps.agg_index.set_max_entries(opts.max_entries)?;
+        open.maps.agg_free.set_max_entries(opts.max_entries)?;
         if let Some(st) = opts.stacks {
             rodata.stacks_on = true;
             rodata.stack_threshold_ns = st.threshold_ns;
@@ -190,6 +190,15 @@ impl Contention {
         let skel = open
             .load()
             .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
+        if !floor {
+            // every slot of `agg` is free; the programs pop one per new key
+            for idx in 0..opts.max_entries {
+                skel.maps
+                    .agg_free
+                    .update(&[], as_bytes(&idx), MapFlags::ANY)
+                    .context("fill agg_free")?;
+            }
+        }
         for pid in &opts.targets.pids {
             skel.maps
                 .target_pids
