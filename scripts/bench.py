@@ -2,7 +2,8 @@
 """Overhead benchmark for lockscope: workload alone vs. workload under
 `lockscope report --json`, in alternating pairs.
 
-    sudo python3 scripts/bench.py [--pairs 7] [--quick] [--write]
+    sudo python3 scripts/bench.py [--pairs 7] [--quick] [--write] [--floor]
+                                  [--workload LABEL]... [--caller MODE]... [--bin PATH]
 
 For each workload and caller mode it runs pairs of (baseline, traced) runs,
 alternating the order inside each pair to cancel drift.  A traced run starts
@@ -12,6 +13,16 @@ its JSON.  Workload time is the workload's own `elapsed_ns` (work phase only,
 not process start-up).  BPF cost comes from the kernel's per-program
 run_time_ns (kernel.bpf_stats_enabled=1), which includes the bookkeeping of
 the stats themselves (two clock reads per program run).
+
+--floor also attaches, in every traced run, empty programs on the same two
+tracepoints (a second `lockscope report --source kernel-contention
+--backend tp_btf-floor`, started first so its programs run first): the floor
+of any tool attached there.  The same contentions then run both pairs, so
+lockscope's begin+end ns per contention minus the empty pair's (both divided
+by lockscope's contention count) is lockscope's own cost, measured in the
+same run; the slowdown of such a run includes the floor's programs too, so
+take ratios from a run without --floor.  --workload (substring of a label)
+and --caller pick rows.
 
 Needs root.  Python 3 standard library only.  --write rewrites the
 "Latest figures" section of BENCHMARKS.md.
@@ -30,7 +41,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "lockscope")
+BIN = DEFAULT_BIN = os.path.join(ROOT, "target", "release", "lockscope")
 BENCH_MD = os.path.join(ROOT, "BENCHMARKS.md")
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 SECTION = "## Latest figures"
@@ -46,8 +57,10 @@ WORKLOADS = [
 CONFIGS = [(w[0], m) for w in WORKLOADS for m in ("first", "none")]
 CONFIGS.insert(CONFIGS.index(("pipe, 8 threads", "none")) + 1, ("pipe, 8 threads", "every"))
 
-TARGET_SLOWDOWN = 1.05  # 8-thread pipe
+TARGET_SLOWDOWN = 1.05  # 8- and 2-thread pipe
 TARGET_NS_PER_CONTENTION = 300  # begin+end, without stacks
+TARGET_ADDED_NS = 100  # begin+end above the empty pair's (--floor), without stacks
+FLOOR_ARGS = ["--source", "kernel-contention", "--backend", "tp_btf-floor"]
 
 LIVE = []  # lockscope processes not yet reaped
 
@@ -65,10 +78,9 @@ def run_workload(kind, threads, ops):
     return json.loads(p.stdout.strip().splitlines()[-1])["elapsed_ns"]
 
 
-def start_tracer(caller):
+def start_tracer(caller, args=("--source", "kernel-contention")):
     """Starts `lockscope report --json` and returns once it is attached."""
-    p = subprocess.Popen([BIN, "report", "--json", "--caller", caller,
-                          "--source", "kernel-contention"],
+    p = subprocess.Popen([BIN, "report", "--json", "--caller", caller, *args],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     LIVE.append(p)
     attached, lines, out = threading.Event(), [], []
@@ -114,26 +126,41 @@ def finish_tracer(p, lines, out, reader):
     return json.loads(text)
 
 
-def traced_run(kind, threads, ops, caller):
-    tracer = start_tracer(caller)
+def traced_run(kind, threads, ops, caller, floor):
+    floor_tracer = start_tracer("none", FLOOR_ARGS) if floor else None
+    try:
+        tracer = start_tracer(caller)
+    except BaseException:
+        if floor_tracer:
+            stop(floor_tracer[0])
+        raise
     try:
         elapsed = run_workload(kind, threads, ops)
     except BaseException:
         stop(tracer[0])
+        if floor_tracer:
+            stop(floor_tracer[0])
         raise
     rep = finish_tracer(*tracer)
     progs = [b for b in rep["bpf_programs"] if "contention" in b["name"]]
     contentions = sum(r["count"] for r in rep["rows"])
+    floor_ns = None
+    if floor_tracer:
+        frep = finish_tracer(*floor_tracer)
+        fprogs = [b for b in frep["bpf_programs"] if "empty" in b["name"]]
+        floor_ns = sum(b["run_time_ns"] for b in fprogs)
     return {
+        "floor_ns": floor_ns,
         "elapsed": elapsed,
         "contentions": contentions,
-        "bpf_ns": sum(b["run_time_ns"] for b in progs),
-        "per_prog": {b["name"]: b["run_time_ns"] / max(b["run_cnt"], 1) for b in progs},
+        "bpf_ns": sum(b["run_time_ns"] for b in progs),  # lockscope's own programs
+        "per_prog": {b["name"]: b["run_time_ns"] / max(b["run_cnt"], 1)
+                     for b in progs + (fprogs if floor_tracer else [])},
         "lost": sum(v for v in rep["lost"].values() if isinstance(v, int)),
     }
 
 
-def measure(label, caller, pairs, quick):
+def measure(label, caller, pairs, quick, floor):
     _, kind, threads, ops = next(w for w in WORKLOADS if w[0] == label)
     ops = max(ops // 10, 100) if quick else ops
     base, traced, other, total = [], [], 0, 0
@@ -145,7 +172,7 @@ def measure(label, caller, pairs, quick):
             if which == "base":
                 base.append(run_workload(kind, threads, ops))
             else:
-                traced.append(traced_run(kind, threads, ops, caller))
+                traced.append(traced_run(kind, threads, ops, caller, floor))
             o, t = other_cpu(start)  # CPU stolen by others during this run
             other, total = other + o, total + t
         print(f"  {label:16} caller={caller:5} pair {i + 1}/{pairs}: "
@@ -153,7 +180,12 @@ def measure(label, caller, pairs, quick):
               f"{traced[-1]['contentions']} contentions", file=sys.stderr)
     med = statistics.median
     names = sorted({n for t in traced for n in t["per_prog"]})
+    floor_pc = (med(t["floor_ns"] / max(t["contentions"], 1) for t in traced)
+                if floor else None)
+    added = (med((t["bpf_ns"] - t["floor_ns"]) / max(t["contentions"], 1) for t in traced)
+             if floor else None)
     return {
+        "floor_per_contention": floor_pc, "added_per_contention": added,
         "workload": label, "caller": caller, "ops": ops, "pairs": pairs,
         "base_ms": med(base) / 1e6,
         "traced_ms": med(t["elapsed"] for t in traced) / 1e6,
@@ -168,6 +200,19 @@ def measure(label, caller, pairs, quick):
 
 def short(name):
     return name.replace("contention_", "").replace("_btf", "").replace("_tp", "")
+
+
+def floor_table(results):
+    rows = ["| workload | caller | contentions/run | lockscope ns/contention | "
+            "empty pair ns/contention | lockscope above the empty pair | BPF ns/run per program | "
+            "lost | other CPU |",
+            "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+    for r in results:
+        progs = ", ".join(f"{short(n)} {v:.0f}" for n, v in r["per_prog"].items())
+        rows.append(f"| {r['workload']} | {r['caller']} | {r['contentions']:.0f} | "
+                    f"{r['ns_per_contention']:.0f} | {r['floor_per_contention']:.0f} | "
+                    f"{r['added_per_contention']:.0f} | {progs} | {r['lost']} | {r['other']:.0%} |")
+    return "\n".join(rows)
 
 
 def table(results):
@@ -185,12 +230,20 @@ def table(results):
 def verdicts(results):
     out = []
     for r in results:
-        if r["workload"] == "pipe, 8 threads" and r["caller"] == "first":
+        if r["workload"].startswith("pipe") and r["caller"] == "first":
             ok = r["slowdown"] <= TARGET_SLOWDOWN
-            out.append(f"- 8-thread pipe slowdown (caller first): {r['slowdown']:.3f}x, "
-                       f"target <= {TARGET_SLOWDOWN}x: {'met' if ok else 'NOT met'}")
+            out.append(f"- {r['workload']} slowdown (caller first): {r['slowdown']:.3f}x, "
+                       f"target <= {TARGET_SLOWDOWN}x: {'met' if ok else 'NOT met'}"
+                       + (" (with the floor's programs attached too)"
+                          if r["added_per_contention"] is not None else ""))
     for r in results:
-        if r["caller"] in ("first", "none"):
+        if r["caller"] in ("first", "none") and r["added_per_contention"] is not None:
+            ok = r["added_per_contention"] <= TARGET_ADDED_NS
+            out.append(f"- {r['workload']}, caller {r['caller']}: "
+                       f"{r['added_per_contention']:.0f} ns per contention above the empty "
+                       f"pair's {r['floor_per_contention']:.0f}, target <= {TARGET_ADDED_NS} ns: "
+                       f"{'met' if ok else 'NOT met'}")
+        elif r["caller"] in ("first", "none"):
             ok = r["ns_per_contention"] <= TARGET_NS_PER_CONTENTION
             out.append(f"- {r['workload']}, caller {r['caller']}: {r['ns_per_contention']:.0f} ns "
                        f"per contention, target <= {TARGET_NS_PER_CONTENTION} ns: "
@@ -246,13 +299,14 @@ def section(results, argv):
         SECTION, "",
         f"- Command: `{cmd.strip()}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- lockscope: {git_rev()}; kernel `{platform.release()}`; "
+        f"- lockscope: {BIN if BIN != DEFAULT_BIN else git_rev()}; kernel `{platform.release()}`; "
         f"CPU: {cpu_model()} ({os.cpu_count()} CPUs)",
         f"- Medians over {results[0]['pairs']} alternating pairs per row; slowdown is the "
         "median of per-pair traced/baseline ratios; lockscope traced system-wide; "
         "each pair starts after a quiet second; \"other CPU\" is the share of the machine "
         "used by other tasks during the measured runs (above ~5% a row is disturbed).", "",
         table(results), "",
+        *([floor_table(results), ""] if results[0]["added_per_contention"] is not None else []),
         verdicts(results), "",
     ])
 
@@ -275,12 +329,28 @@ def main():
     ap.add_argument("--pairs", type=int, default=7, help="alternating pairs per row (default 7)")
     ap.add_argument("--quick", action="store_true", help="10x fewer operations per run")
     ap.add_argument("--write", action="store_true", help="rewrite 'Latest figures' in BENCHMARKS.md")
+    ap.add_argument("--bin", help="this lockscope binary instead of building target/release/lockscope "
+                    "(e.g. an older build, for a before/after pair)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also attach empty programs on the same tracepoints in each traced run")
+    ap.add_argument("--workload", action="append", default=[],
+                    help="only rows whose workload label contains this (repeatable)")
+    ap.add_argument("--caller", action="append", default=[], choices=["first", "none", "every"],
+                    help="only rows of this caller mode (repeatable)")
     args = ap.parse_args()
+    configs = [(w, m) for w, m in CONFIGS
+               if (not args.workload or any(x in w for x in args.workload))
+               and (not args.caller or m in args.caller)]
+    if not configs:
+        sys.exit("bench.py: --workload/--caller select no row")
     if os.geteuid() != 0:
         sys.exit("bench.py: needs root (BPF and kernel.bpf_stats_enabled)")
     if args.pairs < 1:
         sys.exit("bench.py: --pairs must be >= 1")
-    if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
+    global BIN
+    if args.bin:
+        BIN = os.path.abspath(args.bin)
+    elif subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
         sys.exit("bench.py: cargo build --release failed")
     old_stats = open(STATS_SYSCTL).read().strip()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -288,8 +358,8 @@ def main():
     try:
         with open(STATS_SYSCTL, "w") as f:
             f.write("1")
-        for label, caller in CONFIGS:
-            results.append(measure(label, caller, args.pairs, args.quick))
+        for label, caller in configs:
+            results.append(measure(label, caller, args.pairs, args.quick, args.floor))
     except BenchError as e:
         sys.exit(f"bench.py: {e}")
     finally:

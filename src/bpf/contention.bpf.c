@@ -15,7 +15,8 @@
  *   task waits for one such lock at a time, so an open entry for another
  *   lock is stale and is replaced). contention_end has no flags, so it
  *   searches the per-CPU stack first. Most mutex waits only spin and never
- *   touch task storage, which is the dearest part of the path.
+ *   touch task storage, which is the dearest part of the path; while no
+ *   task has a wait in task storage (`stored_waits`), nothing looks there.
  * - The kernel skips a tp_btf program that is already running on a CPU. An
  *   interrupt arriving while contention_end runs would then have its begin
  *   recorded but its end skipped, leaving a wait open that a later end of
@@ -32,7 +33,10 @@
  *   off-CPU, runnable and asleep shares cost a few loads, no sched_switch
  *   program.
  * - Aggregation is keyed by (lock, tid, kind), plus the caller stack with
- *   LS_CALLER_EVERY. With LS_CALLER_FIRST (default) the stack is taken only
+ *   LS_CALLER_EVERY. The aggregates live in an array; each CPU keeps a
+ *   small direct-mapped cache of (key -> slot) so that an end, which runs
+ *   while the waiter already holds the lock, usually needs no hash lookup
+ *   (`agg_index` is looked up on a cache miss only). With LS_CALLER_FIRST (default) the stack is taken only
  *   when a key is created: a stack costs more than everything else here.
  *   cgroup, comm and lock class are also read only when a key is created.
  *   One thread updates a key at a time (the key holds its tid), so the
@@ -105,20 +109,31 @@ struct {
 	__type(value, struct ls_cpu_state);
 } cpu_state SEC(".maps");
 
+/* The aggregates, in slots taken from `agg_free` (any CPU may take any
+ * slot, so every CPU can fill the whole array); a key's slot
+ * is in `agg_index` and, for the keys a CPU saw last, in its cpu_state
+ * cache: most ends need no hash lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16384); /* resized by userspace before load */
+	__type(key, __u32);
+	__type(value, struct ls_agg_val);
+} agg SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384); /* resized by userspace before load */
 	__type(key, struct ls_agg_key);
-	__type(value, struct ls_agg_val);
-} agg SEC(".maps");
+	__type(value, __u32);
+} agg_index SEC(".maps");
 
-/* A zeroed value to create `agg` entries from (too big for the stack). */
+/* The free slots of `agg`, pushed by userspace after load; a pop is
+ * atomic, so keys created at once on two CPUs get two slots. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ls_agg_val);
-} agg_zero SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 16384); /* resized by userspace before load */
+	__type(value, __u32);
+} agg_free SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
@@ -153,6 +168,13 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
+/* Waits open in task storage, of all tasks together: raised before a
+ * task's storage holds an open wait, lowered once it is cleared (a wait
+ * whose end was lost keeps it raised: slower, never wrong). While it is 0
+ * no task has one, so a mutex's spin begin, and an end not found on this
+ * CPU's stack, need no task storage lookup. */
+volatile __s64 stored_waits = 0;
+
 /* Slab cache of an address (v6.13, commit 04b069ff0181 "mm/bpf: Add
  * bpf_get_kmem_cache() kfunc"); weak, so older kernels load without it. */
 extern struct kmem_cache *bpf_get_kmem_cache(__u64 addr) __ksym __weak;
@@ -182,9 +204,8 @@ static __always_inline bool comm_matches(void)
 	return true;
 }
 
-static __always_inline bool is_target(void)
+static __always_inline bool is_target(__u64 id)
 {
-	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
 
 	if (tgid == self_tgid)
@@ -238,25 +259,25 @@ static __always_inline void sched_base(struct ls_wait *w, struct task_struct *ta
 }
 
 static __always_inline void open_wait(struct ls_wait *w, struct task_struct *task,
-				      void *lock, __u32 flags)
+				      void *lock, __u32 flags, __u32 tid)
 {
 	w->lock = (__u64)lock;
 	w->begin_ns = bpf_ktime_get_ns();
 	w->flags = (flags & LS_LCB_F_MUTEX) ? (flags & ~LS_LCB_F_SPIN) : flags;
 	w->mode = (flags & LS_LCB_F_SPIN) ? LS_MODE_SPUN : 0;
-	w->tid = (__u32)bpf_get_current_pid_tgid();
+	w->tid = tid;
 	if (!(flags & LS_LCB_F_SPIN))
 		sched_base(w, task);
 }
 
 static __always_inline void begin_spin(struct ls_cpu_state *cpu,
 				       struct task_struct *task, void *lock,
-				       __u32 flags)
+				       __u32 flags, __u32 tid)
 {
 	__u32 d = cpu->depth;
 	struct ls_wait *w;
 
-	if (flags & LS_LCB_F_MUTEX) {
+	if ((flags & LS_LCB_F_MUTEX) && stored_waits) {
 		/* a waiter woken in __mutex_lock_common()'s sleep loop spins
 		 * again (begin MUTEX|SPIN) while its wait is open in task
 		 * storage: that is still the same wait */
@@ -275,19 +296,18 @@ static __always_inline void begin_spin(struct ls_cpu_state *cpu,
 	}
 	if (d > 0) {
 		w = &cpu->slot[(d - 1) & (LS_CPU_NEST - 1)];
-		if (w->lock == (__u64)lock && w->tid == (__u32)bpf_get_current_pid_tgid())
+		if (w->lock == (__u64)lock && w->tid == tid)
 			return; /* begin, begin, end: keep the first */
 	}
 	w = &cpu->slot[d & (LS_CPU_NEST - 1)];
-	open_wait(w, task, lock, flags);
+	open_wait(w, task, lock, flags, tid);
 	cpu->depth = d + 1;
 }
 
 static __always_inline void begin_sleep(struct ls_cpu_state *cpu,
 					struct task_struct *task, void *lock,
-					__u32 flags)
+					__u32 flags, __u32 tid)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct ls_wait *w, *top = 0;
 	__u32 d = cpu->depth;
 
@@ -307,6 +327,8 @@ static __always_inline void begin_sleep(struct ls_cpu_state *cpu,
 		 * begin; it may now migrate, so it moves to task storage */
 		if (w->lock)
 			count_lost(LS_LOST_STALE);
+		else
+			__sync_fetch_and_add(&stored_waits, 1);
 		*w = *top;
 		top->lock = 0;
 		cpu->depth = d - 1;
@@ -318,7 +340,9 @@ static __always_inline void begin_sleep(struct ls_cpu_state *cpu,
 		return; /* begin, begin: keep the first */
 	if (w->lock)
 		count_lost(LS_LOST_STALE);
-	open_wait(w, task, lock, flags);
+	else
+		__sync_fetch_and_add(&stored_waits, 1);
+	open_wait(w, task, lock, flags, tid);
 }
 
 /* The waiter's own mmap_lock: mmap-lock measures those waits (with their
@@ -334,6 +358,7 @@ static __always_inline bool own_mmap_lock(void *lock)
 
 static __always_inline int on_begin(void *lock, __u32 flags)
 {
+	__u64 id = bpf_get_current_pid_tgid();
 	struct ls_cpu_state *cpu;
 	__u32 zero = 0;
 
@@ -341,11 +366,11 @@ static __always_inline int on_begin(void *lock, __u32 flags)
 	if (!cpu)
 		return 0;
 	if (cpu->busy) {
-		if (is_target())
+		if (is_target(id))
 			count_lost(LS_LOST_REENTERED);
 		return 0;
 	}
-	if (!is_target())
+	if (!is_target(id))
 		return 0;
 	if (skip_mutex && (flags & LS_LCB_F_MUTEX))
 		return 0;
@@ -355,9 +380,9 @@ static __always_inline int on_begin(void *lock, __u32 flags)
 		return 0;
 	cpu->busy = 1;
 	if (spins(flags))
-		begin_spin(cpu, bpf_get_current_task_btf(), lock, flags);
+		begin_spin(cpu, bpf_get_current_task_btf(), lock, flags, (__u32)id);
 	else
-		begin_sleep(cpu, bpf_get_current_task_btf(), lock, flags);
+		begin_sleep(cpu, bpf_get_current_task_btf(), lock, flags, (__u32)id);
 	cpu->busy = 0;
 	return 0;
 }
@@ -365,11 +390,10 @@ static __always_inline int on_begin(void *lock, __u32 flags)
 /* Finds and closes the open wait for `lock`; false when none is open. */
 static __always_inline bool close_wait(struct ls_cpu_state *cpu,
 				       struct task_struct *task, __u64 lock,
-				       struct ls_wait *out)
+				       __u32 tid, struct ls_wait *out)
 {
 	struct ls_wait *w;
 	__u32 d = cpu->depth;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
 #pragma unroll
 	for (int i = LS_CPU_NEST - 1; i >= 0; i--) {
@@ -386,11 +410,14 @@ static __always_inline bool close_wait(struct ls_cpu_state *cpu,
 			return true;
 		}
 	}
+	if (!stored_waits)
+		return false;
 	w = bpf_task_storage_get(&task_wait, task, 0, 0);
 	if (!w || w->lock != lock)
 		return false;
 	*out = *w;
 	w->lock = 0;
+	__sync_fetch_and_add(&stored_waits, -1);
 	return true;
 }
 
@@ -451,24 +478,98 @@ static __always_inline void record_stacks(void *ctx, struct ls_cpu_state *cpu,
 		sv->max_ns = delta;
 }
 
+/* The aggregate of this wait's key, created (with what is read only then:
+ * cgroup, names, lock class, the caller with LS_CALLER_FIRST) when
+ * missing; NULL when `agg` is full. One thread creates its keys, and it
+ * runs on one CPU at a time, so a key cannot be created twice at once. */
+static __always_inline struct ls_agg_val *agg_slot(void *ctx, struct ls_cpu_state *cpu,
+						   struct task_struct *task,
+						   struct ls_wait *open, __u64 id,
+						   __s32 stack_id)
+{
+	struct ls_agg_key key = {};
+	struct ls_agg_slot *c;
+	struct ls_agg_val *val;
+	__u32 h, idx, *p;
+
+	h = ((__u32)(open->lock >> 4) ^ (__u32)id ^ (open->flags << 2)) & (LS_AGG_CACHE - 1);
+	c = &cpu->cache[h];
+	if (c->idx && c->lock == open->lock && c->id == id && c->flags == open->flags &&
+	    c->stack_id == stack_id) {
+		idx = c->idx - 1;
+		return bpf_map_lookup_elem(&agg, &idx);
+	}
+	key.lock = open->lock;
+	key.stack_id = stack_id;
+	key.tid = (__u32)id;
+	key.pid = id >> 32;
+	key.flags = open->flags;
+	p = bpf_map_lookup_elem(&agg_index, &key);
+	if (p) {
+		idx = *p;
+		val = bpf_map_lookup_elem(&agg, &idx);
+	} else {
+		if (bpf_map_pop_elem(&agg_free, &idx)) {
+			count_lost(LS_LOST_MAP_FULL);
+			return NULL;
+		}
+		val = bpf_map_lookup_elem(&agg, &idx);
+		if (!val) {
+			count_lost(LS_LOST_MAP_FULL);
+			return NULL;
+		}
+		val->cgroup_id = bpf_get_current_cgroup_id();
+		val->lock_class = lock_class_of(task, open->lock, open->flags);
+		bpf_get_current_comm(val->comm, sizeof(val->comm));
+		BPF_CORE_READ_STR_INTO(&val->pcomm, task, group_leader, comm);
+		val->slab[0] = 0;
+		if (bpf_ksym_exists(bpf_get_kmem_cache)) {
+			struct kmem_cache *s = bpf_get_kmem_cache(open->lock);
+
+			if (s)
+				bpf_probe_read_kernel_str(val->slab, sizeof(val->slab),
+							  BPF_CORE_READ(s, name));
+		}
+		val->min_ns = ~0ULL;
+		val->stack_id = stack_id;
+		if (caller_mode == LS_CALLER_FIRST) {
+			val->stack_id = bpf_get_stackid(ctx, &stacks, 0);
+			if (val->stack_id < 0)
+				count_lost(LS_LOST_STACK);
+		}
+		/* userspace reads the slots `agg_index` names: filled first */
+		if (bpf_map_update_elem(&agg_index, &key, &idx, BPF_NOEXIST)) {
+			count_lost(LS_LOST_MAP_FULL);
+			return NULL;
+		}
+	}
+	if (val) {
+		c->lock = open->lock;
+		c->id = id;
+		c->flags = open->flags;
+		c->stack_id = stack_id;
+		c->idx = idx + 1;
+	}
+	return val;
+}
+
 static __always_inline int on_end(void *ctx, void *lock, int ret)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct ls_agg_key key = {};
 	struct ls_cpu_state *cpu;
 	struct ls_agg_val *val;
 	struct ls_wait open;
 	__u64 now, delta, id, offcpu, runq;
 	__s32 stack_id = -1;
 	__u32 zero = 0, slot;
-	int err;
 
 	cpu = bpf_map_lookup_elem(&cpu_state, &zero);
 	if (!cpu || cpu->busy)
 		return 0; /* no wait can have been opened in this context */
 	cpu->busy = 1;
-	if (!close_wait(cpu, task, (__u64)lock, &open)) {
-		if (!skip_mutex && !skip_rwsem && !skip_mmap && is_target())
+	id = bpf_get_current_pid_tgid();
+	if (!close_wait(cpu, task, (__u64)lock, (__u32)id, &open)) {
+		if (!skip_mutex && !skip_rwsem && !skip_mmap && is_target(id))
 			count_lost(LS_LOST_END_NO_BEGIN);
 		goto out;
 	}
@@ -490,50 +591,11 @@ split_done:
 			count_lost(LS_LOST_STACK);
 	}
 
-	id = bpf_get_current_pid_tgid();
 	if (stacks_on)
 		record_stacks(ctx, cpu, &open, id, delta);
-	key.lock = open.lock;
-	key.stack_id = stack_id;
-	key.tid = (__u32)id;
-	key.pid = id >> 32;
-	key.flags = open.flags;
-
-	val = bpf_map_lookup_elem(&agg, &key);
-	if (!val) {
-		struct ls_agg_val *init = bpf_map_lookup_elem(&agg_zero, &zero);
-
-		if (!init)
-			goto out;
-		init->cgroup_id = bpf_get_current_cgroup_id();
-		init->lock_class = lock_class_of(task, open.lock, open.flags);
-		bpf_get_current_comm(init->comm, sizeof(init->comm));
-		BPF_CORE_READ_STR_INTO(&init->pcomm, task, group_leader, comm);
-		init->slab[0] = 0;
-		if (bpf_ksym_exists(bpf_get_kmem_cache)) {
-			struct kmem_cache *s = bpf_get_kmem_cache(open.lock);
-
-			if (s)
-				bpf_probe_read_kernel_str(init->slab, sizeof(init->slab),
-							  BPF_CORE_READ(s, name));
-		}
-		init->min_ns = ~0ULL;
-		init->stack_id = stack_id;
-		if (caller_mode == LS_CALLER_FIRST) {
-			init->stack_id = bpf_get_stackid(ctx, &stacks, 0);
-			if (init->stack_id < 0)
-				count_lost(LS_LOST_STACK);
-		}
-		stack_id = init->stack_id;
-		err = bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST);
-		if (err && err != -17 /* EEXIST: another CPU created it */) {
-			count_lost(LS_LOST_MAP_FULL);
-			goto emit;
-		}
-		val = bpf_map_lookup_elem(&agg, &key);
-		if (!val)
-			goto emit;
-	}
+	val = agg_slot(ctx, cpu, task, &open, id, stack_id);
+	if (!val)
+		goto emit;
 	stack_id = val->stack_id;
 	val->count += 1;
 	val->total_ns += delta;
@@ -618,6 +680,22 @@ int BPF_PROG(follow_fork_btf, struct task_struct *parent, struct task_struct *ch
 {
 	LS_CHECK_STOPPED();
 	return on_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
+}
+
+/* Benchmark floor (backend tp_btf-floor): empty programs on the same
+ * tracepoints, the cost of any tool that attaches there (dispatch plus the
+ * kernel's stats bookkeeping); scripts/bench.py --floor runs them beside the
+ * real ones and reports lockscope's cost above them. */
+SEC("tp_btf/contention_begin")
+int BPF_PROG(contention_begin_empty)
+{
+	return 0;
+}
+
+SEC("tp_btf/contention_end")
+int BPF_PROG(contention_end_empty)
+{
+	return 0;
 }
 
 /* ---- classic tracepoints: fallback ----------------------------------- */

@@ -92,7 +92,8 @@ enum ls_lost {
 	LS_LOST__COUNT = 9,
 };
 
-/* In-kernel aggregation: one entry per (lock, caller stack, task, kind). */
+/* In-kernel aggregation: one entry per (lock, caller stack, task, kind):
+ * `agg_index` maps the key to its slot in the `agg` array. */
 struct ls_agg_key {
 	__u64 lock;     /* lock address (kernel pointer) */
 	__s32 stack_id; /* caller stack in `stacks`, < 0 when not taken */
@@ -158,11 +159,26 @@ struct ls_wait {
  * NMI may each nest one more (and an rwlock nests its wait_lock). */
 #define LS_CPU_NEST 4
 
+/* A CPU's memo of where a key's aggregate lives in the `agg` array, so
+ * that a wait's end finds it without a hash lookup. Slots never move, so
+ * an entry never goes stale; a collision only costs a lookup. */
+#define LS_AGG_CACHE 32
+
+struct ls_agg_slot {
+	__u64 lock;
+	__u64 id;       /* pid_tgid of the waiter */
+	__u32 flags;
+	__s32 stack_id;
+	__u32 idx;      /* slot in `agg` + 1; 0: empty */
+	__u32 pad;
+};
+
 struct ls_cpu_state {
 	struct ls_wait slot[LS_CPU_NEST];
 	__u32 depth; /* open slots */
 	__u32 busy;  /* one of our programs is running on this CPU */
 	__u64 sample_ctr; /* --stack-sample: waits seen on this CPU */
+	struct ls_agg_slot cache[LS_AGG_CACHE];
 };
 
 /* The scheduler's accounting of a running task when a wait begins

@@ -48,6 +48,9 @@ unsafe impl Pod for ls_stack_val {}
 pub enum Backend {
     TpBtf,
     Tracepoint,
+    /// Empty programs on the same tracepoints (benchmarks: the floor of any
+    /// tool attached there); records nothing.
+    Floor,
 }
 
 impl Backend {
@@ -55,6 +58,7 @@ impl Backend {
         match self {
             Backend::TpBtf => "tp_btf",
             Backend::Tracepoint => "tracepoint",
+            Backend::Floor => "tp_btf-floor",
         }
     }
 }
@@ -97,7 +101,11 @@ impl Contention {
         let order: Vec<Backend> = match opts.backend.as_deref() {
             Some("tp_btf") => vec![Backend::TpBtf],
             Some("tracepoint") => vec![Backend::Tracepoint],
-            Some(other) => bail!("kernel-contention has no backend '{other}' (tp_btf, tracepoint)"),
+            Some("tp_btf-floor") => vec![Backend::Floor],
+            Some(other) => bail!(
+                "kernel-contention has no backend '{other}' (tp_btf, tracepoint; \
+                 tp_btf-floor attaches empty programs, for benchmarks)"
+            ),
             None => vec![Backend::TpBtf, Backend::Tracepoint],
         };
         let mut errors = Vec::new();
@@ -151,6 +159,8 @@ impl Contention {
             }
         }
         open.maps.agg.set_max_entries(opts.max_entries)?;
+        open.maps.agg_index.set_max_entries(opts.max_entries)?;
+        open.maps.agg_free.set_max_entries(opts.max_entries)?;
         if let Some(st) = opts.stacks {
             rodata.stacks_on = true;
             rodata.stack_threshold_ns = st.threshold_ns;
@@ -163,18 +173,32 @@ impl Contention {
             .events
             .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
 
+        let floor = backend == Backend::Floor;
         let btf = backend == Backend::TpBtf;
-        let follow = opts.targets.follow_forks;
+        let follow = opts.targets.follow_forks && !floor;
         open.progs.contention_begin_btf.set_autoload(btf);
         open.progs.contention_end_btf.set_autoload(btf);
         open.progs.follow_fork_btf.set_autoload(btf && follow);
-        open.progs.contention_begin_tp.set_autoload(!btf);
-        open.progs.contention_end_tp.set_autoload(!btf);
-        open.progs.follow_fork_tp.set_autoload(!btf && follow);
+        open.progs.contention_begin_tp.set_autoload(!btf && !floor);
+        open.progs.contention_end_tp.set_autoload(!btf && !floor);
+        open.progs
+            .follow_fork_tp
+            .set_autoload(!btf && !floor && follow);
+        open.progs.contention_begin_empty.set_autoload(floor);
+        open.progs.contention_end_empty.set_autoload(floor);
 
         let skel = open
             .load()
             .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
+        if !floor {
+            // every slot of `agg` is free; the programs pop one per new key
+            for idx in 0..opts.max_entries {
+                skel.maps
+                    .agg_free
+                    .update(&[], as_bytes(&idx), MapFlags::ANY)
+                    .context("fill agg_free")?;
+            }
+        }
         for pid in &opts.targets.pids {
             skel.maps
                 .target_pids
@@ -199,7 +223,13 @@ impl Contention {
 
         let mut links = Vec::new();
         let progs = &skel.progs;
-        let to_attach = if btf {
+        let to_attach = if floor {
+            [
+                &progs.contention_begin_empty,
+                &progs.contention_end_empty,
+                &progs.follow_fork_btf,
+            ]
+        } else if btf {
             [
                 &progs.contention_begin_btf,
                 &progs.contention_end_btf,
@@ -248,6 +278,8 @@ impl Contention {
             &p.contention_begin_tp,
             &p.contention_end_tp,
             &p.follow_fork_tp,
+            &p.contention_begin_empty,
+            &p.contention_end_empty,
         ];
         all.into_iter()
             .filter(|prog| prog.as_fd().as_raw_fd() >= 0 && prog.autoload())
@@ -370,21 +402,23 @@ impl Contention {
 
     /// Snapshot of the in-kernel aggregation.
     pub fn raw_entries(&self) -> Result<Vec<(ls_agg_key, ls_agg_val)>> {
-        let map = &self.skel.maps.agg;
         let mut out = Vec::new();
-        for k in map.keys() {
-            let Some(v) = map
-                .lookup(&k, MapFlags::ANY)
-                .context("read aggregation map")?
-            else {
-                continue; // deleted between keys() and lookup()
-            };
-            if let (Some(k), Some(v)) = (from_bytes::<ls_agg_key>(&k), from_bytes::<ls_agg_val>(&v))
-            {
-                out.push((k, v));
-            }
-        }
+        self.for_each_agg(|k, v| out.push((k, v)))?;
         Ok(out)
+    }
+
+    /// Calls `f` with every aggregate and its key, as read: the keys in
+    /// `agg_index`, each with the slot of the `agg` array it names (a slot
+    /// is filled before its key is added, and never moves).
+    fn for_each_agg(&self, mut f: impl FnMut(ls_agg_key, ls_agg_val)) -> Result<()> {
+        let agg = &self.skel.maps.agg;
+        super::common::for_each_entry(&self.skel.maps.agg_index, |k: ls_agg_key, idx: u32| {
+            if let Ok(Some(v)) = agg.lookup(as_bytes(&idx), MapFlags::ANY)
+                && let Some(v) = from_bytes::<ls_agg_val>(&v)
+            {
+                f(k, v);
+            }
+        })
     }
 }
 
@@ -430,7 +464,7 @@ impl Source for Contention {
         let mut stacks = self.stack_samples(sym)?;
         // entry by entry: no copy of the raw map next to the records
         let mut out = Vec::new();
-        super::common::for_each_entry(&self.skel.maps.agg, |k: ls_agg_key, v: ls_agg_val| {
+        self.for_each_agg(|k, v| {
             let mut r = to_record(self, sym, &k, &v);
             r.stacks = stacks.remove(&(k.lock, k.tid, k.flags)).unwrap_or_default();
             out.push(r);
