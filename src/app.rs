@@ -1110,18 +1110,7 @@ fn stream_until_exit(
     timeline: &mut Timeline,
     start: Instant,
 ) -> Result<Duration> {
-    let pending: RawQueue = Default::default();
-    let mut builder = libbpf_rs::RingBufferBuilder::new();
-    for (i, s) in started.sources.iter().enumerate() {
-        if let Some(map) = s.event_map() {
-            let q = pending.clone();
-            builder.add(map, move |data: &[u8]| {
-                q.borrow_mut().push((i, data.to_vec()));
-                0
-            })?;
-        }
-    }
-    let rb = builder.build()?;
+    let (rb, pending) = event_rings(started)?;
     let mut last_tick = Instant::now();
     loop {
         let done = child.try_wait()?.is_some();
@@ -1357,6 +1346,24 @@ fn workload(a: WorkloadArgs) -> Result<i32> {
 /// Ring-buffer records copied out by the callbacks: (source index, bytes).
 type RawQueue = std::rc::Rc<std::cell::RefCell<Vec<(usize, Vec<u8>)>>>;
 
+/// One ring buffer over every source's event map. Its callbacks only copy
+/// records (with their source's index) into the queue: decoding and
+/// naming happen off the ring buffer's path.
+fn event_rings(started: &Started) -> Result<(libbpf_rs::RingBuffer<'_>, RawQueue)> {
+    let pending: RawQueue = Default::default();
+    let mut builder = libbpf_rs::RingBufferBuilder::new();
+    for (i, s) in started.sources.iter().enumerate() {
+        if let Some(map) = s.event_map() {
+            let q = pending.clone();
+            builder.add(map, move |data: &[u8]| {
+                q.borrow_mut().push((i, data.to_vec()));
+                0
+            })?;
+        }
+    }
+    Ok((builder.build()?, pending))
+}
+
 /// One operation in `trace --json`: the model event plus its type tag.
 #[derive(Serialize)]
 struct EventLine<'a> {
@@ -1505,18 +1512,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
 
     // callbacks only copy records out; decoding and names happen below,
     // off the ring buffer's path
-    let pending: RawQueue = Default::default();
-    let mut builder = libbpf_rs::RingBufferBuilder::new();
-    for (i, s) in started.sources.iter().enumerate() {
-        if let Some(map) = s.event_map() {
-            let q = pending.clone();
-            builder.add(map, move |data: &[u8]| {
-                q.borrow_mut().push((i, data.to_vec()));
-                0
-            })?;
-        }
-    }
-    let rb = builder.build()?;
+    let (rb, pending) = event_rings(&started)?;
     let mut events = 0u64;
     let mut elapsed = Duration::ZERO;
     let stdout = io::stdout();

@@ -370,16 +370,7 @@ fn mutex_hold_under(sources: &str, rounds: usize, hold: &str) -> (Value, Value) 
         .args(["--rounds", &rounds.to_string()])
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines();
-    let w = serde_json::from_str(lines.next().expect("workload line")).expect("workload JSON");
-    let rep = serde_json::from_str(lines.next().expect("report line")).expect("report JSON");
-    (w, rep)
+    workload_and_report(&out)
 }
 
 /// The waiter's blocked pthread_mutex_lock calls are futex waits: with

@@ -93,16 +93,7 @@ fn run_forking(args: &[&str], delay: Option<&str>) -> (Value, Value) {
         .args(workload_args(delay))
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines();
-    let w: Value = serde_json::from_str(lines.next().expect("workload line")).expect("json");
-    let rep: Value = serde_json::from_str(lines.next().expect("report line")).expect("json");
-    (w, rep)
+    workload_and_report(&out)
 }
 
 /// How many new processes user-locks attached ("followed N new

@@ -601,15 +601,7 @@ fn run_traces_the_command_through_the_system_libc() {
         ])
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines();
-    let w: Value = serde_json::from_str(lines.next().expect("workload line")).expect("json");
-    let rep: Value = serde_json::from_str(lines.next().expect("report line")).expect("json");
+    let (w, rep) = workload_and_report(&out);
     let rs = lock_rows(&rep, w["lock"].as_str().expect("lock"));
     assert_eq!(rs.len(), 1, "{rs:?}");
     assert_eq!(u(&rs[0]["acquired"]), 3000);

@@ -396,3 +396,18 @@ pub fn frames<'a>(st: &'a Value, which: &str) -> Vec<&'a str> {
         .filter_map(|f| f.as_str())
         .collect()
 }
+
+/// The two JSON lines of a successful `run --json -- lockscope workload
+/// ... --json`: the workload's own line (it exits first), then the report.
+pub fn workload_and_report(out: &Output) -> (Value, Value) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let w = serde_json::from_str(lines.next().expect("workload line")).expect("workload JSON");
+    let rep = serde_json::from_str(lines.next().expect("report line")).expect("report JSON");
+    (w, rep)
+}
