@@ -14,6 +14,10 @@ not process start-up).  BPF cost comes from the kernel's per-program
 run_time_ns (kernel.bpf_stats_enabled=1), which includes the bookkeeping of
 the stats themselves (two clock reads per program run).
 
+--fifo runs each workload as SCHED_FIFO (chrt -f 50): its threads then run
+at once whatever else the machine runs, so its contention does not depend
+on other load (per-contention costs are comparable across runs).
+
 --floor also attaches, in every traced run, empty programs on the same two
 tracepoints (a second `lockscope report --source kernel-contention
 --backend tp_btf-floor`, started first so its programs run first): the floor
@@ -21,7 +25,10 @@ of any tool attached there.  The same contentions then run both pairs, so
 lockscope's begin+end ns per contention minus the empty pair's (both divided
 by lockscope's contention count) is lockscope's own cost, measured in the
 same run; the slowdown of such a run includes the floor's programs too, so
-take ratios from a run without --floor.  --workload (substring of a label)
+take ratios from a run without --floor.  Each traced run is followed by one
+with the floor and the clock-only pair (`--backend tp_btf-clock`: a clock
+read at begin and at end, one add): its cost above the empty pair is what
+any tool that times waits pays at least.  --workload (substring of a label)
 and --caller pick rows.
 
 Needs root.  Python 3 standard library only.  --write rewrites the
@@ -61,6 +68,8 @@ TARGET_SLOWDOWN = 1.05  # 8- and 2-thread pipe
 TARGET_NS_PER_CONTENTION = 300  # begin+end, without stacks
 TARGET_ADDED_NS = 100  # begin+end above the empty pair's (--floor), without stacks
 FLOOR_ARGS = ["--source", "kernel-contention", "--backend", "tp_btf-floor"]
+CLOCK_ARGS = ["--source", "kernel-contention", "--backend", "tp_btf-clock"]
+FIFO = []  # --fifo: ["chrt", "-f", "50"] before the workload
 
 LIVE = []  # lockscope processes not yet reaped
 
@@ -71,7 +80,7 @@ class BenchError(Exception):
 
 def run_workload(kind, threads, ops):
     """Runs one workload; returns its elapsed_ns."""
-    cmd = [BIN, "workload", kind, "--threads", str(threads), "--ops", str(ops), "--json"]
+    cmd = [*FIFO, BIN, "workload", kind, "--threads", str(threads), "--ops", str(ops), "--json"]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
     if p.returncode != 0:
         raise BenchError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
@@ -126,10 +135,12 @@ def finish_tracer(p, lines, out, reader):
     return json.loads(text)
 
 
-def traced_run(kind, threads, ops, caller, floor):
+def traced_run(kind, threads, ops, caller, floor, clock=False):
+    """One traced run; with `clock`, the tracer is the clock-only pair
+    (--backend tp_btf-clock) instead of lockscope's own programs."""
     floor_tracer = start_tracer("none", FLOOR_ARGS) if floor else None
     try:
-        tracer = start_tracer(caller)
+        tracer = start_tracer("none", CLOCK_ARGS) if clock else start_tracer(caller)
     except BaseException:
         if floor_tracer:
             stop(floor_tracer[0])
@@ -144,6 +155,8 @@ def traced_run(kind, threads, ops, caller, floor):
     rep = finish_tracer(*tracer)
     progs = [b for b in rep["bpf_programs"] if "contention" in b["name"]]
     contentions = sum(r["count"] for r in rep["rows"])
+    if clock:  # no rows: every end ran the clock program
+        contentions = max((b["run_cnt"] for b in progs if "end" in b["name"]), default=0)
     floor_ns = None
     if floor_tracer:
         frep = finish_tracer(*floor_tracer)
@@ -163,7 +176,7 @@ def traced_run(kind, threads, ops, caller, floor):
 def measure(label, caller, pairs, quick, floor):
     _, kind, threads, ops = next(w for w in WORKLOADS if w[0] == label)
     ops = max(ops // 10, 100) if quick else ops
-    base, traced, other, total = [], [], 0, 0
+    base, traced, clocked, other, total = [], [], [], 0, 0
     for i in range(pairs):
         settle()
         order = ("base", "traced") if i % 2 == 0 else ("traced", "base")
@@ -173,6 +186,8 @@ def measure(label, caller, pairs, quick, floor):
                 base.append(run_workload(kind, threads, ops))
             else:
                 traced.append(traced_run(kind, threads, ops, caller, floor))
+                if floor:  # and the clock-only pair, after the same floor
+                    clocked.append(traced_run(kind, threads, ops, caller, floor, clock=True))
             o, t = other_cpu(start)  # CPU stolen by others during this run
             other, total = other + o, total + t
         print(f"  {label:16} caller={caller:5} pair {i + 1}/{pairs}: "
@@ -184,8 +199,11 @@ def measure(label, caller, pairs, quick, floor):
                 if floor else None)
     added = (med((t["bpf_ns"] - t["floor_ns"]) / max(t["contentions"], 1) for t in traced)
              if floor else None)
+    clock_added = (med((t["bpf_ns"] - t["floor_ns"]) / max(t["contentions"], 1) for t in clocked)
+                   if floor else None)
     return {
         "floor_per_contention": floor_pc, "added_per_contention": added,
+        "clock_added_per_contention": clock_added,
         "workload": label, "caller": caller, "ops": ops, "pairs": pairs,
         "base_ms": med(base) / 1e6,
         "traced_ms": med(t["elapsed"] for t in traced) / 1e6,
@@ -204,14 +222,15 @@ def short(name):
 
 def floor_table(results):
     rows = ["| workload | caller | contentions/run | lockscope ns/contention | "
-            "empty pair ns/contention | lockscope above the empty pair | BPF ns/run per program | "
-            "lost | other CPU |",
-            "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+            "empty pair ns/contention | lockscope above the empty pair | "
+            "clock-only pair above the empty pair | BPF ns/run per program | lost | other CPU |",
+            "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in results:
         progs = ", ".join(f"{short(n)} {v:.0f}" for n, v in r["per_prog"].items())
         rows.append(f"| {r['workload']} | {r['caller']} | {r['contentions']:.0f} | "
                     f"{r['ns_per_contention']:.0f} | {r['floor_per_contention']:.0f} | "
-                    f"{r['added_per_contention']:.0f} | {progs} | {r['lost']} | {r['other']:.0%} |")
+                    f"{r['added_per_contention']:.0f} | {r['clock_added_per_contention']:.0f} | "
+                    f"{progs} | {r['lost']} | {r['other']:.0%} |")
     return "\n".join(rows)
 
 
@@ -331,6 +350,9 @@ def main():
     ap.add_argument("--write", action="store_true", help="rewrite 'Latest figures' in BENCHMARKS.md")
     ap.add_argument("--bin", help="this lockscope binary instead of building target/release/lockscope "
                     "(e.g. an older build, for a before/after pair)")
+    ap.add_argument("--fifo", action="store_true",
+                    help="run the workload as SCHED_FIFO (chrt -f 50), so that other load on the "
+                         "machine does not decide whether its threads run at once (contention)")
     ap.add_argument("--floor", action="store_true",
                     help="also attach empty programs on the same tracepoints in each traced run")
     ap.add_argument("--workload", action="append", default=[],
@@ -338,6 +360,8 @@ def main():
     ap.add_argument("--caller", action="append", default=[], choices=["first", "none", "every"],
                     help="only rows of this caller mode (repeatable)")
     args = ap.parse_args()
+    if args.fifo:
+        FIFO[:] = ["chrt", "-f", "50"]
     configs = [(w, m) for w, m in CONFIGS
                if (not args.workload or any(x in w for x in args.workload))
                and (not args.caller or m in args.caller)]

@@ -152,6 +152,7 @@ fn backend_parser() -> clap::builder::PossibleValuesParser {
         PossibleValue::new("kprobe"),
         PossibleValue::new("uprobe"),
         PossibleValue::new("tp_btf-floor").hide(true),
+        PossibleValue::new("tp_btf-clock").hide(true),
         PossibleValue::new("uprobe-floor").hide(true),
         PossibleValue::new("uprobe-floor-pair").hide(true),
     ])

@@ -51,6 +51,9 @@ pub enum Backend {
     /// Empty programs on the same tracepoints (benchmarks: the floor of any
     /// tool attached there); records nothing.
     Floor,
+    /// A clock read at begin and end and nothing else (benchmarks: the
+    /// floor of any tool that times waits); records nothing.
+    ClockFloor,
 }
 
 impl Backend {
@@ -59,6 +62,7 @@ impl Backend {
             Backend::TpBtf => "tp_btf",
             Backend::Tracepoint => "tracepoint",
             Backend::Floor => "tp_btf-floor",
+            Backend::ClockFloor => "tp_btf-clock",
         }
     }
 }
@@ -102,9 +106,11 @@ impl Contention {
             Some("tp_btf") => vec![Backend::TpBtf],
             Some("tracepoint") => vec![Backend::Tracepoint],
             Some("tp_btf-floor") => vec![Backend::Floor],
+            Some("tp_btf-clock") => vec![Backend::ClockFloor],
             Some(other) => bail!(
                 "kernel-contention has no backend '{other}' (tp_btf, tracepoint; \
-                 tp_btf-floor attaches empty programs, for benchmarks)"
+                 for benchmarks: tp_btf-floor attaches empty programs, tp_btf-clock \
+                 programs that only read the clock)"
             ),
             None => vec![Backend::TpBtf, Backend::Tracepoint],
         };
@@ -173,7 +179,8 @@ impl Contention {
             .events
             .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
 
-        let floor = backend == Backend::Floor;
+        let clock = backend == Backend::ClockFloor;
+        let floor = backend == Backend::Floor || clock;
         let btf = backend == Backend::TpBtf;
         let follow = opts.targets.follow_forks && !floor;
         open.progs.contention_begin_btf.set_autoload(btf);
@@ -184,8 +191,14 @@ impl Contention {
         open.progs
             .follow_fork_tp
             .set_autoload(!btf && !floor && follow);
-        open.progs.contention_begin_empty.set_autoload(floor);
-        open.progs.contention_end_empty.set_autoload(floor);
+        open.progs
+            .contention_begin_empty
+            .set_autoload(floor && !clock);
+        open.progs
+            .contention_end_empty
+            .set_autoload(floor && !clock);
+        open.progs.contention_begin_clock.set_autoload(clock);
+        open.progs.contention_end_clock.set_autoload(clock);
 
         let skel = open
             .load()
@@ -223,7 +236,13 @@ impl Contention {
 
         let mut links = Vec::new();
         let progs = &skel.progs;
-        let to_attach = if floor {
+        let to_attach = if clock {
+            [
+                &progs.contention_begin_clock,
+                &progs.contention_end_clock,
+                &progs.follow_fork_btf,
+            ]
+        } else if floor {
             [
                 &progs.contention_begin_empty,
                 &progs.contention_end_empty,
@@ -280,6 +299,8 @@ impl Contention {
             &p.follow_fork_tp,
             &p.contention_begin_empty,
             &p.contention_end_empty,
+            &p.contention_begin_clock,
+            &p.contention_end_clock,
         ];
         all.into_iter()
             .filter(|prog| prog.as_fd().as_raw_fd() >= 0 && prog.autoload())
