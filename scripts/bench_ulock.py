@@ -147,6 +147,17 @@ def run(config, threads, ops):
     return elapsed, json.loads(out)
 
 
+def run_retrying(config, threads, ops):
+    """run(), tried up to 3 times (a busy machine may delay an attachment)."""
+    for attempt in range(3):
+        try:
+            return run(config, threads, ops)
+        except BenchError as e:
+            if attempt == 2:
+                raise
+            print(f"  retry: {e}", file=sys.stderr)
+
+
 def stats(enabled):
     with open(STATS_SYSCTL, "w") as f:
         f.write("1" if enabled else "0")
@@ -163,14 +174,7 @@ def measure(label, threads, ops, rounds):
         settle(3)
         order = ORDER[i % len(ORDER):] + ORDER[:i % len(ORDER)]
         for c in order:
-            for attempt in range(3):
-                try:
-                    elapsed, rep = run(c, threads, ops)
-                    break
-                except BenchError as e:
-                    if attempt == 2:
-                        raise
-                    print(f"  retry: {e}", file=sys.stderr)
+            elapsed, rep = run_retrying(c, threads, ops)
             res[c].append(elapsed)
             if c == "lockscope":
                 reps.append(rep)
@@ -179,7 +183,7 @@ def measure(label, threads, ops, rounds):
     stats(True)
     progs = {}
     for c in ORDER[1:]:
-        _, costed = run(c, threads, ops)
+        _, costed = run_retrying(c, threads, ops)
         progs[c] = {p["name"]: p["run_time_ns"] / p["run_cnt"]
                     for p in costed["bpf_programs"] if p["run_cnt"]}
     stats(False)
@@ -274,14 +278,17 @@ def write_md(text):
 
 
 def main():
+    global OLD_BIN, DELAY
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=7, help="rounds per workload (default 7)")
     ap.add_argument("--quick", action="store_true", help="10x fewer operations per run")
     ap.add_argument("--write", action="store_true", help="rewrite the section in BENCHMARKS.md")
     ap.add_argument("--old-bin", help="another lockscope binary, run as config 'old'")
+    ap.add_argument("--delay", default=DELAY,
+                    help=f"the workload's start delay, time to attach (default {DELAY})")
     ap.add_argument("--no-build", action="store_true", help="use target/release/lockscope as is")
     args = ap.parse_args()
-    global OLD_BIN
+    DELAY = args.delay
     if args.old_bin:
         OLD_BIN = os.path.abspath(args.old_bin)
         ORDER.append("old")
