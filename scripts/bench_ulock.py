@@ -2,24 +2,29 @@
 """Overhead of the user-locks source (pthread uprobes) per lock/unlock pair,
 beside the floor of any uprobe-based tool, measured in the same run.
 
-    sudo python3 scripts/bench_ulock.py [--pairs 7] [--quick] [--write]
+    sudo python3 scripts/bench_ulock.py [--pairs 7] [--quick] [--old-bin PATH] [--write]
 
 Workload: `lockscope workload mutex-pairs` (THREADS threads, OPS
 pthread_mutex_lock/unlock pairs each on one mutex; its own elapsed_ns of the
 work phase).  Each round runs, in an order that rotates from round to round:
 
   base        the workload alone
-  pair        an EMPTY uprobe + uretprobe on pthread_mutex_lock only
-              (`--source user-locks --backend uprobe-floor-pair`)
-  floor       EMPTY programs on every attach point lockscope uses (entry +
-              return of each lock function, entry of each unlock function):
-              `--backend uprobe-floor`, the floor of any uprobe tool that
-              measures waits and holds
+  entry-floor EMPTY programs on every function lockscope probes, at the
+              functions' entries, with lockscope's probe kinds before
+              issue 13 (entry + return of each lock function, entry of
+              each unlock function): `--backend uprobe-floor-entry`, what
+              a uprobe tool that probes function entries pays
+  floor       EMPTY programs on lockscope's own attach points and kinds
+              (`--backend uprobe-floor`): the floor of lockscope's design
   lockscope   `lockscope report --json --source user-locks -p PID`
+  old         (--old-bin) the same with another lockscope binary, e.g. one
+              built at an earlier commit: before/after in one run
 
 Tracers attach per process (-p) during the workload's start delay.  "ns
-added per pair" = (config - base) / pairs, median over rounds; the ratio is
-lockscope's added ns over the floor's.  Needs root.  --write replaces the
+added per pair" = (config - base) / pairs, median over rounds.  Timing
+rounds run with kernel.bpf_stats_enabled=0; then one more run of every
+traced config with it on gives the kernel's run time per BPF program (its
+value is restored at the end).  Needs root.  --write replaces the
 "## User-space locks" section of BENCHMARKS.md.
 """
 import argparse
@@ -39,7 +44,6 @@ BIN = os.path.join(ROOT, "target", "release", "lockscope")
 BENCH_MD = os.path.join(ROOT, "BENCHMARKS.md")
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 SECTION = "## User-space locks (uprobes)"
-TARGET_RATIO = 1.2
 DELAY = "2s"  # the workload's start delay: time for the tracer to attach
 
 # (label, threads, ops per thread)
@@ -48,11 +52,13 @@ WORKLOADS = [
     ("contended, 4 threads", 4, 50_000),
 ]
 CONFIGS = {
-    "pair": ["--source", "user-locks", "--backend", "uprobe-floor-pair"],
+    "entry-floor": ["--source", "user-locks", "--backend", "uprobe-floor-entry"],
     "floor": ["--source", "user-locks", "--backend", "uprobe-floor"],
     "lockscope": ["--source", "user-locks"],
+    "old": ["--source", "user-locks"],
 }
-ORDER = ["base", "pair", "floor", "lockscope"]
+ORDER = ["base", "entry-floor", "floor", "lockscope"]
+OLD_BIN = None  # --old-bin: the binary of the "old" config
 
 
 class BenchError(Exception):
@@ -117,7 +123,8 @@ def run(config, threads, ops):
     wl = workload(threads, ops)
     if config == "base":
         return workload_result(wl), None
-    tr = subprocess.Popen([BIN, "report", "--json", "-p", str(wl.pid)] + CONFIGS[config],
+    binary = OLD_BIN if config == "old" else BIN
+    tr = subprocess.Popen([binary, "report", "--json", "-p", str(wl.pid)] + CONFIGS[config],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     attached, lines = threading.Event(), []
 
@@ -140,6 +147,17 @@ def run(config, threads, ops):
     return elapsed, json.loads(out)
 
 
+def run_retrying(config, threads, ops):
+    """run(), tried up to 3 times (a busy machine may delay an attachment)."""
+    for attempt in range(3):
+        try:
+            return run(config, threads, ops)
+        except BenchError as e:
+            if attempt == 2:
+                raise
+            print(f"  retry: {e}", file=sys.stderr)
+
+
 def stats(enabled):
     with open(STATS_SYSCTL, "w") as f:
         f.write("1" if enabled else "0")
@@ -156,46 +174,34 @@ def measure(label, threads, ops, rounds):
         settle(3)
         order = ORDER[i % len(ORDER):] + ORDER[:i % len(ORDER)]
         for c in order:
-            for attempt in range(3):
-                try:
-                    elapsed, rep = run(c, threads, ops)
-                    break
-                except BenchError as e:
-                    if attempt == 2:
-                        raise
-                    print(f"  retry: {e}", file=sys.stderr)
+            elapsed, rep = run_retrying(c, threads, ops)
             res[c].append(elapsed)
             if c == "lockscope":
                 reps.append(rep)
         print(f"  {label}: round {i + 1}/{rounds}: " + ", ".join(
             f"{c} {res[c][-1] / 1e6:.1f} ms" for c in ORDER), file=sys.stderr)
     stats(True)
-    _, costed = run("lockscope", threads, ops)
+    progs = {}
+    for c in ORDER[1:]:
+        _, costed = run_retrying(c, threads, ops)
+        progs[c] = {p["name"]: p["run_time_ns"] / p["run_cnt"]
+                    for p in costed["bpf_programs"] if p["run_cnt"]}
     stats(False)
     n = threads * ops
     med = statistics.median
     added = {c: med((res[c][k] - res["base"][k]) / n for k in range(rounds))
              for c in ORDER[1:]}
-    progs = {}
-    for p in costed["bpf_programs"]:
-        if p["run_cnt"]:
-            progs.setdefault(p["name"], []).append(p["run_time_ns"] / p["run_cnt"])
-    counts = [sum(r["count"] for r in rep["rows"]) for rep in reps]
+    counts = [sum(r["acquired"] for r in rep["rows"]) for rep in reps]
     lost = max(sum(v for k, v in rep["lost"].items() if k.startswith("user-locks."))
                for rep in reps)
+    per_round = {c: [(res[c][k] - res["base"][k]) / n for k in range(rounds)]
+                 for c in ORDER[1:]}
     return {
         "label": label, "threads": threads, "ops": ops, "rounds": rounds,
         "base_ns": med(res["base"]) / n,
         "added": added,
-        # median of the per-round ratios: both runs of a ratio are of one
-        # round, so the machine's drift cancels (as in bench.py)
-        "ratios_floor": sorted((res["lockscope"][k] - res["base"][k])
-                               / max(res["floor"][k] - res["base"][k], 1) for k in range(rounds)),
-        "ratio_floor": med((res["lockscope"][k] - res["base"][k])
-                           / max(res["floor"][k] - res["base"][k], 1) for k in range(rounds)),
-        "ratio_pair": med((res["lockscope"][k] - res["base"][k])
-                          / max(res["pair"][k] - res["base"][k], 1) for k in range(rounds)),
-        "progs": {k: med(v) for k, v in progs.items()},
+        "per_round": per_round,
+        "progs": progs,
         "acquisitions": med(counts),
         "lost": lost,
     }
@@ -203,52 +209,57 @@ def measure(label, threads, ops, rounds):
 
 def section(results, argv, other):
     cmd = "python3 scripts/bench_ulock.py " + " ".join(argv)
-    rows = ["| workload | base ns/pair | + empty pair | + empty floor | + lockscope | "
-            "lockscope / floor | lockscope / pair | BPF ns/run (kernel) | acquisitions/run | lost |",
-            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    cfgs = ORDER[1:]
+    rows = ["| workload | base ns/pair | " + " | ".join(f"+ {c}" for c in cfgs)
+            + " | acquisitions/run | lost |",
+            "|---|---:|" + "---:|" * len(cfgs) + "---:|---:|"]
     for r in results:
-        progs = ", ".join(f"{n.replace('ulock_', '')} {v:.0f}" for n, v in sorted(r["progs"].items()))
         a = r["added"]
         rows.append(f"| {r['label']} ({r['ops']} pairs/thread) | {r['base_ns']:.0f} | "
-                    f"{a['pair']:.0f} | {a['floor']:.0f} | {a['lockscope']:.0f} | "
-                    f"{r['ratio_floor']:.2f}x | {r['ratio_pair']:.2f}x | {progs} | "
-                    f"{r['acquisitions']:.0f} | {r['lost']} |")
+                    + " | ".join(f"{a[c]:.0f}" for c in cfgs)
+                    + f" | {r['acquisitions']:.0f} | {r['lost']} |")
+    prog_rows = ["| workload | config | BPF ns/run by program (kernel run time) |",
+                 "|---|---|---|"]
+    for r in results:
+        for c in cfgs:
+            progs = ", ".join(f"{n.replace('ulock_', '')} {v:.0f}"
+                              for n, v in sorted(r["progs"][c].items()))
+            prog_rows.append(f"| {r['label']} | {c} | {progs} |")
     verdict = []
     for r in results:
-        ok = r["ratio_floor"] <= TARGET_RATIO
-        lo, hi = r["ratios_floor"][0], r["ratios_floor"][-1]
-        bpf = sum(r["progs"].get(n, 0) for n in ("ulock_enter", "ulock_return", "ulock_unlock"))
-        verdict.append(f"- {r['label']}: lockscope's added time per lock/unlock pair is "
-                       f"{r['ratio_floor']:.2f}x that of empty programs on the same attach "
-                       f"points (median of per-round ratios; rounds {lo:.2f}x to {hi:.2f}x), "
-                       f"target <= {TARGET_RATIO}x: {'met' if ok else 'NOT met'}; "
-                       f"{r['ratio_pair']:.2f}x an empty uprobe+uretprobe pair on "
-                       f"pthread_mutex_lock alone. Its BPF programs run {bpf:.0f} ns per "
-                       f"pair (kernel run time, stats overhead included)")
+        a = r["added"]
+        line = (f"- {r['label']}: ns added per pair: lockscope {a['lockscope']:.0f}, "
+                f"empty programs on its points {a['floor']:.0f}, empty programs at the "
+                f"functions' entries {a['entry-floor']:.0f}")
+        if "old" in a:
+            line += (f", --old-bin {a['old']:.0f}; (lockscope - entry-floor) = "
+                     f"{a['lockscope'] - a['entry-floor']:.0f} against (old - entry-floor) = "
+                     f"{a['old'] - a['entry-floor']:.0f}")
+        rounds = ", ".join(f"{c} " + "/".join(f"{v:.0f}" for v in r["per_round"][c])
+                           for c in cfgs)
+        verdict.append(line + f" (rounds: {rounds})")
     return "\n".join([
         SECTION, "",
         "What the `user-locks` source costs a pthread lock/unlock pair, beside what",
         "the uprobes themselves cost. Produced by `scripts/bench_ulock.py` (method in",
-        "its header): each round runs the workload alone, under an empty",
-        "uprobe+uretprobe pair on `pthread_mutex_lock` only, under empty programs on",
-        "every attach point lockscope uses (lock entry + return, unlock entry: the",
-        "floor of any uprobe tool that measures waits and holds), and under",
+        "its header): each round runs the workload alone, under empty programs at",
+        "the probed functions' entries (entry + return of each lock function, entry",
+        "of each unlock function: what a uprobe tool probing function entries",
+        "pays), under empty programs on lockscope's own attach points, and under",
         "lockscope; tracers attach to the workload's process (`-p`). `+ X` columns",
-        "are ns added per pair (median over rounds of (config - base) / pairs);",
-        "the ratios are medians of the per-round ratios of added time.",
+        "are ns added per pair (median over rounds of (config - base) / pairs).",
         "Timing rounds run with `kernel.bpf_stats_enabled=0`; BPF ns/run is the",
-        "kernel's own per-program run time from one more lockscope run with it on",
-        "(which adds ~50 ns per run itself). Most of the added time is the uprobe",
-        "traps (entry: breakpoint + single-step; return: a third trap), which no",
-        "BPF program can avoid; on this nested-virtualised VM they are slow.", "",
+        "kernel's own per-program run time from one more run of each config with",
+        "it on (which adds ~50 ns per run itself).", "",
         f"- Command: `{cmd.strip()}` (commit {git_rev()})",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- Kernel: `{platform.release()}`; CPU: {cpu_model()} ({os.cpu_count()} CPUs); "
         f"CPU time used by other tasks during the run: {other:.0%} of the machine"
-        + (" (busy: absolute figures noisy; the ratios compare runs of one round)"
+        + (" (busy: absolute figures noisy; compare configs of one round)"
            if other > 0.05 else ""),
         f"- Medians over {results[0]['rounds']} rounds per row.", "",
         "\n".join(rows), "",
+        "\n".join(prog_rows), "",
         "\n".join(verdict), "",
     ])
 
@@ -267,14 +278,24 @@ def write_md(text):
 
 
 def main():
+    global OLD_BIN, DELAY
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=7, help="rounds per workload (default 7)")
     ap.add_argument("--quick", action="store_true", help="10x fewer operations per run")
     ap.add_argument("--write", action="store_true", help="rewrite the section in BENCHMARKS.md")
+    ap.add_argument("--old-bin", help="another lockscope binary, run as config 'old'")
+    ap.add_argument("--delay", default=DELAY,
+                    help=f"the workload's start delay, time to attach (default {DELAY})")
+    ap.add_argument("--no-build", action="store_true", help="use target/release/lockscope as is")
     args = ap.parse_args()
+    DELAY = args.delay
+    if args.old_bin:
+        OLD_BIN = os.path.abspath(args.old_bin)
+        ORDER.append("old")
     if os.geteuid() != 0:
         sys.exit("bench_ulock.py: needs root")
-    if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
+    if not args.no_build and subprocess.run(["cargo", "build", "--release", "--quiet"],
+                                            cwd=ROOT).returncode != 0:
         sys.exit("bench_ulock.py: cargo build --release failed")
     start = cpu_snapshot()
     old_stats = open(STATS_SYSCTL).read().strip()

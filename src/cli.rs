@@ -155,6 +155,7 @@ fn backend_parser() -> clap::builder::PossibleValuesParser {
         PossibleValue::new("tp_btf-clock").hide(true),
         PossibleValue::new("uprobe-floor").hide(true),
         PossibleValue::new("uprobe-floor-pair").hide(true),
+        PossibleValue::new("uprobe-floor-entry").hide(true),
     ])
 }
 

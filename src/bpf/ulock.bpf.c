@@ -7,7 +7,13 @@
  * (5.11). Userspace attaches, per function, `ulock_enter` (uprobe) and
  * `ulock_return` (uretprobe) to every lock call and `ulock_unlock` (uprobe)
  * to every unlock call; the attach cookie (LS_UOP_*) says what the function
- * is, so one program serves them all.
+ * is, so one program serves them all. A probe goes, where userspace can
+ * tell it is safe (ulock.rs cheap_point), on the first instruction the
+ * kernel emulates (a branch or push) past the loads that open the function
+ * rather than on its first instruction: same arguments, the return address
+ * still at the stack pointer, the lock not yet touched, and one trap per
+ * probe instead of a trap and a single-step (ten times dearer on a
+ * virtualised CPU).
  *
  * Invariants:
  * - A thread is in at most one lock call at a time: the call in progress
@@ -25,7 +31,7 @@
  * - Contended or not (struct ls_uagg_val: `acquired` counts every
  *   acquisition, `count` and the wait statistics only the contended ones;
  *   holds are timed for all). An uncontended call's entry -> return is the
- *   probes' own cost (about 20 us a pair on this machine's CPUs), never a
+ *   probes' own cost (microseconds), never a
  *   wait. A call is contended when it blocked (the thread switched out
  *   voluntarily during the call: glibc blocks only in futex waits) or when
  *   the lock was taken by another thread as the call began (LS_UCALL_BUSY,

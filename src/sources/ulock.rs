@@ -151,6 +151,9 @@ pub enum Backend {
     Floor,
     /// An empty uprobe + uretprobe on pthread_mutex_lock only.
     FloorPair,
+    /// As `Floor`, at the functions' entries (where a uprobe tool puts
+    /// them): what probing there costs beside lockscope's points.
+    FloorEntry,
 }
 
 impl Backend {
@@ -159,6 +162,7 @@ impl Backend {
             Backend::Uprobe => "uprobe",
             Backend::Floor => "uprobe-floor",
             Backend::FloorPair => "uprobe-floor-pair",
+            Backend::FloorEntry => "uprobe-floor-entry",
         }
     }
 }
@@ -204,14 +208,135 @@ fn essential(name: &str) -> bool {
     name == "pthread_mutex_lock" || name == "pthread_mutex_unlock"
 }
 
-/// The first three bytes of a function, read from its file.
-fn first_bytes(path: &std::path::Path, off: u64) -> Option<[u8; 3]> {
+/// The first bytes of a function, read from its file (fewer at the end
+/// of the file).
+fn head_bytes(path: &std::path::Path, off: u64) -> Option<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path).ok()?;
     f.seek(SeekFrom::Start(off)).ok()?;
-    let mut b = [0u8; 3];
-    f.read_exact(&mut b).ok()?;
+    let mut b = Vec::with_capacity(HEAD_BYTES);
+    f.take(HEAD_BYTES as u64).read_to_end(&mut b).ok()?;
     Some(b)
+}
+
+/// How far into a function [`cheap_point`] looks.
+const HEAD_BYTES: usize = 48;
+
+/// x86-64 register numbers: what a probe point must leave as the caller
+/// passed them.
+const REG_RSP: u8 = 4;
+const REG_RSI: u8 = 6;
+const REG_RDI: u8 = 7;
+
+/// Where in a function whose code starts with `code` a uprobe costs one
+/// trap instead of two, as the offset into `code`: the first instruction
+/// the kernel emulates (a branch, a push, a nop: no single-step of an
+/// out-of-line copy, which costs about ten times the trap itself on a
+/// virtualised CPU), when every instruction before it is a straight-line
+/// register load or compare that leaves the stack pointer and the
+/// registers in `keep` (the arguments the programs read) untouched and
+/// writes no memory. Then the probe sees what it would see at the
+/// function's entry: the same arguments, the return address at the stack
+/// pointer (so a uretprobe there works as at the entry) and the lock not
+/// yet touched. 0 when the function does not start that way (an unknown
+/// instruction comes first: probed at its entry, as any uprobe tool does).
+fn cheap_point(code: &[u8], keep: &[u8]) -> u64 {
+    let mut i = 0usize;
+    // a register written by an instruction: allowed unless kept or rsp
+    let free = |r: u8| r != REG_RSP && !keep.contains(&r);
+    while i + 4 < code.len() {
+        if code[i..].starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
+            i += 4; // endbr64: a nop
+            continue;
+        }
+        let at = i;
+        let mut seg = false;
+        if code[i] == 0x64 || code[i] == 0x65 {
+            seg = true; // %fs/%gs: a thread-pointer relative load
+            i += 1;
+        }
+        let rex = if (0x40..=0x4f).contains(&code[i]) {
+            i += 1;
+            code[i - 1]
+        } else {
+            0
+        };
+        let (rex_w, rex_r, rex_b) = (rex & 8 != 0, (rex >> 2) & 1, rex & 1);
+        let op = code[i];
+        // the emulated ones: probe here (before it runs)
+        let emulated = match op {
+            0x70..=0x7f | 0xeb | 0xe9 | 0xe8 | 0x90 => true,
+            0x50..=0x57 => true,
+            0x0f => matches!(code[i + 1], 0x80..=0x8f | 0x1f),
+            _ => false,
+        };
+        if emulated {
+            return if seg || (rex != 0 && !(0x50..=0x57).contains(&op)) {
+                0
+            } else {
+                at as u64
+            };
+        }
+        // length of a ModRM operand at `m` (ModRM, SIB, displacement),
+        // and the register it names when it is one (mod 11)
+        let modrm = |m: usize| -> Option<(usize, u8, Option<u8>)> {
+            let b = *code.get(m)?;
+            let (md, reg, rm) = (b >> 6, ((b >> 3) & 7) | (rex_r << 3), b & 7);
+            if md == 3 {
+                return Some((1, reg, Some(rm | (rex_b << 3))));
+            }
+            let mut len = 1;
+            let mut base = rm;
+            if rm == 4 {
+                base = *code.get(m + 1)? & 7;
+                len += 1;
+            }
+            len += match md {
+                0 if base == 5 => 4,
+                0 => 0,
+                1 => 1,
+                _ => 4,
+            };
+            Some((len, reg, None))
+        };
+        let Some(next) = (|| -> Option<usize> {
+            match op {
+                // mov r/m -> reg; add/or/and/sub/xor r/m -> reg
+                0x8b | 0x03 | 0x0b | 0x23 | 0x2b | 0x33 => {
+                    let (len, reg, _) = modrm(i + 1)?;
+                    free(reg).then_some(i + 1 + len)
+                }
+                // mov/add/or/and/sub/xor reg -> reg (no stores)
+                0x89 | 0x01 | 0x09 | 0x21 | 0x29 | 0x31 if !seg => {
+                    let (len, _, rm) = modrm(i + 1)?;
+                    rm.filter(|&r| free(r)).map(|_| i + 1 + len)
+                }
+                // cmp, test: read only
+                0x39 | 0x3b | 0x85 | 0x84 | 0x38 | 0x3a => {
+                    let (len, _, _) = modrm(i + 1)?;
+                    Some(i + 1 + len)
+                }
+                // group 1 with an immediate: cmp reads, the rest write
+                0x81 | 0x83 => {
+                    let (len, _, rm) = modrm(i + 1)?;
+                    let digit = (code[i + 1] >> 3) & 7;
+                    let imm = if op == 0x81 { 4 } else { 1 };
+                    let ok = digit == 7 || rm.is_some_and(free);
+                    ok.then_some(i + 1 + len + imm)
+                }
+                // mov imm -> reg
+                0xb8..=0xbf if !seg => {
+                    let r = (op & 7) | (rex_b << 3);
+                    free(r).then_some(i + 1 + if rex_w { 8 } else { 4 })
+                }
+                _ => None,
+            }
+        })() else {
+            return 0;
+        };
+        i = next;
+    }
+    0
 }
 
 /// One process (or all: pid -1) and the object its probes go on.
@@ -337,9 +462,19 @@ impl Resolved {
             // glibc's pthread_spin_lock starts with `lock decl (%rdi)`;
             // probe right after it (same stack, same arguments), a point
             // every retry of the spin passes again (LS_UOP_RETRY)
-            let (off, retry) = match first_bytes(&obj.path, off) {
+            let head = head_bytes(&obj.path, off).unwrap_or_default();
+            let (off, retry) = match head.get(..3) {
                 Some([0xf0, 0xff, 0x0f]) if probe == Probe::Lock => (off + 3, OP_RETRY),
-                _ => (off, 0),
+                _ if backend == Backend::FloorEntry => (off, 0),
+                // a point past the loads that opens the function, where
+                // the probe is emulated, not single-stepped
+                _ => {
+                    let keep: &[u8] = match probe {
+                        Probe::Cond => &[REG_RDI, REG_RSI],
+                        Probe::Lock | Probe::Unlock => &[REG_RDI],
+                    };
+                    (off + cheap_point(&head, keep), 0)
+                }
             };
             points.push(Point {
                 name,
@@ -522,9 +657,11 @@ impl Ulock {
             None | Some("uprobe") => Backend::Uprobe,
             Some("uprobe-floor") => Backend::Floor,
             Some("uprobe-floor-pair") => Backend::FloorPair,
+            Some("uprobe-floor-entry") => Backend::FloorEntry,
             Some(other) => bail!(
-                "{SOURCE} has no backend '{other}' (uprobe; uprobe-floor and \
-                 uprobe-floor-pair attach empty programs, for benchmarks)"
+                "{SOURCE} has no backend '{other}' (uprobe; uprobe-floor, \
+                 uprobe-floor-pair and uprobe-floor-entry attach empty programs, \
+                 for benchmarks)"
             ),
         };
         let (plan, mut notes) = plan(opts)?;
@@ -1565,6 +1702,46 @@ mod tests {
         assert_eq!(kind_of(KIND_WR), (LockKind::UserRwlockWrite, ROW_RWLOCK));
         assert_eq!(kind_of(KIND_SPIN), (LockKind::UserSpin, ROW_SPIN));
         assert_eq!(kind_of(KIND_MUTEX).0.name(), "pthread-mutex");
+    }
+
+    #[test]
+    fn probes_go_on_the_first_emulated_instruction_past_the_loads() {
+        // glibc 2.41 x86_64 pthread_mutex_lock: mov 0x10(%rdi),%eax;
+        // mov %eax,%edx; and $0x17f,%edx; and $0x7c,%eax; jne
+        let lock = [
+            0x8b, 0x47, 0x10, 0x89, 0xc2, 0x81, 0xe2, 0x7f, 0x01, 0x00, 0x00, 0x83, 0xe0, 0x7c,
+            0x0f, 0x85, 0xac, 0x00, 0x00, 0x00, 0x53, 0x48, 0x89, 0xfb,
+        ];
+        assert_eq!(cheap_point(&lock, &[REG_RDI]), 14);
+        // the same behind endbr64 (CET builds)
+        let mut cet = vec![0xf3, 0x0f, 0x1e, 0xfa];
+        cet.extend_from_slice(&lock);
+        assert_eq!(cheap_point(&cet, &[REG_RDI]), 18);
+        // pthread_rwlock_rdlock: mov 0x18(%rdi),%edx; mov %fs:0x2d0,%eax;
+        // cmp %eax,%edx; je
+        let rd = [
+            0x8b, 0x57, 0x18, 0x64, 0x8b, 0x04, 0x25, 0xd0, 0x02, 0x00, 0x00, 0x39, 0xc2, 0x0f,
+            0x84, 0x0d, 0x01, 0x00, 0x00, 0x41, 0x54,
+        ];
+        assert_eq!(cheap_point(&rd, &[REG_RDI]), 13);
+        // pthread_mutex_unlock: mov $1,%esi; jmp: %esi is not an argument
+        // of unlock, but it is the mutex of a condition wait
+        let unlock = [
+            0xbe, 0x01, 0x00, 0x00, 0x00, 0xe9, 0xf6, 0xfe, 0xff, 0xff, 0x66, 0x0f,
+        ];
+        assert_eq!(cheap_point(&unlock, &[REG_RDI]), 5);
+        assert_eq!(cheap_point(&unlock, &[REG_RDI, REG_RSI]), 0);
+        // a push first: emulated where it is
+        assert_eq!(
+            cheap_point(&[0x41, 0x56, 0x41, 0x55, 0x41, 0x54, 0x55, 0x53], &[]),
+            0
+        );
+        // a load into the argument, a store, a pop first: the entry
+        let clobber = [0x48, 0x8b, 0x7f, 0x08, 0x0f, 0x85, 0, 0, 0, 0, 0, 0];
+        assert_eq!(cheap_point(&clobber, &[REG_RDI]), 0);
+        let store = [0x89, 0x07, 0x0f, 0x85, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(cheap_point(&store, &[REG_RDI]), 0);
+        assert_eq!(cheap_point(&[0x5b, 0xc3, 0x90, 0x90, 0x90, 0x90], &[]), 0);
     }
 
     #[test]
