@@ -432,7 +432,11 @@ pub struct WorkloadArgs {
     /// before tracing starts, then --rounds pairs), global-hold (as
     /// mutex-hold on the global mutex LOCKSCOPE_GLOBAL_MUTEX), fork-mutex
     /// (--children processes, each after --child-delay: mutex-pairs, then
-    /// --rounds of mutex-hold, on mutexes of its own); file-hold
+    /// --rounds of mutex-hold, on mutexes of its own), cond-wait (a thread
+    /// waits on a pthread condvar until signalled, --rounds times: not a
+    /// lock), rwlock-hold (a pthread rwlock held --hold while a reader
+    /// waits behind a writer, a writer behind a writer and a writer behind
+    /// a reader, --rounds times each); file-hold
     /// (as pipe-hold on the i_rwsem of the inode of --file: two threads
     /// write its first page)
     #[arg(value_parser = crate::workload::parse_kind, default_value = "pipe")]

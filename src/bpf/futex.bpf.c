@@ -184,13 +184,15 @@ static __always_inline bool cond_wrefs_ok(__u32 wrefs, __u32 op)
 
 /* The kind of a futex wait at sys_enter (design note at the top) and the
  * lock's owner tid when the layout has one. */
-static __always_inline __u32 classify(__u64 uaddr, __u32 op, __u32 val, __u32 *holder)
+static __always_inline __u32 classify(__u64 uaddr, __u32 op, __u32 val, __u32 *holder,
+				      __u32 *off)
 {
 	__u32 cmd = op & FUTEX_CMD_MASK;
 	/* words from uaddr - 12 to uaddr + 20: w[3] is the futex word */
 	__u32 w[9];
 
 	*holder = 0;
+	*off = 0;
 	if (cmd == FUTEX_LOCK_PI || cmd == FUTEX_LOCK_PI2) {
 		if (!bpf_probe_read_user(&w[0], 4, (void *)uaddr))
 			*holder = w[0] & FUTEX_TID_MASK;
@@ -213,6 +215,7 @@ static __always_inline __u32 classify(__u64 uaddr, __u32 op, __u32 val, __u32 *h
 		if (val == 3 && (w[0] & (RW_WRPHASE | RW_WRLOCKED)) ==
 				(RW_WRPHASE | RW_WRLOCKED) && rw_pads_ok(w, 0)) {
 			*holder = w[6];
+			*off = 12;
 			return LS_FKIND_RWLOCK_WRITE;
 		}
 		/* on __wrphase_futex (+8): rwlock at uaddr - 8, w[1] its
@@ -220,6 +223,7 @@ static __always_inline __u32 classify(__u64 uaddr, __u32 op, __u32 val, __u32 *h
 		 * writer for the readers (2) */
 		if (!rw_pads_ok(w, 1))
 			return LS_FKIND_OTHER;
+		*off = 8;
 		if (val == 3 && (w[1] & RW_WRPHASE)) {
 			*holder = w[7];
 			return LS_FKIND_RWLOCK_READ;
@@ -227,6 +231,7 @@ static __always_inline __u32 classify(__u64 uaddr, __u32 op, __u32 val, __u32 *h
 		if (val == 2 && (w[1] & (RW_WRPHASE | RW_WRLOCKED)) == RW_WRLOCKED &&
 		    (w[1] >> 3) > 0)
 			return LS_FKIND_RWLOCK_WRITE;
+		*off = 0;
 		return LS_FKIND_OTHER;
 	}
 	/* pthread_cond_t (glibc 2.36 waits for __g_signals[g] == 0):
@@ -235,8 +240,14 @@ static __always_inline __u32 classify(__u64 uaddr, __u32 op, __u32 val, __u32 *h
 	 * bit 0 (process-shared) agrees with the op's PRIVATE flag */
 	if (val != 0 || bpf_probe_read_user(&w[0], 8, (void *)(uaddr - 8)))
 		return LS_FKIND_OTHER;
-	if (cond_wrefs_ok(w[1], op) || cond_wrefs_ok(w[0], op))
+	if (cond_wrefs_ok(w[1], op)) {
+		*off = 40;
 		return LS_FKIND_COND;
+	}
+	if (cond_wrefs_ok(w[0], op)) {
+		*off = 44;
+		return LS_FKIND_COND;
+	}
 	return LS_FKIND_OTHER;
 }
 
@@ -300,7 +311,10 @@ static __always_inline int on_enter(__u64 uaddr, __u32 op, __u32 val)
 		count(LS_FLOST_STALE);
 	w->uaddr = uaddr;
 	w->op = op;
-	w->kind = op == LS_FOP_WAITV ? LS_FKIND_OTHER : classify(uaddr, op, val, &w->holder);
+	w->holder = 0;
+	w->off = 0;
+	w->kind = op == LS_FOP_WAITV ? LS_FKIND_OTHER
+				     : classify(uaddr, op, val, &w->holder, &w->off);
 	w->nvcsw = task->nvcsw;
 	ls_sched_mark(&w->sched, task);
 	w->begin_ns = bpf_ktime_get_ns();
@@ -420,7 +434,7 @@ static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 	delta = now - open.begin_ns;
 	slept = task->nvcsw != open.nvcsw;
 	id = bpf_get_current_pid_tgid();
-	key.uaddr = open.uaddr;
+	key.uaddr = open.uaddr - open.off;
 	key.tid = (__u32)id;
 	key.pid = id >> 32;
 	key.kind = open.kind;
@@ -469,7 +483,7 @@ static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 
 		holder = ret >= 0 ? holder_of(open.uaddr, key.pid, open.begin_ns, open.holder)
 				  : open.holder;
-		hk.uaddr = open.uaddr;
+		hk.uaddr = key.uaddr;
 		hk.holder_tid = holder;
 		hk.pid = key.pid;
 		hk.kind = open.kind;
@@ -489,8 +503,8 @@ static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 		holder = holder_of(open.uaddr, key.pid, open.begin_ns, 0);
 	}
 	if (stacks_on && stack_wanted(delta))
-		add_stack(open.uaddr, open.kind, -1, take_ustack(ctx), delta, false);
-	emit(open.begin_ns, now, open.uaddr, open.op, ret, slept ? LS_UEV_SLEPT : 0,
+		add_stack(key.uaddr, open.kind, -1, take_ustack(ctx), delta, false);
+	emit(open.begin_ns, now, key.uaddr, open.op, ret, slept ? LS_UEV_SLEPT : 0,
 	     offcpu, runq, open.kind, holder);
 	return 0;
 }

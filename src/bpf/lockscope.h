@@ -574,7 +574,8 @@ struct ls_fwait {
 	__u32 op;
 	__u32 kind;   /* enum ls_fkind */
 	__u32 holder; /* the lock's owner / writer tid at sys_enter (0: none) */
-	__u32 pad;
+	__u32 off;    /* offset of the futex word in its lock / condvar: the
+		       * lock's address (rows, names) is uaddr - off */
 	struct ls_sched_mark sched; /* at sys_enter */
 };
 
@@ -593,7 +594,7 @@ struct ls_fwake {
 };
 
 struct ls_fagg_key {
-	__u64 uaddr;
+	__u64 uaddr;  /* the lock's or condvar's address (uaddr - off) */
 	__u32 tid;
 	__u32 pid;
 	__u32 kind; /* enum ls_fkind */
