@@ -787,6 +787,9 @@ fn cond_wait(spec: &UserSpec) -> Result<UserReport> {
         std::thread::Builder::new()
             .name("ls-cwaiter".into())
             .spawn(move || -> Result<Vec<u64>> {
+                // SCHED_FIFO (root): not preempted between its own clock
+                // reads and the lock call on a busy machine
+                try_realtime();
                 waiter_tid.store(gettid(), Ordering::Release);
                 let mut waits = Vec::new();
                 for r in 0..rounds {
@@ -817,6 +820,7 @@ fn cond_wait(spec: &UserSpec) -> Result<UserReport> {
         lock: format!("0x{lo:x}"),
         holder_tid: gettid(),
         waiter_tid: wt,
+        realtime: try_realtime(),
         ..Default::default()
     };
     for r in 0..rounds {
@@ -884,6 +888,9 @@ fn rwlock_hold(spec: &UserSpec) -> Result<UserReport> {
         std::thread::Builder::new()
             .name("ls-rwwaiter".into())
             .spawn(move || -> Result<Vec<u64>> {
+                // SCHED_FIFO (root): not preempted between its own clock
+                // reads and the lock call on a busy machine
+                try_realtime();
                 waiter_tid.store(gettid(), Ordering::Release);
                 let mut waits = Vec::new();
                 for k in 0..n {
@@ -906,6 +913,7 @@ fn rwlock_hold(spec: &UserSpec) -> Result<UserReport> {
         lock: format!("0x{lo:x}"),
         holder_tid: gettid(),
         waiter_tid: wt,
+        realtime: try_realtime(),
         ..Default::default()
     };
     let start = now_ns();

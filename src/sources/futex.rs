@@ -548,6 +548,13 @@ impl Source for Futex {
         let e = from_bytes::<ls_fevent>(data)?;
         let mut ev = to_event(&e, sym.cgroup(e.cgroup_id));
         if e.kind != FKIND_OTHER {
+            // a lock seen for the first time is named now, while its
+            // process surely lives (once per lock: the names are kept)
+            let key = (e.pid, e.uaddr);
+            if !self.names.borrow().contains_key(&key) {
+                let n = self.syms.borrow_mut().data_name(e.pid, e.uaddr);
+                self.names.borrow_mut().insert(key, n);
+            }
             ev.lock_name = self.lock_name(e.pid, e.uaddr);
         }
         Some(ev)
