@@ -58,14 +58,38 @@ def run_target(binary, wl, sources=None):
     return json.loads(lines[0]), json.loads(lines[1])
 
 
-class SystemWide:
-    """`lockscope report` system-wide, running until stopped."""
+def run_paused(binary, wl, tracer_args=None):
+    """The workload held until SIGUSR1 (`--wait-usr1`), traced by
+    `lockscope TRACER_ARGS` (with `-p PID` substituted) once that prints
+    "tracing", or bare: (workload report, its CPU time in ns from wait4)."""
+    p = subprocess.Popen(workload(binary, wl + ["--wait-usr1"]), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stderr.readline()
+    if "waiting for SIGUSR1" not in line:
+        raise RuntimeError("workload not ready: " + line)
+    tracer = None
+    if tracer_args is not None:
+        args = [str(p.pid) if x == "PID" else x for x in tracer_args]
+        tracer = Tracer(binary, args)
+    try:
+        os.kill(p.pid, signal.SIGUSR1)
+        out = p.stdout.read()
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        p.stderr.read()
+    finally:
+        if tracer:
+            tracer.stop()
+    if p.returncode != 0:
+        raise RuntimeError(f"workload failed: {p.returncode}")
+    return first_json(out), int((ru.ru_utime + ru.ru_stime) * 1e9)
 
-    def __init__(self, binary, sources=None):
-        cmd = [binary, "report", "--json"]
-        if sources:
-            cmd += ["--source", sources]
-        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+class Tracer:
+    """`lockscope ARGS` (a report), running until stopped."""
+
+    def __init__(self, binary, args):
+        self.p = subprocess.Popen([binary] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # wait for its "tracing" line (attached)
         line = ""
         t0 = time.time()
@@ -123,52 +147,56 @@ def main():
     upairs = ["mutex-pairs", "--threads", "1", "--ops", str(a.ulock_pairs)]
 
     # --- 1. bystander: uncontended pairs -----------------------------------
-    modes = ["bare", "run-default", "system-default", "system-futex"]
+    modes = ["bare", "target-default", "system-default", "system-futex"]
+    tracer_of = {
+        "bare": None,
+        "target-default": ["report", "--json", "-p", "PID"],
+        "system-default": ["report", "--json"],
+        "system-futex": ["report", "--json", "--source", "futex"],
+    }
     el = {m: [] for m in modes}
+    cpu = {m: [] for m in modes}
     ratios = {m: [] for m in modes[1:]}
+    cpu_ratios = {m: [] for m in modes[1:]}
     ul_bare, ul_traced = [], []
     for r in range(a.rounds):
         order = modes[r % len(modes):] + modes[: r % len(modes)]
-        got = {}
+        got, gcpu = {}, {}
         for m in order:
-            if m == "bare":
-                got[m] = run_bare(b, pairs)["elapsed_ns"]
-            elif m == "run-default":
-                w, rep = run_target(b, pairs)
-                names = [s["name"] for s in rep["sources"] if s["available"]]
-                assert "user-locks" not in names, names
-                got[m] = w["elapsed_ns"]
-            else:
-                sw = SystemWide(b, "futex" if m == "system-futex" else None)
-                try:
-                    got[m] = run_bare(b, pairs)["elapsed_ns"]
-                finally:
-                    sw.stop()
+            w, c = run_paused(b, pairs, tracer_of[m])
+            got[m], gcpu[m] = w["elapsed_ns"], c
         for m in modes:
             el[m].append(got[m])
+            cpu[m].append(gcpu[m])
         for m in modes[1:]:
             ratios[m].append(got[m] / got["bare"])
+            cpu_ratios[m].append(gcpu[m] / gcpu["bare"])
         # user-locks for comparison (fewer pairs: every call traps)
         ul_bare.append(run_bare(b, upairs)["elapsed_ns"])
         w, _ = run_target(b, upairs, "user-locks")
         ul_traced.append(w["elapsed_ns"])
-        print(f"round {r + 1}: " + ", ".join(f"{m} {got[m] / 1e6:.1f} ms" for m in order),
-              file=sys.stderr)
+        print(f"round {r + 1}: " + ", ".join(
+            f"{m} {got[m] / 1e6:.1f} ms ({gcpu[m] / 1e6:.1f} ms CPU)" for m in order),
+            file=sys.stderr)
 
     print(f"## Bystander: {a.pairs} uncontended pthread_mutex lock/unlock pairs "
           f"(mutex-pairs --threads 1), {a.rounds} rounds, modes alternating\n")
-    print("| mode | median elapsed | median ratio to bare (per round) | min..max ratio |")
-    print("|---|---|---|---|")
-    print(f"| bare | {statistics.median(el['bare']) / 1e6:.1f} ms | 1 | |")
+    print("| mode | median elapsed | median ratio (elapsed) | min..max | median CPU time | median ratio (CPU) | min..max |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| bare | {statistics.median(el['bare']) / 1e6:.1f} ms | 1 | | "
+          f"{statistics.median(cpu['bare']) / 1e6:.1f} ms | 1 | |")
     label = {
-        "run-default": "`lockscope run` (default sources: kernel-contention, futex) as target",
+        "target-default": "`lockscope report -p PID` (default sources: kernel-contention, futex)",
         "system-default": "`lockscope report` system-wide, default sources",
         "system-futex": "`lockscope report --source futex` system-wide",
     }
     for m in modes[1:]:
         print(f"| {label[m]} | {statistics.median(el[m]) / 1e6:.1f} ms | "
               f"{statistics.median(ratios[m]):.4f}x | "
-              f"{min(ratios[m]):.4f}..{max(ratios[m]):.4f} |")
+              f"{min(ratios[m]):.3f}..{max(ratios[m]):.3f} | "
+              f"{statistics.median(cpu[m]) / 1e6:.1f} ms | "
+              f"{statistics.median(cpu_ratios[m]):.4f}x | "
+              f"{min(cpu_ratios[m]):.3f}..{max(cpu_ratios[m]):.3f} |")
     ur = [t / bb for t, bb in zip(ul_traced, ul_bare)]
     per_pair = [(t - bb) / a.ulock_pairs for t, bb in zip(ul_traced, ul_bare)]
     print(f"\nFor comparison, `--source user-locks` as target, {a.ulock_pairs} pairs: "

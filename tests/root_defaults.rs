@@ -216,7 +216,15 @@ fn run_writes_its_report_to_the_o_file() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("report.json");
     let out = Command::new(bin())
-        .args(["run", "--json", "--by", "lock", "--source", "user-locks", "-o"])
+        .args([
+            "run",
+            "--json",
+            "--by",
+            "lock",
+            "--source",
+            "user-locks",
+            "-o",
+        ])
         .arg(&file)
         .args([
             "--",

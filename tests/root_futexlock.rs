@@ -86,7 +86,13 @@ fn default_sources_see_exactly_the_blocked_mutex_waits_their_length_and_holder()
     let rounds = 6;
     let (w, events, rep) = trace_run(
         &[],
-        &["global-hold", "--hold", "40ms", "--rounds", &rounds.to_string()],
+        &[
+            "global-hold",
+            "--hold",
+            "40ms",
+            "--rounds",
+            &rounds.to_string(),
+        ],
     );
     let names = source_names(&rep);
     assert!(names.contains(&"futex".to_string()), "{names:?}");
@@ -178,7 +184,10 @@ fn condvar_waits_are_condvar_waits_not_lock_contention() {
     let locks: Vec<&Value> = rows(&rep)
         .iter()
         .filter(|r| {
-            u(&r["pid"]) == pid && r["source"].as_str().is_some_and(|s| s.starts_with("futex-"))
+            u(&r["pid"]) == pid
+                && r["source"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("futex-"))
         })
         .collect();
     assert!(locks.is_empty(), "no lock rows: {locks:?}");
@@ -209,7 +218,13 @@ fn rwlock_waits_are_classified_read_and_write() {
     let rounds = 3;
     let (w, events, rep) = trace_run(
         &[],
-        &["rwlock-hold", "--hold", "30ms", "--rounds", &rounds.to_string()],
+        &[
+            "rwlock-hold",
+            "--hold",
+            "30ms",
+            "--rounds",
+            &rounds.to_string(),
+        ],
     );
     futex_lost_nothing(&rep);
     let lock = w["lock"].as_str().expect("rwlock address");
@@ -225,8 +240,18 @@ fn rwlock_waits_are_classified_read_and_write() {
             .map(|r| u(&r["count"]))
             .sum()
     };
-    assert_eq!(count("pthread-rwlock-read"), u(&w["reads"]), "{}", rep["rows"]);
-    assert_eq!(count("pthread-rwlock-write"), u(&w["writes"]), "{}", rep["rows"]);
+    assert_eq!(
+        count("pthread-rwlock-read"),
+        u(&w["reads"]),
+        "{}",
+        rep["rows"]
+    );
+    assert_eq!(
+        count("pthread-rwlock-write"),
+        u(&w["writes"]),
+        "{}",
+        rep["rows"]
+    );
     assert_eq!(u(&w["reads"]) + u(&w["writes"]), 3 * rounds as u64);
     // in order: read, write, write per round
     let mine: Vec<&Value> = events.iter().filter(|e| e["lock"] == lock).collect();

@@ -633,10 +633,7 @@ fn a_static_binary_is_not_traced_and_says_why_while_other_sources_run() {
     let srcs = rep["sources"].as_array().expect("sources");
     // user-locks runs only when named; futex (the default for targets)
     // needs no libc symbol
-    assert!(
-        !srcs.iter().any(|s| s["name"] == "user-locks"),
-        "{srcs:?}"
-    );
+    assert!(!srcs.iter().any(|s| s["name"] == "user-locks"), "{srcs:?}");
     assert!(
         srcs.iter()
             .any(|s| s["name"] == "futex" && s["available"] == true),

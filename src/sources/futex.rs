@@ -32,9 +32,7 @@ use crate::bpf::futex::types::{
     ls_fagg_key, ls_fagg_val, ls_fevent, ls_fholder_key, ls_fholder_val,
 };
 use crate::bpf::futex::{FutexSkel, FutexSkelBuilder, OpenFutexSkel};
-use crate::model::{
-    Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit,
-};
+use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
 use crate::output::SourceStatus;
 use crate::procmaps::UserSymbolizer;
 
@@ -479,7 +477,10 @@ impl Source for Futex {
         let map = &self.skel.maps.holders;
         let mut out = Vec::new();
         for k in map.keys() {
-            let Some(v) = map.lookup(&k, MapFlags::ANY).context("read futex holders")? else {
+            let Some(v) = map
+                .lookup(&k, MapFlags::ANY)
+                .context("read futex holders")?
+            else {
                 continue;
             };
             let (Some(k), Some(v)) = (
@@ -492,9 +493,10 @@ impl Source for Futex {
                 continue; // neither a waker nor an owner was seen
             }
             let (kind, source) = kind_of(k.kind);
-            let comm = std::fs::read_to_string(format!("/proc/{}/task/{}/comm", k.pid, k.holder_tid))
-                .ok()
-                .map(|s| s.trim().to_string());
+            let comm =
+                std::fs::read_to_string(format!("/proc/{}/task/{}/comm", k.pid, k.holder_tid))
+                    .ok()
+                    .map(|s| s.trim().to_string());
             out.push(HolderRow {
                 source,
                 kind,
