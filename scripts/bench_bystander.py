@@ -67,11 +67,15 @@ def run_paused(binary, wl, tracer_args=None):
     line = p.stderr.readline()
     if "waiting for SIGUSR1" not in line:
         raise RuntimeError("workload not ready: " + line)
-    tracer = None
+    tracer, report = None, None
     if tracer_args is not None:
         args = [str(p.pid) if x == "PID" else x for x in tracer_args]
         tracer = Tracer(binary, args)
     try:
+        # CPU time spent waiting for the signal (the tracer's attach time)
+        # is not the workload's: subtracted below
+        with open(f"/proc/{p.pid}/schedstat") as f:
+            before = int(f.read().split()[0])
         os.kill(p.pid, signal.SIGUSR1)
         out = p.stdout.read()
         _, status, ru = os.wait4(p.pid, 0)
@@ -79,10 +83,10 @@ def run_paused(binary, wl, tracer_args=None):
         p.stderr.read()
     finally:
         if tracer:
-            tracer.stop()
+            report = tracer.stop()
     if p.returncode != 0:
         raise RuntimeError(f"workload failed: {p.returncode}")
-    return first_json(out), int((ru.ru_utime + ru.ru_stime) * 1e9)
+    return first_json(out), int((ru.ru_utime + ru.ru_stime) * 1e9) - before, report
 
 
 class Tracer:
@@ -159,12 +163,18 @@ def main():
     ratios = {m: [] for m in modes[1:]}
     cpu_ratios = {m: [] for m in modes[1:]}
     ul_bare, ul_traced = [], []
+    runs = []
+    stats_fd = hold_bpf_stats()
     for r in range(a.rounds):
         order = modes[r % len(modes):] + modes[: r % len(modes)]
         got, gcpu = {}, {}
         for m in order:
-            w, c = run_paused(b, pairs, tracer_of[m])
+            w, c, rep = run_paused(b, pairs, tracer_of[m])
             got[m], gcpu[m] = w["elapsed_ns"], c
+            if m == "target-default":
+                # how often the futex programs ran for the whole workload
+                # (its 2 x pairs lock calls never enter the kernel)
+                runs.append(prog_totals(rep, "futex_")[0])
         for m in modes:
             el[m].append(got[m])
             cpu[m].append(gcpu[m])
@@ -197,6 +207,9 @@ def main():
               f"{statistics.median(cpu[m]) / 1e6:.1f} ms | "
               f"{statistics.median(cpu_ratios[m]):.4f}x | "
               f"{min(cpu_ratios[m]):.3f}..{max(cpu_ratios[m]):.3f} |")
+    os.close(stats_fd)
+    print(f"\nThe futex programs ran {min(runs)}..{max(runs)} times per traced run "
+          f"of {a.pairs} pairs (startup, thread spawn/join): never on a lock call.")
     ur = [t / bb for t, bb in zip(ul_traced, ul_bare)]
     per_pair = [(t - bb) / a.ulock_pairs for t, bb in zip(ul_traced, ul_bare)]
     print(f"\nFor comparison, `--source user-locks` as target, {a.ulock_pairs} pairs: "
