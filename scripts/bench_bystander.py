@@ -209,7 +209,7 @@ def main():
               f"{min(cpu_ratios[m]):.3f}..{max(cpu_ratios[m]):.3f} |")
     os.close(stats_fd)
     print(f"\nThe futex programs ran {min(runs)}..{max(runs)} times per traced run "
-          f"of {a.pairs} pairs (startup, thread spawn/join): never on a lock call.")
+          f"of {a.pairs} pairs (startup, thread spawn/join; the workload made {2 * a.pairs} lock calls).")
     ur = [t / bb for t, bb in zip(ul_traced, ul_bare)]
     per_pair = [(t - bb) / a.ulock_pairs for t, bb in zip(ul_traced, ul_bare)]
     print(f"\nFor comparison, `--source user-locks` as target, {a.ulock_pairs} pairs: "
