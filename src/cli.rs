@@ -190,11 +190,12 @@ pub struct TraceSettings {
     /// Sources to run (repeatable or comma-separated; `lockscope doctor`
     /// lists them with what this kernel allows). Default: only what costs
     /// nothing on an uncontended path: kernel-contention [per contention];
-    /// for -p/-t/run targets also user-locks (uprobes inside those
-    /// processes) and futex [per futex call]. Opt-in by name, as they run
-    /// on paths every process takes: mmap-lock, kernel-mutex, kernel-rwsem
-    /// [per lock operation], sched, sched-picknext [per context switch];
-    /// user-locks system-wide. `all` runs every one
+    /// for -p/-t/run targets also futex [per futex call]: pthread mutex
+    /// and rwlock contention with its releaser, condvar and other futex
+    /// waits. Opt-in by name, as they run on paths every process takes:
+    /// mmap-lock, kernel-mutex, kernel-rwsem, user-locks (uprobes on every
+    /// pthread lock call: hold times) [per lock operation], sched,
+    /// sched-picknext [per context switch]. `all` runs every one
     #[arg(long = "source", value_delimiter = ',', value_name = "NAME")]
     pub sources: Vec<String>,
     /// Take full kernel + user stacks of waits at least --stack-threshold
@@ -434,7 +435,11 @@ pub struct WorkloadArgs {
     /// before tracing starts, then --rounds pairs), global-hold (as
     /// mutex-hold on the global mutex LOCKSCOPE_GLOBAL_MUTEX), fork-mutex
     /// (--children processes, each after --child-delay: mutex-pairs, then
-    /// --rounds of mutex-hold, on mutexes of its own); file-hold
+    /// --rounds of mutex-hold, on mutexes of its own), cond-wait (a thread
+    /// waits on a pthread condvar until signalled, --rounds times: not a
+    /// lock), rwlock-hold (a pthread rwlock held --hold while a reader
+    /// waits behind a writer, a writer behind a writer and a writer behind
+    /// a reader, --rounds times each); file-hold
     /// (as pipe-hold on the i_rwsem of the inode of --file: two threads
     /// write its first page)
     #[arg(value_parser = crate::workload::parse_kind, default_value = "pipe")]

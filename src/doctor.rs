@@ -288,7 +288,8 @@ pub fn plan(checks: &[Check]) -> Vec<SourcePlan> {
             ("syscalls", "sys_exit_futex"),
         ],
         false,
-        "futex waits (Rust std, Go, Java locks) are not measured",
+        "futex waits (pthread mutex/rwlock contention and its releaser, condvars, Rust std, \
+         Go, Java locks) are not measured",
     );
     let futex_ok = futex.available;
 
@@ -297,7 +298,7 @@ pub fn plan(checks: &[Check]) -> Vec<SourcePlan> {
         available("user-locks", "uprobe", String::new())
     } else {
         let lost = if futex_ok {
-            "pthread lock holds and trylocks are lost; contended waits still show as futex waits"
+            "pthread lock holds and trylocks are lost; contended waits still come from futex"
         } else {
             "pthread lock waits, holds and trylocks are lost"
         };

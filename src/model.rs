@@ -44,6 +44,8 @@ pub enum LockKind {
     UserRwlockWrite,
     /// pthread_spinlock_t.
     UserSpin,
+    /// Not a lock: a pthread_cond_t wait (futex source).
+    UserCond,
     /// A futex word waited on with futex(2) / futex_waitv(2).
     Futex,
     /// Flags this version does not know; kept so nothing is hidden.
@@ -96,6 +98,7 @@ impl LockKind {
             LockKind::UserRwlockRead => "pthread-rwlock-read".into(),
             LockKind::UserRwlockWrite => "pthread-rwlock-write".into(),
             LockKind::UserSpin => "pthread-spin".into(),
+            LockKind::UserCond => "pthread-cond".into(),
             LockKind::Futex => "futex".into(),
             LockKind::Unknown(f) => format!("unknown-0x{f:x}"),
         }

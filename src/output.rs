@@ -121,6 +121,11 @@ pub const KIND_LABELS: &[(LockKind, &str, &str)] = &[
         "pthread_rwlock_t, write",
     ),
     (LockKind::UserSpin, "pspin", "pthread_spinlock_t"),
+    (
+        LockKind::UserCond,
+        "pcond",
+        "not a lock: pthread_cond_t wait",
+    ),
     (LockKind::Futex, "futex", "not a lock: any futex(2) wait"),
 ];
 

@@ -50,6 +50,14 @@ pub enum UserKind {
     /// mutex-hold, on mutexes of its own (distinct addresses in every
     /// child), and reports to the parent, which reports them all.
     ForkMutex,
+    /// A thread waits on a pthread condition variable until the main
+    /// thread, once it sees the waiter asleep in futex(2), signals it,
+    /// `rounds` times (a condvar wait, not lock contention).
+    CondWait,
+    /// A pthread rwlock held by the main thread for `hold` while a second
+    /// thread blocks on it, `rounds` times each: a reader behind a writer,
+    /// a writer behind a writer, a writer behind a reader.
+    RwlockHold,
 }
 
 pub const NAMES: &[(&str, UserKind)] = &[
@@ -63,6 +71,8 @@ pub const NAMES: &[(&str, UserKind)] = &[
     ("held-before", UserKind::HeldBefore),
     ("global-hold", UserKind::GlobalHold),
     ("fork-mutex", UserKind::ForkMutex),
+    ("cond-wait", UserKind::CondWait),
+    ("rwlock-hold", UserKind::RwlockHold),
 ];
 
 impl UserKind {
@@ -278,6 +288,8 @@ pub fn run(spec: &UserSpec) -> Result<UserReport> {
         UserKind::Rwlock => rwlock(spec)?,
         UserKind::StdMutex => std_mutex(spec)?,
         UserKind::HeldBefore => held_before(spec)?,
+        UserKind::CondWait => cond_wait(spec)?,
+        UserKind::RwlockHold => rwlock_hold(spec)?,
     };
     rep.kind = spec.kind.name();
     rep.pid = std::process::id();
@@ -719,6 +731,217 @@ fn rwlock(spec: &UserSpec) -> Result<UserReport> {
         acquisitions: spec.reads + spec.writes,
         ..Default::default()
     })
+}
+
+/// Polls (200 us sleeps) until thread `tid` of this process is inside
+/// futex(2) on an address in [lo, hi): asleep on the lock or condvar under
+/// test, as the kernel itself says (/proc/self/task/TID/syscall).
+fn wait_blocked(tid: u32, lo: usize, hi: usize) {
+    loop {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) {
+            let mut f = s.split_whitespace();
+            let nr = f.next();
+            let a0 = f
+                .next()
+                .and_then(|a| usize::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+            if nr == Some("202")
+                && let Some(a) = a0
+                && a >= lo
+                && a < hi
+            {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A pthread condition variable and its mutex, at fixed addresses.
+struct PCond {
+    cond: UnsafeCell<libc::pthread_cond_t>,
+    mutex: PMutex,
+    flag: AtomicU32,
+}
+// SAFETY: condition variables are made to be shared; access only via the
+// pthread functions (the flag is atomic).
+unsafe impl Sync for PCond {}
+// SAFETY: as above.
+unsafe impl Send for PCond {}
+
+/// cond-wait: per round, the waiter waits on the condvar (its own time
+/// measured around pthread_cond_wait); the main thread waits until the
+/// waiter sleeps in futex(2) on it, sets the flag under the mutex,
+/// releases the mutex and only then signals (so the woken waiter takes the
+/// mutex uncontended: no mutex wait).
+fn cond_wait(spec: &UserSpec) -> Result<UserReport> {
+    let c = Arc::new(PCond {
+        cond: UnsafeCell::new(libc::PTHREAD_COND_INITIALIZER),
+        mutex: PMutex::new(),
+        flag: AtomicU32::new(0),
+    });
+    let step = Arc::new(AtomicU32::new(0));
+    let waiter_tid = Arc::new(AtomicU32::new(0));
+    let rounds = spec.rounds as u32;
+    let waiter = {
+        let (c, step, waiter_tid) = (c.clone(), step.clone(), waiter_tid.clone());
+        std::thread::Builder::new()
+            .name("ls-cwaiter".into())
+            .spawn(move || -> Result<Vec<u64>> {
+                // SCHED_FIFO (root): not preempted between its own clock
+                // reads and the lock call on a busy machine
+                try_realtime();
+                waiter_tid.store(gettid(), Ordering::Release);
+                let mut waits = Vec::new();
+                for r in 0..rounds {
+                    check(c.mutex.lock(), "lock")?;
+                    step.store(2 * r + 1, Ordering::Release);
+                    let t0 = now_ns();
+                    while c.flag.load(Ordering::Acquire) < r + 1 {
+                        // SAFETY: initialised condvar and mutex at fixed
+                        // addresses; we hold the mutex.
+                        check(
+                            unsafe { libc::pthread_cond_wait(c.cond.get(), c.mutex.ptr()) },
+                            "pthread_cond_wait",
+                        )?;
+                    }
+                    waits.push(now_ns() - t0);
+                    check(c.mutex.unlock(), "unlock")?;
+                    step.store(2 * r + 2, Ordering::Release);
+                }
+                Ok(waits)
+            })?
+    };
+    let start = now_ns();
+    wait_for(&waiter_tid, 1);
+    let wt = waiter_tid.load(Ordering::Acquire);
+    let lo = c.cond.get() as usize;
+    let hi = lo + std::mem::size_of::<libc::pthread_cond_t>();
+    let mut rep = UserReport {
+        lock: format!("0x{lo:x}"),
+        holder_tid: gettid(),
+        waiter_tid: wt,
+        realtime: try_realtime(),
+        ..Default::default()
+    };
+    for r in 0..rounds {
+        wait_for(&step, 2 * r + 1);
+        wait_blocked(wt, lo, hi);
+        check(c.mutex.lock(), "lock")?;
+        c.flag.store(r + 1, Ordering::Release);
+        check(c.mutex.unlock(), "unlock")?;
+        // SAFETY: an initialised condvar at a fixed address.
+        check(
+            unsafe { libc::pthread_cond_signal(c.cond.get()) },
+            "pthread_cond_signal",
+        )?;
+        wait_for(&step, 2 * r + 2);
+    }
+    rep.elapsed_ns = now_ns() - start;
+    rep.waiter_wait_ns = match waiter.join() {
+        Ok(r) => r?,
+        Err(_) => bail!("waiter thread panicked"),
+    };
+    rep.tids = vec![rep.holder_tid, rep.waiter_tid];
+    rep.acquisitions = 2 * spec.rounds;
+    Ok(rep)
+}
+
+/// A pthread rwlock at a fixed address.
+struct PRwlock(UnsafeCell<libc::pthread_rwlock_t>);
+// SAFETY: rwlocks are made to be shared; access only via pthread_rwlock_*.
+unsafe impl Sync for PRwlock {}
+// SAFETY: as above.
+unsafe impl Send for PRwlock {}
+
+impl PRwlock {
+    fn lock(&self, write: bool) -> i32 {
+        // SAFETY: an initialised rwlock at a fixed address (inside an Arc).
+        unsafe {
+            if write {
+                libc::pthread_rwlock_wrlock(self.0.get())
+            } else {
+                libc::pthread_rwlock_rdlock(self.0.get())
+            }
+        }
+    }
+    fn unlock(&self) -> i32 {
+        // SAFETY: as above; callers unlock only what they locked.
+        unsafe { libc::pthread_rwlock_unlock(self.0.get()) }
+    }
+}
+
+/// rwlock-hold's phases of a round: (the holder writes, the waiter writes).
+const RW_PHASES: [(bool, bool); 3] = [(true, false), (true, true), (false, true)];
+
+/// rwlock-hold: per round and phase, the main thread takes the rwlock,
+/// lets the waiter call, waits until the waiter sleeps in futex(2) on the
+/// rwlock, holds until `hold` after taking it, and releases. `reads` and
+/// `writes` count the waiter's blocked calls (1 and 2 per round);
+/// `waiter_wait_ns` and `hold_ns` are per wait, in order.
+fn rwlock_hold(spec: &UserSpec) -> Result<UserReport> {
+    let rw = Arc::new(PRwlock(UnsafeCell::new(libc::PTHREAD_RWLOCK_INITIALIZER)));
+    let step = Arc::new(AtomicU32::new(0));
+    let waiter_tid = Arc::new(AtomicU32::new(0));
+    let n = spec.rounds as u32 * RW_PHASES.len() as u32;
+    let waiter = {
+        let (rw, step, waiter_tid) = (rw.clone(), step.clone(), waiter_tid.clone());
+        std::thread::Builder::new()
+            .name("ls-rwwaiter".into())
+            .spawn(move || -> Result<Vec<u64>> {
+                // SCHED_FIFO (root): not preempted between its own clock
+                // reads and the lock call on a busy machine
+                try_realtime();
+                waiter_tid.store(gettid(), Ordering::Release);
+                let mut waits = Vec::new();
+                for k in 0..n {
+                    let (_, write) = RW_PHASES[k as usize % RW_PHASES.len()];
+                    wait_for(&step, 2 * k + 1);
+                    let t0 = now_ns();
+                    check(rw.lock(write), "waiter rwlock")?;
+                    waits.push(now_ns() - t0);
+                    check(rw.unlock(), "waiter unlock")?;
+                    step.store(2 * k + 2, Ordering::Release);
+                }
+                Ok(waits)
+            })?
+    };
+    wait_for(&waiter_tid, 1);
+    let wt = waiter_tid.load(Ordering::Acquire);
+    let lo = rw.0.get() as usize;
+    let hi = lo + std::mem::size_of::<libc::pthread_rwlock_t>();
+    let mut rep = UserReport {
+        lock: format!("0x{lo:x}"),
+        holder_tid: gettid(),
+        waiter_tid: wt,
+        realtime: try_realtime(),
+        ..Default::default()
+    };
+    let start = now_ns();
+    for k in 0..n {
+        let (write, waiter_writes) = RW_PHASES[k as usize % RW_PHASES.len()];
+        check(rw.lock(write), "holder rwlock")?;
+        let acquired = now_ns();
+        step.store(2 * k + 1, Ordering::Release);
+        wait_blocked(wt, lo, hi);
+        hold_until(acquired + spec.hold.as_nanos() as u64);
+        let unlock_at = now_ns();
+        check(rw.unlock(), "holder unlock")?;
+        rep.hold_ns.push(unlock_at - acquired);
+        if waiter_writes {
+            rep.writes += 1;
+        } else {
+            rep.reads += 1;
+        }
+        wait_for(&step, 2 * k + 2);
+    }
+    rep.elapsed_ns = now_ns() - start;
+    rep.waiter_wait_ns = match waiter.join() {
+        Ok(r) => r?,
+        Err(_) => bail!("waiter thread panicked"),
+    };
+    rep.tids = vec![rep.holder_tid, rep.waiter_tid];
+    rep.acquisitions = 2 * n as u64;
+    Ok(rep)
 }
 
 /// std::sync::Mutex contention: the waiter measures its blocked lock().

@@ -23,7 +23,26 @@
  *   of the waiter at sys_enter and sys_exit (user.bpf.h ls_sched_split).
  * - Aggregation keyed by (uaddr, tid): one writer per key, no atomics.
  * - --stacks: the user stack of a wait at least the threshold long (or
- *   sampled), taken at sys_exit, aggregated per (uaddr, tid, op, stack).
+ *   sampled), taken at sys_exit, aggregated per (uaddr, tid, kind, stack).
+ * - Kinds (classify(), at sys_enter, glibc 2.36 x86_64 layouts checked
+ *   against the real library): glibc's lll lock slow path (pthread mutex,
+ *   libc-internal locks) waits with FUTEX_WAIT val 2 on the lock word
+ *   (mutex __lock at +0; __owner tid +8, __nusers +12, __kind +16); PI
+ *   mutexes use LOCK_PI(2) with the owner tid in the word. pthread_rwlock
+ *   waits with WAIT_BITSET: a reader on __wrphase_futex (+8) for 3 while a
+ *   writer holds, a writer on __wrphase_futex for 2 while readers hold, a
+ *   writer on __writers_futex (+12) for 3 while a writer holds; __readers
+ *   (+0) has WRPHASE (1) / WRLOCKED (2) set accordingly, __pad3/__pad4
+ *   (+16/+20) are 0, __cur_writer is at +24. pthread_cond waits with
+ *   WAIT_BITSET on __g_signals[g] (+40/+44) while __wrefs (+36) counts its
+ *   waiters (>= 8). Anything else is `other`. Spinning before the futex
+ *   call (glibc's adaptive mutexes) is not seen: only the sleep is.
+ * - Holder: a waking op (WAKE, WAKE_BITSET, WAKE_OP, (CMP_)REQUEUE,
+ *   UNLOCK_PI) of a target records (pid, uaddr) -> (tid, time) in an LRU
+ *   map; a woken wait whose waker called after the wait began names that
+ *   thread (the releaser); else the owner read at sys_enter. Wakes are
+ *   issued only when the lock word says someone waits, so this costs
+ *   nothing on an uncontended lock.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -36,7 +55,13 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define FUTEX_WAIT 0
+#define FUTEX_WAKE 1
+#define FUTEX_REQUEUE 3
+#define FUTEX_CMP_REQUEUE 4
+#define FUTEX_WAKE_OP 5
 #define FUTEX_LOCK_PI 6
+#define FUTEX_UNLOCK_PI 7
+#define FUTEX_WAKE_BITSET 10
 #define FUTEX_WAIT_BITSET 9
 #define FUTEX_WAIT_REQUEUE_PI 11
 #define FUTEX_LOCK_PI2 13
@@ -67,6 +92,21 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ls_fagg_val);
 } agg_zero SEC(".maps");
+
+/* The last waker of each (pid, futex) of the targets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct ls_fwake_key);
+	__type(value, struct ls_fwake);
+} wakers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* resized by userspace before load */
+	__type(key, struct ls_fholder_key);
+	__type(value, struct ls_fholder_val);
+} holders SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -108,6 +148,140 @@ static __always_inline bool is_wait_op(__u32 op)
 	return false;
 }
 
+static __always_inline bool is_wake_op(__u32 op)
+{
+	switch (op & FUTEX_CMD_MASK) {
+	case FUTEX_WAKE:
+	case FUTEX_REQUEUE:
+	case FUTEX_CMP_REQUEUE:
+	case FUTEX_WAKE_OP:
+	case FUTEX_UNLOCK_PI:
+	case FUTEX_WAKE_BITSET:
+		return true;
+	}
+	return false;
+}
+
+#define RW_WRPHASE 1U
+#define RW_WRLOCKED 2U
+#define FUTEX_TID_MASK 0x3fffffffU
+
+/* Whether w[i] (u32 words of a pthread_rwlock_t read from base - 8) look
+ * like a rwlock's __readers at `r`, pads at `r+4`, `r+5` and __shared at
+ * `r+7`. */
+static __always_inline bool rw_pads_ok(const __u32 *w, int r)
+{
+	return w[r + 4] == 0 && w[r + 5] == 0 && w[r + 7] <= 1;
+}
+
+#define FUTEX_PRIVATE_FLAG 128
+
+static __always_inline bool cond_wrefs_ok(__u32 wrefs, __u32 op)
+{
+	return (wrefs >> 3) > 0 && wrefs < (1U << 20) &&
+	       !(wrefs & 1) == !!(op & FUTEX_PRIVATE_FLAG);
+}
+
+/* The kind of a futex wait at sys_enter (design note at the top) and the
+ * lock's owner tid when the layout has one. */
+static __always_inline __u32 classify(__u64 uaddr, __u32 op, __u32 val, __u32 *holder,
+				      __u32 *off)
+{
+	__u32 cmd = op & FUTEX_CMD_MASK;
+	/* words from uaddr - 12 to uaddr + 20: w[3] is the futex word */
+	__u32 w[9];
+
+	*holder = 0;
+	*off = 0;
+	if (cmd == FUTEX_LOCK_PI || cmd == FUTEX_LOCK_PI2) {
+		if (!bpf_probe_read_user(&w[0], 4, (void *)uaddr))
+			*holder = w[0] & FUTEX_TID_MASK;
+		return LS_FKIND_MUTEX;
+	}
+	if (cmd == FUTEX_WAIT && val == 2) {
+		/* __lock, __count, __owner, __nusers, __kind */
+		if (!bpf_probe_read_user(&w[0], 20, (void *)uaddr) && w[3] >= 1 &&
+		    w[3] < (1U << 16) && w[4] < 0x400)
+			*holder = w[2];
+		return LS_FKIND_MUTEX;
+	}
+	if (cmd != FUTEX_WAIT_BITSET)
+		return LS_FKIND_OTHER;
+	if (val == 2 || val == 3) {
+		if (bpf_probe_read_user(w, sizeof(w), (void *)(uaddr - 12)))
+			return LS_FKIND_OTHER;
+		/* a writer on __writers_futex (+12): rwlock at uaddr - 12,
+		 * w[0] its __readers, w[7] __cur_writer */
+		if (val == 3 && (w[0] & (RW_WRPHASE | RW_WRLOCKED)) ==
+				(RW_WRPHASE | RW_WRLOCKED) && rw_pads_ok(w, 0)) {
+			*holder = w[6];
+			*off = 12;
+			return LS_FKIND_RWLOCK_WRITE;
+		}
+		/* on __wrphase_futex (+8): rwlock at uaddr - 8, w[1] its
+		 * __readers; a reader waits for the write phase to end (3), a
+		 * writer for the readers (2) */
+		if (!rw_pads_ok(w, 1))
+			return LS_FKIND_OTHER;
+		*off = 8;
+		if (val == 3 && (w[1] & RW_WRPHASE)) {
+			*holder = w[7];
+			return LS_FKIND_RWLOCK_READ;
+		}
+		if (val == 2 && (w[1] & (RW_WRPHASE | RW_WRLOCKED)) == RW_WRLOCKED &&
+		    (w[1] >> 3) > 0)
+			return LS_FKIND_RWLOCK_WRITE;
+		*off = 0;
+		return LS_FKIND_OTHER;
+	}
+	/* pthread_cond_t (glibc 2.36 waits for __g_signals[g] == 0):
+	 * __wrefs (+36) just before __g_signals[0] (+40), or two words before
+	 * __g_signals[1] (+44); its waiter count (>> 3) is at least 1 and its
+	 * bit 0 (process-shared) agrees with the op's PRIVATE flag */
+	if (val != 0 || bpf_probe_read_user(&w[0], 8, (void *)(uaddr - 8)))
+		return LS_FKIND_OTHER;
+	if (cond_wrefs_ok(w[1], op)) {
+		*off = 40;
+		return LS_FKIND_COND;
+	}
+	if (cond_wrefs_ok(w[0], op)) {
+		*off = 44;
+		return LS_FKIND_COND;
+	}
+	return LS_FKIND_OTHER;
+}
+
+/* A waking op of a target: remember who called it, on which futex. */
+static __always_inline void on_wake(__u64 uaddr)
+{
+	struct ls_fwake_key k = {};
+	struct ls_fwake v = {};
+	__u64 id;
+
+	if (!is_target())
+		return;
+	id = bpf_get_current_pid_tgid();
+	k.uaddr = uaddr;
+	k.pid = id >> 32;
+	v.tid = (__u32)id;
+	v.ts_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(&wakers, &k, &v, BPF_ANY);
+}
+
+/* The waker of a woken wait that began at `begin`, else `owner`. */
+static __always_inline __u32 holder_of(__u64 uaddr, __u32 pid, __u64 begin, __u32 owner)
+{
+	struct ls_fwake_key k = {};
+	struct ls_fwake *v;
+
+	k.uaddr = uaddr;
+	k.pid = pid;
+	v = bpf_map_lookup_elem(&wakers, &k);
+	if (v && v->ts_ns >= begin)
+		return v->tid;
+	return owner;
+}
+
 /* Whether the current thread is inside a traced pthread lock call. */
 static __always_inline bool covered(struct task_struct *task)
 {
@@ -116,7 +290,7 @@ static __always_inline bool covered(struct task_struct *task)
 	return c && c->lock && c->covers;
 }
 
-static __always_inline int on_enter(__u64 uaddr, __u32 op)
+static __always_inline int on_enter(__u64 uaddr, __u32 op, __u32 val)
 {
 	struct task_struct *task;
 	struct ls_fwait *w;
@@ -137,6 +311,10 @@ static __always_inline int on_enter(__u64 uaddr, __u32 op)
 		count(LS_FLOST_STALE);
 	w->uaddr = uaddr;
 	w->op = op;
+	w->holder = 0;
+	w->off = 0;
+	w->kind = op == LS_FOP_WAITV ? LS_FKIND_OTHER
+				     : classify(uaddr, op, val, &w->holder, &w->off);
 	w->nvcsw = task->nvcsw;
 	ls_sched_mark(&w->sched, task);
 	w->begin_ns = bpf_ktime_get_ns();
@@ -169,7 +347,8 @@ static __always_inline struct ls_fagg_val *agg_entry(struct ls_fagg_key *key,
 }
 
 static __always_inline void emit(__u64 begin, __u64 end, __u64 uaddr, __u32 op,
-				 __s32 ret, __u32 flags, __u64 offcpu, __u64 runq)
+				 __s32 ret, __u32 flags, __u64 offcpu, __u64 runq,
+				 __u32 kind, __u32 holder)
 {
 	struct ls_fevent *e;
 	__u64 id;
@@ -191,6 +370,8 @@ static __always_inline void emit(__u64 begin, __u64 end, __u64 uaddr, __u32 op,
 	e->op = op;
 	e->ret = ret;
 	e->flags = flags;
+	e->kind = kind;
+	e->holder_tid = holder;
 	e->pad = 0;
 	e->offcpu_ns = offcpu;
 	e->runq_ns = runq;
@@ -223,7 +404,7 @@ static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 	struct ls_fagg_val *val;
 	struct ls_fwait *w, open;
 	__u64 now, delta, id, uaddr, offcpu, runq;
-	__u32 slot, op = 0;
+	__u32 slot, op = 0, holder = 0;
 	bool slept;
 
 	task = bpf_get_current_task_btf();
@@ -243,7 +424,8 @@ static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 		val = agg_entry(&key, task);
 		if (val)
 			val->partial += 1;
-		emit(0, bpf_ktime_get_ns(), uaddr, op, ret, LS_UEV_FUTEX_PARTIAL, 0, 0);
+		emit(0, bpf_ktime_get_ns(), uaddr, op, ret, LS_UEV_FUTEX_PARTIAL, 0, 0,
+		     LS_FKIND_OTHER, 0);
 		return 0;
 	}
 	now = bpf_ktime_get_ns();
@@ -252,9 +434,10 @@ static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 	delta = now - open.begin_ns;
 	slept = task->nvcsw != open.nvcsw;
 	id = bpf_get_current_pid_tgid();
-	key.uaddr = open.uaddr;
+	key.uaddr = open.uaddr - open.off;
 	key.tid = (__u32)id;
 	key.pid = id >> 32;
+	key.kind = open.kind;
 
 	if (ret == -EAGAIN) {
 		count(LS_FSTAT_VALUE_CHANGED);
@@ -294,10 +477,35 @@ static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 	}
 	/* the user stack of the waiting syscall (its kernel stack is the
 	 * syscall exit path: not taken) */
+	if (open.kind != LS_FKIND_OTHER && open.kind != LS_FKIND_COND) {
+		struct ls_fholder_key hk = {};
+		struct ls_fholder_val *hv, hinit = {};
+
+		holder = ret >= 0 ? holder_of(open.uaddr, key.pid, open.begin_ns, open.holder)
+				  : open.holder;
+		hk.uaddr = key.uaddr;
+		hk.holder_tid = holder;
+		hk.pid = key.pid;
+		hk.kind = open.kind;
+		hv = bpf_map_lookup_elem(&holders, &hk);
+		if (!hv) {
+			bpf_map_update_elem(&holders, &hk, &hinit, BPF_NOEXIST);
+			hv = bpf_map_lookup_elem(&holders, &hk);
+		}
+		if (hv) {
+			__sync_fetch_and_add(&hv->waits, 1);
+			__sync_fetch_and_add(&hv->wait_ns, delta);
+		} else {
+			count(LS_FLOST_MAP_FULL);
+		}
+	} else if (ret >= 0) {
+		/* condvar / other: the waker, for the stream */
+		holder = holder_of(open.uaddr, key.pid, open.begin_ns, 0);
+	}
 	if (stacks_on && stack_wanted(delta))
-		add_stack(open.uaddr, open.op, -1, take_ustack(ctx), delta, false);
-	emit(open.begin_ns, now, open.uaddr, open.op, ret, slept ? LS_UEV_SLEPT : 0,
-	     offcpu, runq);
+		add_stack(key.uaddr, open.kind, -1, take_ustack(ctx), delta, false);
+	emit(open.begin_ns, now, key.uaddr, open.op, ret, slept ? LS_UEV_SLEPT : 0,
+	     offcpu, runq, open.kind, holder);
 	return 0;
 }
 
@@ -307,9 +515,12 @@ int futex_enter(struct trace_event_raw_sys_enter *ctx)
 	LS_CHECK_STOPPED();
 	__u32 op = (__u32)ctx->args[1];
 
-	if (!is_wait_op(op))
+	if (!is_wait_op(op)) {
+		if (is_wake_op(op))
+			on_wake(ctx->args[0]);
 		return 0;
-	return on_enter(ctx->args[0], op);
+	}
+	return on_enter(ctx->args[0], op, (__u32)ctx->args[2]);
 }
 
 SEC("tracepoint/syscalls/sys_exit_futex")
@@ -327,7 +538,7 @@ int futex_waitv_enter(struct trace_event_raw_sys_enter *ctx)
 
 	/* keyed by the first futex of the vector */
 	bpf_probe_read_user(&uaddr, sizeof(uaddr), (void *)(ctx->args[0] + 8));
-	return on_enter(uaddr, LS_FOP_WAITV);
+	return on_enter(uaddr, LS_FOP_WAITV, 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_futex_waitv")

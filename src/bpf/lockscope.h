@@ -554,20 +554,66 @@ struct ls_uevent {
 	char comm[LS_COMM_LEN];
 };
 
+/* What a futex wait is for, told at sys_enter from the futex op, the
+ * value waited for and the words around the futex (glibc 2.36 x86_64
+ * layouts, futex.bpf.c classify()). */
+enum ls_fkind {
+	LS_FKIND_OTHER = 0,        /* not recognised: any futex wait */
+	LS_FKIND_MUTEX = 1,        /* glibc lll lock (pthread mutex, libc's own
+				    * locks) or a PI mutex (LOCK_PI) */
+	LS_FKIND_RWLOCK_READ = 2,  /* pthread_rwlock_t: a reader waits */
+	LS_FKIND_RWLOCK_WRITE = 3, /* pthread_rwlock_t: a writer waits */
+	LS_FKIND_COND = 4,         /* pthread_cond_t: not a lock */
+};
+
 /* Per-task: the futex wait in progress (sys_enter -> sys_exit). */
 struct ls_fwait {
 	__u64 uaddr;
 	__u64 begin_ns;
 	__u64 nvcsw;
 	__u32 op;
-	__u32 pad;
+	__u32 kind;   /* enum ls_fkind */
+	__u32 holder; /* the lock's owner / writer tid at sys_enter (0: none) */
+	__u32 off;    /* offset of the futex word in its lock / condvar: the
+		       * lock's address (rows, names) is uaddr - off */
 	struct ls_sched_mark sched; /* at sys_enter */
 };
 
-struct ls_fagg_key {
+/* The last thread that called a waking futex op on (pid, uaddr): the
+ * releaser of a contended lock. */
+struct ls_fwake_key {
 	__u64 uaddr;
+	__u32 pid;
+	__u32 pad;
+};
+
+struct ls_fwake {
+	__u64 ts_ns;
+	__u32 tid;
+	__u32 pad;
+};
+
+struct ls_fagg_key {
+	__u64 uaddr;  /* the lock's or condvar's address (uaddr - off) */
 	__u32 tid;
 	__u32 pid;
+	__u32 kind; /* enum ls_fkind */
+	__u32 pad;
+};
+
+/* Who blocked whom (lock kinds only): woken waits by their waker (else
+ * the owner at the wait's start). */
+struct ls_fholder_key {
+	__u64 uaddr;
+	__u32 holder_tid;
+	__u32 pid;
+	__u32 kind;
+	__u32 pad;
+};
+
+struct ls_fholder_val {
+	__u64 waits;
+	__u64 wait_ns;
 };
 
 struct ls_fagg_val {
@@ -598,6 +644,8 @@ struct ls_fevent {
 	__u32 op;       /* futex op & FUTEX_CMD_MASK; 0x100 for futex_waitv */
 	__s32 ret;
 	__u32 flags;    /* LS_UEV_SLEPT, LS_UEV_FUTEX_PARTIAL */
+	__u32 kind;     /* enum ls_fkind */
+	__u32 holder_tid; /* the waker, else the owner at the start (0: none) */
 	__u32 pad;
 	__u64 offcpu_ns; /* of the wait: off CPU (asleep + runnable) */
 	__u64 runq_ns;   /* of the wait: runnable but not running */

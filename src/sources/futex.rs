@@ -1,13 +1,22 @@
 //! `futex`: futex waits from the syscall tracepoints (`src/bpf/futex.bpf.c`,
-//! design note at its top): per (futex address, thread) wait time, woken
-//! vs timed out vs interrupted, for runtimes that bypass pthread.
+//! design note at its top): per (futex address, thread, kind) wait time,
+//! woken vs timed out vs interrupted. Each wait is told apart at its start
+//! from glibc's layouts: pthread mutex (and libc's own lll locks, PI
+//! mutexes), rwlock read / write, condition variable (not a lock), other
+//! (Rust std, Go, Java, thread joins...). Lock waits are rows of their own
+//! `source` (`futex-mutex`, `futex-rwlock`) ranked with kernel contention;
+//! condvar and other waits stay `futex` rows, in the futex section. The
+//! holder of a lock wait is the thread that woke it (the releaser), else the
+//! owner the lock word named when the wait began. Only waits that sleep are
+//! seen: an uncontended lock never enters the kernel, and spinning before
+//! the futex call is not seen.
 //!
 //! Waits inside a traced pthread lock call are that call's wait (the
 //! `user-locks` source counts them), so this source skips them: both
 //! objects use one per-task map (`ulock_call`, shared by fd).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -19,13 +28,38 @@ use super::{
     Options, Pod, ProgStats, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes,
     prog_stats, tracefs_mounted, tracepoint_exists,
 };
-use crate::bpf::futex::types::{ls_fagg_key, ls_fagg_val, ls_fevent};
+use crate::bpf::futex::types::{
+    ls_fagg_key, ls_fagg_val, ls_fevent, ls_fholder_key, ls_fholder_val,
+};
 use crate::bpf::futex::{FutexSkel, FutexSkelBuilder, OpenFutexSkel};
-use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats, WaitSplit};
+use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
 use crate::output::SourceStatus;
+use crate::procmaps::UserSymbolizer;
 
-/// Name of the source and `source` of its rows.
+/// Name of the source, and `source` of its non-lock rows (condvar, other).
 pub const SOURCE: &str = "futex";
+/// `source` of its lock rows: pthread mutex (and lll / PI locks) waits.
+pub const ROW_MUTEX: &str = "futex-mutex";
+/// `source` of its lock rows: pthread rwlock waits.
+pub const ROW_RWLOCK: &str = "futex-rwlock";
+
+// enum ls_fkind of lockscope.h
+const FKIND_OTHER: u32 = 0;
+const FKIND_MUTEX: u32 = 1;
+const FKIND_RD: u32 = 2;
+const FKIND_WR: u32 = 3;
+const FKIND_COND: u32 = 4;
+
+/// The kind and row `source` of an `enum ls_fkind`.
+pub fn kind_of(k: u32) -> (LockKind, &'static str) {
+    match k {
+        FKIND_MUTEX => (LockKind::UserMutex, ROW_MUTEX),
+        FKIND_RD => (LockKind::UserRwlockRead, ROW_RWLOCK),
+        FKIND_WR => (LockKind::UserRwlockWrite, ROW_RWLOCK),
+        FKIND_COND => (LockKind::UserCond, SOURCE),
+        _ => (LockKind::Futex, SOURCE),
+    }
+}
 
 // LS_UEV_* flags of lockscope.h
 const EV_SLEPT: u32 = 4;
@@ -38,6 +72,10 @@ unsafe impl Pod for ls_fagg_key {}
 unsafe impl Pod for ls_fagg_val {}
 // SAFETY: as above.
 unsafe impl Pod for ls_fevent {}
+// SAFETY: as above.
+unsafe impl Pod for ls_fholder_key {}
+// SAFETY: as above.
+unsafe impl Pod for ls_fholder_val {}
 
 /// Loss counters, in the order of `enum ls_flost`.
 pub const LOST_NAMES: [&str; 4] = [
@@ -64,6 +102,12 @@ pub struct Futex {
     skel: FutexSkel<'static>,
     links: RefCell<Vec<Link>>,
     waitv: bool,
+    /// Names of the locks and condvars waited on, by (pid, address): the
+    /// ELF symbol of a static one (the symbolizer user-locks uses), given
+    /// while the process lives (`tick`); None when it has none.
+    names: RefCell<HashMap<(u32, u64), Option<String>>>,
+    syms: RefCell<UserSymbolizer>,
+    named_at: RefCell<Option<std::time::Instant>>,
 }
 
 impl Futex {
@@ -105,6 +149,7 @@ impl Futex {
             }
         }
         open.maps.agg.set_max_entries(opts.max_entries)?;
+        open.maps.holders.set_max_entries(opts.max_entries)?;
         if let Some(st) = opts.stacks {
             rodata.stacks_on = true;
             rodata.stack_threshold_ns = st.threshold_ns;
@@ -189,7 +234,44 @@ impl Futex {
             skel,
             links: RefCell::new(links),
             waitv,
+            names: RefCell::new(HashMap::new()),
+            syms: RefCell::new(UserSymbolizer::default()),
+            named_at: RefCell::new(None),
         })
+    }
+
+    /// Names the locks and condvars of the aggregation map not named yet
+    /// (a static variable's symbol; heap objects have none).
+    fn name_new(&self) {
+        let mut todo = Vec::new();
+        {
+            let names = self.names.borrow();
+            for k in self.skel.maps.agg.keys() {
+                if let Some(k) = from_bytes::<ls_fagg_key>(&k)
+                    && k.kind != FKIND_OTHER
+                    && !names.contains_key(&(k.pid, k.uaddr))
+                {
+                    todo.push((k.pid, k.uaddr));
+                }
+            }
+        }
+        if todo.is_empty() {
+            return;
+        }
+        let mut syms = self.syms.borrow_mut();
+        let mut names = self.names.borrow_mut();
+        for (pid, addr) in todo {
+            let n = syms.data_name(pid, addr);
+            // a process gone before it was looked at may be named later
+            // by nobody: keep the miss only for live ones
+            if n.is_some() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                names.insert((pid, addr), n);
+            }
+        }
+    }
+
+    fn lock_name(&self, pid: u32, addr: u64) -> Option<String> {
+        self.names.borrow().get(&(pid, addr)).cloned().flatten()
     }
 
     fn counter(&self, i: u32) -> Result<u64> {
@@ -215,9 +297,10 @@ pub fn start(opts: &Options) -> Result<Box<dyn Source>> {
 pub fn to_record(k: &ls_fagg_key, v: &ls_fagg_val, cgroup: Option<String>) -> Record {
     let mut hist = Log2Hist::default();
     hist.slots.copy_from_slice(&v.hist[..HIST_SLOTS]);
+    let (kind, source) = kind_of(k.kind);
     Record {
-        source: SOURCE,
-        kind: LockKind::Futex,
+        source,
+        kind,
         lock: k.uaddr,
         lock_name: None,
         caller: None,
@@ -253,9 +336,10 @@ pub fn to_event(e: &ls_fevent, cgroup: Option<String>) -> Event {
     } else {
         e.end_ns.saturating_sub(e.begin_ns)
     };
+    let (kind, source) = kind_of(e.kind);
     Event {
-        source: SOURCE,
-        kind: LockKind::Futex,
+        source,
+        kind,
         lock: e.uaddr,
         lock_name: None,
         caller: Some(op_name(e.op).into()),
@@ -274,7 +358,7 @@ pub fn to_event(e: &ls_fevent, cgroup: Option<String>) -> Event {
         spun: false,
         slept: e.flags & EV_SLEPT != 0,
         partial,
-        holder_tid: None,
+        holder_tid: (e.holder_tid != 0).then_some(e.holder_tid),
         split: (!partial).then(|| WaitSplit::from_offcpu(wait_ns, e.offcpu_ns, e.runq_ns)),
     }
 }
@@ -343,6 +427,7 @@ impl Source for Futex {
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
+        self.name_new();
         let map = &self.skel.maps.agg;
         let mut out = Vec::new();
         for k in map.keys() {
@@ -354,7 +439,9 @@ impl Source for Futex {
             {
                 // an entry with only value-changed calls has no wait to show
                 if v.count + v.partial + v.value_changed > 0 {
-                    out.push(to_record(&k, &v, sym.cgroup(v.cgroup_id)));
+                    let mut r = to_record(&k, &v, sym.cgroup(v.cgroup_id));
+                    r.lock_name = self.lock_name(k.pid, k.uaddr);
+                    out.push(r);
                 }
             }
         }
@@ -363,8 +450,8 @@ impl Source for Futex {
         super::common::attach_stacks(
             &mut out,
             stacks,
-            |_, r| (r.lock, r.tid),
-            |e| (e.key.lock, e.key.tid),
+            |_, r| (r.lock, r.tid, r.kind),
+            |e| (e.key.lock, e.key.tid, kind_of(e.key.flags).0),
             |_, _| true,
         );
         Ok(out)
@@ -374,6 +461,54 @@ impl Source for Futex {
         // normalise new user stacks while their processes still live
         let maps = &self.skel.maps;
         super::common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
+        // and name new locks while they live, a few times a second (it
+        // reads the whole map, which holds contended futexes only)
+        let due = self
+            .named_at
+            .borrow()
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(200));
+        if due {
+            self.name_new();
+            *self.named_at.borrow_mut() = Some(std::time::Instant::now());
+        }
+    }
+
+    fn holders(&self) -> Result<Vec<HolderRow>> {
+        let map = &self.skel.maps.holders;
+        let mut out = Vec::new();
+        for k in map.keys() {
+            let Some(v) = map
+                .lookup(&k, MapFlags::ANY)
+                .context("read futex holders")?
+            else {
+                continue;
+            };
+            let (Some(k), Some(v)) = (
+                from_bytes::<ls_fholder_key>(&k),
+                from_bytes::<ls_fholder_val>(&v),
+            ) else {
+                continue;
+            };
+            if k.holder_tid == 0 {
+                continue; // neither a waker nor an owner was seen
+            }
+            let (kind, source) = kind_of(k.kind);
+            let comm =
+                std::fs::read_to_string(format!("/proc/{}/task/{}/comm", k.pid, k.holder_tid))
+                    .ok()
+                    .map(|s| s.trim().to_string());
+            out.push(HolderRow {
+                source,
+                kind,
+                lock: format!("0x{:x}", k.uaddr),
+                pid: k.pid,
+                holder_tid: k.holder_tid,
+                holder_comm: comm,
+                waits: v.waits,
+                wait_ns: v.wait_ns,
+            });
+        }
+        Ok(out)
     }
 
     fn lost(&self) -> Result<BTreeMap<String, u64>> {
@@ -413,7 +548,18 @@ impl Source for Futex {
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
         let e = from_bytes::<ls_fevent>(data)?;
-        Some(to_event(&e, sym.cgroup(e.cgroup_id)))
+        let mut ev = to_event(&e, sym.cgroup(e.cgroup_id));
+        if e.kind != FKIND_OTHER {
+            // a lock seen for the first time is named now, while its
+            // process surely lives (once per lock: the names are kept)
+            let key = (e.pid, e.uaddr);
+            if !self.names.borrow().contains_key(&key) {
+                let n = self.syms.borrow_mut().data_name(e.pid, e.uaddr);
+                self.names.borrow_mut().insert(key, n);
+            }
+            ev.lock_name = self.lock_name(e.pid, e.uaddr);
+        }
+        Some(ev)
     }
 }
 
@@ -429,6 +575,8 @@ mod tests {
             uaddr: 0x1000,
             tid: 2,
             pid: 1,
+            kind: FKIND_OTHER,
+            pad: 0,
         };
         let mut v = ls_fagg_val {
             count: 3,
@@ -468,6 +616,8 @@ mod tests {
             op: 9 | 128,
             ret: -ETIMEDOUT,
             flags: EV_SLEPT,
+            kind: FKIND_COND,
+            holder_tid: 7,
             pad: 0,
             offcpu_ns: 90,
             runq_ns: 5,
@@ -477,7 +627,19 @@ mod tests {
         assert_eq!(ev.wait_ns, 100);
         assert!(ev.aborted && ev.slept && !ev.partial);
         assert_eq!(ev.caller.as_deref(), Some("FUTEX_WAIT_BITSET"));
+        assert_eq!((ev.kind, ev.source), (LockKind::UserCond, SOURCE));
+        assert_eq!(ev.holder_tid, Some(7));
         let sp = ev.split.expect("split");
         assert_eq!((sp.oncpu, sp.runnable, sp.asleep), (10, 5, 85));
+    }
+
+    #[test]
+    fn lock_kinds_are_lock_rows_and_condvars_are_not() {
+        assert_eq!(kind_of(FKIND_MUTEX), (LockKind::UserMutex, ROW_MUTEX));
+        assert_eq!(kind_of(FKIND_RD), (LockKind::UserRwlockRead, ROW_RWLOCK));
+        assert_eq!(kind_of(FKIND_WR), (LockKind::UserRwlockWrite, ROW_RWLOCK));
+        assert_eq!(kind_of(FKIND_COND), (LockKind::UserCond, SOURCE));
+        assert_eq!(kind_of(FKIND_OTHER), (LockKind::Futex, SOURCE));
+        assert_eq!(kind_of(99), (LockKind::Futex, SOURCE));
     }
 }

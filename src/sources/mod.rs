@@ -549,14 +549,15 @@ pub const REGISTRY: &[SourceInfo] = &[
     },
     SourceInfo {
         name: ulock::SOURCE,
-        about: "pthread mutex/rwlock/spinlock waits, holds, failures and holders (uprobes on libc)",
+        about: "pthread mutex/rwlock/spinlock waits AND holds, failures, holders (uprobes on libc)",
         start: ulock::start,
         cost: Cost::PerLockOp,
-        default: DefaultOn::ForProcesses,
+        default: DefaultOn::Never,
     },
     SourceInfo {
         name: futex::SOURCE,
-        about: "futex waits (syscalls:sys_enter/exit_futex, futex_waitv): Rust std, Go, Java",
+        about: "futex waits (syscalls:sys_enter/exit_futex): pthread mutex/rwlock contention \
+                with its releaser, condvars, Rust std, Go, Java",
         start: futex::start,
         cost: Cost::PerFutexCall,
         default: DefaultOn::ForProcesses,
@@ -594,10 +595,12 @@ pub fn cost_note(info: &SourceInfo, targets: &Targets) -> Option<String> {
 }
 
 /// The source a row's `source` comes from (user-locks names its rows by
-/// lock type: user-mutex, user-rwlock, user-spin).
+/// lock type: user-mutex, user-rwlock, user-spin; futex its lock rows
+/// futex-mutex, futex-rwlock).
 pub fn source_of_row(row_source: &str) -> &str {
     match row_source {
         ulock::ROW_MUTEX | ulock::ROW_RWLOCK | ulock::ROW_SPIN => ulock::SOURCE,
+        futex::ROW_MUTEX | futex::ROW_RWLOCK => futex::SOURCE,
         s => s,
     }
 }

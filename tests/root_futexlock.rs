@@ -1,0 +1,274 @@
+//! Root tests of the futex source as the default user-space contention
+//! source for targets: pthread mutex, rwlock and condvar waits told apart
+//! from futex(2) alone (no uprobe), each against the truth lockscope's own
+//! workloads (`ulockwork`) measure: the blocked waits they made, how long,
+//! and which thread held the lock.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+const MS: u64 = 1_000_000;
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "root tests need root: run `sudo cargo test` (CI runs as root)"
+    );
+}
+
+/// `lockscope trace --json --summary [ARGS] -- lockscope workload --json
+/// WORKLOAD` under the default sources: (workload report, wait events,
+/// end report).
+fn trace_run(args: &[&str], workload: &[&str]) -> (Value, Vec<Value>, Value) {
+    require_root();
+    let out = Command::new(bin())
+        .args(["trace", "--json", "--summary"])
+        .args(args)
+        .arg("--")
+        .args([bin(), "workload", "--json"])
+        .args(workload)
+        .output()
+        .expect("trace");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut w, mut events, mut report) = (Value::Null, Vec::new(), Value::Null);
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: Value = serde_json::from_str(l).expect("JSON line");
+        match v["type"].as_str() {
+            Some("wait") => events.push(v),
+            Some("end") => report = v["report"].clone(),
+            Some(other) => panic!("unexpected line type {other}: {l}"),
+            None => w = v,
+        }
+    }
+    assert!(w.is_object(), "the workload's report line");
+    assert!(report.is_object(), "an end line with a report");
+    (w, events, report)
+}
+
+fn source_names(rep: &Value) -> Vec<String> {
+    rep["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .filter(|s| s["available"] == true)
+        .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn futex_lost_nothing(rep: &Value) {
+    for (k, v) in rep["lost"].as_object().expect("lost") {
+        if k.starts_with("futex.") {
+            assert_eq!(u(v), 0, "{k} lost: {}", rep["lost"]);
+        }
+    }
+}
+
+fn list(w: &Value, field: &str) -> Vec<u64> {
+    w[field].as_array().expect(field).iter().map(u).collect()
+}
+
+/// The default sources of a target see each blocked pthread_mutex_lock of
+/// global-hold as one futex-mutex wait on LOCKSCOPE_GLOBAL_MUTEX (named by
+/// its symbol), as long as the waiter says it blocked (within 2 ms), with
+/// the holder thread the workload names, and no uprobe source runs.
+#[test]
+fn default_sources_see_exactly_the_blocked_mutex_waits_their_length_and_holder() {
+    let rounds = 6;
+    let (w, events, rep) = trace_run(
+        &[],
+        &[
+            "global-hold",
+            "--hold",
+            "40ms",
+            "--rounds",
+            &rounds.to_string(),
+        ],
+    );
+    let names = source_names(&rep);
+    assert!(names.contains(&"futex".to_string()), "{names:?}");
+    assert!(
+        !names.contains(&"user-locks".to_string()),
+        "user-locks only when named: {names:?}"
+    );
+    futex_lost_nothing(&rep);
+    let lock = w["lock"].as_str().expect("lock");
+    let waiter = u(&w["waiter_tid"]);
+    let holder = u(&w["holder_tid"]);
+    let own = list(&w, "waiter_wait_ns");
+    assert_eq!(own.len(), rounds);
+
+    // the stream: one wait per round, each as long as the waiter's own
+    let mine: Vec<&Value> = events.iter().filter(|e| e["lock"] == lock).collect();
+    assert_eq!(mine.len(), rounds, "one wait per round: {mine:?}");
+    for (e, want) in mine.iter().zip(&own) {
+        assert_eq!(e["source"], "futex-mutex", "{e}");
+        assert_eq!(e["kind"], "pthread-mutex", "{e}");
+        assert_eq!(u(&e["tid"]), waiter, "{e}");
+        assert_eq!(u(&e["holder_tid"]), holder, "the releaser: {e}");
+        let got = u(&e["wait_ns"]);
+        assert!(
+            got <= *want && want - got <= 2 * MS,
+            "a futex wait inside the waiter's own lock call, within 2 ms: got {got} want {want}"
+        );
+        assert!(
+            e["lock_name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("LOCKSCOPE_GLOBAL_MUTEX")),
+            "{e}"
+        );
+    }
+
+    // the report: one lock row, counted exactly, named, held by the holder
+    let rs: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == lock).collect();
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    let r = rs[0];
+    check_row_invariants(r);
+    assert_eq!(r["source"], "futex-mutex");
+    assert_eq!(r["kind"], "pthread-mutex");
+    assert_eq!(u(&r["count"]), rounds as u64, "{r}");
+    assert!(
+        r["lock_name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("LOCKSCOPE_GLOBAL_MUTEX")),
+        "{r}"
+    );
+    let total: u64 = own.iter().sum();
+    let got = u(&r["wait_ns"]["total"]);
+    assert!(
+        got <= total && total - got <= 2 * MS * rounds as u64,
+        "{got} vs {total}"
+    );
+    let hs: Vec<&Value> = rep["holders"]
+        .as_array()
+        .expect("holders")
+        .iter()
+        .filter(|h| h["lock"] == lock)
+        .collect();
+    assert_eq!(hs.len(), 1, "{hs:?}");
+    assert_eq!(u(&hs[0]["holder_tid"]), holder, "{hs:?}");
+    assert_eq!(u(&hs[0]["waits"]), rounds as u64, "{hs:?}");
+}
+
+/// A condvar wait is a futex wait of kind pthread-cond (source futex, not
+/// a lock row, no holder), one per signalled round.
+#[test]
+fn condvar_waits_are_condvar_waits_not_lock_contention() {
+    let rounds = 5;
+    let (w, events, rep) = trace_run(&[], &["cond-wait", "--rounds", &rounds.to_string()]);
+    futex_lost_nothing(&rep);
+    let cond = w["lock"].as_str().expect("condvar address");
+    let waiter = u(&w["waiter_tid"]);
+    let rs: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == cond).collect();
+    assert!(!rs.is_empty(), "condvar rows: {}", rep["rows"]);
+    for r in &rs {
+        check_row_invariants(r);
+        assert_eq!(r["source"], "futex", "{r}");
+        assert_eq!(r["kind"], "pthread-cond", "{r}");
+        assert_eq!(u(&r["tid"]), waiter, "{r}");
+    }
+    let count: u64 = rs.iter().map(|r| u(&r["count"])).sum();
+    assert_eq!(count, rounds as u64, "one blocked wait per round: {rs:?}");
+    // nothing of this process is lock contention (the signaller releases
+    // the mutex before it signals)
+    let pid = u(&w["pid"]);
+    let locks: Vec<&Value> = rows(&rep)
+        .iter()
+        .filter(|r| {
+            u(&r["pid"]) == pid
+                && r["source"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("futex-"))
+        })
+        .collect();
+    assert!(locks.is_empty(), "no lock rows: {locks:?}");
+    assert!(
+        !rep["holders"]
+            .as_array()
+            .expect("holders")
+            .iter()
+            .any(|h| h["lock"] == cond),
+        "a condvar has no holder: {}",
+        rep["holders"]
+    );
+    // each wait lies inside the waiter's own pthread_cond_wait
+    let mine: Vec<&Value> = events.iter().filter(|e| e["lock"] == cond).collect();
+    assert_eq!(mine.len(), rounds, "{mine:?}");
+    for (e, want) in mine.iter().zip(list(&w, "waiter_wait_ns")) {
+        assert!(u(&e["wait_ns"]) <= want, "{e} vs {want}");
+        assert_eq!(u(&e["holder_tid"]), u(&w["holder_tid"]), "woken by: {e}");
+    }
+}
+
+/// rwlock-hold: a reader behind a writer is a read wait; a writer behind a
+/// writer and a writer behind readers are write waits, on the rwlock's
+/// address, each as long as the waiter's own (within 2 ms), held by the
+/// main thread.
+#[test]
+fn rwlock_waits_are_classified_read_and_write() {
+    let rounds = 3;
+    let (w, events, rep) = trace_run(
+        &[],
+        &[
+            "rwlock-hold",
+            "--hold",
+            "30ms",
+            "--rounds",
+            &rounds.to_string(),
+        ],
+    );
+    futex_lost_nothing(&rep);
+    let lock = w["lock"].as_str().expect("rwlock address");
+    let holder = u(&w["holder_tid"]);
+    let count = |kind: &str| -> u64 {
+        rows(&rep)
+            .iter()
+            .filter(|r| r["lock"] == lock && r["kind"] == kind)
+            .inspect(|r| {
+                check_row_invariants(r);
+                assert_eq!(r["source"], "futex-rwlock", "{r}");
+            })
+            .map(|r| u(&r["count"]))
+            .sum()
+    };
+    assert_eq!(
+        count("pthread-rwlock-read"),
+        u(&w["reads"]),
+        "{}",
+        rep["rows"]
+    );
+    assert_eq!(
+        count("pthread-rwlock-write"),
+        u(&w["writes"]),
+        "{}",
+        rep["rows"]
+    );
+    assert_eq!(u(&w["reads"]) + u(&w["writes"]), 3 * rounds as u64);
+    // in order: read, write, write per round
+    let mine: Vec<&Value> = events.iter().filter(|e| e["lock"] == lock).collect();
+    let own = list(&w, "waiter_wait_ns");
+    assert_eq!(mine.len(), own.len(), "{mine:?}");
+    for (i, (e, want)) in mine.iter().zip(&own).enumerate() {
+        let kind = if i % 3 == 0 {
+            "pthread-rwlock-read"
+        } else {
+            "pthread-rwlock-write"
+        };
+        assert_eq!(e["kind"], kind, "wait {i}: {e}");
+        assert_eq!(u(&e["holder_tid"]), holder, "wait {i}: {e}");
+        let got = u(&e["wait_ns"]);
+        assert!(
+            got <= *want && want - got <= 2 * MS,
+            "wait {i}: got {got} want {want}"
+        );
+    }
+}
