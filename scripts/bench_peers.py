@@ -1,49 +1,46 @@
 #!/usr/bin/env python3
-"""lockscope side by side with `perf lock contention -a -b` (issue 12 item 9):
-the same workloads in one run, the workload alone and under each tool, modes
-in rotating order per round.
+"""lockscope side by side with its peers, `perf lock contention -a -b` and a
+bpftrace histogram (issue 12 item 9, issue 13 item 6): the same workloads in
+one run, the workload alone and under each tool, modes in rotating order per
+round.
 
     sudo bash scripts/build_perf.sh            # perf with BPF skeletons
-    sudo python3 scripts/bench_peers.py [--rounds 5] [--extra] [--quick]
+    sudo python3 scripts/bench_peers.py [--rounds 5] [--extra] [--quick] \
+        [--bin target/release/lockscope] [--keep FILE] [--detail]
+    python3 scripts/bench_peers.py --from FILE   # the tables of a --keep file
+
+bpftrace is Debian's (`apt-get install bpftrace`, done by the script when
+it is missing).
 
 Workloads (lockscope's own, exact operation counts, each timing its own work
 phase: `elapsed_ns` of `lockscope workload ... --json`):
 
 - `pipe --threads 8 --ops 120000` and `pipe --threads 2 --ops 400000`
   (writers on one pipe: `pipe->mutex` contention, as in scripts/bench.py);
-- a bystander, `mutex-pairs --threads 1 --ops 200000`: uncontended pthread
-  lock/unlock pairs in a process nobody asked to trace (as in
-  scripts/bench_defaults.py): what a system-wide tool costs the rest of the
-  machine.
+- a bystander, `mutex-pairs --threads 1 --ops 60000000`: uncontended
+  pthread lock/unlock pairs (~1 s) in a process nobody asked to trace (as
+  in scripts/bench_defaults.py): what a system-wide tool costs the rest of
+  the machine.
 
 Modes: `alone`; `report` (`lockscope report --json`, default sources,
-system-wide); `run` (`lockscope run --json -- WORKLOAD`, pipe workloads
-only: the bystander is not anyone's target); `perf` (`perf lock contention
--a -b`, system-wide); with --extra also `perf -l` (`perf lock contention -a
--b -l`, by lock address) and `report kc` (`lockscope report --source
-kernel-contention`). A system-wide tool is started first and the workload
-starts once it is attached: lockscope's "tracing" line on stderr; perf once
-it sleeps in pause(), which it enters after attaching and enabling its
-programs (/proc/PID/syscall). Tools stop with SIGINT after the workload.
-Before every run the script waits until each process it started, and each
-of their descendants (lockscope's link closer), is gone: it is their
-child subreaper, so it reaps them all.
+system-wide); `report kc` (`lockscope report --json --source
+kernel-contention`); `run` (`lockscope run --json -- WORKLOAD`, pipe
+workloads only: the bystander is not anyone's target); `perf` (`perf lock
+contention -a -b`, system-wide); `bpftrace` (BT_PROG below: per-lock
+wait-time histogram from lock:contention_begin/end, keyed by lock address
+and tid at begin, printed at exit); with --extra also `perf -l` (`perf
+lock contention -a -b -l`, by lock address). --modes picks some.
 
-Each figure is the median over rounds; "ratio" is the median of the
-per-round ratios of a mode's elapsed time to the same round's `alone` run.
-Contentions are what each tool reported (lockscope: sum of `count` over
-its kernel-contention rows; perf: sum of its `contended` column), and BPF
-ns per contention is the run time of the tool's contention_begin/end BPF
-programs (`kernel.bpf_stats_enabled=1`, set for the whole run and restored
-after; lockscope: its JSON `bpf_programs`; perf: `bpftool prog show`, for
-the programs the perf process holds, read just before SIGINT) divided by
-those contentions; BPF ms/run is the run time of all the tool's programs
-during one traced run (for `run`, its uprobes too). The stats add their own bookkeeping (~50 ns per program
-run) to every traced run, for both tools alike. Each round starts after a
-second in which other tasks used < 5% of the CPUs (waits up to --settle
-s); "other CPU" is the share of the machine used by tasks other than this
-script's and its children's during the measured runs, as in
-scripts/bench.py (above ~5% a row is disturbed).
+Measures: the workload's elapsed time and its CPU time (user+sys of the
+workload process, wait4; under `run` the workload runs under a small
+wrapper, this script with --rusage-to, that reports it), each as the median
+of per-round ratios to the same round's `alone` run; contentions each tool
+reported; BPF ns per contention (`kernel.bpf_stats_enabled=1`); each tool's
+own CPU time, start to exit (wait4) and while the workload ran (schedstat
+of its threads); lost events. The method paragraph printed with the tables
+(method()) says how each is taken. Before every run the script waits until
+each process it started, and each of their descendants (lockscope's link
+closer), is gone: it is their child subreaper, so it reaps them all.
 
 Needs root. Python 3 standard library only.
 """
@@ -350,6 +347,9 @@ def traced_system_wide(mode, wl_cmd):
             progs = prog_stats(held_prog_ids(tool.p.pid))
         elif tool.kind == "bpftrace":
             progs = prog_stats(set(tool.bt_progs.values()))
+            tp = {i: t for t, i in tool.bt_progs.items()}
+            for b in progs:  # its names are truncated ("tracepoint_lock_contention_begi")
+                b["name"] = tp.get(b.get("id"), b.get("name", ""))
         out, err = tool.finish()
     except BaseException:
         tool.kill()
@@ -474,8 +474,10 @@ def measure(label, wl_args, modes, rounds, quick, settle_s, log):
             reap_all()
             time.sleep(0.3)
             start = cpu_snapshot()
+            wall = time.monotonic()
             got[m] = one(m, wl_cmd)
             reap_all()  # the tool's own exit is counted as ours, not as other
+            got[m]["wall"] = time.monotonic() - wall
             o, t = other_cpu(start)
             other, total = other + o, total + t
             res[m].append(got[m])
@@ -598,7 +600,7 @@ def render(doc, detail):
         out.append(f"### {w['label']}")
         out.append("")
         out.append(f"`{' '.join(os.path.basename(c) if i == 0 else c for i, c in enumerate(w['cmd']))}`, "
-                   f"{len(next(iter(w['res'].values())))} rounds"
+                   f"{len(next(iter(w['res'].values())))} round(s)"
                    + ("" if other is None else f", other CPU {other:.0%}")
                    + ("" if w.get("seconds") is None else f", {w['seconds']:.0f} s"))
         out.append("")
@@ -732,7 +734,8 @@ def main():
         for w in results:
             for runs in w["res"].values():
                 for x in runs:
-                    x.pop("text", None)
+                    if "text" in x:
+                        x["text"] = x["text"][-20000:]
         with open(a.keep, "w") as f:
             json.dump(doc, f, indent=1)
 
