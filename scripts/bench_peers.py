@@ -632,7 +632,8 @@ def ensure_bpftrace(log):
         return
     log("bench_peers.py: installing bpftrace (apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "bpftrace"]):
+    for cmd in (["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=600", "bpftrace"]):
         p = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if p.returncode != 0:
             raise BenchError(f"{' '.join(cmd)} failed: {p.stderr.strip()[-300:]}")
