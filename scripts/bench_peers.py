@@ -18,8 +18,8 @@ phase: `elapsed_ns` of `lockscope workload ... --json`):
 - `pipe --threads 8 --ops 120000` and `pipe --threads 2 --ops 400000`
   (writers on one pipe: `pipe->mutex` contention, as in scripts/bench.py);
 - a bystander, `mutex-pairs --threads 1 --ops 150000000`: uncontended
-  pthread lock/unlock pairs (~1.5 s here: 100 M took 1.05-1.22 s) in a process nobody asked to trace (as
-  in scripts/bench_defaults.py): what a system-wide tool costs the rest of
+  pthread lock/unlock pairs (~1.5 s on the 2-CPU VM: 100 M took 1.05-1.22
+  s) in a process nobody asked to trace (as in scripts/bench_defaults.py): what a system-wide tool costs the rest of
   the machine.
 
 Modes: `alone`; `report` (`lockscope report --json`, default sources,
