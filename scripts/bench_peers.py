@@ -19,8 +19,8 @@ phase: `elapsed_ns` of `lockscope workload ... --json`):
   (writers on one pipe: `pipe->mutex` contention, as in scripts/bench.py);
 - a bystander, `mutex-pairs --threads 1 --ops 150000000`: uncontended
   pthread lock/unlock pairs (~1.5 s on the 2-CPU VM: 100 M took 1.05-1.22
-  s) in a process nobody asked to trace (as in scripts/bench_defaults.py): what a system-wide tool costs the rest of
-  the machine.
+  s) in a process nobody asked to trace (as in scripts/bench_defaults.py):
+  what a system-wide tool costs the rest of the machine.
 
 Modes: `alone`; `report` (`lockscope report --json`, default sources,
 system-wide); `report kc` (`lockscope report --json --source
