@@ -42,6 +42,11 @@ of its threads); lost events. The method paragraph printed with the tables
 each process it started, and each of their descendants (lockscope's link
 closer), is gone: it is their child subreaper, so it reaps them all.
 
+--fifo runs every workload as SCHED_FIFO (`chrt -f 50`): its threads then
+run at once whatever else the machine runs (a busy machine otherwise
+decides how often the pipe workloads contend: from a few to a million
+contentions a run), so the comparison holds on a loaded machine too.
+
 Needs root. Python 3 standard library only.
 """
 import argparse
@@ -94,6 +99,9 @@ END { clear(@start); }
 """
 
 
+FIFO = []  # --fifo: ["chrt", "-f", "50"] before every workload
+
+
 class BenchError(Exception):
     pass
 
@@ -103,7 +111,7 @@ def workload_cmd(args, quick):
     if quick:
         i = args.index("--ops") + 1
         args[i] = str(max(int(args[i]) // 10, 100))
-    return [BIN, "workload", *args, "--json"]
+    return [*FIFO, BIN, "workload", *args, "--json"]
 
 
 def elapsed_of(stdout, what):
@@ -654,6 +662,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="10x fewer operations per run")
     ap.add_argument("--extra", action="store_true", help="also `perf lock contention -a -b -l`")
+    ap.add_argument("--fifo", action="store_true",
+                    help="run every workload as SCHED_FIFO (chrt -f 50): its threads then run at "
+                         "once whatever else the machine runs, so how often it contends depends "
+                         "on the tool, not on other load")
     ap.add_argument("--settle", type=int, default=60,
                     help="before each round, wait up to this many s for a quiet second (default 60)")
     ap.add_argument("--only", help="only the workloads whose label contains this")
@@ -672,6 +684,8 @@ def main():
         print(render(json.load(open(a.src)), a.detail))
         return
     globals().update(BIN=a.bin, PERF=a.perf, BPFTRACE=a.bpftrace)
+    if a.fifo:
+        FIFO[:] = ["chrt", "-f", "50"]
 
     def log(s):
         print(s, file=sys.stderr, flush=True)
