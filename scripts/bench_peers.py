@@ -85,7 +85,10 @@ WORKLOADS = [
     ("bystander", ["mutex-pairs", "--threads", "1", "--ops", "150000000"],
      ["report", "report kc", "perf", "bpftrace"]),
 ]
-EXTRA = ["perf -l"]
+# The floors of any tool on the two tracepoints: lockscope's benchmark
+# backends, empty programs and programs that only read the clock.
+FLOORS = {"empty pair": "tp_btf-floor", "clock pair": "tp_btf-clock"}
+EXTRA = ["perf -l", *FLOORS]
 BPFTRACE = shutil.which("bpftrace") or "/usr/bin/bpftrace"
 # The peers' job in bpftrace: per-lock wait-time histogram from the
 # kernel's contention tracepoints, keyed by lock address and tid at begin.
@@ -264,8 +267,11 @@ class Tool:
 def lockscope_figures(rep):
     kc = [r for r in rep["rows"] if r.get("source") == "kernel-contention"]
     progs = [b for b in rep.get("bpf_programs", []) if b.get("run_cnt", 0) > 0]
+    ends = [b["run_cnt"] for b in progs if b["name"].startswith("contention_end_")
+            and b["name"].endswith(("_empty", "_clock"))]
     return {
-        "contentions": sum(r["count"] for r in kc),
+        # a floor backend records nothing: every end ran its program
+        "contentions": sum(r["count"] for r in kc) if not ends else max(ends),
         "other_rows": sum(r["count"] for r in rep["rows"] if r.get("source") != "kernel-contention"),
         "bpf_ns": sum(b["run_time_ns"] for b in progs if "contention" in b["name"]),
         "bpf_all_ns": sum(b["run_time_ns"] for b in progs),
@@ -337,8 +343,10 @@ def prog_figures(progs, contention):
 
 
 def traced_system_wide(mode, wl_cmd):
-    if mode.startswith("report"):
+    if mode.startswith("report") or mode in FLOORS:
         cmd = [BIN, "report", "--json"] + (["--source", "kernel-contention"] if mode == "report kc" else [])
+        if mode in FLOORS:
+            cmd = [BIN, "report", "--json", "--source", "kernel-contention", "--backend", FLOORS[mode]]
         tool = Tool("lockscope", cmd, "lockscope: tracing")
     elif mode.startswith("perf"):
         cmd = [PERF, "lock", "contention", "-a", "-b"] + (["-l"] if mode == "perf -l" else [])
@@ -513,6 +521,8 @@ MODE_NAMES = {
     "perf": "`perf lock contention -a -b`",
     "perf -l": "`perf lock contention -a -b -l`",
     "bpftrace": "bpftrace, per-lock wait histogram",
+    "empty pair": "floor: empty programs on both tracepoints",
+    "clock pair": "floor: a clock read at begin and end, nothing else",
 }
 
 
@@ -661,7 +671,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="10x fewer operations per run")
-    ap.add_argument("--extra", action="store_true", help="also `perf lock contention -a -b -l`")
+    ap.add_argument("--extra", action="store_true", help="also `perf lock contention -a -b -l` and the floors (lockscope's "
+                    "empty and clock-only program pairs on the same tracepoints)")
     ap.add_argument("--fifo", action="store_true",
                     help="run every workload as SCHED_FIFO (chrt -f 50): its threads then run at "
                          "once whatever else the machine runs, so how often it contends depends "
