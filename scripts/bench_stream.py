@@ -12,14 +12,16 @@ live   `lockscope trace --json --source kernel-contention` system-wide,
        contentions seen and their rate over the workload's own elapsed
        time, every event of the trace, the loss counters of the end line
        (ringbuf_dropped is the consumer falling behind), and the tracer's
-       CPU time (on-CPU ns of all its threads, /proc/PID/task/*/schedstat)
+       CPU time (on-CPU ns of its main thread, the consumer: schedstat)
        while the workload ran: CPU % and ns per event.
 drain  the consumer's own ceiling, independent of how fast one workload
        can contend on this machine: the tracer (ring of --drain-mb MiB) is
        stopped (SIGSTOP) after "tracing", the workload fills its ring, the
        window's -d passes, then SIGCONT: the tracer writes every record
-       and exits. Events drained / its CPU time after SIGCONT is the rate
-       one core of consumer sustains (decode, names, JSON, write).
+       and the end line. Events drained / its CPU time from SIGCONT to the
+       end line (exit not included) is the rate one core of consumer
+       sustains (decode, names, JSON, write); the ring should be full
+       (ringbuf_dropped > 0) or hold many events for a fair figure.
 
 LOCKSCOPE_BIN=PATH measures another build (before/after). Output goes to --out (default /tmp/lockscope-stream.jsonl; the file is
 rewritten each run). Python 3 standard library only; root.
@@ -38,19 +40,13 @@ BIN = os.environ.get("LOCKSCOPE_BIN", os.path.join(TARGET, "release", "lockscope
 
 
 def cpu_ns(pid):
-    """On-CPU ns of every thread of `pid` (schedstat's first field)."""
-    total = 0
+    """On-CPU ns of the main thread of `pid` (schedstat's first field):
+    the consumer; lockscope's short-lived helper threads are not it."""
     try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (FileNotFoundError, ProcessLookupError):
         return None
-    for t in tids:
-        try:
-            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
 
 
 def start_trace(out, ringbuf_mb, duration):
@@ -143,10 +139,21 @@ def drain(a):
     finally:
         p.send_signal(signal.SIGCONT)
     t0 = time.monotonic()
+    # the end line is written once every record is: CPU and time then,
+    # before the process tears down (exit, unmapping the rings)
+    c1 = None
+    with open(a.out, "rb") as f:
+        while p.poll() is None:
+            f.seek(max(os.path.getsize(a.out) - 4096, 0))
+            if b'{"type":"end"' in f.read():
+                c1, wall = cpu_ns(p.pid), time.monotonic() - t0
+                break
+            time.sleep(0.001)
     total, _ = finish(p)
-    wall = time.monotonic() - t0
+    if c1 is None:  # exited between two looks: whole run
+        c1, wall = total, time.monotonic() - t0
     mine, end = read_trace(a.out, wl_pid_of(wl))
-    cpu = (total - c0) / 1e9
+    cpu = (c1 - c0) / 1e9
     return {
         "events": end["events"],
         "contentions": mine,

@@ -1500,13 +1500,15 @@ fn wait_records(rb: &libbpf_rs::RingBuffer<'_>, timeout: Duration) -> Result<()>
 
 /// Hands ring-buffer records to `each` in batches of at most [`BATCH`]:
 /// one batch (the caller checks its stop conditions between batches), or
-/// with `all` every record the rings hold (the window has ended).
+/// with `all` every record the rings hold (the window has ended). Returns
+/// how many it took.
 fn take_records(
     rb: &libbpf_rs::RingBuffer<'_>,
     pending: &RawQueue,
     all: bool,
     mut each: impl FnMut(usize, &[u8]) -> Result<()>,
-) -> Result<()> {
+) -> Result<usize> {
+    let mut taken = 0;
     loop {
         let n = rb.consume_raw_n(BATCH);
         if n < 0 {
@@ -1519,14 +1521,17 @@ fn take_records(
             .try_for_each(|(i, data)| each(i, data));
         pending.borrow_mut().clear();
         res?;
+        taken += n as usize;
         if !all || (n as usize) < BATCH {
-            return Ok(());
+            return Ok(taken);
         }
     }
 }
 
 /// Bytes of `trace` output buffered before a write (about 2500 JSON lines).
 const STREAM_BUFFER: usize = 1 << 20;
+/// How long `trace` lets a trickle of records gather before taking more.
+const GATHER: Duration = Duration::from_millis(1);
 /// Longest time `trace` output stays buffered while events arrive.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
@@ -1645,15 +1650,24 @@ fn trace(a: TraceArgs) -> Result<i32> {
             }
             Ok(())
         });
-        if let Err(err) = res {
-            if err
-                .downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-            {
-                detach_all(&started);
-                return Ok(0);
+        let taken = match res {
+            Ok(n) => n,
+            Err(err) => {
+                if err
+                    .downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+                {
+                    detach_all(&started);
+                    return Ok(0);
+                }
+                return Err(err);
             }
-            return Err(err);
+        };
+        if !done && taken > 0 && taken < BATCH / 8 {
+            // a steady trickle: let records gather for a moment, so that
+            // each wake-up (of ours, and the kernel's to deliver it) takes
+            // many; the rings hold far more than this moment's worth
+            std::thread::sleep(GATHER);
         }
         // a write per batch would be a write per few records at high
         // rates: the buffer goes out when full, and at most every
