@@ -12,7 +12,8 @@ shows "lockscope: tracing" (printed once every source is attached), for
 --runs times each, in rotation; median, min and max in ms.
 
 Footprint: VmHWM (peak RSS) of `lockscope report` (defaults, system-wide)
-read from /proc/PID/status just before a --rss-secs window ends, while
+read from /proc/PID/status just before a --rss-secs window ends, and its
+peak RSS over the whole run with the final report (rusage), while
 `lockscope workload pipe --threads 8 --ops large` runs and a busy loop
 spins. LOCKSCOPE_BIN=PATH measures another build (before/after).
 Python 3 standard library only; root.
@@ -98,15 +99,17 @@ def footprint(a):
             hwm, rss = vm(p.pid, "VmHWM"), vm(p.pid, "VmRSS")
             time.sleep(0.5)
         p.stderr.read()
-        p.wait()
+        _, _, ru = os.wait4(p.pid, 0)
+        p.returncode = 0
+        peak = ru.ru_maxrss  # kB, the whole run including the final report
     finally:
         wl.kill()
         busy.kill()
         wl.wait()
         busy.wait()
     print(f"footprint: report (defaults) for {a.rss_secs} s under pipe --threads 8 + a busy "
-          f"loop: VmHWM {hwm / 1024:.1f} MiB, VmRSS {rss / 1024:.1f} MiB near the end "
-          f"(start-up {ms:.0f} ms)")
+          f"loop: VmHWM {hwm / 1024:.1f} MiB, VmRSS {rss / 1024:.1f} MiB 0.5 s before the end; "
+          f"peak RSS of the whole run (ru_maxrss) {peak / 1024:.1f} MiB (start-up {ms:.0f} ms)")
 
 
 def main():
