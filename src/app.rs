@@ -1123,10 +1123,8 @@ fn stream_until_exit(
         if done {
             stop_all(started);
             elapsed = Some(start.elapsed());
-            rb.consume()?;
         } else {
-            rb.poll(stop.tick(Duration::from_millis(50)))
-                .or_else(|e| if stop.signalled() { Ok(()) } else { Err(e) })?;
+            wait_records(&rb, stop.tick(Duration::from_millis(50)))?;
         }
         if last_tick.elapsed() >= Duration::from_millis(50) {
             for s in &started.sources {
@@ -1134,12 +1132,12 @@ fn stream_until_exit(
             }
             last_tick = Instant::now();
         }
-        let batch: Vec<(usize, Vec<u8>)> = pending.borrow_mut().drain(..).collect();
-        for (i, data) in &batch {
-            if let Some(e) = started.sources[*i].decode_event(data, sym) {
-                timeline.push(&e)?;
+        take_records(&rb, &pending, done, |i, data| {
+            match started.sources[i].decode_event(data, sym) {
+                Some(e) => timeline.push(&e),
+                None => Ok(()),
             }
-        }
+        })?;
         if let Some(e) = elapsed {
             return Ok(e);
         }
@@ -1343,8 +1341,38 @@ fn workload(a: WorkloadArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Ring-buffer records copied out by the callbacks: (source index, bytes).
-type RawQueue = std::rc::Rc<std::cell::RefCell<Vec<(usize, Vec<u8>)>>>;
+/// Ring-buffer records copied out by the callbacks, back to back in one
+/// buffer that is reused (no allocation per record once it has grown).
+#[derive(Default)]
+struct Records {
+    bytes: Vec<u8>,
+    /// (source index, end of the record in `bytes`)
+    ends: Vec<(usize, usize)>,
+}
+
+impl Records {
+    fn push(&mut self, source: usize, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+        self.ends.push((source, self.bytes.len()));
+    }
+
+    /// The records in arrival order: (source index, bytes).
+    fn iter(&self) -> impl Iterator<Item = (usize, &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(i, end)| {
+            let r = &self.bytes[start..end];
+            start = end;
+            (i, r)
+        })
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
+type RawQueue = std::rc::Rc<std::cell::RefCell<Records>>;
 
 /// One ring buffer over every source's event map. Its callbacks only copy
 /// records (with their source's index) into the queue: decoding and
@@ -1356,21 +1384,12 @@ fn event_rings(started: &Started) -> Result<(libbpf_rs::RingBuffer<'_>, RawQueue
         if let Some(map) = s.event_map() {
             let q = pending.clone();
             builder.add(map, move |data: &[u8]| {
-                q.borrow_mut().push((i, data.to_vec()));
+                q.borrow_mut().push(i, data);
                 0
             })?;
         }
     }
     Ok((builder.build()?, pending))
-}
-
-/// One operation in `trace --json`: the model event plus its type tag.
-#[derive(Serialize)]
-struct EventLine<'a> {
-    #[serde(rename = "type")]
-    ty: &'static str,
-    #[serde(flatten)]
-    event: &'a crate::model::Event,
 }
 
 /// Header of the stream lines of operations with a hold.
@@ -1457,6 +1476,65 @@ struct EndLine {
     report: Option<Report>,
 }
 
+/// Records taken from the rings at a time: bounds the queue's memory
+/// (a full 8 MiB ring holds about 70 000 contention records).
+const BATCH: usize = 4096;
+
+/// Waits up to `timeout` until a ring has records (a signal ends the wait
+/// early). The rings' epoll set is level-triggered: with records already
+/// there, it returns at once.
+fn wait_records(rb: &libbpf_rs::RingBuffer<'_>, timeout: Duration) -> Result<()> {
+    let mut ev = libc::epoll_event { events: 0, u64: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: epoll_wait writes at most one event into `ev`, which lives
+    // across the call; the epoll fd belongs to `rb`, alive here.
+    let n = unsafe { libc::epoll_wait(rb.epoll_fd(), &mut ev, 1, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(anyhow::Error::new(e).context("wait for ring-buffer records"));
+        }
+    }
+    Ok(())
+}
+
+/// Hands ring-buffer records to `each` in batches of at most [`BATCH`]:
+/// one batch (the caller checks its stop conditions between batches), or
+/// with `all` every record the rings hold (the window has ended). Returns
+/// how many it took.
+fn take_records(
+    rb: &libbpf_rs::RingBuffer<'_>,
+    pending: &RawQueue,
+    all: bool,
+    mut each: impl FnMut(usize, &[u8]) -> Result<()>,
+) -> Result<usize> {
+    let mut taken = 0;
+    loop {
+        let n = rb.consume_raw_n(BATCH);
+        if n < 0 {
+            return Err(anyhow::Error::new(io::Error::from_raw_os_error(-n))
+                .context("consume ring-buffer records"));
+        }
+        let res = pending
+            .borrow()
+            .iter()
+            .try_for_each(|(i, data)| each(i, data));
+        pending.borrow_mut().clear();
+        res?;
+        taken += n as usize;
+        if !all || (n as usize) < BATCH {
+            return Ok(taken);
+        }
+    }
+}
+
+/// Bytes of `trace` output buffered before a write (about 2500 JSON lines).
+const STREAM_BUFFER: usize = 1 << 20;
+/// How long `trace` lets a trickle of records gather before taking more.
+const GATHER: Duration = Duration::from_millis(1);
+/// Longest time `trace` output stays buffered while events arrive.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
 fn trace(a: TraceArgs) -> Result<i32> {
     let mut targets = a.targets.validate().map_err(usage)?;
     if !a.command.is_empty() && targets.describe() != "system-wide" {
@@ -1516,7 +1594,9 @@ fn trace(a: TraceArgs) -> Result<i32> {
     let mut events = 0u64;
     let mut elapsed = Duration::ZERO;
     let stdout = io::stdout();
-    let mut w = io::BufWriter::new(stdout.lock());
+    let mut w = io::BufWriter::with_capacity(STREAM_BUFFER, stdout.lock());
+    let mut line = Vec::with_capacity(1024);
+    let mut last_flush = Instant::now();
     let width = output::table_width(a.wide);
     let mut hold_header_shown = false;
     if !a.json && a.perfetto.is_none() {
@@ -1543,57 +1623,65 @@ fn trace(a: TraceArgs) -> Result<i32> {
             stop_all(&started);
             elapsed = start.elapsed();
             detach_all(&started);
-            rb.consume()?;
         } else {
-            rb.poll(stop.tick(Duration::from_millis(100)))
-                .or_else(|e| if stop.signalled() { Ok(()) } else { Err(e) })?;
+            wait_records(&rb, stop.tick(Duration::from_millis(100)))?;
         }
-        let batch: Vec<(usize, Vec<u8>)> = pending.borrow_mut().drain(..).collect();
-        for (i, data) in &batch {
-            let Some(e) = started.sources[*i].decode_event(data, &mut sym) else {
-                continue;
+        let res = take_records(&rb, &pending, done, |i, data| {
+            let Some(e) = started.sources[i].decode_event(data, &mut sym) else {
+                return Ok(());
             };
             events += 1;
             if let Some(t) = &mut timeline {
-                t.push(&e)?;
-                continue;
+                return t.push(&e);
             }
-            let res = if a.json {
-                serde_json::to_writer(
-                    &mut w,
-                    &EventLine {
-                        ty: "wait",
-                        event: &e,
-                    },
-                )
-                .map_err(io::Error::from)
-                .and_then(|_| writeln!(w))
+            if a.json {
+                line.clear();
+                output::event_json(&mut line, "wait", &e);
+                line.push(b'\n');
+                w.write_all(&line)?;
             } else {
                 // operations with a hold have their own columns, and
                 // their own header before the first of them
-                let header = if e.hold_ns.is_some() && !hold_header_shown {
+                if e.hold_ns.is_some() && !hold_header_shown {
                     hold_header_shown = true;
-                    format!("{}\n", hold_header(width))
-                } else {
-                    String::new()
-                };
-                writeln!(w, "{header}{}", event_line(&e, mono_start, width))
-            };
-            if let Err(err) = res {
-                if err.kind() == io::ErrorKind::BrokenPipe {
+                    writeln!(w, "{}", hold_header(width))?;
+                }
+                writeln!(w, "{}", event_line(&e, mono_start, width))?;
+            }
+            Ok(())
+        });
+        let taken = match res {
+            Ok(n) => n,
+            Err(err) => {
+                if err
+                    .downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+                {
                     detach_all(&started);
                     return Ok(0);
                 }
-                return Err(err.into());
+                return Err(err);
             }
+        };
+        if !done && taken > 0 && taken < BATCH / 8 {
+            // a steady trickle: let records gather for a moment, so that
+            // each wake-up (of ours, and the kernel's to deliver it) takes
+            // many; the rings hold far more than this moment's worth
+            std::thread::sleep(GATHER);
         }
-        w.flush().or_else(|e| {
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })?;
+        // a write per batch would be a write per few records at high
+        // rates: the buffer goes out when full, and at most every
+        // FLUSH_EVERY
+        if done || last_flush.elapsed() >= FLUSH_EVERY {
+            last_flush = Instant::now();
+            w.flush().or_else(|e| {
+                if e.kind() == io::ErrorKind::BrokenPipe {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
+        }
         if done {
             break;
         }

@@ -14,12 +14,47 @@ pub struct Ksyms {
     pub has_data: bool,
 }
 
+/// The kernel's symbols, read on a thread of their own from creation (the
+/// ~120 000 lines of /proc/kallsyms cost tens of ms: they overlap loading
+/// and attaching the BPF programs) and waited for at first use.
+pub struct LazyKsyms {
+    ready: std::sync::OnceLock<Ksyms>,
+    loading: std::sync::Mutex<Option<std::thread::JoinHandle<Ksyms>>>,
+}
+
+impl LazyKsyms {
+    /// Starts reading /proc/kallsyms (on this thread if no thread starts).
+    pub fn spawn() -> LazyKsyms {
+        let loading = std::thread::Builder::new()
+            .name("ls-kallsyms".into())
+            .spawn(Ksyms::load)
+            .ok();
+        LazyKsyms {
+            ready: Default::default(),
+            loading: std::sync::Mutex::new(loading),
+        }
+    }
+
+    /// The table, waiting for the read to finish.
+    pub fn get(&self) -> &Ksyms {
+        self.ready.get_or_init(|| {
+            let handle = self.loading.lock().ok().and_then(|mut h| h.take());
+            match handle {
+                // a panicked reader leaves names as addresses
+                Some(h) => h.join().unwrap_or_default(),
+                None => Ksyms::load(),
+            }
+        })
+    }
+}
+
 impl Ksyms {
     /// Reads /proc/kallsyms. Returns an empty table (names then print as
     /// addresses) when addresses are hidden (kptr_restrict) or unreadable.
     pub fn load() -> Ksyms {
         match std::fs::File::open("/proc/kallsyms") {
-            Ok(f) => Ksyms::parse(BufReader::new(f)),
+            // large reads: each read of kallsyms costs a syscall and a seek
+            Ok(f) => Ksyms::parse(BufReader::with_capacity(1 << 18, f)),
             Err(_) => Ksyms::default(),
         }
     }

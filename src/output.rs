@@ -1008,6 +1008,166 @@ pub fn table_width(wide: bool) -> usize {
     if wide { UNLIMITED } else { term_width() }
 }
 
+/// Appends one `trace --json` line (without its newline) for `e` to `buf`:
+/// `{"type":TY,` then the event's fields in the order and spelling of its
+/// derived `Serialize` (the same bytes `serde_json` writes; a test checks
+/// it), written directly: no map, no per-field escaping of constant keys,
+/// no allocation beyond `buf`'s growth.
+pub fn event_json(buf: &mut Vec<u8>, ty: &str, e: &crate::model::Event) {
+    buf.extend_from_slice(b"{\"type\":");
+    json_str(buf, ty);
+    buf.extend_from_slice(b",\"source\":");
+    json_str(buf, e.source);
+    buf.extend_from_slice(b",\"kind\":");
+    match e.kind {
+        LockKind::Unknown(_) => json_str(buf, &e.kind.name()),
+        k => json_str(buf, kind_str(k)),
+    }
+    buf.extend_from_slice(b",\"lock\":\"0x");
+    json_hex(buf, e.lock);
+    buf.extend_from_slice(b"\",\"lock_name\":");
+    json_opt_str(buf, e.lock_name.as_deref());
+    buf.extend_from_slice(b",\"caller\":");
+    json_opt_str(buf, e.caller.as_deref());
+    buf.extend_from_slice(b",\"pid\":");
+    json_u64(buf, e.pid as u64);
+    buf.extend_from_slice(b",\"tid\":");
+    json_u64(buf, e.tid as u64);
+    buf.extend_from_slice(b",\"comm\":");
+    json_str(buf, &e.comm);
+    buf.extend_from_slice(b",\"cgroup\":");
+    json_opt_str(buf, e.cgroup.as_deref());
+    buf.extend_from_slice(b",\"begin_ns\":");
+    json_u64(buf, e.begin_ns);
+    buf.extend_from_slice(b",\"end_ns\":");
+    json_u64(buf, e.end_ns);
+    buf.extend_from_slice(b",\"released_ns\":");
+    json_opt_u64(buf, e.released_ns);
+    buf.extend_from_slice(b",\"wait_ns\":");
+    json_u64(buf, e.wait_ns);
+    buf.extend_from_slice(b",\"hold_ns\":");
+    json_opt_u64(buf, e.hold_ns);
+    buf.extend_from_slice(b",\"aborted\":");
+    json_bool(buf, e.aborted);
+    buf.extend_from_slice(b",\"failed\":");
+    json_bool(buf, e.failed);
+    buf.extend_from_slice(b",\"ret\":");
+    let mut ib = itoa::Buffer::new();
+    buf.extend_from_slice(ib.format(e.ret).as_bytes());
+    buf.extend_from_slice(b",\"spun\":");
+    json_bool(buf, e.spun);
+    buf.extend_from_slice(b",\"slept\":");
+    json_bool(buf, e.slept);
+    buf.extend_from_slice(b",\"partial\":");
+    json_bool(buf, e.partial);
+    buf.extend_from_slice(b",\"holder_tid\":");
+    json_opt_u64(buf, e.holder_tid.map(u64::from));
+    buf.extend_from_slice(b",\"split\":");
+    match &e.split {
+        Some(s) => {
+            buf.extend_from_slice(b"{\"oncpu\":");
+            json_u64(buf, s.oncpu);
+            buf.extend_from_slice(b",\"runnable\":");
+            json_u64(buf, s.runnable);
+            buf.extend_from_slice(b",\"asleep\":");
+            json_u64(buf, s.asleep);
+            buf.push(b'}');
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.push(b'}');
+}
+
+/// [`LockKind::name`] of a known kind, without allocating.
+fn kind_str(k: LockKind) -> &'static str {
+    match k {
+        LockKind::Spinlock => "spinlock",
+        LockKind::RwlockRead => "rwlock-read",
+        LockKind::RwlockWrite => "rwlock-write",
+        LockKind::Mutex => "mutex",
+        LockKind::RwsemRead => "rwsem-read",
+        LockKind::RwsemWrite => "rwsem-write",
+        LockKind::RtMutex => "rt-mutex",
+        LockKind::RwlockRtRead => "rwlock-rt-read",
+        LockKind::RwlockRtWrite => "rwlock-rt-write",
+        LockKind::PercpuRwsemRead => "percpu-rwsem-read",
+        LockKind::PercpuRwsemWrite => "percpu-rwsem-write",
+        LockKind::RunQueue => "runqueue",
+        LockKind::PickNext => "pick-next",
+        LockKind::UserMutex => "pthread-mutex",
+        LockKind::UserRwlockRead => "pthread-rwlock-read",
+        LockKind::UserRwlockWrite => "pthread-rwlock-write",
+        LockKind::UserSpin => "pthread-spin",
+        LockKind::Futex => "futex",
+        LockKind::Unknown(_) => "unknown",
+    }
+}
+
+fn json_u64(buf: &mut Vec<u8>, v: u64) {
+    let mut b = itoa::Buffer::new();
+    buf.extend_from_slice(b.format(v).as_bytes());
+}
+
+fn json_opt_u64(buf: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => json_u64(buf, v),
+        None => buf.extend_from_slice(b"null"),
+    }
+}
+
+fn json_bool(buf: &mut Vec<u8>, v: bool) {
+    buf.extend_from_slice(if v { b"true" } else { b"false" });
+}
+
+/// Lower-case hex digits of `v`, no prefix (as `{:x}`).
+fn json_hex(buf: &mut Vec<u8>, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let n = (64 - (v | 1).leading_zeros()).div_ceil(4) as usize;
+    for i in (0..n).rev() {
+        buf.push(DIGITS[((v >> (i * 4)) & 0xf) as usize]);
+    }
+}
+
+fn json_opt_str(buf: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(buf, s),
+        None => buf.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string with serde_json's escapes: `"` and `\`, the short forms
+/// of \b \t \n \f \r, `\u00XX` for other control characters; everything
+/// else (DEL and non-ASCII included) as is.
+fn json_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        buf.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => buf.extend_from_slice(b"\\\""),
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            0x08 => buf.extend_from_slice(b"\\b"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            0x0c => buf.extend_from_slice(b"\\f"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                buf.extend_from_slice(b"\\u00");
+                buf.push(HEX[(b >> 4) as usize]);
+                buf.push(HEX[(b & 0xf) as usize]);
+            }
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1867,5 +2027,95 @@ mod tests {
         assert_eq!(legend.lines().count(), KIND_LABELS.len());
         assert!(legend.contains("rwsem:W    rwsem-write"), "{legend}");
         assert!(legend.contains("pmutex     pthread-mutex"), "{legend}");
+    }
+
+    /// `event_json` writes the bytes serde_json writes for the event with
+    /// its type tag flattened in (the `trace --json` line before it).
+    #[test]
+    fn event_json_is_serde_json_byte_for_byte() {
+        use crate::model::{Event, WaitSplit};
+        #[derive(Serialize)]
+        struct Line<'a> {
+            #[serde(rename = "type")]
+            ty: &'static str,
+            #[serde(flatten)]
+            event: &'a Event,
+        }
+        let base = Event {
+            source: "kernel-contention",
+            kind: LockKind::Mutex,
+            lock: 0xffff_8881_0000_1234,
+            lock_name: Some("pipe:[42] (fd 3 of 7 \"x\")".into()),
+            caller: Some("pipe_write".into()),
+            pid: 7,
+            tid: u32::MAX,
+            comm: "a\\b\tc\u{1}\u{7f}é\n\r\u{8}\u{c}\u{1f}".into(),
+            cgroup: None,
+            begin_ns: 0,
+            end_ns: u64::MAX,
+            released_ns: Some(5),
+            wait_ns: 10,
+            hold_ns: None,
+            aborted: true,
+            failed: false,
+            ret: -4,
+            spun: true,
+            slept: false,
+            partial: true,
+            holder_tid: Some(9),
+            split: Some(WaitSplit {
+                oncpu: 1,
+                runnable: 2,
+                asleep: 3,
+            }),
+        };
+        let mut events = vec![base.clone()];
+        let mut e = base.clone();
+        e.lock = 0;
+        e.lock_name = None;
+        e.caller = None;
+        e.cgroup = Some("/system.slice/x.service".into());
+        e.released_ns = None;
+        e.hold_ns = Some(0);
+        e.holder_tid = None;
+        e.split = None;
+        e.ret = i32::MIN;
+        events.push(e);
+        for k in [
+            LockKind::Spinlock,
+            LockKind::RwlockRead,
+            LockKind::RwlockWrite,
+            LockKind::RwsemRead,
+            LockKind::RwsemWrite,
+            LockKind::RtMutex,
+            LockKind::RwlockRtRead,
+            LockKind::RwlockRtWrite,
+            LockKind::PercpuRwsemRead,
+            LockKind::PercpuRwsemWrite,
+            LockKind::RunQueue,
+            LockKind::PickNext,
+            LockKind::UserMutex,
+            LockKind::UserRwlockRead,
+            LockKind::UserRwlockWrite,
+            LockKind::UserSpin,
+            LockKind::Futex,
+            LockKind::Unknown(0x1f0),
+        ] {
+            let mut e = base.clone();
+            e.kind = k;
+            e.lock = 0xf;
+            events.push(e);
+        }
+        let mut buf = Vec::new();
+        for e in &events {
+            buf.clear();
+            event_json(&mut buf, "wait", e);
+            let want = serde_json::to_string(&Line {
+                ty: "wait",
+                event: e,
+            })
+            .expect("serialise");
+            assert_eq!(String::from_utf8(buf.clone()).expect("utf-8"), want);
+        }
     }
 }

@@ -309,7 +309,7 @@ pub fn tracepoint_exists(cat: &str, name: &str) -> bool {
 
 /// Names, symbols and cgroup paths, resolved off the event path and cached.
 pub struct Symbolizer {
-    pub ksyms: Ksyms,
+    ksyms: crate::ksyms::LazyKsyms,
     /// User stacks, normalised while processes live.
     pub user: crate::ustack::UserStacks,
     callers: std::collections::HashMap<(&'static str, i32), Option<String>>,
@@ -327,7 +327,7 @@ impl Default for Symbolizer {
 impl Symbolizer {
     pub fn new() -> Symbolizer {
         Symbolizer {
-            ksyms: Ksyms::load(),
+            ksyms: crate::ksyms::LazyKsyms::spawn(),
             user: Default::default(),
             callers: Default::default(),
             cgroups: Default::default(),
@@ -349,6 +349,7 @@ impl Symbolizer {
     /// it lives in (`slab`, empty when unknown).
     pub fn kernel_lock_name(&mut self, addr: u64, slab: &str) -> Option<String> {
         self.ksyms
+            .get()
             .data_name(addr)
             .or_else(|| self.files.name(addr))
             .or_else(|| (!slab.is_empty()).then(|| format!("in {slab} (slab)")))
@@ -373,12 +374,17 @@ impl Symbolizer {
             // next symbol, so resolve the call instruction (addr - 1)
             let names: Vec<String> = frames
                 .iter()
-                .map(|&a| self.ksyms.name(a.saturating_sub(1)))
+                .map(|&a| self.ksyms.get().name(a.saturating_sub(1)))
                 .collect();
             caller_index(&names).map(|i| names[i].clone())
         });
         self.callers.insert((source, stack_id), c.clone());
         c
+    }
+
+    /// The kernel's symbols (waits for /proc/kallsyms to be read).
+    pub fn ksyms(&self) -> &Ksyms {
+        self.ksyms.get()
     }
 
     pub fn cgroup(&mut self, id: u64) -> Option<String> {
@@ -393,6 +399,7 @@ impl Symbolizer {
             .enumerate()
             .map(|(i, &a)| {
                 self.ksyms
+                    .get()
                     .name(if i == 0 { a } else { a.saturating_sub(1) })
             })
             .collect();
