@@ -22,10 +22,16 @@ fn main() {
     let clang = env::var("LOCKSCOPE_CLANG").unwrap_or_else(|_| "clang-19".to_string());
     for name in OBJECTS {
         let src = format!("src/bpf/{name}.bpf.c");
+        let mut args = vec!["-Isrc/bpf", "-Wall", "-Wno-unused-function", "-O2", "-g"];
+        if *name == "contention" {
+            // atomics that return the old value (BPF_FETCH, Linux 5.12):
+            // the object needs Linux 5.19 anyway
+            args.push("-mcpu=v3");
+        }
         SkeletonBuilder::new()
             .source(&src)
             .clang(&clang)
-            .clang_args(["-Isrc/bpf", "-Wall", "-Wno-unused-function", "-O2", "-g"])
+            .clang_args(args)
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building {src} with {clang}: {e:#}"));
         println!("cargo:rerun-if-changed={src}");

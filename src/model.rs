@@ -80,28 +80,39 @@ impl LockKind {
 
     /// Stable name used in tables and JSON.
     pub fn name(&self) -> String {
-        match self {
-            LockKind::Spinlock => "spinlock".into(),
-            LockKind::RwlockRead => "rwlock-read".into(),
-            LockKind::RwlockWrite => "rwlock-write".into(),
-            LockKind::Mutex => "mutex".into(),
-            LockKind::RwsemRead => "rwsem-read".into(),
-            LockKind::RwsemWrite => "rwsem-write".into(),
-            LockKind::RtMutex => "rt-mutex".into(),
-            LockKind::RwlockRtRead => "rwlock-rt-read".into(),
-            LockKind::RwlockRtWrite => "rwlock-rt-write".into(),
-            LockKind::PercpuRwsemRead => "percpu-rwsem-read".into(),
-            LockKind::PercpuRwsemWrite => "percpu-rwsem-write".into(),
-            LockKind::RunQueue => "runqueue".into(),
-            LockKind::PickNext => "pick-next".into(),
-            LockKind::UserMutex => "pthread-mutex".into(),
-            LockKind::UserRwlockRead => "pthread-rwlock-read".into(),
-            LockKind::UserRwlockWrite => "pthread-rwlock-write".into(),
-            LockKind::UserSpin => "pthread-spin".into(),
-            LockKind::UserCond => "pthread-cond".into(),
-            LockKind::Futex => "futex".into(),
-            LockKind::Unknown(f) => format!("unknown-0x{f:x}"),
+        match self.known_name() {
+            Some(n) => n.into(),
+            None => match self {
+                LockKind::Unknown(f) => format!("unknown-0x{f:x}"),
+                _ => "unknown".into(),
+            },
         }
+    }
+
+    /// [`LockKind::name`] of every kind but `Unknown`, without allocating.
+    pub fn known_name(&self) -> Option<&'static str> {
+        Some(match self {
+            LockKind::Spinlock => "spinlock",
+            LockKind::RwlockRead => "rwlock-read",
+            LockKind::RwlockWrite => "rwlock-write",
+            LockKind::Mutex => "mutex",
+            LockKind::RwsemRead => "rwsem-read",
+            LockKind::RwsemWrite => "rwsem-write",
+            LockKind::RtMutex => "rt-mutex",
+            LockKind::RwlockRtRead => "rwlock-rt-read",
+            LockKind::RwlockRtWrite => "rwlock-rt-write",
+            LockKind::PercpuRwsemRead => "percpu-rwsem-read",
+            LockKind::PercpuRwsemWrite => "percpu-rwsem-write",
+            LockKind::RunQueue => "runqueue",
+            LockKind::PickNext => "pick-next",
+            LockKind::UserMutex => "pthread-mutex",
+            LockKind::UserRwlockRead => "pthread-rwlock-read",
+            LockKind::UserRwlockWrite => "pthread-rwlock-write",
+            LockKind::UserSpin => "pthread-spin",
+            LockKind::UserCond => "pthread-cond",
+            LockKind::Futex => "futex",
+            LockKind::Unknown(_) => return None,
+        })
     }
 }
 

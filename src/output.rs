@@ -1019,9 +1019,9 @@ pub fn event_json(buf: &mut Vec<u8>, ty: &str, e: &crate::model::Event) {
     buf.extend_from_slice(b",\"source\":");
     json_str(buf, e.source);
     buf.extend_from_slice(b",\"kind\":");
-    match e.kind {
-        LockKind::Unknown(_) => json_str(buf, &e.kind.name()),
-        k => json_str(buf, kind_str(k)),
+    match e.kind.known_name() {
+        Some(k) => json_str(buf, k),
+        None => json_str(buf, &e.kind.name()),
     }
     buf.extend_from_slice(b",\"lock\":\"0x");
     json_hex(buf, e.lock);
@@ -1076,31 +1076,6 @@ pub fn event_json(buf: &mut Vec<u8>, ty: &str, e: &crate::model::Event) {
         None => buf.extend_from_slice(b"null"),
     }
     buf.push(b'}');
-}
-
-/// [`LockKind::name`] of a known kind, without allocating.
-fn kind_str(k: LockKind) -> &'static str {
-    match k {
-        LockKind::Spinlock => "spinlock",
-        LockKind::RwlockRead => "rwlock-read",
-        LockKind::RwlockWrite => "rwlock-write",
-        LockKind::Mutex => "mutex",
-        LockKind::RwsemRead => "rwsem-read",
-        LockKind::RwsemWrite => "rwsem-write",
-        LockKind::RtMutex => "rt-mutex",
-        LockKind::RwlockRtRead => "rwlock-rt-read",
-        LockKind::RwlockRtWrite => "rwlock-rt-write",
-        LockKind::PercpuRwsemRead => "percpu-rwsem-read",
-        LockKind::PercpuRwsemWrite => "percpu-rwsem-write",
-        LockKind::RunQueue => "runqueue",
-        LockKind::PickNext => "pick-next",
-        LockKind::UserMutex => "pthread-mutex",
-        LockKind::UserRwlockRead => "pthread-rwlock-read",
-        LockKind::UserRwlockWrite => "pthread-rwlock-write",
-        LockKind::UserSpin => "pthread-spin",
-        LockKind::Futex => "futex",
-        LockKind::Unknown(_) => "unknown",
-    }
 }
 
 fn json_u64(buf: &mut Vec<u8>, v: u64) {

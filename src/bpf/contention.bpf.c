@@ -109,7 +109,7 @@ struct {
 	__type(value, struct ls_cpu_state);
 } cpu_state SEC(".maps");
 
-/* The aggregates, in slots taken from `agg_free` (any CPU may take any
+/* The aggregates, in slots taken by bumping `agg_next` (any CPU may take any
  * slot, so every CPU can fill the whole array); a key's slot
  * is in `agg_index` and, for the keys a CPU saw last, in its cpu_state
  * cache: most ends need no hash lookup. */
@@ -127,13 +127,11 @@ struct {
 	__type(value, __u32);
 } agg_index SEC(".maps");
 
-/* The free slots of `agg`, pushed by userspace after load; a pop is
- * atomic, so keys created at once on two CPUs get two slots. */
-struct {
-	__uint(type, BPF_MAP_TYPE_QUEUE);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(value, __u32);
-} agg_free SEC(".maps");
+/* Slots of `agg` handed out so far: a key takes the next one (an atomic
+ * add, so keys created at once on two CPUs get two slots); slots are never
+ * given back while the object lives. No free list to fill at start-up. */
+volatile __u32 agg_next = 0;
+const volatile __u32 agg_slots = 16384; /* = agg's max_entries, set by userspace */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
@@ -524,7 +522,8 @@ static __always_inline struct ls_agg_val *agg_slot(void *ctx, struct ls_cpu_stat
 		idx = *p;
 		val = bpf_map_lookup_elem(&agg, &idx);
 	} else {
-		if (bpf_map_pop_elem(&agg_free, &idx)) {
+		idx = __sync_fetch_and_add(&agg_next, 1);
+		if (idx >= agg_slots) {
 			count_lost(LS_LOST_MAP_FULL);
 			return NULL;
 		}

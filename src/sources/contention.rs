@@ -157,6 +157,7 @@ impl Contention {
         rodata.skip_mutex = opts.skip_contention.mutex;
         rodata.skip_rwsem = opts.skip_contention.rwsem;
         rodata.skip_mmap = opts.skip_contention.mmap;
+        rodata.agg_slots = opts.max_entries;
         rodata.filter_cgroup = opts.targets.cgroup.is_some();
         if let Some(comm) = &opts.targets.comm {
             rodata.filter_comm = true;
@@ -166,7 +167,6 @@ impl Contention {
         }
         open.maps.agg.set_max_entries(opts.max_entries)?;
         open.maps.agg_index.set_max_entries(opts.max_entries)?;
-        open.maps.agg_free.set_max_entries(opts.max_entries)?;
         if let Some(st) = opts.stacks {
             rodata.stacks_on = true;
             rodata.stack_threshold_ns = st.threshold_ns;
@@ -203,15 +203,6 @@ impl Contention {
         let skel = open
             .load()
             .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
-        if !floor {
-            // every slot of `agg` is free; the programs pop one per new key
-            for idx in 0..opts.max_entries {
-                skel.maps
-                    .agg_free
-                    .update(&[], as_bytes(&idx), MapFlags::ANY)
-                    .context("fill agg_free")?;
-            }
-        }
         for pid in &opts.targets.pids {
             skel.maps
                 .target_pids
