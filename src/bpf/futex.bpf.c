@@ -102,6 +102,7 @@ const volatile __u32 caller_mode = LS_CALLER_FIRST; /* enum ls_caller_mode */
 /* The user stack at the first wait of each lock key (LS_CALLER_FIRST). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* 528 bytes a key: as used */
 	__uint(max_entries, 16384); /* resized by userspace before load */
 	__type(key, struct ls_fagg_key);
 	__type(value, struct ls_fscan);

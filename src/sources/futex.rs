@@ -106,11 +106,49 @@ pub fn ends_in_call(b: &[u8; 7]) -> bool {
         || (b[5] == 0xff && call(b[6]) && b[6] >> 6 == 3)
 }
 
+fn read_u64(mem: &std::fs::File, at: u64) -> Option<u64> {
+    let mut b = [0u8; 8];
+    mem.read_exact_at(&mut b, at).ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+fn rel32(b: &[u8]) -> i64 {
+    i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Where the call before return address `ret` (its 7 bytes before: `b`)
+/// went, through a PLT stub or GOT slot to the function itself; None
+/// for other calls (through a register: unknown).
+fn call_target(mem: &std::fs::File, ret: u64, b: &[u8; 7]) -> Option<u64> {
+    let t = if b[2] == 0xe8 {
+        ret.checked_add_signed(rel32(&b[3..]))?
+    } else if b[1] == 0xff && b[2] == 0x15 {
+        read_u64(mem, ret.checked_add_signed(rel32(&b[3..]))?)?
+    } else {
+        return None;
+    };
+    // a PLT stub: [endbr64] [bnd] jmp *disp32(%rip)
+    let mut p = [0u8; 11];
+    mem.read_exact_at(&mut p, t).ok()?;
+    let mut i = if p[..4] == [0xf3, 0x0f, 0x1e, 0xfa] { 4 } else { 0 };
+    if p[i] == 0xf2 {
+        i += 1;
+    }
+    if p[i] == 0xff && p[i + 1] == 0x25 {
+        let next = t + i as u64 + 6;
+        return read_u64(mem, next.checked_add_signed(rel32(&p[i + 2..]))?);
+    }
+    Some(t)
+}
+
 /// The caller of a lock call from the stack copy of its futex wait: the
 /// first word above sp that lies in an executable mapping of another file
-/// than ip's (libc) and follows a call instruction (read from the live
-/// process). None when the process is gone or no word qualifies.
-fn scan_caller(pid: u32, s: &ls_fscan) -> Option<u64> {
+/// than ip's (libc) and follows a direct or GOT call (read from the live
+/// process) of a `pthread_` function of that file: the lock call (a stale
+/// return address left in libc's frames by an earlier call goes
+/// elsewhere). None when the process is gone or no word qualifies (a lock
+/// call through a function pointer, libc's internal locks).
+fn scan_caller(pid: u32, s: &ls_fscan, syms: &Mutex<UserSymbolizer>) -> Option<u64> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     let exec: Vec<(u64, u64, &str)> = maps
         .lines()
@@ -133,10 +171,21 @@ fn scan_caller(pid: u32, s: &ls_fscan) -> Option<u64> {
     let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
     s.words.iter().copied().find(|&w| {
         let mut b = [0u8; 7];
-        w >= 7
-            && file_of(w).is_some_and(|f| f != lib)
-            && mem.read_exact_at(&mut b, w - 7).is_ok()
-            && ends_in_call(&b)
+        if w < 7
+            || file_of(w).is_none_or(|f| f == lib)
+            || mem.read_exact_at(&mut b, w - 7).is_err()
+            || !ends_in_call(&b)
+        {
+            return false;
+        }
+        call_target(&mem, w, &b).is_some_and(|t| {
+            file_of(t) == Some(lib)
+                && syms
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .name(pid, t)
+                    .is_some_and(|n| n.contains("pthread_"))
+        })
     })
 }
 
@@ -312,35 +361,37 @@ impl Futex {
         })
     }
 
-    /// Names the locks and condvars of the aggregation map not named yet
-    /// (`locknames`: a static variable's symbol, else a lock's caller).
+    /// Finds the callers of new lock keys and names the locks and
+    /// condvars of the aggregation map not named yet (`locknames`: a static
+    /// variable's symbol, else a lock's caller), while their processes live.
     fn name_new(&self) {
+        let map = &self.skel.maps.agg;
+        let keys: Vec<ls_fagg_key> = map
+            .keys()
+            .filter_map(|k| from_bytes::<ls_fagg_key>(&k))
+            .filter(|k| k.kind != FKIND_OTHER)
+            .collect();
         let mut todo: BTreeMap<(u32, u64), Vec<(u64, u64)>> = BTreeMap::new();
-        {
-            let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
-            for k in self.skel.maps.agg.keys() {
-                if let Some(k) = from_bytes::<ls_fagg_key>(&k)
-                    && k.kind != FKIND_OTHER
-                    && !names.contains_key(&(k.pid, k.uaddr))
-                {
-                    todo.insert((k.pid, k.uaddr), Vec::new());
-                }
+        for k in &keys {
+            let caller = if is_lock(k.kind) { self.caller_of(k) } else { 0 };
+            let named = self
+                .names
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&(k.pid, k.uaddr));
+            if named {
+                continue;
+            }
+            let callers = todo.entry((k.pid, k.uaddr)).or_default();
+            if caller != 0
+                && let Ok(Some(v)) = map.lookup(as_bytes(k), MapFlags::ANY)
+                && let Some(v) = from_bytes::<ls_fagg_val>(&v)
+            {
+                callers.push((caller, v.count + v.partial + v.value_changed));
             }
         }
         if todo.is_empty() {
             return;
-        }
-        // the callers of the lock keys, with their waits
-        for (k, v) in self.skel.maps.agg.keys().filter_map(|kb| {
-            let k = from_bytes::<ls_fagg_key>(&kb)?;
-            let v = self.skel.maps.agg.lookup(&kb, MapFlags::ANY).ok()??;
-            Some((k, from_bytes::<ls_fagg_val>(&v)?))
-        }) {
-            if is_lock(k.kind)
-                && let Some(c) = todo.get_mut(&(k.pid, k.uaddr))
-            {
-                c.push((self.caller_of(&k), v.count + v.partial + v.value_changed));
-            }
         }
         let todo = todo
             .into_iter()
@@ -360,7 +411,7 @@ impl Futex {
             return 0; // not taken: --caller none, or lost
         };
         let c = from_bytes::<ls_fscan>(&v)
-            .and_then(|s| scan_caller(k.pid, &s))
+            .and_then(|s| scan_caller(k.pid, &s, &self.syms))
             .unwrap_or(0);
         self.callers.borrow_mut().insert(ck, c);
         c
@@ -551,6 +602,7 @@ impl Source for Futex {
                     let mut r = to_record(&k, &v, sym.cgroup(v.cgroup_id));
                     r.lock_name = self.lock_name(k.pid, k.uaddr);
                     if is_lock(k.kind) {
+                        self.caller_of(&k);
                         r.caller = self.caller_name(&k);
                     }
                     out.push(r);
