@@ -33,11 +33,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 
+use super::locknames::{LockToName, name_locks};
 use super::{
     Options, Pod, ProgStats, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes,
     prog_stats, tracefs_mounted, tracepoint_exists,
 };
-use super::locknames::{LockToName, name_locks};
 use crate::bpf::futex::types::{
     ls_fagg_key, ls_fagg_val, ls_fevent, ls_fholder_key, ls_fholder_val, ls_fscan,
 };
@@ -130,7 +130,11 @@ fn call_target(mem: &std::fs::File, ret: u64, b: &[u8; 7]) -> Option<u64> {
     // a PLT stub: [endbr64] [bnd] jmp *disp32(%rip)
     let mut p = [0u8; 11];
     mem.read_exact_at(&mut p, t).ok()?;
-    let mut i = if p[..4] == [0xf3, 0x0f, 0x1e, 0xfa] { 4 } else { 0 };
+    let mut i = if p[..4] == [0xf3, 0x0f, 0x1e, 0xfa] {
+        4
+    } else {
+        0
+    };
     if p[i] == 0xf2 {
         i += 1;
     }
@@ -373,7 +377,11 @@ impl Futex {
             .collect();
         let mut todo: BTreeMap<(u32, u64), Vec<(u64, u64)>> = BTreeMap::new();
         for k in &keys {
-            let caller = if is_lock(k.kind) { self.caller_of(k) } else { 0 };
+            let caller = if is_lock(k.kind) {
+                self.caller_of(k)
+            } else {
+                0
+            };
             let named = self
                 .names
                 .lock()
@@ -427,7 +435,11 @@ impl Futex {
 
     /// `function+0xoff` of a lock key's caller (None: unknown).
     fn caller_name(&self, k: &ls_fagg_key) -> Option<String> {
-        let c = self.callers.borrow().get(&(k.pid, k.tid, k.uaddr, k.kind)).copied()?;
+        let c = self
+            .callers
+            .borrow()
+            .get(&(k.pid, k.tid, k.uaddr, k.kind))
+            .copied()?;
         self.syms
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -721,7 +733,12 @@ impl Source for Futex {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .contains_key(&(e.pid, e.uaddr));
-            if !named && self.event_tried.borrow_mut().insert((e.pid, e.tid, e.uaddr)) {
+            if !named
+                && self
+                    .event_tried
+                    .borrow_mut()
+                    .insert((e.pid, e.tid, e.uaddr))
+            {
                 let k = ls_fagg_key {
                     uaddr: e.uaddr,
                     tid: e.tid,

@@ -23,6 +23,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBufferBuilder, UprobeOpts};
 
+use super::locknames::{LockToName, name_locks};
 use super::{
     Options, Pod, ProgStats, Source, Symbolizer, as_bytes, comm_str, common, from_bytes, prog_stats,
 };
@@ -32,7 +33,6 @@ use crate::bpf::ulock::types::{
 use crate::bpf::ulock::{OpenUlockSkel, UlockSkel, UlockSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
 use crate::output::SourceStatus;
-use super::locknames::{LockToName, name_locks};
 use crate::procmaps::{PthreadObject, UserSymbolizer, find_pthread_object, maps_file};
 
 /// Name of the source (`--source user-locks`).
