@@ -433,7 +433,8 @@ pub struct WorkloadArgs {
     /// --rounds 1 ms timedlocks on a held mutex), rwlock (--reads, --writes),
     /// std-mutex (Rust std Mutex, futex only), held-before (a mutex held
     /// before tracing starts, then --rounds pairs), global-hold (as
-    /// mutex-hold on the global mutex LOCKSCOPE_GLOBAL_MUTEX), fork-mutex
+    /// mutex-hold on the global mutex LOCKSCOPE_GLOBAL_MUTEX), heap-hold (as
+    /// mutex-hold, taken in ls_heap_holder_locks / ls_heap_waiter_locks), fork-mutex
     /// (--children processes, each after --child-delay: mutex-pairs, then
     /// --rounds of mutex-hold, on mutexes of its own), cond-wait (a thread
     /// waits on a pthread condvar until signalled, --rounds times: not a

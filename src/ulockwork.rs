@@ -45,6 +45,10 @@ pub enum UserKind {
     /// static with a stable, unmangled symbol), taken in the functions
     /// `ls_global_holder_locks` and `ls_global_waiter_locks`.
     GlobalHold,
+    /// As mutex-hold, on a heap mutex taken in the functions
+    /// `ls_heap_holder_locks` and `ls_heap_waiter_locks` (no symbol names
+    /// the lock: the function that took it does).
+    HeapHold,
     /// Forks `children` processes at once; each sleeps `child_delay`,
     /// then does mutex-pairs (`threads` x `ops`) and `rounds` of
     /// mutex-hold, on mutexes of its own (distinct addresses in every
@@ -70,6 +74,7 @@ pub const NAMES: &[(&str, UserKind)] = &[
     ("std-mutex", UserKind::StdMutex),
     ("held-before", UserKind::HeldBefore),
     ("global-hold", UserKind::GlobalHold),
+    ("heap-hold", UserKind::HeapHold),
     ("fork-mutex", UserKind::ForkMutex),
     ("cond-wait", UserKind::CondWait),
     ("rwlock-hold", UserKind::RwlockHold),
@@ -281,6 +286,7 @@ pub fn run(spec: &UserSpec) -> Result<UserReport> {
         UserKind::MutexHold => hold_and_wait(spec, HeldLock::new(false))?,
         UserKind::SpinHold => hold_and_wait(spec, HeldLock::new(true))?,
         UserKind::GlobalHold => hold_and_wait(spec, HeldLock::global())?,
+        UserKind::HeapHold => hold_and_wait(spec, HeldLock::heap())?,
         UserKind::MutexPairs => pairs(spec, false, Arc::new(PMutex::new()))?,
         UserKind::SpinPairs => pairs(spec, true, Arc::new(PMutex::new()))?,
         UserKind::ForkMutex => fork_mutex(spec)?,
@@ -320,12 +326,30 @@ pub fn ls_global_waiter_locks(m: &PMutex) -> i32 {
     std::hint::black_box(m.lock())
 }
 
-/// The lock of mutex-hold (a pthread mutex), spin-hold (a spin lock) or
-/// global-hold (`LOCKSCOPE_GLOBAL_MUTEX`).
+/// The holder's lock call of `heap-hold` (tests look for this name).
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn ls_heap_holder_locks(m: &PMutex) -> i32 {
+    std::hint::black_box(0x6e1d_u32);
+    std::hint::black_box(m.lock())
+}
+
+/// The waiter's lock call of `heap-hold`.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn ls_heap_waiter_locks(m: &PMutex) -> i32 {
+    std::hint::black_box(0x5b3e_u32);
+    std::hint::black_box(m.lock())
+}
+
+/// The lock of mutex-hold (a pthread mutex), spin-hold (a spin lock),
+/// global-hold (`LOCKSCOPE_GLOBAL_MUTEX`) or heap-hold.
 struct HeldLock {
     mutex: Arc<PMutex>,
     spin: Option<PSpin>,
     global: bool,
+    /// heap-hold: taken in `ls_heap_*_locks`.
+    heap: bool,
 }
 
 impl HeldLock {
@@ -338,6 +362,7 @@ impl HeldLock {
             mutex,
             spin: spin.then(|| PSpin(UnsafeCell::new(0))),
             global: false,
+            heap: false,
         }
     }
     fn global() -> HeldLock {
@@ -345,6 +370,13 @@ impl HeldLock {
             mutex: Arc::new(PMutex::new()),
             spin: None,
             global: true,
+            heap: false,
+        }
+    }
+    fn heap() -> HeldLock {
+        HeldLock {
+            heap: true,
+            ..HeldLock::new(false)
         }
     }
     /// The pthread mutex in use.
@@ -375,6 +407,8 @@ impl HeldLock {
             Some(s) => unsafe { libc::pthread_spin_lock(s.0.get()) },
             None if self.global && holder => ls_global_holder_locks(self.pmutex()),
             None if self.global => ls_global_waiter_locks(self.pmutex()),
+            None if self.heap && holder => ls_heap_holder_locks(self.pmutex()),
+            None if self.heap => ls_heap_waiter_locks(self.pmutex()),
             None => self.pmutex().lock(),
         }
     }

@@ -272,3 +272,57 @@ fn rwlock_waits_are_classified_read_and_write() {
         );
     }
 }
+
+/// heap-hold: a heap mutex (no symbol) is named after the workload
+/// function whose lock call first waited on it, found in the waiter's user
+/// stack at its first wait (glibc has no frame pointers: found among the
+/// stack words), and that function is the rows' caller; each blocked
+/// pthread_mutex_lock is one wait, counted exactly, in stream and report.
+#[test]
+fn a_heap_mutex_is_named_after_the_function_that_first_waited_on_it() {
+    let rounds = 6;
+    let (w, events, rep) = trace_run(
+        &[],
+        &[
+            "heap-hold",
+            "--hold",
+            "40ms",
+            "--rounds",
+            &rounds.to_string(),
+        ],
+    );
+    futex_lost_nothing(&rep);
+    let lock = w["lock"].as_str().expect("lock");
+    let waiter = u(&w["waiter_tid"]);
+    let own = list(&w, "waiter_wait_ns");
+    assert_eq!(own.len(), rounds);
+    let named = |n: &Value| n.as_str() == Some("first taken in ls_heap_waiter_locks");
+
+    let mine: Vec<&Value> = events.iter().filter(|e| e["lock"] == lock).collect();
+    assert_eq!(mine.len(), rounds, "one wait per round: {mine:?}");
+    for (e, want) in mine.iter().zip(&own) {
+        assert_eq!(e["source"], "futex-mutex", "{e}");
+        assert_eq!(u(&e["tid"]), waiter, "{e}");
+        assert!(named(&e["lock_name"]), "{e}");
+        let got = u(&e["wait_ns"]);
+        assert!(
+            got <= *want && want - got <= 2 * MS,
+            "a futex wait inside the waiter's own lock call, within 2 ms: got {got} want {want}"
+        );
+    }
+
+    let rs: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == lock).collect();
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    let r = rs[0];
+    check_row_invariants(r);
+    assert_eq!(r["source"], "futex-mutex");
+    assert_eq!(u(&r["tid"]), waiter, "{r}");
+    assert_eq!(u(&r["count"]), rounds as u64, "{r}");
+    assert!(named(&r["lock_name"]), "{r}");
+    assert!(
+        r["caller"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("ls_heap_waiter_locks+")),
+        "{r}"
+    );
+}

@@ -24,6 +24,10 @@
  * - Aggregation keyed by (uaddr, tid): one writer per key, no atomics.
  * - --stacks: the user stack of a wait at least the threshold long (or
  *   sampled), taken at sys_exit, aggregated per (uaddr, tid, kind, stack).
+ * - Callers (caller_mode LS_CALLER_FIRST, the default): at the first wait of
+ *   each lock key (mutex, rwlock), its ip, sp and LS_FSCAN_WORDS words of
+ *   user stack go to `fscan`; userspace finds the lock call's caller in
+ *   them (struct ls_fscan) and names a heap lock after it.
  * - Kinds (classify(), at sys_enter, glibc 2.36 x86_64 layouts checked
  *   against the real library): glibc's lll lock slow path (pthread mutex,
  *   libc-internal locks) waits with FUTEX_WAIT val 2 on the lock word
@@ -92,6 +96,24 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ls_fagg_val);
 } agg_zero SEC(".maps");
+
+const volatile __u32 caller_mode = LS_CALLER_FIRST; /* enum ls_caller_mode */
+
+/* The user stack at the first wait of each lock key (LS_CALLER_FIRST). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* 528 bytes a key: as used */
+	__uint(max_entries, 16384); /* resized by userspace before load */
+	__type(key, struct ls_fagg_key);
+	__type(value, struct ls_fscan);
+} fscan SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ls_fscan);
+} fscan_buf SEC(".maps");
 
 /* The last waker of each (pid, futex) of the targets. */
 struct {
@@ -321,6 +343,37 @@ static __always_inline int on_enter(__u64 uaddr, __u32 op, __u32 val)
 	return 0;
 }
 
+/* The user stack of a lock key's first wait, for its caller (design note
+ * at the top). */
+static __always_inline void take_scan(struct ls_fagg_key *key, struct task_struct *task)
+{
+	struct pt_regs *regs;
+	struct ls_fscan *s;
+	__u32 zero = 0;
+	int err;
+
+	if (caller_mode == LS_CALLER_NONE ||
+	    (key->kind != LS_FKIND_MUTEX && key->kind != LS_FKIND_RWLOCK_READ &&
+	     key->kind != LS_FKIND_RWLOCK_WRITE))
+		return;
+	s = bpf_map_lookup_elem(&fscan_buf, &zero);
+	if (!s)
+		return;
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	s->ip = BPF_CORE_READ(regs, ip);
+	s->sp = BPF_CORE_READ(regs, sp);
+	/* a failed read zeroes the buffer: then the first words only (a
+	 * stack that ends within the whole read) */
+	if (bpf_probe_read_user(s->words, sizeof(s->words), (void *)s->sp) &&
+	    bpf_probe_read_user(s->words, 16 * sizeof(__u64), (void *)s->sp)) {
+		count(LS_FLOST_STACK);
+		return;
+	}
+	err = bpf_map_update_elem(&fscan, key, s, BPF_NOEXIST);
+	if (err && err != -17 /* EEXIST */)
+		count(LS_FLOST_STACK_MAP_FULL);
+}
+
 static __always_inline struct ls_fagg_val *agg_entry(struct ls_fagg_key *key,
 						     struct task_struct *task)
 {
@@ -343,6 +396,8 @@ static __always_inline struct ls_fagg_val *agg_entry(struct ls_fagg_key *key,
 		count(LS_FLOST_MAP_FULL);
 		return NULL;
 	}
+	if (!err)
+		take_scan(key, task);
 	return bpf_map_lookup_elem(&agg, key);
 }
 

@@ -88,7 +88,7 @@ enum ls_lost {
 				    * our own program ran on that CPU: its end would
 				    * be skipped by the kernel, so it is not opened */
 	LS_LOST_STALE = 7,         /* an open wait whose end never came (replaced) */
-	LS_LOST_STACK_MAP_FULL = 8, /* --stacks: no room for another stack key */
+	LS_LOST_STACK_MAP_FULL = 8, /* --stacks (or first callers): no room for another stack key */
 	LS_LOST__COUNT = 9,
 };
 
@@ -214,7 +214,7 @@ enum ls_mm_lost {
 	LS_MM_LOST_STORAGE = 3,   /* per-task storage could not be created */
 	LS_MM_LOST_SLOTS = 4,     /* more than LS_MM_SLOTS operations open */
 	LS_MM_LOST_STALE = 5,     /* an open operation whose end never came */
-	LS_MM_LOST_STACK_MAP_FULL = 6, /* --stacks: no room for another stack key */
+	LS_MM_LOST_STACK_MAP_FULL = 6, /* --stacks (or first callers): no room for another stack key */
 	LS_MM_LOST__COUNT = 7,
 };
 
@@ -402,8 +402,8 @@ enum ls_ulost {
 	LS_ULOST_RINGBUF = 2,
 	LS_ULOST_STORAGE = 3,   /* per-task storage could not be created */
 	LS_ULOST_STALE_CALL = 4, /* a lock call whose return never came */
-	LS_ULOST_STACK = 5,     /* --stacks: a user stack could not be taken */
-	LS_ULOST_STACK_MAP_FULL = 6, /* --stacks: no room for another stack key */
+	LS_ULOST_STACK = 5,     /* --stacks (or a lock's first caller): a user stack could not be taken */
+	LS_ULOST_STACK_MAP_FULL = 6, /* --stacks (or first callers): no room for another stack key */
 	LS_ULOST_FOLLOW = 7,    /* a new process of a target could not be
 				 * followed (`target_pids` or `spawns` full) */
 	LS_ULOST__COUNT = 8,
@@ -443,8 +443,8 @@ enum ls_flost {
 	LS_FSTAT_COVERED = 8,     /* inside a traced pthread lock call: counted there */
 	/* losses again, added later (after the outcomes, which keep their
 	 * places) */
-	LS_FLOST_STACK = 9,       /* --stacks: a user stack could not be taken */
-	LS_FLOST_STACK_MAP_FULL = 10, /* --stacks: no room for another stack key */
+	LS_FLOST_STACK = 9,       /* --stacks (or a lock's first caller): a user stack could not be taken */
+	LS_FLOST_STACK_MAP_FULL = 10, /* --stacks (or first callers): no room for another stack key */
 	LS_FSTAT__END = 11,
 };
 
@@ -634,6 +634,18 @@ struct ls_fagg_val {
 	__u64 hist[LS_HIST_SLOTS];
 };
 
+/* The user stack at a lock key's first wait (LS_CALLER_FIRST): the futex
+ * call's ip and sp and the words above sp. Userspace finds the lock's
+ * caller there: the first return address (after a call instruction) into
+ * a file other than the one of ip (libc). glibc has no frame pointers, so
+ * a frame-pointer walk from inside it skips that caller. */
+#define LS_FSCAN_WORDS 64
+struct ls_fscan {
+	__u64 ip;
+	__u64 sp;
+	__u64 words[LS_FSCAN_WORDS];
+};
+
 struct ls_fevent {
 	__u64 begin_ns; /* 0 when partial */
 	__u64 end_ns;
@@ -680,7 +692,7 @@ enum ls_klost {
 	LS_KLOST_STALE_CALL = 4, /* a lock call whose return never came (e.g. a
 				  * kretprobe out of instances) */
 	LS_KLOST_STACK = 5,      /* a stack could not be taken */
-	LS_KLOST_STACK_MAP_FULL = 6, /* --stacks: no room for another stack key */
+	LS_KLOST_STACK_MAP_FULL = 6, /* --stacks (or first callers): no room for another stack key */
 	LS_KLOST__COUNT = 7,
 };
 

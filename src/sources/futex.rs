@@ -11,25 +11,35 @@
 //! seen: an uncontended lock never enters the kernel, and spinning before
 //! the futex call is not seen.
 //!
+//! Locks are named as `user-locks` names them (`locknames`): a static
+//! one by its symbol, a heap one by the function whose lock call first
+//! waited on it, found in the user stack of the first wait of each lock
+//! key (with `--caller first`, the default): a copy of the stack words
+//! above sp, searched for the first return address into another file
+//! than libc's (glibc has no frame pointers to walk).
+//!
 //! Waits inside a traced pthread lock call are that call's wait (the
 //! `user-locks` source counts them), so this source skips them: both
 //! objects use one per-task map (`ulock_call`, shared by fd).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::FileExt;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, Result, anyhow, bail};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 
+use super::locknames::{LockToName, name_locks};
 use super::{
     Options, Pod, ProgStats, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes,
     prog_stats, tracefs_mounted, tracepoint_exists,
 };
 use crate::bpf::futex::types::{
-    ls_fagg_key, ls_fagg_val, ls_fevent, ls_fholder_key, ls_fholder_val,
+    ls_fagg_key, ls_fagg_val, ls_fevent, ls_fholder_key, ls_fholder_val, ls_fscan,
 };
 use crate::bpf::futex::{FutexSkel, FutexSkelBuilder, OpenFutexSkel};
 use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
@@ -76,6 +86,112 @@ unsafe impl Pod for ls_fevent {}
 unsafe impl Pod for ls_fholder_key {}
 // SAFETY: as above.
 unsafe impl Pod for ls_fholder_val {}
+// SAFETY: as above.
+unsafe impl Pod for ls_fscan {}
+
+/// Whether a kind is a lock's (named after its first caller too).
+fn is_lock(kind: u32) -> bool {
+    matches!(kind, FKIND_MUTEX | FKIND_RD | FKIND_WR)
+}
+
+/// Whether `b`, the 7 bytes before a return address, end in an x86-64
+/// call instruction: `call rel32`, `call *disp32(%rip)` (through the GOT),
+/// `call *disp32(%reg)`, `call *disp8(%reg)`, `call *%reg`.
+pub fn ends_in_call(b: &[u8; 7]) -> bool {
+    // ModRM of `ff /2`: reg field 2; mod and rm say which operand
+    let call = |m: u8| (m >> 3) & 7 == 2;
+    b[2] == 0xe8
+        || (b[1] == 0xff && call(b[2]) && (b[2] >> 6 == 2 || b[2] & 0xc7 == 0x05))
+        || (b[4] == 0xff && call(b[5]) && b[5] >> 6 == 1 && b[5] & 7 != 4)
+        || (b[5] == 0xff && call(b[6]) && b[6] >> 6 == 3)
+}
+
+fn read_u64(mem: &std::fs::File, at: u64) -> Option<u64> {
+    let mut b = [0u8; 8];
+    mem.read_exact_at(&mut b, at).ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+fn rel32(b: &[u8]) -> i64 {
+    i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Where the call before return address `ret` (its 7 bytes before: `b`)
+/// went, through a PLT stub or GOT slot to the function itself; None
+/// for other calls (through a register: unknown).
+fn call_target(mem: &std::fs::File, ret: u64, b: &[u8; 7]) -> Option<u64> {
+    let t = if b[2] == 0xe8 {
+        ret.checked_add_signed(rel32(&b[3..]))?
+    } else if b[1] == 0xff && b[2] == 0x15 {
+        read_u64(mem, ret.checked_add_signed(rel32(&b[3..]))?)?
+    } else {
+        return None;
+    };
+    // a PLT stub: [endbr64] [bnd] jmp *disp32(%rip)
+    let mut p = [0u8; 11];
+    mem.read_exact_at(&mut p, t).ok()?;
+    let mut i = if p[..4] == [0xf3, 0x0f, 0x1e, 0xfa] {
+        4
+    } else {
+        0
+    };
+    if p[i] == 0xf2 {
+        i += 1;
+    }
+    if p[i] == 0xff && p[i + 1] == 0x25 {
+        let next = t + i as u64 + 6;
+        return read_u64(mem, next.checked_add_signed(rel32(&p[i + 2..]))?);
+    }
+    Some(t)
+}
+
+/// The caller of a lock call from the stack copy of its futex wait: the
+/// first word above sp that lies in an executable mapping of another file
+/// than ip's (libc) and follows a direct or GOT call (read from the live
+/// process) of a `pthread_` function of that file: the lock call (a stale
+/// return address left in libc's frames by an earlier call goes
+/// elsewhere). None when the process is gone or no word qualifies (a lock
+/// call through a function pointer, libc's internal locks).
+fn scan_caller(pid: u32, s: &ls_fscan, syms: &Mutex<UserSymbolizer>) -> Option<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let exec: Vec<(u64, u64, &str)> = maps
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (lo, hi) = it.next()?.split_once('-')?;
+            if !it.next()?.contains('x') {
+                return None;
+            }
+            let path = it.nth(3)?;
+            path.starts_with('/').then_some((
+                u64::from_str_radix(lo, 16).ok()?,
+                u64::from_str_radix(hi, 16).ok()?,
+                path,
+            ))
+        })
+        .collect();
+    let file_of = |a: u64| exec.iter().find(|m| a >= m.0 && a < m.1).map(|m| m.2);
+    let lib = file_of(s.ip)?;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    s.words.iter().copied().find(|&w| {
+        let mut b = [0u8; 7];
+        if w < 7
+            || file_of(w).is_none_or(|f| f == lib)
+            || mem.read_exact_at(&mut b, w - 7).is_err()
+            || !ends_in_call(&b)
+        {
+            return false;
+        }
+        call_target(&mem, w, &b).is_some_and(|t| {
+            file_of(t) == Some(lib)
+                && syms
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .name(pid, t)
+                    .is_some_and(|n| n.contains("pthread_"))
+        })
+    })
+}
 
 /// Loss counters, in the order of `enum ls_flost`.
 pub const LOST_NAMES: [&str; 4] = [
@@ -102,11 +218,16 @@ pub struct Futex {
     skel: FutexSkel<'static>,
     links: RefCell<Vec<Link>>,
     waitv: bool,
-    /// Names of the locks and condvars waited on, by (pid, address): the
-    /// ELF symbol of a static one (the symbolizer user-locks uses), given
-    /// while the process lives (`tick`); None when it has none.
-    names: RefCell<HashMap<(u32, u64), Option<String>>>,
-    syms: RefCell<UserSymbolizer>,
+    /// Names of the locks and condvars waited on, by (pid, address)
+    /// (`locknames`: a static one's symbol, a heap lock's first caller),
+    /// given while the process lives (`tick`) and kept.
+    names: Mutex<HashMap<(u32, u64), String>>,
+    syms: Mutex<UserSymbolizer>,
+    /// The caller of each lock key's first wait (0: none found), by
+    /// (pid, tid, lock, kind), looked for once.
+    callers: RefCell<HashMap<(u32, u32, u64, u32), u64>>,
+    /// Keys the stream tried to name a lock by (once each).
+    event_tried: RefCell<HashSet<(u32, u32, u64)>>,
     named_at: RefCell<Option<std::time::Instant>>,
 }
 
@@ -150,6 +271,8 @@ impl Futex {
         }
         open.maps.agg.set_max_entries(opts.max_entries)?;
         open.maps.holders.set_max_entries(opts.max_entries)?;
+        open.maps.fscan.set_max_entries(opts.max_entries)?;
+        rodata.caller_mode = opts.caller as u32;
         if let Some(st) = opts.stacks {
             rodata.stacks_on = true;
             rodata.stack_threshold_ns = st.threshold_ns;
@@ -234,44 +357,93 @@ impl Futex {
             skel,
             links: RefCell::new(links),
             waitv,
-            names: RefCell::new(HashMap::new()),
-            syms: RefCell::new(UserSymbolizer::default()),
+            names: Mutex::new(HashMap::new()),
+            syms: Mutex::new(UserSymbolizer::default()),
+            callers: RefCell::new(HashMap::new()),
+            event_tried: RefCell::new(HashSet::new()),
             named_at: RefCell::new(None),
         })
     }
 
-    /// Names the locks and condvars of the aggregation map not named yet
-    /// (a static variable's symbol; heap objects have none).
+    /// Finds the callers of new lock keys and names the locks and
+    /// condvars of the aggregation map not named yet (`locknames`: a static
+    /// variable's symbol, else a lock's caller), while their processes live.
     fn name_new(&self) {
-        let mut todo = Vec::new();
-        {
-            let names = self.names.borrow();
-            for k in self.skel.maps.agg.keys() {
-                if let Some(k) = from_bytes::<ls_fagg_key>(&k)
-                    && k.kind != FKIND_OTHER
-                    && !names.contains_key(&(k.pid, k.uaddr))
-                {
-                    todo.push((k.pid, k.uaddr));
-                }
+        let map = &self.skel.maps.agg;
+        let keys: Vec<ls_fagg_key> = map
+            .keys()
+            .filter_map(|k| from_bytes::<ls_fagg_key>(&k))
+            .filter(|k| k.kind != FKIND_OTHER)
+            .collect();
+        let mut todo: BTreeMap<(u32, u64), Vec<(u64, u64)>> = BTreeMap::new();
+        for k in &keys {
+            let caller = if is_lock(k.kind) {
+                self.caller_of(k)
+            } else {
+                0
+            };
+            let named = self
+                .names
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&(k.pid, k.uaddr));
+            if named {
+                continue;
+            }
+            let callers = todo.entry((k.pid, k.uaddr)).or_default();
+            if caller != 0
+                && let Ok(Some(v)) = map.lookup(as_bytes(k), MapFlags::ANY)
+                && let Some(v) = from_bytes::<ls_fagg_val>(&v)
+            {
+                callers.push((caller, v.count + v.partial + v.value_changed));
             }
         }
         if todo.is_empty() {
             return;
         }
-        let mut syms = self.syms.borrow_mut();
-        let mut names = self.names.borrow_mut();
-        for (pid, addr) in todo {
-            let n = syms.data_name(pid, addr);
-            // a process gone before it was looked at may be named later
-            // by nobody: keep the miss only for live ones
-            if n.is_some() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                names.insert((pid, addr), n);
-            }
+        let todo = todo
+            .into_iter()
+            .map(|((pid, lock), callers)| LockToName { pid, lock, callers })
+            .collect();
+        name_locks(&self.syms, &self.names, todo, false);
+    }
+
+    /// The caller of a lock key's first wait (0: unknown), from its stack
+    /// copy, looked for once (while the process lives).
+    fn caller_of(&self, k: &ls_fagg_key) -> u64 {
+        let ck = (k.pid, k.tid, k.uaddr, k.kind);
+        if let Some(c) = self.callers.borrow().get(&ck) {
+            return *c;
         }
+        let Ok(Some(v)) = self.skel.maps.fscan.lookup(as_bytes(k), MapFlags::ANY) else {
+            return 0; // not taken: --caller none, or lost
+        };
+        let c = from_bytes::<ls_fscan>(&v)
+            .and_then(|s| scan_caller(k.pid, &s, &self.syms))
+            .unwrap_or(0);
+        self.callers.borrow_mut().insert(ck, c);
+        c
     }
 
     fn lock_name(&self, pid: u32, addr: u64) -> Option<String> {
-        self.names.borrow().get(&(pid, addr)).cloned().flatten()
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(pid, addr))
+            .cloned()
+    }
+
+    /// `function+0xoff` of a lock key's caller (None: unknown).
+    fn caller_name(&self, k: &ls_fagg_key) -> Option<String> {
+        let c = self
+            .callers
+            .borrow()
+            .get(&(k.pid, k.tid, k.uaddr, k.kind))
+            .copied()?;
+        self.syms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .name(k.pid, c)
     }
 
     fn counter(&self, i: u32) -> Result<u64> {
@@ -441,6 +613,10 @@ impl Source for Futex {
                 if v.count + v.partial + v.value_changed > 0 {
                     let mut r = to_record(&k, &v, sym.cgroup(v.cgroup_id));
                     r.lock_name = self.lock_name(k.pid, k.uaddr);
+                    if is_lock(k.kind) {
+                        self.caller_of(&k);
+                        r.caller = self.caller_name(&k);
+                    }
                     out.push(r);
                 }
             }
@@ -551,11 +727,36 @@ impl Source for Futex {
         let mut ev = to_event(&e, sym.cgroup(e.cgroup_id));
         if e.kind != FKIND_OTHER {
             // a lock seen for the first time is named now, while its
-            // process surely lives (once per lock: the names are kept)
-            let key = (e.pid, e.uaddr);
-            if !self.names.borrow().contains_key(&key) {
-                let n = self.syms.borrow_mut().data_name(e.pid, e.uaddr);
-                self.names.borrow_mut().insert(key, n);
+            // process surely lives (once per key: the names are kept)
+            let named = self
+                .names
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&(e.pid, e.uaddr));
+            if !named
+                && self
+                    .event_tried
+                    .borrow_mut()
+                    .insert((e.pid, e.tid, e.uaddr))
+            {
+                let k = ls_fagg_key {
+                    uaddr: e.uaddr,
+                    tid: e.tid,
+                    pid: e.pid,
+                    kind: e.kind,
+                    pad: 0,
+                };
+                let callers = if is_lock(e.kind) {
+                    vec![(self.caller_of(&k), 1)]
+                } else {
+                    Vec::new()
+                };
+                let todo = vec![LockToName {
+                    pid: e.pid,
+                    lock: e.uaddr,
+                    callers,
+                }];
+                name_locks(&self.syms, &self.names, todo, false);
             }
             ev.lock_name = self.lock_name(e.pid, e.uaddr);
         }
@@ -631,6 +832,22 @@ mod tests {
         assert_eq!(ev.holder_tid, Some(7));
         let sp = ev.split.expect("split");
         assert_eq!((sp.oncpu, sp.runnable, sp.asleep), (10, 5, 85));
+    }
+
+    #[test]
+    fn call_instructions_before_return_addresses_are_recognised() {
+        // call rel32; call *0x..(%rip); call *0x8(%rax); call *%rax;
+        // call *%r11 (REX); call *0x12345678(%rbx)
+        assert!(ends_in_call(&[0, 0, 0xe8, 1, 2, 3, 4]));
+        assert!(ends_in_call(&[0, 0xff, 0x15, 1, 2, 3, 4]));
+        assert!(ends_in_call(&[0, 0, 0, 0, 0xff, 0x50, 0x08]));
+        assert!(ends_in_call(&[0, 0, 0, 0, 0, 0xff, 0xd0]));
+        assert!(ends_in_call(&[0, 0, 0, 0, 0x41, 0xff, 0xd3]));
+        assert!(ends_in_call(&[0, 0xff, 0x93, 0x78, 0x56, 0x34, 0x12]));
+        // jmp *%rax (ff /4), a push, plain data
+        assert!(!ends_in_call(&[0, 0, 0, 0, 0, 0xff, 0xe0]));
+        assert!(!ends_in_call(&[0, 0, 0, 0, 0, 0, 0x50]));
+        assert!(!ends_in_call(&[0; 7]));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod common;
 pub mod contention;
 pub mod futex;
 pub mod kmutex;
+mod locknames;
 pub mod mmaplock;
 pub mod picknext;
 pub mod sched;
