@@ -13,11 +13,12 @@ its own crate (it names the library as `lockscope::`) and is left out.
 A parent module naming its own submodules (src/sources/mod.rs using
 `kmutex::SOURCE` from the `mod kmutex;` it declares, for the registry) is the
 module tree, not an import between files: left out unless --strict.
+Code under #[cfg(test)] is not part of the product: left out unless --tests.
 
 Prints the cycles: strongly connected components of more than one file, each
 with the references that close it; exits 1 if there is any, else 0.
 
-  scripts/import_graph.py [--src DIR] [--edges] [--strict]
+  scripts/import_graph.py [--src DIR] [--edges] [--strict] [--tests]
 """
 import argparse
 import os
@@ -168,7 +169,13 @@ def file_of(path, mods):
     return None
 
 
-def references(rel, text, modpath):
+def is_cfg_test(toks, i):
+    """toks[i:] starts with `# [ cfg ( test ) ]`."""
+    want = ("#", "[", "cfg", "(", "test", ")", "]")
+    return tuple(t for t, _ in toks[i : i + len(want)]) == want
+
+
+def references(rel, text, modpath, with_tests):
     """Yield (line, absolute path) for each crate-local reference in one file."""
     toks = list(tokens(strip(text)))
     stack = []  # brace stack: module name or None
@@ -179,10 +186,13 @@ def references(rel, text, modpath):
 
     # pass 1: `mod x;` and use statements (names are file-wide for simplicity)
     refs = []
+    tstack, pending = [], False  # in #[cfg(test)] code; an attribute seen
     i = 0
     skip = set()
     while i < len(toks):
         t, line = toks[i]
+        if is_cfg_test(toks, i):
+            pending = True
         if t == "mod" and i + 2 < len(toks) and toks[i + 2][0] == ";":
             aliases[toks[i + 1][0]] = here() + (toks[i + 1][0],)
         elif t == "{":
@@ -190,21 +200,29 @@ def references(rel, text, modpath):
             if i >= 2 and toks[i - 2][0] == "mod":
                 name = toks[i - 1][0]
             stack.append(name)
+            tstack.append(pending or (bool(tstack) and tstack[-1]))
+            pending = False
         elif t == "}":
             if stack:
                 stack.pop()
+                tstack.pop()
+        elif t == ";":
+            pending = False
         elif t == "use" and i + 1 < len(toks) and toks[i + 1][0] != "::":
             j = i + 1
             while j < len(toks) and toks[j][0] != ";":
                 j += 1
             trees, _ = parse_use(toks[i + 1 : j], 0, [])
+            in_test = pending or (bool(tstack) and tstack[-1])
+            pending = False
             for path, alias in trees:
                 a = absolute(path, here())
                 if a is None and path and path[0] in aliases:
                     a = aliases[path[0]] + tuple(path[1:])
                 if a is None:
                     continue
-                refs.append((line, a))
+                if with_tests or not in_test:
+                    refs.append((line, a))
                 if alias:
                     aliases[alias] = a
             skip.update(range(i, j + 1))
@@ -212,18 +230,25 @@ def references(rel, text, modpath):
         i += 1
 
     # pass 2: paths in code
-    stack = []
+    stack, tstack, pending = [], [], False
     i = 0
     while i < len(toks):
         t, line = toks[i]
+        if is_cfg_test(toks, i):
+            pending = True
         if t == "{":
             name = None
             if i >= 2 and toks[i - 2][0] == "mod":
                 name = toks[i - 1][0]
             stack.append(name)
+            tstack.append(pending or (bool(tstack) and tstack[-1]))
+            pending = False
         elif t == "}":
             if stack:
                 stack.pop()
+                tstack.pop()
+        elif t == ";":
+            pending = False
         elif (
             i not in skip
             and i + 1 < len(toks)
@@ -240,7 +265,7 @@ def references(rel, text, modpath):
                 a = aliases[t] + tuple(path[1:])
             else:
                 a = absolute(path, here())
-            if a is not None:
+            if a is not None and (with_tests or not (tstack and tstack[-1])):
                 refs.append((line, a))
             i = j - 1
         i += 1
@@ -290,6 +315,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", default=os.path.join(os.path.dirname(__file__), "..", "src"))
     ap.add_argument("--edges", action="store_true", help="print every file-to-file edge")
+    ap.add_argument("--tests", action="store_true", help="count #[cfg(test)] code too")
     ap.add_argument(
         "--strict", action="store_true", help="count a parent module's references to its own submodules"
     )
@@ -300,7 +326,7 @@ def main():
     for modpath, rel in sorted(mods.items(), key=lambda kv: kv[1]):
         with open(os.path.join(src, rel), encoding="utf-8") as f:
             text = f.read()
-        for line, path in references(rel, text, modpath):
+        for line, path in references(rel, text, modpath, args.tests):
             target = file_of(path, mods)
             if target is None or target == rel:
                 continue
@@ -314,7 +340,9 @@ def main():
                 print(f"{a} -> {b}")
     cycles = [c for c in tarjan(nodes, edges) if len(c) > 1]
     nedges = sum(len(v) for v in edges.values())
-    mode = "strict" if args.strict else "parent-to-submodule left out"
+    mode = ", ".join(
+        ("strict" if args.strict else "parent-to-submodule left out", "tests" if args.tests else "no #[cfg(test)]")
+    )
     print(f"import graph ({mode}): {len(nodes)} files, {nedges} edges, {len(cycles)} cycle(s)")
     for n, comp in enumerate(sorted(cycles), 1):
         print(f"\ncycle {n}: {len(comp)} files: {' '.join('src/' + f for f in comp)}")
