@@ -24,6 +24,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject, PrintCallback, PrintLevel, TracepointCategory, UprobeOpts};
 
 use crate::bpf::probe::{OpenProbeSkel, ProbeSkel, ProbeSkelBuilder};
+use crate::sources::probes::{errno_name, kprobe_pmu, short_error};
 
 /// One thing tried, and what came of it.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -633,51 +634,6 @@ fn telling_message(msgs: &[String]) -> Option<String> {
 // ---------------------------------------------------------------------------
 // Errors
 
-fn errno_name(code: i32) -> Option<&'static str> {
-    Some(match code {
-        1 => "EPERM",
-        2 => "ENOENT",
-        3 => "ESRCH",
-        5 => "EIO",
-        6 => "ENXIO",
-        7 => "E2BIG",
-        9 => "EBADF",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        13 => "EACCES",
-        14 => "EFAULT",
-        16 => "EBUSY",
-        17 => "EEXIST",
-        19 => "ENODEV",
-        22 => "EINVAL",
-        28 => "ENOSPC",
-        38 => "ENOSYS",
-        40 => "ELOOP",
-        95 => "EOPNOTSUPP",
-        524 => "ENOTSUPP",
-        _ => return None,
-    })
-}
-
-/// The errno behind a libbpf-rs error, if it carries one.
-fn errno_of(e: &libbpf_rs::Error) -> Option<i32> {
-    let s = format!("{e:#}");
-    let at = s.rfind("os error ")?;
-    let digits: String = s[at + 9..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
-}
-
-/// "EPERM", or the error's own words when it has no errno.
-pub(crate) fn short_error(e: &libbpf_rs::Error) -> String {
-    match errno_of(e) {
-        Some(n) => errno_name(n).map_or_else(|| format!("errno {n}"), str::to_string),
-        None => format!("{e:#}"),
-    }
-}
-
 /// "<what> failed: EPERM (libbpf's telling line)".
 fn failure(what: &str, e: &libbpf_rs::Error) -> String {
     let mut s = format!("{what} failed: {}", short_error(e));
@@ -1102,10 +1058,6 @@ fn poke_mutex() {
         libc::close(fds[0]);
         libc::close(fds[1]);
     }
-}
-
-pub(crate) fn kprobe_pmu() -> bool {
-    Path::new("/sys/bus/event_source/devices/kprobe").exists()
 }
 
 fn check_kprobe() -> Check {

@@ -24,7 +24,7 @@ use libbpf_rs::{Link, OpenObject};
 
 use crate::bpf::files::types::ls_file_rec;
 use crate::bpf::files::{FilesSkel, FilesSkelBuilder};
-use crate::sources::{Pod, comm_str, from_bytes};
+use crate::pod::{Pod, comm_str, from_bytes};
 
 // SAFETY: generated from lockscope.h, repr(C), integer fields and an i8
 // array only, padded by hand (no implicit padding).
@@ -247,7 +247,7 @@ mod tests {
         for (d, s) in r.comm.iter_mut().zip(b"ls-hold".iter()) {
             *d = *s as i8;
         }
-        let mut b = crate::sources::as_bytes(&r).to_vec();
+        let mut b = crate::pod::as_bytes(&r).to_vec();
         if !path.is_empty() {
             b.extend_from_slice(path.as_bytes());
             b.push(0);

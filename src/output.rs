@@ -6,19 +6,11 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::model::{GroupBy, LockKind, Row};
+pub use crate::status::SourceStatus;
 use crate::units::fmt_ns;
 
 /// JSON contract version of `report --json` and `trace --json`.
 pub const JSON_VERSION: u32 = 1;
-
-/// One source's status in a report header and in JSON.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct SourceStatus {
-    pub name: String,
-    pub backend: Option<String>,
-    pub available: bool,
-    pub reason: Option<String>,
-}
 
 /// A whole report: the `report --json` object.
 #[derive(Clone, Debug, Serialize)]
@@ -34,7 +26,7 @@ pub struct Report {
     pub lost: BTreeMap<String, u64>,
     /// lockscope's own cost: run count and kernel run time of each BPF
     /// program (run time only with `sysctl kernel.bpf_stats_enabled=1`).
-    pub bpf_programs: Vec<crate::sources::ProgStats>,
+    pub bpf_programs: Vec<crate::status::ProgStats>,
     pub rows: Vec<Row>,
     /// Who held locks while others waited (sources that know it), most
     /// wait caused first.
@@ -414,9 +406,9 @@ pub fn lost_since(
 
 /// Programs' runs and run time since `prev` (matched by program id).
 pub fn progs_since(
-    progs: &[crate::sources::ProgStats],
-    prev: &[crate::sources::ProgStats],
-) -> Vec<crate::sources::ProgStats> {
+    progs: &[crate::status::ProgStats],
+    prev: &[crate::status::ProgStats],
+) -> Vec<crate::status::ProgStats> {
     progs
         .iter()
         .map(|p| {
@@ -933,7 +925,7 @@ pub fn bpf_stats_enabled() -> Option<bool> {
 /// "overhead per run: begin 206 ns x 470k, end 203 ns x 470k" from
 /// program stats; without the kernel's stats, how to turn them on (never
 /// a run count without a cost).
-pub fn overhead_line(progs: &[crate::sources::ProgStats]) -> Option<String> {
+pub fn overhead_line(progs: &[crate::status::ProgStats]) -> Option<String> {
     if progs.is_empty() {
         return None;
     }
@@ -944,7 +936,7 @@ pub fn overhead_line(progs: &[crate::sources::ProgStats]) -> Option<String> {
 }
 
 /// [`overhead_line`] given whether the kernel's BPF stats are on.
-pub fn overhead_text(progs: &[crate::sources::ProgStats], stats: Option<bool>) -> Option<String> {
+pub fn overhead_text(progs: &[crate::status::ProgStats], stats: Option<bool>) -> Option<String> {
     if progs.is_empty() {
         return None;
     }
@@ -1285,7 +1277,7 @@ mod tests {
         }
         assert_eq!(loss_warning(&lost, &limits), None);
         rep.lost = lost.clone();
-        rep.bpf_programs = vec![crate::sources::ProgStats {
+        rep.bpf_programs = vec![crate::status::ProgStats {
             name: "contention_begin_btf".into(),
             id: 1,
             run_cnt: 10,
@@ -1703,7 +1695,7 @@ mod tests {
         lost.insert("map_full".to_string(), 123_456_789);
         let mut rep = report_of(&recs, GroupBy::Lock);
         rep.lost = lost;
-        rep.bpf_programs = vec![crate::sources::ProgStats {
+        rep.bpf_programs = vec![crate::status::ProgStats {
             name: "contention_begin_btf".into(),
             id: 1,
             run_cnt: 470_123,
@@ -1885,7 +1877,7 @@ mod tests {
             lost_lines(&lost_since(&prev, &prev), 80),
             vec!["lost: none"]
         );
-        let p = |id, cnt, ns| crate::sources::ProgStats {
+        let p = |id, cnt, ns| crate::status::ProgStats {
             name: "contention_begin_btf".into(),
             id,
             run_cnt: cnt,
@@ -1905,14 +1897,14 @@ mod tests {
     fn footer_is_one_line_without_loss_and_never_a_bare_run_count() {
         let progs = |cnt: u64, time: u64| {
             vec![
-                crate::sources::ProgStats {
+                crate::status::ProgStats {
                     name: "contention_begin_btf".into(),
                     id: 1,
                     run_cnt: cnt,
                     run_time_ns: time,
                     recursion_misses: 0,
                 },
-                crate::sources::ProgStats {
+                crate::status::ProgStats {
                     name: "contention_end_btf".into(),
                     id: 2,
                     run_cnt: cnt,

@@ -20,7 +20,7 @@ use super::{
 use crate::bpf::contention::types::{ls_agg_key, ls_agg_val, ls_event, ls_stack_key, ls_stack_val};
 use crate::bpf::contention::{ContentionSkel, ContentionSkelBuilder, OpenContentionSkel};
 use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, StackSample, Stats, WaitSplit};
-use crate::output::SourceStatus;
+use crate::status::SourceStatus;
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "kernel-contention";

@@ -43,7 +43,7 @@ use crate::bpf::futex::types::{
 };
 use crate::bpf::futex::{FutexSkel, FutexSkelBuilder, OpenFutexSkel};
 use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
-use crate::output::SourceStatus;
+use crate::status::SourceStatus;
 use crate::procmaps::UserSymbolizer;
 
 /// Name of the source, and `source` of its non-lock rows (condvar, other).

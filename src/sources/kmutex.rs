@@ -13,7 +13,6 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -22,13 +21,14 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, OpenObject};
 
 use super::common::{self, set_target_rodata};
+use super::probes::{Backend, first_backend, fork_btf, functions_present, load_error};
 use super::{Options, Pod, ProgStats, Source, Symbolizer, comm_str, prog_stats};
 use crate::bpf::kmutex::types::{
     ls_kagg_key, ls_kagg_val, ls_kevent, ls_kholder_key, ls_kholder_val,
 };
 use crate::bpf::kmutex::{KmutexSkel, KmutexSkelBuilder, OpenKmutexSkel};
 use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats};
-use crate::output::SourceStatus;
+use crate::status::SourceStatus;
 
 /// Source (and row) name of kernel mutexes.
 pub const SOURCE_MUTEX: &str = "kernel-mutex";
@@ -126,77 +126,6 @@ fn essential(family: Family) -> &'static [&'static str] {
     }
 }
 
-/// Function probe backends, in order of preference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Fentry,
-    Kprobe,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Fentry => "fentry",
-            Backend::Kprobe => "kprobe",
-        }
-    }
-
-    /// Program name prefixes: (entry, return).
-    fn prefixes(self) -> (&'static str, &'static str) {
-        match self {
-            Backend::Fentry => ("fe_", "fx_"),
-            Backend::Kprobe => ("kp_", "kr_"),
-        }
-    }
-}
-
-/// The backends to try: the one `--backend` names, else all in order.
-pub fn backends(source: &str, forced: Option<&str>) -> Result<Vec<Backend>> {
-    match forced {
-        None => Ok(vec![Backend::Fentry, Backend::Kprobe]),
-        Some("fentry") => Ok(vec![Backend::Fentry]),
-        Some("kprobe") => Ok(vec![Backend::Kprobe]),
-        Some(other) => bail!("{source} has no backend '{other}' (fentry or kprobe)"),
-    }
-}
-
-/// Names of kernel functions (text symbols) in /proc/kallsyms among `want`.
-pub fn functions_present(want: &[&str]) -> HashSet<String> {
-    let want: HashSet<&str> = want.iter().copied().collect();
-    let Ok(f) = std::fs::File::open("/proc/kallsyms") else {
-        return HashSet::new();
-    };
-    BufReader::new(f)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let (_, ty, name) = (it.next()?, it.next()?, it.next()?);
-            (matches!(ty, "T" | "t") && it.next().is_none() && want.contains(name))
-                .then(|| name.to_string())
-        })
-        .collect()
-}
-
-/// Why kprobes cannot work here, when that is plain before trying.
-pub fn kprobes_missing() -> Option<String> {
-    let events = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .any(|b| std::path::Path::new(&format!("{b}/kprobe_events")).exists());
-    (!crate::doctor::kprobe_pmu() && !events).then(|| {
-        "kprobes are not compiled into this kernel (CONFIG_KPROBES: no kprobe PMU in \
-         /sys/bus/event_source/devices)"
-            .to_string()
-    })
-}
-
-/// Whether the fork follower of a function-probe source is its tp_btf
-/// program (the kernel has BTF: `/sys/kernel/btf/vmlinux`); else the
-/// classic `sched/sched_process_fork` tracepoint follows forks.
-pub fn fork_btf() -> bool {
-    std::path::Path::new("/sys/kernel/btf/vmlinux").exists()
-}
-
 /// The name of the fork follower to load: `{prefix}follow_fork_btf` or
 /// `_tp` ([`fork_btf`]), or none when forks are not followed.
 fn fork_program(prefix: &str, follow: bool) -> Option<String> {
@@ -204,43 +133,6 @@ fn fork_program(prefix: &str, follow: bool) -> Option<String> {
         let kind = if fork_btf() { "btf" } else { "tp" };
         format!("{prefix}follow_fork_{kind}")
     })
-}
-
-/// "load failed: EPERM": libbpf's and the verifier's last lines only where
-/// they say more than the errno (not for EPERM, where libbpf guesses at
-/// `ulimit -l`, which is not the cause on kernels that refuse fentry).
-pub fn load_error(what: &str, e: &libbpf_rs::Error) -> anyhow::Error {
-    let short = crate::doctor::short_error(e);
-    let log = crate::libbpf_log::summary();
-    if short == "EPERM" || log.is_empty() {
-        anyhow!("{what} failed: {short}")
-    } else {
-        anyhow!("{what} failed: {short} ({log})")
-    }
-}
-
-/// Starts a function-probe source with the first backend that works, in
-/// order of preference (or the forced one); with it, why the preferred
-/// ones did not (for the status), or, when none did, every reason.
-pub fn first_backend<T>(
-    source: &str,
-    forced: Option<&str>,
-    mut start: impl FnMut(Backend) -> Result<T>,
-) -> Result<(T, Option<String>)> {
-    let mut errors = Vec::new();
-    for backend in backends(source, forced)? {
-        if backend == Backend::Kprobe
-            && let Some(why) = kprobes_missing()
-        {
-            errors.push(format!("kprobe: {why}"));
-            continue;
-        }
-        match start(backend) {
-            Ok(s) => return Ok((s, (!errors.is_empty()).then(|| errors.join("; ")))),
-            Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
-        }
-    }
-    bail!("{}", errors.join("; "))
 }
 
 /// A loaded and attached kernel-mutex or kernel-rwsem source.

@@ -18,7 +18,7 @@ use crate::bpf::mmaplock::types::{ls_mm_event, ls_mm_key, ls_mm_val};
 use crate::bpf::mmaplock::{MmaplockSkel, MmaplockSkelBuilder, OpenMmaplockSkel};
 use crate::cgroup::CgroupNames;
 use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats, WaitSplit};
-use crate::output::SourceStatus;
+use crate::status::SourceStatus;
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "mmap-lock";

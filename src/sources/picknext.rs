@@ -17,12 +17,12 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, OpenObject};
 
 use super::common::{self, set_target_rodata};
-use super::kmutex::{Backend, first_backend, fork_btf, functions_present, load_error};
+use super::probes::{Backend, first_backend, fork_btf, functions_present, load_error};
 use super::{Options, Pod, ProgStats, Source, Symbolizer, comm_str, prog_stats};
 use crate::bpf::picknext::types::{ls_pick_key, ls_pick_val};
 use crate::bpf::picknext::{OpenPicknextSkel, PicknextSkel, PicknextSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
-use crate::output::SourceStatus;
+use crate::status::SourceStatus;
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "sched-picknext";

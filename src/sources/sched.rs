@@ -22,7 +22,7 @@ use super::{Options, Pod, ProgStats, Source, Symbolizer, comm_str, prog_stats};
 use crate::bpf::sched::types::{ls_rq_event, ls_rq_key, ls_rq_val};
 use crate::bpf::sched::{OpenSchedSkel, SchedSkel, SchedSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
-use crate::output::SourceStatus;
+use crate::status::SourceStatus;
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "sched";

@@ -32,7 +32,7 @@ use crate::bpf::ulock::types::{
 };
 use crate::bpf::ulock::{OpenUlockSkel, UlockSkel, UlockSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
-use crate::output::SourceStatus;
+use crate::status::SourceStatus;
 use crate::procmaps::{PthreadObject, UserSymbolizer, find_pthread_object, maps_file};
 
 /// Name of the source (`--source user-locks`).
