@@ -17,6 +17,7 @@ use crate::model::{Record, group};
 use crate::output::{self, Report, short_kind};
 use crate::sources::{self, Options, Started, Symbolizer, Targets};
 use crate::units::fmt_ns;
+use crate::workload::MAX_WORKLOAD_THREADS;
 
 /// An error caused by the user's input: exit status 2, one line.
 #[derive(Debug)]
@@ -1186,9 +1187,6 @@ fn demo(a: DemoArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Most worker threads a built-in workload starts (`--threads`).
-pub const MAX_WORKLOAD_THREADS: usize = 4096;
-
 /// Whether `threads` workers can start: at least one, at most
 /// [`MAX_WORKLOAD_THREADS`], and within vm.max_map_count (each thread maps
 /// its stack, its guard page, its signal stack and that one's guard: past
@@ -1239,7 +1237,7 @@ fn workload(a: WorkloadArgs) -> Result<i32> {
         } else {
             Duration::ZERO
         };
-        if let Some((json, line)) = crate::mmwork::run_cli(*kind, &a, delay)? {
+        if let Some((json, line)) = crate::workload::run_mm_cli(*kind, &a, delay)? {
             writeln!(out, "{}", if a.json { json } else { line })?;
             continue;
         }

@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::model::GroupBy;
 use crate::sources::CallerMode;
 use crate::units::parse_duration;
-use crate::workload::WorkloadKind;
+pub use crate::workload::WorkloadArgs;
+use crate::workload::parse_threads;
 
 const ABOUT: &str = "lockscope: which locks your threads wait for, for how long, and why.\n\
 An eBPF lock profiler: kernel lock contention (every sleeping and spinning\n\
@@ -157,19 +158,6 @@ fn backend_parser() -> clap::builder::PossibleValuesParser {
         PossibleValue::new("uprobe-floor-pair").hide(true),
         PossibleValue::new("uprobe-floor-entry").hide(true),
     ])
-}
-
-/// `--threads` of the built-in workloads: 1 to
-/// [`crate::app::MAX_WORKLOAD_THREADS`].
-fn parse_threads(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of threads"))?;
-    let max = crate::app::MAX_WORKLOAD_THREADS;
-    if n == 0 || n > max {
-        return Err(format!("{n} threads: 1 to {max}"));
-    }
-    Ok(n)
 }
 
 /// Settings shared by every tracing command.
@@ -413,102 +401,6 @@ pub struct DoctorArgs {
     /// Print the probe results as JSON
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct WorkloadArgs {
-    /// Workloads to run, one after another: pipe (N writers on one pipe:
-    /// pipe->mutex), mmap (N threads mmap/munmap in one address space:
-    /// mmap_lock), pipe-hold (a pipe mutex held for exactly --hold, --rounds
-    /// times, with one waiter: known waits by construction, via userfaultfd),
-    /// mmap-hold (mmap_lock held for write by an mprotect of --region-mb,
-    /// --rounds times, a writer and a reader waiting), runq (--threads busy
-    /// threads pinned to one CPU for --busy), pingpong (two threads on one
-    /// CPU pass a byte back and forth --ops times), pipe-self (one thread
-    /// writes a byte to its own pipe and reads it back, --ops times: two
-    /// uncontended pipe mutex pairs each); user locks: mutex-hold (a pthread mutex held --hold while another
-    /// thread waits, --rounds times), spin-hold (the same with a pthread
-    /// spin lock: the waiter spins), mutex-pairs / spin-pairs (--ops
-    /// lock/unlock pairs per thread), mutex-trylock (--ops trylocks and
-    /// --rounds 1 ms timedlocks on a held mutex), rwlock (--reads, --writes),
-    /// std-mutex (Rust std Mutex, futex only), held-before (a mutex held
-    /// before tracing starts, then --rounds pairs), global-hold (as
-    /// mutex-hold on the global mutex LOCKSCOPE_GLOBAL_MUTEX), heap-hold (as
-    /// mutex-hold, taken in ls_heap_holder_locks / ls_heap_waiter_locks), fork-mutex
-    /// (--children processes, each after --child-delay: mutex-pairs, then
-    /// --rounds of mutex-hold, on mutexes of its own), cond-wait (a thread
-    /// waits on a pthread condvar until signalled, --rounds times: not a
-    /// lock), rwlock-hold (a pthread rwlock held --hold while a reader
-    /// waits behind a writer, a writer behind a writer and a writer behind
-    /// a reader, --rounds times each); file-hold
-    /// (as pipe-hold on the i_rwsem of the inode of --file: two threads
-    /// write its first page)
-    #[arg(value_parser = crate::workload::parse_kind, default_value = "pipe")]
-    pub kinds: Vec<WorkloadKind>,
-    /// Worker threads
-    #[arg(long, default_value_t = 4, value_parser = parse_threads)]
-    pub threads: usize,
-    /// Operations per thread
-    #[arg(long, default_value_t = 20000)]
-    pub ops: u64,
-    /// Bytes per pipe write (at most 4096, so writes are atomic)
-    #[arg(long, default_value_t = 4096)]
-    pub write_size: usize,
-    /// Bytes per mapping in the mmap workload
-    #[arg(long, default_value_t = 65536)]
-    pub map_size: usize,
-    /// Wait for SIGUSR1 before working (a tracer attaches with -p, then
-    /// signals: no timing assumptions)
-    #[arg(long)]
-    pub wait_usr1: bool,
-    /// Sleep this long before working (lets a tracer attach with -p)
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub start_delay: Option<Duration>,
-    /// pipe-hold: rounds (one contended wait each)
-    #[arg(long, default_value_t = 10)]
-    pub rounds: u64,
-    /// pipe-hold, mutex-hold, spin-hold: pin the waiter and a busy thread
-    /// to CPU 0, so the woken waiter also waits for a CPU (runnable time)
-    #[arg(long)]
-    pub hog: bool,
-    /// mmap-hold: a fourth thread reads a page of the region during each
-    /// hold, so its page fault asks for mmap_lock (a failed trylock, then
-    /// a read wait)
-    #[arg(long)]
-    pub faulter: bool,
-    /// mmap-hold: MiB of the populated region whose mprotect holds
-    /// mmap_lock for write (about 30 ms per GiB here)
-    #[arg(long, default_value_t = 1024, value_name = "MIB")]
-    pub region_mb: usize,
-    /// runq, pingpong: the CPU the threads are pinned to (default: the
-    /// last one)
-    #[arg(long, value_name = "CPU")]
-    pub cpu: Option<usize>,
-    /// runq: how long the threads stay busy
-    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
-    pub busy: Duration,
-    /// pipe-hold: how long the mutex is held each round
-    #[arg(long, value_parser = parse_duration, default_value = "50ms", value_name = "DURATION")]
-    pub hold: Duration,
-    /// fork-mutex: child processes forked
-    #[arg(long, default_value_t = 2)]
-    pub children: usize,
-    /// fork-mutex: how long each child sleeps after its fork before it
-    /// takes any lock (lets a tracer attach to it)
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub child_delay: Option<Duration>,
-    /// rwlock: read acquisitions
-    #[arg(long, default_value_t = 1000)]
-    pub reads: u64,
-    /// rwlock: write acquisitions
-    #[arg(long, default_value_t = 100)]
-    pub writes: u64,
-    /// Print what was done as JSON (one line per workload)
-    #[arg(long)]
-    pub json: bool,
-    /// file-hold: the file to write (created or truncated, left in place)
-    #[arg(long, value_name = "PATH")]
-    pub file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

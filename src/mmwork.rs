@@ -599,77 +599,10 @@ pub fn pingpong(round_trips: u64, cpu: usize, start_delay: Duration) -> Result<P
 }
 
 /// The highest-numbered online CPU.
-fn last_cpu() -> usize {
+pub fn last_cpu() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
     cpus - 1
-}
-
-/// Runs one of this module's workloads for `lockscope workload`: its JSON
-/// line and its human line, or `None` for the other workloads.
-pub fn run_cli(
-    kind: crate::workload::WorkloadKind,
-    a: &crate::cli::WorkloadArgs,
-    delay: Duration,
-) -> Result<Option<(String, String)>> {
-    use crate::units::fmt_ns;
-    use crate::workload::WorkloadKind;
-    let out = match kind {
-        WorkloadKind::MmapHold => {
-            let rep = mmap_hold(a.rounds, a.region_mb << 20, delay, a.faulter)?;
-            let line = format!(
-                "workload mmap-hold: pid {}, holder {} held mmap_lock {} x for {} in \
-                 total; writer {} blocked {}, reader {} blocked {}",
-                rep.pid,
-                rep.holder_tid,
-                rep.rounds,
-                fmt_ns(rep.holder_call_ns.iter().sum()),
-                rep.writer_tid,
-                fmt_ns(rep.writer_call_ns.iter().sum()),
-                rep.reader_tid,
-                fmt_ns(rep.reader_call_ns.iter().sum()),
-            );
-            (serde_json::to_string(&rep)?, line)
-        }
-        WorkloadKind::Runq => {
-            let rep = runq(a.threads, a.cpu.unwrap_or_else(last_cpu), a.busy, delay)?;
-            let line = format!(
-                "workload runq: pid {}, {} threads busy {} on CPU {}, run delay {}",
-                rep.pid,
-                rep.tids.len(),
-                fmt_ns(rep.busy_ns),
-                rep.cpu,
-                rep.run_delay_ns
-                    .iter()
-                    .map(|&d| fmt_ns(d))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            (serde_json::to_string(&rep)?, line)
-        }
-        WorkloadKind::PingPong => {
-            let rep = pingpong(a.ops, a.cpu.unwrap_or_else(last_cpu), delay)?;
-            let line = format!(
-                "workload pingpong: pid {}, {} round trips in {}",
-                rep.pid,
-                rep.round_trips,
-                fmt_ns(rep.elapsed_ns)
-            );
-            (serde_json::to_string(&rep)?, line)
-        }
-        WorkloadKind::PipeSelf => {
-            let rep = pipe_self(a.ops, delay)?;
-            let line = format!(
-                "workload pipe-self: pid {}, {} write+read pairs in {}",
-                rep.pid,
-                rep.ops,
-                fmt_ns(rep.elapsed_ns)
-            );
-            (serde_json::to_string(&rep)?, line)
-        }
-        _ => return Ok(None),
-    };
-    Ok(Some(out))
 }
 
 #[cfg(test)]

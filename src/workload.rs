@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::units::parse_duration;
+
 /// Largest pipe write the kernel guarantees to be atomic; larger
 /// [`WorkloadSpec::write_size`] values are clamped to it, so every `write()`
 /// is complete and counts as exactly one operation.
@@ -29,6 +31,118 @@ pub const MAX_WRITE_SIZE: usize = libc::PIPE_BUF;
 const PIPE_CAPACITY: libc::c_int = 1 << 20;
 /// Size of each `read()` issued by the pipe reader.
 const READ_SIZE: usize = 64 * 1024;
+
+/// Most worker threads a built-in workload starts (`--threads`).
+pub const MAX_WORKLOAD_THREADS: usize = 4096;
+
+/// `--threads` of the built-in workloads: 1 to
+/// [`MAX_WORKLOAD_THREADS`].
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of threads"))?;
+    let max = MAX_WORKLOAD_THREADS;
+    if n == 0 || n > max {
+        return Err(format!("{n} threads: 1 to {max}"));
+    }
+    Ok(n)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WorkloadArgs {
+    /// Workloads to run, one after another: pipe (N writers on one pipe:
+    /// pipe->mutex), mmap (N threads mmap/munmap in one address space:
+    /// mmap_lock), pipe-hold (a pipe mutex held for exactly --hold, --rounds
+    /// times, with one waiter: known waits by construction, via userfaultfd),
+    /// mmap-hold (mmap_lock held for write by an mprotect of --region-mb,
+    /// --rounds times, a writer and a reader waiting), runq (--threads busy
+    /// threads pinned to one CPU for --busy), pingpong (two threads on one
+    /// CPU pass a byte back and forth --ops times), pipe-self (one thread
+    /// writes a byte to its own pipe and reads it back, --ops times: two
+    /// uncontended pipe mutex pairs each); user locks: mutex-hold (a pthread mutex held --hold while another
+    /// thread waits, --rounds times), spin-hold (the same with a pthread
+    /// spin lock: the waiter spins), mutex-pairs / spin-pairs (--ops
+    /// lock/unlock pairs per thread), mutex-trylock (--ops trylocks and
+    /// --rounds 1 ms timedlocks on a held mutex), rwlock (--reads, --writes),
+    /// std-mutex (Rust std Mutex, futex only), held-before (a mutex held
+    /// before tracing starts, then --rounds pairs), global-hold (as
+    /// mutex-hold on the global mutex LOCKSCOPE_GLOBAL_MUTEX), heap-hold (as
+    /// mutex-hold, taken in ls_heap_holder_locks / ls_heap_waiter_locks), fork-mutex
+    /// (--children processes, each after --child-delay: mutex-pairs, then
+    /// --rounds of mutex-hold, on mutexes of its own), cond-wait (a thread
+    /// waits on a pthread condvar until signalled, --rounds times: not a
+    /// lock), rwlock-hold (a pthread rwlock held --hold while a reader
+    /// waits behind a writer, a writer behind a writer and a writer behind
+    /// a reader, --rounds times each); file-hold
+    /// (as pipe-hold on the i_rwsem of the inode of --file: two threads
+    /// write its first page)
+    #[arg(value_parser = parse_kind, default_value = "pipe")]
+    pub kinds: Vec<WorkloadKind>,
+    /// Worker threads
+    #[arg(long, default_value_t = 4, value_parser = parse_threads)]
+    pub threads: usize,
+    /// Operations per thread
+    #[arg(long, default_value_t = 20000)]
+    pub ops: u64,
+    /// Bytes per pipe write (at most 4096, so writes are atomic)
+    #[arg(long, default_value_t = 4096)]
+    pub write_size: usize,
+    /// Bytes per mapping in the mmap workload
+    #[arg(long, default_value_t = 65536)]
+    pub map_size: usize,
+    /// Wait for SIGUSR1 before working (a tracer attaches with -p, then
+    /// signals: no timing assumptions)
+    #[arg(long)]
+    pub wait_usr1: bool,
+    /// Sleep this long before working (lets a tracer attach with -p)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub start_delay: Option<Duration>,
+    /// pipe-hold: rounds (one contended wait each)
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u64,
+    /// pipe-hold, mutex-hold, spin-hold: pin the waiter and a busy thread
+    /// to CPU 0, so the woken waiter also waits for a CPU (runnable time)
+    #[arg(long)]
+    pub hog: bool,
+    /// mmap-hold: a fourth thread reads a page of the region during each
+    /// hold, so its page fault asks for mmap_lock (a failed trylock, then
+    /// a read wait)
+    #[arg(long)]
+    pub faulter: bool,
+    /// mmap-hold: MiB of the populated region whose mprotect holds
+    /// mmap_lock for write (about 30 ms per GiB here)
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub region_mb: usize,
+    /// runq, pingpong: the CPU the threads are pinned to (default: the
+    /// last one)
+    #[arg(long, value_name = "CPU")]
+    pub cpu: Option<usize>,
+    /// runq: how long the threads stay busy
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
+    pub busy: Duration,
+    /// pipe-hold: how long the mutex is held each round
+    #[arg(long, value_parser = parse_duration, default_value = "50ms", value_name = "DURATION")]
+    pub hold: Duration,
+    /// fork-mutex: child processes forked
+    #[arg(long, default_value_t = 2)]
+    pub children: usize,
+    /// fork-mutex: how long each child sleeps after its fork before it
+    /// takes any lock (lets a tracer attach to it)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub child_delay: Option<Duration>,
+    /// rwlock: read acquisitions
+    #[arg(long, default_value_t = 1000)]
+    pub reads: u64,
+    /// rwlock: write acquisitions
+    #[arg(long, default_value_t = 100)]
+    pub writes: u64,
+    /// Print what was done as JSON (one line per workload)
+    #[arg(long)]
+    pub json: bool,
+    /// file-hold: the file to write (created or truncated, left in place)
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<std::path::PathBuf>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -511,6 +625,73 @@ fn mmap_worker(ops: u64, len: usize, page: usize) -> Result<Stats> {
         st.munmap_calls += 1;
     }
     Ok(st)
+}
+
+/// Runs one of `mmwork`'s workloads for `lockscope workload`: its JSON
+/// line and its human line, or `None` for the other workloads.
+pub fn run_mm_cli(
+    kind: WorkloadKind,
+    a: &WorkloadArgs,
+    delay: Duration,
+) -> Result<Option<(String, String)>> {
+    use crate::mmwork::{last_cpu, mmap_hold, pingpong, pipe_self, runq};
+    use crate::units::fmt_ns;
+    let out = match kind {
+        WorkloadKind::MmapHold => {
+            let rep = mmap_hold(a.rounds, a.region_mb << 20, delay, a.faulter)?;
+            let line = format!(
+                "workload mmap-hold: pid {}, holder {} held mmap_lock {} x for {} in \
+                 total; writer {} blocked {}, reader {} blocked {}",
+                rep.pid,
+                rep.holder_tid,
+                rep.rounds,
+                fmt_ns(rep.holder_call_ns.iter().sum()),
+                rep.writer_tid,
+                fmt_ns(rep.writer_call_ns.iter().sum()),
+                rep.reader_tid,
+                fmt_ns(rep.reader_call_ns.iter().sum()),
+            );
+            (serde_json::to_string(&rep)?, line)
+        }
+        WorkloadKind::Runq => {
+            let rep = runq(a.threads, a.cpu.unwrap_or_else(last_cpu), a.busy, delay)?;
+            let line = format!(
+                "workload runq: pid {}, {} threads busy {} on CPU {}, run delay {}",
+                rep.pid,
+                rep.tids.len(),
+                fmt_ns(rep.busy_ns),
+                rep.cpu,
+                rep.run_delay_ns
+                    .iter()
+                    .map(|&d| fmt_ns(d))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            (serde_json::to_string(&rep)?, line)
+        }
+        WorkloadKind::PingPong => {
+            let rep = pingpong(a.ops, a.cpu.unwrap_or_else(last_cpu), delay)?;
+            let line = format!(
+                "workload pingpong: pid {}, {} round trips in {}",
+                rep.pid,
+                rep.round_trips,
+                fmt_ns(rep.elapsed_ns)
+            );
+            (serde_json::to_string(&rep)?, line)
+        }
+        WorkloadKind::PipeSelf => {
+            let rep = pipe_self(a.ops, delay)?;
+            let line = format!(
+                "workload pipe-self: pid {}, {} write+read pairs in {}",
+                rep.pid,
+                rep.ops,
+                fmt_ns(rep.elapsed_ns)
+            );
+            (serde_json::to_string(&rep)?, line)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(out))
 }
 
 #[cfg(test)]
