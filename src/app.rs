@@ -15,25 +15,12 @@ use serde::Serialize;
 use crate::cli::{Cli, Command, DemoArgs, OutputArgs, TraceArgs, TraceSettings, WorkloadArgs};
 use crate::model::{Record, group};
 use crate::output::{self, Report, short_kind};
+use crate::session::{Stop, attach, detach_all, options, require_privileges, stop_all};
 use crate::sources::{self, Options, Started, Symbolizer, Targets};
+pub use crate::status::Usage;
+use crate::status::usage;
 use crate::units::fmt_ns;
 use crate::workload::MAX_WORKLOAD_THREADS;
-
-/// An error caused by the user's input: exit status 2, one line.
-#[derive(Debug)]
-pub struct Usage(pub String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Usage {}
-
-pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Usage(msg.into()))
-}
 
 /// Runs a parsed command line; returns the process exit status.
 pub fn run(cli: Cli) -> Result<i32> {
@@ -197,181 +184,6 @@ fn top(a: crate::cli::TopArgs) -> Result<i32> {
     res.map(|()| 0)
 }
 
-/// Root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN implies both): what the
-/// tp_btf sources need. user-locks (uprobes) also needs CAP_SYS_ADMIN, and
-/// classic tracepoints a readable tracefs; those sources say so when they
-/// fail (see the help's last lines).
-pub fn require_privileges() -> Result<()> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return Ok(());
-    }
-    let caps = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0);
-    const CAP_PERFMON: u64 = 1 << 38;
-    const CAP_BPF: u64 = 1 << 39;
-    const CAP_SYS_ADMIN: u64 = 1 << 21;
-    if caps & CAP_SYS_ADMIN != 0 || (caps & CAP_BPF != 0 && caps & CAP_PERFMON != 0) {
-        return Ok(());
-    }
-    // SAFETY: as above.
-    let uid = unsafe { libc::getuid() };
-    Err(usage(format!(
-        "needs root, or at least CAP_BPF + CAP_PERFMON to load BPF programs \
-         (running as uid {uid}; `lockscope --help` says what each source needs): \
-         try `sudo lockscope ...`"
-    )))
-}
-
-pub(crate) fn options(
-    targets: Targets,
-    s: &TraceSettings,
-    events: bool,
-    ringbuf_mb: u32,
-) -> Result<Options> {
-    let backend = s.backend.clone();
-    if s.max_entries == 0 {
-        return Err(usage("--max-entries must be at least 1"));
-    }
-    Ok(Options {
-        targets,
-        emit_events: events,
-        caller: s.caller,
-        max_entries: s.max_entries,
-        ringbuf_bytes: ringbuf_mb.clamp(1, 1024) << 20,
-        backend,
-        stacks: s.stack_options(),
-        skip_contention: Default::default(),
-    })
-}
-
-/// When to stop: a deadline, Ctrl-C/SIGTERM, or every watched task gone.
-pub struct Stop {
-    /// Set when tracing starts ([`Stop::start_clock`]): `-d` counts from
-    /// the attach, however long attaching took.
-    deadline: std::cell::Cell<Option<Instant>>,
-    duration: Option<Duration>,
-    pub interrupted: Arc<AtomicBool>,
-    pub terminated: Arc<AtomicBool>,
-    watch: Vec<u32>,
-}
-
-impl Stop {
-    pub fn new(duration: Option<Duration>, targets: &Targets) -> Result<Stop> {
-        let interrupted = Arc::new(AtomicBool::new(false));
-        let terminated = Arc::new(AtomicBool::new(false));
-        // a second Ctrl-C (or SIGTERM) exits at once: registered before the
-        // flags, these see a flag the first signal already set
-        signal_hook::flag::register_conditional_shutdown(
-            signal_hook::consts::SIGINT,
-            130,
-            interrupted.clone(),
-        )
-        .context("install SIGINT handler")?;
-        signal_hook::flag::register_conditional_shutdown(
-            signal_hook::consts::SIGTERM,
-            143,
-            terminated.clone(),
-        )
-        .context("install SIGTERM handler")?;
-        signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())
-            .context("install SIGINT handler")?;
-        signal_hook::flag::register(signal_hook::consts::SIGTERM, terminated.clone())
-            .context("install SIGTERM handler")?;
-        let mut watch = targets.pids.clone();
-        watch.extend(&targets.tids);
-        Ok(Stop {
-            deadline: std::cell::Cell::new(duration.map(|d| Instant::now() + d)),
-            duration,
-            interrupted,
-            terminated,
-            watch,
-        })
-    }
-
-    /// Starts the `-d` clock now (call once the sources are attached).
-    pub fn start_clock(&self) {
-        self.deadline.set(self.duration.map(|d| Instant::now() + d));
-    }
-
-    pub fn signalled(&self) -> bool {
-        self.interrupted.load(Ordering::Relaxed) || self.terminated.load(Ordering::Relaxed)
-    }
-
-    pub fn targets_gone(&self) -> bool {
-        !self.watch.is_empty()
-            && self
-                .watch
-                .iter()
-                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists() || is_zombie(*p))
-    }
-
-    pub fn should_stop(&self) -> bool {
-        self.signalled()
-            || self.deadline.get().is_some_and(|d| Instant::now() >= d)
-            || self.targets_gone()
-    }
-
-    /// Time left until the deadline, capped at `max`.
-    pub fn tick(&self, max: Duration) -> Duration {
-        match self.deadline.get() {
-            Some(d) => d.saturating_duration_since(Instant::now()).min(max),
-            None => max,
-        }
-    }
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
-}
-
-/// Starts the chosen sources and says what is traced.
-pub(crate) fn attach(opts: &Options, chosen: &[String]) -> Result<Started> {
-    let started = sources::start(chosen, opts).map_err(|e| {
-        let msg = format!("{e:#}");
-        if msg.contains("no lock:contention_begin") || msg.contains("unknown source") {
-            usage(msg)
-        } else {
-            e
-        }
-    })?;
-    let via: Vec<String> = started
-        .sources
-        .iter()
-        .map(|s| {
-            let st = s.status();
-            format!("{} ({})", st.name, st.backend.unwrap_or_default())
-        })
-        .collect();
-    // every source attached: the window opens now, for all of them at once
-    start_all(&started);
-    eprintln!(
-        "lockscope: tracing {} via {} (Ctrl-C to stop)",
-        opts.targets.describe(),
-        via.join(", ")
-    );
-    for f in &started.failed {
-        eprintln!(
-            "lockscope: {} unavailable: {}",
-            f.name,
-            f.reason.as_deref().unwrap_or("?")
-        );
-    }
-    Ok(started)
-}
-
 /// Loss counters of every source in one map: kernel-contention's keep
 /// their names (JSON v1), other sources' are prefixed `source.`.
 fn all_lost(started: &Started) -> Result<std::collections::BTreeMap<String, u64>> {
@@ -387,34 +199,6 @@ fn all_lost(started: &Started) -> Result<std::collections::BTreeMap<String, u64>
         }
     }
     Ok(lost)
-}
-
-/// Opens the window of every source at one instant (they load closed).
-pub(crate) fn start_all(started: &Started) {
-    for s in &started.sources {
-        s.begin();
-    }
-}
-
-/// Ends the window of every source at one instant (each program returns
-/// at once from here on); the maps can then be read at leisure.
-pub(crate) fn stop_all(started: &Started) {
-    for s in &started.sources {
-        s.stop();
-    }
-}
-
-/// Stops every source, then hands every link to the background closer
-/// (see [`sources::release_links`]): the programs no longer count, and are
-/// detached without lockscope waiting for the kernel.
-pub(crate) fn detach_all(started: &Started) {
-    stop_all(started);
-    let links: Vec<libbpf_rs::Link> = started
-        .sources
-        .iter()
-        .flat_map(|s| s.take_links())
-        .collect();
-    sources::release_links(links);
 }
 
 /// Reads every source's in-kernel aggregation into one report.

@@ -18,6 +18,7 @@ pub mod pod;
 pub mod procmaps;
 pub mod select;
 pub mod serve;
+pub mod session;
 pub mod sources;
 pub mod status;
 pub mod tui;

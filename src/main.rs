@@ -27,7 +27,7 @@ fn main() {
             let msg = format!("{e:#}");
             let msg = msg.strip_prefix("lockscope: ").unwrap_or(&msg);
             eprintln!("lockscope: {msg}");
-            let code = if e.downcast_ref::<lockscope::app::Usage>().is_some() {
+            let code = if e.downcast_ref::<lockscope::status::Usage>().is_some() {
                 2
             } else {
                 1

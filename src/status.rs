@@ -1,6 +1,24 @@
 //! Types that cross modules, at the bottom of the crate: what sources
-//! report about themselves and what `output`, `serve` and `top` print. This
-//! module imports nothing from the crate.
+//! report about themselves and what `output`, `serve` and `top` print, and
+//! the typed error for the user's mistakes. This module imports nothing
+//! from the crate.
+
+/// An error caused by the user's input: exit status 2, one line.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A [`Usage`] error with this message.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(msg.into()))
+}
 
 /// One source's status in a report header and in JSON.
 #[derive(Clone, Debug, serde::Serialize, PartialEq)]

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::app::{Stop, attach, detach_all, options, require_privileges, usage};
 use crate::cli::ServeArgs;
+use crate::session::{Stop, attach, detach_all, options, require_privileges};
 use crate::sources::{Options, Started, Symbolizer, Targets};
+use crate::status::usage;
 use http::{Limits, SnapshotRequest};
 use metrics::HttpStats;
 use snapshot::{Folder, History, Point, SelfStats, Snapshot};

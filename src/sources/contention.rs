@@ -20,7 +20,7 @@ use super::{
 use crate::bpf::contention::types::{ls_agg_key, ls_agg_val, ls_event, ls_stack_key, ls_stack_val};
 use crate::bpf::contention::{ContentionSkel, ContentionSkelBuilder, OpenContentionSkel};
 use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, StackSample, Stats, WaitSplit};
-use crate::status::SourceStatus;
+use crate::status::{SourceStatus, usage};
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "kernel-contention";
@@ -96,11 +96,12 @@ impl Contention {
         let _tracefs = TracefsGuard::ensure();
         let tracefs_known = tracefs_mounted();
         if tracefs_known && !tracepoint_exists("lock", "contention_begin") {
-            bail!(
+            // the user's to know: a usage error (exit status 2)
+            return Err(usage(
                 "this kernel has no lock:contention_begin tracepoint (added in Linux 5.19); \
                  kernel lock contention cannot be traced here. Run `lockscope doctor` for \
-                 what still works"
-            );
+                 what still works",
+            ));
         }
         let order: Vec<Backend> = match opts.backend.as_deref() {
             Some("tp_btf") => vec![Backend::TpBtf],

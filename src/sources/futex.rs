@@ -43,8 +43,8 @@ use crate::bpf::futex::types::{
 };
 use crate::bpf::futex::{FutexSkel, FutexSkelBuilder, OpenFutexSkel};
 use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
-use crate::status::SourceStatus;
 use crate::procmaps::UserSymbolizer;
+use crate::status::SourceStatus;
 
 /// Name of the source, and `source` of its non-lock rows (condvar, other).
 pub const SOURCE: &str = "futex";

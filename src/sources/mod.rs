@@ -27,6 +27,7 @@ use crate::ksyms::{Ksyms, caller_index};
 use crate::model::{Event, Record};
 pub use crate::pod::{Pod, as_bytes, comm_str, from_bytes};
 pub use crate::status::{ProgStats, SourceStatus};
+use crate::status::{Usage, usage};
 
 /// Which processes and threads to trace; empty means system-wide.
 #[derive(Clone, Debug, Default)]
@@ -610,10 +611,10 @@ fn kinds_of(name: &str) -> &'static [crate::model::LockKind] {
 pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
     for c in chosen {
         if c != "all" && !REGISTRY.iter().any(|s| s.name == c) {
-            bail!(
+            return Err(usage(format!(
                 "unknown source '{c}' (sources: {}; or all)",
                 names().join(", ")
-            );
+            )));
         }
     }
     let all = chosen.iter().any(|c| c == "all");
@@ -639,6 +640,8 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
     let mut started: Vec<(usize, Box<dyn Source>)> = Vec::new();
     let mut failed: Vec<(usize, SourceStatus)> = Vec::new();
     let mut errors = Vec::new();
+    // a source failed for the user's reason (a typed `Usage`): so does all
+    let mut usage_error = false;
     let mut fallback_kinds: Vec<crate::model::LockKind> = Vec::new();
     let mut fallback_names: Vec<&str> = Vec::new();
     let order = (0..REGISTRY.len())
@@ -668,6 +671,7 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
                     fallback_names.push(info.name);
                     "its waits come from kernel-contention, started for them"
                 };
+                usage_error |= e.downcast_ref::<Usage>().is_some();
                 errors.push(format!("{}: {e:#}", info.name));
                 failed.push((
                     i,
@@ -683,6 +687,7 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
             }
             Err(e) if explicit => return Err(e.context(info.name)),
             Err(e) => {
+                usage_error |= e.downcast_ref::<Usage>().is_some();
                 errors.push(format!("{}: {e:#}", info.name));
                 failed.push((
                     i,
@@ -701,8 +706,14 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
             .iter()
             .position(|s| s.name == contention::SOURCE)
             .unwrap_or(0);
-        let inner = contention::start(&opts)
-            .map_err(|e| anyhow!("{}: and kernel-contention: {e:#}", errors.join("; ")))?;
+        let inner = contention::start(&opts).map_err(|e| {
+            let msg = format!("{}: and kernel-contention: {e:#}", errors.join("; "));
+            if usage_error || e.downcast_ref::<Usage>().is_some() {
+                usage(msg)
+            } else {
+                anyhow!(msg)
+            }
+        })?;
         started.push((
             i,
             Box::new(KindsOnly {
@@ -719,7 +730,12 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
         failed: failed.into_iter().map(|(_, s)| s).collect(),
     };
     if out.sources.is_empty() {
-        return Err(anyhow!("no source could start: {}", errors.join("; ")));
+        let msg = format!("no source could start: {}", errors.join("; "));
+        return Err(if usage_error {
+            usage(msg)
+        } else {
+            anyhow!(msg)
+        });
     }
     Ok(out)
 }

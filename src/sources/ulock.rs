@@ -32,8 +32,8 @@ use crate::bpf::ulock::types::{
 };
 use crate::bpf::ulock::{OpenUlockSkel, UlockSkel, UlockSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
-use crate::status::SourceStatus;
 use crate::procmaps::{PthreadObject, UserSymbolizer, find_pthread_object, maps_file};
+use crate::status::SourceStatus;
 
 /// Name of the source (`--source user-locks`).
 pub const SOURCE: &str = "user-locks";

@@ -20,8 +20,8 @@ use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
 use ratatui::crossterm::{cursor, execute, terminal};
 
-use crate::app::Stop;
 use crate::model::GroupBy;
+use crate::session::Stop;
 use crate::sources::{Started, Symbolizer, Targets};
 use state::{App, Flow, Snapshot};
 
@@ -156,7 +156,7 @@ pub fn run(
         if now >= next {
             if !exited && stop.targets_gone() {
                 exited = true;
-                crate::app::detach_all(started);
+                crate::session::detach_all(started);
             }
             app.update(collect(started, sym, t0, exited));
             dirty = true;
