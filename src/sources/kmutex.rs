@@ -528,19 +528,6 @@ mod tests {
     }
 
     #[test]
-    fn backend_choice_follows_the_flag() {
-        assert_eq!(
-            backends("kernel-mutex", None).unwrap_or_default(),
-            vec![Backend::Fentry, Backend::Kprobe]
-        );
-        assert_eq!(
-            backends("kernel-mutex", Some("kprobe")).unwrap_or_default(),
-            vec![Backend::Kprobe]
-        );
-        assert!(backends("kernel-mutex", Some("tp_btf")).is_err());
-    }
-
-    #[test]
     fn a_partial_release_has_no_wait_and_no_hold() {
         let e = ls_kevent {
             released_ns: 50,

@@ -165,3 +165,21 @@ pub fn short_error(e: &libbpf_rs::Error) -> String {
         None => format!("{e:#}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_choice_follows_the_flag() {
+        assert_eq!(
+            backends("kernel-mutex", None).unwrap_or_default(),
+            vec![Backend::Fentry, Backend::Kprobe]
+        );
+        assert_eq!(
+            backends("kernel-mutex", Some("kprobe")).unwrap_or_default(),
+            vec![Backend::Kprobe]
+        );
+        assert!(backends("kernel-mutex", Some("tp_btf")).is_err());
+    }
+}
