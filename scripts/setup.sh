@@ -4,8 +4,8 @@
 #
 #   scripts/setup.sh demo   install build packages, build, run `lockscope demo`
 #   scripts/setup.sh test   install build + test packages, run the whole suite:
-#                           fmt, clippy, unit tests, root tests on this kernel,
-#                           and the QEMU kernel matrix when it is present
+#                           fmt, clippy, the import graph, unit tests, root
+#                           tests on this kernel and the QEMU kernel matrix
 #   scripts/setup.sh deps   only install packages
 #
 # Needs root (BPF): re-runs itself with sudo when started as a user.
@@ -67,6 +67,8 @@ case $MODE in
     install "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
     cargo fmt --check
     cargo clippy --locked --all-targets -- -D warnings
+    # no circles in the graph of crate:: imports between files (issue 14)
+    python3 scripts/import_graph.py
     # unit tests, CLI tests and root tests against this kernel
     cargo test --locked --all-targets --no-fail-fast
     # the root tests that need function probes, inside Debian's 6.1 and 6.12
