@@ -23,6 +23,7 @@ with the references that close it; exits 1 if there is any, else 0.
 import argparse
 import os
 import re
+import signal
 import sys
 
 TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|::|[{};,*]|\S")
@@ -175,48 +176,67 @@ def is_cfg_test(toks, i):
     return tuple(t for t, _ in toks[i : i + len(want)]) == want
 
 
+class Scope:
+    """Where a token stands: inline `mod x { .. }` blocks and #[cfg(test)] code."""
+
+    def __init__(self, modpath):
+        self.modpath = tuple(modpath)
+        self.stack = []  # per open brace: the inline module it opens, or None
+        self.tests = []  # per open brace: whether it is test code
+        self.pending = False  # a #[cfg(test)] seen, its item not yet open
+
+    def here(self):
+        return self.modpath + tuple(s for s in self.stack if s)
+
+    def in_test(self):
+        return self.pending or (bool(self.tests) and self.tests[-1])
+
+    def step(self, toks, i):
+        """Follows toks[i]; True if it was a `{`, `}` or `;`."""
+        t = toks[i][0]
+        if is_cfg_test(toks, i):
+            self.pending = True
+        if t == "{":
+            name = toks[i - 1][0] if i >= 2 and toks[i - 2][0] == "mod" else None
+            self.stack.append(name)
+            self.tests.append(self.in_test())
+            self.pending = False
+        elif t == "}":
+            if self.stack:
+                self.stack.pop()
+                self.tests.pop()
+        elif t == ";":
+            self.pending = False
+        else:
+            return False
+        return True
+
+
 def references(rel, text, modpath, with_tests):
     """Yield (line, absolute path) for each crate-local reference in one file."""
     toks = list(tokens(strip(text)))
-    stack = []  # brace stack: module name or None
-    aliases = {}  # name -> absolute path, from `use crate::..` / `use super::..`
-
-    def here():
-        return tuple(modpath) + tuple(s for s in stack if s)
+    aliases = {}  # name -> absolute path: `mod x;`, `use crate::..`, `use super::..`
 
     # pass 1: `mod x;` and use statements (names are file-wide for simplicity)
     refs = []
-    tstack, pending = [], False  # in #[cfg(test)] code; an attribute seen
-    i = 0
+    scope = Scope(modpath)
     skip = set()
+    i = 0
     while i < len(toks):
         t, line = toks[i]
-        if is_cfg_test(toks, i):
-            pending = True
         if t == "mod" and i + 2 < len(toks) and toks[i + 2][0] == ";":
-            aliases[toks[i + 1][0]] = here() + (toks[i + 1][0],)
-        elif t == "{":
-            name = None
-            if i >= 2 and toks[i - 2][0] == "mod":
-                name = toks[i - 1][0]
-            stack.append(name)
-            tstack.append(pending or (bool(tstack) and tstack[-1]))
-            pending = False
-        elif t == "}":
-            if stack:
-                stack.pop()
-                tstack.pop()
-        elif t == ";":
-            pending = False
+            aliases[toks[i + 1][0]] = scope.here() + (toks[i + 1][0],)
+        elif scope.step(toks, i):
+            pass
         elif t == "use" and i + 1 < len(toks) and toks[i + 1][0] != "::":
             j = i + 1
             while j < len(toks) and toks[j][0] != ";":
                 j += 1
             trees, _ = parse_use(toks[i + 1 : j], 0, [])
-            in_test = pending or (bool(tstack) and tstack[-1])
-            pending = False
+            in_test = scope.in_test()
+            scope.pending = False
             for path, alias in trees:
-                a = absolute(path, here())
+                a = absolute(path, scope.here())
                 if a is None and path and path[0] in aliases:
                     a = aliases[path[0]] + tuple(path[1:])
                 if a is None:
@@ -230,25 +250,12 @@ def references(rel, text, modpath, with_tests):
         i += 1
 
     # pass 2: paths in code
-    stack, tstack, pending = [], [], False
+    scope = Scope(modpath)
     i = 0
     while i < len(toks):
         t, line = toks[i]
-        if is_cfg_test(toks, i):
-            pending = True
-        if t == "{":
-            name = None
-            if i >= 2 and toks[i - 2][0] == "mod":
-                name = toks[i - 1][0]
-            stack.append(name)
-            tstack.append(pending or (bool(tstack) and tstack[-1]))
-            pending = False
-        elif t == "}":
-            if stack:
-                stack.pop()
-                tstack.pop()
-        elif t == ";":
-            pending = False
+        if scope.step(toks, i):
+            pass
         elif (
             i not in skip
             and i + 1 < len(toks)
@@ -264,8 +271,8 @@ def references(rel, text, modpath, with_tests):
             if t in aliases and t not in ("crate", "self", "super"):
                 a = aliases[t] + tuple(path[1:])
             else:
-                a = absolute(path, here())
-            if a is not None and (with_tests or not (tstack and tstack[-1])):
+                a = absolute(path, scope.here())
+            if a is not None and (with_tests or not scope.in_test()):
                 refs.append((line, a))
             i = j - 1
         i += 1
@@ -312,6 +319,7 @@ def tarjan(nodes, edges):
 
 
 def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends quietly
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", default=os.path.join(os.path.dirname(__file__), "..", "src"))
     ap.add_argument("--edges", action="store_true", help="print every file-to-file edge")
