@@ -11,15 +11,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "root tests need root: run `sudo cargo test` (CI runs as root)"
-    );
-}
-
 /// `lockscope report -p PID --json` over a workload that starts after the
 /// tracer is attached; returns (report, workload reports).
 fn report_on(workload: &[&str], extra: &[&str]) -> (Value, Vec<Value>) {

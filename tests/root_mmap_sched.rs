@@ -10,39 +10,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "root tests need root: run `sudo cargo test` (CI runs as root)"
-    );
-}
-
-/// `lockscope <cmd> -p PID <extra>` over a workload that starts (creates
-/// its threads) only once the tracer is attached; returns (tracer stdout,
-/// workload reports).
-fn traced(cmd: &str, workload: &[&str], extra: &[&str]) -> (String, Vec<Value>) {
-    require_root();
-    let wl = Workload::start_paused(workload);
-    let pid = wl.pid().to_string();
-    let mut args = vec![cmd, "-p", &pid, "--json"];
-    args.extend_from_slice(extra);
-    let tracer = Tracer::start(&args);
-    wl.go();
-    let done = wl.finish();
-    let (code, out) = tracer.finish();
-    assert_eq!(code, 0, "lockscope failed: {out}");
-    (out, done)
-}
-
 fn report(workload: &[&str], extra: &[&str]) -> (Value, Vec<Value>) {
     let (out, wl) = traced("report", workload, extra);
     (serde_json::from_str(out.trim()).expect("report JSON"), wl)
-}
-
-fn nums(v: &Value) -> Vec<u64> {
-    v.as_array().expect("array").iter().map(u).collect()
 }
 
 fn assert_no_losses(rep_lost: &Value, source: &str) {

@@ -20,6 +20,21 @@ pub fn lockscope(args: &[&str]) -> Output {
         .expect("run lockscope")
 }
 
+/// Fails the calling test at once when it does not run as root, with the
+/// command that runs it as root. A failure, never a skip: CI runs as root
+/// and runs every root test for real.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test needs root (it loads BPF programs) and runs as uid {euid}: \
+         run it as root with `sudo -E env \"PATH=$PATH\" cargo test --test {}`, \
+         or the whole suite as CI does with `scripts/setup.sh test`",
+        env!("CARGO_CRATE_NAME")
+    );
+}
+
 /// A started workload, held until its start delay ends.
 pub struct Workload {
     pub child: Child,
@@ -269,6 +284,28 @@ pub fn rows(report: &Value) -> &Vec<Value> {
 
 pub fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
+}
+
+/// The numbers of a JSON array.
+pub fn nums(v: &Value) -> Vec<u64> {
+    v.as_array().expect("array").iter().map(u).collect()
+}
+
+/// `lockscope <cmd> -p PID --json <extra>` over a workload that starts
+/// (creates its threads) only once the tracer is attached; returns (tracer
+/// stdout, workload reports). Needs root.
+pub fn traced(cmd: &str, workload: &[&str], extra: &[&str]) -> (String, Vec<Value>) {
+    require_root();
+    let wl = Workload::start_paused(workload);
+    let pid = wl.pid().to_string();
+    let mut args = vec![cmd, "-p", &pid, "--json"];
+    args.extend_from_slice(extra);
+    let tracer = Tracer::start(&args);
+    wl.go();
+    let done = wl.finish();
+    let (code, out) = tracer.finish();
+    assert_eq!(code, 0, "lockscope failed: {out}");
+    (out, done)
 }
 
 /// Invariants every row of every report must satisfy.
