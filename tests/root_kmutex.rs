@@ -18,6 +18,7 @@ use serde_json::Value;
 
 /// Function-probe backends this kernel offers, by `lockscope doctor`.
 fn backends() -> Vec<&'static str> {
+    require_root();
     let out = lockscope(&["doctor", "--json"]);
     let rep: Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
     let ok = |name: &str| {

@@ -23,6 +23,7 @@ pub fn lockscope(args: &[&str]) -> Output {
 /// Fails the calling test at once when it does not run as root, with the
 /// command that runs it as root. A failure, never a skip: CI runs as root
 /// and runs every root test for real.
+#[track_caller]
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -112,6 +113,7 @@ impl Workload {
 /// own: it ends when lockscope prints the line or exits (a failure), and a
 /// hung kernel is the harness's to catch (the VM's -t, CI's job timeout).
 pub fn attach_unit() -> Duration {
+    require_root();
     static UNIT: OnceLock<Duration> = OnceLock::new();
     *UNIT.get_or_init(|| {
         let me = std::process::id().to_string();
@@ -294,6 +296,7 @@ pub fn nums(v: &Value) -> Vec<u64> {
 /// `lockscope <cmd> -p PID --json <extra>` over a workload that starts
 /// (creates its threads) only once the tracer is attached; returns (tracer
 /// stdout, workload reports). Needs root.
+#[track_caller]
 pub fn traced(cmd: &str, workload: &[&str], extra: &[&str]) -> (String, Vec<Value>) {
     require_root();
     let wl = Workload::start_paused(workload);
