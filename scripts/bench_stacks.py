@@ -38,7 +38,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -87,20 +86,9 @@ def run(config, source, wl_args, ops):
     tr = None
     lines = []
     if config != "base":
-        tr = subprocess.Popen(
+        tr, lines, _ = benchlib.start_until(
             [BIN, "report", "--json", "--source", source, "-p", str(wl.pid)] + CONFIGS[config],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        attached = threading.Event()
-
-        def pump():
-            for line in tr.stderr:
-                lines.append(line.rstrip())
-                if "lockscope: tracing" in line:
-                    attached.set()
-            attached.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        attached.wait(60)
+            "lockscope: tracing", 60, stdout=subprocess.PIPE)
         if time.monotonic() - t0 > 1.5 - 0.2:
             wl.kill()
             tr.kill()

@@ -35,7 +35,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -87,19 +86,9 @@ def run(config, threads, ops):
     if config == "base":
         return workload_result(wl), None
     binary = OLD_BIN if config == "old" else BIN
-    tr = subprocess.Popen([binary, "report", "--json", "-p", str(wl.pid)] + CONFIGS[config],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    attached, lines = threading.Event(), []
-
-    def pump():
-        for line in tr.stderr:
-            lines.append(line.rstrip())
-            if "lockscope: tracing" in line:
-                attached.set()
-        attached.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    attached.wait(60)
+    tr, lines, _ = benchlib.start_until(
+        [binary, "report", "--json", "-p", str(wl.pid)] + CONFIGS[config],
+        "lockscope: tracing", 60, stdout=subprocess.PIPE)
     late = time.monotonic() - t0 > float(DELAY.rstrip("s")) - 0.2
     elapsed = workload_result(wl)
     out, _ = tr.communicate(timeout=60)

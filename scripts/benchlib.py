@@ -110,18 +110,19 @@ def start_until(cmd, marker, timeout, stdout=subprocess.DEVNULL):
     ready: the marker came and the process still runs); a process that is
     not ready is left running for the caller to kill."""
     p = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True)
-    ready = threading.Event()
+    ready, seen = threading.Event(), []
     lines = []
 
     def pump():
         for line in p.stderr:
             lines.append(line.rstrip())
             if marker in line:
+                seen.append(True)
                 ready.set()
-        ready.set()
+        ready.set()  # EOF: the process exits
 
     threading.Thread(target=pump, daemon=True).start()
-    ok = ready.wait(timeout) and p.poll() is None
+    ok = ready.wait(timeout) and bool(seen) and p.poll() is None
     return p, lines, ok
 
 
