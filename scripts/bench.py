@@ -48,7 +48,7 @@ import threading
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
-from benchlib import BENCH_MD, ROOT, STATS_SYSCTL, cpu_model, cpu_snapshot, git_rev, other_cpu, settle  # noqa: E402,F401
+from benchlib import BENCH_MD, ROOT, cpu_model, cpu_snapshot, git_rev, other_cpu, settle  # noqa: E402
 
 BIN = DEFAULT_BIN = os.path.join(ROOT, "target", "release", "lockscope")
 SECTION = "## Latest figures"
@@ -321,21 +321,17 @@ def main():
         BIN = os.path.abspath(args.bin)
     elif subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
         sys.exit("bench.py: cargo build --release failed")
-    old_stats = open(STATS_SYSCTL).read().strip()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
-    try:
-        with open(STATS_SYSCTL, "w") as f:
-            f.write("1")
-        for label, caller in configs:
-            results.append(measure(label, caller, args.pairs, args.quick, args.floor))
-    except BenchError as e:
-        sys.exit(f"bench.py: {e}")
-    finally:
-        for p in list(LIVE):
-            stop(p)
-        with open(STATS_SYSCTL, "w") as f:
-            f.write(old_stats)
+    with benchlib.bpf_stats("1"):
+        try:
+            for label, caller in configs:
+                results.append(measure(label, caller, args.pairs, args.quick, args.floor))
+        except BenchError as e:
+            sys.exit(f"bench.py: {e}")
+        finally:
+            for p in list(LIVE):
+                stop(p)
     text = section(results, sys.argv[1:])
     print(text)
     if args.write:

@@ -307,27 +307,23 @@ def main():
         sys.exit("bench_mmap_sched.py: --pairs must be >= 1")
     if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=benchlib.ROOT).returncode:
         sys.exit("bench_mmap_sched.py: cargo build --release failed")
-    old_stats = open(benchlib.STATS_SYSCTL).read().strip()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
-    try:
-        with open(benchlib.STATS_SYSCTL, "w") as f:
-            f.write("1")
-        for label, wargs in WORKLOADS:
-            if args.only and not label.startswith(args.only):
-                continue
-            for source in SOURCES + ([FLOOR] if label.startswith("pingpong") else []):
-                if args.sources and source not in args.sources.split(";"):
+    with benchlib.bpf_stats("1"):
+        try:
+            for label, wargs in WORKLOADS:
+                if args.only and not label.startswith(args.only):
                     continue
-                results.append(measure(label, workload_args(wargs, args.quick), source,
-                                       args.pairs, max(args.cost_runs, 1)))
-    except common.BenchError as e:
-        sys.exit(f"bench_mmap_sched.py: {e}")
-    finally:
-        for p in list(common.LIVE):
-            common.stop(p)
-        with open(benchlib.STATS_SYSCTL, "w") as f:
-            f.write(old_stats)
+                for source in SOURCES + ([FLOOR] if label.startswith("pingpong") else []):
+                    if args.sources and source not in args.sources.split(";"):
+                        continue
+                    results.append(measure(label, workload_args(wargs, args.quick), source,
+                                           args.pairs, max(args.cost_runs, 1)))
+        except common.BenchError as e:
+            sys.exit(f"bench_mmap_sched.py: {e}")
+        finally:
+            for p in list(common.LIVE):
+                common.stop(p)
     text = section(results, sys.argv[1:])
     print(text)
     if args.write:

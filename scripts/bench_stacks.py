@@ -229,17 +229,14 @@ def main():
     if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
         sys.exit("bench_stacks.py: cargo build --release failed")
     start = benchlib.cpu_snapshot()
-    old_stats = open(benchlib.STATS_SYSCTL).read().strip()
     results = []
-    try:
-        for label, source, wl_args, ops in WORKLOADS:
-            ops = max(ops // 10, 100) if args.quick else ops
-            results.append(measure(label, source, wl_args, ops, args.rounds))
-    except BenchError as e:
-        sys.exit(f"bench_stacks.py: {e}")
-    finally:
-        with open(benchlib.STATS_SYSCTL, "w") as f:
-            f.write(old_stats)
+    with benchlib.bpf_stats():
+        try:
+            for label, source, wl_args, ops in WORKLOADS:
+                ops = max(ops // 10, 100) if args.quick else ops
+                results.append(measure(label, source, wl_args, ops, args.rounds))
+        except BenchError as e:
+            sys.exit(f"bench_stacks.py: {e}")
     text = section(results, sys.argv[1:], benchlib.other_load(start))
     print(text)
     if args.write:

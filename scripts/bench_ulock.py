@@ -237,17 +237,14 @@ def main():
                                             cwd=ROOT).returncode != 0:
         sys.exit("bench_ulock.py: cargo build --release failed")
     start = cpu_snapshot()
-    old_stats = open(STATS_SYSCTL).read().strip()
     results = []
-    try:
-        for label, threads, ops in WORKLOADS:
-            ops = max(ops // 10, 100) if args.quick else ops
-            results.append(measure(label, threads, ops, args.pairs))
-    except BenchError as e:
-        sys.exit(f"bench_ulock.py: {e}")
-    finally:
-        with open(STATS_SYSCTL, "w") as f:
-            f.write(old_stats)
+    with benchlib.bpf_stats():
+        try:
+            for label, threads, ops in WORKLOADS:
+                ops = max(ops // 10, 100) if args.quick else ops
+                results.append(measure(label, threads, ops, args.pairs))
+        except BenchError as e:
+            sys.exit(f"bench_ulock.py: {e}")
     text = section(results, sys.argv[1:], other_load(start))
     print(text)
     if args.write:

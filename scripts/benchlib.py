@@ -8,6 +8,7 @@ and `sudo python3 scripts/X.py` both find it:
     import benchlib  # noqa: E402
 """
 
+import contextlib
 import os
 import platform
 import re
@@ -134,3 +135,19 @@ def start_serve(cmd, timeout, who):
         p.kill()
         sys.exit(f"{who} did not start: " + " | ".join(lines[-5:]))
     return p, lines
+
+
+@contextlib.contextmanager
+def bpf_stats(value=None):
+    """kernel.bpf_stats_enabled set to `value` (if given) inside the block,
+    and back to what it was when the block ends, however it ends."""
+    with open(STATS_SYSCTL) as f:
+        old = f.read().strip()
+    try:
+        if value is not None:
+            with open(STATS_SYSCTL, "w") as f:
+                f.write(value)
+        yield
+    finally:
+        with open(STATS_SYSCTL, "w") as f:
+            f.write(old)
