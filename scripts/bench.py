@@ -48,7 +48,7 @@ import threading
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
-from benchlib import BENCH_MD, ROOT, cpu_model, cpu_snapshot, git_rev, other_cpu, settle  # noqa: E402
+from benchlib import ROOT, cpu_model, cpu_snapshot, git_rev, other_cpu, settle  # noqa: E402
 
 BIN = DEFAULT_BIN = os.path.join(ROOT, "target", "release", "lockscope")
 SECTION = "## Latest figures"
@@ -333,10 +333,7 @@ def main():
             for p in list(LIVE):
                 stop(p)
     text = section(results, sys.argv[1:])
-    print(text)
-    if args.write:
-        benchlib.write_md(SECTION, text)
-        print(f"bench.py: wrote {BENCH_MD}", file=sys.stderr)
+    benchlib.publish(SECTION, text, args.write, "bench.py")
 
 
 if __name__ == "__main__":

@@ -325,10 +325,7 @@ def main():
             for p in list(common.LIVE):
                 common.stop(p)
     text = section(results, sys.argv[1:])
-    print(text)
-    if args.write:
-        benchlib.write_md(SECTION, text)
-        print(f"bench_mmap_sched.py: wrote {benchlib.BENCH_MD}", file=sys.stderr)
+    benchlib.publish(SECTION, text, args.write, "bench_mmap_sched.py")
 
 
 if __name__ == "__main__":

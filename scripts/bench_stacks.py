@@ -46,7 +46,6 @@ import bench_ulock as bu  # noqa: E402  (BIN, bpf stats)
 
 ROOT = benchlib.ROOT
 BIN = bu.BIN
-BENCH_MD = benchlib.BENCH_MD
 SECTION = "## Stacks (`--stacks`, `--hold-stacks`)"
 DELAY = "1500ms"
 
@@ -238,10 +237,7 @@ def main():
         except BenchError as e:
             sys.exit(f"bench_stacks.py: {e}")
     text = section(results, sys.argv[1:], benchlib.other_load(start))
-    print(text)
-    if args.write:
-        benchlib.write_md(SECTION, text)
-        print(f"bench_stacks.py: wrote {BENCH_MD}", file=sys.stderr)
+    benchlib.publish(SECTION, text, args.write, "bench_stacks.py")
 
 
 if __name__ == "__main__":

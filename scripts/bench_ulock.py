@@ -40,7 +40,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
-from benchlib import BENCH_MD, ROOT, STATS_SYSCTL, cpu_model, cpu_snapshot, other_load, settle  # noqa: E402
+from benchlib import ROOT, STATS_SYSCTL, cpu_model, cpu_snapshot, other_load, settle  # noqa: E402
 
 BIN = os.path.join(ROOT, "target", "release", "lockscope")
 SECTION = "## User-space locks (uprobes)"
@@ -246,10 +246,7 @@ def main():
         except BenchError as e:
             sys.exit(f"bench_ulock.py: {e}")
     text = section(results, sys.argv[1:], other_load(start))
-    print(text)
-    if args.write:
-        benchlib.write_md(SECTION, text)
-        print(f"bench_ulock.py: wrote {BENCH_MD}", file=sys.stderr)
+    benchlib.publish(SECTION, text, args.write, "bench_ulock.py")
 
 
 if __name__ == "__main__":

@@ -151,3 +151,12 @@ def bpf_stats(value=None):
     finally:
         with open(STATS_SYSCTL, "w") as f:
             f.write(old)
+
+
+def publish(section, text, write, who):
+    """Prints a section's `text` and, if `write`, puts it into BENCHMARKS.md
+    (saying so on stderr, as script `who`)."""
+    print(text)
+    if write:
+        write_md(section, text)
+        print(f"{who}: wrote {BENCH_MD}", file=sys.stderr)
