@@ -252,36 +252,16 @@ fn known_write_hold_and_its_waiters() {
 
 #[test]
 fn cgroup_filter_and_grouping_for_mmap_lock_and_sched() {
-    require_root();
-    let root = lockscope::cgroup::v2_root();
-    let name = format!("lockscope-mm-test-{}", std::process::id());
-    let dir = root.join(&name);
-    std::fs::create_dir(&dir).expect("create a cgroup v2 directory");
-    let wl = Workload::start_paused(&["mmap", "--threads", "2", "--ops", "500"]);
-    std::fs::write(dir.join("cgroup.procs"), wl.pid().to_string())
-        .expect("move workload into the cgroup");
-    let tracer = Tracer::start(&[
-        "report",
-        "--cgroup",
-        &format!("/{name}"),
-        "--source",
-        "mmap-lock,sched",
-        "--by",
-        "cgroup",
-        "--json",
-        "-d",
-        "30s",
-    ]);
-    wl.go();
-    let done = wl.finish();
-    tracer.signal(libc::SIGINT);
-    let rep = tracer.finish_json();
-    let _ = std::fs::remove_dir(&dir);
+    let (name, rep, done) = report_in_new_cgroup(
+        "lockscope-mm-test",
+        &["mmap", "--threads", "2", "--ops", "500"],
+        &["--source", "mmap-lock,sched"],
+    );
     let rows = rows(&rep);
     for src in ["mmap-lock", "sched"] {
         let mine: Vec<&Value> = rows.iter().filter(|r| r["source"] == src).collect();
         assert_eq!(mine.len(), 1, "{src}: one row, the test's cgroup: {rep}");
-        assert_eq!(mine[0]["cgroup"], format!("/{name}"), "{src}: {rep}");
+        assert_eq!(mine[0]["cgroup"], name, "{src}: {rep}");
     }
     let mm = rows
         .iter()

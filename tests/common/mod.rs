@@ -293,6 +293,36 @@ pub fn nums(v: &Value) -> Vec<u64> {
     v.as_array().expect("array").iter().map(u).collect()
 }
 
+/// `lockscope report --cgroup /NAME <extra> --by cgroup --json -d 30s`,
+/// stopped with SIGINT, over a workload that starts once the tracer is
+/// attached, moved into a new cgroup v2 directory NAME (`prefix`-PID,
+/// removed after): ("/NAME", the report, the workload's reports). Needs root.
+pub fn report_in_new_cgroup(
+    prefix: &str,
+    workload: &[&str],
+    extra: &[&str],
+) -> (String, Value, Vec<Value>) {
+    require_root();
+    let root = lockscope::cgroup::v2_root();
+    let name = format!("{prefix}-{}", std::process::id());
+    let dir = root.join(&name);
+    std::fs::create_dir(&dir).expect("create a cgroup v2 directory");
+    let wl = Workload::start_paused(workload);
+    std::fs::write(dir.join("cgroup.procs"), wl.pid().to_string())
+        .expect("move workload into the cgroup");
+    let path = format!("/{name}");
+    let mut args = vec!["report", "--cgroup", &path];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--by", "cgroup", "--json", "-d", "30s"]);
+    let tracer = Tracer::start(&args);
+    wl.go();
+    let done = wl.finish();
+    tracer.signal(libc::SIGINT);
+    let rep = tracer.finish_json();
+    let _ = std::fs::remove_dir(&dir);
+    (path, rep, done)
+}
+
 /// `lockscope <cmd> -p PID --json <extra>` over a workload that starts
 /// (creates its threads) only once the tracer is attached; returns (tracer
 /// stdout, workload reports). Needs root.
