@@ -39,18 +39,18 @@ import datetime
 import json
 import os
 import platform
-import re
 import signal
 import statistics
 import subprocess
 import sys
 import threading
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+from benchlib import ROOT, cpu_model, cpu_snapshot, git_rev, other_cpu, settle  # noqa: E402
+
 BIN = DEFAULT_BIN = os.path.join(ROOT, "target", "release", "lockscope")
-BENCH_MD = os.path.join(ROOT, "BENCHMARKS.md")
-STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 SECTION = "## Latest figures"
 
 # (label, kind, threads, ops per thread); ops give ~0.5-1.5 s per run on a
@@ -270,48 +270,6 @@ def verdicts(results):
     return "\n".join(out)
 
 
-def cpu_snapshot():
-    """(busy jiffies of the machine, total jiffies, CPU jiffies of our reaped children)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]  # user .. steal
-    t = os.times()
-    kids = (t.children_user + t.children_system) * os.sysconf("SC_CLK_TCK")
-    return sum(v) - v[3] - v[4], sum(v), kids  # busy excludes idle and iowait
-
-
-def other_cpu(start):
-    """(jiffies used by tasks other than ours since `start`, total jiffies)."""
-    end = cpu_snapshot()
-    busy, total, ours = (e - s for e, s in zip(end, start))
-    return max(busy - ours, 0), max(total, 1)
-
-
-def settle(limit=60):
-    """Waits (up to `limit` s) for a second in which other tasks use < 5% CPU."""
-    for _ in range(limit):
-        start = cpu_snapshot()
-        time.sleep(1)
-        other, total = other_cpu(start)
-        if other < 0.05 * total:
-            return
-
-
-def git_rev():
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src", "build.rs", "Cargo.toml")
-    return f"commit {rev}" + (" + uncommitted changes" if dirty else "")
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def section(results, argv):
     cmd = "python3 scripts/bench.py " + " ".join(argv)
     return "\n".join([
@@ -328,19 +286,6 @@ def section(results, argv):
         *([floor_table(results), ""] if results[0]["added_per_contention"] is not None else []),
         verdicts(results), "",
     ])
-
-
-def write_md(text):
-    old = open(BENCH_MD).read() if os.path.exists(BENCH_MD) else "# Benchmarks\n\n"
-    i = old.find(SECTION)
-    if i < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        m = re.search(r"^## ", old[i + len(SECTION):], re.M)
-        rest = old[i + len(SECTION) + m.start():] if m else ""
-        new = old[:i] + text + ("\n" + rest if rest else "")
-    with open(BENCH_MD, "w") as f:
-        f.write(new)
 
 
 def main():
@@ -376,26 +321,19 @@ def main():
         BIN = os.path.abspath(args.bin)
     elif subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
         sys.exit("bench.py: cargo build --release failed")
-    old_stats = open(STATS_SYSCTL).read().strip()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
-    try:
-        with open(STATS_SYSCTL, "w") as f:
-            f.write("1")
-        for label, caller in configs:
-            results.append(measure(label, caller, args.pairs, args.quick, args.floor))
-    except BenchError as e:
-        sys.exit(f"bench.py: {e}")
-    finally:
-        for p in list(LIVE):
-            stop(p)
-        with open(STATS_SYSCTL, "w") as f:
-            f.write(old_stats)
+    with benchlib.bpf_stats("1"):
+        try:
+            for label, caller in configs:
+                results.append(measure(label, caller, args.pairs, args.quick, args.floor))
+        except BenchError as e:
+            sys.exit(f"bench.py: {e}")
+        finally:
+            for p in list(LIVE):
+                stop(p)
     text = section(results, sys.argv[1:])
-    print(text)
-    if args.write:
-        write_md(text)
-        print(f"bench.py: wrote {BENCH_MD}", file=sys.stderr)
+    benchlib.publish(SECTION, text, args.write, "bench.py")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,10 @@ import subprocess
 import sys
 import threading
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "lockscope")
 BENCH_MD = os.path.join(ROOT, "BENCHMARKS.md")
@@ -48,22 +52,13 @@ def workload(threads, ops):
 
 def traced(backend, threads, ops):
     """Runs the workload under lockscope; returns (elapsed_ns, report)."""
-    p = subprocess.Popen([BIN, "report", "--json", "--source", "kernel-mutex",
-                          "--backend", backend],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    attached, out, err = threading.Event(), [], []
-
-    def pump():
-        for line in p.stderr:
-            err.append(line.rstrip())
-            if "lockscope: tracing" in line:
-                attached.set()
-        attached.set()
-
-    threading.Thread(target=pump, daemon=True).start()
+    p, err, attached = benchlib.start_until(
+        [BIN, "report", "--json", "--source", "kernel-mutex", "--backend", backend],
+        "lockscope: tracing", 300, stdout=subprocess.PIPE)
+    out = []
     reader = threading.Thread(target=lambda: out.append(p.stdout.read()), daemon=True)
     reader.start()
-    if not attached.wait(300) or p.poll() is not None:
+    if not attached:
         p.kill()
         raise RuntimeError("lockscope did not attach: " + " | ".join(err[-3:]))
     try:

@@ -32,7 +32,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import signal
 import statistics
 import subprocess
@@ -41,7 +40,8 @@ import threading
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench as common  # noqa: E402  (settle, CPU accounting, process cleanup)
+import benchlib  # noqa: E402  (settle, CPU accounting, BENCHMARKS.md)
+import bench as common  # noqa: E402  (process cleanup)
 
 BIN = common.BIN
 SECTION = "## mmap-lock and sched figures"
@@ -104,7 +104,7 @@ def start_tracer(source):
 def set_stats(on):
     """Sets per-program run statistics (again: other tools on the machine may
     restore their own setting meanwhile)."""
-    with open(common.STATS_SYSCTL, "w") as f:
+    with open(benchlib.STATS_SYSCTL, "w") as f:
         f.write("1" if on else "0")
 
 
@@ -165,23 +165,23 @@ def measure(label, args, source, pairs, cost_runs):
     base, traced, other, total = [], [], 0, 0
     load = [os.getloadavg()[0]]
     for i in range(pairs):
-        common.settle(limit=30)
+        benchlib.settle(limit=30)
         order = ("base", "traced") if i % 2 == 0 else ("traced", "base")
         for which in order:
-            start = common.cpu_snapshot()
+            start = benchlib.cpu_snapshot()
             if which == "base":
                 base.append(run_workload(args))
             else:
                 set_stats(False)
                 traced.append(traced_once(args, source))
-            o, t = common.other_cpu(start)
+            o, t = benchlib.other_cpu(start)
             other, total = other + o, total + t
         print(f"  {label:16} {source:16} pair {i + 1}/{pairs}: base {base[-1] / 1e6:7.1f} ms, "
               f"traced {traced[-1]['elapsed'] / 1e6:7.1f} ms", file=sys.stderr)
     load.append(os.getloadavg()[0])
     costs = []
     for _ in range(cost_runs):
-        common.settle(limit=30)
+        benchlib.settle(limit=30)
         costs.append(cost_run(args, source))
     med = statistics.median
     ratios = [t["elapsed"] / b for t, b in zip(traced, base)]
@@ -272,7 +272,7 @@ def section(results, argv):
         SECTION, "",
         f"- Command: `{cmd.strip()}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Kernel: `{platform.release()}`; CPU: {common.cpu_model()} ({os.cpu_count()} CPUs)",
+        f"- Kernel: `{platform.release()}`; CPU: {benchlib.cpu_model()} ({os.cpu_count()} CPUs)",
         f"- Slowdown: median of the traced/baseline ratios of {results[0]['pairs']} alternating "
         "pairs per row, run statistics off; BPF costs: medians of "
         f"{results[0]['cost_runs']} more traced runs with kernel.bpf_stats_enabled=1. "
@@ -282,24 +282,10 @@ def section(results, argv):
         "and end; \"pair ratios\" the smallest and largest traced/baseline ratio; "
         "\"added ns/switch\" (pingpong) the median of traced - baseline over the "
         "workload's own context switches (2 per round trip).",
-        f"- lockscope: {common.git_rev()}", "",
+        f"- lockscope: {benchlib.git_rev()}", "",
         table(results), "",
         verdicts(results), "",
     ])
-
-
-def write_md(text):
-    path = common.BENCH_MD
-    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
-    i = old.find(SECTION)
-    if i < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        m = re.search(r"^## ", old[i + len(SECTION):], re.M)
-        rest = old[i + len(SECTION) + m.start():] if m else ""
-        new = old[:i] + text + ("\n" + rest if rest else "")
-    with open(path, "w") as f:
-        f.write(new)
 
 
 def main():
@@ -319,34 +305,27 @@ def main():
         sys.exit("bench_mmap_sched.py: needs root (BPF and kernel.bpf_stats_enabled)")
     if args.pairs < 1:
         sys.exit("bench_mmap_sched.py: --pairs must be >= 1")
-    if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=common.ROOT).returncode:
+    if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=benchlib.ROOT).returncode:
         sys.exit("bench_mmap_sched.py: cargo build --release failed")
-    old_stats = open(common.STATS_SYSCTL).read().strip()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
-    try:
-        with open(common.STATS_SYSCTL, "w") as f:
-            f.write("1")
-        for label, wargs in WORKLOADS:
-            if args.only and not label.startswith(args.only):
-                continue
-            for source in SOURCES + ([FLOOR] if label.startswith("pingpong") else []):
-                if args.sources and source not in args.sources.split(";"):
+    with benchlib.bpf_stats("1"):
+        try:
+            for label, wargs in WORKLOADS:
+                if args.only and not label.startswith(args.only):
                     continue
-                results.append(measure(label, workload_args(wargs, args.quick), source,
-                                       args.pairs, max(args.cost_runs, 1)))
-    except common.BenchError as e:
-        sys.exit(f"bench_mmap_sched.py: {e}")
-    finally:
-        for p in list(common.LIVE):
-            common.stop(p)
-        with open(common.STATS_SYSCTL, "w") as f:
-            f.write(old_stats)
+                for source in SOURCES + ([FLOOR] if label.startswith("pingpong") else []):
+                    if args.sources and source not in args.sources.split(";"):
+                        continue
+                    results.append(measure(label, workload_args(wargs, args.quick), source,
+                                           args.pairs, max(args.cost_runs, 1)))
+        except common.BenchError as e:
+            sys.exit(f"bench_mmap_sched.py: {e}")
+        finally:
+            for p in list(common.LIVE):
+                common.stop(p)
     text = section(results, sys.argv[1:])
-    print(text)
-    if args.write:
-        write_md(text)
-        print(f"bench_mmap_sched.py: wrote {common.BENCH_MD}", file=sys.stderr)
+    benchlib.publish(SECTION, text, args.write, "bench_mmap_sched.py")
 
 
 if __name__ == "__main__":

@@ -67,11 +67,12 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, STATS_SYSCTL, TARGET, cpu_snapshot, git_rev, other_cpu, settle  # noqa: E402
+
 BIN = os.path.join(TARGET, "release", "lockscope")
 PERF = "/usr/local/lib/lockscope-bench/perf"
-STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 PR_SET_CHILD_SUBREAPER = 36
 MIN_CONTENTIONS = 1000  # fewer in a run: no BPF ns/contention for it
 NR_PAUSE = 34  # x86_64
@@ -430,32 +431,6 @@ def reap_all(timeout=180):
                      f"{timeout} s")
 
 
-def cpu_snapshot():
-    """(busy jiffies of the machine, total jiffies, CPU jiffies of our reaped children)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    t = os.times()
-    kids = (t.children_user + t.children_system) * os.sysconf("SC_CLK_TCK")
-    return sum(v) - v[3] - v[4], sum(v), kids
-
-
-def other_cpu(start):
-    end = cpu_snapshot()
-    busy, total, ours = (e - s for e, s in zip(end, start))
-    return max(busy - ours, 0), max(total, 1)
-
-
-def settle(limit):
-    """Waits (up to `limit` s) for a second in which other tasks use < 5%
-    of the CPUs, as scripts/bench.py does before each pair."""
-    for _ in range(limit):
-        start = cpu_snapshot()
-        time.sleep(1)
-        o, t = other_cpu(start)
-        if o < 0.05 * t:
-            return
-
-
 def stats_on():
     with open(STATS_SYSCTL) as f:
         return f.read().strip() == "1"
@@ -631,16 +606,6 @@ def render(doc, detail):
         out.append(f"- {off} traced runs found kernel.bpf_stats_enabled reset by another "
                    "task afterwards: their BPF figures are left out (their times are kept)")
     return "\n".join(out).rstrip()
-
-
-def git_rev(path):
-    """The commit of the git tree `path` is in (the binary's, if it lies in
-    one's target/release), and whether its sources have changes."""
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=path, capture_output=True, text=True).stdout.strip()
-    rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src", "build.rs", "Cargo.toml")
-    return f"commit {rev}" + (" + uncommitted changes" if dirty else "")
 
 
 def ensure_bpftrace(log):

@@ -24,7 +24,6 @@ import http.client
 import json
 import os
 import platform
-import re
 import signal
 import statistics
 import subprocess
@@ -32,10 +31,12 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+from benchlib import BENCH_MD, ROOT, TARGET  # noqa: E402
+
 BIN = os.path.join(TARGET, "release", "lockscope")
-BENCH_MD = os.path.join(ROOT, "BENCHMARKS.md")
 SECTION = "## serve: scrape load"
 
 
@@ -54,23 +55,8 @@ def cpu_s(pid):
 
 
 def start_serve(port):
-    p = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--per-process"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ready = threading.Event()
-    lines = []
-
-    def pump():
-        for line in p.stderr:
-            lines.append(line.rstrip())
-            if "lockscope: serving" in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(60) or p.poll() is not None:
-        p.kill()
-        sys.exit("bench_serve.py: serve did not start: " + " | ".join(lines[-5:]))
-    return p, lines
+    return benchlib.start_serve([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--per-process"],
+                                60, "bench_serve.py: serve")
 
 
 class Workloads(threading.Thread):
@@ -185,29 +171,6 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
 
 
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def write_md(text):
-    old = open(BENCH_MD).read() if os.path.exists(BENCH_MD) else "# Benchmarks\n\n"
-    i = old.find(SECTION)
-    if i < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        m = re.search(r"^## ", old[i + len(SECTION):], re.M)
-        rest = old[i + len(SECTION) + m.start():] if m else ""
-        new = old[:i] + text + ("\n" + rest if rest else "")
-    with open(BENCH_MD, "w") as f:
-        f.write(new)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -299,7 +262,7 @@ def main():
         "returned after the read (malloc_trim), so the per-minute peaks vary with whether "
         "a sample fell inside a read while the level between reads stays flat.", "",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-        f"kernel `{platform.release()}`; CPU: {cpu_model()} ({os.cpu_count()} CPUs)",
+        f"kernel `{platform.release()}`; CPU: {benchlib.cpu_model('?')} ({os.cpu_count()} CPUs)",
         f"- Scrapes: {scrapes} in {out.get('wall', 0):.0f} s ({got_rate:.0f} a minute); "
         f"errors: {len(out['errors'])}; dashboard requests: {out['dash_requests']}, "
         f"errors: {len(out['dash_errors'])}",
@@ -327,7 +290,7 @@ def main():
     for e in (out["errors"] + out["dash_errors"])[:10]:
         print("error:", e, file=sys.stderr)
     if args.write:
-        write_md(text)
+        benchlib.write_md(SECTION, text)
         print(f"wrote {BENCH_MD}", file=sys.stderr)
     if out["errors"] or out["dash_errors"] or not alive:
         sys.exit(1)

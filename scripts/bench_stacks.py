@@ -35,19 +35,17 @@ import datetime
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_ulock as bu  # noqa: E402  (shared helpers: load, CPU, stats)
+import benchlib  # noqa: E402  (load, CPU, BENCHMARKS.md)
+import bench_ulock as bu  # noqa: E402  (BIN, bpf stats)
 
-ROOT = bu.ROOT
+ROOT = benchlib.ROOT
 BIN = bu.BIN
-BENCH_MD = bu.BENCH_MD
 SECTION = "## Stacks (`--stacks`, `--hold-stacks`)"
 DELAY = "1500ms"
 
@@ -87,20 +85,9 @@ def run(config, source, wl_args, ops):
     tr = None
     lines = []
     if config != "base":
-        tr = subprocess.Popen(
+        tr, lines, _ = benchlib.start_until(
             [BIN, "report", "--json", "--source", source, "-p", str(wl.pid)] + CONFIGS[config],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        attached = threading.Event()
-
-        def pump():
-            for line in tr.stderr:
-                lines.append(line.rstrip())
-                if "lockscope: tracing" in line:
-                    attached.set()
-            attached.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        attached.wait(60)
+            "lockscope: tracing", 60, stdout=subprocess.PIPE)
         if time.monotonic() - t0 > 1.5 - 0.2:
             wl.kill()
             tr.kill()
@@ -144,7 +131,7 @@ def measure(label, source, wl_args, ops, rounds):
     n_ops = None
     bu.stats(False)
     for i in range(rounds):
-        bu.settle(3)
+        benchlib.settle(3)
         order = ORDER[i % len(ORDER):] + ORDER[:i % len(ORDER)]
         for c in order:
             done, rep = retried(c, source, wl_args, ops)
@@ -206,9 +193,9 @@ def section(results, argv, other):
         "time (`kernel.bpf_stats_enabled=1`, one more run per setting; it adds",
         "~50 ns per run itself). `stacked` is waits / holds recorded on stacks",
         "in one run.", "",
-        f"- Command: `{cmd.strip()}` (commit {bu.git_rev()})",
+        f"- Command: `{cmd.strip()}` (commit {benchlib.short_rev()})",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Kernel: `{platform.release()}`; CPU: {bu.cpu_model()} ({os.cpu_count()} CPUs); "
+        f"- Kernel: `{platform.release()}`; CPU: {benchlib.cpu_model()} ({os.cpu_count()} CPUs); "
         f"CPU time used by other tasks during the run: {other:.0%} of the machine",
         f"- Medians over {results[0]['rounds']} rounds per row.", "",
     ]
@@ -240,32 +227,17 @@ def main():
         sys.exit("bench_stacks.py: needs root")
     if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
         sys.exit("bench_stacks.py: cargo build --release failed")
-    start = bu.cpu_snapshot()
-    old_stats = open(bu.STATS_SYSCTL).read().strip()
+    start = benchlib.cpu_snapshot()
     results = []
-    try:
-        for label, source, wl_args, ops in WORKLOADS:
-            ops = max(ops // 10, 100) if args.quick else ops
-            results.append(measure(label, source, wl_args, ops, args.rounds))
-    except BenchError as e:
-        sys.exit(f"bench_stacks.py: {e}")
-    finally:
-        with open(bu.STATS_SYSCTL, "w") as f:
-            f.write(old_stats)
-    text = section(results, sys.argv[1:], bu.other_load(start))
-    print(text)
-    if args.write:
-        old = open(BENCH_MD).read()
-        i = old.find(SECTION)
-        if i < 0:
-            new = old.rstrip("\n") + "\n\n" + text
-        else:
-            m = re.search(r"^## ", old[i + len(SECTION):], re.M)
-            rest = old[i + len(SECTION) + m.start():] if m else ""
-            new = old[:i] + text + ("\n" + rest if rest else "")
-        with open(BENCH_MD, "w") as f:
-            f.write(new)
-        print(f"bench_stacks.py: wrote {BENCH_MD}", file=sys.stderr)
+    with benchlib.bpf_stats():
+        try:
+            for label, source, wl_args, ops in WORKLOADS:
+                ops = max(ops // 10, 100) if args.quick else ops
+                results.append(measure(label, source, wl_args, ops, args.rounds))
+        except BenchError as e:
+            sys.exit(f"bench_stacks.py: {e}")
+    text = section(results, sys.argv[1:], benchlib.other_load(start))
+    benchlib.publish(SECTION, text, args.write, "bench_stacks.py")
 
 
 if __name__ == "__main__":

@@ -32,17 +32,17 @@ import datetime
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+from benchlib import ROOT, STATS_SYSCTL, cpu_model, cpu_snapshot, other_load, settle  # noqa: E402
+
 BIN = os.path.join(ROOT, "target", "release", "lockscope")
-BENCH_MD = os.path.join(ROOT, "BENCHMARKS.md")
-STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 SECTION = "## User-space locks (uprobes)"
 DELAY = "2s"  # the workload's start delay: time for the tracer to attach
 
@@ -63,44 +63,6 @@ OLD_BIN = None  # --old-bin: the binary of the "old" config
 
 class BenchError(Exception):
     pass
-
-
-def cpu_snapshot():
-    """(busy jiffies of the machine, total jiffies, jiffies of our reaped children)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]  # user .. steal
-    t = os.times()
-    kids = (t.children_user + t.children_system) * os.sysconf("SC_CLK_TCK")
-    return sum(v) - v[3] - v[4], sum(v), kids
-
-
-def other_load(start):
-    """Share of the machine's CPU time used by tasks other than ours."""
-    busy, total, ours = (e - s for e, s in zip(cpu_snapshot(), start))
-    return max(busy - ours, 0) / max(total, 1)
-
-
-def settle(limit):
-    """Waits (up to `limit` s) for a second in which other tasks use < 5% CPU."""
-    for _ in range(limit):
-        start = cpu_snapshot()
-        time.sleep(1)
-        if other_load(start) < 0.05:
-            return
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def git_rev():
-    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                       capture_output=True, text=True).stdout.strip()
-    return r or "unknown"
 
 
 def workload(threads, ops):
@@ -124,19 +86,9 @@ def run(config, threads, ops):
     if config == "base":
         return workload_result(wl), None
     binary = OLD_BIN if config == "old" else BIN
-    tr = subprocess.Popen([binary, "report", "--json", "-p", str(wl.pid)] + CONFIGS[config],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    attached, lines = threading.Event(), []
-
-    def pump():
-        for line in tr.stderr:
-            lines.append(line.rstrip())
-            if "lockscope: tracing" in line:
-                attached.set()
-        attached.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    attached.wait(60)
+    tr, lines, _ = benchlib.start_until(
+        [binary, "report", "--json", "-p", str(wl.pid)] + CONFIGS[config],
+        "lockscope: tracing", 60, stdout=subprocess.PIPE)
     late = time.monotonic() - t0 > float(DELAY.rstrip("s")) - 0.2
     elapsed = workload_result(wl)
     out, _ = tr.communicate(timeout=60)
@@ -251,7 +203,7 @@ def section(results, argv, other):
         "Timing rounds run with `kernel.bpf_stats_enabled=0`; BPF ns/run is the",
         "kernel's own per-program run time from one more run of each config with",
         "it on (which adds ~50 ns per run itself).", "",
-        f"- Command: `{cmd.strip()}` (commit {git_rev()})",
+        f"- Command: `{cmd.strip()}` (commit {benchlib.short_rev()})",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- Kernel: `{platform.release()}`; CPU: {cpu_model()} ({os.cpu_count()} CPUs); "
         f"CPU time used by other tasks during the run: {other:.0%} of the machine"
@@ -262,19 +214,6 @@ def section(results, argv, other):
         "\n".join(prog_rows), "",
         "\n".join(verdict), "",
     ])
-
-
-def write_md(text):
-    old = open(BENCH_MD).read()
-    i = old.find(SECTION)
-    if i < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        m = re.search(r"^## ", old[i + len(SECTION):], re.M)
-        rest = old[i + len(SECTION) + m.start():] if m else ""
-        new = old[:i] + text + ("\n" + rest if rest else "")
-    with open(BENCH_MD, "w") as f:
-        f.write(new)
 
 
 def main():
@@ -298,22 +237,16 @@ def main():
                                             cwd=ROOT).returncode != 0:
         sys.exit("bench_ulock.py: cargo build --release failed")
     start = cpu_snapshot()
-    old_stats = open(STATS_SYSCTL).read().strip()
     results = []
-    try:
-        for label, threads, ops in WORKLOADS:
-            ops = max(ops // 10, 100) if args.quick else ops
-            results.append(measure(label, threads, ops, args.pairs))
-    except BenchError as e:
-        sys.exit(f"bench_ulock.py: {e}")
-    finally:
-        with open(STATS_SYSCTL, "w") as f:
-            f.write(old_stats)
+    with benchlib.bpf_stats():
+        try:
+            for label, threads, ops in WORKLOADS:
+                ops = max(ops // 10, 100) if args.quick else ops
+                results.append(measure(label, threads, ops, args.pairs))
+        except BenchError as e:
+            sys.exit(f"bench_ulock.py: {e}")
     text = section(results, sys.argv[1:], other_load(start))
-    print(text)
-    if args.write:
-        write_md(text)
-        print(f"bench_ulock.py: wrote {BENCH_MD}", file=sys.stderr)
+    benchlib.publish(SECTION, text, args.write, "bench_ulock.py")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,11 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+from benchlib import TARGET  # noqa: E402
+
 DEFAULT_BIN = os.path.join(TARGET, "release", "lockscope")
 
 
@@ -47,23 +50,8 @@ def status_kib(pid):
 
 
 def start_serve(binary, port):
-    p = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ready = threading.Event()
-    lines = []
-
-    def pump():
-        for line in p.stderr:
-            lines.append(line.rstrip())
-            if "lockscope: serving" in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(120) or p.poll() is not None:
-        p.kill()
-        sys.exit(f"serve_memory.py: {binary} serve did not start: " + " | ".join(lines[-5:]))
-    return p, lines
+    return benchlib.start_serve([binary, "serve", "--listen", f"127.0.0.1:{port}"],
+                                120, f"serve_memory.py: {binary} serve")
 
 
 class Loop(threading.Thread):

@@ -11,15 +11,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "root tests need root: run `sudo cargo test` (CI runs as root)"
-    );
-}
-
 /// `lockscope report -p PID --json` over a workload that starts after the
 /// tracer is attached; returns (report, workload reports).
 fn report_on(workload: &[&str], extra: &[&str]) -> (Value, Vec<Value>) {
@@ -263,37 +254,15 @@ fn comm_filter_selects_one_thread_name() {
 
 #[test]
 fn cgroup_filter_and_grouping() {
-    require_root();
-    let root = lockscope::cgroup::v2_root();
-    let name = format!("lockscope-test-{}", std::process::id());
-    let dir = root.join(&name);
-    std::fs::create_dir(&dir).expect("create a cgroup v2 directory");
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "4", "--hold", "10ms"]);
-    std::fs::write(dir.join("cgroup.procs"), wl.pid().to_string())
-        .expect("move workload into the cgroup");
-    let tracer = Tracer::start(&[
-        "report",
-        "--cgroup",
-        &format!("/{name}"),
-        "--by",
-        "cgroup",
-        "--json",
-        "-d",
-        "30s",
-    ]);
-    wl.go();
-    wl.finish();
-    tracer.signal(libc::SIGINT);
-    let rep = tracer.finish_json();
-    let _ = std::fs::remove_dir(&dir);
+    let (name, rep, _) = report_in_new_cgroup(
+        "lockscope-test",
+        &["pipe-hold", "--rounds", "4", "--hold", "10ms"],
+        &[],
+    );
     let rows = rows(&rep);
     assert!(!rows.is_empty(), "{rep}");
     for r in rows {
-        assert_eq!(
-            r["cgroup"],
-            format!("/{name}"),
-            "only the test's cgroup: {r}"
-        );
+        assert_eq!(r["cgroup"], name, "only the test's cgroup: {r}");
     }
 }
 

@@ -9,15 +9,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "root tests need root: run `sudo cargo test` (CI runs as root)"
-    );
-}
-
 fn source_names(rep: &Value) -> BTreeSet<String> {
     rep["sources"]
         .as_array()

@@ -23,15 +23,6 @@ const THREADS: &str = "3";
 const OPS: &str = "2000";
 const ROUNDS: &str = "4";
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "root tests need root: run `sudo cargo test` (CI runs as root)"
-    );
-}
-
 /// The workload's arguments; `delay`: the children's start delay, if any.
 fn workload_args(delay: Option<&str>) -> Vec<String> {
     let mut a: Vec<String> = [

@@ -16,6 +16,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_bad_output_path_fails_before_anything_attaches() {
+    require_root();
     // a 30 s trace must end at once, with one line naming the path
     let cases: [&[&str]; 5] = [
         &[
@@ -95,6 +96,7 @@ fn a_bad_output_path_fails_before_anything_attaches() {
 
 #[test]
 fn map_full_losses_are_flagged_with_the_remedy() {
+    require_root();
     // 8 writer threads on one pipe: 8 (lock, thread) keys, or more, in a
     // map of 2
     let wl = Workload::start_paused(&["pipe", "--threads", "8", "--ops", "20000"]);
@@ -155,6 +157,7 @@ fn reap_with_maxrss(pid: u32) -> (i32, i64) {
 
 #[test]
 fn trace_perfetto_streams_in_bounded_memory() {
+    require_root();
     // 8 writers on one pipe, 4 M writes: a few hundred thousand
     // contended waits, the default target sources on (their ring buffers
     // included); long enough that even a debug build on a loaded host,
@@ -212,6 +215,7 @@ fn trace_perfetto_streams_in_bounded_memory() {
 
 #[test]
 fn run_starts_the_command_in_the_host_mount_namespace() {
+    require_root();
     let ours = std::fs::read_link("/proc/self/ns/mnt").expect("our mount ns");
     let dir = tmp("mnt");
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -252,6 +256,7 @@ fn run_starts_the_command_in_the_host_mount_namespace() {
 
 #[test]
 fn run_perfetto_writes_the_workloads_known_holds() {
+    require_root();
     // two 40 ms holds of a pthread mutex with a waiter behind each: the
     // timeline has the holder's two hold slices, each as long as the
     // holder measured it (within 2 ms), and the report still comes

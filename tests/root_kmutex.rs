@@ -16,17 +16,9 @@ use std::collections::BTreeMap;
 use common::*;
 use serde_json::Value;
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "root tests need root: run `sudo cargo test` (CI runs as root)"
-    );
-}
-
 /// Function-probe backends this kernel offers, by `lockscope doctor`.
 fn backends() -> Vec<&'static str> {
+    require_root();
     let out = lockscope(&["doctor", "--json"]);
     let rep: Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
     let ok = |name: &str| {
@@ -51,26 +43,6 @@ fn backends() -> Vec<&'static str> {
         );
     }
     v
-}
-
-/// `lockscope <cmd> -p PID --json <extra>` over a workload that starts once
-/// the tracer is attached: (tracer stdout, workload reports).
-fn traced(cmd: &str, workload: &[&str], extra: &[&str]) -> (String, Vec<Value>) {
-    require_root();
-    let wl = Workload::start_paused(workload);
-    let pid = wl.pid().to_string();
-    let mut args = vec![cmd, "-p", &pid, "--json"];
-    args.extend_from_slice(extra);
-    let tracer = Tracer::start(&args);
-    wl.go();
-    let done = wl.finish();
-    let (code, out) = tracer.finish();
-    assert_eq!(code, 0, "lockscope failed: {out}");
-    (out, done)
-}
-
-fn nums(v: &Value) -> Vec<u64> {
-    v.as_array().expect("array").iter().map(u).collect()
 }
 
 fn lines(out: &str) -> Vec<Value> {

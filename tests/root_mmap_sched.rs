@@ -10,39 +10,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "root tests need root: run `sudo cargo test` (CI runs as root)"
-    );
-}
-
-/// `lockscope <cmd> -p PID <extra>` over a workload that starts (creates
-/// its threads) only once the tracer is attached; returns (tracer stdout,
-/// workload reports).
-fn traced(cmd: &str, workload: &[&str], extra: &[&str]) -> (String, Vec<Value>) {
-    require_root();
-    let wl = Workload::start_paused(workload);
-    let pid = wl.pid().to_string();
-    let mut args = vec![cmd, "-p", &pid, "--json"];
-    args.extend_from_slice(extra);
-    let tracer = Tracer::start(&args);
-    wl.go();
-    let done = wl.finish();
-    let (code, out) = tracer.finish();
-    assert_eq!(code, 0, "lockscope failed: {out}");
-    (out, done)
-}
-
 fn report(workload: &[&str], extra: &[&str]) -> (Value, Vec<Value>) {
     let (out, wl) = traced("report", workload, extra);
     (serde_json::from_str(out.trim()).expect("report JSON"), wl)
-}
-
-fn nums(v: &Value) -> Vec<u64> {
-    v.as_array().expect("array").iter().map(u).collect()
 }
 
 fn assert_no_losses(rep_lost: &Value, source: &str) {
@@ -282,36 +252,16 @@ fn known_write_hold_and_its_waiters() {
 
 #[test]
 fn cgroup_filter_and_grouping_for_mmap_lock_and_sched() {
-    require_root();
-    let root = lockscope::cgroup::v2_root();
-    let name = format!("lockscope-mm-test-{}", std::process::id());
-    let dir = root.join(&name);
-    std::fs::create_dir(&dir).expect("create a cgroup v2 directory");
-    let wl = Workload::start_paused(&["mmap", "--threads", "2", "--ops", "500"]);
-    std::fs::write(dir.join("cgroup.procs"), wl.pid().to_string())
-        .expect("move workload into the cgroup");
-    let tracer = Tracer::start(&[
-        "report",
-        "--cgroup",
-        &format!("/{name}"),
-        "--source",
-        "mmap-lock,sched",
-        "--by",
-        "cgroup",
-        "--json",
-        "-d",
-        "30s",
-    ]);
-    wl.go();
-    let done = wl.finish();
-    tracer.signal(libc::SIGINT);
-    let rep = tracer.finish_json();
-    let _ = std::fs::remove_dir(&dir);
+    let (name, rep, done) = report_in_new_cgroup(
+        "lockscope-mm-test",
+        &["mmap", "--threads", "2", "--ops", "500"],
+        &["--source", "mmap-lock,sched"],
+    );
     let rows = rows(&rep);
     for src in ["mmap-lock", "sched"] {
         let mine: Vec<&Value> = rows.iter().filter(|r| r["source"] == src).collect();
         assert_eq!(mine.len(), 1, "{src}: one row, the test's cgroup: {rep}");
-        assert_eq!(mine[0]["cgroup"], format!("/{name}"), "{src}: {rep}");
+        assert_eq!(mine[0]["cgroup"], name, "{src}: {rep}");
     }
     let mm = rows
         .iter()

@@ -5,15 +5,6 @@ mod common;
 
 use common::*;
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "root tests need root: run `sudo cargo test` (CI runs as root)"
-    );
-}
-
 /// The first number of a line, when it starts with one (a table row).
 fn leading_count(l: &str) -> Option<u64> {
     l.split_whitespace().next()?.parse().ok()

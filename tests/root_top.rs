@@ -11,15 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "root tests need root: run `sudo cargo test` (CI runs as root)"
-    );
-}
-
 /// A detached tmux server of our own (its own socket), killed on drop.
 struct Tmux {
     socket: String,

@@ -13,15 +13,6 @@ use serde_json::Value;
 
 const MS: u64 = 1_000_000;
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "root tests need root: run `sudo cargo test` (CI runs as root)"
-    );
-}
-
 /// `lockscope ARGS -p PID` over a workload released (SIGUSR1) once the
 /// tracer is attached; returns (tracer stdout, workload report).
 fn trace_workload(workload: &[&str], args: &[&str]) -> (String, Value) {

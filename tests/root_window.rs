@@ -15,17 +15,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Tracer, rows, u};
+use common::{Tracer, require_root, rows, u};
 use serde_json::Value;
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "root tests need root: run `sudo cargo test` (CI runs as root)"
-    );
-}
 
 /// A Python process whose second thread waits `PERIOD_S` on an Event in a
 /// loop until stdin closes, then prints when each wait ended.

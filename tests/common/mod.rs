@@ -20,6 +20,22 @@ pub fn lockscope(args: &[&str]) -> Output {
         .expect("run lockscope")
 }
 
+/// Fails the calling test at once when it does not run as root, with the
+/// command that runs it as root. A failure, never a skip: CI runs as root
+/// and runs every root test for real.
+#[track_caller]
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test needs root (it loads BPF programs) and runs as uid {euid}: \
+         run it as root with `sudo -E env \"PATH=$PATH\" cargo test --test {}`, \
+         or the whole suite as CI does with `scripts/setup.sh test`",
+        env!("CARGO_CRATE_NAME")
+    );
+}
+
 /// A started workload, held until its start delay ends.
 pub struct Workload {
     pub child: Child,
@@ -97,6 +113,7 @@ impl Workload {
 /// own: it ends when lockscope prints the line or exits (a failure), and a
 /// hung kernel is the harness's to catch (the VM's -t, CI's job timeout).
 pub fn attach_unit() -> Duration {
+    require_root();
     static UNIT: OnceLock<Duration> = OnceLock::new();
     *UNIT.get_or_init(|| {
         let me = std::process::id().to_string();
@@ -269,6 +286,59 @@ pub fn rows(report: &Value) -> &Vec<Value> {
 
 pub fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
+}
+
+/// The numbers of a JSON array.
+pub fn nums(v: &Value) -> Vec<u64> {
+    v.as_array().expect("array").iter().map(u).collect()
+}
+
+/// `lockscope report --cgroup /NAME <extra> --by cgroup --json -d 30s`,
+/// stopped with SIGINT, over a workload that starts once the tracer is
+/// attached, moved into a new cgroup v2 directory NAME (`prefix`-PID,
+/// removed after): ("/NAME", the report, the workload's reports). Needs root.
+pub fn report_in_new_cgroup(
+    prefix: &str,
+    workload: &[&str],
+    extra: &[&str],
+) -> (String, Value, Vec<Value>) {
+    require_root();
+    let root = lockscope::cgroup::v2_root();
+    let name = format!("{prefix}-{}", std::process::id());
+    let dir = root.join(&name);
+    std::fs::create_dir(&dir).expect("create a cgroup v2 directory");
+    let wl = Workload::start_paused(workload);
+    std::fs::write(dir.join("cgroup.procs"), wl.pid().to_string())
+        .expect("move workload into the cgroup");
+    let path = format!("/{name}");
+    let mut args = vec!["report", "--cgroup", &path];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--by", "cgroup", "--json", "-d", "30s"]);
+    let tracer = Tracer::start(&args);
+    wl.go();
+    let done = wl.finish();
+    tracer.signal(libc::SIGINT);
+    let rep = tracer.finish_json();
+    let _ = std::fs::remove_dir(&dir);
+    (path, rep, done)
+}
+
+/// `lockscope <cmd> -p PID --json <extra>` over a workload that starts
+/// (creates its threads) only once the tracer is attached; returns (tracer
+/// stdout, workload reports). Needs root.
+#[track_caller]
+pub fn traced(cmd: &str, workload: &[&str], extra: &[&str]) -> (String, Vec<Value>) {
+    require_root();
+    let wl = Workload::start_paused(workload);
+    let pid = wl.pid().to_string();
+    let mut args = vec![cmd, "-p", &pid, "--json"];
+    args.extend_from_slice(extra);
+    let tracer = Tracer::start(&args);
+    wl.go();
+    let done = wl.finish();
+    let (code, out) = tracer.finish();
+    assert_eq!(code, 0, "lockscope failed: {out}");
+    (out, done)
 }
 
 /// Invariants every row of every report must satisfy.
