@@ -174,7 +174,9 @@ fn user_locks_count_every_child_exactly(w: &Value, rep: &Value) {
 }
 
 /// Each child's waiter blocked behind a known hold: the futex source
-/// counts one wait per blocked round, as long as the waiter blocked.
+/// counts one wait per blocked round, as long as the waiter blocked, in a
+/// row of the pthread mutex (source `futex-mutex`: the wait was classified
+/// as a mutex's).
 fn futex_sees_every_child_block(w: &Value, rep: &Value) {
     for c in children(w) {
         let waits: Vec<u64> = c["waiter_wait_ns"]
@@ -190,8 +192,13 @@ fn futex_sees_every_child_block(w: &Value, rep: &Value) {
             c["pid"]
         );
         let blocked: u64 = waits.iter().sum();
-        let rs = rows_of(rep, "futex", c["hold_lock"].as_str().expect("lock"));
-        assert_eq!(rs.len(), 1, "one futex row for child {}: {rs:?}", c["pid"]);
+        let rs = rows_of(rep, "futex-mutex", c["hold_lock"].as_str().expect("lock"));
+        assert_eq!(
+            rs.len(),
+            1,
+            "one futex-mutex row for child {}: {rs:?}",
+            c["pid"]
+        );
         let r = rs[0];
         assert_eq!(r["pid"], c["pid"], "{r}");
         assert_eq!(
