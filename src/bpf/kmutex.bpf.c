@@ -52,70 +52,24 @@ const volatile __u32 caller_mode = LS_CALLER_FIRST; /* enum ls_caller_mode */
 #define LS_RWSEM_READER_OWNED 1UL
 #define LS_OWNER_FLAGS 7UL
 
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct ls_kcall);
-} km_call SEC(".maps");
+LS_TASK_STORAGE(km_call, struct ls_kcall);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_khold_key);
-	__type(value, struct ls_khold);
-} holds SEC(".maps");
+LS_HASH(holds, struct ls_khold_key, struct ls_khold, 16384); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_kagg_key);
-	__type(value, struct ls_kagg_val);
-} agg SEC(".maps");
+LS_HASH(agg, struct ls_kagg_key, struct ls_kagg_val, 16384); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ls_kagg_val);
-} agg_zero SEC(".maps");
+LS_PERCPU_ARRAY(agg_zero, struct ls_kagg_val, 1);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct ls_kholder_key);
-	__type(value, struct ls_kholder_val);
-} holders SEC(".maps");
+LS_HASH(holders, struct ls_kholder_key, struct ls_kholder_val, 4096);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 4096);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, LS_CALLER_DEPTH * sizeof(__u64));
-} stacks SEC(".maps");
+LS_STACK_TRACE(stacks, 4096, LS_CALLER_DEPTH);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20); /* resized by userspace before load */
-} events SEC(".maps");
+LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LS_KLOST__COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
+LS_LOST_MAP(LS_KLOST__COUNT);
 
 /* Makes the event type part of the object's BTF so the skeleton has it. */
 struct ls_kevent ls_kevent_type = {};
-
-static __always_inline void count_lost(__u32 what)
-{
-	__u64 *v = bpf_map_lookup_elem(&lost, &what);
-
-	if (v)
-		*v += 1;
-}
 
 #define LS_STACK_LOST_FAILED LS_KLOST_STACK
 #define LS_STACK_LOST_MAP_FULL LS_KLOST_STACK_MAP_FULL
@@ -160,11 +114,11 @@ static __always_inline struct ls_kagg_val *agg_entry(struct ls_kagg_key *key,
 	if (caller_mode == LS_CALLER_FIRST && ctx) {
 		init->stack_id = bpf_get_stackid(ctx, &stacks, 0);
 		if (init->stack_id < 0)
-			count_lost(LS_KLOST_STACK);
+			ls_count_lost(&lost, LS_KLOST_STACK);
 	}
 	err = bpf_map_update_elem(&agg, key, init, BPF_NOEXIST);
 	if (err && err != -17 /* EEXIST */) {
-		count_lost(LS_KLOST_MAP_FULL);
+		ls_count_lost(&lost, LS_KLOST_MAP_FULL);
 		return NULL;
 	}
 	*created = true;
@@ -183,7 +137,7 @@ static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 		return;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count_lost(LS_KLOST_RINGBUF);
+		ls_count_lost(&lost, LS_KLOST_RINGBUF);
 		return;
 	}
 	id = bpf_get_current_pid_tgid();
@@ -233,11 +187,11 @@ static __always_inline int on_enter(__u64 lock, __u32 op)
 	task = bpf_get_current_task_btf();
 	call = bpf_task_storage_get(&km_call, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!call) {
-		count_lost(LS_KLOST_STORAGE);
+		ls_count_lost(&lost, LS_KLOST_STORAGE);
 		return 0;
 	}
 	if (call->lock)
-		count_lost(LS_KLOST_STALE_CALL);
+		ls_count_lost(&lost, LS_KLOST_STALE_CALL);
 	tid = (__u32)bpf_get_current_pid_tgid();
 	holder = (op & LS_KOP_TRY) ? 0 : holder_of(lock, op & LS_KOP_KIND_MASK);
 	call->lock = lock;
@@ -291,7 +245,7 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 	if (caller_mode == LS_CALLER_EVERY) {
 		key.stack_id = bpf_get_stackid(ctx, &stacks, 0);
 		if (key.stack_id < 0)
-			count_lost(LS_KLOST_STACK);
+			ls_count_lost(&lost, LS_KLOST_STACK);
 	}
 	val = agg_entry(&key, ctx, &created);
 
@@ -336,7 +290,7 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 		nh.flags = slept ? LS_KEV_SLEPT : 0;
 		nh.stack_id = key.stack_id;
 		if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
-			count_lost(LS_KLOST_HOLDS_FULL);
+			ls_count_lost(&lost, LS_KLOST_HOLDS_FULL);
 	}
 
 	if (val) {

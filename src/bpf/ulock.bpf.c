@@ -94,33 +94,13 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_uhold_key);
-	__type(value, struct ls_uhold);
-} holds SEC(".maps");
+LS_HASH(holds, struct ls_uhold_key, struct ls_uhold, 16384); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_uagg_key);
-	__type(value, struct ls_uagg_val);
-} agg SEC(".maps");
+LS_HASH(agg, struct ls_uagg_key, struct ls_uagg_val, 16384); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ls_uagg_val);
-} agg_zero SEC(".maps");
+LS_PERCPU_ARRAY(agg_zero, struct ls_uagg_val, 1);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct ls_uholder_key);
-	__type(value, struct ls_uholder_val);
-} holders SEC(".maps");
+LS_HASH(holders, struct ls_uholder_key, struct ls_uholder_val, 4096);
 
 /* Spin locks have no owner field: the last acquirer seen, by lock. */
 struct {
@@ -130,35 +110,16 @@ struct {
 	__type(value, __u32);
 } last_owner SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20); /* resized by userspace before load */
-} events SEC(".maps");
+LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LS_ULOST__COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
+LS_LOST_MAP(LS_ULOST__COUNT);
 
 /* New, exec'd and exited processes of targets, for userspace to follow. */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 << 10);
-} spawns SEC(".maps");
+LS_RINGBUF(spawns, 256 << 10);
 
 /* Makes the event types part of the object's BTF so the skeleton has them. */
 struct ls_uevent ls_uevent_type = {};
 struct ls_uspawn ls_uspawn_type = {};
-
-static __always_inline void count_lost(__u32 what)
-{
-	__u64 *v = bpf_map_lookup_elem(&lost, &what);
-
-	if (v)
-		*v += 1;
-}
 
 #define LS_STACK_LOST_FAILED LS_ULOST_STACK
 #define LS_STACK_LOST_MAP_FULL LS_ULOST_STACK_MAP_FULL
@@ -186,7 +147,7 @@ static __always_inline struct ls_uagg_val *agg_entry(struct ls_uagg_key *key)
 	init->hold_min_ns = ~0ULL;
 	err = bpf_map_update_elem(&agg, key, init, BPF_NOEXIST);
 	if (err && err != -17 /* EEXIST */) {
-		count_lost(LS_ULOST_MAP_FULL);
+		ls_count_lost(&lost, LS_ULOST_MAP_FULL);
 		return NULL;
 	}
 	return bpf_map_lookup_elem(&agg, key);
@@ -203,7 +164,7 @@ static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 		return;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count_lost(LS_ULOST_RINGBUF);
+		ls_count_lost(&lost, LS_ULOST_RINGBUF);
 		return;
 	}
 	id = bpf_get_current_pid_tgid();
@@ -324,14 +285,14 @@ int BPF_UPROBE(ulock_enter, void *lock)
 	task = bpf_get_current_task_btf();
 	call = bpf_task_storage_get(&ulock_call, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!call) {
-		count_lost(LS_ULOST_STORAGE);
+		ls_count_lost(&lost, LS_ULOST_STORAGE);
 		return 0;
 	}
 	op = (__u32)bpf_get_attach_cookie(ctx);
 	if ((op & LS_UOP_RETRY) && call->lock == (__u64)lock && call->op == op)
 		return 0; /* the same call spinning: keep its first entry */
 	if (call->lock)
-		count_lost(LS_ULOST_STALE_CALL);
+		ls_count_lost(&lost, LS_ULOST_STALE_CALL);
 	tid = (__u32)bpf_get_current_pid_tgid();
 	holder = look_at_lock(ctx, (__u64)lock, op, tid, &flags);
 	call->lock = (__u64)lock;
@@ -424,7 +385,7 @@ int BPF_URETPROBE(ulock_return, int ret)
 		nh.offcpu_ns = offcpu;
 		nh.runq_ns = runq;
 		if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
-			count_lost(LS_ULOST_HOLDS_FULL);
+			ls_count_lost(&lost, LS_ULOST_HOLDS_FULL);
 	}
 	if (kind == LS_UKIND_SPIN)
 		bpf_map_update_elem(&last_owner, &call.lock, &tid, BPF_ANY);
@@ -560,11 +521,11 @@ int BPF_UPROBE(ucond_enter, void *cond, void *mutex)
 	task = bpf_get_current_task_btf();
 	call = bpf_task_storage_get(&ulock_call, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!call) {
-		count_lost(LS_ULOST_STORAGE);
+		ls_count_lost(&lost, LS_ULOST_STORAGE);
 		return 0;
 	}
 	if (call->lock)
-		count_lost(LS_ULOST_STALE_CALL);
+		ls_count_lost(&lost, LS_ULOST_STALE_CALL);
 	call->lock = (__u64)mutex;
 	call->begin_ns = 0;
 	call->caller = 0;
@@ -600,7 +561,7 @@ int BPF_URETPROBE(ucond_return, int ret)
 	if (h)
 		h->depth += 1;
 	else if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
-		count_lost(LS_ULOST_HOLDS_FULL);
+		ls_count_lost(&lost, LS_ULOST_HOLDS_FULL);
 	return 0;
 }
 
@@ -624,7 +585,7 @@ static __always_inline void tell_spawn(__u32 what, __u32 pid, __u32 parent)
 	struct ls_uspawn *s = bpf_ringbuf_reserve(&spawns, sizeof(*s), 0);
 
 	if (!s) {
-		count_lost(LS_ULOST_FOLLOW);
+		ls_count_lost(&lost, LS_ULOST_FOLLOW);
 		return;
 	}
 	s->ts_ns = bpf_ktime_get_ns();
@@ -642,7 +603,7 @@ int BPF_PROG(ulock_fork, struct task_struct *parent, struct task_struct *child)
 	int followed = follow_fork_task(parent, child);
 
 	if (followed < 0)
-		count_lost(LS_ULOST_FOLLOW);
+		ls_count_lost(&lost, LS_ULOST_FOLLOW);
 	else if (followed > 0)
 		tell_spawn(LS_USPAWN_FORK, child->tgid, parent->tgid);
 	return 0;
