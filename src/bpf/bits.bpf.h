@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * bits.bpf.h - small pure helpers shared by every object (as libbpf-tools'
- * bits.bpf.h): no maps, no settings, no helpers calls.
+ * bits.bpf.h): no maps, no settings, no helper calls.
  */
 #ifndef __LOCKSCOPE_BITS_BPF_H
 #define __LOCKSCOPE_BITS_BPF_H
@@ -34,5 +34,28 @@ static __always_inline void ls_hist_add(__u64 *hist, __u64 ns)
 	if (slot < LS_HIST_SLOTS)
 		hist[slot] += 1;
 }
+
+/* Adds a span (a wait or a hold) of `ns` to a count, total, minimum,
+ * maximum and histogram (one writer at a time: no atomics). */
+static __always_inline void ls_add_span(__u64 *count, __u64 *total, __u64 *min,
+					__u64 *max, __u64 *hist, __u64 ns)
+{
+	*count += 1;
+	*total += ns;
+	if (ns < *min)
+		*min = ns;
+	if (ns > *max)
+		*max = ns;
+	ls_hist_add(hist, ns);
+}
+
+/* A wait of `ns` into an aggregate with count, total_ns, min_ns, max_ns
+ * and hist; a hold into one with the same fields prefixed hold_. */
+#define LS_ADD_WAIT(val, ns)                                                   \
+	ls_add_span(&(val)->count, &(val)->total_ns, &(val)->min_ns,           \
+		    &(val)->max_ns, (val)->hist, ns)
+#define LS_ADD_HOLD(val, ns)                                                   \
+	ls_add_span(&(val)->hold_count, &(val)->hold_total_ns,                 \
+		    &(val)->hold_min_ns, &(val)->hold_max_ns, (val)->hold_hist, ns)
 
 #endif /* __LOCKSCOPE_BITS_BPF_H */

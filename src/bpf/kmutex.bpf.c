@@ -42,6 +42,7 @@
 #include "lockscope.h"
 #include "window.bpf.h"
 #include "target.bpf.h"
+#include "holds.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -90,25 +91,19 @@ static __always_inline __u32 lock_class_of(struct task_struct *task, __u64 lock,
 
 /* The aggregation entry of a key, created when missing (NULL: map full). */
 static __always_inline struct ls_kagg_val *agg_entry(struct ls_kagg_key *key,
-						     void *ctx, bool *created)
+						     void *ctx)
 {
 	struct ls_kagg_val *val, *init;
 	struct task_struct *task;
-	__u32 zero = 0;
-	int err;
 
 	val = bpf_map_lookup_elem(&agg, key);
 	if (val)
 		return val;
-	init = bpf_map_lookup_elem(&agg_zero, &zero);
+	init = ls_scratch(&agg_zero);
 	if (!init)
 		return NULL;
 	task = bpf_get_current_task_btf();
-	init->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(init->comm, sizeof(init->comm));
-	BPF_CORE_READ_STR_INTO(&init->pcomm, task, group_leader, comm);
-	init->min_ns = ~0ULL;
-	init->hold_min_ns = ~0ULL;
+	LS_INIT_AGG(init, task);
 	init->lock_class = lock_class_of(task, key->lock, key->kind);
 	init->stack_id = key->stack_id;
 	if (caller_mode == LS_CALLER_FIRST && ctx) {
@@ -116,13 +111,7 @@ static __always_inline struct ls_kagg_val *agg_entry(struct ls_kagg_key *key,
 		if (init->stack_id < 0)
 			ls_count_lost(&lost, LS_KLOST_STACK);
 	}
-	err = bpf_map_update_elem(&agg, key, init, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST */) {
-		ls_count_lost(&lost, LS_KLOST_MAP_FULL);
-		return NULL;
-	}
-	*created = true;
-	return bpf_map_lookup_elem(&agg, key);
+	return ls_insert(&agg, key, init, &lost, LS_KLOST_MAP_FULL);
 }
 
 static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
@@ -206,17 +195,15 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 {
 	LS_CHECK_STOPPED();
 	__u64 now = bpf_ktime_get_ns(), wait, id;
-	struct ls_kholder_key hk = {};
-	struct ls_kholder_val *hv, hv0 = {};
 	struct ls_kagg_key key = {};
 	struct ls_khold_key hkey = {};
-	struct ls_khold *h, nh = {};
+	struct ls_khold nh = {};
 	struct task_struct *task;
 	struct ls_kagg_val *val;
 	struct ls_kcall call;
 	struct ls_kcall *c;
-	bool slept, created = false, ok, want;
-	__u32 kind, slot, tid;
+	bool slept, ok, want;
+	__u32 kind, tid;
 	__s32 ks, us;
 
 	task = bpf_get_current_task_btf();
@@ -247,7 +234,7 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 		if (key.stack_id < 0)
 			ls_count_lost(&lost, LS_KLOST_STACK);
 	}
-	val = agg_entry(&key, ctx, &created);
+	val = agg_entry(&key, ctx);
 
 	if (!ok) {
 		__u32 flags = (op & LS_KOP_TRY) ? LS_KEV_FAILED : LS_KEV_ABORTED;
@@ -276,54 +263,27 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 
 	hkey.lock = call.lock;
 	hkey.tid = tid;
-	h = bpf_map_lookup_elem(&holds, &hkey);
-	if (h) {
-		h->depth += 1; /* a read hold taken again: runs to the last release */
-	} else {
-		nh.kstack_id = ks;
-		nh.ustack_id = us;
-		nh.begin_ns = call.begin_ns;
-		nh.acquired_ns = now;
-		nh.kind = kind;
-		nh.depth = 1;
-		nh.holder_tid = call.holder_tid;
-		nh.flags = slept ? LS_KEV_SLEPT : 0;
-		nh.stack_id = key.stack_id;
-		if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
-			ls_count_lost(&lost, LS_KLOST_HOLDS_FULL);
-	}
+	nh.kstack_id = ks;
+	nh.ustack_id = us;
+	nh.begin_ns = call.begin_ns;
+	nh.acquired_ns = now;
+	nh.kind = kind;
+	nh.depth = 1;
+	nh.holder_tid = call.holder_tid;
+	nh.flags = slept ? LS_KEV_SLEPT : 0;
+	nh.stack_id = key.stack_id;
+	/* a read hold taken again runs to its last release */
+	LS_OPEN_HOLD(&holds, &hkey, nh, LS_KLOST_HOLDS_FULL);
 
 	if (val) {
-		val->count += 1;
-		val->total_ns += wait;
-		if (wait < val->min_ns)
-			val->min_ns = wait;
-		if (wait > val->max_ns)
-			val->max_ns = wait;
+		LS_ADD_WAIT(val, wait);
 		if (slept)
 			val->slept += 1;
 		if (call.holder_tid)
 			val->contended += 1;
-		slot = log2_slot(wait);
-		barrier_var(slot);
-		if (slot < LS_HIST_SLOTS)
-			val->hist[slot] += 1;
 	}
-	if (call.holder_tid) {
-		hk.lock = call.lock;
-		hk.holder_tid = call.holder_tid;
-		hk.pid = id >> 32;
-		hk.kind = kind;
-		hv = bpf_map_lookup_elem(&holders, &hk);
-		if (!hv) {
-			bpf_map_update_elem(&holders, &hk, &hv0, BPF_NOEXIST);
-			hv = bpf_map_lookup_elem(&holders, &hk);
-		}
-		if (hv) {
-			__sync_fetch_and_add(&hv->waits, 1);
-			__sync_fetch_and_add(&hv->wait_ns, wait);
-		}
-	}
+	if (call.holder_tid)
+		ls_count_holder(&holders, call.lock, call.holder_tid, id >> 32, kind, wait);
 	return 0;
 }
 
@@ -336,8 +296,6 @@ static __always_inline int on_release(__u64 lock, __u32 kind, bool downgrade)
 	struct ls_khold_key hkey = {};
 	struct ls_kagg_val *val;
 	struct ls_khold *h, open;
-	bool created = false;
-	__u32 slot;
 
 	if (!current_is_target())
 		return 0;
@@ -353,7 +311,7 @@ static __always_inline int on_release(__u64 lock, __u32 kind, bool downgrade)
 	if (!h) {
 		/* acquired before tracing began, or by a path not probed */
 		key.kind = kind;
-		val = agg_entry(&key, NULL, &created);
+		val = agg_entry(&key, NULL);
 		if (val)
 			val->partial += 1;
 		emit(0, 0, now, lock, kind, LS_KEV_PARTIAL, 0, 0, -1);
@@ -377,19 +335,9 @@ static __always_inline int on_release(__u64 lock, __u32 kind, bool downgrade)
 	hold = now - open.acquired_ns;
 	key.stack_id = open.stack_id;
 	key.kind = open.kind;
-	val = agg_entry(&key, NULL, &created);
-	if (val) {
-		val->hold_count += 1;
-		val->hold_total_ns += hold;
-		if (hold < val->hold_min_ns)
-			val->hold_min_ns = hold;
-		if (hold > val->hold_max_ns)
-			val->hold_max_ns = hold;
-		slot = log2_slot(hold);
-		barrier_var(slot);
-		if (slot < LS_HIST_SLOTS)
-			val->hold_hist[slot] += 1;
-	}
+	val = agg_entry(&key, NULL);
+	if (val)
+		LS_ADD_HOLD(val, hold);
 	if (hold_stacks_on && (open.kstack_id >= 0 || open.ustack_id >= 0) &&
 	    stack_wanted(hold))
 		add_stack(lock, open.kind, open.kstack_id, open.ustack_id, hold, true);

@@ -202,8 +202,6 @@ static __always_inline struct ls_mm_val *entry(void *ctx, struct mm_struct *mm,
 	struct ls_mm_val *val, *init;
 	struct task_struct *owner;
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 zero = 0;
-	int err;
 
 	key.lock = lock_of(mm);
 	key.stack_id = caller_mode == LS_CALLER_EVERY ? stack_id : -1;
@@ -221,7 +219,7 @@ static __always_inline struct ls_mm_val *entry(void *ctx, struct mm_struct *mm,
 			bpf_get_current_comm(val->comm, sizeof(val->comm));
 		return val;
 	}
-	init = bpf_map_lookup_elem(&agg_zero, &zero);
+	init = ls_scratch(&agg_zero);
 	if (!init)
 		return NULL;
 	init->cgroup_id = bpf_get_current_cgroup_id();
@@ -238,12 +236,7 @@ static __always_inline struct ls_mm_val *entry(void *ctx, struct mm_struct *mm,
 		init->ocomm[0] = 0;
 	}
 	init->stack_id = stack_id;
-	err = bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST */) {
-		ls_count_lost(&lost, LS_MM_LOST_MAP_FULL);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&agg, &key);
+	return ls_insert(&agg, &key, init, &lost, LS_MM_LOST_MAP_FULL);
 }
 
 static __always_inline void emit(struct mm_struct *mm, struct ls_mm_op *op,
@@ -287,19 +280,10 @@ static __always_inline void emit(struct mm_struct *mm, struct ls_mm_op *op,
 static __always_inline void record_wait(struct ls_mm_val *v, struct ls_mm_op *op)
 {
 	__u64 ns = op->acquired_ns - op->begin_ns;
-	__u32 slot = log2_slot(ns);
 
-	v->count += 1;
-	v->wait_total += ns;
+	ls_add_span(&v->count, &v->wait_total, &v->wait_min, &v->wait_max, v->wait_hist, ns);
 	v->offcpu_ns += op->offcpu_ns;
 	v->runq_ns += op->runq_ns;
-	if (ns < v->wait_min)
-		v->wait_min = ns;
-	if (ns > v->wait_max)
-		v->wait_max = ns;
-	barrier_var(slot);
-	if (slot < LS_HIST_SLOTS)
-		v->wait_hist[slot] += 1;
 }
 
 /* An acquisition ends its hold: counted in `acquired`, and a wait when it
@@ -317,17 +301,7 @@ static __always_inline void record_acquisition(struct ls_mm_val *v, struct ls_mm
 
 static __always_inline void record_hold(struct ls_mm_val *v, __u64 ns)
 {
-	__u32 slot = log2_slot(ns);
-
-	v->holds += 1;
-	v->hold_total += ns;
-	if (ns < v->hold_min)
-		v->hold_min = ns;
-	if (ns > v->hold_max)
-		v->hold_max = ns;
-	barrier_var(slot);
-	if (slot < LS_HIST_SLOTS)
-		v->hold_hist[slot] += 1;
+	ls_add_span(&v->holds, &v->hold_total, &v->hold_min, &v->hold_max, v->hold_hist, ns);
 }
 
 static __always_inline struct ls_mm_task *ops_of_current(void)

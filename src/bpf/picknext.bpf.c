@@ -58,7 +58,7 @@ static __always_inline int on_return(void *picked)
 	struct ls_pick_key key = {};
 	struct ls_pick_val *val, *init;
 	__u64 now = bpf_ktime_get_ns(), d, id;
-	__u32 zero = 0, slot;
+	__u32 zero = 0;
 	__u64 *t;
 
 	t = bpf_map_lookup_elem(&pick_start, &zero);
@@ -78,33 +78,20 @@ static __always_inline int on_return(void *picked)
 	key.pid = id >> 32;
 	val = bpf_map_lookup_elem(&agg, &key);
 	if (!val) {
-		init = bpf_map_lookup_elem(&agg_zero, &zero);
+		init = ls_scratch(&agg_zero);
 		if (!init)
 			return 0;
 		init->min_ns = ~0ULL;
 		init->cgroup_id = bpf_get_current_cgroup_id();
 		bpf_get_current_comm(init->comm, sizeof(init->comm));
-		if (bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST)) {
-			ls_count_lost(&lost, LS_PLOST_MAP_FULL);
-			return 0;
-		}
-		val = bpf_map_lookup_elem(&agg, &key);
+		val = ls_insert(&agg, &key, init, &lost, LS_PLOST_MAP_FULL);
 		if (!val)
 			return 0;
 	}
-	val->count += 1;
-	val->total_ns += d;
-	if (d < val->min_ns)
-		val->min_ns = d;
-	if (d > val->max_ns)
-		val->max_ns = d;
+	LS_ADD_WAIT(val, d);
 	/* NULL: nothing fair to run; older kernels return RETRY_TASK (-1) */
 	if (!picked || (long)picked == -1)
 		val->picked_none += 1;
-	slot = log2_slot(d);
-	barrier_var(slot);
-	if (slot < LS_HIST_SLOTS)
-		val->hist[slot] += 1;
 	return 0;
 }
 

@@ -131,7 +131,7 @@ static __always_inline struct ls_rq_val *slot_of(struct task_struct *next,
 static __always_inline void record(struct task_struct *next, struct ls_rq_task *s,
 				   __u64 wait, __u32 woken)
 {
-	__u32 cpu = bpf_get_smp_processor_id(), slot;
+	__u32 cpu = bpf_get_smp_processor_id();
 	struct ls_rq_val *v;
 
 	v = slot_of(next, s, cpu);
@@ -142,17 +142,8 @@ static __always_inline void record(struct task_struct *next, struct ls_rq_task *
 	if (*(__u64 *)&next->comm[0] != *(__u64 *)&v->comm[0] ||
 	    *(__u64 *)&next->comm[8] != *(__u64 *)&v->comm[8])
 		BPF_CORE_READ_INTO(&v->comm, next, comm);
-	v->count += 1;
-	v->total_ns += wait;
 	v->woken += woken;
-	if (wait < v->min_ns)
-		v->min_ns = wait;
-	if (wait > v->max_ns)
-		v->max_ns = wait;
-	slot = log2_slot(wait);
-	barrier_var(slot);
-	if (slot < LS_HIST_SLOTS)
-		v->hist[slot] += 1;
+	LS_ADD_WAIT(v, wait);
 emit:
 	if (emit_events) {
 		struct ls_rq_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);

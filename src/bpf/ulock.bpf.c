@@ -91,6 +91,7 @@
 #include "lockscope.h"
 #include "window.bpf.h"
 #include "user.bpf.h"
+#include "holds.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -129,28 +130,15 @@ struct ls_uspawn ls_uspawn_type = {};
 static __always_inline struct ls_uagg_val *agg_entry(struct ls_uagg_key *key)
 {
 	struct ls_uagg_val *val, *init;
-	struct task_struct *task;
-	__u32 zero = 0;
-	int err;
 
 	val = bpf_map_lookup_elem(&agg, key);
 	if (val)
 		return val;
-	init = bpf_map_lookup_elem(&agg_zero, &zero);
+	init = ls_scratch(&agg_zero);
 	if (!init)
 		return NULL;
-	task = bpf_get_current_task_btf();
-	init->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(init->comm, sizeof(init->comm));
-	BPF_CORE_READ_STR_INTO(&init->pcomm, task, group_leader, comm);
-	init->min_ns = ~0ULL;
-	init->hold_min_ns = ~0ULL;
-	err = bpf_map_update_elem(&agg, key, init, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST */) {
-		ls_count_lost(&lost, LS_ULOST_MAP_FULL);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&agg, key);
+	LS_INIT_AGG(init, bpf_get_current_task_btf());
+	return ls_insert(&agg, key, init, &lost, LS_ULOST_MAP_FULL);
 }
 
 static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
@@ -315,16 +303,14 @@ int BPF_URETPROBE(ulock_return, int ret)
 {
 	LS_CHECK_STOPPED();
 	__u64 now = bpf_ktime_get_ns(), wait, id, offcpu, runq;
-	struct ls_uholder_key hk = {};
-	struct ls_uholder_val *hv, hv0 = {};
 	struct ls_uagg_key key = {};
 	struct ls_uhold_key hkey = {};
-	struct ls_uhold *h, nh = {};
+	struct ls_uhold nh = {};
 	struct task_struct *task;
 	struct ls_uagg_val *val;
 	struct ls_ucall call;
 	struct ls_ucall *c;
-	__u32 kind, slot, tid;
+	__u32 kind, tid;
 	__s32 ustack = -1;
 	bool slept, contended;
 
@@ -370,59 +356,32 @@ int BPF_URETPROBE(ulock_return, int ret)
 	}
 	hkey.lock = call.lock;
 	hkey.tid = tid;
-	h = bpf_map_lookup_elem(&holds, &hkey);
-	if (h) {
-		h->depth += 1; /* recursive: the hold runs to the last unlock */
-	} else {
-		nh.ustack_id = ustack;
-		nh.begin_ns = call.begin_ns;
-		nh.acquired_ns = now;
-		nh.caller = call.caller;
-		nh.kind = kind;
-		nh.depth = 1;
-		nh.holder_tid = call.holder_tid;
-		nh.flags = (slept ? LS_UEV_SLEPT : 0) | (contended ? LS_UEV_CONTENDED : 0);
-		nh.offcpu_ns = offcpu;
-		nh.runq_ns = runq;
-		if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
-			ls_count_lost(&lost, LS_ULOST_HOLDS_FULL);
-	}
+	nh.ustack_id = ustack;
+	nh.begin_ns = call.begin_ns;
+	nh.acquired_ns = now;
+	nh.caller = call.caller;
+	nh.kind = kind;
+	nh.depth = 1;
+	nh.holder_tid = call.holder_tid;
+	nh.flags = (slept ? LS_UEV_SLEPT : 0) | (contended ? LS_UEV_CONTENDED : 0);
+	nh.offcpu_ns = offcpu;
+	nh.runq_ns = runq;
+	/* recursive: the hold runs to the last unlock */
+	LS_OPEN_HOLD(&holds, &hkey, nh, LS_ULOST_HOLDS_FULL);
 	if (kind == LS_UKIND_SPIN)
 		bpf_map_update_elem(&last_owner, &call.lock, &tid, BPF_ANY);
 
 	if (val)
 		val->acquired += 1;
 	if (val && contended) {
-		val->count += 1;
-		val->total_ns += wait;
+		LS_ADD_WAIT(val, wait);
 		val->offcpu_ns += offcpu;
 		val->runq_ns += runq;
-		if (wait < val->min_ns)
-			val->min_ns = wait;
-		if (wait > val->max_ns)
-			val->max_ns = wait;
 		if (slept)
 			val->slept += 1;
-		slot = log2_slot(wait);
-		barrier_var(slot);
-		if (slot < LS_HIST_SLOTS)
-			val->hist[slot] += 1;
 	}
-	if (call.holder_tid) {
-		hk.lock = call.lock;
-		hk.holder_tid = call.holder_tid;
-		hk.pid = id >> 32;
-		hk.kind = kind;
-		hv = bpf_map_lookup_elem(&holders, &hk);
-		if (!hv) {
-			bpf_map_update_elem(&holders, &hk, &hv0, BPF_NOEXIST);
-			hv = bpf_map_lookup_elem(&holders, &hk);
-		}
-		if (hv) {
-			__sync_fetch_and_add(&hv->waits, 1);
-			__sync_fetch_and_add(&hv->wait_ns, wait);
-		}
-	}
+	if (call.holder_tid)
+		ls_count_holder(&holders, call.lock, call.holder_tid, id >> 32, kind, wait);
 	return 0;
 }
 
@@ -434,7 +393,7 @@ static __always_inline void release(__u64 lock, __u32 op)
 	struct ls_uhold_key hkey = {};
 	struct ls_uagg_val *val;
 	struct ls_uhold *h, open;
-	__u32 kind = op & LS_UOP_KIND_MASK, slot;
+	__u32 kind = op & LS_UOP_KIND_MASK;
 	int writer = 0;
 
 	id = bpf_get_current_pid_tgid();
@@ -475,18 +434,8 @@ static __always_inline void release(__u64 lock, __u32 op)
 	key.pid = id >> 32;
 	key.kind = open.kind;
 	val = agg_entry(&key);
-	if (val) {
-		val->hold_count += 1;
-		val->hold_total_ns += hold;
-		if (hold < val->hold_min_ns)
-			val->hold_min_ns = hold;
-		if (hold > val->hold_max_ns)
-			val->hold_max_ns = hold;
-		slot = log2_slot(hold);
-		barrier_var(slot);
-		if (slot < LS_HIST_SLOTS)
-			val->hold_hist[slot] += 1;
-	}
+	if (val)
+		LS_ADD_HOLD(val, hold);
 	if (hold_stacks_on && open.ustack_id >= 0 && stack_wanted(hold))
 		add_stack(lock, open.kind, -1, open.ustack_id, hold, true);
 	emit(open.begin_ns, open.acquired_ns, now, lock, open.caller, open.kind,
@@ -543,7 +492,7 @@ int BPF_URETPROBE(ucond_return, int ret)
 	LS_CHECK_STOPPED();
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct ls_uhold_key hkey = {};
-	struct ls_uhold *h, nh = {};
+	struct ls_uhold nh = {};
 	struct ls_ucall *c;
 
 	c = bpf_task_storage_get(&ulock_call, task, 0, 0);
@@ -557,11 +506,7 @@ int BPF_URETPROBE(ucond_return, int ret)
 	nh.depth = 1;
 	nh.ustack_id = hold_stacks_on ? take_ustack(ctx) : -1;
 	c->lock = 0;
-	h = bpf_map_lookup_elem(&holds, &hkey);
-	if (h)
-		h->depth += 1;
-	else if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
-		ls_count_lost(&lost, LS_ULOST_HOLDS_FULL);
+	LS_OPEN_HOLD(&holds, &hkey, nh, LS_ULOST_HOLDS_FULL);
 	return 0;
 }
 
