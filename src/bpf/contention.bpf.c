@@ -76,12 +76,7 @@ LS_PERCPU_ARRAY(cpu_state, struct ls_cpu_state, 1);
  * slot, so every CPU can fill the whole array); a key's slot
  * is in `agg_index` and, for the keys a CPU saw last, in its cpu_state
  * cache: most ends need no hash lookup. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, __u32);
-	__type(value, struct ls_agg_val);
-} agg SEC(".maps");
+LS_ARRAY(agg, struct ls_agg_val, 16384); /* resized by userspace before load */
 
 LS_HASH(agg_index, struct ls_agg_key, __u32, 16384); /* resized by userspace before load */
 
@@ -499,12 +494,10 @@ split_done:
 
 emit:
 	if (emit_events) {
-		struct ls_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		struct ls_event *e = ls_reserve(&events, sizeof(*e), &lost, LS_LOST_RINGBUF);
 
-		if (!e) {
-			ls_count_lost(&lost, LS_LOST_RINGBUF);
+		if (!e)
 			goto out;
-		}
 		e->begin_ns = open.begin_ns;
 		e->end_ns = now;
 		e->lock = open.lock;

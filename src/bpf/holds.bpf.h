@@ -28,6 +28,20 @@
 		(init)->hold_min_ns = ~0ULL;                                   \
 	} while (0)
 
+/* Takes the current task's open lock call out of task storage `storage`
+ * into the local `call` and marks the entry closed. The enclosing program
+ * returns 0 when none is open: the call began before attaching, and its
+ * release will be partial. */
+#define LS_TAKE_CALL(storage, task, call)                                      \
+	do {                                                                   \
+		typeof(&(call)) __c = bpf_task_storage_get(storage, task, 0, 0); \
+                                                                               \
+		if (!__c || !__c->lock)                                        \
+			return 0;                                              \
+		call = *__c;                                                   \
+		__c->lock = 0;                                                 \
+	} while (0)
+
 /* Opens the current thread's hold `nh` under `hkey` in the `holds` map;
  * a hold already open there (a recursive or read lock taken again) runs
  * to its last release instead. A full map counts `lost_what`. */
@@ -39,6 +53,24 @@
 			__h->depth += 1;                                       \
 		else if (bpf_map_update_elem(holds, hkey, &(nh), BPF_ANY))     \
 			ls_count_lost(&lost, lost_what);                       \
+	} while (0)
+
+/* The fields both objects' events (struct ls_kevent, ls_uevent) share:
+ * the wait and hold's times, the lock, and who (`id`: pid_tgid). */
+#define LS_FILL_LOCK_EVENT(e, id, begin, acquired, released, lk, knd, flgs,   \
+			   holder, rv)                                         \
+	do {                                                                   \
+		(e)->begin_ns = begin;                                         \
+		(e)->acquired_ns = acquired;                                   \
+		(e)->released_ns = released;                                   \
+		(e)->lock = lk;                                                \
+		(e)->cgroup_id = bpf_get_current_cgroup_id();                  \
+		(e)->pid = (id) >> 32;                                         \
+		(e)->tid = (__u32)(id);                                        \
+		(e)->kind = knd;                                               \
+		(e)->flags = flgs;                                             \
+		(e)->holder_tid = holder;                                      \
+		(e)->ret = rv;                                                 \
 	} while (0)
 
 /* The key and value of both objects' `holders` maps. */

@@ -124,24 +124,12 @@ static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 
 	if (!emit_events)
 		return;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		ls_count_lost(&lost, LS_KLOST_RINGBUF);
+	e = ls_reserve(&events, sizeof(*e), &lost, LS_KLOST_RINGBUF);
+	if (!e)
 		return;
-	}
 	id = bpf_get_current_pid_tgid();
 	task = bpf_get_current_task_btf();
-	e->begin_ns = begin;
-	e->acquired_ns = acquired;
-	e->released_ns = released;
-	e->lock = lock;
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->pid = id >> 32;
-	e->tid = (__u32)id;
-	e->kind = kind;
-	e->flags = flags;
-	e->holder_tid = holder;
-	e->ret = ret;
+	LS_FILL_LOCK_EVENT(e, id, begin, acquired, released, lock, kind, flags, holder, ret);
 	e->stack_id = stack_id;
 	e->lock_class = lock_class_of(task, lock, kind);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
@@ -201,17 +189,12 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 	struct task_struct *task;
 	struct ls_kagg_val *val;
 	struct ls_kcall call;
-	struct ls_kcall *c;
 	bool slept, ok, want;
 	__u32 kind, tid;
 	__s32 ks, us;
 
 	task = bpf_get_current_task_btf();
-	c = bpf_task_storage_get(&km_call, task, 0, 0);
-	if (!c || !c->lock)
-		return 0; /* entry not seen: its release will be partial */
-	call = *c;
-	c->lock = 0;
+	LS_TAKE_CALL(&km_call, task, call);
 	id = bpf_get_current_pid_tgid();
 	tid = (__u32)id;
 	kind = op & LS_KOP_KIND_MASK;

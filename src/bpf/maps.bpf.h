@@ -43,6 +43,15 @@
 		__type(value, val_t);                                          \
 	} name SEC(".maps")
 
+/* An array `name` of `entries` values. */
+#define LS_ARRAY(name, val_t, entries)                                         \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                              \
+		__uint(max_entries, entries);                                  \
+		__type(key, __u32);                                            \
+		__type(value, val_t);                                          \
+	} name SEC(".maps")
+
 /* A ring buffer `name` of `bytes`. */
 #define LS_RINGBUF(name, bytes)                                                \
 	struct {                                                               \
@@ -71,6 +80,17 @@ static __always_inline void ls_count_lost(void *lost_map, __u32 what)
 
 	if (v)
 		*v += 1;
+}
+
+/* `size` bytes of ring buffer `rb`; NULL when it is full, counted as
+ * `what` in `lost_map`. */
+static __always_inline void *ls_reserve(void *rb, __u64 size, void *lost_map, __u32 what)
+{
+	void *e = bpf_ringbuf_reserve(rb, size, 0);
+
+	if (!e)
+		ls_count_lost(lost_map, what);
+	return e;
 }
 
 /* Entry 0 of a one-entry per-CPU array: a value too big for the stack. */

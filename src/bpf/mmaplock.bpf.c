@@ -248,11 +248,9 @@ static __always_inline void emit(struct mm_struct *mm, struct ls_mm_op *op,
 
 	if (!emit_events)
 		return;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		ls_count_lost(&lost, LS_MM_LOST_RINGBUF);
+	e = ls_reserve(&events, sizeof(*e), &lost, LS_MM_LOST_RINGBUF);
+	if (!e)
 		return;
-	}
 	id = bpf_get_current_pid_tgid();
 	e->begin_ns = op->begin_ns;
 	e->acquired_ns = op->acquired_ns;

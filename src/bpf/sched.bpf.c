@@ -51,12 +51,7 @@ const volatile __u32 nr_cpus = 1;        /* possible CPUs (slots interleave) */
 LS_TASK_STORAGE(rq_task, struct ls_rq_task);
 
 /* The aggregates, one slot per (thread, CPU), handed out in order. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, __u32);
-	__type(value, struct ls_rq_val);
-} agg SEC(".maps");
+LS_ARRAY(agg, struct ls_rq_val, 16384); /* resized by userspace before load */
 
 /* (thread, CPU) -> its slot in `agg`, for arrivals on another CPU. */
 LS_HASH(agg_index, struct ls_rq_key, __u32, 16384); /* resized by userspace before load */
@@ -146,12 +141,10 @@ static __always_inline void record(struct task_struct *next, struct ls_rq_task *
 	LS_ADD_WAIT(v, wait);
 emit:
 	if (emit_events) {
-		struct ls_rq_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		struct ls_rq_event *e = ls_reserve(&events, sizeof(*e), &lost, LS_RQ_LOST_RINGBUF);
 
-		if (!e) {
-			ls_count_lost(&lost, LS_RQ_LOST_RINGBUF);
+		if (!e)
 			return;
-		}
 		e->end_ns = bpf_ktime_get_ns();
 		e->begin_ns = e->end_ns - wait;
 		e->cgroup_id = BPF_CORE_READ(next, cgroups, dfl_cgrp, kn, id);

@@ -150,24 +150,12 @@ static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 
 	if (!emit_events)
 		return;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		ls_count_lost(&lost, LS_ULOST_RINGBUF);
+	e = ls_reserve(&events, sizeof(*e), &lost, LS_ULOST_RINGBUF);
+	if (!e)
 		return;
-	}
 	id = bpf_get_current_pid_tgid();
-	e->begin_ns = begin;
-	e->acquired_ns = acquired;
-	e->released_ns = released;
-	e->lock = lock;
+	LS_FILL_LOCK_EVENT(e, id, begin, acquired, released, lock, kind, flags, holder, ret);
 	e->caller = caller;
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->pid = id >> 32;
-	e->tid = (__u32)id;
-	e->kind = kind;
-	e->flags = flags;
-	e->holder_tid = holder;
-	e->ret = ret;
 	e->offcpu_ns = offcpu;
 	e->runq_ns = runq;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
@@ -309,17 +297,12 @@ int BPF_URETPROBE(ulock_return, int ret)
 	struct task_struct *task;
 	struct ls_uagg_val *val;
 	struct ls_ucall call;
-	struct ls_ucall *c;
 	__u32 kind, tid;
 	__s32 ustack = -1;
 	bool slept, contended;
 
 	task = bpf_get_current_task_btf();
-	c = bpf_task_storage_get(&ulock_call, task, 0, 0);
-	if (!c || !c->lock)
-		return 0; /* entry not seen: its release will be partial */
-	call = *c;
-	c->lock = 0;
+	LS_TAKE_CALL(&ulock_call, task, call);
 	id = bpf_get_current_pid_tgid();
 	tid = (__u32)id;
 	kind = call.op & LS_UOP_KIND_MASK;
@@ -527,12 +510,10 @@ int BPF_URETPROBE(ulock_empty_ret)
 
 static __always_inline void tell_spawn(__u32 what, __u32 pid, __u32 parent)
 {
-	struct ls_uspawn *s = bpf_ringbuf_reserve(&spawns, sizeof(*s), 0);
+	struct ls_uspawn *s = ls_reserve(&spawns, sizeof(*s), &lost, LS_ULOST_FOLLOW);
 
-	if (!s) {
-		ls_count_lost(&lost, LS_ULOST_FOLLOW);
+	if (!s)
 		return;
-	}
 	s->ts_ns = bpf_ktime_get_ns();
 	s->pid = pid;
 	s->parent = parent;
