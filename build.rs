@@ -42,6 +42,9 @@ fn main() {
     println!("cargo:rerun-if-changed=src/bpf/offcpu.bpf.h");
     println!("cargo:rerun-if-changed=src/bpf/stacks.bpf.h");
     println!("cargo:rerun-if-changed=src/bpf/window.bpf.h");
+    println!("cargo:rerun-if-changed=src/bpf/bits.bpf.h");
+    println!("cargo:rerun-if-changed=src/bpf/maps.bpf.h");
+    println!("cargo:rerun-if-changed=src/bpf/holds.bpf.h");
     println!("cargo:rerun-if-changed=src/bpf/vmlinux.h");
     println!("cargo:rerun-if-env-changed=LOCKSCOPE_CLANG");
 }

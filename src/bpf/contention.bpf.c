@@ -50,18 +50,13 @@
 #include <bpf/bpf_core_read.h>
 #include "lockscope.h"
 #include "window.bpf.h"
+#include "target.bpf.h"
 #include "offcpu.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Settings, written by userspace between open and load. */
-const volatile __u32 self_tgid = 0;     /* never trace lockscope itself */
-const volatile bool filter_pid = false; /* only tgids in `target_pids` */
-const volatile bool filter_tid = false; /* only tids in `target_tids` */
-const volatile bool filter_comm = false;
-const volatile char target_comm[LS_COMM_LEN] = {};
-const volatile bool filter_cgroup = false; /* `target_cgroup[0]` and below */
-const volatile bool follow_forks = false;  /* children of targets become targets */
+/* Settings, written by userspace between open and load (the target filter
+ * and follow_forks: target.bpf.h). */
 const volatile bool emit_events = false;   /* stream mode: ring buffer records */
 const volatile __u32 caller_mode = LS_CALLER_FIRST; /* enum ls_caller_mode */
 const volatile bool stacks_on = false;      /* --stacks: full kernel + user stacks */
@@ -74,58 +69,16 @@ const volatile bool skip_mutex = false;  /* LCB_F_MUTEX */
 const volatile bool skip_rwsem = false;  /* LCB_F_READ/WRITE alone */
 const volatile bool skip_mmap = false;   /* the waiter's own mmap_lock */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, __u8);
-} target_pids SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, __u8);
-} target_tids SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} target_cgroup SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct ls_wait);
-} task_wait SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ls_cpu_state);
-} cpu_state SEC(".maps");
+LS_TASK_STORAGE(task_wait, struct ls_wait);
+LS_PERCPU_ARRAY(cpu_state, struct ls_cpu_state, 1);
 
 /* The aggregates, in slots taken by bumping `agg_next` (any CPU may take any
  * slot, so every CPU can fill the whole array); a key's slot
  * is in `agg_index` and, for the keys a CPU saw last, in its cpu_state
  * cache: most ends need no hash lookup. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, __u32);
-	__type(value, struct ls_agg_val);
-} agg SEC(".maps");
+LS_ARRAY(agg, struct ls_agg_val, 16384); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_agg_key);
-	__type(value, __u32);
-} agg_index SEC(".maps");
+LS_HASH(agg_index, struct ls_agg_key, __u32, 16384); /* resized by userspace before load */
 
 /* Slots of `agg` handed out so far: a key takes the next one (an atomic
  * add, so keys created at once on two CPUs get two slots); slots are never
@@ -133,38 +86,11 @@ struct {
 volatile __u32 agg_next = 0;
 const volatile __u32 agg_slots = 16384; /* = agg's max_entries, set by userspace */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 16384);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, LS_CALLER_DEPTH * sizeof(__u64));
-} stacks SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 1); /* resized by userspace (--stacks) */
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, LS_STACK_DEPTH * sizeof(__u64));
-} full_stacks SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1); /* resized by userspace (--stacks) */
-	__type(key, struct ls_stack_key);
-	__type(value, struct ls_stack_val);
-} stack_agg SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20); /* resized by userspace before load */
-} events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LS_LOST__COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
+LS_STACK_TRACE(stacks, 16384, LS_CALLER_DEPTH);
+LS_STACK_TRACE(full_stacks, 1, LS_STACK_DEPTH); /* resized by userspace (--stacks) */
+LS_HASH(stack_agg, struct ls_stack_key, struct ls_stack_val, 1); /* resized (--stacks) */
+LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
+LS_LOST_MAP(LS_LOST__COUNT);
 
 /* Waits open in task storage, of all tasks together: raised before a
  * task's storage holds an open wait, lowered once it is cleared (a wait
@@ -180,45 +106,6 @@ extern struct kmem_cache *bpf_get_kmem_cache(__u64 addr) __ksym __weak;
 /* Makes the event type part of the object's BTF so the skeleton has it. */
 struct ls_event ls_event_type = {};
 
-static __always_inline void count_lost(__u32 what)
-{
-	__u64 *v = bpf_map_lookup_elem(&lost, &what);
-
-	if (v)
-		*v += 1;
-}
-
-static __always_inline bool comm_matches(void)
-{
-	char comm[LS_COMM_LEN];
-
-	bpf_get_current_comm(comm, sizeof(comm));
-	for (int i = 0; i < LS_COMM_LEN; i++) {
-		if (comm[i] != target_comm[i])
-			return false;
-		if (comm[i] == 0)
-			break;
-	}
-	return true;
-}
-
-static __always_inline bool is_target(__u64 id)
-{
-	__u32 tgid = id >> 32, tid = (__u32)id;
-
-	if (tgid == self_tgid)
-		return false;
-	if (filter_pid && !bpf_map_lookup_elem(&target_pids, &tgid))
-		return false;
-	if (filter_tid && !bpf_map_lookup_elem(&target_tids, &tid))
-		return false;
-	if (filter_comm && !comm_matches())
-		return false;
-	if (filter_cgroup && bpf_current_task_under_cgroup(&target_cgroup, 0) != 1)
-		return false;
-	return true;
-}
-
 /* A waiter that spins cannot move: spinlocks and rwlocks disable
  * preemption, and a mutex's optimistic spin (LCB_F_MUTEX | LCB_F_SPIN) runs
  * between preempt_disable() and preempt_enable() in __mutex_lock_common(),
@@ -228,22 +115,6 @@ static __always_inline bool is_target(__u64 id)
 static __always_inline bool spins(__u32 flags)
 {
 	return flags & LS_LCB_F_SPIN;
-}
-
-static __always_inline __u32 log2_slot(__u64 v)
-{
-	__u32 r = 0, shift;
-
-	if (v == 0)
-		return 0;
-	shift = (v > 0xFFFFFFFF) << 5; v >>= shift; r = shift;
-	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
-	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
-	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
-	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-	r |= (v >> 1);
-	r += 1; /* v in [2^(r-1), 2^r) */
-	return r < LS_HIST_SLOTS ? r : LS_HIST_SLOTS - 1;
 }
 
 /* The scheduler's view of the task, taken when a wait may sleep (a spinning
@@ -288,7 +159,7 @@ static __always_inline void begin_spin(struct ls_cpu_state *cpu,
 
 	if (d >= LS_CPU_NEST) {
 		/* deeper than any real nesting: ends were lost; start over */
-		count_lost(LS_LOST_NESTED);
+		ls_count_lost(&lost, LS_LOST_NESTED);
 		cpu->depth = 0;
 		return;
 	}
@@ -317,14 +188,14 @@ static __always_inline void begin_sleep(struct ls_cpu_state *cpu,
 	}
 	w = bpf_task_storage_get(&task_wait, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!w) {
-		count_lost(LS_LOST_STORAGE);
+		ls_count_lost(&lost, LS_LOST_STORAGE);
 		return;
 	}
 	if (top) {
 		/* begin (spin), begin (sleep), end: one wait from the first
 		 * begin; it may now migrate, so it moves to task storage */
 		if (w->lock)
-			count_lost(LS_LOST_STALE);
+			ls_count_lost(&lost, LS_LOST_STALE);
 		else
 			__sync_fetch_and_add(&stored_waits, 1);
 		*w = *top;
@@ -337,7 +208,7 @@ static __always_inline void begin_sleep(struct ls_cpu_state *cpu,
 	if (w->lock == (__u64)lock)
 		return; /* begin, begin: keep the first */
 	if (w->lock)
-		count_lost(LS_LOST_STALE);
+		ls_count_lost(&lost, LS_LOST_STALE);
 	else
 		__sync_fetch_and_add(&stored_waits, 1);
 	open_wait(w, task, lock, flags, tid, now);
@@ -377,11 +248,11 @@ static __always_inline int on_begin(void *lock, __u32 flags)
 	if (!cpu)
 		return 0;
 	if (cpu->busy) {
-		if (is_target(id))
-			count_lost(LS_LOST_REENTERED);
+		if (id_is_target(id))
+			ls_count_lost(&lost, LS_LOST_REENTERED);
 		return 0;
 	}
-	if (!is_target(id))
+	if (!id_is_target(id))
 		return 0;
 	if (skip_mutex && (flags & LS_LCB_F_MUTEX))
 		return 0;
@@ -418,7 +289,7 @@ static __always_inline bool close_wait(struct ls_cpu_state *cpu,
 			w->lock = 0;
 			if (d - 1 > i)
 				/* waits opened above this one never ended */
-				count_lost(LS_LOST_STALE);
+				ls_count_lost(&lost, LS_LOST_STALE);
 			cpu->depth = i;
 			return true;
 		}
@@ -471,20 +342,12 @@ static __always_inline void record_stacks(void *ctx, struct ls_cpu_state *cpu,
 	sk.kstack_id = bpf_get_stackid(ctx, &full_stacks, 0);
 	sk.ustack_id = bpf_get_stackid(ctx, &full_stacks, BPF_F_USER_STACK);
 	if (sk.kstack_id < 0 && sk.ustack_id < 0) {
-		count_lost(LS_LOST_STACK);
+		ls_count_lost(&lost, LS_LOST_STACK);
 		return;
 	}
-	sv = bpf_map_lookup_elem(&stack_agg, &sk);
-	if (!sv) {
-		if (bpf_map_update_elem(&stack_agg, &sk, &init, BPF_NOEXIST) &&
-		    !bpf_map_lookup_elem(&stack_agg, &sk)) {
-			count_lost(LS_LOST_STACK_MAP_FULL);
-			return;
-		}
-		sv = bpf_map_lookup_elem(&stack_agg, &sk);
-		if (!sv)
-			return;
-	}
+	sv = ls_lookup_or_init(&stack_agg, &sk, &init, &lost, LS_LOST_STACK_MAP_FULL);
+	if (!sv)
+		return;
 	sv->count += 1;
 	sv->total_ns += delta;
 	if (delta > sv->max_ns)
@@ -524,12 +387,12 @@ static __always_inline struct ls_agg_val *agg_slot(void *ctx, struct ls_cpu_stat
 	} else {
 		idx = __sync_fetch_and_add(&agg_next, 1);
 		if (idx >= agg_slots) {
-			count_lost(LS_LOST_MAP_FULL);
+			ls_count_lost(&lost, LS_LOST_MAP_FULL);
 			return NULL;
 		}
 		val = bpf_map_lookup_elem(&agg, &idx);
 		if (!val) {
-			count_lost(LS_LOST_MAP_FULL);
+			ls_count_lost(&lost, LS_LOST_MAP_FULL);
 			return NULL;
 		}
 		val->cgroup_id = bpf_get_current_cgroup_id();
@@ -549,11 +412,11 @@ static __always_inline struct ls_agg_val *agg_slot(void *ctx, struct ls_cpu_stat
 		if (caller_mode == LS_CALLER_FIRST) {
 			val->stack_id = bpf_get_stackid(ctx, &stacks, 0);
 			if (val->stack_id < 0)
-				count_lost(LS_LOST_STACK);
+				ls_count_lost(&lost, LS_LOST_STACK);
 		}
 		/* userspace reads the slots `agg_index` names: filled first */
 		if (bpf_map_update_elem(&agg_index, &key, &idx, BPF_NOEXIST)) {
-			count_lost(LS_LOST_MAP_FULL);
+			ls_count_lost(&lost, LS_LOST_MAP_FULL);
 			return NULL;
 		}
 	}
@@ -578,7 +441,7 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 	struct ls_wait open;
 	__u64 delta, id, offcpu, runq;
 	__s32 stack_id = -1;
-	__u32 zero = 0, slot;
+	__u32 zero = 0;
 
 	cpu = bpf_map_lookup_elem(&cpu_state, &zero);
 	if (!cpu || cpu->busy)
@@ -586,8 +449,8 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 	cpu->busy = 1;
 	id = bpf_get_current_pid_tgid();
 	if (!close_wait(cpu, task, (__u64)lock, (__u32)id, &open)) {
-		if (!skip_mutex && !skip_rwsem && !skip_mmap && is_target(id))
-			count_lost(LS_LOST_END_NO_BEGIN);
+		if (!skip_mutex && !skip_rwsem && !skip_mmap && id_is_target(id))
+			ls_count_lost(&lost, LS_LOST_END_NO_BEGIN);
 		goto out;
 	}
 
@@ -604,7 +467,7 @@ split_done:
 	if (caller_mode == LS_CALLER_EVERY) {
 		stack_id = bpf_get_stackid(ctx, &stacks, 0);
 		if (stack_id < 0)
-			count_lost(LS_LOST_STACK);
+			ls_count_lost(&lost, LS_LOST_STACK);
 	}
 
 	if (stacks_on)
@@ -627,19 +490,14 @@ split_done:
 		val->spun += 1;
 	if (open.mode & LS_MODE_SLEPT)
 		val->slept += 1;
-	slot = log2_slot(delta);
-	barrier_var(slot); /* keep the bounds check on the register used below */
-	if (slot < LS_HIST_SLOTS)
-		val->hist[slot] += 1;
+	ls_hist_add(val->hist, delta);
 
 emit:
 	if (emit_events) {
-		struct ls_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		struct ls_event *e = ls_reserve(&events, sizeof(*e), &lost, LS_LOST_RINGBUF);
 
-		if (!e) {
-			count_lost(LS_LOST_RINGBUF);
+		if (!e)
 			goto out;
-		}
 		e->begin_ns = open.begin_ns;
 		e->end_ns = now;
 		e->lock = open.lock;
@@ -663,18 +521,6 @@ out:
 	return 0;
 }
 
-static __always_inline int on_fork(__u32 parent_tgid, __u32 child_pid)
-{
-	__u8 one = 1;
-
-	if (!follow_forks)
-		return 0;
-	if (!bpf_map_lookup_elem(&target_pids, &parent_tgid))
-		return 0;
-	bpf_map_update_elem(&target_pids, &child_pid, &one, BPF_ANY);
-	return 0;
-}
-
 /* ---- tp_btf: preferred ---------------------------------------------- */
 
 SEC("tp_btf/contention_begin")
@@ -695,7 +541,7 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(follow_fork_btf, struct task_struct *parent, struct task_struct *child)
 {
 	LS_CHECK_STOPPED();
-	return on_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
+	return follow_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
 }
 
 /* Benchmark floor (backend tp_btf-floor): empty programs on the same
@@ -773,5 +619,5 @@ int follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
 {
 	LS_CHECK_STOPPED();
 	/* runs in the parent; a new thread's tid joins harmlessly */
-	return on_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
+	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
 }

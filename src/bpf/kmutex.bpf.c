@@ -42,6 +42,7 @@
 #include "lockscope.h"
 #include "window.bpf.h"
 #include "target.bpf.h"
+#include "holds.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -52,70 +53,24 @@ const volatile __u32 caller_mode = LS_CALLER_FIRST; /* enum ls_caller_mode */
 #define LS_RWSEM_READER_OWNED 1UL
 #define LS_OWNER_FLAGS 7UL
 
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct ls_kcall);
-} km_call SEC(".maps");
+LS_TASK_STORAGE(km_call, struct ls_kcall);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_khold_key);
-	__type(value, struct ls_khold);
-} holds SEC(".maps");
+LS_HASH(holds, struct ls_khold_key, struct ls_khold, 16384); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_kagg_key);
-	__type(value, struct ls_kagg_val);
-} agg SEC(".maps");
+LS_HASH(agg, struct ls_kagg_key, struct ls_kagg_val, 16384); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ls_kagg_val);
-} agg_zero SEC(".maps");
+LS_PERCPU_ARRAY(agg_zero, struct ls_kagg_val, 1);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct ls_kholder_key);
-	__type(value, struct ls_kholder_val);
-} holders SEC(".maps");
+LS_HASH(holders, struct ls_kholder_key, struct ls_kholder_val, 4096);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 4096);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, LS_CALLER_DEPTH * sizeof(__u64));
-} stacks SEC(".maps");
+LS_STACK_TRACE(stacks, 4096, LS_CALLER_DEPTH);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20); /* resized by userspace before load */
-} events SEC(".maps");
+LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LS_KLOST__COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
+LS_LOST_MAP(LS_KLOST__COUNT);
 
 /* Makes the event type part of the object's BTF so the skeleton has it. */
 struct ls_kevent ls_kevent_type = {};
-
-static __always_inline void count_lost(__u32 what)
-{
-	__u64 *v = bpf_map_lookup_elem(&lost, &what);
-
-	if (v)
-		*v += 1;
-}
 
 #define LS_STACK_LOST_FAILED LS_KLOST_STACK
 #define LS_STACK_LOST_MAP_FULL LS_KLOST_STACK_MAP_FULL
@@ -136,39 +91,27 @@ static __always_inline __u32 lock_class_of(struct task_struct *task, __u64 lock,
 
 /* The aggregation entry of a key, created when missing (NULL: map full). */
 static __always_inline struct ls_kagg_val *agg_entry(struct ls_kagg_key *key,
-						     void *ctx, bool *created)
+						     void *ctx)
 {
 	struct ls_kagg_val *val, *init;
 	struct task_struct *task;
-	__u32 zero = 0;
-	int err;
 
 	val = bpf_map_lookup_elem(&agg, key);
 	if (val)
 		return val;
-	init = bpf_map_lookup_elem(&agg_zero, &zero);
+	init = ls_scratch(&agg_zero);
 	if (!init)
 		return NULL;
 	task = bpf_get_current_task_btf();
-	init->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(init->comm, sizeof(init->comm));
-	BPF_CORE_READ_STR_INTO(&init->pcomm, task, group_leader, comm);
-	init->min_ns = ~0ULL;
-	init->hold_min_ns = ~0ULL;
+	LS_INIT_AGG(init, task);
 	init->lock_class = lock_class_of(task, key->lock, key->kind);
 	init->stack_id = key->stack_id;
 	if (caller_mode == LS_CALLER_FIRST && ctx) {
 		init->stack_id = bpf_get_stackid(ctx, &stacks, 0);
 		if (init->stack_id < 0)
-			count_lost(LS_KLOST_STACK);
+			ls_count_lost(&lost, LS_KLOST_STACK);
 	}
-	err = bpf_map_update_elem(&agg, key, init, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST */) {
-		count_lost(LS_KLOST_MAP_FULL);
-		return NULL;
-	}
-	*created = true;
-	return bpf_map_lookup_elem(&agg, key);
+	return ls_insert(&agg, key, init, &lost, LS_KLOST_MAP_FULL);
 }
 
 static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
@@ -181,24 +124,12 @@ static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 
 	if (!emit_events)
 		return;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_lost(LS_KLOST_RINGBUF);
+	e = ls_reserve(&events, sizeof(*e), &lost, LS_KLOST_RINGBUF);
+	if (!e)
 		return;
-	}
 	id = bpf_get_current_pid_tgid();
 	task = bpf_get_current_task_btf();
-	e->begin_ns = begin;
-	e->acquired_ns = acquired;
-	e->released_ns = released;
-	e->lock = lock;
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->pid = id >> 32;
-	e->tid = (__u32)id;
-	e->kind = kind;
-	e->flags = flags;
-	e->holder_tid = holder;
-	e->ret = ret;
+	LS_FILL_LOCK_EVENT(e, id, begin, acquired, released, lock, kind, flags, holder, ret);
 	e->stack_id = stack_id;
 	e->lock_class = lock_class_of(task, lock, kind);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
@@ -233,11 +164,11 @@ static __always_inline int on_enter(__u64 lock, __u32 op)
 	task = bpf_get_current_task_btf();
 	call = bpf_task_storage_get(&km_call, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!call) {
-		count_lost(LS_KLOST_STORAGE);
+		ls_count_lost(&lost, LS_KLOST_STORAGE);
 		return 0;
 	}
 	if (call->lock)
-		count_lost(LS_KLOST_STALE_CALL);
+		ls_count_lost(&lost, LS_KLOST_STALE_CALL);
 	tid = (__u32)bpf_get_current_pid_tgid();
 	holder = (op & LS_KOP_TRY) ? 0 : holder_of(lock, op & LS_KOP_KIND_MASK);
 	call->lock = lock;
@@ -252,25 +183,18 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 {
 	LS_CHECK_STOPPED();
 	__u64 now = bpf_ktime_get_ns(), wait, id;
-	struct ls_kholder_key hk = {};
-	struct ls_kholder_val *hv, hv0 = {};
 	struct ls_kagg_key key = {};
 	struct ls_khold_key hkey = {};
-	struct ls_khold *h, nh = {};
+	struct ls_khold nh = {};
 	struct task_struct *task;
 	struct ls_kagg_val *val;
 	struct ls_kcall call;
-	struct ls_kcall *c;
-	bool slept, created = false, ok, want;
-	__u32 kind, slot, tid;
+	bool slept, ok, want;
+	__u32 kind, tid;
 	__s32 ks, us;
 
 	task = bpf_get_current_task_btf();
-	c = bpf_task_storage_get(&km_call, task, 0, 0);
-	if (!c || !c->lock)
-		return 0; /* entry not seen: its release will be partial */
-	call = *c;
-	c->lock = 0;
+	LS_TAKE_CALL(&km_call, task, call);
 	id = bpf_get_current_pid_tgid();
 	tid = (__u32)id;
 	kind = op & LS_KOP_KIND_MASK;
@@ -291,9 +215,9 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 	if (caller_mode == LS_CALLER_EVERY) {
 		key.stack_id = bpf_get_stackid(ctx, &stacks, 0);
 		if (key.stack_id < 0)
-			count_lost(LS_KLOST_STACK);
+			ls_count_lost(&lost, LS_KLOST_STACK);
 	}
-	val = agg_entry(&key, ctx, &created);
+	val = agg_entry(&key, ctx);
 
 	if (!ok) {
 		__u32 flags = (op & LS_KOP_TRY) ? LS_KEV_FAILED : LS_KEV_ABORTED;
@@ -322,54 +246,27 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 
 	hkey.lock = call.lock;
 	hkey.tid = tid;
-	h = bpf_map_lookup_elem(&holds, &hkey);
-	if (h) {
-		h->depth += 1; /* a read hold taken again: runs to the last release */
-	} else {
-		nh.kstack_id = ks;
-		nh.ustack_id = us;
-		nh.begin_ns = call.begin_ns;
-		nh.acquired_ns = now;
-		nh.kind = kind;
-		nh.depth = 1;
-		nh.holder_tid = call.holder_tid;
-		nh.flags = slept ? LS_KEV_SLEPT : 0;
-		nh.stack_id = key.stack_id;
-		if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
-			count_lost(LS_KLOST_HOLDS_FULL);
-	}
+	nh.kstack_id = ks;
+	nh.ustack_id = us;
+	nh.begin_ns = call.begin_ns;
+	nh.acquired_ns = now;
+	nh.kind = kind;
+	nh.depth = 1;
+	nh.holder_tid = call.holder_tid;
+	nh.flags = slept ? LS_KEV_SLEPT : 0;
+	nh.stack_id = key.stack_id;
+	/* a read hold taken again runs to its last release */
+	LS_OPEN_HOLD(&holds, &hkey, nh, LS_KLOST_HOLDS_FULL);
 
 	if (val) {
-		val->count += 1;
-		val->total_ns += wait;
-		if (wait < val->min_ns)
-			val->min_ns = wait;
-		if (wait > val->max_ns)
-			val->max_ns = wait;
+		LS_ADD_WAIT(val, wait);
 		if (slept)
 			val->slept += 1;
 		if (call.holder_tid)
 			val->contended += 1;
-		slot = log2_slot(wait);
-		barrier_var(slot);
-		if (slot < LS_HIST_SLOTS)
-			val->hist[slot] += 1;
 	}
-	if (call.holder_tid) {
-		hk.lock = call.lock;
-		hk.holder_tid = call.holder_tid;
-		hk.pid = id >> 32;
-		hk.kind = kind;
-		hv = bpf_map_lookup_elem(&holders, &hk);
-		if (!hv) {
-			bpf_map_update_elem(&holders, &hk, &hv0, BPF_NOEXIST);
-			hv = bpf_map_lookup_elem(&holders, &hk);
-		}
-		if (hv) {
-			__sync_fetch_and_add(&hv->waits, 1);
-			__sync_fetch_and_add(&hv->wait_ns, wait);
-		}
-	}
+	if (call.holder_tid)
+		ls_count_holder(&holders, call.lock, call.holder_tid, id >> 32, kind, wait);
 	return 0;
 }
 
@@ -382,8 +279,6 @@ static __always_inline int on_release(__u64 lock, __u32 kind, bool downgrade)
 	struct ls_khold_key hkey = {};
 	struct ls_kagg_val *val;
 	struct ls_khold *h, open;
-	bool created = false;
-	__u32 slot;
 
 	if (!current_is_target())
 		return 0;
@@ -399,7 +294,7 @@ static __always_inline int on_release(__u64 lock, __u32 kind, bool downgrade)
 	if (!h) {
 		/* acquired before tracing began, or by a path not probed */
 		key.kind = kind;
-		val = agg_entry(&key, NULL, &created);
+		val = agg_entry(&key, NULL);
 		if (val)
 			val->partial += 1;
 		emit(0, 0, now, lock, kind, LS_KEV_PARTIAL, 0, 0, -1);
@@ -423,19 +318,9 @@ static __always_inline int on_release(__u64 lock, __u32 kind, bool downgrade)
 	hold = now - open.acquired_ns;
 	key.stack_id = open.stack_id;
 	key.kind = open.kind;
-	val = agg_entry(&key, NULL, &created);
-	if (val) {
-		val->hold_count += 1;
-		val->hold_total_ns += hold;
-		if (hold < val->hold_min_ns)
-			val->hold_min_ns = hold;
-		if (hold > val->hold_max_ns)
-			val->hold_max_ns = hold;
-		slot = log2_slot(hold);
-		barrier_var(slot);
-		if (slot < LS_HIST_SLOTS)
-			val->hold_hist[slot] += 1;
-	}
+	val = agg_entry(&key, NULL);
+	if (val)
+		LS_ADD_HOLD(val, hold);
 	if (hold_stacks_on && (open.kstack_id >= 0 || open.ustack_id >= 0) &&
 	    stack_wanted(hold))
 		add_stack(lock, open.kind, open.kstack_id, open.ustack_id, hold, true);

@@ -82,46 +82,18 @@ const volatile __u32 caller_mode = LS_CALLER_FIRST; /* enum ls_caller_mode */
 /* mm_contention_* is loaded: blocked waits are told by contention_begin */
 const volatile bool have_contention_tp = false;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct ls_mm_task);
-} task_ops SEC(".maps");
+LS_TASK_STORAGE(task_ops, struct ls_mm_task);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_mm_key);
-	__type(value, struct ls_mm_val);
-} agg SEC(".maps");
+LS_HASH(agg, struct ls_mm_key, struct ls_mm_val, 16384); /* resized by userspace before load */
 
 /* A zeroed value to create `agg` entries from (too big for the stack). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ls_mm_val);
-} agg_zero SEC(".maps");
+LS_PERCPU_ARRAY(agg_zero, struct ls_mm_val, 1);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 16384);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, LS_CALLER_DEPTH * sizeof(__u64));
-} stacks SEC(".maps");
+LS_STACK_TRACE(stacks, 16384, LS_CALLER_DEPTH);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20); /* resized by userspace before load */
-} events SEC(".maps");
+LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LS_MM_LOST__COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
+LS_LOST_MAP(LS_MM_LOST__COUNT);
 
 /* Makes the event type part of the object's BTF so the skeleton has it. */
 struct ls_mm_event ls_mm_event_type = {};
@@ -137,14 +109,6 @@ static __always_inline bool args_have_memcg_path(void)
 {
 	return bpf_core_field_exists(struct trace_event_raw_mmap_lock___path,
 				     __data_loc_memcg_path);
-}
-
-static __always_inline void count_lost(__u32 what)
-{
-	__u64 *v = bpf_map_lookup_elem(&lost, &what);
-
-	if (v)
-		*v += 1;
 }
 
 #define LS_STACK_LOST_FAILED LS_MM_LOST_STACK
@@ -225,7 +189,7 @@ static __always_inline __s32 take_stack(void *ctx)
 	__s32 id = bpf_get_stackid(ctx, &stacks, 0);
 
 	if (id < 0)
-		count_lost(LS_MM_LOST_STACK);
+		ls_count_lost(&lost, LS_MM_LOST_STACK);
 	return id;
 }
 
@@ -238,8 +202,6 @@ static __always_inline struct ls_mm_val *entry(void *ctx, struct mm_struct *mm,
 	struct ls_mm_val *val, *init;
 	struct task_struct *owner;
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 zero = 0;
-	int err;
 
 	key.lock = lock_of(mm);
 	key.stack_id = caller_mode == LS_CALLER_EVERY ? stack_id : -1;
@@ -257,7 +219,7 @@ static __always_inline struct ls_mm_val *entry(void *ctx, struct mm_struct *mm,
 			bpf_get_current_comm(val->comm, sizeof(val->comm));
 		return val;
 	}
-	init = bpf_map_lookup_elem(&agg_zero, &zero);
+	init = ls_scratch(&agg_zero);
 	if (!init)
 		return NULL;
 	init->cgroup_id = bpf_get_current_cgroup_id();
@@ -274,12 +236,7 @@ static __always_inline struct ls_mm_val *entry(void *ctx, struct mm_struct *mm,
 		init->ocomm[0] = 0;
 	}
 	init->stack_id = stack_id;
-	err = bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST */) {
-		count_lost(LS_MM_LOST_MAP_FULL);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&agg, &key);
+	return ls_insert(&agg, &key, init, &lost, LS_MM_LOST_MAP_FULL);
 }
 
 static __always_inline void emit(struct mm_struct *mm, struct ls_mm_op *op,
@@ -291,11 +248,9 @@ static __always_inline void emit(struct mm_struct *mm, struct ls_mm_op *op,
 
 	if (!emit_events)
 		return;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_lost(LS_MM_LOST_RINGBUF);
+	e = ls_reserve(&events, sizeof(*e), &lost, LS_MM_LOST_RINGBUF);
+	if (!e)
 		return;
-	}
 	id = bpf_get_current_pid_tgid();
 	e->begin_ns = op->begin_ns;
 	e->acquired_ns = op->acquired_ns;
@@ -323,19 +278,10 @@ static __always_inline void emit(struct mm_struct *mm, struct ls_mm_op *op,
 static __always_inline void record_wait(struct ls_mm_val *v, struct ls_mm_op *op)
 {
 	__u64 ns = op->acquired_ns - op->begin_ns;
-	__u32 slot = log2_slot(ns);
 
-	v->count += 1;
-	v->wait_total += ns;
+	ls_add_span(&v->count, &v->wait_total, &v->wait_min, &v->wait_max, v->wait_hist, ns);
 	v->offcpu_ns += op->offcpu_ns;
 	v->runq_ns += op->runq_ns;
-	if (ns < v->wait_min)
-		v->wait_min = ns;
-	if (ns > v->wait_max)
-		v->wait_max = ns;
-	barrier_var(slot);
-	if (slot < LS_HIST_SLOTS)
-		v->wait_hist[slot] += 1;
 }
 
 /* An acquisition ends its hold: counted in `acquired`, and a wait when it
@@ -353,17 +299,7 @@ static __always_inline void record_acquisition(struct ls_mm_val *v, struct ls_mm
 
 static __always_inline void record_hold(struct ls_mm_val *v, __u64 ns)
 {
-	__u32 slot = log2_slot(ns);
-
-	v->holds += 1;
-	v->hold_total += ns;
-	if (ns < v->hold_min)
-		v->hold_min = ns;
-	if (ns > v->hold_max)
-		v->hold_max = ns;
-	barrier_var(slot);
-	if (slot < LS_HIST_SLOTS)
-		v->hold_hist[slot] += 1;
+	ls_add_span(&v->holds, &v->hold_total, &v->hold_min, &v->hold_max, v->hold_hist, ns);
 }
 
 static __always_inline struct ls_mm_task *ops_of_current(void)
@@ -373,7 +309,7 @@ static __always_inline struct ls_mm_task *ops_of_current(void)
 	t = bpf_task_storage_get(&task_ops, bpf_get_current_task_btf(), 0,
 				 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!t)
-		count_lost(LS_MM_LOST_STORAGE);
+		ls_count_lost(&lost, LS_MM_LOST_STORAGE);
 	return t;
 }
 
@@ -404,14 +340,14 @@ static __always_inline int on_start(struct mm_struct *mm, bool write, long count
 	for (int i = 0; i < LS_MM_SLOTS; i++) {
 		op = &t->op[i];
 		if (op->mm == (__u64)mm && (!op->acquired_ns || write)) {
-			count_lost(LS_MM_LOST_STALE);
+			ls_count_lost(&lost, LS_MM_LOST_STALE);
 			op->mm = 0;
 		}
 		if (!op->mm && free < 0)
 			free = i;
 	}
 	if (free < 0) {
-		count_lost(LS_MM_LOST_SLOTS);
+		ls_count_lost(&lost, LS_MM_LOST_SLOTS);
 		return 0;
 	}
 	op = &t->op[free & (LS_MM_SLOTS - 1)];
@@ -568,7 +504,7 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 			return 0;
 		}
 	}
-	count_lost(LS_MM_LOST_SLOTS);
+	ls_count_lost(&lost, LS_MM_LOST_SLOTS);
 	return 0;
 }
 

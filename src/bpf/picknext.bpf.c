@@ -34,34 +34,11 @@ struct {
 	__type(value, __u64);
 } pick_start SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_pick_key);
-	__type(value, struct ls_pick_val);
-} agg SEC(".maps");
+LS_HASH(agg, struct ls_pick_key, struct ls_pick_val, 16384); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ls_pick_val);
-} agg_zero SEC(".maps");
+LS_PERCPU_ARRAY(agg_zero, struct ls_pick_val, 1);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LS_PLOST__COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
-
-static __always_inline void count_lost(__u32 what)
-{
-	__u64 *v = bpf_map_lookup_elem(&lost, &what);
-
-	if (v)
-		*v += 1;
-}
+LS_LOST_MAP(LS_PLOST__COUNT);
 
 static __always_inline int on_enter(void)
 {
@@ -81,7 +58,7 @@ static __always_inline int on_return(void *picked)
 	struct ls_pick_key key = {};
 	struct ls_pick_val *val, *init;
 	__u64 now = bpf_ktime_get_ns(), d, id;
-	__u32 zero = 0, slot;
+	__u32 zero = 0;
 	__u64 *t;
 
 	t = bpf_map_lookup_elem(&pick_start, &zero);
@@ -90,7 +67,7 @@ static __always_inline int on_return(void *picked)
 	if (!*t) {
 		/* not traced, or entered before attaching */
 		if (current_is_target())
-			count_lost(LS_PLOST_NO_ENTRY);
+			ls_count_lost(&lost, LS_PLOST_NO_ENTRY);
 		return 0;
 	}
 	d = now - *t;
@@ -101,33 +78,20 @@ static __always_inline int on_return(void *picked)
 	key.pid = id >> 32;
 	val = bpf_map_lookup_elem(&agg, &key);
 	if (!val) {
-		init = bpf_map_lookup_elem(&agg_zero, &zero);
+		init = ls_scratch(&agg_zero);
 		if (!init)
 			return 0;
 		init->min_ns = ~0ULL;
 		init->cgroup_id = bpf_get_current_cgroup_id();
 		bpf_get_current_comm(init->comm, sizeof(init->comm));
-		if (bpf_map_update_elem(&agg, &key, init, BPF_NOEXIST)) {
-			count_lost(LS_PLOST_MAP_FULL);
-			return 0;
-		}
-		val = bpf_map_lookup_elem(&agg, &key);
+		val = ls_insert(&agg, &key, init, &lost, LS_PLOST_MAP_FULL);
 		if (!val)
 			return 0;
 	}
-	val->count += 1;
-	val->total_ns += d;
-	if (d < val->min_ns)
-		val->min_ns = d;
-	if (d > val->max_ns)
-		val->max_ns = d;
+	LS_ADD_WAIT(val, d);
 	/* NULL: nothing fair to run; older kernels return RETRY_TASK (-1) */
 	if (!picked || (long)picked == -1)
 		val->picked_none += 1;
-	slot = log2_slot(d);
-	barrier_var(slot);
-	if (slot < LS_HIST_SLOTS)
-		val->hist[slot] += 1;
 	return 0;
 }
 

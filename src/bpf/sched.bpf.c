@@ -48,28 +48,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile bool emit_events = false; /* stream mode */
 const volatile __u32 nr_cpus = 1;        /* possible CPUs (slots interleave) */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct ls_rq_task);
-} rq_task SEC(".maps");
+LS_TASK_STORAGE(rq_task, struct ls_rq_task);
 
 /* The aggregates, one slot per (thread, CPU), handed out in order. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, __u32);
-	__type(value, struct ls_rq_val);
-} agg SEC(".maps");
+LS_ARRAY(agg, struct ls_rq_val, 16384); /* resized by userspace before load */
 
 /* (thread, CPU) -> its slot in `agg`, for arrivals on another CPU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_rq_key);
-	__type(value, __u32);
-} agg_index SEC(".maps");
+LS_HASH(agg_index, struct ls_rq_key, __u32, 16384); /* resized by userspace before load */
 
 /* Slots of `agg` each CPU handed out: CPU c's k-th is k * nr_cpus + c.
  * Only sched_switch on that CPU, which cannot nest, counts: no atomics. */
@@ -80,27 +65,11 @@ struct {
 	__type(value, __u32);
 } agg_used SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20); /* resized by userspace before load */
-} events SEC(".maps");
+LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LS_RQ_LOST__COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
+LS_LOST_MAP(LS_RQ_LOST__COUNT);
 
 struct ls_rq_event ls_rq_event_type = {};
-
-static __always_inline void count_lost(__u32 what)
-{
-	__u64 *v = bpf_map_lookup_elem(&lost, &what);
-
-	if (v)
-		*v += 1;
-}
 
 /* The slot of (next, this CPU) in `agg`, created when missing; NULL when
  * `agg` is full. The task caches the slot of the CPU it last arrived on. */
@@ -130,7 +99,7 @@ static __always_inline struct ls_rq_val *slot_of(struct task_struct *next,
 		idx = *p * nr_cpus + cpu;
 		v = bpf_map_lookup_elem(&agg, &idx);
 		if (!v) {
-			count_lost(LS_RQ_LOST_MAP_FULL);
+			ls_count_lost(&lost, LS_RQ_LOST_MAP_FULL);
 			return NULL;
 		}
 		*p += 1;
@@ -157,7 +126,7 @@ static __always_inline struct ls_rq_val *slot_of(struct task_struct *next,
 static __always_inline void record(struct task_struct *next, struct ls_rq_task *s,
 				   __u64 wait, __u32 woken)
 {
-	__u32 cpu = bpf_get_smp_processor_id(), slot;
+	__u32 cpu = bpf_get_smp_processor_id();
 	struct ls_rq_val *v;
 
 	v = slot_of(next, s, cpu);
@@ -168,25 +137,14 @@ static __always_inline void record(struct task_struct *next, struct ls_rq_task *
 	if (*(__u64 *)&next->comm[0] != *(__u64 *)&v->comm[0] ||
 	    *(__u64 *)&next->comm[8] != *(__u64 *)&v->comm[8])
 		BPF_CORE_READ_INTO(&v->comm, next, comm);
-	v->count += 1;
-	v->total_ns += wait;
 	v->woken += woken;
-	if (wait < v->min_ns)
-		v->min_ns = wait;
-	if (wait > v->max_ns)
-		v->max_ns = wait;
-	slot = log2_slot(wait);
-	barrier_var(slot);
-	if (slot < LS_HIST_SLOTS)
-		v->hist[slot] += 1;
+	LS_ADD_WAIT(v, wait);
 emit:
 	if (emit_events) {
-		struct ls_rq_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		struct ls_rq_event *e = ls_reserve(&events, sizeof(*e), &lost, LS_RQ_LOST_RINGBUF);
 
-		if (!e) {
-			count_lost(LS_RQ_LOST_RINGBUF);
+		if (!e)
 			return;
-		}
 		e->end_ns = bpf_ktime_get_ns();
 		e->begin_ns = e->end_ns - wait;
 		e->cgroup_id = BPF_CORE_READ(next, cgroups, dfl_cgrp, kn, id);
@@ -221,7 +179,7 @@ int BPF_PROG(rq_switch_btf, bool preempt, struct task_struct *prev,
 	nivcsw = next->nivcsw;
 	s = bpf_task_storage_get(&rq_task, next, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!s) {
-		count_lost(LS_RQ_LOST_STORAGE);
+		ls_count_lost(&lost, LS_RQ_LOST_STORAGE);
 		return 0;
 	}
 	if (s->seen) {

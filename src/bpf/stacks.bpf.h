@@ -12,50 +12,36 @@
  * is aggregated in the kernel per (lock, thread, kind, kernel stack, user
  * stack): nothing per event crosses to userspace.
  *
- * The includer defines LS_STACK_LOST_FAILED and LS_STACK_LOST_MAP_FULL (its
- * `lost` indices) and count_lost() before including this file.
+ * The includer declares its `lost` map (maps.bpf.h LS_LOST_MAP) and defines
+ * LS_STACK_LOST_FAILED and LS_STACK_LOST_MAP_FULL (its indices there)
+ * before including this file.
  */
 #ifndef __STACKS_BPF_H
 #define __STACKS_BPF_H
+
+#include "maps.bpf.h"
 
 const volatile bool stacks_on = false;        /* --stacks: wait stacks */
 const volatile bool hold_stacks_on = false;   /* --hold-stacks */
 const volatile __u64 stack_threshold_ns = 0;  /* at least this long */
 const volatile __u32 stack_sample = 0;        /* and 1 in N of the others */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 1); /* resized by userspace (--stacks) */
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, LS_STACK_DEPTH * sizeof(__u64));
-} full_stacks SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1); /* resized by userspace (--stacks) */
-	__type(key, struct ls_stack_key);
-	__type(value, struct ls_stack_val);
-} stack_agg SEC(".maps");
+LS_STACK_TRACE(full_stacks, 1, LS_STACK_DEPTH); /* resized by userspace (--stacks) */
+LS_HASH(stack_agg, struct ls_stack_key, struct ls_stack_val, 1); /* resized (--stacks) */
 
 /* Operations seen per CPU, for 1-in-N sampling (no atomics needed). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} stack_ctr SEC(".maps");
+LS_PERCPU_ARRAY(stack_ctr, __u64, 1);
 
 /* Whether a wait or hold of `ns` gets its stacks recorded. */
 static __always_inline bool stack_wanted(__u64 ns)
 {
-	__u32 zero = 0;
 	__u64 *ctr;
 
 	if (ns >= stack_threshold_ns)
 		return true;
 	if (!stack_sample)
 		return false;
-	ctr = bpf_map_lookup_elem(&stack_ctr, &zero);
+	ctr = ls_scratch(&stack_ctr);
 	if (!ctr)
 		return false;
 	*ctr += 1;
@@ -68,7 +54,7 @@ static __always_inline __s32 take_ustack(void *ctx)
 	__s32 id = bpf_get_stackid(ctx, &full_stacks, BPF_F_USER_STACK);
 
 	if (id < 0)
-		count_lost(LS_STACK_LOST_FAILED);
+		ls_count_lost(&lost, LS_STACK_LOST_FAILED);
 	return id;
 }
 
@@ -78,7 +64,7 @@ static __always_inline __s32 take_kstack(void *ctx)
 	__s32 id = bpf_get_stackid(ctx, &full_stacks, 0);
 
 	if (id < 0)
-		count_lost(LS_STACK_LOST_FAILED);
+		ls_count_lost(&lost, LS_STACK_LOST_FAILED);
 	return id;
 }
 
@@ -99,17 +85,9 @@ static __always_inline void add_stack(__u64 lock, __u32 flags, __s32 kstack_id,
 	sk.flags = flags;
 	sk.kstack_id = kstack_id;
 	sk.ustack_id = ustack_id;
-	sv = bpf_map_lookup_elem(&stack_agg, &sk);
-	if (!sv) {
-		if (bpf_map_update_elem(&stack_agg, &sk, &init, BPF_NOEXIST) &&
-		    !bpf_map_lookup_elem(&stack_agg, &sk)) {
-			count_lost(LS_STACK_LOST_MAP_FULL);
-			return;
-		}
-		sv = bpf_map_lookup_elem(&stack_agg, &sk);
-		if (!sv)
-			return;
-	}
+	sv = ls_lookup_or_init(&stack_agg, &sk, &init, &lost, LS_STACK_LOST_MAP_FULL);
+	if (!sv)
+		return;
 	/* the key holds the tid: one writer at a time */
 	if (hold) {
 		sv->hold_count += 1;

@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * target.bpf.h - kernel-only helpers shared by the sources that include it:
- * who is traced (settings and filter maps), log2 histogram slots, and
- * following forks for `lockscope run`. Include after vmlinux.h and the
+ * who is traced (settings and filter maps) and following forks for
+ * `lockscope run` and `-p`. Include after vmlinux.h and the
  * libbpf headers; each object gets its own copy of the maps and settings.
  */
 #ifndef __LOCKSCOPE_TARGET_BPF_H
 #define __LOCKSCOPE_TARGET_BPF_H
 
 #include "lockscope.h"
+#include "bits.bpf.h"
+#include "maps.bpf.h"
 
 /* Settings, written by userspace between open and load. */
 const volatile __u32 self_tgid = 0;     /* never trace lockscope itself */
@@ -23,19 +25,9 @@ const volatile __u64 target_cgroup_id = 0;
 const volatile __u32 target_cgroup_level = 0;
 const volatile bool follow_forks = false; /* children of targets become targets */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, __u8);
-} target_pids SEC(".maps");
+LS_HASH(target_pids, __u32, __u8, 1024);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, __u8);
-} target_tids SEC(".maps");
+LS_HASH(target_tids, __u32, __u8, 1024);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
@@ -55,10 +47,11 @@ static __always_inline bool comm_is_target(const char *comm)
 	return true;
 }
 
-/* Whether the current task is traced. */
-static __always_inline bool current_is_target(void)
+/* Whether the current task, whose bpf_get_current_pid_tgid() is `id`, is
+ * traced. The settings are constants: the verifier drops the filters that
+ * are off, so an unfiltered run pays only the self_tgid compare. */
+static __always_inline bool id_is_target(__u64 id)
 {
-	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
 
 	if (tgid == self_tgid)
@@ -77,6 +70,12 @@ static __always_inline bool current_is_target(void)
 	if (filter_cgroup && bpf_current_task_under_cgroup(&target_cgroup, 0) != 1)
 		return false;
 	return true;
+}
+
+/* Whether the current task is traced. */
+static __always_inline bool current_is_target(void)
+{
+	return id_is_target(bpf_get_current_pid_tgid());
 }
 
 /* Whether `task` (any task, e.g. one being woken) is traced. `task` must be
@@ -108,23 +107,6 @@ static __always_inline bool task_is_target(struct task_struct *task)
 	return true;
 }
 
-/* Slot 0 counts 0 ns, slot k counts [2^(k-1), 2^k) ns (see lockscope.h). */
-static __always_inline __u32 log2_slot(__u64 v)
-{
-	__u32 r = 0, shift;
-
-	if (v == 0)
-		return 0;
-	shift = (v > 0xFFFFFFFF) << 5; v >>= shift; r = shift;
-	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
-	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
-	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
-	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-	r |= (v >> 1);
-	r += 1; /* v in [2^(r-1), 2^r) */
-	return r < LS_HIST_SLOTS ? r : LS_HIST_SLOTS - 1;
-}
-
 /* `lockscope run`: children forked by targets become targets. */
 static __always_inline int follow_fork(__u32 parent_tgid, __u32 child_pid)
 {
@@ -136,6 +118,23 @@ static __always_inline int follow_fork(__u32 parent_tgid, __u32 child_pid)
 		return 0;
 	bpf_map_update_elem(&target_pids, &child_pid, &one, BPF_ANY);
 	return 0;
+}
+
+/* Children forked by targets become targets (`run`, `-p`), from
+ * tp_btf/sched_process_fork (trusted task pointers): 1 when `child` is a
+ * new process (not a thread) of a target and now a target itself, 0 when
+ * it is not followed, -1 when `target_pids` had no room for it. */
+static __always_inline int follow_fork_task(struct task_struct *parent,
+					    struct task_struct *child)
+{
+	__u32 ptgid = parent->tgid, pid = child->tgid;
+	__u8 one = 1;
+
+	if (!follow_forks || child->pid != pid)
+		return 0; /* not following, or a new thread of the same process */
+	if (!bpf_map_lookup_elem(&target_pids, &ptgid))
+		return 0;
+	return bpf_map_update_elem(&target_pids, &pid, &one, BPF_ANY) ? -1 : 1;
 }
 
 #endif /* __LOCKSCOPE_TARGET_BPF_H */

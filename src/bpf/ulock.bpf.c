@@ -91,36 +91,17 @@
 #include "lockscope.h"
 #include "window.bpf.h"
 #include "user.bpf.h"
+#include "holds.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_uhold_key);
-	__type(value, struct ls_uhold);
-} holds SEC(".maps");
+LS_HASH(holds, struct ls_uhold_key, struct ls_uhold, 16384); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_uagg_key);
-	__type(value, struct ls_uagg_val);
-} agg SEC(".maps");
+LS_HASH(agg, struct ls_uagg_key, struct ls_uagg_val, 16384); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ls_uagg_val);
-} agg_zero SEC(".maps");
+LS_PERCPU_ARRAY(agg_zero, struct ls_uagg_val, 1);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct ls_uholder_key);
-	__type(value, struct ls_uholder_val);
-} holders SEC(".maps");
+LS_HASH(holders, struct ls_uholder_key, struct ls_uholder_val, 4096);
 
 /* Spin locks have no owner field: the last acquirer seen, by lock. */
 struct {
@@ -130,35 +111,16 @@ struct {
 	__type(value, __u32);
 } last_owner SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20); /* resized by userspace before load */
-} events SEC(".maps");
+LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LS_ULOST__COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
+LS_LOST_MAP(LS_ULOST__COUNT);
 
 /* New, exec'd and exited processes of targets, for userspace to follow. */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 << 10);
-} spawns SEC(".maps");
+LS_RINGBUF(spawns, 256 << 10);
 
 /* Makes the event types part of the object's BTF so the skeleton has them. */
 struct ls_uevent ls_uevent_type = {};
 struct ls_uspawn ls_uspawn_type = {};
-
-static __always_inline void count_lost(__u32 what)
-{
-	__u64 *v = bpf_map_lookup_elem(&lost, &what);
-
-	if (v)
-		*v += 1;
-}
 
 #define LS_STACK_LOST_FAILED LS_ULOST_STACK
 #define LS_STACK_LOST_MAP_FULL LS_ULOST_STACK_MAP_FULL
@@ -168,28 +130,15 @@ static __always_inline void count_lost(__u32 what)
 static __always_inline struct ls_uagg_val *agg_entry(struct ls_uagg_key *key)
 {
 	struct ls_uagg_val *val, *init;
-	struct task_struct *task;
-	__u32 zero = 0;
-	int err;
 
 	val = bpf_map_lookup_elem(&agg, key);
 	if (val)
 		return val;
-	init = bpf_map_lookup_elem(&agg_zero, &zero);
+	init = ls_scratch(&agg_zero);
 	if (!init)
 		return NULL;
-	task = bpf_get_current_task_btf();
-	init->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(init->comm, sizeof(init->comm));
-	BPF_CORE_READ_STR_INTO(&init->pcomm, task, group_leader, comm);
-	init->min_ns = ~0ULL;
-	init->hold_min_ns = ~0ULL;
-	err = bpf_map_update_elem(&agg, key, init, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST */) {
-		count_lost(LS_ULOST_MAP_FULL);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&agg, key);
+	LS_INIT_AGG(init, bpf_get_current_task_btf());
+	return ls_insert(&agg, key, init, &lost, LS_ULOST_MAP_FULL);
 }
 
 static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
@@ -201,24 +150,12 @@ static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 
 	if (!emit_events)
 		return;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_lost(LS_ULOST_RINGBUF);
+	e = ls_reserve(&events, sizeof(*e), &lost, LS_ULOST_RINGBUF);
+	if (!e)
 		return;
-	}
 	id = bpf_get_current_pid_tgid();
-	e->begin_ns = begin;
-	e->acquired_ns = acquired;
-	e->released_ns = released;
-	e->lock = lock;
+	LS_FILL_LOCK_EVENT(e, id, begin, acquired, released, lock, kind, flags, holder, ret);
 	e->caller = caller;
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->pid = id >> 32;
-	e->tid = (__u32)id;
-	e->kind = kind;
-	e->flags = flags;
-	e->holder_tid = holder;
-	e->ret = ret;
 	e->offcpu_ns = offcpu;
 	e->runq_ns = runq;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
@@ -324,14 +261,14 @@ int BPF_UPROBE(ulock_enter, void *lock)
 	task = bpf_get_current_task_btf();
 	call = bpf_task_storage_get(&ulock_call, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!call) {
-		count_lost(LS_ULOST_STORAGE);
+		ls_count_lost(&lost, LS_ULOST_STORAGE);
 		return 0;
 	}
 	op = (__u32)bpf_get_attach_cookie(ctx);
 	if ((op & LS_UOP_RETRY) && call->lock == (__u64)lock && call->op == op)
 		return 0; /* the same call spinning: keep its first entry */
 	if (call->lock)
-		count_lost(LS_ULOST_STALE_CALL);
+		ls_count_lost(&lost, LS_ULOST_STALE_CALL);
 	tid = (__u32)bpf_get_current_pid_tgid();
 	holder = look_at_lock(ctx, (__u64)lock, op, tid, &flags);
 	call->lock = (__u64)lock;
@@ -354,25 +291,18 @@ int BPF_URETPROBE(ulock_return, int ret)
 {
 	LS_CHECK_STOPPED();
 	__u64 now = bpf_ktime_get_ns(), wait, id, offcpu, runq;
-	struct ls_uholder_key hk = {};
-	struct ls_uholder_val *hv, hv0 = {};
 	struct ls_uagg_key key = {};
 	struct ls_uhold_key hkey = {};
-	struct ls_uhold *h, nh = {};
+	struct ls_uhold nh = {};
 	struct task_struct *task;
 	struct ls_uagg_val *val;
 	struct ls_ucall call;
-	struct ls_ucall *c;
-	__u32 kind, slot, tid;
+	__u32 kind, tid;
 	__s32 ustack = -1;
 	bool slept, contended;
 
 	task = bpf_get_current_task_btf();
-	c = bpf_task_storage_get(&ulock_call, task, 0, 0);
-	if (!c || !c->lock)
-		return 0; /* entry not seen: its release will be partial */
-	call = *c;
-	c->lock = 0;
+	LS_TAKE_CALL(&ulock_call, task, call);
 	id = bpf_get_current_pid_tgid();
 	tid = (__u32)id;
 	kind = call.op & LS_UOP_KIND_MASK;
@@ -409,59 +339,32 @@ int BPF_URETPROBE(ulock_return, int ret)
 	}
 	hkey.lock = call.lock;
 	hkey.tid = tid;
-	h = bpf_map_lookup_elem(&holds, &hkey);
-	if (h) {
-		h->depth += 1; /* recursive: the hold runs to the last unlock */
-	} else {
-		nh.ustack_id = ustack;
-		nh.begin_ns = call.begin_ns;
-		nh.acquired_ns = now;
-		nh.caller = call.caller;
-		nh.kind = kind;
-		nh.depth = 1;
-		nh.holder_tid = call.holder_tid;
-		nh.flags = (slept ? LS_UEV_SLEPT : 0) | (contended ? LS_UEV_CONTENDED : 0);
-		nh.offcpu_ns = offcpu;
-		nh.runq_ns = runq;
-		if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
-			count_lost(LS_ULOST_HOLDS_FULL);
-	}
+	nh.ustack_id = ustack;
+	nh.begin_ns = call.begin_ns;
+	nh.acquired_ns = now;
+	nh.caller = call.caller;
+	nh.kind = kind;
+	nh.depth = 1;
+	nh.holder_tid = call.holder_tid;
+	nh.flags = (slept ? LS_UEV_SLEPT : 0) | (contended ? LS_UEV_CONTENDED : 0);
+	nh.offcpu_ns = offcpu;
+	nh.runq_ns = runq;
+	/* recursive: the hold runs to the last unlock */
+	LS_OPEN_HOLD(&holds, &hkey, nh, LS_ULOST_HOLDS_FULL);
 	if (kind == LS_UKIND_SPIN)
 		bpf_map_update_elem(&last_owner, &call.lock, &tid, BPF_ANY);
 
 	if (val)
 		val->acquired += 1;
 	if (val && contended) {
-		val->count += 1;
-		val->total_ns += wait;
+		LS_ADD_WAIT(val, wait);
 		val->offcpu_ns += offcpu;
 		val->runq_ns += runq;
-		if (wait < val->min_ns)
-			val->min_ns = wait;
-		if (wait > val->max_ns)
-			val->max_ns = wait;
 		if (slept)
 			val->slept += 1;
-		slot = log2_slot(wait);
-		barrier_var(slot);
-		if (slot < LS_HIST_SLOTS)
-			val->hist[slot] += 1;
 	}
-	if (call.holder_tid) {
-		hk.lock = call.lock;
-		hk.holder_tid = call.holder_tid;
-		hk.pid = id >> 32;
-		hk.kind = kind;
-		hv = bpf_map_lookup_elem(&holders, &hk);
-		if (!hv) {
-			bpf_map_update_elem(&holders, &hk, &hv0, BPF_NOEXIST);
-			hv = bpf_map_lookup_elem(&holders, &hk);
-		}
-		if (hv) {
-			__sync_fetch_and_add(&hv->waits, 1);
-			__sync_fetch_and_add(&hv->wait_ns, wait);
-		}
-	}
+	if (call.holder_tid)
+		ls_count_holder(&holders, call.lock, call.holder_tid, id >> 32, kind, wait);
 	return 0;
 }
 
@@ -473,7 +376,7 @@ static __always_inline void release(__u64 lock, __u32 op)
 	struct ls_uhold_key hkey = {};
 	struct ls_uagg_val *val;
 	struct ls_uhold *h, open;
-	__u32 kind = op & LS_UOP_KIND_MASK, slot;
+	__u32 kind = op & LS_UOP_KIND_MASK;
 	int writer = 0;
 
 	id = bpf_get_current_pid_tgid();
@@ -514,18 +417,8 @@ static __always_inline void release(__u64 lock, __u32 op)
 	key.pid = id >> 32;
 	key.kind = open.kind;
 	val = agg_entry(&key);
-	if (val) {
-		val->hold_count += 1;
-		val->hold_total_ns += hold;
-		if (hold < val->hold_min_ns)
-			val->hold_min_ns = hold;
-		if (hold > val->hold_max_ns)
-			val->hold_max_ns = hold;
-		slot = log2_slot(hold);
-		barrier_var(slot);
-		if (slot < LS_HIST_SLOTS)
-			val->hold_hist[slot] += 1;
-	}
+	if (val)
+		LS_ADD_HOLD(val, hold);
 	if (hold_stacks_on && open.ustack_id >= 0 && stack_wanted(hold))
 		add_stack(lock, open.kind, -1, open.ustack_id, hold, true);
 	emit(open.begin_ns, open.acquired_ns, now, lock, open.caller, open.kind,
@@ -560,11 +453,11 @@ int BPF_UPROBE(ucond_enter, void *cond, void *mutex)
 	task = bpf_get_current_task_btf();
 	call = bpf_task_storage_get(&ulock_call, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!call) {
-		count_lost(LS_ULOST_STORAGE);
+		ls_count_lost(&lost, LS_ULOST_STORAGE);
 		return 0;
 	}
 	if (call->lock)
-		count_lost(LS_ULOST_STALE_CALL);
+		ls_count_lost(&lost, LS_ULOST_STALE_CALL);
 	call->lock = (__u64)mutex;
 	call->begin_ns = 0;
 	call->caller = 0;
@@ -582,7 +475,7 @@ int BPF_URETPROBE(ucond_return, int ret)
 	LS_CHECK_STOPPED();
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct ls_uhold_key hkey = {};
-	struct ls_uhold *h, nh = {};
+	struct ls_uhold nh = {};
 	struct ls_ucall *c;
 
 	c = bpf_task_storage_get(&ulock_call, task, 0, 0);
@@ -596,11 +489,7 @@ int BPF_URETPROBE(ucond_return, int ret)
 	nh.depth = 1;
 	nh.ustack_id = hold_stacks_on ? take_ustack(ctx) : -1;
 	c->lock = 0;
-	h = bpf_map_lookup_elem(&holds, &hkey);
-	if (h)
-		h->depth += 1;
-	else if (bpf_map_update_elem(&holds, &hkey, &nh, BPF_ANY))
-		count_lost(LS_ULOST_HOLDS_FULL);
+	LS_OPEN_HOLD(&holds, &hkey, nh, LS_ULOST_HOLDS_FULL);
 	return 0;
 }
 
@@ -621,12 +510,10 @@ int BPF_URETPROBE(ulock_empty_ret)
 
 static __always_inline void tell_spawn(__u32 what, __u32 pid, __u32 parent)
 {
-	struct ls_uspawn *s = bpf_ringbuf_reserve(&spawns, sizeof(*s), 0);
+	struct ls_uspawn *s = ls_reserve(&spawns, sizeof(*s), &lost, LS_ULOST_FOLLOW);
 
-	if (!s) {
-		count_lost(LS_ULOST_FOLLOW);
+	if (!s)
 		return;
-	}
 	s->ts_ns = bpf_ktime_get_ns();
 	s->pid = pid;
 	s->parent = parent;
@@ -642,7 +529,7 @@ int BPF_PROG(ulock_fork, struct task_struct *parent, struct task_struct *child)
 	int followed = follow_fork_task(parent, child);
 
 	if (followed < 0)
-		count_lost(LS_ULOST_FOLLOW);
+		ls_count_lost(&lost, LS_ULOST_FOLLOW);
 	else if (followed > 0)
 		tell_spawn(LS_USPAWN_FORK, child->tgid, parent->tgid);
 	return 0;
