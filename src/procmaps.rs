@@ -252,7 +252,17 @@ impl UserSymbolizer {
         }
         if !self.maps.contains_key(&pid) {
             self.remember(pid);
+            return self.data_name_now(pid, addr);
         }
+        // maps remembered earlier may be another image's (read before the
+        // process exec'd): on a miss, read them again once
+        self.data_name_now(pid, addr).or_else(|| {
+            self.remember(pid);
+            self.data_name_now(pid, addr)
+        })
+    }
+
+    fn data_name_now(&mut self, pid: u32, addr: u64) -> Option<String> {
         let maps = self.maps.get(&pid)?;
         let owner = maps
             .iter()

@@ -331,7 +331,11 @@ pub fn ls_global_waiter_locks(m: &PMutex) -> i32 {
 #[unsafe(no_mangle)]
 pub fn ls_heap_holder_locks(m: &PMutex) -> i32 {
     std::hint::black_box(0x6e1d_u32);
-    std::hint::black_box(m.lock())
+    // pthread_mutex_lock called from here, not through PMutex::lock: a
+    // debug build does not inline that wrapper, and the lock is named
+    // after the function that calls libc
+    // SAFETY: the mutex is initialised and lives at a fixed address.
+    std::hint::black_box(unsafe { libc::pthread_mutex_lock(m.ptr()) })
 }
 
 /// The waiter's lock call of `heap-hold`.
@@ -339,7 +343,11 @@ pub fn ls_heap_holder_locks(m: &PMutex) -> i32 {
 #[unsafe(no_mangle)]
 pub fn ls_heap_waiter_locks(m: &PMutex) -> i32 {
     std::hint::black_box(0x5b3e_u32);
-    std::hint::black_box(m.lock())
+    // pthread_mutex_lock called from here, not through PMutex::lock: a
+    // debug build does not inline that wrapper, and the lock is named
+    // after the function that calls libc
+    // SAFETY: the mutex is initialised and lives at a fixed address.
+    std::hint::black_box(unsafe { libc::pthread_mutex_lock(m.ptr()) })
 }
 
 /// The lock of mutex-hold (a pthread mutex), spin-hold (a spin lock),
@@ -1132,14 +1140,22 @@ mod tests {
 
     #[test]
     fn mutex_hold_holds_as_long_as_asked_and_the_waiter_waits() {
+        // bounds from what this test measures, not fixed slack: a busy
+        // machine stretches sleeps and wake-ups, never shortens them
+        let t0 = std::time::Instant::now();
         let r = run(&spec(UserKind::MutexHold)).expect("runs");
+        let wall = t0.elapsed().as_nanos() as u64;
         assert_eq!(r.hold_ns.len(), 2);
+        let held: u64 = r.hold_ns.iter().sum();
+        assert!(held <= wall, "holds {held} ns in a run of {wall} ns");
         for (i, &h) in r.hold_ns.iter().enumerate() {
-            assert!((20_000_000..22_000_000).contains(&h), "hold {h}");
+            assert!(h >= 20_000_000, "hold {h}");
             let (w, rem) = (r.waiter_wait_ns[i], r.remaining_hold_ns[i]);
+            // the waiter wakes after the release, within the run's time
+            // not spent holding
             assert!(
-                w >= rem && w - rem < 5_000_000,
-                "wait {w} vs remaining {rem}"
+                w >= rem && w - rem <= wall - held,
+                "wait {w} vs remaining {rem} (run {wall} ns, held {held} ns)"
             );
         }
     }

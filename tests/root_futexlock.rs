@@ -74,7 +74,9 @@ fn list(w: &Value, field: &str) -> Vec<u64> {
 /// the holder thread the workload names, and no uprobe source runs.
 #[test]
 fn default_sources_see_exactly_the_blocked_mutex_waits_their_length_and_holder() {
-    let rounds = 6;
+    // the symbol is read from the live process when lockscope decodes the
+    // first wait: rounds enough to outlive a busy machine's decoding lag
+    let rounds = 20;
     let (w, events, rep) = trace_run(
         &[],
         &[
@@ -111,10 +113,13 @@ fn default_sources_see_exactly_the_blocked_mutex_waits_their_length_and_holder()
             got <= *want && want - got <= 2 * MS,
             "a futex wait inside the waiter's own lock call, within 2 ms: got {got} want {want}"
         );
+        // a line streamed before lockscope could read the new process's
+        // symbols has no name yet; it never has another
         assert!(
-            e["lock_name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("LOCKSCOPE_GLOBAL_MUTEX")),
+            e["lock_name"].is_null()
+                || e["lock_name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("LOCKSCOPE_GLOBAL_MUTEX")),
             "{e}"
         );
     }
@@ -267,11 +272,15 @@ fn rwlock_waits_are_classified_read_and_write() {
 /// heap-hold: a heap mutex (no symbol) is named after the workload
 /// function whose lock call first waited on it, found in the waiter's user
 /// stack at its first wait (glibc has no frame pointers: found among the
-/// stack words), and that function is the rows' caller; each blocked
+/// stack words; a streamed wait has the name once lockscope has read them),
+/// and that function is the rows' caller; each blocked
 /// pthread_mutex_lock is one wait, counted exactly, in stream and report.
 #[test]
 fn a_heap_mutex_is_named_after_the_function_that_first_waited_on_it() {
-    let rounds = 6;
+    // the caller is read from the live process when lockscope decodes the
+    // first wait: rounds enough that the workload outlives a busy
+    // machine's decoding lag (6 rounds of 40 ms sometimes did not)
+    let rounds = 20;
     let (w, events, rep) = trace_run(
         &[],
         &[
@@ -294,7 +303,10 @@ fn a_heap_mutex_is_named_after_the_function_that_first_waited_on_it() {
     for (e, want) in mine.iter().zip(&own) {
         assert_eq!(e["source"], "futex-mutex", "{e}");
         assert_eq!(u(&e["tid"]), waiter, "{e}");
-        assert!(named(&e["lock_name"]), "{e}");
+        // the name comes from the first wait's stack words, read by
+        // lockscope on its next tick: a line streamed before that has none
+        // yet, never another
+        assert!(e["lock_name"].is_null() || named(&e["lock_name"]), "{e}");
         let got = u(&e["wait_ns"]);
         assert!(
             got <= *want && want - got <= 2 * MS,

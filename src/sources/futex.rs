@@ -228,6 +228,8 @@ pub struct Futex {
     callers: RefCell<HashMap<(u32, u32, u64, u32), u64>>,
     /// Keys the stream tried to name a lock by (once each).
     event_tried: RefCell<HashSet<(u32, u32, u64)>>,
+    /// Processes whose first lock wait was streamed (their maps re-read).
+    event_pids: RefCell<HashSet<u32>>,
     named_at: RefCell<Option<std::time::Instant>>,
 }
 
@@ -361,6 +363,7 @@ impl Futex {
             syms: Mutex::new(UserSymbolizer::default()),
             callers: RefCell::new(HashMap::new()),
             event_tried: RefCell::new(HashSet::new()),
+            event_pids: RefCell::new(HashSet::new()),
             named_at: RefCell::new(None),
         })
     }
@@ -739,6 +742,15 @@ impl Source for Futex {
                     .borrow_mut()
                     .insert((e.pid, e.tid, e.uaddr))
             {
+                if self.event_pids.borrow_mut().insert(e.pid) {
+                    // maps read before this process exec'd (a `run` or
+                    // `trace -- CMD` child waits on futexes before its
+                    // exec too) name nothing in the new image
+                    self.syms
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remember(e.pid);
+                }
                 let k = ls_fagg_key {
                     uaddr: e.uaddr,
                     tid: e.tid,
