@@ -158,8 +158,8 @@ def rusage_wrapper(argv):
 
 
 def task_cpu_ns(pid):
-    """On-CPU time so far of the live threads of `pid` (schedstat, ns)."""
-    total = 0
+    """On-CPU time so far of each live thread of `pid` (schedstat, ns), by tid."""
+    per = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -167,10 +167,19 @@ def task_cpu_ns(pid):
     for t in tids:
         try:
             with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                total += int(f.read().split()[0])
+                per[t] = int(f.read().split()[0])
         except (OSError, IndexError, ValueError):
             pass
-    return total
+    return per
+
+
+def cpu_between(cpu0, cpu1):
+    """On-CPU time between two task_cpu_ns() samples: each thread alive at
+    the second, less what it had at the first (a thread that exited in
+    between is not counted, so this is a lower bound, never negative)."""
+    if cpu0 is None or cpu1 is None:
+        return None
+    return sum(v - cpu0.get(t, 0) for t, v in cpu1.items())
 
 
 def bpftrace_attached(pid):
@@ -386,7 +395,7 @@ def traced_system_wide(mode, wl_cmd):
              **prog_figures(progs, lambda b: True)}
     f.update(w)
     f["tool_cpu"] = tool.cpu
-    f["tool_cpu_during"] = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    f["tool_cpu_during"] = cpu_between(cpu0, cpu1)
     return f
 
 
@@ -572,7 +581,7 @@ contentions (runs with fewer than {MIN_CONTENTIONS} contentions left out); the s
 per program run for every tool alike. BPF ms/run is all the tool's programs' run time in a \
 run. Tool CPU ms/run is the tool process's user+sys time from start to exit (wait4; loading, \
 attaching and the report at exit included; for `run`, less the workload's); \
-"during workload" is its threads' on-CPU time (schedstat) while the workload ran. Lost: \
+"during workload" is its threads' on-CPU time (schedstat) while the workload ran (threads alive at its end: a lower bound). Lost: \
 lockscope's `lost` counters, perf's "bad" count (failed task/stack/time lookups); bpftrace \
 keeps no such count. Other CPU: the share of the machine used by other tasks during the \
 measured runs (above ~5% a table is disturbed)."""
