@@ -76,26 +76,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define EAGAIN 11
 #define EINTR 4
 
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct ls_fwait);
-} fwait SEC(".maps");
+LS_TASK_STORAGE(fwait, struct ls_fwait);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_fagg_key);
-	__type(value, struct ls_fagg_val);
-} agg SEC(".maps");
+LS_HASH(agg, struct ls_fagg_key, struct ls_fagg_val, 16384); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ls_fagg_val);
-} agg_zero SEC(".maps");
+LS_PERCPU_ARRAY(agg_zero, struct ls_fagg_val, 1);
 
 const volatile __u32 caller_mode = LS_CALLER_FIRST; /* enum ls_caller_mode */
 
@@ -108,12 +93,7 @@ struct {
 	__type(value, struct ls_fscan);
 } fscan SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ls_fscan);
-} fscan_buf SEC(".maps");
+LS_PERCPU_ARRAY(fscan_buf, struct ls_fscan, 1);
 
 /* The last waker of each (pid, futex) of the targets. */
 struct {
@@ -123,36 +103,16 @@ struct {
 	__type(value, struct ls_fwake);
 } wakers SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* resized by userspace before load */
-	__type(key, struct ls_fholder_key);
-	__type(value, struct ls_fholder_val);
-} holders SEC(".maps");
+LS_HASH(holders, struct ls_fholder_key, struct ls_fholder_val, 16384); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20); /* resized by userspace before load */
-} events SEC(".maps");
+LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LS_FSTAT__END);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
+/* Loss counters and outcome statistics (LS_FLOST_*, LS_FSTAT_*). */
+LS_LOST_MAP(LS_FSTAT__END);
 
+/* Makes the event type part of the object's BTF so the skeleton has it. */
 struct ls_fevent ls_fevent_type = {};
 
-static __always_inline void count(__u32 what)
-{
-	__u64 *v = bpf_map_lookup_elem(&lost, &what);
-
-	if (v)
-		*v += 1;
-}
-
-#define count_lost count
 #define LS_STACK_LOST_FAILED LS_FLOST_STACK
 #define LS_STACK_LOST_MAP_FULL LS_FLOST_STACK_MAP_FULL
 #include "stacks.bpf.h"
@@ -321,16 +281,16 @@ static __always_inline int on_enter(__u64 uaddr, __u32 op, __u32 val)
 		return 0;
 	task = bpf_get_current_task_btf();
 	if (covered(task)) {
-		count(LS_FSTAT_COVERED);
+		ls_count_lost(&lost, LS_FSTAT_COVERED);
 		return 0;
 	}
 	w = bpf_task_storage_get(&fwait, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!w) {
-		count(LS_FLOST_STORAGE);
+		ls_count_lost(&lost, LS_FLOST_STORAGE);
 		return 0;
 	}
 	if (w->uaddr)
-		count(LS_FLOST_STALE);
+		ls_count_lost(&lost, LS_FLOST_STALE);
 	w->uaddr = uaddr;
 	w->op = op;
 	w->holder = 0;
@@ -349,14 +309,12 @@ static __always_inline void take_scan(struct ls_fagg_key *key, struct task_struc
 {
 	struct pt_regs *regs;
 	struct ls_fscan *s;
-	__u32 zero = 0;
-	int err;
 
 	if (caller_mode == LS_CALLER_NONE ||
 	    (key->kind != LS_FKIND_MUTEX && key->kind != LS_FKIND_RWLOCK_READ &&
 	     key->kind != LS_FKIND_RWLOCK_WRITE))
 		return;
-	s = bpf_map_lookup_elem(&fscan_buf, &zero);
+	s = ls_scratch(&fscan_buf);
 	if (!s)
 		return;
 	regs = (struct pt_regs *)bpf_task_pt_regs(task);
@@ -366,39 +324,33 @@ static __always_inline void take_scan(struct ls_fagg_key *key, struct task_struc
 	 * stack that ends within the whole read) */
 	if (bpf_probe_read_user(s->words, sizeof(s->words), (void *)s->sp) &&
 	    bpf_probe_read_user(s->words, 16 * sizeof(__u64), (void *)s->sp)) {
-		count(LS_FLOST_STACK);
+		ls_count_lost(&lost, LS_FLOST_STACK);
 		return;
 	}
-	err = bpf_map_update_elem(&fscan, key, s, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST */)
-		count(LS_FLOST_STACK_MAP_FULL);
+	ls_insert(&fscan, key, s, &lost, LS_FLOST_STACK_MAP_FULL);
 }
 
 static __always_inline struct ls_fagg_val *agg_entry(struct ls_fagg_key *key,
 						     struct task_struct *task)
 {
 	struct ls_fagg_val *val, *init;
-	__u32 zero = 0;
-	int err;
 
 	val = bpf_map_lookup_elem(&agg, key);
 	if (val)
 		return val;
-	init = bpf_map_lookup_elem(&agg_zero, &zero);
+	init = ls_scratch(&agg_zero);
 	if (!init)
 		return NULL;
 	init->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(init->comm, sizeof(init->comm));
 	BPF_CORE_READ_STR_INTO(&init->pcomm, task, group_leader, comm);
 	init->min_ns = ~0ULL;
-	err = bpf_map_update_elem(&agg, key, init, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST */) {
-		count(LS_FLOST_MAP_FULL);
-		return NULL;
-	}
-	if (!err)
+	val = ls_insert(&agg, key, init, &lost, LS_FLOST_MAP_FULL);
+	/* the key holds the tid, its only writer: a miss above and an entry
+	 * now means this call created it (the key's first wait) */
+	if (val)
 		take_scan(key, task);
-	return bpf_map_lookup_elem(&agg, key);
+	return val;
 }
 
 static __always_inline void emit(__u64 begin, __u64 end, __u64 uaddr, __u32 op,
@@ -410,11 +362,9 @@ static __always_inline void emit(__u64 begin, __u64 end, __u64 uaddr, __u32 op,
 
 	if (!emit_events)
 		return;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(LS_FLOST_RINGBUF);
+	e = ls_reserve(&events, sizeof(*e), &lost, LS_FLOST_RINGBUF);
+	if (!e)
 		return;
-	}
 	id = bpf_get_current_pid_tgid();
 	e->begin_ns = begin;
 	e->end_ns = end;
@@ -459,7 +409,7 @@ static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 	struct ls_fagg_val *val;
 	struct ls_fwait *w, open;
 	__u64 now, delta, id, uaddr, offcpu, runq;
-	__u32 slot, op = 0, holder = 0;
+	__u32 op = 0, holder = 0;
 	bool slept;
 
 	task = bpf_get_current_task_btf();
@@ -495,40 +445,31 @@ static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 	key.kind = open.kind;
 
 	if (ret == -EAGAIN) {
-		count(LS_FSTAT_VALUE_CHANGED);
+		ls_count_lost(&lost, LS_FSTAT_VALUE_CHANGED);
 		val = agg_entry(&key, task);
 		if (val)
 			val->value_changed += 1;
 		return 0;
 	}
 	if (ret >= 0)
-		count(LS_FSTAT_WOKEN);
+		ls_count_lost(&lost, LS_FSTAT_WOKEN);
 	else if (ret == -ETIMEDOUT)
-		count(LS_FSTAT_TIMED_OUT);
+		ls_count_lost(&lost, LS_FSTAT_TIMED_OUT);
 	else
-		count(LS_FSTAT_INTERRUPTED);
+		ls_count_lost(&lost, LS_FSTAT_INTERRUPTED);
 	ls_sched_split(&open.sched, task, delta, &offcpu, &runq);
 
 	val = agg_entry(&key, task);
 	if (val) {
-		val->count += 1;
-		val->total_ns += delta;
+		LS_ADD_WAIT(val, delta);
 		val->offcpu_ns += offcpu;
 		val->runq_ns += runq;
-		if (delta < val->min_ns)
-			val->min_ns = delta;
-		if (delta > val->max_ns)
-			val->max_ns = delta;
 		if (ret == -ETIMEDOUT)
 			val->timed_out += 1;
 		else if (ret < 0)
 			val->interrupted += 1;
 		if (slept)
 			val->slept += 1;
-		slot = log2_slot(delta);
-		barrier_var(slot);
-		if (slot < LS_HIST_SLOTS)
-			val->hist[slot] += 1;
 	}
 	/* the user stack of the waiting syscall (its kernel stack is the
 	 * syscall exit path: not taken) */
@@ -542,16 +483,10 @@ static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 		hk.holder_tid = holder;
 		hk.pid = key.pid;
 		hk.kind = open.kind;
-		hv = bpf_map_lookup_elem(&holders, &hk);
-		if (!hv) {
-			bpf_map_update_elem(&holders, &hk, &hinit, BPF_NOEXIST);
-			hv = bpf_map_lookup_elem(&holders, &hk);
-		}
+		hv = ls_lookup_or_init(&holders, &hk, &hinit, &lost, LS_FLOST_MAP_FULL);
 		if (hv) {
 			__sync_fetch_and_add(&hv->waits, 1);
 			__sync_fetch_and_add(&hv->wait_ns, delta);
-		} else {
-			count(LS_FLOST_MAP_FULL);
 		}
 	} else if (ret >= 0) {
 		/* condvar / other: the waker, for the stream */
@@ -607,11 +542,5 @@ SEC("tracepoint/sched/sched_process_fork")
 int futex_follow_fork(struct trace_event_raw_sched_process_fork *ctx)
 {
 	LS_CHECK_STOPPED();
-	__u32 parent = bpf_get_current_pid_tgid() >> 32, child = ctx->child_pid;
-	__u8 one = 1;
-
-	if (!follow_forks || !bpf_map_lookup_elem(&target_pids, &parent))
-		return 0;
-	bpf_map_update_elem(&target_pids, &child, &one, BPF_ANY);
-	return 0;
+	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
 }
