@@ -1354,6 +1354,12 @@ fn trace(a: TraceArgs) -> Result<i32> {
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     };
+    // the kernel's symbols before the window opens: a stream names each
+    // lock as its first wait is decoded, and a name read from the open
+    // files must be read while the process that has the file still lives
+    // (a short command's first decode waiting for kallsyms came after it
+    // exited); `report` keeps loading them while it attaches
+    let _ = sym.ksyms();
     let started = match attach(&opts, &a.settings.sources) {
         Ok(s) => s,
         Err(e) => {
