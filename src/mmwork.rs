@@ -145,6 +145,10 @@ pub struct MmapHoldReport {
     pub writer_call_ns: Vec<u64>,
     /// Per round: the reader's `mincore` call (its wait plus a short hold).
     pub reader_call_ns: Vec<u64>,
+    /// CLOCK_MONOTONIC ns when every thread had finished its set-up (its
+    /// own first allocations map memory too) and the first round began:
+    /// the rounds' lock operations are the ones that begin after it.
+    pub rounds_start_ns: u64,
     /// `--faulter`: a thread that reads a page of the region it emptied
     /// before the round, so its page fault asks for mmap_lock during the
     /// hold (the region's VMA is write-locked, so the fault falls back to
@@ -171,6 +175,7 @@ pub fn mmap_hold(
     let region = Region::new(region)?;
     region.populate()?;
     let roles = if faulter { 4 } else { 3 };
+    let ready = Barrier::new(roles + 1);
     let start = Barrier::new(roles + 1);
     let end = Barrier::new(roles + 1);
     let entered = AtomicU64::new(0);
@@ -179,6 +184,7 @@ pub fn mmap_hold(
     let (tid_tx, tid_rx) = std::sync::mpsc::channel::<(usize, u32)>();
     std::thread::scope(|s| -> Result<MmapHoldReport> {
         let sync = Sync3 {
+            ready: &ready,
             start: &start,
             end: &end,
             entered: &entered,
@@ -226,6 +232,10 @@ pub fn mmap_hold(
             tids[role] = tid;
         }
         std::thread::sleep(start_delay);
+        // every thread has done its set-up when it reaches `ready`, and
+        // none begins a round before the first `start`, after this clock
+        ready.wait();
+        let rounds_start_ns = now_ns();
         for _ in 0..rounds {
             start.wait();
             end.wait();
@@ -252,10 +262,22 @@ pub fn mmap_hold(
             holder_fifo,
             writer_call_ns: calls[1].clone(),
             reader_call_ns: calls[2].clone(),
+            rounds_start_ns,
             faulter_tid: tids[3],
             faulter_call_ns: calls.get(3).cloned().unwrap_or_default(),
         })
     })
+}
+
+/// CLOCK_MONOTONIC in ns, the clock of every event's timestamps.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Makes the calling thread SCHED_FIFO (lowest real-time priority); false
@@ -272,6 +294,7 @@ fn set_fifo() -> bool {
 /// call (it runs SCHED_FIFO, so nothing delays it between the two).
 #[derive(Clone, Copy)]
 struct Sync3<'a> {
+    ready: &'a Barrier,
     start: &'a Barrier,
     end: &'a Barrier,
     entered: &'a AtomicU64,
@@ -304,6 +327,7 @@ fn hold_role(
     // (outside the hold) so that reading it faults
     // SAFETY: the last page of our own region (len >= 1 MiB).
     let fault_page = unsafe { region.addr.cast::<u8>().add(region.len - PAGE) };
+    sync.ready.wait();
     for round in 0..rounds {
         let emptied = role != 3
             // SAFETY: discards the contents of a page of our own region;

@@ -174,15 +174,7 @@ pub struct ForkChild {
     pub waiter_wait_ns: Vec<u64>,
 }
 
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use crate::mmwork::now_ns;
 
 /// Waits until CLOCK_MONOTONIC reaches `t` ns: sleeps until 2 ms before,
 /// then spins, so a busy machine's wake-up latency does not lengthen the

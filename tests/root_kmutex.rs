@@ -686,7 +686,11 @@ fn rwsem_write_hold_of_mmap_lock_matches_the_call() {
     let holds: Vec<&Value> = events
         .iter()
         .filter(|e| {
+            // the rounds' holds: after every thread's set-up (the holder's
+            // first allocation maps an arena, a hold that a loaded VM may
+            // stretch past half a round's)
             u(&e["tid"]) == holder
+                && u(&e["begin_ns"]) >= u(&w["rounds_start_ns"])
                 && e["kind"] == "rwsem-write"
                 && e["hold_ns"].as_u64().unwrap_or(0) > shortest / 2
         })
