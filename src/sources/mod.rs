@@ -10,6 +10,7 @@ pub mod common;
 pub mod contention;
 pub mod futex;
 pub mod kmutex;
+pub mod lifecycle;
 mod locknames;
 pub mod mmaplock;
 pub mod picknext;
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, anyhow, bail};
 
+pub use self::lifecycle::Life;
 use crate::ksyms::{Ksyms, caller_index};
 use crate::model::{Event, Record};
 pub use crate::pod::{Pod, as_bytes, comm_str, from_bytes};
@@ -368,22 +370,45 @@ impl Symbolizer {
 pub trait Source {
     /// Stable name, the `source` field of rows and events.
     fn name(&self) -> &'static str;
+    /// The loaded object and its links ([`lifecycle::Loaded`]): the lifecycle
+    /// methods below default to it. (Transitional: `None` for sources not
+    /// yet on the lifecycle, which implement every method themselves.)
+    fn life(&self) -> Option<&dyn Life> {
+        None
+    }
     /// Backend in use and any note for the report header.
-    fn status(&self) -> SourceStatus;
+    fn status(&self) -> SourceStatus {
+        SourceStatus {
+            name: self.name().into(),
+            backend: self.life().map(|l| l.backend().into()),
+            available: true,
+            reason: None,
+        }
+    }
     /// Adds a process to the source's pid filter after start (`run`).
-    fn add_pid(&self, _pid: u32) -> Result<()> {
-        Ok(())
+    fn add_pid(&self, pid: u32) -> Result<()> {
+        self.life().map_or(Ok(()), |l| l.add_pid(pid))
     }
     /// Ends the window: every program of the source returns at once from
     /// now on (`ls_stopped`, src/bpf/window.bpf.h). Cheap; call for every
     /// source before reading any of them.
-    fn stop(&self);
+    fn stop(&self) {
+        if let Some(l) = self.life() {
+            stop_object(l.object())
+        }
+    }
     /// Opens the window: the programs count from now on (they load with
     /// the window closed).
-    fn begin(&self);
+    fn begin(&self) {
+        if let Some(l) = self.life() {
+            set_window(l.object(), true)
+        }
+    }
     /// Hands over the source's links; dropping them detaches the programs
     /// (slow for perf-event links: see [`close_links`]).
-    fn take_links(&self) -> Vec<libbpf_rs::Link>;
+    fn take_links(&self) -> Vec<libbpf_rs::Link> {
+        self.life().map(Life::take_links).unwrap_or_default()
+    }
     /// Snapshot of the in-kernel aggregation.
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>>;
     /// Called about once a second while tracing: e.g. normalise new user
@@ -394,11 +419,17 @@ pub trait Source {
         Ok(Vec::new())
     }
     /// Loss counters (the kernel's recursion misses included).
-    fn lost(&self) -> Result<BTreeMap<String, u64>>;
+    fn lost(&self) -> Result<BTreeMap<String, u64>> {
+        self.life().map_or(Ok(BTreeMap::new()), Life::lost)
+    }
     /// Run statistics of the attached programs.
-    fn prog_stats(&self) -> Vec<ProgStats>;
+    fn prog_stats(&self) -> Vec<ProgStats> {
+        self.life().map(Life::prog_stats).unwrap_or_default()
+    }
     /// The ring buffer of stream mode, if the source has one.
-    fn event_map(&self) -> Option<&dyn libbpf_rs::MapCore>;
+    fn event_map(&self) -> Option<&dyn libbpf_rs::MapCore> {
+        self.life().and_then(Life::event_map)
+    }
     /// Decodes one ring-buffer record.
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event>;
 }
@@ -751,6 +782,9 @@ struct KindsOnly {
 impl Source for KindsOnly {
     fn name(&self) -> &'static str {
         self.inner.name()
+    }
+    fn life(&self) -> Option<&dyn Life> {
+        self.inner.life()
     }
     fn status(&self) -> SourceStatus {
         let mut s = self.inner.status();

@@ -8,21 +8,15 @@
 //! = waits that began with a wakeup (the rest began with a preemption).
 //! `--by lock` gives one row per CPU, `--by task` one per thread.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd};
-
 use anyhow::{Context, Result, anyhow, bail};
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
+use libbpf_rs::{MapCore, MapFlags};
 
 use super::common::{self, set_target_rodata};
-use super::{Options, Pod, ProgStats, Source, Symbolizer, comm_str, prog_stats};
+use super::lifecycle::{self, Life, Loaded, Plan};
+use super::{Options, Pod, Source, Symbolizer, comm_str};
 use crate::bpf::sched::types::{ls_rq_event, ls_rq_key, ls_rq_val};
-use crate::bpf::sched::{OpenSchedSkel, SchedSkel, SchedSkelBuilder};
+use crate::bpf::sched::{SchedSkel, SchedSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
-use crate::status::SourceStatus;
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "sched";
@@ -46,10 +40,7 @@ pub const LOST_NAMES: [&str; 3] = ["map_full", "ringbuf_dropped", "task_storage_
 
 /// A loaded and attached sched source.
 pub struct Sched {
-    skel: SchedSkel<'static>,
-    links: RefCell<Vec<Link>>,
-    /// "tp_btf", or "tp_btf-floor" (benchmarks: an empty program instead)
-    backend: &'static str,
+    core: Loaded<SchedSkel<'static>>,
     /// Slots of the `agg` array.
     max_entries: u32,
 }
@@ -82,62 +73,32 @@ impl Sched {
                  /proc/PID/schedstat), which this kernel lacks"
             );
         }
-        crate::libbpf_log::install();
-        crate::libbpf_log::take();
-        // The open object must outlive the skeleton, which lives as long as
-        // the source; one small allocation per source is leaked for it.
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open: OpenSchedSkel<'static> = SchedSkelBuilder::default()
-            .open(storage)
-            .context("open BPF object")?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-        set_target_rodata!(&mut *rodata, opts);
-        rodata.emit_events = opts.emit_events;
-        rodata.nr_cpus = libbpf_rs::num_possible_cpus().context("possible CPUs")? as u32;
-        open.maps.agg.set_max_entries(opts.max_entries)?;
-        open.maps.agg_index.set_max_entries(opts.max_entries)?;
-        let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
-        open.maps
-            .events
-            .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
         let follow = opts.targets.follow_forks;
-        open.progs.rq_follow_fork_btf.set_autoload(follow);
-        open.progs.rq_switch_btf.set_autoload(!floor);
-        open.progs.rq_switch_empty.set_autoload(floor);
-        let skel = open
-            .load()
-            .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
-        common::fill_target_maps(
-            &skel.maps.target_pids,
-            &skel.maps.target_tids,
-            &skel.maps.target_cgroup,
-            opts,
-        )?;
-        let p = &skel.progs;
-        let mut links = Vec::new();
-        let switch = if floor {
-            &p.rq_switch_empty
-        } else {
-            &p.rq_switch_btf
-        };
-        for (i, prog) in [&p.rq_follow_fork_btf, switch].into_iter().enumerate() {
-            if i == 0 && !follow {
-                continue;
-            }
-            links.push(
-                prog.attach()
-                    .with_context(|| format!("attach {}", prog.name().to_string_lossy()))?,
-            );
-        }
-        Ok(Sched {
-            skel,
-            links: RefCell::new(links),
+        let plan = Plan {
             backend,
+            load: &|name| match name {
+                "rq_follow_fork_btf" => follow,
+                "rq_switch_btf" => !floor,
+                "rq_switch_empty" => floor,
+                _ => false,
+            },
+            sized: &["agg", "agg_index"],
+            lost: &LOST_NAMES,
+            attach: true,
+        };
+        let core = lifecycle::load::<SchedSkelBuilder>(opts, &plan, |open| {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+            set_target_rodata!(&mut *rodata, opts);
+            rodata.emit_events = opts.emit_events;
+            rodata.nr_cpus = libbpf_rs::num_possible_cpus().context("possible CPUs")? as u32;
+            Ok(())
+        })?;
+        Ok(Sched {
+            core,
             max_entries: opts.max_entries,
         })
     }
@@ -149,6 +110,7 @@ impl Sched {
     fn slots(&self) -> Result<Vec<(ls_rq_key, ls_rq_val)>> {
         let zero = 0u32;
         let per_cpu = self
+            .core
             .skel
             .maps
             .agg_used
@@ -167,6 +129,7 @@ impl Sched {
                     break;
                 }
                 let Some(b) = self
+                    .core
                     .skel
                     .maps
                     .agg
@@ -227,33 +190,8 @@ impl Source for Sched {
         SOURCE
     }
 
-    fn status(&self) -> SourceStatus {
-        SourceStatus {
-            name: SOURCE.into(),
-            backend: Some(self.backend.into()),
-            available: true,
-            reason: None,
-        }
-    }
-
-    fn add_pid(&self, pid: u32) -> Result<()> {
-        self.skel
-            .maps
-            .target_pids
-            .update(super::as_bytes(&pid), &[1u8], libbpf_rs::MapFlags::ANY)
-            .context("add pid to target_pids")
-    }
-
-    fn begin(&self) {
-        super::set_window(self.skel.object(), true);
-    }
-
-    fn stop(&self) {
-        super::stop_object(self.skel.object());
-    }
-
-    fn take_links(&self) -> Vec<libbpf_rs::Link> {
-        std::mem::take(&mut *self.links.borrow_mut())
+    fn life(&self) -> Option<&dyn Life> {
+        Some(&self.core)
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
@@ -272,26 +210,6 @@ impl Source for Sched {
                 r
             })
             .collect())
-    }
-
-    fn lost(&self) -> Result<BTreeMap<String, u64>> {
-        let mut out = common::read_lost(&self.skel.maps.lost, &LOST_NAMES)?;
-        let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
-        out.insert("bpf_recursion_misses".into(), misses);
-        Ok(out)
-    }
-
-    fn prog_stats(&self) -> Vec<ProgStats> {
-        let p = &self.skel.progs;
-        [&p.rq_switch_btf, &p.rq_switch_empty, &p.rq_follow_fork_btf]
-            .into_iter()
-            .filter(|prog| prog.as_fd().as_raw_fd() >= 0 && prog.autoload())
-            .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
-            .collect()
-    }
-
-    fn event_map(&self) -> Option<&dyn MapCore> {
-        Some(&self.skel.maps.events)
     }
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
