@@ -25,6 +25,7 @@ use libbpf_rs::{Link, OpenObject, PrintCallback, PrintLevel, TracepointCategory,
 
 use crate::bpf::probe::{OpenProbeSkel, ProbeSkel, ProbeSkelBuilder};
 use crate::sources::probes::{errno_name, kprobe_pmu, short_error};
+use crate::sources::{Attach, REGISTRY};
 
 /// One thing tried, and what came of it.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -51,18 +52,6 @@ pub struct SourcePlan {
     pub implemented: bool,
 }
 
-/// Sources this version of lockscope implements.
-pub const IMPLEMENTED: &[&str] = &[
-    "kernel-contention",
-    "kernel-mutex",
-    "kernel-rwsem",
-    "mmap-lock",
-    "sched",
-    "sched-picknext",
-    "user-locks",
-    "futex",
-];
-
 /// Everything `lockscope doctor` found.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Report {
@@ -82,21 +71,6 @@ impl Report {
         self.sources.iter().any(|s| s.available && s.implemented)
     }
 }
-
-/// Every tracepoint lockscope uses, as (category, name).
-pub const TRACEPOINTS: &[(&str, &str)] = &[
-    ("lock", "contention_begin"),
-    ("lock", "contention_end"),
-    ("mmap_lock", "mmap_lock_start_locking"),
-    ("mmap_lock", "mmap_lock_acquire_returned"),
-    ("mmap_lock", "mmap_lock_released"),
-    ("sched", "sched_switch"),
-    ("sched", "sched_wakeup"),
-    ("sched", "sched_wakeup_new"),
-    ("sched", "sched_process_fork"),
-    ("syscalls", "sys_enter_futex"),
-    ("syscalls", "sys_exit_futex"),
-];
 
 const TRACEFS_BASES: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 const CAP_SYS_ADMIN: u32 = 21;
@@ -134,7 +108,7 @@ pub fn probe() -> Report {
     checks.push(raw.check);
     let classic = check_tracepoint();
     checks.push(classic.check.clone());
-    for &(cat, name) in TRACEPOINTS {
+    for (cat, name) in crate::sources::tracepoints() {
         checks.push(tracepoint_exists(cat, name, &raw.attached, &classic));
     }
 
@@ -193,151 +167,81 @@ pub fn plan(checks: &[Check]) -> Vec<SourcePlan> {
             .collect::<Vec<_>>()
             .join("; ")
     };
-    // Picks tp_btf, else classic tracepoints, for sources made only of
-    // tracepoints. When no attach method works that is the reason given;
-    // otherwise the missing tracepoints are.
-    let tracepoint_source = |source: &str, tps: &[(&str, &str)], btf: bool, lost: &str| {
-        let mechanism = (btf && ok("tp_btf")) || ok("tracepoint");
+    // Picks tp_btf, else classic tracepoints, as the source allows. When no
+    // attach method works that is the reason given; otherwise the missing
+    // tracepoints or map types are.
+    let tracepoint_source = |source: &str,
+                             tps: &[(&str, &str)],
+                             btf: bool,
+                             classic: bool,
+                             maps: &[&str],
+                             lost: &str| {
+        let mechanism = (btf && ok("tp_btf")) || (classic && ok("tracepoint"));
         if mechanism && !all_tps(tps) {
             return unavailable(source, format!("{} — {lost}", missing_tps(tps)));
+        }
+        let missing_maps: Vec<String> = maps.iter().filter(|n| !ok(n)).map(|n| why(n)).collect();
+        if !missing_maps.is_empty() && all_tps(tps) {
+            return unavailable(
+                source,
+                format!("needs {} — {lost}", missing_maps.join("; ")),
+            );
         }
         if btf && ok("tp_btf") {
             return available(source, "tp_btf", String::new());
         }
-        if ok("tracepoint") {
+        if classic && ok("tracepoint") {
             let reason = if btf { why("tp_btf") } else { String::new() };
             return available(source, "tracepoint", reason);
         }
-        let needs = if btf {
-            format!(
+        let needs = match (btf, classic) {
+            (true, true) => format!(
                 "needs tp_btf or classic tracepoints: {}; {}",
                 why("tp_btf"),
                 why("tracepoint")
-            )
-        } else {
-            format!("needs classic tracepoints: {}", why("tracepoint"))
+            ),
+            (true, false) => format!("needs tp_btf: {}", why("tp_btf")),
+            _ => format!("needs classic tracepoints: {}", why("tracepoint")),
         };
         unavailable(source, format!("{needs} — {lost}"))
     };
 
-    let mut out = Vec::new();
-
-    // kernel-contention: lock:contention_begin/end, plus the maps the
-    // contention programs create.
-    let lock_tps = [("lock", "contention_begin"), ("lock", "contention_end")];
-    let contention_lost = "kernel lock waits are not measured";
-    let missing_maps: Vec<String> = ["task_storage", "stack_map", "ringbuf"]
+    // every source as its spec says, then what is lost where another
+    // source still measures its waits
+    let mut out: Vec<SourcePlan> = REGISTRY
         .iter()
-        .filter(|n| !ok(n))
-        .map(|n| why(n))
+        .map(|info| match info.attach {
+            Attach::Tracepoints {
+                tracepoints,
+                btf,
+                classic,
+                maps,
+            } => tracepoint_source(info.name, tracepoints, btf, classic, maps, info.lost),
+            Attach::FunctionProbes => function_probe_source(
+                info.name,
+                ok("fentry"),
+                ok("kprobe"),
+                &why("fentry"),
+                &why("kprobe"),
+                info.lost,
+            ),
+            Attach::Uprobes if ok("uprobe") => available(info.name, "uprobe", String::new()),
+            Attach::Uprobes => unavailable(info.name, format!("{} — {}", why("uprobe"), info.lost)),
+        })
         .collect();
-    let contention = if !missing_maps.is_empty() && all_tps(&lock_tps) {
-        unavailable(
-            "kernel-contention",
-            format!("needs {} — {contention_lost}", missing_maps.join("; ")),
-        )
-    } else {
-        tracepoint_source("kernel-contention", &lock_tps, true, contention_lost)
-    };
-    let contention_ok = contention.available;
-    out.push(contention);
-
-    // kernel-mutex: function probes on mutex_lock*/mutex_unlock.
-    let mutex_lost = if contention_ok {
-        "mutex waits are still measured by kernel-contention; hold times are lost"
-    } else {
-        "kernel mutex waits and hold times are lost"
-    };
-    out.push(function_probe_source(
-        "kernel-mutex",
-        ok("fentry"),
-        ok("kprobe"),
-        &why("fentry"),
-        &why("kprobe"),
-        mutex_lost,
-    ));
-    out.push(function_probe_source(
-        "kernel-rwsem",
-        ok("fentry"),
-        ok("kprobe"),
-        &why("fentry"),
-        &why("kprobe"),
-        if contention_ok {
-            "rwsem waits are still measured by kernel-contention; hold times are lost"
-        } else {
-            "kernel rwsem waits and hold times are lost"
-        },
-    ));
-
-    // mmap-lock: its three tracepoints.
-    out.push(tracepoint_source(
-        "mmap-lock",
-        &[
-            ("mmap_lock", "mmap_lock_start_locking"),
-            ("mmap_lock", "mmap_lock_acquire_returned"),
-            ("mmap_lock", "mmap_lock_released"),
-        ],
-        true,
-        "mmap_lock waits and holds are not measured",
-    ));
-
-    // futex: syscall tracepoints (classic only: they have no tp_btf form).
-    let futex = tracepoint_source(
-        "futex",
-        &[
-            ("syscalls", "sys_enter_futex"),
-            ("syscalls", "sys_exit_futex"),
-        ],
-        false,
-        "futex waits (pthread mutex/rwlock contention and its releaser, condvars, Rust std, \
-         Go, Java locks) are not measured",
-    );
-    let futex_ok = futex.available;
-
-    // user-locks: uprobes on the target's libc.
-    out.push(if ok("uprobe") {
-        available("user-locks", "uprobe", String::new())
-    } else {
-        let lost = if futex_ok {
-            "pthread lock holds and trylocks are lost; contended waits still come from futex"
-        } else {
-            "pthread lock waits, holds and trylocks are lost"
-        };
-        unavailable("user-locks", format!("{} — {lost}", why("uprobe")))
-    });
-    out.push(futex);
-
-    // sched: run-queue latency and off-CPU time. tp_btf only: the classic
-    // sched tracepoints pass the woken task's pid, not the task itself.
-    let sched_lost = "run-queue latency and off-CPU time are not measured";
-    let sched = tracepoint_source(
-        "sched",
-        &[
-            ("sched", "sched_switch"),
-            ("sched", "sched_wakeup"),
-            ("sched", "sched_wakeup_new"),
-        ],
-        true,
-        sched_lost,
-    );
-    out.push(if sched.backend.as_deref() == Some("tracepoint") {
-        unavailable(
-            "sched",
-            format!("needs tp_btf: {} — {sched_lost}", why("tp_btf")),
-        )
-    } else {
-        sched
-    });
-
-    // sched-picknext: function probes on pick_next_task_fair (seed 001).
-    out.push(function_probe_source(
-        "sched-picknext",
-        ok("fentry"),
-        ok("kprobe"),
-        &why("fentry"),
-        &why("kprobe"),
-        "pick_next_task_fair latency is lost; run-queue latency still comes from sched",
-    ));
+    let runs: Vec<String> = out
+        .iter()
+        .filter(|p| p.available)
+        .map(|p| p.source.clone())
+        .collect();
+    for (plan, info) in out.iter_mut().zip(REGISTRY) {
+        if let Some(f) = info.fallback
+            && !plan.available
+            && runs.iter().any(|r| r == f.source)
+        {
+            plan.reason = plan.reason.replace(info.lost, f.lost);
+        }
+    }
     out
 }
 
@@ -404,7 +308,7 @@ fn available(source: &str, backend: &str, reason: String) -> SourcePlan {
         backend: Some(backend.to_string()),
         available: true,
         reason,
-        implemented: IMPLEMENTED.contains(&source),
+        implemented: REGISTRY.iter().any(|i| i.name == source),
     }
 }
 
@@ -414,7 +318,7 @@ fn unavailable(source: &str, reason: String) -> SourcePlan {
         backend: None,
         available: false,
         reason,
-        implemented: IMPLEMENTED.contains(&source),
+        implemented: REGISTRY.iter().any(|i| i.name == source),
     }
 }
 
@@ -873,7 +777,7 @@ fn check_raw_tp() -> RawTp {
         let hits = bss(skel).map_or(0, |b| b.raw_tp_hits);
         drop(link);
         let mut links: Vec<Link> = Vec::new();
-        for &(cat, name) in TRACEPOINTS {
+        for (cat, name) in crate::sources::tracepoints() {
             // Syscall events are not raw tracepoints: they all hang off
             // raw_syscalls:sys_enter/sys_exit.
             let raw_name = match (cat, name) {
@@ -927,7 +831,7 @@ fn check_tracepoint() -> Classic {
     let r = with_loaded(&[Prog::Tracepoint], &[], |skel| {
         let prog = &skel.progs.probe_tracepoint;
         let mut links: Vec<Link> = Vec::new();
-        for &(cat, name) in TRACEPOINTS {
+        for (cat, name) in crate::sources::tracepoints() {
             let r = match prog.attach_tracepoint(TracepointCategory::Custom(cat.to_string()), name)
             {
                 Ok(l) => {
@@ -1363,7 +1267,7 @@ mod tests {
             c("stack_map", true, ""),
             c("task_storage", true, ""),
         ];
-        for (cat, name) in TRACEPOINTS {
+        for (cat, name) in crate::sources::tracepoints() {
             v.push(c(&format!("tracepoint:{cat}:{name}"), true, "exists"));
         }
         v
@@ -1602,7 +1506,7 @@ mod tests {
         assert!(!is_ok("fentry"), "{:?}", r.check("fentry"));
         assert!(!is_ok("kprobe"), "{:?}", r.check("kprobe"));
         assert!(r.usable());
-        for (cat, name) in TRACEPOINTS {
+        for (cat, name) in crate::sources::tracepoints() {
             assert!(r.check(&format!("tracepoint:{cat}:{name}")).is_some());
         }
     }

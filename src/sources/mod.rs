@@ -474,7 +474,36 @@ pub enum DefaultOn {
     Never,
 }
 
-/// A source lockscope can start.
+/// What a source attaches to: what `doctor` checks for it, and how it
+/// picks a backend.
+#[derive(Clone, Copy, Debug)]
+pub enum Attach {
+    /// Tracepoints `(category, name)`: as tp_btf where `btf` and the
+    /// kernel allow it, else as classic tracepoints where `classic`; the
+    /// map types it cannot work without (doctor's check names).
+    Tracepoints {
+        tracepoints: &'static [(&'static str, &'static str)],
+        btf: bool,
+        classic: bool,
+        maps: &'static [&'static str],
+    },
+    /// Kernel function probes: fentry/fexit, else kprobe/kretprobe.
+    FunctionProbes,
+    /// Uprobes on the target's libc.
+    Uprobes,
+}
+
+/// Where a source's waits still come from when it cannot run.
+#[derive(Clone, Copy, Debug)]
+pub struct Fallback {
+    /// The source that still measures them.
+    pub source: &'static str,
+    /// What is lost when only that source runs.
+    pub lost: &'static str,
+}
+
+/// A source lockscope can start: everything the rest of lockscope knows of
+/// it (`start`, `doctor`, `--help`, the cost notes) is here.
 pub struct SourceInfo {
     pub name: &'static str,
     pub about: &'static str,
@@ -482,6 +511,53 @@ pub struct SourceInfo {
     pub cost: Cost,
     /// Whether it starts when no `--source` is given.
     pub default: DefaultOn,
+    /// What it attaches to.
+    pub attach: Attach,
+    /// What is lost when it cannot run (and no fallback runs).
+    pub lost: &'static str,
+    /// Where its waits come from when it cannot run.
+    pub fallback: Option<Fallback>,
+    /// The waits kernel-contention leaves to it while it runs (so that no
+    /// wait is counted twice); when it cannot start, kernel-contention is
+    /// started for these kinds if it is not running anyway.
+    pub takes: &'static [Taken],
+    /// When its cost reaches every process on the host: what it runs on.
+    pub host_wide: Option<&'static str>,
+    /// The `source` values of its rows, when they differ from its name.
+    pub rows: &'static [&'static str],
+}
+
+/// Waits kernel-contention leaves to a richer source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// Kernel mutexes.
+    Mutex,
+    /// Kernel rw-semaphores, both sides.
+    Rwsem,
+    /// The waiting task's own mmap_lock.
+    OwnMmapLock,
+}
+
+impl Taken {
+    fn skip(self, skip: &mut SkipContention) {
+        match self {
+            Taken::Mutex => skip.mutex = true,
+            Taken::Rwsem => skip.rwsem = true,
+            Taken::OwnMmapLock => skip.mmap = true,
+        }
+    }
+
+    /// The contention kinds kernel-contention reports for it when it
+    /// stands in (none for the mmap_lock: that is an rwsem it counts
+    /// anyway unless skipped).
+    fn kinds(self) -> &'static [crate::model::LockKind] {
+        use crate::model::LockKind::*;
+        match self {
+            Taken::Mutex => &[Mutex],
+            Taken::Rwsem => &[RwsemRead, RwsemWrite],
+            Taken::OwnMmapLock => &[],
+        }
+    }
 }
 
 impl SourceInfo {
@@ -493,9 +569,16 @@ impl SourceInfo {
             DefaultOn::Never => false,
         }
     }
+
+    /// Whether kernel-contention stands in for it when it cannot start.
+    fn stood_in_for(&self) -> bool {
+        self.takes.iter().any(|t| !t.kinds().is_empty())
+    }
 }
 
-/// Every source, in report order.
+const LOCK_TPS: &[(&str, &str)] = &[("lock", "contention_begin"), ("lock", "contention_end")];
+
+/// Every source, in report order: the lock sources, then the scheduler's.
 pub const REGISTRY: &[SourceInfo] = &[
     SourceInfo {
         name: contention::SOURCE,
@@ -503,6 +586,17 @@ pub const REGISTRY: &[SourceInfo] = &[
         start: contention::start,
         cost: Cost::PerContention,
         default: DefaultOn::Always,
+        attach: Attach::Tracepoints {
+            tracepoints: LOCK_TPS,
+            btf: true,
+            classic: true,
+            maps: &["task_storage", "stack_map", "ringbuf"],
+        },
+        lost: "kernel lock waits are not measured",
+        fallback: None,
+        takes: &[],
+        host_wide: None,
+        rows: &[],
     },
     SourceInfo {
         name: kmutex::SOURCE_MUTEX,
@@ -510,6 +604,15 @@ pub const REGISTRY: &[SourceInfo] = &[
         start: kmutex::start_mutex,
         cost: Cost::PerLockOp,
         default: DefaultOn::Never,
+        attach: Attach::FunctionProbes,
+        lost: "kernel mutex waits and hold times are lost",
+        fallback: Some(Fallback {
+            source: contention::SOURCE,
+            lost: "mutex waits are still measured by kernel-contention; hold times are lost",
+        }),
+        takes: &[Taken::Mutex],
+        host_wide: Some("runs on every acquisition and release of every kernel lock of its kind"),
+        rows: &[],
     },
     SourceInfo {
         name: kmutex::SOURCE_RWSEM,
@@ -517,6 +620,15 @@ pub const REGISTRY: &[SourceInfo] = &[
         start: kmutex::start_rwsem,
         cost: Cost::PerLockOp,
         default: DefaultOn::Never,
+        attach: Attach::FunctionProbes,
+        lost: "kernel rwsem waits and hold times are lost",
+        fallback: Some(Fallback {
+            source: contention::SOURCE,
+            lost: "rwsem waits are still measured by kernel-contention; hold times are lost",
+        }),
+        takes: &[Taken::Rwsem],
+        host_wide: Some("runs on every acquisition and release of every kernel lock of its kind"),
+        rows: &[],
     },
     SourceInfo {
         name: mmaplock::SOURCE,
@@ -524,20 +636,21 @@ pub const REGISTRY: &[SourceInfo] = &[
         start: mmaplock::start,
         cost: Cost::PerLockOp,
         default: DefaultOn::Never,
-    },
-    SourceInfo {
-        name: sched::SOURCE,
-        about: "run-queue latency per thread and CPU (sched_wakeup/sched_switch)",
-        start: sched::start,
-        cost: Cost::PerSwitch,
-        default: DefaultOn::Never,
-    },
-    SourceInfo {
-        name: picknext::SOURCE,
-        about: "time in pick_next_task_fair per CPU and task (fentry, else kprobe)",
-        start: picknext::start,
-        cost: Cost::PerSwitch,
-        default: DefaultOn::Never,
+        attach: Attach::Tracepoints {
+            tracepoints: &[
+                ("mmap_lock", "mmap_lock_start_locking"),
+                ("mmap_lock", "mmap_lock_acquire_returned"),
+                ("mmap_lock", "mmap_lock_released"),
+            ],
+            btf: true,
+            classic: true,
+            maps: &[],
+        },
+        lost: "mmap_lock waits and holds are not measured",
+        fallback: None,
+        takes: &[Taken::OwnMmapLock],
+        host_wide: Some("runs on every mmap_lock acquisition and release of every process"),
+        rows: &[],
     },
     SourceInfo {
         name: ulock::SOURCE,
@@ -545,6 +658,19 @@ pub const REGISTRY: &[SourceInfo] = &[
         start: ulock::start,
         cost: Cost::PerLockOp,
         default: DefaultOn::Never,
+        attach: Attach::Uprobes,
+        lost: "pthread lock waits, holds and trylocks are lost",
+        fallback: Some(Fallback {
+            source: futex::SOURCE,
+            lost: "pthread lock holds and trylocks are lost; contended waits still come from futex",
+        }),
+        takes: &[],
+        host_wide: Some(
+            "puts uprobes on the system's libc: every pthread lock and unlock of every \
+             process on the host traps into the kernel (microseconds each); -p PID or \
+             run -- CMD keeps them inside those processes",
+        ),
+        rows: &[ulock::ROW_MUTEX, ulock::ROW_RWLOCK, ulock::ROW_SPIN],
     },
     SourceInfo {
         name: futex::SOURCE,
@@ -553,32 +679,92 @@ pub const REGISTRY: &[SourceInfo] = &[
         start: futex::start,
         cost: Cost::PerFutexCall,
         default: DefaultOn::ForProcesses,
+        attach: Attach::Tracepoints {
+            tracepoints: &[
+                ("syscalls", "sys_enter_futex"),
+                ("syscalls", "sys_exit_futex"),
+            ],
+            // the syscall tracepoints have no tp_btf form
+            btf: false,
+            classic: true,
+            maps: &[],
+        },
+        lost: "futex waits (pthread mutex/rwlock contention and its releaser, condvars, Rust \
+               std, Go, Java locks) are not measured",
+        fallback: None,
+        takes: &[],
+        host_wide: None,
+        rows: &[futex::ROW_MUTEX, futex::ROW_RWLOCK],
+    },
+    SourceInfo {
+        name: sched::SOURCE,
+        about: "run-queue latency per thread and CPU (sched_wakeup/sched_switch)",
+        start: sched::start,
+        cost: Cost::PerSwitch,
+        default: DefaultOn::Never,
+        attach: Attach::Tracepoints {
+            tracepoints: &[
+                ("sched", "sched_switch"),
+                ("sched", "sched_wakeup"),
+                ("sched", "sched_wakeup_new"),
+            ],
+            // the classic sched tracepoints pass the woken task's pid, not
+            // the task itself
+            btf: true,
+            classic: false,
+            maps: &[],
+        },
+        lost: "run-queue latency and off-CPU time are not measured",
+        fallback: None,
+        takes: &[],
+        host_wide: Some("runs on every wakeup and context switch on the host"),
+        rows: &[],
+    },
+    SourceInfo {
+        name: picknext::SOURCE,
+        about: "time in pick_next_task_fair per CPU and task (fentry, else kprobe)",
+        start: picknext::start,
+        cost: Cost::PerSwitch,
+        default: DefaultOn::Never,
+        attach: Attach::FunctionProbes,
+        lost: "pick_next_task_fair latency is lost; run-queue latency still comes from sched",
+        fallback: None,
+        takes: &[],
+        host_wide: Some("runs on every scheduler pick on the host"),
+        rows: &[],
     },
 ];
+
+/// The tracepoint every source that follows forks uses where tp_btf is
+/// not available.
+pub const FORK_TRACEPOINT: (&str, &str) = ("sched", "sched_process_fork");
+
+/// Every tracepoint the sources use, in registry order, once each.
+pub fn tracepoints() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for info in REGISTRY {
+        if let Attach::Tracepoints { tracepoints, .. } = info.attach {
+            for &tp in tracepoints {
+                if !out.contains(&tp) {
+                    out.push(tp);
+                }
+            }
+        }
+    }
+    if !out.contains(&FORK_TRACEPOINT) {
+        out.push(FORK_TRACEPOINT);
+    }
+    out
+}
 
 /// The one-line note for a source named where its cost reaches every
 /// process on the host (None when it does not).
 pub fn cost_note(info: &SourceInfo, targets: &Targets) -> Option<String> {
-    let host_wide = match info.cost {
-        Cost::PerContention | Cost::PerFutexCall => false,
-        // per-process uprobes stay inside the named processes
-        Cost::PerLockOp if info.name == ulock::SOURCE => !targets.names_processes(),
-        Cost::PerLockOp | Cost::PerSwitch => true,
-    };
-    if !host_wide {
+    // per-process uprobes stay inside the named processes
+    if matches!(info.attach, Attach::Uprobes) && targets.names_processes() {
         return None;
     }
-    let what = match info.name {
-        ulock::SOURCE => {
-            "puts uprobes on the system's libc: every pthread lock and unlock of every \
-             process on the host traps into the kernel (microseconds each); -p PID or \
-             run -- CMD keeps them inside those processes"
-        }
-        mmaplock::SOURCE => "runs on every mmap_lock acquisition and release of every process",
-        sched::SOURCE => "runs on every wakeup and context switch on the host",
-        picknext::SOURCE => "runs on every scheduler pick on the host",
-        _ => "runs on every acquisition and release of every kernel lock of its kind",
-    };
+    let what = info.host_wide?;
     Some(format!(
         "lockscope: note: {} ({}) {what}",
         info.name,
@@ -590,11 +776,10 @@ pub fn cost_note(info: &SourceInfo, targets: &Targets) -> Option<String> {
 /// lock type: user-mutex, user-rwlock, user-spin; futex its lock rows
 /// futex-mutex, futex-rwlock).
 pub fn source_of_row(row_source: &str) -> &str {
-    match row_source {
-        ulock::ROW_MUTEX | ulock::ROW_RWLOCK | ulock::ROW_SPIN => ulock::SOURCE,
-        futex::ROW_MUTEX | futex::ROW_RWLOCK => futex::SOURCE,
-        s => s,
-    }
+    REGISTRY
+        .iter()
+        .find(|s| s.rows.contains(&row_source))
+        .map_or(row_source, |s| s.name)
 }
 
 /// Names of every registered source.
@@ -606,28 +791,6 @@ pub fn names() -> Vec<&'static str> {
 pub struct Started {
     pub sources: Vec<Box<dyn Source>>,
     pub failed: Vec<SourceStatus>,
-}
-
-/// Whether a source is one of the function-probe lock sources whose waits
-/// kernel-contention would otherwise count too.
-/// Sources whose waits kernel-contention leaves to them (started first,
-/// so that one wait is counted once, by the richer source).
-fn takes_from_contention(name: &str) -> bool {
-    probes_sleeping_locks(name) || name == mmaplock::SOURCE
-}
-
-fn probes_sleeping_locks(name: &str) -> bool {
-    name == kmutex::SOURCE_MUTEX || name == kmutex::SOURCE_RWSEM
-}
-
-/// The contention kinds a function-probe lock source stands for.
-fn kinds_of(name: &str) -> &'static [crate::model::LockKind] {
-    use crate::model::LockKind::*;
-    if name == kmutex::SOURCE_MUTEX {
-        &[Mutex]
-    } else {
-        &[RwsemRead, RwsemWrite]
-    }
 }
 
 /// Starts the chosen sources (all when `chosen` is empty). A source that
@@ -675,9 +838,10 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
     let mut usage_error = false;
     let mut fallback_kinds: Vec<crate::model::LockKind> = Vec::new();
     let mut fallback_names: Vec<&str> = Vec::new();
+    // the sources kernel-contention leaves waits to start first
     let order = (0..REGISTRY.len())
-        .filter(|&i| takes_from_contention(REGISTRY[i].name))
-        .chain((0..REGISTRY.len()).filter(|&i| !takes_from_contention(REGISTRY[i].name)));
+        .filter(|&i| !REGISTRY[i].takes.is_empty())
+        .chain((0..REGISTRY.len()).filter(|&i| REGISTRY[i].takes.is_empty()));
     for i in order {
         let info = &REGISTRY[i];
         if !wanted(info.name) {
@@ -685,20 +849,18 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
         }
         match (info.start)(&opts) {
             Ok(s) => {
-                if info.name == kmutex::SOURCE_MUTEX {
-                    opts.skip_contention.mutex = true;
-                } else if info.name == kmutex::SOURCE_RWSEM {
-                    opts.skip_contention.rwsem = true;
-                } else if info.name == mmaplock::SOURCE {
-                    opts.skip_contention.mmap = true;
+                for t in info.takes {
+                    t.skip(&mut opts.skip_contention);
                 }
                 started.push((i, s));
             }
-            Err(e) if probes_sleeping_locks(info.name) => {
+            Err(e) if info.stood_in_for() => {
                 let waits = if wanted(contention::SOURCE) {
                     "its waits come from kernel-contention"
                 } else {
-                    fallback_kinds.extend_from_slice(kinds_of(info.name));
+                    for t in info.takes {
+                        fallback_kinds.extend_from_slice(t.kinds());
+                    }
                     fallback_names.push(info.name);
                     "its waits come from kernel-contention, started for them"
                 };
