@@ -308,6 +308,26 @@ impl Prometheus {
             .clone()
     }
 
+    /// When Prometheus scraped serve (its raw samples of `up`), in s.
+    fn scrape_times(&self) -> Vec<f64> {
+        self.query("up{job=\"lockscope\"}[10m]")
+            .first()
+            .and_then(|s| s["values"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v[0].as_f64())
+            .collect()
+    }
+
+    /// An instant query's value at time `t` (s).
+    fn scalar_at(&self, q: &str, t: f64) -> Option<f64> {
+        self.api(&format!("/api/v1/query?query={}&time={t}", urlencode(q)))["result"]
+            .as_array()
+            .and_then(|r| r.first())
+            .and_then(|s| s["value"][1].as_str())
+            .and_then(|v| v.parse().ok())
+    }
+
     fn scalar(&self, q: &str) -> Option<f64> {
         let r = self.query(q);
         r.first()
@@ -374,9 +394,9 @@ fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
     require_root();
     require_program("prometheus");
     // the workload is held until serve has attached and Prometheus has
-    // scraped it once, then makes 60 contended waits of 40 ms on one pipe
-    // mutex (2.5 s: scrapes fall inside)
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "60", "--hold", "40ms"]);
+    // scraped it once, then makes 120 contended waits of 40 ms on one pipe
+    // mutex (4.8 s: scrapes fall inside)
+    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "120", "--hold", "40ms"]);
     let pid = wl.pid().to_string();
     let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid, "--per-process"]);
     let prom = Prometheus::start(&serve.addr);
@@ -387,8 +407,10 @@ fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
         assert!(Instant::now() < deadline, "prometheus never scraped serve");
         std::thread::sleep(Duration::from_millis(250));
     }
+    let t_go = now_s();
     wl.go();
     let truth = hold_truth(&wl.finish());
+    let t_done = now_s();
     assert_eq!(truth.pid.to_string(), pid);
 
     // waits of 16.8 ms and more (le 2^24 ns) are exactly the waiter's
@@ -397,14 +419,28 @@ fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
         "sum(lockscope_wait_seconds_bucket{{{sel},le=\"+Inf\"}}) - \
          sum(lockscope_wait_seconds_bucket{{{sel},le=\"0.016777216\"}})"
     );
+    // the waits over 2^24 ns as the waiter measured them (its call, a
+    // little longer than the kernel's wait: one within 2 ms of the bound
+    // may fall on either side)
+    let bound = 1u64 << 24;
+    let lower = truth
+        .waits
+        .iter()
+        .filter(|&&w| w >= bound + 2_000_000)
+        .count() as f64;
+    let upper = truth.waits.iter().filter(|&&w| w >= bound).count() as f64;
+    assert!(
+        lower >= truth.rounds as f64 / 2.0,
+        "the waiter waited: {:?}",
+        truth.waits
+    );
     // wait until Prometheus has the final counts (a few scrapes after the end)
     let deadline = Instant::now() + Duration::from_secs(30);
-    while prom.scalar(&long_waits) != Some(truth.rounds as f64) {
+    while prom.scalar(&long_waits).is_none_or(|v| v < lower) {
         assert!(
             Instant::now() < deadline,
-            "long waits in Prometheus: {:?}, expected {}",
+            "long waits in Prometheus: {:?}, expected {lower}..={upper}",
             prom.scalar(&long_waits),
-            truth.rounds
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -412,7 +448,11 @@ fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
     let t_end = now_s();
 
     // exact count, through the native buckets and Prometheus's storage
-    assert_eq!(prom.scalar(&long_waits), Some(truth.rounds as f64));
+    let long = prom.scalar(&long_waits).expect("long waits");
+    assert!(
+        (lower..=upper).contains(&long),
+        "long waits in Prometheus: {long}, the waiter measured {lower}..={upper}"
+    );
     // the wait time Prometheus has is what the waiter measured, within 2 ms
     // a wait (plus the holder's own short waits on the same mutex)
     let sum = prom
@@ -424,20 +464,42 @@ fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
         "Prometheus has {sum} s of waits, the waiter measured {measured} s"
     );
     eprintln!(
-        "prometheus: {} waits >= 16.8 ms (workload: {} rounds), wait sum {sum:.6} s \
+        "prometheus: {long} waits >= 16.8 ms (workload: {} rounds), wait sum {sum:.6} s \
          (waiter measured {measured:.6} s)",
-        truth.rounds, truth.rounds
+        truth.rounds
     );
     let count = prom
         .scalar(&format!("sum(lockscope_contended_total{{{sel}}})"))
         .expect("count");
-    assert!(count >= truth.rounds as f64, "{count}");
-    // Prometheus scraped while the workload ran: it saw the count grow
-    let seen = prom.range(&long_waits, t_start, t_end);
     assert!(
-        seen.iter().any(|&v| v > 0.0 && v < truth.rounds as f64),
-        "no scrape saw the workload half-way: {seen:?}"
+        count >= long,
+        "{count} contended waits, {long} of them long"
     );
+    // Prometheus scraped while the workload ran: it saw the count grow.
+    // A scrape is answered from a read up to a second old (serve's
+    // MAX_AGE): the scrapes that began over 1.5 s after the start and
+    // before the end saw part of the waits; the test counts them (a loaded
+    // host scrapes less often) and asserts on what they saw
+    let seen = prom.range(&long_waits, t_start, t_end);
+    let mid: Vec<f64> = prom
+        .scrape_times()
+        .into_iter()
+        .filter(|&ts| ts > t_go + 1.5 && ts < t_done - 0.2)
+        .filter_map(|ts| prom.scalar_at(&long_waits, ts))
+        .collect();
+    eprintln!("scrapes during the run saw {mid:?} long waits; the range {seen:?}");
+    if mid.len() >= 2 {
+        assert!(
+            mid.iter().any(|&v| v > 0.0 && v < long),
+            "no scrape saw the workload half-way: {mid:?} (range {seen:?})"
+        );
+    } else {
+        eprintln!(
+            "only {} scrape(s) during the {:.1} s run: the half-way view is not asserted",
+            mid.len(),
+            t_done - t_go
+        );
+    }
     let p99 = prom
         .scalar(&format!(
             "histogram_quantile(0.99, sum by (le) (lockscope_wait_seconds_bucket{{{sel}}}))"
@@ -725,14 +787,18 @@ fn serve_is_read_only_bounded_and_bad_clients_cannot_stall_it() {
             break;
         }
     }
-    let mut slow: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut s = TcpStream::connect(&addr).expect("connect");
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHo")
-                .expect("partial head");
-            s
-        })
-        .collect();
+    let slow_heads = || -> Vec<TcpStream> {
+        (0..2)
+            .map(|_| {
+                let mut s = TcpStream::connect(&addr).expect("connect");
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHo")
+                    .expect("partial head");
+                s
+            })
+            .collect()
+    };
+    let mut slow = slow_heads();
+    let slow_since = Instant::now();
     // the collector goes on: the workload runs and its waits appear
     let truth = hold_truth(&wl.finish());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -765,6 +831,18 @@ fn serve_is_read_only_bounded_and_bad_clients_cannot_stall_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // the server closes a head unfinished after 10 s: on a loaded host the
+    // waits above may have taken that long, so the slow heads are opened
+    // again (a stuck exchange is kept for a minute)
+    if slow_since.elapsed() > Duration::from_secs(5) {
+        eprintln!(
+            "the collector checks took {:?}: two new slow heads",
+            slow_since.elapsed()
+        );
+        drop(std::mem::take(&mut slow));
+        slow = slow_heads();
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // connections are bounded (4): with the stuck one (in an exchange), two
     // slow heads and one idle open, a fifth takes the place of the one
     // that has waited longest for a head (the first slow one), and is
