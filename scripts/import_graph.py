@@ -7,8 +7,10 @@ appear in, inline `mod x { .. }` blocks included) and every use of a name a
 `use crate::..` brought in (`use crate::sources; .. sources::futex::X`) is
 resolved to the file that defines the longest matching module:
 `crate::sources::futex::X` is src/sources/futex.rs, `crate::sources::X` is
-src/sources/mod.rs. A module directory counts as its files. src/main.rs is
-its own crate (it names the library as `lockscope::`) and is left out.
+src/sources/mod.rs. A module directory counts as its files. src/main.rs and
+src/bin/ (the lockscope-workload binary) are crates of their own (they name
+the library as `lockscope::`) and are left out; `--src
+src/bin/lockscope-workload` checks that one's modules.
 
 A parent module naming its own submodules (src/sources/mod.rs using
 `kmutex::SOURCE` from the `mod kmutex;` it declares, for the registry) is the
@@ -95,7 +97,7 @@ def module_files(src):
                 continue
             rel = os.path.relpath(os.path.join(root, f), src)
             parts = rel[:-3].split(os.sep)
-            if parts == ["main"]:
+            if parts == ["main"] or (parts[0] == "bin" and len(parts) > 1):
                 continue
             if parts == ["lib"]:
                 parts = []

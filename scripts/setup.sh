@@ -56,6 +56,7 @@ case $MODE in
     ;;
   demo)
     install "${BUILD_PKGS[@]}"
+    # both binaries: lockscope, and lockscope-workload beside it (demo runs it)
     cargo build --release --locked
     # shell completion and man pages, generated from the command line
     mkdir -p /usr/share/bash-completion/completions /usr/local/share/man/man1

@@ -168,6 +168,14 @@ ENTRIES=$($M suite "$SUITE") || die "bad suite file $SUITE"
 say "building the test binaries (cargo test --locked --no-run)"
 cargo test --locked --no-run --message-format=json > "$OUT/build.json" \
   || die "cargo test --no-run failed"
+# the tests in the guest run both binaries at the paths cargo built them to
+# (the guest sees the host's root through 9p): lockscope, and
+# lockscope-workload, which the tests start directly and which `lockscope
+# workload`/`demo` look for in lockscope's own directory
+for b in lockscope lockscope-workload; do
+  grep -q "\"executable\":\"[^\"]*/$b\"" "$OUT/build.json" \
+    || die "cargo test --no-run built no $b binary (see $OUT/build.json)"
+done
 declare -A EXE=()
 while IFS=$'\t' read -r name exe; do EXE[$name]=$exe; done < <($M targets "$OUT/build.json")
 

@@ -5,14 +5,15 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command as Proc};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 
-use crate::cli::{Cli, Command, DemoArgs, OutputArgs, TraceArgs, TraceSettings, WorkloadArgs};
+use crate::cli::{
+    Cli, Command, DemoArgs, OutputArgs, TraceArgs, TraceSettings, WorkloadArgs, workload_threads_ok,
+};
 use crate::model::{Record, group};
 use crate::output::{self, Report, short_kind};
 use crate::session::{Stop, attach, detach_all, options, require_privileges, stop_all};
@@ -20,7 +21,6 @@ use crate::sources::{self, Options, Started, Symbolizer, Targets};
 pub use crate::status::Usage;
 use crate::status::usage;
 use crate::units::fmt_ns;
-use crate::workload::MAX_WORKLOAD_THREADS;
 
 /// Runs a parsed command line; returns the process exit status.
 pub fn run(cli: Cli) -> Result<i32> {
@@ -932,10 +932,9 @@ fn stream_until_exit(
 fn demo(a: DemoArgs) -> Result<i32> {
     workload_threads_ok(a.threads)?;
     require_privileges()?;
-    let exe = std::env::current_exe().context("find lockscope's own executable")?;
+    let exe = workload_exe()?;
     let cmd = vec![
         exe.display().to_string(),
-        "workload".into(),
         "pipe".into(),
         "mmap".into(),
         "pipe-hold".into(),
@@ -971,156 +970,33 @@ fn demo(a: DemoArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Whether `threads` workers can start: at least one, at most
-/// [`MAX_WORKLOAD_THREADS`], and within vm.max_map_count (each thread maps
-/// its stack, its guard page, its signal stack and that one's guard: past
-/// the limit a thread dies while starting, before any error can be
-/// returned).
-fn workload_threads_ok(threads: usize) -> Result<()> {
-    if threads == 0 {
-        return Err(usage("--threads must be at least 1"));
-    }
-    if threads > MAX_WORKLOAD_THREADS {
-        return Err(usage(format!(
-            "--threads {threads}: at most {MAX_WORKLOAD_THREADS} worker threads"
-        )));
-    }
-    let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok());
-    if let Some(max) = maps
-        && threads.saturating_mul(4).saturating_add(1024) > max
-    {
-        return Err(usage(format!(
-            "--threads {threads}: each thread needs 4 memory maps and vm.max_map_count is {max}"
-        )));
-    }
-    Ok(())
+/// `lockscope workload ARGS...`: becomes the `lockscope-workload` binary
+/// beside lockscope (same pid, so `run -- lockscope workload ...` traces
+/// it), with ARGS unread; its usage lines still say `lockscope workload`.
+fn workload(a: WorkloadArgs) -> Result<i32> {
+    let exe = workload_exe()?;
+    let err = Proc::new(&exe)
+        .arg0("lockscope workload")
+        .args(&a.args)
+        .exec();
+    Err(anyhow!("run {}: {err}", exe.display()))
 }
 
-fn workload(a: WorkloadArgs) -> Result<i32> {
-    use crate::workload::{WorkloadSpec, run as run_workload};
-    workload_threads_ok(a.threads)?;
-    if a.wait_usr1 {
-        let go = Arc::new(AtomicBool::new(false));
-        signal_hook::flag::register(signal_hook::consts::SIGUSR1, go.clone())
-            .context("install SIGUSR1 handler")?;
-        // tell whoever waits that the handler is in place
-        eprintln!(
-            "lockscope workload: pid {} waiting for SIGUSR1",
-            std::process::id()
-        );
-        while !go.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+/// The `lockscope-workload` binary, in the directory of the running
+/// lockscope (cargo builds both into the same target directory).
+fn workload_exe() -> Result<std::path::PathBuf> {
+    let me = std::env::current_exe().context("find lockscope's own executable")?;
+    let exe = me.with_file_name("lockscope-workload");
+    if !exe.is_file() {
+        return Err(anyhow!(
+            "the built-in workloads are a separate binary, {}, which is missing \
+             (looked beside {}): build it with `cargo build` (it builds both binaries) \
+             and keep it in the same directory as lockscope",
+            exe.display(),
+            me.display()
+        ));
     }
-    let mut out = io::stdout().lock();
-    for (i, kind) in a.kinds.iter().enumerate() {
-        let delay = if i == 0 {
-            a.start_delay.unwrap_or_default()
-        } else {
-            Duration::ZERO
-        };
-        if let Some((json, line)) = crate::workload::run_mm_cli(*kind, &a, delay)? {
-            writeln!(out, "{}", if a.json { json } else { line })?;
-            continue;
-        }
-        if let crate::workload::WorkloadKind::User(k) = *kind {
-            let spec = crate::ulockwork::UserSpec {
-                kind: k,
-                threads: a.threads,
-                ops: a.ops,
-                rounds: a.rounds,
-                hold: a.hold,
-                reads: a.reads,
-                writes: a.writes,
-                start_delay: delay,
-                hog: a.hog,
-                children: a.children,
-                child_delay: a.child_delay.unwrap_or_default(),
-            };
-            let rep = crate::ulockwork::run(&spec)?;
-            if a.json {
-                serde_json::to_writer(&mut out, &rep)?;
-                writeln!(out)?;
-            } else {
-                writeln!(
-                    out,
-                    "workload {}: pid {}, lock {}, {} acquisitions, {} failed calls in {}",
-                    rep.kind,
-                    rep.pid,
-                    rep.lock,
-                    rep.acquisitions,
-                    rep.trylock_failures + rep.timedlock_failures,
-                    fmt_ns(rep.elapsed_ns)
-                )?;
-            }
-            continue;
-        }
-        let hold_target = match kind {
-            crate::workload::WorkloadKind::PipeHold => Some(crate::holdwork::HoldTarget::Pipe),
-            crate::workload::WorkloadKind::FileHold => match &a.file {
-                Some(p) => Some(crate::holdwork::HoldTarget::File(p.clone())),
-                None => return Err(usage("file-hold needs --file PATH (the file it writes)")),
-            },
-            _ => None,
-        };
-        if let Some(target) = hold_target {
-            let rep = crate::holdwork::run_on(&target, a.rounds, a.hold, delay, a.hog)?;
-            if a.json {
-                serde_json::to_writer(&mut out, &rep)?;
-                writeln!(out)?;
-            } else {
-                let total: u64 = rep.waiter_write_ns.iter().sum();
-                let lock = match &rep.path {
-                    Some(p) => format!("the i_rwsem of {p}"),
-                    None => format!("the mutex of pipe:[{}]", rep.ino),
-                };
-                writeln!(
-                    out,
-                    "workload {}: pid {}, holder {} held {lock} {} x {}, \
-                     waiter {} blocked {} in total",
-                    rep.kind,
-                    rep.pid,
-                    rep.holder_tid,
-                    rep.rounds,
-                    fmt_ns(rep.hold_ns),
-                    rep.waiter_tid,
-                    fmt_ns(total)
-                )?;
-            }
-            continue;
-        }
-        let spec = WorkloadSpec {
-            kind: *kind,
-            threads: a.threads,
-            ops: a.ops,
-            write_size: a.write_size,
-            map_size: a.map_size,
-            start_delay: if i == 0 {
-                a.start_delay.unwrap_or_default()
-            } else {
-                Duration::ZERO
-            },
-        };
-        let rep = run_workload(&spec)?;
-        if a.json {
-            serde_json::to_writer(&mut out, &rep)?;
-            writeln!(out)?;
-        } else {
-            writeln!(
-                out,
-                "workload {}: pid {}, {} threads, {} ops in {} ({} blocked in syscalls)",
-                rep.kind,
-                rep.pid,
-                rep.threads,
-                rep.total_ops,
-                fmt_ns(rep.elapsed_ns),
-                fmt_ns(rep.blocked_ns)
-            )?;
-        }
-    }
-    Ok(0)
+    Ok(exe)
 }
 
 /// Ring-buffer records copied out by the callbacks, back to back in one

@@ -8,9 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::model::GroupBy;
 use crate::sources::CallerMode;
+use crate::status::usage;
 use crate::units::parse_duration;
-pub use crate::workload::WorkloadArgs;
-use crate::workload::parse_threads;
 
 const ABOUT: &str = "lockscope: which locks your threads wait for, for how long, and why.\n\
 An eBPF lock profiler: kernel lock contention (every sleeping and spinning\n\
@@ -101,6 +100,64 @@ pub struct CompletionsArgs {
     /// The shell to complete for
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// `lockscope workload ...`: its arguments go unread to the
+/// `lockscope-workload` binary beside lockscope, which runs the workloads
+/// (they are not part of lockscope) and prints its own help.
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct WorkloadArgs {
+    /// The workloads and their options (`lockscope workload --help`)
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<std::ffi::OsString>,
+}
+
+/// Most worker threads a built-in workload starts (`--threads`).
+pub const MAX_WORKLOAD_THREADS: usize = 4096;
+
+/// `--threads` of the built-in workloads (`demo`, `lockscope-workload`): 1 to
+/// [`MAX_WORKLOAD_THREADS`].
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of threads"))?;
+    let max = MAX_WORKLOAD_THREADS;
+    if n == 0 || n > max {
+        return Err(format!("{n} threads: 1 to {max}"));
+    }
+    Ok(n)
+}
+
+/// Whether `threads` workers can start: at least one, at most
+/// [`MAX_WORKLOAD_THREADS`], and within vm.max_map_count (each thread maps
+/// its stack, its guard page, its signal stack and that one's guard: past
+/// the limit a thread dies while starting, before any error can be
+/// returned).
+pub fn workload_threads_ok(threads: usize) -> anyhow::Result<()> {
+    if threads == 0 {
+        return Err(usage("--threads must be at least 1"));
+    }
+    if threads > MAX_WORKLOAD_THREADS {
+        return Err(usage(format!(
+            "--threads {threads}: at most {MAX_WORKLOAD_THREADS} worker threads"
+        )));
+    }
+    let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    if let Some(max) = maps
+        && threads.saturating_mul(4).saturating_add(1024) > max
+    {
+        return Err(usage(format!(
+            "--threads {threads}: each thread needs 4 memory maps and vm.max_map_count is {max}"
+        )));
+    }
+    Ok(())
 }
 
 impl Command {

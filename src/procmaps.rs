@@ -340,9 +340,22 @@ mod tests {
         assert_eq!(sym.name(pid, addr).as_deref(), Some("pthread_mutex_lock"));
     }
 
+    /// A pthread mutex at a fixed address.
+    struct PMutex(std::cell::UnsafeCell<libc::pthread_mutex_t>);
+    // SAFETY: only its address is used here; a pthread mutex is made to be
+    // shared between threads.
+    unsafe impl Sync for PMutex {}
+    impl PMutex {
+        const fn new() -> PMutex {
+            PMutex(std::cell::UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER))
+        }
+        fn ptr(&self) -> *mut libc::pthread_mutex_t {
+            self.0.get()
+        }
+    }
+
     #[unsafe(no_mangle)]
-    static LOCKSCOPE_PROCMAPS_TEST_MUTEX: crate::ulockwork::PMutex =
-        crate::ulockwork::PMutex::new();
+    static LOCKSCOPE_PROCMAPS_TEST_MUTEX: PMutex = PMutex::new();
 
     #[test]
     fn names_a_static_mutex_by_its_symbol_and_not_a_heap_one() {
@@ -353,7 +366,7 @@ mod tests {
             sym.data_name(pid, addr).as_deref(),
             Some("LOCKSCOPE_PROCMAPS_TEST_MUTEX")
         );
-        let heap = Box::new(crate::ulockwork::PMutex::new());
+        let heap = Box::new(PMutex::new());
         assert_eq!(sym.data_name(pid, heap.ptr() as u64), None);
     }
 }

@@ -1,6 +1,17 @@
-//! Parsing and printing of durations.
+//! Parsing and printing of durations, and the clock of event timestamps.
 
 use std::time::Duration;
+
+/// CLOCK_MONOTONIC in ns, the clock of every event's timestamps.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 /// Parses `500ms`, `5s`, `2m`, `1h`, `250us`, `100ns`; a bare number is
 /// seconds. Fractions are allowed (`1.5s`).

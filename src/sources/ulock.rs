@@ -1172,7 +1172,7 @@ impl Follower {
         let mut notes = Vec::new();
         match attach_points(&self.skel, self.backend, ipid, &r, &mut notes) {
             Ok(links) => {
-                let latency = fork_ts.map(|t| crate::ulockwork::now_ns().saturating_sub(t));
+                let latency = fork_ts.map(|t| crate::units::now_ns().saturating_sub(t));
                 if replace {
                     self.release(ipid);
                 }

@@ -13,6 +13,11 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_lockscope")
 }
 
+/// The built-in workloads' own binary (`lockscope workload` runs it).
+pub fn workload_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lockscope-workload")
+}
+
 pub fn lockscope(args: &[&str]) -> Output {
     Command::new(bin())
         .args(args)
@@ -42,10 +47,9 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// `lockscope workload KIND... --json --start-delay DELAY ...`
+    /// `lockscope-workload KIND... --json --start-delay DELAY ...`
     pub fn start(args: &[&str], delay: &str) -> Workload {
-        let child = Command::new(bin())
-            .arg("workload")
+        let child = Command::new(workload_bin())
             .args(args)
             .args(["--json", "--start-delay", delay])
             .stdout(Stdio::piped())
@@ -55,11 +59,10 @@ impl Workload {
         Workload { child }
     }
 
-    /// `lockscope workload KIND... --json --wait-usr1 ...`: held until
+    /// `lockscope-workload KIND... --json --wait-usr1 ...`: held until
     /// [`Workload::go`], once the handler is installed.
     pub fn start_paused(args: &[&str]) -> Workload {
-        let mut child = Command::new(bin())
-            .arg("workload")
+        let mut child = Command::new(workload_bin())
             .args(args)
             .args(["--json", "--wait-usr1"])
             .stdout(Stdio::piped())

@@ -202,11 +202,13 @@ fn write_all_once(fd: i32, buf: *const libc::c_void, file: bool) -> Result<u64> 
 /// Runs `rounds` rounds of a `hold`-long mutex hold with one waiter.
 /// `on_ready(pid, holder_tid, waiter_tid)` runs before the first round,
 /// after `start_delay`'s sleep has NOT yet begun (so a tracer can attach).
+/// (The binary runs [`run_on`]; the tests run this.)
+#[cfg(test)]
 pub fn run(rounds: u64, hold: Duration, start_delay: Duration, hog: bool) -> Result<HoldReport> {
     run_on(&HoldTarget::Pipe, rounds, hold, start_delay, hog)
 }
 
-/// [`run`] on a pipe or a file.
+/// `run` on a pipe or a file.
 pub fn run_on(
     target: &HoldTarget,
     rounds: u64,

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use lockscope::units::now_ns;
 use serde::Serialize;
 
 const PAGE: usize = 4096;
@@ -267,17 +268,6 @@ pub fn mmap_hold(
             faulter_call_ns: calls.get(3).cloned().unwrap_or_default(),
         })
     })
-}
-
-/// CLOCK_MONOTONIC in ns, the clock of every event's timestamps.
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Makes the calling thread SCHED_FIFO (lowest real-time priority); false

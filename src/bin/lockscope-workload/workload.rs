@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::units::parse_duration;
+use lockscope::cli::parse_threads;
+use lockscope::units::parse_duration;
 
 /// Largest pipe write the kernel guarantees to be atomic; larger
 /// [`WorkloadSpec::write_size`] values are clamped to it, so every `write()`
@@ -32,23 +33,9 @@ const PIPE_CAPACITY: libc::c_int = 1 << 20;
 /// Size of each `read()` issued by the pipe reader.
 const READ_SIZE: usize = 64 * 1024;
 
-/// Most worker threads a built-in workload starts (`--threads`).
-pub const MAX_WORKLOAD_THREADS: usize = 4096;
-
-/// `--threads` of the built-in workloads: 1 to
-/// [`MAX_WORKLOAD_THREADS`].
-pub fn parse_threads(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of threads"))?;
-    let max = MAX_WORKLOAD_THREADS;
-    if n == 0 || n > max {
-        return Err(format!("{n} threads: 1 to {max}"));
-    }
-    Ok(n)
-}
-
-#[derive(clap::Args, Debug)]
+/// `lockscope-workload` (and `lockscope workload`, which runs it).
+#[derive(clap::Parser, Debug)]
+#[command(about = "Built-in workload with known lock operations (used by demo and tests)")]
 pub struct WorkloadArgs {
     /// Workloads to run, one after another: pipe (N writers on one pipe:
     /// pipe->mutex), mmap (N threads mmap/munmap in one address space:
@@ -635,7 +622,7 @@ pub fn run_mm_cli(
     delay: Duration,
 ) -> Result<Option<(String, String)>> {
     use crate::mmwork::{last_cpu, mmap_hold, pingpong, pipe_self, runq};
-    use crate::units::fmt_ns;
+    use lockscope::units::fmt_ns;
     let out = match kind {
         WorkloadKind::MmapHold => {
             let rep = mmap_hold(a.rounds, a.region_mb << 20, delay, a.faulter)?;

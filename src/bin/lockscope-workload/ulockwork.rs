@@ -174,7 +174,7 @@ pub struct ForkChild {
     pub waiter_wait_ns: Vec<u64>,
 }
 
-pub use crate::mmwork::now_ns;
+use lockscope::units::now_ns;
 
 /// Waits until CLOCK_MONOTONIC reaches `t` ns: sleeps until 2 ms before,
 /// then spins, so a busy machine's wake-up latency does not lengthen the
