@@ -2066,7 +2066,7 @@ mod tests {
     /// its type tag flattened in (the `trace --json` line before it).
     #[test]
     fn event_json_is_serde_json_byte_for_byte() {
-        use crate::model::{Event, WaitSplit};
+        use crate::model::Event;
         #[derive(Serialize)]
         struct Line<'a> {
             #[serde(rename = "type")]
@@ -2075,32 +2075,13 @@ mod tests {
             event: &'a Event,
         }
         let base = Event {
-            source: "kernel-contention",
             kind: LockKind::Mutex,
-            lock: 0xffff_8881_0000_1234,
-            lock_name: Some("pipe:[42] (fd 3 of 7 \"x\")".into()),
-            caller: Some("pipe_write".into()),
-            pid: 7,
-            tid: u32::MAX,
-            comm: "a\\b\tc\u{1}\u{7f}é\n\r\u{8}\u{c}\u{1f}".into(),
             cgroup: None,
             begin_ns: 0,
-            end_ns: u64::MAX,
-            released_ns: Some(5),
-            wait_ns: 10,
             hold_ns: None,
-            aborted: true,
             failed: false,
-            ret: -4,
-            spun: true,
             slept: false,
-            partial: true,
-            holder_tid: Some(9),
-            split: Some(WaitSplit {
-                oncpu: 1,
-                runnable: 2,
-                asleep: 3,
-            }),
+            ..super::json_contract::full_event()
         };
         let mut events = vec![base.clone()];
         let mut e = base.clone();
@@ -2114,26 +2095,10 @@ mod tests {
         e.split = None;
         e.ret = i32::MIN;
         events.push(e);
-        for k in [
-            LockKind::Spinlock,
-            LockKind::RwlockRead,
-            LockKind::RwlockWrite,
-            LockKind::RwsemRead,
-            LockKind::RwsemWrite,
-            LockKind::RtMutex,
-            LockKind::RwlockRtRead,
-            LockKind::RwlockRtWrite,
-            LockKind::PercpuRwsemRead,
-            LockKind::PercpuRwsemWrite,
-            LockKind::RunQueue,
-            LockKind::PickNext,
-            LockKind::UserMutex,
-            LockKind::UserRwlockRead,
-            LockKind::UserRwlockWrite,
-            LockKind::UserSpin,
-            LockKind::Futex,
-            LockKind::Unknown(0x1f0),
-        ] {
+        for k in LockKind::KNOWN
+            .into_iter()
+            .chain([LockKind::Unknown(0x1f0)])
+        {
             let mut e = base.clone();
             e.kind = k;
             e.lock = 0xf;
@@ -2280,9 +2245,9 @@ mod json_contract {
         assert_eq!(serde_json::from_str::<Report>(&pretty).expect("read"), want);
     }
 
-    #[test]
-    fn an_event_line_reads_back_field_for_field() {
-        let e = Event {
+    /// An event with every field set (and a name that needs escapes).
+    pub(super) fn full_event() -> Event {
+        Event {
             source: "kernel-contention",
             kind: LockKind::Unknown(0x1f0),
             lock: 0xffff_8881_0000_1234,
@@ -2290,7 +2255,7 @@ mod json_contract {
             caller: Some("pipe_write".into()),
             pid: 7,
             tid: u32::MAX,
-            comm: "a\\b\tc\u{1}\u{7f}é\n".into(),
+            comm: "a\\b\tc\u{1}\u{7f}é\n\r\u{8}\u{c}\u{1f}".into(),
             cgroup: Some("/system.slice/x.service".into()),
             begin_ns: 1,
             end_ns: u64::MAX,
@@ -2309,7 +2274,12 @@ mod json_contract {
                 runnable: 2,
                 asleep: 3,
             }),
-        };
+        }
+    }
+
+    #[test]
+    fn an_event_line_reads_back_field_for_field() {
+        let e = full_event();
         let mut buf = Vec::new();
         event_json(&mut buf, "wait", &e);
         let line = std::str::from_utf8(&buf).expect("utf-8");

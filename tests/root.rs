@@ -33,6 +33,18 @@ fn pipe_mutex_row(rep: &Report, waiter_tid: u64) -> &Row {
         .unwrap_or_else(|| panic!("a mutex row of the waiter {waiter_tid}: {rep:?}"))
 }
 
+/// Every row is of the workload's process (`-p`) and well-formed.
+fn only_the_workload(rep: &Report, pid: u64) {
+    for r in &rep.rows {
+        assert_eq!(
+            r.pid.map(u64::from),
+            Some(pid),
+            "-p shows only the workload: {r:?}"
+        );
+        check_row(r);
+    }
+}
+
 #[test]
 fn known_hold_gives_exact_count_and_wait_times() {
     // 10 rounds: the holder keeps the pipe mutex 30 ms, the waiter blocks
@@ -42,14 +54,7 @@ fn known_hold_gives_exact_count_and_wait_times() {
     );
     let w = &wl[0];
     let pid = u(&w["pid"]);
-    for r in &rep.rows {
-        assert_eq!(
-            r.pid.map(u64::from),
-            Some(pid),
-            "-p shows only the workload: {r:?}"
-        );
-        check_row(r);
-    }
+    only_the_workload(&rep, pid);
     let row = pipe_mutex_row(&rep, u(&w["waiter_tid"]));
     assert_eq!(
         row.count, 10,
@@ -103,13 +108,8 @@ fn pid_filter_on_a_busy_pipe() {
         .iter()
         .map(u)
         .collect();
+    only_the_workload(&rep, pid);
     for r in &rep.rows {
-        assert_eq!(
-            r.pid.map(u64::from),
-            Some(pid),
-            "-p shows only the workload: {r:?}"
-        );
-        check_row(r);
         let tid = u64::from(r.tid.unwrap_or_else(|| panic!("a row's tid: {r:?}")));
         assert!(
             tid == pid || tids.contains(&tid) || r.comm.as_deref() == Some("ls-reader"),
