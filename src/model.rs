@@ -361,7 +361,7 @@ pub fn interval(now: &[Record], prev: &[Record]) -> Vec<Record> {
 }
 
 /// The JSON shape of a [`Stats`]: `{"total","min","max","p50","p99"}` in ns.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct StatsSummary {
     pub total: u64,
     pub min: u64,
@@ -415,7 +415,7 @@ pub struct Record {
 /// caller (tracing and lock frames trimmed). `count`/`total_ns`/`max_ns`
 /// are waits that ended there; `hold_*` holds whose acquisition was there
 /// (0 when hold stacks were not taken).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StackSample {
     pub kernel: Vec<String>,
     pub user: Vec<String>,
@@ -459,7 +459,7 @@ pub fn merge_stacks(all: impl IntoIterator<Item = StackSample>) -> Vec<StackSamp
 
 /// Of the total wait: time on CPU (spinning), runnable but not running
 /// (waiting for a CPU), and asleep (blocked). Totals in ns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct WaitSplit {
     pub oncpu: u64,
     pub runnable: u64,
@@ -525,9 +525,10 @@ fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
 
 /// Who held a lock while others waited for it: waits that began while
 /// `holder_tid` held `lock` (the "top holders" of a report).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct HolderRow {
-    pub source: &'static str,
+    #[serde(deserialize_with = "static_str")]
+    pub source: StaticStr,
     pub kind: LockKind,
     /// Lock address as a hex string.
     pub lock: String,
@@ -554,9 +555,10 @@ pub enum GroupBy {
 }
 
 /// One row of a report, and its JSON form (the documented contract).
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct Row {
-    pub source: &'static str,
+    #[serde(deserialize_with = "static_str")]
+    pub source: StaticStr,
     pub kind: Option<LockKind>,
     /// Lock address as a hex string; null when rows span several locks.
     pub lock: Option<String>,
@@ -587,7 +589,7 @@ pub struct Row {
     /// Of `wait_ns.total`: on CPU, runnable, asleep (null if not measured).
     pub wait_split: Option<WaitSplit>,
     /// Full stacks of this row's waits (`--stacks`), largest total first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub stacks: Vec<StackSample>,
     /// log2 histogram of waits: element k counts waits in [2^(k-1), 2^k) ns
     /// (element 0: 0 ns); trailing empty slots are omitted.
@@ -746,6 +748,84 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
             .then(y.count.cmp(&x.count))
     });
     rows
+}
+
+/// A stable name read back from JSON (a source's name, a grouping) as the
+/// `&'static str` the types that write it hold: each distinct string is
+/// leaked once and shared by every later read of it, so memory is bounded
+/// by the number of distinct names read, not by the number of reads.
+pub fn intern(s: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(&n) = names.get(s) {
+        return n;
+    }
+    let n: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    names.insert(n);
+    n
+}
+
+/// `&'static str`, for the name fields of the JSON types: serde borrows a
+/// field spelt `&str` from its input, which a `'static` one read from a
+/// `String` cannot be; spelt this way, the field is read by
+/// [`static_str`] instead.
+pub type StaticStr = &'static str;
+
+/// `deserialize_with` for the `&'static str` fields of the JSON types:
+/// the same string, [`intern`]ed.
+pub fn static_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+    Ok(intern(&s))
+}
+
+impl LockKind {
+    /// Every kind but `Unknown`, in declaration order.
+    pub const KNOWN: [LockKind; 19] = [
+        LockKind::Spinlock,
+        LockKind::RwlockRead,
+        LockKind::RwlockWrite,
+        LockKind::Mutex,
+        LockKind::RwsemRead,
+        LockKind::RwsemWrite,
+        LockKind::RtMutex,
+        LockKind::RwlockRtRead,
+        LockKind::RwlockRtWrite,
+        LockKind::PercpuRwsemRead,
+        LockKind::PercpuRwsemWrite,
+        LockKind::RunQueue,
+        LockKind::PickNext,
+        LockKind::UserMutex,
+        LockKind::UserRwlockRead,
+        LockKind::UserRwlockWrite,
+        LockKind::UserSpin,
+        LockKind::UserCond,
+        LockKind::Futex,
+    ];
+
+    /// The kind whose [`LockKind::name`] is `name`: the inverse of it.
+    pub fn from_name(name: &str) -> Option<LockKind> {
+        if let Some(k) = LockKind::KNOWN
+            .iter()
+            .find(|k| k.known_name() == Some(name))
+        {
+            return Some(*k);
+        }
+        let hex = name.strip_prefix("unknown-0x")?;
+        u32::from_str_radix(hex, 16).ok().map(LockKind::Unknown)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LockKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        LockKind::from_name(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown lock kind {s:?}")))
+    }
 }
 
 #[cfg(test)]
@@ -1038,5 +1118,38 @@ mod tests {
         assert_eq!(by_cg.len(), 1);
         assert_eq!(by_cg[0].cgroup.as_deref(), Some("/a"));
         assert_eq!(by_cg[0].count, 3);
+    }
+}
+
+/// The JSON types read back what they write (the report's rows and holders;
+/// `output` checks the whole report and the trace lines).
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_reads_back_from_its_name() {
+        let mut all = LockKind::KNOWN.to_vec();
+        all.extend([LockKind::Unknown(0), LockKind::Unknown(0x1f0)]);
+        for k in all {
+            let json = serde_json::to_string(&k).expect("write");
+            let back: LockKind = serde_json::from_str(&json).expect("read");
+            assert_eq!(back, k, "{json}");
+        }
+        // KNOWN is every kind: a kind added to the enum but not to it would
+        // not read back (its name would be unknown)
+        for k in LockKind::KNOWN {
+            assert!(k.known_name().is_some());
+        }
+        assert!(serde_json::from_str::<LockKind>("\"no-such-kind\"").is_err());
+        assert!(serde_json::from_str::<LockKind>("\"unknown-0xzz\"").is_err());
+    }
+
+    #[test]
+    fn interned_names_are_shared() {
+        let a = intern(&String::from("kernel-contention"));
+        let b = intern(&String::from("kernel-contention"));
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(a, "kernel-contention");
     }
 }

@@ -13,12 +13,13 @@ use crate::units::fmt_ns;
 pub const JSON_VERSION: u32 = 1;
 
 /// A whole report: the `report --json` object.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct Report {
     pub version: u32,
     pub duration_ns: u64,
     pub targets: String,
-    pub by: &'static str,
+    #[serde(deserialize_with = "crate::model::static_str")]
+    pub by: crate::model::StaticStr,
     /// `report -i`: which interval this is (1, 2, ...); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<u64>,
@@ -1135,6 +1136,71 @@ fn json_str(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
 }
 
+/// One `trace --json` event line as [`event_json`] writes it, read back:
+/// the typed reader of that hand-written contract (a unit test writes a
+/// fully populated event with `event_json` and reads it with this, field
+/// for field). `lock` is the hex string written (`"0x..."`).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventLine {
+    /// `"wait"`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub source: String,
+    pub kind: LockKind,
+    pub lock: String,
+    pub lock_name: Option<String>,
+    pub caller: Option<String>,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub cgroup: Option<String>,
+    pub begin_ns: u64,
+    pub end_ns: u64,
+    pub released_ns: Option<u64>,
+    pub wait_ns: u64,
+    pub hold_ns: Option<u64>,
+    pub aborted: bool,
+    pub failed: bool,
+    pub ret: i32,
+    pub spun: bool,
+    pub slept: bool,
+    pub partial: bool,
+    pub holder_tid: Option<u32>,
+    pub split: Option<crate::model::WaitSplit>,
+}
+
+/// The last line of `trace --json` (`"type":"end"`): events delivered,
+/// the window, the lost counters and, with `--summary`, the report.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndLine {
+    #[serde(rename = "type")]
+    pub ty: std::borrow::Cow<'static, str>,
+    pub events: u64,
+    pub duration_ns: u64,
+    pub lost: BTreeMap<String, u64>,
+    pub report: Option<Report>,
+}
+
+/// A line of `trace --json`: an event or the end line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TraceLine {
+    Event(Box<EventLine>),
+    End(Box<EndLine>),
+}
+
+impl TraceLine {
+    /// Reads one line of `trace --json` by its `"type"`.
+    pub fn parse(line: &str) -> serde_json::Result<TraceLine> {
+        if line.starts_with("{\"type\":\"end\"") {
+            serde_json::from_str(line).map(|e| TraceLine::End(Box::new(e)))
+        } else {
+            serde_json::from_str(line).map(|e| TraceLine::Event(Box::new(e)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2000,7 +2066,7 @@ mod tests {
     /// its type tag flattened in (the `trace --json` line before it).
     #[test]
     fn event_json_is_serde_json_byte_for_byte() {
-        use crate::model::{Event, WaitSplit};
+        use crate::model::Event;
         #[derive(Serialize)]
         struct Line<'a> {
             #[serde(rename = "type")]
@@ -2009,32 +2075,13 @@ mod tests {
             event: &'a Event,
         }
         let base = Event {
-            source: "kernel-contention",
             kind: LockKind::Mutex,
-            lock: 0xffff_8881_0000_1234,
-            lock_name: Some("pipe:[42] (fd 3 of 7 \"x\")".into()),
-            caller: Some("pipe_write".into()),
-            pid: 7,
-            tid: u32::MAX,
-            comm: "a\\b\tc\u{1}\u{7f}é\n\r\u{8}\u{c}\u{1f}".into(),
             cgroup: None,
             begin_ns: 0,
-            end_ns: u64::MAX,
-            released_ns: Some(5),
-            wait_ns: 10,
             hold_ns: None,
-            aborted: true,
             failed: false,
-            ret: -4,
-            spun: true,
             slept: false,
-            partial: true,
-            holder_tid: Some(9),
-            split: Some(WaitSplit {
-                oncpu: 1,
-                runnable: 2,
-                asleep: 3,
-            }),
+            ..super::json_contract::full_event()
         };
         let mut events = vec![base.clone()];
         let mut e = base.clone();
@@ -2048,26 +2095,10 @@ mod tests {
         e.split = None;
         e.ret = i32::MIN;
         events.push(e);
-        for k in [
-            LockKind::Spinlock,
-            LockKind::RwlockRead,
-            LockKind::RwlockWrite,
-            LockKind::RwsemRead,
-            LockKind::RwsemWrite,
-            LockKind::RtMutex,
-            LockKind::RwlockRtRead,
-            LockKind::RwlockRtWrite,
-            LockKind::PercpuRwsemRead,
-            LockKind::PercpuRwsemWrite,
-            LockKind::RunQueue,
-            LockKind::PickNext,
-            LockKind::UserMutex,
-            LockKind::UserRwlockRead,
-            LockKind::UserRwlockWrite,
-            LockKind::UserSpin,
-            LockKind::Futex,
-            LockKind::Unknown(0x1f0),
-        ] {
+        for k in LockKind::KNOWN
+            .into_iter()
+            .chain([LockKind::Unknown(0x1f0)])
+        {
             let mut e = base.clone();
             e.kind = k;
             e.lock = 0xf;
@@ -2083,6 +2114,263 @@ mod tests {
             })
             .expect("serialise");
             assert_eq!(String::from_utf8(buf.clone()).expect("utf-8"), want);
+        }
+    }
+}
+
+/// The JSON contract's guard: what lockscope writes (the report by serde,
+/// the trace lines by [`event_json`] and serde) reads back with the typed
+/// readers, field for field, and the bytes written stay as they were.
+#[cfg(test)]
+mod json_contract {
+    use super::*;
+    use crate::model::{Event, HolderRow, Record, StackSample, Stats, WaitSplit, group};
+    use crate::status::ProgStats;
+
+    fn stats(ns: &[u64]) -> Stats {
+        let mut s = Stats::default();
+        for &n in ns {
+            s.record(n);
+        }
+        s
+    }
+
+    /// A report with every field and every optional part present.
+    fn full_report() -> Report {
+        let rec = Record {
+            source: "mmap-lock",
+            kind: LockKind::RwsemWrite,
+            lock: 0xffff_8881_0000_1000,
+            lock_name: Some("mmap_lock of \"a\"\n".into()),
+            caller: Some("do_madvise".into()),
+            pid: 42,
+            tid: 43,
+            comm: "wl\tx é".into(),
+            cgroup: Some("/system.slice/x.service".into()),
+            memcg: Some("/user.slice".into()),
+            aborted: 1,
+            spun: 2,
+            slept: 3,
+            wait: stats(&[1_000, 2_000_000, 3_000_000]),
+            hold: Some(stats(&[500, 7_000_000])),
+            acquired: Some(9),
+            failed: 4,
+            partial: 5,
+            split: Some(WaitSplit::from_offcpu(5_002_000, 5_000_000, 1_000_000)),
+            stacks: vec![StackSample {
+                kernel: vec!["rwsem_down_write_slowpath".into(), "do_madvise".into()],
+                user: vec!["madvise".into(), "main".into()],
+                count: 3,
+                total_ns: 5_002_000,
+                max_ns: 3_000_000,
+                hold_count: 2,
+                hold_total_ns: 7_000_500,
+                hold_max_ns: 7_000_000,
+            }],
+        };
+        let mut lost = BTreeMap::new();
+        lost.insert("map_full".to_string(), 0);
+        lost.insert("ring_full".to_string(), 7);
+        Report {
+            version: JSON_VERSION,
+            duration_ns: 5_000_000_000,
+            targets: "pid 42".into(),
+            by: "lock",
+            interval: Some(3),
+            sources: vec![
+                SourceStatus {
+                    name: "mmap-lock".into(),
+                    backend: Some("tracepoint".into()),
+                    available: true,
+                    reason: None,
+                },
+                SourceStatus {
+                    name: "sched".into(),
+                    backend: None,
+                    available: false,
+                    reason: Some("not asked for".into()),
+                },
+            ],
+            lost,
+            bpf_programs: vec![ProgStats {
+                name: "mmap_lock_start".into(),
+                id: 77,
+                run_cnt: 1000,
+                run_time_ns: 123_456,
+                recursion_misses: 1,
+            }],
+            rows: group(&[rec], GroupBy::Lock),
+            holders: vec![HolderRow {
+                source: "mmap-lock",
+                kind: LockKind::RwsemWrite,
+                lock: "0xffff888100001000".into(),
+                pid: 42,
+                holder_tid: 44,
+                holder_comm: Some("holder".into()),
+                waits: 3,
+                wait_ns: 5_002_000,
+            }],
+        }
+    }
+
+    /// The report's bytes as lockscope wrote them before its types could
+    /// be read back (`serde_json::to_string(&full_report())` at dbacddb).
+    const FULL_REPORT_JSON: &str = r#"{"version":1,"duration_ns":5000000000,"targets":"pid 42","by":"lock","interval":3,"sources":[{"name":"mmap-lock","backend":"tracepoint","available":true,"reason":null},{"name":"sched","backend":null,"available":false,"reason":"not asked for"}],"lost":{"map_full":0,"ring_full":7},"bpf_programs":[{"name":"mmap_lock_start","id":77,"run_cnt":1000,"run_time_ns":123456,"recursion_misses":1}],"rows":[{"source":"mmap-lock","kind":"rwsem-write","lock":"0xffff888100001000","lock_name":"mmap_lock of \"a\"\n","caller":"do_madvise","pid":42,"tid":43,"comm":"wl\tx é","cgroup":"/system.slice/x.service","memcg":"/user.slice","count":3,"acquired":9,"aborted":1,"failed":4,"partial":5,"spun":2,"slept":3,"wait_ns":{"total":5001000,"min":1000,"max":3000000,"p50":2097152,"p99":3000000},"hold_ns":{"total":7000500,"min":500,"max":7000000,"p50":512,"p99":7000000},"holds":2,"wait_split":{"oncpu":2000,"runnable":1000000,"asleep":4000000},"stacks":[{"kernel":["rwsem_down_write_slowpath","do_madvise"],"user":["madvise","main"],"count":3,"total_ns":5002000,"max_ns":3000000,"hold_count":2,"hold_total_ns":7000500,"hold_max_ns":7000000}],"wait_hist":[0,0,0,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0,1,1]}],"holders":[{"source":"mmap-lock","kind":"rwsem-write","lock":"0xffff888100001000","pid":42,"holder_tid":44,"holder_comm":"holder","waits":3,"wait_ns":5002000}]}"#;
+
+    #[test]
+    fn the_report_reads_back_field_for_field() {
+        let rep = full_report();
+        let row = &rep.rows[0];
+        assert!(row.memcg.is_some() && !row.stacks.is_empty() && row.hold_ns.is_some());
+        let json = serde_json::to_string(&rep).expect("write");
+        assert_eq!(json, FULL_REPORT_JSON, "the bytes written did not change");
+        let back: Report = serde_json::from_str(&json).expect("read");
+        // `Row::wait` is not in the JSON (its summary and histogram are)
+        let mut want = rep.clone();
+        for r in &mut want.rows {
+            r.wait = Stats::default();
+        }
+        assert_eq!(back, want);
+        assert_eq!(serde_json::to_string(&back).expect("write again"), json);
+        // absent optional parts read back as absent
+        let mut bare = want.clone();
+        bare.interval = None;
+        bare.rows[0].memcg = None;
+        bare.rows[0].stacks.clear();
+        let json = serde_json::to_string(&bare).expect("write");
+        assert!(!json.contains("\"interval\"") && !json.contains("\"stacks\""));
+        assert_eq!(serde_json::from_str::<Report>(&json).expect("read"), bare);
+        // the pretty form (`report --json` to a terminal) reads the same
+        let pretty = serde_json::to_string_pretty(&rep).expect("write");
+        assert_eq!(serde_json::from_str::<Report>(&pretty).expect("read"), want);
+    }
+
+    /// An event with every field set (and a name that needs escapes).
+    pub(super) fn full_event() -> Event {
+        Event {
+            source: "kernel-contention",
+            kind: LockKind::Unknown(0x1f0),
+            lock: 0xffff_8881_0000_1234,
+            lock_name: Some("pipe:[42] (fd 3 of 7 \"x\")".into()),
+            caller: Some("pipe_write".into()),
+            pid: 7,
+            tid: u32::MAX,
+            comm: "a\\b\tc\u{1}\u{7f}é\n\r\u{8}\u{c}\u{1f}".into(),
+            cgroup: Some("/system.slice/x.service".into()),
+            begin_ns: 1,
+            end_ns: u64::MAX,
+            released_ns: Some(5),
+            wait_ns: 10,
+            hold_ns: Some(11),
+            aborted: true,
+            failed: true,
+            ret: -4,
+            spun: true,
+            slept: true,
+            partial: true,
+            holder_tid: Some(9),
+            split: Some(WaitSplit {
+                oncpu: 1,
+                runnable: 2,
+                asleep: 3,
+            }),
+        }
+    }
+
+    #[test]
+    fn an_event_line_reads_back_field_for_field() {
+        let e = full_event();
+        let mut buf = Vec::new();
+        event_json(&mut buf, "wait", &e);
+        let line = std::str::from_utf8(&buf).expect("utf-8");
+        let Ok(TraceLine::Event(read)) = TraceLine::parse(line) else {
+            panic!("an event line: {line}");
+        };
+        // every field named: a field added to the reader must be checked
+        let EventLine {
+            ty,
+            source,
+            kind,
+            lock,
+            lock_name,
+            caller,
+            pid,
+            tid,
+            comm,
+            cgroup,
+            begin_ns,
+            end_ns,
+            released_ns,
+            wait_ns,
+            hold_ns,
+            aborted,
+            failed,
+            ret,
+            spun,
+            slept,
+            partial,
+            holder_tid,
+            split,
+        } = *read;
+        assert_eq!(ty, "wait");
+        assert_eq!(source, e.source);
+        assert_eq!(kind, e.kind);
+        assert_eq!(lock, format!("0x{:x}", e.lock));
+        assert_eq!(lock_name, e.lock_name);
+        assert_eq!(caller, e.caller);
+        assert_eq!(pid, e.pid);
+        assert_eq!(tid, e.tid);
+        assert_eq!(comm, e.comm);
+        assert_eq!(cgroup, e.cgroup);
+        assert_eq!(begin_ns, e.begin_ns);
+        assert_eq!(end_ns, e.end_ns);
+        assert_eq!(released_ns, e.released_ns);
+        assert_eq!(wait_ns, e.wait_ns);
+        assert_eq!(hold_ns, e.hold_ns);
+        assert_eq!(aborted, e.aborted);
+        assert_eq!(failed, e.failed);
+        assert_eq!(ret, e.ret);
+        assert_eq!(spun, e.spun);
+        assert_eq!(slept, e.slept);
+        assert_eq!(partial, e.partial);
+        assert_eq!(holder_tid, e.holder_tid);
+        assert_eq!(split, e.split);
+        // the reader knows every field the writer writes (it refuses
+        // unknown ones), and a field the writer dropped would be missing
+        let mut extra = line.trim_end_matches('}').to_string();
+        extra.push_str(",\"new\":1}");
+        assert!(serde_json::from_str::<EventLine>(&extra).is_err());
+        let missing = line.replace(",\"wait_ns\":10", "");
+        assert!(serde_json::from_str::<EventLine>(&missing).is_err());
+    }
+
+    #[test]
+    fn the_end_line_reads_back() {
+        let mut lost = BTreeMap::new();
+        lost.insert("ring_full".to_string(), 3);
+        for report in [None, Some(full_report())] {
+            let end = EndLine {
+                ty: "end".into(),
+                events: 12,
+                duration_ns: 34,
+                lost: lost.clone(),
+                report,
+            };
+            let json = serde_json::to_string(&end).expect("write");
+            assert!(
+                json.starts_with("{\"type\":\"end\",\"events\":12,"),
+                "{json}"
+            );
+            let Ok(TraceLine::End(back)) = TraceLine::parse(&json) else {
+                panic!("an end line: {json}");
+            };
+            let mut want = end.clone();
+            if let Some(r) = &mut want.report {
+                for row in &mut r.rows {
+                    row.wait = Stats::default();
+                }
+            }
+            assert_eq!(*back, want);
         }
     }
 }

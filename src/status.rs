@@ -21,7 +21,7 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 }
 
 /// One source's status in a report header and in JSON.
-#[derive(Clone, Debug, serde::Serialize, PartialEq)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct SourceStatus {
     pub name: String,
     pub backend: Option<String>,
@@ -30,7 +30,7 @@ pub struct SourceStatus {
 }
 
 /// Kernel run statistics of one BPF program.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct ProgStats {
     pub name: String,
     pub id: u32,

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 /// `lockscope report -p PID --json` over a workload that starts after the
 /// tracer is attached; returns (report, workload reports).
-fn report_on(workload: &[&str], extra: &[&str]) -> (Value, Vec<Value>) {
+fn report_on(workload: &[&str], extra: &[&str]) -> (Report, Vec<Value>) {
     require_root();
     let wl = Workload::start_paused(workload);
     let pid = wl.pid().to_string();
@@ -22,15 +22,27 @@ fn report_on(workload: &[&str], extra: &[&str]) -> (Value, Vec<Value>) {
     let tracer = Tracer::start(&args);
     wl.go();
     let done = wl.finish();
-    (tracer.finish_json(), done)
+    (tracer.finish_report(), done)
 }
 
 /// The pipe mutex row of a by-lock report over a pipe-hold workload.
-fn pipe_mutex_row(rep: &Value, waiter_tid: u64) -> &Value {
-    rows(rep)
+fn pipe_mutex_row(rep: &Report, waiter_tid: u64) -> &Row {
+    rep.rows
         .iter()
-        .find(|r| r["kind"] == "mutex" && r["tid"].as_u64() == Some(waiter_tid))
-        .unwrap_or_else(|| panic!("a mutex row of the waiter {waiter_tid}: {rep}"))
+        .find(|r| r.kind == Some(LockKind::Mutex) && r.tid.map(u64::from) == Some(waiter_tid))
+        .unwrap_or_else(|| panic!("a mutex row of the waiter {waiter_tid}: {rep:?}"))
+}
+
+/// Every row is of the workload's process (`-p`) and well-formed.
+fn only_the_workload(rep: &Report, pid: u64) {
+    for r in &rep.rows {
+        assert_eq!(
+            r.pid.map(u64::from),
+            Some(pid),
+            "-p shows only the workload: {r:?}"
+        );
+        check_row(r);
+    }
 }
 
 #[test]
@@ -42,22 +54,18 @@ fn known_hold_gives_exact_count_and_wait_times() {
     );
     let w = &wl[0];
     let pid = u(&w["pid"]);
-    for r in rows(&rep) {
-        assert_eq!(u(&r["pid"]), pid, "-p shows only the workload: {r}");
-        check_row_invariants(r);
-    }
+    only_the_workload(&rep, pid);
     let row = pipe_mutex_row(&rep, u(&w["waiter_tid"]));
     assert_eq!(
-        u(&row["count"]),
-        10,
-        "exactly one contended wait per round: {row}"
+        row.count, 10,
+        "exactly one contended wait per round: {row:?}"
     );
     assert!(
-        row["caller"].as_str().is_some_and(|c| c.contains("pipe")),
-        "the caller is the pipe write path: {row}"
+        row.caller.as_deref().is_some_and(|c| c.contains("pipe")),
+        "the caller is the pipe write path: {row:?}"
     );
-    assert_eq!(u(&row["aborted"]), 0);
-    assert_eq!(u(&row["slept"]), 10, "a 30 ms wait sleeps: {row}");
+    assert_eq!(row.aborted, 0);
+    assert_eq!(row.slept, 10, "a 30 ms wait sleeps: {row:?}");
     // the waiter's own measurement of its blocked writes is the ground truth
     let measured: Vec<u64> = w["waiter_write_ns"]
         .as_array()
@@ -66,20 +74,20 @@ fn known_hold_gives_exact_count_and_wait_times() {
         .map(u)
         .collect();
     let total: u64 = measured.iter().sum();
-    let reported = u(&row["wait_ns"]["total"]);
+    let reported = row.wait_ns.total;
     assert!(
         reported <= total && total - reported <= 10 * 2_000_000,
         "reported {reported} ns vs measured {total} ns: within 2 ms a wait"
     );
     let max_measured = *measured.iter().max().expect("rounds");
-    let max_reported = u(&row["wait_ns"]["max"]);
+    let max_reported = row.wait_ns.max;
     assert!(
         max_reported <= max_measured && max_measured - max_reported <= 2_000_000,
         "max {max_reported} vs {max_measured}"
     );
-    assert_eq!(u(&rep["lost"]["map_full"]), 0);
-    assert_eq!(u(&rep["lost"]["stale_wait"]), 0);
-    assert_eq!(rep["sources"][0]["name"], "kernel-contention");
+    assert_eq!(rep.lost["map_full"], 0);
+    assert_eq!(rep.lost["stale_wait"], 0);
+    assert_eq!(rep.sources[0].name, "kernel-contention");
 }
 
 #[test]
@@ -100,13 +108,12 @@ fn pid_filter_on_a_busy_pipe() {
         .iter()
         .map(u)
         .collect();
-    for r in rows(&rep) {
-        assert_eq!(u(&r["pid"]), pid, "-p shows only the workload: {r}");
-        check_row_invariants(r);
-        let tid = u(&r["tid"]);
+    only_the_workload(&rep, pid);
+    for r in &rep.rows {
+        let tid = u64::from(r.tid.unwrap_or_else(|| panic!("a row's tid: {r:?}")));
         assert!(
-            tid == pid || tids.contains(&tid) || r["comm"] == "ls-reader",
-            "{r}"
+            tid == pid || tids.contains(&tid) || r.comm.as_deref() == Some("ls-reader"),
+            "{r:?}"
         );
     }
 }
@@ -120,16 +127,13 @@ fn mmap_workload_names_its_mmap_lock() {
     let pid = u(&wl[0]["pid"]);
     assert_eq!(u(&wl[0]["munmap_calls"]), 12_000);
     let name = format!("mmap_lock of {pid} (");
-    let mm: Vec<&Value> = rows(&rep)
+    let mm: Vec<&Row> = rep
+        .rows
         .iter()
-        .filter(|r| {
-            r["lock_name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with(&name))
-        })
+        .filter(|r| r.lock_name.as_deref().is_some_and(|n| n.starts_with(&name)))
         .collect();
-    assert!(!mm.is_empty(), "a row named {name}...: {rep}");
-    let locks: BTreeSet<&str> = mm.iter().filter_map(|r| r["lock"].as_str()).collect();
+    assert!(!mm.is_empty(), "a row named {name}...: {rep:?}");
+    let locks: BTreeSet<&str> = mm.iter().filter_map(|r| r.lock.as_deref()).collect();
     assert_eq!(
         locks.len(),
         1,
@@ -137,13 +141,13 @@ fn mmap_workload_names_its_mmap_lock() {
     );
     for r in &mm {
         assert!(
-            r["kind"] == "rwsem-write" || r["kind"] == "rwsem-read",
-            "mmap_lock is an rwsem: {r}"
+            r.kind == Some(LockKind::RwsemWrite) || r.kind == Some(LockKind::RwsemRead),
+            "mmap_lock is an rwsem: {r:?}"
         );
-        check_row_invariants(r);
+        check_row(r);
     }
     assert!(
-        mm.iter().any(|r| r["kind"] == "rwsem-write"),
+        mm.iter().any(|r| r.kind == Some(LockKind::RwsemWrite)),
         "munmap takes it for write"
     );
 }
@@ -177,38 +181,38 @@ fn summary_counts_equal_streamed_events() {
     wl.finish();
     let (code, out) = tracer.finish();
     assert_eq!(code, 0);
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
+    let mut lines = trace_lines(&out);
+    let Some(TraceLine::End(end)) = lines.pop() else {
+        panic!("an end line last: {out}");
+    };
+    assert_eq!(end.ty, "end");
+    let waits: Vec<EventLine> = lines
+        .into_iter()
+        .map(|l| match l {
+            TraceLine::Event(e) => *e,
+            TraceLine::End(e) => panic!("an end line before the last: {e:?}"),
+        })
         .collect();
-    let (end, waits) = lines.split_last().expect("an end line");
-    assert_eq!(end["type"], "end");
-    assert!(waits.iter().all(|w| w["type"] == "wait"));
-    assert_eq!(u(&end["events"]), waits.len() as u64);
+    assert!(waits.iter().all(|w| w.ty == "wait"));
+    assert_eq!(end.events, waits.len() as u64);
     assert!(waits.len() >= 20, "at least the 20 known waits");
-    assert_eq!(
-        u(&end["lost"]["ringbuf_dropped"]),
-        0,
-        "no drops at this rate"
-    );
+    assert_eq!(end.lost["ringbuf_dropped"], 0, "no drops at this rate");
     let mut per_lock: BTreeMap<String, u64> = BTreeMap::new();
-    for w in waits {
-        assert_eq!(u(&w["pid"]).to_string(), pid);
-        if w["partial"] != true {
-            assert_eq!(u(&w["wait_ns"]), u(&w["end_ns"]) - u(&w["begin_ns"]));
+    for w in &waits {
+        assert_eq!(w.pid.to_string(), pid);
+        if !w.partial {
+            assert_eq!(w.wait_ns, w.end_ns - w.begin_ns);
         }
-        *per_lock
-            .entry(w["lock"].as_str().expect("lock").to_string())
-            .or_default() += 1;
+        *per_lock.entry(w.lock.clone()).or_default() += 1;
     }
-    let report = &end["report"];
+    let report = end.report.as_ref().expect("the summary's report");
     let mut from_report: BTreeMap<String, u64> = BTreeMap::new();
-    for r in rows(report) {
-        check_row_invariants(r);
+    for r in &report.rows {
+        check_row(r);
         // one event per operation: timed, failed or partial
         *from_report
-            .entry(r["lock"].as_str().expect("by lock").to_string())
-            .or_default() += u(&r["count"]) + u(&r["failed"]) + u(&r["partial"]);
+            .entry(r.lock.clone().expect("by lock"))
+            .or_default() += r.count + r.failed + r.partial;
     }
     assert_eq!(
         per_lock, from_report,
@@ -222,19 +226,14 @@ fn tracepoint_backend_gives_the_same_picture() {
         &["pipe-hold", "--rounds", "5", "--hold", "20ms"],
         &["--backend", "tracepoint", "--by", "lock"],
     );
-    assert_eq!(rep["sources"][0]["backend"], "tracepoint");
+    assert_eq!(rep.sources[0].backend.as_deref(), Some("tracepoint"));
     let row = pipe_mutex_row(&rep, u(&wl[0]["waiter_tid"]));
-    assert_eq!(u(&row["count"]), 5, "{row}");
+    assert_eq!(row.count, 5, "{row:?}");
     assert!(
-        row["caller"].as_str().is_some_and(|c| c.contains("pipe")),
-        "{row}"
+        row.caller.as_deref().is_some_and(|c| c.contains("pipe")),
+        "{row:?}"
     );
-    let ids: Vec<u64> = rep["bpf_programs"]
-        .as_array()
-        .expect("progs")
-        .iter()
-        .map(|p| u(&p["id"]))
-        .collect();
+    let ids: Vec<u64> = rep.bpf_programs.iter().map(|p| u64::from(p.id)).collect();
     assert!(!ids.is_empty());
 }
 
@@ -244,12 +243,12 @@ fn comm_filter_selects_one_thread_name() {
         &["pipe-hold", "--rounds", "4", "--hold", "10ms"],
         &["-c", "ls-waiter", "--by", "task"],
     );
-    let rows = rows(&rep);
-    assert!(!rows.is_empty(), "{rep}");
+    let rows = &rep.rows;
+    assert!(!rows.is_empty(), "{rep:?}");
     for r in rows {
-        assert_eq!(r["comm"], "ls-waiter", "{r}");
+        assert_eq!(r.comm.as_deref(), Some("ls-waiter"), "{r:?}");
     }
-    assert!(rows.iter().map(|r| u(&r["count"])).sum::<u64>() >= 4);
+    assert!(rows.iter().map(|r| r.count).sum::<u64>() >= 4);
 }
 
 #[test]
@@ -259,10 +258,15 @@ fn cgroup_filter_and_grouping() {
         &["pipe-hold", "--rounds", "4", "--hold", "10ms"],
         &[],
     );
-    let rows = rows(&rep);
-    assert!(!rows.is_empty(), "{rep}");
+    let rep: Report = serde_json::from_value(rep).expect("report JSON");
+    let rows = &rep.rows;
+    assert!(!rows.is_empty(), "{rep:?}");
     for r in rows {
-        assert_eq!(r["cgroup"], name, "only the test's cgroup: {r}");
+        assert_eq!(
+            r.cgroup.as_deref(),
+            Some(name.as_str()),
+            "only the test's cgroup: {r:?}"
+        );
     }
 }
 
@@ -278,12 +282,12 @@ fn run_follows_children_and_returns_their_status() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(7), "exit status of the command");
-    let rep: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let rep = report(&String::from_utf8_lossy(&out.stdout));
     assert!(
-        rows(&rep)
+        rep.rows
             .iter()
-            .any(|r| r["comm"] == "ls-waiter" && u(&r["count"]) >= 3),
-        "the grandchild's workers are traced: {rep}"
+            .any(|r| r.comm.as_deref() == Some("ls-waiter") && r.count >= 3),
+        "the grandchild's workers are traced: {rep:?}"
     );
 }
 
@@ -305,12 +309,12 @@ fn demo_reports_both_workloads() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rep: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let rows = rows(&rep);
-    assert!(rows.iter().any(|r| r["kind"] == "mutex"));
+    let rep = report(&String::from_utf8_lossy(&out.stdout));
+    let rows = &rep.rows;
+    assert!(rows.iter().any(|r| r.kind == Some(LockKind::Mutex)));
     assert!(rows.iter().any(|r| {
-        r["lock_name"]
-            .as_str()
+        r.lock_name
+            .as_deref()
             .is_some_and(|n| n.starts_with("mmap_lock of"))
     }));
 }
@@ -441,9 +445,9 @@ fn target_exiting_mid_run_is_not_an_error() {
     let pid = target.id().to_string();
     let tracer = Tracer::start(&["report", "-p", &pid, "--json", "-d", "60s"]);
     let _ = target.wait();
-    let rep = tracer.finish_json();
+    let rep = tracer.finish_report();
     assert!(
-        u(&rep["duration_ns"]) < 30_000_000_000,
+        rep.duration_ns < 30_000_000_000,
         "stopped when the target exited"
     );
 }
@@ -459,9 +463,11 @@ fn wait_split_matches_the_kernels_own_accounting() {
     );
     let w = &wl[0];
     let row = pipe_mutex_row(&rep, u(&w["waiter_tid"]));
-    let sp = &row["wait_split"];
-    let (oncpu, runnable, asleep) = (u(&sp["oncpu"]), u(&sp["runnable"]), u(&sp["asleep"]));
-    let total = u(&row["wait_ns"]["total"]);
+    let sp = row
+        .wait_split
+        .unwrap_or_else(|| panic!("a wait split: {row:?}"));
+    let (oncpu, runnable, asleep) = (sp.oncpu, sp.runnable, sp.asleep);
+    let total = row.wait_ns.total;
     assert_eq!(
         oncpu + runnable + asleep,
         total,
@@ -509,27 +515,16 @@ fn stacks_name_the_write_path_and_the_workloads_own_frames() {
         ],
     );
     let row = pipe_mutex_row(&rep, u(&wl[0]["waiter_tid"]));
-    let stacks = row["stacks"]
-        .as_array()
-        .expect("--flamegraph implies --stacks");
-    let total: u64 = stacks.iter().map(|s| u(&s["count"])).sum();
+    let stacks = &row.stacks;
+    assert!(!stacks.is_empty(), "--flamegraph implies --stacks");
+    let total: u64 = stacks.iter().map(|s| s.count).sum();
     assert_eq!(
         total, 10,
-        "every 30 ms wait is over the 1 ms threshold: {row}"
+        "every 30 ms wait is over the 1 ms threshold: {row:?}"
     );
     let st = &stacks[0];
-    let kernel: Vec<&str> = st["kernel"]
-        .as_array()
-        .expect("kernel")
-        .iter()
-        .filter_map(|f| f.as_str())
-        .collect();
-    let user: Vec<&str> = st["user"]
-        .as_array()
-        .expect("user")
-        .iter()
-        .filter_map(|f| f.as_str())
-        .collect();
+    let kernel: Vec<&str> = st.kernel.iter().map(String::as_str).collect();
+    let user: Vec<&str> = st.user.iter().map(String::as_str).collect();
     assert!(
         kernel[0].contains("pipe_write"),
         "lock frames trimmed, caller first: {kernel:?}"
@@ -550,10 +545,10 @@ fn stacks_name_the_write_path_and_the_workloads_own_frames() {
     );
     // lock name: the pipe's mutex is named by its pipe (its slab cache
     // only where the file table cannot be listed)
-    let name = row["lock_name"].as_str().unwrap_or("");
+    let name = row.lock_name.as_deref().unwrap_or("");
     assert!(
         name.starts_with(&format!("pipe:[{}] (fd ", u(&wl[0]["ino"]))),
-        "pipe-named lock: {row}"
+        "pipe-named lock: {row:?}"
     );
 
     let text = std::fs::read_to_string(&svg).expect("svg written");
@@ -643,9 +638,9 @@ fn pipe_mutex_is_named_by_its_pipe_and_who_has_it_open() {
     );
     let w = &wl[0];
     let row = pipe_mutex_row(&rep, u(&w["waiter_tid"]));
-    assert_eq!(u(&row["count"]), 3, "one wait a round: {row}");
+    assert_eq!(row.count, 3, "one wait a round: {row:?}");
     // the workload's own pipe: its inode number, its pid, one of its fds
-    let name = row["lock_name"].as_str().unwrap_or("");
+    let name = row.lock_name.as_deref().unwrap_or("");
     let fds = [u(&w["read_fd"]), u(&w["fd"])];
     let named_fd = fds
         .iter()
@@ -659,7 +654,7 @@ fn pipe_mutex_is_named_by_its_pipe_and_who_has_it_open() {
         .copied();
     assert!(
         named_fd.is_some(),
-        "pipe:[{}] (fd {fds:?} of {} lockscope): {row}",
+        "pipe:[{}] (fd {fds:?} of {} lockscope): {row:?}",
         u(&w["ino"]),
         u(&w["pid"])
     );
@@ -689,17 +684,18 @@ fn inode_rwsem_is_named_by_its_file() {
     let w = &wl[0];
     assert_eq!(w["path"], path_s);
     let want = format!("i_rwsem of {path_s}");
-    let row = rows(&rep)
+    let row = rep
+        .rows
         .iter()
-        .find(|r| r["lock_name"] == want.as_str())
-        .unwrap_or_else(|| panic!("a row named {want:?}: {rep}"));
-    check_row_invariants(row);
-    assert_eq!(row["kind"], "rwsem-write", "{row}");
-    assert_eq!(u(&row["tid"]), u(&w["waiter_tid"]), "{row}");
-    assert_eq!(u(&row["count"]), 4, "one wait a round: {row}");
+        .find(|r| r.lock_name.as_deref() == Some(want.as_str()))
+        .unwrap_or_else(|| panic!("a row named {want:?}: {rep:?}"));
+    check_row(row);
+    assert_eq!(row.kind, Some(LockKind::RwsemWrite), "{row:?}");
+    assert_eq!(row.tid.map(u64::from), Some(u(&w["waiter_tid"])), "{row:?}");
+    assert_eq!(row.count, 4, "one wait a round: {row:?}");
     assert!(
-        row["caller"].as_str().is_some_and(|c| c.contains("write")),
-        "the caller is the write path: {row}"
+        row.caller.as_deref().is_some_and(|c| c.contains("write")),
+        "the caller is the write path: {row:?}"
     );
     let measured: u64 = w["waiter_write_ns"]
         .as_array()
@@ -707,7 +703,7 @@ fn inode_rwsem_is_named_by_its_file() {
         .iter()
         .map(u)
         .sum();
-    let reported = u(&row["wait_ns"]["total"]);
+    let reported = row.wait_ns.total;
     assert!(
         reported <= measured && measured - reported <= 4 * 2_000_000,
         "reported {reported} ns vs measured {measured} ns"

@@ -9,14 +9,8 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn source_names(rep: &Value) -> BTreeSet<String> {
-    rep["sources"]
-        .as_array()
-        .expect("sources")
-        .iter()
-        .filter(|s| s["available"] == true)
-        .map(|s| s["name"].as_str().expect("name").to_string())
-        .collect()
+fn source_names(rep: &Report) -> BTreeSet<String> {
+    available_sources(rep).into_iter().collect()
 }
 
 /// The types of the BPF programs a process holds (`bpftool prog show`).
@@ -53,24 +47,24 @@ fn the_default_system_wide_report_attaches_no_uprobe() {
     wl.go();
     let w = &wl.finish()[0];
     tracer.signal(libc::SIGINT);
-    let rep = tracer.finish_json();
+    let rep = tracer.finish_report();
     assert_eq!(
         source_names(&rep),
         BTreeSet::from(["kernel-contention".to_string()]),
-        "{}",
-        rep["sources"]
+        "{:?}",
+        rep.sources
     );
     let lock = w["lock"].as_str().expect("workload lock");
-    let seen: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == lock).collect();
+    let seen = rows_of(&rep, lock);
     assert!(
         seen.is_empty(),
         "the bystander's mutex is in no row: {seen:?}"
     );
-    for p in rep["bpf_programs"].as_array().expect("bpf_programs") {
-        let name = p["name"].as_str().unwrap_or("");
+    for p in &rep.bpf_programs {
+        let name = &p.name;
         assert!(
             !name.starts_with("ulock") && !name.starts_with("ucond"),
-            "no user-space lock program: {p}"
+            "no user-space lock program: {p:?}"
         );
     }
 }
@@ -87,7 +81,7 @@ fn a_target_gets_futex_by_default_and_user_locks_only_when_named() {
     wl.go();
     let w = &wl.finish()[0];
     tracer.signal(libc::SIGINT);
-    let rep = tracer.finish_json();
+    let rep = tracer.finish_report();
     let names = source_names(&rep);
     for s in ["kernel-contention", "futex"] {
         assert!(names.contains(s), "{s} runs for a target: {names:?}");
@@ -97,13 +91,13 @@ fn a_target_gets_futex_by_default_and_user_locks_only_when_named() {
     }
     // one thread: not one of its 4321 pairs entered the kernel
     let lock = w["lock"].as_str().expect("workload lock");
-    let rs: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == lock).collect();
+    let rs = rows_of(&rep, lock);
     assert!(rs.is_empty(), "{rs:?}");
 }
 
 /// `trace -p PID --json --source SOURCES` over `lockscope workload
 /// mmap-hold`, held until attached: (workload report, events).
-fn mmap_hold(sources: &str, rounds: usize) -> (Value, Vec<Value>) {
+fn mmap_hold(sources: &str, rounds: usize) -> (Value, Vec<EventLine>) {
     let wl = Workload::start_paused(&[
         "mmap-hold",
         "--region-mb",
@@ -118,22 +112,17 @@ fn mmap_hold(sources: &str, rounds: usize) -> (Value, Vec<Value>) {
     tracer.signal(libc::SIGINT);
     let (code, out) = tracer.finish();
     assert_eq!(code, 0, "{out}");
-    let events = out
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
-        .filter(|e| e["type"] != "end")
-        .collect();
-    (w, events)
+    (w, trace_events(&out))
 }
 
 /// Waits of thread `tid` of `kind` (the writer and the reader of the
 /// workload wait on its mmap_lock alone), by source: (count, total ns).
-fn mmap_waits(events: &[Value], tid: u64, kind: &str, source: &str) -> (u64, u64) {
+fn mmap_waits(events: &[EventLine], tid: u64, kind: LockKind, source: &str) -> (u64, u64) {
     events
         .iter()
-        .filter(|e| e["tid"].as_u64() == Some(tid) && e["source"] == source && e["kind"] == kind)
-        .filter(|e| e["partial"] != true)
-        .fold((0, 0), |(n, t), e| (n + 1, t + u(&e["wait_ns"])))
+        .filter(|e| u64::from(e.tid) == tid && e.source == source && e.kind == kind)
+        .filter(|e| !e.partial)
+        .fold((0, 0), |(n, t), e| (n + 1, t + e.wait_ns))
 }
 
 /// One blocked mmap_lock wait, one row: with mmap-lock on, kernel-contention
@@ -155,7 +144,10 @@ fn an_mmap_lock_wait_is_counted_once() {
         let (w, rep) = mmap_hold(sources, rounds);
         let rep = &rep[..];
         let mut kc_waits = 0;
-        for (who, kind) in [("writer", "rwsem-write"), ("reader", "rwsem-read")] {
+        for (who, kind) in [
+            ("writer", LockKind::RwsemWrite),
+            ("reader", LockKind::RwsemRead),
+        ] {
             let tid = u(&w[format!("{who}_tid")]);
             let calls: u64 = w[format!("{who}_call_ns")]
                 .as_array()
@@ -239,16 +231,15 @@ fn run_writes_its_report_to_the_o_file() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "only the workload's output: {text}");
     let w: Value = serde_json::from_str(lines[0]).expect("workload JSON");
-    let rep: Value =
-        serde_json::from_str(&std::fs::read_to_string(&file).expect("read -o file")).expect("JSON");
+    let rep = report(&std::fs::read_to_string(&file).expect("read -o file"));
     let lock = w["lock"].as_str().expect("lock");
-    let rs: Vec<&Value> = rows(&rep)
-        .iter()
-        .filter(|r| r["source"] == "user-mutex" && r["lock"] == lock)
+    let rs: Vec<&Row> = rows_of(&rep, lock)
+        .into_iter()
+        .filter(|r| r.source == "user-mutex")
         .collect();
     assert_eq!(rs.len(), 1, "{rs:?}");
-    assert_eq!(u(&rs[0]["acquired"]), 2500);
-    assert_eq!(u(&rs[0]["count"]), 0, "one thread: uncontended");
+    assert_eq!(rs[0].acquired, Some(2500));
+    assert_eq!(rs[0].count, 0, "one thread: uncontended");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -357,14 +348,14 @@ fn top_batch_prints_every_interval_for_a_pipe() {
 
 /// `run --json -- lockscope workload mutex-hold ...` with these sources:
 /// (the workload's JSON line, the report).
-fn mutex_hold_under(sources: &str, rounds: usize, hold: &str) -> (Value, Value) {
+fn mutex_hold_under(sources: &str, rounds: usize, hold: &str) -> (Value, Report) {
     let out = Command::new(bin())
         .args(["run", "--json", "--by", "lock", "--source", sources, "--"])
         .args([bin(), "workload", "mutex-hold", "--json", "--hold", hold])
         .args(["--rounds", &rounds.to_string()])
         .output()
         .expect("run");
-    workload_and_report(&out)
+    workload_and_typed_report(&out)
 }
 
 /// The waiter's blocked pthread_mutex_lock calls are futex waits: with
@@ -389,13 +380,13 @@ fn a_pthread_wait_is_counted_once_with_or_without_user_locks() {
     let (w, rep) = mutex_hold_under("futex", rounds, "60ms");
     let lock = w["lock"].as_str().expect("lock");
     let own = total_wait(&w);
-    let fx: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == lock).collect();
+    let fx = rows_of(&rep, lock);
     assert_eq!(fx.len(), 1, "one futex row for the mutex: {fx:?}");
-    assert_eq!(fx[0]["source"], "futex-mutex");
-    assert_eq!(fx[0]["kind"], "pthread-mutex");
-    assert_eq!(fx[0]["tid"], w["waiter_tid"], "{fx:?}");
-    assert_eq!(u(&fx[0]["count"]), rounds as u64, "{fx:?}");
-    let got = u(&fx[0]["wait_ns"]["total"]);
+    assert_eq!(fx[0].source, "futex-mutex");
+    assert_eq!(fx[0].kind, Some(LockKind::UserMutex));
+    assert_eq!(fx[0].tid.map(u64::from), w["waiter_tid"].as_u64(), "{fx:?}");
+    assert_eq!(fx[0].count, rounds as u64, "{fx:?}");
+    let got = fx[0].wait_ns.total;
     eprintln!("futex alone: {got} ns of futex waits; the waiter's own {own} ns");
     // inside the waiter's own lock calls, give or take the wake-ups
     assert!(got <= own + slack && got + slack >= own, "{got} vs {own}");
@@ -403,13 +394,13 @@ fn a_pthread_wait_is_counted_once_with_or_without_user_locks() {
     let (w, rep) = mutex_hold_under("user-locks,futex", rounds, "60ms");
     let lock = w["lock"].as_str().expect("lock");
     let own = total_wait(&w);
-    let rs: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == lock).collect();
+    let rs = rows_of(&rep, lock);
     assert!(
-        rs.iter().all(|r| r["source"] == "user-mutex"),
+        rs.iter().all(|r| r.source == "user-mutex"),
         "the futex waits are not counted again: {rs:?}"
     );
     // (the holder's own acquisitions are uncontended: not waits at all)
-    let got: u64 = rs.iter().map(|r| u(&r["wait_ns"]["total"])).sum();
+    let got: u64 = rs.iter().map(|r| r.wait_ns.total).sum();
     eprintln!(
         "user-locks and futex: {got} ns in the mutex's pthread rows; the waiter's own {own} ns"
     );

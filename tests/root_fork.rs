@@ -51,7 +51,7 @@ fn workload_args(delay: Option<&str>) -> Vec<String> {
 /// note "... 3.1 ms max ..."); `None` when no child was attached before the
 /// report (e.g. the attach waited on the kernel while another lockscope
 /// released its links).
-fn max_attach_latency(rep: &Value) -> Option<u64> {
+fn max_attach_latency(rep: &Report) -> Option<u64> {
     let reason = user_locks_note(rep);
     if !reason.contains(" ms max") {
         eprintln!("no attach latency in: {reason}");
@@ -63,20 +63,19 @@ fn max_attach_latency(rep: &Value) -> Option<u64> {
 }
 
 /// The note of user-locks' status ("followed N new processes, ...").
-fn user_locks_note(rep: &Value) -> &str {
-    rep["sources"]
-        .as_array()
-        .expect("sources")
+fn user_locks_note(rep: &Report) -> &str {
+    rep.sources
         .iter()
-        .find(|s| s["name"] == "user-locks")
-        .expect("user-locks status")["reason"]
-        .as_str()
+        .find(|s| s.name == "user-locks")
+        .expect("user-locks status")
+        .reason
+        .as_deref()
         .unwrap_or("")
 }
 
 /// `lockscope run ARGS -- lockscope workload fork-mutex ...`: (workload
 /// report, lockscope report).
-fn run_forking(args: &[&str], delay: Option<&str>) -> (Value, Value) {
+fn run_forking(args: &[&str], delay: Option<&str>) -> (Value, Report) {
     let out = Command::new(bin())
         .arg("run")
         .args(args)
@@ -84,12 +83,12 @@ fn run_forking(args: &[&str], delay: Option<&str>) -> (Value, Value) {
         .args(workload_args(delay))
         .output()
         .expect("run");
-    workload_and_report(&out)
+    workload_and_typed_report(&out)
 }
 
 /// How many new processes user-locks attached ("followed N new
 /// processes" in its status).
-fn followed(rep: &Value) -> u64 {
+fn followed(rep: &Report) -> u64 {
     user_locks_note(rep)
         .split("followed ")
         .nth(1)
@@ -104,7 +103,7 @@ fn followed(rep: &Value) -> u64 {
 /// releasing links, uprobe registration) for up to seconds, and the
 /// follower attaches children one after another: a child not attached at
 /// all, or attached after its delay, means a longer delay.
-fn until_attached_in_time(attempt: impl Fn(&str) -> (Value, Value)) -> (Value, Value) {
+fn until_attached_in_time(attempt: impl Fn(&str) -> (Value, Report)) -> (Value, Report) {
     let mut delay = 300 * MS;
     let want: u64 = CHILDREN.parse().expect("children");
     for _ in 0..5 {
@@ -129,10 +128,10 @@ fn until_attached_in_time(attempt: impl Fn(&str) -> (Value, Value)) -> (Value, V
     panic!("the children's probes were never attached before their first lock");
 }
 
-fn rows_of<'a>(rep: &'a Value, source: &str, lock: &str) -> Vec<&'a Value> {
-    rows(rep)
-        .iter()
-        .filter(|r| r["source"] == source && r["lock"] == lock)
+fn source_rows<'a>(rep: &'a Report, source: &str, lock: &str) -> Vec<&'a Row> {
+    rows_of(rep, lock)
+        .into_iter()
+        .filter(|r| r.source == source)
         .collect()
 }
 
@@ -143,7 +142,7 @@ fn children(w: &Value) -> &Vec<Value> {
 }
 
 /// Every child's acquisitions, counted exactly, in rows of its own pid.
-fn user_locks_count_every_child_exactly(w: &Value, rep: &Value) {
+fn user_locks_count_every_child_exactly(w: &Value, rep: &Report) {
     let per_child: u64 = THREADS.parse::<u64>().unwrap() * OPS.parse::<u64>().unwrap();
     for c in children(w) {
         assert_ne!(c["pid"], w["pid"], "a child is another process");
@@ -152,7 +151,7 @@ fn user_locks_count_every_child_exactly(w: &Value, rep: &Value) {
             (&c["lock"], u(&c["acquisitions"])),
             (&c["hold_lock"], u(&c["hold_acquisitions"])),
         ] {
-            let rs = rows_of(rep, "user-mutex", lock.as_str().expect("lock"));
+            let rs = source_rows(rep, "user-mutex", lock.as_str().expect("lock"));
             assert_eq!(
                 rs.len(),
                 1,
@@ -160,15 +159,15 @@ fn user_locks_count_every_child_exactly(w: &Value, rep: &Value) {
                 c["pid"]
             );
             let r = rs[0];
-            assert_eq!(r["pid"], c["pid"], "{r}");
-            assert_eq!(u(&r["acquired"]), want, "acquisitions of {lock}: {r}");
-            assert_eq!(u(&r["holds"]), want, "releases of {lock}: {r}");
-            assert_eq!((u(&r["failed"]), u(&r["partial"])), (0, 0), "{r}");
+            assert_eq!(r.pid.map(u64::from), c["pid"].as_u64(), "{r:?}");
+            assert_eq!(r.acquired, Some(want), "acquisitions of {lock}: {r:?}");
+            assert_eq!(r.holds, Some(want), "releases of {lock}: {r:?}");
+            assert_eq!((r.failed, r.partial), (0, 0), "{r:?}");
         }
     }
-    for (k, v) in rep["lost"].as_object().expect("lost") {
+    for (k, v) in &rep.lost {
         if k.starts_with("user-locks.") {
-            assert_eq!(u(v), 0, "{k} lost: {}", rep["lost"]);
+            assert_eq!(*v, 0, "{k} lost: {:?}", rep.lost);
         }
     }
 }
@@ -177,7 +176,7 @@ fn user_locks_count_every_child_exactly(w: &Value, rep: &Value) {
 /// counts one wait per blocked round, as long as the waiter blocked, in a
 /// row of the pthread mutex (source `futex-mutex`: the wait was classified
 /// as a mutex's).
-fn futex_sees_every_child_block(w: &Value, rep: &Value) {
+fn futex_sees_every_child_block(w: &Value, rep: &Report) {
     for c in children(w) {
         let waits: Vec<u64> = c["waiter_wait_ns"]
             .as_array()
@@ -192,7 +191,7 @@ fn futex_sees_every_child_block(w: &Value, rep: &Value) {
             c["pid"]
         );
         let blocked: u64 = waits.iter().sum();
-        let rs = rows_of(rep, "futex-mutex", c["hold_lock"].as_str().expect("lock"));
+        let rs = source_rows(rep, "futex-mutex", c["hold_lock"].as_str().expect("lock"));
         assert_eq!(
             rs.len(),
             1,
@@ -200,13 +199,13 @@ fn futex_sees_every_child_block(w: &Value, rep: &Value) {
             c["pid"]
         );
         let r = rs[0];
-        assert_eq!(r["pid"], c["pid"], "{r}");
+        assert_eq!(r.pid.map(u64::from), c["pid"].as_u64(), "{r:?}");
         assert_eq!(
-            u(&r["count"]),
+            r.count,
             waits.len() as u64,
-            "one wait per blocked round: {r}"
+            "one wait per blocked round: {r:?}"
         );
-        let total = u(&r["wait_ns"]["total"]);
+        let total = r.wait_ns.total;
         assert!(
             total.abs_diff(blocked) <= blocked / 20,
             "futex waits of child {}: {total} ns vs {blocked} ns blocked",
@@ -231,7 +230,7 @@ fn run_futex_sees_the_forked_childrens_waits() {
 
 /// `lockscope report ARGS -p PARENT`, the parent released (SIGUSR1) once
 /// the tracer is attached: it forks after that.
-fn trace_parent(args: &[&str], delay: Option<&str>) -> (Value, Value) {
+fn trace_parent(args: &[&str], delay: Option<&str>) -> (Value, Report) {
     let wl = Workload::start_paused(
         &workload_args(delay)
             .iter()
@@ -246,7 +245,7 @@ fn trace_parent(args: &[&str], delay: Option<&str>) -> (Value, Value) {
     wl.go();
     let w = wl.finish().into_iter().next().expect("workload report");
     // the report comes when the parent exits
-    let rep = tracer.finish_json();
+    let rep = tracer.finish_report();
     (w, rep)
 }
 

@@ -118,10 +118,10 @@ fn map_full_losses_are_flagged_with_the_remedy() {
     assert_eq!(u(&done[0]["total_ops"]), 160_000);
     let (code, out, lines) = finish_with_stderr(tracer);
     assert_eq!(code, 0, "{lines:?}");
-    let rep: Value = serde_json::from_str(out.trim()).expect("report JSON");
-    let full = u(&rep["lost"]["map_full"]);
-    assert!(full > 0, "map_full counted: {}", rep["lost"]);
-    assert!(rows(&rep).len() <= 2, "a map of 2 holds 2 keys");
+    let rep = report(&out);
+    let full = rep.lost["map_full"];
+    assert!(full > 0, "map_full counted: {:?}", rep.lost);
+    assert!(rep.rows.len() <= 2, "a map of 2 holds 2 keys");
     let warn: Vec<&String> = lines.iter().filter(|l| l.contains("WARNING")).collect();
     assert_eq!(warn.len(), 1, "one warning line: {lines:?}");
     let w = warn[0];
@@ -287,11 +287,8 @@ fn run_perfetto_writes_the_workloads_known_holds() {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
     let w: Value = serde_json::from_str(lines.next().expect("workload line")).expect("json");
-    let rep: Value = serde_json::from_str(lines.next().expect("report line")).expect("json");
-    assert!(
-        rep["rows"].as_array().is_some_and(|r| !r.is_empty()),
-        "{rep}"
-    );
+    let rep = report(lines.next().expect("report line"));
+    assert!(!rep.rows.is_empty(), "{rep:?}");
     let timeline = std::fs::read_to_string(&file).expect("timeline file");
     let _ = std::fs::remove_file(&file);
     assert!(err.contains(&format!("written to {f}")), "{err}");

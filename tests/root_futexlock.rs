@@ -16,7 +16,7 @@ const MS: u64 = 1_000_000;
 /// `lockscope trace --json --summary [ARGS] -- lockscope workload --json
 /// WORKLOAD` under the default sources: (workload report, wait events,
 /// end report).
-fn trace_run(args: &[&str], workload: &[&str]) -> (Value, Vec<Value>, Value) {
+fn trace_run(args: &[&str], workload: &[&str]) -> (Value, Vec<EventLine>, Report) {
     require_root();
     let out = Command::new(bin())
         .args(["trace", "--json", "--summary"])
@@ -31,35 +31,25 @@ fn trace_run(args: &[&str], workload: &[&str]) -> (Value, Vec<Value>, Value) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (mut w, mut events, mut report) = (Value::Null, Vec::new(), Value::Null);
+    let (mut w, mut events, mut report) = (Value::Null, Vec::new(), None);
     for l in String::from_utf8_lossy(&out.stdout).lines() {
         let v: Value = serde_json::from_str(l).expect("JSON line");
         match v["type"].as_str() {
-            Some("wait") => events.push(v),
-            Some("end") => report = v["report"].clone(),
+            Some("wait") => events.push(serde_json::from_value::<EventLine>(v).expect("event")),
+            Some("end") => report = serde_json::from_value::<EndLine>(v).expect("end").report,
             Some(other) => panic!("unexpected line type {other}: {l}"),
             None => w = v,
         }
     }
     assert!(w.is_object(), "the workload's report line");
-    assert!(report.is_object(), "an end line with a report");
+    let report = report.expect("an end line with a report");
     (w, events, report)
 }
 
-fn source_names(rep: &Value) -> Vec<String> {
-    rep["sources"]
-        .as_array()
-        .expect("sources")
-        .iter()
-        .filter(|s| s["available"] == true)
-        .map(|s| s["name"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
-fn futex_lost_nothing(rep: &Value) {
-    for (k, v) in rep["lost"].as_object().expect("lost") {
+fn futex_lost_nothing(rep: &Report) {
+    for (k, v) in &rep.lost {
         if k.starts_with("futex.") {
-            assert_eq!(u(v), 0, "{k} lost: {}", rep["lost"]);
+            assert_eq!(*v, 0, "{k} lost: {:?}", rep.lost);
         }
     }
 }
@@ -87,7 +77,7 @@ fn default_sources_see_exactly_the_blocked_mutex_waits_their_length_and_holder()
             &rounds.to_string(),
         ],
     );
-    let names = source_names(&rep);
+    let names = available_sources(&rep);
     assert!(names.contains(&"futex".to_string()), "{names:?}");
     assert!(
         !names.contains(&"user-locks".to_string()),
@@ -101,14 +91,18 @@ fn default_sources_see_exactly_the_blocked_mutex_waits_their_length_and_holder()
     assert_eq!(own.len(), rounds);
 
     // the stream: one wait per round, each as long as the waiter's own
-    let mine: Vec<&Value> = events.iter().filter(|e| e["lock"] == lock).collect();
+    let mine: Vec<&EventLine> = events.iter().filter(|e| e.lock == lock).collect();
     assert_eq!(mine.len(), rounds, "one wait per round: {mine:?}");
     for (e, want) in mine.iter().zip(&own) {
-        assert_eq!(e["source"], "futex-mutex", "{e}");
-        assert_eq!(e["kind"], "pthread-mutex", "{e}");
-        assert_eq!(u(&e["tid"]), waiter, "{e}");
-        assert_eq!(u(&e["holder_tid"]), holder, "the releaser: {e}");
-        let got = u(&e["wait_ns"]);
+        assert_eq!(e.source, "futex-mutex", "{e:?}");
+        assert_eq!(e.kind, LockKind::UserMutex, "{e:?}");
+        assert_eq!(u64::from(e.tid), waiter, "{e:?}");
+        assert_eq!(
+            e.holder_tid.map(u64::from),
+            Some(holder),
+            "the releaser: {e:?}"
+        );
+        let got = e.wait_ns;
         assert!(
             got <= *want && want - got <= 2 * MS,
             "a futex wait inside the waiter's own lock call, within 2 ms: got {got} want {want}"
@@ -116,43 +110,37 @@ fn default_sources_see_exactly_the_blocked_mutex_waits_their_length_and_holder()
         // a line streamed before lockscope could read the new process's
         // symbols has no name yet; it never has another
         assert!(
-            e["lock_name"].is_null()
-                || e["lock_name"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("LOCKSCOPE_GLOBAL_MUTEX")),
-            "{e}"
+            e.lock_name
+                .as_deref()
+                .is_none_or(|n| n.starts_with("LOCKSCOPE_GLOBAL_MUTEX")),
+            "{e:?}"
         );
     }
 
     // the report: one lock row, counted exactly, named, held by the holder
-    let rs: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == lock).collect();
+    let rs = rows_of(&rep, lock);
     assert_eq!(rs.len(), 1, "{rs:?}");
     let r = rs[0];
-    check_row_invariants(r);
-    assert_eq!(r["source"], "futex-mutex");
-    assert_eq!(r["kind"], "pthread-mutex");
-    assert_eq!(u(&r["count"]), rounds as u64, "{r}");
+    check_row(r);
+    assert_eq!(r.source, "futex-mutex");
+    assert_eq!(r.kind, Some(LockKind::UserMutex));
+    assert_eq!(r.count, rounds as u64, "{r:?}");
     assert!(
-        r["lock_name"]
-            .as_str()
+        r.lock_name
+            .as_deref()
             .is_some_and(|n| n.starts_with("LOCKSCOPE_GLOBAL_MUTEX")),
-        "{r}"
+        "{r:?}"
     );
     let total: u64 = own.iter().sum();
-    let got = u(&r["wait_ns"]["total"]);
+    let got = r.wait_ns.total;
     assert!(
         got <= total && total - got <= 2 * MS * rounds as u64,
         "{got} vs {total}"
     );
-    let hs: Vec<&Value> = rep["holders"]
-        .as_array()
-        .expect("holders")
-        .iter()
-        .filter(|h| h["lock"] == lock)
-        .collect();
+    let hs: Vec<&HolderRow> = rep.holders.iter().filter(|h| h.lock == lock).collect();
     assert_eq!(hs.len(), 1, "{hs:?}");
-    assert_eq!(u(&hs[0]["holder_tid"]), holder, "{hs:?}");
-    assert_eq!(u(&hs[0]["waits"]), rounds as u64, "{hs:?}");
+    assert_eq!(u64::from(hs[0].holder_tid), holder, "{hs:?}");
+    assert_eq!(hs[0].waits, rounds as u64, "{hs:?}");
 }
 
 /// A condvar wait is a futex wait of kind pthread-cond (source futex, not
@@ -164,44 +152,43 @@ fn condvar_waits_are_condvar_waits_not_lock_contention() {
     futex_lost_nothing(&rep);
     let cond = w["lock"].as_str().expect("condvar address");
     let waiter = u(&w["waiter_tid"]);
-    let rs: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == cond).collect();
-    assert!(!rs.is_empty(), "condvar rows: {}", rep["rows"]);
+    let rs = rows_of(&rep, cond);
+    assert!(!rs.is_empty(), "condvar rows: {:?}", rep.rows);
     for r in &rs {
-        check_row_invariants(r);
-        assert_eq!(r["source"], "futex", "{r}");
-        assert_eq!(r["kind"], "pthread-cond", "{r}");
-        assert_eq!(u(&r["tid"]), waiter, "{r}");
+        check_row(r);
+        assert_eq!(r.source, "futex", "{r:?}");
+        assert_eq!(r.kind, Some(LockKind::UserCond), "{r:?}");
+        assert_eq!(r.tid.map(u64::from), Some(waiter), "{r:?}");
     }
-    let count: u64 = rs.iter().map(|r| u(&r["count"])).sum();
+    let count: u64 = rs.iter().map(|r| r.count).sum();
     assert_eq!(count, rounds as u64, "one blocked wait per round: {rs:?}");
     // nothing of this process is lock contention (the signaller releases
     // the mutex before it signals)
     let pid = u(&w["pid"]);
-    let locks: Vec<&Value> = rows(&rep)
+    let locks: Vec<&Row> = rep
+        .rows
         .iter()
         .filter(|r| {
-            u(&r["pid"]) == pid
-                && r["source"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("futex-"))
+            u64::from(r.pid.unwrap_or_else(|| panic!("a row's pid: {r:?}"))) == pid
+                && r.source.starts_with("futex-")
         })
         .collect();
     assert!(locks.is_empty(), "no lock rows: {locks:?}");
     assert!(
-        !rep["holders"]
-            .as_array()
-            .expect("holders")
-            .iter()
-            .any(|h| h["lock"] == cond),
-        "a condvar has no holder: {}",
-        rep["holders"]
+        !rep.holders.iter().any(|h| h.lock == cond),
+        "a condvar has no holder: {:?}",
+        rep.holders
     );
     // each wait lies inside the waiter's own pthread_cond_wait
-    let mine: Vec<&Value> = events.iter().filter(|e| e["lock"] == cond).collect();
+    let mine: Vec<&EventLine> = events.iter().filter(|e| e.lock == cond).collect();
     assert_eq!(mine.len(), rounds, "{mine:?}");
     for (e, want) in mine.iter().zip(list(&w, "waiter_wait_ns")) {
-        assert!(u(&e["wait_ns"]) <= want, "{e} vs {want}");
-        assert_eq!(u(&e["holder_tid"]), u(&w["holder_tid"]), "woken by: {e}");
+        assert!(e.wait_ns <= want, "{e:?} vs {want}");
+        assert_eq!(
+            e.holder_tid.map(u64::from),
+            Some(u(&w["holder_tid"])),
+            "woken by: {e:?}"
+        );
     }
 }
 
@@ -225,43 +212,43 @@ fn rwlock_waits_are_classified_read_and_write() {
     futex_lost_nothing(&rep);
     let lock = w["lock"].as_str().expect("rwlock address");
     let holder = u(&w["holder_tid"]);
-    let count = |kind: &str| -> u64 {
-        rows(&rep)
-            .iter()
-            .filter(|r| r["lock"] == lock && r["kind"] == kind)
+    let count = |kind: LockKind| -> u64 {
+        rows_of(&rep, lock)
+            .into_iter()
+            .filter(|r| r.kind == Some(kind))
             .inspect(|r| {
-                check_row_invariants(r);
-                assert_eq!(r["source"], "futex-rwlock", "{r}");
+                check_row(r);
+                assert_eq!(r.source, "futex-rwlock", "{r:?}");
             })
-            .map(|r| u(&r["count"]))
+            .map(|r| r.count)
             .sum()
     };
     assert_eq!(
-        count("pthread-rwlock-read"),
+        count(LockKind::UserRwlockRead),
         u(&w["reads"]),
-        "{}",
-        rep["rows"]
+        "{:?}",
+        rep.rows
     );
     assert_eq!(
-        count("pthread-rwlock-write"),
+        count(LockKind::UserRwlockWrite),
         u(&w["writes"]),
-        "{}",
-        rep["rows"]
+        "{:?}",
+        rep.rows
     );
     assert_eq!(u(&w["reads"]) + u(&w["writes"]), 3 * rounds as u64);
     // in order: read, write, write per round
-    let mine: Vec<&Value> = events.iter().filter(|e| e["lock"] == lock).collect();
+    let mine: Vec<&EventLine> = events.iter().filter(|e| e.lock == lock).collect();
     let own = list(&w, "waiter_wait_ns");
     assert_eq!(mine.len(), own.len(), "{mine:?}");
     for (i, (e, want)) in mine.iter().zip(&own).enumerate() {
         let kind = if i % 3 == 0 {
-            "pthread-rwlock-read"
+            LockKind::UserRwlockRead
         } else {
-            "pthread-rwlock-write"
+            LockKind::UserRwlockWrite
         };
-        assert_eq!(e["kind"], kind, "wait {i}: {e}");
-        assert_eq!(u(&e["holder_tid"]), holder, "wait {i}: {e}");
-        let got = u(&e["wait_ns"]);
+        assert_eq!(e.kind, kind, "wait {i}: {e:?}");
+        assert_eq!(e.holder_tid.map(u64::from), Some(holder), "wait {i}: {e:?}");
+        let got = e.wait_ns;
         assert!(
             got <= *want && want - got <= 2 * MS,
             "wait {i}: got {got} want {want}"
@@ -296,36 +283,36 @@ fn a_heap_mutex_is_named_after_the_function_that_first_waited_on_it() {
     let waiter = u(&w["waiter_tid"]);
     let own = list(&w, "waiter_wait_ns");
     assert_eq!(own.len(), rounds);
-    let named = |n: &Value| n.as_str() == Some("first taken in ls_heap_waiter_locks");
+    let named = |n: &Option<String>| n.as_deref() == Some("first taken in ls_heap_waiter_locks");
 
-    let mine: Vec<&Value> = events.iter().filter(|e| e["lock"] == lock).collect();
+    let mine: Vec<&EventLine> = events.iter().filter(|e| e.lock == lock).collect();
     assert_eq!(mine.len(), rounds, "one wait per round: {mine:?}");
     for (e, want) in mine.iter().zip(&own) {
-        assert_eq!(e["source"], "futex-mutex", "{e}");
-        assert_eq!(u(&e["tid"]), waiter, "{e}");
+        assert_eq!(e.source, "futex-mutex", "{e:?}");
+        assert_eq!(u64::from(e.tid), waiter, "{e:?}");
         // the name comes from the first wait's stack words, read by
         // lockscope on its next tick: a line streamed before that has none
         // yet, never another
-        assert!(e["lock_name"].is_null() || named(&e["lock_name"]), "{e}");
-        let got = u(&e["wait_ns"]);
+        assert!(e.lock_name.is_none() || named(&e.lock_name), "{e:?}");
+        let got = e.wait_ns;
         assert!(
             got <= *want && want - got <= 2 * MS,
             "a futex wait inside the waiter's own lock call, within 2 ms: got {got} want {want}"
         );
     }
 
-    let rs: Vec<&Value> = rows(&rep).iter().filter(|r| r["lock"] == lock).collect();
+    let rs = rows_of(&rep, lock);
     assert_eq!(rs.len(), 1, "{rs:?}");
     let r = rs[0];
-    check_row_invariants(r);
-    assert_eq!(r["source"], "futex-mutex");
-    assert_eq!(u(&r["tid"]), waiter, "{r}");
-    assert_eq!(u(&r["count"]), rounds as u64, "{r}");
-    assert!(named(&r["lock_name"]), "{r}");
+    check_row(r);
+    assert_eq!(r.source, "futex-mutex");
+    assert_eq!(r.tid.map(u64::from), Some(waiter), "{r:?}");
+    assert_eq!(r.count, rounds as u64, "{r:?}");
+    assert!(named(&r.lock_name), "{r:?}");
     assert!(
-        r["caller"]
-            .as_str()
+        r.caller
+            .as_deref()
             .is_some_and(|c| c.starts_with("ls_heap_waiter_locks+")),
-        "{r}"
+        "{r:?}"
     );
 }

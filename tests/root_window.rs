@@ -15,8 +15,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Tracer, require_root, rows, u};
-use serde_json::Value;
+use common::{EventLine, Report, Tracer, events, require_root};
 
 /// A Python process whose second thread waits `PERIOD_S` on an Event in a
 /// loop until stdin closes, then prints when each wait ended.
@@ -102,15 +101,11 @@ fn window_bounds(ends: &[u64], from: u64, to: u64, d: u64) -> (usize, usize) {
 
 /// Futex waits of thread `tid` in a report of at least 4.2 ms (log2 slot
 /// 23 and up): the poller's timed waits, not short internal ones.
-fn futex_waits(rep: &Value, tid: u32) -> u64 {
-    rows(rep)
+fn futex_waits(rep: &Report, tid: u32) -> u64 {
+    rep.rows
         .iter()
-        .filter(|r| r["source"] == "futex" && r["tid"].as_u64() == Some(u64::from(tid)))
-        .flat_map(|r| {
-            r["wait_hist"]
-                .as_array()
-                .map(|h| h.iter().skip(23).map(u).sum::<u64>())
-        })
+        .filter(|r| r.source == "futex" && r.tid == Some(tid))
+        .map(|r| r.wait_hist.iter().skip(23).sum::<u64>())
         .sum()
 }
 
@@ -126,12 +121,12 @@ fn every_source_stops_with_the_window() {
         "report", "-p", &pid, "-d", "1s", "--json", "--source", "all",
     ]);
     let t_attached = Instant::now();
-    let rep = tracer.finish_json();
+    let rep = tracer.finish_report();
     let wall = t_attached.elapsed();
     let t_end = monotonic_ns();
     let tid = poller.tid;
     let ends = poller.finish();
-    let window = u(&rep["duration_ns"]);
+    let window = rep.duration_ns;
     let waits = futex_waits(&rep, tid) as usize;
     let (lo, hi) = window_bounds(&ends, t_start, t_end, window);
     eprintln!(
@@ -180,22 +175,19 @@ fn trace_delivers_nothing_after_the_window() {
     let tid = poller.tid;
     let ends = poller.finish();
     let period = PERIOD_S * 1e9;
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
-    let end = lines.last().expect("end line");
-    assert_eq!(end["type"], "end");
-    let window = u(&end["duration_ns"]) as f64;
+    // the end line is the last line
+    let (lines, end) = events(&out);
+    assert_eq!(end.ty, "end");
+    let window = end.duration_ns as f64;
     assert!(
         window >= 1e9 && window <= wall.as_nanos() as f64,
         "{window} vs {wall:?}"
     );
-    let waits: Vec<&Value> = lines
+    let waits: Vec<&EventLine> = lines
         .iter()
-        .filter(|l| l["type"] == "wait" && l["source"] == "futex" && l["tid"] == tid)
+        .filter(|l| l.ty == "wait" && l.source == "futex" && l.tid == tid)
         // the poller's timed waits; Python may add short internal ones
-        .filter(|l| u(&l["wait_ns"]) as f64 >= period / 2.0)
+        .filter(|l| l.wait_ns as f64 >= period / 2.0)
         .collect();
     let n = waits.len();
     let (lo, hi) = window_bounds(&ends, t_start, t_end, window as u64);
@@ -206,8 +198,8 @@ fn trace_delivers_nothing_after_the_window() {
     );
     // a wait that began before attach ends after it: spans are bounded by
     // the window plus one period
-    let first = waits.iter().map(|w| u(&w["begin_ns"])).min().unwrap_or(0);
-    let last = waits.iter().map(|w| u(&w["end_ns"])).max().unwrap_or(0);
+    let first = waits.iter().map(|w| w.begin_ns).min().unwrap_or(0);
+    let last = waits.iter().map(|w| w.end_ns).max().unwrap_or(0);
     assert!(
         (last - first) as f64 <= window + period * 2.0,
         "events span {} ns, window {window} ns: first {:?} last {:?}",
@@ -232,13 +224,13 @@ fn exit_after_window(targets: usize) -> Duration {
     }
     let tracer = Tracer::start(&args);
     let t = Instant::now();
-    let rep = tracer.finish_json();
+    let rep = tracer.finish_report();
     let wall = t.elapsed();
     for s in &mut sleepers {
         let _ = s.kill();
         let _ = s.wait();
     }
-    let window = Duration::from_nanos(u(&rep["duration_ns"]));
+    let window = Duration::from_nanos(rep.duration_ns);
     let late = wall.saturating_sub(window);
     eprintln!("[test] {targets} targets: window {window:?}, exit {late:?} after it");
     late
@@ -266,10 +258,10 @@ fn sigint_exits_promptly_and_a_second_one_at_once() {
     let tracer = Tracer::start(&["report", "-p", &pid, "--json", "--source", "all"]);
     let t = Instant::now();
     tracer.signal(libc::SIGINT);
-    let rep = tracer.finish_json();
+    let rep = tracer.finish_report();
     let late = t.elapsed();
     eprintln!("[test] exit {late:?} after SIGINT");
-    assert!(u(&rep["duration_ns"]) > 0);
+    assert!(rep.duration_ns > 0);
     assert!(late < Duration::from_secs(2), "exit {late:?} after SIGINT");
     let _ = sleeper.kill();
     let _ = sleeper.wait();

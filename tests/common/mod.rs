@@ -7,6 +7,12 @@ use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+// the typed JSON of lockscope's reports and trace lines; not every test
+// uses every one
+#[allow(unused_imports)]
+pub use lockscope::model::{HolderRow, LockKind, Row};
+#[allow(unused_imports)]
+pub use lockscope::output::{EndLine, EventLine, Report, SourceStatus, TraceLine};
 use serde_json::Value;
 
 pub fn bin() -> &'static str {
@@ -246,6 +252,13 @@ impl Tracer {
         assert_eq!(code, 0, "lockscope failed; stdout: {out}");
         serde_json::from_str(out.trim()).expect("report JSON")
     }
+
+    /// Waits for a successful exit; its `report --json`, typed.
+    pub fn finish_report(self) -> Report {
+        let (code, out) = self.finish();
+        assert_eq!(code, 0, "lockscope failed; stdout: {out}");
+        report(&out)
+    }
 }
 
 /// BPF program and link ids held open by a process, from the fdinfo of its
@@ -344,49 +357,10 @@ pub fn traced(cmd: &str, workload: &[&str], extra: &[&str]) -> (String, Vec<Valu
     (out, done)
 }
 
-/// Invariants every row of every report must satisfy.
+/// Invariants every row of every report must satisfy ([`check_row`] of
+/// the row read as a [`Row`]).
 pub fn check_row_invariants(r: &Value) {
-    let count = u(&r["count"]);
-    let w = &r["wait_ns"];
-    let (total, min, max, p50, p99) = (
-        u(&w["total"]),
-        u(&w["min"]),
-        u(&w["max"]),
-        u(&w["p50"]),
-        u(&w["p99"]),
-    );
-    let hist: u64 = r["wait_hist"]
-        .as_array()
-        .expect("wait_hist")
-        .iter()
-        .map(u)
-        .sum();
-    assert_eq!(hist, count, "histogram sum equals count: {r}");
-    // a row of a source that sees failed or partial operations may hold
-    // only those (never timed, so not in `count`); one that sees every
-    // acquisition may hold only uncontended ones (`acquired`, no wait)
-    let untimed = r["failed"].as_u64().unwrap_or(0) + r["partial"].as_u64().unwrap_or(0);
-    let acquired = r["acquired"].as_u64();
-    assert!(
-        count > 0 || untimed > 0 || acquired.is_some_and(|a| a > 0),
-        "{r}"
-    );
-    // the contended waits are some of the acquisitions
-    if let Some(a) = acquired {
-        assert!(count <= a, "contended {count} of {a} acquisitions: {r}");
-    }
-    if count == 0 {
-        return;
-    }
-    assert!(
-        min <= p50 && p50 <= p99 && p99 <= max,
-        "ordered quantiles: {r}"
-    );
-    assert!(
-        total >= min * count && total <= max * count,
-        "total within bounds: {r}"
-    );
-    assert!(u(&r["aborted"]) <= count);
+    check_row(&serde_json::from_value(r.clone()).unwrap_or_else(|e| panic!("a row ({e}): {r}")));
 }
 
 /// Checks that `text` is well-formed XML as far as an SVG writer can get
@@ -483,4 +457,98 @@ pub fn workload_and_report(out: &Output) -> (Value, Value) {
     let w = serde_json::from_str(lines.next().expect("workload line")).expect("workload JSON");
     let rep = serde_json::from_str(lines.next().expect("report line")).expect("report JSON");
     (w, rep)
+}
+
+/// A `report --json` document (compact or pretty), typed.
+#[track_caller]
+pub fn report(out: &str) -> Report {
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("report JSON ({e}): {out}"))
+}
+
+/// The lines of `trace --json`, typed.
+#[track_caller]
+pub fn trace_lines(out: &str) -> Vec<TraceLine> {
+    out.lines()
+        .map(|l| TraceLine::parse(l).unwrap_or_else(|e| panic!("trace JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// The events of `trace --json` (every line but the end line).
+#[track_caller]
+pub fn trace_events(out: &str) -> Vec<EventLine> {
+    trace_lines(out)
+        .into_iter()
+        .filter_map(|l| match l {
+            TraceLine::Event(e) => Some(*e),
+            TraceLine::End(_) => None,
+        })
+        .collect()
+}
+
+/// The lines of `trace --json`: its events, then its end line (which must
+/// be the last line).
+#[track_caller]
+pub fn events(out: &str) -> (Vec<EventLine>, EndLine) {
+    let mut evs = Vec::new();
+    let mut end = None;
+    for l in trace_lines(out) {
+        assert!(end.is_none(), "a line after the end line: {out}");
+        match l {
+            TraceLine::Event(e) => evs.push(*e),
+            TraceLine::End(e) => end = Some(*e),
+        }
+    }
+    (evs, end.unwrap_or_else(|| panic!("no end line: {out}")))
+}
+
+/// The names of the sources that ran (`available`) in a report.
+pub fn available_sources(rep: &Report) -> Vec<String> {
+    rep.sources
+        .iter()
+        .filter(|s| s.available)
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// The rows of a report on the lock at `lock` (its hex address).
+pub fn rows_of<'a>(rep: &'a Report, lock: &str) -> Vec<&'a Row> {
+    rep.rows
+        .iter()
+        .filter(|r| r.lock.as_deref() == Some(lock))
+        .collect()
+}
+
+/// [`check_row_invariants`] of a typed row.
+pub fn check_row(r: &Row) {
+    let count = r.count;
+    let w = &r.wait_ns;
+    let hist: u64 = r.wait_hist.iter().sum();
+    assert_eq!(hist, count, "histogram sum equals count: {r:?}");
+    let untimed = r.failed + r.partial;
+    let acquired = r.acquired;
+    assert!(
+        count > 0 || untimed > 0 || acquired.is_some_and(|a| a > 0),
+        "{r:?}"
+    );
+    if let Some(a) = acquired {
+        assert!(count <= a, "contended {count} of {a} acquisitions: {r:?}");
+    }
+    if count == 0 {
+        return;
+    }
+    assert!(
+        w.min <= w.p50 && w.p50 <= w.p99 && w.p99 <= w.max,
+        "ordered quantiles: {r:?}"
+    );
+    assert!(
+        w.total >= w.min * count && w.total <= w.max * count,
+        "total within bounds: {r:?}"
+    );
+    assert!(r.aborted <= count);
+}
+
+/// [`workload_and_report`] with the report typed.
+pub fn workload_and_typed_report(out: &Output) -> (Value, Report) {
+    let (w, rep) = workload_and_report(out);
+    (w, serde_json::from_value(rep).expect("report JSON"))
 }
