@@ -11,22 +11,18 @@
 //! While one of these sources runs, kernel-contention skips the same lock
 //! kind ([`super::SkipContention`]), so no wait is counted twice.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd};
+use std::collections::HashSet;
 
-use anyhow::{Context, Result, anyhow, bail};
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, OpenObject};
+use anyhow::{Result, anyhow, bail};
 
 use super::common::{self, set_target_rodata};
-use super::probes::{Backend, first_backend, fork_btf, functions_present, load_error};
-use super::{Options, Pod, ProgStats, Source, Symbolizer, comm_str, prog_stats};
+use super::lifecycle::{self, Life, Loaded, Plan};
+use super::probes::{self, Backend, first_backend, fork_program, functions_present};
+use super::{Options, Pod, Source, Symbolizer, comm_str};
 use crate::bpf::kmutex::types::{
     ls_kagg_key, ls_kagg_val, ls_kevent, ls_kholder_key, ls_kholder_val,
 };
-use crate::bpf::kmutex::{KmutexSkel, KmutexSkelBuilder, OpenKmutexSkel};
+use crate::bpf::kmutex::{KmutexSkel, KmutexSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats};
 use crate::status::SourceStatus;
 
@@ -126,22 +122,12 @@ fn essential(family: Family) -> &'static [&'static str] {
     }
 }
 
-/// The name of the fork follower to load: `{prefix}follow_fork_btf` or
-/// `_tp` ([`fork_btf`]), or none when forks are not followed.
-fn fork_program(prefix: &str, follow: bool) -> Option<String> {
-    follow.then(|| {
-        let kind = if fork_btf() { "btf" } else { "tp" };
-        format!("{prefix}follow_fork_{kind}")
-    })
-}
-
 /// A loaded and attached kernel-mutex or kernel-rwsem source.
 pub struct KLock {
     family: Family,
-    backend: Backend,
+    /// Why a preferred backend failed, for the status.
     note: Option<String>,
-    skel: KmutexSkel<'static>,
-    links: RefCell<Vec<Link>>,
+    core: Loaded<KmutexSkel<'static>>,
 }
 
 /// Starts the kernel-mutex source ([`super::SourceInfo::start`]).
@@ -181,76 +167,37 @@ impl KLock {
         backend: Backend,
         present: &HashSet<String>,
     ) -> Result<KLock> {
-        crate::libbpf_log::install();
-        crate::libbpf_log::take();
-        // The open object must outlive the skeleton, which lives as long as
-        // the source; one small allocation per source is leaked for it.
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open: OpenKmutexSkel<'static> = KmutexSkelBuilder::default()
-            .open(storage)
-            .context("open BPF object")?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-        set_target_rodata!(&mut *rodata, opts);
-        rodata.emit_events = opts.emit_events;
-        rodata.caller_mode = opts.caller as u32;
-        open.maps.agg.set_max_entries(opts.max_entries)?;
-        open.maps.holds.set_max_entries(opts.max_entries)?;
-        if let Some(st) = opts.stacks {
-            rodata.stacks_on = true;
-            rodata.hold_stacks_on = st.holds;
-            rodata.stack_threshold_ns = st.threshold_ns;
-            rodata.stack_sample = st.sample;
-            open.maps.full_stacks.set_max_entries(16384)?;
-            open.maps.stack_agg.set_max_entries(opts.max_entries)?;
-        }
-        let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
-        open.maps
-            .events
-            .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
         let fork = fork_program("km_", opts.targets.follow_forks);
         let wanted = wanted_programs(family, backend, present);
-        for mut prog in open.open_object_mut().progs_mut() {
-            let name = prog.name().to_string_lossy().into_owned();
-            prog.set_autoload(wanted.contains(&name) || fork.as_ref() == Some(&name));
-        }
-        let skel = open.load().map_err(|e| load_error("load", &e))?;
-        common::fill_target_maps(
-            &skel.maps.target_pids,
-            &skel.maps.target_tids,
-            &skel.maps.target_cgroup,
-            opts,
-        )?;
-        // the fork follower first: a child forked while the lock probes
-        // attach is a target already
-        let mut links = Vec::new();
-        let mut progs: Vec<_> = skel.object().progs_mut().collect();
-        progs.sort_by_key(|p| fork.as_deref() != Some(&*p.name().to_string_lossy()));
-        for prog in progs {
-            let name = prog.name().to_string_lossy().into_owned();
-            if !wanted.contains(&name) && fork.as_ref() != Some(&name) {
-                continue;
+        let plan = Plan {
+            backend: backend.name(),
+            load: &|name| wanted.contains(name) || fork.as_deref() == Some(name),
+            sized: &["agg", "holds"],
+            lost: &LOST_NAMES,
+            attach: true,
+        };
+        let core = lifecycle::load::<KmutexSkelBuilder>(opts, &plan, |open| {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+            set_target_rodata!(&mut *rodata, opts);
+            rodata.emit_events = opts.emit_events;
+            rodata.caller_mode = opts.caller as u32;
+            if let Some(st) = opts.stacks {
+                rodata.stacks_on = true;
+                rodata.hold_stacks_on = st.holds;
+                rodata.stack_threshold_ns = st.threshold_ns;
+                rodata.stack_sample = st.sample;
             }
-            let link = prog
-                .attach()
-                .map_err(|e| load_error(&format!("attach {name}"), &e))?;
-            links.push(link);
-        }
+            Ok(())
+        })?;
         Ok(KLock {
             family,
-            backend,
             note: None,
-            skel,
-            links: RefCell::new(links),
+            core,
         })
-    }
-
-    fn stack(&self, id: i32) -> Option<Vec<u64>> {
-        common::stack(&self.skel.maps.stacks, id)
     }
 }
 
@@ -382,43 +329,41 @@ pub fn to_event(
     }
 }
 
+/// A `holders` entry (waits behind one holder) as a model row.
+pub fn to_holder(
+    source: &'static str,
+    k: &ls_kholder_key,
+    v: &ls_kholder_val,
+    holder_comm: Option<String>,
+) -> HolderRow {
+    HolderRow {
+        source,
+        kind: kind_of(k.kind),
+        lock: format!("0x{:x}", k.lock),
+        pid: k.pid,
+        holder_tid: k.holder_tid,
+        holder_comm,
+        waits: v.waits,
+        wait_ns: v.wait_ns,
+    }
+}
+
 impl Source for KLock {
     fn name(&self) -> &'static str {
         self.family.source()
     }
 
+    fn life(&self) -> Option<&dyn Life> {
+        Some(&self.core)
+    }
+
     fn status(&self) -> SourceStatus {
-        SourceStatus {
-            name: self.family.source().into(),
-            backend: Some(self.backend.name().into()),
-            available: true,
-            reason: self.note.clone(),
-        }
-    }
-
-    fn add_pid(&self, pid: u32) -> Result<()> {
-        self.skel
-            .maps
-            .target_pids
-            .update(super::as_bytes(&pid), &[1u8], libbpf_rs::MapFlags::ANY)
-            .context("add pid to target_pids")
-    }
-
-    fn begin(&self) {
-        super::set_window(self.skel.object(), true);
-    }
-
-    fn stop(&self) {
-        super::stop_object(self.skel.object());
-    }
-
-    fn take_links(&self) -> Vec<libbpf_rs::Link> {
-        std::mem::take(&mut *self.links.borrow_mut())
+        probes::status(self.name(), &self.core, self.note.as_deref())
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         let source = self.family.source();
-        let raw: Vec<(ls_kagg_key, ls_kagg_val)> = common::entries(&self.skel.maps.agg)?;
+        let raw: Vec<(ls_kagg_key, ls_kagg_val)> = common::entries(&self.core.skel.maps.agg)?;
         let mut records: Vec<Record> = raw
             .iter()
             .map(|(k, v)| {
@@ -427,14 +372,14 @@ impl Source for KLock {
                 } else {
                     v.stack_id
                 };
-                let caller = sym.kernel_caller(source, id, || self.stack(id));
+                let caller = sym.kernel_caller(source, id, || self.core.stack(id));
                 let name = super::contention::lock_name(v.lock_class, k.pid, &comm_str(&v.pcomm))
                     .or_else(|| sym.kernel_lock_name(k.lock, ""));
                 let cgroup = sym.cgroup(v.cgroup_id);
                 to_record(source, k, v, caller, name, cgroup)
             })
             .collect();
-        let maps = &self.skel.maps;
+        let maps = &self.core.skel.maps;
         let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
         common::attach_stacks(
             &mut records,
@@ -450,53 +395,29 @@ impl Source for KLock {
         // name pipe and inode locks while their files are open
         sym.files.refresh_if_due();
         // normalise new user stacks while their processes still live
-        let maps = &self.skel.maps;
+        let maps = &self.core.skel.maps;
         common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
     }
 
     fn holders(&self) -> Result<Vec<HolderRow>> {
-        let raw: Vec<(ls_kholder_key, ls_kholder_val)> = common::entries(&self.skel.maps.holders)?;
+        let raw: Vec<(ls_kholder_key, ls_kholder_val)> =
+            common::entries(&self.core.skel.maps.holders)?;
+        let source = self.family.source();
         Ok(raw
             .iter()
-            .map(|(k, v)| HolderRow {
-                source: self.family.source(),
-                kind: kind_of(k.kind),
-                lock: format!("0x{:x}", k.lock),
-                pid: k.pid,
-                holder_tid: k.holder_tid,
-                holder_comm: std::fs::read_to_string(format!("/proc/{}/comm", k.holder_tid))
+            .map(|(k, v)| {
+                let comm = std::fs::read_to_string(format!("/proc/{}/comm", k.holder_tid))
                     .ok()
-                    .map(|s| s.trim().to_string()),
-                waits: v.waits,
-                wait_ns: v.wait_ns,
+                    .map(|s| s.trim().to_string());
+                to_holder(source, k, v, comm)
             })
             .collect())
-    }
-
-    fn lost(&self) -> Result<BTreeMap<String, u64>> {
-        let mut out = common::read_lost(&self.skel.maps.lost, &LOST_NAMES)?;
-        let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
-        out.insert("bpf_recursion_misses".into(), misses);
-        Ok(out)
-    }
-
-    fn prog_stats(&self) -> Vec<ProgStats> {
-        self.skel
-            .object()
-            .progs()
-            .filter(|p| p.as_fd().as_raw_fd() >= 0 && p.autoload())
-            .filter_map(|p| prog_stats(&p.name().to_string_lossy(), p.as_fd()).ok())
-            .collect()
-    }
-
-    fn event_map(&self) -> Option<&dyn MapCore> {
-        Some(&self.skel.maps.events)
     }
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
         let e = super::from_bytes::<ls_kevent>(data)?;
         let source = self.family.source();
-        let caller = sym.kernel_caller(source, e.stack_id, || self.stack(e.stack_id));
+        let caller = sym.kernel_caller(source, e.stack_id, || self.core.stack(e.stack_id));
         let name = super::contention::lock_name(e.lock_class, e.pid, &comm_str(&e.comm))
             .or_else(|| sym.kernel_lock_name(e.lock, ""));
         let cgroup = sym.cgroup(e.cgroup_id);
@@ -525,6 +446,66 @@ mod tests {
             w,
             ["kp_mutex_lock".to_string(), "kr_mutex_lock".to_string()].into()
         );
+    }
+
+    #[test]
+    fn an_aggregation_entry_decodes_to_a_record() {
+        let k = ls_kagg_key {
+            lock: 0xffff_0000_1234,
+            stack_id: -1,
+            tid: 12,
+            pid: 11,
+            kind: KIND_RD,
+        };
+        let mut v = ls_kagg_val {
+            count: 2,
+            total_ns: 300,
+            min_ns: 100,
+            max_ns: 200,
+            hold_count: 0,
+            hold_min_ns: u64::MAX,
+            failed: 1,
+            aborted: 3,
+            partial: 4,
+            slept: 5,
+            ..Default::default()
+        };
+        v.hist[7] = 2;
+        v.comm[..3].copy_from_slice(&[b'c' as i8, b'a' as i8, b't' as i8]);
+        let r = to_record(SOURCE_RWSEM, &k, &v, Some("f+0x1".into()), None, None);
+        assert_eq!((r.source, r.kind), (SOURCE_RWSEM, LockKind::RwsemRead));
+        assert_eq!((r.lock, r.pid, r.tid), (0xffff_0000_1234, 11, 12));
+        assert_eq!(r.comm, "cat");
+        assert_eq!(r.caller.as_deref(), Some("f+0x1"));
+        assert_eq!((r.failed, r.aborted, r.partial, r.slept), (1, 3, 4, 5));
+        assert_eq!(
+            (r.wait.count, r.wait.total_ns, r.wait.min_ns, r.wait.max_ns),
+            (2, 300, 100, 200)
+        );
+        assert_eq!(r.wait.hist.slots[7], 2);
+        // no completed hold: min reads 0, not the BPF side's initial max
+        let hold = r.hold.unwrap_or_default();
+        assert_eq!((hold.count, hold.min_ns), (0, 0));
+    }
+
+    #[test]
+    fn a_holder_entry_decodes_to_a_row() {
+        let k = ls_kholder_key {
+            lock: 0xabc,
+            holder_tid: 7,
+            pid: 6,
+            kind: KIND_MUTEX,
+            pad: 0,
+        };
+        let v = ls_kholder_val {
+            waits: 3,
+            wait_ns: 900,
+        };
+        let h = to_holder(SOURCE_MUTEX, &k, &v, Some("holder".into()));
+        assert_eq!((h.source, h.kind), (SOURCE_MUTEX, LockKind::Mutex));
+        assert_eq!(h.lock, "0xabc");
+        assert_eq!((h.pid, h.holder_tid, h.waits, h.wait_ns), (6, 7, 3, 900));
+        assert_eq!(h.holder_comm.as_deref(), Some("holder"));
     }
 
     #[test]

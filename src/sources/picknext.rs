@@ -7,20 +7,14 @@
 //! found nothing fair to run. `--by lock` gives per-CPU totals, `--by task`
 //! per-task ones; `report -i 1s` prints them every second.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd};
-
-use anyhow::{Context, Result, anyhow, bail};
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, OpenObject};
+use anyhow::{Result, anyhow, bail};
 
 use super::common::{self, set_target_rodata};
-use super::probes::{Backend, first_backend, fork_btf, functions_present, load_error};
-use super::{Options, Pod, ProgStats, Source, Symbolizer, comm_str, prog_stats};
+use super::lifecycle::{self, Life, Loaded, Plan};
+use super::probes::{self, Backend, first_backend, fork_program, functions_present};
+use super::{Options, Pod, Source, Symbolizer, comm_str};
 use crate::bpf::picknext::types::{ls_pick_key, ls_pick_val};
-use crate::bpf::picknext::{OpenPicknextSkel, PicknextSkel, PicknextSkelBuilder};
+use crate::bpf::picknext::{PicknextSkel, PicknextSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
 use crate::status::SourceStatus;
 
@@ -45,10 +39,9 @@ pub const LOST_NAMES: [&str; 2] = ["map_full", "return_without_entry"];
 
 /// A loaded and attached sched-picknext source.
 pub struct PickNext {
-    backend: Backend,
+    /// Why a preferred backend failed, for the status.
     note: Option<String>,
-    skel: PicknextSkel<'static>,
-    links: RefCell<Vec<Link>>,
+    core: Loaded<PicknextSkel<'static>>,
 }
 
 /// Starts the source ([`super::SourceInfo::start`]).
@@ -72,64 +65,28 @@ impl PickNext {
     }
 
     fn start_with(opts: &Options, backend: Backend) -> Result<PickNext> {
-        crate::libbpf_log::install();
-        crate::libbpf_log::take();
-        // The open object must outlive the skeleton, which lives as long as
-        // the source; one small allocation per source is leaked for it.
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open: OpenPicknextSkel<'static> = PicknextSkelBuilder::default()
-            .open(storage)
-            .context("open BPF object")?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-        set_target_rodata!(&mut *rodata, opts);
-        open.maps.agg.set_max_entries(opts.max_entries)?;
-        let fentry = backend == Backend::Fentry;
-        open.progs.pick_fentry.set_autoload(fentry);
-        open.progs.pick_fexit.set_autoload(fentry);
-        open.progs.pick_kprobe.set_autoload(!fentry);
-        open.progs.pick_kretprobe.set_autoload(!fentry);
-        let follow = opts.targets.follow_forks;
-        let btf = fork_btf();
-        open.progs.pick_follow_fork_btf.set_autoload(follow && btf);
-        open.progs.pick_follow_fork_tp.set_autoload(follow && !btf);
-        let skel = open.load().map_err(|e| load_error("load", &e))?;
-        common::fill_target_maps(
-            &skel.maps.target_pids,
-            &skel.maps.target_tids,
-            &skel.maps.target_cgroup,
-            opts,
-        )?;
-        // the fork follower first: a child forked while the pick probes
-        // attach is a target already
-        let p = &skel.progs;
-        let fork = if btf {
-            &p.pick_follow_fork_btf
-        } else {
-            &p.pick_follow_fork_tp
+        let probes = match backend {
+            Backend::Fentry => ["pick_fentry", "pick_fexit"],
+            Backend::Kprobe => ["pick_kprobe", "pick_kretprobe"],
         };
-        let probes = if fentry {
-            [&p.pick_fentry, &p.pick_fexit]
-        } else {
-            [&p.pick_kprobe, &p.pick_kretprobe]
+        let fork = fork_program("pick_", opts.targets.follow_forks);
+        let plan = Plan {
+            backend: backend.name(),
+            load: &|name| probes.contains(&name) || fork.as_deref() == Some(name),
+            sized: &["agg"],
+            lost: &LOST_NAMES,
+            attach: true,
         };
-        let progs = follow.then_some(fork).into_iter().chain(probes);
-        let mut links = Vec::new();
-        for prog in progs {
-            links.push(prog.attach().map_err(|e| {
-                load_error(&format!("attach {}", prog.name().to_string_lossy()), &e)
-            })?);
-        }
-        Ok(PickNext {
-            backend,
-            note: None,
-            skel,
-            links: RefCell::new(links),
-        })
+        let core = lifecycle::load::<PicknextSkelBuilder>(opts, &plan, |open| {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+            set_target_rodata!(&mut *rodata, opts);
+            Ok(())
+        })?;
+        Ok(PickNext { note: None, core })
     }
 }
 
@@ -177,71 +134,70 @@ impl Source for PickNext {
         SOURCE
     }
 
+    fn life(&self) -> Option<&dyn Life> {
+        Some(&self.core)
+    }
+
     fn status(&self) -> SourceStatus {
-        SourceStatus {
-            name: SOURCE.into(),
-            backend: Some(self.backend.name().into()),
-            available: true,
-            reason: self.note.clone(),
-        }
-    }
-
-    fn add_pid(&self, pid: u32) -> Result<()> {
-        self.skel
-            .maps
-            .target_pids
-            .update(super::as_bytes(&pid), &[1u8], libbpf_rs::MapFlags::ANY)
-            .context("add pid to target_pids")
-    }
-
-    fn begin(&self) {
-        super::set_window(self.skel.object(), true);
-    }
-
-    fn stop(&self) {
-        super::stop_object(self.skel.object());
-    }
-
-    fn take_links(&self) -> Vec<libbpf_rs::Link> {
-        std::mem::take(&mut *self.links.borrow_mut())
+        probes::status(SOURCE, &self.core, self.note.as_deref())
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
-        let raw: Vec<(ls_pick_key, ls_pick_val)> = common::entries(&self.skel.maps.agg)?;
+        let raw: Vec<(ls_pick_key, ls_pick_val)> = common::entries(&self.core.skel.maps.agg)?;
         Ok(raw
             .iter()
             .map(|(k, v)| to_record(k, v, sym.cgroup(v.cgroup_id)))
             .collect())
     }
 
-    fn lost(&self) -> Result<BTreeMap<String, u64>> {
-        let mut out = common::read_lost(&self.skel.maps.lost, &LOST_NAMES)?;
-        let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
-        out.insert("bpf_recursion_misses".into(), misses);
-        Ok(out)
-    }
-
-    fn prog_stats(&self) -> Vec<ProgStats> {
-        let p = &self.skel.progs;
-        [
-            &p.pick_fentry,
-            &p.pick_fexit,
-            &p.pick_kprobe,
-            &p.pick_kretprobe,
-            &p.pick_follow_fork_btf,
-            &p.pick_follow_fork_tp,
-        ]
-        .into_iter()
-        .filter(|prog| prog.as_fd().as_raw_fd() >= 0 && prog.autoload())
-        .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
-        .collect()
-    }
-
-    fn event_map(&self) -> Option<&dyn MapCore> {
-        None
-    }
-
     fn decode_event(&self, _data: &[u8], _sym: &mut Symbolizer) -> Option<Event> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_aggregation_entry_decodes_to_a_record() {
+        let k = ls_pick_key {
+            cpu: 3,
+            tid: 42,
+            pid: 41,
+            ..Default::default()
+        };
+        let mut v = ls_pick_val {
+            count: 4,
+            total_ns: 1000,
+            min_ns: 100,
+            max_ns: 400,
+            picked_none: 1,
+            ..Default::default()
+        };
+        v.hist[8] = 4;
+        v.comm[..2].copy_from_slice(&[b's' as i8, b'h' as i8]);
+        let r = to_record(&k, &v, Some("/x".into()));
+        assert_eq!((r.source, r.kind), (SOURCE, LockKind::PickNext));
+        assert_eq!((r.lock, r.pid, r.tid), (3, 41, 42));
+        assert_eq!(r.lock_name.as_deref(), Some("cpu 3"));
+        assert_eq!(r.caller.as_deref(), Some(FUNCTION));
+        assert_eq!((r.comm.as_str(), r.cgroup.as_deref()), ("sh", Some("/x")));
+        assert_eq!(r.failed, 1);
+        assert_eq!(
+            (r.wait.count, r.wait.total_ns, r.wait.min_ns, r.wait.max_ns),
+            (4, 1000, 100, 400)
+        );
+        assert_eq!(r.wait.hist.slots[8], 4);
+        assert!(r.hold.is_none());
+        let empty = to_record(
+            &k,
+            &ls_pick_val {
+                min_ns: u64::MAX,
+                ..Default::default()
+            },
+            None,
+        );
+        assert_eq!(empty.wait.min_ns, 0);
     }
 }

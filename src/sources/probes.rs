@@ -8,6 +8,9 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 
+use super::Life;
+use crate::status::SourceStatus;
+
 /// Function probe backends, in order of preference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -79,6 +82,15 @@ pub fn fork_btf() -> bool {
     std::path::Path::new("/sys/kernel/btf/vmlinux").exists()
 }
 
+/// The name of the fork follower to load: `{prefix}follow_fork_btf` or
+/// `_tp` ([`fork_btf`]), or none when forks are not followed.
+pub fn fork_program(prefix: &str, follow: bool) -> Option<String> {
+    follow.then(|| {
+        let kind = if fork_btf() { "btf" } else { "tp" };
+        format!("{prefix}follow_fork_{kind}")
+    })
+}
+
 /// "load failed: EPERM": libbpf's and the verifier's last lines only where
 /// they say more than the errno (not for EPERM, where libbpf guesses at
 /// `ulimit -l`, which is not the cause on kernels that refuse fentry).
@@ -114,6 +126,17 @@ pub fn first_backend<T>(
         }
     }
     bail!("{}", errors.join("; "))
+}
+
+/// A function-probe source's status: the lifecycle's (name, backend), and
+/// why the preferred backends failed when a later one loaded.
+pub fn status(name: &str, life: &dyn Life, note: Option<&str>) -> SourceStatus {
+    SourceStatus {
+        name: name.into(),
+        backend: Some(life.backend().into()),
+        available: true,
+        reason: note.map(str::to_string),
+    }
 }
 
 /// Whether the kernel has the kprobe PMU (perf_event kprobes).
