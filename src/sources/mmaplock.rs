@@ -278,13 +278,15 @@ fn stats(count: u64, total: u64, min: u64, max: u64, slots: &[u64; HIST_SLOTS]) 
 }
 
 /// A kernel aggregation entry as a model record; `lock_name` is decided
-/// per lock by the caller.
+/// per lock by the caller, `memcg` is the path of `v.memcg_id`, `stack`
+/// reads a caller stack.
 fn to_record(
-    src: &MmapLock,
     sym: &mut Symbolizer,
     k: &ls_mm_key,
     v: &ls_mm_val,
     lock_name: Option<String>,
+    memcg: Option<String>,
+    stack: impl FnOnce(i32) -> Option<Vec<u64>>,
 ) -> Record {
     let cgroup = sym.cgroup(v.cgroup_id);
     let id = if k.stack_id >= 0 {
@@ -297,12 +299,12 @@ fn to_record(
         kind: kind(k.write != 0),
         lock: k.lock,
         lock_name,
-        caller: sym.kernel_caller(SOURCE, id, || src.stack(id)),
+        caller: sym.kernel_caller(SOURCE, id, || stack(id)),
         pid: k.pid,
         tid: k.tid,
         comm: comm_str(&v.comm),
         cgroup,
-        memcg: src.memcg(v.memcg_id),
+        memcg,
         aborted: 0,
         spun: 0,
         slept: 0,
@@ -322,8 +324,14 @@ fn to_record(
     }
 }
 
-/// One stream record as a model event.
-fn to_event(src: &MmapLock, sym: &mut Symbolizer, e: &ls_mm_event) -> Event {
+/// One stream record as a model event; `lock_name` names the lock given
+/// the task's cgroup, `stack` reads a caller stack.
+fn to_event(
+    sym: &mut Symbolizer,
+    e: &ls_mm_event,
+    lock_name: impl FnOnce(Option<&str>) -> Option<String>,
+    stack: impl FnOnce(i32) -> Option<Vec<u64>>,
+) -> Event {
     let f = e.flags;
     let partial = f & flags::PARTIAL != 0;
     let failed = f & flags::FAILED != 0;
@@ -333,14 +341,8 @@ fn to_event(src: &MmapLock, sym: &mut Symbolizer, e: &ls_mm_event) -> Event {
         source: SOURCE,
         kind: kind(f & flags::WRITE != 0),
         lock: e.lock,
-        lock_name: src.lock_name(
-            e.lock,
-            e.owner_pid,
-            &comm_str(&e.ocomm),
-            e.memcg_id,
-            cgroup.as_deref(),
-        ),
-        caller: sym.kernel_caller(SOURCE, e.stack_id, || src.stack(e.stack_id)),
+        lock_name: lock_name(cgroup.as_deref()),
+        caller: sym.kernel_caller(SOURCE, e.stack_id, || stack(e.stack_id)),
         pid: e.pid,
         tid: e.tid,
         comm: comm_str(&e.comm),
@@ -430,7 +432,8 @@ impl Source for MmapLock {
                 );
             }
             threads.push((k.pid, k.tid, weight, v.comm));
-            records.push(to_record(self, sym, &k, &v, None));
+            let memcg = self.memcg(v.memcg_id);
+            records.push(to_record(sym, &k, &v, None, memcg, |id| self.stack(id)));
             keys.push(k);
         })?;
         let mut names: HashMap<u64, Option<String>> = HashMap::new();
@@ -474,7 +477,10 @@ impl Source for MmapLock {
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
         let e = super::from_bytes::<ls_mm_event>(data)?;
-        Some(to_event(self, sym, &e))
+        let name = |cgroup: Option<&str>| {
+            self.lock_name(e.lock, e.owner_pid, &comm_str(&e.ocomm), e.memcg_id, cgroup)
+        };
+        Some(to_event(sym, &e, name, |id| self.stack(id)))
     }
 }
 
@@ -519,6 +525,50 @@ mod tests {
             op_times(&ev(100, 101, 0, flags::FAILED)),
             (1, None, 101, None)
         );
+    }
+
+    #[test]
+    fn an_aggregate_decodes_into_a_record() {
+        let mut sym = Symbolizer::new();
+        let k = ls_mm_key {
+            lock: 0x3000,
+            pid: 9,
+            tid: 10,
+            write: 1,
+            stack_id: -1,
+        };
+        let mut v = ls_mm_val {
+            count: 2,
+            wait_total: 50,
+            wait_min: 20,
+            wait_max: 30,
+            holds: 4,
+            hold_total: 400,
+            hold_min: 10,
+            hold_max: 200,
+            acquired: 5,
+            failed: 1,
+            partial: 1,
+            offcpu_ns: 40,
+            runq_ns: 5,
+            stack_id: -1,
+            ..Default::default()
+        };
+        v.hold_hist[3] = 4;
+        let r = to_record(&mut sym, &k, &v, Some("n".into()), None, |_| None);
+        assert_eq!(r.source, SOURCE);
+        assert_eq!(r.kind, LockKind::RwsemWrite);
+        assert_eq!((r.lock, r.pid, r.tid), (0x3000, 9, 10));
+        assert_eq!(r.lock_name.as_deref(), Some("n"));
+        assert_eq!((r.wait.count, r.wait.total_ns, r.wait.min_ns), (2, 50, 20));
+        let hold = r.hold.expect("a hold");
+        assert_eq!((hold.count, hold.total_ns, hold.max_ns), (4, 400, 200));
+        assert_eq!(hold.hist.slots[3], 4);
+        assert_eq!((r.acquired, r.failed, r.partial), (Some(5), 1, 1));
+        assert_eq!(r.split, Some(WaitSplit::from_offcpu(50, 40, 5)));
+        // an aggregate without waits has no minimum
+        let r = to_record(&mut sym, &k, &ls_mm_val::default(), None, None, |_| None);
+        assert_eq!(r.wait.min_ns, 0);
     }
 
     #[test]
