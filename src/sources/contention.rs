@@ -64,6 +64,24 @@ impl Backend {
     }
 }
 
+/// Starts with the first backend of `order` that works; with it, why the
+/// ones before it did not (for the status), or, when none did, every
+/// reason.
+pub(super) fn first_working<T>(
+    source: &str,
+    order: Vec<Backend>,
+    mut start: impl FnMut(Backend) -> Result<T>,
+) -> Result<(T, Option<String>)> {
+    let mut errors = Vec::new();
+    for backend in order {
+        match start(backend) {
+            Ok(s) => return Ok((s, (!errors.is_empty()).then(|| errors.join("; ")))),
+            Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
+        }
+    }
+    Err(anyhow!("could not attach {source}: {}", errors.join("; ")))
+}
+
 /// Names of the `lost` counters, in the order of `enum ls_lost`.
 pub const LOST_NAMES: [&str; 9] = [
     "map_full",
@@ -110,22 +128,9 @@ impl Contention {
             ),
             None => vec![Backend::TpBtf, Backend::Tracepoint],
         };
-        let mut errors = Vec::new();
-        for backend in order {
-            match Self::start_with(opts, backend) {
-                Ok(mut c) => {
-                    if !errors.is_empty() {
-                        c.fallback_reason = Some(errors.join("; "));
-                    }
-                    return Ok(c);
-                }
-                Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
-            }
-        }
-        Err(anyhow!(
-            "could not attach kernel-contention: {}",
-            errors.join("; ")
-        ))
+        let (mut c, reason) = first_working(SOURCE, order, |b| Self::start_with(opts, b))?;
+        c.fallback_reason = reason;
+        Ok(c)
     }
 
     fn start_with(opts: &Options, backend: Backend) -> Result<Contention> {

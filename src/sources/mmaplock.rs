@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use anyhow::{Result, anyhow, bail};
 
 use super::common::{self, set_target_rodata};
-use super::contention::Backend;
+use super::contention::{Backend, first_working};
 use super::lifecycle::{self, Life, Loaded, Plan};
 use super::{Options, Pod, Source, Symbolizer, TracefsGuard, comm_str};
 use crate::bpf::mmaplock::types::{ls_mm_event, ls_mm_key, ls_mm_val};
@@ -91,19 +91,9 @@ impl MmapLock {
             Some(other) => bail!("{SOURCE} has no backend '{other}' (tp_btf, tracepoint)"),
             None => vec![Backend::TpBtf, Backend::Tracepoint],
         };
-        let mut errors = Vec::new();
-        for backend in order {
-            match Self::start_with(opts, backend) {
-                Ok(mut s) => {
-                    if !errors.is_empty() {
-                        s.fallback_reason = Some(errors.join("; "));
-                    }
-                    return Ok(s);
-                }
-                Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
-            }
-        }
-        Err(anyhow!("could not attach {SOURCE}: {}", errors.join("; ")))
+        let (mut s, reason) = first_working(SOURCE, order, |b| Self::start_with(opts, b))?;
+        s.fallback_reason = reason;
+        Ok(s)
     }
 
     fn start_with(opts: &Options, backend: Backend) -> Result<MmapLock> {
