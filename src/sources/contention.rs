@@ -5,21 +5,18 @@
 //! (BPF links are file descriptors), so it is detached when the session is
 //! dropped or the process dies for any reason: nothing is pinned.
 
-use std::collections::{BTreeMap, HashMap};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd};
+use anyhow::{Result, anyhow, bail};
+use libbpf_rs::{MapCore, MapFlags};
 
-use anyhow::{Context, Result, anyhow, bail};
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
-
+use super::common::{self, set_target_rodata};
+use super::lifecycle::{self, Life, Loaded, Plan};
 use super::{
-    Options, Pod, ProgStats, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes,
-    prog_stats, tracefs_mounted, tracepoint_exists,
+    Options, Pod, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes,
+    tracefs_mounted, tracepoint_exists,
 };
 use crate::bpf::contention::types::{ls_agg_key, ls_agg_val, ls_event, ls_stack_key, ls_stack_val};
-use crate::bpf::contention::{ContentionSkel, ContentionSkelBuilder, OpenContentionSkel};
-use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, StackSample, Stats, WaitSplit};
+use crate::bpf::contention::{ContentionSkel, ContentionSkelBuilder};
+use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats, WaitSplit};
 use crate::status::{SourceStatus, usage};
 
 /// Source name of this module's rows.
@@ -67,6 +64,24 @@ impl Backend {
     }
 }
 
+/// Starts with the first backend of `order` that works; with it, why the
+/// ones before it did not (for the status), or, when none did, every
+/// reason.
+pub(super) fn first_working<T>(
+    source: &str,
+    order: Vec<Backend>,
+    mut start: impl FnMut(Backend) -> Result<T>,
+) -> Result<(T, Option<String>)> {
+    let mut errors = Vec::new();
+    for backend in order {
+        match start(backend) {
+            Ok(s) => return Ok((s, (!errors.is_empty()).then(|| errors.join("; ")))),
+            Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
+        }
+    }
+    Err(anyhow!("could not attach {source}: {}", errors.join("; ")))
+}
+
 /// Names of the `lost` counters, in the order of `enum ls_lost`.
 pub const LOST_NAMES: [&str; 9] = [
     "map_full",
@@ -82,11 +97,9 @@ pub const LOST_NAMES: [&str; 9] = [
 
 /// A loaded and attached kernel-contention source.
 pub struct Contention {
-    skel: ContentionSkel<'static>,
-    links: std::cell::RefCell<Vec<Link>>,
-    pub backend: Backend,
+    core: Loaded<ContentionSkel<'static>>,
     /// Why the preferred backend was not used, if it was not.
-    pub fallback_reason: Option<String>,
+    fallback_reason: Option<String>,
 }
 
 impl Contention {
@@ -115,318 +128,69 @@ impl Contention {
             ),
             None => vec![Backend::TpBtf, Backend::Tracepoint],
         };
-        let mut errors = Vec::new();
-        for backend in order {
-            match Self::start_with(opts, backend) {
-                Ok(mut c) => {
-                    if !errors.is_empty() {
-                        c.fallback_reason = Some(errors.join("; "));
-                    }
-                    return Ok(c);
-                }
-                Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
-            }
-        }
-        Err(anyhow!(
-            "could not attach kernel-contention: {}",
-            errors.join("; ")
-        ))
+        let (mut c, reason) = first_working(SOURCE, order, |b| Self::start_with(opts, b))?;
+        c.fallback_reason = reason;
+        Ok(c)
     }
 
     fn start_with(opts: &Options, backend: Backend) -> Result<Contention> {
-        crate::libbpf_log::install();
-        crate::libbpf_log::take();
-        // The open object must outlive the skeleton, which lives as long as
-        // the session; one small allocation per session is leaked for it.
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let builder = ContentionSkelBuilder::default();
-        let mut open: OpenContentionSkel<'static> =
-            builder.open(storage).context("open BPF object")?;
-
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-        rodata.self_tgid = std::process::id();
-        rodata.filter_pid = !opts.targets.pids.is_empty();
-        rodata.filter_tid = !opts.targets.tids.is_empty();
-        rodata.follow_forks = opts.targets.follow_forks;
-        rodata.emit_events = opts.emit_events;
-        rodata.caller_mode = opts.caller as u32;
-        rodata.skip_mutex = opts.skip_contention.mutex;
-        rodata.skip_rwsem = opts.skip_contention.rwsem;
-        rodata.skip_mmap = opts.skip_contention.mmap;
-        rodata.agg_slots = opts.max_entries;
-        rodata.filter_cgroup = opts.targets.cgroup.is_some();
-        if let Some(comm) = &opts.targets.comm {
-            rodata.filter_comm = true;
-            for (dst, src) in rodata.target_comm.iter_mut().zip(comm.bytes().take(15)) {
-                *dst = src as i8;
-            }
-        }
-        open.maps.agg.set_max_entries(opts.max_entries)?;
-        open.maps.agg_index.set_max_entries(opts.max_entries)?;
-        if let Some(st) = opts.stacks {
-            rodata.stacks_on = true;
-            rodata.stack_threshold_ns = st.threshold_ns;
-            rodata.stack_sample = st.sample;
-            open.maps.full_stacks.set_max_entries(16384)?;
-            open.maps.stack_agg.set_max_entries(opts.max_entries)?;
-        }
-        let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
-        open.maps
-            .events
-            .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
-
         let clock = backend == Backend::ClockFloor;
         let floor = backend == Backend::Floor || clock;
         let btf = backend == Backend::TpBtf;
         let follow = opts.targets.follow_forks && !floor;
-        open.progs.contention_begin_btf.set_autoload(btf);
-        open.progs.contention_end_btf.set_autoload(btf);
-        open.progs.follow_fork_btf.set_autoload(btf && follow);
-        open.progs.contention_begin_tp.set_autoload(!btf && !floor);
-        open.progs.contention_end_tp.set_autoload(!btf && !floor);
-        open.progs
-            .follow_fork_tp
-            .set_autoload(!btf && !floor && follow);
-        open.progs
-            .contention_begin_empty
-            .set_autoload(floor && !clock);
-        open.progs
-            .contention_end_empty
-            .set_autoload(floor && !clock);
-        open.progs.contention_begin_clock.set_autoload(clock);
-        open.progs.contention_end_clock.set_autoload(clock);
-
-        let skel = open
-            .load()
-            .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
-        for pid in &opts.targets.pids {
-            skel.maps
-                .target_pids
-                .update(as_bytes(pid), &[1u8], MapFlags::ANY)
-                .context("fill target_pids")?;
-        }
-        for tid in &opts.targets.tids {
-            skel.maps
-                .target_tids
-                .update(as_bytes(tid), &[1u8], MapFlags::ANY)
-                .context("fill target_tids")?;
-        }
-        if let Some(path) = &opts.targets.cgroup {
-            let dir = std::fs::File::open(path)
-                .with_context(|| format!("open cgroup {}", path.display()))?;
-            let fd = dir.as_raw_fd() as u32;
-            skel.maps
-                .target_cgroup
-                .update(as_bytes(&0u32), as_bytes(&fd), MapFlags::ANY)
-                .with_context(|| format!("{} is not a cgroup v2 directory", path.display()))?;
-        }
-
-        let mut links = Vec::new();
-        let progs = &skel.progs;
-        let to_attach = if clock {
-            [
-                &progs.contention_begin_clock,
-                &progs.contention_end_clock,
-                &progs.follow_fork_btf,
-            ]
-        } else if floor {
-            [
-                &progs.contention_begin_empty,
-                &progs.contention_end_empty,
-                &progs.follow_fork_btf,
-            ]
-        } else if btf {
-            [
-                &progs.contention_begin_btf,
-                &progs.contention_end_btf,
-                &progs.follow_fork_btf,
-            ]
-        } else {
-            [
-                &progs.contention_begin_tp,
-                &progs.contention_end_tp,
-                &progs.follow_fork_tp,
-            ]
+        let plan = Plan {
+            backend: backend.name(),
+            load: &|name| match name {
+                "contention_begin_btf" | "contention_end_btf" => btf,
+                "follow_fork_btf" => btf && follow,
+                "contention_begin_tp" | "contention_end_tp" => !btf && !floor,
+                "follow_fork_tp" => !btf && !floor && follow,
+                "contention_begin_empty" | "contention_end_empty" => floor && !clock,
+                "contention_begin_clock" | "contention_end_clock" => clock,
+                _ => false,
+            },
+            sized: &["agg", "agg_index"],
+            lost: &LOST_NAMES,
+            attach: true,
         };
-        for (i, p) in to_attach.into_iter().enumerate() {
-            if i == 2 && !follow {
-                continue;
+        let core = lifecycle::load::<ContentionSkelBuilder>(opts, &plan, |open| {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+            set_target_rodata!(&mut *rodata, opts);
+            rodata.emit_events = opts.emit_events;
+            rodata.caller_mode = opts.caller as u32;
+            rodata.skip_mutex = opts.skip_contention.mutex;
+            rodata.skip_rwsem = opts.skip_contention.rwsem;
+            rodata.skip_mmap = opts.skip_contention.mmap;
+            rodata.agg_slots = opts.max_entries;
+            if let Some(st) = opts.stacks {
+                rodata.stacks_on = true;
+                rodata.stack_threshold_ns = st.threshold_ns;
+                rodata.stack_sample = st.sample;
             }
-            links.push(
-                p.attach()
-                    .with_context(|| format!("attach {}", p.name().to_string_lossy()))?,
-            );
-        }
+            Ok(())
+        })?;
         Ok(Contention {
-            skel,
-            links: std::cell::RefCell::new(links),
-            backend,
+            core,
             fallback_reason: None,
         })
     }
 
-    /// Adds a process to the pid filter after start (used by `run`).
-    pub fn add_pid(&self, pid: u32) -> Result<()> {
-        self.skel
-            .maps
-            .target_pids
-            .update(as_bytes(&pid), &[1u8], MapFlags::ANY)
-            .context("add pid to target_pids")
-    }
-
-    /// Per-program kernel statistics of the attached programs.
-    pub fn prog_stats(&self) -> Vec<ProgStats> {
-        let p = &self.skel.progs;
-        let all = [
-            &p.contention_begin_btf,
-            &p.contention_end_btf,
-            &p.follow_fork_btf,
-            &p.contention_begin_tp,
-            &p.contention_end_tp,
-            &p.follow_fork_tp,
-            &p.contention_begin_empty,
-            &p.contention_end_empty,
-            &p.contention_begin_clock,
-            &p.contention_end_clock,
-        ];
-        all.into_iter()
-            .filter(|prog| prog.as_fd().as_raw_fd() >= 0 && prog.autoload())
-            .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
-            .collect()
-    }
-
-    /// Every loss counter, including the kernel's BPF re-entry misses.
-    pub fn lost(&self) -> Result<BTreeMap<String, u64>> {
-        let mut out = BTreeMap::new();
-        for (i, name) in LOST_NAMES.iter().enumerate() {
-            let key = i as u32;
-            let per_cpu = self
-                .skel
-                .maps
-                .lost
-                .lookup_percpu(as_bytes(&key), MapFlags::ANY)
-                .context("read lost counters")?
-                .unwrap_or_default();
-            let sum: u64 = per_cpu.iter().filter_map(|b| from_bytes::<u64>(b)).sum();
-            out.insert((*name).to_string(), sum);
-        }
-        let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
-        out.insert("bpf_recursion_misses".into(), misses);
-        Ok(out)
-    }
-
     /// The caller stack behind a stack id (innermost first).
-    pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
-        if id < 0 {
-            return None;
-        }
-        let key = id as u32;
-        let bytes = self
-            .skel
-            .maps
-            .stacks
-            .lookup(as_bytes(&key), MapFlags::ANY)
-            .ok()??;
-        Some(
-            bytes
-                .chunks_exact(8)
-                .filter_map(from_bytes::<u64>)
-                .take_while(|&a| a != 0)
-                .collect(),
-        )
-    }
-
-    /// A stack from `full_stacks` (innermost first).
-    pub fn full_stack(&self, id: i32) -> Option<Vec<u64>> {
-        if id < 0 {
-            return None;
-        }
-        let key = id as u32;
-        let bytes = self
-            .skel
-            .maps
-            .full_stacks
-            .lookup(as_bytes(&key), MapFlags::ANY)
-            .ok()??;
-        Some(
-            bytes
-                .chunks_exact(8)
-                .filter_map(from_bytes::<u64>)
-                .take_while(|&a| a != 0)
-                .collect(),
-        )
-    }
-
-    /// Snapshot of the `--stacks` aggregation.
-    pub fn stack_entries(&self) -> Result<Vec<(ls_stack_key, ls_stack_val)>> {
-        let map = &self.skel.maps.stack_agg;
-        let mut out = Vec::new();
-        for k in map.keys() {
-            let Some(v) = map.lookup(&k, MapFlags::ANY).context("read stack map")? else {
-                continue;
-            };
-            if let (Some(k), Some(v)) = (
-                from_bytes::<ls_stack_key>(&k),
-                from_bytes::<ls_stack_val>(&v),
-            ) {
-                out.push((k, v));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Stack samples per (lock, tid, flags), symbolised.
-    fn stack_samples(&self, sym: &mut Symbolizer) -> Result<StackIndex> {
-        let mut out: StackIndex = HashMap::new();
-        for (k, v) in self.stack_entries()? {
-            let kernel = self
-                .full_stack(k.kstack_id)
-                .map(|a| sym.kernel_frames(&a))
-                .unwrap_or_default();
-            if k.ustack_id >= 0
-                && !sym.user.has(k.pid, k.ustack_id)
-                && let Some(addrs) = self.full_stack(k.ustack_id)
-            {
-                sym.user.normalize(k.pid, k.ustack_id, &addrs);
-            }
-            let user = if k.ustack_id >= 0 {
-                sym.user.frames(k.pid, k.ustack_id)
-            } else {
-                Vec::new()
-            };
-            out.entry((k.lock, k.tid, k.flags))
-                .or_default()
-                .push(StackSample {
-                    kernel,
-                    user,
-                    count: v.count,
-                    total_ns: v.total_ns,
-                    max_ns: v.max_ns,
-                    ..Default::default()
-                });
-        }
-        Ok(out)
-    }
-
-    /// Snapshot of the in-kernel aggregation.
-    pub fn raw_entries(&self) -> Result<Vec<(ls_agg_key, ls_agg_val)>> {
-        let mut out = Vec::new();
-        self.for_each_agg(|k, v| out.push((k, v)))?;
-        Ok(out)
+    fn stack(&self, id: i32) -> Option<Vec<u64>> {
+        common::stack(&self.core.skel.maps.stacks, id)
     }
 
     /// Calls `f` with every aggregate and its key, as read: the keys in
     /// `agg_index`, each with the slot of the `agg` array it names (a slot
     /// is filled before its key is added, and never moves).
     fn for_each_agg(&self, mut f: impl FnMut(ls_agg_key, ls_agg_val)) -> Result<()> {
-        let agg = &self.skel.maps.agg;
-        super::common::for_each_entry(&self.skel.maps.agg_index, |k: ls_agg_key, idx: u32| {
-            if let Ok(Some(v)) = agg.lookup(as_bytes(&idx), MapFlags::ANY)
+        let maps = &self.core.skel.maps;
+        common::for_each_entry(&maps.agg_index, |k: ls_agg_key, idx: u32| {
+            if let Ok(Some(v)) = maps.agg.lookup(as_bytes(&idx), MapFlags::ANY)
                 && let Some(v) = from_bytes::<ls_agg_val>(&v)
             {
                 f(k, v);
@@ -445,10 +209,14 @@ impl Source for Contention {
         SOURCE
     }
 
+    fn life(&self) -> Option<&dyn Life> {
+        Some(&self.core)
+    }
+
     fn status(&self) -> SourceStatus {
         SourceStatus {
             name: SOURCE.into(),
-            backend: Some(self.backend.name().into()),
+            backend: Some(self.core.backend().into()),
             available: true,
             reason: self
                 .fallback_reason
@@ -457,31 +225,25 @@ impl Source for Contention {
         }
     }
 
-    fn add_pid(&self, pid: u32) -> Result<()> {
-        Contention::add_pid(self, pid)
-    }
-
-    fn begin(&self) {
-        super::set_window(self.skel.object(), true);
-    }
-
-    fn stop(&self) {
-        super::stop_object(self.skel.object());
-    }
-
-    fn take_links(&self) -> Vec<libbpf_rs::Link> {
-        std::mem::take(&mut *self.links.borrow_mut())
-    }
-
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
-        let mut stacks = self.stack_samples(sym)?;
+        let maps = &self.core.skel.maps;
+        let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
         // entry by entry: no copy of the raw map next to the records
         let mut out = Vec::new();
+        let mut keys = Vec::new();
         self.for_each_agg(|k, v| {
-            let mut r = to_record(self, sym, &k, &v);
-            r.stacks = stacks.remove(&(k.lock, k.tid, k.flags)).unwrap_or_default();
-            out.push(r);
+            out.push(to_record(sym, &k, &v, |id| self.stack(id)));
+            keys.push((k.lock, k.tid, k.flags));
         })?;
+        // a key's stack samples go to its first record (several records
+        // share a key with --caller every)
+        common::attach_stacks(
+            &mut out,
+            stacks,
+            |i, _| keys[i],
+            |e| (e.key.lock, e.key.tid, e.key.flags),
+            |_, _| false,
+        );
         Ok(out)
     }
 
@@ -489,62 +251,13 @@ impl Source for Contention {
         // name pipe and inode locks while their files are open
         sym.files.refresh_if_due();
         // normalise new user stacks while their processes still live
-        if let Ok(entries) = self.stack_entries() {
-            for (k, _) in entries {
-                if k.ustack_id >= 0
-                    && !sym.user.has(k.pid, k.ustack_id)
-                    && let Some(addrs) = self.full_stack(k.ustack_id)
-                {
-                    sym.user.normalize(k.pid, k.ustack_id, &addrs);
-                }
-            }
-        }
-    }
-
-    fn lost(&self) -> Result<BTreeMap<String, u64>> {
-        Contention::lost(self)
-    }
-
-    fn prog_stats(&self) -> Vec<ProgStats> {
-        Contention::prog_stats(self)
-    }
-
-    fn event_map(&self) -> Option<&dyn MapCore> {
-        Some(&self.skel.maps.events)
+        let maps = &self.core.skel.maps;
+        common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
     }
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
         let e = from_bytes::<ls_event>(data)?;
-        let comm = comm_str(&e.comm);
-        Some(Event {
-            source: SOURCE,
-            kind: LockKind::from_contention_flags(e.flags),
-            lock: e.lock,
-            lock_name: lock_name(e.lock_class, e.pid, &comm_str(&e.pcomm))
-                .or_else(|| sym.kernel_lock_name(e.lock, "")),
-            caller: sym.kernel_caller(SOURCE, e.stack_id, || self.stack(e.stack_id)),
-            pid: e.pid,
-            tid: e.tid,
-            comm,
-            cgroup: sym.cgroup(e.cgroup_id),
-            begin_ns: e.begin_ns,
-            end_ns: e.end_ns,
-            released_ns: None,
-            wait_ns: e.end_ns.saturating_sub(e.begin_ns),
-            hold_ns: None,
-            aborted: e.ret != 0,
-            failed: false,
-            ret: e.ret,
-            spun: e.mode & 1 != 0,
-            slept: e.mode & 2 != 0,
-            partial: false,
-            holder_tid: None,
-            split: Some(WaitSplit::from_offcpu(
-                e.end_ns.saturating_sub(e.begin_ns),
-                e.offcpu_ns,
-                e.runq_ns,
-            )),
-        })
+        Some(to_event(sym, &e, |id| self.stack(id)))
     }
 }
 
@@ -553,8 +266,52 @@ pub fn lock_name(lock_class: u32, pid: u32, comm: &str) -> Option<String> {
     (lock_class == 1).then(|| format!("mmap_lock of {pid} ({comm})"))
 }
 
-/// Turns a kernel aggregation entry into a model record.
-fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_agg_val) -> Record {
+/// One stream record as a model event; `stack` reads a caller stack.
+fn to_event(
+    sym: &mut Symbolizer,
+    e: &ls_event,
+    stack: impl FnOnce(i32) -> Option<Vec<u64>>,
+) -> Event {
+    let comm = comm_str(&e.comm);
+    Event {
+        source: SOURCE,
+        kind: LockKind::from_contention_flags(e.flags),
+        lock: e.lock,
+        lock_name: lock_name(e.lock_class, e.pid, &comm_str(&e.pcomm))
+            .or_else(|| sym.kernel_lock_name(e.lock, "")),
+        caller: sym.kernel_caller(SOURCE, e.stack_id, || stack(e.stack_id)),
+        pid: e.pid,
+        tid: e.tid,
+        comm,
+        cgroup: sym.cgroup(e.cgroup_id),
+        begin_ns: e.begin_ns,
+        end_ns: e.end_ns,
+        released_ns: None,
+        wait_ns: e.end_ns.saturating_sub(e.begin_ns),
+        hold_ns: None,
+        aborted: e.ret != 0,
+        failed: false,
+        ret: e.ret,
+        spun: e.mode & 1 != 0,
+        slept: e.mode & 2 != 0,
+        partial: false,
+        holder_tid: None,
+        split: Some(WaitSplit::from_offcpu(
+            e.end_ns.saturating_sub(e.begin_ns),
+            e.offcpu_ns,
+            e.runq_ns,
+        )),
+    }
+}
+
+/// Turns a kernel aggregation entry into a model record; `stack` reads a
+/// caller stack.
+fn to_record(
+    sym: &mut Symbolizer,
+    k: &ls_agg_key,
+    v: &ls_agg_val,
+    stack: impl FnOnce(i32) -> Option<Vec<u64>>,
+) -> Record {
     let comm = comm_str(&v.comm);
     let mut hist = Log2Hist::default();
     hist.slots.copy_from_slice(&v.hist);
@@ -570,7 +327,7 @@ fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_agg_
             } else {
                 v.stack_id
             };
-            sym.kernel_caller(SOURCE, id, || src.stack(id))
+            sym.kernel_caller(SOURCE, id, || stack(id))
         },
         pid: k.pid,
         tid: k.tid,
@@ -596,5 +353,91 @@ fn to_record(src: &Contention, sym: &mut Symbolizer, k: &ls_agg_key, v: &ls_agg_
     }
 }
 
-/// Stack samples by (lock, tid, contention flags).
-type StackIndex = HashMap<(u64, u32, u32), Vec<StackSample>>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comm(s: &str) -> [i8; 16] {
+        let mut c = [0i8; 16];
+        for (d, b) in c.iter_mut().zip(s.bytes()) {
+            *d = b as i8;
+        }
+        c
+    }
+
+    #[test]
+    fn an_aggregate_decodes_into_a_record() {
+        let mut sym = Symbolizer::new();
+        let k = ls_agg_key {
+            lock: 0x1000,
+            pid: 7,
+            tid: 8,
+            flags: 0x20, // LCB_F_MUTEX (+ LCB_F_SPIN dropped)
+            stack_id: -1,
+        };
+        let mut v = ls_agg_val {
+            count: 3,
+            total_ns: 600,
+            min_ns: 100,
+            max_ns: 300,
+            offcpu_ns: 400,
+            runq_ns: 100,
+            lock_class: 1,
+            stack_id: -1,
+            comm: comm("worker"),
+            pcomm: comm("db"),
+            ..Default::default()
+        };
+        v.hist[7] = 3;
+        let mut asked = false;
+        let r = to_record(&mut sym, &k, &v, |_| {
+            asked = true;
+            None
+        });
+        assert!(!asked, "no stack is read for a key without one");
+        assert_eq!(r.source, SOURCE);
+        assert_eq!(r.kind, LockKind::Mutex);
+        assert_eq!((r.lock, r.pid, r.tid), (0x1000, 7, 8));
+        assert_eq!(r.lock_name.as_deref(), Some("mmap_lock of 7 (db)"));
+        assert_eq!(r.comm, "worker");
+        assert_eq!((r.wait.count, r.wait.total_ns), (3, 600));
+        assert_eq!((r.wait.min_ns, r.wait.max_ns), (100, 300));
+        assert_eq!(r.wait.hist.slots[7], 3);
+        assert!(r.hold.is_none() && r.caller.is_none());
+        assert_eq!(
+            r.split,
+            Some(WaitSplit::from_offcpu(600, 400, 100)),
+            "where the wait went"
+        );
+        // an empty aggregate has no minimum
+        let r = to_record(&mut sym, &k, &ls_agg_val::default(), |_| None);
+        assert_eq!(r.wait.min_ns, 0);
+    }
+
+    #[test]
+    fn a_stream_record_decodes_into_an_event() {
+        let mut sym = Symbolizer::new();
+        let e = ls_event {
+            lock: 0x2000,
+            pid: 5,
+            tid: 6,
+            flags: 0x1, // LCB_F_SPIN
+            begin_ns: 1000,
+            end_ns: 1250,
+            ret: -4,
+            mode: 3,
+            lock_class: 1,
+            stack_id: -1,
+            comm: comm("t"),
+            pcomm: comm("p"),
+            ..Default::default()
+        };
+        let ev = to_event(&mut sym, &e, |_| None);
+        assert_eq!(ev.kind, LockKind::Spinlock);
+        assert_eq!((ev.begin_ns, ev.end_ns, ev.wait_ns), (1000, 1250, 250));
+        assert_eq!(ev.lock_name.as_deref(), Some("mmap_lock of 5 (p)"));
+        assert!(ev.aborted && ev.spun && ev.slept);
+        assert_eq!(ev.ret, -4);
+        assert_eq!(ev.comm, "t");
+    }
+}

@@ -3,19 +3,16 @@
 //! (`src/bpf/mmaplock.bpf.c`), per process, thread, mode and cgroup.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd};
+use std::collections::HashMap;
 
-use anyhow::{Context, Result, anyhow, bail};
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, OpenObject};
+use anyhow::{Result, anyhow, bail};
 
 use super::common::{self, set_target_rodata};
-use super::contention::Backend;
-use super::{Options, Pod, ProgStats, Source, Symbolizer, TracefsGuard, comm_str, prog_stats};
+use super::contention::{Backend, first_working};
+use super::lifecycle::{self, Life, Loaded, Plan};
+use super::{Options, Pod, Source, Symbolizer, TracefsGuard, comm_str};
 use crate::bpf::mmaplock::types::{ls_mm_event, ls_mm_key, ls_mm_val};
-use crate::bpf::mmaplock::{MmaplockSkel, MmaplockSkelBuilder, OpenMmaplockSkel};
+use crate::bpf::mmaplock::{MmaplockSkel, MmaplockSkelBuilder};
 use crate::cgroup::CgroupNames;
 use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats, WaitSplit};
 use crate::status::SourceStatus;
@@ -58,9 +55,7 @@ mod flags {
 
 /// A loaded and attached mmap-lock source.
 pub struct MmapLock {
-    skel: MmaplockSkel<'static>,
-    links: RefCell<Vec<Link>>,
-    backend: Backend,
+    core: Loaded<MmaplockSkel<'static>>,
     fallback_reason: Option<String>,
     per_vma_locks: bool,
     /// lock:contention_begin is traced: blocked waits are told exactly.
@@ -96,115 +91,54 @@ impl MmapLock {
             Some(other) => bail!("{SOURCE} has no backend '{other}' (tp_btf, tracepoint)"),
             None => vec![Backend::TpBtf, Backend::Tracepoint],
         };
-        let mut errors = Vec::new();
-        for backend in order {
-            match Self::start_with(opts, backend) {
-                Ok(mut s) => {
-                    if !errors.is_empty() {
-                        s.fallback_reason = Some(errors.join("; "));
-                    }
-                    return Ok(s);
-                }
-                Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
-            }
-        }
-        Err(anyhow!("could not attach {SOURCE}: {}", errors.join("; ")))
+        let (mut s, reason) = first_working(SOURCE, order, |b| Self::start_with(opts, b))?;
+        s.fallback_reason = reason;
+        Ok(s)
     }
 
     fn start_with(opts: &Options, backend: Backend) -> Result<MmapLock> {
-        crate::libbpf_log::install();
-        crate::libbpf_log::take();
-        // The open object must outlive the skeleton, which lives as long as
-        // the source; one small allocation per source is leaked for it.
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open: OpenMmaplockSkel<'static> = MmaplockSkelBuilder::default()
-            .open(storage)
-            .context("open BPF object")?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-        set_target_rodata!(&mut *rodata, opts);
-        rodata.emit_events = opts.emit_events;
-        rodata.caller_mode = opts.caller as u32;
         // which acquisitions blocked: the rwsem's contention_begin (5.19+)
         let contention_tp =
             !super::tracefs_mounted() || super::tracepoint_exists("lock", "contention_begin");
-        rodata.have_contention_tp = contention_tp;
-        open.maps.agg.set_max_entries(opts.max_entries)?;
-        if let Some(st) = opts.stacks {
-            rodata.stacks_on = true;
-            rodata.hold_stacks_on = st.holds;
-            rodata.stack_threshold_ns = st.threshold_ns;
-            rodata.stack_sample = st.sample;
-            open.maps.full_stacks.set_max_entries(16384)?;
-            open.maps.stack_agg.set_max_entries(opts.max_entries)?;
-        }
-        let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
-        open.maps
-            .events
-            .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
-
         let btf = backend == Backend::TpBtf;
         let follow = opts.targets.follow_forks;
-        let p = &mut open.progs;
-        p.mm_start_btf.set_autoload(btf);
-        p.mm_acquire_btf.set_autoload(btf);
-        p.mm_release_btf.set_autoload(btf);
-        p.mm_follow_fork_btf.set_autoload(btf && follow);
-        p.mm_contention_btf.set_autoload(btf && contention_tp);
-        p.mm_contention_tp.set_autoload(!btf && contention_tp);
-        p.mm_start_tp.set_autoload(!btf);
-        p.mm_acquire_tp.set_autoload(!btf);
-        p.mm_release_tp.set_autoload(!btf);
-        p.mm_follow_fork_tp.set_autoload(!btf && follow);
-
-        let skel = open
-            .load()
-            .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
-        common::fill_target_maps(
-            &skel.maps.target_pids,
-            &skel.maps.target_tids,
-            &skel.maps.target_cgroup,
-            opts,
-        )?;
-        // releases first, then acquisitions, then contention, then
-        // starts: an operation in flight while attaching is seen as
-        // partial, never mis-timed, and every started one's blocking seen
-        let p = &skel.progs;
-        let order = if btf {
-            [
-                &p.mm_follow_fork_btf,
-                &p.mm_release_btf,
-                &p.mm_acquire_btf,
-                &p.mm_contention_btf,
-                &p.mm_start_btf,
-            ]
-        } else {
-            [
-                &p.mm_follow_fork_tp,
-                &p.mm_release_tp,
-                &p.mm_acquire_tp,
-                &p.mm_contention_tp,
-                &p.mm_start_tp,
-            ]
+        // Every program returns at once until the window opens (all
+        // attached), so the order they attach in does not matter.
+        let plan = Plan {
+            backend: backend.name(),
+            load: &|name| match name {
+                "mm_start_btf" | "mm_acquire_btf" | "mm_release_btf" => btf,
+                "mm_follow_fork_btf" => btf && follow,
+                "mm_contention_btf" => btf && contention_tp,
+                "mm_start_tp" | "mm_acquire_tp" | "mm_release_tp" => !btf,
+                "mm_follow_fork_tp" => !btf && follow,
+                "mm_contention_tp" => !btf && contention_tp,
+                _ => false,
+            },
+            sized: &["agg"],
+            lost: &LOST_NAMES,
+            attach: true,
         };
-        let mut links = Vec::new();
-        for (i, prog) in order.into_iter().enumerate() {
-            if (i == 0 && !follow) || (i == 3 && !contention_tp) {
-                continue;
+        let core = lifecycle::load::<MmaplockSkelBuilder>(opts, &plan, |open| {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+            set_target_rodata!(&mut *rodata, opts);
+            rodata.emit_events = opts.emit_events;
+            rodata.caller_mode = opts.caller as u32;
+            rodata.have_contention_tp = contention_tp;
+            if let Some(st) = opts.stacks {
+                rodata.stacks_on = true;
+                rodata.hold_stacks_on = st.holds;
+                rodata.stack_threshold_ns = st.threshold_ns;
+                rodata.stack_sample = st.sample;
             }
-            links.push(
-                prog.attach()
-                    .with_context(|| format!("attach {}", prog.name().to_string_lossy()))?,
-            );
-        }
+            Ok(())
+        })?;
         Ok(MmapLock {
-            skel,
-            links: RefCell::new(links),
-            backend,
+            core,
             fallback_reason: None,
             per_vma_locks: common::per_vma_locks(),
             contention_tp,
@@ -214,7 +148,7 @@ impl MmapLock {
     }
 
     fn stack(&self, id: i32) -> Option<Vec<u64>> {
-        common::stack(&self.skel.maps.stacks, id)
+        common::stack(&self.core.skel.maps.stacks, id)
     }
 
     fn memcg(&self, id: u64) -> Option<String> {
@@ -250,22 +184,6 @@ impl MmapLock {
             memcg.as_deref(),
             cgroup,
         ))
-    }
-
-    fn programs(&self) -> Vec<&libbpf_rs::Program<'static>> {
-        let p = &self.skel.progs;
-        vec![
-            &p.mm_start_btf,
-            &p.mm_acquire_btf,
-            &p.mm_release_btf,
-            &p.mm_follow_fork_btf,
-            &p.mm_contention_btf,
-            &p.mm_start_tp,
-            &p.mm_acquire_tp,
-            &p.mm_release_tp,
-            &p.mm_follow_fork_tp,
-            &p.mm_contention_tp,
-        ]
     }
 }
 
@@ -350,13 +268,15 @@ fn stats(count: u64, total: u64, min: u64, max: u64, slots: &[u64; HIST_SLOTS]) 
 }
 
 /// A kernel aggregation entry as a model record; `lock_name` is decided
-/// per lock by the caller.
+/// per lock by the caller, `memcg` is the path of `v.memcg_id`, `stack`
+/// reads a caller stack.
 fn to_record(
-    src: &MmapLock,
     sym: &mut Symbolizer,
     k: &ls_mm_key,
     v: &ls_mm_val,
     lock_name: Option<String>,
+    memcg: Option<String>,
+    stack: impl FnOnce(i32) -> Option<Vec<u64>>,
 ) -> Record {
     let cgroup = sym.cgroup(v.cgroup_id);
     let id = if k.stack_id >= 0 {
@@ -369,12 +289,12 @@ fn to_record(
         kind: kind(k.write != 0),
         lock: k.lock,
         lock_name,
-        caller: sym.kernel_caller(SOURCE, id, || src.stack(id)),
+        caller: sym.kernel_caller(SOURCE, id, || stack(id)),
         pid: k.pid,
         tid: k.tid,
         comm: comm_str(&v.comm),
         cgroup,
-        memcg: src.memcg(v.memcg_id),
+        memcg,
         aborted: 0,
         spun: 0,
         slept: 0,
@@ -394,8 +314,14 @@ fn to_record(
     }
 }
 
-/// One stream record as a model event.
-fn to_event(src: &MmapLock, sym: &mut Symbolizer, e: &ls_mm_event) -> Event {
+/// One stream record as a model event; `lock_name` names the lock given
+/// the task's cgroup, `stack` reads a caller stack.
+fn to_event(
+    sym: &mut Symbolizer,
+    e: &ls_mm_event,
+    lock_name: impl FnOnce(Option<&str>) -> Option<String>,
+    stack: impl FnOnce(i32) -> Option<Vec<u64>>,
+) -> Event {
     let f = e.flags;
     let partial = f & flags::PARTIAL != 0;
     let failed = f & flags::FAILED != 0;
@@ -405,14 +331,8 @@ fn to_event(src: &MmapLock, sym: &mut Symbolizer, e: &ls_mm_event) -> Event {
         source: SOURCE,
         kind: kind(f & flags::WRITE != 0),
         lock: e.lock,
-        lock_name: src.lock_name(
-            e.lock,
-            e.owner_pid,
-            &comm_str(&e.ocomm),
-            e.memcg_id,
-            cgroup.as_deref(),
-        ),
-        caller: sym.kernel_caller(SOURCE, e.stack_id, || src.stack(e.stack_id)),
+        lock_name: lock_name(cgroup.as_deref()),
+        caller: sym.kernel_caller(SOURCE, e.stack_id, || stack(e.stack_id)),
         pid: e.pid,
         tid: e.tid,
         comm: comm_str(&e.comm),
@@ -440,6 +360,10 @@ impl Source for MmapLock {
         SOURCE
     }
 
+    fn life(&self) -> Option<&dyn Life> {
+        Some(&self.core)
+    }
+
     fn status(&self) -> SourceStatus {
         let mut notes = Vec::new();
         if self.per_vma_locks {
@@ -457,30 +381,10 @@ impl Source for MmapLock {
         }
         SourceStatus {
             name: SOURCE.into(),
-            backend: Some(self.backend.name().into()),
+            backend: Some(self.core.backend().into()),
             available: true,
             reason: (!notes.is_empty()).then(|| notes.join("; ")),
         }
-    }
-
-    fn add_pid(&self, pid: u32) -> Result<()> {
-        self.skel
-            .maps
-            .target_pids
-            .update(super::as_bytes(&pid), &[1u8], libbpf_rs::MapFlags::ANY)
-            .context("add pid to target_pids")
-    }
-
-    fn begin(&self) {
-        super::set_window(self.skel.object(), true);
-    }
-
-    fn stop(&self) {
-        super::stop_object(self.skel.object());
-    }
-
-    fn take_links(&self) -> Vec<libbpf_rs::Link> {
-        std::mem::take(&mut *self.links.borrow_mut())
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
@@ -500,7 +404,7 @@ impl Source for MmapLock {
         let mut keys: Vec<ls_mm_key> = Vec::new();
         let mut threads: Vec<(u32, u32, u64, [i8; 16])> = Vec::new();
         let mut records: Vec<Record> = Vec::new();
-        common::for_each_entry(&self.skel.maps.agg, |k: ls_mm_key, v: ls_mm_val| {
+        common::for_each_entry(&self.core.skel.maps.agg, |k: ls_mm_key, v: ls_mm_val| {
             // a key with a known owner first, then the busiest
             let weight = v.acquired + v.holds + v.failed + v.partial;
             let rank = (v.owner_pid != 0, weight);
@@ -518,7 +422,8 @@ impl Source for MmapLock {
                 );
             }
             threads.push((k.pid, k.tid, weight, v.comm));
-            records.push(to_record(self, sym, &k, &v, None));
+            let memcg = self.memcg(v.memcg_id);
+            records.push(to_record(sym, &k, &v, None, memcg, |id| self.stack(id)));
             keys.push(k);
         })?;
         let mut names: HashMap<u64, Option<String>> = HashMap::new();
@@ -542,7 +447,7 @@ impl Source for MmapLock {
                 r.comm = c.clone();
             }
         }
-        let maps = &self.skel.maps;
+        let maps = &self.core.skel.maps;
         let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
         common::attach_stacks(
             &mut records,
@@ -556,32 +461,16 @@ impl Source for MmapLock {
 
     fn tick(&self, sym: &mut Symbolizer) {
         // normalise new user stacks while their processes still live
-        let maps = &self.skel.maps;
+        let maps = &self.core.skel.maps;
         common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
-    }
-
-    fn lost(&self) -> Result<BTreeMap<String, u64>> {
-        let mut out = common::read_lost(&self.skel.maps.lost, &LOST_NAMES)?;
-        let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
-        out.insert("bpf_recursion_misses".into(), misses);
-        Ok(out)
-    }
-
-    fn prog_stats(&self) -> Vec<ProgStats> {
-        self.programs()
-            .into_iter()
-            .filter(|prog| prog.as_fd().as_raw_fd() >= 0 && prog.autoload())
-            .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
-            .collect()
-    }
-
-    fn event_map(&self) -> Option<&dyn MapCore> {
-        Some(&self.skel.maps.events)
     }
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
         let e = super::from_bytes::<ls_mm_event>(data)?;
-        Some(to_event(self, sym, &e))
+        let name = |cgroup: Option<&str>| {
+            self.lock_name(e.lock, e.owner_pid, &comm_str(&e.ocomm), e.memcg_id, cgroup)
+        };
+        Some(to_event(sym, &e, name, |id| self.stack(id)))
     }
 }
 
@@ -626,6 +515,50 @@ mod tests {
             op_times(&ev(100, 101, 0, flags::FAILED)),
             (1, None, 101, None)
         );
+    }
+
+    #[test]
+    fn an_aggregate_decodes_into_a_record() {
+        let mut sym = Symbolizer::new();
+        let k = ls_mm_key {
+            lock: 0x3000,
+            pid: 9,
+            tid: 10,
+            write: 1,
+            stack_id: -1,
+        };
+        let mut v = ls_mm_val {
+            count: 2,
+            wait_total: 50,
+            wait_min: 20,
+            wait_max: 30,
+            holds: 4,
+            hold_total: 400,
+            hold_min: 10,
+            hold_max: 200,
+            acquired: 5,
+            failed: 1,
+            partial: 1,
+            offcpu_ns: 40,
+            runq_ns: 5,
+            stack_id: -1,
+            ..Default::default()
+        };
+        v.hold_hist[3] = 4;
+        let r = to_record(&mut sym, &k, &v, Some("n".into()), None, |_| None);
+        assert_eq!(r.source, SOURCE);
+        assert_eq!(r.kind, LockKind::RwsemWrite);
+        assert_eq!((r.lock, r.pid, r.tid), (0x3000, 9, 10));
+        assert_eq!(r.lock_name.as_deref(), Some("n"));
+        assert_eq!((r.wait.count, r.wait.total_ns, r.wait.min_ns), (2, 50, 20));
+        let hold = r.hold.expect("a hold");
+        assert_eq!((hold.count, hold.total_ns, hold.max_ns), (4, 400, 200));
+        assert_eq!(hold.hist.slots[3], 4);
+        assert_eq!((r.acquired, r.failed, r.partial), (Some(5), 1, 1));
+        assert_eq!(r.split, Some(WaitSplit::from_offcpu(50, 40, 5)));
+        // an aggregate without waits has no minimum
+        let r = to_record(&mut sym, &k, &ls_mm_val::default(), None, None, |_| None);
+        assert_eq!(r.wait.min_ns, 0);
     }
 
     #[test]
