@@ -284,10 +284,14 @@ impl Builder {
         };
         let name_id = self.s(name);
         let function_id = self.profile.function.len() as u64 + 1;
+        // no system (mangled) name: the names are demangled already, and
+        // pprof's demangler, given a system name equal to the name, would
+        // cut what looks like C++ parameters and templates out of it (the
+        // `(fd 4 of ...)` of a lock's name, the `<T as Trait>` of a Rust
+        // frame)
         self.profile.function.push(Function {
             id: function_id,
             name: name_id,
-            system_name: name_id,
             ..Default::default()
         });
         let id = self.profile.location.len() as u64 + 1;
@@ -678,6 +682,10 @@ mod tests {
             unique.len(),
             names.len(),
             "one function per name: {names:?}"
+        );
+        assert!(
+            p.function.iter().all(|f| f.system_name == 0),
+            "no system name: pprof would demangle the names"
         );
     }
 
