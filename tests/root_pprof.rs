@@ -174,7 +174,7 @@ fn run_pprof_without_stacks_names_the_lock_and_its_caller() {
     let out = Command::new(bin())
         .args(["run", "--json", "--pprof"])
         .arg(&file)
-        .args(["--", bin(), "workload", "pipe-hold"])
+        .args(["--", workload_bin(), "pipe-hold"])
         .args(["--rounds", "5", "--hold", "30ms", "--json"])
         .output()
         .expect("run lockscope");
