@@ -24,11 +24,12 @@ BUILD_PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config make gcc)
 # tmux: tests/root_top.rs drives `lockscope top` in a pseudo-terminal;
 # prometheus and chromium: tests/serve.rs scrapes `lockscope serve` with a real
 # Prometheus and loads its dashboard in headless Chromium
+# golang-go: tests/root_pprof.rs reads `--pprof` profiles with `go tool pprof`
 # busybox-static: a static binary without pthread symbols (tests/root_ulock.rs),
 # and the VM's init; qemu-system-x86, kmod, cpio, xz-utils, zstd: the QEMU
 # kernel matrix (scripts/vm-matrix.sh, which installs them too)
 TEST_PKGS=(bpftool util-linux procps python3 tmux prometheus chromium busybox-static
-  qemu-system-x86 kmod cpio xz-utils zstd)
+  golang-go qemu-system-x86 kmod cpio xz-utils zstd)
 
 missing() {
   for p in "$@"; do

@@ -484,6 +484,7 @@ pub(crate) struct Outputs {
     flamegraph_hold: Option<OutFile>,
     folded_hold: Option<OutFile>,
     perfetto: Option<OutFile>,
+    pprof: Option<OutFile>,
 }
 
 impl Outputs {
@@ -496,6 +497,7 @@ impl Outputs {
             flamegraph_hold: open(&out.flamegraph_hold)?,
             folded_hold: open(&out.folded_hold)?,
             perfetto: perfetto.map(OutFile::create).transpose()?,
+            pprof: open(&out.pprof)?,
         })
     }
 }
@@ -538,6 +540,9 @@ fn print_report(rep: &Report, out: &OutputArgs, files: &mut Outputs) -> Result<(
     };
     report_text(files, |w| write_report(w, rep, out, width))?;
     write_hold_flame(rep, out, files)?;
+    if let Some(f) = &mut files.pprof {
+        f.rewrite(|w| w.write_all(&crate::pprof::encode_ending_now(rep)))?;
+    }
     if files.flamegraph.is_some() || files.folded.is_some() {
         let folded = crate::flame::fold(&rep.rows);
         if let Some(f) = &mut files.folded {
@@ -1371,6 +1376,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
         folded: None,
         flamegraph_hold: None,
         folded_hold: None,
+        pprof: None,
     };
     let summary = if a.summary {
         Some(snapshot(
@@ -1452,6 +1458,7 @@ const NO_FILES: OutputArgs = OutputArgs {
     folded: None,
     flamegraph_hold: None,
     folded_hold: None,
+    pprof: None,
 };
 
 /// `trace --perfetto`: the timeline streamed to its file as operations

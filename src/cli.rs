@@ -333,6 +333,12 @@ pub struct OutputArgs {
     /// Write folded stacks of hold time here; implies --hold-stacks
     #[arg(long, value_name = "FILE")]
     pub folded_hold: Option<std::path::PathBuf>,
+    /// Write the lock waits as a gzipped pprof profile here (Go's mutex
+    /// profile types contentions/count and delay/nanoseconds, and holds
+    /// where measured), for `go tool pprof`, Pyroscope, Parca; frames with
+    /// --stacks, else the lock and its caller
+    #[arg(long, value_name = "FILE.pb.gz")]
+    pub pprof: Option<std::path::PathBuf>,
 }
 
 impl OutputArgs {

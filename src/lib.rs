@@ -13,6 +13,7 @@ pub mod model;
 pub mod output;
 pub mod perfetto;
 pub mod pod;
+pub mod pprof;
 pub mod procmaps;
 pub mod select;
 pub mod serve;
