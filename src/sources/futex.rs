@@ -24,24 +24,23 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, Result, anyhow, bail};
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
+use libbpf_rs::{Link, MapCore, MapFlags};
 
+use super::common::{self, set_target_rodata};
+use super::lifecycle::{self, Life, Loaded, Plan};
 use super::locknames::{LockToName, name_locks};
 use super::{
-    Options, Pod, ProgStats, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes,
-    prog_stats, tracefs_mounted, tracepoint_exists,
+    Options, Pod, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes,
+    tracefs_mounted, tracepoint_exists,
 };
 use crate::bpf::futex::types::{
     ls_fagg_key, ls_fagg_val, ls_fevent, ls_fholder_key, ls_fholder_val, ls_fscan,
 };
-use crate::bpf::futex::{FutexSkel, FutexSkelBuilder, OpenFutexSkel};
+use crate::bpf::futex::{FutexSkel, FutexSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
 use crate::procmaps::UserSymbolizer;
 use crate::status::SourceStatus;
@@ -215,8 +214,7 @@ pub const OUTCOME_NAMES: [&str; 5] = [
 
 /// A loaded and attached futex source.
 pub struct Futex {
-    skel: FutexSkel<'static>,
-    links: RefCell<Vec<Link>>,
+    core: Loaded<FutexSkel<'static>>,
     waitv: bool,
     /// Names of the locks and condvars waited on, by (pid, address)
     /// (`locknames`: a static one's symbol, a heap lock's first caller),
@@ -233,6 +231,29 @@ pub struct Futex {
     named_at: RefCell<Option<std::time::Instant>>,
 }
 
+/// Attaches a tracepoint program. Another process may unmount a tracefs it
+/// mounted while we attach (libbpf reads tracepoint ids there): mount
+/// again and retry a few times before giving up.
+fn attach_retried(prog: &libbpf_rs::ProgramMut<'_>) -> Result<Link> {
+    let mut tries = 0;
+    loop {
+        match prog.attach() {
+            Ok(l) => return Ok(l),
+            Err(_) if tries < 5 => {
+                tries += 1;
+                let _again = TracefsGuard::ensure();
+                if let Ok(l) = prog.attach() {
+                    return Ok(l);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("attach {}", prog.name().to_string_lossy()));
+            }
+        }
+    }
+}
+
 impl Futex {
     pub fn start(opts: &Options) -> Result<Futex> {
         match opts.backend.as_deref() {
@@ -247,117 +268,58 @@ impl Futex {
             );
         }
         let waitv = !tracefs_mounted() || tracepoint_exists("syscalls", "sys_enter_futex_waitv");
-        crate::libbpf_log::install();
-        crate::libbpf_log::take();
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open: OpenFutexSkel<'static> = FutexSkelBuilder::default()
-            .open(storage)
-            .context("open BPF object")?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-        rodata.self_tgid = std::process::id();
-        rodata.filter_pid = !opts.targets.pids.is_empty();
-        rodata.filter_tid = !opts.targets.tids.is_empty();
-        rodata.follow_forks = opts.targets.follow_forks;
-        rodata.emit_events = opts.emit_events;
-        rodata.filter_cgroup = opts.targets.cgroup.is_some();
-        if let Some(comm) = &opts.targets.comm {
-            rodata.filter_comm = true;
-            for (dst, src) in rodata.target_comm.iter_mut().zip(comm.bytes().take(15)) {
-                *dst = src as i8;
+        let follow = opts.targets.follow_forks;
+        let plan = Plan {
+            backend: "tracepoint",
+            load: &|name| match name {
+                "futex_waitv_enter" | "futex_waitv_exit" => waitv,
+                "futex_follow_fork" => follow,
+                _ => true,
+            },
+            sized: &["agg", "holders", "fscan"],
+            lost: &LOST_NAMES,
+            // attached below: exits before enters, retried when tracefs
+            // goes away meanwhile
+            attach: false,
+        };
+        let core = lifecycle::load::<FutexSkelBuilder>(opts, &plan, |open| {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+            set_target_rodata!(&mut *rodata, opts);
+            rodata.emit_events = opts.emit_events;
+            rodata.caller_mode = opts.caller as u32;
+            if let Some(st) = opts.stacks {
+                rodata.stacks_on = true;
+                rodata.stack_threshold_ns = st.threshold_ns;
+                rodata.stack_sample = st.sample;
             }
+            super::ulock::reuse_call_map(&mut open.maps.ulock_call)
+        })?;
+        super::ulock::publish_call_map(&core.skel.maps.ulock_call);
+        let p = &core.skel.progs;
+        // the fork follower first (a child forked meanwhile is a target
+        // already), then exits before enters: a wait in progress when the
+        // enters attach ends in a seen exit (partial) rather than an
+        // unseen one
+        let mut progs = Vec::new();
+        if follow {
+            progs.push(&p.futex_follow_fork);
         }
-        open.maps.agg.set_max_entries(opts.max_entries)?;
-        open.maps.holders.set_max_entries(opts.max_entries)?;
-        open.maps.fscan.set_max_entries(opts.max_entries)?;
-        rodata.caller_mode = opts.caller as u32;
-        if let Some(st) = opts.stacks {
-            rodata.stacks_on = true;
-            rodata.stack_threshold_ns = st.threshold_ns;
-            rodata.stack_sample = st.sample;
-            open.maps.full_stacks.set_max_entries(16384)?;
-            open.maps.stack_agg.set_max_entries(opts.max_entries)?;
+        progs.extend([&p.futex_exit, &p.futex_enter]);
+        if waitv {
+            progs.extend([&p.futex_waitv_exit, &p.futex_waitv_enter]);
         }
-        let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
-        open.maps
-            .events
-            .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
-        open.progs.futex_waitv_enter.set_autoload(waitv);
-        open.progs.futex_waitv_exit.set_autoload(waitv);
-        open.progs
-            .futex_follow_fork
-            .set_autoload(opts.targets.follow_forks);
-        super::ulock::reuse_call_map(&mut open.maps.ulock_call)?;
-        let skel = open
-            .load()
-            .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
-        super::ulock::publish_call_map(&skel.maps.ulock_call);
-        for pid in &opts.targets.pids {
-            skel.maps
-                .target_pids
-                .update(as_bytes(pid), &[1u8], MapFlags::ANY)
-                .context("fill target_pids")?;
-        }
-        for tid in &opts.targets.tids {
-            skel.maps
-                .target_tids
-                .update(as_bytes(tid), &[1u8], MapFlags::ANY)
-                .context("fill target_tids")?;
-        }
-        if let Some(path) = &opts.targets.cgroup {
-            let dir = std::fs::File::open(path)
-                .with_context(|| format!("open cgroup {}", path.display()))?;
-            let fd = dir.as_raw_fd() as u32;
-            skel.maps
-                .target_cgroup
-                .update(as_bytes(&0u32), as_bytes(&fd), MapFlags::ANY)
-                .with_context(|| format!("{} is not a cgroup v2 directory", path.display()))?;
-        }
-        let mut links = Vec::new();
-        {
-            let p = &skel.progs;
-            // exits first: a wait in progress when the enters attach ends
-            // in a seen exit (partial) rather than an unseen one
-            let mut progs = vec![&p.futex_exit, &p.futex_enter];
-            if waitv {
-                progs.extend([&p.futex_waitv_exit, &p.futex_waitv_enter]);
-            }
-            if opts.targets.follow_forks {
-                progs.push(&p.futex_follow_fork);
-            }
-            for prog in progs {
-                // Another process may unmount a tracefs it mounted while we
-                // attach (libbpf reads tracepoint ids there): mount again
-                // and retry a few times before giving up.
-                let mut tries = 0;
-                let link = loop {
-                    match prog.attach() {
-                        Ok(l) => break l,
-                        Err(_) if tries < 5 => {
-                            tries += 1;
-                            let _again = TracefsGuard::ensure();
-                            if let Ok(l) = prog.attach() {
-                                break l;
-                            }
-                            std::thread::sleep(std::time::Duration::from_millis(20));
-                        }
-                        Err(e) => {
-                            return Err(e).with_context(|| {
-                                format!("attach {}", prog.name().to_string_lossy())
-                            });
-                        }
-                    }
-                };
-                links.push(link);
-            }
-        }
+        core.add_links(
+            progs
+                .into_iter()
+                .map(attach_retried)
+                .collect::<Result<_>>()?,
+        );
         Ok(Futex {
-            skel,
-            links: RefCell::new(links),
+            core,
             waitv,
             names: Mutex::new(HashMap::new()),
             syms: Mutex::new(UserSymbolizer::default()),
@@ -372,7 +334,7 @@ impl Futex {
     /// condvars of the aggregation map not named yet (`locknames`: a static
     /// variable's symbol, else a lock's caller), while their processes live.
     fn name_new(&self) {
-        let map = &self.skel.maps.agg;
+        let map = &self.core.skel.maps.agg;
         let keys: Vec<ls_fagg_key> = map
             .keys()
             .filter_map(|k| from_bytes::<ls_fagg_key>(&k))
@@ -418,7 +380,7 @@ impl Futex {
         if let Some(c) = self.callers.borrow().get(&ck) {
             return *c;
         }
-        let Ok(Some(v)) = self.skel.maps.fscan.lookup(as_bytes(k), MapFlags::ANY) else {
+        let Ok(Some(v)) = self.core.skel.maps.fscan.lookup(as_bytes(k), MapFlags::ANY) else {
             return 0; // not taken: --caller none, or lost
         };
         let c = from_bytes::<ls_fscan>(&v)
@@ -451,6 +413,7 @@ impl Futex {
 
     fn counter(&self, i: u32) -> Result<u64> {
         let per_cpu = self
+            .core
             .skel
             .maps
             .lost
@@ -538,6 +501,22 @@ pub fn to_event(e: &ls_fevent, cgroup: Option<String>) -> Event {
     }
 }
 
+/// A pure decoding of one holder entry (`comm`: the holder's name, read
+/// while it lives).
+pub fn holder_row(k: &ls_fholder_key, v: &ls_fholder_val, comm: Option<String>) -> HolderRow {
+    let (kind, source) = kind_of(k.kind);
+    HolderRow {
+        source,
+        kind,
+        lock: format!("0x{:x}", k.uaddr),
+        pid: k.pid,
+        holder_tid: k.holder_tid,
+        holder_comm: comm,
+        waits: v.waits,
+        wait_ns: v.wait_ns,
+    }
+}
+
 /// The futex operation, as the stream shows it (`caller` column).
 pub fn op_name(op: u32) -> &'static str {
     if op == 0x100 {
@@ -558,6 +537,10 @@ impl Source for Futex {
         SOURCE
     }
 
+    fn life(&self) -> Option<&dyn Life> {
+        Some(&self.core)
+    }
+
     fn status(&self) -> SourceStatus {
         let outcomes: Vec<String> = OUTCOME_NAMES
             .iter()
@@ -575,43 +558,18 @@ impl Source for Futex {
         }
         SourceStatus {
             name: SOURCE.into(),
-            backend: Some("tracepoint".into()),
+            backend: Some(self.core.backend().into()),
             available: true,
             reason: Some(reason),
         }
     }
 
-    fn add_pid(&self, pid: u32) -> Result<()> {
-        self.skel
-            .maps
-            .target_pids
-            .update(as_bytes(&pid), &[1u8], MapFlags::ANY)
-            .context("add pid to target_pids")
-    }
-
-    fn begin(&self) {
-        super::set_window(self.skel.object(), true);
-    }
-
-    fn stop(&self) {
-        super::stop_object(self.skel.object());
-    }
-
-    fn take_links(&self) -> Vec<libbpf_rs::Link> {
-        std::mem::take(&mut *self.links.borrow_mut())
-    }
-
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         self.name_new();
-        let map = &self.skel.maps.agg;
         let mut out = Vec::new();
-        for k in map.keys() {
-            let Some(v) = map.lookup(&k, MapFlags::ANY).context("read futex map")? else {
-                continue;
-            };
-            if let (Some(k), Some(v)) =
-                (from_bytes::<ls_fagg_key>(&k), from_bytes::<ls_fagg_val>(&v))
-            {
+        common::for_each_entry(
+            &self.core.skel.maps.agg,
+            |k: ls_fagg_key, v: ls_fagg_val| {
                 // an entry with only value-changed calls has no wait to show
                 if v.count + v.partial + v.value_changed > 0 {
                     let mut r = to_record(&k, &v, sym.cgroup(v.cgroup_id));
@@ -622,11 +580,11 @@ impl Source for Futex {
                     }
                     out.push(r);
                 }
-            }
-        }
-        let maps = &self.skel.maps;
-        let stacks = super::common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
-        super::common::attach_stacks(
+            },
+        )?;
+        let maps = &self.core.skel.maps;
+        let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
+        common::attach_stacks(
             &mut out,
             stacks,
             |_, r| (r.lock, r.tid, r.kind),
@@ -638,8 +596,8 @@ impl Source for Futex {
 
     fn tick(&self, sym: &mut Symbolizer) {
         // normalise new user stacks while their processes still live
-        let maps = &self.skel.maps;
-        super::common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
+        let maps = &self.core.skel.maps;
+        common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
         // and name new locks while they live, a few times a second (it
         // reads the whole map, which holds contended futexes only)
         let due = self
@@ -653,76 +611,34 @@ impl Source for Futex {
     }
 
     fn holders(&self) -> Result<Vec<HolderRow>> {
-        let map = &self.skel.maps.holders;
         let mut out = Vec::new();
-        for k in map.keys() {
-            let Some(v) = map
-                .lookup(&k, MapFlags::ANY)
-                .context("read futex holders")?
-            else {
-                continue;
-            };
-            let (Some(k), Some(v)) = (
-                from_bytes::<ls_fholder_key>(&k),
-                from_bytes::<ls_fholder_val>(&v),
-            ) else {
-                continue;
-            };
-            if k.holder_tid == 0 {
-                continue; // neither a waker nor an owner was seen
-            }
-            let (kind, source) = kind_of(k.kind);
-            let comm =
-                std::fs::read_to_string(format!("/proc/{}/task/{}/comm", k.pid, k.holder_tid))
+        common::for_each_entry(
+            &self.core.skel.maps.holders,
+            |k: ls_fholder_key, v: ls_fholder_val| {
+                // none: neither a waker nor an owner was seen
+                if k.holder_tid != 0 {
+                    let comm = std::fs::read_to_string(format!(
+                        "/proc/{}/task/{}/comm",
+                        k.pid, k.holder_tid
+                    ))
                     .ok()
                     .map(|s| s.trim().to_string());
-            out.push(HolderRow {
-                source,
-                kind,
-                lock: format!("0x{:x}", k.uaddr),
-                pid: k.pid,
-                holder_tid: k.holder_tid,
-                holder_comm: comm,
-                waits: v.waits,
-                wait_ns: v.wait_ns,
-            });
-        }
+                    out.push(holder_row(&k, &v, comm));
+                }
+            },
+        )?;
         Ok(out)
     }
 
     fn lost(&self) -> Result<BTreeMap<String, u64>> {
-        let mut out = BTreeMap::new();
-        for (i, name) in LOST_NAMES.iter().enumerate() {
-            out.insert((*name).to_string(), self.counter(i as u32)?);
-        }
+        let mut out = self.core.lost()?;
         for (i, name) in LATER_LOST_NAMES.iter().enumerate() {
             out.insert(
                 (*name).to_string(),
                 self.counter(LATER_LOST_FIRST + i as u32)?,
             );
         }
-        let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
-        out.insert("bpf_recursion_misses".into(), misses);
         Ok(out)
-    }
-
-    fn prog_stats(&self) -> Vec<ProgStats> {
-        let p = &self.skel.progs;
-        [
-            &p.futex_enter,
-            &p.futex_exit,
-            &p.futex_waitv_enter,
-            &p.futex_waitv_exit,
-            &p.futex_follow_fork,
-        ]
-        .into_iter()
-        .filter(|prog| prog.autoload() && prog.as_fd().as_raw_fd() >= 0)
-        .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
-        .collect()
-    }
-
-    fn event_map(&self) -> Option<&dyn MapCore> {
-        Some(&self.skel.maps.events)
     }
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
@@ -860,6 +776,26 @@ mod tests {
         assert!(!ends_in_call(&[0, 0, 0, 0, 0, 0xff, 0xe0]));
         assert!(!ends_in_call(&[0, 0, 0, 0, 0, 0, 0x50]));
         assert!(!ends_in_call(&[0; 7]));
+    }
+
+    #[test]
+    fn a_holder_entry_is_a_holder_row_of_its_kind() {
+        let k = ls_fholder_key {
+            uaddr: 0xabc0,
+            holder_tid: 7,
+            pid: 5,
+            kind: FKIND_WR,
+            pad: 0,
+        };
+        let v = ls_fholder_val {
+            waits: 3,
+            wait_ns: 900,
+        };
+        let h = holder_row(&k, &v, Some("w".into()));
+        assert_eq!((h.source, h.kind), (ROW_RWLOCK, LockKind::UserRwlockWrite));
+        assert_eq!(h.lock, "0xabc0");
+        assert_eq!((h.pid, h.holder_tid, h.waits, h.wait_ns), (5, 7, 3, 900));
+        assert_eq!(h.holder_comm.as_deref(), Some("w"));
     }
 
     #[test]

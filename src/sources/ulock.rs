@@ -12,25 +12,23 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBufferBuilder, UprobeOpts};
+use libbpf_rs::{Link, MapCore, RingBufferBuilder, UprobeOpts};
 
+use super::common::{self, set_target_rodata};
+use super::lifecycle::{self, Life, Loaded, Plan};
 use super::locknames::{LockToName, name_locks};
-use super::{
-    Options, Pod, ProgStats, Source, Symbolizer, as_bytes, comm_str, common, from_bytes, prog_stats,
-};
+use super::{Options, Pod, Source, Symbolizer, comm_str, from_bytes};
 use crate::bpf::ulock::types::{
     ls_uagg_key, ls_uagg_val, ls_uevent, ls_uholder_key, ls_uholder_val, ls_uspawn,
 };
-use crate::bpf::ulock::{OpenUlockSkel, UlockSkel, UlockSkelBuilder};
+use crate::bpf::ulock::{UlockSkel, UlockSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
 use crate::procmaps::{PthreadObject, UserSymbolizer, find_pthread_object, maps_file};
 use crate::status::SourceStatus;
@@ -621,14 +619,22 @@ impl FollowStats {
     }
 }
 
+/// The loaded object, shared with the follower thread.
+struct Shared(Loaded<UlockSkel<'static>>);
+
+// SAFETY: the follower thread uses only `.0.skel` (the skeleton is Sync:
+// its maps and programs are used through the kernel's fds); the links the
+// lifecycle keeps in a RefCell are touched only by the thread that owns the
+// source (`add_links` in `start`, `take_links`), never by the follower.
+unsafe impl Sync for Shared {}
+
 /// A loaded and attached user-locks source.
 pub struct Ulock {
     /// Shared with the follower thread, which attaches new processes.
-    skel: Arc<UlockSkel<'static>>,
+    core: Arc<Shared>,
     links: Arc<Mutex<LinkSet>>,
     /// Links of exited processes, released in the background.
     reap: Arc<Mutex<Vec<Link>>>,
-    backend: Backend,
     /// (pid, path attached to, path as the process sees it), per process.
     attached: Vec<(i32, std::path::PathBuf, String)>,
     notes: Vec<String>,
@@ -665,107 +671,65 @@ impl Ulock {
                  for benchmarks)"
             ),
         };
-        let (plan, mut notes) = plan(opts)?;
-        crate::libbpf_log::install();
-        crate::libbpf_log::take();
-        // The open object must outlive the skeleton, which lives as long as
-        // the source; one small allocation per source is leaked for it.
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open: OpenUlockSkel<'static> = UlockSkelBuilder::default()
-            .open(storage)
-            .context("open BPF object")?;
-        let per_process = plan.iter().all(|a| a.pid >= 0);
+        let (attachments, mut notes) = plan(opts)?;
+        let per_process = attachments.iter().all(|a| a.pid >= 0);
         // new processes of -p / run targets get probes of their own
         let follow = per_process && opts.targets.follow_forks && !opts.targets.pids.is_empty();
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-        rodata.self_tgid = std::process::id();
-        // per-process probes fire only in their process: no pid filter
-        rodata.filter_pid = !per_process && !opts.targets.pids.is_empty();
-        rodata.filter_tid = !opts.targets.tids.is_empty();
-        rodata.follow_forks = follow;
-        rodata.emit_events = opts.emit_events;
-        rodata.filter_cgroup = opts.targets.cgroup.is_some();
-        if let Some(comm) = &opts.targets.comm {
-            rodata.filter_comm = true;
-            for (dst, src) in rodata.target_comm.iter_mut().zip(comm.bytes().take(15)) {
-                *dst = src as i8;
-            }
-        }
-        open.maps.agg.set_max_entries(opts.max_entries)?;
-        open.maps.holds.set_max_entries(opts.max_entries)?;
-        if let Some(st) = opts.stacks {
-            rodata.stacks_on = true;
-            rodata.hold_stacks_on = st.holds;
-            rodata.stack_threshold_ns = st.threshold_ns;
-            rodata.stack_sample = st.sample;
-            open.maps.full_stacks.set_max_entries(16384)?;
-            open.maps.stack_agg.set_max_entries(opts.max_entries)?;
-        }
-        let rb = opts.ringbuf_bytes.next_power_of_two().max(4096);
-        open.maps
-            .events
-            .set_max_entries(if opts.emit_events { rb } else { 4096 })?;
         let real = backend == Backend::Uprobe;
-        open.progs.ulock_enter.set_autoload(real);
-        open.progs.ulock_return.set_autoload(real);
-        open.progs.ulock_unlock.set_autoload(real);
-        open.progs.ucond_enter.set_autoload(real);
-        open.progs.ucond_return.set_autoload(real);
-        open.progs.ulock_empty.set_autoload(!real);
-        open.progs.ulock_empty_ret.set_autoload(!real);
-        open.progs.ulock_fork.set_autoload(follow);
-        open.progs.ulock_exec.set_autoload(follow);
-        open.progs.ulock_exit.set_autoload(follow);
-        reuse_call_map(&mut open.maps.ulock_call)?;
-
-        let skel = open
-            .load()
-            .map_err(|e| anyhow!("load BPF programs: {e} ({})", crate::libbpf_log::summary()))?;
+        let load_plan = Plan {
+            backend: backend.name(),
+            load: &|name| match name {
+                "ulock_enter" | "ulock_return" | "ulock_unlock" | "ucond_enter"
+                | "ucond_return" => real,
+                "ulock_empty" | "ulock_empty_ret" => !real,
+                "ulock_fork" | "ulock_exec" | "ulock_exit" => follow,
+                _ => false,
+            },
+            sized: &["agg", "holds"],
+            lost: &LOST_NAMES,
+            // uprobes on the chosen objects, per process: attached below
+            attach: false,
+        };
+        let core = lifecycle::load::<UlockSkelBuilder>(opts, &load_plan, |open| {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
+            set_target_rodata!(&mut *rodata, opts);
+            // per-process probes fire only in their process: no pid filter
+            rodata.filter_pid = !per_process && !opts.targets.pids.is_empty();
+            rodata.follow_forks = follow;
+            rodata.emit_events = opts.emit_events;
+            if let Some(st) = opts.stacks {
+                rodata.stacks_on = true;
+                rodata.hold_stacks_on = st.holds;
+                rodata.stack_threshold_ns = st.threshold_ns;
+                rodata.stack_sample = st.sample;
+            }
+            reuse_call_map(&mut open.maps.ulock_call)
+        })?;
+        let skel = &core.skel;
         publish_call_map(&skel.maps.ulock_call);
-        for pid in &opts.targets.pids {
-            skel.maps
-                .target_pids
-                .update(as_bytes(pid), &[1u8], MapFlags::ANY)
-                .context("fill target_pids")?;
-        }
-        for tid in &opts.targets.tids {
-            skel.maps
-                .target_tids
-                .update(as_bytes(tid), &[1u8], MapFlags::ANY)
-                .context("fill target_tids")?;
-        }
-        if let Some(path) = &opts.targets.cgroup {
-            let dir = std::fs::File::open(path)
-                .with_context(|| format!("open cgroup {}", path.display()))?;
-            let fd = dir.as_raw_fd() as u32;
-            skel.maps
-                .target_cgroup
-                .update(as_bytes(&0u32), as_bytes(&fd), MapFlags::ANY)
-                .with_context(|| format!("{} is not a cgroup v2 directory", path.display()))?;
-        }
 
         // the fork/exec/exit programs first, so that no child forked while
         // the targets' probes are being attached goes unnoticed
-        let mut follow_links = Vec::new();
         if follow {
             let p = &skel.progs;
+            let mut follow_links = Vec::new();
             for prog in [&p.ulock_fork, &p.ulock_exec, &p.ulock_exit] {
                 follow_links.push(
                     prog.attach()
                         .with_context(|| format!("attach {}", prog.name().to_string_lossy()))?,
                 );
             }
+            core.add_links(follow_links);
         }
         let mut set = LinkSet::default();
         let mut attached = Vec::new();
         let mut procs: HashMap<i32, Arc<Resolved>> = HashMap::new();
         let mut objects: Vec<Arc<Resolved>> = Vec::new();
-        for a in &plan {
+        for a in &attachments {
             let r = match objects
                 .iter()
                 .find(|r| r.path == a.obj.path && r.shown == a.obj.shown)
@@ -777,17 +741,15 @@ impl Ulock {
                     r
                 }
             };
-            let links = attach_points(&skel, backend, a.pid, &r, &mut notes)?;
+            let links = attach_points(skel, backend, a.pid, &r, &mut notes)?;
             set.by_pid.entry(a.pid).or_default().extend(links);
             procs.insert(a.pid, r);
             attached.push((a.pid, a.obj.path.clone(), a.obj.shown.clone()));
         }
         notes.sort();
         notes.dedup();
-        // the follower's programs are released with the others
-        set.by_pid.entry(0).or_default().extend(follow_links);
 
-        let skel = Arc::new(skel);
+        let core = Arc::new(Shared(core));
         let links = Arc::new(Mutex::new(set));
         let reap = Arc::new(Mutex::new(Vec::new()));
         let syms = Arc::new(Mutex::new(UserSymbolizer::default()));
@@ -803,7 +765,7 @@ impl Ulock {
             let busy = Arc::new(AtomicBool::new(false));
             let f = Follower {
                 busy: busy.clone(),
-                skel: skel.clone(),
+                core: core.clone(),
                 backend,
                 links: links.clone(),
                 reap: reap.clone(),
@@ -850,10 +812,9 @@ impl Ulock {
             });
         }
         Ok(Ulock {
-            skel,
+            core,
             links,
             reap,
-            backend,
             attached,
             notes,
             follow: stats,
@@ -864,19 +825,6 @@ impl Ulock {
             naming: RefCell::new(None),
             naming_busy: Arc::new(AtomicBool::new(false)),
         })
-    }
-
-    fn raw_entries<K: Pod, V: Pod>(map: &dyn MapCore) -> Result<Vec<(K, V)>> {
-        let mut out = Vec::new();
-        for k in map.keys() {
-            let Some(v) = map.lookup(&k, MapFlags::ANY).context("read map")? else {
-                continue;
-            };
-            if let (Some(k), Some(v)) = (from_bytes::<K>(&k), from_bytes::<V>(&v)) {
-                out.push((k, v));
-            }
-        }
-        Ok(out)
     }
 
     /// The locks of `entries` not named yet, with their (caller,
@@ -937,7 +885,7 @@ struct Pending {
 /// forked children and of targets that exec'd another libc, and hands
 /// the links of exited processes to the reaper.
 struct Follower {
-    skel: Arc<UlockSkel<'static>>,
+    core: Arc<Shared>,
     backend: Backend,
     links: Arc<Mutex<LinkSet>>,
     reap: Arc<Mutex<Vec<Link>>>,
@@ -963,10 +911,10 @@ impl Follower {
 
     fn run(mut self) {
         let queue: std::rc::Rc<RefCell<Vec<ls_uspawn>>> = Default::default();
-        let skel = self.skel.clone();
+        let core = self.core.clone();
         let mut builder = RingBufferBuilder::new();
         let q = queue.clone();
-        let added = builder.add(&skel.maps.spawns, move |d: &[u8]| {
+        let added = builder.add(&core.0.skel.maps.spawns, move |d: &[u8]| {
             if let Some(s) = from_bytes::<ls_uspawn>(d) {
                 q.borrow_mut().push(s);
             }
@@ -1170,7 +1118,7 @@ impl Follower {
             return;
         }
         let mut notes = Vec::new();
-        match attach_points(&self.skel, self.backend, ipid, &r, &mut notes) {
+        match attach_points(&self.core.0.skel, self.backend, ipid, &r, &mut notes) {
             Ok(links) => {
                 let latency = fork_ts.map(|t| crate::units::now_ns().saturating_sub(t));
                 if replace {
@@ -1351,6 +1299,10 @@ impl Source for Ulock {
         SOURCE
     }
 
+    fn life(&self) -> Option<&dyn Life> {
+        Some(&self.core.0)
+    }
+
     fn status(&self) -> SourceStatus {
         let mut notes = self.notes.clone();
         notes.extend(
@@ -1369,18 +1321,14 @@ impl Source for Ulock {
         }
         SourceStatus {
             name: SOURCE.into(),
-            backend: Some(self.backend.name().into()),
+            backend: Some(self.core.0.backend().into()),
             available: true,
             reason: Some(notes.join("; ")),
         }
     }
 
-    fn begin(&self) {
-        super::set_window(self.skel.object(), true);
-    }
-
     fn stop(&self) {
-        super::stop_object(self.skel.object());
+        super::stop_object(self.core.0.object());
         self.stop.store(true, Ordering::Relaxed);
     }
 
@@ -1391,7 +1339,9 @@ impl Source for Ulock {
             set.closed = true; // later attachments are dropped at once
             std::mem::take(&mut set.by_pid)
         };
-        let mut links: Vec<Link> = by_pid.into_values().flatten().collect();
+        // the follower's programs first, as when they were kept with pid 0
+        let mut links = self.core.0.take_links();
+        links.extend(by_pid.into_values().flatten());
         links.extend(std::mem::take(
             &mut *self.reap.lock().unwrap_or_else(PoisonError::into_inner),
         ));
@@ -1404,10 +1354,13 @@ impl Source for Ulock {
         // locks first, then the callers in entry order
         let mut records: Vec<Record> = Vec::new();
         let mut keys: Vec<(ls_uagg_key, u64)> = Vec::new();
-        common::for_each_entry(&self.skel.maps.agg, |k: ls_uagg_key, v: ls_uagg_val| {
-            records.push(to_record(&k, &v, None, sym.cgroup(v.cgroup_id)));
-            keys.push((k, v.count));
-        })?;
+        common::for_each_entry(
+            &self.core.0.skel.maps.agg,
+            |k: ls_uagg_key, v: ls_uagg_val| {
+                records.push(to_record(&k, &v, None, sym.cgroup(v.cgroup_id)));
+                keys.push((k, v.count));
+            },
+        )?;
         name_locks(
             &self.syms,
             &self.names,
@@ -1418,7 +1371,7 @@ impl Source for Ulock {
             r.caller = self.caller_name(k.pid, k.caller);
             r.lock_name = self.lock_name(k.pid, k.lock);
         }
-        let maps = &self.skel.maps;
+        let maps = &self.core.0.skel.maps;
         let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
         // a stack's first frame is the lock call's return address: the
         // caller of the aggregation key it belongs to
@@ -1434,7 +1387,7 @@ impl Source for Ulock {
 
     fn tick(&self, sym: &mut Symbolizer) {
         // normalise new user stacks while their processes still live
-        let maps = &self.skel.maps;
+        let maps = &self.core.0.skel.maps;
         common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
         // and name new locks while their processes live, a few times a
         // second (it reads the whole map), on a thread: the first look at
@@ -1447,7 +1400,7 @@ impl Source for Ulock {
             return;
         }
         *self.naming.borrow_mut() = Some(Instant::now());
-        let Ok(entries) = Self::raw_entries(&maps.agg) else {
+        let Ok(entries) = common::entries(&maps.agg) else {
             return;
         };
         let todo = self.unnamed(&entries);
@@ -1476,10 +1429,10 @@ impl Source for Ulock {
 
     fn holders(&self) -> Result<Vec<HolderRow>> {
         let entries: Vec<(ls_uholder_key, ls_uholder_val)> =
-            Self::raw_entries(&self.skel.maps.holders)?;
+            common::entries(&self.core.0.skel.maps.holders)?;
         // the holder's name from its own rows (it took the lock through a
         // traced call), else from /proc while it lives
-        let aggs: Vec<(ls_uagg_key, ls_uagg_val)> = Self::raw_entries(&self.skel.maps.agg)?;
+        let aggs: Vec<(ls_uagg_key, ls_uagg_val)> = common::entries(&self.core.0.skel.maps.agg)?;
         Ok(entries
             .iter()
             .map(|(k, v)| {
@@ -1511,56 +1464,18 @@ impl Source for Ulock {
     }
 
     fn lost(&self) -> Result<BTreeMap<String, u64>> {
-        let mut out = BTreeMap::new();
-        for (i, name) in LOST_NAMES.iter().enumerate() {
-            let key = i as u32;
-            let per_cpu = self
-                .skel
-                .maps
-                .lost
-                .lookup_percpu(as_bytes(&key), MapFlags::ANY)
-                .context("read lost counters")?
-                .unwrap_or_default();
-            let sum: u64 = per_cpu.iter().filter_map(|b| from_bytes::<u64>(b)).sum();
-            out.insert((*name).to_string(), sum);
-        }
+        let mut out = self.core.0.lost()?;
         if let Some(f) = &self.follow {
             // new processes of targets whose lock calls were not traced
             let missed = f.lock().unwrap_or_else(PoisonError::into_inner).missed;
             out.insert("follow_missed".into(), missed);
         }
-        let misses: u64 = self.prog_stats().iter().map(|s| s.recursion_misses).sum();
-        out.insert("bpf_recursion_misses".into(), misses);
         // holds still open when read: their end was not seen
         out.insert(
             "open_at_end".into(),
-            self.skel.maps.holds.keys().count() as u64,
+            self.core.0.skel.maps.holds.keys().count() as u64,
         );
         Ok(out)
-    }
-
-    fn prog_stats(&self) -> Vec<ProgStats> {
-        let p = &self.skel.progs;
-        [
-            &p.ulock_enter,
-            &p.ulock_return,
-            &p.ulock_unlock,
-            &p.ucond_enter,
-            &p.ucond_return,
-            &p.ulock_empty,
-            &p.ulock_empty_ret,
-            &p.ulock_fork,
-            &p.ulock_exec,
-            &p.ulock_exit,
-        ]
-        .into_iter()
-        .filter(|prog| prog.autoload() && prog.as_fd().as_raw_fd() >= 0)
-        .filter_map(|prog| prog_stats(&prog.name().to_string_lossy(), prog.as_fd()).ok())
-        .collect()
-    }
-
-    fn event_map(&self) -> Option<&dyn MapCore> {
-        Some(&self.skel.maps.events)
     }
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
