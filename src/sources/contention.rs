@@ -17,7 +17,7 @@ use super::{
 use crate::bpf::contention::types::{ls_agg_key, ls_agg_val, ls_event, ls_stack_key, ls_stack_val};
 use crate::bpf::contention::{ContentionSkel, ContentionSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats, WaitSplit};
-use crate::status::{SourceStatus, usage};
+use crate::status::usage;
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "kernel-contention";
@@ -209,20 +209,14 @@ impl Source for Contention {
         SOURCE
     }
 
-    fn life(&self) -> Option<&dyn Life> {
-        Some(&self.core)
+    fn life(&self) -> &dyn Life {
+        &self.core
     }
 
-    fn status(&self) -> SourceStatus {
-        SourceStatus {
-            name: SOURCE.into(),
-            backend: Some(self.core.backend().into()),
-            available: true,
-            reason: self
-                .fallback_reason
-                .as_ref()
-                .map(|r| format!("preferred backend failed: {r}")),
-        }
+    fn note(&self) -> Option<String> {
+        self.fallback_reason
+            .as_ref()
+            .map(|r| format!("preferred backend failed: {r}"))
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {

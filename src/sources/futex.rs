@@ -537,8 +537,8 @@ impl Source for Futex {
         SOURCE
     }
 
-    fn life(&self) -> Option<&dyn Life> {
-        Some(&self.core)
+    fn life(&self) -> &dyn Life {
+        &self.core
     }
 
     fn status(&self) -> SourceStatus {

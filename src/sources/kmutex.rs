@@ -17,14 +17,13 @@ use anyhow::{Result, anyhow, bail};
 
 use super::common::{self, set_target_rodata};
 use super::lifecycle::{self, Life, Loaded, Plan};
-use super::probes::{self, Backend, first_backend, fork_program, functions_present};
+use super::probes::{Backend, first_backend, fork_program, functions_present};
 use super::{Options, Pod, Source, Symbolizer, comm_str};
 use crate::bpf::kmutex::types::{
     ls_kagg_key, ls_kagg_val, ls_kevent, ls_kholder_key, ls_kholder_val,
 };
 use crate::bpf::kmutex::{KmutexSkel, KmutexSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats};
-use crate::status::SourceStatus;
 
 /// Source (and row) name of kernel mutexes.
 pub const SOURCE_MUTEX: &str = "kernel-mutex";
@@ -353,12 +352,12 @@ impl Source for KLock {
         self.family.source()
     }
 
-    fn life(&self) -> Option<&dyn Life> {
-        Some(&self.core)
+    fn life(&self) -> &dyn Life {
+        &self.core
     }
 
-    fn status(&self) -> SourceStatus {
-        probes::status(self.name(), &self.core, self.note.as_deref())
+    fn note(&self) -> Option<String> {
+        self.note.clone()
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {

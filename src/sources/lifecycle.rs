@@ -12,10 +12,10 @@
 //! is then its [`Plan`], a `configure` step for its own settings, and its
 //! decoding.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -44,7 +44,9 @@ pub struct Plan<'a> {
 pub struct Loaded<T> {
     /// The generated skeleton: the source's typed maps and programs.
     pub skel: T,
-    links: RefCell<Vec<Link>>,
+    /// A mutex, not a cell: a source may share its object with a thread
+    /// (user-locks' follower attaches new processes).
+    links: Mutex<Vec<Link>>,
     backend: &'static str,
     lost: &'static [&'static str],
     events: Option<MapHandle>,
@@ -110,7 +112,7 @@ where
     }
     Ok(Loaded {
         skel,
-        links: RefCell::new(links),
+        links: Mutex::new(links),
         backend: plan.backend,
         lost: plan.lost,
         events,
@@ -140,7 +142,10 @@ impl<T: Skel<'static>> Loaded<T> {
 
     /// Links the source attached itself.
     pub fn add_links(&self, links: Vec<Link>) {
-        self.links.borrow_mut().extend(links);
+        self.links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(links);
     }
 
     /// The kernel or user stack behind an id of the `stacks` map.
@@ -187,7 +192,12 @@ impl<T: Skel<'static>> Life for Loaded<T> {
     }
 
     fn take_links(&self) -> Vec<Link> {
-        std::mem::take(&mut *self.links.borrow_mut())
+        std::mem::take(
+            &mut *self
+                .links
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     fn lost(&self) -> Result<BTreeMap<String, u64>> {

@@ -360,8 +360,8 @@ impl Source for MmapLock {
         SOURCE
     }
 
-    fn life(&self) -> Option<&dyn Life> {
-        Some(&self.core)
+    fn life(&self) -> &dyn Life {
+        &self.core
     }
 
     fn status(&self) -> SourceStatus {

@@ -371,43 +371,40 @@ pub trait Source {
     /// Stable name, the `source` field of rows and events.
     fn name(&self) -> &'static str;
     /// The loaded object and its links ([`lifecycle::Loaded`]): the lifecycle
-    /// methods below default to it. (Transitional: `None` for sources not
-    /// yet on the lifecycle, which implement every method themselves.)
-    fn life(&self) -> Option<&dyn Life> {
+    /// methods below default to it.
+    fn life(&self) -> &dyn Life;
+    /// A note for the report header (why a preferred backend failed, ...).
+    fn note(&self) -> Option<String> {
         None
     }
     /// Backend in use and any note for the report header.
     fn status(&self) -> SourceStatus {
         SourceStatus {
             name: self.name().into(),
-            backend: self.life().map(|l| l.backend().into()),
+            backend: Some(self.life().backend().into()),
             available: true,
-            reason: None,
+            reason: self.note(),
         }
     }
     /// Adds a process to the source's pid filter after start (`run`).
     fn add_pid(&self, pid: u32) -> Result<()> {
-        self.life().map_or(Ok(()), |l| l.add_pid(pid))
+        self.life().add_pid(pid)
     }
     /// Ends the window: every program of the source returns at once from
     /// now on (`ls_stopped`, src/bpf/window.bpf.h). Cheap; call for every
     /// source before reading any of them.
     fn stop(&self) {
-        if let Some(l) = self.life() {
-            stop_object(l.object())
-        }
+        stop_object(self.life().object())
     }
     /// Opens the window: the programs count from now on (they load with
     /// the window closed).
     fn begin(&self) {
-        if let Some(l) = self.life() {
-            set_window(l.object(), true)
-        }
+        set_window(self.life().object(), true)
     }
     /// Hands over the source's links; dropping them detaches the programs
     /// (slow for perf-event links: see [`close_links`]).
     fn take_links(&self) -> Vec<libbpf_rs::Link> {
-        self.life().map(Life::take_links).unwrap_or_default()
+        self.life().take_links()
     }
     /// Snapshot of the in-kernel aggregation.
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>>;
@@ -420,15 +417,15 @@ pub trait Source {
     }
     /// Loss counters (the kernel's recursion misses included).
     fn lost(&self) -> Result<BTreeMap<String, u64>> {
-        self.life().map_or(Ok(BTreeMap::new()), Life::lost)
+        self.life().lost()
     }
     /// Run statistics of the attached programs.
     fn prog_stats(&self) -> Vec<ProgStats> {
-        self.life().map(Life::prog_stats).unwrap_or_default()
+        self.life().prog_stats()
     }
     /// The ring buffer of stream mode, if the source has one.
     fn event_map(&self) -> Option<&dyn libbpf_rs::MapCore> {
-        self.life().and_then(Life::event_map)
+        self.life().event_map()
     }
     /// Decodes one ring-buffer record.
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event>;
@@ -945,7 +942,7 @@ impl Source for KindsOnly {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
-    fn life(&self) -> Option<&dyn Life> {
+    fn life(&self) -> &dyn Life {
         self.inner.life()
     }
     fn status(&self) -> SourceStatus {

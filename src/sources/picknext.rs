@@ -11,12 +11,11 @@ use anyhow::{Result, anyhow, bail};
 
 use super::common::{self, set_target_rodata};
 use super::lifecycle::{self, Life, Loaded, Plan};
-use super::probes::{self, Backend, first_backend, fork_program, functions_present};
+use super::probes::{Backend, first_backend, fork_program, functions_present};
 use super::{Options, Pod, Source, Symbolizer, comm_str};
 use crate::bpf::picknext::types::{ls_pick_key, ls_pick_val};
 use crate::bpf::picknext::{PicknextSkel, PicknextSkelBuilder};
 use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
-use crate::status::SourceStatus;
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "sched-picknext";
@@ -134,12 +133,12 @@ impl Source for PickNext {
         SOURCE
     }
 
-    fn life(&self) -> Option<&dyn Life> {
-        Some(&self.core)
+    fn life(&self) -> &dyn Life {
+        &self.core
     }
 
-    fn status(&self) -> SourceStatus {
-        probes::status(SOURCE, &self.core, self.note.as_deref())
+    fn note(&self) -> Option<String> {
+        self.note.clone()
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {

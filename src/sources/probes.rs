@@ -8,9 +8,6 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 
-use super::Life;
-use crate::status::SourceStatus;
-
 /// Function probe backends, in order of preference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -126,17 +123,6 @@ pub fn first_backend<T>(
         }
     }
     bail!("{}", errors.join("; "))
-}
-
-/// A function-probe source's status: the lifecycle's (name, backend), and
-/// why the preferred backends failed when a later one loaded.
-pub fn status(name: &str, life: &dyn Life, note: Option<&str>) -> SourceStatus {
-    SourceStatus {
-        name: name.into(),
-        backend: Some(life.backend().into()),
-        available: true,
-        reason: note.map(str::to_string),
-    }
 }
 
 /// Whether the kernel has the kprobe PMU (perf_event kprobes).

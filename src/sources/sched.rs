@@ -190,8 +190,8 @@ impl Source for Sched {
         SOURCE
     }
 
-    fn life(&self) -> Option<&dyn Life> {
-        Some(&self.core)
+    fn life(&self) -> &dyn Life {
+        &self.core
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {

@@ -619,19 +619,10 @@ impl FollowStats {
     }
 }
 
-/// The loaded object, shared with the follower thread.
-struct Shared(Loaded<UlockSkel<'static>>);
-
-// SAFETY: the follower thread uses only `.0.skel` (the skeleton is Sync:
-// its maps and programs are used through the kernel's fds); the links the
-// lifecycle keeps in a RefCell are touched only by the thread that owns the
-// source (`add_links` in `start`, `take_links`), never by the follower.
-unsafe impl Sync for Shared {}
-
 /// A loaded and attached user-locks source.
 pub struct Ulock {
     /// Shared with the follower thread, which attaches new processes.
-    core: Arc<Shared>,
+    core: Arc<Loaded<UlockSkel<'static>>>,
     links: Arc<Mutex<LinkSet>>,
     /// Links of exited processes, released in the background.
     reap: Arc<Mutex<Vec<Link>>>,
@@ -749,7 +740,7 @@ impl Ulock {
         notes.sort();
         notes.dedup();
 
-        let core = Arc::new(Shared(core));
+        let core = Arc::new(core);
         let links = Arc::new(Mutex::new(set));
         let reap = Arc::new(Mutex::new(Vec::new()));
         let syms = Arc::new(Mutex::new(UserSymbolizer::default()));
@@ -885,7 +876,7 @@ struct Pending {
 /// forked children and of targets that exec'd another libc, and hands
 /// the links of exited processes to the reaper.
 struct Follower {
-    core: Arc<Shared>,
+    core: Arc<Loaded<UlockSkel<'static>>>,
     backend: Backend,
     links: Arc<Mutex<LinkSet>>,
     reap: Arc<Mutex<Vec<Link>>>,
@@ -914,7 +905,7 @@ impl Follower {
         let core = self.core.clone();
         let mut builder = RingBufferBuilder::new();
         let q = queue.clone();
-        let added = builder.add(&core.0.skel.maps.spawns, move |d: &[u8]| {
+        let added = builder.add(&core.skel.maps.spawns, move |d: &[u8]| {
             if let Some(s) = from_bytes::<ls_uspawn>(d) {
                 q.borrow_mut().push(s);
             }
@@ -1118,7 +1109,7 @@ impl Follower {
             return;
         }
         let mut notes = Vec::new();
-        match attach_points(&self.core.0.skel, self.backend, ipid, &r, &mut notes) {
+        match attach_points(&self.core.skel, self.backend, ipid, &r, &mut notes) {
             Ok(links) => {
                 let latency = fork_ts.map(|t| crate::units::now_ns().saturating_sub(t));
                 if replace {
@@ -1299,8 +1290,8 @@ impl Source for Ulock {
         SOURCE
     }
 
-    fn life(&self) -> Option<&dyn Life> {
-        Some(&self.core.0)
+    fn life(&self) -> &dyn Life {
+        &*self.core
     }
 
     fn status(&self) -> SourceStatus {
@@ -1321,14 +1312,14 @@ impl Source for Ulock {
         }
         SourceStatus {
             name: SOURCE.into(),
-            backend: Some(self.core.0.backend().into()),
+            backend: Some(self.core.backend().into()),
             available: true,
             reason: Some(notes.join("; ")),
         }
     }
 
     fn stop(&self) {
-        super::stop_object(self.core.0.object());
+        super::stop_object(self.core.object());
         self.stop.store(true, Ordering::Relaxed);
     }
 
@@ -1340,7 +1331,7 @@ impl Source for Ulock {
             std::mem::take(&mut set.by_pid)
         };
         // the follower's programs first, as when they were kept with pid 0
-        let mut links = self.core.0.take_links();
+        let mut links = self.core.take_links();
         links.extend(by_pid.into_values().flatten());
         links.extend(std::mem::take(
             &mut *self.reap.lock().unwrap_or_else(PoisonError::into_inner),
@@ -1355,7 +1346,7 @@ impl Source for Ulock {
         let mut records: Vec<Record> = Vec::new();
         let mut keys: Vec<(ls_uagg_key, u64)> = Vec::new();
         common::for_each_entry(
-            &self.core.0.skel.maps.agg,
+            &self.core.skel.maps.agg,
             |k: ls_uagg_key, v: ls_uagg_val| {
                 records.push(to_record(&k, &v, None, sym.cgroup(v.cgroup_id)));
                 keys.push((k, v.count));
@@ -1371,7 +1362,7 @@ impl Source for Ulock {
             r.caller = self.caller_name(k.pid, k.caller);
             r.lock_name = self.lock_name(k.pid, k.lock);
         }
-        let maps = &self.core.0.skel.maps;
+        let maps = &self.core.skel.maps;
         let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
         // a stack's first frame is the lock call's return address: the
         // caller of the aggregation key it belongs to
@@ -1387,7 +1378,7 @@ impl Source for Ulock {
 
     fn tick(&self, sym: &mut Symbolizer) {
         // normalise new user stacks while their processes still live
-        let maps = &self.core.0.skel.maps;
+        let maps = &self.core.skel.maps;
         common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
         // and name new locks while their processes live, a few times a
         // second (it reads the whole map), on a thread: the first look at
@@ -1429,10 +1420,10 @@ impl Source for Ulock {
 
     fn holders(&self) -> Result<Vec<HolderRow>> {
         let entries: Vec<(ls_uholder_key, ls_uholder_val)> =
-            common::entries(&self.core.0.skel.maps.holders)?;
+            common::entries(&self.core.skel.maps.holders)?;
         // the holder's name from its own rows (it took the lock through a
         // traced call), else from /proc while it lives
-        let aggs: Vec<(ls_uagg_key, ls_uagg_val)> = common::entries(&self.core.0.skel.maps.agg)?;
+        let aggs: Vec<(ls_uagg_key, ls_uagg_val)> = common::entries(&self.core.skel.maps.agg)?;
         Ok(entries
             .iter()
             .map(|(k, v)| {
@@ -1464,7 +1455,7 @@ impl Source for Ulock {
     }
 
     fn lost(&self) -> Result<BTreeMap<String, u64>> {
-        let mut out = self.core.0.lost()?;
+        let mut out = self.core.lost()?;
         if let Some(f) = &self.follow {
             // new processes of targets whose lock calls were not traced
             let missed = f.lock().unwrap_or_else(PoisonError::into_inner).missed;
@@ -1473,7 +1464,7 @@ impl Source for Ulock {
         // holds still open when read: their end was not seen
         out.insert(
             "open_at_end".into(),
-            self.core.0.skel.maps.holds.keys().count() as u64,
+            self.core.skel.maps.holds.keys().count() as u64,
         );
         Ok(out)
     }
