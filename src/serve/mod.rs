@@ -395,15 +395,8 @@ impl Collector {
             if let Some(e) = failed {
                 return Err(e.error);
             }
+            sources.push(snapshot::source_totals(&reading));
             let records = std::mem::take(&mut reading.records);
-            let lost = BTreeMap::from([(reading.source, reading.lost)]);
-            let programs = BTreeMap::from([(reading.source, reading.programs)]);
-            sources.extend(snapshot::source_totals(
-                vec![reading.status],
-                &records,
-                &lost,
-                &programs,
-            ));
             let names = &mut self.names;
             self.folder.fold_into(
                 &records,
