@@ -16,7 +16,9 @@ use crate::cli::{
 };
 use crate::model::{Record, group};
 use crate::output::{self, Report, short_kind};
-use crate::session::{Stop, attach, detach_all, options, require_privileges, stop_all};
+use crate::session::{
+    Reading, Stop, attach, detach_all, options, read, require_privileges, stop_all,
+};
 use crate::sources::{self, Options, Started, Symbolizer, Targets};
 pub use crate::status::Usage;
 use crate::status::usage;
@@ -184,23 +186,6 @@ fn top(a: crate::cli::TopArgs) -> Result<i32> {
     res.map(|()| 0)
 }
 
-/// Loss counters of every source in one map: kernel-contention's keep
-/// their names (JSON v1), other sources' are prefixed `source.`.
-fn all_lost(started: &Started) -> Result<std::collections::BTreeMap<String, u64>> {
-    let mut lost = std::collections::BTreeMap::new();
-    for s in &started.sources {
-        for (k, v) in s.lost()? {
-            let key = if s.name() == sources::contention::SOURCE {
-                k
-            } else {
-                format!("{}.{k}", s.name())
-            };
-            *lost.entry(key).or_insert(0) += v;
-        }
-    }
-    Ok(lost)
-}
-
 /// Reads every source's in-kernel aggregation into one report.
 pub fn snapshot(
     started: &Started,
@@ -209,45 +194,28 @@ pub fn snapshot(
     duration: Duration,
     out: &OutputArgs,
 ) -> Result<Report> {
-    let records = all_records(started, sym)?;
-    report_of(started, records, targets, duration, out)
+    let mut reading = read(started, sym).checked()?;
+    let records = reading.take_records();
+    Ok(report_of(&reading, records, targets, duration, out))
 }
 
-/// Every source's records, as read now.
-fn all_records(started: &Started, sym: &mut Symbolizer) -> Result<Vec<Record>> {
-    let mut records: Vec<Record> = Vec::new();
-    for s in &started.sources {
-        records.extend(s.records(sym)?);
-    }
-    Ok(records)
-}
-
-/// A report of `records` with the sources' status, losses and costs.
+/// A report of `records` with the reading's status, losses and costs.
 fn report_of(
-    started: &Started,
+    reading: &Reading,
     records: Vec<Record>,
     targets: &str,
     duration: Duration,
     out: &OutputArgs,
-) -> Result<Report> {
-    let mut statuses = Vec::new();
-    let mut progs = Vec::new();
-    let mut holders = Vec::new();
-    for s in &started.sources {
-        holders.extend(s.holders()?);
-        statuses.push(s.status());
-        progs.extend(s.prog_stats());
-    }
-    statuses.extend(started.failed.iter().cloned());
-    Ok(Report {
+) -> Report {
+    Report {
         version: output::JSON_VERSION,
         duration_ns: duration.as_nanos() as u64,
         targets: targets.to_string(),
         by: output::by_name(out.by),
         interval: None,
-        sources: statuses,
-        lost: all_lost(started)?,
-        bpf_programs: progs,
+        sources: reading.statuses(),
+        lost: reading.lost(),
+        bpf_programs: reading.programs(),
         rows: {
             let filter = crate::select::RowFilter {
                 locks: out.lock_filter.clone(),
@@ -262,11 +230,8 @@ fn report_of(
             crate::select::sort_rows(&mut rows, out.sort);
             rows
         },
-        holders: {
-            holders.sort_by_key(|h| std::cmp::Reverse(h.wait_ns));
-            holders
-        },
-    })
+        holders: reading.holders(),
+    }
 }
 
 /// `report -i`: one table (or JSON line) per interval, each counting only
@@ -297,10 +262,11 @@ fn interval_report(
                 stop_all(&started); // the last interval ends for all at once
             }
             let now = Instant::now();
-            let records = all_records(&started, &mut sym)?;
+            let mut reading = read(&started, &mut sym).checked()?;
+            let records = reading.take_records();
             let delta = crate::model::interval(&records, &prev);
             n += 1;
-            let mut rep = report_of(&started, delta, &targets, now - last, out)?;
+            let mut rep = report_of(&reading, delta, &targets, now - last, out);
             rep.interval = Some(n);
             // each interval says what happened in it: its own losses and
             // its programs' own runs (the totals are in the last warning)
@@ -1389,7 +1355,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
     } else {
         None
     };
-    let lost = all_lost(&started)?;
+    let lost = crate::session::read_lost(&started)?;
     if a.json {
         let end = EndLine {
             ty: "end",

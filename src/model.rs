@@ -257,54 +257,141 @@ impl Stats {
 
 impl Stats {
     /// What was added since `prev`, an earlier reading of the same
-    /// counters (`report -i`). Counts, totals and the histogram are exact.
-    /// The interval's extremes are exact when it set a new one; otherwise
-    /// they are bounded by its histogram's outer buckets and the all-time
-    /// extremes.
+    /// counters (`report -i`): [`Stats::delta`]'s waits.
     pub fn since(&self, prev: &Stats) -> Stats {
-        let mut hist = Log2Hist::default();
-        for (i, slot) in hist.slots.iter_mut().enumerate() {
-            *slot = self.hist.slots[i].saturating_sub(prev.hist.slots[i]);
-        }
-        let count = self.count.saturating_sub(prev.count);
+        self.delta(Some(prev)).wait
+    }
+
+    /// What was added since `prev`, an earlier reading of the same counters
+    /// (`report -i`, `top`, `serve`): None, or a counter that went
+    /// backwards (it was reset), makes all of it new. Counts, totals and
+    /// the histogram are exact. The interval's extremes are exact when it
+    /// set a new one; otherwise they are bounded by its histogram's outer
+    /// buckets and the all-time extremes.
+    pub fn delta(&self, prev: Option<&Stats>) -> Delta {
+        let prev = match prev {
+            Some(p) if p.count > 0 && p.count <= self.count => p,
+            _ => {
+                return Delta {
+                    wait: self.clone(),
+                    max_exact: true,
+                };
+            }
+        };
+        let count = self.count - prev.count;
         if count == 0 {
-            return Stats::default();
+            return Delta::default();
+        }
+        let mut hist = self.hist.clone();
+        for (a, b) in hist.slots.iter_mut().zip(prev.hist.slots.iter()) {
+            *a = a.saturating_sub(*b);
         }
         let lowest = hist.slots.iter().position(|&n| n > 0);
         let highest = hist.slots.iter().rposition(|&n| n > 0);
-        let min_ns = if prev.count == 0 || self.min_ns < prev.min_ns {
+        let (max_ns, max_exact) = if self.max_ns > prev.max_ns {
+            (self.max_ns, true)
+        } else {
+            let top = match highest {
+                Some(s) if s < HIST_SLOTS - 1 => slot_bounds(s).1 - 1,
+                _ => self.max_ns,
+            };
+            (top.min(self.max_ns), false)
+        };
+        let min_ns = if self.min_ns < prev.min_ns {
             self.min_ns
         } else {
-            lowest.map_or(self.min_ns, |s| slot_bounds(s).0.max(self.min_ns))
+            lowest
+                .map(|s| slot_bounds(s).0)
+                .unwrap_or(self.min_ns)
+                .max(self.min_ns)
         };
-        let max_ns = if prev.count == 0 || self.max_ns > prev.max_ns {
-            self.max_ns
-        } else {
-            highest.map_or(self.max_ns, |s| {
-                (slot_bounds(s).1.saturating_sub(1)).min(self.max_ns)
-            })
-        };
-        Stats {
-            count,
-            total_ns: self.total_ns.saturating_sub(prev.total_ns),
-            min_ns: min_ns.min(max_ns),
-            max_ns,
-            hist,
+        Delta {
+            wait: Stats {
+                count,
+                total_ns: self.total_ns.saturating_sub(prev.total_ns),
+                min_ns: min_ns.min(max_ns),
+                max_ns,
+                hist,
+            },
+            max_exact,
         }
     }
 }
 
+/// The waits of one interval: [`Stats::delta`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Delta {
+    pub wait: Stats,
+    /// Whether `wait.max_ns` is the interval's true maximum (it set a new
+    /// maximum since start). Otherwise it is the top of the highest log2
+    /// bucket that grew: an upper bound.
+    pub max_exact: bool,
+}
+
+impl Delta {
+    /// Adds another interval's waits (e.g. another record of a row).
+    pub fn merge(&mut self, o: &Delta) {
+        if o.wait.count == 0 {
+            return;
+        }
+        let exact = match o.wait.max_ns.cmp(&self.wait.max_ns) {
+            std::cmp::Ordering::Greater => o.max_exact,
+            std::cmp::Ordering::Equal => self.max_exact || o.max_exact,
+            std::cmp::Ordering::Less => self.max_exact,
+        };
+        self.max_exact = if self.wait.count == 0 {
+            o.max_exact
+        } else {
+            exact
+        };
+        self.wait.merge(&o.wait);
+    }
+}
+
+/// The identity of a record across readings: all but its counters and the
+/// names that may change while it lives (comm, cgroup, lock name).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordKey {
+    pub source: &'static str,
+    pub kind: LockKind,
+    pub lock: u64,
+    pub caller: Option<String>,
+    pub pid: u32,
+    pub tid: u32,
+}
+
 impl Record {
     /// The identity of a record across readings.
-    pub fn key(&self) -> (&'static str, LockKind, u64, Option<&str>, u32, u32) {
-        (
-            self.source,
-            self.kind,
-            self.lock,
-            self.caller.as_deref(),
-            self.pid,
-            self.tid,
-        )
+    pub fn key(&self) -> RecordKey {
+        RecordKey {
+            source: self.source,
+            kind: self.kind,
+            lock: self.lock,
+            caller: self.caller.clone(),
+            pid: self.pid,
+            tid: self.tid,
+        }
+    }
+
+    /// Adds the counters of `r`, a record of the same identity (another
+    /// kernel entry that names it: e.g. two stacks with one caller).
+    pub fn merge(&mut self, r: &Record) {
+        self.aborted += r.aborted;
+        self.spun += r.spun;
+        self.slept += r.slept;
+        self.failed += r.failed;
+        self.partial += r.partial;
+        self.wait.merge(&r.wait);
+        if let Some(h) = &r.hold {
+            self.hold.get_or_insert_with(Stats::default).merge(h);
+        }
+        if let Some(n) = r.acquired {
+            *self.acquired.get_or_insert(0) += n;
+        }
+        if let Some(sp) = &r.split {
+            self.split.get_or_insert_with(Default::default).add(sp);
+        }
+        self.stacks.extend(r.stacks.iter().cloned());
     }
 
     /// What happened since `prev`, an earlier reading of the same record
@@ -352,11 +439,32 @@ impl Record {
     }
 }
 
+/// `records` by identity, first seen first: records of one identity
+/// merged into one ([`Record::merge`]), borrowed where there is one.
+pub fn by_key(records: &[Record]) -> Vec<(RecordKey, std::borrow::Cow<'_, Record>)> {
+    use std::borrow::Cow;
+    let mut at: std::collections::HashMap<RecordKey, usize> = std::collections::HashMap::new();
+    let mut out: Vec<(RecordKey, Cow<'_, Record>)> = Vec::with_capacity(records.len());
+    for r in records {
+        let k = r.key();
+        match at.get(&k) {
+            Some(&i) => out[i].1.to_mut().merge(r),
+            None => {
+                at.insert(k.clone(), out.len());
+                out.push((k, Cow::Borrowed(r)));
+            }
+        }
+    }
+    out
+}
+
 /// The records of `now` minus those of `prev` (`report -i`): one interval.
 pub fn interval(now: &[Record], prev: &[Record]) -> Vec<Record> {
-    let index: std::collections::HashMap<_, &Record> = prev.iter().map(|r| (r.key(), r)).collect();
-    now.iter()
-        .filter_map(|r| r.since(index.get(&r.key()).copied()))
+    let index: std::collections::HashMap<RecordKey, std::borrow::Cow<'_, Record>> =
+        by_key(prev).into_iter().collect();
+    by_key(now)
+        .iter()
+        .filter_map(|(k, r)| r.since(index.get(k).map(|p| &**p)))
         .collect()
 }
 
@@ -618,6 +726,20 @@ pub fn cgroup_label(cgroup: Option<&str>, memcg: Option<&str>) -> String {
     }
 }
 
+/// The row of `by` that `r` belongs to: (source, key). [`group`] makes
+/// one row of the records of one key.
+pub fn row_key(r: &Record, by: GroupBy) -> (&'static str, String) {
+    let key = match by {
+        GroupBy::Lock => format!("{:x}/{}", r.lock, r.kind.name()),
+        GroupBy::Caller => format!("{}/{}", r.caller.as_deref().unwrap_or("?"), r.kind.name()),
+        GroupBy::Task => format!("{}/{}", r.pid, r.tid),
+        // a memory cgroup that is not the task's cgroup (a hybrid
+        // host's v1 memory hierarchy) tells containers apart too
+        GroupBy::Cgroup => cgroup_label(r.cgroup.as_deref(), r.memcg.as_deref()),
+    };
+    (r.source, key)
+}
+
 /// Groups records into report rows, sorted by total wait (largest first).
 /// A field shared by every record of a row is kept; otherwise it is null
 /// (e.g. `tid` in a by-lock row of several threads). For by-lock rows the
@@ -652,15 +774,7 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
 
     let mut groups: BTreeMap<(&'static str, String), Acc> = BTreeMap::new();
     for r in records {
-        let key = match by {
-            GroupBy::Lock => format!("{:x}/{}", r.lock, r.kind.name()),
-            GroupBy::Caller => format!("{}/{}", r.caller.as_deref().unwrap_or("?"), r.kind.name()),
-            GroupBy::Task => format!("{}/{}", r.pid, r.tid),
-            // a memory cgroup that is not the task's cgroup (a hybrid
-            // host's v1 memory hierarchy) tells containers apart too
-            GroupBy::Cgroup => cgroup_label(r.cgroup.as_deref(), r.memcg.as_deref()),
-        };
-        let a = groups.entry((r.source, key)).or_default();
+        let a = groups.entry(row_key(r, by)).or_default();
         a.source = r.source;
         agree(&mut a.kind, Some(r.kind));
         agree(&mut a.lock, Some(r.lock));
@@ -935,6 +1049,136 @@ mod tests {
         assert_eq!((iv[0].wait.count, iv[0].wait.total_ns), (1, 100));
         let iv = interval(std::slice::from_ref(&r2), &[]);
         assert_eq!(iv[0].wait.count, 3, "a new record counts whole");
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn delta_subtracts_counts_totals_and_histograms() {
+        let mut before = Stats::default();
+        for _ in 0..10 {
+            before.record(50 * MS);
+        }
+        let mut after = before.clone();
+        for _ in 0..5 {
+            after.record(3 * MS);
+        }
+        let d = after.delta(Some(&before));
+        assert_eq!(d.wait.count, 5);
+        assert_eq!(d.wait.total_ns, 15 * MS);
+        assert_eq!(d.wait.hist.count(), 5, "histogram delta sums to the count");
+        assert!(!d.max_exact, "no new maximum: bounded by the bucket");
+        // 3 ms lies in [2^21, 2^22) ns: the bound is that bucket's top,
+        // far below the 50 ms maximum since start
+        assert_eq!(d.wait.max_ns, (1 << 22) - 1);
+        assert_eq!(d.wait.min_ns, 3 * MS, "a new minimum is exact");
+        assert!(d.wait.p99() <= d.wait.max_ns);
+        assert!(d.wait.p99() >= 3 * MS && d.wait.p99() < 1 << 22);
+        assert_eq!(d.wait.avg_ns(), 3 * MS);
+
+        let mut longer = after.clone();
+        longer.record(80 * MS);
+        let d = longer.delta(Some(&after));
+        assert_eq!(
+            (d.wait.count, d.wait.max_ns, d.max_exact),
+            (1, 80 * MS, true)
+        );
+        assert_eq!(after.delta(Some(&after)).wait.count, 0);
+        let first = before.delta(None);
+        assert_eq!(first.wait, before, "first snapshot: all of it is new");
+        assert_eq!(
+            before.delta(Some(&after)).wait,
+            before,
+            "a reset counter starts over"
+        );
+    }
+
+    #[test]
+    fn merged_delta_max_is_exact_only_when_the_largest_is() {
+        let a = Delta {
+            wait: Stats {
+                count: 1,
+                total_ns: 10,
+                min_ns: 10,
+                max_ns: 10,
+                ..Default::default()
+            },
+            max_exact: true,
+        };
+        let b = Delta {
+            wait: Stats {
+                count: 1,
+                total_ns: 15,
+                min_ns: 15,
+                max_ns: 15,
+                ..Default::default()
+            },
+            max_exact: false,
+        };
+        let mut m = Delta::default();
+        m.merge(&a);
+        assert!(m.max_exact);
+        m.merge(&b);
+        assert_eq!((m.wait.count, m.wait.max_ns, m.max_exact), (2, 15, false));
+    }
+
+    #[test]
+    fn group_makes_one_row_per_row_key() {
+        let recs = vec![
+            rec(0xa, "anon_pipe_write", 1, &[1]),
+            rec(0xa, "anon_pipe_read", 2, &[2]),
+            rec(0xb, "anon_pipe_write", 1, &[3]),
+            Record {
+                caller: None,
+                cgroup: None,
+                ..rec(0xc, "", 3, &[4])
+            },
+        ];
+        for by in [
+            GroupBy::Lock,
+            GroupBy::Caller,
+            GroupBy::Task,
+            GroupBy::Cgroup,
+        ] {
+            let keys: std::collections::BTreeSet<_> = recs.iter().map(|r| row_key(r, by)).collect();
+            let rows = group(&recs, by);
+            assert_eq!(rows.len(), keys.len(), "{by:?}");
+            for k in &keys {
+                let of_key: Vec<Record> = recs
+                    .iter()
+                    .filter(|r| &row_key(r, by) == k)
+                    .cloned()
+                    .collect();
+                let one = group(&of_key, by);
+                assert_eq!(one.len(), 1, "{by:?} {k:?}");
+                assert!(rows.contains(&one[0]), "{by:?} {k:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn records_of_one_identity_merge_and_their_interval_subtracts_once() {
+        // two kernel entries (two stacks) that name one record
+        let a = rec(0x10, "f", 7, &[5, 6]);
+        let b = Record {
+            comm: "renamed".into(),
+            ..rec(0x10, "f", 7, &[100])
+        };
+        let other = rec(0x10, "g", 7, &[1]);
+        let entries = [a.clone(), other.clone(), b.clone()];
+        let merged = by_key(&entries);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].0, a.key());
+        assert_eq!(merged[0].1.wait.count, 3);
+        assert_eq!(merged[0].1.comm, "w", "the first entry's names");
+        assert_eq!(merged[1].1.as_ref(), &other);
+        let later = Record {
+            comm: "renamed".into(),
+            ..rec(0x10, "f", 7, &[100, 200])
+        };
+        let iv = interval(&[a.clone(), later, other.clone()], &[a, other, b]);
+        assert_eq!(iv.len(), 1);
+        assert_eq!((iv[0].wait.count, iv[0].wait.total_ns), (1, 200));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A tracing session: what `report`, `trace`, `run`, `top` and `serve` share
 //! around the sources. Privileges, the sources' options, attaching the
 //! chosen sources, opening and closing their window at one instant, when to
-//! stop, and detaching.
+//! stop, detaching, and reading every source into one [`Reading`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use std::collections::BTreeMap;
+
 use crate::cli::TraceSettings;
-use crate::sources::{self, Options, Started, Targets};
-use crate::status::usage;
+use crate::model::{HolderRow, Record};
+use crate::sources::{self, Options, Source, Started, Symbolizer, Targets};
+use crate::status::{ProgStats, SourceStatus, usage};
 
 /// Root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN implies both): what the
 /// tp_btf sources need. user-locks (uprobes) also needs CAP_SYS_ADMIN, and
@@ -210,4 +213,184 @@ pub fn detach_all(started: &Started) {
         .flat_map(|s| s.take_links())
         .collect();
     sources::release_links(links);
+}
+
+/// The part of a source's reading that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Records,
+    Holders,
+    Lost,
+}
+
+/// A part of a source that could not be read, and why; the part is empty
+/// in the reading.
+#[derive(Debug)]
+pub struct ReadError {
+    pub source: &'static str,
+    pub part: Part,
+    pub error: anyhow::Error,
+}
+
+/// Everything one started source says at one instant.
+#[derive(Debug)]
+pub struct SourceReading {
+    pub source: &'static str,
+    pub status: SourceStatus,
+    /// Its cumulative records (in-kernel aggregation).
+    pub records: Vec<Record>,
+    pub holders: Vec<HolderRow>,
+    /// Its loss counters, by its own names.
+    pub lost: BTreeMap<String, u64>,
+    pub programs: Vec<ProgStats>,
+    /// The parts that could not be read (they are empty above).
+    pub errors: Vec<ReadError>,
+}
+
+impl SourceReading {
+    /// Whether the part was read.
+    pub fn read(&self, part: Part) -> bool {
+        !self.errors.iter().any(|e| e.part == part)
+    }
+}
+
+/// Every source read once: what `report`, `trace`, `top` and `serve` show.
+/// A source that fails to read is in it, with its [`ReadError`]s: never
+/// skipped, never fatal here (each command says what a failed read means
+/// to it: [`Reading::checked`]).
+#[derive(Debug, Default)]
+pub struct Reading {
+    pub sources: Vec<SourceReading>,
+    /// Sources that were chosen but did not start.
+    pub unavailable: Vec<SourceStatus>,
+}
+
+/// Reads one source: records, holders, loss counters, program statistics
+/// and status, in that order (a status may tell what reading found).
+pub fn read_source(s: &dyn Source, sym: &mut Symbolizer) -> SourceReading {
+    let source = s.name();
+    let mut errors = Vec::new();
+    let mut part = |part: Part, error: anyhow::Error| {
+        errors.push(ReadError {
+            source,
+            part,
+            error,
+        })
+    };
+    let records = s.records(sym).unwrap_or_else(|e| {
+        part(Part::Records, e);
+        Vec::new()
+    });
+    let holders = s.holders().unwrap_or_else(|e| {
+        part(Part::Holders, e);
+        Vec::new()
+    });
+    let lost = s.lost().unwrap_or_else(|e| {
+        part(Part::Lost, e);
+        BTreeMap::new()
+    });
+    SourceReading {
+        source,
+        records,
+        holders,
+        lost,
+        programs: s.prog_stats(),
+        status: s.status(),
+        errors,
+    }
+}
+
+/// Reads every started source ([`read_source`]).
+pub fn read(started: &Started, sym: &mut Symbolizer) -> Reading {
+    Reading {
+        sources: started
+            .sources
+            .iter()
+            .map(|s| read_source(s.as_ref(), sym))
+            .collect(),
+        unavailable: started.failed.clone(),
+    }
+}
+
+/// The name of a loss counter across sources: kernel-contention's keep
+/// their names (JSON v1), other sources' are prefixed `source.`.
+fn lost_name(source: &str, counter: String) -> String {
+    if source == sources::contention::SOURCE {
+        counter
+    } else {
+        format!("{source}.{counter}")
+    }
+}
+
+/// Loss counters of every started source in one map ([`Reading::lost`]),
+/// read alone.
+pub fn read_lost(started: &Started) -> Result<BTreeMap<String, u64>> {
+    let mut lost = BTreeMap::new();
+    for s in &started.sources {
+        for (k, v) in s.lost()? {
+            *lost.entry(lost_name(s.name(), k)).or_insert(0) += v;
+        }
+    }
+    Ok(lost)
+}
+
+impl Reading {
+    /// The reading, or the first part that could not be read.
+    pub fn checked(mut self) -> Result<Reading> {
+        for s in &mut self.sources {
+            if !s.errors.is_empty() {
+                return Err(s.errors.remove(0).error);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Every source's records, taken out of the reading.
+    pub fn take_records(&mut self) -> Vec<Record> {
+        let mut all = Vec::new();
+        for s in &mut self.sources {
+            all.append(&mut s.records);
+        }
+        all
+    }
+
+    /// Every source's holders, most waited for first.
+    pub fn holders(&self) -> Vec<HolderRow> {
+        let mut holders: Vec<HolderRow> = self
+            .sources
+            .iter()
+            .flat_map(|s| s.holders.iter().cloned())
+            .collect();
+        holders.sort_by_key(|h| std::cmp::Reverse(h.wait_ns));
+        holders
+    }
+
+    /// Every source's status, the unavailable ones' last.
+    pub fn statuses(&self) -> Vec<SourceStatus> {
+        self.sources
+            .iter()
+            .map(|s| s.status.clone())
+            .chain(self.unavailable.iter().cloned())
+            .collect()
+    }
+
+    /// Loss counters of every source in one map: kernel-contention's keep
+    /// their names (JSON v1), other sources' are prefixed `source.`.
+    pub fn lost(&self) -> BTreeMap<String, u64> {
+        let mut lost = BTreeMap::new();
+        for s in &self.sources {
+            for (k, v) in &s.lost {
+                *lost.entry(lost_name(s.source, k.clone())).or_insert(0) += v;
+            }
+        }
+        lost
+    }
+
+    /// Run statistics of every source's programs.
+    pub fn programs(&self) -> Vec<ProgStats> {
+        self.sources
+            .iter()
+            .flat_map(|s| s.programs.iter().cloned())
+            .collect()
+    }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow};
 
 use crate::cli::ServeArgs;
-use crate::session::{Stop, attach, detach_all, options, require_privileges};
+use crate::session::{Part, Stop, attach, detach_all, options, require_privileges};
 use crate::sources::{Options, Started, Symbolizer, Targets};
 use crate::status::usage;
 use http::{Limits, SnapshotRequest};
@@ -387,15 +387,16 @@ impl Collector {
             if self.quit.load(Ordering::Relaxed) {
                 return Err(anyhow!("stopping"));
             }
-            let records = s.records(&mut self.sym)?;
-            let lost = BTreeMap::from([(s.name(), s.lost()?)]);
-            let programs = BTreeMap::from([(s.name(), s.prog_stats())]);
-            sources.extend(snapshot::source_totals(
-                vec![s.status()],
-                &records,
-                &lost,
-                &programs,
-            ));
+            // a part that could not be read fails the whole collection:
+            // the previous snapshot stays, and the failure is counted
+            let mut reading = crate::session::read_source(s.as_ref(), &mut self.sym);
+            // (serve shows no holders: theirs is no failure here)
+            let failed = reading.errors.drain(..).find(|e| e.part != Part::Holders);
+            if let Some(e) = failed {
+                return Err(e.error);
+            }
+            sources.push(snapshot::source_totals(&reading));
+            let records = std::mem::take(&mut reading.records);
             let names = &mut self.names;
             self.folder.fold_into(
                 &records,

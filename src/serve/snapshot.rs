@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::model::{GroupBy, Record, Row, Stats, StatsSummary, WaitSplit, group};
 use crate::output::SourceStatus;
+use crate::session::SourceReading;
 use crate::sources::ProgStats;
 
 /// Label value of every overflow series (and of folded processes).
@@ -441,45 +442,33 @@ pub struct Snapshot {
     pub history: std::sync::Arc<History>,
 }
 
-/// Builds the per-source totals from records, losses and program stats.
-pub fn source_totals(
-    statuses: Vec<SourceStatus>,
-    records: &[Record],
-    lost: &BTreeMap<&'static str, BTreeMap<String, u64>>,
-    programs: &BTreeMap<&'static str, Vec<ProgStats>>,
-) -> Vec<SourceTotals> {
-    statuses
-        .into_iter()
-        .map(|st| {
-            let mut t = SourceTotals::new(st);
-            for r in records
-                .iter()
-                .filter(|r| crate::sources::source_of_row(r.source) == t.status.name)
-            {
-                t.waits += r.wait.count;
-                t.wait_ns += r.wait.total_ns;
-                if let Some(n) = r.acquired {
-                    *t.acquired.get_or_insert(0) += n;
-                }
-                if let Some(h) = &r.hold {
-                    t.measures_hold = true;
-                    t.holds += h.count;
-                    t.hold_ns += h.total_ns;
-                }
-                t.aborted += r.aborted;
-                t.failed += r.failed;
-            }
-            if let Some(l) = lost.iter().find(|(k, _)| **k == t.status.name) {
-                t.lost = l.1.clone();
-            }
-            if let Some(p) = programs.iter().find(|(k, _)| **k == t.status.name) {
-                t.bpf_runs = p.1.iter().map(|p| p.run_cnt).sum();
-                t.bpf_run_time_ns = p.1.iter().map(|p| p.run_time_ns).sum();
-                t.programs = p.1.clone();
-            }
-            t
-        })
-        .collect()
+/// The totals of one source's reading: its records, losses and program
+/// stats.
+pub fn source_totals(reading: &SourceReading) -> SourceTotals {
+    let mut t = SourceTotals::new(reading.status.clone());
+    for r in reading
+        .records
+        .iter()
+        .filter(|r| crate::sources::source_of_row(r.source) == t.status.name)
+    {
+        t.waits += r.wait.count;
+        t.wait_ns += r.wait.total_ns;
+        if let Some(n) = r.acquired {
+            *t.acquired.get_or_insert(0) += n;
+        }
+        if let Some(h) = &r.hold {
+            t.measures_hold = true;
+            t.holds += h.count;
+            t.hold_ns += h.total_ns;
+        }
+        t.aborted += r.aborted;
+        t.failed += r.failed;
+    }
+    t.lost = reading.lost.clone();
+    t.bpf_runs = reading.programs.iter().map(|p| p.run_cnt).sum();
+    t.bpf_run_time_ns = reading.programs.iter().map(|p| p.run_time_ns).sum();
+    t.programs = reading.programs.clone();
+    t
 }
 
 /// The dashboard's top locks: by-lock rows, largest total wait first.
@@ -809,6 +798,22 @@ mod tests {
         assert_eq!(v.sources["s"].wait, vec![1.0, 0.0]);
     }
 
+    fn reading(
+        status: SourceStatus,
+        records: Vec<Record>,
+        lost: BTreeMap<String, u64>,
+    ) -> SourceReading {
+        SourceReading {
+            source: "test",
+            status,
+            records,
+            holders: Vec::new(),
+            lost,
+            programs: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
     #[test]
     fn per_source_totals() {
         let recs = [rec(1, 1, 0x1, "a", &[10, 20])];
@@ -818,12 +823,8 @@ mod tests {
             available: true,
             reason: None,
         };
-        let mut lost = BTreeMap::new();
-        lost.insert(
-            "kernel-contention",
-            BTreeMap::from([("map_full".to_string(), 3)]),
-        );
-        let t = source_totals(vec![st], &recs, &lost, &BTreeMap::new());
+        let lost = BTreeMap::from([("map_full".to_string(), 3)]);
+        let t = [source_totals(&reading(st, recs.to_vec(), lost))];
         assert_eq!((t[0].waits, t[0].wait_ns, t[0].aborted), (2, 30, 1));
         assert!(!t[0].measures_hold);
         assert_eq!(t[0].lost["map_full"], 3);
@@ -842,7 +843,7 @@ mod tests {
             available: true,
             reason: None,
         };
-        let t = source_totals(vec![st], &[r], &BTreeMap::new(), &BTreeMap::new());
+        let t = [source_totals(&reading(st, vec![r], BTreeMap::new()))];
         assert_eq!((t[0].waits, t[0].holds, t[0].hold_ns), (2, 1, 5));
         assert!(t[0].measures_hold);
     }

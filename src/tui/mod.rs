@@ -75,26 +75,12 @@ fn install_panic_hook() {
     });
 }
 
-/// Reads every source once: records, losses, status.
+/// Reads every source once ([`crate::session::read`]).
 /// The snapshot's time is taken after the reads: a source may symbolise
 /// (slowly, the first time a binary is seen) before it reads its counters.
 fn collect(started: &Started, sym: &mut Symbolizer, t0: Instant, exited: bool) -> Snapshot {
-    let mut snap = Snapshot {
-        targets_exited: exited,
-        ..Default::default()
-    };
-    for s in &started.sources {
-        match s.records(sym) {
-            Ok(r) => snap.records.extend(r),
-            Err(e) => snap.failed.push((s.name(), format!("{e:#}"))),
-        }
-        snap.lost
-            .push((s.name().to_string(), s.lost().map_err(|e| format!("{e:#}"))));
-        snap.statuses.push(s.status());
-    }
-    snap.statuses.extend(started.failed.iter().cloned());
-    snap.at_ns = t0.elapsed().as_nanos() as u64;
-    snap
+    let reading = crate::session::read(started, sym);
+    Snapshot::of(reading, t0.elapsed().as_nanos() as u64, exited)
 }
 
 /// Runs the live view until q, Ctrl-C, SIGINT or SIGTERM. When every

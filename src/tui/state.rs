@@ -12,131 +12,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::model::{GroupBy, HIST_SLOTS, LockKind, Record, Row, Stats, group, slot_bounds};
+pub use crate::model::Delta;
+use crate::model::{GroupBy, LockKind, Record, RecordKey, Row, group, row_key};
 use crate::output::SourceStatus;
-
-/// Everything that identifies a record across snapshots (all but counters).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct RecId {
-    source: &'static str,
-    kind: LockKind,
-    lock: u64,
-    lock_name: Option<String>,
-    caller: Option<String>,
-    pid: u32,
-    tid: u32,
-    comm: String,
-    cgroup: Option<String>,
-}
-
-impl RecId {
-    fn of(r: &Record) -> RecId {
-        RecId {
-            source: r.source,
-            kind: r.kind,
-            lock: r.lock,
-            lock_name: r.lock_name.clone(),
-            caller: r.caller.clone(),
-            pid: r.pid,
-            tid: r.tid,
-            comm: r.comm.clone(),
-            cgroup: r.cgroup.clone(),
-        }
-    }
-}
-
-/// The waits of one interval.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Delta {
-    pub wait: Stats,
-    /// Whether `wait.max_ns` is the interval's true maximum (it set a new
-    /// maximum since start). Otherwise it is the top of the highest log2
-    /// bucket that grew: an upper bound.
-    pub max_exact: bool,
-}
-
-impl Delta {
-    pub fn merge(&mut self, o: &Delta) {
-        if o.wait.count == 0 {
-            return;
-        }
-        let exact = match o.wait.max_ns.cmp(&self.wait.max_ns) {
-            std::cmp::Ordering::Greater => o.max_exact,
-            std::cmp::Ordering::Equal => self.max_exact || o.max_exact,
-            std::cmp::Ordering::Less => self.max_exact,
-        };
-        self.max_exact = if self.wait.count == 0 {
-            o.max_exact
-        } else {
-            exact
-        };
-        self.wait.merge(&o.wait);
-    }
-}
-
-/// The waits between two cumulative snapshots of one record's statistics.
-pub fn stats_delta(cur: &Stats, prev: Option<&Stats>) -> Delta {
-    let prev = match prev {
-        // a counter that went backwards was reset: all of it is new
-        Some(p) if p.count > 0 && p.count <= cur.count => p,
-        _ => {
-            return Delta {
-                wait: cur.clone(),
-                max_exact: true,
-            };
-        }
-    };
-    let count = cur.count - prev.count;
-    if count == 0 {
-        return Delta::default();
-    }
-    let mut hist = cur.hist.clone();
-    for (a, b) in hist.slots.iter_mut().zip(prev.hist.slots.iter()) {
-        *a = a.saturating_sub(*b);
-    }
-    let lowest = hist.slots.iter().position(|&n| n > 0);
-    let highest = hist.slots.iter().rposition(|&n| n > 0);
-    let (max_ns, max_exact) = if cur.max_ns > prev.max_ns {
-        (cur.max_ns, true)
-    } else {
-        let top = match highest {
-            Some(s) if s < HIST_SLOTS - 1 => slot_bounds(s).1 - 1,
-            _ => cur.max_ns,
-        };
-        (top.min(cur.max_ns), false)
-    };
-    let min_ns = if cur.min_ns < prev.min_ns {
-        cur.min_ns
-    } else {
-        lowest
-            .map(|s| slot_bounds(s).0)
-            .unwrap_or(cur.min_ns)
-            .max(cur.min_ns)
-            .min(max_ns)
-    };
-    Delta {
-        wait: Stats {
-            count,
-            total_ns: cur.total_ns.saturating_sub(prev.total_ns),
-            min_ns,
-            max_ns,
-            hist,
-        },
-        max_exact,
-    }
-}
-
-/// The row key `model::group` uses for `by`; one bucket here is one row
-/// there (a unit test keeps the two in step).
-fn row_key(r: &Record, by: GroupBy) -> String {
-    let k = match by {
-        GroupBy::Lock => format!("{:x}/{}", r.lock, r.kind.name()),
-        GroupBy::Caller => format!("{}/{}", r.caller.as_deref().unwrap_or("?"), r.kind.name()),
-        GroupBy::Task => format!("{}/{}", r.pid, r.tid),
-        GroupBy::Cgroup => crate::model::cgroup_label(r.cgroup.as_deref(), r.memcg.as_deref()),
-    };
-    format!("{}\u{0}{k}", r.source)
-}
+use crate::session::{Part, Reading};
 
 /// Whether a record matches a filter (lowercase): its caller, lock name,
 /// lock address (hex, with or without 0x) or thread name contains it.
@@ -299,10 +178,39 @@ pub struct Snapshot {
     pub targets_exited: bool,
 }
 
+impl Snapshot {
+    /// What `top` shows of a reading taken `at_ns` after the start: a
+    /// source whose records could not be read keeps its previous ones, one
+    /// whose loss counters could not be read says why (its holders are not
+    /// shown).
+    pub fn of(reading: Reading, at_ns: u64, targets_exited: bool) -> Snapshot {
+        let mut snap = Snapshot {
+            statuses: reading.statuses(),
+            at_ns,
+            targets_exited,
+            ..Default::default()
+        };
+        for mut s in reading.sources {
+            let mut lost = Ok(std::mem::take(&mut s.lost));
+            for e in s.errors {
+                match e.part {
+                    Part::Records => snap.failed.push((s.source, format!("{:#}", e.error))),
+                    Part::Lost => lost = Err(format!("{:#}", e.error)),
+                    Part::Holders => {}
+                }
+            }
+            snap.records.append(&mut s.records);
+            snap.lost.push((s.source.to_string(), lost));
+        }
+        snap
+    }
+}
+
 /// One row of the table: totals since start and the last interval.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopRow {
-    pub key: String,
+    /// The row's [`row_key`]: (source, key).
+    pub key: (&'static str, String),
     pub total: Row,
     pub delta: Delta,
 }
@@ -344,10 +252,10 @@ pub struct App {
     pub detail_scroll: u16,
     /// Whether the sources take full stacks (`top --stacks`).
     pub stacks_on: bool,
-    sel_key: Option<String>,
+    sel_key: Option<(&'static str, String)>,
     sel_idx: usize,
-    totals: BTreeMap<RecId, Record>,
-    deltas: HashMap<RecId, Delta>,
+    totals: BTreeMap<RecordKey, Record>,
+    deltas: HashMap<RecordKey, Delta>,
     pub lost: Vec<SourceLoss>,
     pub statuses: Vec<SourceStatus>,
     pub errors: Vec<String>,
@@ -388,18 +296,12 @@ impl App {
 
     /// Takes a new snapshot: deltas against the previous one, then rows.
     pub fn update(&mut self, snap: Snapshot) {
-        let mut cur: BTreeMap<RecId, Record> = BTreeMap::new();
-        for r in snap.records {
-            let id = RecId::of(&r);
-            match cur.get_mut(&id) {
-                // one identity, several kernel keys (e.g. two stacks that
-                // name the same caller): one record
-                Some(acc) => merge_record(acc, &r),
-                None => {
-                    cur.insert(id, r);
-                }
-            }
-        }
+        // one identity, several kernel keys (e.g. two stacks that name the
+        // same caller): one record
+        let mut cur: BTreeMap<RecordKey, Record> = crate::model::by_key(&snap.records)
+            .into_iter()
+            .map(|(id, r)| (id, r.into_owned()))
+            .collect();
         for (src, _) in &snap.failed {
             for (id, r) in &self.totals {
                 if id.source == *src {
@@ -410,7 +312,7 @@ impl App {
         self.deltas = cur
             .iter()
             .filter_map(|(id, r)| {
-                let d = stats_delta(&r.wait, self.totals.get(id).map(|p| &p.wait));
+                let d = r.wait.delta(self.totals.get(id).map(|p| &p.wait));
                 (d.wait.count > 0).then(|| (id.clone(), d))
             })
             .collect();
@@ -464,7 +366,7 @@ impl App {
     /// Filters, groups and sorts the rows; keeps the selected row selected.
     pub fn rebuild(&mut self) {
         let needle = self.active_filter().to_lowercase();
-        let mut buckets: BTreeMap<String, (Vec<Record>, Delta)> = BTreeMap::new();
+        let mut buckets: BTreeMap<(&'static str, String), (Vec<Record>, Delta)> = BTreeMap::new();
         for (id, r) in &self.totals {
             if !matches(r, &needle) {
                 continue;
@@ -663,23 +565,6 @@ impl App {
     }
 }
 
-/// Adds `r`'s counters to `acc` (same identity).
-fn merge_record(acc: &mut Record, r: &Record) {
-    acc.aborted += r.aborted;
-    acc.spun += r.spun;
-    acc.slept += r.slept;
-    acc.failed += r.failed;
-    acc.partial += r.partial;
-    acc.wait.merge(&r.wait);
-    if let Some(h) = &r.hold {
-        acc.hold.get_or_insert_with(Stats::default).merge(h);
-    }
-    if let Some(sp) = &r.split {
-        acc.split.get_or_insert_with(Default::default).add(sp);
-    }
-    acc.stacks.extend(r.stacks.iter().cloned());
-}
-
 /// Sorts by `key` (numbers largest first, text A to Z, `ascending` flips
 /// numbers), then by total wait, then by row key, so equal rows keep still.
 pub fn sort_rows(rows: &mut [TopRow], key: SortKey, ascending: bool, view: GroupBy) {
@@ -706,7 +591,7 @@ pub fn sort_rows(rows: &mut [TopRow], key: SortKey, ascending: bool, view: Group
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::WaitSplit;
+    use crate::model::{Stats, WaitSplit};
     use ratatui::crossterm::event::KeyEventState;
 
     pub fn rec(lock: u64, caller: &str, tid: u32, comm: &str, waits: &[u64]) -> Record {
@@ -760,75 +645,6 @@ pub(crate) mod tests {
     }
 
     const MS: u64 = 1_000_000;
-
-    #[test]
-    fn delta_subtracts_counts_totals_and_histograms() {
-        let mut before = Stats::default();
-        for _ in 0..10 {
-            before.record(50 * MS);
-        }
-        let mut after = before.clone();
-        for _ in 0..5 {
-            after.record(3 * MS);
-        }
-        let d = stats_delta(&after, Some(&before));
-        assert_eq!(d.wait.count, 5);
-        assert_eq!(d.wait.total_ns, 15 * MS);
-        assert_eq!(d.wait.hist.count(), 5, "histogram delta sums to the count");
-        assert!(!d.max_exact, "no new maximum: bounded by the bucket");
-        // 3 ms lies in [2^21, 2^22) ns: the bound is that bucket's top,
-        // far below the 50 ms maximum since start
-        assert_eq!(d.wait.max_ns, (1 << 22) - 1);
-        assert_eq!(d.wait.min_ns, 3 * MS, "a new minimum is exact");
-        assert!(d.wait.p99() <= d.wait.max_ns);
-        assert!(d.wait.p99() >= 3 * MS && d.wait.p99() < 1 << 22);
-        assert_eq!(d.wait.avg_ns(), 3 * MS);
-
-        let mut longer = after.clone();
-        longer.record(80 * MS);
-        let d = stats_delta(&longer, Some(&after));
-        assert_eq!(
-            (d.wait.count, d.wait.max_ns, d.max_exact),
-            (1, 80 * MS, true)
-        );
-        assert_eq!(stats_delta(&after, Some(&after)).wait.count, 0);
-        let first = stats_delta(&before, None);
-        assert_eq!(first.wait, before, "first snapshot: all of it is new");
-        assert_eq!(
-            stats_delta(&before, Some(&after)).wait,
-            before,
-            "a reset counter starts over"
-        );
-    }
-
-    #[test]
-    fn merged_delta_max_is_exact_only_when_the_largest_is() {
-        let a = Delta {
-            wait: Stats {
-                count: 1,
-                total_ns: 10,
-                min_ns: 10,
-                max_ns: 10,
-                ..Default::default()
-            },
-            max_exact: true,
-        };
-        let b = Delta {
-            wait: Stats {
-                count: 1,
-                total_ns: 15,
-                min_ns: 15,
-                max_ns: 15,
-                ..Default::default()
-            },
-            max_exact: false,
-        };
-        let mut m = Delta::default();
-        m.merge(&a);
-        assert!(m.max_exact);
-        m.merge(&b);
-        assert_eq!((m.wait.count, m.wait.max_ns, m.max_exact), (2, 15, false));
-    }
 
     #[test]
     fn update_gives_interval_deltas_and_totals_per_row() {
@@ -981,33 +797,6 @@ pub(crate) mod tests {
         assert_eq!(app.rows.len(), 1);
         assert_eq!(app.rows[0].total.count, 2);
         assert_eq!(app.rows[0].total.comm.as_deref(), Some("ls-waiter"));
-    }
-
-    #[test]
-    fn buckets_are_the_rows_of_model_group() {
-        let recs = vec![
-            rec(0xa, "anon_pipe_write", 1, "w", &[MS]),
-            rec(0xa, "anon_pipe_read", 2, "r", &[2 * MS]),
-            rec(0xb, "anon_pipe_write", 1, "w", &[3 * MS]),
-            Record {
-                caller: None,
-                cgroup: None,
-                ..rec(0xc, "", 3, "x", &[4 * MS])
-            },
-        ];
-        for by in VIEWS {
-            let mut app = App::new("x".into(), by, 1);
-            app.update(snap(recs.clone(), 1));
-            let mut ours: Vec<Row> = app.rows.iter().map(|r| r.total.clone()).collect();
-            let mut theirs = group(&recs, by);
-            let k = |r: &Row| format!("{r:?}");
-            ours.sort_by_key(k);
-            theirs.sort_by_key(k);
-            assert_eq!(ours, theirs, "{by:?}");
-            let keys: std::collections::BTreeSet<&String> =
-                app.rows.iter().map(|r| &r.key).collect();
-            assert_eq!(keys.len(), app.rows.len(), "one row per bucket ({by:?})");
-        }
     }
 
     #[test]
