@@ -1248,3 +1248,131 @@ fn assert_same_probes(now: &[(String, u64)], before: &[(String, u64)], what: &st
     let new: Vec<&(String, u64)> = now.iter().filter(|o| !before.contains(o)).collect();
     assert!(new.is_empty(), "{what}: new objects {new:?}");
 }
+
+/// `go tool pprof -top -unit=ns -sample_index=INDEX FILE`: each node's flat
+/// value by name (the reader Parca and Pyroscope users check a scrape with).
+fn pprof_flat(
+    dir: &std::path::Path,
+    file: &std::path::Path,
+    index: &str,
+    args: &[&str],
+) -> Vec<(String, f64)> {
+    let out = Command::new(require_program("go"))
+        .args(["tool", "pprof", "-top", "-unit=ns"])
+        .arg(format!("-sample_index={index}"))
+        .args(args)
+        .arg(file)
+        .env("HOME", dir)
+        .env("PPROF_TMPDIR", dir)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .output()
+        .expect("run go tool pprof");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "go tool pprof failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("[test] go tool pprof -top -sample_index={index}:\n{text}");
+    let mut nodes = Vec::new();
+    let mut in_table = false;
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.first() == Some(&"flat") {
+            in_table = true;
+        } else if in_table && cols.len() >= 6 {
+            let flat = cols[0].trim_end_matches("ns").parse().expect("flat value");
+            nodes.push((cols[5..].join(" "), flat));
+        }
+    }
+    nodes
+}
+
+#[test]
+fn a_pprof_scrape_of_a_few_seconds_holds_the_workloads_waits() {
+    require_root();
+    let dir = temp_dir("pprof-scrape");
+    // the workload is held until the scrape's window has opened (serve
+    // reads every source when the request arrives); its waits then all
+    // fall inside the window
+    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "10", "--hold", "30ms"]);
+    let pid = wl.pid().to_string();
+    let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid]);
+    let addr = serve.addr.clone();
+    let window = 5;
+    let path = format!("/debug/pprof/mutex?seconds={window}");
+    let scrape = std::thread::spawn(move || get(&addr, &path));
+    std::thread::sleep(Duration::from_millis(500));
+    let t_go = now_s();
+    wl.go();
+    let done = wl.finish();
+    let truth = hold_truth(&done);
+    let waiter = format!("-tagfocus=tid={}", u(&done[0]["waiter_tid"]));
+    let t_done = now_s();
+    let (status, head, body) = scrape.join().expect("scrape");
+    assert_eq!(status, 200, "{head}");
+    let file = dir.join("mutex.pb.gz");
+    std::fs::write(&file, &body).expect("write profile");
+    // the window (the profile's start and duration, as pprof records them)
+    // held the whole run: else this host was too slow for the test's 0.5 s
+    let (start, duration) = profile_window(&body);
+    assert!(
+        start < t_go && start + duration > t_done,
+        "the window {start:.3} s + {duration:.3} s holds the run {t_go:.3}..{t_done:.3}"
+    );
+    // the waiter's waits: on the pipe's mutex, its only lock (named by its
+    // file while the process lives, else by its slab)
+    let lock_prefix = "[mutex ";
+    let delay: f64 = pprof_flat(&dir, &file, "delay", &[&waiter])
+        .iter()
+        .filter(|(n, _)| n.starts_with(lock_prefix))
+        .map(|(_, v)| v)
+        .sum();
+    let contentions: f64 = pprof_flat(&dir, &file, "contentions", &[&waiter])
+        .iter()
+        .filter(|(n, _)| n.starts_with(lock_prefix))
+        .map(|(_, v)| v)
+        .sum();
+    let measured = truth.waited_ns as f64;
+    let bound = 2e6 * truth.rounds as f64;
+    eprintln!(
+        "scrape of {window} s: {contentions} contentions, {delay} ns on the pipe mutex; \
+         the waiter measured {} waits, {measured} ns",
+        truth.rounds
+    );
+    assert_eq!(contentions, truth.rounds as f64, "one wait a round");
+    assert!(
+        delay <= measured && measured - delay <= bound,
+        "delay {delay} ns vs measured {measured} ns: within 2 ms a wait"
+    );
+    // a window after the run holds none of its waits
+    let (status, _, body) = get(&serve.addr, "/debug/pprof/mutex?seconds=1");
+    assert_eq!(status, 200);
+    std::fs::write(&file, &body).expect("write profile");
+    let after: f64 = pprof_flat(&dir, &file, "contentions", &[&waiter])
+        .iter()
+        .filter(|(n, _)| n.starts_with(lock_prefix))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        after, 0.0,
+        "no wait of the finished workload in a later window"
+    );
+    assert_eq!(get(&serve.addr, "/debug/pprof/mutex?seconds=0").0, 400);
+    assert_eq!(serve.stop(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The profile's start (s since the epoch) and duration (s), as it
+/// records them.
+fn profile_window(body: &[u8]) -> (f64, f64) {
+    use std::io::Read as _;
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut raw)
+        .expect("a gzipped profile");
+    let p =
+        <lockscope::pprof::proto::Profile as prost::Message>::decode(&raw[..]).expect("a profile");
+    (p.time_nanos as f64 / 1e9, p.duration_nanos as f64 / 1e9)
+}

@@ -40,6 +40,22 @@ use crate::model::Row;
 /// A request for the current snapshot; the collector answers on `reply`.
 pub type SnapshotRequest = oneshot::Sender<Arc<Snapshot>>;
 
+/// What the HTTP side asks the collector for.
+pub enum CollectorRequest {
+    /// The current snapshot (metrics, dashboard).
+    Snapshot(SnapshotRequest),
+    /// Every source read now, records whole (a profile).
+    Records(oneshot::Sender<Arc<Records>>),
+}
+
+/// Every source's records as read at `at` (counted since `serve` started),
+/// with what a report says beside them.
+pub struct Records {
+    pub at: std::time::Instant,
+    pub records: Vec<crate::model::Record>,
+    pub report: crate::output::Report,
+}
+
 /// Bounds on what clients can make the server hold.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -75,7 +91,7 @@ type ExpositionCache = Arc<std::sync::Mutex<Option<(u64, Arc<String>)>>>;
 
 #[derive(Clone)]
 struct AppState {
-    requests: std::sync::mpsc::Sender<SnapshotRequest>,
+    requests: std::sync::mpsc::Sender<CollectorRequest>,
     exposition: ExpositionCache,
     http: Arc<HttpStats>,
     limits: Limits,
@@ -94,7 +110,7 @@ impl AppState {
             )
                 .into_response()
         };
-        if self.requests.send(tx).is_err() {
+        if self.requests.send(CollectorRequest::Snapshot(tx)).is_err() {
             return Err(unavailable("lockscope is stopping\n"));
         }
         match tokio::time::timeout(self.limits.snapshot_timeout, rx).await {
@@ -106,6 +122,91 @@ impl AppState {
             }
         }
     }
+
+    /// Every source read now (slower than a snapshot: the whole maps).
+    async fn records(&self) -> Result<Arc<Records>, Response> {
+        let (tx, rx) = oneshot::channel();
+        if self.requests.send(CollectorRequest::Records(tx)).is_err() {
+            return Err(unavailable_response("lockscope is stopping\n"));
+        }
+        match tokio::time::timeout(self.limits.snapshot_timeout, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(unavailable_response("lockscope is stopping\n")),
+            Err(_) => {
+                self.http.snapshot_timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(unavailable_response(
+                    "the collector did not answer in time\n",
+                ))
+            }
+        }
+    }
+}
+
+fn unavailable_response(msg: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        msg.to_string(),
+    )
+        .into_response()
+}
+
+/// The longest `?seconds=` a profile may ask for (Go's handler has no cap;
+/// a connection's lifetime bounds it here).
+const MAX_PROFILE_SECONDS: u64 = 60;
+
+/// `/debug/pprof/mutex`: lock waits as a gzipped pprof profile (Go's mutex
+/// profile convention: `contentions/count`, `delay/nanoseconds`), since
+/// serve started, or with `?seconds=N` those of the next N seconds, as Go's
+/// handler does: what Parca and Pyroscope scrape.
+async fn pprof_mutex(State(st): State<AppState>, uri: axum::http::Uri) -> Response {
+    let seconds = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("seconds="));
+    let seconds = match seconds.map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(n)) if (1..=MAX_PROFILE_SECONDS).contains(&n) => Some(n),
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("seconds must be 1 to {MAX_PROFILE_SECONDS}\n"),
+            )
+                .into_response();
+        }
+    };
+    let first = match st.records().await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let body = match seconds {
+        None => crate::pprof::encode_ending_now(&first.report),
+        Some(n) => {
+            tokio::time::sleep(Duration::from_secs(n)).await;
+            let last = match st.records().await {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            let records = crate::model::interval(&last.records, &first.records);
+            let mut report = last.report.clone();
+            report.duration_ns = last.at.duration_since(first.at).as_nanos() as u64;
+            report.rows = crate::model::group(&records, crate::model::GroupBy::Lock);
+            report.lost = crate::output::lost_since(&last.report.lost, &first.report.lost);
+            crate::pprof::encode_ending_now(&report)
+        }
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"mutex.pb.gz\"",
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 const INDEX_HTML: &str = include_str!("web/index.html");
@@ -308,6 +409,7 @@ fn router(st: AppState) -> Router {
         .route("/api/summary", get(summary))
         .route("/api/history", get(history))
         .route("/healthz", get(healthz))
+        .route("/debug/pprof/mutex", get(pprof_mutex))
         .layer(middleware::from_fn_with_state(st.clone(), guard))
         .with_state(st)
 }
@@ -315,7 +417,7 @@ fn router(st: AppState) -> Router {
 /// Serves until `stop` resolves.
 pub async fn serve(
     listener: TcpListener,
-    requests: std::sync::mpsc::Sender<SnapshotRequest>,
+    requests: std::sync::mpsc::Sender<CollectorRequest>,
     http: Arc<HttpStats>,
     limits: Limits,
     stop: impl std::future::Future<Output = ()>,
@@ -605,11 +707,14 @@ mod tests {
 
     /// `answer`: whether the stand-in collector answers at all.
     fn start_with(limits: Limits, answer: bool) -> Server {
-        let (req_tx, req_rx) = std::sync::mpsc::channel::<SnapshotRequest>();
+        let (req_tx, req_rx) = std::sync::mpsc::channel::<CollectorRequest>();
         std::thread::spawn(move || {
             let snap = Arc::new(Snapshot::default());
             let mut held = Vec::new();
             while let Ok(r) = req_rx.recv() {
+                let CollectorRequest::Snapshot(r) = r else {
+                    continue;
+                };
                 if answer {
                     let _ = r.send(snap.clone());
                 } else {

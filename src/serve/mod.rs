@@ -25,7 +25,7 @@ use crate::cli::ServeArgs;
 use crate::session::{Part, Stop, attach, detach_all, options, require_privileges};
 use crate::sources::{Options, Started, Symbolizer, Targets};
 use crate::status::usage;
-use http::{Limits, SnapshotRequest};
+use http::{CollectorRequest, Limits, Records};
 use metrics::HttpStats;
 use snapshot::{Folder, History, Point, SelfStats, Snapshot};
 
@@ -72,7 +72,7 @@ pub fn run(a: ServeArgs) -> Result<i32> {
     }
     let stop = Stop::new(a.duration, &Targets::default())?;
     let wake = Wake::new()?;
-    let (req_tx, req_rx) = channel::<SnapshotRequest>();
+    let (req_tx, req_rx) = channel::<CollectorRequest>();
     let (ready_tx, ready_rx) = channel::<Result<()>>();
     let quit = Arc::new(AtomicBool::new(false));
     let cfg = CollectorConfig {
@@ -179,7 +179,7 @@ impl Wake {
 
 fn serve_until(
     listener: std::net::TcpListener,
-    req_tx: std::sync::mpsc::Sender<SnapshotRequest>,
+    req_tx: std::sync::mpsc::Sender<CollectorRequest>,
     limits: Limits,
     stop: &Stop,
     wake: &Wake,
@@ -228,7 +228,7 @@ struct CollectorConfig {
 fn collect(
     cfg: CollectorConfig,
     ready: std::sync::mpsc::Sender<Result<()>>,
-    requests: Receiver<SnapshotRequest>,
+    requests: Receiver<CollectorRequest>,
     quit: Arc<AtomicBool>,
 ) {
     let started = match attach(&cfg.opts, &cfg.chosen) {
@@ -250,14 +250,24 @@ fn collect(
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(100));
         match requests.recv_timeout(wait) {
-            Ok(req) => {
+            Ok(CollectorRequest::Records(req)) => {
+                let _ = req.send(Arc::new(c.records()));
+            }
+            Ok(CollectorRequest::Snapshot(req)) => {
                 if c.last_read.elapsed() > c.pace(MAX_AGE.min(cfg.interval)) {
                     c.refresh(false);
                 }
                 let _ = req.send(c.current.clone());
                 // everyone who asked meanwhile gets the same snapshot
                 while let Ok(r) = requests.try_recv() {
-                    let _ = r.send(c.current.clone());
+                    match r {
+                        CollectorRequest::Snapshot(r) => {
+                            let _ = r.send(c.current.clone());
+                        }
+                        CollectorRequest::Records(r) => {
+                            let _ = r.send(Arc::new(c.records()));
+                        }
+                    }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -316,6 +326,32 @@ impl Collector {
             names: BTreeMap::new(),
             read_cost: Duration::ZERO,
             quit,
+        }
+    }
+
+    /// Every source read now, records whole, for a profile: as `report`
+    /// reads them (a source that fails to read is left out, and its
+    /// status says so).
+    fn records(&mut self) -> Records {
+        let mut reading = crate::session::read(&self.started, &mut self.sym);
+        let records = reading.take_records();
+        let since_start = self.start.elapsed();
+        let report = crate::output::Report {
+            version: crate::output::JSON_VERSION,
+            duration_ns: since_start.as_nanos() as u64,
+            targets: self.targets.clone(),
+            by: crate::output::by_name(crate::model::GroupBy::Lock),
+            interval: None,
+            sources: reading.statuses(),
+            lost: reading.lost(),
+            bpf_programs: reading.programs(),
+            rows: crate::model::group(&records, crate::model::GroupBy::Lock),
+            holders: Vec::new(),
+        };
+        Records {
+            at: Instant::now(),
+            records,
+            report,
         }
     }
 
