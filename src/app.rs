@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::cli::{
     Cli, Command, DemoArgs, OutputArgs, TraceArgs, TraceSettings, WorkloadArgs, workload_threads_ok,
 };
+use crate::deadlock::Detector;
 use crate::model::{Record, group};
 use crate::output::{self, Report, short_kind};
 use crate::session::{
@@ -231,6 +232,7 @@ fn report_of(
             rows
         },
         holders: reading.holders(),
+        deadlocks: Vec::new(),
     }
 }
 
@@ -255,9 +257,11 @@ fn interval_report(
     let mut n = 0u64;
     let mut lost = Default::default();
     let mut prev_progs = Vec::new();
+    let mut deadlocks = Detector::for_targets(&opts.targets);
     let res = (|| -> Result<()> {
         loop {
-            let stopped = wait_until(stop, None, &started, &mut sym, Some(last + every))?;
+            let until = Some(last + every);
+            let stopped = wait_until(stop, None, &started, &mut sym, until, &mut deadlocks)?;
             if stopped {
                 stop_all(&started); // the last interval ends for all at once
             }
@@ -268,6 +272,7 @@ fn interval_report(
             n += 1;
             let mut rep = report_of(&reading, delta, &targets, now - last, out);
             rep.interval = Some(n);
+            rep.deadlocks = deadlocks.take(); // those found in this interval
             // each interval says what happened in it: its own losses and
             // its programs' own runs (the totals are in the last warning)
             let (all_lost, all_progs) = (rep.lost.clone(), rep.bpf_programs.clone());
@@ -325,11 +330,14 @@ fn collect(
     let started = attach(opts, chosen)?;
     stop.start_clock();
     let start = Instant::now();
-    wait_until(stop, child, &started, &mut sym, None)?;
+    let mut deadlocks = Detector::for_targets(&opts.targets);
+    wait_until(stop, child, &started, &mut sym, None, &mut deadlocks)?;
     stop_all(&started); // the window ends here, for every source at once
     let elapsed = start.elapsed();
     detach_all(&started);
-    snapshot(&started, &mut sym, &opts.targets.describe(), elapsed, out)
+    let mut rep = snapshot(&started, &mut sym, &opts.targets.describe(), elapsed, out)?;
+    rep.deadlocks = deadlocks.take();
+    Ok(rep)
 }
 
 /// Waits for the stop condition (or the command's exit), or until `until`,
@@ -341,6 +349,7 @@ fn wait_until(
     started: &Started,
     sym: &mut Symbolizer,
     until: Option<Instant>,
+    deadlocks: &mut Detector,
 ) -> Result<bool> {
     let mut last_tick = Instant::now();
     loop {
@@ -351,6 +360,7 @@ fn wait_until(
             for s in &started.sources {
                 s.tick(sym);
             }
+            deadlocks.tick();
             last_tick = Instant::now();
         }
         if let Some(c) = child.as_deref_mut() {
@@ -812,9 +822,11 @@ fn run_command(
     };
     let start = Instant::now();
     let mut child = held.release(&cmd[0])?; // the command starts now
+    let mut deadlocks = Detector::for_targets(&opts.targets);
     let elapsed = match &mut timeline {
         None => {
-            wait_until(&stop, Some(&mut child), &started, &mut sym, None)?;
+            let child = Some(&mut child);
+            wait_until(&stop, child, &started, &mut sym, None, &mut deadlocks)?;
             stop_all(&started);
             start.elapsed()
         }
@@ -834,7 +846,8 @@ fn run_command(
     } else {
         format!("{} (pid {pid}) and children", cmd.join(" "))
     };
-    let rep = snapshot(&started, &mut sym, &desc, elapsed, out)?;
+    let mut rep = snapshot(&started, &mut sym, &desc, elapsed, out)?;
+    rep.deadlocks = deadlocks.take();
     if !quiet && !out.json {
         eprintln!(
             "lockscope: {} exited with status {}",

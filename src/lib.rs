@@ -3,6 +3,7 @@ pub mod app;
 pub mod bpf;
 pub mod cgroup;
 pub mod cli;
+pub mod deadlock;
 pub mod doctor;
 pub mod elfsym;
 pub mod filelocks;

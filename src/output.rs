@@ -32,6 +32,9 @@ pub struct Report {
     /// Who held locks while others waited (sources that know it), most
     /// wait caused first.
     pub holders: Vec<crate::model::HolderRow>,
+    /// Deadlocks found while tracing (`deadlock`): absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deadlocks: Vec<crate::deadlock::Deadlock>,
 }
 
 pub fn by_name(by: GroupBy) -> &'static str {
@@ -1254,6 +1257,7 @@ mod tests {
             bpf_programs: vec![],
             rows: group(&[rec], GroupBy::Lock),
             holders: vec![],
+            deadlocks: Vec::new(),
         }
     }
 
@@ -1483,6 +1487,7 @@ mod tests {
             bpf_programs: vec![],
             rows: group(&recs, by),
             holders: vec![],
+            deadlocks: Vec::new(),
         }
     }
 
@@ -2210,6 +2215,7 @@ mod json_contract {
                 waits: 3,
                 wait_ns: 5_002_000,
             }],
+            deadlocks: Vec::new(),
         }
     }
 

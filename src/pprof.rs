@@ -557,6 +557,7 @@ mod tests {
             bpf_programs: vec![],
             rows: group(&[pipe, user, runq], GroupBy::Lock),
             holders: vec![],
+            deadlocks: Vec::new(),
         }
     }
 

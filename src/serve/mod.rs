@@ -347,6 +347,7 @@ impl Collector {
             bpf_programs: reading.programs(),
             rows: crate::model::group(&records, crate::model::GroupBy::Lock),
             holders: Vec::new(),
+            deadlocks: Vec::new(),
         };
         Records {
             at: Instant::now(),

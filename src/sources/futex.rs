@@ -150,8 +150,15 @@ fn call_target(mem: &std::fs::File, ret: u64, b: &[u8; 7]) -> Option<u64> {
 /// process) of a `pthread_` function of that file: the lock call (a stale
 /// return address left in libc's frames by an earlier call goes
 /// elsewhere). None when the process is gone or no word qualifies (a lock
-/// call through a function pointer, libc's internal locks).
-fn scan_caller(pid: u32, s: &ls_fscan, syms: &Mutex<UserSymbolizer>) -> Option<u64> {
+/// call through a function pointer, libc's internal locks). `ip`, `words`:
+/// the wait's user ip and the stack words above its sp (also the
+/// deadlock detector's, read from /proc).
+pub(crate) fn scan_caller(
+    pid: u32,
+    ip: u64,
+    words: &[u64],
+    syms: &Mutex<UserSymbolizer>,
+) -> Option<u64> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     let exec: Vec<(u64, u64, &str)> = maps
         .lines()
@@ -170,9 +177,9 @@ fn scan_caller(pid: u32, s: &ls_fscan, syms: &Mutex<UserSymbolizer>) -> Option<u
         })
         .collect();
     let file_of = |a: u64| exec.iter().find(|m| a >= m.0 && a < m.1).map(|m| m.2);
-    let lib = file_of(s.ip)?;
+    let lib = file_of(ip)?;
     let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    s.words.iter().copied().find(|&w| {
+    words.iter().copied().find(|&w| {
         let mut b = [0u8; 7];
         if w < 7
             || file_of(w).is_none_or(|f| f == lib)
@@ -384,7 +391,7 @@ impl Futex {
             return 0; // not taken: --caller none, or lost
         };
         let c = from_bytes::<ls_fscan>(&v)
-            .and_then(|s| scan_caller(k.pid, &s, &self.syms))
+            .and_then(|s| scan_caller(k.pid, s.ip, &s.words, &self.syms))
             .unwrap_or(0);
         self.callers.borrow_mut().insert(ck, c);
         c

@@ -4,6 +4,7 @@
 //! `lockscope workload ARGS...` runs this binary (from lockscope's own
 //! directory) with the same arguments.
 
+mod deadwork;
 mod holdwork;
 mod mmwork;
 mod ulockwork;
@@ -34,6 +35,9 @@ fn main() {
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, c"lockscope".as_ptr());
+    }
+    if let Some(code) = deadwork::main_if_named() {
+        std::process::exit(code);
     }
     let args = WorkloadArgs::parse();
     match run(args) {

@@ -1,0 +1,335 @@
+//! Deadlock workloads with known answers (the truth of
+//! tests/root_deadlock.rs): `deadlock-abba` (two threads take the static
+//! mutexes LS_DEADLOCK_A then LS_DEADLOCK_B, and B then A, with a barrier
+//! between: they surely deadlock), `deadlock-cycle3` (three threads, three
+//! static mutexes LS_CYCLE3_0..2, each takes its own then the next: a
+//! 3-cycle) and `lock-order-safe` (--threads threads take LS_ORDER_A then
+//! LS_ORDER_B, hold both --hold, --rounds times each: contended, never a
+//! deadlock).
+//!
+//! A deadlock workload prints its truth as one JSON line as soon as every
+//! thread is about to block on its second lock (the pid, each thread's tid,
+//! the lock it holds and the one it waits for, by address and symbol, and
+//! that moment on CLOCK_MONOTONIC), then stays deadlocked until killed.
+//! `lock-order-safe` prints its line at the end and exits.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use clap::Parser;
+use lockscope::units::parse_duration;
+use serde::Serialize;
+
+use crate::ulockwork::PMutex;
+
+/// The workloads of this file (the binary hands these names to [`main_if_named`]).
+pub const NAMES: [&str; 3] = ["deadlock-abba", "deadlock-cycle3", "lock-order-safe"];
+
+/// The first mutex of `deadlock-abba`.
+#[unsafe(no_mangle)]
+pub static LS_DEADLOCK_A: PMutex = PMutex::new();
+/// The second mutex of `deadlock-abba`.
+#[unsafe(no_mangle)]
+pub static LS_DEADLOCK_B: PMutex = PMutex::new();
+/// The mutexes of `deadlock-cycle3`.
+#[unsafe(no_mangle)]
+pub static LS_CYCLE3_0: PMutex = PMutex::new();
+#[unsafe(no_mangle)]
+pub static LS_CYCLE3_1: PMutex = PMutex::new();
+#[unsafe(no_mangle)]
+pub static LS_CYCLE3_2: PMutex = PMutex::new();
+/// The mutexes of `lock-order-safe`, always taken A then B.
+#[unsafe(no_mangle)]
+pub static LS_ORDER_A: PMutex = PMutex::new();
+#[unsafe(no_mangle)]
+pub static LS_ORDER_B: PMutex = PMutex::new();
+
+/// `lockscope workload deadlock-abba|deadlock-cycle3|lock-order-safe`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "lockscope workload",
+    about = "Deadlock workloads with known answers (tests of the deadlock detector)"
+)]
+struct DeadArgs {
+    /// deadlock-abba, deadlock-cycle3 or lock-order-safe
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(NAMES))]
+    kind: String,
+    /// lock-order-safe: threads
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// lock-order-safe: rounds per thread
+    #[arg(long, default_value_t = 200)]
+    rounds: u64,
+    /// lock-order-safe: how long both locks are held each round
+    #[arg(long, value_parser = parse_duration, default_value = "2ms", value_name = "DURATION")]
+    hold: Duration,
+    /// Print the truth as JSON (else a line for humans)
+    #[arg(long)]
+    json: bool,
+    /// Wait for SIGUSR1 before working (a tracer attaches with -p first)
+    #[arg(long)]
+    wait_usr1: bool,
+    /// Sleep this long before working
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    start_delay: Option<Duration>,
+}
+
+/// A thread of a deadlock: what it holds and what it waits for.
+#[derive(Serialize)]
+struct DeadThread {
+    tid: u32,
+    comm: String,
+    holds: &'static str,
+    holds_addr: String,
+    waits_for: &'static str,
+    waits_for_addr: String,
+}
+
+#[derive(Serialize)]
+struct NamedLock {
+    name: &'static str,
+    addr: String,
+}
+
+/// The truth of a deadlock workload.
+#[derive(Serialize)]
+struct DeadTruth {
+    kind: String,
+    pid: u32,
+    threads: Vec<DeadThread>,
+    locks: Vec<NamedLock>,
+    /// CLOCK_MONOTONIC (ns) when the last thread was about to call its
+    /// second lock: the cycle forms within the next lock calls.
+    blocked_at_ns: u64,
+}
+
+/// The truth of `lock-order-safe`.
+#[derive(Serialize)]
+struct SafeTruth {
+    kind: String,
+    pid: u32,
+    tids: Vec<u32>,
+    rounds: u64,
+    hold_ns: u64,
+    /// CLOCK_MONOTONIC (ns) of the start and end of the work.
+    start_ns: u64,
+    end_ns: u64,
+    elapsed_ns: u64,
+}
+
+/// Runs a workload of this file when the command line names one (exit
+/// status), None otherwise.
+pub fn main_if_named() -> Option<i32> {
+    if !std::env::args()
+        .skip(1)
+        .any(|a| NAMES.contains(&a.as_str()))
+    {
+        return None;
+    }
+    let a = DeadArgs::parse();
+    Some(match run(&a) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("lockscope: {e:#}");
+            1
+        }
+    })
+}
+
+fn tid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+fn monotonic_ns() -> u64 {
+    lockscope::deadlock::monotonic_ns()
+}
+
+fn run(a: &DeadArgs) -> Result<()> {
+    if a.wait_usr1 {
+        let go = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, go.clone())
+            .context("install SIGUSR1 handler")?;
+        eprintln!(
+            "lockscope workload: pid {} waiting for SIGUSR1",
+            std::process::id()
+        );
+        while !go.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    if let Some(d) = a.start_delay {
+        std::thread::sleep(d);
+    }
+    match a.kind.as_str() {
+        "deadlock-abba" => deadlock(
+            a,
+            vec![
+                ("LS_DEADLOCK_A", &LS_DEADLOCK_A),
+                ("LS_DEADLOCK_B", &LS_DEADLOCK_B),
+            ],
+        ),
+        "deadlock-cycle3" => deadlock(
+            a,
+            vec![
+                ("LS_CYCLE3_0", &LS_CYCLE3_0),
+                ("LS_CYCLE3_1", &LS_CYCLE3_1),
+                ("LS_CYCLE3_2", &LS_CYCLE3_2),
+            ],
+        ),
+        _ => lock_order_safe(a),
+    }
+}
+
+/// The second lock call of a deadlock thread, a frame of its own in the
+/// scanned stacks (the detector names it).
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn ls_deadlock_second_lock(m: &PMutex) -> i32 {
+    std::hint::black_box(0x5ec0_u32);
+    // SAFETY: the mutex is a static, initialised.
+    std::hint::black_box(unsafe { libc::pthread_mutex_lock(m.ptr()) })
+}
+
+/// Thread i takes lock i, then (after a barrier all threads pass holding
+/// their first lock) lock i+1 (mod n): a cycle of n threads. Prints the
+/// truth once every thread is about to block, then waits to be killed.
+fn deadlock(a: &DeadArgs, locks: Vec<(&'static str, &'static PMutex)>) -> Result<()> {
+    let n = locks.len();
+    let barrier = Arc::new(Barrier::new(n));
+    let (tx, rx) = mpsc::channel::<(usize, u32, u64)>();
+    for i in 0..n {
+        let (barrier, tx) = (barrier.clone(), tx.clone());
+        let (first, second) = (locks[i].1, locks[(i + 1) % n].1);
+        std::thread::Builder::new()
+            .name(format!("ls-dl-{i}"))
+            .spawn(move || {
+                first.lock();
+                barrier.wait();
+                let _ = tx.send((i, tid(), monotonic_ns()));
+                // never returns: the next thread holds it and waits too
+                ls_deadlock_second_lock(second);
+            })
+            .context("spawn a deadlock thread")?;
+    }
+    drop(tx);
+    let mut seen: Vec<Option<(u32, u64)>> = vec![None; n];
+    for _ in 0..n {
+        let (i, t, at) = rx
+            .recv()
+            .map_err(|_| anyhow!("a deadlock thread ended early"))?;
+        seen[i] = Some((t, at));
+    }
+    let seen: Vec<(u32, u64)> = seen.into_iter().flatten().collect();
+    let truth = DeadTruth {
+        kind: a.kind.clone(),
+        pid: std::process::id(),
+        threads: (0..n)
+            .map(|i| DeadThread {
+                tid: seen[i].0,
+                comm: format!("ls-dl-{i}"),
+                holds: locks[i].0,
+                holds_addr: locks[i].1.addr(),
+                waits_for: locks[(i + 1) % n].0,
+                waits_for_addr: locks[(i + 1) % n].1.addr(),
+            })
+            .collect(),
+        locks: locks
+            .iter()
+            .map(|(name, m)| NamedLock {
+                name,
+                addr: m.addr(),
+            })
+            .collect(),
+        blocked_at_ns: seen.iter().map(|s| s.1).max().unwrap_or(0),
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer(&mut out, &truth)?;
+        writeln!(out)?;
+    } else {
+        let hops: Vec<String> = truth
+            .threads
+            .iter()
+            .map(|t| {
+                format!(
+                    "thread {} holds {} and waits for {}",
+                    t.tid, t.holds, t.waits_for
+                )
+            })
+            .collect();
+        writeln!(
+            out,
+            "workload {}: pid {} deadlocked: {} (kill it to end it)",
+            truth.kind,
+            truth.pid,
+            hops.join("; ")
+        )?;
+    }
+    out.flush()?;
+    drop(out);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Threads take LS_ORDER_A then LS_ORDER_B, hold both, release B then A,
+/// `rounds` times each: waits on both locks, one lock order, no deadlock.
+fn lock_order_safe(a: &DeadArgs) -> Result<()> {
+    let start_ns = monotonic_ns();
+    let t0 = Instant::now();
+    let (rounds, hold) = (a.rounds, a.hold);
+    let mut handles = Vec::new();
+    for i in 0..a.threads.max(2) {
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("ls-order-{i}"))
+                .spawn(move || {
+                    for _ in 0..rounds {
+                        LS_ORDER_A.lock();
+                        LS_ORDER_B.lock();
+                        std::thread::sleep(hold);
+                        LS_ORDER_B.unlock();
+                        LS_ORDER_A.unlock();
+                    }
+                    tid()
+                })
+                .context("spawn a lock-order thread")?,
+        );
+    }
+    let mut tids = Vec::new();
+    for h in handles {
+        tids.push(
+            h.join()
+                .map_err(|_| anyhow!("a lock-order thread panicked"))?,
+        );
+    }
+    let truth = SafeTruth {
+        kind: a.kind.clone(),
+        pid: std::process::id(),
+        tids,
+        rounds,
+        hold_ns: hold.as_nanos() as u64,
+        start_ns,
+        end_ns: monotonic_ns(),
+        elapsed_ns: t0.elapsed().as_nanos() as u64,
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer(&mut out, &truth)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "workload lock-order-safe: pid {}, {} threads took A then B {} times each in {} ms",
+            truth.pid,
+            truth.tids.len(),
+            truth.rounds,
+            truth.elapsed_ns / 1_000_000
+        )?;
+    }
+    Ok(())
+}
