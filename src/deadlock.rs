@@ -823,7 +823,7 @@ mod tests {
     }
 
     /// A fake address space: words (u32, little-endian) from `base`.
-    fn mem(base: u64, words: &[u32]) -> impl Fn(u64, &mut [u8]) -> bool {
+    fn mem(base: u64, words: &[u32]) -> impl Fn(u64, &mut [u8]) -> bool + use<> {
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         move |at: u64, b: &mut [u8]| {
             let Some(off) = at.checked_sub(base) else {

@@ -3,9 +3,10 @@
 //! mutexes LS_DEADLOCK_A then LS_DEADLOCK_B, and B then A, with a barrier
 //! between: they surely deadlock), `deadlock-cycle3` (three threads, three
 //! static mutexes LS_CYCLE3_0..2, each takes its own then the next: a
-//! 3-cycle) and `lock-order-safe` (--threads threads take LS_ORDER_A then
-//! LS_ORDER_B, hold both --hold, --rounds times each: contended, never a
-//! deadlock).
+//! 3-cycle) and `lock-order-safe` (--threads threads, half take
+//! LS_ORDER_A then LS_ORDER_B, half LS_ORDER_B alone, hold them --hold,
+//! --rounds times each: both contended, chains of waits, one lock order,
+//! never a deadlock).
 //!
 //! A deadlock workload prints its truth as one JSON line as soon as every
 //! thread is about to block on its second lock (the pid, each thread's tid,
@@ -276,8 +277,10 @@ fn deadlock(a: &DeadArgs, locks: Vec<(&'static str, &'static PMutex)>) -> Result
     }
 }
 
-/// Threads take LS_ORDER_A then LS_ORDER_B, hold both, release B then A,
-/// `rounds` times each: waits on both locks, one lock order, no deadlock.
+/// Even threads take LS_ORDER_A then LS_ORDER_B, hold both, release B then
+/// A; odd threads take LS_ORDER_B alone and hold it; `rounds` times each:
+/// waits on both locks (a thread waiting for A behind one that waits for
+/// B), one lock order, no deadlock.
 fn lock_order_safe(a: &DeadArgs) -> Result<()> {
     let start_ns = monotonic_ns();
     let t0 = Instant::now();
@@ -288,12 +291,17 @@ fn lock_order_safe(a: &DeadArgs) -> Result<()> {
             std::thread::Builder::new()
                 .name(format!("ls-order-{i}"))
                 .spawn(move || {
+                    let both = i % 2 == 0;
                     for _ in 0..rounds {
-                        LS_ORDER_A.lock();
+                        if both {
+                            LS_ORDER_A.lock();
+                        }
                         LS_ORDER_B.lock();
                         std::thread::sleep(hold);
                         LS_ORDER_B.unlock();
-                        LS_ORDER_A.unlock();
+                        if both {
+                            LS_ORDER_A.unlock();
+                        }
                     }
                     tid()
                 })
@@ -324,7 +332,8 @@ fn lock_order_safe(a: &DeadArgs) -> Result<()> {
     } else {
         writeln!(
             out,
-            "workload lock-order-safe: pid {}, {} threads took A then B {} times each in {} ms",
+            "workload lock-order-safe: pid {}, {} threads took A then B (or B) {} times each \
+             in {} ms",
             truth.pid,
             truth.tids.len(),
             truth.rounds,

@@ -1,0 +1,246 @@
+//! Root tests of live deadlock detection (`src/deadlock.rs`) against the
+//! deadlock workloads' own truth (`deadwork`): `report -p PID` on a
+//! process whose threads deadlock reports exactly their cycle (the tids,
+//! the locks by symbol name, who waits for whom) on stderr, within the
+//! threshold plus two scans (plus the machine's measured slowness) of the
+//! moment the workload's threads were about to block, and in the report's
+//! JSON; a program that always takes its locks in one order, contended, is
+//! never reported. The deadlocked workloads are killed at the end (SIGKILL),
+//! also when a test fails.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use common::*;
+use lockscope::deadlock::{DEFAULT_THRESHOLD, Deadlock, SCAN_EVERY, monotonic_ns};
+use serde_json::Value;
+
+/// How often lockscope's report loop ticks (a scan is due at a tick).
+const LOOP_TICK: Duration = Duration::from_millis(50);
+
+/// A workload process killed (SIGKILL) and reaped when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A deadlock workload, paused until a tracer is attached to it.
+fn paused(kind: &str) -> Killed {
+    Killed(Workload::start_paused(&[kind]).child)
+}
+
+/// The next stderr line of the tracer that contains `needle`, and when it
+/// arrived (CLOCK_MONOTONIC ns).
+fn line_with(rx: &Receiver<String>, needle: &str, timeout: Duration) -> (String, u64) {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return (l, monotonic_ns()),
+            Ok(_) => continue,
+            Err(e) => panic!("no '{needle}' from lockscope within {timeout:?}: {e}"),
+        }
+    }
+}
+
+/// Runs `report --json -p PID` on a deadlock workload until it reports the
+/// deadlock, then stops it: (workload truth, the stderr line with the
+/// cycle and the lines after it, when that line arrived, the report's
+/// deadlocks).
+fn detect(kind: &str) -> (Value, Vec<String>, u64, Vec<Deadlock>) {
+    let mut w = paused(kind);
+    let pid = w.0.id();
+    let mut t = Tracer::start(&["report", "--json", "-p", &pid.to_string()]);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
+    let mut truth = String::new();
+    BufReader::new(w.0.stdout.take().expect("stdout piped"))
+        .read_line(&mut truth)
+        .expect("the workload's truth");
+    let truth: Value = serde_json::from_str(&truth).expect("truth JSON");
+    eprintln!("[test] truth {truth}");
+    let (_, rx) = channel();
+    let rx = std::mem::replace(&mut t.stderr, rx);
+    let (first, at) = line_with(&rx, "lockscope: DEADLOCK in pid", attach_timeout());
+    t.signal(libc::SIGINT);
+    let rep = t.finish_report();
+    let mut block = vec![first];
+    block.extend(rx.iter().take_while(|l| l.starts_with("  ")));
+    drop(w);
+    (truth, block, at, rep.deadlocks)
+}
+
+/// The detection bound: the threshold, a scan to see the last edge and one
+/// more to find it old enough (each at a loop tick), plus the machine's
+/// measured slowness (a trivial trace's attach time).
+fn bound() -> Duration {
+    DEFAULT_THRESHOLD + 2 * (SCAN_EVERY + LOOP_TICK) + attach_unit()
+}
+
+/// Asserts the reported deadlock is exactly the workload's cycle: its
+/// threads, each waiting for the lock (address and symbol) the workload
+/// says, held by the thread that holds it, and was printed within the
+/// bound of the cycle forming.
+fn check(kind: &str, n: usize) {
+    require_root();
+    let (truth, block, at, deadlocks) = detect(kind);
+    let pid = truth["pid"].as_u64().expect("pid") as u32;
+    let threads = truth["threads"].as_array().expect("threads");
+    assert_eq!(threads.len(), n);
+    // tid -> (holds, waits for, its address)
+    let mut want: BTreeMap<u32, (&str, &str, &str)> = BTreeMap::new();
+    for th in threads {
+        want.insert(
+            th["tid"].as_u64().expect("tid") as u32,
+            (
+                th["holds"].as_str().expect("holds"),
+                th["waits_for"].as_str().expect("waits_for"),
+                th["waits_for_addr"].as_str().expect("waits_for_addr"),
+            ),
+        );
+    }
+    let holder_of = |lock: &str| {
+        want.iter()
+            .find(|(_, w)| w.0 == lock)
+            .map(|(t, _)| *t)
+            .expect("a holder")
+    };
+
+    assert_eq!(deadlocks.len(), 1, "one deadlock: {deadlocks:?}");
+    let d = &deadlocks[0];
+    assert_eq!(d.pid, pid);
+    let tids: BTreeSet<u32> = d.threads.iter().map(|t| t.tid).collect();
+    assert_eq!(tids, want.keys().copied().collect(), "the cycle's threads");
+    assert_eq!(d.threads.len(), n);
+    assert_eq!(d.locks.len(), n);
+    for t in &d.threads {
+        let (_, waits_for, addr) = want[&t.tid];
+        assert_eq!(
+            t.waits_for_lock, addr,
+            "thread {} waits for {waits_for}",
+            t.tid
+        );
+        assert_eq!(t.lock_name.as_deref(), Some(waits_for));
+        assert_eq!(t.owner_tid, holder_of(waits_for), "{waits_for}'s holder");
+        assert!(
+            t.stack
+                .iter()
+                .any(|f| f.starts_with("ls_deadlock_second_lock")),
+            "the scanned stack has the lock call: {:?}",
+            t.stack
+        );
+        let line = format!(
+            "thread {} ({}) waits for lock {addr} ({waits_for}) held by thread {}",
+            t.tid,
+            t.comm,
+            holder_of(waits_for)
+        );
+        assert!(block[0].contains(&line), "{line} in: {}", block[0]);
+    }
+    let names: BTreeSet<&str> = d.locks.iter().filter_map(|l| l.name.as_deref()).collect();
+    let truth_names: BTreeSet<&str> = truth["locks"]
+        .as_array()
+        .expect("locks")
+        .iter()
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    assert_eq!(names, truth_names, "the cycle's locks by symbol");
+    for l in &d.locks {
+        let (holds, waits_for, _) = want[&l.waiter_tid];
+        assert_eq!(l.name.as_deref(), Some(waits_for));
+        assert_eq!(l.holder_tid, holder_of(waits_for));
+        assert_ne!(holds, waits_for);
+    }
+    let scanned = block.iter().filter(|l| l.contains("scanned stack")).count();
+    assert_eq!(scanned, n, "a scanned stack per thread: {block:?}");
+
+    // timing: the cycle formed after the last thread's stamp (it was
+    // about to call its second lock), and lockscope reports a cycle once
+    // every edge has been seen for the threshold
+    let blocked_at = truth["blocked_at_ns"].as_u64().expect("blocked_at_ns");
+    let latency = Duration::from_nanos(at.saturating_sub(blocked_at));
+    eprintln!(
+        "[test] {kind}: reported {} ms after the threads were about to block \
+         (since {:.3} s in the report; bound {} ms)",
+        latency.as_millis(),
+        d.since,
+        bound().as_millis()
+    );
+    assert!(d.since_ns >= DEFAULT_THRESHOLD.as_nanos() as u64, "{d:?}");
+    assert!(
+        d.detected_ns >= blocked_at + d.since_ns,
+        "persisted {} ns before detection, after the stamp",
+        d.since_ns
+    );
+    assert!(latency >= DEFAULT_THRESHOLD, "not before the threshold");
+    assert!(latency <= bound(), "reported within {:?}", bound());
+}
+
+/// Two threads deadlocked ABBA on LS_DEADLOCK_A / LS_DEADLOCK_B: the
+/// 2-cycle, each thread waiting for the lock the other holds.
+#[test]
+fn an_abba_deadlock_is_reported_with_its_two_threads_and_locks() {
+    check("deadlock-abba", 2);
+}
+
+/// Three threads in a 3-cycle on LS_CYCLE3_0..2.
+#[test]
+fn a_three_thread_cycle_is_reported_with_its_three_threads_and_locks() {
+    check("deadlock-cycle3", 3);
+}
+
+/// Threads that take LS_ORDER_A then LS_ORDER_B, and threads that take
+/// LS_ORDER_B alone, contended on both (the report shows their waits: a
+/// thread waits for A while its holder waits for B), for longer than the
+/// detector needs to report a cycle: no deadlock reported.
+#[test]
+fn locks_always_taken_in_one_order_are_never_reported() {
+    require_root();
+    let out = Command::new(bin())
+        .args([
+            "run",
+            "--json",
+            "--by",
+            "lock",
+            "--",
+            workload_bin(),
+            "lock-order-safe",
+            "--json",
+        ])
+        .args(["--threads", "4", "--rounds", "300", "--hold", "2ms"])
+        .output()
+        .expect("run lockscope");
+    let (w, rep) = workload_and_typed_report(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let elapsed = Duration::from_nanos(w["elapsed_ns"].as_u64().expect("elapsed_ns"));
+    eprintln!(
+        "[test] lock-order-safe ran {} ms under the detector",
+        elapsed.as_millis()
+    );
+    let needed = DEFAULT_THRESHOLD + 2 * (SCAN_EVERY + LOOP_TICK);
+    assert!(
+        elapsed > needed,
+        "the run ({elapsed:?}) outlasts what a cycle needs to be reported ({needed:?})"
+    );
+    // the threads did wait on both locks while another held them
+    for name in ["LS_ORDER_A", "LS_ORDER_B"] {
+        let waits: u64 = rep
+            .rows
+            .iter()
+            .filter(|r| r.lock_name.as_deref() == Some(name))
+            .map(|r| r.count)
+            .sum();
+        assert!(waits > 0, "waits on {name}: {:?}", rep.rows);
+    }
+    assert!(rep.deadlocks.is_empty(), "{:?}", rep.deadlocks);
+    assert!(!stderr.contains("DEADLOCK"), "{stderr}");
+}
