@@ -127,12 +127,11 @@ impl OrderGraph {
                 new_edges.push((inner.lock, inner.caller.clone(), inner.acquired_ns));
             }
         }
-        if recent.len() == self.window {
-            if let Some(old) = recent.pop_front()
-                && old.released_ns >= h.acquired_ns
-            {
-                self.dropped.window += 1;
-            }
+        if recent.len() == self.window
+            && let Some(old) = recent.pop_front()
+            && old.released_ns >= h.acquired_ns
+        {
+            self.dropped.window += 1;
         }
         recent.push_back(h.clone());
         for (inner, inner_caller, at_ns) in new_edges {
