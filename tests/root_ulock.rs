@@ -44,6 +44,17 @@ fn user_locks_by_lock(workload: &[&str]) -> (Value, Value) {
     )
 }
 
+/// `trace --json --summary --source user-locks` over `workload`: (the
+/// events, the end line's report, the workload's report).
+fn user_locks_trace(workload: &[&str]) -> (Vec<Value>, Value, Value) {
+    let (out, w) = trace_workload(
+        workload,
+        &["trace", "--json", "--summary", "--source", "user-locks"],
+    );
+    let (events, rep) = events_and_report(&out);
+    (events, rep, w)
+}
+
 /// The rows of the workload's lock (its report's `lock`).
 fn workload_lock_rows<'a>(rep: &'a Value, w: &Value) -> Vec<&'a Value> {
     lock_rows(rep, w["lock"].as_str().expect("lock"))
@@ -270,11 +281,8 @@ fn a_blocked_mutex_wait_is_asleep_and_runnable_is_the_kernels_run_delay() {
     // the waiter blocks behind 50 ms holds; it shares CPU 0 with a busy
     // thread, so once woken it may wait for the CPU (runnable); it reads
     // its own run delay from /proc/thread-self/schedstat around each call
-    let (out, w) = trace_workload(
-        &["mutex-hold", "--hog", "--rounds", "8", "--hold", "50ms"],
-        &["trace", "--json", "--summary", "--source", "user-locks"],
-    );
-    let (events, rep) = events_and_report(&out);
+    let (events, rep, w) =
+        user_locks_trace(&["mutex-hold", "--hog", "--rounds", "8", "--hold", "50ms"]);
     let (wait, oncpu, runnable, asleep) = waiter_split(&events, &w);
     let own_wait = total_of(&w, "waiter_wait_ns");
     let truth = total_of(&w, "waiter_runq_ns");
@@ -307,11 +315,7 @@ fn a_blocked_mutex_wait_is_asleep_and_runnable_is_the_kernels_run_delay() {
 #[test]
 fn a_spin_lock_wait_is_on_cpu() {
     // the waiter spins (SCHED_FIFO, a CPU of its own) behind 50 ms holds
-    let (out, w) = trace_workload(
-        &["spin-hold", "--rounds", "5", "--hold", "50ms"],
-        &["trace", "--json", "--summary", "--source", "user-locks"],
-    );
-    let (events, rep) = events_and_report(&out);
+    let (events, rep, w) = user_locks_trace(&["spin-hold", "--rounds", "5", "--hold", "50ms"]);
     let (wait, oncpu, runnable, asleep) = waiter_split(&events, &w);
     let truth = total_of(&w, "waiter_runq_ns");
     eprintln!(
@@ -333,11 +337,7 @@ fn a_spin_lock_wait_is_on_cpu() {
 /// acquisitions waited (their calls take the probes' microseconds).
 #[test]
 fn exactly_10000_acquisitions_and_releases_and_not_one_contended() {
-    let (out, w) = trace_workload(
-        &["mutex-pairs", "--threads", "1", "--ops", "10000"],
-        &["trace", "--json", "--summary", "--source", "user-locks"],
-    );
-    let (events, rep) = events_and_report(&out);
+    let (events, rep, w) = user_locks_trace(&["mutex-pairs", "--threads", "1", "--ops", "10000"]);
     let lock = w["lock"].as_str().expect("lock");
     let ops: Vec<&Value> = events.iter().filter(|e| e["lock"] == lock).collect();
     assert_eq!(ops.len(), 10_000, "one event per lock/unlock pair");
@@ -389,17 +389,13 @@ fn spin_pairs_are_counted_exactly() {
 #[test]
 fn failed_trylocks_and_timedlocks_are_failures_not_acquisitions() {
     let (k, j) = (500u64, 3u64);
-    let (out, w) = trace_workload(
-        &[
-            "mutex-trylock",
-            "--ops",
-            &k.to_string(),
-            "--rounds",
-            &j.to_string(),
-        ],
-        &["trace", "--json", "--summary", "--source", "user-locks"],
-    );
-    let (events, rep) = events_and_report(&out);
+    let (events, rep, w) = user_locks_trace(&[
+        "mutex-trylock",
+        "--ops",
+        &k.to_string(),
+        "--rounds",
+        &j.to_string(),
+    ]);
     assert_eq!(
         (u(&w["trylock_failures"]), u(&w["timedlock_failures"])),
         (k, j)

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Lines, Read};
-use std::process::{Child, ChildStderr, Command, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
@@ -66,6 +66,20 @@ fn spawn_with_stderr(cmd: &mut Command, what: &str) -> (Child, Lines<BufReader<C
     (child, BufReader::new(err).lines())
 }
 
+/// Reads the piped stdout of `child` (`who`) to its end and waits for its
+/// exit: (its exit status, its stdout).
+fn stdout_to_exit(child: &mut Child, who: &str) -> (ExitStatus, String) {
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout piped")
+        .read_to_string(&mut out)
+        .unwrap_or_else(|e| panic!("read {who} stdout: {e}"));
+    let st = child.wait().unwrap_or_else(|e| panic!("wait {who}: {e}"));
+    (st, out)
+}
+
 /// A started workload, held until its start delay ends.
 pub struct Workload {
     pub child: Child,
@@ -114,14 +128,7 @@ impl Workload {
 
     /// Waits and returns the workload's own JSON reports.
     pub fn finish(mut self) -> Vec<Value> {
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .expect("stdout piped")
-            .read_to_string(&mut out)
-            .expect("read workload output");
-        let st = self.child.wait().expect("wait workload");
+        let (st, out) = stdout_to_exit(&mut self.child, "workload");
         assert!(st.success(), "workload failed: {st}");
         out.lines()
             .map(|l| serde_json::from_str(l).expect("workload JSON"))
@@ -248,14 +255,7 @@ impl Tracer {
 
     /// Waits for exit; returns (status code, stdout).
     pub fn finish(mut self) -> (i32, String) {
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .expect("stdout piped")
-            .read_to_string(&mut out)
-            .expect("read lockscope stdout");
-        let st = self.child.wait().expect("wait lockscope");
+        let (st, out) = stdout_to_exit(&mut self.child, "lockscope");
         (st.code().unwrap_or(-1), out)
     }
 
