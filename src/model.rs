@@ -52,6 +52,13 @@ pub enum LockKind {
     Unknown(u32),
 }
 
+/// A kind nothing was decoded into yet (as [`Record::default`] holds).
+impl Default for LockKind {
+    fn default() -> LockKind {
+        LockKind::Unknown(0)
+    }
+}
+
 impl LockKind {
     /// Decodes `contention_begin` flags. The spin bit of a mutex means
     /// optimistic spinning, which is a way of waiting, not a kind.
@@ -209,6 +216,15 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The stats of these durations, recorded in order.
+    pub fn of(durations: &[u64]) -> Stats {
+        let mut s = Stats::default();
+        for &ns in durations {
+            s.record(ns);
+        }
+        s
+    }
+
     pub fn record(&mut self, ns: u64) {
         if self.count == 0 || ns < self.min_ns {
             self.min_ns = ns;
@@ -361,6 +377,26 @@ pub struct RecordKey {
 }
 
 impl Record {
+    /// A test record: kernel-contention mutex waits `waits` at `lock`
+    /// from `caller`, by thread 100 of `w` in `/a`, nothing else seen;
+    /// tests change the fields they are about.
+    #[cfg(test)]
+    pub fn sample(lock: u64, caller: &str, waits: &[u64]) -> Record {
+        Record {
+            source: "kernel-contention",
+            kind: LockKind::Mutex,
+            lock,
+            caller: Some(caller.into()),
+            pid: 100,
+            tid: 100,
+            comm: "w".into(),
+            cgroup: Some("/a".into()),
+            slept: waits.len() as u64,
+            wait: Stats::of(waits),
+            ..Default::default()
+        }
+    }
+
     /// The identity of a record across readings.
     pub fn key(&self) -> RecordKey {
         RecordKey {
@@ -480,7 +516,7 @@ pub struct StatsSummary {
 
 /// One aggregated record as a source delivers it: finest granularity, one
 /// per (source, lock, caller, thread, kind).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Record {
     pub source: &'static str,
     pub kind: LockKind,
@@ -1197,29 +1233,8 @@ mod tests {
     }
 
     fn rec(lock: u64, caller: &str, tid: u32, waits: &[u64]) -> Record {
-        let mut wait = Stats::default();
-        for &w in waits {
-            wait.record(w);
-        }
         Record {
-            source: "kernel-contention",
-            kind: LockKind::Mutex,
-            lock,
-            lock_name: None,
-            caller: Some(caller.into()),
-            pid: 100,
             tid,
-            comm: "w".into(),
-            cgroup: Some("/a".into()),
-            memcg: None,
-            aborted: 0,
-            spun: 0,
-            slept: waits.len() as u64,
-            wait,
-            hold: None,
-            acquired: None,
-            failed: 0,
-            partial: 0,
             split: Some(WaitSplit::from_offcpu(
                 waits.iter().sum(),
                 waits.iter().sum::<u64>() / 2,
@@ -1233,6 +1248,7 @@ mod tests {
                 max_ns: waits.iter().copied().max().unwrap_or(0),
                 ..Default::default()
             }],
+            ..Record::sample(lock, caller, waits)
         }
     }
 

@@ -598,34 +598,14 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::LockKind;
 
     fn rec(pid: u32, tid: u32, lock: u64, caller: &str, waits: &[u64]) -> Record {
-        let mut wait = Stats::default();
-        for &w in waits {
-            wait.record(w);
-        }
         Record {
-            source: "kernel-contention",
-            kind: LockKind::Mutex,
-            lock,
-            lock_name: None,
-            caller: Some(caller.into()),
             pid,
             tid,
             comm: format!("t{tid}"),
-            cgroup: Some("/a".into()),
-            memcg: None,
             aborted: 1,
-            spun: 0,
-            slept: waits.len() as u64,
-            wait,
-            hold: None,
-            acquired: None,
-            failed: 0,
-            partial: 0,
-            split: None,
-            stacks: Vec::new(),
+            ..Record::sample(lock, caller, waits)
         }
     }
 

@@ -1121,16 +1121,10 @@ mod tests {
     #[test]
     fn interval_max_below_the_all_time_max_is_marked_as_a_bound() {
         let mut app = App::new("x".into(), GroupBy::Lock, 1);
-        let mk = |waits: &[u64]| {
-            let mut wait = Stats::default();
-            for &w in waits {
-                wait.record(w);
-            }
-            Record {
-                wait,
-                split: Some(WaitSplit::default()),
-                ..rec(1, "f", 1, "c", &[])
-            }
+        let mk = |waits: &[u64]| Record {
+            wait: Stats::of(waits),
+            split: Some(WaitSplit::default()),
+            ..rec(1, "f", 1, "c", &[])
         };
         app.update(Snapshot {
             records: vec![mk(&[80 * MS])],
