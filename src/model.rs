@@ -796,16 +796,8 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         comm: Option<Option<String>>,
         cgroup: Option<Option<String>>,
         memcg: Option<Option<String>>,
-        aborted: u64,
-        failed: u64,
-        partial: u64,
-        spun: u64,
-        slept: u64,
-        wait: Stats,
-        hold: Option<Stats>,
-        acquired: Option<u64>,
-        split: Option<WaitSplit>,
-        stacks: Vec<StackSample>,
+        /// The counters of the row's records, added up ([`Record::merge`]).
+        sum: Record,
     }
 
     let mut groups: BTreeMap<(&'static str, String), Acc> = BTreeMap::new();
@@ -824,27 +816,13 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         agree(&mut a.comm, Some(r.comm.clone()));
         agree(&mut a.cgroup, r.cgroup.clone());
         agree(&mut a.memcg, r.memcg.clone());
-        a.aborted += r.aborted;
-        a.failed += r.failed;
-        a.partial += r.partial;
-        a.spun += r.spun;
-        a.slept += r.slept;
-        a.wait.merge(&r.wait);
-        if let Some(h) = &r.hold {
-            a.hold.get_or_insert_with(Stats::default).merge(h);
-        }
-        if let Some(n) = r.acquired {
-            *a.acquired.get_or_insert(0) += n;
-        }
-        if let Some(sp) = &r.split {
-            a.split.get_or_insert_with(WaitSplit::default).add(sp);
-        }
-        a.stacks.extend(r.stacks.iter().cloned());
+        a.sum.merge(r);
     }
 
     let mut rows: Vec<Row> = groups
         .into_values()
         .map(|a| {
+            let s = a.sum;
             let mut caller = a.caller.flatten();
             if caller.is_none() && by == GroupBy::Lock {
                 caller = a
@@ -864,30 +842,30 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
                 comm: a.comm.flatten(),
                 cgroup: a.cgroup.flatten(),
                 memcg: a.memcg.flatten(),
-                count: a.wait.count,
-                acquired: a.acquired,
-                aborted: a.aborted,
-                failed: a.failed,
-                partial: a.partial,
-                spun: a.spun,
-                slept: a.slept,
-                wait_ns: a.wait.summary(),
-                hold_ns: a.hold.as_ref().map(Stats::summary),
-                holds: a.hold.as_ref().map(|h| h.count),
-                wait_split: a.split,
-                stacks: merge_stacks(a.stacks),
+                count: s.wait.count,
+                acquired: s.acquired,
+                aborted: s.aborted,
+                failed: s.failed,
+                partial: s.partial,
+                spun: s.spun,
+                slept: s.slept,
+                wait_ns: s.wait.summary(),
+                hold_ns: s.hold.as_ref().map(Stats::summary),
+                holds: s.hold.as_ref().map(|h| h.count),
+                wait_split: s.split,
+                stacks: merge_stacks(s.stacks),
                 wait_hist: {
                     let n = HIST_SLOTS
-                        - a.wait
+                        - s.wait
                             .hist
                             .slots
                             .iter()
                             .rev()
                             .take_while(|&&c| c == 0)
                             .count();
-                    a.wait.hist.slots[..n].to_vec()
+                    s.wait.hist.slots[..n].to_vec()
                 },
-                wait: a.wait,
+                wait: s.wait,
             }
         })
         .collect();
