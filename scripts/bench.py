@@ -226,7 +226,7 @@ def floor_table(results):
             "clock-only pair above the empty pair | BPF ns/run per program | lost | other CPU |",
             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in results:
-        progs = ", ".join(f"{short(n)} {v:.0f}" for n, v in r["per_prog"].items())
+        progs = benchlib.per_prog_cell(r["per_prog"], short)
         rows.append(f"| {r['workload']} | {r['caller']} | {r['contentions']:.0f} | "
                     f"{r['ns_per_contention']:.0f} | {r['floor_per_contention']:.0f} | "
                     f"{r['added_per_contention']:.0f} | {r['clock_added_per_contention']:.0f} | "
@@ -239,7 +239,7 @@ def table(results):
             "contentions/run | BPF ns/contention | BPF ns/run per program | lost | other CPU |",
             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in results:
-        progs = ", ".join(f"{short(n)} {v:.0f}" for n, v in r["per_prog"].items())
+        progs = benchlib.per_prog_cell(r["per_prog"], short)
         rows.append(f"| {r['workload']} | {r['caller']} | {r['ops']} | {r['base_ms']:.1f} | "
                     f"{r['traced_ms']:.1f} | {r['slowdown']:.3f}x | {r['contentions']:.0f} | "
                     f"{r['ns_per_contention']:.0f} | {progs} | {r['lost']} | {r['other']:.0%} |")
@@ -250,23 +250,22 @@ def verdicts(results):
     out = []
     for r in results:
         if r["workload"].startswith("pipe") and r["caller"] == "first":
-            ok = r["slowdown"] <= TARGET_SLOWDOWN
-            out.append(f"- {r['workload']} slowdown (caller first): {r['slowdown']:.3f}x, "
-                       f"target <= {TARGET_SLOWDOWN}x: {'met' if ok else 'NOT met'}"
-                       + (" (with the floor's programs attached too)"
-                          if r["added_per_contention"] is not None else ""))
+            out.append(benchlib.verdict(
+                f"{r['workload']} slowdown (caller first): {r['slowdown']:.3f}x",
+                r["slowdown"], TARGET_SLOWDOWN, "x")
+                + (" (with the floor's programs attached too)"
+                   if r["added_per_contention"] is not None else ""))
     for r in results:
         if r["caller"] in ("first", "none") and r["added_per_contention"] is not None:
-            ok = r["added_per_contention"] <= TARGET_ADDED_NS
-            out.append(f"- {r['workload']}, caller {r['caller']}: "
-                       f"{r['added_per_contention']:.0f} ns per contention above the empty "
-                       f"pair's {r['floor_per_contention']:.0f}, target <= {TARGET_ADDED_NS} ns: "
-                       f"{'met' if ok else 'NOT met'}")
+            out.append(benchlib.verdict(
+                f"{r['workload']}, caller {r['caller']}: "
+                f"{r['added_per_contention']:.0f} ns per contention above the empty "
+                f"pair's {r['floor_per_contention']:.0f}",
+                r["added_per_contention"], TARGET_ADDED_NS, " ns"))
         elif r["caller"] in ("first", "none"):
-            ok = r["ns_per_contention"] <= TARGET_NS_PER_CONTENTION
-            out.append(f"- {r['workload']}, caller {r['caller']}: {r['ns_per_contention']:.0f} ns "
-                       f"per contention, target <= {TARGET_NS_PER_CONTENTION} ns: "
-                       f"{'met' if ok else 'NOT met'}")
+            out.append(benchlib.verdict(
+                f"{r['workload']}, caller {r['caller']}: {r['ns_per_contention']:.0f} ns "
+                f"per contention", r["ns_per_contention"], TARGET_NS_PER_CONTENTION, " ns"))
     return "\n".join(out)
 
 
@@ -312,8 +311,7 @@ def main():
                and (not args.caller or m in args.caller)]
     if not configs:
         sys.exit("bench.py: --workload/--caller select no row")
-    if os.geteuid() != 0:
-        sys.exit("bench.py: needs root (BPF and kernel.bpf_stats_enabled)")
+    benchlib.need_root("bench.py", "BPF and kernel.bpf_stats_enabled")
     if args.pairs < 1:
         sys.exit("bench.py: --pairs must be >= 1")
     global BIN

@@ -228,7 +228,7 @@ def table(results):
             "lost | other CPU | load avg |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in results:
-        progs = ", ".join(f"{n.replace('_btf', '')} {v:.0f}" for n, v in r["per_prog"].items())
+        progs = benchlib.per_prog_cell(r["per_prog"], lambda n: n.replace("_btf", ""))
         rows.append(
             f"| {r['workload']} (`{r['args']}`) | {r['source']} | {r['base_ms']:.1f} | "
             f"{r['traced_ms']:.1f} | {r['slowdown']:.3f}x | "
@@ -244,25 +244,24 @@ def verdicts(results):
     out = []
     for r in results:
         if r["workload"].startswith("mmap") and r["source"] == "mmap-lock":
-            ok = r["slowdown"] <= TARGET_SLOWDOWN_MMAP
-            out.append(f"- mmap workload under mmap-lock: {r['slowdown']:.3f}x (pairs "
-                       f"{r['ratio_min']:.3f}x to {r['ratio_max']:.3f}x), target <= "
-                       f"{TARGET_SLOWDOWN_MMAP}x: {'met' if ok else 'NOT met'}")
+            out.append(benchlib.verdict(
+                f"mmap workload under mmap-lock: {r['slowdown']:.3f}x (pairs "
+                f"{r['ratio_min']:.3f}x to {r['ratio_max']:.3f}x)",
+                r["slowdown"], TARGET_SLOWDOWN_MMAP, "x"))
         if r["source"] == "sched" and r["rq_ns"] is not None:
-            ok = r["rq_ns"] <= TARGET_NS_PER_SWITCH
-            out.append(f"- {r['workload']} under sched: {r['rq_ns']:.0f} ns of BPF run time per "
-                       f"context switch, target <= {TARGET_NS_PER_SWITCH} ns: "
-                       f"{'met' if ok else 'NOT met'}")
+            out.append(benchlib.verdict(
+                f"{r['workload']} under sched: {r['rq_ns']:.0f} ns of BPF run time per "
+                f"context switch", r["rq_ns"], TARGET_NS_PER_SWITCH, " ns"))
         if r["source"] == FLOOR and r["added_ns_per_switch"] is not None:
             out.append(f"- {r['workload']} under an empty sched_switch program (the floor of "
                        f"any sched_switch tool): {r['added_ns_per_switch']:.0f} ns of wall time "
                        f"added per context switch, {fmt(r['rq_ns'], '.0f')} ns of BPF run time")
         if r["source"] == "sched" and r["added_ns_per_switch"] is not None:
-            ok = r["added_ns_per_switch"] <= TARGET_NS_PER_SWITCH
-            out.append(f"- {r['workload']} under sched: {r['added_ns_per_switch']:.0f} ns of "
-                       f"wall time added per context switch of the workload (median pair; "
-                       f"ratios {r['ratio_min']:.3f}x to {r['ratio_max']:.3f}x), target <= "
-                       f"{TARGET_NS_PER_SWITCH} ns: {'met' if ok else 'NOT met'}")
+            out.append(benchlib.verdict(
+                f"{r['workload']} under sched: {r['added_ns_per_switch']:.0f} ns of "
+                f"wall time added per context switch of the workload (median pair; "
+                f"ratios {r['ratio_min']:.3f}x to {r['ratio_max']:.3f}x)",
+                r["added_ns_per_switch"], TARGET_NS_PER_SWITCH, " ns"))
     return "\n".join(out)
 
 
@@ -301,8 +300,7 @@ def main():
     ap.add_argument("--write", action="store_true",
                     help="rewrite the mmap-lock and sched section of BENCHMARKS.md")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench_mmap_sched.py: needs root (BPF and kernel.bpf_stats_enabled)")
+    benchlib.need_root("bench_mmap_sched.py", "BPF and kernel.bpf_stats_enabled")
     if args.pairs < 1:
         sys.exit("bench_mmap_sched.py: --pairs must be >= 1")
     if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=benchlib.ROOT).returncode:

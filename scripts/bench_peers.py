@@ -69,6 +69,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 from benchlib import ROOT, STATS_SYSCTL, TARGET, cpu_snapshot, git_rev, other_cpu, settle  # noqa: E402
 
 BIN = os.path.join(TARGET, "release", "lockscope")
@@ -129,18 +130,18 @@ def cpu_ns_of(ru):
     return round((ru.ru_utime + ru.ru_stime) * 1e9)
 
 
+def run_checked(cmd):
+    """benchlib.run_rusage of `cmd`, which must succeed: (stdout, stderr, rusage)."""
+    code, stdout, stderr, ru = benchlib.run_rusage(cmd)
+    if code != 0:
+        raise BenchError(f"{' '.join(cmd)} failed ({code}): {stderr.strip()[-300:]}")
+    return stdout, stderr, ru
+
+
 def run_workload(cmd):
     """Runs the workload; its elapsed time (its own JSON) and CPU time
     (user+sys of the process and its threads: wait4's rusage)."""
-    with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-        _, status, ru = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if p.returncode != 0:
-        raise BenchError(f"{' '.join(cmd)} failed ({p.returncode}): {stderr.strip()[-300:]}")
+    stdout, _, ru = run_checked(cmd)
     return {"elapsed": elapsed_of(stdout, " ".join(cmd)), "cpu": cpu_ns_of(ru)}
 
 
@@ -404,15 +405,7 @@ def traced_run(wl_cmd):
             tempfile.NamedTemporaryFile(suffix=".json") as ru_file:
         wrapped = [sys.executable, os.path.abspath(__file__), "--rusage-to", ru_file.name, "--", *wl_cmd]
         cmd = [BIN, "run", "--json", "-o", rep.name, "--", *wrapped]
-        with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
-            p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-            _, status, ru = os.wait4(p.pid, 0)
-            p.returncode = os.waitstatus_to_exitcode(status)
-            out.seek(0)
-            err.seek(0)
-            stdout, stderr = out.read(), err.read()
-        if p.returncode != 0:
-            raise BenchError(f"{' '.join(cmd)} failed ({p.returncode}): {stderr.strip()[-300:]}")
+        stdout, stderr, ru = run_checked(cmd)
         f = lockscope_figures(json.load(open(rep.name)))
         wr = json.load(open(ru_file.name))
     f["elapsed"] = elapsed_of(stdout, " ".join(cmd))
@@ -675,8 +668,7 @@ def main():
     def log(s):
         print(s, file=sys.stderr, flush=True)
 
-    if os.geteuid() != 0:
-        sys.exit("bench_peers.py: needs root")
+    benchlib.need_root("bench_peers.py")
     for b in (BIN, PERF):
         if not os.access(b, os.X_OK):
             sys.exit(f"bench_peers.py: {b} missing (cargo build --release; scripts/build_perf.sh)")

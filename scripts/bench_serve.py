@@ -180,8 +180,7 @@ def main():
     ap.add_argument("--write", action="store_true", help="replace the section in BENCHMARKS.md")
     ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench_serve.py: needs root (BPF)")
+    benchlib.need_root("bench_serve.py", "BPF")
     if not args.no_build and subprocess.run(
             ["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
         sys.exit("bench_serve.py: cargo build --release failed")

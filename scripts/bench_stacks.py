@@ -223,8 +223,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="10x fewer operations per run")
     ap.add_argument("--write", action="store_true", help="rewrite the section in BENCHMARKS.md")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench_stacks.py: needs root")
+    benchlib.need_root("bench_stacks.py")
     if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
         sys.exit("bench_stacks.py: cargo build --release failed")
     start = benchlib.cpu_snapshot()

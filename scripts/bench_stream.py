@@ -166,6 +166,18 @@ def drain(a):
     }
 
 
+def rounds(a, run, say):
+    """`a.rounds` runs of `run(a)`, each printed as `say(round, figures)`:
+    a function of a figure's name (and `over`, median by default) over
+    the rounds."""
+    rows = []
+    for r in range(a.rounds):
+        x = run(a)
+        rows.append(x)
+        print(say(r + 1, x), flush=True)
+    return lambda k, over=statistics.median: over(x[k] for x in rows)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -182,30 +194,21 @@ def main():
     print(f"lockscope: {BIN}; workload pipe --threads {a.threads} --ops {a.ops} "
           f"--write-size {a.write_size}")
     if a.only != "drain":
-        rows = []
-        for r in range(a.rounds):
-            x = live(a)
-            rows.append(x)
-            print(f"live {r + 1}: {x['contentions']} workload contentions in "
-                  f"{x['workload_s']:.2f} s = {x['rate'] / 1e3:.0f}k/s; trace: "
-                  f"{x['events']} events, {x['events_per_s'] / 1e3:.0f}k/s over its window; "
-                  f"ringbuf_dropped {x['dropped']}; consumer {x['cpu_pct']:.1f}% CPU, "
-                  f"{x['ns_per_event']:.0f} ns/event; lost {x['lost']}", flush=True)
-        med = lambda k: statistics.median(x[k] for x in rows)
+        med = rounds(a, live, lambda r, x: (
+            f"live {r}: {x['contentions']} workload contentions in "
+            f"{x['workload_s']:.2f} s = {x['rate'] / 1e3:.0f}k/s; trace: "
+            f"{x['events']} events, {x['events_per_s'] / 1e3:.0f}k/s over its window; "
+            f"ringbuf_dropped {x['dropped']}; consumer {x['cpu_pct']:.1f}% CPU, "
+            f"{x['ns_per_event']:.0f} ns/event; lost {x['lost']}"))
         print(f"live median: {med('rate') / 1e3:.0f}k contentions/s, dropped "
-              f"{max(x['dropped'] for x in rows)} (max), consumer {med('cpu_pct'):.1f}% CPU, "
+              f"{med('dropped', max)} (max), consumer {med('cpu_pct'):.1f}% CPU, "
               f"{med('ns_per_event'):.0f} ns/event")
     if a.only != "live":
-        rows = []
-        for r in range(a.rounds):
-            x = drain(a)
-            rows.append(x)
-            print(f"drain {r + 1}: {x['events']} events ({x['bytes'] / 1e6:.0f} MB) in "
-                  f"{x['wall_s']:.2f} s wall, {x['cpu_s']:.2f} s CPU: "
-                  f"{x['per_cpu_s'] / 1e3:.0f}k events per CPU-s, "
-                  f"{x['per_wall_s'] / 1e3:.0f}k/s wall; ringbuf_dropped {x['dropped']}",
-                  flush=True)
-        med = lambda k: statistics.median(x[k] for x in rows)
+        med = rounds(a, drain, lambda r, x: (
+            f"drain {r}: {x['events']} events ({x['bytes'] / 1e6:.0f} MB) in "
+            f"{x['wall_s']:.2f} s wall, {x['cpu_s']:.2f} s CPU: "
+            f"{x['per_cpu_s'] / 1e3:.0f}k events per CPU-s, "
+            f"{x['per_wall_s'] / 1e3:.0f}k/s wall; ringbuf_dropped {x['dropped']}"))
         print(f"drain median: {med('per_cpu_s') / 1e3:.0f}k events per CPU-second "
               f"({1e9 / med('per_cpu_s'):.0f} ns/event), {med('per_wall_s') / 1e3:.0f}k/s wall")
 

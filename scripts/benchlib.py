@@ -14,6 +14,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -88,6 +89,16 @@ def cpu_model(unknown="unknown"):
     return platform.processor() or unknown
 
 
+def per_prog_cell(per_prog, name=lambda n: n):
+    """A table cell of BPF ns per run per program: `NAME NS, ...`."""
+    return ", ".join(f"{name(n)} {v:.0f}" for n, v in per_prog.items())
+
+
+def verdict(text, value, target, unit=""):
+    """A Markdown bullet: `text`, then whether `value` is within `target`."""
+    return f"- {text}, target <= {target}{unit}: {'met' if value <= target else 'NOT met'}"
+
+
 def write_md(section, text, path=BENCH_MD):
     """Puts `text` (which starts with the heading `section`) into the
     Markdown file `path`: in place of that section, or appended."""
@@ -104,6 +115,25 @@ def write_md(section, text, path=BENCH_MD):
 
 
 # --- processes ------------------------------------------------------------
+
+def need_root(who, why=None):
+    """Exits the script `who` unless it runs as root (saying `why`)."""
+    if os.geteuid() != 0:
+        sys.exit(f"{who}: needs root" + (f" ({why})" if why else ""))
+
+
+def run_rusage(cmd):
+    """Runs `cmd` to its end, its output in temporary files (no pipe to
+    keep draining): (exit code, stdout, stderr, its rusage from wait4:
+    the CPU time of the process, its threads and its reaped children)."""
+    with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return p.returncode, out.read(), err.read(), ru
+
 
 def start_until(cmd, marker, timeout, stdout=subprocess.DEVNULL):
     """Starts `cmd` and waits (up to `timeout` s) until a line of its stderr

@@ -515,35 +515,78 @@ fn print_report(rep: &Report, out: &OutputArgs, files: &mut Outputs) -> Result<(
         output::table_width(out.wide)
     };
     report_text(files, |w| write_report(w, rep, out, width))?;
-    write_hold_flame(rep, out, files)?;
+    write_flame(rep, out, files, true)?;
     if let Some(f) = &mut files.pprof {
         f.rewrite(|w| w.write_all(&crate::pprof::encode_ending_now(rep)))?;
     }
-    if files.flamegraph.is_some() || files.folded.is_some() {
-        let folded = crate::flame::fold(&rep.rows);
-        if let Some(f) = &mut files.folded {
-            f.rewrite(|w| crate::flame::write_folded(w, &folded))?;
-        }
-        if let Some(f) = &mut files.flamegraph {
-            let title = format!("lock waits: {}", rep.targets);
-            f.rewrite(|w| crate::flame::write_svg(w, &folded, &title))?;
-        }
-        if !out.json {
-            let stacks: usize = rep.rows.iter().map(|r| r.stacks.len()).sum();
-            eprintln!(
-                "lockscope: {stacks} stacks written{}{}",
-                out.flamegraph
-                    .as_ref()
-                    .map(|p| format!(" to {} (open it in a browser)", p.display()))
-                    .unwrap_or_default(),
-                out.folded
-                    .as_ref()
-                    .map(|p| format!(", folded to {}", p.display()))
-                    .unwrap_or_default()
-            );
-        }
+    write_flame(rep, out, files, false)
+}
+
+/// `--flamegraph` and `--folded`: the waits' stacks; with `holds`,
+/// `--flamegraph-hold` and `--folded-hold`: acquisitions' stacks weighted
+/// by the holds that followed. Writes those of the two that were asked
+/// for and, unless the output is JSON, says so on stderr.
+fn write_flame(rep: &Report, out: &OutputArgs, files: &mut Outputs, holds: bool) -> Result<()> {
+    let (svg_file, folded_file, svg_path, folded_path) = if holds {
+        (
+            &mut files.flamegraph_hold,
+            &mut files.folded_hold,
+            &out.flamegraph_hold,
+            &out.folded_hold,
+        )
+    } else {
+        (
+            &mut files.flamegraph,
+            &mut files.folded,
+            &out.flamegraph,
+            &out.folded,
+        )
+    };
+    if svg_file.is_none() && folded_file.is_none() {
+        return Ok(());
+    }
+    let (folded, what, unit) = if holds {
+        (crate::flame::fold_holds(&rep.rows), "holds", "held")
+    } else {
+        (crate::flame::fold(&rep.rows), "waits", "waited")
+    };
+    if let Some(f) = folded_file {
+        f.rewrite(|w| crate::flame::write_folded(w, &folded))?;
+    }
+    if let Some(f) = svg_file {
+        let title = format!("lock {what}: {}", rep.targets);
+        f.rewrite(|w| crate::flame::write_svg_of(w, &folded, &title, unit))?;
+    }
+    if !out.json {
+        let stacks = if holds {
+            let total: u64 = folded.iter().map(|f| f.weight).sum();
+            format!(
+                "{} hold stacks ({})",
+                folded.len(),
+                crate::units::fmt_ns(total)
+            )
+        } else {
+            let n: usize = rep.rows.iter().map(|r| r.stacks.len()).sum();
+            format!("{n} stacks")
+        };
+        eprintln!(
+            "lockscope: {stacks} written{}",
+            written_to(svg_path, folded_path)
+        );
     }
     Ok(())
+}
+
+/// Where the flame graph and the folded stacks went, for the line that
+/// says they were written: " to X (open it in a browser), folded to Y".
+fn written_to(svg: &Option<std::path::PathBuf>, folded: &Option<std::path::PathBuf>) -> String {
+    let svg = svg
+        .as_ref()
+        .map(|p| format!(" to {} (open it in a browser)", p.display()));
+    let folded = folded
+        .as_ref()
+        .map(|p| format!(", folded to {}", p.display()));
+    format!("{}{}", svg.unwrap_or_default(), folded.unwrap_or_default())
 }
 
 /// The one warning line on stderr when anything was lost.
@@ -551,39 +594,6 @@ fn warn_losses(lost: &std::collections::BTreeMap<String, u64>, limits: &output::
     if let Some(l) = output::loss_warning(lost, limits) {
         eprintln!("{l}");
     }
-}
-
-/// `--flamegraph-hold` and `--folded-hold`: acquisitions' stacks weighted
-/// by the holds that followed.
-fn write_hold_flame(rep: &Report, out: &OutputArgs, files: &mut Outputs) -> Result<()> {
-    if files.flamegraph_hold.is_none() && files.folded_hold.is_none() {
-        return Ok(());
-    }
-    let folded = crate::flame::fold_holds(&rep.rows);
-    if let Some(f) = &mut files.folded_hold {
-        f.rewrite(|w| crate::flame::write_folded(w, &folded))?;
-    }
-    if let Some(f) = &mut files.flamegraph_hold {
-        let title = format!("lock holds: {}", rep.targets);
-        f.rewrite(|w| crate::flame::write_svg_of(w, &folded, &title, "held"))?;
-    }
-    if !out.json {
-        let total: u64 = folded.iter().map(|f| f.weight).sum();
-        eprintln!(
-            "lockscope: {} hold stacks ({}) written{}{}",
-            folded.len(),
-            crate::units::fmt_ns(total),
-            out.flamegraph_hold
-                .as_ref()
-                .map(|p| format!(" to {} (open it in a browser)", p.display()))
-                .unwrap_or_default(),
-            out.folded_hold
-                .as_ref()
-                .map(|p| format!(", folded to {}", p.display()))
-                .unwrap_or_default()
-        );
-    }
-    Ok(())
 }
 
 /// What `prog` names, directly or through PATH.
@@ -1342,20 +1352,10 @@ fn trace(a: TraceArgs) -> Result<i32> {
         );
     }
     let out_args = OutputArgs {
-        output: None,
-        sort: crate::select::SortKey::Total,
-        lock_filter: Vec::new(),
-        type_filter: Vec::new(),
-        field_separator: None,
-        by: crate::model::GroupBy::Lock,
         json: a.json,
         top: 20,
         wide: a.wide,
-        flamegraph: None,
-        folded: None,
-        flamegraph_hold: None,
-        folded_hold: None,
-        pprof: None,
+        ..NO_FILES
     };
     let summary = if a.summary {
         Some(snapshot(

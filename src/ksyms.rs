@@ -223,6 +223,12 @@ pub fn caller_index(names: &[String]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// [`caller_index`] of a stack given innermost frame first.
+    fn caller_of(frames: &[&str]) -> Option<usize> {
+        let names: Vec<String> = frames.iter().map(|s| s.to_string()).collect();
+        caller_index(&names)
+    }
+
     const KALLSYMS: &str = "\
 ffffffff81000000 T _stext
 ffffffff81100000 T pipe_write
@@ -263,66 +269,54 @@ ffffffff81300000 T bpf_prog_abc_contention_end_btf
 
     #[test]
     fn a_trampoline_named_after_its_neighbour_is_not_the_caller() {
-        let stack: Vec<String> = ["p9_virtio_cleanup", "mutex_lock", "pipe_write", "vfs_write"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(caller_index(&stack), Some(2));
-        let plain: Vec<String> = ["pipe_write", "vfs_write"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(caller_index(&plain), Some(0));
+        assert_eq!(
+            caller_of(&["p9_virtio_cleanup", "mutex_lock", "pipe_write", "vfs_write"]),
+            Some(2)
+        );
+        assert_eq!(caller_of(&["pipe_write", "vfs_write"]), Some(0));
     }
 
     #[test]
     fn caller_skips_tracing_and_lock_frames_by_name() {
-        let stack: Vec<String> = [
-            "bpf_prog_6d1c_contention_end_btf",
-            "bpf_trace_run2",
-            "__bpf_trace_contention_end",
-            "__mutex_lock.constprop.0",
-            "__mutex_lock_slowpath",
-            "mutex_lock",
-            "pipe_write",
-            "vfs_write",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(caller_index(&stack), Some(6));
-        let jit: Vec<String> = [
-            "0xffffffffa0012345",
-            "bpf_trace_run2",
-            "__mutex_lock.constprop.0",
-            "anon_pipe_write",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
         assert_eq!(
-            caller_index(&jit),
+            caller_of(&[
+                "bpf_prog_6d1c_contention_end_btf",
+                "bpf_trace_run2",
+                "__bpf_trace_contention_end",
+                "__mutex_lock.constprop.0",
+                "__mutex_lock_slowpath",
+                "mutex_lock",
+                "pipe_write",
+                "vfs_write",
+            ]),
+            Some(6)
+        );
+        assert_eq!(
+            caller_of(&[
+                "0xffffffffa0012345",
+                "bpf_trace_run2",
+                "__mutex_lock.constprop.0",
+                "anon_pipe_write",
+            ]),
             Some(3),
             "unresolved JIT frames are skipped"
         );
-        let spin: Vec<String> = [
-            "native_queued_spin_lock_slowpath",
-            "_raw_spin_lock_irqsave",
-            "try_to_wake_up",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(caller_index(&spin), Some(2));
-        let rwsem: Vec<String> = [
-            "rwsem_down_write_slowpath",
-            "down_write_killable",
-            "vm_munmap",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(caller_index(&rwsem), Some(2));
+        assert_eq!(
+            caller_of(&[
+                "native_queued_spin_lock_slowpath",
+                "_raw_spin_lock_irqsave",
+                "try_to_wake_up",
+            ]),
+            Some(2)
+        );
+        assert_eq!(
+            caller_of(&[
+                "rwsem_down_write_slowpath",
+                "down_write_killable",
+                "vm_munmap",
+            ]),
+            Some(2)
+        );
         assert!(!is_lock_internal("pipe_lock"));
         assert!(!is_lock_internal("lock_mm_and_find_vma"));
     }

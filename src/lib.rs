@@ -10,6 +10,7 @@ pub mod filelocks;
 pub mod flame;
 pub mod ksyms;
 pub mod libbpf_log;
+pub mod lockorder;
 pub mod model;
 pub mod output;
 pub mod perfetto;

@@ -52,6 +52,13 @@ pub enum LockKind {
     Unknown(u32),
 }
 
+/// A kind nothing was decoded into yet (as [`Record::default`] holds).
+impl Default for LockKind {
+    fn default() -> LockKind {
+        LockKind::Unknown(0)
+    }
+}
+
 impl LockKind {
     /// Decodes `contention_begin` flags. The spin bit of a mutex means
     /// optimistic spinning, which is a way of waiting, not a kind.
@@ -209,6 +216,15 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The stats of these durations, recorded in order.
+    pub fn of(durations: &[u64]) -> Stats {
+        let mut s = Stats::default();
+        for &ns in durations {
+            s.record(ns);
+        }
+        s
+    }
+
     pub fn record(&mut self, ns: u64) {
         if self.count == 0 || ns < self.min_ns {
             self.min_ns = ns;
@@ -361,6 +377,26 @@ pub struct RecordKey {
 }
 
 impl Record {
+    /// A test record: kernel-contention mutex waits `waits` at `lock`
+    /// from `caller`, by thread 100 of `w` in `/a`, nothing else seen;
+    /// tests change the fields they are about.
+    #[cfg(test)]
+    pub fn sample(lock: u64, caller: &str, waits: &[u64]) -> Record {
+        Record {
+            source: "kernel-contention",
+            kind: LockKind::Mutex,
+            lock,
+            caller: Some(caller.into()),
+            pid: 100,
+            tid: 100,
+            comm: "w".into(),
+            cgroup: Some("/a".into()),
+            slept: waits.len() as u64,
+            wait: Stats::of(waits),
+            ..Default::default()
+        }
+    }
+
     /// The identity of a record across readings.
     pub fn key(&self) -> RecordKey {
         RecordKey {
@@ -480,7 +516,7 @@ pub struct StatsSummary {
 
 /// One aggregated record as a source delivers it: finest granularity, one
 /// per (source, lock, caller, thread, kind).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Record {
     pub source: &'static str,
     pub kind: LockKind,
@@ -760,16 +796,8 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         comm: Option<Option<String>>,
         cgroup: Option<Option<String>>,
         memcg: Option<Option<String>>,
-        aborted: u64,
-        failed: u64,
-        partial: u64,
-        spun: u64,
-        slept: u64,
-        wait: Stats,
-        hold: Option<Stats>,
-        acquired: Option<u64>,
-        split: Option<WaitSplit>,
-        stacks: Vec<StackSample>,
+        /// The counters of the row's records, added up ([`Record::merge`]).
+        sum: Record,
     }
 
     let mut groups: BTreeMap<(&'static str, String), Acc> = BTreeMap::new();
@@ -788,27 +816,13 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
         agree(&mut a.comm, Some(r.comm.clone()));
         agree(&mut a.cgroup, r.cgroup.clone());
         agree(&mut a.memcg, r.memcg.clone());
-        a.aborted += r.aborted;
-        a.failed += r.failed;
-        a.partial += r.partial;
-        a.spun += r.spun;
-        a.slept += r.slept;
-        a.wait.merge(&r.wait);
-        if let Some(h) = &r.hold {
-            a.hold.get_or_insert_with(Stats::default).merge(h);
-        }
-        if let Some(n) = r.acquired {
-            *a.acquired.get_or_insert(0) += n;
-        }
-        if let Some(sp) = &r.split {
-            a.split.get_or_insert_with(WaitSplit::default).add(sp);
-        }
-        a.stacks.extend(r.stacks.iter().cloned());
+        a.sum.merge(r);
     }
 
     let mut rows: Vec<Row> = groups
         .into_values()
         .map(|a| {
+            let s = a.sum;
             let mut caller = a.caller.flatten();
             if caller.is_none() && by == GroupBy::Lock {
                 caller = a
@@ -828,30 +842,30 @@ pub fn group(records: &[Record], by: GroupBy) -> Vec<Row> {
                 comm: a.comm.flatten(),
                 cgroup: a.cgroup.flatten(),
                 memcg: a.memcg.flatten(),
-                count: a.wait.count,
-                acquired: a.acquired,
-                aborted: a.aborted,
-                failed: a.failed,
-                partial: a.partial,
-                spun: a.spun,
-                slept: a.slept,
-                wait_ns: a.wait.summary(),
-                hold_ns: a.hold.as_ref().map(Stats::summary),
-                holds: a.hold.as_ref().map(|h| h.count),
-                wait_split: a.split,
-                stacks: merge_stacks(a.stacks),
+                count: s.wait.count,
+                acquired: s.acquired,
+                aborted: s.aborted,
+                failed: s.failed,
+                partial: s.partial,
+                spun: s.spun,
+                slept: s.slept,
+                wait_ns: s.wait.summary(),
+                hold_ns: s.hold.as_ref().map(Stats::summary),
+                holds: s.hold.as_ref().map(|h| h.count),
+                wait_split: s.split,
+                stacks: merge_stacks(s.stacks),
                 wait_hist: {
                     let n = HIST_SLOTS
-                        - a.wait
+                        - s.wait
                             .hist
                             .slots
                             .iter()
                             .rev()
                             .take_while(|&&c| c == 0)
                             .count();
-                    a.wait.hist.slots[..n].to_vec()
+                    s.wait.hist.slots[..n].to_vec()
                 },
-                wait: a.wait,
+                wait: s.wait,
             }
         })
         .collect();
@@ -1197,29 +1211,8 @@ mod tests {
     }
 
     fn rec(lock: u64, caller: &str, tid: u32, waits: &[u64]) -> Record {
-        let mut wait = Stats::default();
-        for &w in waits {
-            wait.record(w);
-        }
         Record {
-            source: "kernel-contention",
-            kind: LockKind::Mutex,
-            lock,
-            lock_name: None,
-            caller: Some(caller.into()),
-            pid: 100,
             tid,
-            comm: "w".into(),
-            cgroup: Some("/a".into()),
-            memcg: None,
-            aborted: 0,
-            spun: 0,
-            slept: waits.len() as u64,
-            wait,
-            hold: None,
-            acquired: None,
-            failed: 0,
-            partial: 0,
             split: Some(WaitSplit::from_offcpu(
                 waits.iter().sum(),
                 waits.iter().sum::<u64>() / 2,
@@ -1233,6 +1226,7 @@ mod tests {
                 max_ns: waits.iter().copied().max().unwrap_or(0),
                 ..Default::default()
             }],
+            ..Record::sample(lock, caller, waits)
         }
     }
 

@@ -1205,48 +1205,55 @@ impl TraceLine {
 }
 
 #[cfg(test)]
+impl Report {
+    /// A test report of `rows`: pid 7 for 1 s by lock, no sources, no
+    /// losses, no programs, no holders.
+    pub fn of_rows(rows: Vec<Row>) -> Report {
+        Report {
+            version: JSON_VERSION,
+            duration_ns: 1_000_000_000,
+            targets: "pid 7".into(),
+            by: "lock",
+            interval: None,
+            sources: vec![],
+            lost: BTreeMap::new(),
+            bpf_programs: vec![],
+            rows,
+            holders: vec![],
+            deadlocks: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{Record, Stats, group};
 
     fn sample() -> Report {
-        let mut wait = Stats::default();
-        for ns in [1_000, 2_000, 3_000_000] {
-            wait.record(ns);
-        }
         let rec = Record {
-            source: "kernel-contention",
             kind: LockKind::RwsemWrite,
-            lock: 0xffff_8881_0342_5e40,
             lock_name: Some("mmap_lock of 4242 (lockscope-wl)".into()),
-            caller: Some("a_very_long_kernel_function_name_that_goes_on_and_on".into()),
             pid: 4242,
             tid: 4243,
             comm: "lockscope-wl".into(),
             cgroup: Some("/user.slice".into()),
-            memcg: None,
             aborted: 1,
-            spun: 0,
-            slept: 3,
-            wait,
-            hold: None,
-            acquired: None,
-            failed: 0,
-            partial: 0,
             split: Some(crate::model::WaitSplit::from_offcpu(
                 3_003_000, 3_000_000, 1_000_000,
             )),
-            stacks: vec![],
+            ..Record::sample(
+                0xffff_8881_0342_5e40,
+                "a_very_long_kernel_function_name_that_goes_on_and_on",
+                &[1_000, 2_000, 3_000_000],
+            )
         };
         let mut lost = BTreeMap::new();
         lost.insert("map_full".to_string(), 0);
         lost.insert("end_without_begin".to_string(), 2);
         Report {
-            version: JSON_VERSION,
             duration_ns: 5_000_000_000,
             targets: "pid 4242".into(),
-            by: "lock",
-            interval: None,
             sources: vec![SourceStatus {
                 name: "kernel-contention".into(),
                 backend: Some("tp_btf".into()),
@@ -1254,10 +1261,7 @@ mod tests {
                 reason: None,
             }],
             lost,
-            bpf_programs: vec![],
-            rows: group(&[rec], GroupBy::Lock),
-            holders: vec![],
-            deadlocks: Vec::new(),
+            ..Report::of_rows(group(&[rec], GroupBy::Lock))
         }
     }
 
@@ -1427,34 +1431,20 @@ mod tests {
     /// A report with one mmap-lock row (holds) and two threads' run-queue
     /// waits on one CPU, grouped `by`.
     fn mixed(by: GroupBy) -> Report {
-        let stats = |v: &[u64]| {
-            let mut s = Stats::default();
-            for &x in v {
-                s.record(x);
-            }
-            s
-        };
         let base = Record {
             source: "mmap-lock",
             kind: LockKind::RwsemWrite,
-            lock: 0xffff_8881_0000_0040,
             lock_name: Some("mmap_lock of 7 (db)".into()),
-            caller: Some("__vm_munmap".into()),
             pid: 7,
             tid: 8,
             comm: "db".into(),
             cgroup: Some("/".into()),
-            memcg: None,
-            aborted: 0,
-            spun: 0,
             slept: 0,
-            wait: stats(&[1_000, 2_000]),
-            hold: Some(stats(&[5_000_000])),
+            hold: Some(Stats::of(&[5_000_000])),
             acquired: Some(4),
             failed: 1,
             partial: 2,
-            split: None,
-            stacks: Vec::new(),
+            ..Record::sample(0xffff_8881_0000_0040, "__vm_munmap", &[1_000, 2_000])
         };
         let runq = |tid: u32, waits: &[u64], woken: u64| Record {
             source: "sched",
@@ -1464,7 +1454,7 @@ mod tests {
             caller: None,
             tid,
             slept: woken,
-            wait: stats(waits),
+            wait: Stats::of(waits),
             hold: None,
             acquired: None,
             failed: 0,
@@ -1476,19 +1466,7 @@ mod tests {
             runq(8, &[10_000, 20_000], 1),
             runq(9, &[30_000], 1),
         ];
-        Report {
-            version: JSON_VERSION,
-            duration_ns: 1_000_000_000,
-            targets: "pid 7".into(),
-            by: "lock",
-            interval: None,
-            sources: vec![],
-            lost: BTreeMap::new(),
-            bpf_programs: vec![],
-            rows: group(&recs, by),
-            holders: vec![],
-            deadlocks: Vec::new(),
-        }
+        Report::of_rows(group(&recs, by))
     }
 
     #[test]
@@ -1606,34 +1584,16 @@ mod tests {
         waits: &[u64],
         hold: bool,
     ) -> Record {
-        let stats = |v: &[u64]| {
-            let mut s = Stats::default();
-            for &x in v {
-                s.record(x);
-            }
-            s
-        };
         Record {
             source,
             kind,
-            lock,
             lock_name: Some(name.into()),
-            caller: Some(caller.into()),
             pid: 4242,
             tid: 4243,
             comm: "lockscope".into(),
             cgroup: Some("/".into()),
-            memcg: None,
-            aborted: 0,
-            spun: 0,
-            slept: waits.len() as u64,
-            wait: stats(waits),
-            hold: hold.then(|| stats(&[7_000_000])),
-            acquired: None,
-            failed: 0,
-            partial: 0,
-            split: None,
-            stacks: Vec::new(),
+            hold: hold.then(|| Stats::of(&[7_000_000])),
+            ..Record::sample(lock, caller, waits)
         }
     }
 
@@ -2132,14 +2092,6 @@ mod json_contract {
     use crate::model::{Event, HolderRow, Record, StackSample, Stats, WaitSplit, group};
     use crate::status::ProgStats;
 
-    fn stats(ns: &[u64]) -> Stats {
-        let mut s = Stats::default();
-        for &n in ns {
-            s.record(n);
-        }
-        s
-    }
-
     /// A report with every field and every optional part present.
     fn full_report() -> Report {
         let rec = Record {
@@ -2156,8 +2108,8 @@ mod json_contract {
             aborted: 1,
             spun: 2,
             slept: 3,
-            wait: stats(&[1_000, 2_000_000, 3_000_000]),
-            hold: Some(stats(&[500, 7_000_000])),
+            wait: Stats::of(&[1_000, 2_000_000, 3_000_000]),
+            hold: Some(Stats::of(&[500, 7_000_000])),
             acquired: Some(9),
             failed: 4,
             partial: 5,

@@ -477,31 +477,11 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn rec(source: &'static str, kind: LockKind, lock: u64, caller: &str, waits: &[u64]) -> Record {
-        let mut wait = Stats::default();
-        for &w in waits {
-            wait.record(w);
-        }
         Record {
             source,
             kind,
-            lock,
-            lock_name: None,
-            caller: Some(caller.into()),
-            pid: 100,
             tid: 101,
-            comm: "w".into(),
-            cgroup: Some("/a".into()),
-            memcg: None,
-            aborted: 0,
-            spun: 0,
-            slept: waits.len() as u64,
-            wait,
-            hold: None,
-            acquired: None,
-            failed: 0,
-            partial: 0,
-            split: None,
-            stacks: Vec::new(),
+            ..Record::sample(lock, caller, waits)
         }
     }
 
@@ -533,11 +513,7 @@ mod tests {
             &[5_000],
         );
         user.tid = 102;
-        let mut hold = Stats::default();
-        for _ in 0..4 {
-            hold.record(10_000);
-        }
-        user.hold = Some(hold);
+        user.hold = Some(Stats::of(&[10_000; 4]));
         user.acquired = Some(4);
         let runq = rec(
             crate::sources::sched::SOURCE,
@@ -547,17 +523,9 @@ mod tests {
             &[7 * MS],
         );
         Report {
-            version: crate::output::JSON_VERSION,
             duration_ns: 2_000 * MS,
             targets: "pid 100".into(),
-            by: "lock",
-            interval: None,
-            sources: vec![],
-            lost: Default::default(),
-            bpf_programs: vec![],
-            rows: group(&[pipe, user, runq], GroupBy::Lock),
-            holders: vec![],
-            deadlocks: Vec::new(),
+            ..Report::of_rows(group(&[pipe, user, runq], GroupBy::Lock))
         }
     }
 

@@ -144,34 +144,18 @@ pub fn write_separated(w: &mut dyn Write, rows: &[Row], sep: &str) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{GroupBy, Stats, group};
+    use crate::model::{GroupBy, group};
 
     fn rec(lock: u64, name: Option<&str>, kind: LockKind, waits: &[u64]) -> Record {
-        let mut wait = Stats::default();
-        for &w in waits {
-            wait.record(w);
-        }
         Record {
-            source: "kernel-contention",
             kind,
-            lock,
             lock_name: name.map(str::to_string),
-            caller: Some("anon_pipe_write".into()),
             pid: 7,
             tid: 7,
             comm: "a, b".into(),
             cgroup: None,
-            memcg: None,
-            aborted: 0,
-            spun: 0,
             slept: 0,
-            wait,
-            hold: None,
-            acquired: None,
-            failed: 0,
-            partial: 0,
-            split: None,
-            stacks: Vec::new(),
+            ..Record::sample(lock, "anon_pipe_write", waits)
         }
     }
 

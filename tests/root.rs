@@ -473,12 +473,7 @@ fn wait_split_matches_the_kernels_own_accounting() {
         total,
         "the split sums to the wait"
     );
-    let truth: u64 = w["waiter_runq_ns"]
-        .as_array()
-        .expect("runq")
-        .iter()
-        .map(u)
-        .sum();
+    let truth: u64 = total_of(w, "waiter_runq_ns");
     let diff = runnable.abs_diff(truth);
     assert!(
         diff <= 1_000_000 + truth / 20,
@@ -697,12 +692,7 @@ fn inode_rwsem_is_named_by_its_file() {
         row.caller.as_deref().is_some_and(|c| c.contains("write")),
         "the caller is the write path: {row:?}"
     );
-    let measured: u64 = w["waiter_write_ns"]
-        .as_array()
-        .expect("waits")
-        .iter()
-        .map(u)
-        .sum();
+    let measured: u64 = total_of(w, "waiter_write_ns");
     let reported = row.wait_ns.total;
     assert!(
         reported <= measured && measured - reported <= 4 * 2_000_000,

@@ -198,29 +198,18 @@ fn run_writes_its_report_to_the_o_file() {
     let dir = std::env::temp_dir().join(format!("ls-o-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("report.json");
-    let out = Command::new(bin())
-        .args([
-            "run",
+    let out = run_workload(
+        &[
             "--json",
             "--by",
             "lock",
             "--source",
             "user-locks",
             "-o",
-        ])
-        .arg(&file)
-        .args([
-            "--",
-            bin(),
-            "workload",
-            "--json",
-            "mutex-pairs",
-            "--threads",
-            "1",
-        ])
-        .args(["--ops", "2500"])
-        .output()
-        .expect("run");
+            file.to_str().expect("utf8"),
+        ],
+        &["mutex-pairs", "--threads", "1", "--ops", "2500"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -367,14 +356,7 @@ fn mutex_hold_under(sources: &str, rounds: usize, hold: &str) -> (Value, Report)
 fn a_pthread_wait_is_counted_once_with_or_without_user_locks() {
     require_root();
     let rounds = 2;
-    let total_wait = |w: &Value| -> u64 {
-        w["waiter_wait_ns"]
-            .as_array()
-            .expect("waits")
-            .iter()
-            .map(u)
-            .sum()
-    };
+    let total_wait = |w: &Value| -> u64 { total_of(w, "waiter_wait_ns") };
     let slack = 2_000_000 * rounds as u64;
 
     let (w, rep) = mutex_hold_under("futex", rounds, "60ms");

@@ -323,12 +323,7 @@ fn top_shows_the_pipe_lock_live_sorts_filters_and_restores_the_terminal() {
         waiter_row.contains(&format!("ls-waiter {waiter_tid} ")),
         "the filtered row is the waiter thread {waiter_tid}: {waiter_row}"
     );
-    let measured: u64 = w["waiter_write_ns"]
-        .as_array()
-        .expect("waits")
-        .iter()
-        .map(u)
-        .sum();
+    let measured: u64 = total_of(w, "waiter_write_ns");
     // after the interval that saw its last waits, nothing new: Δcount 0
     let s = tmux.wait_for(
         "targets exited, no new waits",

@@ -29,6 +29,37 @@ fn trace_workload(workload: &[&str], args: &[&str]) -> (String, Value) {
     (out, done.into_iter().next().expect("one workload report"))
 }
 
+/// [`trace_workload`] of a `report --json`: (the report, the workload's).
+fn report_over(workload: &[&str], args: &[&str]) -> (Value, Value) {
+    let (out, w) = trace_workload(workload, args);
+    (serde_json::from_str(out.trim()).expect("report JSON"), w)
+}
+
+/// `report --json --by lock --source user-locks` over `workload`: (the
+/// report, the workload's).
+fn user_locks_by_lock(workload: &[&str]) -> (Value, Value) {
+    report_over(
+        workload,
+        &["report", "--json", "--by", "lock", "--source", "user-locks"],
+    )
+}
+
+/// `trace --json --summary --source user-locks` over `workload`: (the
+/// events, the end line's report, the workload's report).
+fn user_locks_trace(workload: &[&str]) -> (Vec<Value>, Value, Value) {
+    let (out, w) = trace_workload(
+        workload,
+        &["trace", "--json", "--summary", "--source", "user-locks"],
+    );
+    let (events, rep) = events_and_report(&out);
+    (events, rep, w)
+}
+
+/// The rows of the workload's lock (its report's `lock`).
+fn workload_lock_rows<'a>(rep: &'a Value, w: &Value) -> Vec<&'a Value> {
+    lock_rows(rep, w["lock"].as_str().expect("lock"))
+}
+
 /// `trace --json --summary`: the events, and the end line's report.
 fn events_and_report(out: &str) -> (Vec<Value>, Value) {
     let mut events = Vec::new();
@@ -245,20 +276,13 @@ fn runnable_matches_the_run_delay(runnable: u64, wait: u64, w: &Value) {
     );
 }
 
-fn total_of(w: &Value, field: &str) -> u64 {
-    w[field].as_array().expect(field).iter().map(u).sum()
-}
-
 #[test]
 fn a_blocked_mutex_wait_is_asleep_and_runnable_is_the_kernels_run_delay() {
     // the waiter blocks behind 50 ms holds; it shares CPU 0 with a busy
     // thread, so once woken it may wait for the CPU (runnable); it reads
     // its own run delay from /proc/thread-self/schedstat around each call
-    let (out, w) = trace_workload(
-        &["mutex-hold", "--hog", "--rounds", "8", "--hold", "50ms"],
-        &["trace", "--json", "--summary", "--source", "user-locks"],
-    );
-    let (events, rep) = events_and_report(&out);
+    let (events, rep, w) =
+        user_locks_trace(&["mutex-hold", "--hog", "--rounds", "8", "--hold", "50ms"]);
     let (wait, oncpu, runnable, asleep) = waiter_split(&events, &w);
     let own_wait = total_of(&w, "waiter_wait_ns");
     let truth = total_of(&w, "waiter_runq_ns");
@@ -291,11 +315,7 @@ fn a_blocked_mutex_wait_is_asleep_and_runnable_is_the_kernels_run_delay() {
 #[test]
 fn a_spin_lock_wait_is_on_cpu() {
     // the waiter spins (SCHED_FIFO, a CPU of its own) behind 50 ms holds
-    let (out, w) = trace_workload(
-        &["spin-hold", "--rounds", "5", "--hold", "50ms"],
-        &["trace", "--json", "--summary", "--source", "user-locks"],
-    );
-    let (events, rep) = events_and_report(&out);
+    let (events, rep, w) = user_locks_trace(&["spin-hold", "--rounds", "5", "--hold", "50ms"]);
     let (wait, oncpu, runnable, asleep) = waiter_split(&events, &w);
     let truth = total_of(&w, "waiter_runq_ns");
     eprintln!(
@@ -317,11 +337,7 @@ fn a_spin_lock_wait_is_on_cpu() {
 /// acquisitions waited (their calls take the probes' microseconds).
 #[test]
 fn exactly_10000_acquisitions_and_releases_and_not_one_contended() {
-    let (out, w) = trace_workload(
-        &["mutex-pairs", "--threads", "1", "--ops", "10000"],
-        &["trace", "--json", "--summary", "--source", "user-locks"],
-    );
-    let (events, rep) = events_and_report(&out);
+    let (events, rep, w) = user_locks_trace(&["mutex-pairs", "--threads", "1", "--ops", "10000"]);
     let lock = w["lock"].as_str().expect("lock");
     let ops: Vec<&Value> = events.iter().filter(|e| e["lock"] == lock).collect();
     assert_eq!(ops.len(), 10_000, "one event per lock/unlock pair");
@@ -354,13 +370,8 @@ fn exactly_10000_acquisitions_and_releases_and_not_one_contended() {
 
 #[test]
 fn spin_pairs_are_counted_exactly() {
-    let (out, w) = trace_workload(
-        &["spin-pairs", "--threads", "2", "--ops", "3000"],
-        &["report", "--json", "--by", "lock", "--source", "user-locks"],
-    );
-    let rep: Value = serde_json::from_str(out.trim()).expect("report");
-    let lock = w["lock"].as_str().expect("lock");
-    let rs = lock_rows(&rep, lock);
+    let (rep, w) = user_locks_by_lock(&["spin-pairs", "--threads", "2", "--ops", "3000"]);
+    let rs = workload_lock_rows(&rep, &w);
     assert_eq!(rs.len(), 1, "{rs:?}");
     assert_eq!(rs[0]["source"], "user-spin");
     assert_eq!(u(&rs[0]["acquired"]), 6000, "2 threads x 3000 acquisitions");
@@ -378,17 +389,13 @@ fn spin_pairs_are_counted_exactly() {
 #[test]
 fn failed_trylocks_and_timedlocks_are_failures_not_acquisitions() {
     let (k, j) = (500u64, 3u64);
-    let (out, w) = trace_workload(
-        &[
-            "mutex-trylock",
-            "--ops",
-            &k.to_string(),
-            "--rounds",
-            &j.to_string(),
-        ],
-        &["trace", "--json", "--summary", "--source", "user-locks"],
-    );
-    let (events, rep) = events_and_report(&out);
+    let (events, rep, w) = user_locks_trace(&[
+        "mutex-trylock",
+        "--ops",
+        &k.to_string(),
+        "--rounds",
+        &j.to_string(),
+    ]);
     assert_eq!(
         (u(&w["trylock_failures"]), u(&w["timedlock_failures"])),
         (k, j)
@@ -424,13 +431,8 @@ fn failed_trylocks_and_timedlocks_are_failures_not_acquisitions() {
 
 #[test]
 fn rwlock_reads_and_writes_are_counted_exactly() {
-    let (out, w) = trace_workload(
-        &["rwlock", "--reads", "1234", "--writes", "321"],
-        &["report", "--json", "--by", "lock", "--source", "user-locks"],
-    );
-    let rep: Value = serde_json::from_str(out.trim()).expect("report");
-    let lock = w["lock"].as_str().expect("lock");
-    let rs = lock_rows(&rep, lock);
+    let (rep, w) = user_locks_by_lock(&["rwlock", "--reads", "1234", "--writes", "321"]);
+    let rs = workload_lock_rows(&rep, &w);
     let count = |kind: &str| -> u64 {
         rs.iter()
             .filter(|r| r["kind"] == kind)
@@ -451,11 +453,10 @@ fn rwlock_reads_and_writes_are_counted_exactly() {
 
 #[test]
 fn std_mutex_futex_waits_match_the_blocked_time_within_5_percent() {
-    let (out, w) = trace_workload(
+    let (rep, w) = report_over(
         &["std-mutex", "--rounds", "10", "--hold", "50ms"],
         &["report", "--json", "--by", "lock", "--source", "futex"],
     );
-    let rep: Value = serde_json::from_str(out.trim()).expect("report");
     let waiter = &w["waiter_tid"];
     let blocked = u(&w["blocked_ns"]);
     assert!(blocked > 10 * 30 * MS, "the waiter really blocked: {w}");
@@ -572,26 +573,10 @@ fn a_lock_held_before_tracing_is_partial_never_timed() {
 #[test]
 fn run_traces_the_command_through_the_system_libc() {
     require_root();
-    let out = Command::new(bin())
-        .args([
-            "run",
-            "--json",
-            "--by",
-            "lock",
-            "--source",
-            "user-locks",
-            "--",
-            bin(),
-            "workload",
-            "mutex-pairs",
-            "--threads",
-            "2",
-            "--ops",
-            "1500",
-            "--json",
-        ])
-        .output()
-        .expect("run");
+    let out = run_workload(
+        &["--json", "--by", "lock", "--source", "user-locks"],
+        &["mutex-pairs", "--threads", "2", "--ops", "1500"],
+    );
     let (w, rep) = workload_and_report(&out);
     let rs = lock_rows(&rep, w["lock"].as_str().expect("lock"));
     assert_eq!(rs.len(), 1, "{rs:?}");
@@ -723,12 +708,7 @@ fn a_global_mutex_is_named_by_its_symbol_and_hold_stacks_weigh_the_known_holds()
         .iter()
         .collect();
     let ((waits, wait_ns), _) = stack_totals(&stacks, "ls_global_waiter_locks");
-    let own_waits: u64 = g["waiter_wait_ns"]
-        .as_array()
-        .expect("waits")
-        .iter()
-        .map(u)
-        .sum();
+    let own_waits: u64 = total_of(g, "waiter_wait_ns");
     eprintln!("waiter: stacks {waits} waits {wait_ns} ns, measured {own_waits} ns");
     assert_eq!(waits, ROUNDS, "{stacks:?}");
     within(
@@ -740,7 +720,7 @@ fn a_global_mutex_is_named_by_its_symbol_and_hold_stacks_weigh_the_known_holds()
     // hold stacks: the acquisition's stack (the holder's function, the
     // workload's own frames), weighted by the holds the holder measured
     let (_, (holds, hold_ns)) = stack_totals(&stacks, "ls_global_holder_locks");
-    let own_holds: u64 = g["hold_ns"].as_array().expect("holds").iter().map(u).sum();
+    let own_holds: u64 = total_of(g, "hold_ns");
     eprintln!("holder: stacks {holds} holds {hold_ns} ns, measured {own_holds} ns");
     assert_eq!(holds, ROUNDS, "{stacks:?}");
     within(
@@ -798,13 +778,12 @@ fn a_global_mutex_is_named_by_its_symbol_and_hold_stacks_weigh_the_known_holds()
 
 #[test]
 fn futex_wait_stacks_name_the_waiting_rust_function() {
-    let (out, w) = trace_workload(
+    let (rep, w) = report_over(
         &["std-mutex", "--rounds", "4", "--hold", "50ms"],
         &[
             "report", "--json", "--source", "futex", "--stacks", "--by", "lock",
         ],
     );
-    let rep: Value = serde_json::from_str(out.trim()).expect("report JSON");
     nothing_lost(&rep);
     // the waiter's blocked lock() waits: over the 1 ms threshold, each
     // with its user stack through the workload's std-mutex function
@@ -855,7 +834,7 @@ fn stack_sample_n_takes_one_stack_in_n_holds() {
     // exactly floor(n_c / 100) get stacks. One thread: no contended wait,
     // so no wait stack (wait stacks weigh waits) and the counter counts
     // holds only
-    let (out, _w) = trace_workload(
+    let (rep, _w) = report_over(
         &["mutex-pairs", "--threads", "1", "--ops", "20000"],
         &[
             "report",
@@ -869,7 +848,6 @@ fn stack_sample_n_takes_one_stack_in_n_holds() {
             "100",
         ],
     );
-    let rep: Value = serde_json::from_str(out.trim()).expect("report");
     nothing_lost(&rep);
     let holds: u64 = rows(&rep).iter().map(|r| u(&r["holds"])).sum();
     let stacks: Vec<&Value> = rows(&rep)

@@ -444,41 +444,24 @@ impl Collector for Exposition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{LockKind, Record};
+    use crate::model::Record;
     use crate::output::SourceStatus;
     use crate::serve::snapshot::{Folder, SourceTotals};
     use std::collections::BTreeMap;
 
     fn record(comm: &str, waits: &[u64]) -> Record {
-        let mut wait = Stats::default();
-        for &w in waits {
-            wait.record(w);
-        }
         Record {
-            source: "kernel-contention",
-            kind: LockKind::Mutex,
-            lock: 0xffff_8881_0351_5600,
-            lock_name: None,
-            caller: Some("anon_pipe_write".into()),
             pid: 42,
             tid: 42,
             comm: comm.into(),
             cgroup: Some("/user.slice".into()),
-            memcg: None,
-            aborted: 0,
             spun: 1,
-            slept: waits.len() as u64,
-            wait,
-            hold: None,
-            acquired: None,
-            failed: 0,
-            partial: 0,
             split: Some(crate::model::WaitSplit::from_offcpu(
                 waits.iter().sum(),
                 waits.iter().sum(),
                 0,
             )),
-            stacks: Vec::new(),
+            ..Record::sample(0xffff_8881_0351_5600, "anon_pipe_write", waits)
         }
     }
 

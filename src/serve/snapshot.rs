@@ -394,7 +394,7 @@ impl ProcessTops {
     }
 
     pub fn rows(self, n: usize) -> Vec<ProcessRow> {
-        let mut rows: Vec<ProcessRow> = self
+        let rows: Vec<ProcessRow> = self
             .by_pid
             .into_iter()
             .map(|(pid, a)| ProcessRow {
@@ -407,15 +407,21 @@ impl ProcessTops {
                 top_lock: a.top_lock.map(|(l, _)| l).unwrap_or_default(),
             })
             .collect();
-        rows.sort_by(|x, y| {
-            y.wait_ns
-                .total
-                .cmp(&x.wait_ns.total)
-                .then(x.pid.cmp(&y.pid))
-        });
-        rows.truncate(n);
-        rows
+        largest_wait_first(rows, n, |r| &r.wait_ns, |x, y| x.pid.cmp(&y.pid))
     }
+}
+
+/// The first `n` of `rows` by total wait (`wait` of a row), largest
+/// first, ties in the order `then` says.
+fn largest_wait_first<T>(
+    mut rows: Vec<T>,
+    n: usize,
+    wait: impl Fn(&T) -> &StatsSummary,
+    then: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
+    rows.sort_by(|x, y| wait(y).total.cmp(&wait(x).total).then(then(x, y)));
+    rows.truncate(n);
+    rows
 }
 
 /// Everything one read of the sources produced.
@@ -493,15 +499,8 @@ pub fn top_locks(mut records: Vec<Record>, n: usize) -> Vec<Row> {
 /// The top `n` of rows from several [`top_locks`] calls (one per source:
 /// a lock belongs to one source, so each source's top `n` holds its share
 /// of the overall top `n`).
-pub fn merge_top_locks(mut rows: Vec<Row>, n: usize) -> Vec<Row> {
-    rows.sort_by(|x, y| {
-        y.wait_ns
-            .total
-            .cmp(&x.wait_ns.total)
-            .then(y.count.cmp(&x.count))
-    });
-    rows.truncate(n);
-    rows
+pub fn merge_top_locks(rows: Vec<Row>, n: usize) -> Vec<Row> {
+    largest_wait_first(rows, n, |r| &r.wait_ns, |x, y| y.count.cmp(&x.count))
 }
 
 /// Cumulative totals of one source at one instant.
@@ -598,34 +597,14 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::LockKind;
 
     fn rec(pid: u32, tid: u32, lock: u64, caller: &str, waits: &[u64]) -> Record {
-        let mut wait = Stats::default();
-        for &w in waits {
-            wait.record(w);
-        }
         Record {
-            source: "kernel-contention",
-            kind: LockKind::Mutex,
-            lock,
-            lock_name: None,
-            caller: Some(caller.into()),
             pid,
             tid,
             comm: format!("t{tid}"),
-            cgroup: Some("/a".into()),
-            memcg: None,
             aborted: 1,
-            spun: 0,
-            slept: waits.len() as u64,
-            wait,
-            hold: None,
-            acquired: None,
-            failed: 0,
-            partial: 0,
-            split: None,
-            stacks: Vec::new(),
+            ..Record::sample(lock, caller, waits)
         }
     }
 

@@ -591,36 +591,17 @@ pub fn sort_rows(rows: &mut [TopRow], key: SortKey, ascending: bool, view: Group
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::{Stats, WaitSplit};
+    use crate::model::WaitSplit;
     use ratatui::crossterm::event::KeyEventState;
 
     pub fn rec(lock: u64, caller: &str, tid: u32, comm: &str, waits: &[u64]) -> Record {
-        let mut wait = Stats::default();
-        for &w in waits {
-            wait.record(w);
-        }
         let total: u64 = waits.iter().sum();
         Record {
-            source: "kernel-contention",
-            kind: LockKind::Mutex,
-            lock,
-            lock_name: None,
-            caller: Some(caller.into()),
-            pid: 100,
             tid,
             comm: comm.into(),
             cgroup: Some("/test".into()),
-            memcg: None,
-            aborted: 0,
-            spun: 0,
-            slept: waits.len() as u64,
-            wait,
-            hold: None,
-            acquired: None,
-            failed: 0,
-            partial: 0,
             split: Some(WaitSplit::from_offcpu(total, total, 0)),
-            stacks: Vec::new(),
+            ..Record::sample(lock, caller, waits)
         }
     }
 

@@ -457,10 +457,12 @@ pub fn wrap_chain(items: &[String], indent: &str, width: usize, max: usize) -> V
         .collect()
 }
 
+/// How many stacks (and how many hold stacks) the detail view shows.
+const SHOWN: usize = 3;
+
 /// The top stacks of a row (most waited first): each a head line, its
 /// kernel frames (the lock's caller first) and its user frames.
 fn stack_lines(out: &mut Vec<Line<'static>>, r: &crate::model::Row, on: bool, width: u16) {
-    const SHOWN: usize = 3;
     // wait stacks only (--hold-stacks adds stacks that only held)
     let stacks: Vec<&crate::model::StackSample> = r.stacks.iter().filter(|s| s.count > 0).collect();
     if stacks.is_empty() {
@@ -472,29 +474,10 @@ fn stack_lines(out: &mut Vec<Line<'static>>, r: &crate::model::Row, on: bool, wi
         out.push(Line::raw(format!("{:<8} {why}", "stacks")));
     }
     let w = width as usize;
-    for (i, st) in stacks.iter().take(SHOWN).enumerate() {
-        out.push(Line::styled(
-            format!(
-                "{:<8} {} of {}: {} of {} waits, {}, max {}",
-                if i == 0 { "stacks" } else { "" },
-                i + 1,
-                stacks.len(),
-                st.count,
-                r.count,
-                fmt_ns(st.total_ns),
-                fmt_ns(st.max_ns)
-            ),
-            Style::new().add_modifier(Modifier::BOLD),
-        ));
-        for l in wrap_chain(&st.kernel, "  kernel ", w, 3) {
-            out.push(Line::raw(l));
-        }
-        if !st.user.is_empty() {
-            for l in wrap_chain(&st.user, "  user   ", w, 3) {
-                out.push(Line::raw(l));
-            }
-        }
-    }
+    push_stacks(out, "stacks", &stacks, w, |st| {
+        let what = format!("{} of {} waits", st.count, r.count);
+        (what, st.total_ns, st.max_ns)
+    });
     if stacks.len() > SHOWN {
         out.push(Line::raw(format!(
             "{:<8} … {} more stacks (report --json has them all)",
@@ -506,17 +489,35 @@ fn stack_lines(out: &mut Vec<Line<'static>>, r: &crate::model::Row, on: bool, wi
     let mut holds: Vec<&crate::model::StackSample> =
         r.stacks.iter().filter(|s| s.hold_count > 0).collect();
     holds.sort_by_key(|s| std::cmp::Reverse(s.hold_total_ns));
-    for (i, st) in holds.iter().take(SHOWN).enumerate() {
+    push_stacks(out, "holds", &holds, w, |st| {
+        let what = format!("{} holds", st.hold_count);
+        (what, st.hold_total_ns, st.hold_max_ns)
+    });
+}
+
+/// The first [`SHOWN`] of `stacks` in the detail view: each a head line in
+/// bold (`label` on the first; `weight` gives what it counts, its total
+/// and its max), then its kernel frames and its user frames (none when it
+/// has none), wrapped to `w`.
+fn push_stacks(
+    out: &mut Vec<Line<'static>>,
+    label: &str,
+    stacks: &[&crate::model::StackSample],
+    w: usize,
+    weight: impl Fn(&crate::model::StackSample) -> (String, u64, u64),
+) {
+    for (i, st) in stacks.iter().take(SHOWN).enumerate() {
+        let (what, total, max) = weight(st);
+        let head = format!(
+            "{:<8} {} of {}: {what}, {}, max {}",
+            if i == 0 { label } else { "" },
+            i + 1,
+            stacks.len(),
+            fmt_ns(total),
+            fmt_ns(max)
+        );
         out.push(Line::styled(
-            format!(
-                "{:<8} {} of {}: {} holds, {}, max {}",
-                if i == 0 { "holds" } else { "" },
-                i + 1,
-                holds.len(),
-                st.hold_count,
-                fmt_ns(st.hold_total_ns),
-                fmt_ns(st.hold_max_ns)
-            ),
+            head,
             Style::new().add_modifier(Modifier::BOLD),
         ));
         for l in wrap_chain(&st.kernel, "  kernel ", w, 3) {
@@ -1121,16 +1122,10 @@ mod tests {
     #[test]
     fn interval_max_below_the_all_time_max_is_marked_as_a_bound() {
         let mut app = App::new("x".into(), GroupBy::Lock, 1);
-        let mk = |waits: &[u64]| {
-            let mut wait = Stats::default();
-            for &w in waits {
-                wait.record(w);
-            }
-            Record {
-                wait,
-                split: Some(WaitSplit::default()),
-                ..rec(1, "f", 1, "c", &[])
-            }
+        let mk = |waits: &[u64]| Record {
+            wait: Stats::of(waits),
+            split: Some(WaitSplit::default()),
+            ..rec(1, "f", 1, "c", &[])
         };
         app.update(Snapshot {
             records: vec![mk(&[80 * MS])],

@@ -1,8 +1,8 @@
 //! Helpers for tests that run the real binary (root tests load BPF).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{BufRead, BufReader, Lines, Read};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
@@ -47,6 +47,39 @@ pub fn require_root() {
     );
 }
 
+/// `lockscope run ARGS -- lockscope workload WORKLOAD --json`: a
+/// built-in workload traced from its start to its end.
+pub fn run_workload(args: &[&str], workload: &[&str]) -> Output {
+    let mut a = vec!["run"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["--", bin(), "workload"]);
+    a.extend_from_slice(workload);
+    a.push("--json");
+    lockscope(&a)
+}
+
+/// Starts `cmd` with its stderr piped (`what` names it in a failure): the
+/// child and the lines of its stderr.
+fn spawn_with_stderr(cmd: &mut Command, what: &str) -> (Child, Lines<BufReader<ChildStderr>>) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().expect(what);
+    let err = child.stderr.take().expect("stderr piped");
+    (child, BufReader::new(err).lines())
+}
+
+/// Reads the piped stdout of `child` (`who`) to its end and waits for its
+/// exit: (its exit status, its stdout).
+fn stdout_to_exit(child: &mut Child, who: &str) -> (ExitStatus, String) {
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout piped")
+        .read_to_string(&mut out)
+        .unwrap_or_else(|e| panic!("read {who} stdout: {e}"));
+    let st = child.wait().unwrap_or_else(|e| panic!("wait {who}: {e}"));
+    (st, out)
+}
+
 /// A started workload, held until its start delay ends.
 pub struct Workload {
     pub child: Child,
@@ -68,15 +101,13 @@ impl Workload {
     /// `lockscope-workload KIND... --json --wait-usr1 ...`: held until
     /// [`Workload::go`], once the handler is installed.
     pub fn start_paused(args: &[&str]) -> Workload {
-        let mut child = Command::new(workload_bin())
-            .args(args)
-            .args(["--json", "--wait-usr1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start workload");
-        let err = child.stderr.take().expect("stderr piped");
-        let mut lines = BufReader::new(err).lines();
+        let (child, mut lines) = spawn_with_stderr(
+            Command::new(workload_bin())
+                .args(args)
+                .args(["--json", "--wait-usr1"])
+                .stdout(Stdio::piped()),
+            "start workload",
+        );
         match lines.next() {
             Some(Ok(l)) if l.contains("waiting for SIGUSR1") => {}
             other => panic!("workload did not get ready: {other:?}"),
@@ -97,14 +128,7 @@ impl Workload {
 
     /// Waits and returns the workload's own JSON reports.
     pub fn finish(mut self) -> Vec<Value> {
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .expect("stdout piped")
-            .read_to_string(&mut out)
-            .expect("read workload output");
-        let st = self.child.wait().expect("wait workload");
+        let (st, out) = stdout_to_exit(&mut self.child, "workload");
         assert!(st.success(), "workload failed: {st}");
         out.lines()
             .map(|l| serde_json::from_str(l).expect("workload JSON"))
@@ -127,14 +151,12 @@ pub fn attach_unit() -> Duration {
     *UNIT.get_or_init(|| {
         let me = std::process::id().to_string();
         let t0 = Instant::now();
-        let mut child = Command::new(bin())
-            .args(["report", "--source", "futex", "-p", &me])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start lockscope");
-        let err = child.stderr.take().expect("stderr piped");
-        let mut lines = BufReader::new(err).lines();
+        let (mut child, mut lines) = spawn_with_stderr(
+            Command::new(bin())
+                .args(["report", "--source", "futex", "-p", &me])
+                .stdout(Stdio::null()),
+            "start lockscope",
+        );
         let unit = loop {
             match lines.next() {
                 Some(Ok(l)) if l.contains("lockscope: tracing") => break t0.elapsed(),
@@ -181,16 +203,13 @@ impl Tracer {
     pub fn start(args: &[&str]) -> Tracer {
         attach_unit();
         let t0 = Instant::now();
-        let mut child = Command::new(bin())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start lockscope");
-        let err = child.stderr.take().expect("stderr piped");
+        let (child, lines) = spawn_with_stderr(
+            Command::new(bin()).args(args).stdout(Stdio::piped()),
+            "start lockscope",
+        );
         let (tx, rx) = channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
+            for line in lines.map_while(Result::ok) {
                 eprintln!("[lockscope] {line}");
                 if tx.send(line).is_err() {
                     break;
@@ -236,14 +255,7 @@ impl Tracer {
 
     /// Waits for exit; returns (status code, stdout).
     pub fn finish(mut self) -> (i32, String) {
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .expect("stdout piped")
-            .read_to_string(&mut out)
-            .expect("read lockscope stdout");
-        let st = self.child.wait().expect("wait lockscope");
+        let (st, out) = stdout_to_exit(&mut self.child, "lockscope");
         (st.code().unwrap_or(-1), out)
     }
 
@@ -302,6 +314,12 @@ pub fn rows(report: &Value) -> &Vec<Value> {
 
 pub fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
+}
+
+/// The sum of the numbers of the JSON array `w[field]` (a workload's
+/// per-round times).
+pub fn total_of(w: &Value, field: &str) -> u64 {
+    w[field].as_array().expect(field).iter().map(u).sum()
 }
 
 /// The numbers of a JSON array.

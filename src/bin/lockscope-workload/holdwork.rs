@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::anonmap::AnonMap;
+
 const PAGE: usize = 4096;
 
 // linux/userfaultfd.h
@@ -133,43 +135,23 @@ fn check(rc: libc::c_long, what: &str) -> Result<libc::c_long> {
     Ok(rc)
 }
 
+/// `ioctl(uffd, req, arg)`, its failure named `what`.
+///
+/// # Safety
+/// `arg` must be the argument struct that `req` takes.
+unsafe fn uffd_ioctl<T>(uffd: &OwnedFd, req: libc::c_ulong, arg: &mut T, what: &str) -> Result<()> {
+    // SAFETY: a pointer to `arg`, live across the call, of the type `req`
+    // takes (the caller's promise).
+    check(
+        unsafe { libc::ioctl(uffd.as_raw_fd(), req, arg as *mut T) } as libc::c_long,
+        what,
+    )?;
+    Ok(())
+}
+
 /// A private anonymous page-aligned mapping, unmapped on drop.
-struct Mapping {
-    addr: *mut libc::c_void,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain memory; threads only pass its address to
-// syscalls (write, ioctl), never alias Rust references to it.
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    fn new(len: usize) -> Result<Mapping> {
-        // SAFETY: an anonymous private mapping with no address hint.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            bail!("mmap: {}", std::io::Error::last_os_error());
-        }
-        Ok(Mapping { addr, len })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping created in new().
-        unsafe { libc::munmap(self.addr, self.len) };
-    }
+fn mapping(len: usize) -> Result<AnonMap> {
+    AnonMap::new(len, 0).map_err(|e| anyhow::anyhow!("mmap: {e}"))
 }
 
 /// Writes one page to `fd`: at offset 0 for a file (`pwrite`), else at
@@ -238,26 +220,20 @@ pub fn run_on(
         features: 0,
         ioctls: 0,
     };
-    // SAFETY: UFFDIO_API takes a pointer to a uffdio_api that lives across the call.
-    check(
-        unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api) } as libc::c_long,
-        "UFFDIO_API",
-    )?;
+    // SAFETY: UFFDIO_API takes a uffdio_api.
+    unsafe { uffd_ioctl(&uffd, UFFDIO_API, &mut api, "UFFDIO_API") }?;
 
-    let faulting = Mapping::new(PAGE)?;
+    let faulting = mapping(PAGE)?;
     let mut reg = UffdioRegister {
         start: faulting.addr as u64,
         len: PAGE as u64,
         mode: UFFDIO_REGISTER_MODE_MISSING,
         ioctls: 0,
     };
-    // SAFETY: pointer to a live uffdio_register for the call's duration.
-    check(
-        unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut reg) } as libc::c_long,
-        "UFFDIO_REGISTER",
-    )?;
-    let source = Mapping::new(PAGE)?;
-    let plain = Mapping::new(PAGE)?;
+    // SAFETY: UFFDIO_REGISTER takes a uffdio_register.
+    unsafe { uffd_ioctl(&uffd, UFFDIO_REGISTER, &mut reg, "UFFDIO_REGISTER") }?;
+    let source = mapping(PAGE)?;
+    let plain = mapping(PAGE)?;
 
     // (read end of a pipe, the fd both threads write)
     let (rd, wr): (Option<OwnedFd>, OwnedFd) = match target {
@@ -414,12 +390,9 @@ pub fn run_on(
             report
                 .fault_span_ns
                 .push(t_fault.elapsed().as_nanos() as u64);
-            // SAFETY: pointer to a live uffdio_copy for the call's duration;
-            // src is our readable page, dst the registered missing page.
-            check(
-                unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_COPY, &mut copy) } as libc::c_long,
-                "UFFDIO_COPY",
-            )?;
+            // SAFETY: UFFDIO_COPY takes a uffdio_copy; src is our readable
+            // page, dst the registered missing page.
+            unsafe { uffd_ioctl(&uffd, UFFDIO_COPY, &mut copy, "UFFDIO_COPY") }?;
             report
                 .holder_write_ns
                 .push(holder_done_rx.recv().context("holder result")??);

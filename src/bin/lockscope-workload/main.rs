@@ -4,6 +4,7 @@
 //! `lockscope workload ARGS...` runs this binary (from lockscope's own
 //! directory) with the same arguments.
 
+mod anonmap;
 mod deadwork;
 mod holdwork;
 mod mmwork;
@@ -98,12 +99,8 @@ fn run(a: WorkloadArgs) -> Result<i32> {
                 child_delay: a.child_delay.unwrap_or_default(),
             };
             let rep = crate::ulockwork::run(&spec)?;
-            if a.json {
-                serde_json::to_writer(&mut out, &rep)?;
-                writeln!(out)?;
-            } else {
-                writeln!(
-                    out,
+            emit(&mut out, a.json, &rep, || {
+                format!(
                     "workload {}: pid {}, lock {}, {} acquisitions, {} failed calls in {}",
                     rep.kind,
                     rep.pid,
@@ -111,8 +108,8 @@ fn run(a: WorkloadArgs) -> Result<i32> {
                     rep.acquisitions,
                     rep.trylock_failures + rep.timedlock_failures,
                     fmt_ns(rep.elapsed_ns)
-                )?;
-            }
+                )
+            })?;
             continue;
         }
         let hold_target = match kind {
@@ -125,17 +122,13 @@ fn run(a: WorkloadArgs) -> Result<i32> {
         };
         if let Some(target) = hold_target {
             let rep = crate::holdwork::run_on(&target, a.rounds, a.hold, delay, a.hog)?;
-            if a.json {
-                serde_json::to_writer(&mut out, &rep)?;
-                writeln!(out)?;
-            } else {
+            emit(&mut out, a.json, &rep, || {
                 let total: u64 = rep.waiter_write_ns.iter().sum();
                 let lock = match &rep.path {
                     Some(p) => format!("the i_rwsem of {p}"),
                     None => format!("the mutex of pipe:[{}]", rep.ino),
                 };
-                writeln!(
-                    out,
+                format!(
                     "workload {}: pid {}, holder {} held {lock} {} x {}, \
                      waiter {} blocked {} in total",
                     rep.kind,
@@ -145,8 +138,8 @@ fn run(a: WorkloadArgs) -> Result<i32> {
                     fmt_ns(rep.hold_ns),
                     rep.waiter_tid,
                     fmt_ns(total)
-                )?;
-            }
+                )
+            })?;
             continue;
         }
         let spec = WorkloadSpec {
@@ -155,19 +148,11 @@ fn run(a: WorkloadArgs) -> Result<i32> {
             ops: a.ops,
             write_size: a.write_size,
             map_size: a.map_size,
-            start_delay: if i == 0 {
-                a.start_delay.unwrap_or_default()
-            } else {
-                Duration::ZERO
-            },
+            start_delay: delay,
         };
         let rep = workload::run(&spec)?;
-        if a.json {
-            serde_json::to_writer(&mut out, &rep)?;
-            writeln!(out)?;
-        } else {
-            writeln!(
-                out,
+        emit(&mut out, a.json, &rep, || {
+            format!(
                 "workload {}: pid {}, {} threads, {} ops in {} ({} blocked in syscalls)",
                 rep.kind,
                 rep.pid,
@@ -175,8 +160,25 @@ fn run(a: WorkloadArgs) -> Result<i32> {
                 rep.total_ops,
                 fmt_ns(rep.elapsed_ns),
                 fmt_ns(rep.blocked_ns)
-            )?;
-        }
+            )
+        })?;
     }
     Ok(0)
+}
+
+/// Prints a workload's report: its JSON line with `--json`, else its human
+/// `line`.
+fn emit(
+    out: &mut impl Write,
+    json: bool,
+    rep: &impl serde::Serialize,
+    line: impl FnOnce() -> String,
+) -> Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, rep)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{}", line())?;
+    }
+    Ok(())
 }

@@ -23,6 +23,8 @@ use anyhow::{Context, Result, bail};
 use lockscope::units::now_ns;
 use serde::Serialize;
 
+use crate::anonmap::AnonMap;
+
 const PAGE: usize = 4096;
 
 fn gettid() -> u32 {
@@ -64,35 +66,20 @@ pub fn pin_to(cpu: usize) -> Result<()> {
 }
 
 /// A private anonymous mapping, unmapped on drop.
-struct Region {
-    addr: *mut libc::c_void,
-    len: usize,
-}
+struct Region(AnonMap);
 
-// SAFETY: the region is plain memory that threads only pass to syscalls
-// (mprotect, mincore); no Rust reference into it exists.
-unsafe impl Send for Region {}
-// SAFETY: as above.
-unsafe impl Sync for Region {}
+impl std::ops::Deref for Region {
+    type Target = AnonMap;
+    fn deref(&self) -> &AnonMap {
+        &self.0
+    }
+}
 
 impl Region {
     fn new(len: usize) -> Result<Region> {
-        // SAFETY: a fresh private anonymous mapping at a kernel-chosen
-        // address; it cannot alias any Rust object.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(os_err(&format!("mmap {len} bytes")));
-        }
-        Ok(Region { addr, len })
+        AnonMap::new(len, libc::MAP_NORESERVE)
+            .map(Region)
+            .map_err(|e| anyhow::anyhow!("mmap {len} bytes: {e}"))
     }
 
     /// Small pages only (a huge page would make the hold 512 times
@@ -102,20 +89,8 @@ impl Region {
         if unsafe { libc::madvise(self.addr, self.len, libc::MADV_NOHUGEPAGE) } != 0 {
             return Err(os_err("madvise(MADV_NOHUGEPAGE)"));
         }
-        let base = self.addr.cast::<u8>();
-        for off in (0..self.len).step_by(PAGE) {
-            // SAFETY: off < len; the mapping is readable and writable and
-            // only this thread touches it now.
-            unsafe { base.add(off).write_volatile(1) };
-        }
+        self.touch(PAGE);
         Ok(())
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping created in new().
-        unsafe { libc::munmap(self.addr, self.len) };
     }
 }
 

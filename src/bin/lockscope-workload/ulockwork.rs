@@ -226,6 +226,43 @@ fn wait_for(a: &AtomicU32, v: u32) {
     }
 }
 
+/// A waiter thread whose blocked calls the workload times: SCHED_FIFO
+/// (root), so it is not preempted between its own clock reads and the lock
+/// call on a busy machine; it publishes its tid before it runs `body`.
+struct Waiter<T> {
+    handle: std::thread::JoinHandle<Result<T>>,
+    tid: Arc<AtomicU32>,
+}
+
+impl<T: Send + 'static> Waiter<T> {
+    fn spawn(name: &str, body: impl FnOnce() -> Result<T> + Send + 'static) -> Result<Waiter<T>> {
+        let tid = Arc::new(AtomicU32::new(0));
+        let published = tid.clone();
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                try_realtime();
+                published.store(gettid(), Ordering::Release);
+                body()
+            })?;
+        Ok(Waiter { handle, tid })
+    }
+
+    /// Its tid, once it has started.
+    fn tid(&self) -> u32 {
+        wait_for(&self.tid, 1);
+        self.tid.load(Ordering::Acquire)
+    }
+
+    /// What `body` returned.
+    fn join(self) -> Result<T> {
+        match self.handle.join() {
+            Ok(r) => r,
+            Err(_) => bail!("waiter thread panicked"),
+        }
+    }
+}
+
 /// A pthread mutex at a fixed address, shared between threads.
 pub struct PMutex(UnsafeCell<libc::pthread_mutex_t>);
 // SAFETY: pthread mutexes are made to be shared between threads; all
@@ -814,40 +851,32 @@ fn cond_wait(spec: &UserSpec) -> Result<UserReport> {
         flag: AtomicU32::new(0),
     });
     let step = Arc::new(AtomicU32::new(0));
-    let waiter_tid = Arc::new(AtomicU32::new(0));
     let rounds = spec.rounds as u32;
     let waiter = {
-        let (c, step, waiter_tid) = (c.clone(), step.clone(), waiter_tid.clone());
-        std::thread::Builder::new()
-            .name("ls-cwaiter".into())
-            .spawn(move || -> Result<Vec<u64>> {
-                // SCHED_FIFO (root): not preempted between its own clock
-                // reads and the lock call on a busy machine
-                try_realtime();
-                waiter_tid.store(gettid(), Ordering::Release);
-                let mut waits = Vec::new();
-                for r in 0..rounds {
-                    check(c.mutex.lock(), "lock")?;
-                    step.store(2 * r + 1, Ordering::Release);
-                    let t0 = now_ns();
-                    while c.flag.load(Ordering::Acquire) < r + 1 {
-                        // SAFETY: initialised condvar and mutex at fixed
-                        // addresses; we hold the mutex.
-                        check(
-                            unsafe { libc::pthread_cond_wait(c.cond.get(), c.mutex.ptr()) },
-                            "pthread_cond_wait",
-                        )?;
-                    }
-                    waits.push(now_ns() - t0);
-                    check(c.mutex.unlock(), "unlock")?;
-                    step.store(2 * r + 2, Ordering::Release);
+        let (c, step) = (c.clone(), step.clone());
+        Waiter::spawn("ls-cwaiter", move || {
+            let mut waits = Vec::new();
+            for r in 0..rounds {
+                check(c.mutex.lock(), "lock")?;
+                step.store(2 * r + 1, Ordering::Release);
+                let t0 = now_ns();
+                while c.flag.load(Ordering::Acquire) < r + 1 {
+                    // SAFETY: initialised condvar and mutex at fixed
+                    // addresses; we hold the mutex.
+                    check(
+                        unsafe { libc::pthread_cond_wait(c.cond.get(), c.mutex.ptr()) },
+                        "pthread_cond_wait",
+                    )?;
                 }
-                Ok(waits)
-            })?
+                waits.push(now_ns() - t0);
+                check(c.mutex.unlock(), "unlock")?;
+                step.store(2 * r + 2, Ordering::Release);
+            }
+            Ok(waits)
+        })?
     };
     let start = now_ns();
-    wait_for(&waiter_tid, 1);
-    let wt = waiter_tid.load(Ordering::Acquire);
+    let wt = waiter.tid();
     let lo = c.cond.get() as usize;
     let hi = lo + std::mem::size_of::<libc::pthread_cond_t>();
     let mut rep = UserReport {
@@ -871,10 +900,7 @@ fn cond_wait(spec: &UserSpec) -> Result<UserReport> {
         wait_for(&step, 2 * r + 2);
     }
     rep.elapsed_ns = now_ns() - start;
-    rep.waiter_wait_ns = match waiter.join() {
-        Ok(r) => r?,
-        Err(_) => bail!("waiter thread panicked"),
-    };
+    rep.waiter_wait_ns = waiter.join()?;
     rep.tids = vec![rep.holder_tid, rep.waiter_tid];
     rep.acquisitions = 2 * spec.rounds;
     Ok(rep)
@@ -915,32 +941,24 @@ const RW_PHASES: [(bool, bool); 3] = [(true, false), (true, true), (false, true)
 fn rwlock_hold(spec: &UserSpec) -> Result<UserReport> {
     let rw = Arc::new(PRwlock(UnsafeCell::new(libc::PTHREAD_RWLOCK_INITIALIZER)));
     let step = Arc::new(AtomicU32::new(0));
-    let waiter_tid = Arc::new(AtomicU32::new(0));
     let n = spec.rounds as u32 * RW_PHASES.len() as u32;
     let waiter = {
-        let (rw, step, waiter_tid) = (rw.clone(), step.clone(), waiter_tid.clone());
-        std::thread::Builder::new()
-            .name("ls-rwwaiter".into())
-            .spawn(move || -> Result<Vec<u64>> {
-                // SCHED_FIFO (root): not preempted between its own clock
-                // reads and the lock call on a busy machine
-                try_realtime();
-                waiter_tid.store(gettid(), Ordering::Release);
-                let mut waits = Vec::new();
-                for k in 0..n {
-                    let (_, write) = RW_PHASES[k as usize % RW_PHASES.len()];
-                    wait_for(&step, 2 * k + 1);
-                    let t0 = now_ns();
-                    check(rw.lock(write), "waiter rwlock")?;
-                    waits.push(now_ns() - t0);
-                    check(rw.unlock(), "waiter unlock")?;
-                    step.store(2 * k + 2, Ordering::Release);
-                }
-                Ok(waits)
-            })?
+        let (rw, step) = (rw.clone(), step.clone());
+        Waiter::spawn("ls-rwwaiter", move || {
+            let mut waits = Vec::new();
+            for k in 0..n {
+                let (_, write) = RW_PHASES[k as usize % RW_PHASES.len()];
+                wait_for(&step, 2 * k + 1);
+                let t0 = now_ns();
+                check(rw.lock(write), "waiter rwlock")?;
+                waits.push(now_ns() - t0);
+                check(rw.unlock(), "waiter unlock")?;
+                step.store(2 * k + 2, Ordering::Release);
+            }
+            Ok(waits)
+        })?
     };
-    wait_for(&waiter_tid, 1);
-    let wt = waiter_tid.load(Ordering::Acquire);
+    let wt = waiter.tid();
     let lo = rw.0.get() as usize;
     let hi = lo + std::mem::size_of::<libc::pthread_rwlock_t>();
     let mut rep = UserReport {
@@ -969,10 +987,7 @@ fn rwlock_hold(spec: &UserSpec) -> Result<UserReport> {
         wait_for(&step, 2 * k + 2);
     }
     rep.elapsed_ns = now_ns() - start;
-    rep.waiter_wait_ns = match waiter.join() {
-        Ok(r) => r?,
-        Err(_) => bail!("waiter thread panicked"),
-    };
+    rep.waiter_wait_ns = waiter.join()?;
     rep.tids = vec![rep.holder_tid, rep.waiter_tid];
     rep.acquisitions = 2 * n as u64;
     Ok(rep)

@@ -23,6 +23,8 @@ use anyhow::{Context, Result, bail};
 use lockscope::cli::parse_threads;
 use lockscope::units::parse_duration;
 
+use crate::anonmap::AnonMap;
+
 /// Largest pipe write the kernel guarantees to be atomic; larger
 /// [`WorkloadSpec::write_size`] values are clamped to it, so every `write()`
 /// is complete and counts as exactly one operation.
@@ -576,39 +578,15 @@ fn mmap_worker(ops: u64, len: usize, page: usize) -> Result<Stats> {
     let mut st = Stats::default();
     for op in 0..ops {
         let t = Instant::now();
-        // SAFETY: a fresh private anonymous mapping at a kernel-chosen address
-        // cannot alias any existing Rust object.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
+        let m = AnonMap::new(len, 0);
         st.blocked_ns += nanos(t.elapsed());
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("mmap {len} bytes (op {op})"));
-        }
+        let m = m.with_context(|| format!("mmap {len} bytes (op {op})"))?;
         st.mmap_calls += 1;
-        let base = p.cast::<u8>();
-        for off in (0..len).step_by(page) {
-            // SAFETY: off < len, the mapping is len bytes, readable and
-            // writable, and only this thread knows its address.
-            unsafe { base.add(off).write_volatile(1) };
-        }
+        m.touch(page);
         let t = Instant::now();
-        // SAFETY: (p, len) is exactly the mapping created above, no
-        // references into it outlive this point.
-        let rc = unsafe { libc::munmap(p, len) };
+        let rc = m.unmap();
         st.blocked_ns += nanos(t.elapsed());
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("munmap (op {op})"));
-        }
+        rc.with_context(|| format!("munmap (op {op})"))?;
         st.munmap_calls += 1;
     }
     Ok(st)
