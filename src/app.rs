@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use serde::Serialize;
 
 use crate::cli::{
     Cli, Command, DemoArgs, OutputArgs, TraceArgs, TraceSettings, WorkloadArgs, workload_threads_ok,
@@ -64,6 +63,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Trace(a) => trace(a),
+        Command::Deadlocks(mut a) => {
+            a.lock_order = true;
+            trace(a)
+        }
         Command::Run(a) => {
             check_program(&a.command)?;
             require_privileges()?;
@@ -1117,17 +1120,6 @@ fn event_line(e: &crate::model::Event, mono_start: u64, width: usize) -> String 
     output::fit_tail(&line, e.caller.as_deref().unwrap_or("?"), width)
 }
 
-/// The last line of `trace --json`.
-#[derive(Serialize)]
-struct EndLine {
-    #[serde(rename = "type")]
-    ty: &'static str,
-    events: u64,
-    duration_ns: u64,
-    lost: std::collections::BTreeMap<String, u64>,
-    report: Option<Report>,
-}
-
 /// Records taken from the rings at a time: bounds the queue's memory
 /// (a full 8 MiB ring holds about 70 000 contention records).
 const BATCH: usize = 4096;
@@ -1187,8 +1179,16 @@ const GATHER: Duration = Duration::from_millis(1);
 /// Longest time `trace` output stays buffered while events arrive.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
-fn trace(a: TraceArgs) -> Result<i32> {
+fn trace(mut a: TraceArgs) -> Result<i32> {
     let mut targets = a.targets.validate().map_err(usage)?;
+    let mut order = a.lock_order.then(|| {
+        // the locks' holds with their call sites: user-locks, every caller
+        if a.settings.sources.is_empty() {
+            a.settings.sources = vec![crate::sources::ulock::SOURCE.to_string()];
+        }
+        a.settings.caller = crate::sources::CallerMode::Every;
+        crate::lockorder::OrderGraph::new(65536, 4096, 256)
+    });
     if !a.command.is_empty() && targets.describe() != "system-wide" {
         return Err(usage(
             "trace -- CMD traces the command and its children: no -p, -t, -c or --cgroup with it",
@@ -1257,7 +1257,7 @@ fn trace(a: TraceArgs) -> Result<i32> {
     let mut last_flush = Instant::now();
     let width = output::table_width(a.wide);
     let mut hold_header_shown = false;
-    if !a.json && a.perfetto.is_none() {
+    if !a.json && a.perfetto.is_none() && order.is_none() {
         writeln!(
             w,
             "{}",
@@ -1291,6 +1291,23 @@ fn trace(a: TraceArgs) -> Result<i32> {
             events += 1;
             if let Some(t) = &mut timeline {
                 return t.push(&e);
+            }
+            if let Some(g) = &mut order {
+                if let Some(released_ns) = e.released_ns
+                    && !e.failed
+                    && !e.partial
+                {
+                    g.add(crate::lockorder::Hold {
+                        pid: e.pid,
+                        tid: e.tid,
+                        lock: e.lock,
+                        lock_name: e.lock_name.clone(),
+                        caller: e.caller.clone(),
+                        acquired_ns: e.end_ns,
+                        released_ns,
+                    });
+                }
+                return Ok(());
             }
             if a.json {
                 line.clear();
@@ -1369,13 +1386,15 @@ fn trace(a: TraceArgs) -> Result<i32> {
         None
     };
     let lost = crate::session::read_lost(&started)?;
+    let lock_order = order.as_ref().map(crate::lockorder::OrderGraph::summary);
     if a.json {
-        let end = EndLine {
-            ty: "end",
+        let end = output::EndLine {
+            ty: "end".into(),
             events,
             duration_ns: elapsed.as_nanos() as u64,
             lost: lost.clone(),
             report: summary,
+            lock_order,
         };
         serde_json::to_writer(&mut w, &end)?;
         writeln!(w)?;
@@ -1383,6 +1402,27 @@ fn trace(a: TraceArgs) -> Result<i32> {
         if let Some(rep) = &summary {
             writeln!(w)?;
             output::write_table(&mut w, rep, out_args.by, out_args.top, width)?;
+        }
+        if let Some(o) = &lock_order {
+            writeln!(
+                w,
+                "lock order: {} holds of user locks, {} distinct nested orders, {} inversion(s)",
+                o.holds,
+                o.orders,
+                o.inversions.len()
+            )?;
+            for i in &o.inversions {
+                writeln!(w, "{}", crate::lockorder::describe(i))?;
+            }
+            let d = o.dropped;
+            if d.edges + d.threads + d.window > 0 {
+                writeln!(
+                    w,
+                    "lock order: not followed: {} new orders over the cap, {} holds of threads \
+                     over the cap, {} holds out of a thread's window",
+                    d.edges, d.threads, d.window
+                )?;
+            }
         }
         w.flush()?;
         eprintln!(

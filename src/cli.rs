@@ -55,6 +55,12 @@ pub enum Command {
         after_help = "Examples:\n  lockscope trace -p 1234\n  lockscope trace -d 2s --json > waits.jsonl\n  lockscope trace -c myapp --summary\n\nHuman line: time(s) pid comm tid kind lock wait how caller\nJSON Lines: {\"type\":\"wait\",...} per wait, then {\"type\":\"end\",...}\nwith the number of events and every loss counter."
     )]
     Trace(TraceArgs),
+    /// Lock-order inversions: pairs of user locks that threads take in both
+    /// orders, potential deadlocks (trace --lock-order)
+    #[command(
+        after_help = "Examples:\n  lockscope deadlocks -p 1234 -d 30s\n  lockscope deadlocks --json -- ./my-server --selftest\n\nTraces every pthread lock and unlock of the targets (user-locks: uprobes,\nmicroseconds per operation) and keeps, per thread, which locks were held\nwhile another was taken. A pair taken in both orders is printed at the end\nwith the thread and the call sites of each order. Deadlocks that do happen\nare reported live by `report` and `run` (on stderr and in the JSON)."
+    )]
+    Deadlocks(TraceArgs),
     /// Run a command, profile it and its children, report when it exits
     #[command(
         after_help = "Examples:\n  lockscope run -- ./my-db --bench\n  lockscope run --by caller --json -- make -j4\n\nExits with the command's exit status (128+N if killed by signal N)."
@@ -397,6 +403,12 @@ pub struct TraceArgs {
     /// chrome://tracing) here instead of printing each operation
     #[arg(long, value_name = "FILE.json")]
     pub perfetto: Option<std::path::PathBuf>,
+    /// Instead of each operation: the order in which each thread takes
+    /// nested user locks (user-locks, every caller), and at the end every
+    /// pair of locks taken in both orders, a potential deadlock whether or
+    /// not it happened, as lockdep reports them (`lockscope deadlocks`)
+    #[arg(long, conflicts_with = "perfetto")]
+    pub lock_order: bool,
     #[command(flatten)]
     pub settings: TraceSettings,
     /// A command to start and trace with its children (instead of -p/-t/

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One completed hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub struct Hold {
 
 /// Where one order of a pair was seen first: the thread, and the call
 /// sites of the outer and the inner lock.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Example {
     pub tid: u32,
     pub outer_caller: Option<String>,
@@ -40,21 +40,20 @@ pub struct Example {
 }
 
 /// One order, `outer` held while `inner` was taken.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Edge {
     pub count: u64,
     pub first: Example,
 }
 
 /// A pair of locks taken in both orders.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inversion {
     pub pid: u32,
-    #[serde(serialize_with = "hex")]
-    pub lock_a: u64,
+    /// The lock at the lower address, in hex.
+    pub lock_a: String,
     pub lock_a_name: Option<String>,
-    #[serde(serialize_with = "hex")]
-    pub lock_b: u64,
+    pub lock_b: String,
     pub lock_b_name: Option<String>,
     /// A held while B was taken.
     pub a_then_b: Edge,
@@ -62,12 +61,8 @@ pub struct Inversion {
     pub b_then_a: Edge,
 }
 
-fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("0x{v:x}"))
-}
-
 /// What the bounds dropped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dropped {
     /// New orders not kept because the edge cap was reached.
     pub edges: u64,
@@ -76,6 +71,17 @@ pub struct Dropped {
     /// Holds pushed out of a thread's window while they may still have
     /// been nested in a longer hold.
     pub window: u64,
+}
+
+/// What `--lock-order` found: in the end line of `trace --json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockOrder {
+    /// Holds seen (completed acquisitions of user locks).
+    pub holds: u64,
+    /// Distinct orders (outer, inner) seen.
+    pub orders: u64,
+    pub inversions: Vec<Inversion>,
+    pub dropped: Dropped,
 }
 
 /// The order graph of the traced processes.
@@ -88,6 +94,7 @@ pub struct OrderGraph {
     max_threads: usize,
     window: usize,
     dropped: Dropped,
+    holds: u64,
 }
 
 impl OrderGraph {
@@ -102,11 +109,13 @@ impl OrderGraph {
             max_threads,
             window: window.max(1),
             dropped: Dropped::default(),
+            holds: 0,
         }
     }
 
     /// Adds a completed hold (in the order the thread released them).
     pub fn add(&mut self, h: Hold) {
+        self.holds += 1;
         if let Some(n) = &h.lock_name {
             self.names
                 .entry((h.pid, h.lock))
@@ -172,6 +181,16 @@ impl OrderGraph {
         self.dropped
     }
 
+    /// The summary of everything added so far.
+    pub fn summary(&self) -> LockOrder {
+        LockOrder {
+            holds: self.holds,
+            orders: self.edges.len() as u64,
+            inversions: self.inversions(),
+            dropped: self.dropped,
+        }
+    }
+
     /// Every pair taken in both orders, lower address first.
     pub fn inversions(&self) -> Vec<Inversion> {
         let mut out = Vec::new();
@@ -182,9 +201,9 @@ impl OrderGraph {
             if let Some(ba) = self.edges.get(&(pid, b, a)) {
                 out.push(Inversion {
                     pid,
-                    lock_a: a,
+                    lock_a: format!("0x{a:x}"),
                     lock_a_name: self.names.get(&(pid, a)).cloned(),
-                    lock_b: b,
+                    lock_b: format!("0x{b:x}"),
                     lock_b_name: self.names.get(&(pid, b)).cloned(),
                     a_then_b: ab.clone(),
                     b_then_a: ba.clone(),
@@ -197,14 +216,14 @@ impl OrderGraph {
 
 /// The human lines of an inversion, lockdep style.
 pub fn describe(i: &Inversion) -> String {
-    let name = |addr: u64, n: &Option<String>| match n {
-        Some(n) => format!("{n} (0x{addr:x})"),
-        None => format!("0x{addr:x}"),
+    let name = |addr: &str, n: &Option<String>| match n {
+        Some(n) => format!("{n} ({addr})"),
+        None => addr.to_string(),
     };
     let at = |c: &Option<String>| c.as_deref().unwrap_or("?").to_string();
     let (a, b) = (
-        name(i.lock_a, &i.lock_a_name),
-        name(i.lock_b, &i.lock_b_name),
+        name(&i.lock_a, &i.lock_a_name),
+        name(&i.lock_b, &i.lock_b_name),
     );
     format!(
         "lock-order inversion in pid {pid}: {a} and {b} are taken in both orders\n  \
@@ -266,7 +285,7 @@ mod tests {
         let inv = g.inversions();
         assert_eq!(inv.len(), 1);
         let i = &inv[0];
-        assert_eq!((i.lock_a, i.lock_b), (0xa, 0xb));
+        assert_eq!((i.lock_a.as_str(), i.lock_b.as_str()), ("0xa", "0xb"));
         assert_eq!(i.lock_a_name.as_deref(), Some("L10"));
         assert_eq!(i.a_then_b.first.tid, 1);
         assert_eq!(i.a_then_b.first.outer_caller.as_deref(), Some("f"));

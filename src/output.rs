@@ -1184,6 +1184,10 @@ pub struct EndLine {
     pub duration_ns: u64,
     pub lost: BTreeMap<String, u64>,
     pub report: Option<Report>,
+    /// `--lock-order`: the orders of nested user locks, and the pairs taken
+    /// in both orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_order: Option<crate::lockorder::LockOrder>,
 }
 
 /// A line of `trace --json`: an event or the end line.
@@ -2313,6 +2317,7 @@ mod json_contract {
                 duration_ns: 34,
                 lost: lost.clone(),
                 report,
+                lock_order: None,
             };
             let json = serde_json::to_string(&end).expect("write");
             assert!(
