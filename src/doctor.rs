@@ -1085,16 +1085,31 @@ fn check_ringbuf() -> Check {
     from_result("ringbuf", r)
 }
 
+/// A map check whose test program did not run.
+const NEVER_RAN: &str = "map created; the test program never ran";
+
+/// Attaches a map check's test program over a context switch, and reads
+/// its counters from `.bss` (zeros when the object has none).
+fn map_probe_counts<T: Default>(
+    skel: &ProbeSkel<'_>,
+    attach: impl FnOnce(&ProbeSkel<'_>) -> libbpf_rs::Result<libbpf_rs::Link>,
+    counts: impl FnOnce(&crate::bpf::probe::types::bss) -> T,
+) -> Result<T, String> {
+    let link =
+        attach(skel).map_err(|e| format!("map created; test program {}", failure("attach", &e)))?;
+    let_sched_switch();
+    let c = bss(skel).map_or_else(Default::default, counts);
+    drop(link);
+    Ok(c)
+}
+
 fn check_stack_map() -> Check {
     let r = with_loaded(&[Prog::Stack], &[MapSel::Stacks], |skel| {
-        let link = skel
-            .progs
-            .probe_stack
-            .attach()
-            .map_err(|e| format!("map created; test program {}", failure("attach", &e)))?;
-        let_sched_switch();
-        let (good, err) = bss(skel).map_or((0, 0), |b| (b.stack_ok, b.stack_err));
-        drop(link);
+        let (good, err) = map_probe_counts(
+            skel,
+            |s| s.progs.probe_stack.attach(),
+            |b| (b.stack_ok, b.stack_err),
+        )?;
         if good > 0 {
             Ok("created; bpf_get_stackid captured a kernel stack".to_string())
         } else if err < 0 {
@@ -1104,7 +1119,7 @@ fn check_stack_map() -> Check {
                 .map_or_else(|| err.to_string(), |n| format!("-{n}"));
             Err(format!("map created; bpf_get_stackid returned {name}"))
         } else {
-            Err("map created; the test program never ran".to_string())
+            Err(NEVER_RAN.to_string())
         }
     });
     from_result("stack_map", r)
@@ -1112,20 +1127,17 @@ fn check_stack_map() -> Check {
 
 fn check_task_storage() -> Check {
     let r = with_loaded(&[Prog::TaskStorage], &[MapSel::TaskStorage], |skel| {
-        let link = skel
-            .progs
-            .probe_task_storage
-            .attach()
-            .map_err(|e| format!("map created; test program {}", failure("attach", &e)))?;
-        let_sched_switch();
-        let (good, bad) = bss(skel).map_or((0, 0), |b| (b.task_storage_ok, b.task_storage_fail));
-        drop(link);
+        let (good, bad) = map_probe_counts(
+            skel,
+            |s| s.progs.probe_task_storage.attach(),
+            |b| (b.task_storage_ok, b.task_storage_fail),
+        )?;
         if good > 0 {
             Ok("created; bpf_task_storage_get works from tp_btf".to_string())
         } else if bad > 0 {
             Err("map created; bpf_task_storage_get returned NULL".to_string())
         } else {
-            Err("map created; the test program never ran".to_string())
+            Err(NEVER_RAN.to_string())
         }
     });
     from_result("task_storage", r)
