@@ -107,6 +107,30 @@ pub fn stats(count: u64, total: u64, min: u64, max: u64, hist: &[u64]) -> crate:
     }
 }
 
+/// Starts a source with the first backend of `order` that works; with it,
+/// why the ones before it did not (for the status: "name: reason; ..."),
+/// or, when none did, every reason. `skip` says why a backend cannot work
+/// when that is plain before trying.
+pub fn first_working<B: Copy, T>(
+    order: impl IntoIterator<Item = B>,
+    name: impl Fn(B) -> &'static str,
+    skip: impl Fn(B) -> Option<String>,
+    mut start: impl FnMut(B) -> Result<T>,
+) -> std::result::Result<(T, Option<String>), String> {
+    let mut errors = Vec::new();
+    for backend in order {
+        if let Some(why) = skip(backend) {
+            errors.push(format!("{}: {why}", name(backend)));
+            continue;
+        }
+        match start(backend) {
+            Ok(s) => return Ok((s, (!errors.is_empty()).then(|| errors.join("; ")))),
+            Err(e) => errors.push(format!("{}: {e:#}", name(backend))),
+        }
+    }
+    Err(errors.join("; "))
+}
+
 /// Fills a loaded object's `target_pids`, `target_tids`, `target_cgroup`.
 pub fn fill_target_maps(
     pids: &dyn MapCore,

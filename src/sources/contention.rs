@@ -57,7 +57,7 @@ pub(super) fn first_working<T>(
     order: Vec<Backend>,
     start: impl FnMut(Backend) -> Result<T>,
 ) -> Result<(T, Option<String>)> {
-    lifecycle::first_working(order, |b| b.name(), |_| None, start)
+    common::first_working(order, |b| b.name(), |_| None, start)
         .map_err(|e| anyhow::anyhow!("could not attach {source}: {e}"))
 }
 

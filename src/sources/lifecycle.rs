@@ -40,30 +40,6 @@ pub struct Plan<'a> {
     pub attach: bool,
 }
 
-/// Starts a source with the first backend of `order` that works; with it,
-/// why the ones before it did not (for the status: "name: reason; ..."),
-/// or, when none did, every reason. `skip` says why a backend cannot work
-/// when that is plain before trying.
-pub fn first_working<B: Copy, T>(
-    order: impl IntoIterator<Item = B>,
-    name: impl Fn(B) -> &'static str,
-    skip: impl Fn(B) -> Option<String>,
-    mut start: impl FnMut(B) -> Result<T>,
-) -> std::result::Result<(T, Option<String>), String> {
-    let mut errors = Vec::new();
-    for backend in order {
-        if let Some(why) = skip(backend) {
-            errors.push(format!("{}: {why}", name(backend)));
-            continue;
-        }
-        match start(backend) {
-            Ok(s) => return Ok((s, (!errors.is_empty()).then(|| errors.join("; ")))),
-            Err(e) => errors.push(format!("{}: {e:#}", name(backend))),
-        }
-    }
-    Err(errors.join("; "))
-}
-
 /// A loaded source object and its links.
 pub struct Loaded<T> {
     /// The generated skeleton: the source's typed maps and programs.

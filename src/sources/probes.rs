@@ -113,7 +113,7 @@ pub fn first_backend<T>(
         Backend::Kprobe => kprobes_missing(),
         Backend::Fentry => None,
     };
-    super::lifecycle::first_working(backends(source, forced)?, Backend::name, skip, start)
+    super::common::first_working(backends(source, forced)?, Backend::name, skip, start)
         .map_err(anyhow::Error::msg)
 }
 
