@@ -360,11 +360,7 @@ static __always_inline void emit(__u64 begin, __u64 end, __u64 uaddr, __u32 op,
 	struct ls_fevent *e;
 	__u64 id;
 
-	if (!emit_events)
-		return;
-	e = ls_reserve(&events, sizeof(*e), &lost, LS_FLOST_RINGBUF);
-	if (!e)
-		return;
+	LS_RESERVE_EVENT(e, LS_FLOST_RINGBUF);
 	id = bpf_get_current_pid_tgid();
 	e->begin_ns = begin;
 	e->end_ns = end;

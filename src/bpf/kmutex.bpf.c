@@ -122,11 +122,7 @@ static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 	struct ls_kevent *e;
 	__u64 id;
 
-	if (!emit_events)
-		return;
-	e = ls_reserve(&events, sizeof(*e), &lost, LS_KLOST_RINGBUF);
-	if (!e)
-		return;
+	LS_RESERVE_EVENT(e, LS_KLOST_RINGBUF);
 	id = bpf_get_current_pid_tgid();
 	task = bpf_get_current_task_btf();
 	LS_FILL_LOCK_EVENT(e, id, begin, acquired, released, lock, kind, flags, holder, ret);

@@ -93,6 +93,18 @@ static __always_inline void *ls_reserve(void *rb, __u64 size, void *lost_map, __
 	return e;
 }
 
+/* The start of an event writer: returns from it unless stream mode is on
+ * (`emit_events`) and a record `*e` fits in `events` (a full ring counts
+ * as `what` in `lost`). */
+#define LS_RESERVE_EVENT(e, what)                                             \
+	do {                                                                   \
+		if (!emit_events)                                              \
+			return;                                                \
+		e = ls_reserve(&events, sizeof(*e), &lost, what);              \
+		if (!e)                                                        \
+			return;                                                \
+	} while (0)
+
 /* Entry 0 of a one-entry per-CPU array: a value too big for the stack. */
 static __always_inline void *ls_scratch(void *map)
 {

@@ -246,11 +246,7 @@ static __always_inline void emit(struct mm_struct *mm, struct ls_mm_op *op,
 	struct ls_mm_event *e;
 	__u64 id;
 
-	if (!emit_events)
-		return;
-	e = ls_reserve(&events, sizeof(*e), &lost, LS_MM_LOST_RINGBUF);
-	if (!e)
-		return;
+	LS_RESERVE_EVENT(e, LS_MM_LOST_RINGBUF);
 	id = bpf_get_current_pid_tgid();
 	e->begin_ns = op->begin_ns;
 	e->acquired_ns = op->acquired_ns;

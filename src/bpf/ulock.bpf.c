@@ -148,11 +148,7 @@ static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 	struct ls_uevent *e;
 	__u64 id;
 
-	if (!emit_events)
-		return;
-	e = ls_reserve(&events, sizeof(*e), &lost, LS_ULOST_RINGBUF);
-	if (!e)
-		return;
+	LS_RESERVE_EVENT(e, LS_ULOST_RINGBUF);
 	id = bpf_get_current_pid_tgid();
 	LS_FILL_LOCK_EVENT(e, id, begin, acquired, released, lock, kind, flags, holder, ret);
 	e->caller = caller;
