@@ -186,11 +186,7 @@ static __always_inline void begin_sleep(struct ls_cpu_state *cpu,
 		if (top->lock != (__u64)lock || top->tid != tid)
 			top = 0;
 	}
-	w = bpf_task_storage_get(&task_wait, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!w) {
-		ls_count_lost(&lost, LS_LOST_STORAGE);
-		return;
-	}
+	LS_TASK_SLOT(w, &task_wait, task, LS_LOST_STORAGE);
 	if (top) {
 		/* begin (spin), begin (sleep), end: one wait from the first
 		 * begin; it may now migrate, so it moves to task storage */

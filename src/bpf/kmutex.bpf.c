@@ -93,15 +93,10 @@ static __always_inline __u32 lock_class_of(struct task_struct *task, __u64 lock,
 static __always_inline struct ls_kagg_val *agg_entry(struct ls_kagg_key *key,
 						     void *ctx)
 {
-	struct ls_kagg_val *val, *init;
+	struct ls_kagg_val *init;
 	struct task_struct *task;
 
-	val = bpf_map_lookup_elem(&agg, key);
-	if (val)
-		return val;
-	init = ls_scratch(&agg_zero);
-	if (!init)
-		return NULL;
+	LS_LOOKUP_OR_SCRATCH(&agg, key, init, &agg_zero);
 	task = bpf_get_current_task_btf();
 	LS_INIT_AGG(init, task);
 	init->lock_class = lock_class_of(task, key->lock, key->kind);
@@ -158,11 +153,7 @@ static __always_inline int on_enter(__u64 lock, __u32 op)
 	if (!current_is_target())
 		return 0;
 	task = bpf_get_current_task_btf();
-	call = bpf_task_storage_get(&km_call, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!call) {
-		ls_count_lost(&lost, LS_KLOST_STORAGE);
-		return 0;
-	}
+	LS_TASK_SLOT(call, &km_call, task, LS_KLOST_STORAGE, 0);
 	if (call->lock)
 		ls_count_lost(&lost, LS_KLOST_STALE_CALL);
 	tid = (__u32)bpf_get_current_pid_tgid();

@@ -105,6 +105,19 @@ static __always_inline void *ls_reserve(void *rb, __u64 size, void *lost_map, __
 			return;                                                \
 	} while (0)
 
+/* `slot` = `task`'s storage in `map`, created when missing; when none can
+ * be had, counts `what` in `lost` and returns (`...`: the value) from the
+ * caller. */
+#define LS_TASK_SLOT(slot, map, task, what, ...)                              \
+	do {                                                                   \
+		slot = bpf_task_storage_get(map, task, 0,                      \
+					    BPF_LOCAL_STORAGE_GET_F_CREATE);   \
+		if (!slot) {                                                   \
+			ls_count_lost(&lost, what);                            \
+			return __VA_ARGS__;                                    \
+		}                                                              \
+	} while (0)
+
 /* Entry 0 of a one-entry per-CPU array: a value too big for the stack. */
 static __always_inline void *ls_scratch(void *map)
 {
@@ -112,6 +125,20 @@ static __always_inline void *ls_scratch(void *map)
 
 	return bpf_map_lookup_elem(map, &zero);
 }
+
+/* The start of a look-up-or-create: returns `key`'s value in `map` from
+ * the caller when it is there, else points `init` at the zeroed scratch
+ * value of `zero_map` (returns NULL without one) for the caller to fill and
+ * ls_insert. */
+#define LS_LOOKUP_OR_SCRATCH(map, key, init, zero_map)                        \
+	do {                                                                   \
+		void *found_ = bpf_map_lookup_elem(map, key);                  \
+		if (found_)                                                    \
+			return found_;                                         \
+		init = ls_scratch(zero_map);                                   \
+		if (!init)                                                     \
+			return NULL;                                           \
+	} while (0)
 
 /* Inserts `init` under `key` unless the key is there already and returns
  * the map's value; NULL when the map is full, counted as `what` in
