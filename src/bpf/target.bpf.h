@@ -47,6 +47,19 @@ static __always_inline bool comm_is_target(const char *comm)
 	return true;
 }
 
+/* In a filter: returns false unless thread `tid` of process `tgid` (u32
+ * variables: their addresses are the map keys) passes the pid and tid
+ * filters and is not lockscope itself. */
+#define LS_FILTER_IDS(tgid, tid)                                              \
+	do {                                                                   \
+		if ((tgid) == self_tgid)                                       \
+			return false;                                          \
+		if (filter_pid && !bpf_map_lookup_elem(&target_pids, &(tgid))) \
+			return false;                                          \
+		if (filter_tid && !bpf_map_lookup_elem(&target_tids, &(tid)))  \
+			return false;                                          \
+	} while (0)
+
 /* Whether the current task, whose bpf_get_current_pid_tgid() is `id`, is
  * traced. The settings are constants: the verifier drops the filters that
  * are off, so an unfiltered run pays only the self_tgid compare. */
@@ -54,12 +67,7 @@ static __always_inline bool id_is_target(__u64 id)
 {
 	__u32 tgid = id >> 32, tid = (__u32)id;
 
-	if (tgid == self_tgid)
-		return false;
-	if (filter_pid && !bpf_map_lookup_elem(&target_pids, &tgid))
-		return false;
-	if (filter_tid && !bpf_map_lookup_elem(&target_tids, &tid))
-		return false;
+	LS_FILTER_IDS(tgid, tid);
 	if (filter_comm) {
 		char comm[LS_COMM_LEN];
 
@@ -84,12 +92,7 @@ static __always_inline bool task_is_target(struct task_struct *task)
 {
 	__u32 tgid = task->tgid, tid = task->pid;
 
-	if (tgid == self_tgid)
-		return false;
-	if (filter_pid && !bpf_map_lookup_elem(&target_pids, &tgid))
-		return false;
-	if (filter_tid && !bpf_map_lookup_elem(&target_tids, &tid))
-		return false;
+	LS_FILTER_IDS(tgid, tid);
 	if (filter_comm && !comm_is_target(task->comm))
 		return false;
 	if (filter_cgroup) {
