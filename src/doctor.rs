@@ -785,14 +785,7 @@ fn check_raw_tp() -> RawTp {
                 ("syscalls", _) => "sys_exit",
                 _ => name,
             };
-            let r = match prog.attach_raw_tracepoint(raw_name) {
-                Ok(l) => {
-                    links.push(l);
-                    Ok(())
-                }
-                Err(e) => Err(short_error(&e)),
-            };
-            take_messages();
+            let r = keep_link(&mut links, prog.attach_raw_tracepoint(raw_name));
             attached.insert(format!("{cat}:{name}"), r);
         }
         drop(links);
@@ -818,6 +811,20 @@ struct Classic {
     attached: HashMap<String, Result<(), String>>,
 }
 
+/// Keeps the link of one attach (in `links`), or says why it failed;
+/// libbpf's messages about it are taken.
+fn keep_link(links: &mut Vec<Link>, attach: libbpf_rs::Result<Link>) -> Result<(), String> {
+    let r = match attach {
+        Ok(l) => {
+            links.push(l);
+            Ok(())
+        }
+        Err(e) => Err(short_error(&e)),
+    };
+    take_messages();
+    r
+}
+
 fn tracefs_mount() -> Option<&'static str> {
     TRACEFS_BASES
         .iter()
@@ -832,15 +839,8 @@ fn check_tracepoint() -> Classic {
         let prog = &skel.progs.probe_tracepoint;
         let mut links: Vec<Link> = Vec::new();
         for (cat, name) in crate::sources::tracepoints() {
-            let r = match prog.attach_tracepoint(TracepointCategory::Custom(cat.to_string()), name)
-            {
-                Ok(l) => {
-                    links.push(l);
-                    Ok(())
-                }
-                Err(e) => Err(short_error(&e)),
-            };
-            take_messages();
+            let category = TracepointCategory::Custom(cat.to_string());
+            let r = keep_link(&mut links, prog.attach_tracepoint(category, name));
             attached.insert(format!("{cat}:{name}"), r);
         }
         let_sched_switch();
@@ -933,16 +933,31 @@ fn check_fentry() -> Check {
             .probe_fexit
             .attach()
             .map_err(|e| failure("fexit attach", &e))?;
-        poke_mutex();
-        let (e, x) = bss(skel).map_or((0, 0), |b| (b.fentry_hits, b.fexit_hits));
-        drop((entry, exit));
-        Ok(if e > 0 && x > 0 {
-            "fentry+fexit on mutex_unlock loaded, attached and fired".to_string()
-        } else {
-            "fentry+fexit on mutex_unlock loaded and attached".to_string()
-        })
+        Ok(mutex_pair_fired(
+            skel,
+            (entry, exit),
+            |b| (b.fentry_hits, b.fexit_hits),
+            "fentry+fexit on mutex_unlock loaded, attached and fired",
+            "fentry+fexit on mutex_unlock loaded and attached",
+        ))
     });
     from_result("fentry", r)
+}
+
+/// An entry/return probe pair on mutex_unlock, attached (`links`): makes
+/// the kernel run it, and says `fired` when both programs ran (`hits`),
+/// else `attached`.
+fn mutex_pair_fired(
+    skel: &ProbeSkel<'_>,
+    links: (Link, Link),
+    hits: impl FnOnce(&crate::bpf::probe::types::bss) -> (u64, u64),
+    fired: &str,
+    attached: &str,
+) -> String {
+    poke_mutex();
+    let (e, x) = bss(skel).map_or((0, 0), hits);
+    drop(links);
+    if e > 0 && x > 0 { fired } else { attached }.to_string()
 }
 
 /// Makes the kernel take and release a mutex in this thread: a pipe write
@@ -988,14 +1003,13 @@ fn check_kprobe() -> Check {
             .probe_kretprobe
             .attach_kprobe(true, "mutex_unlock")
             .map_err(|e| why_not("kretprobe attach", &e))?;
-        poke_mutex();
-        let (e, x) = bss(skel).map_or((0, 0), |b| (b.kprobe_hits, b.kretprobe_hits));
-        drop((entry, ret));
-        Ok(if e > 0 && x > 0 {
-            "kprobe+kretprobe on mutex_unlock attached and fired".to_string()
-        } else {
-            "kprobe+kretprobe on mutex_unlock attached".to_string()
-        })
+        Ok(mutex_pair_fired(
+            skel,
+            (entry, ret),
+            |b| (b.kprobe_hits, b.kretprobe_hits),
+            "kprobe+kretprobe on mutex_unlock attached and fired",
+            "kprobe+kretprobe on mutex_unlock attached",
+        ))
     });
     from_result("kprobe", r)
 }
