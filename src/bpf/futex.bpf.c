@@ -525,9 +525,4 @@ int futex_waitv_exit(struct trace_event_raw_sys_exit *ctx)
 	return on_exit(ctx, ctx->ret, true);
 }
 
-SEC("tracepoint/sched/sched_process_fork")
-int futex_follow_fork(struct trace_event_raw_sched_process_fork *ctx)
-{
-	LS_CHECK_STOPPED();
-	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
-}
+LS_FOLLOW_FORK_TP(futex_follow_fork)

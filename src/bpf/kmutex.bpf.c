@@ -322,20 +322,9 @@ static __always_inline int on_release(__u64 lock, __u32 kind, bool downgrade)
 /* Attached before the lock probes: a child forked while they attach is
  * already a target. tp_btf where the kernel has BTF, else the classic
  * tracepoint; userspace loads one. */
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(km_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
-{
-	LS_CHECK_STOPPED();
-	return follow_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
-}
+LS_FOLLOW_FORK_BTF(km_follow_fork_btf)
 
-SEC("tracepoint/sched/sched_process_fork")
-int km_follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
-{
-	LS_CHECK_STOPPED();
-	/* runs in the parent; a new thread's tid joins harmlessly */
-	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
-}
+LS_FOLLOW_FORK_TP(km_follow_fork_tp)
 
 /* ---- one program per function and backend ---------------------------- */
 

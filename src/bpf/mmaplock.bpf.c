@@ -621,12 +621,7 @@ int BPF_PROG(mm_contention_btf, void *lock, unsigned int flags)
 	return on_contention((__u64)lock, flags);
 }
 
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(mm_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
-{
-	LS_CHECK_STOPPED();
-	return follow_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
-}
+LS_FOLLOW_FORK_BTF(mm_follow_fork_btf)
 
 /* ---- classic tracepoints: fallback ----------------------------------- */
 
@@ -661,10 +656,4 @@ int mm_contention_tp(struct trace_event_raw_contention_begin *ctx)
 	return on_contention((__u64)ctx->lock_addr, ctx->flags);
 }
 
-SEC("tracepoint/sched/sched_process_fork")
-int mm_follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
-{
-	LS_CHECK_STOPPED();
-	/* runs in the parent; a new thread's tid joins harmlessly */
-	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
-}
+LS_FOLLOW_FORK_TP(mm_follow_fork_tp)

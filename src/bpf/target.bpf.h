@@ -123,6 +123,28 @@ static __always_inline int follow_fork(__u32 parent_tgid, __u32 child_pid)
 	return 0;
 }
 
+/* An object's fork follower `name` on tp_btf/sched_process_fork (where the
+ * kernel has BTF) and on the classic tracepoint: userspace loads one of
+ * them, when following forks, and attaches it before the other programs (a
+ * child forked while they attach is a target already). The tracepoint's
+ * program runs in the parent: a new thread's tid joins harmlessly. */
+#define LS_FOLLOW_FORK_BTF(name)                                               \
+	SEC("tp_btf/sched_process_fork")                                       \
+	int BPF_PROG(name, struct task_struct *parent, struct task_struct *child) \
+	{                                                                      \
+		LS_CHECK_STOPPED();                                            \
+		return follow_fork(BPF_CORE_READ(parent, tgid),                \
+				   BPF_CORE_READ(child, tgid));                \
+	}
+#define LS_FOLLOW_FORK_TP(name)                                                \
+	SEC("tracepoint/sched/sched_process_fork")                             \
+	int name(struct trace_event_raw_sched_process_fork *ctx)               \
+	{                                                                      \
+		LS_CHECK_STOPPED();                                            \
+		return follow_fork(bpf_get_current_pid_tgid() >> 32,           \
+				   ctx->child_pid);                            \
+	}
+
 /* Children forked by targets become targets (`run`, `-p`), from
  * tp_btf/sched_process_fork (trusted task pointers): 1 when `child` is a
  * new process (not a thread) of a target and now a target itself, 0 when
