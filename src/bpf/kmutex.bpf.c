@@ -334,48 +334,37 @@ LS_FOLLOW_FORK_TP(km_follow_fork_tp)
 #define TRY LS_KOP_TRY
 #define INTR LS_KOP_INTR
 
-/* A lock call whose first argument is the lock and that returns nothing. */
-#define LOCK_VOID(fn, op)						\
+/* Calls macro `m` with the arguments `...` once they are expanded. */
+#define LS_CALL(m, ...) m(__VA_ARGS__)
+#define LS_UNPAREN(...) __VA_ARGS__
+
+/* The four programs of a lock call `fn` whose first argument is the lock:
+ * fentry/kprobe begin the wait, fexit/kretprobe end it with `ret`.
+ * `args`: the call's arguments (fentry), `xargs`: those and its return
+ * value (fexit), `rargs`: a comma and the return value, or nothing
+ * (kretprobe); all parenthesized. */
+#define LOCK_PROBES(fn, op, args, xargs, rargs, ret)			\
 SEC("fentry/" #fn)							\
-int BPF_PROG(fe_##fn, void *lock) { return on_enter((__u64)lock, op); } \
+int LS_CALL(BPF_PROG, fe_##fn, LS_UNPAREN args) { return on_enter((__u64)lock, op); } \
 SEC("fexit/" #fn)							\
-int BPF_PROG(fx_##fn, void *lock) { return on_return(ctx, 0, op); }	\
+int LS_CALL(BPF_PROG, fx_##fn, LS_UNPAREN xargs) { return on_return(ctx, ret, op); } \
 SEC("kprobe/" #fn)							\
 int BPF_KPROBE(kp_##fn, void *lock) { return on_enter((__u64)lock, op); } \
 SEC("kretprobe/" #fn)							\
-int BPF_KRETPROBE(kr_##fn) { return on_return(ctx, 0, op); }
+int LS_CALL(BPF_KRETPROBE, kr_##fn LS_UNPAREN rargs) { return on_return(ctx, ret, op); }
 
+/* A lock call that returns nothing. */
+#define LOCK_VOID(fn, op) LOCK_PROBES(fn, op, (void *lock), (void *lock), (), 0)
 /* ... that returns int (trylock: 1 = taken; interruptible: 0 = taken). */
 #define LOCK_INT(fn, op)						\
-SEC("fentry/" #fn)							\
-int BPF_PROG(fe_##fn, void *lock) { return on_enter((__u64)lock, op); } \
-SEC("fexit/" #fn)							\
-int BPF_PROG(fx_##fn, void *lock, int ret) { return on_return(ctx, ret, op); } \
-SEC("kprobe/" #fn)							\
-int BPF_KPROBE(kp_##fn, void *lock) { return on_enter((__u64)lock, op); } \
-SEC("kretprobe/" #fn)							\
-int BPF_KRETPROBE(kr_##fn, int ret) { return on_return(ctx, ret, op); }
-
+	LOCK_PROBES(fn, op, (void *lock), (void *lock, int ret), (, int ret), ret)
 /* The lockdep-only `_nested` forms: (lock, subclass). */
 #define LOCK_VOID2(fn, op)						\
-SEC("fentry/" #fn)							\
-int BPF_PROG(fe_##fn, void *lock, unsigned int sub) { return on_enter((__u64)lock, op); } \
-SEC("fexit/" #fn)							\
-int BPF_PROG(fx_##fn, void *lock, unsigned int sub) { return on_return(ctx, 0, op); } \
-SEC("kprobe/" #fn)							\
-int BPF_KPROBE(kp_##fn, void *lock) { return on_enter((__u64)lock, op); } \
-SEC("kretprobe/" #fn)							\
-int BPF_KRETPROBE(kr_##fn) { return on_return(ctx, 0, op); }
-
+	LOCK_PROBES(fn, op, (void *lock, unsigned int sub),		\
+		    (void *lock, unsigned int sub), (), 0)
 #define LOCK_INT2(fn, op)						\
-SEC("fentry/" #fn)							\
-int BPF_PROG(fe_##fn, void *lock, unsigned int sub) { return on_enter((__u64)lock, op); } \
-SEC("fexit/" #fn)							\
-int BPF_PROG(fx_##fn, void *lock, unsigned int sub, int ret) { return on_return(ctx, ret, op); } \
-SEC("kprobe/" #fn)							\
-int BPF_KPROBE(kp_##fn, void *lock) { return on_enter((__u64)lock, op); } \
-SEC("kretprobe/" #fn)							\
-int BPF_KRETPROBE(kr_##fn, int ret) { return on_return(ctx, ret, op); }
+	LOCK_PROBES(fn, op, (void *lock, unsigned int sub),		\
+		    (void *lock, unsigned int sub, int ret), (, int ret), ret)
 
 #define UNLOCK(fn, kind, downgrade)					\
 SEC("fentry/" #fn)							\
