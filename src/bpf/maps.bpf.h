@@ -16,14 +16,18 @@
 
 /* ---- declarations: one line a map ------------------------------------ */
 
-/* A hash map `name` of `entries` (key -> value). */
-#define LS_HASH(name, key_t, val_t, entries)                                   \
+/* A map `name` of `map_type` with `entries` (key -> value). */
+#define LS_KV_MAP(name, map_type, key_t, val_t, entries)                       \
 	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_HASH);                               \
+		__uint(type, map_type);                                        \
 		__uint(max_entries, entries);                                  \
 		__type(key, key_t);                                            \
 		__type(value, val_t);                                          \
 	} name SEC(".maps")
+
+/* A hash map `name` of `entries` (key -> value). */
+#define LS_HASH(name, key_t, val_t, entries)                                   \
+	LS_KV_MAP(name, BPF_MAP_TYPE_HASH, key_t, val_t, entries)
 
 /* Per-task storage `name` of `val_t` (created on demand). */
 #define LS_TASK_STORAGE(name, val_t)                                           \
@@ -36,21 +40,11 @@
 
 /* A per-CPU array `name` of `entries` values. */
 #define LS_PERCPU_ARRAY(name, val_t, entries)                                  \
-	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                       \
-		__uint(max_entries, entries);                                  \
-		__type(key, __u32);                                            \
-		__type(value, val_t);                                          \
-	} name SEC(".maps")
+	LS_KV_MAP(name, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, val_t, entries)
 
 /* An array `name` of `entries` values. */
 #define LS_ARRAY(name, val_t, entries)                                         \
-	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_ARRAY);                              \
-		__uint(max_entries, entries);                                  \
-		__type(key, __u32);                                            \
-		__type(value, val_t);                                          \
-	} name SEC(".maps")
+	LS_KV_MAP(name, BPF_MAP_TYPE_ARRAY, __u32, val_t, entries)
 
 /* A ring buffer `name` of `bytes`. */
 #define LS_RINGBUF(name, bytes)                                                \
