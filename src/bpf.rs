@@ -18,4 +18,6 @@ macro_rules! skeletons {
     };
 }
 
-skeletons!(contention, probe, mmaplock, sched, ulock, futex, kmutex, picknext, files);
+skeletons!(
+    contention, probe, mmaplock, sched, ulock, futex, kmutex, picknext, files
+);
