@@ -785,14 +785,7 @@ fn check_raw_tp() -> RawTp {
                 ("syscalls", _) => "sys_exit",
                 _ => name,
             };
-            let r = match prog.attach_raw_tracepoint(raw_name) {
-                Ok(l) => {
-                    links.push(l);
-                    Ok(())
-                }
-                Err(e) => Err(short_error(&e)),
-            };
-            take_messages();
+            let r = keep_link(&mut links, prog.attach_raw_tracepoint(raw_name));
             attached.insert(format!("{cat}:{name}"), r);
         }
         drop(links);
@@ -818,6 +811,20 @@ struct Classic {
     attached: HashMap<String, Result<(), String>>,
 }
 
+/// Keeps the link of one attach (in `links`), or says why it failed;
+/// libbpf's messages about it are taken.
+fn keep_link(links: &mut Vec<Link>, attach: libbpf_rs::Result<Link>) -> Result<(), String> {
+    let r = match attach {
+        Ok(l) => {
+            links.push(l);
+            Ok(())
+        }
+        Err(e) => Err(short_error(&e)),
+    };
+    take_messages();
+    r
+}
+
 fn tracefs_mount() -> Option<&'static str> {
     TRACEFS_BASES
         .iter()
@@ -832,15 +839,8 @@ fn check_tracepoint() -> Classic {
         let prog = &skel.progs.probe_tracepoint;
         let mut links: Vec<Link> = Vec::new();
         for (cat, name) in crate::sources::tracepoints() {
-            let r = match prog.attach_tracepoint(TracepointCategory::Custom(cat.to_string()), name)
-            {
-                Ok(l) => {
-                    links.push(l);
-                    Ok(())
-                }
-                Err(e) => Err(short_error(&e)),
-            };
-            take_messages();
+            let category = TracepointCategory::Custom(cat.to_string());
+            let r = keep_link(&mut links, prog.attach_tracepoint(category, name));
             attached.insert(format!("{cat}:{name}"), r);
         }
         let_sched_switch();
@@ -933,16 +933,31 @@ fn check_fentry() -> Check {
             .probe_fexit
             .attach()
             .map_err(|e| failure("fexit attach", &e))?;
-        poke_mutex();
-        let (e, x) = bss(skel).map_or((0, 0), |b| (b.fentry_hits, b.fexit_hits));
-        drop((entry, exit));
-        Ok(if e > 0 && x > 0 {
-            "fentry+fexit on mutex_unlock loaded, attached and fired".to_string()
-        } else {
-            "fentry+fexit on mutex_unlock loaded and attached".to_string()
-        })
+        Ok(mutex_pair_fired(
+            skel,
+            (entry, exit),
+            |b| (b.fentry_hits, b.fexit_hits),
+            "fentry+fexit on mutex_unlock loaded, attached and fired",
+            "fentry+fexit on mutex_unlock loaded and attached",
+        ))
     });
     from_result("fentry", r)
+}
+
+/// An entry/return probe pair on mutex_unlock, attached (`links`): makes
+/// the kernel run it, and says `fired` when both programs ran (`hits`),
+/// else `attached`.
+fn mutex_pair_fired(
+    skel: &ProbeSkel<'_>,
+    links: (Link, Link),
+    hits: impl FnOnce(&crate::bpf::probe::types::bss) -> (u64, u64),
+    fired: &str,
+    attached: &str,
+) -> String {
+    poke_mutex();
+    let (e, x) = bss(skel).map_or((0, 0), hits);
+    drop(links);
+    if e > 0 && x > 0 { fired } else { attached }.to_string()
 }
 
 /// Makes the kernel take and release a mutex in this thread: a pipe write
@@ -988,14 +1003,13 @@ fn check_kprobe() -> Check {
             .probe_kretprobe
             .attach_kprobe(true, "mutex_unlock")
             .map_err(|e| why_not("kretprobe attach", &e))?;
-        poke_mutex();
-        let (e, x) = bss(skel).map_or((0, 0), |b| (b.kprobe_hits, b.kretprobe_hits));
-        drop((entry, ret));
-        Ok(if e > 0 && x > 0 {
-            "kprobe+kretprobe on mutex_unlock attached and fired".to_string()
-        } else {
-            "kprobe+kretprobe on mutex_unlock attached".to_string()
-        })
+        Ok(mutex_pair_fired(
+            skel,
+            (entry, ret),
+            |b| (b.kprobe_hits, b.kretprobe_hits),
+            "kprobe+kretprobe on mutex_unlock attached and fired",
+            "kprobe+kretprobe on mutex_unlock attached",
+        ))
     });
     from_result("kprobe", r)
 }
@@ -1085,16 +1099,31 @@ fn check_ringbuf() -> Check {
     from_result("ringbuf", r)
 }
 
+/// A map check whose test program did not run.
+const NEVER_RAN: &str = "map created; the test program never ran";
+
+/// Attaches a map check's test program over a context switch, and reads
+/// its counters from `.bss` (zeros when the object has none).
+fn map_probe_counts<T: Default>(
+    skel: &ProbeSkel<'_>,
+    attach: impl FnOnce(&ProbeSkel<'_>) -> libbpf_rs::Result<libbpf_rs::Link>,
+    counts: impl FnOnce(&crate::bpf::probe::types::bss) -> T,
+) -> Result<T, String> {
+    let link =
+        attach(skel).map_err(|e| format!("map created; test program {}", failure("attach", &e)))?;
+    let_sched_switch();
+    let c = bss(skel).map_or_else(Default::default, counts);
+    drop(link);
+    Ok(c)
+}
+
 fn check_stack_map() -> Check {
     let r = with_loaded(&[Prog::Stack], &[MapSel::Stacks], |skel| {
-        let link = skel
-            .progs
-            .probe_stack
-            .attach()
-            .map_err(|e| format!("map created; test program {}", failure("attach", &e)))?;
-        let_sched_switch();
-        let (good, err) = bss(skel).map_or((0, 0), |b| (b.stack_ok, b.stack_err));
-        drop(link);
+        let (good, err) = map_probe_counts(
+            skel,
+            |s| s.progs.probe_stack.attach(),
+            |b| (b.stack_ok, b.stack_err),
+        )?;
         if good > 0 {
             Ok("created; bpf_get_stackid captured a kernel stack".to_string())
         } else if err < 0 {
@@ -1104,7 +1133,7 @@ fn check_stack_map() -> Check {
                 .map_or_else(|| err.to_string(), |n| format!("-{n}"));
             Err(format!("map created; bpf_get_stackid returned {name}"))
         } else {
-            Err("map created; the test program never ran".to_string())
+            Err(NEVER_RAN.to_string())
         }
     });
     from_result("stack_map", r)
@@ -1112,20 +1141,17 @@ fn check_stack_map() -> Check {
 
 fn check_task_storage() -> Check {
     let r = with_loaded(&[Prog::TaskStorage], &[MapSel::TaskStorage], |skel| {
-        let link = skel
-            .progs
-            .probe_task_storage
-            .attach()
-            .map_err(|e| format!("map created; test program {}", failure("attach", &e)))?;
-        let_sched_switch();
-        let (good, bad) = bss(skel).map_or((0, 0), |b| (b.task_storage_ok, b.task_storage_fail));
-        drop(link);
+        let (good, bad) = map_probe_counts(
+            skel,
+            |s| s.progs.probe_task_storage.attach(),
+            |b| (b.task_storage_ok, b.task_storage_fail),
+        )?;
         if good > 0 {
             Ok("created; bpf_task_storage_get works from tp_btf".to_string())
         } else if bad > 0 {
             Err("map created; bpf_task_storage_get returned NULL".to_string())
         } else {
-            Err("map created; the test program never ran".to_string())
+            Err(NEVER_RAN.to_string())
         }
     });
     from_result("task_storage", r)

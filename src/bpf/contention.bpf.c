@@ -186,11 +186,7 @@ static __always_inline void begin_sleep(struct ls_cpu_state *cpu,
 		if (top->lock != (__u64)lock || top->tid != tid)
 			top = 0;
 	}
-	w = bpf_task_storage_get(&task_wait, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!w) {
-		ls_count_lost(&lost, LS_LOST_STORAGE);
-		return;
-	}
+	LS_TASK_SLOT(w, &task_wait, task, LS_LOST_STORAGE);
 	if (top) {
 		/* begin (spin), begin (sleep), end: one wait from the first
 		 * begin; it may now migrate, so it moves to task storage */
@@ -537,12 +533,7 @@ int BPF_PROG(contention_end_btf, void *lock, int ret)
 	return on_end(ctx, lock, ret);
 }
 
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(follow_fork_btf, struct task_struct *parent, struct task_struct *child)
-{
-	LS_CHECK_STOPPED();
-	return follow_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
-}
+LS_FOLLOW_FORK_BTF(follow_fork_btf)
 
 /* Benchmark floor (backend tp_btf-floor): empty programs on the same
  * tracepoints, the cost of any tool that attaches there (dispatch plus the
@@ -614,10 +605,4 @@ int contention_end_tp(struct trace_event_raw_contention_end *ctx)
 	return on_end(ctx, (void *)ctx->lock_addr, ctx->ret);
 }
 
-SEC("tracepoint/sched/sched_process_fork")
-int follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
-{
-	LS_CHECK_STOPPED();
-	/* runs in the parent; a new thread's tid joins harmlessly */
-	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
-}
+LS_FOLLOW_FORK_TP(follow_fork_tp)

@@ -284,11 +284,7 @@ static __always_inline int on_enter(__u64 uaddr, __u32 op, __u32 val)
 		ls_count_lost(&lost, LS_FSTAT_COVERED);
 		return 0;
 	}
-	w = bpf_task_storage_get(&fwait, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!w) {
-		ls_count_lost(&lost, LS_FLOST_STORAGE);
-		return 0;
-	}
+	LS_TASK_SLOT(w, &fwait, task, LS_FLOST_STORAGE, 0);
 	if (w->uaddr)
 		ls_count_lost(&lost, LS_FLOST_STALE);
 	w->uaddr = uaddr;
@@ -335,12 +331,7 @@ static __always_inline struct ls_fagg_val *agg_entry(struct ls_fagg_key *key,
 {
 	struct ls_fagg_val *val, *init;
 
-	val = bpf_map_lookup_elem(&agg, key);
-	if (val)
-		return val;
-	init = ls_scratch(&agg_zero);
-	if (!init)
-		return NULL;
+	LS_LOOKUP_OR_SCRATCH(&agg, key, init, &agg_zero);
 	init->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(init->comm, sizeof(init->comm));
 	BPF_CORE_READ_STR_INTO(&init->pcomm, task, group_leader, comm);
@@ -360,11 +351,7 @@ static __always_inline void emit(__u64 begin, __u64 end, __u64 uaddr, __u32 op,
 	struct ls_fevent *e;
 	__u64 id;
 
-	if (!emit_events)
-		return;
-	e = ls_reserve(&events, sizeof(*e), &lost, LS_FLOST_RINGBUF);
-	if (!e)
-		return;
+	LS_RESERVE_EVENT(e, LS_FLOST_RINGBUF);
 	id = bpf_get_current_pid_tgid();
 	e->begin_ns = begin;
 	e->end_ns = end;
@@ -538,9 +525,4 @@ int futex_waitv_exit(struct trace_event_raw_sys_exit *ctx)
 	return on_exit(ctx, ctx->ret, true);
 }
 
-SEC("tracepoint/sched/sched_process_fork")
-int futex_follow_fork(struct trace_event_raw_sched_process_fork *ctx)
-{
-	LS_CHECK_STOPPED();
-	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
-}
+LS_FOLLOW_FORK_TP(futex_follow_fork)

@@ -93,15 +93,10 @@ static __always_inline __u32 lock_class_of(struct task_struct *task, __u64 lock,
 static __always_inline struct ls_kagg_val *agg_entry(struct ls_kagg_key *key,
 						     void *ctx)
 {
-	struct ls_kagg_val *val, *init;
+	struct ls_kagg_val *init;
 	struct task_struct *task;
 
-	val = bpf_map_lookup_elem(&agg, key);
-	if (val)
-		return val;
-	init = ls_scratch(&agg_zero);
-	if (!init)
-		return NULL;
+	LS_LOOKUP_OR_SCRATCH(&agg, key, init, &agg_zero);
 	task = bpf_get_current_task_btf();
 	LS_INIT_AGG(init, task);
 	init->lock_class = lock_class_of(task, key->lock, key->kind);
@@ -122,11 +117,7 @@ static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 	struct ls_kevent *e;
 	__u64 id;
 
-	if (!emit_events)
-		return;
-	e = ls_reserve(&events, sizeof(*e), &lost, LS_KLOST_RINGBUF);
-	if (!e)
-		return;
+	LS_RESERVE_EVENT(e, LS_KLOST_RINGBUF);
 	id = bpf_get_current_pid_tgid();
 	task = bpf_get_current_task_btf();
 	LS_FILL_LOCK_EVENT(e, id, begin, acquired, released, lock, kind, flags, holder, ret);
@@ -162,11 +153,7 @@ static __always_inline int on_enter(__u64 lock, __u32 op)
 	if (!current_is_target())
 		return 0;
 	task = bpf_get_current_task_btf();
-	call = bpf_task_storage_get(&km_call, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!call) {
-		ls_count_lost(&lost, LS_KLOST_STORAGE);
-		return 0;
-	}
+	LS_TASK_SLOT(call, &km_call, task, LS_KLOST_STORAGE, 0);
 	if (call->lock)
 		ls_count_lost(&lost, LS_KLOST_STALE_CALL);
 	tid = (__u32)bpf_get_current_pid_tgid();
@@ -335,20 +322,9 @@ static __always_inline int on_release(__u64 lock, __u32 kind, bool downgrade)
 /* Attached before the lock probes: a child forked while they attach is
  * already a target. tp_btf where the kernel has BTF, else the classic
  * tracepoint; userspace loads one. */
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(km_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
-{
-	LS_CHECK_STOPPED();
-	return follow_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
-}
+LS_FOLLOW_FORK_BTF(km_follow_fork_btf)
 
-SEC("tracepoint/sched/sched_process_fork")
-int km_follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
-{
-	LS_CHECK_STOPPED();
-	/* runs in the parent; a new thread's tid joins harmlessly */
-	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
-}
+LS_FOLLOW_FORK_TP(km_follow_fork_tp)
 
 /* ---- one program per function and backend ---------------------------- */
 
@@ -358,48 +334,37 @@ int km_follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
 #define TRY LS_KOP_TRY
 #define INTR LS_KOP_INTR
 
-/* A lock call whose first argument is the lock and that returns nothing. */
-#define LOCK_VOID(fn, op)						\
+/* Calls macro `m` with the arguments `...` once they are expanded. */
+#define LS_CALL(m, ...) m(__VA_ARGS__)
+#define LS_UNPAREN(...) __VA_ARGS__
+
+/* The four programs of a lock call `fn` whose first argument is the lock:
+ * fentry/kprobe begin the wait, fexit/kretprobe end it with `ret`.
+ * `args`: the call's arguments (fentry), `xargs`: those and its return
+ * value (fexit), `rargs`: a comma and the return value, or nothing
+ * (kretprobe); all parenthesized. */
+#define LOCK_PROBES(fn, op, args, xargs, rargs, ret)			\
 SEC("fentry/" #fn)							\
-int BPF_PROG(fe_##fn, void *lock) { return on_enter((__u64)lock, op); } \
+int LS_CALL(BPF_PROG, fe_##fn, LS_UNPAREN args) { return on_enter((__u64)lock, op); } \
 SEC("fexit/" #fn)							\
-int BPF_PROG(fx_##fn, void *lock) { return on_return(ctx, 0, op); }	\
+int LS_CALL(BPF_PROG, fx_##fn, LS_UNPAREN xargs) { return on_return(ctx, ret, op); } \
 SEC("kprobe/" #fn)							\
 int BPF_KPROBE(kp_##fn, void *lock) { return on_enter((__u64)lock, op); } \
 SEC("kretprobe/" #fn)							\
-int BPF_KRETPROBE(kr_##fn) { return on_return(ctx, 0, op); }
+int LS_CALL(BPF_KRETPROBE, kr_##fn LS_UNPAREN rargs) { return on_return(ctx, ret, op); }
 
+/* A lock call that returns nothing. */
+#define LOCK_VOID(fn, op) LOCK_PROBES(fn, op, (void *lock), (void *lock), (), 0)
 /* ... that returns int (trylock: 1 = taken; interruptible: 0 = taken). */
 #define LOCK_INT(fn, op)						\
-SEC("fentry/" #fn)							\
-int BPF_PROG(fe_##fn, void *lock) { return on_enter((__u64)lock, op); } \
-SEC("fexit/" #fn)							\
-int BPF_PROG(fx_##fn, void *lock, int ret) { return on_return(ctx, ret, op); } \
-SEC("kprobe/" #fn)							\
-int BPF_KPROBE(kp_##fn, void *lock) { return on_enter((__u64)lock, op); } \
-SEC("kretprobe/" #fn)							\
-int BPF_KRETPROBE(kr_##fn, int ret) { return on_return(ctx, ret, op); }
-
+	LOCK_PROBES(fn, op, (void *lock), (void *lock, int ret), (, int ret), ret)
 /* The lockdep-only `_nested` forms: (lock, subclass). */
 #define LOCK_VOID2(fn, op)						\
-SEC("fentry/" #fn)							\
-int BPF_PROG(fe_##fn, void *lock, unsigned int sub) { return on_enter((__u64)lock, op); } \
-SEC("fexit/" #fn)							\
-int BPF_PROG(fx_##fn, void *lock, unsigned int sub) { return on_return(ctx, 0, op); } \
-SEC("kprobe/" #fn)							\
-int BPF_KPROBE(kp_##fn, void *lock) { return on_enter((__u64)lock, op); } \
-SEC("kretprobe/" #fn)							\
-int BPF_KRETPROBE(kr_##fn) { return on_return(ctx, 0, op); }
-
+	LOCK_PROBES(fn, op, (void *lock, unsigned int sub),		\
+		    (void *lock, unsigned int sub), (), 0)
 #define LOCK_INT2(fn, op)						\
-SEC("fentry/" #fn)							\
-int BPF_PROG(fe_##fn, void *lock, unsigned int sub) { return on_enter((__u64)lock, op); } \
-SEC("fexit/" #fn)							\
-int BPF_PROG(fx_##fn, void *lock, unsigned int sub, int ret) { return on_return(ctx, ret, op); } \
-SEC("kprobe/" #fn)							\
-int BPF_KPROBE(kp_##fn, void *lock) { return on_enter((__u64)lock, op); } \
-SEC("kretprobe/" #fn)							\
-int BPF_KRETPROBE(kr_##fn, int ret) { return on_return(ctx, ret, op); }
+	LOCK_PROBES(fn, op, (void *lock, unsigned int sub),		\
+		    (void *lock, unsigned int sub, int ret), (, int ret), ret)
 
 #define UNLOCK(fn, kind, downgrade)					\
 SEC("fentry/" #fn)							\

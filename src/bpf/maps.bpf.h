@@ -16,14 +16,18 @@
 
 /* ---- declarations: one line a map ------------------------------------ */
 
-/* A hash map `name` of `entries` (key -> value). */
-#define LS_HASH(name, key_t, val_t, entries)                                   \
+/* A map `name` of `map_type` with `entries` (key -> value). */
+#define LS_KV_MAP(name, map_type, key_t, val_t, entries)                       \
 	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_HASH);                               \
+		__uint(type, map_type);                                        \
 		__uint(max_entries, entries);                                  \
 		__type(key, key_t);                                            \
 		__type(value, val_t);                                          \
 	} name SEC(".maps")
+
+/* A hash map `name` of `entries` (key -> value). */
+#define LS_HASH(name, key_t, val_t, entries)                                   \
+	LS_KV_MAP(name, BPF_MAP_TYPE_HASH, key_t, val_t, entries)
 
 /* Per-task storage `name` of `val_t` (created on demand). */
 #define LS_TASK_STORAGE(name, val_t)                                           \
@@ -36,21 +40,11 @@
 
 /* A per-CPU array `name` of `entries` values. */
 #define LS_PERCPU_ARRAY(name, val_t, entries)                                  \
-	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                       \
-		__uint(max_entries, entries);                                  \
-		__type(key, __u32);                                            \
-		__type(value, val_t);                                          \
-	} name SEC(".maps")
+	LS_KV_MAP(name, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, val_t, entries)
 
 /* An array `name` of `entries` values. */
 #define LS_ARRAY(name, val_t, entries)                                         \
-	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_ARRAY);                              \
-		__uint(max_entries, entries);                                  \
-		__type(key, __u32);                                            \
-		__type(value, val_t);                                          \
-	} name SEC(".maps")
+	LS_KV_MAP(name, BPF_MAP_TYPE_ARRAY, __u32, val_t, entries)
 
 /* A ring buffer `name` of `bytes`. */
 #define LS_RINGBUF(name, bytes)                                                \
@@ -93,6 +87,31 @@ static __always_inline void *ls_reserve(void *rb, __u64 size, void *lost_map, __
 	return e;
 }
 
+/* The start of an event writer: returns from it unless stream mode is on
+ * (`emit_events`) and a record `*e` fits in `events` (a full ring counts
+ * as `what` in `lost`). */
+#define LS_RESERVE_EVENT(e, what)                                             \
+	do {                                                                   \
+		if (!emit_events)                                              \
+			return;                                                \
+		e = ls_reserve(&events, sizeof(*e), &lost, what);              \
+		if (!e)                                                        \
+			return;                                                \
+	} while (0)
+
+/* `slot` = `task`'s storage in `map`, created when missing; when none can
+ * be had, counts `what` in `lost` and returns (`...`: the value) from the
+ * caller. */
+#define LS_TASK_SLOT(slot, map, task, what, ...)                              \
+	do {                                                                   \
+		slot = bpf_task_storage_get(map, task, 0,                      \
+					    BPF_LOCAL_STORAGE_GET_F_CREATE);   \
+		if (!slot) {                                                   \
+			ls_count_lost(&lost, what);                            \
+			return __VA_ARGS__;                                    \
+		}                                                              \
+	} while (0)
+
 /* Entry 0 of a one-entry per-CPU array: a value too big for the stack. */
 static __always_inline void *ls_scratch(void *map)
 {
@@ -100,6 +119,20 @@ static __always_inline void *ls_scratch(void *map)
 
 	return bpf_map_lookup_elem(map, &zero);
 }
+
+/* The start of a look-up-or-create: returns `key`'s value in `map` from
+ * the caller when it is there, else points `init` at the zeroed scratch
+ * value of `zero_map` (returns NULL without one) for the caller to fill and
+ * ls_insert. */
+#define LS_LOOKUP_OR_SCRATCH(map, key, init, zero_map)                        \
+	do {                                                                   \
+		void *found_ = bpf_map_lookup_elem(map, key);                  \
+		if (found_)                                                    \
+			return found_;                                         \
+		init = ls_scratch(zero_map);                                   \
+		if (!init)                                                     \
+			return NULL;                                           \
+	} while (0)
 
 /* Inserts `init` under `key` unless the key is there already and returns
  * the map's value; NULL when the map is full, counted as `what` in

@@ -246,11 +246,7 @@ static __always_inline void emit(struct mm_struct *mm, struct ls_mm_op *op,
 	struct ls_mm_event *e;
 	__u64 id;
 
-	if (!emit_events)
-		return;
-	e = ls_reserve(&events, sizeof(*e), &lost, LS_MM_LOST_RINGBUF);
-	if (!e)
-		return;
+	LS_RESERVE_EVENT(e, LS_MM_LOST_RINGBUF);
 	id = bpf_get_current_pid_tgid();
 	e->begin_ns = op->begin_ns;
 	e->acquired_ns = op->acquired_ns;
@@ -306,6 +302,8 @@ static __always_inline struct ls_mm_task *ops_of_current(void)
 {
 	struct ls_mm_task *t;
 
+	if (!current_is_target())
+		return NULL;
 	t = bpf_task_storage_get(&task_ops, bpf_get_current_task_btf(), 0,
 				 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!t)
@@ -331,8 +329,6 @@ static __always_inline int on_start(struct mm_struct *mm, bool write, long count
 	struct ls_mm_op *op;
 	int free = -1;
 
-	if (!current_is_target())
-		return 0;
 	t = ops_of_current();
 	if (!t)
 		return 0;
@@ -416,6 +412,20 @@ static __always_inline __s32 caller_of(void *ctx, struct ls_mm_task *t,
 	return id;
 }
 
+/* A hold of `op` that ends at `now`: its acquisition and hold counted in
+ * its entry `v` (partial: acquired before its start was seen), its stacks,
+ * its event with `ev_flags`. */
+#define LS_MM_END_HOLD(v, ctx, mm, op, now, ev_flags)                         \
+	do {                                                                   \
+		v = entry(ctx, mm, (op)->flags, (op)->stack_id);               \
+		if (v) {                                                       \
+			record_acquisition(v, op);                             \
+			record_hold(v, (now) - (op)->acquired_ns);             \
+		}                                                              \
+		hold_stacks(mm, op, (now) - (op)->acquired_ns);                \
+		emit(mm, op, now, ev_flags, (op)->stack_id);                   \
+	} while (0)
+
 static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool write,
 				      bool success)
 {
@@ -425,8 +435,6 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 	__u64 now;
 	int i;
 
-	if (!current_is_target())
-		return 0;
 	t = ops_of_current();
 	if (!t)
 		return 0;
@@ -459,13 +467,7 @@ static __always_inline int on_acquire(void *ctx, struct mm_struct *mm, bool writ
 			/* mmap_write_downgrade(): the write hold ends here, a read
 			 * hold begins without a wait */
 			op = &t->op[i & (LS_MM_SLOTS - 1)];
-			v = entry(ctx, mm, op->flags, op->stack_id);
-			if (v) {
-				record_acquisition(v, op);
-				record_hold(v, now - op->acquired_ns);
-			}
-			hold_stacks(mm, op, now - op->acquired_ns);
-			emit(mm, op, now, op->flags | LS_MM_DOWNGRADE, op->stack_id);
+			LS_MM_END_HOLD(v, ctx, mm, op, now, op->flags | LS_MM_DOWNGRADE);
 			op->begin_ns = now;
 			op->acquired_ns = now;
 			op->offcpu_ns = 0;
@@ -516,8 +518,6 @@ static __always_inline int on_release(void *ctx, struct mm_struct *mm, bool writ
 	__u64 now;
 	int i;
 
-	if (!current_is_target())
-		return 0;
 	t = ops_of_current();
 	if (!t)
 		return 0;
@@ -525,14 +525,7 @@ static __always_inline int on_release(void *ctx, struct mm_struct *mm, bool writ
 	i = find(t, mm, write, true);
 	if (i >= 0) {
 		op = &t->op[i & (LS_MM_SLOTS - 1)];
-		v = entry(ctx, mm, op->flags, op->stack_id);
-		if (v) {
-			/* partial: acquired before its start was seen */
-			record_acquisition(v, op);
-			record_hold(v, now - op->acquired_ns);
-		}
-		hold_stacks(mm, op, now - op->acquired_ns);
-		emit(mm, op, now, op->flags, op->stack_id);
+		LS_MM_END_HOLD(v, ctx, mm, op, now, op->flags);
 		op->mm = 0;
 		return 0;
 	}
@@ -628,12 +621,7 @@ int BPF_PROG(mm_contention_btf, void *lock, unsigned int flags)
 	return on_contention((__u64)lock, flags);
 }
 
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(mm_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
-{
-	LS_CHECK_STOPPED();
-	return follow_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
-}
+LS_FOLLOW_FORK_BTF(mm_follow_fork_btf)
 
 /* ---- classic tracepoints: fallback ----------------------------------- */
 
@@ -668,10 +656,4 @@ int mm_contention_tp(struct trace_event_raw_contention_begin *ctx)
 	return on_contention((__u64)ctx->lock_addr, ctx->flags);
 }
 
-SEC("tracepoint/sched/sched_process_fork")
-int mm_follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
-{
-	LS_CHECK_STOPPED();
-	/* runs in the parent; a new thread's tid joins harmlessly */
-	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
-}
+LS_FOLLOW_FORK_TP(mm_follow_fork_tp)

@@ -128,17 +128,6 @@ int BPF_KRETPROBE(pick_kretprobe, void *ret)
 
 /* Attached before the pick probes; tp_btf where the kernel has BTF, else
  * the classic tracepoint (userspace loads one). */
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(pick_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
-{
-	LS_CHECK_STOPPED();
-	return follow_fork(BPF_CORE_READ(parent, tgid), BPF_CORE_READ(child, tgid));
-}
+LS_FOLLOW_FORK_BTF(pick_follow_fork_btf)
 
-SEC("tracepoint/sched/sched_process_fork")
-int pick_follow_fork_tp(struct trace_event_raw_sched_process_fork *ctx)
-{
-	LS_CHECK_STOPPED();
-	/* runs in the parent; a new thread's tid joins harmlessly */
-	return follow_fork(bpf_get_current_pid_tgid() >> 32, ctx->child_pid);
-}
+LS_FOLLOW_FORK_TP(pick_follow_fork_tp)

@@ -66,73 +66,38 @@ static __always_inline bool is_self(void)
 	return (bpf_get_current_pid_tgid() >> 32) == self_tgid;
 }
 
-SEC("tp_btf/sched_switch")
-int BPF_PROG(probe_tp_btf)
-{
-	__sync_fetch_and_add(&tp_btf_hits, 1);
-	return 0;
-}
+/* A program whose only work is counting its runs in `counter`: `head` is
+ * its declaration (name and context). */
+#define COUNT_RUNS(sec, head, counter)                                         \
+	SEC(sec)                                                               \
+	int head                                                               \
+	{                                                                      \
+		__sync_fetch_and_add(&counter, 1);                             \
+		return 0;                                                      \
+	}
+
+COUNT_RUNS("tp_btf/sched_switch", BPF_PROG(probe_tp_btf), tp_btf_hits)
 
 /* Also attached by name to every tracepoint lockscope uses, to prove it
  * exists without tracefs. */
-SEC("raw_tp/sched_switch")
-int probe_raw_tp(void *ctx)
-{
-	__sync_fetch_and_add(&raw_tp_hits, 1);
-	return 0;
-}
+COUNT_RUNS("raw_tp/sched_switch", probe_raw_tp(void *ctx), raw_tp_hits)
 
 /* Also attached to every classic tracepoint lockscope uses. */
-SEC("tracepoint/sched/sched_switch")
-int probe_tracepoint(void *ctx)
-{
-	__sync_fetch_and_add(&tracepoint_hits, 1);
-	return 0;
-}
+COUNT_RUNS("tracepoint/sched/sched_switch", probe_tracepoint(void *ctx), tracepoint_hits)
 
-SEC("fentry/mutex_unlock")
-int BPF_PROG(probe_fentry)
-{
-	__sync_fetch_and_add(&fentry_hits, 1);
-	return 0;
-}
+COUNT_RUNS("fentry/mutex_unlock", BPF_PROG(probe_fentry), fentry_hits)
 
-SEC("fexit/mutex_unlock")
-int BPF_PROG(probe_fexit)
-{
-	__sync_fetch_and_add(&fexit_hits, 1);
-	return 0;
-}
+COUNT_RUNS("fexit/mutex_unlock", BPF_PROG(probe_fexit), fexit_hits)
 
-SEC("kprobe/mutex_unlock")
-int BPF_KPROBE(probe_kprobe)
-{
-	__sync_fetch_and_add(&kprobe_hits, 1);
-	return 0;
-}
+COUNT_RUNS("kprobe/mutex_unlock", BPF_KPROBE(probe_kprobe), kprobe_hits)
 
-SEC("kretprobe/mutex_unlock")
-int BPF_KRETPROBE(probe_kretprobe)
-{
-	__sync_fetch_and_add(&kretprobe_hits, 1);
-	return 0;
-}
+COUNT_RUNS("kretprobe/mutex_unlock", BPF_KRETPROBE(probe_kretprobe), kretprobe_hits)
 
 /* Attached by userspace to lockscope_doctor_uprobe_target in its own binary,
  * for its own pid only. */
-SEC("uprobe")
-int BPF_UPROBE(probe_uprobe)
-{
-	__sync_fetch_and_add(&uprobe_hits, 1);
-	return 0;
-}
+COUNT_RUNS("uprobe", BPF_UPROBE(probe_uprobe), uprobe_hits)
 
-SEC("uretprobe")
-int BPF_URETPROBE(probe_uretprobe)
-{
-	__sync_fetch_and_add(&uretprobe_hits, 1);
-	return 0;
-}
+COUNT_RUNS("uretprobe", BPF_URETPROBE(probe_uretprobe), uretprobe_hits)
 
 /* Ring buffer: one record per context switch away from the doctor. Uses a
  * raw tracepoint so that the check does not depend on BTF. */

@@ -177,11 +177,7 @@ int BPF_PROG(rq_switch_btf, bool preempt, struct task_struct *prev,
 			delay += clock - queued;
 	}
 	nivcsw = next->nivcsw;
-	s = bpf_task_storage_get(&rq_task, next, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!s) {
-		ls_count_lost(&lost, LS_RQ_LOST_STORAGE);
-		return 0;
-	}
+	LS_TASK_SLOT(s, &rq_task, next, LS_RQ_LOST_STORAGE, 0);
 	if (s->seen) {
 		wait = delay - s->run_delay;
 		woken = nivcsw == s->nivcsw;

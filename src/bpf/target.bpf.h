@@ -47,6 +47,19 @@ static __always_inline bool comm_is_target(const char *comm)
 	return true;
 }
 
+/* In a filter: returns false unless thread `tid` of process `tgid` (u32
+ * variables: their addresses are the map keys) passes the pid and tid
+ * filters and is not lockscope itself. */
+#define LS_FILTER_IDS(tgid, tid)                                              \
+	do {                                                                   \
+		if ((tgid) == self_tgid)                                       \
+			return false;                                          \
+		if (filter_pid && !bpf_map_lookup_elem(&target_pids, &(tgid))) \
+			return false;                                          \
+		if (filter_tid && !bpf_map_lookup_elem(&target_tids, &(tid)))  \
+			return false;                                          \
+	} while (0)
+
 /* Whether the current task, whose bpf_get_current_pid_tgid() is `id`, is
  * traced. The settings are constants: the verifier drops the filters that
  * are off, so an unfiltered run pays only the self_tgid compare. */
@@ -54,12 +67,7 @@ static __always_inline bool id_is_target(__u64 id)
 {
 	__u32 tgid = id >> 32, tid = (__u32)id;
 
-	if (tgid == self_tgid)
-		return false;
-	if (filter_pid && !bpf_map_lookup_elem(&target_pids, &tgid))
-		return false;
-	if (filter_tid && !bpf_map_lookup_elem(&target_tids, &tid))
-		return false;
+	LS_FILTER_IDS(tgid, tid);
 	if (filter_comm) {
 		char comm[LS_COMM_LEN];
 
@@ -84,12 +92,7 @@ static __always_inline bool task_is_target(struct task_struct *task)
 {
 	__u32 tgid = task->tgid, tid = task->pid;
 
-	if (tgid == self_tgid)
-		return false;
-	if (filter_pid && !bpf_map_lookup_elem(&target_pids, &tgid))
-		return false;
-	if (filter_tid && !bpf_map_lookup_elem(&target_tids, &tid))
-		return false;
+	LS_FILTER_IDS(tgid, tid);
 	if (filter_comm && !comm_is_target(task->comm))
 		return false;
 	if (filter_cgroup) {
@@ -119,6 +122,28 @@ static __always_inline int follow_fork(__u32 parent_tgid, __u32 child_pid)
 	bpf_map_update_elem(&target_pids, &child_pid, &one, BPF_ANY);
 	return 0;
 }
+
+/* An object's fork follower `name` on tp_btf/sched_process_fork (where the
+ * kernel has BTF) and on the classic tracepoint: userspace loads one of
+ * them, when following forks, and attaches it before the other programs (a
+ * child forked while they attach is a target already). The tracepoint's
+ * program runs in the parent: a new thread's tid joins harmlessly. */
+#define LS_FOLLOW_FORK_BTF(name)                                               \
+	SEC("tp_btf/sched_process_fork")                                       \
+	int BPF_PROG(name, struct task_struct *parent, struct task_struct *child) \
+	{                                                                      \
+		LS_CHECK_STOPPED();                                            \
+		return follow_fork(BPF_CORE_READ(parent, tgid),                \
+				   BPF_CORE_READ(child, tgid));                \
+	}
+#define LS_FOLLOW_FORK_TP(name)                                                \
+	SEC("tracepoint/sched/sched_process_fork")                             \
+	int name(struct trace_event_raw_sched_process_fork *ctx)               \
+	{                                                                      \
+		LS_CHECK_STOPPED();                                            \
+		return follow_fork(bpf_get_current_pid_tgid() >> 32,           \
+				   ctx->child_pid);                            \
+	}
 
 /* Children forked by targets become targets (`run`, `-p`), from
  * tp_btf/sched_process_fork (trusted task pointers): 1 when `child` is a

@@ -129,14 +129,9 @@ struct ls_uspawn ls_uspawn_type = {};
 /* The aggregation entry of a key, created when missing (NULL: map full). */
 static __always_inline struct ls_uagg_val *agg_entry(struct ls_uagg_key *key)
 {
-	struct ls_uagg_val *val, *init;
+	struct ls_uagg_val *init;
 
-	val = bpf_map_lookup_elem(&agg, key);
-	if (val)
-		return val;
-	init = ls_scratch(&agg_zero);
-	if (!init)
-		return NULL;
+	LS_LOOKUP_OR_SCRATCH(&agg, key, init, &agg_zero);
 	LS_INIT_AGG(init, bpf_get_current_task_btf());
 	return ls_insert(&agg, key, init, &lost, LS_ULOST_MAP_FULL);
 }
@@ -148,11 +143,7 @@ static __always_inline void emit(__u64 begin, __u64 acquired, __u64 released,
 	struct ls_uevent *e;
 	__u64 id;
 
-	if (!emit_events)
-		return;
-	e = ls_reserve(&events, sizeof(*e), &lost, LS_ULOST_RINGBUF);
-	if (!e)
-		return;
+	LS_RESERVE_EVENT(e, LS_ULOST_RINGBUF);
 	id = bpf_get_current_pid_tgid();
 	LS_FILL_LOCK_EVENT(e, id, begin, acquired, released, lock, kind, flags, holder, ret);
 	e->caller = caller;
@@ -259,11 +250,7 @@ int BPF_UPROBE(ulock_enter, void *lock)
 	if (!is_target())
 		return 0;
 	task = bpf_get_current_task_btf();
-	call = bpf_task_storage_get(&ulock_call, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!call) {
-		ls_count_lost(&lost, LS_ULOST_STORAGE);
-		return 0;
-	}
+	LS_TASK_SLOT(call, &ulock_call, task, LS_ULOST_STORAGE, 0);
 	op = (__u32)bpf_get_attach_cookie(ctx);
 	if ((op & LS_UOP_RETRY) && call->lock == (__u64)lock && call->op == op)
 		return 0; /* the same call spinning: keep its first entry */
@@ -451,11 +438,7 @@ int BPF_UPROBE(ucond_enter, void *cond, void *mutex)
 	op = (__u32)bpf_get_attach_cookie(ctx);
 	release((__u64)mutex, op);
 	task = bpf_get_current_task_btf();
-	call = bpf_task_storage_get(&ulock_call, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!call) {
-		ls_count_lost(&lost, LS_ULOST_STORAGE);
-		return 0;
-	}
+	LS_TASK_SLOT(call, &ulock_call, task, LS_ULOST_STORAGE, 0);
 	if (call->lock)
 		ls_count_lost(&lost, LS_ULOST_STALE_CALL);
 	call->lock = (__u64)mutex;

@@ -34,6 +34,103 @@ macro_rules! set_target_rodata {
 }
 pub(crate) use set_target_rodata;
 
+/// An open skeleton's `.rodata`, with the target settings written
+/// ([`set_target_rodata`]); the source writes its own settings into it.
+macro_rules! target_rodata {
+    ($open:expr, $opts:expr) => {{
+        let r = $open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or_else(|| anyhow::anyhow!("BPF object has no .rodata"))?;
+        $crate::sources::common::set_target_rodata!(&mut *r, $opts);
+        r
+    }};
+}
+pub(crate) use target_rodata;
+
+/// Writes the `--stacks` settings (`stacks_on`, `stack_threshold_ns`,
+/// `stack_sample`; with `holds`, also `hold_stacks_on`) when stacks are on.
+macro_rules! set_stacks_rodata {
+    ($rodata:expr, $opts:expr $(, $holds:ident)?) => {{
+        let r = $rodata;
+        if let Some(st) = $opts.stacks {
+            r.stacks_on = true;
+            $(r.$holds = st.holds;)?
+            r.stack_threshold_ns = st.threshold_ns;
+            r.stack_sample = st.sample;
+        }
+    }};
+}
+pub(crate) use set_stacks_rodata;
+
+/// Marks structs generated from `lockscope.h` as [`super::Pod`].
+macro_rules! bpf_pod {
+    ($($t:ty),+ $(,)?) => {
+        $(
+            // SAFETY: generated from lockscope.h, repr(C), integer and
+            // i8-array fields only, padded by hand to multiples of 8 bytes
+            // (no implicit padding).
+            unsafe impl $crate::sources::Pod for $t {}
+        )+
+    };
+}
+pub(crate) use bpf_pod;
+
+/// Asserts at compile time that the Rust model and the BPF header agree on
+/// the histogram layout: from `$field` of `$val` to its end lie exactly
+/// the model's slots (`$n` histograms of them: 1 unless given).
+macro_rules! assert_hist_layout {
+    ($val:ty, $field:ident) => {
+        $crate::sources::common::assert_hist_layout!($val, $field, 1);
+    };
+    ($val:ty, $field:ident, $n:literal) => {
+        const _: () = assert!(
+            std::mem::size_of::<[u64; $n * $crate::model::HIST_SLOTS]>()
+                == std::mem::size_of::<$val>() - std::mem::offset_of!($val, $field)
+        );
+    };
+}
+pub(crate) use assert_hist_layout;
+
+/// Wait or hold statistics from a kernel entry's counters (the minimum is
+/// 0 when nothing was counted: the kernel starts it at u64::MAX).
+pub fn stats(count: u64, total: u64, min: u64, max: u64, hist: &[u64]) -> crate::model::Stats {
+    let mut h = crate::model::Log2Hist::default();
+    h.slots.copy_from_slice(&hist[..crate::model::HIST_SLOTS]);
+    crate::model::Stats {
+        count,
+        total_ns: total,
+        min_ns: if count == 0 { 0 } else { min },
+        max_ns: max,
+        hist: h,
+    }
+}
+
+/// Starts a source with the first backend of `order` that works; with it,
+/// why the ones before it did not (for the status: "name: reason; ..."),
+/// or, when none did, every reason. `skip` says why a backend cannot work
+/// when that is plain before trying.
+pub fn first_working<B: Copy, T>(
+    order: impl IntoIterator<Item = B>,
+    name: impl Fn(B) -> &'static str,
+    skip: impl Fn(B) -> Option<String>,
+    mut start: impl FnMut(B) -> Result<T>,
+) -> std::result::Result<(T, Option<String>), String> {
+    let mut errors = Vec::new();
+    for backend in order {
+        if let Some(why) = skip(backend) {
+            errors.push(format!("{}: {why}", name(backend)));
+            continue;
+        }
+        match start(backend) {
+            Ok(s) => return Ok((s, (!errors.is_empty()).then(|| errors.join("; ")))),
+            Err(e) => errors.push(format!("{}: {e:#}", name(backend))),
+        }
+    }
+    Err(errors.join("; "))
+}
+
 /// Fills a loaded object's `target_pids`, `target_tids`, `target_cgroup`.
 pub fn fill_target_maps(
     pids: &dyn MapCore,

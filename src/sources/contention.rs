@@ -5,40 +5,25 @@
 //! (BPF links are file descriptors), so it is detached when the session is
 //! dropped or the process dies for any reason: nothing is pinned.
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use libbpf_rs::{MapCore, MapFlags};
 
-use super::common::{self, set_target_rodata};
+use super::common;
 use super::lifecycle::{self, Life, Loaded, Plan};
 use super::{
-    Options, Pod, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes,
-    tracefs_mounted, tracepoint_exists,
+    Options, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes, tracefs_mounted,
+    tracepoint_exists,
 };
 use crate::bpf::contention::types::{ls_agg_key, ls_agg_val, ls_event, ls_stack_key, ls_stack_val};
 use crate::bpf::contention::{ContentionSkel, ContentionSkelBuilder};
-use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats, WaitSplit};
+use crate::model::{Event, LockKind, Record, WaitSplit};
 use crate::status::usage;
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "kernel-contention";
 
-// The Rust model and the BPF header must agree on the histogram layout.
-const _: () = assert!(
-    std::mem::size_of::<[u64; HIST_SLOTS]>()
-        == std::mem::size_of::<ls_agg_val>() - std::mem::offset_of!(ls_agg_val, hist)
-);
-
-// SAFETY: generated from lockscope.h, repr(C), integer fields only, padded
-// by hand to a multiple of 8 bytes (no implicit padding).
-unsafe impl Pod for ls_agg_key {}
-// SAFETY: as above; integers and i8 arrays only.
-unsafe impl Pod for ls_agg_val {}
-// SAFETY: as above.
-unsafe impl Pod for ls_event {}
-// SAFETY: as above.
-unsafe impl Pod for ls_stack_key {}
-// SAFETY: as above.
-unsafe impl Pod for ls_stack_val {}
+common::assert_hist_layout!(ls_agg_val, hist);
+common::bpf_pod!(ls_agg_key, ls_agg_val, ls_event, ls_stack_key, ls_stack_val);
 
 /// How the kernel side is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,16 +55,10 @@ impl Backend {
 pub(super) fn first_working<T>(
     source: &str,
     order: Vec<Backend>,
-    mut start: impl FnMut(Backend) -> Result<T>,
+    start: impl FnMut(Backend) -> Result<T>,
 ) -> Result<(T, Option<String>)> {
-    let mut errors = Vec::new();
-    for backend in order {
-        match start(backend) {
-            Ok(s) => return Ok((s, (!errors.is_empty()).then(|| errors.join("; ")))),
-            Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
-        }
-    }
-    Err(anyhow!("could not attach {source}: {}", errors.join("; ")))
+    common::first_working(order, |b| b.name(), |_| None, start)
+        .map_err(|e| anyhow::anyhow!("could not attach {source}: {e}"))
 }
 
 /// Names of the `lost` counters, in the order of `enum ls_lost`.
@@ -154,23 +133,14 @@ impl Contention {
             attach: true,
         };
         let core = lifecycle::load::<ContentionSkelBuilder>(opts, &plan, |open| {
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-            set_target_rodata!(&mut *rodata, opts);
+            let rodata = common::target_rodata!(open, opts);
             rodata.emit_events = opts.emit_events;
             rodata.caller_mode = opts.caller as u32;
             rodata.skip_mutex = opts.skip_contention.mutex;
             rodata.skip_rwsem = opts.skip_contention.rwsem;
             rodata.skip_mmap = opts.skip_contention.mmap;
             rodata.agg_slots = opts.max_entries;
-            if let Some(st) = opts.stacks {
-                rodata.stacks_on = true;
-                rodata.stack_threshold_ns = st.threshold_ns;
-                rodata.stack_sample = st.sample;
-            }
+            common::set_stacks_rodata!(&mut *rodata, opts);
             Ok(())
         })?;
         Ok(Contention {
@@ -307,8 +277,6 @@ fn to_record(
     stack: impl FnOnce(i32) -> Option<Vec<u64>>,
 ) -> Record {
     let comm = comm_str(&v.comm);
-    let mut hist = Log2Hist::default();
-    hist.slots.copy_from_slice(&v.hist);
     Record {
         source: SOURCE,
         kind: LockKind::from_contention_flags(k.flags),
@@ -331,13 +299,7 @@ fn to_record(
         aborted: v.aborted,
         spun: v.spun,
         slept: v.slept,
-        wait: Stats {
-            count: v.count,
-            total_ns: v.total_ns,
-            min_ns: if v.count == 0 { 0 } else { v.min_ns },
-            max_ns: v.max_ns,
-            hist,
-        },
+        wait: common::stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
         hold: None,
         acquired: None,
         failed: 0,

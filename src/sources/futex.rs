@@ -27,21 +27,21 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, PoisonError};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use libbpf_rs::{Link, MapCore, MapFlags};
 
-use super::common::{self, set_target_rodata};
+use super::common;
 use super::lifecycle::{self, Life, Loaded, Plan};
 use super::locknames::{LockToName, name_locks};
 use super::{
-    Options, Pod, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes,
-    tracefs_mounted, tracepoint_exists,
+    Options, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes, tracefs_mounted,
+    tracepoint_exists,
 };
 use crate::bpf::futex::types::{
     ls_fagg_key, ls_fagg_val, ls_fevent, ls_fholder_key, ls_fholder_val, ls_fscan,
 };
 use crate::bpf::futex::{FutexSkel, FutexSkelBuilder};
-use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
+use crate::model::{Event, HolderRow, LockKind, Record, WaitSplit};
 use crate::procmaps::UserSymbolizer;
 use crate::status::SourceStatus;
 
@@ -74,19 +74,14 @@ pub fn kind_of(k: u32) -> (LockKind, &'static str) {
 const EV_SLEPT: u32 = 4;
 const EV_PARTIAL: u32 = 8;
 
-// SAFETY: generated from lockscope.h, repr(C), integer and i8-array fields
-// only, padded by hand to multiples of 8 bytes (no implicit padding).
-unsafe impl Pod for ls_fagg_key {}
-// SAFETY: as above.
-unsafe impl Pod for ls_fagg_val {}
-// SAFETY: as above.
-unsafe impl Pod for ls_fevent {}
-// SAFETY: as above.
-unsafe impl Pod for ls_fholder_key {}
-// SAFETY: as above.
-unsafe impl Pod for ls_fholder_val {}
-// SAFETY: as above.
-unsafe impl Pod for ls_fscan {}
+common::bpf_pod!(
+    ls_fagg_key,
+    ls_fagg_val,
+    ls_fevent,
+    ls_fholder_key,
+    ls_fholder_val,
+    ls_fscan
+);
 
 /// Whether a kind is a lock's (named after its first caller too).
 fn is_lock(kind: u32) -> bool {
@@ -290,19 +285,10 @@ impl Futex {
             attach: false,
         };
         let core = lifecycle::load::<FutexSkelBuilder>(opts, &plan, |open| {
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-            set_target_rodata!(&mut *rodata, opts);
+            let rodata = common::target_rodata!(open, opts);
             rodata.emit_events = opts.emit_events;
             rodata.caller_mode = opts.caller as u32;
-            if let Some(st) = opts.stacks {
-                rodata.stacks_on = true;
-                rodata.stack_threshold_ns = st.threshold_ns;
-                rodata.stack_sample = st.sample;
-            }
+            common::set_stacks_rodata!(&mut *rodata, opts);
             super::ulock::reuse_call_map(&mut open.maps.ulock_call)
         })?;
         super::ulock::publish_call_map(&core.skel.maps.ulock_call);
@@ -440,8 +426,6 @@ pub fn start(opts: &Options) -> Result<Box<dyn Source>> {
 /// timed out or were interrupted; `failed` counts calls that returned at
 /// once because the value had changed (not waits, not in `count`).
 pub fn to_record(k: &ls_fagg_key, v: &ls_fagg_val, cgroup: Option<String>) -> Record {
-    let mut hist = Log2Hist::default();
-    hist.slots.copy_from_slice(&v.hist[..HIST_SLOTS]);
     let (kind, source) = kind_of(k.kind);
     Record {
         source,
@@ -457,13 +441,7 @@ pub fn to_record(k: &ls_fagg_key, v: &ls_fagg_val, cgroup: Option<String>) -> Re
         aborted: v.timed_out + v.interrupted,
         spun: 0,
         slept: v.slept,
-        wait: Stats {
-            count: v.count,
-            total_ns: v.total_ns,
-            min_ns: if v.count == 0 { 0 } else { v.min_ns },
-            max_ns: v.max_ns,
-            hist,
-        },
+        wait: common::stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
         hold: None,
         acquired: None,
         failed: v.value_changed,
@@ -729,7 +707,7 @@ mod tests {
             runq_ns: 20,
             comm: [0; 16],
             pcomm: [0; 16],
-            hist: [0; HIST_SLOTS],
+            hist: [0; crate::model::HIST_SLOTS],
         };
         v.hist[7] = 3;
         let r = to_record(&k, &v, None);

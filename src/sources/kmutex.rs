@@ -13,40 +13,31 @@
 
 use std::collections::HashSet;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 
-use super::common::{self, set_target_rodata};
+use super::common::{self, stats};
 use super::lifecycle::{self, Life, Loaded, Plan};
 use super::probes::{Backend, first_backend, fork_program, functions_present};
-use super::{Options, Pod, Source, Symbolizer, comm_str};
+use super::{Options, Source, Symbolizer, comm_str};
 use crate::bpf::kmutex::types::{
     ls_kagg_key, ls_kagg_val, ls_kevent, ls_kholder_key, ls_kholder_val,
 };
 use crate::bpf::kmutex::{KmutexSkel, KmutexSkelBuilder};
-use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats};
+use crate::model::{Event, HolderRow, LockKind, Record};
 
 /// Source (and row) name of kernel mutexes.
 pub const SOURCE_MUTEX: &str = "kernel-mutex";
 /// Source (and row) name of kernel rw-semaphores.
 pub const SOURCE_RWSEM: &str = "kernel-rwsem";
 
-// The Rust model and the BPF header must agree on the histogram layout.
-const _: () = assert!(
-    std::mem::size_of::<[u64; 2 * HIST_SLOTS]>()
-        == std::mem::size_of::<ls_kagg_val>() - std::mem::offset_of!(ls_kagg_val, hist)
+common::assert_hist_layout!(ls_kagg_val, hist, 2);
+common::bpf_pod!(
+    ls_kagg_key,
+    ls_kagg_val,
+    ls_kevent,
+    ls_kholder_key,
+    ls_kholder_val
 );
-
-// SAFETY: generated from lockscope.h, repr(C), integers and i8 arrays
-// only, padded by hand to a multiple of 8 bytes (no implicit padding).
-unsafe impl Pod for ls_kagg_key {}
-// SAFETY: as above.
-unsafe impl Pod for ls_kagg_val {}
-// SAFETY: as above.
-unsafe impl Pod for ls_kevent {}
-// SAFETY: as above.
-unsafe impl Pod for ls_kholder_key {}
-// SAFETY: as above.
-unsafe impl Pod for ls_kholder_val {}
 
 /// `enum ls_kkind`.
 const KIND_MUTEX: u32 = 1;
@@ -176,20 +167,10 @@ impl KLock {
             attach: true,
         };
         let core = lifecycle::load::<KmutexSkelBuilder>(opts, &plan, |open| {
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-            set_target_rodata!(&mut *rodata, opts);
+            let rodata = common::target_rodata!(open, opts);
             rodata.emit_events = opts.emit_events;
             rodata.caller_mode = opts.caller as u32;
-            if let Some(st) = opts.stacks {
-                rodata.stacks_on = true;
-                rodata.hold_stacks_on = st.holds;
-                rodata.stack_threshold_ns = st.threshold_ns;
-                rodata.stack_sample = st.sample;
-            }
+            common::set_stacks_rodata!(&mut *rodata, opts, hold_stacks_on);
             Ok(())
         })?;
         Ok(KLock {
@@ -224,18 +205,6 @@ pub fn kind_of(k: u32) -> LockKind {
         KIND_RD => LockKind::RwsemRead,
         KIND_WR => LockKind::RwsemWrite,
         other => LockKind::Unknown(other),
-    }
-}
-
-fn stats(count: u64, total: u64, min: u64, max: u64, hist: &[u64]) -> Stats {
-    let mut h = Log2Hist::default();
-    h.slots.copy_from_slice(&hist[..HIST_SLOTS]);
-    Stats {
-        count,
-        total_ns: total,
-        min_ns: if count == 0 { 0 } else { min },
-        max_ns: max,
-        hist: h,
     }
 }
 

@@ -5,34 +5,23 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 
-use super::common::{self, set_target_rodata};
+use super::common::{self, stats};
 use super::contention::{Backend, first_working};
 use super::lifecycle::{self, Life, Loaded, Plan};
-use super::{Options, Pod, Source, Symbolizer, TracefsGuard, comm_str};
+use super::{Options, Source, Symbolizer, TracefsGuard, comm_str};
 use crate::bpf::mmaplock::types::{ls_mm_event, ls_mm_key, ls_mm_val};
 use crate::bpf::mmaplock::{MmaplockSkel, MmaplockSkelBuilder};
 use crate::cgroup::CgroupNames;
-use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats, WaitSplit};
+use crate::model::{Event, LockKind, Record, WaitSplit};
 use crate::status::SourceStatus;
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "mmap-lock";
 
-// The Rust model and the BPF header must agree on the histogram layout.
-const _: () = assert!(
-    std::mem::size_of::<[u64; HIST_SLOTS]>()
-        == std::mem::size_of::<ls_mm_val>() - std::mem::offset_of!(ls_mm_val, hold_hist)
-);
-
-// SAFETY: generated from lockscope.h, repr(C), integers and i8 arrays
-// only, padded by hand to a multiple of 8 bytes (no implicit padding).
-unsafe impl Pod for ls_mm_key {}
-// SAFETY: as above.
-unsafe impl Pod for ls_mm_val {}
-// SAFETY: as above.
-unsafe impl Pod for ls_mm_event {}
+common::assert_hist_layout!(ls_mm_val, hold_hist);
+common::bpf_pod!(ls_mm_key, ls_mm_val, ls_mm_event);
 
 /// Names of the `lost` counters, in the order of `enum ls_mm_lost`.
 pub const LOST_NAMES: [&str; 7] = [
@@ -120,21 +109,11 @@ impl MmapLock {
             attach: true,
         };
         let core = lifecycle::load::<MmaplockSkelBuilder>(opts, &plan, |open| {
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-            set_target_rodata!(&mut *rodata, opts);
+            let rodata = common::target_rodata!(open, opts);
             rodata.emit_events = opts.emit_events;
             rodata.caller_mode = opts.caller as u32;
             rodata.have_contention_tp = contention_tp;
-            if let Some(st) = opts.stacks {
-                rodata.stacks_on = true;
-                rodata.hold_stacks_on = st.holds;
-                rodata.stack_threshold_ns = st.threshold_ns;
-                rodata.stack_sample = st.sample;
-            }
+            common::set_stacks_rodata!(&mut *rodata, opts, hold_stacks_on);
             Ok(())
         })?;
         Ok(MmapLock {
@@ -252,18 +231,6 @@ fn kind(write: bool) -> LockKind {
         LockKind::RwsemWrite
     } else {
         LockKind::RwsemRead
-    }
-}
-
-fn stats(count: u64, total: u64, min: u64, max: u64, slots: &[u64; HIST_SLOTS]) -> Stats {
-    let mut hist = Log2Hist::default();
-    hist.slots.copy_from_slice(slots);
-    Stats {
-        count,
-        total_ns: total,
-        min_ns: if count == 0 { 0 } else { min },
-        max_ns: max,
-        hist,
     }
 }
 

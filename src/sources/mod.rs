@@ -851,15 +851,21 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
                 }
                 started.push((i, s));
             }
-            Err(e) if info.stood_in_for() => {
-                let waits = if wanted(contention::SOURCE) {
-                    "its waits come from kernel-contention"
+            Err(e) if explicit && !info.stood_in_for() => return Err(e.context(info.name)),
+            Err(e) => {
+                let reason = if !info.stood_in_for() {
+                    format!("{e:#}")
                 } else {
-                    for t in info.takes {
-                        fallback_kinds.extend_from_slice(t.kinds());
-                    }
-                    fallback_names.push(info.name);
-                    "its waits come from kernel-contention, started for them"
+                    let waits = if wanted(contention::SOURCE) {
+                        "its waits come from kernel-contention"
+                    } else {
+                        for t in info.takes {
+                            fallback_kinds.extend_from_slice(t.kinds());
+                        }
+                        fallback_names.push(info.name);
+                        "its waits come from kernel-contention, started for them"
+                    };
+                    format!("hold times unavailable on this kernel: {e:#} — {waits}")
                 };
                 usage_error |= e.downcast_ref::<Usage>().is_some();
                 errors.push(format!("{}: {e:#}", info.name));
@@ -869,23 +875,7 @@ pub fn start(chosen: &[String], opts: &Options) -> Result<Started> {
                         name: info.name.to_string(),
                         backend: None,
                         available: false,
-                        reason: Some(format!(
-                            "hold times unavailable on this kernel: {e:#} — {waits}"
-                        )),
-                    },
-                ));
-            }
-            Err(e) if explicit => return Err(e.context(info.name)),
-            Err(e) => {
-                usage_error |= e.downcast_ref::<Usage>().is_some();
-                errors.push(format!("{}: {e:#}", info.name));
-                failed.push((
-                    i,
-                    SourceStatus {
-                        name: info.name.to_string(),
-                        backend: None,
-                        available: false,
-                        reason: Some(format!("{e:#}")),
+                        reason: Some(reason),
                     },
                 ));
             }

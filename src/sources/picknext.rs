@@ -7,31 +7,23 @@
 //! found nothing fair to run. `--by lock` gives per-CPU totals, `--by task`
 //! per-task ones; `report -i 1s` prints them every second.
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 
-use super::common::{self, set_target_rodata};
+use super::common;
 use super::lifecycle::{self, Life, Loaded, Plan};
 use super::probes::{Backend, first_backend, fork_program, functions_present};
-use super::{Options, Pod, Source, Symbolizer, comm_str};
+use super::{Options, Source, Symbolizer, comm_str};
 use crate::bpf::picknext::types::{ls_pick_key, ls_pick_val};
 use crate::bpf::picknext::{PicknextSkel, PicknextSkelBuilder};
-use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
+use crate::model::{Event, LockKind, Record};
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "sched-picknext";
 /// The probed function.
 pub const FUNCTION: &str = "pick_next_task_fair";
 
-const _: () = assert!(
-    std::mem::size_of::<[u64; HIST_SLOTS]>()
-        == std::mem::size_of::<ls_pick_val>() - std::mem::offset_of!(ls_pick_val, hist)
-);
-
-// SAFETY: generated from lockscope.h, repr(C), integers and i8 arrays
-// only, padded by hand to a multiple of 8 bytes (no implicit padding).
-unsafe impl Pod for ls_pick_key {}
-// SAFETY: as above.
-unsafe impl Pod for ls_pick_val {}
+common::assert_hist_layout!(ls_pick_val, hist);
+common::bpf_pod!(ls_pick_key, ls_pick_val);
 
 /// Names of the `lost` counters, in the order of `enum ls_plost`.
 pub const LOST_NAMES: [&str; 2] = ["map_full", "return_without_entry"];
@@ -77,12 +69,7 @@ impl PickNext {
             attach: true,
         };
         let core = lifecycle::load::<PicknextSkelBuilder>(opts, &plan, |open| {
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-            set_target_rodata!(&mut *rodata, opts);
+            common::target_rodata!(open, opts);
             Ok(())
         })?;
         Ok(PickNext { note: None, core })
@@ -96,8 +83,6 @@ pub fn cpu_name(cpu: u32) -> String {
 
 /// A kernel aggregation entry as a model record.
 pub fn to_record(k: &ls_pick_key, v: &ls_pick_val, cgroup: Option<String>) -> Record {
-    let mut hist = Log2Hist::default();
-    hist.slots.copy_from_slice(&v.hist);
     Record {
         source: SOURCE,
         kind: LockKind::PickNext,
@@ -112,13 +97,7 @@ pub fn to_record(k: &ls_pick_key, v: &ls_pick_val, cgroup: Option<String>) -> Re
         aborted: 0,
         spun: 0,
         slept: 0,
-        wait: Stats {
-            count: v.count,
-            total_ns: v.total_ns,
-            min_ns: if v.count == 0 { 0 } else { v.min_ns },
-            max_ns: v.max_ns,
-            hist,
-        },
+        wait: common::stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
         hold: None,
         acquired: None,
         failed: v.picked_none,

@@ -107,22 +107,14 @@ pub fn load_error(what: &str, e: &libbpf_rs::Error) -> anyhow::Error {
 pub fn first_backend<T>(
     source: &str,
     forced: Option<&str>,
-    mut start: impl FnMut(Backend) -> Result<T>,
+    start: impl FnMut(Backend) -> Result<T>,
 ) -> Result<(T, Option<String>)> {
-    let mut errors = Vec::new();
-    for backend in backends(source, forced)? {
-        if backend == Backend::Kprobe
-            && let Some(why) = kprobes_missing()
-        {
-            errors.push(format!("kprobe: {why}"));
-            continue;
-        }
-        match start(backend) {
-            Ok(s) => return Ok((s, (!errors.is_empty()).then(|| errors.join("; ")))),
-            Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
-        }
-    }
-    bail!("{}", errors.join("; "))
+    let skip = |b| match b {
+        Backend::Kprobe => kprobes_missing(),
+        Backend::Fentry => None,
+    };
+    super::common::first_working(backends(source, forced)?, Backend::name, skip, start)
+        .map_err(anyhow::Error::msg)
 }
 
 /// Whether the kernel has the kprobe PMU (perf_event kprobes).

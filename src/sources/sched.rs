@@ -8,32 +8,21 @@
 //! = waits that began with a wakeup (the rest began with a preemption).
 //! `--by lock` gives one row per CPU, `--by task` one per thread.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use libbpf_rs::{MapCore, MapFlags};
 
-use super::common::{self, set_target_rodata};
+use super::common;
 use super::lifecycle::{self, Life, Loaded, Plan};
-use super::{Options, Pod, Source, Symbolizer, comm_str};
+use super::{Options, Source, Symbolizer, comm_str};
 use crate::bpf::sched::types::{ls_rq_event, ls_rq_key, ls_rq_val};
 use crate::bpf::sched::{SchedSkel, SchedSkelBuilder};
-use crate::model::{Event, HIST_SLOTS, LockKind, Log2Hist, Record, Stats};
+use crate::model::{Event, LockKind, Record};
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "sched";
 
-// The Rust model and the BPF header must agree on the histogram layout.
-const _: () = assert!(
-    std::mem::size_of::<[u64; HIST_SLOTS]>()
-        == std::mem::size_of::<ls_rq_val>() - std::mem::offset_of!(ls_rq_val, hist)
-);
-
-// SAFETY: generated from lockscope.h, repr(C), integers and i8 arrays
-// only, padded by hand to a multiple of 8 bytes (no implicit padding).
-unsafe impl Pod for ls_rq_key {}
-// SAFETY: as above.
-unsafe impl Pod for ls_rq_val {}
-// SAFETY: as above.
-unsafe impl Pod for ls_rq_event {}
+common::assert_hist_layout!(ls_rq_val, hist);
+common::bpf_pod!(ls_rq_key, ls_rq_val, ls_rq_event);
 
 /// Names of the `lost` counters, in the order of `enum ls_rq_lost`.
 pub const LOST_NAMES: [&str; 3] = ["map_full", "ringbuf_dropped", "task_storage_failed"];
@@ -87,12 +76,7 @@ impl Sched {
             attach: true,
         };
         let core = lifecycle::load::<SchedSkelBuilder>(opts, &plan, |open| {
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-            set_target_rodata!(&mut *rodata, opts);
+            let rodata = common::target_rodata!(open, opts);
             rodata.emit_events = opts.emit_events;
             rodata.nr_cpus = libbpf_rs::num_possible_cpus().context("possible CPUs")? as u32;
             Ok(())
@@ -153,8 +137,6 @@ impl Sched {
 
 /// A kernel aggregation entry as a model record.
 fn to_record(sym: &mut Symbolizer, k: &ls_rq_key, v: &ls_rq_val) -> Record {
-    let mut hist = Log2Hist::default();
-    hist.slots.copy_from_slice(&v.hist);
     Record {
         source: SOURCE,
         kind: LockKind::RunQueue,
@@ -169,13 +151,7 @@ fn to_record(sym: &mut Symbolizer, k: &ls_rq_key, v: &ls_rq_val) -> Record {
         aborted: 0,
         spun: 0,
         slept: v.woken,
-        wait: Stats {
-            count: v.count,
-            total_ns: v.total_ns,
-            min_ns: if v.count == 0 { 0 } else { v.min_ns },
-            max_ns: v.max_ns,
-            hist,
-        },
+        wait: common::stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
         hold: None,
         acquired: None,
         failed: 0,

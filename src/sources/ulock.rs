@@ -18,18 +18,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use libbpf_rs::{Link, MapCore, RingBufferBuilder, UprobeOpts};
 
-use super::common::{self, set_target_rodata};
+use super::common::{self, stats};
 use super::lifecycle::{self, Life, Loaded, Plan};
 use super::locknames::{LockToName, name_locks};
-use super::{Options, Pod, Source, Symbolizer, comm_str, from_bytes};
+use super::{Options, Source, Symbolizer, comm_str, from_bytes};
 use crate::bpf::ulock::types::{
     ls_uagg_key, ls_uagg_val, ls_uevent, ls_uholder_key, ls_uholder_val, ls_uspawn,
 };
 use crate::bpf::ulock::{UlockSkel, UlockSkelBuilder};
-use crate::model::{Event, HIST_SLOTS, HolderRow, LockKind, Log2Hist, Record, Stats, WaitSplit};
+use crate::model::{Event, HolderRow, LockKind, Record, WaitSplit};
 use crate::procmaps::{PthreadObject, UserSymbolizer, find_pthread_object, maps_file};
 use crate::status::SourceStatus;
 
@@ -61,24 +61,15 @@ const LS_USPAWN_FORK: u32 = 1;
 const LS_USPAWN_EXEC: u32 = 2;
 const LS_USPAWN_EXIT: u32 = 3;
 
-const _: () = assert!(
-    std::mem::size_of::<[u64; HIST_SLOTS]>()
-        == std::mem::size_of::<ls_uagg_val>() - std::mem::offset_of!(ls_uagg_val, hold_hist)
+common::assert_hist_layout!(ls_uagg_val, hold_hist);
+common::bpf_pod!(
+    ls_uagg_key,
+    ls_uagg_val,
+    ls_uevent,
+    ls_uholder_key,
+    ls_uholder_val,
+    ls_uspawn
 );
-
-// SAFETY: generated from lockscope.h, repr(C), integer and i8-array fields
-// only, padded by hand to multiples of 8 bytes (no implicit padding).
-unsafe impl Pod for ls_uagg_key {}
-// SAFETY: as above.
-unsafe impl Pod for ls_uagg_val {}
-// SAFETY: as above.
-unsafe impl Pod for ls_uevent {}
-// SAFETY: as above.
-unsafe impl Pod for ls_uholder_key {}
-// SAFETY: as above.
-unsafe impl Pod for ls_uholder_val {}
-// SAFETY: as above.
-unsafe impl Pod for ls_uspawn {}
 
 /// Which program a function gets.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -682,22 +673,12 @@ impl Ulock {
             attach: false,
         };
         let core = lifecycle::load::<UlockSkelBuilder>(opts, &load_plan, |open| {
-            let rodata = open
-                .maps
-                .rodata_data
-                .as_deref_mut()
-                .ok_or_else(|| anyhow!("BPF object has no .rodata"))?;
-            set_target_rodata!(&mut *rodata, opts);
+            let rodata = common::target_rodata!(open, opts);
             // per-process probes fire only in their process: no pid filter
             rodata.filter_pid = !per_process && !opts.targets.pids.is_empty();
             rodata.follow_forks = follow;
             rodata.emit_events = opts.emit_events;
-            if let Some(st) = opts.stacks {
-                rodata.stacks_on = true;
-                rodata.hold_stacks_on = st.holds;
-                rodata.stack_threshold_ns = st.threshold_ns;
-                rodata.stack_sample = st.sample;
-            }
+            common::set_stacks_rodata!(&mut *rodata, opts, hold_stacks_on);
             reuse_call_map(&mut open.maps.ulock_call)
         })?;
         let skel = &core.skel;
@@ -1180,18 +1161,6 @@ pub fn kind_of(k: u32) -> (LockKind, &'static str) {
         KIND_WR => (LockKind::UserRwlockWrite, ROW_RWLOCK),
         KIND_SPIN => (LockKind::UserSpin, ROW_SPIN),
         other => (LockKind::Unknown(other), ROW_MUTEX),
-    }
-}
-
-fn stats(count: u64, total: u64, min: u64, max: u64, hist: &[u64]) -> Stats {
-    let mut h = Log2Hist::default();
-    h.slots.copy_from_slice(&hist[..HIST_SLOTS]);
-    Stats {
-        count,
-        total_ns: total,
-        min_ns: if count == 0 { 0 } else { min },
-        max_ns: max,
-        hist: h,
     }
 }
 
