@@ -1189,6 +1189,7 @@ fn trace(mut a: TraceArgs) -> Result<i32> {
         a.settings.caller = crate::sources::CallerMode::Every;
         crate::lockorder::OrderGraph::new(65536, 4096, 256)
     });
+    let mut lock_names = crate::procmaps::UserSymbolizer::default();
     if !a.command.is_empty() && targets.describe() != "system-wide" {
         return Err(usage(
             "trace -- CMD traces the command and its children: no -p, -t, -c or --cgroup with it",
@@ -1297,11 +1298,20 @@ fn trace(mut a: TraceArgs) -> Result<i32> {
                     && !e.failed
                     && !e.partial
                 {
+                    // named while the process lives: a static lock by its
+                    // symbol, once per lock
+                    let lock_name = e.lock_name.clone().or_else(|| {
+                        if !g.named(e.pid, e.lock) {
+                            lock_names.data_name(e.pid, e.lock)
+                        } else {
+                            None
+                        }
+                    });
                     g.add(crate::lockorder::Hold {
                         pid: e.pid,
                         tid: e.tid,
                         lock: e.lock,
-                        lock_name: e.lock_name.clone(),
+                        lock_name,
                         caller: e.caller.clone(),
                         acquired_ns: e.end_ns,
                         released_ns,

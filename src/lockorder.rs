@@ -95,6 +95,8 @@ pub struct OrderGraph {
     window: usize,
     dropped: Dropped,
     holds: u64,
+    /// Locks seen (bounded like the edges).
+    seen: std::collections::HashSet<(u32, u64)>,
 }
 
 impl OrderGraph {
@@ -110,12 +112,16 @@ impl OrderGraph {
             window: window.max(1),
             dropped: Dropped::default(),
             holds: 0,
+            seen: Default::default(),
         }
     }
 
     /// Adds a completed hold (in the order the thread released them).
     pub fn add(&mut self, h: Hold) {
         self.holds += 1;
+        if self.seen.len() < self.max_edges {
+            self.seen.insert((h.pid, h.lock));
+        }
         if let Some(n) = &h.lock_name {
             self.names
                 .entry((h.pid, h.lock))
@@ -164,6 +170,12 @@ impl OrderGraph {
                 );
             }
         }
+    }
+
+    /// Whether a lock has been seen already (its name, if it has one,
+    /// is kept from its first hold).
+    pub fn named(&self, pid: u32, lock: u64) -> bool {
+        self.seen.contains(&(pid, lock))
     }
 
     /// Forgets a thread that exited (its window).

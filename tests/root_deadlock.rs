@@ -244,3 +244,122 @@ fn locks_always_taken_in_one_order_are_never_reported() {
     assert!(rep.deadlocks.is_empty(), "{:?}", rep.deadlocks);
     assert!(!stderr.contains("DEADLOCK"), "{stderr}");
 }
+
+/// `lockscope deadlocks --json -- lockscope workload KIND ARGS`: the
+/// workload's truth and the end line's lock order.
+fn lock_order_of(kind: &str, args: &[&str]) -> (Value, lockscope::lockorder::LockOrder) {
+    let out = Command::new(bin())
+        .args(["deadlocks", "--json", "--"])
+        .arg(bin())
+        .args(["workload", kind, "--json"])
+        .args(args)
+        .output()
+        .expect("run lockscope deadlocks");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let truth = lines
+        .iter()
+        .find(|l| l["kind"] == kind)
+        .unwrap_or_else(|| panic!("the workload's truth: {text}"))
+        .clone();
+    let end = lines
+        .iter()
+        .find(|l| l["type"] == "end")
+        .unwrap_or_else(|| panic!("an end line: {text}"));
+    let order = serde_json::from_value(end["lock_order"].clone()).expect("lock_order");
+    (truth, order)
+}
+
+#[test]
+fn locks_taken_in_both_orders_are_an_inversion_with_both_call_sites() {
+    require_root();
+    let rounds = 20;
+    let (truth, order) = lock_order_of(
+        "lock-order-inversion",
+        &["--rounds", &rounds.to_string(), "--hold", "1ms"],
+    );
+    eprintln!(
+        "{}",
+        serde_json::to_string_pretty(&order).unwrap_or_default()
+    );
+    assert_eq!(
+        order.inversions.len(),
+        1,
+        "one pair in both orders: {order:?}"
+    );
+    let i = &order.inversions[0];
+    assert_eq!(u(&truth["pid"]), u64::from(i.pid));
+    // the pair by symbol, at the workload's addresses (lower first)
+    let mut want = [
+        (truth["a"]["addr"].as_str(), "LS_ORDER_A"),
+        (truth["b"]["addr"].as_str(), "LS_ORDER_B"),
+    ];
+    want.sort();
+    assert_eq!(
+        [
+            (
+                Some(i.lock_a.as_str()),
+                i.lock_a_name.as_deref().unwrap_or("")
+            ),
+            (
+                Some(i.lock_b.as_str()),
+                i.lock_b_name.as_deref().unwrap_or("")
+            ),
+        ],
+        want
+    );
+    // each order as many times as its thread took it, first by that
+    // thread, from the function that takes the locks in that order
+    let a_is_lock_a = i.lock_a_name.as_deref() == Some("LS_ORDER_A");
+    let (ab, ba) = if a_is_lock_a {
+        (&i.a_then_b, &i.b_then_a)
+    } else {
+        (&i.b_then_a, &i.a_then_b)
+    };
+    for (edge, tid, f) in [
+        (ab, u(&truth["ab_tid"]), "ls_order_a_then_b"),
+        (ba, u(&truth["ba_tid"]), "ls_order_b_then_a"),
+    ] {
+        assert_eq!(edge.count, rounds, "{edge:?}");
+        assert_eq!(u64::from(edge.first.tid), tid, "{edge:?}");
+        for c in [&edge.first.outer_caller, &edge.first.inner_caller] {
+            assert!(
+                c.as_deref().is_some_and(|c| c.starts_with(f)),
+                "taken in {f}: {edge:?}"
+            );
+        }
+    }
+    assert_eq!(order.dropped, Default::default());
+}
+
+#[test]
+fn locks_always_taken_in_one_order_are_no_inversion() {
+    require_root();
+    let (threads, rounds) = (4u64, 50u64);
+    let (_, order) = lock_order_of(
+        "lock-order-safe",
+        &[
+            "--threads",
+            &threads.to_string(),
+            "--rounds",
+            &rounds.to_string(),
+            "--hold",
+            "1ms",
+        ],
+    );
+    assert!(order.inversions.is_empty(), "{order:?}");
+    // every thread's holds were seen: B each round, and A too by half
+    assert!(
+        order.holds >= threads * rounds + threads / 2 * rounds,
+        "{order:?}"
+    );
+    assert!(order.orders >= 1, "A then B was seen: {order:?}");
+}

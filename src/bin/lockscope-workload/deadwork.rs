@@ -27,7 +27,12 @@ use serde::Serialize;
 use crate::ulockwork::PMutex;
 
 /// The workloads of this file (the binary hands these names to [`main_if_named`]).
-pub const NAMES: [&str; 3] = ["deadlock-abba", "deadlock-cycle3", "lock-order-safe"];
+pub const NAMES: [&str; 4] = [
+    "deadlock-abba",
+    "deadlock-cycle3",
+    "lock-order-safe",
+    "lock-order-inversion",
+];
 
 /// The first mutex of `deadlock-abba`.
 #[unsafe(no_mangle)]
@@ -55,13 +60,13 @@ pub static LS_ORDER_B: PMutex = PMutex::new();
     about = "Deadlock workloads with known answers (tests of the deadlock detector)"
 )]
 struct DeadArgs {
-    /// deadlock-abba, deadlock-cycle3 or lock-order-safe
+    /// deadlock-abba, deadlock-cycle3, lock-order-safe or lock-order-inversion
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(NAMES))]
     kind: String,
     /// lock-order-safe: threads
     #[arg(long, default_value_t = 4)]
     threads: usize,
-    /// lock-order-safe: rounds per thread
+    /// lock-order-safe, lock-order-inversion: rounds per thread
     #[arg(long, default_value_t = 200)]
     rounds: u64,
     /// lock-order-safe: how long both locks are held each round
@@ -121,6 +126,20 @@ struct SafeTruth {
     elapsed_ns: u64,
 }
 
+/// The truth of `lock-order-inversion`.
+#[derive(Serialize)]
+struct InversionTruth {
+    kind: String,
+    pid: u32,
+    /// The thread that took A then B, and, after it ended, the one that
+    /// took B then A.
+    ab_tid: u32,
+    ba_tid: u32,
+    rounds: u64,
+    a: NamedLock,
+    b: NamedLock,
+}
+
 /// Runs a workload of this file when the command line names one (exit
 /// status), None otherwise.
 pub fn main_if_named() -> Option<i32> {
@@ -166,6 +185,7 @@ fn run(a: &DeadArgs) -> Result<()> {
         std::thread::sleep(d);
     }
     match a.kind.as_str() {
+        "lock-order-inversion" => lock_order_inversion(a),
         "deadlock-abba" => deadlock(
             a,
             vec![
@@ -338,6 +358,86 @@ fn lock_order_safe(a: &DeadArgs) -> Result<()> {
             truth.tids.len(),
             truth.rounds,
             truth.elapsed_ns / 1_000_000
+        )?;
+    }
+    Ok(())
+}
+
+/// Takes LS_ORDER_A, then LS_ORDER_B, and releases both: the call sites of
+/// the A-then-B order.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn ls_order_a_then_b(hold: Duration) {
+    // SAFETY: the mutexes are statics, initialised; each is unlocked by
+    // the thread that locked it.
+    unsafe {
+        libc::pthread_mutex_lock(LS_ORDER_A.ptr());
+        libc::pthread_mutex_lock(LS_ORDER_B.ptr());
+        std::thread::sleep(hold);
+        libc::pthread_mutex_unlock(LS_ORDER_B.ptr());
+        libc::pthread_mutex_unlock(LS_ORDER_A.ptr());
+    }
+}
+
+/// Takes LS_ORDER_B, then LS_ORDER_A: the other order.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn ls_order_b_then_a(hold: Duration) {
+    // SAFETY: as in ls_order_a_then_b.
+    unsafe {
+        libc::pthread_mutex_lock(LS_ORDER_B.ptr());
+        libc::pthread_mutex_lock(LS_ORDER_A.ptr());
+        std::thread::sleep(hold);
+        libc::pthread_mutex_unlock(LS_ORDER_A.ptr());
+        libc::pthread_mutex_unlock(LS_ORDER_B.ptr());
+    }
+}
+
+/// One thread takes A then B `rounds` times and ends; then another takes
+/// B then A `rounds` times. Never at the same time, so never a deadlock:
+/// a lock-order inversion that did not happen in this run.
+fn lock_order_inversion(a: &DeadArgs) -> Result<()> {
+    let (rounds, hold) = (a.rounds, a.hold);
+    let run = |name: &str, f: fn(Duration)| -> Result<u32> {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                for _ in 0..rounds {
+                    f(hold);
+                }
+                tid()
+            })
+            .context("spawn a lock-order thread")?
+            .join()
+            .map_err(|_| anyhow!("a lock-order thread panicked"))
+    };
+    let ab_tid = run("ls-inv-ab", ls_order_a_then_b)?;
+    let ba_tid = run("ls-inv-ba", ls_order_b_then_a)?;
+    let truth = InversionTruth {
+        kind: a.kind.clone(),
+        pid: std::process::id(),
+        ab_tid,
+        ba_tid,
+        rounds,
+        a: NamedLock {
+            name: "LS_ORDER_A",
+            addr: LS_ORDER_A.addr(),
+        },
+        b: NamedLock {
+            name: "LS_ORDER_B",
+            addr: LS_ORDER_B.addr(),
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer(&mut out, &truth)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "workload lock-order-inversion: pid {}, thread {} took A then B {} times, then \
+             thread {} B then A {} times",
+            truth.pid, ab_tid, rounds, ba_tid, rounds
         )?;
     }
     Ok(())
