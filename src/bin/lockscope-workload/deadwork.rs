@@ -143,9 +143,10 @@ struct InversionTruth {
 /// Runs a workload of this file when the command line names one (exit
 /// status), None otherwise.
 pub fn main_if_named() -> Option<i32> {
+    // the kind comes first, as every workload's does
     if !std::env::args()
-        .skip(1)
-        .any(|a| NAMES.contains(&a.as_str()))
+        .nth(1)
+        .is_some_and(|a| NAMES.contains(&a.as_str()))
     {
         return None;
     }
