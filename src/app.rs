@@ -1047,77 +1047,69 @@ fn event_rings(started: &Started) -> Result<(libbpf_rs::RingBuffer<'_>, RawQueue
     Ok((builder.build()?, pending))
 }
 
-/// Header of the stream lines of operations with a hold.
-pub fn hold_header(width: usize) -> String {
-    output::fit(
-        &format!(
-            "{:>9} {:>9} {:>9} {:>6} {:>6} {:<7} {:>12} {:>7} {:>7}",
-            "req(s)", "acq(s)", "rel(s)", "pid", "tid", "comm", "lock", "wait", "hold"
-        ),
-        width,
+/// The columns of a `trace` line before its caller: acquired and
+/// released times (s since the trace began), pid, comm, tid, kind, wait,
+/// hold and lock, each at least as wide as its common values (a comm is
+/// at most 15 characters, a kernel address 16 hex digits) so that lines
+/// line up under the one header; a longer value is whole and pushes the
+/// rest of its line right. The lock, of any length, comes last before
+/// the caller: only the caller moves.
+fn trace_head(cells: [&str; 9]) -> String {
+    let [acq, rel, pid, comm, tid, kind, wait, hold, lock] = cells;
+    format!(
+        "{acq:>10} {rel:>10} {pid:>7} {comm:<15} {tid:>7} {kind:<10} {wait:>8} {hold:>8} {lock:<16} "
     )
 }
 
-/// The stream line of a completed operation with a hold (user locks):
-/// like the seed's records, pid, comm, tid, lock, the request, acquired
-/// and released times (s since the trace began), wait and hold.
-fn hold_line(
-    e: &crate::model::Event,
-    rel: u64,
-    hold: u64,
-    mono_start: u64,
-    width: usize,
-) -> String {
-    let t = |ns: u64| format!("{:.6}", ns.saturating_sub(mono_start) as f64 / 1e9);
-    let s = format!("{:x}", e.lock);
-    let lock = &s[s.len().saturating_sub(12)..];
-    let line = format!(
-        "{:>9} {:>9} {:>9} {:>6} {:>6} {:<7} {:>12} {:>7} {:>7}",
-        t(e.begin_ns),
-        t(e.end_ns),
-        t(rel),
-        e.pid,
-        e.tid,
-        output::fit(&e.comm, 7),
-        lock,
-        fmt_ns(e.wait_ns),
-        fmt_ns(hold)
-    );
-    output::fit_tail(&line, "", width)
+/// The one header of `trace`'s human stream, cut (the caller's column
+/// only) as its lines are.
+fn trace_header(width: usize) -> String {
+    let head = trace_head([
+        "acq(s)", "rel(s)", "pid", "comm", "tid", "kind", "wait", "hold", "lock",
+    ]);
+    output::fit_tail(&head, "caller", width)
 }
 
-/// The human stream line: like the seed's records, one line per operation.
+/// The human stream line, one per operation, under [`trace_header`]:
+/// times in s since the trace began, `-` where not seen (the acquisition
+/// of a partial operation, the release of a wait); a failed operation's
+/// hold reads `failed`. Names and numbers are whole; only the caller is
+/// cut to `width` (whole with [`output::UNLIMITED`]).
 fn event_line(e: &crate::model::Event, mono_start: u64, width: usize) -> String {
-    if let (Some(rel), Some(hold)) = (e.released_ns, e.hold_ns)
-        && !e.partial
-    {
-        return hold_line(e, rel, hold, mono_start, width);
-    }
-    let at = e.end_ns.max(e.released_ns.unwrap_or(0)); // partial: release only
-    let t = at.saturating_sub(mono_start) as f64 / 1e9;
-    let lock = e.lock_name.clone().unwrap_or_else(|| {
-        let s = format!("{:x}", e.lock);
-        s[s.len().saturating_sub(12)..].to_string()
-    });
-    let mut wait = fmt_ns(e.wait_ns);
-    if e.partial {
-        wait = "partial".into();
-    } else if e.failed {
-        wait = format!("FAIL {wait}");
-    }
-    let hold = e.hold_ns.map(fmt_ns).unwrap_or_else(|| "-".into());
-    let line = format!(
-        "{:>10.6} {:>7} {:<10} {:>7} {:<8} {:>12} {:>8} {:>8} ",
-        t,
-        e.pid,
-        output::fit(&e.comm, 10),
-        e.tid,
-        output::fit(&short_kind(Some(e.kind)), 8),
-        output::fit(&lock, 12),
-        wait,
-        hold,
-    );
-    output::fit_tail(&line, e.caller.as_deref().unwrap_or("?"), width)
+    let t = |ns: u64| format!("{:.6}", ns.saturating_sub(mono_start) as f64 / 1e9);
+    // a partial operation with a release: only the release was seen
+    let acq = if (e.partial && e.released_ns.is_some()) || e.end_ns == 0 {
+        "-".to_string()
+    } else {
+        t(e.end_ns)
+    };
+    let rel = e.released_ns.map_or_else(|| "-".into(), t);
+    let lock = e
+        .lock_name
+        .clone()
+        .unwrap_or_else(|| format!("{:x}", e.lock));
+    let wait = if e.partial {
+        "partial".into()
+    } else {
+        fmt_ns(e.wait_ns)
+    };
+    let hold = if e.failed {
+        "failed".into()
+    } else {
+        e.hold_ns.map_or_else(|| "-".into(), fmt_ns)
+    };
+    let head = trace_head([
+        &acq,
+        &rel,
+        &e.pid.to_string(),
+        &e.comm,
+        &e.tid.to_string(),
+        &short_kind(Some(e.kind)),
+        &wait,
+        &hold,
+        &lock,
+    ]);
+    output::fit_tail(&head, e.caller.as_deref().unwrap_or("?"), width)
 }
 
 /// Records taken from the rings at a time: bounds the queue's memory
@@ -1257,19 +1249,8 @@ fn trace(mut a: TraceArgs) -> Result<i32> {
     let mut line = Vec::with_capacity(1024);
     let mut last_flush = Instant::now();
     let width = output::table_width(a.wide);
-    let mut hold_header_shown = false;
     if !a.json && a.perfetto.is_none() && order.is_none() {
-        writeln!(
-            w,
-            "{}",
-            output::fit(
-                &format!(
-                    "{:>10} {:>7} {:<10} {:>7} {:<8} {:>12} {:>8} {:>8} caller",
-                    "time(s)", "pid", "comm", "tid", "kind", "lock", "wait", "hold"
-                ),
-                width
-            )
-        )?;
+        writeln!(w, "{}", trace_header(width))?;
     }
     loop {
         let exited = child
@@ -1325,12 +1306,6 @@ fn trace(mut a: TraceArgs) -> Result<i32> {
                 line.push(b'\n');
                 w.write_all(&line)?;
             } else {
-                // operations with a hold have their own columns, and
-                // their own header before the first of them
-                if e.hold_ns.is_some() && !hold_header_shown {
-                    hold_header_shown = true;
-                    writeln!(w, "{}", hold_header(width))?;
-                }
                 writeln!(w, "{}", event_line(&e, mono_start, width))?;
             }
             Ok(())
@@ -1520,5 +1495,143 @@ impl Timeline {
             .and_then(|mut w| w.flush())
             .map_err(|e| anyhow!("cannot write {}: {}", path.display(), io_reason(&e)))?;
         Ok((n, path))
+    }
+}
+
+#[cfg(test)]
+mod trace_lines {
+    use super::*;
+    use crate::model::{Event, LockKind};
+
+    /// A user-lock hold of 2 ms after a 1 ms wait, 1 s into the trace.
+    fn hold() -> Event {
+        Event {
+            source: "user-mutex",
+            kind: LockKind::UserMutex,
+            lock: 0xffff_8881_2345_6789,
+            lock_name: None,
+            caller: Some("my_server::handler::process_request+0x1234".into()),
+            pid: 4_194_303,
+            tid: 4_194_302,
+            comm: "a-fifteen-chars".into(),
+            cgroup: None,
+            begin_ns: 1_000_000_000,
+            end_ns: 1_001_000_000,
+            released_ns: Some(1_003_000_000),
+            wait_ns: 1_000_000,
+            hold_ns: Some(2_000_000),
+            aborted: false,
+            failed: false,
+            ret: 0,
+            spun: false,
+            slept: true,
+            partial: false,
+            holder_tid: None,
+            split: None,
+        }
+    }
+
+    /// Where each of the header's labels begins and ends.
+    fn spans(header: &str) -> Vec<(usize, usize)> {
+        let b = header.as_bytes();
+        let mut v = Vec::new();
+        for i in 0..b.len() {
+            if b[i] != b' ' && (i == 0 || b[i - 1] == b' ') {
+                v.push((i, i));
+            }
+            if b[i] != b' ' && (i + 1 == b.len() || b[i + 1] == b' ') {
+                v.last_mut().expect("a label").1 = i + 1;
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn a_piped_hold_line_has_every_name_and_number_whole() {
+        let e = hold();
+        let line = event_line(&e, 0, output::UNLIMITED);
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            f,
+            [
+                "1.001000",
+                "1.003000",
+                "4194303",
+                "a-fifteen-chars",
+                "4194302",
+                "pmutex",
+                "1.00",
+                "ms",
+                "2.00",
+                "ms",
+                "ffff888123456789",
+                "my_server::handler::process_request+0x1234",
+            ],
+            "{line}"
+        );
+        // a name of any length, whole
+        let mut named = e.clone();
+        named.lock_name = Some("pipe:[2932498] (fd 3 of 23229 \"ls-waiter\")".into());
+        named.caller = Some("x".repeat(300));
+        let line = event_line(&named, 0, output::UNLIMITED);
+        assert!(line.contains("pipe:[2932498] (fd 3 of 23229 \"ls-waiter\")"));
+        assert!(line.ends_with(&"x".repeat(300)), "{line}");
+        assert!(!line.contains('…'), "{line}");
+    }
+
+    #[test]
+    fn the_header_lines_up_with_every_kind_of_line() {
+        let header = trace_header(output::UNLIMITED);
+        let cols = spans(&header);
+        assert_eq!(cols.len(), 10, "{header}");
+        let e = hold();
+        let mut wait = e.clone(); // a kernel wait: no release, short names
+        wait.released_ns = None;
+        wait.hold_ns = None;
+        wait.kind = LockKind::Mutex;
+        wait.lock = 0x55f3_8e75_8580;
+        wait.comm = "db".into();
+        wait.pid = 7;
+        wait.tid = 8;
+        wait.wait_ns = 999;
+        let mut failed = wait.clone();
+        failed.failed = true;
+        let mut partial = e.clone(); // only the release seen
+        partial.partial = true;
+        partial.end_ns = 0;
+        partial.hold_ns = None;
+        for ev in [&e, &wait, &failed, &partial] {
+            let line = event_line(ev, 0, output::UNLIMITED);
+            let b = line.as_bytes();
+            let blank = |i: usize| b.get(i).is_none_or(|&c| c == b' ');
+            for (i, &(start, end)) in cols.iter().enumerate() {
+                let why = format!("column {i}:\n{header}\n{line}");
+                // numbers end under their label's end, names begin under
+                // their label's beginning
+                if [3, 5, 8, 9].contains(&i) {
+                    assert!(!blank(start) && blank(start - 1), "{why}");
+                } else {
+                    assert!(!blank(end - 1) && blank(end), "{why}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_terminal_cuts_only_the_caller() {
+        let e = hold();
+        let line = event_line(&e, 0, 80);
+        assert!(line.contains(" a-fifteen-chars "), "{line}");
+        assert!(line.contains(" ffff888123456789 "), "{line}");
+        assert!(line.ends_with('…'), "{line}");
+        // the caller keeps at least 20 characters past a narrow width
+        let head = line.split(" ffff888123456789 ").next().expect("head");
+        let caller = &line[head.len() + " ffff888123456789 ".len()..];
+        assert_eq!(caller.chars().count(), 20, "{line}");
+        // a wide terminal: the caller whole
+        let wide = event_line(&e, 0, 200);
+        assert!(wide.ends_with(" my_server::handler::process_request+0x1234"));
+        // the header's columns are the lines' at any width
+        assert_eq!(trace_header(80), trace_header(output::UNLIMITED));
     }
 }

@@ -52,7 +52,7 @@ pub enum Command {
     Report(ReportArgs),
     /// Print every contended wait as it completes (human lines or JSON Lines)
     #[command(
-        after_help = "Examples:\n  lockscope trace -p 1234\n  lockscope trace -d 2s --json > waits.jsonl\n  lockscope trace -c myapp --summary\n\nHuman line: time(s) pid comm tid kind lock wait how caller\nJSON Lines: {\"type\":\"wait\",...} per wait, then {\"type\":\"end\",...}\nwith the number of events and every loss counter."
+        after_help = "Examples:\n  lockscope trace -p 1234\n  lockscope trace -d 2s --json > waits.jsonl\n  lockscope trace -c myapp --summary\n\nHuman line: acq(s) rel(s) pid comm tid kind wait hold lock caller, one header for all;\ntimes in s since the start, - where not seen. Piped or with --wide every field is\nwhole; on a terminal only the caller is cut to its width.\nJSON Lines: {\"type\":\"wait\",...} per wait, then {\"type\":\"end\",...}\nwith the number of events and every loss counter."
     )]
     Trace(TraceArgs),
     /// Lock-order inversions: pairs of user locks that threads take in both

@@ -261,14 +261,15 @@ fn trace_starts_a_command_and_exits_with_its_status() {
     let mut times = Vec::new();
     for l in text.lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() > 4 && f[3] == waiter && f[4] == "mutex" {
-            times.push(f[0].parse::<f64>().expect("time(s)"));
+        // acq(s) rel(s) pid comm tid kind ...
+        if f.len() > 5 && f[4] == waiter && f[5] == "mutex" {
+            times.push(f[0].parse::<f64>().expect("acq(s)"));
         }
     }
     assert_eq!(times.len(), rounds, "one wait per round: {text}");
     assert!(times.iter().all(|&t| t > 0.0), "{times:?}");
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
-    let headers = text.lines().filter(|l| l.contains("time(s)")).count();
+    let headers = text.lines().filter(|l| l.contains("acq(s)")).count();
     assert_eq!(headers, 1, "one header: {text}");
 
     // the command's exit status is lockscope's
