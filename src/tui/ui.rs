@@ -758,7 +758,7 @@ fn deadlock_lines(app: &App, width: u16, max: usize) -> Vec<Line<'static>> {
             } else {
                 format!("; {hop}")
             };
-            if cur.chars().count() + piece.chars().count() > w && !cur.trim().is_empty() {
+            if i > 0 && cur.chars().count() + piece.chars().count() > w {
                 lines.push(std::mem::take(&mut cur));
                 cur = format!("  {}", piece.trim_start_matches(';').trim_start());
             } else {
