@@ -491,6 +491,9 @@ pub struct Detector {
     found: Vec<Deadlock>,
     /// Deadlocks found past [`MAX_KEPT`].
     pub not_kept: u64,
+    /// Whether [`Detector::tick`] prints what it finds on stderr (not
+    /// under `top`'s screen).
+    print: bool,
 }
 
 impl Detector {
@@ -518,7 +521,41 @@ impl Detector {
             syms: Mutex::new(UserSymbolizer::default()),
             found: Vec::new(),
             not_kept: 0,
+            print: true,
         }
+    }
+
+    /// The same detector, printing nothing on stderr (`top` draws its
+    /// screen there and shows deadlocks itself).
+    pub fn quiet(mut self) -> Detector {
+        self.print = false;
+        self
+    }
+
+    /// The target processes it scans (none: it does nothing).
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
+    /// Whether a deadlock it reported is still there: its cycle (same
+    /// threads, locks and owners) was in the graph at the last scan.
+    pub fn is_live(&self, d: &Deadlock) -> bool {
+        let Some(g) = self.graphs.get(&d.pid) else {
+            return false;
+        };
+        let edges: Option<Vec<Edge>> = d
+            .threads
+            .iter()
+            .map(|t| {
+                let hex = t.waits_for_lock.strip_prefix("0x")?;
+                Some(Edge {
+                    waiter: t.tid,
+                    lock: u64::from_str_radix(hex, 16).ok()?,
+                    owner: t.owner_tid,
+                })
+            })
+            .collect();
+        edges.is_some_and(|e| g.reported.contains(&e))
     }
 
     /// The processes to scan now: the targets, and their live descendants
@@ -568,7 +605,9 @@ impl Detector {
             let due = graph.update(now, waiting.iter().map(|w| w.edge));
             for c in due {
                 let d = self.describe(pid, &c, &waiting, now);
-                eprint!("{}", render(&d));
+                if self.print {
+                    eprint!("{}", render(&d));
+                }
                 if self.found.len() < MAX_KEPT {
                     self.found.push(d);
                 } else {
@@ -797,6 +836,46 @@ mod tests {
         // and a scan with no waits empties the graph
         g.update(5 * S, []);
         assert!(g.is_empty());
+    }
+
+    #[test]
+    fn a_reported_deadlock_is_live_while_its_cycle_lasts() {
+        let mut det = Detector::for_targets(&Targets::default());
+        let abba = [e(10, 0xa0, 11), e(11, 0xb0, 10)];
+        let mut g = WaitGraph::new(Duration::ZERO);
+        assert_eq!(g.update(0, abba).len(), 1);
+        det.graphs.insert(5, g);
+        let t = |tid, lock: &str, owner| DeadlockThread {
+            tid,
+            comm: String::new(),
+            waits_for_lock: lock.into(),
+            lock_name: None,
+            owner_tid: owner,
+            stack: Vec::new(),
+        };
+        let d = Deadlock {
+            pid: 5,
+            comm: String::new(),
+            threads: vec![t(10, "0xa0", 11), t(11, "0xb0", 10)],
+            locks: Vec::new(),
+            since_ns: 0,
+            since: 0.0,
+            detected_ns: 0,
+        };
+        assert!(det.is_live(&d));
+        // another process, another owner: not this cycle
+        assert!(!det.is_live(&Deadlock {
+            pid: 6,
+            ..d.clone()
+        }));
+        let mut other = d.clone();
+        other.threads[1].owner_tid = 12;
+        assert!(!det.is_live(&other));
+        // the cycle breaks: over
+        if let Some(g) = det.graphs.get_mut(&5) {
+            g.update(1, [e(10, 0xa0, 11)]);
+        }
+        assert!(!det.is_live(&d));
     }
 
     #[test]

@@ -479,3 +479,144 @@ fn top_restores_the_terminal_on_ctrl_c_and_sigterm() {
     let _ = target.kill();
     let _ = target.wait();
 }
+
+/// A deadlock workload (paused until SIGUSR1), killed (SIGKILL) and reaped
+/// when dropped.
+struct Deadlocked(std::process::Child);
+
+impl Drop for Deadlocked {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Lets a paused deadlock workload go and returns its truth (its first
+/// stdout line): the threads, what each holds and waits for.
+fn deadlock_truth(w: &mut Deadlocked) -> serde_json::Value {
+    use std::io::BufRead;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(w.0.id() as i32, libc::SIGUSR1) };
+    let mut truth = String::new();
+    std::io::BufReader::new(w.0.stdout.take().expect("stdout piped"))
+        .read_line(&mut truth)
+        .expect("the workload's truth");
+    eprintln!("[test] truth {truth}");
+    serde_json::from_str(&truth).expect("truth JSON")
+}
+
+/// Each hop of the truth's cycle as the banner words it: `thread T (comm)
+/// waits for LOCK held by H`.
+fn banner_hops(truth: &serde_json::Value) -> Vec<String> {
+    let threads = truth["threads"].as_array().expect("threads");
+    threads
+        .iter()
+        .map(|t| {
+            let waits_for = t["waits_for"].as_str().expect("waits_for");
+            let holder = threads
+                .iter()
+                .find(|h| h["holds"] == waits_for)
+                .map(|h| u(&h["tid"]))
+                .expect("a holder");
+            format!(
+                "thread {} ({}) waits for {waits_for} held by {holder}",
+                u(&t["tid"]),
+                t["comm"].as_str().expect("comm")
+            )
+        })
+        .collect()
+}
+
+/// `top` on two threads deadlocked ABBA: a red banner above the table
+/// names both threads, the lock each waits for (by symbol) and its holder
+/// while the cycle lasts; it goes when the workload is killed, and the
+/// deadlock is printed on the terminal once top has left the screen.
+#[test]
+fn top_shows_a_live_deadlock_in_a_banner_above_the_table() {
+    require_root();
+    let mut w = Deadlocked(Workload::start_paused(&["deadlock-abba"]).child);
+    let pid = w.0.id();
+    let tmux = Tmux::start("deadlock", &top_then_report(&format!("-p {pid}")), 220, 30);
+    tmux.wait_for("the TUI", attach_timeout(), |s| {
+        s.first().is_some_and(|l| l.starts_with("lockscope top ·"))
+    });
+    let truth = deadlock_truth(&mut w);
+    let hops = banner_hops(&truth);
+    let want = format!("DEADLOCK pid {pid} (");
+    let s = tmux.wait_for("the deadlock banner", attach_timeout(), |s| {
+        s.iter().any(|l| l.starts_with(&want))
+    });
+    let i = s.iter().position(|l| l.starts_with(&want)).expect("banner");
+    for h in &hops {
+        assert!(s[i].contains(h.as_str()), "{h} in: {}", s[i]);
+    }
+    assert!(
+        i >= 1 && s[i + 1].contains("Δcount"),
+        "above the table:\n{}",
+        s.join("\n")
+    );
+    // the workload gone, so is the banner
+    drop(w);
+    tmux.wait_for(
+        "no banner once the workload is gone",
+        attach_timeout(),
+        |s| s[0].contains("targets exited") && !s.iter().any(|l| l.contains("DEADLOCK")),
+    );
+    tmux.keys(&["q"]);
+    let s = tmux.wait_for("top's exit", Duration::from_secs(10), |s| {
+        s.iter().any(|l| l.starts_with("tty:"))
+    });
+    let text = s.join("\n");
+    assert!(text.contains("top-exit=0"), "{text}");
+    assert!(
+        text.contains(&format!("lockscope: DEADLOCK in pid {pid} ")),
+        "the deadlock on stderr after the screen: {text}"
+    );
+}
+
+/// `top --batch` on two threads deadlocked ABBA: the deadlock is printed
+/// (the block `report` prints) naming both threads, the lock each waits
+/// for by symbol and address, and its holder.
+#[test]
+fn top_batch_prints_the_deadlock_with_both_threads() {
+    require_root();
+    let mut w = Deadlocked(Workload::start_paused(&["deadlock-abba"]).child);
+    let pid = w.0.id();
+    let mut t = Tracer::start(&["top", "--batch", "-i", "1s", "-p", &pid.to_string()]);
+    let truth = deadlock_truth(&mut w);
+    let (_, rx) = std::sync::mpsc::channel();
+    let rx = std::mem::replace(&mut t.stderr, rx);
+    let end = Instant::now() + attach_timeout();
+    let line = loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains("DEADLOCK") => break l,
+            Ok(_) => continue,
+            Err(e) => panic!("no deadlock from top --batch: {e}"),
+        }
+    };
+    t.signal(libc::SIGINT);
+    let (code, _) = t.finish();
+    drop(w);
+    assert_eq!(code, 0);
+    assert!(
+        line.starts_with(&format!("lockscope: DEADLOCK in pid {pid} ")),
+        "{line}"
+    );
+    let threads = truth["threads"].as_array().expect("threads");
+    for th in threads {
+        let waits_for = th["waits_for"].as_str().expect("waits_for");
+        let holder = threads
+            .iter()
+            .find(|h| h["holds"] == waits_for)
+            .map(|h| u(&h["tid"]))
+            .expect("a holder");
+        let hop = format!(
+            "thread {} ({}) waits for lock {} ({waits_for}) held by thread {holder}",
+            u(&th["tid"]),
+            th["comm"].as_str().expect("comm"),
+            th["waits_for_addr"].as_str().expect("addr"),
+        );
+        assert!(line.contains(&hop), "{hop} in: {line}");
+    }
+}

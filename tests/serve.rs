@@ -1376,3 +1376,166 @@ fn profile_window(body: &[u8]) -> (f64, f64) {
         <lockscope::pprof::proto::Profile as prost::Message>::decode(&raw[..]).expect("a profile");
     (p.time_nanos as f64 / 1e9, p.duration_nanos as f64 / 1e9)
 }
+
+/// How long serve's collector waits at most between two looks at the
+/// deadlock detector (its request wait).
+const COLLECTOR_TICK: Duration = Duration::from_millis(100);
+
+/// How often the deadlock test polls `/metrics`.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A workload process killed (SIGKILL) and reaped when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `serve -p PID` on two threads that deadlock ABBA (`deadlock-abba`):
+/// the process's counters are there (at 0) from the start; within the
+/// threshold, two scans, a collector tick, a poll and the machine's
+/// measured slowness of the threads blocking, /metrics counts one deadlock
+/// of the workload's pid with its two threads, /api/summary shows the
+/// workload's own cycle (threads, locks by symbol, owners) and serve
+/// prints the cycle on stderr; once the workload is killed the gauge goes
+/// back to 0 and the counter stays.
+#[test]
+fn serve_exports_a_live_deadlock_of_its_target_process() {
+    use lockscope::deadlock::{DEFAULT_THRESHOLD, SCAN_EVERY, monotonic_ns};
+    use std::collections::BTreeSet;
+    use std::io::BufRead;
+    require_root();
+    let mut w = Killed(Workload::start_paused(&["deadlock-abba"]).child);
+    let pid = w.0.id();
+    let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid.to_string()]);
+    let total = format!("lockscope_deadlocks_total{{pid=\"{pid}\"}}");
+    let threads = format!("lockscope_deadlocked_threads{{pid=\"{pid}\"}}");
+    let text = get_metrics(&serve.addr);
+    assert_eq!(metric(&text, &total), Some(0.0), "{text}");
+    assert_eq!(metric(&text, &threads), Some(0.0), "{text}");
+
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
+    let mut truth = String::new();
+    std::io::BufReader::new(w.0.stdout.take().expect("stdout piped"))
+        .read_line(&mut truth)
+        .expect("the workload's truth");
+    let truth: Value = serde_json::from_str(&truth).expect("truth JSON");
+    eprintln!("[test] truth {truth}");
+    assert_eq!(u(&truth["pid"]), u64::from(pid));
+
+    let deadline = Instant::now() + attach_timeout();
+    let (text, seen_at) = loop {
+        let text = get_metrics(&serve.addr);
+        if metric(&text, &total) == Some(1.0) {
+            break (text, monotonic_ns());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no deadlock in /metrics within {:?}:\n{text}",
+            attach_timeout()
+        );
+        std::thread::sleep(POLL);
+    };
+    assert_eq!(metric(&text, &threads), Some(2.0), "{text}");
+    let blocked_at = u(&truth["blocked_at_ns"]);
+    let latency = Duration::from_nanos(seen_at.saturating_sub(blocked_at));
+    let bound = DEFAULT_THRESHOLD + 2 * (SCAN_EVERY + COLLECTOR_TICK) + POLL + attach_unit();
+    eprintln!(
+        "[test] /metrics showed the deadlock {} ms after the threads were about to block \
+         (bound {} ms)",
+        latency.as_millis(),
+        bound.as_millis()
+    );
+    assert!(latency >= DEFAULT_THRESHOLD, "not before the threshold");
+    assert!(latency <= bound, "within {bound:?}");
+
+    // /api/summary: the workload's own cycle
+    let sum = get_json(&serve.addr, "/api/summary");
+    let d = &sum["deadlocks"];
+    assert_eq!(d["watched"], true, "{d}");
+    assert_eq!((u(&d["reported"]), u(&d["live_threads"])), (1, 2), "{d}");
+    let shown = d["shown"].as_array().expect("shown");
+    assert_eq!(shown.len(), 1, "{d}");
+    let dl = &shown[0];
+    assert_eq!(dl["live"], true);
+    assert_eq!(u(&dl["pid"]), u64::from(pid));
+    let want = truth["threads"].as_array().expect("threads");
+    let holder_of = |lock: &str| {
+        want.iter()
+            .find(|t| t["holds"] == lock)
+            .map(|t| u(&t["tid"]))
+            .expect("a holder")
+    };
+    let got = dl["threads"].as_array().expect("threads");
+    let tids = |v: &[Value]| -> BTreeSet<u64> { v.iter().map(|t| u(&t["tid"])).collect() };
+    assert_eq!(tids(got), tids(want), "the cycle's threads: {dl}");
+    for t in want {
+        let waits_for = t["waits_for"].as_str().expect("waits_for");
+        let g = got
+            .iter()
+            .find(|g| g["tid"] == t["tid"])
+            .expect("the thread");
+        assert_eq!(g["waits_for_lock"], t["waits_for_addr"], "{g}");
+        assert_eq!(g["lock_name"], waits_for, "{g}");
+        assert_eq!(u(&g["owner_tid"]), holder_of(waits_for), "{g}");
+    }
+    let names = |v: &Value, key: &str| -> BTreeSet<String> {
+        v.as_array()
+            .expect("locks")
+            .iter()
+            .filter_map(|l| l[key].as_str().map(String::from))
+            .collect()
+    };
+    assert_eq!(
+        names(&dl["locks"], "name"),
+        names(&truth["locks"], "name"),
+        "the cycle's locks by symbol: {dl}"
+    );
+    assert_eq!(names(&dl["locks"], "name").len(), 2);
+
+    // the stderr block, as `report` prints it
+    let line = loop {
+        let l = serve
+            .stderr_lines
+            .recv_timeout(attach_timeout())
+            .expect("serve's stderr");
+        if l.contains("DEADLOCK") {
+            break l;
+        }
+    };
+    assert!(
+        line.starts_with(&format!("lockscope: DEADLOCK in pid {pid} ")),
+        "{line}"
+    );
+    for t in want {
+        let waits_for = t["waits_for"].as_str().expect("waits_for");
+        let hop = format!(
+            "thread {} ({}) waits for lock {} ({waits_for}) held by thread {}",
+            u(&t["tid"]),
+            t["comm"].as_str().expect("comm"),
+            t["waits_for_addr"].as_str().expect("addr"),
+            holder_of(waits_for)
+        );
+        assert!(line.contains(&hop), "{hop} in: {line}");
+    }
+
+    // the workload killed: its threads leave the gauge, its count stays
+    drop(w);
+    let deadline = Instant::now() + attach_timeout();
+    let text = loop {
+        let text = get_metrics(&serve.addr);
+        if metric(&text, &threads) == Some(0.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the gauge stays up:\n{text}");
+        std::thread::sleep(POLL);
+    };
+    assert_eq!(metric(&text, &total), Some(1.0), "{text}");
+    let sum = get_json(&serve.addr, "/api/summary");
+    assert_eq!(sum["deadlocks"]["shown"][0]["live"], false, "{sum}");
+    assert_eq!(serve.stop(), 0);
+}

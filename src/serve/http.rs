@@ -308,6 +308,9 @@ pub struct Summary<'a> {
     pub collections: u64,
     pub collect_errors: u64,
     pub collect_ns: u64,
+    /// Deadlocks of the target processes (`watched` false without
+    /// `-p`/`-t`).
+    pub deadlocks: &'a super::snapshot::Deadlocks,
 }
 
 pub fn summary_of(s: &Snapshot) -> Summary<'_> {
@@ -335,6 +338,7 @@ pub fn summary_of(s: &Snapshot) -> Summary<'_> {
         collections: s.collections,
         collect_errors: s.collect_errors,
         collect_ns: s.collect_ns,
+        deadlocks: &s.deadlocks,
     }
 }
 

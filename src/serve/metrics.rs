@@ -437,8 +437,42 @@ impl Collector for Exposition {
             let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
             m.encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
         }
+        if s.deadlocks.watched {
+            deadlock_metrics(&mut enc, &s.deadlocks)?;
+        }
         Ok(())
     }
+}
+
+/// The deadlocks of the target processes, by `pid` (only when serve
+/// watches processes: `-p`, `-t`).
+fn deadlock_metrics(
+    enc: &mut DescriptorEncoder,
+    d: &super::snapshot::Deadlocks,
+) -> std::fmt::Result {
+    {
+        let mut m = enc.encode_descriptor(
+            "lockscope_deadlocks",
+            "Deadlocks reported: cycles of threads each waiting for a lock the next one holds,              every edge there for the threshold (1 s); a cycle counts once while it lasts",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in &d.by_process {
+            m.encode_family(&vec![("pid", c.pid.as_str())])?
+                .encode_counter::<NoLabelSet, u64, u64>(&c.reported, None)?;
+        }
+    }
+    let mut m = enc.encode_descriptor(
+        "lockscope_deadlocked_threads",
+        "Threads in a reported deadlock cycle that is still there",
+        None,
+        MetricType::Gauge,
+    )?;
+    for c in &d.by_process {
+        m.encode_family(&vec![("pid", c.pid.as_str())])?
+            .encode_gauge(&c.live_threads)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -588,6 +622,47 @@ mod tests {
         ] {
             assert_eq!(get(name).len(), 1, "{name}: {text}");
         }
+    }
+
+    #[test]
+    fn deadlocks_are_exported_by_pid_only_when_processes_are_watched() {
+        let snap = snapshot(&[record("x", &[1000])], false);
+        let text = encode(Arc::new(snap.clone()), Arc::new(HttpStats::default())).expect("ok");
+        assert!(!text.contains("lockscope_deadlock"), "{text}");
+        let mut snap = snap;
+        snap.deadlocks = Arc::new(crate::serve::snapshot::Deadlocks {
+            watched: true,
+            reported: 1,
+            live_threads: 2,
+            by_process: vec![
+                crate::serve::snapshot::DeadlockCount {
+                    pid: "4242".into(),
+                    reported: 1,
+                    live_threads: 2,
+                },
+                crate::serve::snapshot::DeadlockCount {
+                    pid: "7".into(),
+                    reported: 0,
+                    live_threads: 0,
+                },
+            ],
+            ..Default::default()
+        });
+        let text = encode(Arc::new(snap), Arc::new(HttpStats::default())).expect("ok");
+        let s = samples(&text);
+        let get = |name: &str| s.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        assert_eq!(get("lockscope_deadlocks_total{pid=\"4242\"}"), Some(1.0));
+        assert_eq!(get("lockscope_deadlocked_threads{pid=\"4242\"}"), Some(2.0));
+        assert_eq!(get("lockscope_deadlocks_total{pid=\"7\"}"), Some(0.0));
+        assert_eq!(get("lockscope_deadlocked_threads{pid=\"7\"}"), Some(0.0));
+        assert!(
+            text.contains("# TYPE lockscope_deadlocks counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE lockscope_deadlocked_threads gauge"),
+            "{text}"
+        );
     }
 
     #[test]

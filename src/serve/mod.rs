@@ -22,12 +22,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow};
 
 use crate::cli::ServeArgs;
+use crate::deadlock::Detector;
 use crate::session::{Part, Stop, attach, detach_all, options, require_privileges};
 use crate::sources::{Options, Started, Symbolizer, Targets};
 use crate::status::usage;
 use http::{CollectorRequest, Limits, Records};
 use metrics::HttpStats;
-use snapshot::{Folder, History, Point, SelfStats, Snapshot};
+use snapshot::{DeadlockBook, Folder, History, Point, SelfStats, Snapshot};
 
 /// A request is answered from the last read when it is younger than this
 /// (or than `--interval`, if shorter); otherwise the maps are read again
@@ -273,6 +274,9 @@ fn collect(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        // at most every 100 ms (the wait above); the detector scans every
+        // deadlock::SCAN_EVERY
+        c.watch_deadlocks();
         let now = Instant::now();
         if now >= next_tick && !quit.load(Ordering::Relaxed) {
             c.refresh(true);
@@ -302,10 +306,18 @@ struct Collector {
     /// How long the last read took.
     read_cost: Duration,
     quit: Arc<AtomicBool>,
+    /// Live deadlocks of the target processes (`-p`, `-t`), as `report`
+    /// watches them; a deadlock found is printed on stderr at once.
+    detector: Detector,
+    deadlocks: DeadlockBook,
+    /// The book's view, as snapshots carry it (copied when it changes).
+    deadlocks_view: Arc<snapshot::Deadlocks>,
 }
 
 impl Collector {
     fn new(started: Started, cfg: &CollectorConfig, quit: Arc<AtomicBool>) -> Collector {
+        let detector = Detector::for_targets(&cfg.opts.targets);
+        let deadlocks = DeadlockBook::new(detector.pids(), cfg.max_processes);
         let names: Vec<String> = started
             .sources
             .iter()
@@ -326,7 +338,31 @@ impl Collector {
             names: BTreeMap::new(),
             read_cost: Duration::ZERO,
             quit,
+            deadlocks_view: Arc::new(deadlocks.view().clone()),
+            detector,
+            deadlocks,
         }
+    }
+
+    /// Scans the target processes when a scan is due; a change (a new
+    /// deadlock, one that is over) makes a new snapshot at once, with the
+    /// same lock data.
+    fn watch_deadlocks(&mut self) {
+        if self.detector.pids().is_empty() {
+            return;
+        }
+        self.detector.tick();
+        let found = self.detector.take();
+        let det = &self.detector;
+        if !self.deadlocks.update(found, |d| det.is_live(d)) {
+            return;
+        }
+        self.deadlocks_view = Arc::new(self.deadlocks.view().clone());
+        self.seq += 1;
+        let mut s = (*self.current).clone();
+        s.seq = self.seq;
+        s.deadlocks = self.deadlocks_view.clone();
+        self.current = Arc::new(s);
     }
 
     /// Every source read now, records whole, for a profile: as `report`
@@ -483,6 +519,7 @@ impl Collector {
             collections: 0,
             collect_errors: 0,
             history: Arc::new(History::default()),
+            deadlocks: self.deadlocks_view.clone(),
         })
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 
+use crate::deadlock::Deadlock;
 use crate::model::{GroupBy, Record, Row, Stats, StatsSummary, WaitSplit, group};
 use crate::output::SourceStatus;
 use crate::session::SourceReading;
@@ -446,6 +447,152 @@ pub struct Snapshot {
     pub collections: u64,
     pub collect_errors: u64,
     pub history: std::sync::Arc<History>,
+    /// The deadlocks of the target processes (none without `-p`/`-t`).
+    pub deadlocks: std::sync::Arc<Deadlocks>,
+}
+
+/// Deadlocks shown at most (`/api/summary`); older ones that are over are
+/// dropped first.
+pub const MAX_SHOWN_DEADLOCKS: usize = 32;
+
+/// What serve knows of deadlocks: the counts `/metrics` exports and the
+/// last few deadlocks, each with whether its cycle is still there.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Deadlocks {
+    /// Whether the target processes are watched (serve has `-p`/`-t`).
+    pub watched: bool,
+    /// Cycles reported since start.
+    pub reported: u64,
+    /// Threads in a cycle that is still there.
+    pub live_threads: u64,
+    /// By process (the first `--max-processes` processes with a deadlock;
+    /// later ones under `pid` "other").
+    pub by_process: Vec<DeadlockCount>,
+    /// The last [`MAX_SHOWN_DEADLOCKS`] deadlocks, oldest first.
+    pub shown: Vec<ShownDeadlock>,
+    /// Deadlocks reported but no longer shown.
+    pub not_shown: u64,
+}
+
+/// The deadlock counts of one process (`pid` label).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DeadlockCount {
+    pub pid: String,
+    pub reported: u64,
+    pub live_threads: u64,
+}
+
+/// A deadlock as reported (`report --json`'s fields) and whether its cycle
+/// is still there.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ShownDeadlock {
+    #[serde(flatten)]
+    pub deadlock: Deadlock,
+    pub live: bool,
+}
+
+/// Keeps [`Deadlocks`] up to date from the detector's findings: a bounded
+/// list and counts per process label.
+#[derive(Debug)]
+pub struct DeadlockBook {
+    max_processes: usize,
+    view: Deadlocks,
+    /// The index in `view.by_process` of each labelled pid.
+    labels: HashMap<u32, usize>,
+}
+
+impl DeadlockBook {
+    /// A book for the target processes `pids` (none: nothing watched),
+    /// each with its counts from the start (at 0), as far as
+    /// `max_processes` allows.
+    pub fn new(pids: &[u32], max_processes: usize) -> DeadlockBook {
+        let mut b = DeadlockBook {
+            max_processes,
+            view: Deadlocks {
+                watched: !pids.is_empty(),
+                ..Deadlocks::default()
+            },
+            labels: HashMap::new(),
+        };
+        for &p in pids.iter().take(max_processes) {
+            b.slot(p);
+        }
+        b
+    }
+
+    pub fn view(&self) -> &Deadlocks {
+        &self.view
+    }
+
+    /// The index of a pid's counts: its own label while there is room,
+    /// else "other".
+    fn slot(&mut self, pid: u32) -> usize {
+        if let Some(&i) = self.labels.get(&pid) {
+            return i;
+        }
+        let v = &mut self.view.by_process;
+        if self.labels.len() < self.max_processes {
+            v.push(DeadlockCount {
+                pid: pid.to_string(),
+                ..DeadlockCount::default()
+            });
+            self.labels.insert(pid, v.len() - 1);
+            return v.len() - 1;
+        }
+        match v.iter().position(|c| c.pid == OTHER) {
+            Some(i) => i,
+            None => {
+                v.push(DeadlockCount {
+                    pid: OTHER.into(),
+                    ..DeadlockCount::default()
+                });
+                v.len() - 1
+            }
+        }
+    }
+
+    /// Adds the deadlocks found since the last call and marks which of
+    /// the shown ones are still there (`is_live`). True when anything
+    /// changed.
+    pub fn update(&mut self, found: Vec<Deadlock>, is_live: impl Fn(&Deadlock) -> bool) -> bool {
+        let mut changed = !found.is_empty();
+        for d in found {
+            let i = self.slot(d.pid);
+            self.view.by_process[i].reported += 1;
+            self.view.reported += 1;
+            if self.view.shown.len() >= MAX_SHOWN_DEADLOCKS {
+                // the oldest that is over, else the oldest
+                let drop = self.view.shown.iter().position(|s| !s.live).unwrap_or(0);
+                self.view.shown.remove(drop);
+                self.view.not_shown += 1;
+            }
+            self.view.shown.push(ShownDeadlock {
+                deadlock: d,
+                live: true,
+            });
+        }
+        for s in &mut self.view.shown {
+            let live = is_live(&s.deadlock);
+            changed |= live != s.live;
+            s.live = live;
+        }
+        for c in &mut self.view.by_process {
+            c.live_threads = 0;
+        }
+        let mut live_threads = 0;
+        for k in 0..self.view.shown.len() {
+            let s = &self.view.shown[k];
+            if !s.live {
+                continue;
+            }
+            let (pid, n) = (s.deadlock.pid, s.deadlock.threads.len() as u64);
+            let i = self.slot(pid);
+            self.view.by_process[i].live_threads += n;
+            live_threads += n;
+        }
+        self.view.live_threads = live_threads;
+        changed
+    }
 }
 
 /// The totals of one source's reading: its records, losses and program
@@ -791,6 +938,83 @@ mod tests {
             programs: Vec::new(),
             errors: Vec::new(),
         }
+    }
+
+    fn deadlock(pid: u32, tids: &[u32]) -> Deadlock {
+        let threads = tids
+            .iter()
+            .enumerate()
+            .map(|(i, &tid)| crate::deadlock::DeadlockThread {
+                tid,
+                comm: format!("t{tid}"),
+                waits_for_lock: format!("{:#x}", 0x100 + i),
+                lock_name: Some(format!("L{i}")),
+                owner_tid: tids[(i + 1) % tids.len()],
+                stack: Vec::new(),
+            })
+            .collect();
+        Deadlock {
+            pid,
+            comm: "app".into(),
+            threads,
+            locks: Vec::new(),
+            since_ns: 1_000_000_000,
+            since: 1.0,
+            detected_ns: 0,
+        }
+    }
+
+    #[test]
+    fn deadlocks_count_per_process_and_live_threads_follow_the_cycles() {
+        let mut b = DeadlockBook::new(&[7, 8], 2);
+        let v = b.view();
+        assert!(v.watched);
+        let pids: Vec<&str> = v.by_process.iter().map(|c| c.pid.as_str()).collect();
+        assert_eq!(pids, ["7", "8"], "the targets start at 0");
+        assert!(!b.update(Vec::new(), |_| true), "nothing new");
+        let d7 = deadlock(7, &[70, 71]);
+        assert!(b.update(vec![d7.clone()], |_| true));
+        let v = b.view();
+        assert_eq!((v.reported, v.live_threads), (1, 2));
+        assert_eq!(
+            (v.by_process[0].reported, v.by_process[0].live_threads),
+            (1, 2)
+        );
+        assert_eq!(v.by_process[1].reported, 0);
+        assert!(v.shown[0].live);
+        assert!(!b.update(Vec::new(), |_| true), "still live: no change");
+        // a process past --max-processes counts under "other"
+        assert!(b.update(vec![deadlock(9, &[90, 91, 92])], |_| true));
+        let v = b.view();
+        assert_eq!(v.by_process[2].pid, OTHER);
+        assert_eq!(
+            (v.by_process[2].reported, v.by_process[2].live_threads),
+            (1, 3)
+        );
+        assert_eq!((v.reported, v.live_threads), (2, 5));
+        // pid 7's cycle breaks: its threads leave the gauge, its count stays
+        assert!(b.update(Vec::new(), |d| d.pid != 7));
+        let v = b.view();
+        assert_eq!(
+            (v.by_process[0].reported, v.by_process[0].live_threads),
+            (1, 0)
+        );
+        assert_eq!(v.live_threads, 3);
+        assert!(!v.shown[0].live && v.shown[1].live);
+        // bounded: the ones that are over go first
+        for i in 0..MAX_SHOWN_DEADLOCKS as u32 {
+            b.update(vec![deadlock(7, &[100 + 2 * i, 101 + 2 * i])], |d| {
+                d.pid != 7
+            });
+        }
+        let v = b.view();
+        assert_eq!(v.shown.len(), MAX_SHOWN_DEADLOCKS);
+        assert_eq!(v.not_shown, 2);
+        assert!(v.shown.iter().any(|s| s.deadlock.pid == 9 && s.live));
+        assert_eq!(v.reported, 2 + MAX_SHOWN_DEADLOCKS as u64);
+        assert_eq!(v.by_process[0].reported, 1 + MAX_SHOWN_DEADLOCKS as u64);
+        // no targets: nothing watched
+        assert!(!DeadlockBook::new(&[], 50).view().watched);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
 use ratatui::crossterm::{cursor, execute, terminal};
 
+use crate::deadlock::{Deadlock, Detector, MAX_KEPT, render};
 use crate::model::GroupBy;
 use crate::session::Stop;
 use crate::sources::{Started, Symbolizer, Targets};
@@ -107,6 +108,10 @@ pub fn run(
     let mut last_tick = t0;
     let mut dirty = true;
     let mut exited = false;
+    // deadlocks of the target processes: shown while they last, printed
+    // on stderr once the screen is gone
+    let mut deadlocks = Detector::for_targets(targets).quiet();
+    let mut found: Vec<Deadlock> = Vec::new();
     while !stop.signalled() {
         if dirty {
             term.draw(|f| ui::draw(f, &app))?;
@@ -117,6 +122,9 @@ pub fn run(
         if !exited && last_tick.elapsed() >= TICK {
             for s in &started.sources {
                 s.tick(sym);
+            }
+            if watch_deadlocks(&mut deadlocks, &mut found, &mut app) {
+                dirty = true;
             }
             last_tick = Instant::now();
         }
@@ -143,6 +151,7 @@ pub fn run(
             if !exited && stop.targets_gone() {
                 exited = true;
                 crate::session::detach_all(started);
+                app.deadlocks.clear(); // their processes are gone
             }
             app.update(collect(started, sym, t0, exited));
             dirty = true;
@@ -157,5 +166,31 @@ pub fn run(
     }
     drop(term);
     drop(guard);
+    for d in &found {
+        eprint!("{}", render(d));
+    }
     Ok(())
+}
+
+/// Scans the target processes when a scan is due and shows the deadlocks
+/// whose cycle is still there; true when that changed.
+fn watch_deadlocks(det: &mut Detector, found: &mut Vec<Deadlock>, app: &mut App) -> bool {
+    if det.pids().is_empty() {
+        return false;
+    }
+    det.tick();
+    for d in det.take() {
+        if found.len() >= MAX_KEPT {
+            // the oldest that is over, else the oldest
+            let old = found.iter().position(|d| !det.is_live(d)).unwrap_or(0);
+            found.remove(old);
+        }
+        found.push(d);
+    }
+    let live: Vec<Deadlock> = found.iter().filter(|d| det.is_live(d)).cloned().collect();
+    if live == app.deadlocks {
+        return false;
+    }
+    app.deadlocks = live;
+    true
 }

@@ -264,6 +264,9 @@ pub struct App {
     pub updates: u64,
     pub targets_exited: bool,
     pub rows: Vec<TopRow>,
+    /// Deadlocks of the target processes whose cycle is still there
+    /// (the red banner above the table).
+    pub deadlocks: Vec<crate::deadlock::Deadlock>,
 }
 
 impl App {
@@ -291,6 +294,7 @@ impl App {
             updates: 0,
             targets_exited: false,
             rows: Vec::new(),
+            deadlocks: Vec::new(),
         }
     }
 

@@ -14,6 +14,7 @@ use ratatui::text::Line;
 use ratatui::widgets::Paragraph;
 
 use super::state::{App, Detail, SortKey, TopRow, lock_label, row_label};
+use crate::deadlock::Deadlock;
 use crate::model::{GroupBy, slot_bounds};
 use crate::output::{fit, short_kind};
 use crate::units::fmt_ns;
@@ -711,6 +712,76 @@ pub fn detail_lines(d: &Detail, app: &App, width: u16) -> Vec<Line<'static>> {
     out
 }
 
+/// The one-line account of a deadlock, as `top` shows it above the table:
+/// `DEADLOCK pid P (comm): thread A (comm) waits for L1 held by B; ...`,
+/// each lock by its name, else its address.
+pub fn deadlock_banner(d: &Deadlock) -> String {
+    format!("DEADLOCK {}", deadlock_hops(d).join("; "))
+}
+
+/// The banner's pieces: the process and the first hop, then one piece a
+/// hop.
+fn deadlock_hops(d: &Deadlock) -> Vec<String> {
+    let mut out: Vec<String> = d
+        .threads
+        .iter()
+        .map(|t| {
+            let lock = t
+                .lock_name
+                .clone()
+                .unwrap_or_else(|| t.waits_for_lock.clone());
+            format!(
+                "thread {} ({}) waits for {lock} held by {}",
+                t.tid, t.comm, t.owner_tid
+            )
+        })
+        .collect();
+    let pid = format!("pid {} ({}):", d.pid, d.comm);
+    match out.first_mut() {
+        Some(first) => *first = format!("{pid} {first}"),
+        None => out.push(pid),
+    }
+    out
+}
+
+/// The red banner: each live deadlock in lines of at most `width`
+/// characters (hops are not split unless one is wider than a line), at
+/// most `max` lines in all (the last says how many were left out).
+fn deadlock_lines(app: &App, width: u16, max: usize) -> Vec<Line<'static>> {
+    let w = width as usize;
+    let mut lines: Vec<String> = Vec::new();
+    for d in &app.deadlocks {
+        let mut cur = String::from("DEADLOCK");
+        for (i, hop) in deadlock_hops(d).iter().enumerate() {
+            let piece = if i == 0 {
+                format!(" {hop}")
+            } else {
+                format!("; {hop}")
+            };
+            if i > 0 && cur.chars().count() + piece.chars().count() > w {
+                lines.push(std::mem::take(&mut cur));
+                cur = format!("  {}", piece.trim_start_matches(';').trim_start());
+            } else {
+                cur.push_str(&piece);
+            }
+        }
+        lines.push(cur);
+    }
+    if lines.len() > max {
+        let left = lines.len() + 1 - max;
+        lines.truncate(max.saturating_sub(1));
+        lines.push(format!("DEADLOCK … {left} more lines"));
+    }
+    let style = Style::new()
+        .fg(Color::White)
+        .bg(Color::Red)
+        .add_modifier(Modifier::BOLD);
+    lines
+        .into_iter()
+        .map(|l| Line::styled(format!("{:<w$}", fit(&l, w)), style))
+        .collect()
+}
+
 /// Draws the whole screen.
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();
@@ -729,6 +800,14 @@ pub fn draw(f: &mut Frame, app: &App) {
             Line::raw(totals_line(app)),
         ],
     };
+    // a live deadlock: a red banner between the header and the table
+    let max_banner = match h {
+        0..=3 => 0,
+        4..=11 => 1,
+        _ => 4,
+    };
+    let mut header = header;
+    header.extend(deadlock_lines(app, w, max_banner));
     let max_status = match h {
         0..=7 => 0,
         8..=15 => 1,
@@ -887,6 +966,71 @@ mod tests {
         for l in &s {
             assert!(l.chars().count() <= 80);
         }
+    }
+
+    fn abba() -> Deadlock {
+        let t = |tid, lock: &str, name: &str, owner| crate::deadlock::DeadlockThread {
+            tid,
+            comm: format!("ls-dl-{}", tid - 4243),
+            waits_for_lock: lock.into(),
+            lock_name: Some(name.into()),
+            owner_tid: owner,
+            stack: Vec::new(),
+        };
+        Deadlock {
+            pid: 4242,
+            comm: "app".into(),
+            threads: vec![
+                t(4243, "0xa0", "LS_DEADLOCK_B", 4244),
+                t(4244, "0xb0", "LS_DEADLOCK_A", 4243),
+            ],
+            locks: Vec::new(),
+            since_ns: 1_100_000_000,
+            since: 1.1,
+            detected_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_live_deadlock_is_a_red_banner_above_the_table() {
+        let mut app = pipe_app();
+        assert!(!screen(&app, 200, 24).iter().any(|l| l.contains("DEADLOCK")));
+        app.deadlocks = vec![abba()];
+        assert_eq!(
+            deadlock_banner(&app.deadlocks[0]),
+            "DEADLOCK pid 4242 (app): thread 4243 (ls-dl-0) waits for LS_DEADLOCK_B held by \
+             4244; thread 4244 (ls-dl-1) waits for LS_DEADLOCK_A held by 4243"
+        );
+        // wide: one line, between the totals and the table's header
+        let s = screen(&app, 200, 24);
+        assert_eq!(s[2], deadlock_banner(&app.deadlocks[0]), "{s:#?}");
+        assert!(s[3].contains("Δcount"), "{s:#?}");
+        // 80 columns: a line a hop, each whole
+        let s = screen(&app, 80, 24);
+        assert!(
+            s[2].starts_with("DEADLOCK pid 4242 (app): thread 4243 (ls-dl-0)"),
+            "{s:#?}"
+        );
+        assert_eq!(
+            s[3],
+            "  thread 4244 (ls-dl-1) waits for LS_DEADLOCK_A held by 4243"
+        );
+        assert!(s[4].contains("Δcount"), "{s:#?}");
+        assert!(
+            s.iter().any(|l| l.contains(" mutex ")),
+            "the table is still there"
+        );
+        // red
+        let mut t = Terminal::new(TestBackend::new(80, 24)).expect("test terminal");
+        t.draw(|f| draw(f, &app)).expect("draw");
+        let cell = t.backend().buffer().cell((0, 2)).cloned().expect("a cell");
+        assert_eq!(cell.bg, Color::Red);
+        // bounded: many deadlocks take at most 4 lines, the last says so
+        app.deadlocks = vec![abba(); 5];
+        let s = screen(&app, 200, 24);
+        let banner: Vec<&String> = s.iter().filter(|l| l.starts_with("DEADLOCK")).collect();
+        assert_eq!(banner.len(), 4, "{s:#?}");
+        assert_eq!(banner[3].as_str(), "DEADLOCK … 2 more lines");
     }
 
     #[test]
