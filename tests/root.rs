@@ -169,6 +169,7 @@ fn summary_counts_equal_streamed_events() {
             "kernel-contention",
         ],
     );
+    let pid = wl.pid().to_string();
     wl.finish();
     let (code, out) = tracer.finish();
     assert_eq!(code, 0);

@@ -33,6 +33,7 @@ fn piped_report_has_whole_names_and_a_lock_only_headline() {
             "1000",
         ],
     );
+    let pid = wl.pid();
     let done = wl.finish();
     let (code, text) = tracer.finish();
     assert_eq!(code, 0, "{text}");
