@@ -101,7 +101,7 @@ macro_rules! source_name_and_life {
             SOURCE
         }
 
-        fn life(&self) -> &dyn $crate::sources::lifecycle::Life {
+        fn life(&self) -> &dyn $crate::sources::Life {
             &self.core
         }
     };
