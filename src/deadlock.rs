@@ -357,13 +357,7 @@ pub fn lock_wait(
 
 /// CLOCK_MONOTONIC now, in ns (the clock of the workloads' truths).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    crate::units::now_ns()
 }
 
 /// A waiting thread of a scan: its edge, the lock's kind, its sp and pc.

@@ -631,7 +631,7 @@ impl WaitSplit {
 
 /// One completed (or failed, or partial) lock operation, as the stream
 /// mode delivers it. Timestamps are CLOCK_MONOTONIC ns.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Event {
     pub source: &'static str,
     pub kind: LockKind,
@@ -662,6 +662,35 @@ pub struct Event {
     /// Where this wait went, where the source measures it.
     pub split: Option<WaitSplit>,
 }
+
+/// `new` for what a decoder fills ([`Record`], [`Event`]): `source`'s
+/// `kind` at `lock` by thread `tid` of `pid` named `comm`, nothing else
+/// known or counted; the decoder sets the rest.
+macro_rules! decoded_new {
+    ($($t:ident),+) => {
+        $(impl $t {
+            pub fn new(
+                source: &'static str,
+                kind: LockKind,
+                lock: u64,
+                pid: u32,
+                tid: u32,
+                comm: String,
+            ) -> $t {
+                $t {
+                    source,
+                    kind,
+                    lock,
+                    pid,
+                    tid,
+                    comm,
+                    ..Default::default()
+                }
+            }
+        })+
+    };
+}
+decoded_new!(Record, Event);
 
 fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("0x{v:x}"))

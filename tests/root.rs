@@ -14,15 +14,8 @@ use serde_json::Value;
 /// `lockscope report -p PID --json` over a workload that starts after the
 /// tracer is attached; returns (report, workload reports).
 fn report_on(workload: &[&str], extra: &[&str]) -> (Report, Vec<Value>) {
-    require_root();
-    let wl = Workload::start_paused(workload);
-    let pid = wl.pid().to_string();
-    let mut args = vec!["report", "-p", &pid, "--json"];
-    args.extend_from_slice(extra);
-    let tracer = Tracer::start(&args);
-    wl.go();
-    let done = wl.finish();
-    (tracer.finish_report(), done)
+    let (out, done) = traced("report", workload, extra);
+    (report(&out), done)
 }
 
 /// The pipe mutex row of a by-lock report over a pipe-hold workload.
@@ -155,29 +148,28 @@ fn mmap_workload_names_its_mmap_lock() {
 #[test]
 fn summary_counts_equal_streamed_events() {
     require_root();
-    let wl = Workload::start_paused(&[
-        "pipe-hold",
-        "pipe",
-        "--rounds",
-        "20",
-        "--ops",
-        "2000",
-        "--hold",
-        "5ms",
-    ]);
-    let pid = wl.pid().to_string();
     // kernel contention: one event per counted wait (user-lock sources
     // stream releases, failures and partial operations, not waits)
-    let tracer = Tracer::start(&[
-        "trace",
-        "-p",
-        &pid,
-        "--json",
-        "--summary",
-        "--source",
-        "kernel-contention",
-    ]);
-    wl.go();
+    let (wl, tracer) = start_traced(
+        &[
+            "pipe-hold",
+            "pipe",
+            "--rounds",
+            "20",
+            "--ops",
+            "2000",
+            "--hold",
+            "5ms",
+        ],
+        &[
+            "trace",
+            "--json",
+            "--summary",
+            "--source",
+            "kernel-contention",
+        ],
+    );
+    let pid = wl.pid().to_string();
     wl.finish();
     let (code, out) = tracer.finish();
     assert_eq!(code, 0);
@@ -578,16 +570,10 @@ fn stacks_name_the_write_path_and_the_workloads_own_frames() {
 fn perfetto_timeline_has_the_known_waits() {
     require_root();
     let out = std::env::temp_dir().join(format!("lockscope-{}.perfetto.json", std::process::id()));
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "4", "--hold", "25ms"]);
-    let pid = wl.pid().to_string();
-    let tracer = Tracer::start(&[
-        "trace",
-        "-p",
-        &pid,
-        "--perfetto",
-        out.to_str().expect("utf8"),
-    ]);
-    wl.go();
+    let (wl, tracer) = start_traced(
+        &["pipe-hold", "--rounds", "4", "--hold", "25ms"],
+        &["trace", "--perfetto", out.to_str().expect("utf8")],
+    );
     let done = wl.finish();
     let (code, _) = tracer.finish();
     assert_eq!(code, 0);

@@ -75,10 +75,10 @@ fn the_default_system_wide_report_attaches_no_uprobe() {
 #[test]
 fn a_target_gets_futex_by_default_and_user_locks_only_when_named() {
     require_root();
-    let wl = Workload::start_paused(&["mutex-pairs", "--threads", "1", "--ops", "4321"]);
-    let pid = wl.pid().to_string();
-    let tracer = Tracer::start(&["report", "-p", &pid, "--json", "--by", "lock"]);
-    wl.go();
+    let (wl, tracer) = start_traced(
+        &["mutex-pairs", "--threads", "1", "--ops", "4321"],
+        &["report", "--json", "--by", "lock"],
+    );
     let w = &wl.finish()[0];
     tracer.signal(libc::SIGINT);
     let rep = tracer.finish_report();
@@ -98,16 +98,16 @@ fn a_target_gets_futex_by_default_and_user_locks_only_when_named() {
 /// `trace -p PID --json --source SOURCES` over `lockscope workload
 /// mmap-hold`, held until attached: (workload report, events).
 fn mmap_hold(sources: &str, rounds: usize) -> (Value, Vec<EventLine>) {
-    let wl = Workload::start_paused(&[
-        "mmap-hold",
-        "--region-mb",
-        "256",
-        "--rounds",
-        &rounds.to_string(),
-    ]);
-    let pid = wl.pid().to_string();
-    let tracer = Tracer::start(&["trace", "-p", &pid, "--json", "--source", sources]);
-    wl.go();
+    let (wl, tracer) = start_traced(
+        &[
+            "mmap-hold",
+            "--region-mb",
+            "256",
+            "--rounds",
+            &rounds.to_string(),
+        ],
+        &["trace", "--json", "--source", sources],
+    );
     let w = wl.finish().remove(0);
     tracer.signal(libc::SIGINT);
     let (code, out) = tracer.finish();
@@ -299,21 +299,19 @@ fn trace_starts_a_command_and_exits_with_its_status() {
 fn top_batch_prints_every_interval_for_a_pipe() {
     require_root();
     let rounds = 6;
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "6", "--hold", "50ms"]);
-    let pid = wl.pid().to_string();
-    let tracer = Tracer::start(&[
-        "top",
-        "--batch",
-        "-i",
-        "100ms",
-        "-p",
-        &pid,
-        "--source",
-        "kernel-contention",
-        "--by",
-        "caller",
-    ]);
-    wl.go();
+    let (wl, tracer) = start_traced(
+        &["pipe-hold", "--rounds", "6", "--hold", "50ms"],
+        &[
+            "top",
+            "--batch",
+            "-i",
+            "100ms",
+            "--source",
+            "kernel-contention",
+            "--by",
+            "caller",
+        ],
+    );
     wl.finish();
     // the target's exit ends the run
     let (code, out) = tracer.finish();

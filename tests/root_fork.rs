@@ -231,18 +231,10 @@ fn run_futex_sees_the_forked_childrens_waits() {
 /// `lockscope report ARGS -p PARENT`, the parent released (SIGUSR1) once
 /// the tracer is attached: it forks after that.
 fn trace_parent(args: &[&str], delay: Option<&str>) -> (Value, Report) {
-    let wl = Workload::start_paused(
-        &workload_args(delay)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
-    let pid = wl.pid().to_string();
+    let workload = workload_args(delay);
     let mut a = vec!["report", "--json", "--by", "lock"];
     a.extend(args);
-    a.extend(["-p", &pid]);
-    let tracer = Tracer::start(&a);
-    wl.go();
+    let (wl, tracer) = start_traced(&workload.iter().map(String::as_str).collect::<Vec<_>>(), &a);
     let w = wl.finish().into_iter().next().expect("workload report");
     // the report comes when the parent exits
     let rep = tracer.finish_report();

@@ -99,21 +99,19 @@ fn map_full_losses_are_flagged_with_the_remedy() {
     require_root();
     // 8 writer threads on one pipe: 8 (lock, thread) keys, or more, in a
     // map of 2
-    let wl = Workload::start_paused(&["pipe", "--threads", "8", "--ops", "20000"]);
-    let pid = wl.pid().to_string();
-    let tracer = Tracer::start(&[
-        "report",
-        "-p",
-        &pid,
-        "--by",
-        "task",
-        "--json",
-        "--source",
-        "kernel-contention",
-        "--max-entries",
-        "2",
-    ]);
-    wl.go();
+    let (wl, tracer) = start_traced(
+        &["pipe", "--threads", "8", "--ops", "20000"],
+        &[
+            "report",
+            "--by",
+            "task",
+            "--json",
+            "--source",
+            "kernel-contention",
+            "--max-entries",
+            "2",
+        ],
+    );
     let done = wl.finish();
     assert_eq!(u(&done[0]["total_ops"]), 160_000);
     let (code, out, lines) = finish_with_stderr(tracer);
@@ -164,13 +162,13 @@ fn trace_perfetto_streams_in_bounded_memory() {
     // whose consumer delivers ~20k operations a second, writes 50k
     let file = tmp("timeline.json");
     let f = file.display().to_string();
-    let wl = Workload::start_paused(&["pipe", "--threads", "8", "--ops", "500000"]);
-    let pid = wl.pid().to_string();
     // ring buffers are mapped twice and count fully in RSS (2 x 8 MiB per
     // source by default): 2 MiB keeps them out of what is measured here,
     // the memory that grows with the number of events
-    let mut tracer = Tracer::start(&["trace", "-p", &pid, "--perfetto", &f, "--ringbuf-mb", "2"]);
-    wl.go();
+    let (wl, mut tracer) = start_traced(
+        &["pipe", "--threads", "8", "--ops", "500000"],
+        &["trace", "--perfetto", &f, "--ringbuf-mb", "2"],
+    );
     let done = wl.finish();
     assert_eq!(u(&done[0]["total_ops"]), 4_000_000);
     // the trace ends when the workload is gone

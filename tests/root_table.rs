@@ -14,27 +14,26 @@ fn leading_count(l: &str) -> Option<u64> {
 fn piped_report_has_whole_names_and_a_lock_only_headline() {
     require_root();
     let rounds = 5;
-    let wl = Workload::start_paused(&[
-        "pipe-hold",
-        "--rounds",
-        &rounds.to_string(),
-        "--hold",
-        "20ms",
-    ]);
-    let pid = wl.pid().to_string();
     // -p: the report ends when the workload exits
-    let tracer = Tracer::start(&[
-        "report",
-        "-p",
-        &pid,
-        "--source",
-        "kernel-contention,futex",
-        "--by",
-        "lock",
-        "--top",
-        "1000",
-    ]);
-    wl.go();
+    let (wl, tracer) = start_traced(
+        &[
+            "pipe-hold",
+            "--rounds",
+            &rounds.to_string(),
+            "--hold",
+            "20ms",
+        ],
+        &[
+            "report",
+            "--source",
+            "kernel-contention,futex",
+            "--by",
+            "lock",
+            "--top",
+            "1000",
+        ],
+    );
+    let pid = wl.pid();
     let done = wl.finish();
     let (code, text) = tracer.finish();
     assert_eq!(code, 0, "{text}");

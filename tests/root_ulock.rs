@@ -17,12 +17,8 @@ const MS: u64 = 1_000_000;
 /// tracer is attached; returns (tracer stdout, workload report).
 fn trace_workload(workload: &[&str], args: &[&str]) -> (String, Value) {
     require_root();
-    let wl = Workload::start_paused(workload);
-    let pid = wl.pid().to_string();
-    let mut a: Vec<&str> = args.to_vec();
-    a.extend(["-p", &pid]);
-    let tracer = Tracer::start(&a);
-    wl.go(); // starts once everything is attached
+    // the workload starts once everything is attached
+    let (wl, tracer) = start_traced(workload, args);
     let done = wl.finish();
     let (code, out) = tracer.finish();
     assert_eq!(code, 0, "lockscope failed: {out}");
@@ -657,30 +653,28 @@ fn a_global_mutex_is_named_by_its_symbol_and_hold_stacks_weigh_the_known_holds()
     const ROUNDS: u64 = 3;
     require_root();
     // global-hold, then mutex-hold (a heap mutex) in the same process
-    let wl = Workload::start_paused(&[
-        "global-hold",
-        "mutex-hold",
-        "--rounds",
-        "3",
-        "--hold",
-        "200ms",
-    ]);
-    let pid = wl.pid().to_string();
-    let tracer = Tracer::start(&[
-        "report",
-        "--json",
-        "--by",
-        "lock",
-        "--source",
-        "user-locks",
-        "--flamegraph-hold",
-        svg.to_str().expect("utf8"),
-        "--folded-hold",
-        folded.to_str().expect("utf8"),
-        "-p",
-        &pid,
-    ]);
-    wl.go();
+    let (wl, tracer) = start_traced(
+        &[
+            "global-hold",
+            "mutex-hold",
+            "--rounds",
+            "3",
+            "--hold",
+            "200ms",
+        ],
+        &[
+            "report",
+            "--json",
+            "--by",
+            "lock",
+            "--source",
+            "user-locks",
+            "--flamegraph-hold",
+            svg.to_str().expect("utf8"),
+            "--folded-hold",
+            folded.to_str().expect("utf8"),
+        ],
+    );
     let done = wl.finish();
     let rep = tracer.finish_json();
     nothing_lost(&rep);

@@ -93,6 +93,46 @@ macro_rules! assert_hist_layout {
 }
 pub(crate) use assert_hist_layout;
 
+/// [`super::Source::name`] (the module's `SOURCE`) and
+/// [`super::Source::life`] (`self.core`), as most sources define them.
+macro_rules! source_name_and_life {
+    () => {
+        fn name(&self) -> &'static str {
+            SOURCE
+        }
+
+        fn life(&self) -> &dyn $crate::sources::Life {
+            &self.core
+        }
+    };
+}
+pub(crate) use source_name_and_life;
+
+/// The wait statistics of an aggregation value with the usual counter
+/// names (`count`, `total_ns`, `min_ns`, `max_ns`, `hist`).
+macro_rules! wait_stats {
+    ($v:expr) => {
+        $crate::sources::common::stats($v.count, $v.total_ns, $v.min_ns, $v.max_ns, &$v.hist)
+    };
+}
+pub(crate) use wait_stats;
+
+/// The hold statistics of an aggregation value that times holds
+/// (`hold_count`, `hold_total_ns`, `hold_min_ns`, `hold_max_ns`,
+/// `hold_hist`).
+macro_rules! hold_stats {
+    ($v:expr) => {
+        $crate::sources::common::stats(
+            $v.hold_count,
+            $v.hold_total_ns,
+            $v.hold_min_ns,
+            $v.hold_max_ns,
+            &$v.hold_hist,
+        )
+    };
+}
+pub(crate) use hold_stats;
+
 /// Wait or hold statistics from a kernel entry's counters (the minimum is
 /// 0 when nothing was counted: the kernel starts it at u64::MAX).
 pub fn stats(count: u64, total: u64, min: u64, max: u64, hist: &[u64]) -> crate::model::Stats {

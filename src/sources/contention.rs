@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use libbpf_rs::{MapCore, MapFlags};
 
 use super::common;
-use super::lifecycle::{self, Life, Loaded, Plan};
+use super::lifecycle::{self, Loaded, Plan};
 use super::{
     Options, Source, Symbolizer, TracefsGuard, as_bytes, comm_str, from_bytes, tracefs_mounted,
     tracepoint_exists,
@@ -175,13 +175,7 @@ pub fn start(opts: &Options) -> Result<Box<dyn Source>> {
 }
 
 impl Source for Contention {
-    fn name(&self) -> &'static str {
-        SOURCE
-    }
-
-    fn life(&self) -> &dyn Life {
-        &self.core
-    }
+    common::source_name_and_life!();
 
     fn note(&self) -> Option<String> {
         self.fallback_reason
@@ -236,35 +230,25 @@ fn to_event(
     e: &ls_event,
     stack: impl FnOnce(i32) -> Option<Vec<u64>>,
 ) -> Event {
-    let comm = comm_str(&e.comm);
+    let kind = LockKind::from_contention_flags(e.flags);
     Event {
-        source: SOURCE,
-        kind: LockKind::from_contention_flags(e.flags),
-        lock: e.lock,
         lock_name: lock_name(e.lock_class, e.pid, &comm_str(&e.pcomm))
             .or_else(|| sym.kernel_lock_name(e.lock, "")),
         caller: sym.kernel_caller(SOURCE, e.stack_id, || stack(e.stack_id)),
-        pid: e.pid,
-        tid: e.tid,
-        comm,
         cgroup: sym.cgroup(e.cgroup_id),
         begin_ns: e.begin_ns,
         end_ns: e.end_ns,
-        released_ns: None,
         wait_ns: e.end_ns.saturating_sub(e.begin_ns),
-        hold_ns: None,
         aborted: e.ret != 0,
-        failed: false,
         ret: e.ret,
         spun: e.mode & 1 != 0,
         slept: e.mode & 2 != 0,
-        partial: false,
-        holder_tid: None,
         split: Some(WaitSplit::from_offcpu(
             e.end_ns.saturating_sub(e.begin_ns),
             e.offcpu_ns,
             e.runq_ns,
         )),
+        ..Event::new(SOURCE, kind, e.lock, e.pid, e.tid, comm_str(&e.comm))
     }
 }
 
@@ -276,36 +260,23 @@ fn to_record(
     v: &ls_agg_val,
     stack: impl FnOnce(i32) -> Option<Vec<u64>>,
 ) -> Record {
-    let comm = comm_str(&v.comm);
+    let kind = LockKind::from_contention_flags(k.flags);
+    let id = if k.stack_id >= 0 {
+        k.stack_id
+    } else {
+        v.stack_id
+    };
     Record {
-        source: SOURCE,
-        kind: LockKind::from_contention_flags(k.flags),
-        lock: k.lock,
         lock_name: lock_name(v.lock_class, k.pid, &comm_str(&v.pcomm))
             .or_else(|| sym.kernel_lock_name(k.lock, &comm_str(&v.slab))),
-        caller: {
-            let id = if k.stack_id >= 0 {
-                k.stack_id
-            } else {
-                v.stack_id
-            };
-            sym.kernel_caller(SOURCE, id, || stack(id))
-        },
-        pid: k.pid,
-        tid: k.tid,
-        comm,
+        caller: sym.kernel_caller(SOURCE, id, || stack(id)),
         cgroup: sym.cgroup(v.cgroup_id),
-        memcg: None,
         aborted: v.aborted,
         spun: v.spun,
         slept: v.slept,
-        wait: common::stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
-        hold: None,
-        acquired: None,
-        failed: 0,
-        partial: 0,
+        wait: common::wait_stats!(v),
         split: Some(WaitSplit::from_offcpu(v.total_ns, v.offcpu_ns, v.runq_ns)),
-        stacks: Vec::new(),
+        ..Record::new(SOURCE, kind, k.lock, k.pid, k.tid, comm_str(&v.comm))
     }
 }
 

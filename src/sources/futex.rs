@@ -428,26 +428,14 @@ pub fn start(opts: &Options) -> Result<Box<dyn Source>> {
 pub fn to_record(k: &ls_fagg_key, v: &ls_fagg_val, cgroup: Option<String>) -> Record {
     let (kind, source) = kind_of(k.kind);
     Record {
-        source,
-        kind,
-        lock: k.uaddr,
-        lock_name: None,
-        caller: None,
-        pid: k.pid,
-        tid: k.tid,
-        comm: comm_str(&v.comm),
         cgroup,
-        memcg: None,
         aborted: v.timed_out + v.interrupted,
-        spun: 0,
         slept: v.slept,
-        wait: common::stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
-        hold: None,
-        acquired: None,
+        wait: common::wait_stats!(v),
         failed: v.value_changed,
         partial: v.partial,
         split: Some(WaitSplit::from_offcpu(v.total_ns, v.offcpu_ns, v.runq_ns)),
-        stacks: Vec::new(),
+        ..Record::new(source, kind, k.uaddr, k.pid, k.tid, comm_str(&v.comm))
     }
 }
 
@@ -461,28 +449,18 @@ pub fn to_event(e: &ls_fevent, cgroup: Option<String>) -> Event {
     };
     let (kind, source) = kind_of(e.kind);
     Event {
-        source,
-        kind,
-        lock: e.uaddr,
-        lock_name: None,
         caller: Some(op_name(e.op).into()),
-        pid: e.pid,
-        tid: e.tid,
-        comm: comm_str(&e.comm),
         cgroup,
         begin_ns: e.begin_ns,
         end_ns: e.end_ns,
-        released_ns: None,
         wait_ns,
-        hold_ns: None,
         aborted: e.ret < 0,
-        failed: false,
         ret: e.ret,
-        spun: false,
         slept: e.flags & EV_SLEPT != 0,
         partial,
         holder_tid: (e.holder_tid != 0).then_some(e.holder_tid),
         split: (!partial).then(|| WaitSplit::from_offcpu(wait_ns, e.offcpu_ns, e.runq_ns)),
+        ..Event::new(source, kind, e.uaddr, e.pid, e.tid, comm_str(&e.comm))
     }
 }
 
@@ -518,13 +496,7 @@ pub fn op_name(op: u32) -> &'static str {
 }
 
 impl Source for Futex {
-    fn name(&self) -> &'static str {
-        SOURCE
-    }
-
-    fn life(&self) -> &dyn Life {
-        &self.core
-    }
+    common::source_name_and_life!();
 
     fn status(&self) -> SourceStatus {
         let outcomes: Vec<String> = OUTCOME_NAMES

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 
 use anyhow::{Result, bail};
 
-use super::common::{self, stats};
+use super::common;
 use super::lifecycle::{self, Life, Loaded, Plan};
 use super::probes::{Backend, first_backend, fork_program, functions_present};
 use super::{Options, Source, Symbolizer, comm_str};
@@ -217,34 +217,20 @@ pub fn to_record(
     lock_name: Option<String>,
     cgroup: Option<String>,
 ) -> Record {
+    let kind = kind_of(k.kind);
     Record {
-        source,
-        kind: kind_of(k.kind),
-        lock: k.lock,
         lock_name,
         caller,
-        pid: k.pid,
-        tid: k.tid,
-        comm: comm_str(&v.comm),
         cgroup,
-        memcg: None,
         aborted: v.aborted,
-        spun: 0,
         slept: v.slept,
-        wait: stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
-        hold: Some(stats(
-            v.hold_count,
-            v.hold_total_ns,
-            v.hold_min_ns,
-            v.hold_max_ns,
-            &v.hold_hist,
-        )),
+        wait: common::wait_stats!(v),
+        hold: Some(common::hold_stats!(v)),
         // kernel mutex probes see every acquisition too; not split yet
         acquired: None,
         failed: v.failed,
         partial: v.partial,
-        split: None,
-        stacks: Vec::new(),
+        ..Record::new(source, kind, k.lock, k.pid, k.tid, comm_str(&v.comm))
     }
 }
 
@@ -260,15 +246,10 @@ pub fn to_event(
     let aborted = e.flags & EV_ABORTED != 0;
     let partial = e.flags & EV_PARTIAL != 0;
     let released = (e.released_ns != 0).then_some(e.released_ns);
+    let kind = kind_of(e.kind);
     Event {
-        source,
-        kind: kind_of(e.kind),
-        lock: e.lock,
         lock_name,
         caller,
-        pid: e.pid,
-        tid: e.tid,
-        comm: comm_str(&e.comm),
         cgroup,
         begin_ns: e.begin_ns,
         end_ns: if partial {
@@ -289,11 +270,10 @@ pub fn to_event(
         aborted,
         failed,
         ret: e.ret,
-        spun: false,
         slept: e.flags & EV_SLEPT != 0,
         partial,
         holder_tid: (e.holder_tid != 0).then_some(e.holder_tid),
-        split: None,
+        ..Event::new(source, kind, e.lock, e.pid, e.tid, comm_str(&e.comm))
     }
 }
 

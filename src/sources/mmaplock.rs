@@ -251,20 +251,12 @@ fn to_record(
     } else {
         v.stack_id
     };
+    let lock_kind = kind(k.write != 0);
     Record {
-        source: SOURCE,
-        kind: kind(k.write != 0),
-        lock: k.lock,
         lock_name,
         caller: sym.kernel_caller(SOURCE, id, || stack(id)),
-        pid: k.pid,
-        tid: k.tid,
-        comm: comm_str(&v.comm),
         cgroup,
         memcg,
-        aborted: 0,
-        spun: 0,
-        slept: 0,
         wait: stats(v.count, v.wait_total, v.wait_min, v.wait_max, &v.wait_hist),
         hold: Some(stats(
             v.holds,
@@ -277,7 +269,7 @@ fn to_record(
         failed: v.failed,
         partial: v.partial,
         split: Some(WaitSplit::from_offcpu(v.wait_total, v.offcpu_ns, v.runq_ns)),
-        stacks: Vec::new(),
+        ..Record::new(SOURCE, lock_kind, k.lock, k.pid, k.tid, comm_str(&v.comm))
     }
 }
 
@@ -294,42 +286,27 @@ fn to_event(
     let failed = f & flags::FAILED != 0;
     let cgroup = sym.cgroup(e.cgroup_id);
     let (wait_ns, hold_ns, end_ns, released_ns) = op_times(e);
+    let lock_kind = kind(f & flags::WRITE != 0);
     Event {
-        source: SOURCE,
-        kind: kind(f & flags::WRITE != 0),
-        lock: e.lock,
         lock_name: lock_name(cgroup.as_deref()),
         caller: sym.kernel_caller(SOURCE, e.stack_id, || stack(e.stack_id)),
-        pid: e.pid,
-        tid: e.tid,
-        comm: comm_str(&e.comm),
         cgroup,
         begin_ns: op_begin(e),
         end_ns,
         released_ns,
         wait_ns,
         hold_ns,
-        aborted: false,
         failed,
-        ret: 0,
-        spun: false,
-        slept: false,
         partial,
-        holder_tid: None,
         // where the wait went, when the wait itself was seen
         split: (e.begin_ns != 0 && e.acquired_ns != 0)
             .then(|| WaitSplit::from_offcpu(wait_ns, e.offcpu_ns, e.runq_ns)),
+        ..Event::new(SOURCE, lock_kind, e.lock, e.pid, e.tid, comm_str(&e.comm))
     }
 }
 
 impl Source for MmapLock {
-    fn name(&self) -> &'static str {
-        SOURCE
-    }
-
-    fn life(&self) -> &dyn Life {
-        &self.core
-    }
+    common::source_name_and_life!();
 
     fn status(&self) -> SourceStatus {
         let mut notes = Vec::new();

@@ -10,7 +10,7 @@
 use anyhow::{Result, bail};
 
 use super::common;
-use super::lifecycle::{self, Life, Loaded, Plan};
+use super::lifecycle::{self, Loaded, Plan};
 use super::probes::{Backend, first_backend, fork_program, functions_present};
 use super::{Options, Source, Symbolizer, comm_str};
 use crate::bpf::picknext::types::{ls_pick_key, ls_pick_val};
@@ -83,38 +83,19 @@ pub fn cpu_name(cpu: u32) -> String {
 
 /// A kernel aggregation entry as a model record.
 pub fn to_record(k: &ls_pick_key, v: &ls_pick_val, cgroup: Option<String>) -> Record {
+    let (lock, comm) = (u64::from(k.cpu), comm_str(&v.comm));
     Record {
-        source: SOURCE,
-        kind: LockKind::PickNext,
-        lock: u64::from(k.cpu),
         lock_name: Some(cpu_name(k.cpu)),
         caller: Some(FUNCTION.into()),
-        pid: k.pid,
-        tid: k.tid,
-        comm: comm_str(&v.comm),
         cgroup,
-        memcg: None,
-        aborted: 0,
-        spun: 0,
-        slept: 0,
-        wait: common::stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
-        hold: None,
-        acquired: None,
+        wait: common::wait_stats!(v),
         failed: v.picked_none,
-        partial: 0,
-        split: None,
-        stacks: Vec::new(),
+        ..Record::new(SOURCE, LockKind::PickNext, lock, k.pid, k.tid, comm)
     }
 }
 
 impl Source for PickNext {
-    fn name(&self) -> &'static str {
-        SOURCE
-    }
-
-    fn life(&self) -> &dyn Life {
-        &self.core
-    }
+    common::source_name_and_life!();
 
     fn note(&self) -> Option<String> {
         self.note.clone()

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use libbpf_rs::{MapCore, MapFlags};
 
 use super::common;
-use super::lifecycle::{self, Life, Loaded, Plan};
+use super::lifecycle::{self, Loaded, Plan};
 use super::{Options, Source, Symbolizer, comm_str};
 use crate::bpf::sched::types::{ls_rq_event, ls_rq_key, ls_rq_val};
 use crate::bpf::sched::{SchedSkel, SchedSkelBuilder};
@@ -137,38 +137,18 @@ impl Sched {
 
 /// A kernel aggregation entry as a model record.
 fn to_record(sym: &mut Symbolizer, k: &ls_rq_key, v: &ls_rq_val) -> Record {
+    let (cpu, comm) = (u64::from(k.cpu), comm_str(&v.comm));
     Record {
-        source: SOURCE,
-        kind: LockKind::RunQueue,
-        lock: u64::from(k.cpu),
-        lock_name: Some(cpu_name(u64::from(k.cpu))),
-        caller: None,
-        pid: k.pid,
-        tid: k.tid,
-        comm: comm_str(&v.comm),
+        lock_name: Some(cpu_name(cpu)),
         cgroup: sym.cgroup(v.cgroup_id),
-        memcg: None,
-        aborted: 0,
-        spun: 0,
         slept: v.woken,
-        wait: common::stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
-        hold: None,
-        acquired: None,
-        failed: 0,
-        partial: 0,
-        split: None,
-        stacks: Vec::new(),
+        wait: common::wait_stats!(v),
+        ..Record::new(SOURCE, LockKind::RunQueue, cpu, k.pid, k.tid, comm)
     }
 }
 
 impl Source for Sched {
-    fn name(&self) -> &'static str {
-        SOURCE
-    }
-
-    fn life(&self) -> &dyn Life {
-        &self.core
-    }
+    common::source_name_and_life!();
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         let raw = self.slots()?;
@@ -190,29 +170,15 @@ impl Source for Sched {
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
         let e = super::from_bytes::<ls_rq_event>(data)?;
+        let (cpu, comm) = (u64::from(e.cpu), comm_str(&e.comm));
         Some(Event {
-            source: SOURCE,
-            kind: LockKind::RunQueue,
-            lock: u64::from(e.cpu),
-            lock_name: Some(cpu_name(u64::from(e.cpu))),
-            caller: None,
-            pid: e.pid,
-            tid: e.tid,
-            comm: comm_str(&e.comm),
+            lock_name: Some(cpu_name(cpu)),
             cgroup: sym.cgroup(e.cgroup_id),
             begin_ns: e.begin_ns,
             end_ns: e.end_ns,
-            released_ns: None,
             wait_ns: e.end_ns.saturating_sub(e.begin_ns),
-            hold_ns: None,
-            aborted: false,
-            failed: false,
-            ret: 0,
-            spun: false,
             slept: e.woken != 0,
-            partial: false,
-            holder_tid: None,
-            split: None,
+            ..Event::new(SOURCE, LockKind::RunQueue, cpu, e.pid, e.tid, comm)
         })
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use libbpf_rs::{Link, MapCore, RingBufferBuilder, UprobeOpts};
 
-use super::common::{self, stats};
+use super::common;
 use super::lifecycle::{self, Life, Loaded, Plan};
 use super::locknames::{LockToName, name_locks};
 use super::{Options, Source, Symbolizer, comm_str, from_bytes};
@@ -1174,33 +1174,17 @@ pub fn to_record(
 ) -> Record {
     let (kind, source) = kind_of(k.kind);
     Record {
-        source,
-        kind,
-        lock: k.lock,
-        lock_name: None,
         caller,
-        pid: k.pid,
-        tid: k.tid,
-        comm: comm_str(&v.comm),
         cgroup,
-        memcg: None,
-        aborted: 0,
-        spun: 0,
         slept: v.slept,
-        wait: stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
-        hold: Some(stats(
-            v.hold_count,
-            v.hold_total_ns,
-            v.hold_min_ns,
-            v.hold_max_ns,
-            &v.hold_hist,
-        )),
+        wait: common::wait_stats!(v),
+        hold: Some(common::hold_stats!(v)),
         acquired: Some(v.acquired),
         failed: v.failed,
         partial: v.partial,
         // of the acquisitions' waits (failed calls are not in total_ns)
         split: Some(WaitSplit::from_offcpu(v.total_ns, v.offcpu_ns, v.runq_ns)),
-        stacks: Vec::new(),
+        ..Record::new(source, kind, k.lock, k.pid, k.tid, comm_str(&v.comm))
     }
 }
 
@@ -1225,14 +1209,7 @@ pub fn to_event(e: &ls_uevent, caller: Option<String>, cgroup: Option<String>) -
         e.acquired_ns.saturating_sub(begin_ns)
     };
     Event {
-        source,
-        kind,
-        lock: e.lock,
-        lock_name: None,
         caller,
-        pid: e.pid,
-        tid: e.tid,
-        comm: comm_str(&e.comm),
         cgroup,
         begin_ns,
         // partial: neither the request nor the acquisition was seen
@@ -1240,10 +1217,8 @@ pub fn to_event(e: &ls_uevent, caller: Option<String>, cgroup: Option<String>) -
         released_ns: (!failed).then_some(e.released_ns),
         wait_ns,
         hold_ns: complete.then(|| e.released_ns.saturating_sub(e.acquired_ns)),
-        aborted: false,
         failed,
         ret: e.ret,
-        spun: false,
         slept: e.flags & EV_SLEPT != 0,
         partial,
         holder_tid: (e.holder_tid != 0).then_some(e.holder_tid),
@@ -1251,6 +1226,7 @@ pub fn to_event(e: &ls_uevent, caller: Option<String>, cgroup: Option<String>) -
         // condition wait has no request time (begin_ns 0)
         split: (!partial && e.begin_ns != 0)
             .then(|| WaitSplit::from_offcpu(wait_ns, e.offcpu_ns, e.runq_ns)),
+        ..Event::new(source, kind, e.lock, e.pid, e.tid, comm_str(&e.comm))
     }
 }
 

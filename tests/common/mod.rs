@@ -357,18 +357,28 @@ pub fn report_in_new_cgroup(
     (path, rep, done)
 }
 
-/// `lockscope <cmd> -p PID --json <extra>` over a workload that starts
+/// A paused workload (`workload`: its arguments) and `lockscope <args> -p
+/// PID` on it; the workload goes (creates its threads) once the tracer is
+/// attached.
+pub fn start_traced(workload: &[&str], args: &[&str]) -> (Workload, Tracer) {
+    let wl = Workload::start_paused(workload);
+    let pid = wl.pid().to_string();
+    let mut a = args.to_vec();
+    a.extend(["-p", &pid]);
+    let tracer = Tracer::start(&a);
+    wl.go();
+    (wl, tracer)
+}
+
+/// `lockscope <cmd> --json <extra> -p PID` over a workload that starts
 /// (creates its threads) only once the tracer is attached; returns (tracer
 /// stdout, workload reports). Needs root.
 #[track_caller]
 pub fn traced(cmd: &str, workload: &[&str], extra: &[&str]) -> (String, Vec<Value>) {
     require_root();
-    let wl = Workload::start_paused(workload);
-    let pid = wl.pid().to_string();
-    let mut args = vec![cmd, "-p", &pid, "--json"];
+    let mut args = vec![cmd, "--json"];
     args.extend_from_slice(extra);
-    let tracer = Tracer::start(&args);
-    wl.go();
+    let (wl, tracer) = start_traced(workload, &args);
     let done = wl.finish();
     let (code, out) = tracer.finish();
     assert_eq!(code, 0, "lockscope failed: {out}");

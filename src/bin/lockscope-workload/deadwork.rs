@@ -15,7 +15,6 @@
 //! `lock-order-safe` prints its line at the end and exits.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
@@ -171,16 +170,7 @@ fn monotonic_ns() -> u64 {
 
 fn run(a: &DeadArgs) -> Result<()> {
     if a.wait_usr1 {
-        let go = Arc::new(AtomicBool::new(false));
-        signal_hook::flag::register(signal_hook::consts::SIGUSR1, go.clone())
-            .context("install SIGUSR1 handler")?;
-        eprintln!(
-            "lockscope workload: pid {} waiting for SIGUSR1",
-            std::process::id()
-        );
-        while !go.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        crate::wait_for_usr1()?;
     }
     if let Some(d) = a.start_delay {
         std::thread::sleep(d);

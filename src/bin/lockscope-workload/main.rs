@@ -58,20 +58,27 @@ fn main() {
     }
 }
 
+/// `--wait-usr1`: says so on stderr once the handler is in place (whoever
+/// waits for that line then sends SIGUSR1), and returns when it came.
+pub(crate) fn wait_for_usr1() -> Result<()> {
+    let go = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, go.clone())
+        .context("install SIGUSR1 handler")?;
+    // tell whoever waits that the handler is in place
+    eprintln!(
+        "lockscope workload: pid {} waiting for SIGUSR1",
+        std::process::id()
+    );
+    while !go.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 fn run(a: WorkloadArgs) -> Result<i32> {
     workload_threads_ok(a.threads)?;
     if a.wait_usr1 {
-        let go = Arc::new(AtomicBool::new(false));
-        signal_hook::flag::register(signal_hook::consts::SIGUSR1, go.clone())
-            .context("install SIGUSR1 handler")?;
-        // tell whoever waits that the handler is in place
-        eprintln!(
-            "lockscope workload: pid {} waiting for SIGUSR1",
-            std::process::id()
-        );
-        while !go.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_for_usr1()?;
     }
     let mut out = std::io::stdout().lock();
     for (i, kind) in a.kinds.iter().enumerate() {
