@@ -128,7 +128,11 @@ pub const KIND_LABELS: &[(LockKind, &str, &str)] = &[
         "lwlock:X",
         "PostgreSQL LWLock, exclusive",
     ),
-    (LockKind::LwlockShared, "lwlock:S", "PostgreSQL LWLock, shared"),
+    (
+        LockKind::LwlockShared,
+        "lwlock:S",
+        "PostgreSQL LWLock, shared",
+    ),
     (
         LockKind::LwlockWaitFree,
         "lwlock:W",

@@ -64,27 +64,27 @@ static __always_inline long arg_of(struct pt_regs *ctx, __s8 i)
 	return v;
 }
 
-/* Reads the probe's lock name into `name` (LS_APP_NAME_LEN bytes). */
-static __always_inline void name_of(struct pt_regs *ctx, const volatile struct ls_app_probe *p,
-				    char *name)
+/* Reads the probe's lock name into `name` (LS_APP_NAME_LEN bytes); when
+ * it cannot be read here (a page not faulted in yet: BPF cannot fault),
+ * returns its address for userspace to read, else 0. */
+static __always_inline __u64 name_of(struct pt_regs *ctx, const volatile struct ls_app_probe *p,
+				     char *name)
 {
 	long ptr, len;
 
 	if (p->name_arg < 0)
-		return;
+		return 0;
 	ptr = arg_of(ctx, p->name_arg);
 	if (!ptr)
-		return;
-	if (p->name_len_arg < 0) {
-		bpf_probe_read_user_str(name, LS_APP_NAME_LEN, (void *)ptr);
-		return;
-	}
+		return 0;
+	if (p->name_len_arg < 0)
+		return bpf_probe_read_user_str(name, LS_APP_NAME_LEN, (void *)ptr) <= 0 ? ptr : 0;
 	len = arg_of(ctx, p->name_len_arg);
 	if (len <= 0)
-		return;
+		return 0;
 	if (len > LS_APP_NAME_LEN - 1)
 		len = LS_APP_NAME_LEN - 1;
-	bpf_probe_read_user(name, len & (LS_APP_NAME_LEN - 1), (void *)ptr);
+	return bpf_probe_read_user(name, len & (LS_APP_NAME_LEN - 1), (void *)ptr) ? ptr : 0;
 }
 
 static __always_inline void count_fired(__u32 what)
@@ -123,6 +123,7 @@ static __always_inline void record(struct ls_app_key *key, __u64 begin, __u64 en
 		e->tid = key->tid;
 		e->probe = key->probe;
 		e->mode = key->mode;
+		e->name_ptr = key->name_ptr;
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
 		__builtin_memcpy(e->name, key->name, sizeof(e->name));
 		bpf_ringbuf_submit(e, 0);
@@ -170,7 +171,7 @@ int app_probe(struct pt_regs *ctx)
 		for (int i = 0; i < LS_APP_IDS; i++)
 			w->id[i] = (__u64)arg_of(ctx, p->id_args[i]);
 		__builtin_memset(w->name, 0, sizeof(w->name));
-		name_of(ctx, p, w->name);
+		w->name_ptr = name_of(ctx, p, w->name);
 		w->begin_ns = bpf_ktime_get_ns(); /* after the reads: the wait's own */
 		return 0;
 	case LS_APP_DONE:
@@ -188,6 +189,7 @@ int app_probe(struct pt_regs *ctx)
 		key->mode = w->mode;
 		__builtin_memcpy(key->id, w->id, sizeof(key->id));
 		__builtin_memcpy(key->name, w->name, sizeof(key->name));
+		key->name_ptr = w->name_ptr;
 		record(key, w->begin_ns, now);
 		w->begin_ns = 0;
 		return 0;
@@ -200,7 +202,7 @@ int app_probe(struct pt_regs *ctx)
 		for (int i = 0; i < LS_APP_IDS; i++)
 			key->id[i] = (__u64)arg_of(ctx, p->id_args[i]);
 		__builtin_memset(key->name, 0, sizeof(key->name));
-		name_of(ctx, p, key->name);
+		key->name_ptr = name_of(ctx, p, key->name);
 		record(key, now, now);
 		return 0;
 	}

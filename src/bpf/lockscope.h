@@ -898,6 +898,7 @@ struct ls_app_wait {
 	__u64 id[LS_APP_IDS];
 	__s32 mode;
 	__u32 probe;          /* the start probe's index */
+	__u64 name_ptr;       /* where the name is, when it could not be read */
 	char name[LS_APP_NAME_LEN];
 };
 
@@ -911,6 +912,9 @@ struct ls_app_key {
 	__u32 probe; /* the start (or point) probe's index */
 	__s32 mode;
 	__u64 id[LS_APP_IDS];
+	/* the name's address when it could not be read in BPF (a page the
+	 * process has not touched since fork): userspace reads it */
+	__u64 name_ptr;
 	char name[LS_APP_NAME_LEN];
 };
 
@@ -933,6 +937,7 @@ struct ls_app_event {
 	__u32 tid;
 	__u32 probe;
 	__s32 mode;
+	__u64 name_ptr;
 	char comm[LS_COMM_LEN];
 	char name[LS_APP_NAME_LEN];
 };

@@ -305,9 +305,7 @@ fn fnv(probe: u32, id: &[u64; 5], name: &str) -> u64 {
         h = h.wrapping_mul(0x100_0000_01b3);
     };
     (probe / 2).to_le_bytes().into_iter().for_each(&mut eat);
-    id.iter()
-        .flat_map(|v| v.to_le_bytes())
-        .for_each(&mut eat);
+    id.iter().flat_map(|v| v.to_le_bytes()).for_each(&mut eat);
     name.bytes().for_each(&mut eat);
     h
 }
@@ -374,6 +372,8 @@ pub struct AppLocks {
     core: Loaded<ApplocksSkel<'static>>,
     /// What was attached: "PostgreSQL (/usr/lib/postgresql/15/bin/postgres)".
     attached: String,
+    /// The processes named (-p): where names BPF could not read are read.
+    targets: Vec<u32>,
 }
 
 /// Starts the source ([`super::SourceInfo::start`]).
@@ -490,6 +490,7 @@ impl AppLocks {
         Ok(AppLocks {
             core,
             attached: attached.join(", "),
+            targets: pids.clone(),
         })
     }
 
@@ -523,9 +524,35 @@ pub fn known_apps() -> String {
     apps.join(", ")
 }
 
+/// A lock name BPF could not read (`ptr`, in the page of a process that
+/// had not touched it since fork): read from the process, else from the
+/// targets it was forked from (the same address space layout). `name` as
+/// read by BPF otherwise.
+fn name_at(name: &[i8; 32], ptr: u64, pid: u32, targets: &[u32]) -> [i8; 32] {
+    use std::os::unix::fs::FileExt;
+    if ptr == 0 || name[0] != 0 {
+        return *name;
+    }
+    for p in std::iter::once(pid).chain(targets.iter().copied()) {
+        let Ok(f) = std::fs::File::open(format!("/proc/{p}/mem")) else {
+            continue;
+        };
+        let mut buf = [0u8; 32];
+        if f.read_at(&mut buf[..31], ptr).is_ok_and(|n| n > 0) {
+            let end = buf.iter().position(|&c| c == 0).unwrap_or(31);
+            let mut out = [0i8; 32];
+            for (d, c) in out.iter_mut().zip(&buf[..end]) {
+                *d = *c as i8;
+            }
+            return out;
+        }
+    }
+    *name
+}
+
 /// An aggregation entry as a model record.
-fn to_record(sym: &mut Symbolizer, k: &ls_app_key, v: &ls_app_val) -> Record {
-    let (kind, name, lock) = describe(k.probe, k.mode, &k.id, &k.name);
+fn to_record(sym: &mut Symbolizer, k: &ls_app_key, v: &ls_app_val, name: &[i8]) -> Record {
+    let (kind, name, lock) = describe(k.probe, k.mode, &k.id, name);
     Record {
         source: SOURCE,
         kind,
@@ -551,8 +578,8 @@ fn to_record(sym: &mut Symbolizer, k: &ls_app_key, v: &ls_app_val) -> Record {
 }
 
 /// A ring-buffer record as a model event.
-fn to_event(sym: &mut Symbolizer, e: &ls_app_event) -> Event {
-    let (kind, name, lock) = describe(e.probe, e.mode, &e.id, &e.name);
+fn to_event(sym: &mut Symbolizer, e: &ls_app_event, name: &[i8]) -> Event {
+    let (kind, name, lock) = describe(e.probe, e.mode, &e.id, name);
     Event {
         source: SOURCE,
         kind,
@@ -599,12 +626,19 @@ impl Source for AppLocks {
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         let raw: Vec<(ls_app_key, ls_app_val)> = common::entries(&self.core.skel.maps.agg)?;
-        Ok(raw.iter().map(|(k, v)| to_record(sym, k, v)).collect())
+        Ok(raw
+            .iter()
+            .map(|(k, v)| {
+                let name = name_at(&k.name, k.name_ptr, k.pid, &self.targets);
+                to_record(sym, k, v, &name)
+            })
+            .collect())
     }
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
         let e = super::from_bytes::<ls_app_event>(data)?;
-        Some(to_event(sym, &e))
+        let name = name_at(&e.name, e.name_ptr, e.pid, &self.targets);
+        Some(to_event(sym, &e, &name))
     }
 }
 
@@ -623,7 +657,10 @@ mod tests {
     #[test]
     fn postgres_locks_are_named_as_postgres_names_them() {
         let (k, n, _) = describe(0, 0, &[0; 5], &name("WALWrite"));
-        assert_eq!((k, n.as_str()), (LockKind::LwlockExclusive, "LWLock WALWrite"));
+        assert_eq!(
+            (k, n.as_str()),
+            (LockKind::LwlockExclusive, "LWLock WALWrite")
+        );
         assert_eq!(k.name(), "lwlock:X");
         let (k, _, _) = describe(0, 1, &[0; 5], &name("BufferContent"));
         assert_eq!(k.name(), "lwlock:S");
@@ -649,10 +686,13 @@ mod tests {
             name: [0; 32],
             ..Default::default()
         };
-        let e = to_event(&mut Symbolizer::new(), &raw);
+        let e = to_event(&mut Symbolizer::new(), &raw, &raw.name);
         assert_eq!(e.wait_ns, 250);
         assert_eq!(e.source, SOURCE);
-        assert_eq!(e.lock_name.as_deref(), Some("relation 5/16384 (AccessShareLock)"));
+        assert_eq!(
+            e.lock_name.as_deref(),
+            Some("relation 5/16384 (AccessShareLock)")
+        );
     }
 
     #[test]
@@ -666,11 +706,21 @@ mod tests {
     }
 
     #[test]
-    fn stapsdt_notes_of_this_binary_parse_or_are_empty() {
-        // no notes in a test binary: an empty list, not an error
-        let exe = std::env::current_exe().expect("test binary");
-        let notes = stapsdt_notes(&exe).expect("readable");
-        assert!(notes.iter().all(|(p, n, _)| !p.is_empty() && !n.is_empty()));
+    fn stapsdt_notes_name_the_probes_the_table_knows() {
         assert!(parse_stapsdt(b"not an elf").is_empty());
+        // Debian's server, where installed (scripts/setup.sh test)
+        let pg = Path::new("/usr/lib/postgresql/15/bin/postgres");
+        if !pg.exists() {
+            return;
+        }
+        let notes = stapsdt_notes(pg).expect("readable");
+        for p in PROBES.iter().filter(|p| p.provider == "postgresql") {
+            for name in [Some(p.start), p.done].into_iter().flatten() {
+                assert!(
+                    notes.iter().any(|(pv, n, _)| pv == p.provider && n == name),
+                    "{name} in {notes:?}"
+                );
+            }
+        }
     }
 }
