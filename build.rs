@@ -15,6 +15,7 @@ const OBJECTS: &[&str] = &[
     "kmutex",
     "picknext",
     "files",
+    "applocks",
 ];
 
 fn main() {
@@ -23,6 +24,16 @@ fn main() {
     for name in OBJECTS {
         let src = format!("src/bpf/{name}.bpf.c");
         let mut args = vec!["-Isrc/bpf", "-Wall", "-Wno-unused-function", "-O2", "-g"];
+        // libbpf's usdt.bpf.h includes <linux/errno.h>, whose <asm/errno.h>
+        // is in the multiarch directory (Debian)
+        let multiarch = format!(
+            "/usr/include/{}-linux-gnu",
+            env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into())
+        );
+        if *name == "applocks" {
+            args.push("-idirafter");
+            args.push(&multiarch);
+        }
         if *name == "contention" {
             // atomics that return the old value (BPF_FETCH, Linux 5.12):
             // the object needs Linux 5.19 anyway

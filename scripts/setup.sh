@@ -28,8 +28,10 @@ BUILD_PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config make gcc)
 # busybox-static: a static binary without pthread symbols (tests/root_ulock.rs),
 # and the VM's init; qemu-system-x86, kmod, cpio, xz-utils, zstd: the QEMU
 # kernel matrix (scripts/vm-matrix.sh, which installs them too)
+# postgresql, postgresql-contrib (pgbench): tests/root_pg.rs runs a real
+# PostgreSQL 15 (Debian's build has the USDT probes app-locks attaches to)
 TEST_PKGS=(bpftool util-linux procps python3 tmux prometheus chromium busybox-static
-  golang-go qemu-system-x86 kmod cpio xz-utils zstd)
+  golang-go qemu-system-x86 kmod cpio xz-utils zstd postgresql postgresql-contrib)
 
 missing() {
   for p in "$@"; do

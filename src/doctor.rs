@@ -1349,6 +1349,7 @@ mod tests {
                 "mmap-lock",
                 "user-locks",
                 "futex",
+                "app-locks",
                 "sched",
                 "sched-picknext"
             ]

@@ -48,6 +48,18 @@ pub enum LockKind {
     UserCond,
     /// A futex word waited on with futex(2) / futex_waitv(2).
     Futex,
+    /// A PostgreSQL LWLock taken exclusively (app-locks).
+    LwlockExclusive,
+    /// A PostgreSQL LWLock taken shared.
+    LwlockShared,
+    /// A PostgreSQL LWLock waited on until free (LW_WAIT_UNTIL_FREE).
+    LwlockWaitFree,
+    /// A PostgreSQL heavyweight lock (relation, transaction, tuple, ...).
+    PgLock,
+    /// Not a wait: PostgreSQL found a deadlock (deadlock__found).
+    PgDeadlock,
+    /// A Java object monitor entered under contention (HotSpot probes).
+    JavaMonitor,
     /// Flags this version does not know; kept so nothing is hidden.
     Unknown(u32),
 }
@@ -118,6 +130,12 @@ impl LockKind {
             LockKind::UserSpin => "pthread-spin",
             LockKind::UserCond => "pthread-cond",
             LockKind::Futex => "futex",
+            LockKind::LwlockExclusive => "lwlock:X",
+            LockKind::LwlockShared => "lwlock:S",
+            LockKind::LwlockWaitFree => "lwlock:W",
+            LockKind::PgLock => "pg-lock",
+            LockKind::PgDeadlock => "pg-deadlock",
+            LockKind::JavaMonitor => "java-monitor",
             LockKind::Unknown(_) => return None,
         })
     }
@@ -942,7 +960,7 @@ pub fn static_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str
 
 impl LockKind {
     /// Every kind but `Unknown`, in declaration order.
-    pub const KNOWN: [LockKind; 19] = [
+    pub const KNOWN: [LockKind; 25] = [
         LockKind::Spinlock,
         LockKind::RwlockRead,
         LockKind::RwlockWrite,
@@ -962,6 +980,12 @@ impl LockKind {
         LockKind::UserSpin,
         LockKind::UserCond,
         LockKind::Futex,
+        LockKind::LwlockExclusive,
+        LockKind::LwlockShared,
+        LockKind::LwlockWaitFree,
+        LockKind::PgLock,
+        LockKind::PgDeadlock,
+        LockKind::JavaMonitor,
     ];
 
     /// The kind whose [`LockKind::name`] is `name`: the inverse of it.

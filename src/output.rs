@@ -123,6 +123,36 @@ pub const KIND_LABELS: &[(LockKind, &str, &str)] = &[
         "not a lock: pthread_cond_t wait",
     ),
     (LockKind::Futex, "futex", "not a lock: any futex(2) wait"),
+    (
+        LockKind::LwlockExclusive,
+        "lwlock:X",
+        "PostgreSQL LWLock, exclusive",
+    ),
+    (
+        LockKind::LwlockShared,
+        "lwlock:S",
+        "PostgreSQL LWLock, shared",
+    ),
+    (
+        LockKind::LwlockWaitFree,
+        "lwlock:W",
+        "PostgreSQL LWLock, waited on until free",
+    ),
+    (
+        LockKind::PgLock,
+        "pglock",
+        "PostgreSQL heavyweight lock (relation, transaction, ...)",
+    ),
+    (
+        LockKind::PgDeadlock,
+        "pgdeadlock",
+        "not a wait: PostgreSQL found a deadlock",
+    ),
+    (
+        LockKind::JavaMonitor,
+        "jmonitor",
+        "Java object monitor (HotSpot probes)",
+    ),
 ];
 
 /// Short kind for tables: its [`KIND_LABELS`] label (JSON uses

@@ -848,4 +848,98 @@ struct ls_file_rec {
 	char comm[LS_COMM_LEN];
 };
 
+/* ---- applications' own lock probes (applocks.bpf.c, USDT) ------------- */
+
+/* Probes of the table at once (userspace's table of known probe pairs). */
+#define LS_APP_PROBES 16
+/* Number arguments that name a lock (a PostgreSQL lock tag has five). */
+#define LS_APP_IDS 5
+/* Bytes of a lock name read from the application (an LWLock tranche). */
+#define LS_APP_NAME_LEN 32
+/* Waits of one thread open at once (a lock wait may wait on an LWLock). */
+#define LS_APP_SLOTS 2
+
+enum ls_app_role {
+	LS_APP_START = 1, /* a wait begins */
+	LS_APP_DONE = 2,  /* the wait of the same slot ends */
+	LS_APP_POINT = 3, /* an event without duration (deadlock found) */
+};
+
+/* How to read one probe, by the cookie it was attached with (its index in
+ * `app_probes`); argument indices are -1 when unused. */
+struct ls_app_probe {
+	__u32 role;           /* enum ls_app_role */
+	__u32 slot;           /* the start and done of a pair share it */
+	__s8 name_arg;        /* a char * naming the lock */
+	__s8 name_len_arg;    /* its length; -1: NUL-terminated */
+	__s8 mode_arg;        /* the lock mode */
+	__s8 id_args[LS_APP_IDS]; /* numbers naming the lock */
+};
+
+enum ls_app_lost {
+	LS_APP_LOST_MAP_FULL = 0,
+	LS_APP_LOST_RINGBUF = 1,
+	LS_APP_LOST_WAITS_FULL = 2, /* no room to remember a wait's start */
+	LS_APP_LOST__COUNT = 3,
+};
+
+/* What the probes delivered (`fired`, per CPU). */
+enum ls_app_fired {
+	LS_APP_FIRED_START = 0,
+	LS_APP_FIRED_DONE = 1,
+	LS_APP_FIRED_PAIRED = 2, /* dones whose start was seen */
+	LS_APP_FIRED_POINT = 3,
+	LS_APP_FIRED__COUNT = 4,
+};
+
+/* One open wait of a thread. */
+struct ls_app_wait {
+	__u64 begin_ns;       /* 0: slot free */
+	__u64 id[LS_APP_IDS];
+	__s32 mode;
+	__u32 probe;          /* the start probe's index */
+	__u64 name_ptr;       /* where the name is, when it could not be read */
+	char name[LS_APP_NAME_LEN];
+};
+
+struct ls_app_task {
+	struct ls_app_wait w[LS_APP_SLOTS];
+};
+
+struct ls_app_key {
+	__u32 pid;
+	__u32 tid;
+	__u32 probe; /* the start (or point) probe's index */
+	__s32 mode;
+	__u64 id[LS_APP_IDS];
+	/* the name's address when it could not be read in BPF (a page the
+	 * process has not touched since fork): userspace reads it */
+	__u64 name_ptr;
+	char name[LS_APP_NAME_LEN];
+};
+
+struct ls_app_val {
+	__u64 count;
+	__u64 total_ns;
+	__u64 min_ns;
+	__u64 max_ns;
+	__u64 cgroup_id;
+	char comm[LS_COMM_LEN];
+	__u64 hist[LS_HIST_SLOTS];
+};
+
+struct ls_app_event {
+	__u64 begin_ns; /* == end_ns for a point */
+	__u64 end_ns;
+	__u64 cgroup_id;
+	__u64 id[LS_APP_IDS];
+	__u32 pid;
+	__u32 tid;
+	__u32 probe;
+	__s32 mode;
+	__u64 name_ptr;
+	char comm[LS_COMM_LEN];
+	char name[LS_APP_NAME_LEN];
+};
+
 #endif /* __LOCKSCOPE_H */

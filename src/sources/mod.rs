@@ -6,6 +6,7 @@
 //! Adding a source: a `src/bpf/<name>.bpf.c` (structs in `lockscope.h`), a
 //! module here implementing [`Source`], and one line in [`REGISTRY`].
 
+pub mod applocks;
 pub mod common;
 pub mod contention;
 pub mod futex;
@@ -692,6 +693,20 @@ pub const REGISTRY: &[SourceInfo] = &[
         takes: &[],
         host_wide: None,
         rows: &[futex::ROW_MUTEX, futex::ROW_RWLOCK],
+    },
+    SourceInfo {
+        name: applocks::SOURCE,
+        about: "waits on applications' own locks, named by them, from their USDT probes \
+                (PostgreSQL LWLocks and heavyweight locks, deadlocks)",
+        start: applocks::start,
+        cost: Cost::PerContention,
+        default: DefaultOn::ForProcesses,
+        attach: Attach::Uprobes,
+        lost: "application lock waits (PostgreSQL LWLocks, heavyweight locks) are not named",
+        fallback: None,
+        takes: &[],
+        host_wide: None,
+        rows: &[],
     },
     SourceInfo {
         name: sched::SOURCE,

@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * applocks.bpf.c - waits on an application's own locks, from the USDT
+ * probes the application fires around them (PostgreSQL's
+ * lwlock__wait__start/done, lock__wait__start/done, deadlock__found).
+ *
+ * One program, `app_probe`, is attached (by userspace, through libbpf's
+ * USDT support) to every probe of userspace's table of known probe pairs,
+ * with the probe's index in that table as the USDT cookie; `app_probes`
+ * says how to read each: its role (a wait starts, the wait ends, a point
+ * event), the slot its pair uses, and which arguments name the lock (a
+ * string, numbers) and give the mode.
+ *
+ * Invariants:
+ * - A start remembers (begin time, lock, mode, name) in the thread's slot;
+ *   the done of the same slot ends that wait: one row entry per (thread,
+ *   start probe, mode, lock numbers, name), a log2 histogram of the waits,
+ *   and an event in stream mode. A done without a start (begun before
+ *   attaching) is counted as delivered but not paired.
+ * - Points (deadlock found) count in the same aggregation with no
+ *   duration, and are streamed.
+ * - The wait probes fire only when the application is about to sleep on a
+ *   lock (PostgreSQL: contention only). `fired` counts what the probes
+ *   delivered, for the report and tests to check nothing was lost.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/usdt.bpf.h>
+#include "lockscope.h"
+#include "window.bpf.h"
+#include "target.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile bool emit_events = false; /* stream mode */
+const volatile struct ls_app_probe app_probes[LS_APP_PROBES] = {};
+
+/* thread -> its open waits */
+LS_HASH(app_waits, __u32, struct ls_app_task, 16384);
+
+LS_HASH(agg, struct ls_app_key, struct ls_app_val, 16384); /* resized by userspace */
+
+LS_PERCPU_ARRAY(fired, __u64, LS_APP_FIRED__COUNT);
+
+/* Zeroed values too big for the stack. */
+LS_PERCPU_ARRAY(zero_task, struct ls_app_task, 1);
+LS_PERCPU_ARRAY(zero_val, struct ls_app_val, 1);
+LS_PERCPU_ARRAY(scratch_key, struct ls_app_key, 1);
+
+LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
+
+LS_LOST_MAP(LS_APP_LOST__COUNT);
+
+struct ls_app_event ls_app_event_type = {};
+
+static __always_inline long arg_of(struct pt_regs *ctx, __s8 i)
+{
+	long v = 0;
+
+	if (i >= 0)
+		bpf_usdt_arg(ctx, i, &v);
+	return v;
+}
+
+/* Reads the probe's lock name into `name` (LS_APP_NAME_LEN bytes); when
+ * it cannot be read here (a page not faulted in yet: BPF cannot fault),
+ * returns its address for userspace to read, else 0. */
+static __always_inline __u64 name_of(struct pt_regs *ctx, const volatile struct ls_app_probe *p,
+				     char *name)
+{
+	long ptr, len;
+
+	if (p->name_arg < 0)
+		return 0;
+	ptr = arg_of(ctx, p->name_arg);
+	if (!ptr)
+		return 0;
+	if (p->name_len_arg < 0)
+		return bpf_probe_read_user_str(name, LS_APP_NAME_LEN, (void *)ptr) <= 0 ? ptr : 0;
+	len = arg_of(ctx, p->name_len_arg);
+	if (len <= 0)
+		return 0;
+	if (len > LS_APP_NAME_LEN - 1)
+		len = LS_APP_NAME_LEN - 1;
+	return bpf_probe_read_user(name, len & (LS_APP_NAME_LEN - 1), (void *)ptr) ? ptr : 0;
+}
+
+static __always_inline void count_fired(__u32 what)
+{
+	ls_count_lost(&fired, what);
+}
+
+/* Adds one wait (or point) to the aggregation and streams it. */
+static __always_inline void record(struct ls_app_key *key, __u64 begin, __u64 end)
+{
+	struct ls_app_val *v, *init;
+	__u64 cg = bpf_get_current_cgroup_id();
+
+	v = bpf_map_lookup_elem(&agg, key);
+	if (!v) {
+		init = ls_scratch(&zero_val);
+		if (!init)
+			return;
+		init->min_ns = ~0ULL;
+		init->cgroup_id = cg;
+		bpf_get_current_comm(init->comm, sizeof(init->comm));
+		v = ls_insert(&agg, key, init, &lost, LS_APP_LOST_MAP_FULL);
+	}
+	if (v)
+		LS_ADD_WAIT(v, end - begin);
+	if (emit_events) {
+		struct ls_app_event *e = ls_reserve(&events, sizeof(*e), &lost, LS_APP_LOST_RINGBUF);
+
+		if (!e)
+			return;
+		e->begin_ns = begin;
+		e->end_ns = end;
+		e->cgroup_id = cg;
+		__builtin_memcpy(e->id, key->id, sizeof(e->id));
+		e->pid = key->pid;
+		e->tid = key->tid;
+		e->probe = key->probe;
+		e->mode = key->mode;
+		e->name_ptr = key->name_ptr;
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		__builtin_memcpy(e->name, key->name, sizeof(e->name));
+		bpf_ringbuf_submit(e, 0);
+	}
+}
+
+SEC("usdt")
+int app_probe(struct pt_regs *ctx)
+{
+	LS_CHECK_STOPPED();
+	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
+	__u32 idx = bpf_usdt_cookie(ctx), tid = (__u32)id, slot;
+	const volatile struct ls_app_probe *p;
+	struct ls_app_task *t;
+	struct ls_app_wait *w;
+	struct ls_app_key *key;
+
+	if (!id_is_target(id))
+		return 0;
+	if (idx >= LS_APP_PROBES)
+		return 0;
+	p = &app_probes[idx];
+	slot = p->slot;
+	if (slot >= LS_APP_SLOTS)
+		return 0;
+	key = ls_scratch(&scratch_key);
+	if (!key)
+		return 0;
+	switch (p->role) {
+	case LS_APP_START:
+		count_fired(LS_APP_FIRED_START);
+		t = bpf_map_lookup_elem(&app_waits, &tid);
+		if (!t) {
+			struct ls_app_task *z = ls_scratch(&zero_task);
+
+			if (!z)
+				return 0;
+			t = ls_insert(&app_waits, &tid, z, &lost, LS_APP_LOST_WAITS_FULL);
+			if (!t)
+				return 0;
+		}
+		w = &t->w[slot];
+		w->probe = idx;
+		w->mode = (__s32)arg_of(ctx, p->mode_arg);
+		for (int i = 0; i < LS_APP_IDS; i++)
+			w->id[i] = (__u64)arg_of(ctx, p->id_args[i]);
+		__builtin_memset(w->name, 0, sizeof(w->name));
+		w->name_ptr = name_of(ctx, p, w->name);
+		w->begin_ns = bpf_ktime_get_ns(); /* after the reads: the wait's own */
+		return 0;
+	case LS_APP_DONE:
+		count_fired(LS_APP_FIRED_DONE);
+		t = bpf_map_lookup_elem(&app_waits, &tid);
+		if (!t)
+			return 0;
+		w = &t->w[slot];
+		if (!w->begin_ns)
+			return 0;
+		count_fired(LS_APP_FIRED_PAIRED);
+		key->pid = id >> 32;
+		key->tid = tid;
+		key->probe = w->probe;
+		key->mode = w->mode;
+		__builtin_memcpy(key->id, w->id, sizeof(key->id));
+		__builtin_memcpy(key->name, w->name, sizeof(key->name));
+		key->name_ptr = w->name_ptr;
+		record(key, w->begin_ns, now);
+		w->begin_ns = 0;
+		return 0;
+	case LS_APP_POINT:
+		count_fired(LS_APP_FIRED_POINT);
+		key->pid = id >> 32;
+		key->tid = tid;
+		key->probe = idx;
+		key->mode = (__s32)arg_of(ctx, p->mode_arg);
+		for (int i = 0; i < LS_APP_IDS; i++)
+			key->id[i] = (__u64)arg_of(ctx, p->id_args[i]);
+		__builtin_memset(key->name, 0, sizeof(key->name));
+		key->name_ptr = name_of(ctx, p, key->name);
+		record(key, now, now);
+		return 0;
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(app_follow_fork_btf, struct task_struct *parent, struct task_struct *child)
+{
+	LS_CHECK_STOPPED();
+	return follow_fork(parent->tgid, child->tgid);
+}
+
+/* A thread that exits mid-wait leaves no entry behind. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(app_exit_btf, struct task_struct *task)
+{
+	__u32 tid = task->pid;
+
+	bpf_map_delete_elem(&app_waits, &tid);
+	return 0;
+}

@@ -1,0 +1,459 @@
+//! app-locks against a real PostgreSQL (issue 16): Debian's server
+//! (scripts/setup.sh installs it), a cluster initdb'd in a temporary
+//! directory, listening on a Unix socket only, stopped at the end (a Drop
+//! guard, also when a test fails). Root; CI runs them as root.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// The newest installed server's bin directory.
+fn pg_bin() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL installed (scripts/setup.sh test)")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().expect("a PostgreSQL server binary")
+}
+
+/// A cluster in a temporary directory, stopped and removed on drop.
+struct Cluster {
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl Cluster {
+    fn start(name: &str) -> Cluster {
+        let bin = pg_bin();
+        let dir = std::env::temp_dir().join(format!("lockscope-pg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let st = Command::new("chown")
+            .args(["postgres:postgres", dir.to_str().expect("utf-8 path")])
+            .status()
+            .expect("chown");
+        assert!(st.success());
+        let c = Cluster { dir, bin };
+        let data = c.data();
+        c.as_postgres("initdb", &["-D", &data, "-A", "trust"]);
+        let opts = format!("-k {} -c listen_addresses=''", c.dir.display());
+        let log = c.dir.join("log");
+        c.as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().expect("path"),
+                "-w",
+                "start",
+            ],
+        );
+        c
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn as_postgres(&self, tool: &str, args: &[&str]) -> Output {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn postmaster(&self) -> u32 {
+        let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("pid file");
+        pid.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("postmaster pid")
+    }
+
+    fn psql_cmd(&self) -> Command {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"])
+            .arg(self.bin.join("psql"))
+            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=0", "-h"])
+            .arg(&self.dir)
+            .args(["-d", "postgres"]);
+        c
+    }
+
+    /// Runs `sql` (psql -c), returns stdout.
+    fn sql(&self, sql: &str) -> String {
+        let out = self.psql_cmd().args(["-c", sql]).output().expect("psql");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A session fed statements on its stdin.
+    fn session(&self) -> Session {
+        let child = self
+            .psql_cmd()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("psql session");
+        Session { child }
+    }
+
+    /// Polls `query` until it prints `want` (a condition the test makes,
+    /// not a time): the timeout only ends a test that would hang.
+    fn wait_until(&self, query: &str, want: &str) {
+        let end = Instant::now() + attach_timeout();
+        loop {
+            if self.sql(query) == want {
+                return;
+            }
+            assert!(Instant::now() < end, "never true: {query} = {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Session {
+    child: Child,
+}
+
+impl Session {
+    fn send(&mut self, sql: &str) {
+        let stdin = self.child.stdin.as_mut().expect("session stdin");
+        stdin.write_all(sql.as_bytes()).expect("write to psql");
+        stdin.write_all(b"\n").expect("write to psql");
+        stdin.flush().expect("flush psql");
+    }
+
+    /// Ends the session; its (stdout, stderr).
+    fn finish(mut self) -> (String, String) {
+        drop(self.child.stdin.take());
+        let out = self.child.wait_with_output().expect("psql exit");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// psql's `\timing` lines ("Time: 745.885 ms"), in ns.
+fn timings(out: &str) -> Vec<u64> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("Time: "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|ms| ms.parse::<f64>().ok())
+        .map(|ms| (ms * 1e6) as u64)
+        .collect()
+}
+
+/// B's statement in a fresh session, timed by psql: the same statements
+/// for the baseline and the measured run.
+const B_SQL: &str = "SELECT count(*) FROM t";
+
+fn b_session(c: &Cluster) -> Child {
+    c.psql_cmd()
+        .args(["-c", "\\timing on", "-c", B_SQL])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("psql B")
+}
+
+fn b_time(child: Child) -> u64 {
+    let out = child.wait_with_output().expect("psql B exit");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let t = timings(&text);
+    assert_eq!(t.len(), 1, "one timed statement: {text}");
+    t[0]
+}
+
+fn rows(rep: &Value) -> Vec<&Value> {
+    rep["rows"].as_array().expect("rows").iter().collect()
+}
+
+fn app_locks_note(rep: &Value) -> String {
+    rep["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["name"] == "app-locks")
+        .and_then(|s| s["reason"].as_str())
+        .expect("app-locks status")
+        .to_string()
+}
+
+/// The numbers of the status note: (starts, dones, paired, points).
+fn delivered(note: &str) -> (u64, u64, u64, u64) {
+    let n: Vec<u64> = note
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    // "...postgresql/15/bin/postgres); probes delivered S wait starts, D
+    // wait dones (P paired), Q points": the last four numbers
+    let k = n.len();
+    assert!(k >= 4, "{note}");
+    (n[k - 4], n[k - 3], n[k - 2], n[k - 1])
+}
+
+fn assert_nothing_lost(rep: &Value) {
+    for (k, v) in rep["lost"].as_object().expect("lost") {
+        if k.starts_with("app-locks.") {
+            assert_eq!(v.as_u64(), Some(0), "{k}: {rep}");
+        }
+    }
+}
+
+/// Session A holds `LOCK TABLE t IN ACCESS EXCLUSIVE MODE`; session B's
+/// SELECT waits for it. lockscope reports one heavyweight lock wait on t,
+/// AccessShareLock, as long as B's statement took beyond the same
+/// statement without contention (psql's \timing of each), within 2 ms of
+/// the uncontended statement's range on this machine.
+#[test]
+fn a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured() {
+    require_root();
+    let c = Cluster::start("lock");
+    c.sql("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)");
+    let rel = c.sql("SELECT 't'::regclass::oid");
+    let db = c.sql("SELECT oid FROM pg_database WHERE datname = current_database()");
+    // the same statement, first in a fresh session, without contention
+    let mut base: Vec<u64> = (0..9).map(|_| b_time(b_session(&c))).collect();
+    base.sort_unstable();
+    let pm = c.postmaster().to_string();
+    let tracer = Tracer::start(&[
+        "report",
+        "-p",
+        &pm,
+        "--source",
+        "app-locks",
+        "--json",
+        "--by",
+        "lock",
+    ]);
+    let mut a = c.session();
+    a.send("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;");
+    c.wait_until(
+        "SELECT count(*) FROM pg_locks WHERE relation = 't'::regclass \
+         AND mode = 'AccessExclusiveLock' AND granted",
+        "1",
+    );
+    let b = b_session(&c);
+    c.wait_until(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+         AND query = 'SELECT count(*) FROM t'",
+        "1",
+    );
+    a.send("SELECT pg_sleep(0.2); COMMIT;");
+    let measured = b_time(b);
+    let (_, a_err) = a.finish();
+    assert!(a_err.is_empty(), "session A: {a_err}");
+    tracer.signal(libc::SIGINT);
+    let rep = tracer.finish_json();
+    assert_nothing_lost(&rep);
+    let prefix = format!("relation {db}/{rel} (");
+    let on_t: Vec<&Value> = rows(&rep)
+        .into_iter()
+        .filter(|r| r["kind"] == "pg-lock")
+        .filter(|r| {
+            r["lock_name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .collect();
+    assert_eq!(on_t.len(), 1, "one row on t: {on_t:?}");
+    let r = on_t[0];
+    assert_eq!(r["count"], 1, "{r}");
+    assert_eq!(
+        r["lock_name"].as_str(),
+        Some(format!("relation {db}/{rel} (AccessShareLock)").as_str())
+    );
+    let wait = u(&r["wait_ns"]["total"]);
+    // B's statement is its wait plus the work the same statement does
+    // without contention: compared with the fastest uncontended run (the
+    // work itself) and bounded by the slowest (the work as this machine's
+    // load stretched it), 2 ms either way
+    let (fastest, slowest) = (base[0], base[base.len() - 1]);
+    let rest = measured.saturating_sub(wait);
+    eprintln!(
+        "[test] B measured {measured} ns; lockscope {wait} ns; the rest {rest} ns; \
+         uncontended {base:?} ns; B minus the fastest minus lockscope: {} ns",
+        measured.saturating_sub(fastest).abs_diff(wait)
+    );
+    assert!(
+        wait <= measured,
+        "the wait is inside B's statement: {wait} > {measured}"
+    );
+    assert!(
+        rest + 2_000_000 >= fastest && rest <= slowest + 2_000_000,
+        "B's statement beyond lockscope's wait ({rest} ns) is the uncontended statement \
+         ({fastest}..{slowest} ns) within 2 ms"
+    );
+}
+
+/// Two sessions update two rows in opposite orders: PostgreSQL's
+/// deadlock__found appears in the report and in the stream.
+#[test]
+fn a_deadlock_the_test_makes_is_reported_and_streamed() {
+    require_root();
+    let c = Cluster::start("deadlock");
+    c.sql("CREATE TABLE d (id int PRIMARY KEY, v int); INSERT INTO d VALUES (1, 0), (2, 0)");
+    let pm = c.postmaster().to_string();
+    let tracer = Tracer::start(&["trace", "-p", &pm, "--source", "app-locks", "--json"]);
+    let mut s1 = c.session();
+    let mut s2 = c.session();
+    s1.send("BEGIN; UPDATE d SET v = v + 1 WHERE id = 1;");
+    s2.send("BEGIN; UPDATE d SET v = v + 1 WHERE id = 2;");
+    c.wait_until(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' \
+         AND query LIKE 'UPDATE d %'",
+        "2",
+    );
+    s1.send("UPDATE d SET v = v + 1 WHERE id = 2;");
+    c.wait_until(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+         AND query LIKE 'UPDATE d %'",
+        "1",
+    );
+    s2.send("UPDATE d SET v = v + 1 WHERE id = 1;");
+    s1.send("COMMIT;");
+    s2.send("COMMIT;");
+    let (_, e1) = s1.finish();
+    let (_, e2) = s2.finish();
+    let errors = format!("{e1}{e2}");
+    assert_eq!(
+        errors.matches("deadlock detected").count(),
+        1,
+        "PostgreSQL broke one deadlock: {errors}"
+    );
+    tracer.signal(libc::SIGINT);
+    let (code, out) = tracer.finish();
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let deadlocks: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == "pg-deadlock")
+        .collect();
+    assert_eq!(deadlocks.len(), 1, "one deadlock__found event: {out}");
+    assert_eq!(deadlocks[0]["lock_name"], "deadlock found");
+    assert_eq!(deadlocks[0]["source"], "app-locks");
+    // the survivor's wait on the victim's transaction; the victim's own
+    // wait ends in an error, where PostgreSQL fires no lock__wait__done
+    let tx_waits: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == "pg-lock")
+        .filter(|l| {
+            l["lock_name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("transaction ") && n.ends_with("(ShareLock)"))
+        })
+        .collect();
+    assert_eq!(tx_waits.len(), 1, "the survivor's wait: {out}");
+    assert_ne!(
+        tx_waits[0]["pid"], deadlocks[0]["pid"],
+        "the victim found the deadlock, the survivor waited: {out}"
+    );
+}
+
+/// Under pgbench, LWLock rows carry tranche names, and their counts with
+/// the other rows' sum to exactly the start/done pairs the probes
+/// delivered (the source's own counters), nothing lost.
+#[test]
+fn pgbench_lwlock_rows_count_every_pair_the_probes_delivered() {
+    require_root();
+    let c = Cluster::start("pgbench");
+    c.as_postgres(
+        "pgbench",
+        &[
+            "-h",
+            c.dir.to_str().expect("path"),
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            "postgres",
+        ],
+    );
+    let pm = c.postmaster().to_string();
+    let tracer = Tracer::start(&[
+        "report",
+        "-p",
+        &pm,
+        "--source",
+        "app-locks",
+        "--json",
+        "--by",
+        "lock",
+    ]);
+    let dir = c.dir.to_str().expect("path").to_string();
+    c.as_postgres(
+        "pgbench",
+        &[
+            "-h", &dir, "-c", "4", "-j", "2", "-T", "5", "-N", "postgres",
+        ],
+    );
+    tracer.signal(libc::SIGINT);
+    let rep = tracer.finish_json();
+    assert_nothing_lost(&rep);
+    let (starts, dones, paired, points) = delivered(&app_locks_note(&rep));
+    let rs = rows(&rep);
+    let lw: Vec<&&Value> = rs
+        .iter()
+        .filter(|r| r["kind"].as_str().is_some_and(|k| k.starts_with("lwlock:")))
+        .collect();
+    assert!(!lw.is_empty(), "LWLock waits under pgbench: {rep}");
+    for r in &lw {
+        let name = r["lock_name"].as_str().expect("named");
+        let tranche = name.strip_prefix("LWLock ").expect("LWLock <tranche>");
+        assert!(!tranche.is_empty(), "{r}");
+    }
+    let total: u64 = rs.iter().map(|r| u(&r["count"])).sum();
+    eprintln!(
+        "[test] {} LWLock rows, {starts} starts, {dones} dones, {paired} paired, \
+         {points} points, rows count {total}",
+        lw.len()
+    );
+    assert_eq!(
+        total,
+        paired + points,
+        "every delivered pair is counted once"
+    );
+    assert_eq!(dones, paired, "every done had its start");
+    assert_eq!(starts, paired, "no wait left open after pgbench ended");
+}
