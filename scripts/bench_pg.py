@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""PostgreSQL under pgbench, with and without lockscope (issue 16, item 3).
+
+    sudo python3 scripts/bench_pg.py [--pairs 3] [--secs 10] [--clients 16]
+
+A PostgreSQL 15 cluster (Debian's package) is initdb'd in a temporary
+directory, listening on a Unix socket only, and filled with `pgbench -i -s
+10`. Then `pgbench -c CLIENTS -j 2 -N -T SECS` runs in pairs of runs, one
+without lockscope and one with `lockscope report -p POSTMASTER` (its
+default sources for a process target: kernel-contention, futex and
+app-locks) attached to the server, the order alternating between pairs.
+Prints the tps of every run, the medians and their ratio. The cluster is
+stopped and removed at the end. LOCKSCOPE_BIN=PATH measures another build.
+Python 3 standard library (and scripts/benchlib.py); root.
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+
+import benchlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("LOCKSCOPE_BIN", os.path.join(ROOT, "target", "release", "lockscope"))
+PG = "/usr/lib/postgresql/15/bin"
+
+
+def as_postgres(*cmd, check=True):
+    return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=check,
+                          capture_output=True, text=True)
+
+
+def pgbench_tps(sock, a):
+    out = as_postgres(f"{PG}/pgbench", "-h", sock, "-c", str(a.clients), "-j", "2", "-N",
+                      "-T", str(a.secs), "postgres").stdout
+    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+    if not m:
+        raise SystemExit(f"no tps in pgbench's output:\n{out}")
+    return float(m.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--secs", type=int, default=10)
+    ap.add_argument("--clients", type=int, default=16)
+    a = ap.parse_args()
+    benchlib.need_root("bench_pg.py")
+    d = tempfile.mkdtemp(prefix="lockscope-bench-pg-")
+    shutil.chown(d, "postgres", "postgres")
+    data = os.path.join(d, "data")
+    try:
+        as_postgres(f"{PG}/initdb", "-D", data, "-A", "trust")
+        as_postgres(f"{PG}/pg_ctl", "-D", data, "-o", f"-k {d} -c listen_addresses=''",
+                    "-l", os.path.join(d, "log"), "-w", "start")
+        as_postgres(f"{PG}/pgbench", "-h", d, "-i", "-s", "10", "postgres")
+        with open(os.path.join(data, "postmaster.pid")) as f:
+            pm = f.readline().strip()
+        print(f"lockscope: {BIN} ({benchlib.short_rev()}); postmaster {pm}; "
+              f"pgbench -c {a.clients} -j 2 -N -T {a.secs}; load average "
+              f"{os.getloadavg()[0]:.2f}")
+        runs = {"without": [], "with": []}
+        for i in range(a.pairs):
+            order = ["without", "with"] if i % 2 == 0 else ["with", "without"]
+            for mode in order:
+                tracer = None
+                if mode == "with":
+                    tracer, lines, ok = benchlib.start_until(
+                        [BIN, "report", "-p", pm], "lockscope: tracing", 60)
+                    if not ok:
+                        tracer.kill()
+                        raise SystemExit("lockscope did not attach:\n" + "\n".join(lines))
+                tps = pgbench_tps(d, a)
+                if tracer is not None:
+                    tracer.send_signal(signal.SIGINT)
+                    tracer.wait(timeout=60)
+                runs[mode].append(tps)
+                print(f"pair {i + 1} {mode:7} lockscope: {tps:10.1f} tps", flush=True)
+        med = {m: statistics.median(v) for m, v in runs.items()}
+        ratio = med["with"] / med["without"]
+        print(f"median tps without lockscope {med['without']:.1f}, with {med['with']:.1f}: "
+              f"with/without {ratio:.3f} ({(1 - ratio) * 100:+.1f}% fewer tps with it)")
+    finally:
+        as_postgres(f"{PG}/pg_ctl", "-D", data, "-m", "immediate", "stop", check=False)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
