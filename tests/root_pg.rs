@@ -473,3 +473,87 @@ fn pgbench_lwlock_rows_count_every_pair_the_probes_delivered() {
     assert_eq!(dones, paired, "every done had its start");
     assert_eq!(starts, paired, "no wait left open after pgbench ended");
 }
+
+/// The number the futex source's status gives after `label` ("... N").
+fn futex_count(rep: &Value, label: &str) -> u64 {
+    let note = rep["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["name"] == "futex")
+        .and_then(|s| s["reason"].as_str())
+        .expect("futex status");
+    let at = note
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} in {note}"));
+    note[at + label.len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|s| !s.is_empty())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a number after {label} in {note}"))
+}
+
+/// One wait, one row: with the default sources (futex and app-locks for a
+/// process), a backend's semaphore futex wait inside an LWLock wait is
+/// that LWLock wait. The futex source skips it (its `covered` count) and
+/// only app-locks reports it; user-locks is not loaded, so every skipped
+/// futex wait was inside an application lock wait.
+#[test]
+fn default_sources_report_a_wait_inside_an_lwlock_wait_once() {
+    require_root();
+    let _serial = serial();
+    let c = Cluster::start("onewait");
+    let dir = c.dir.to_str().expect("path").to_string();
+    c.as_postgres("pgbench", &["-h", &dir, "-i", "-s", "1", "-q", "postgres"]);
+    let pm = c.postmaster().to_string();
+    let tracer = Tracer::start(&["report", "-p", &pm, "--json", "--by", "lock"]);
+    c.as_postgres(
+        "pgbench",
+        &[
+            "-h", &dir, "-c", "4", "-j", "2", "-T", "3", "-N", "postgres",
+        ],
+    );
+    tracer.signal(libc::SIGINT);
+    let rep = tracer.finish_json();
+    assert_nothing_lost(&rep);
+    let names: Vec<&str> = rep["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .filter(|s| s["available"] == true)
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(names.contains(&"futex"), "{names:?}");
+    assert!(names.contains(&"app-locks"), "{names:?}");
+    assert!(!names.contains(&"user-locks"), "{names:?}");
+    let (starts, dones, paired, points) = delivered(&app_locks_note(&rep));
+    let rs = rows(&rep);
+    for r in &rs {
+        eprintln!(
+            "[test] row {} {} {} count {}",
+            r["source"], r["kind"], r["lock_name"], r["count"]
+        );
+    }
+    let lw: Vec<&&Value> = rs
+        .iter()
+        .filter(|r| r["kind"].as_str().is_some_and(|k| k.starts_with("lwlock:")))
+        .collect();
+    assert!(!lw.is_empty(), "LWLock waits under pgbench: {rep}");
+    let covered = futex_count(&rep, "inside traced pthread calls ");
+    eprintln!(
+        "[test] {} LWLock rows, {starts} starts, {dones} dones, {paired} paired, \
+         {points} points; futex waits skipped inside them {covered}",
+        lw.len()
+    );
+    assert!(
+        covered > 0,
+        "the backends' semaphore waits inside LWLock waits are skipped: {rep}"
+    );
+    // the app-locks rows still count every delivered pair once
+    let app_total: u64 = rs
+        .iter()
+        .filter(|r| r["source"] == "app-locks")
+        .map(|r| u(&r["count"]))
+        .sum();
+    assert_eq!(app_total, paired + points, "{rep}");
+}

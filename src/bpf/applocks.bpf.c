@@ -22,6 +22,12 @@
  * - The wait probes fire only when the application is about to sleep on a
  *   lock (PostgreSQL: contention only). `fired` counts what the probes
  *   delivered, for the report and tests to check nothing was lost.
+ * - One wait, one row: while a thread is in an application lock wait (any
+ *   slot open), its `ulock_call` entry (the map of ulock.bpf.c and
+ *   futex.bpf.c, shared by fd) is marked covering (lock LS_APP_CALL_MARK,
+ *   `op` the open slots' bits), so the futex or semaphore wait inside it
+ *   is skipped by futex.bpf.c (counted `covered`) and reported once, here.
+ *   A pthread call already in progress is left as it is (it covers).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -52,6 +58,43 @@ LS_PERCPU_ARRAY(scratch_key, struct ls_app_key, 1);
 LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
 
 LS_LOST_MAP(LS_APP_LOST__COUNT);
+
+/* The lock call in progress per task: shared by fd with ulock.bpf.c and
+ * futex.bpf.c (user.bpf.h); an application wait marks it covering. */
+LS_TASK_STORAGE(ulock_call, struct ls_ucall);
+
+/* `ulock_call.lock` of an application wait: never a pthread lock address. */
+#define LS_APP_CALL_MARK 1ULL
+
+/* The thread's wait in `slot` began: futex waits until its done are its. */
+static __always_inline void cover(__u32 slot)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ls_ucall *c = bpf_task_storage_get(&ulock_call, task, 0,
+						  BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	if (!c || (c->lock && c->lock != LS_APP_CALL_MARK))
+		return; /* no storage (the futex wait is counted there), or a
+			 * pthread call in progress */
+	c->lock = LS_APP_CALL_MARK;
+	c->op |= 1U << slot;
+	c->covers = 1;
+}
+
+/* The thread's wait in `slot` ended (or was never seen to begin). */
+static __always_inline void uncover(__u32 slot)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ls_ucall *c = bpf_task_storage_get(&ulock_call, task, 0, 0);
+
+	if (!c || c->lock != LS_APP_CALL_MARK)
+		return;
+	c->op &= ~(1U << slot);
+	if (!c->op) {
+		c->lock = 0;
+		c->covers = 0;
+	}
+}
 
 struct ls_app_event ls_app_event_type = {};
 
@@ -173,9 +216,11 @@ int app_probe(struct pt_regs *ctx)
 		__builtin_memset(w->name, 0, sizeof(w->name));
 		w->name_ptr = name_of(ctx, p, w->name);
 		w->begin_ns = bpf_ktime_get_ns(); /* after the reads: the wait's own */
+		cover(slot);
 		return 0;
 	case LS_APP_DONE:
 		count_fired(LS_APP_FIRED_DONE);
+		uncover(slot);
 		t = bpf_map_lookup_elem(&app_waits, &tid);
 		if (!t)
 			return 0;

@@ -429,8 +429,10 @@ impl AppLocks {
             for (dst, src) in rodata.app_probes.iter_mut().zip(&table) {
                 *dst = *src;
             }
-            Ok(())
+            // one wait, one row: the futex source skips what this covers
+            super::ulock::reuse_call_map(&mut open.maps.ulock_call)
         })?;
+        super::ulock::publish_call_map(&core.skel.maps.ulock_call);
         let mut links = Vec::new();
         let progs = &core.skel.progs;
         if follow {

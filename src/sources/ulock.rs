@@ -169,8 +169,9 @@ pub const LOST_NAMES: [&str; 8] = [
     "follow_dropped",
 ];
 
-/// The per-task map of the lock call in progress, shared by fd with the
-/// futex source (whichever loads first creates it; the other reuses it).
+/// The per-task map of the lock call in progress, shared by fd among the
+/// user-locks, futex and app-locks sources, whichever are loaded in any
+/// order (the first to load creates it; the others reuse it).
 static CALL_MAP: Mutex<Option<OwnedFd>> = Mutex::new(None);
 
 /// Makes `map` (an object's `ulock_call`) the shared map, if one exists.
