@@ -539,7 +539,7 @@ fn default_sources_report_a_wait_inside_an_lwlock_wait_once() {
         .filter(|r| r["kind"].as_str().is_some_and(|k| k.starts_with("lwlock:")))
         .collect();
     assert!(!lw.is_empty(), "LWLock waits under pgbench: {rep}");
-    let covered = futex_count(&rep, "inside traced pthread calls ");
+    let covered = futex_count(&rep, "inside traced lock calls ");
     eprintln!(
         "[test] {} LWLock rows, {starts} starts, {dones} dones, {paired} paired, \
          {points} points; futex waits skipped inside them {covered}",

@@ -211,7 +211,7 @@ pub const OUTCOME_NAMES: [&str; 5] = [
     "timed out",
     "interrupted",
     "value changed",
-    "inside traced pthread calls",
+    "inside traced lock calls",
 ];
 
 /// A loaded and attached futex source.
