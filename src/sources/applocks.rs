@@ -164,9 +164,40 @@ fn pair_of(probe: u32) -> Option<&'static ProbePair> {
 pub type Note = (String, String, String);
 
 /// The USDT notes of an ELF file (`.note.stapsdt`), empty when it has none.
+///
+/// The file is mapped, not read: only the pages of its headers and notes
+/// are touched (a debug build's executable is ~90 MB; reading it whole
+/// cost lockscope that much memory at start).
 pub fn stapsdt_notes(path: &Path) -> Result<Vec<Note>> {
-    let b = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    Ok(parse_stapsdt(&b))
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let len = usize::try_from(f.metadata()?.len()).context("file size")?;
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: maps `len` bytes of a file open for reading, read-only and
+    // private; the mapping is unmapped below and nothing refers to it
+    // afterwards.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("map {}", path.display()));
+    }
+    // SAFETY: the mapping is `len` readable bytes until the munmap below.
+    let b = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
+    let notes = parse_stapsdt(b);
+    // SAFETY: unmaps the mapping made above; `b` is not used after this.
+    unsafe { libc::munmap(p, len) };
+    Ok(notes)
 }
 
 fn u16_at(b: &[u8], o: usize) -> Option<u16> {
