@@ -84,6 +84,12 @@ def main():
         ratio = med["with"] / med["without"]
         print(f"median tps without lockscope {med['without']:.1f}, with {med['with']:.1f}: "
               f"with/without {ratio:.3f} ({(1 - ratio) * 100:+.1f}% fewer tps with it)")
+        # the database grows run by run (pgbench -N appends): the runs of
+        # one pair are the closest in time
+        pairs = [w / wo for w, wo in zip(runs["with"], runs["without"])]
+        pr = statistics.median(pairs)
+        print("per-pair with/without: " + " ".join(f"{r:.3f}" for r in pairs)
+              + f"; median {pr:.3f} ({(1 - pr) * 100:+.1f}% fewer tps with it)")
     finally:
         as_postgres(f"{PG}/pg_ctl", "-D", data, "-m", "immediate", "stop", check=False)
         shutil.rmtree(d, ignore_errors=True)
