@@ -489,6 +489,11 @@ fn write_report(w: &mut dyn Write, rep: &Report, out: &OutputArgs, width: usize)
         serde_json::to_writer(&mut *w, rep)?;
         writeln!(w)?;
     } else {
+        // a deadlock found in the window comes first, one line each (the
+        // threads' scanned stacks are on stderr and in --json)
+        for d in &rep.deadlocks {
+            writeln!(w, "{}", crate::tui::ui::deadlock_banner(d))?;
+        }
         output::write_table(w, rep, out.by, out.top, width)?;
         output::write_stacks(w, rep, out.by, 3, width)?;
     }

@@ -596,12 +596,23 @@ fn top_batch_prints_the_deadlock_with_both_threads() {
         }
     };
     t.signal(libc::SIGINT);
-    let (code, _) = t.finish();
+    let (code, stdout) = t.finish();
     drop(w);
     assert_eq!(code, 0);
     assert!(
         line.starts_with(&format!("lockscope: DEADLOCK in pid {pid} ")),
         "{line}"
+    );
+    // and on stdout, above the interval's table: one banner line
+    let banner: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("DEADLOCK pid "))
+        .collect();
+    assert_eq!(banner.len(), 1, "one banner: {stdout}");
+    assert!(
+        banner[0].starts_with(&format!("DEADLOCK pid {pid} ")),
+        "{}",
+        banner[0]
     );
     let threads = truth["threads"].as_array().expect("threads");
     for th in threads {
@@ -618,5 +629,15 @@ fn top_batch_prints_the_deadlock_with_both_threads() {
             th["waits_for_addr"].as_str().expect("addr"),
         );
         assert!(line.contains(&hop), "{hop} in: {line}");
+        let banner_hop = format!(
+            "thread {} ({}) waits for {waits_for} held by {holder}",
+            u(&th["tid"]),
+            th["comm"].as_str().expect("comm"),
+        );
+        assert!(
+            banner[0].contains(&banner_hop),
+            "{banner_hop} in: {}",
+            banner[0]
+        );
     }
 }
