@@ -10,7 +10,9 @@ without lockscope and one with `lockscope report -p POSTMASTER` (its
 default sources for a process target: kernel-contention, futex and
 app-locks) attached to the server, the order alternating between pairs.
 Prints the tps of every run, the medians and their ratio. The cluster is
-stopped and removed at the end. LOCKSCOPE_BIN=PATH measures another build.
+stopped and removed at the end. With --reset every run starts from a fresh
+`pgbench -i` and a checkpoint (otherwise the database grows run by run and
+tps drifts). LOCKSCOPE_BIN=PATH measures another build.
 Python 3 standard library (and scripts/benchlib.py); root.
 """
 import argparse
@@ -48,6 +50,9 @@ def main():
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--secs", type=int, default=10)
     ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--reset", action="store_true",
+                    help="initialise the database again (pgbench -i) and checkpoint before every "
+                         "run, so that every run starts from the same database")
     a = ap.parse_args()
     benchlib.need_root("bench_pg.py")
     d = tempfile.mkdtemp(prefix="lockscope-bench-pg-")
@@ -67,6 +72,10 @@ def main():
         for i in range(a.pairs):
             order = ["without", "with"] if i % 2 == 0 else ["with", "without"]
             for mode in order:
+                if a.reset:
+                    as_postgres(f"{PG}/pgbench", "-h", d, "-i", "-q", "-s", "10", "postgres")
+                    as_postgres(f"{PG}/psql", "-X", "-q", "-h", d, "-d", "postgres",
+                                "-c", "CHECKPOINT")
                 tracer = None
                 if mode == "with":
                     tracer, lines, ok = benchlib.start_until(
