@@ -322,7 +322,13 @@ fn a_spin_lock_wait_is_on_cpu() {
         wait >= 5 * 30 * MS,
         "the waiter spun through the holds: {w}"
     );
-    assert!(asleep <= MS, "a spinning waiter never sleeps: {asleep} ns");
+    // it never blocks on the lock; the kernel may still put it to sleep a
+    // moment in its own paths (the uprobe's trap, a fault), which a loaded
+    // host stretched to 2.5 ms of a 194 ms wait: at most 2% of the wait
+    assert!(
+        asleep <= MS.max(wait / 50),
+        "a spinning waiter does not sleep: {asleep} ns of {wait} ns"
+    );
     runnable_matches_the_run_delay(runnable, wait, &w);
     // spinning (never blocked) is contended too: told by the lock decl
     contended_as_the_workload_knows(&rep, &w);
