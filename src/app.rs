@@ -964,6 +964,7 @@ fn demo(a: DemoArgs) -> Result<i32> {
         stack_threshold: Duration::from_millis(1),
         stack_sample: 0,
         hold_stacks: false,
+        stack_storage_size: 16384,
     };
     let code = run_command(&cmd, &settings, &a.output, true, None)?;
     if code != 0 {

@@ -265,6 +265,13 @@ pub struct TraceSettings {
     /// 1 in --stack-sample of the others) are added to it; implies --stacks
     #[arg(long)]
     pub hold_stacks: bool,
+    /// With --stacks: buckets of each source's stack map (bcc's
+    /// --stack-storage-size). A stack whose bucket holds another is kept in
+    /// a spill map of max(4096, N/4) buckets; one that collides there too
+    /// is counted lost (`stack_failed`)
+    #[arg(long, default_value_t = 16384, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    pub stack_storage_size: u32,
 }
 
 impl TraceSettings {
@@ -275,6 +282,7 @@ impl TraceSettings {
             threshold_ns: self.stack_threshold.as_nanos() as u64,
             sample: self.stack_sample,
             holds: self.hold_stacks,
+            storage: self.stack_storage_size,
         })
     }
 }

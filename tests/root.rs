@@ -686,3 +686,33 @@ fn inode_rwsem_is_named_by_its_file() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_stack_whose_bucket_is_taken_is_kept_in_the_spill_map() {
+    // One bucket in the stack map: of a wait's kernel and user stacks at
+    // most one fits there; the other collides (-EEXIST) and must be kept
+    // in the spill map, not lost.
+    let (rep, wl) = report_on(
+        &["pipe-hold", "--rounds", "4", "--hold", "30ms"],
+        &["--by", "lock", "--stacks", "--stack-storage-size", "1"],
+    );
+    let row = pipe_mutex_row(&rep, u(&wl[0]["waiter_tid"]));
+    let total: u64 = row.stacks.iter().map(|s| s.count).sum();
+    assert_eq!(total, 4, "every 30 ms wait has its stacks: {row:?}");
+    for st in &row.stacks {
+        assert!(
+            st.kernel.first().is_some_and(|f| f.contains("pipe_write")),
+            "the kernel stack: {st:?}"
+        );
+        assert!(
+            st.user.iter().any(|f| f.contains("holdwork")),
+            "the user stack: {st:?}"
+        );
+    }
+    let lost: Vec<_> = rep
+        .lost
+        .iter()
+        .filter(|(k, v)| k.contains("stack") && **v > 0)
+        .collect();
+    assert!(lost.is_empty(), "no stack lost: {lost:?}");
+}

@@ -88,6 +88,7 @@ const volatile __u32 agg_slots = 16384; /* = agg's max_entries, set by userspace
 
 LS_STACK_TRACE(stacks, 16384, LS_CALLER_DEPTH);
 LS_STACK_TRACE(full_stacks, 1, LS_STACK_DEPTH); /* resized by userspace (--stacks) */
+LS_STACK_TRACE(spill_stacks, 1, LS_STACK_DEPTH); /* resized: full_stacks' collisions */
 LS_HASH(stack_agg, struct ls_stack_key, struct ls_stack_val, 1); /* resized (--stacks) */
 LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
 LS_LOST_MAP(LS_LOST__COUNT);
@@ -335,8 +336,8 @@ static __always_inline void record_stacks(void *ctx, struct ls_cpu_state *cpu,
 	sk.pid = id >> 32;
 	sk.tid = (__u32)id;
 	sk.flags = open->flags;
-	sk.kstack_id = bpf_get_stackid(ctx, &full_stacks, 0);
-	sk.ustack_id = bpf_get_stackid(ctx, &full_stacks, BPF_F_USER_STACK);
+	sk.kstack_id = ls_stackid(ctx, &full_stacks, &spill_stacks, 0);
+	sk.ustack_id = ls_stackid(ctx, &full_stacks, &spill_stacks, BPF_F_USER_STACK);
 	if (sk.kstack_id < 0 && sk.ustack_id < 0) {
 		ls_count_lost(&lost, LS_LOST_STACK);
 		return;

@@ -62,6 +62,28 @@
 		__uint(value_size, (depth) * sizeof(__u64));                   \
 	} name SEC(".maps")
 
+/*
+ * A stack id taken into `spill` instead of the main stack map: the main
+ * map's bucket for the stack's hash held another stack (bpf_get_stackid's
+ * -EEXIST, a hash collision; a stack map never replaces a bucket unless
+ * told to, which would silently re-point the ids already aggregated).
+ */
+#define LS_SPILL_ID (1 << 30)
+
+/* bpf_get_stackid into `map`, or, on a collision there, into `spill`. */
+static __always_inline __s32 ls_stackid(void *ctx, void *map, void *spill,
+					__u64 flags)
+{
+	__s32 id = bpf_get_stackid(ctx, map, flags);
+
+	if (id == -EEXIST) {
+		id = bpf_get_stackid(ctx, spill, flags);
+		if (id >= 0)
+			id |= LS_SPILL_ID;
+	}
+	return id;
+}
+
 /* The object's loss counters: `lost`, `count` per-CPU counters. */
 #define LS_LOST_MAP(count) LS_PERCPU_ARRAY(lost, __u64, count)
 

@@ -27,6 +27,7 @@ const volatile __u64 stack_threshold_ns = 0;  /* at least this long */
 const volatile __u32 stack_sample = 0;        /* and 1 in N of the others */
 
 LS_STACK_TRACE(full_stacks, 1, LS_STACK_DEPTH); /* resized by userspace (--stacks) */
+LS_STACK_TRACE(spill_stacks, 1, LS_STACK_DEPTH); /* resized: full_stacks' collisions */
 LS_HASH(stack_agg, struct ls_stack_key, struct ls_stack_val, 1); /* resized (--stacks) */
 
 /* Operations seen per CPU, for 1-in-N sampling (no atomics needed). */
@@ -51,7 +52,7 @@ static __always_inline bool stack_wanted(__u64 ns)
 /* The current user stack's id, counting a failure. */
 static __always_inline __s32 take_ustack(void *ctx)
 {
-	__s32 id = bpf_get_stackid(ctx, &full_stacks, BPF_F_USER_STACK);
+	__s32 id = ls_stackid(ctx, &full_stacks, &spill_stacks, BPF_F_USER_STACK);
 
 	if (id < 0)
 		ls_count_lost(&lost, LS_STACK_LOST_FAILED);
@@ -61,7 +62,7 @@ static __always_inline __s32 take_ustack(void *ctx)
 /* The current kernel stack's id, counting a failure. */
 static __always_inline __s32 take_kstack(void *ctx)
 {
-	__s32 id = bpf_get_stackid(ctx, &full_stacks, 0);
+	__s32 id = ls_stackid(ctx, &full_stacks, &spill_stacks, 0);
 
 	if (id < 0)
 		ls_count_lost(&lost, LS_STACK_LOST_FAILED);

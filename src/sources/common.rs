@@ -259,6 +259,41 @@ pub fn stack(map: &dyn MapCore, id: i32) -> Option<Vec<u64>> {
     )
 }
 
+/// The `--stacks` stack maps of an object: `full_stacks`, and
+/// `spill_stacks`, which takes a stack whose bucket in `full_stacks` held
+/// another (its id then has [`SPILL_ID`] set).
+#[derive(Clone, Copy)]
+pub struct FullStacks<'a> {
+    pub main: &'a dyn MapCore,
+    pub spill: &'a dyn MapCore,
+}
+
+/// The [`FullStacks`] of a skeleton's maps (every object with `--stacks`
+/// names them alike).
+macro_rules! full_stacks {
+    ($maps:expr) => {
+        $crate::sources::common::FullStacks {
+            main: &$maps.full_stacks,
+            spill: &$maps.spill_stacks,
+        }
+    };
+}
+pub(crate) use full_stacks;
+
+/// maps.bpf.h `LS_SPILL_ID`.
+pub const SPILL_ID: i32 = 1 << 30;
+
+impl FullStacks<'_> {
+    /// The addresses of stack `id` (< 0: none taken).
+    pub fn get(&self, id: i32) -> Option<Vec<u64>> {
+        if id >= 0 && id & SPILL_ID != 0 {
+            stack(self.spill, id & !SPILL_ID)
+        } else {
+            stack(self.main, id)
+        }
+    }
+}
+
 /// Per key (e.g. a tid), the value of the item with the largest weight.
 pub fn busiest<'a, K, V>(
     items: impl Iterator<Item = (K, u64, &'a V)>,
@@ -344,7 +379,7 @@ pub struct StackEntry {
 
 /// Normalises the user stacks of `stack_agg` not seen yet, while their
 /// processes live (a source's `tick`).
-pub fn normalize_new_stacks(agg: &dyn MapCore, stacks: &dyn MapCore, sym: &mut super::Symbolizer) {
+pub fn normalize_new_stacks(agg: &dyn MapCore, stacks: FullStacks, sym: &mut super::Symbolizer) {
     let Ok(all) = entries::<ls_stack_key, ls_stack_val>(agg) else {
         return;
     };
@@ -352,26 +387,27 @@ pub fn normalize_new_stacks(agg: &dyn MapCore, stacks: &dyn MapCore, sym: &mut s
     for (k, _) in all {
         if k.ustack_id >= 0
             && !sym.user.has(k.pid, k.ustack_id)
-            && let Some(addrs) = stack(stacks, k.ustack_id)
+            && let Some(addrs) = stacks.get(k.ustack_id)
         {
             sym.user.normalize(k.pid, k.ustack_id, &addrs);
         }
     }
 }
 
-/// Every entry of `stack_agg`, its stacks from `stacks` (`full_stacks`):
+/// Every entry of `stack_agg`, its stacks from `stacks`:
 /// kernel frames from the lock's caller outwards, user frames named.
 pub fn stack_entries(
     agg: &dyn MapCore,
-    stacks: &dyn MapCore,
+    stacks: FullStacks,
     sym: &mut super::Symbolizer,
 ) -> Result<Vec<StackEntry>> {
     let mut out = Vec::new();
     for (k, v) in entries::<ls_stack_key, ls_stack_val>(agg)? {
-        let kernel = stack(stacks, k.kstack_id)
+        let kernel = stacks
+            .get(k.kstack_id)
             .map(|a| sym.kernel_frames(&a))
             .unwrap_or_default();
-        let uaddrs = stack(stacks, k.ustack_id);
+        let uaddrs = stacks.get(k.ustack_id);
         if let Some(addrs) = &uaddrs
             && !sym.user.has(k.pid, k.ustack_id)
         {

@@ -185,7 +185,7 @@ impl Source for Contention {
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
+        let stacks = common::stack_entries(&maps.stack_agg, common::full_stacks!(maps), sym)?;
         // entry by entry: no copy of the raw map next to the records
         let mut out = Vec::new();
         let mut keys = Vec::new();
@@ -210,7 +210,7 @@ impl Source for Contention {
         sym.files.refresh_if_due();
         // normalise new user stacks while their processes still live
         let maps = &self.core.skel.maps;
-        common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
+        common::normalize_new_stacks(&maps.stack_agg, common::full_stacks!(maps), sym);
     }
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {

@@ -540,7 +540,7 @@ impl Source for Futex {
             },
         )?;
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
+        let stacks = common::stack_entries(&maps.stack_agg, common::full_stacks!(maps), sym)?;
         common::attach_stacks(
             &mut out,
             stacks,
@@ -554,7 +554,7 @@ impl Source for Futex {
     fn tick(&self, sym: &mut Symbolizer) {
         // normalise new user stacks while their processes still live
         let maps = &self.core.skel.maps;
-        common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
+        common::normalize_new_stacks(&maps.stack_agg, common::full_stacks!(maps), sym);
         // and name new locks while they live, a few times a second (it
         // reads the whole map, which holds contended futexes only)
         let due = self

@@ -328,7 +328,7 @@ impl Source for KLock {
             })
             .collect();
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
+        let stacks = common::stack_entries(&maps.stack_agg, common::full_stacks!(maps), sym)?;
         common::attach_stacks(
             &mut records,
             stacks,
@@ -344,7 +344,7 @@ impl Source for KLock {
         sym.files.refresh_if_due();
         // normalise new user stacks while their processes still live
         let maps = &self.core.skel.maps;
-        common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
+        common::normalize_new_stacks(&maps.stack_agg, common::full_stacks!(maps), sym);
     }
 
     fn holders(&self) -> Result<Vec<HolderRow>> {

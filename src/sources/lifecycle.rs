@@ -8,7 +8,7 @@
 //! Everything is found by the conventional names every object uses (the
 //! headers under `src/bpf/` define them once): `target_pids`,
 //! `target_tids`, `target_cgroup`, `lost`, `events`, `stacks`,
-//! `full_stacks`, `stack_agg`, and programs named `*follow_fork*`. A source
+//! `full_stacks`, `spill_stacks`, `stack_agg`, and programs named `*follow_fork*`. A source
 //! is then its [`Plan`], a `configure` step for its own settings, and its
 //! decoding.
 
@@ -75,8 +75,10 @@ where
         let size = match name.as_str() {
             n if plan.sized.contains(&n) => Some(opts.max_entries),
             "events" => Some(if opts.emit_events { ring } else { 4096 }),
-            "full_stacks" if opts.stacks.is_some() => Some(16384),
-            "stack_agg" if opts.stacks.is_some() => Some(opts.max_entries),
+            "full_stacks" => opts.stacks.map(|s| s.storage),
+            // a collision in full_stacks is taken here (maps.bpf.h ls_stackid)
+            "spill_stacks" => opts.stacks.map(|s| (s.storage / 4).max(4096)),
+            "stack_agg" => opts.stacks.map(|_| opts.max_entries),
             _ => None,
         };
         if let Some(size) = size {

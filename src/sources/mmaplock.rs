@@ -392,7 +392,7 @@ impl Source for MmapLock {
             }
         }
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
+        let stacks = common::stack_entries(&maps.stack_agg, common::full_stacks!(maps), sym)?;
         common::attach_stacks(
             &mut records,
             stacks,
@@ -406,7 +406,7 @@ impl Source for MmapLock {
     fn tick(&self, sym: &mut Symbolizer) {
         // normalise new user stacks while their processes still live
         let maps = &self.core.skel.maps;
-        common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
+        common::normalize_new_stacks(&maps.stack_agg, common::full_stacks!(maps), sym);
     }
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {

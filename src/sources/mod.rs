@@ -95,6 +95,8 @@ pub struct StackOptions {
     /// Sources that see holds also take the stacks of every acquisition
     /// and add the hold that follows to them (same threshold and sample).
     pub holds: bool,
+    /// Buckets of `full_stacks` (`--stack-storage-size`).
+    pub storage: u32,
 }
 
 /// Settings shared by every source; defaults live here only.

@@ -1309,7 +1309,7 @@ impl Source for Ulock {
             r.lock_name = self.lock_name(k.pid, k.lock);
         }
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_entries(&maps.stack_agg, &maps.full_stacks, sym)?;
+        let stacks = common::stack_entries(&maps.stack_agg, common::full_stacks!(maps), sym)?;
         // a stack's first frame is the lock call's return address: the
         // caller of the aggregation key it belongs to
         common::attach_stacks(
@@ -1325,7 +1325,7 @@ impl Source for Ulock {
     fn tick(&self, sym: &mut Symbolizer) {
         // normalise new user stacks while their processes still live
         let maps = &self.core.skel.maps;
-        common::normalize_new_stacks(&maps.stack_agg, &maps.full_stacks, sym);
+        common::normalize_new_stacks(&maps.stack_agg, common::full_stacks!(maps), sym);
         // and name new locks while their processes live, a few times a
         // second (it reads the whole map), on a thread: the first look at
         // a binary's symbols takes a while
