@@ -455,8 +455,7 @@ impl AppLocks {
         };
         let table = bpf_table();
         let core = lifecycle::load::<ApplocksSkelBuilder>(opts, &plan, |open| {
-            let rodata = common::target_rodata!(open, opts);
-            rodata.emit_events = opts.emit_events;
+            let rodata = common::target_rodata!(open, opts, emit_events);
             for (dst, src) in rodata.app_probes.iter_mut().zip(&table) {
                 *dst = *src;
             }
@@ -680,11 +679,7 @@ mod tests {
     use super::*;
 
     fn name(s: &str) -> [i8; 32] {
-        let mut n = [0i8; 32];
-        for (d, c) in n.iter_mut().zip(s.bytes()) {
-            *d = c as i8;
-        }
-        n
+        crate::sources::common::c_chars(s)
     }
 
     #[test]

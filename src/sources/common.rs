@@ -35,19 +35,34 @@ macro_rules! set_target_rodata {
 pub(crate) use set_target_rodata;
 
 /// An open skeleton's `.rodata`, with the target settings written
-/// ([`set_target_rodata`]); the source writes its own settings into it.
+/// ([`set_target_rodata`]) and the standard settings named after them
+/// (`emit_events`, `caller_mode`: [`std_rodata`]); the source writes its
+/// own settings into it.
 macro_rules! target_rodata {
-    ($open:expr, $opts:expr) => {{
+    ($open:expr, $opts:expr $(, $field:ident)*) => {{
         let r = $open
             .maps
             .rodata_data
             .as_deref_mut()
             .ok_or_else(|| anyhow::anyhow!("BPF object has no .rodata"))?;
         $crate::sources::common::set_target_rodata!(&mut *r, $opts);
+        $($crate::sources::common::std_rodata!(r, $opts, $field);)*
         r
     }};
 }
 pub(crate) use target_rodata;
+
+/// One standard `.rodata` setting from the options: `emit_events` (the
+/// event stream is read: `trace`, `top`), `caller_mode` (`--caller`).
+macro_rules! std_rodata {
+    ($r:expr, $opts:expr, emit_events) => {
+        $r.emit_events = $opts.emit_events
+    };
+    ($r:expr, $opts:expr, caller_mode) => {
+        $r.caller_mode = $opts.caller as u32
+    };
+}
+pub(crate) use std_rodata;
 
 /// Writes the `--stacks` settings (`stacks_on`, `stack_threshold_ns`,
 /// `stack_sample`; with `holds`, also `hold_stacks_on`) when stacks are on.
@@ -259,31 +274,34 @@ pub fn stack(map: &dyn MapCore, id: i32) -> Option<Vec<u64>> {
     )
 }
 
-/// The `--stacks` stack maps of an object: `full_stacks`, and
-/// `spill_stacks`, which takes a stack whose bucket in `full_stacks` held
-/// another (its id then has [`SPILL_ID`] set).
+/// The `--stacks` maps of an object: `stack_agg` (per lock, thread and
+/// stack pair), `full_stacks`, and `spill_stacks`, which takes a stack
+/// whose bucket in `full_stacks` held another (its id then has
+/// [`SPILL_ID`] set).
 #[derive(Clone, Copy)]
-pub struct FullStacks<'a> {
+pub struct StackMaps<'a> {
+    pub agg: &'a dyn MapCore,
     pub main: &'a dyn MapCore,
     pub spill: &'a dyn MapCore,
 }
 
-/// The [`FullStacks`] of a skeleton's maps (every object with `--stacks`
+/// The [`StackMaps`] of a skeleton's maps (every object with `--stacks`
 /// names them alike).
-macro_rules! full_stacks {
+macro_rules! stack_maps {
     ($maps:expr) => {
-        $crate::sources::common::FullStacks {
+        $crate::sources::common::StackMaps {
+            agg: &$maps.stack_agg,
             main: &$maps.full_stacks,
             spill: &$maps.spill_stacks,
         }
     };
 }
-pub(crate) use full_stacks;
+pub(crate) use stack_maps;
 
 /// maps.bpf.h `LS_SPILL_ID`.
 pub const SPILL_ID: i32 = 1 << 30;
 
-impl FullStacks<'_> {
+impl StackMaps<'_> {
     /// The addresses of stack `id` (< 0: none taken).
     pub fn get(&self, id: i32) -> Option<Vec<u64>> {
         if id >= 0 && id & SPILL_ID != 0 {
@@ -291,6 +309,62 @@ impl FullStacks<'_> {
         } else {
             stack(self.main, id)
         }
+    }
+
+    /// Normalises the user stacks of `stack_agg` not seen yet, while their
+    /// processes live (a source's `tick`, so that a process that exits
+    /// before the end still gets its frames named).
+    pub fn normalize_new(self, sym: &mut super::Symbolizer) {
+        let Ok(all) = entries::<ls_stack_key, ls_stack_val>(self.agg) else {
+            return;
+        };
+
+        for (k, _) in all {
+            if k.ustack_id >= 0
+                && !sym.user.has(k.pid, k.ustack_id)
+                && let Some(addrs) = self.get(k.ustack_id)
+            {
+                sym.user.normalize(k.pid, k.ustack_id, &addrs);
+            }
+        }
+    }
+
+    /// Every entry of `stack_agg`, its stacks from `stacks`:
+    /// kernel frames from the lock's caller outwards, user frames named.
+    pub fn entries(self, sym: &mut super::Symbolizer) -> Result<Vec<StackEntry>> {
+        let mut out = Vec::new();
+        for (k, v) in entries::<ls_stack_key, ls_stack_val>(self.agg)? {
+            let kernel = self
+                .get(k.kstack_id)
+                .map(|a| sym.kernel_frames(&a))
+                .unwrap_or_default();
+            let uaddrs = self.get(k.ustack_id);
+            if let Some(addrs) = &uaddrs
+                && !sym.user.has(k.pid, k.ustack_id)
+            {
+                sym.user.normalize(k.pid, k.ustack_id, addrs);
+            }
+            let user = if k.ustack_id >= 0 {
+                sym.user.frames(k.pid, k.ustack_id)
+            } else {
+                Vec::new()
+            };
+            out.push(StackEntry {
+                key: k,
+                sample: crate::model::StackSample {
+                    kernel,
+                    user,
+                    count: v.count,
+                    total_ns: v.total_ns,
+                    max_ns: v.max_ns,
+                    hold_count: v.hold_count,
+                    hold_total_ns: v.hold_total_ns,
+                    hold_max_ns: v.hold_max_ns,
+                },
+                user_first: uaddrs.and_then(|a| a.first().copied()),
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -377,65 +451,6 @@ pub struct StackEntry {
     pub user_first: Option<u64>,
 }
 
-/// Normalises the user stacks of `stack_agg` not seen yet, while their
-/// processes live (a source's `tick`).
-pub fn normalize_new_stacks(agg: &dyn MapCore, stacks: FullStacks, sym: &mut super::Symbolizer) {
-    let Ok(all) = entries::<ls_stack_key, ls_stack_val>(agg) else {
-        return;
-    };
-
-    for (k, _) in all {
-        if k.ustack_id >= 0
-            && !sym.user.has(k.pid, k.ustack_id)
-            && let Some(addrs) = stacks.get(k.ustack_id)
-        {
-            sym.user.normalize(k.pid, k.ustack_id, &addrs);
-        }
-    }
-}
-
-/// Every entry of `stack_agg`, its stacks from `stacks`:
-/// kernel frames from the lock's caller outwards, user frames named.
-pub fn stack_entries(
-    agg: &dyn MapCore,
-    stacks: FullStacks,
-    sym: &mut super::Symbolizer,
-) -> Result<Vec<StackEntry>> {
-    let mut out = Vec::new();
-    for (k, v) in entries::<ls_stack_key, ls_stack_val>(agg)? {
-        let kernel = stacks
-            .get(k.kstack_id)
-            .map(|a| sym.kernel_frames(&a))
-            .unwrap_or_default();
-        let uaddrs = stacks.get(k.ustack_id);
-        if let Some(addrs) = &uaddrs
-            && !sym.user.has(k.pid, k.ustack_id)
-        {
-            sym.user.normalize(k.pid, k.ustack_id, addrs);
-        }
-        let user = if k.ustack_id >= 0 {
-            sym.user.frames(k.pid, k.ustack_id)
-        } else {
-            Vec::new()
-        };
-        out.push(StackEntry {
-            key: k,
-            sample: crate::model::StackSample {
-                kernel,
-                user,
-                count: v.count,
-                total_ns: v.total_ns,
-                max_ns: v.max_ns,
-                hold_count: v.hold_count,
-                hold_total_ns: v.hold_total_ns,
-                hold_max_ns: v.hold_max_ns,
-            },
-            user_first: uaddrs.and_then(|a| a.first().copied()),
-        });
-    }
-    Ok(out)
-}
-
 /// Gives each record the stack entries of the same key (e.g. lock, tid,
 /// kind): those `pick` matches to the record (by index) first, the rest to
 /// the first record of that key, so no sample is lost when a key has
@@ -469,6 +484,17 @@ pub fn attach_stacks<K: std::hash::Hash + Eq + Copy>(
             records[i].stacks.extend(list.into_iter().map(|e| e.sample));
         }
     }
+}
+
+/// `s` as a fixed C char array, zero-padded (a BPF struct's `comm` or
+/// name field in decode tests).
+#[cfg(test)]
+pub fn c_chars<const N: usize>(s: &str) -> [i8; N] {
+    let mut c = [0i8; N];
+    for (d, b) in c.iter_mut().zip(s.bytes()) {
+        *d = b as i8;
+    }
+    c
 }
 
 #[cfg(test)]

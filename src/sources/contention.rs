@@ -133,9 +133,7 @@ impl Contention {
             attach: true,
         };
         let core = lifecycle::load::<ContentionSkelBuilder>(opts, &plan, |open| {
-            let rodata = common::target_rodata!(open, opts);
-            rodata.emit_events = opts.emit_events;
-            rodata.caller_mode = opts.caller as u32;
+            let rodata = common::target_rodata!(open, opts, emit_events, caller_mode);
             rodata.skip_mutex = opts.skip_contention.mutex;
             rodata.skip_rwsem = opts.skip_contention.rwsem;
             rodata.skip_mmap = opts.skip_contention.mmap;
@@ -185,7 +183,7 @@ impl Source for Contention {
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_entries(&maps.stack_agg, common::full_stacks!(maps), sym)?;
+        let stacks = common::stack_maps!(maps).entries(sym)?;
         // entry by entry: no copy of the raw map next to the records
         let mut out = Vec::new();
         let mut keys = Vec::new();
@@ -208,9 +206,7 @@ impl Source for Contention {
     fn tick(&self, sym: &mut Symbolizer) {
         // name pipe and inode locks while their files are open
         sym.files.refresh_if_due();
-        // normalise new user stacks while their processes still live
-        let maps = &self.core.skel.maps;
-        common::normalize_new_stacks(&maps.stack_agg, common::full_stacks!(maps), sym);
+        common::stack_maps!(self.core.skel.maps).normalize_new(sym);
     }
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {
@@ -284,13 +280,7 @@ fn to_record(
 mod tests {
     use super::*;
 
-    fn comm(s: &str) -> [i8; 16] {
-        let mut c = [0i8; 16];
-        for (d, b) in c.iter_mut().zip(s.bytes()) {
-            *d = b as i8;
-        }
-        c
-    }
+    use crate::sources::common::c_chars as comm;
 
     #[test]
     fn an_aggregate_decodes_into_a_record() {

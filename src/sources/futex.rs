@@ -285,9 +285,7 @@ impl Futex {
             attach: false,
         };
         let core = lifecycle::load::<FutexSkelBuilder>(opts, &plan, |open| {
-            let rodata = common::target_rodata!(open, opts);
-            rodata.emit_events = opts.emit_events;
-            rodata.caller_mode = opts.caller as u32;
+            let rodata = common::target_rodata!(open, opts, emit_events, caller_mode);
             common::set_stacks_rodata!(&mut *rodata, opts);
             super::ulock::reuse_call_map(&mut open.maps.ulock_call)
         })?;
@@ -540,7 +538,7 @@ impl Source for Futex {
             },
         )?;
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_entries(&maps.stack_agg, common::full_stacks!(maps), sym)?;
+        let stacks = common::stack_maps!(maps).entries(sym)?;
         common::attach_stacks(
             &mut out,
             stacks,
@@ -552,9 +550,7 @@ impl Source for Futex {
     }
 
     fn tick(&self, sym: &mut Symbolizer) {
-        // normalise new user stacks while their processes still live
-        let maps = &self.core.skel.maps;
-        common::normalize_new_stacks(&maps.stack_agg, common::full_stacks!(maps), sym);
+        common::stack_maps!(self.core.skel.maps).normalize_new(sym);
         // and name new locks while they live, a few times a second (it
         // reads the whole map, which holds contended futexes only)
         let due = self

@@ -167,9 +167,7 @@ impl KLock {
             attach: true,
         };
         let core = lifecycle::load::<KmutexSkelBuilder>(opts, &plan, |open| {
-            let rodata = common::target_rodata!(open, opts);
-            rodata.emit_events = opts.emit_events;
-            rodata.caller_mode = opts.caller as u32;
+            let rodata = common::target_rodata!(open, opts, emit_events, caller_mode);
             common::set_stacks_rodata!(&mut *rodata, opts, hold_stacks_on);
             Ok(())
         })?;
@@ -328,7 +326,7 @@ impl Source for KLock {
             })
             .collect();
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_entries(&maps.stack_agg, common::full_stacks!(maps), sym)?;
+        let stacks = common::stack_maps!(maps).entries(sym)?;
         common::attach_stacks(
             &mut records,
             stacks,
@@ -342,9 +340,7 @@ impl Source for KLock {
     fn tick(&self, sym: &mut Symbolizer) {
         // name pipe and inode locks while their files are open
         sym.files.refresh_if_due();
-        // normalise new user stacks while their processes still live
-        let maps = &self.core.skel.maps;
-        common::normalize_new_stacks(&maps.stack_agg, common::full_stacks!(maps), sym);
+        common::stack_maps!(self.core.skel.maps).normalize_new(sym);
     }
 
     fn holders(&self) -> Result<Vec<HolderRow>> {

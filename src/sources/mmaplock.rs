@@ -109,9 +109,7 @@ impl MmapLock {
             attach: true,
         };
         let core = lifecycle::load::<MmaplockSkelBuilder>(opts, &plan, |open| {
-            let rodata = common::target_rodata!(open, opts);
-            rodata.emit_events = opts.emit_events;
-            rodata.caller_mode = opts.caller as u32;
+            let rodata = common::target_rodata!(open, opts, emit_events, caller_mode);
             rodata.have_contention_tp = contention_tp;
             common::set_stacks_rodata!(&mut *rodata, opts, hold_stacks_on);
             Ok(())
@@ -392,7 +390,7 @@ impl Source for MmapLock {
             }
         }
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_entries(&maps.stack_agg, common::full_stacks!(maps), sym)?;
+        let stacks = common::stack_maps!(maps).entries(sym)?;
         common::attach_stacks(
             &mut records,
             stacks,
@@ -404,9 +402,7 @@ impl Source for MmapLock {
     }
 
     fn tick(&self, sym: &mut Symbolizer) {
-        // normalise new user stacks while their processes still live
-        let maps = &self.core.skel.maps;
-        common::normalize_new_stacks(&maps.stack_agg, common::full_stacks!(maps), sym);
+        common::stack_maps!(self.core.skel.maps).normalize_new(sym);
     }
 
     fn decode_event(&self, data: &[u8], sym: &mut Symbolizer) -> Option<Event> {

@@ -76,8 +76,7 @@ impl Sched {
             attach: true,
         };
         let core = lifecycle::load::<SchedSkelBuilder>(opts, &plan, |open| {
-            let rodata = common::target_rodata!(open, opts);
-            rodata.emit_events = opts.emit_events;
+            let rodata = common::target_rodata!(open, opts, emit_events);
             rodata.nr_cpus = libbpf_rs::num_possible_cpus().context("possible CPUs")? as u32;
             Ok(())
         })?;

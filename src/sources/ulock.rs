@@ -674,11 +674,10 @@ impl Ulock {
             attach: false,
         };
         let core = lifecycle::load::<UlockSkelBuilder>(opts, &load_plan, |open| {
-            let rodata = common::target_rodata!(open, opts);
+            let rodata = common::target_rodata!(open, opts, emit_events);
             // per-process probes fire only in their process: no pid filter
             rodata.filter_pid = !per_process && !opts.targets.pids.is_empty();
             rodata.follow_forks = follow;
-            rodata.emit_events = opts.emit_events;
             common::set_stacks_rodata!(&mut *rodata, opts, hold_stacks_on);
             reuse_call_map(&mut open.maps.ulock_call)
         })?;
@@ -1309,7 +1308,7 @@ impl Source for Ulock {
             r.lock_name = self.lock_name(k.pid, k.lock);
         }
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_entries(&maps.stack_agg, common::full_stacks!(maps), sym)?;
+        let stacks = common::stack_maps!(maps).entries(sym)?;
         // a stack's first frame is the lock call's return address: the
         // caller of the aggregation key it belongs to
         common::attach_stacks(
@@ -1323,9 +1322,8 @@ impl Source for Ulock {
     }
 
     fn tick(&self, sym: &mut Symbolizer) {
-        // normalise new user stacks while their processes still live
         let maps = &self.core.skel.maps;
-        common::normalize_new_stacks(&maps.stack_agg, common::full_stacks!(maps), sym);
+        common::stack_maps!(maps).normalize_new(sym);
         // and name new locks while their processes live, a few times a
         // second (it reads the whole map), on a thread: the first look at
         // a binary's symbols takes a while
