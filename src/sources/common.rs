@@ -451,6 +451,30 @@ pub struct StackEntry {
     pub user_first: Option<u64>,
 }
 
+impl StackMaps<'_> {
+    /// Reads the entries and gives each record those of its (lock, tid,
+    /// kind) key ([`attach_stacks`]); `kind` maps an entry's flags to the
+    /// third part of the record's key.
+    pub fn attach<F: std::hash::Hash + Eq + Copy>(
+        self,
+        sym: &mut super::Symbolizer,
+        records: &mut [crate::model::Record],
+        record_key: impl Fn(usize, &crate::model::Record) -> (u64, u32, F),
+        kind: impl Fn(u32) -> F,
+        pick: impl Fn(usize, &StackEntry) -> bool,
+    ) -> Result<()> {
+        let entries = self.entries(sym)?;
+        attach_stacks(
+            records,
+            entries,
+            record_key,
+            |e| (e.key.lock, e.key.tid, kind(e.key.flags)),
+            pick,
+        );
+        Ok(())
+    }
+}
+
 /// Gives each record the stack entries of the same key (e.g. lock, tid,
 /// kind): those `pick` matches to the record (by index) first, the rest to
 /// the first record of that key, so no sample is lost when a key has

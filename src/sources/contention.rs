@@ -183,7 +183,7 @@ impl Source for Contention {
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_maps!(maps).entries(sym)?;
+
         // entry by entry: no copy of the raw map next to the records
         let mut out = Vec::new();
         let mut keys = Vec::new();
@@ -193,13 +193,7 @@ impl Source for Contention {
         })?;
         // a key's stack samples go to its first record (several records
         // share a key with --caller every)
-        common::attach_stacks(
-            &mut out,
-            stacks,
-            |i, _| keys[i],
-            |e| (e.key.lock, e.key.tid, e.key.flags),
-            |_, _| false,
-        );
+        common::stack_maps!(maps).attach(sym, &mut out, |i, _| keys[i], |f| f, |_, _| false)?;
         Ok(out)
     }
 

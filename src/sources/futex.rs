@@ -538,14 +538,14 @@ impl Source for Futex {
             },
         )?;
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_maps!(maps).entries(sym)?;
-        common::attach_stacks(
+        let kind = |f| kind_of(f).0;
+        common::stack_maps!(maps).attach(
+            sym,
             &mut out,
-            stacks,
             |_, r| (r.lock, r.tid, r.kind),
-            |e| (e.key.lock, e.key.tid, kind_of(e.key.flags).0),
+            kind,
             |_, _| true,
-        );
+        )?;
         Ok(out)
     }
 

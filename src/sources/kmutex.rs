@@ -326,14 +326,8 @@ impl Source for KLock {
             })
             .collect();
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_maps!(maps).entries(sym)?;
-        common::attach_stacks(
-            &mut records,
-            stacks,
-            |i, _| (raw[i].0.lock, raw[i].0.tid, raw[i].0.kind),
-            |e| (e.key.lock, e.key.tid, e.key.flags),
-            |_, _| true,
-        );
+        let key = |i: usize, _: &Record| (raw[i].0.lock, raw[i].0.tid, raw[i].0.kind);
+        common::stack_maps!(maps).attach(sym, &mut records, key, |f| f, |_, _| true)?;
         Ok(records)
     }
 

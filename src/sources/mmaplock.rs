@@ -390,14 +390,8 @@ impl Source for MmapLock {
             }
         }
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_maps!(maps).entries(sym)?;
-        common::attach_stacks(
-            &mut records,
-            stacks,
-            |i, _| (keys[i].lock, keys[i].tid, keys[i].write),
-            |e| (e.key.lock, e.key.tid, e.key.flags),
-            |_, _| true,
-        );
+        let key = |i: usize, _: &Record| (keys[i].lock, keys[i].tid, keys[i].write);
+        common::stack_maps!(maps).attach(sym, &mut records, key, |f| f, |_, _| true)?;
         Ok(records)
     }
 

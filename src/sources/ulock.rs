@@ -1308,16 +1308,11 @@ impl Source for Ulock {
             r.lock_name = self.lock_name(k.pid, k.lock);
         }
         let maps = &self.core.skel.maps;
-        let stacks = common::stack_maps!(maps).entries(sym)?;
+        let key = |i: usize, _: &Record| (keys[i].0.lock, keys[i].0.tid, keys[i].0.kind);
         // a stack's first frame is the lock call's return address: the
         // caller of the aggregation key it belongs to
-        common::attach_stacks(
-            &mut records,
-            stacks,
-            |i, _| (keys[i].0.lock, keys[i].0.tid, keys[i].0.kind),
-            |e| (e.key.lock, e.key.tid, e.key.flags),
-            |i, e| e.user_first == Some(keys[i].0.caller),
-        );
+        let pick = |i: usize, e: &common::StackEntry| e.user_first == Some(keys[i].0.caller);
+        common::stack_maps!(maps).attach(sym, &mut records, key, |f| f, pick)?;
         Ok(records)
     }
 
