@@ -35,7 +35,7 @@ Needs root.  Python 3 standard library only.  --write rewrites the
 "Latest figures" section of BENCHMARKS.md.
 """
 import argparse
-import datetime
+import functools
 import json
 import os
 import platform
@@ -216,34 +216,53 @@ def measure(label, caller, pairs, quick, floor):
     }
 
 
+def measure_rows(who, rows):
+    """Measures each of `rows` (functions that measure one row) with BPF run
+    statistics on; exits the script `who` on a BenchError, and stops every
+    lockscope still running however it ends."""
+    with benchlib.bpf_stats("1"):
+        try:
+            return [measure_row() for measure_row in rows]
+        except BenchError as e:
+            sys.exit(f"{who}: {e}")
+        finally:
+            for p in list(LIVE):
+                stop(p)
+
+
 def short(name):
     return name.replace("contention_", "").replace("_btf", "").replace("_tp", "")
 
 
+def rows_table(results, heads, align, cells):
+    """A table of a row per result: its workload and caller, the columns
+    `heads` (aligned `align`, the cells `cells(r)`), then its BPF ns per
+    run per program, lost events and other CPU."""
+    return benchlib.md_table(
+        ["workload", "caller", *heads, "BPF ns/run per program", "lost", "other CPU"],
+        "ll" + align + "lrr",
+        ([r["workload"], r["caller"], *cells(r), benchlib.per_prog_cell(r["per_prog"], short),
+          r["lost"], f"{r['other']:.0%}"] for r in results))
+
+
 def floor_table(results):
-    rows = ["| workload | caller | contentions/run | lockscope ns/contention | "
-            "empty pair ns/contention | lockscope above the empty pair | "
-            "clock-only pair above the empty pair | BPF ns/run per program | lost | other CPU |",
-            "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
-    for r in results:
-        progs = benchlib.per_prog_cell(r["per_prog"], short)
-        rows.append(f"| {r['workload']} | {r['caller']} | {r['contentions']:.0f} | "
-                    f"{r['ns_per_contention']:.0f} | {r['floor_per_contention']:.0f} | "
-                    f"{r['added_per_contention']:.0f} | {r['clock_added_per_contention']:.0f} | "
-                    f"{progs} | {r['lost']} | {r['other']:.0%} |")
-    return "\n".join(rows)
+    return rows_table(
+        results, ["contentions/run", "lockscope ns/contention", "empty pair ns/contention",
+                  "lockscope above the empty pair", "clock-only pair above the empty pair"],
+        "rrrrr",
+        lambda r: [f"{r[k]:.0f}" for k in ("contentions", "ns_per_contention",
+                                            "floor_per_contention", "added_per_contention",
+                                            "clock_added_per_contention")])
 
 
 def table(results):
-    rows = ["| workload | caller | ops/thread | baseline ms | traced ms | slowdown | "
-            "contentions/run | BPF ns/contention | BPF ns/run per program | lost | other CPU |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
-    for r in results:
-        progs = benchlib.per_prog_cell(r["per_prog"], short)
-        rows.append(f"| {r['workload']} | {r['caller']} | {r['ops']} | {r['base_ms']:.1f} | "
-                    f"{r['traced_ms']:.1f} | {r['slowdown']:.3f}x | {r['contentions']:.0f} | "
-                    f"{r['ns_per_contention']:.0f} | {progs} | {r['lost']} | {r['other']:.0%} |")
-    return "\n".join(rows)
+    return rows_table(
+        results, ["ops/thread", "baseline ms", "traced ms", "slowdown", "contentions/run",
+                  "BPF ns/contention"],
+        "rrrrrr",
+        lambda r: [r["ops"], f"{r['base_ms']:.1f}", f"{r['traced_ms']:.1f}",
+                   f"{r['slowdown']:.3f}x", f"{r['contentions']:.0f}",
+                   f"{r['ns_per_contention']:.0f}"])
 
 
 def verdicts(results):
@@ -270,11 +289,9 @@ def verdicts(results):
 
 
 def section(results, argv):
-    cmd = "python3 scripts/bench.py " + " ".join(argv)
     return "\n".join([
         SECTION, "",
-        f"- Command: `{cmd.strip()}`",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        *benchlib.command_lines("python3 scripts/bench.py", argv),
         f"- lockscope: {BIN if BIN != DEFAULT_BIN else git_rev()}; kernel `{platform.release()}`; "
         f"CPU: {cpu_model()} ({os.cpu_count()} CPUs)",
         f"- Medians over {results[0]['pairs']} alternating pairs per row; slowdown is the "
@@ -317,19 +334,12 @@ def main():
     global BIN
     if args.bin:
         BIN = os.path.abspath(args.bin)
-    elif subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
-        sys.exit("bench.py: cargo build --release failed")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    results = []
-    with benchlib.bpf_stats("1"):
-        try:
-            for label, caller in configs:
-                results.append(measure(label, caller, args.pairs, args.quick, args.floor))
-        except BenchError as e:
-            sys.exit(f"bench.py: {e}")
-        finally:
-            for p in list(LIVE):
-                stop(p)
+    else:
+        benchlib.build_release("bench.py")
+    benchlib.exit_on_sigterm()
+    results = measure_rows("bench.py", [
+        functools.partial(measure, label, caller, args.pairs, args.quick, args.floor)
+        for label, caller in configs])
     text = section(results, sys.argv[1:])
     benchlib.publish(SECTION, text, args.write, "bench.py")
 

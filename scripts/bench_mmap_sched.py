@@ -28,11 +28,9 @@ scripts/bench.py. --write rewrites the "mmap-lock and sched figures"
 section of BENCHMARKS.md.
 """
 import argparse
-import datetime
+import functools
 import json
 import os
-import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -222,22 +220,18 @@ def lost_names(r):
 
 
 def table(results):
-    rows = ["| workload | sources | baseline ms | traced ms | slowdown | pair ratios | "
-            "added ns/switch (wall) | mmap_lock ops/run | "
-            "BPF ns/mmap_lock op | switches/run | BPF ns/switch | BPF ns/run per program | "
-            "lost | other CPU | load avg |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
-    for r in results:
-        progs = benchlib.per_prog_cell(r["per_prog"], lambda n: n.replace("_btf", ""))
-        rows.append(
-            f"| {r['workload']} (`{r['args']}`) | {r['source']} | {r['base_ms']:.1f} | "
-            f"{r['traced_ms']:.1f} | {r['slowdown']:.3f}x | "
-            f"{r['ratio_min']:.3f}-{r['ratio_max']:.3f} | {fmt(r['added_ns_per_switch'], '.0f')} | "
-            f"{fmt(r['mm_ops'], '.0f')} | "
-            f"{fmt(r['mm_ns'], '.0f')} | {fmt(r['switches'], '.0f')} | {fmt(r['rq_ns'], '.0f')} | "
-            f"{progs} | {r['lost']}{lost_names(r)} | {r['other']:.0%} | "
-            f"{r['load'][0]:.1f}-{r['load'][1]:.1f} |")
-    return "\n".join(rows)
+    return benchlib.md_table(
+        ["workload", "sources", "baseline ms", "traced ms", "slowdown", "pair ratios",
+         "added ns/switch (wall)", "mmap_lock ops/run", "BPF ns/mmap_lock op", "switches/run",
+         "BPF ns/switch", "BPF ns/run per program", "lost", "other CPU", "load avg"],
+        "llrrrrrrrrrlrrr",
+        ([f"{r['workload']} (`{r['args']}`)", r["source"], f"{r['base_ms']:.1f}",
+          f"{r['traced_ms']:.1f}", f"{r['slowdown']:.3f}x",
+          f"{r['ratio_min']:.3f}-{r['ratio_max']:.3f}", fmt(r["added_ns_per_switch"], ".0f"),
+          *(fmt(r[k], ".0f") for k in ("mm_ops", "mm_ns", "switches", "rq_ns")),
+          benchlib.per_prog_cell(r["per_prog"], lambda n: n.replace("_btf", "")),
+          f"{r['lost']}{lost_names(r)}", f"{r['other']:.0%}",
+          f"{r['load'][0]:.1f}-{r['load'][1]:.1f}"] for r in results))
 
 
 def verdicts(results):
@@ -266,12 +260,10 @@ def verdicts(results):
 
 
 def section(results, argv):
-    cmd = "python3 scripts/bench_mmap_sched.py " + " ".join(argv)
     return "\n".join([
         SECTION, "",
-        f"- Command: `{cmd.strip()}`",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Kernel: `{platform.release()}`; CPU: {benchlib.cpu_model()} ({os.cpu_count()} CPUs)",
+        *benchlib.command_lines("python3 scripts/bench_mmap_sched.py", argv),
+        benchlib.kernel_line(),
         f"- Slowdown: median of the traced/baseline ratios of {results[0]['pairs']} alternating "
         "pairs per row, run statistics off; BPF costs: medians of "
         f"{results[0]['cost_runs']} more traced runs with kernel.bpf_stats_enabled=1. "
@@ -303,25 +295,14 @@ def main():
     benchlib.need_root("bench_mmap_sched.py", "BPF and kernel.bpf_stats_enabled")
     if args.pairs < 1:
         sys.exit("bench_mmap_sched.py: --pairs must be >= 1")
-    if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=benchlib.ROOT).returncode:
-        sys.exit("bench_mmap_sched.py: cargo build --release failed")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    results = []
-    with benchlib.bpf_stats("1"):
-        try:
-            for label, wargs in WORKLOADS:
-                if args.only and not label.startswith(args.only):
-                    continue
-                for source in SOURCES + ([FLOOR] if label.startswith("pingpong") else []):
-                    if args.sources and source not in args.sources.split(";"):
-                        continue
-                    results.append(measure(label, workload_args(wargs, args.quick), source,
-                                           args.pairs, max(args.cost_runs, 1)))
-        except common.BenchError as e:
-            sys.exit(f"bench_mmap_sched.py: {e}")
-        finally:
-            for p in list(common.LIVE):
-                common.stop(p)
+    benchlib.build_release("bench_mmap_sched.py")
+    benchlib.exit_on_sigterm()
+    results = common.measure_rows("bench_mmap_sched.py", [
+        functools.partial(measure, label, workload_args(wargs, args.quick), source, args.pairs,
+                          max(args.cost_runs, 1))
+        for label, wargs in WORKLOADS if not args.only or label.startswith(args.only)
+        for source in SOURCES + ([FLOOR] if label.startswith("pingpong") else [])
+        if not args.sources or source in args.sources.split(";")])
     text = section(results, sys.argv[1:])
     benchlib.publish(SECTION, text, args.write, "bench_mmap_sched.py")
 

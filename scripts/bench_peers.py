@@ -675,7 +675,7 @@ def main():
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         sys.exit("bench_peers.py: prctl(PR_SET_CHILD_SUBREAPER) failed")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    benchlib.exit_on_sigterm()
     plan = []
     for label, wl, modes in WORKLOADS:
         if a.only and a.only not in label:

@@ -34,7 +34,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
-from benchlib import BENCH_MD, ROOT, TARGET  # noqa: E402
+from benchlib import BENCH_MD, TARGET  # noqa: E402
 
 BIN = os.path.join(TARGET, "release", "lockscope")
 SECTION = "## serve: scrape load"
@@ -181,9 +181,8 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
     args = ap.parse_args()
     benchlib.need_root("bench_serve.py", "BPF")
-    if not args.no_build and subprocess.run(
-            ["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
-        sys.exit("bench_serve.py: cargo build --release failed")
+    if not args.no_build:
+        benchlib.build_release("bench_serve.py")
     seconds = args.minutes * 60
     serve, serve_err = start_serve(args.port)
     pid = serve.pid

@@ -31,10 +31,8 @@ second); "+ns/op vs plain" is the median of (config - plain) / operations.  Need
 the "## Stacks" section of BENCHMARKS.md.
 """
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -44,7 +42,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402  (load, CPU, BENCHMARKS.md)
 import bench_ulock as bu  # noqa: E402  (BIN, bpf stats)
 
-ROOT = benchlib.ROOT
 BIN = bu.BIN
 SECTION = "## Stacks (`--stacks`, `--hold-stacks`)"
 DELAY = "1500ms"
@@ -180,7 +177,6 @@ def measure(label, source, wl_args, ops, rounds):
 
 
 def section(results, argv, other):
-    cmd = "sudo python3 scripts/bench_stacks.py " + " ".join(argv)
     lines = [
         SECTION, "",
         "What full stacks cost, beside the same source without them. Produced by",
@@ -193,10 +189,8 @@ def section(results, argv, other):
         "time (`kernel.bpf_stats_enabled=1`, one more run per setting; it adds",
         "~50 ns per run itself). `stacked` is waits / holds recorded on stacks",
         "in one run.", "",
-        f"- Command: `{cmd.strip()}` (commit {benchlib.short_rev()})",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Kernel: `{platform.release()}`; CPU: {benchlib.cpu_model()} ({os.cpu_count()} CPUs); "
-        f"CPU time used by other tasks during the run: {other:.0%} of the machine",
+        *benchlib.command_lines("sudo python3 scripts/bench_stacks.py", argv, commit=True),
+        benchlib.kernel_line(other),
         f"- Medians over {results[0]['rounds']} rounds per row.", "",
     ]
     for r in results:
@@ -224,8 +218,7 @@ def main():
     ap.add_argument("--write", action="store_true", help="rewrite the section in BENCHMARKS.md")
     args = ap.parse_args()
     benchlib.need_root("bench_stacks.py")
-    if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
-        sys.exit("bench_stacks.py: cargo build --release failed")
+    benchlib.build_release("bench_stacks.py")
     start = benchlib.cpu_snapshot()
     results = []
     with benchlib.bpf_stats():

@@ -28,10 +28,8 @@ value is restored at the end).  Needs root.  --write replaces the
 "## User-space locks" section of BENCHMARKS.md.
 """
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,7 +38,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
-from benchlib import ROOT, STATS_SYSCTL, cpu_model, cpu_snapshot, other_load, settle  # noqa: E402
+from benchlib import ROOT, STATS_SYSCTL, cpu_snapshot, other_load, settle  # noqa: E402
 
 BIN = os.path.join(ROOT, "target", "release", "lockscope")
 SECTION = "## User-space locks (uprobes)"
@@ -160,7 +158,6 @@ def measure(label, threads, ops, rounds):
 
 
 def section(results, argv, other):
-    cmd = "python3 scripts/bench_ulock.py " + " ".join(argv)
     cfgs = ORDER[1:]
     rows = ["| workload | base ns/pair | " + " | ".join(f"+ {c}" for c in cfgs)
             + " | acquisitions/run | lost |",
@@ -203,10 +200,8 @@ def section(results, argv, other):
         "Timing rounds run with `kernel.bpf_stats_enabled=0`; BPF ns/run is the",
         "kernel's own per-program run time from one more run of each config with",
         "it on (which adds ~50 ns per run itself).", "",
-        f"- Command: `{cmd.strip()}` (commit {benchlib.short_rev()})",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Kernel: `{platform.release()}`; CPU: {cpu_model()} ({os.cpu_count()} CPUs); "
-        f"CPU time used by other tasks during the run: {other:.0%} of the machine"
+        *benchlib.command_lines("python3 scripts/bench_ulock.py", argv, commit=True),
+        benchlib.kernel_line(other)
         + (" (busy: absolute figures noisy; compare configs of one round)"
            if other > 0.05 else ""),
         f"- Medians over {results[0]['rounds']} rounds per row.", "",
@@ -231,11 +226,9 @@ def main():
     if args.old_bin:
         OLD_BIN = os.path.abspath(args.old_bin)
         ORDER.append("old")
-    if os.geteuid() != 0:
-        sys.exit("bench_ulock.py: needs root")
-    if not args.no_build and subprocess.run(["cargo", "build", "--release", "--quiet"],
-                                            cwd=ROOT).returncode != 0:
-        sys.exit("bench_ulock.py: cargo build --release failed")
+    benchlib.need_root("bench_ulock.py")
+    if not args.no_build:
+        benchlib.build_release("bench_ulock.py")
     start = cpu_snapshot()
     results = []
     with benchlib.bpf_stats():

@@ -9,9 +9,11 @@ and `sudo python3 scripts/X.py` both find it:
 """
 
 import contextlib
+import datetime
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,9 +91,35 @@ def cpu_model(unknown="unknown"):
     return platform.processor() or unknown
 
 
+def command_lines(cmd, argv, commit=False):
+    """A section's `- Command:` line (how to produce it again: `cmd ARGV`,
+    then the commit if `commit`) and its `- Date:` line (now, in UTC)."""
+    rev = f" (commit {short_rev()})" if commit else ""
+    return [f"- Command: `{(cmd + ' ' + ' '.join(argv)).strip()}`{rev}",
+            f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"]
+
+
+def kernel_line(other=None):
+    """A section's `- Kernel:` line: the kernel, the CPU, and (if given) the
+    share of the machine's CPU time `other` tasks used during the run."""
+    line = f"- Kernel: `{platform.release()}`; CPU: {cpu_model()} ({os.cpu_count()} CPUs)"
+    if other is not None:
+        line += f"; CPU time used by other tasks during the run: {other:.0%} of the machine"
+    return line
+
+
 def per_prog_cell(per_prog, name=lambda n: n):
     """A table cell of BPF ns per run per program: `NAME NS, ...`."""
     return ", ".join(f"{name(n)} {v:.0f}" for n, v in per_prog.items())
+
+
+def md_table(heads, align, rows):
+    """A Markdown table: the headings `heads`, `align` a letter per column
+    (`l` left, `r` right: numbers), then `rows`, each a list of cells."""
+    def line(cells):
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in align)
+    return "\n".join([line(heads), rule, *(line(r) for r in rows)])
 
 
 def verdict(text, value, target, unit=""):
@@ -120,6 +148,19 @@ def need_root(who, why=None):
     """Exits the script `who` unless it runs as root (saying `why`)."""
     if os.geteuid() != 0:
         sys.exit(f"{who}: needs root" + (f" ({why})" if why else ""))
+
+
+def build_release(who):
+    """Builds target/release/lockscope (`cargo build --release`); exits the
+    script `who` if that fails."""
+    if subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT).returncode != 0:
+        sys.exit(f"{who}: cargo build --release failed")
+
+
+def exit_on_sigterm():
+    """Makes SIGTERM end the script as sys.exit(143) does, so that its
+    `finally` blocks (stopping tracers, restoring sysctls) still run."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def run_rusage(cmd):

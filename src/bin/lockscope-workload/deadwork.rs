@@ -33,24 +33,31 @@ pub const NAMES: [&str; 4] = [
     "lock-order-inversion",
 ];
 
-/// The first mutex of `deadlock-abba`.
-#[unsafe(no_mangle)]
-pub static LS_DEADLOCK_A: PMutex = PMutex::new();
-/// The second mutex of `deadlock-abba`.
-#[unsafe(no_mangle)]
-pub static LS_DEADLOCK_B: PMutex = PMutex::new();
-/// The mutexes of `deadlock-cycle3`.
-#[unsafe(no_mangle)]
-pub static LS_CYCLE3_0: PMutex = PMutex::new();
-#[unsafe(no_mangle)]
-pub static LS_CYCLE3_1: PMutex = PMutex::new();
-#[unsafe(no_mangle)]
-pub static LS_CYCLE3_2: PMutex = PMutex::new();
-/// The mutexes of `lock-order-safe`, always taken A then B.
-#[unsafe(no_mangle)]
-pub static LS_ORDER_A: PMutex = PMutex::new();
-#[unsafe(no_mangle)]
-pub static LS_ORDER_B: PMutex = PMutex::new();
+/// Defines each static pthread mutex, its symbol kept unmangled (the
+/// detector and the tests name the locks by it).
+macro_rules! named_mutexes {
+    ($($(#[$doc:meta])* $name:ident;)*) => {
+        $(
+            $(#[$doc])*
+            #[unsafe(no_mangle)]
+            pub static $name: PMutex = PMutex::new();
+        )*
+    };
+}
+
+named_mutexes! {
+    /// The first mutex of `deadlock-abba`.
+    LS_DEADLOCK_A;
+    /// The second mutex of `deadlock-abba`.
+    LS_DEADLOCK_B;
+    /// The mutexes of `deadlock-cycle3`.
+    LS_CYCLE3_0;
+    LS_CYCLE3_1;
+    LS_CYCLE3_2;
+    /// The mutexes of `lock-order-safe`, always taken A then B.
+    LS_ORDER_A;
+    LS_ORDER_B;
+}
 
 /// `lockscope workload deadlock-abba|deadlock-cycle3|lock-order-safe`.
 #[derive(Parser, Debug)]
@@ -259,10 +266,7 @@ fn deadlock(a: &DeadArgs, locks: Vec<(&'static str, &'static PMutex)>) -> Result
         blocked_at_ns: seen.iter().map(|s| s.1).max().unwrap_or(0),
     };
     let mut out = std::io::stdout().lock();
-    if a.json {
-        serde_json::to_writer(&mut out, &truth)?;
-        writeln!(out)?;
-    } else {
+    crate::emit(&mut out, a.json, &truth, || {
         let hops: Vec<String> = truth
             .threads
             .iter()
@@ -273,14 +277,13 @@ fn deadlock(a: &DeadArgs, locks: Vec<(&'static str, &'static PMutex)>) -> Result
                 )
             })
             .collect();
-        writeln!(
-            out,
+        format!(
             "workload {}: pid {} deadlocked: {} (kill it to end it)",
             truth.kind,
             truth.pid,
             hops.join("; ")
-        )?;
-    }
+        )
+    })?;
     out.flush()?;
     drop(out);
     loop {
@@ -336,53 +339,48 @@ fn lock_order_safe(a: &DeadArgs) -> Result<()> {
         end_ns: monotonic_ns(),
         elapsed_ns: t0.elapsed().as_nanos() as u64,
     };
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        serde_json::to_writer(&mut out, &truth)?;
-        writeln!(out)?;
-    } else {
-        writeln!(
-            out,
+    crate::emit(&mut std::io::stdout().lock(), a.json, &truth, || {
+        format!(
             "workload lock-order-safe: pid {}, {} threads took A then B (or B) {} times each \
              in {} ms",
             truth.pid,
             truth.tids.len(),
             truth.rounds,
             truth.elapsed_ns / 1_000_000
-        )?;
-    }
-    Ok(())
+        )
+    })
 }
 
-/// Takes LS_ORDER_A, then LS_ORDER_B, and releases both: the call sites of
-/// the A-then-B order.
-#[inline(never)]
-#[unsafe(no_mangle)]
-pub fn ls_order_a_then_b(hold: Duration) {
-    // SAFETY: the mutexes are statics, initialised; each is unlocked by
-    // the thread that locked it.
-    unsafe {
-        libc::pthread_mutex_lock(LS_ORDER_A.ptr());
-        libc::pthread_mutex_lock(LS_ORDER_B.ptr());
-        std::thread::sleep(hold);
-        libc::pthread_mutex_unlock(LS_ORDER_B.ptr());
-        libc::pthread_mutex_unlock(LS_ORDER_A.ptr());
-    }
+/// Defines `$name`, a function of its own (never inlined, its symbol kept)
+/// that takes `$first`, then `$second`, holds both `hold`, and releases
+/// them: the call sites of that lock order.
+macro_rules! lock_order_fn {
+    ($(#[$doc:meta])* $name:ident: $first:ident then $second:ident) => {
+        $(#[$doc])*
+        #[inline(never)]
+        #[unsafe(no_mangle)]
+        pub fn $name(hold: Duration) {
+            // SAFETY: the mutexes are statics, initialised; each is
+            // unlocked by the thread that locked it.
+            unsafe {
+                libc::pthread_mutex_lock($first.ptr());
+                libc::pthread_mutex_lock($second.ptr());
+                std::thread::sleep(hold);
+                libc::pthread_mutex_unlock($second.ptr());
+                libc::pthread_mutex_unlock($first.ptr());
+            }
+        }
+    };
 }
 
-/// Takes LS_ORDER_B, then LS_ORDER_A: the other order.
-#[inline(never)]
-#[unsafe(no_mangle)]
-pub fn ls_order_b_then_a(hold: Duration) {
-    // SAFETY: as in ls_order_a_then_b.
-    unsafe {
-        libc::pthread_mutex_lock(LS_ORDER_B.ptr());
-        libc::pthread_mutex_lock(LS_ORDER_A.ptr());
-        std::thread::sleep(hold);
-        libc::pthread_mutex_unlock(LS_ORDER_A.ptr());
-        libc::pthread_mutex_unlock(LS_ORDER_B.ptr());
-    }
-}
+lock_order_fn!(
+    /// Takes LS_ORDER_A, then LS_ORDER_B: the A-then-B order.
+    ls_order_a_then_b: LS_ORDER_A then LS_ORDER_B
+);
+lock_order_fn!(
+    /// Takes LS_ORDER_B, then LS_ORDER_A: the other order.
+    ls_order_b_then_a: LS_ORDER_B then LS_ORDER_A
+);
 
 /// One thread takes A then B `rounds` times and ends; then another takes
 /// B then A `rounds` times. Never at the same time, so never a deadlock:
@@ -419,17 +417,11 @@ fn lock_order_inversion(a: &DeadArgs) -> Result<()> {
             addr: LS_ORDER_B.addr(),
         },
     };
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        serde_json::to_writer(&mut out, &truth)?;
-        writeln!(out)?;
-    } else {
-        writeln!(
-            out,
+    crate::emit(&mut std::io::stdout().lock(), a.json, &truth, || {
+        format!(
             "workload lock-order-inversion: pid {}, thread {} took A then B {} times, then \
              thread {} B then A {} times",
             truth.pid, ab_tid, rounds, ba_tid, rounds
-        )?;
-    }
-    Ok(())
+        )
+    })
 }

@@ -21,6 +21,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::anonmap::AnonMap;
+use crate::workload::Head;
 
 const PAGE: usize = 4096;
 
@@ -69,27 +70,40 @@ pub enum HoldTarget {
 /// What the workload did, and what the waiter measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct HoldReport {
-    pub kind: &'static str,
-    pub pid: u32,
+    #[serde(flatten)]
+    pub head: Head,
     pub holder_tid: u32,
     pub waiter_tid: u32,
     pub rounds: u64,
     pub hold_ns: u64,
-    /// Per round: how long the holder's write took (≈ hold).
-    pub holder_write_ns: Vec<u64>,
-    /// Per round: from the fault handler's read of the holder's fault (the
-    /// mutex already held) to its answer's start (UFFDIO_COPY): a part of
-    /// the hold, as the workload measured it.
-    pub fault_span_ns: Vec<u64>,
-    /// Per round: how long the waiter's write blocked (the contended wait).
-    pub waiter_write_ns: Vec<u64>,
-    /// Per round: the waiter's run-queue delay during its write, from the
-    /// kernel's /proc/thread-self/schedstat (runnable but not running).
-    pub waiter_runq_ns: Vec<u64>,
+    #[serde(flatten)]
+    pub per_round: HoldRounds,
     /// Whether a busy thread shared the waiter's CPU (`--hog`).
     pub hog: bool,
-    /// The file both threads write (the pipe's write end) and its inode
-    /// number (a pipe is `pipe:[INO]`).
+    #[serde(flatten)]
+    pub file: HoldFile,
+}
+
+/// What the workload measured, per round.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HoldRounds {
+    /// How long the holder's write took (≈ hold).
+    pub holder_write_ns: Vec<u64>,
+    /// From the fault handler's read of the holder's fault (the mutex
+    /// already held) to its answer's start (UFFDIO_COPY): a part of the
+    /// hold, as the workload measured it.
+    pub fault_span_ns: Vec<u64>,
+    /// How long the waiter's write blocked (the contended wait).
+    pub waiter_write_ns: Vec<u64>,
+    /// The waiter's run-queue delay during its write, from the kernel's
+    /// /proc/thread-self/schedstat (runnable but not running).
+    pub waiter_runq_ns: Vec<u64>,
+}
+
+/// The file both threads write (the pipe's write end) and its inode
+/// number (a pipe is `pipe:[INO]`).
+#[derive(Clone, Debug, Serialize)]
+pub struct HoldFile {
     pub fd: i32,
     pub ino: u64,
     /// pipe-hold: the pipe's read end.
@@ -336,23 +350,21 @@ pub fn run_on(
         std::thread::sleep(start_delay);
 
         let mut report = HoldReport {
-            kind,
-            pid: std::process::id(),
+            head: Head::new(kind),
             holder_tid,
             waiter_tid,
             rounds,
             hold_ns: hold.as_nanos() as u64,
-            holder_write_ns: Vec::new(),
-            fault_span_ns: Vec::new(),
-            waiter_write_ns: Vec::new(),
-            waiter_runq_ns: Vec::new(),
+            per_round: HoldRounds::default(),
             hog,
-            fd: wfd,
-            ino,
-            read_fd: rd.as_ref().map(|r| r.as_raw_fd()),
-            path: match target {
-                HoldTarget::File(p) => Some(p.display().to_string()),
-                HoldTarget::Pipe => None,
+            file: HoldFile {
+                fd: wfd,
+                ino,
+                read_fd: rd.as_ref().map(|r| r.as_raw_fd()),
+                path: match target {
+                    HoldTarget::File(p) => Some(p.display().to_string()),
+                    HoldTarget::Pipe => None,
+                },
             },
         };
         let mut drain = vec![0u8; 2 * PAGE];
@@ -388,17 +400,19 @@ pub fn run_on(
             // of its hold is certain (the end of the ioctl is not: this
             // thread may run after the holder has already let go)
             report
+                .per_round
                 .fault_span_ns
                 .push(t_fault.elapsed().as_nanos() as u64);
             // SAFETY: UFFDIO_COPY takes a uffdio_copy; src is our readable
             // page, dst the registered missing page.
             unsafe { uffd_ioctl(&uffd, UFFDIO_COPY, &mut copy, "UFFDIO_COPY") }?;
             report
+                .per_round
                 .holder_write_ns
                 .push(holder_done_rx.recv().context("holder result")??);
             let (w, q) = waiter_done_rx.recv().context("waiter result")??;
-            report.waiter_write_ns.push(w);
-            report.waiter_runq_ns.push(q);
+            report.per_round.waiter_write_ns.push(w);
+            report.per_round.waiter_runq_ns.push(q);
             // empty the pipe and make the page missing again
             let mut left = if rd.is_some() { 2 * PAGE } else { 0 };
             while let Some(rd) = rd.as_ref().filter(|_| left > 0) {
@@ -434,9 +448,14 @@ mod tests {
             Err(e) if e.to_string().contains("userfaultfd") => return,
             Err(e) => panic!("{e:#}"),
         };
-        assert_eq!(rep.waiter_write_ns.len(), 3);
-        assert_eq!(rep.holder_write_ns.len(), 3);
-        for (&h, &w) in rep.holder_write_ns.iter().zip(&rep.waiter_write_ns) {
+        assert_eq!(rep.per_round.waiter_write_ns.len(), 3);
+        assert_eq!(rep.per_round.holder_write_ns.len(), 3);
+        for (&h, &w) in rep
+            .per_round
+            .holder_write_ns
+            .iter()
+            .zip(&rep.per_round.waiter_write_ns)
+        {
             assert!(h >= 30_000_000, "holder write takes the hold: {h}");
             assert!(
                 w >= 20_000_000 && w <= h + 5_000_000,

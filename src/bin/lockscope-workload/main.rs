@@ -107,15 +107,13 @@ fn run(a: WorkloadArgs) -> Result<i32> {
             };
             let rep = crate::ulockwork::run(&spec)?;
             emit(&mut out, a.json, &rep, || {
-                format!(
-                    "workload {}: pid {}, lock {}, {} acquisitions, {} failed calls in {}",
-                    rep.kind,
-                    rep.pid,
+                rep.head.line(format_args!(
+                    "lock {}, {} acquisitions, {} failed calls in {}",
                     rep.lock,
-                    rep.acquisitions,
-                    rep.trylock_failures + rep.timedlock_failures,
+                    rep.counts.acquisitions,
+                    rep.counts.failed(),
                     fmt_ns(rep.elapsed_ns)
-                )
+                ))
             })?;
             continue;
         }
@@ -130,22 +128,19 @@ fn run(a: WorkloadArgs) -> Result<i32> {
         if let Some(target) = hold_target {
             let rep = crate::holdwork::run_on(&target, a.rounds, a.hold, delay, a.hog)?;
             emit(&mut out, a.json, &rep, || {
-                let total: u64 = rep.waiter_write_ns.iter().sum();
-                let lock = match &rep.path {
+                let total: u64 = rep.per_round.waiter_write_ns.iter().sum();
+                let lock = match &rep.file.path {
                     Some(p) => format!("the i_rwsem of {p}"),
-                    None => format!("the mutex of pipe:[{}]", rep.ino),
+                    None => format!("the mutex of pipe:[{}]", rep.file.ino),
                 };
-                format!(
-                    "workload {}: pid {}, holder {} held {lock} {} x {}, \
-                     waiter {} blocked {} in total",
-                    rep.kind,
-                    rep.pid,
+                rep.head.line(format_args!(
+                    "holder {} held {lock} {} x {}, waiter {} blocked {} in total",
                     rep.holder_tid,
                     rep.rounds,
                     fmt_ns(rep.hold_ns),
                     rep.waiter_tid,
                     fmt_ns(total)
-                )
+                ))
             })?;
             continue;
         }

@@ -24,6 +24,7 @@ use lockscope::units::now_ns;
 use serde::Serialize;
 
 use crate::anonmap::AnonMap;
+use crate::workload::{Head, WorkloadArgs};
 
 const PAGE: usize = 4096;
 
@@ -97,8 +98,8 @@ impl Region {
 /// What `mmap-hold` did and measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct MmapHoldReport {
-    pub kind: &'static str,
-    pub pid: u32,
+    #[serde(flatten)]
+    pub head: Head,
     pub holder_tid: u32,
     /// Waits for write: one `mmap` of a page per round (and its `munmap`
     /// after the round, uncontended).
@@ -110,37 +111,49 @@ pub struct MmapHoldReport {
     /// How long the waiters spin (on CPU, so no wakeup can delay them)
     /// after the holder announced its call, before they ask themselves.
     pub lead_ns: u64,
-    /// Per round: the holder's `mprotect` of the region, measured around
-    /// the call (the whole call holds mmap_lock for write).
+    #[serde(flatten)]
+    pub calls: MmapHoldCalls,
+    /// CLOCK_MONOTONIC ns when every thread had finished its set-up (its
+    /// own first allocations map memory too) and the first round began:
+    /// the rounds' lock operations are the ones that begin after it.
+    pub rounds_start_ns: u64,
+    #[serde(flatten)]
+    pub faulter: MmapHoldFaulter,
+}
+
+/// The calls of `mmap-hold`'s holder and waiters, per round, each measured
+/// around the call by the thread that made it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MmapHoldCalls {
+    /// The holder's `mprotect` of the region (the whole call holds
+    /// mmap_lock for write).
     pub holder_call_ns: Vec<u64>,
     /// Whether the holder ran SCHED_FIFO (needs root): then the waiters it
     /// wakes at its release cannot preempt it before its call returns, so
     /// its measured call is its hold plus the syscall's own cost.
     pub holder_fifo: bool,
-    /// Per round: the writer's `mmap` call (its wait plus a short hold).
+    /// The writer's `mmap` call (its wait plus a short hold).
     pub writer_call_ns: Vec<u64>,
-    /// Per round: the reader's `mincore` call (its wait plus a short hold).
+    /// The reader's `mincore` call (its wait plus a short hold).
     pub reader_call_ns: Vec<u64>,
-    /// CLOCK_MONOTONIC ns when every thread had finished its set-up (its
-    /// own first allocations map memory too) and the first round began:
-    /// the rounds' lock operations are the ones that begin after it.
-    pub rounds_start_ns: u64,
-    /// `--faulter`: a thread that reads a page of the region it emptied
-    /// before the round, so its page fault asks for mmap_lock during the
-    /// hold (the region's VMA is write-locked, so the fault falls back to
-    /// mmap_lock: a failed trylock, then a read wait); 0 without it.
+}
+
+/// `--faulter`: a thread that reads a page of the region it emptied
+/// before the round, so its page fault asks for mmap_lock during the
+/// hold (the region's VMA is write-locked, so the fault falls back to
+/// mmap_lock: a failed trylock, then a read wait).
+#[derive(Clone, Debug, Serialize)]
+pub struct MmapHoldFaulter {
+    /// Its tid; 0 without it.
     pub faulter_tid: u32,
-    /// Per round: how long the faulter's read of that page took.
+    /// Per round: how long its read of that page took.
     pub faulter_call_ns: Vec<u64>,
 }
 
-/// Runs `rounds` rounds of a long mmap_lock write hold with two waiters.
-pub fn mmap_hold(
-    rounds: u64,
-    region: usize,
-    start_delay: Duration,
-    faulter: bool,
-) -> Result<MmapHoldReport> {
+/// Runs `--rounds` rounds of a long mmap_lock write hold (an `mprotect` of
+/// `--region-mb`) with two waiters (three with `--faulter`).
+pub fn mmap_hold(a: &WorkloadArgs, start_delay: Duration) -> Result<MmapHoldReport> {
+    let (rounds, region, faulter) = (a.rounds, a.region_mb << 20, a.faulter);
     if rounds == 0 {
         bail!("mmap-hold needs at least one round");
     }
@@ -226,21 +239,24 @@ pub fn mmap_hold(
             calls.push(c);
         }
         Ok(MmapHoldReport {
-            kind: "mmap-hold",
-            pid: std::process::id(),
+            head: Head::new("mmap-hold"),
             holder_tid: tids[0],
             writer_tid: tids[1],
             reader_tid: tids[2],
             rounds,
             region_bytes: region.len as u64,
             lead_ns: nanos(lead),
-            holder_call_ns: calls[0].clone(),
-            holder_fifo,
-            writer_call_ns: calls[1].clone(),
-            reader_call_ns: calls[2].clone(),
+            calls: MmapHoldCalls {
+                holder_call_ns: calls[0].clone(),
+                holder_fifo,
+                writer_call_ns: calls[1].clone(),
+                reader_call_ns: calls[2].clone(),
+            },
             rounds_start_ns,
-            faulter_tid: tids[3],
-            faulter_call_ns: calls.get(3).cloned().unwrap_or_default(),
+            faulter: MmapHoldFaulter {
+                faulter_tid: tids[3],
+                faulter_call_ns: calls.get(3).cloned().unwrap_or_default(),
+            },
         })
     })
 }
@@ -382,8 +398,8 @@ fn hold_role(
 /// What `runq` did and what the kernel accounted.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunqReport {
-    pub kind: &'static str,
-    pub pid: u32,
+    #[serde(flatten)]
+    pub head: Head,
     pub cpu: usize,
     pub tids: Vec<u32>,
     pub busy_ns: u64,
@@ -392,13 +408,10 @@ pub struct RunqReport {
     pub run_delay_ns: Vec<u64>,
 }
 
-/// `threads` threads pinned to `cpu`, busy for `busy` at the same time.
-pub fn runq(
-    threads: usize,
-    cpu: usize,
-    busy: Duration,
-    start_delay: Duration,
-) -> Result<RunqReport> {
+/// `--threads` threads pinned to `--cpu` (default: the last), busy for
+/// `--busy` at the same time.
+pub fn runq(a: &WorkloadArgs, start_delay: Duration) -> Result<RunqReport> {
+    let (threads, cpu, busy) = (a.threads, a.cpu.unwrap_or_else(last_cpu), a.busy);
     if threads == 0 {
         bail!("runq needs at least one thread");
     }
@@ -439,8 +452,7 @@ pub fn runq(
             .collect()
     })?;
     Ok(RunqReport {
-        kind: "runq",
-        pid: std::process::id(),
+        head: Head::new("runq"),
         cpu,
         tids: results.iter().map(|r| r.0).collect(),
         busy_ns: nanos(busy),
@@ -451,8 +463,8 @@ pub fn runq(
 /// What `pingpong` did.
 #[derive(Clone, Debug, Serialize)]
 pub struct PingPongReport {
-    pub kind: &'static str,
-    pub pid: u32,
+    #[serde(flatten)]
+    pub head: Head,
     pub tids: Vec<u32>,
     pub cpu: usize,
     pub round_trips: u64,
@@ -463,17 +475,18 @@ pub struct PingPongReport {
 /// What `pipe-self` did.
 #[derive(Clone, Debug, Serialize)]
 pub struct PipeSelfReport {
-    pub kind: &'static str,
-    pub pid: u32,
+    #[serde(flatten)]
+    pub head: Head,
     pub tid: u32,
     /// Write + read pairs: each takes the pipe's mutex twice, uncontended.
     pub ops: u64,
     pub elapsed_ns: u64,
 }
 
-/// One thread writes a byte to its own pipe and reads it back, `ops`
+/// One thread writes a byte to its own pipe and reads it back, `--ops`
 /// times: a deterministic stream of uncontended kernel mutex operations.
-pub fn pipe_self(ops: u64, start_delay: Duration) -> Result<PipeSelfReport> {
+pub fn pipe_self(a: &WorkloadArgs, start_delay: Duration) -> Result<PipeSelfReport> {
+    let ops = a.ops;
     let (rd, wr) = pipe()?;
     std::thread::sleep(start_delay);
     let t = Instant::now();
@@ -482,8 +495,7 @@ pub fn pipe_self(ops: u64, start_delay: Duration) -> Result<PipeSelfReport> {
         one_byte(&rd, false)?;
     }
     Ok(PipeSelfReport {
-        kind: "pipe-self",
-        pid: std::process::id(),
+        head: Head::new("pipe-self"),
         tid: gettid(),
         ops,
         elapsed_ns: t.elapsed().as_nanos() as u64,
@@ -525,9 +537,10 @@ fn one_byte(fd: &OwnedFd, write: bool) -> Result<()> {
     }
 }
 
-/// Two threads pinned to `cpu` pass one byte back and forth `round_trips`
-/// times.
-pub fn pingpong(round_trips: u64, cpu: usize, start_delay: Duration) -> Result<PingPongReport> {
+/// Two threads pinned to `--cpu` (default: the last) pass one byte back
+/// and forth `--ops` times.
+pub fn pingpong(a: &WorkloadArgs, start_delay: Duration) -> Result<PingPongReport> {
+    let (round_trips, cpu) = (a.ops, a.cpu.unwrap_or_else(last_cpu));
     let (a_rd, a_wr) = pipe()?;
     let (b_rd, b_wr) = pipe()?;
     let (tid_tx, tid_rx) = std::sync::mpsc::channel::<u32>();
@@ -577,8 +590,7 @@ pub fn pingpong(round_trips: u64, cpu: usize, start_delay: Duration) -> Result<P
                 .map_err(|_| anyhow::anyhow!("pingpong thread panicked"))??;
         }
         Ok(PingPongReport {
-            kind: "pingpong",
-            pid: std::process::id(),
+            head: Head::new("pingpong"),
             tids,
             cpu,
             round_trips,
@@ -597,26 +609,47 @@ pub fn last_cpu() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// The arguments of `lockscope-workload ARGV...`.
+    fn args(argv: &[&str]) -> WorkloadArgs {
+        WorkloadArgs::try_parse_from(
+            std::iter::once("lockscope-workload").chain(argv.iter().copied()),
+        )
+        .expect("workload arguments")
+    }
 
     #[test]
     fn mmap_hold_waiters_block_behind_the_holder() {
-        let rep = mmap_hold(2, 256 << 20, Duration::ZERO, true).expect("mmap-hold");
-        assert_eq!(rep.holder_call_ns.len(), 2);
-        assert_eq!(rep.writer_call_ns.len(), 2);
-        assert_eq!(rep.reader_call_ns.len(), 2);
-        assert_eq!(rep.faulter_call_ns.len(), 2);
+        let a = args(&[
+            "mmap-hold",
+            "--rounds",
+            "2",
+            "--region-mb",
+            "256",
+            "--faulter",
+        ]);
+        let rep = mmap_hold(&a, Duration::ZERO).expect("mmap-hold");
+        assert_eq!(rep.calls.holder_call_ns.len(), 2);
+        assert_eq!(rep.calls.writer_call_ns.len(), 2);
+        assert_eq!(rep.calls.reader_call_ns.len(), 2);
+        assert_eq!(rep.faulter.faulter_call_ns.len(), 2);
         let tids = [
             rep.holder_tid,
             rep.writer_tid,
             rep.reader_tid,
-            rep.faulter_tid,
+            rep.faulter.faulter_tid,
         ];
-        assert!(tids.iter().all(|&t| t != 0 && t != rep.pid), "{tids:?}");
+        assert!(
+            tids.iter().all(|&t| t != 0 && t != rep.head.pid),
+            "{tids:?}"
+        );
     }
 
     #[test]
     fn runq_threads_account_their_run_delay() {
-        let rep = runq(2, 0, Duration::from_millis(200), Duration::ZERO).expect("runq");
+        let a = args(&["runq", "--threads", "2", "--cpu", "0", "--busy", "200ms"]);
+        let rep = runq(&a, Duration::ZERO).expect("runq");
         assert_eq!(rep.tids.len(), 2);
         assert_eq!(rep.run_delay_ns.len(), 2);
         // two busy threads on one CPU: each waits for the other a while
@@ -629,7 +662,8 @@ mod tests {
 
     #[test]
     fn pingpong_completes_its_round_trips() {
-        let rep = pingpong(1000, 0, Duration::ZERO).expect("pingpong");
+        let a = args(&["pingpong", "--ops", "1000", "--cpu", "0"]);
+        let rep = pingpong(&a, Duration::ZERO).expect("pingpong");
         assert_eq!(rep.round_trips, 1000);
         assert_eq!(rep.tids.len(), 2);
         assert!(rep.elapsed_ns > 0);

@@ -13,10 +13,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use clap::ValueEnum;
 use serde::Serialize;
 
-/// Which user-lock workload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+use crate::workload::Head;
+
+/// Which user-lock workload; its name is the variant's in kebab case, on
+/// the command line (clap) as in the reports (serde).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum UserKind {
     /// One thread holds a pthread mutex for `hold` while another waits,
@@ -64,33 +68,23 @@ pub enum UserKind {
     RwlockHold,
 }
 
-pub const NAMES: &[(&str, UserKind)] = &[
-    ("mutex-hold", UserKind::MutexHold),
-    ("spin-hold", UserKind::SpinHold),
-    ("mutex-pairs", UserKind::MutexPairs),
-    ("spin-pairs", UserKind::SpinPairs),
-    ("mutex-trylock", UserKind::MutexTrylock),
-    ("rwlock", UserKind::Rwlock),
-    ("std-mutex", UserKind::StdMutex),
-    ("held-before", UserKind::HeldBefore),
-    ("global-hold", UserKind::GlobalHold),
-    ("heap-hold", UserKind::HeapHold),
-    ("fork-mutex", UserKind::ForkMutex),
-    ("cond-wait", UserKind::CondWait),
-    ("rwlock-hold", UserKind::RwlockHold),
-];
-
 impl UserKind {
-    pub fn name(&self) -> &'static str {
-        NAMES
-            .iter()
-            .find(|(_, k)| k == self)
-            .map_or("?", |(n, _)| n)
+    pub fn name(&self) -> String {
+        self.to_possible_value()
+            .map_or_else(|| "?".into(), |v| v.get_name().to_string())
     }
 }
 
+/// The names of the user-lock workloads, in the order of [`UserKind`].
+pub fn names() -> Vec<String> {
+    UserKind::value_variants()
+        .iter()
+        .map(UserKind::name)
+        .collect()
+}
+
 pub fn parse(s: &str) -> Option<UserKind> {
-    NAMES.iter().find(|(n, _)| *n == s).map(|(_, k)| *k)
+    UserKind::from_str(s, false).ok()
 }
 
 /// Parameters (from `lockscope workload`).
@@ -116,17 +110,13 @@ pub struct UserSpec {
 /// What a workload did, as measured by itself. Times are CLOCK_MONOTONIC.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct UserReport {
-    pub kind: &'static str,
-    pub pid: u32,
+    #[serde(flatten)]
+    pub head: Head,
     /// Address of the lock under test (as lockscope reports it, in hex).
     pub lock: String,
     pub tids: Vec<u32>,
-    pub holder_tid: u32,
-    pub waiter_tid: u32,
-    /// Per round: how long the holder held (lock returned -> unlock called).
-    pub hold_ns: Vec<u64>,
-    /// Per round: how long the waiter's lock call blocked.
-    pub waiter_wait_ns: Vec<u64>,
+    #[serde(flatten)]
+    pub waits: HoldWaits,
     /// Per round: from the waiter's lock call to the holder's unlock call.
     pub remaining_hold_ns: Vec<u64>,
     /// Per round: the waiter's run delay (schedstat) across its lock call:
@@ -138,12 +128,8 @@ pub struct UserReport {
     pub waiter_runq_window_ns: Vec<u64>,
     /// A busy thread shared the waiter's CPU (`--hog`).
     pub hog: bool,
-    /// Successful acquisitions of `lock` (reads + writes for rwlock).
-    pub acquisitions: u64,
-    pub reads: u64,
-    pub writes: u64,
-    pub trylock_failures: u64,
-    pub timedlock_failures: u64,
+    #[serde(flatten)]
+    pub counts: LockCounts,
     /// Total time the waiter spent blocked in lock() (std-mutex).
     pub blocked_ns: u64,
     pub elapsed_ns: u64,
@@ -152,6 +138,51 @@ pub struct UserReport {
     /// fork-mutex: what each child did.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<ForkChild>,
+}
+
+/// A holder and a waiter: their tids, per round how long the holder held
+/// (lock returned -> unlock called) and how long the waiter's lock call
+/// blocked.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct HoldWaits {
+    pub holder_tid: u32,
+    pub waiter_tid: u32,
+    pub hold_ns: Vec<u64>,
+    pub waiter_wait_ns: Vec<u64>,
+}
+
+impl HoldWaits {
+    /// The holder (this thread) and `waiter_tid`, nothing measured yet.
+    fn mine(waiter_tid: u32) -> HoldWaits {
+        HoldWaits {
+            holder_tid: gettid(),
+            waiter_tid,
+            ..Default::default()
+        }
+    }
+
+    /// The holder's and the waiter's tids.
+    fn tids(&self) -> Vec<u32> {
+        vec![self.holder_tid, self.waiter_tid]
+    }
+}
+
+/// What the lock calls did: successful acquisitions of `lock` (reads +
+/// writes for rwlock), and the failed calls.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LockCounts {
+    pub acquisitions: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub trylock_failures: u64,
+    pub timedlock_failures: u64,
+}
+
+impl LockCounts {
+    /// Calls that did not acquire: trylock and timedlock failures.
+    pub fn failed(&self) -> u64 {
+        self.trylock_failures + self.timedlock_failures
+    }
 }
 
 /// What one fork-mutex child did, as measured by itself.
@@ -164,14 +195,18 @@ pub struct ForkChild {
     pub lock: String,
     pub tids: Vec<u32>,
     pub acquisitions: u64,
-    /// mutex-hold: the mutex, its acquisitions (2 x rounds), the
-    /// threads, holds and the waiter's blocked lock calls.
+    #[serde(flatten)]
+    pub hold: ForkHold,
+}
+
+/// The mutex-hold of a fork-mutex child: the mutex, its acquisitions (2 x
+/// rounds), the threads, holds and the waiter's blocked lock calls.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct ForkHold {
     pub hold_lock: String,
     pub hold_acquisitions: u64,
-    pub holder_tid: u32,
-    pub waiter_tid: u32,
-    pub hold_ns: Vec<u64>,
-    pub waiter_wait_ns: Vec<u64>,
+    #[serde(flatten)]
+    pub waits: HoldWaits,
 }
 
 use lockscope::units::now_ns;
@@ -326,8 +361,7 @@ pub fn run(spec: &UserSpec) -> Result<UserReport> {
         UserKind::CondWait => cond_wait(spec)?,
         UserKind::RwlockHold => rwlock_hold(spec)?,
     };
-    rep.kind = spec.kind.name();
-    rep.pid = std::process::id();
+    rep.head = Head::new(spec.kind.name());
     Ok(rep)
 }
 
@@ -521,7 +555,7 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
     };
     let mut rep = UserReport {
         lock: m.addr(),
-        holder_tid: gettid(),
+        waits: HoldWaits::mine(0),
         realtime: try_realtime(),
         hog,
         ..Default::default()
@@ -536,7 +570,7 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
         // the waiter must be blocked by now (it calls 10 ms after we hold)
         let unlock_at = now_ns();
         check(m.unlock(), "unlock")?;
-        rep.hold_ns.push(unlock_at - acquired);
+        rep.waits.hold_ns.push(unlock_at - acquired);
         rep.remaining_hold_ns
             .push(unlock_at.saturating_sub(call_at.load(Ordering::Acquire)));
     }
@@ -544,16 +578,16 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
     rep.elapsed_ns = now_ns() - start;
     stop_hog.store(1, Ordering::Relaxed);
     (
-        rep.waiter_wait_ns,
+        rep.waits.waiter_wait_ns,
         rep.waiter_runq_ns,
         rep.waiter_runq_window_ns,
     ) = match waiter.join() {
         Ok(r) => r?,
         Err(_) => bail!("waiter thread panicked"),
     };
-    rep.waiter_tid = waiter_tid.load(Ordering::Acquire);
-    rep.tids = vec![rep.holder_tid, rep.waiter_tid];
-    rep.acquisitions = 2 * rounds;
+    rep.waits.waiter_tid = waiter_tid.load(Ordering::Acquire);
+    rep.tids = rep.waits.tids();
+    rep.counts.acquisitions = 2 * rounds;
     Ok(rep)
 }
 
@@ -622,7 +656,7 @@ fn pairs(spec: &UserSpec, spin: bool, m: Arc<PMutex>) -> Result<UserReport> {
         }
     }
     rep.elapsed_ns = now_ns() - start;
-    rep.acquisitions = spec.ops * spec.threads as u64;
+    rep.counts.acquisitions = spec.ops * spec.threads as u64;
     Ok(rep)
 }
 
@@ -684,7 +718,7 @@ fn fork_mutex(spec: &UserSpec) -> Result<UserReport> {
         unsafe { libc::waitpid(pid, &mut status, 0) };
         match (read, serde_json::from_str::<ForkChild>(&text)) {
             (Ok(_), Ok(c)) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => {
-                rep.acquisitions += c.acquisitions + c.hold_acquisitions;
+                rep.counts.acquisitions += c.acquisitions + c.hold.hold_acquisitions;
                 rep.children.push(c);
             }
             _ => failures.push(format!("child {pid} (status {status}): {text}")),
@@ -707,17 +741,16 @@ fn fork_child(spec: &UserSpec, pm: Arc<PMutex>, hm: Arc<PMutex>) -> Result<ForkC
         started_ns,
         lock: p.lock,
         tids: p.tids,
-        acquisitions: p.acquisitions,
+        acquisitions: p.counts.acquisitions,
         ..Default::default()
     };
     if spec.rounds > 0 {
         let h = hold_and_wait(spec, HeldLock::on(hm, false))?;
-        c.hold_lock = h.lock;
-        c.hold_acquisitions = h.acquisitions;
-        c.holder_tid = h.holder_tid;
-        c.waiter_tid = h.waiter_tid;
-        c.hold_ns = h.hold_ns;
-        c.waiter_wait_ns = h.waiter_wait_ns;
+        c.hold = ForkHold {
+            hold_lock: h.lock,
+            hold_acquisitions: h.counts.acquisitions,
+            waits: h.waits,
+        };
     }
     Ok(c)
 }
@@ -767,14 +800,13 @@ fn trylock(spec: &UserSpec) -> Result<UserReport> {
     };
     check(m.unlock(), "pthread_mutex_unlock")?;
     Ok(UserReport {
-        lock: m.addr(),
-        holder_tid: gettid(),
-        waiter_tid: tid,
-        tids: vec![gettid(), tid],
-        acquisitions: 1,
-        trylock_failures: busy,
-        timedlock_failures: timed_out,
-        ..Default::default()
+        counts: LockCounts {
+            acquisitions: 1,
+            trylock_failures: busy,
+            timedlock_failures: timed_out,
+            ..Default::default()
+        },
+        ..held_report(m.addr(), tid)
     })
 }
 
@@ -797,9 +829,12 @@ fn rwlock(spec: &UserSpec) -> Result<UserReport> {
     Ok(UserReport {
         lock: format!("0x{:x}", p as usize),
         tids: vec![gettid()],
-        reads: spec.reads,
-        writes: spec.writes,
-        acquisitions: spec.reads + spec.writes,
+        counts: LockCounts {
+            reads: spec.reads,
+            writes: spec.writes,
+            acquisitions: spec.reads + spec.writes,
+            ..Default::default()
+        },
         ..Default::default()
     })
 }
@@ -824,6 +859,25 @@ fn wait_blocked(tid: u32, lo: usize, hi: usize) {
             }
         }
         std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// The addresses `[lo, hi)` of the pthread object at `p` (its futex word
+/// lies in them).
+fn span<T>(p: *mut T) -> (usize, usize) {
+    let lo = p as usize;
+    (lo, lo + std::mem::size_of::<T>())
+}
+
+/// The report of a workload whose main thread holds `lock` while
+/// `waiter_tid` waits on it: the lock and the two threads.
+fn held_report(lock: String, waiter_tid: u32) -> UserReport {
+    let waits = HoldWaits::mine(waiter_tid);
+    UserReport {
+        lock,
+        tids: waits.tids(),
+        waits,
+        ..Default::default()
     }
 }
 
@@ -877,14 +931,10 @@ fn cond_wait(spec: &UserSpec) -> Result<UserReport> {
     };
     let start = now_ns();
     let wt = waiter.tid();
-    let lo = c.cond.get() as usize;
-    let hi = lo + std::mem::size_of::<libc::pthread_cond_t>();
+    let (lo, hi) = span(c.cond.get());
     let mut rep = UserReport {
-        lock: format!("0x{lo:x}"),
-        holder_tid: gettid(),
-        waiter_tid: wt,
         realtime: try_realtime(),
-        ..Default::default()
+        ..held_report(format!("0x{lo:x}"), wt)
     };
     for r in 0..rounds {
         wait_for(&step, 2 * r + 1);
@@ -900,9 +950,8 @@ fn cond_wait(spec: &UserSpec) -> Result<UserReport> {
         wait_for(&step, 2 * r + 2);
     }
     rep.elapsed_ns = now_ns() - start;
-    rep.waiter_wait_ns = waiter.join()?;
-    rep.tids = vec![rep.holder_tid, rep.waiter_tid];
-    rep.acquisitions = 2 * spec.rounds;
+    rep.waits.waiter_wait_ns = waiter.join()?;
+    rep.counts.acquisitions = 2 * spec.rounds;
     Ok(rep)
 }
 
@@ -959,14 +1008,10 @@ fn rwlock_hold(spec: &UserSpec) -> Result<UserReport> {
         })?
     };
     let wt = waiter.tid();
-    let lo = rw.0.get() as usize;
-    let hi = lo + std::mem::size_of::<libc::pthread_rwlock_t>();
+    let (lo, hi) = span(rw.0.get());
     let mut rep = UserReport {
-        lock: format!("0x{lo:x}"),
-        holder_tid: gettid(),
-        waiter_tid: wt,
         realtime: try_realtime(),
-        ..Default::default()
+        ..held_report(format!("0x{lo:x}"), wt)
     };
     let start = now_ns();
     for k in 0..n {
@@ -978,18 +1023,17 @@ fn rwlock_hold(spec: &UserSpec) -> Result<UserReport> {
         hold_until(acquired + spec.hold.as_nanos() as u64);
         let unlock_at = now_ns();
         check(rw.unlock(), "holder unlock")?;
-        rep.hold_ns.push(unlock_at - acquired);
+        rep.waits.hold_ns.push(unlock_at - acquired);
         if waiter_writes {
-            rep.writes += 1;
+            rep.counts.writes += 1;
         } else {
-            rep.reads += 1;
+            rep.counts.reads += 1;
         }
         wait_for(&step, 2 * k + 2);
     }
     rep.elapsed_ns = now_ns() - start;
-    rep.waiter_wait_ns = waiter.join()?;
-    rep.tids = vec![rep.holder_tid, rep.waiter_tid];
-    rep.acquisitions = 2 * n as u64;
+    rep.waits.waiter_wait_ns = waiter.join()?;
+    rep.counts.acquisitions = 2 * n as u64;
     Ok(rep)
 }
 
@@ -1026,17 +1070,14 @@ fn std_mutex(spec: &UserSpec) -> Result<UserReport> {
         Ok(r) => r,
         Err(_) => bail!("waiter thread panicked"),
     };
-    Ok(UserReport {
-        lock: format!("0x{:x}", Arc::as_ptr(&m) as usize),
-        holder_tid: gettid(),
-        waiter_tid: tid,
-        tids: vec![gettid(), tid],
+    let mut rep = UserReport {
         blocked_ns: waits.iter().sum(),
-        waiter_wait_ns: waits,
         elapsed_ns: elapsed,
         realtime,
-        ..Default::default()
-    })
+        ..held_report(format!("0x{:x}", Arc::as_ptr(&m) as usize), tid)
+    };
+    rep.waits.waiter_wait_ns = waits;
+    Ok(rep)
 }
 
 /// The std-mutex waiter's rounds, and its lock call, each a function of
@@ -1107,12 +1148,11 @@ fn held_before(spec: &UserSpec) -> Result<UserReport> {
         check(m.unlock(), "pthread_mutex_unlock")?;
     }
     Ok(UserReport {
-        lock: m.addr(),
-        holder_tid: gettid(),
-        waiter_tid,
-        tids: vec![gettid(), waiter_tid],
-        acquisitions: spec.rounds,
-        ..Default::default()
+        counts: LockCounts {
+            acquisitions: spec.rounds,
+            ..Default::default()
+        },
+        ..held_report(m.addr(), waiter_tid)
     })
 }
 
@@ -1138,10 +1178,12 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for (n, k) in NAMES {
-            assert_eq!(parse(n), Some(*k));
-            assert_eq!(k.name(), *n);
+        for k in UserKind::value_variants() {
+            assert_eq!(parse(&k.name()), Some(*k));
+            assert_eq!(serde_json::json!(k), k.name());
         }
+        assert_eq!(names()[..2], ["mutex-hold", "spin-hold"]);
+        assert_eq!(UserKind::RwlockHold.name(), "rwlock-hold");
         assert_eq!(parse("nope"), None);
     }
 
@@ -1152,12 +1194,12 @@ mod tests {
         let t0 = std::time::Instant::now();
         let r = run(&spec(UserKind::MutexHold)).expect("runs");
         let wall = t0.elapsed().as_nanos() as u64;
-        assert_eq!(r.hold_ns.len(), 2);
-        let held: u64 = r.hold_ns.iter().sum();
+        assert_eq!(r.waits.hold_ns.len(), 2);
+        let held: u64 = r.waits.hold_ns.iter().sum();
         assert!(held <= wall, "holds {held} ns in a run of {wall} ns");
-        for (i, &h) in r.hold_ns.iter().enumerate() {
+        for (i, &h) in r.waits.hold_ns.iter().enumerate() {
             assert!(h >= 20_000_000, "hold {h}");
-            let (w, rem) = (r.waiter_wait_ns[i], r.remaining_hold_ns[i]);
+            let (w, rem) = (r.waits.waiter_wait_ns[i], r.remaining_hold_ns[i]);
             // the waiter wakes after the release, within the run's time
             // not spent holding
             assert!(
@@ -1173,25 +1215,31 @@ mod tests {
         s.ops = 25;
         s.rounds = 3;
         let r = run(&s).expect("runs");
-        assert_eq!((r.trylock_failures, r.timedlock_failures), (25, 3));
+        assert_eq!(
+            (r.counts.trylock_failures, r.counts.timedlock_failures),
+            (25, 3)
+        );
         let r = run(&spec(UserKind::Rwlock)).expect("runs");
-        assert_eq!((r.reads, r.writes), (30, 7));
+        assert_eq!((r.counts.reads, r.counts.writes), (30, 7));
         let r = run(&spec(UserKind::SpinPairs)).expect("runs");
-        assert_eq!(r.acquisitions, 2000);
+        assert_eq!(r.counts.acquisitions, 2000);
     }
 
     #[test]
     fn std_mutex_waiter_measures_its_blocking() {
         let r = run(&spec(UserKind::StdMutex)).expect("runs");
-        assert_eq!(r.waiter_wait_ns.len(), 2);
+        assert_eq!(r.waits.waiter_wait_ns.len(), 2);
         // how long of the 5 ms hold the waiter spends blocked depends on
         // when it is scheduled (a loaded CI host delays it): what holds is
         // that it measured each wait inside the run
-        assert_eq!(r.blocked_ns, r.waiter_wait_ns.iter().sum::<u64>());
+        assert_eq!(r.blocked_ns, r.waits.waiter_wait_ns.iter().sum::<u64>());
         assert!(
-            r.waiter_wait_ns.iter().all(|&w| w > 0 && w < r.elapsed_ns),
+            r.waits
+                .waiter_wait_ns
+                .iter()
+                .all(|&w| w > 0 && w < r.elapsed_ns),
             "{:?} within {} ns",
-            r.waiter_wait_ns,
+            r.waits.waiter_wait_ns,
             r.elapsed_ns
         );
     }

@@ -173,7 +173,7 @@ impl std::fmt::Display for WorkloadKind {
             WorkloadKind::PingPong => "pingpong",
             WorkloadKind::PipeSelf => "pipe-self",
             WorkloadKind::FileHold => "file-hold",
-            WorkloadKind::User(k) => k.name(),
+            WorkloadKind::User(k) => return f.write_str(&k.name()),
         })
     }
 }
@@ -192,7 +192,7 @@ pub fn parse_kind(s: &str) -> Result<WorkloadKind, String> {
         other => crate::ulockwork::parse(other)
             .map(WorkloadKind::User)
             .ok_or_else(|| {
-                let user: Vec<&str> = crate::ulockwork::NAMES.iter().map(|(n, _)| *n).collect();
+                let user = crate::ulockwork::names();
                 format!(
                     "unknown workload {other:?} (expected pipe, mmap, pipe-hold, mmap-hold, \
                      runq, pingpong, pipe-self, file-hold, {})",
@@ -200,6 +200,37 @@ pub fn parse_kind(s: &str) -> Result<WorkloadKind, String> {
                 )
             }),
     }
+}
+
+/// What every report of `mmwork`, `holdwork` and `ulockwork` begins with:
+/// the workload and the process that ran it.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Head {
+    pub kind: String,
+    pub pid: u32,
+}
+
+impl Head {
+    /// This process, running workload `kind`.
+    pub fn new(kind: impl Into<String>) -> Head {
+        Head {
+            kind: kind.into(),
+            pid: std::process::id(),
+        }
+    }
+
+    /// The report's human line: `workload KIND: pid PID, ` then `rest`.
+    pub fn line(&self, rest: std::fmt::Arguments<'_>) -> String {
+        format!("workload {}: pid {}, {rest}", self.kind, self.pid)
+    }
+}
+
+/// The human line of a workload that did `n` of `what` in `elapsed_ns`.
+fn counted_line(head: &Head, n: u64, what: &str, elapsed_ns: u64) -> String {
+    head.line(format_args!(
+        "{n} {what} in {}",
+        lockscope::units::fmt_ns(elapsed_ns)
+    ))
 }
 
 #[derive(Clone, Debug)]
@@ -599,59 +630,44 @@ pub fn run_mm_cli(
     a: &WorkloadArgs,
     delay: Duration,
 ) -> Result<Option<(String, String)>> {
-    use crate::mmwork::{last_cpu, mmap_hold, pingpong, pipe_self, runq};
+    use crate::mmwork::{mmap_hold, pingpong, pipe_self, runq};
     use lockscope::units::fmt_ns;
     let out = match kind {
         WorkloadKind::MmapHold => {
-            let rep = mmap_hold(a.rounds, a.region_mb << 20, delay, a.faulter)?;
-            let line = format!(
-                "workload mmap-hold: pid {}, holder {} held mmap_lock {} x for {} in \
-                 total; writer {} blocked {}, reader {} blocked {}",
-                rep.pid,
+            let rep = mmap_hold(a, delay)?;
+            let line = rep.head.line(format_args!(
+                "holder {} held mmap_lock {} x for {} in total; writer {} blocked {}, reader {} \
+                 blocked {}",
                 rep.holder_tid,
                 rep.rounds,
-                fmt_ns(rep.holder_call_ns.iter().sum()),
+                fmt_ns(rep.calls.holder_call_ns.iter().sum()),
                 rep.writer_tid,
-                fmt_ns(rep.writer_call_ns.iter().sum()),
+                fmt_ns(rep.calls.writer_call_ns.iter().sum()),
                 rep.reader_tid,
-                fmt_ns(rep.reader_call_ns.iter().sum()),
-            );
+                fmt_ns(rep.calls.reader_call_ns.iter().sum()),
+            ));
             (serde_json::to_string(&rep)?, line)
         }
         WorkloadKind::Runq => {
-            let rep = runq(a.threads, a.cpu.unwrap_or_else(last_cpu), a.busy, delay)?;
-            let line = format!(
-                "workload runq: pid {}, {} threads busy {} on CPU {}, run delay {}",
-                rep.pid,
+            let rep = runq(a, delay)?;
+            let delays: Vec<String> = rep.run_delay_ns.iter().map(|&d| fmt_ns(d)).collect();
+            let line = rep.head.line(format_args!(
+                "{} threads busy {} on CPU {}, run delay {}",
                 rep.tids.len(),
                 fmt_ns(rep.busy_ns),
                 rep.cpu,
-                rep.run_delay_ns
-                    .iter()
-                    .map(|&d| fmt_ns(d))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+                delays.join(", ")
+            ));
             (serde_json::to_string(&rep)?, line)
         }
         WorkloadKind::PingPong => {
-            let rep = pingpong(a.ops, a.cpu.unwrap_or_else(last_cpu), delay)?;
-            let line = format!(
-                "workload pingpong: pid {}, {} round trips in {}",
-                rep.pid,
-                rep.round_trips,
-                fmt_ns(rep.elapsed_ns)
-            );
+            let rep = pingpong(a, delay)?;
+            let line = counted_line(&rep.head, rep.round_trips, "round trips", rep.elapsed_ns);
             (serde_json::to_string(&rep)?, line)
         }
         WorkloadKind::PipeSelf => {
-            let rep = pipe_self(a.ops, delay)?;
-            let line = format!(
-                "workload pipe-self: pid {}, {} write+read pairs in {}",
-                rep.pid,
-                rep.ops,
-                fmt_ns(rep.elapsed_ns)
-            );
+            let rep = pipe_self(a, delay)?;
+            let line = counted_line(&rep.head, rep.ops, "write+read pairs", rep.elapsed_ns);
             (serde_json::to_string(&rep)?, line)
         }
         _ => return Ok(None),
@@ -662,6 +678,17 @@ pub fn run_mm_cli(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `kind` with `threads` workers of `ops` operations each, the rest
+    /// default.
+    fn spec(kind: WorkloadKind, threads: usize, ops: u64) -> WorkloadSpec {
+        WorkloadSpec {
+            kind,
+            threads,
+            ops,
+            ..Default::default()
+        }
+    }
 
     fn check_tids(r: &WorkloadReport, threads: usize) {
         assert_eq!(r.tids.len(), threads);
@@ -678,12 +705,7 @@ mod tests {
 
     #[test]
     fn pipe_counts_are_exact() {
-        let spec = WorkloadSpec {
-            threads: 2,
-            ops: 100,
-            ..Default::default()
-        };
-        let r = run(&spec).unwrap();
+        let r = run(&spec(WorkloadKind::Pipe, 2, 100)).unwrap();
         assert_eq!(r.kind, WorkloadKind::Pipe);
         assert_eq!(r.pid, std::process::id());
         assert_eq!((r.total_ops, r.bytes), (200, 200 * 4096));
@@ -694,31 +716,21 @@ mod tests {
 
     #[test]
     fn pipe_write_size_is_clamped() {
-        let spec = WorkloadSpec {
-            threads: 1,
-            ops: 10,
+        let clamped = WorkloadSpec {
             write_size: 100_000,
-            ..Default::default()
+            ..spec(WorkloadKind::Pipe, 1, 10)
         };
-        assert_eq!(run(&spec).unwrap().bytes, 10 * MAX_WRITE_SIZE as u64);
-        let spec = WorkloadSpec {
-            threads: 3,
-            ops: 7,
+        assert_eq!(run(&clamped).unwrap().bytes, 10 * MAX_WRITE_SIZE as u64);
+        let small = WorkloadSpec {
             write_size: 100,
-            ..Default::default()
+            ..spec(WorkloadKind::Pipe, 3, 7)
         };
-        assert_eq!(run(&spec).unwrap().bytes, 2100);
+        assert_eq!(run(&small).unwrap().bytes, 2100);
     }
 
     #[test]
     fn mmap_counts_are_exact() {
-        let spec = WorkloadSpec {
-            kind: WorkloadKind::Mmap,
-            threads: 2,
-            ops: 20,
-            ..Default::default()
-        };
-        let r = run(&spec).unwrap();
+        let r = run(&spec(WorkloadKind::Mmap, 2, 20)).unwrap();
         assert_eq!((r.total_ops, r.mmap_calls, r.munmap_calls), (40, 40, 40));
         assert_eq!(r.bytes, 0);
         check_tids(&r, 2);
@@ -727,12 +739,9 @@ mod tests {
     #[test]
     fn on_ready_sees_final_tids_and_delay_is_excluded() {
         let spec = WorkloadSpec {
-            kind: WorkloadKind::Mmap,
-            threads: 3,
-            ops: 1,
             map_size: 1,
             start_delay: Duration::from_millis(200),
-            ..Default::default()
+            ..spec(WorkloadKind::Mmap, 3, 1)
         };
         let mut seen = None;
         let t0 = std::time::Instant::now();
