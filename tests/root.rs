@@ -433,8 +433,7 @@ fn not_root_is_told_what_is_needed() {
 #[test]
 fn target_exiting_mid_run_is_not_an_error() {
     require_root();
-    let mut target = Command::new("sleep").arg("0.5").spawn().expect("sleep");
-    let pid = target.id().to_string();
+    let (mut target, pid) = sleeper("0.5");
     let tracer = Tracer::start(&["report", "-p", &pid, "--json", "-d", "60s"]);
     let _ = target.wait();
     let rep = tracer.finish_report();
@@ -486,10 +485,7 @@ fn wait_split_matches_the_kernels_own_accounting() {
 
 #[test]
 fn stacks_name_the_write_path_and_the_workloads_own_frames() {
-    let dir = std::env::temp_dir().join(format!("lockscope-flame-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let svg = dir.join("waits.svg");
-    let folded = dir.join("waits.folded");
+    let (dir, svg, folded) = flame_files("flame", "waits");
     let (rep, wl) = report_on(
         &["pipe-hold", "--rounds", "10", "--hold", "30ms"],
         &[
@@ -643,8 +639,7 @@ fn pipe_mutex_is_named_by_its_pipe_and_who_has_it_open() {
 
 #[test]
 fn inode_rwsem_is_named_by_its_file() {
-    let dir = std::env::temp_dir().join(format!("lockscope-names-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let dir = fresh_dir("names");
     let dir = std::fs::canonicalize(&dir).expect("canonical tmp dir");
     let path = dir.join("data.0");
     let path_s = path.to_str().expect("utf8");

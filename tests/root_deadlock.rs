@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
@@ -22,16 +22,6 @@ use serde_json::Value;
 
 /// How often lockscope's report loop ticks (a scan is due at a tick).
 const LOOP_TICK: Duration = Duration::from_millis(50);
-
-/// A workload process killed (SIGKILL) and reaped when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A deadlock workload, paused until a tracer is attached to it.
 fn paused(kind: &str) -> Killed {
@@ -147,12 +137,7 @@ fn check(kind: &str, n: usize) {
         assert!(block[0].contains(&line), "{line} in: {}", block[0]);
     }
     let names: BTreeSet<&str> = d.locks.iter().filter_map(|l| l.name.as_deref()).collect();
-    let truth_names: BTreeSet<&str> = truth["locks"]
-        .as_array()
-        .expect("locks")
-        .iter()
-        .filter_map(|l| l["name"].as_str())
-        .collect();
+    let truth_names: BTreeSet<&str> = field_strs(&truth, "locks", "name").into_iter().collect();
     assert_eq!(names, truth_names, "the cycle's locks by symbol");
     for l in &d.locks {
         let (holds, waits_for, _) = want[&l.waiter_tid];

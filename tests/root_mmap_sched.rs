@@ -583,10 +583,7 @@ fn mmap_lock_stacks_show_the_munmap_and_mmap_paths() {
 
 #[test]
 fn mmap_lock_hold_flame_graph_weighs_the_known_mprotect_holds() {
-    let dir = std::env::temp_dir().join(format!("lockscope-mmhold-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let svg = dir.join("holds.svg");
-    let folded = dir.join("holds.folded");
+    let (dir, svg, folded) = flame_files("mmhold", "holds");
     let rounds = 4u64;
     let (rep, wl) = report(
         &["mmap-hold", "--rounds", "4", "--region-mb", "1024"],

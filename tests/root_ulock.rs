@@ -652,10 +652,7 @@ fn stack_totals(stacks: &[&Value], function: &str) -> ((u64, u64), (u64, u64)) {
 
 #[test]
 fn a_global_mutex_is_named_by_its_symbol_and_hold_stacks_weigh_the_known_holds() {
-    let dir = std::env::temp_dir().join(format!("lockscope-hold-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let svg = dir.join("holds.svg");
-    let folded = dir.join("holds.folded");
+    let (dir, svg, folded) = flame_files("hold", "holds");
     const ROUNDS: u64 = 3;
     require_root();
     // global-hold, then mutex-hold (a heap mutex) in the same process

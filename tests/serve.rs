@@ -19,17 +19,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn require_program(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("`{name}` is not installed: `scripts/setup.sh deps` installs it (Debian package)")
-    })
-}
-
 /// Where tests leave files for CI to keep: `<target>/test-artifacts/`.
 fn artifacts_dir() -> PathBuf {
     let dir = std::env::var_os("LOCKSCOPE_TEST_ARTIFACTS")
@@ -44,13 +33,6 @@ fn artifacts_dir() -> PathBuf {
         });
     std::fs::create_dir_all(&dir).expect("create artifacts dir");
     dir
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lockscope-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
 }
 
 // ---------------------------------------------------------------- HTTP
@@ -254,7 +236,7 @@ impl Prometheus {
     /// Debian's prometheus on loopback, scraping `target` every second.
     fn start(target: &str) -> Prometheus {
         let exe = require_program("prometheus");
-        let dir = temp_dir("prometheus");
+        let dir = fresh_dir("prometheus");
         let config = dir.join("prometheus.yml");
         std::fs::write(
             &config,
@@ -568,7 +550,7 @@ fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
 /// returns stdout. Killed after two minutes.
 fn chromium(args: &[String]) -> String {
     let exe = require_program("chromium");
-    let profile = temp_dir("chromium");
+    let profile = fresh_dir("chromium");
     let mut child = Command::new(exe)
         .args([
             "--headless",
@@ -1251,48 +1233,15 @@ fn assert_same_probes(now: &[(String, u64)], before: &[(String, u64)], what: &st
 
 /// `go tool pprof -top -unit=ns -sample_index=INDEX FILE`: each node's flat
 /// value by name (the reader Parca and Pyroscope users check a scrape with).
-fn pprof_flat(
-    dir: &std::path::Path,
-    file: &std::path::Path,
-    index: &str,
-    args: &[&str],
-) -> Vec<(String, f64)> {
-    let out = Command::new(require_program("go"))
-        .args(["tool", "pprof", "-top", "-unit=ns"])
-        .arg(format!("-sample_index={index}"))
-        .args(args)
-        .arg(file)
-        .env("HOME", dir)
-        .env("PPROF_TMPDIR", dir)
-        .env("GOCACHE", dir.join("gocache"))
-        .env("GOPATH", dir.join("gopath"))
-        .output()
-        .expect("run go tool pprof");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof failed: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("[test] go tool pprof -top -sample_index={index}:\n{text}");
-    let mut nodes = Vec::new();
-    let mut in_table = false;
-    for line in text.lines() {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.first() == Some(&"flat") {
-            in_table = true;
-        } else if in_table && cols.len() >= 6 {
-            let flat = cols[0].trim_end_matches("ns").parse().expect("flat value");
-            nodes.push((cols[5..].join(" "), flat));
-        }
-    }
-    nodes
+fn pprof_flat(dir: &Path, file: &Path, index: &str, args: &[&str]) -> Vec<(String, f64)> {
+    let (_, nodes) = pprof_top(dir, file, index, true, args);
+    nodes.into_iter().map(|(n, v)| (n, v.flat)).collect()
 }
 
 #[test]
 fn a_pprof_scrape_of_a_few_seconds_holds_the_workloads_waits() {
     require_root();
-    let dir = temp_dir("pprof-scrape");
+    let dir = fresh_dir("pprof-scrape");
     // the workload is held until the scrape's window has opened (serve
     // reads every source when the request arrives); its waits then all
     // fall inside the window
@@ -1383,16 +1332,6 @@ const COLLECTOR_TICK: Duration = Duration::from_millis(100);
 
 /// How often the deadlock test polls `/metrics`.
 const POLL: Duration = Duration::from_millis(100);
-
-/// A workload process killed (SIGKILL) and reaped when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `serve -p PID` on two threads that deadlock ABBA (`deadlock-abba`):
 /// the process's counters are there (at 0) from the start; within the
