@@ -23,11 +23,6 @@ use serde_json::Value;
 /// How often lockscope's report loop ticks (a scan is due at a tick).
 const LOOP_TICK: Duration = Duration::from_millis(50);
 
-/// A deadlock workload, paused until a tracer is attached to it.
-fn paused(kind: &str) -> Killed {
-    Killed(Workload::start_paused(&[kind]).child)
-}
-
 /// The next stderr line of the tracer that contains `needle`, and when it
 /// arrived (CLOCK_MONOTONIC ns).
 fn line_with(rx: &Receiver<String>, needle: &str, timeout: Duration) -> (String, u64) {
@@ -47,7 +42,7 @@ fn line_with(rx: &Receiver<String>, needle: &str, timeout: Duration) -> (String,
 /// cycle and the lines after it, when that line arrived, the report's
 /// deadlocks).
 fn detect(kind: &str) -> (Value, Vec<String>, u64, Vec<Deadlock>) {
-    let mut w = paused(kind);
+    let mut w = Killed::paused(kind);
     let pid = w.0.id();
     let mut t = Tracer::start(&["report", "--json", "-p", &pid.to_string()]);
     // SAFETY: kill has no memory-safety preconditions.

@@ -175,6 +175,18 @@ impl Serve {
     }
 }
 
+/// A paused `pipe-hold` workload of ROUNDS waits of HOLD, and `serve
+/// --listen 127.0.0.1:0 -p PID EXTRA` attached to it; the workload goes
+/// when the test lets it (a fixed start delay lost the race to a slow
+/// attach: the workload was gone before its probes came).
+fn serve_on_pipe_hold(rounds: &str, hold: &str, extra: &[&str]) -> (Workload, Serve) {
+    let wl = Workload::start_paused(&["pipe-hold", "--rounds", rounds, "--hold", hold]);
+    let pid = wl.pid().to_string();
+    let mut args = vec!["--listen", "127.0.0.1:0", "-p", &pid];
+    args.extend_from_slice(extra);
+    (wl, Serve::start(&args))
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -378,9 +390,8 @@ fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
     // the workload is held until serve has attached and Prometheus has
     // scraped it once, then makes 120 contended waits of 40 ms on one pipe
     // mutex (4.8 s: scrapes fall inside)
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "120", "--hold", "40ms"]);
+    let (wl, serve) = serve_on_pipe_hold("120", "40ms", &["--per-process"]);
     let pid = wl.pid().to_string();
-    let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid, "--per-process"]);
     let prom = Prometheus::start(&serve.addr);
     let t_start = now_s();
     // the first scrape before the workload starts
@@ -605,9 +616,7 @@ fn browser_dashboard_shows_the_workload_lock_and_its_wait() {
     require_program("chromium");
     // held until serve has attached (an attach is slow while other tests'
     // lockscopes release their links)
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "20", "--hold", "30ms"]);
-    let pid = wl.pid().to_string();
-    let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid]);
+    let (wl, serve) = serve_on_pipe_hold("20", "30ms", &[]);
     wl.go();
     let truth = hold_truth(&wl.finish());
     // let the charts gather a few samples after the workload
@@ -700,16 +709,7 @@ fn serve_is_read_only_bounded_and_bad_clients_cannot_stall_it() {
     require_root();
     // held until serve has attached (a fixed start delay lost the race
     // to a slow attach: the workload was gone before its probes came)
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "5", "--hold", "10ms"]);
-    let pid = wl.pid().to_string();
-    let serve = Serve::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "-p",
-        &pid,
-        "--max-connections",
-        "4",
-    ]);
+    let (wl, serve) = serve_on_pipe_hold("5", "10ms", &["--max-connections", "4"]);
     wl.go();
     let addr = serve.addr.clone();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
@@ -1245,9 +1245,7 @@ fn a_pprof_scrape_of_a_few_seconds_holds_the_workloads_waits() {
     // the workload is held until the scrape's window has opened (serve
     // reads every source when the request arrives); its waits then all
     // fall inside the window
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "10", "--hold", "30ms"]);
-    let pid = wl.pid().to_string();
-    let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid]);
+    let (wl, serve) = serve_on_pipe_hold("10", "30ms", &[]);
     let addr = serve.addr.clone();
     let window = 5;
     let path = format!("/debug/pprof/mutex?seconds={window}");
@@ -1347,7 +1345,7 @@ fn serve_exports_a_live_deadlock_of_its_target_process() {
     use std::collections::BTreeSet;
     use std::io::BufRead;
     require_root();
-    let mut w = Killed(Workload::start_paused(&["deadlock-abba"]).child);
+    let mut w = Killed::paused("deadlock-abba");
     let pid = w.0.id();
     let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid.to_string()]);
     let total = format!("lockscope_deadlocks_total{{pid=\"{pid}\"}}");

@@ -592,6 +592,14 @@ impl Drop for Killed {
     }
 }
 
+impl Killed {
+    /// The workload `kind`, paused until a tracer is attached to it
+    /// ([`Workload::start_paused`]; its SIGUSR1 then lets it go).
+    pub fn paused(kind: &str) -> Killed {
+        Killed(Workload::start_paused(&[kind]).child)
+    }
+}
+
 /// The path of `name` in `PATH`; fails the test when it is not installed.
 pub fn require_program(name: &str) -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {
