@@ -15,6 +15,13 @@ fn report(workload: &[&str], extra: &[&str]) -> (Value, Vec<Value>) {
     (serde_json::from_str(out.trim()).expect("report JSON"), wl)
 }
 
+/// [`report`] `--source mmap-lock --by lock EXTRA` over `workload`.
+fn mmap_lock_by_lock(workload: &[&str], extra: &[&str]) -> (Value, Vec<Value>) {
+    let mut args = vec!["--source", "mmap-lock", "--by", "lock"];
+    args.extend_from_slice(extra);
+    report(workload, &args)
+}
+
 fn assert_no_losses(rep_lost: &Value, source: &str) {
     for (k, v) in rep_lost.as_object().expect("lost") {
         if k.starts_with(&format!("{source}.")) {
@@ -25,10 +32,7 @@ fn assert_no_losses(rep_lost: &Value, source: &str) {
 
 #[test]
 fn mmap_workload_write_acquisitions_cover_every_mmap_and_munmap() {
-    let (rep, wl) = report(
-        &["mmap", "--threads", "4", "--ops", "2000"],
-        &["--source", "mmap-lock", "--by", "lock"],
-    );
+    let (rep, wl) = mmap_lock_by_lock(&["mmap", "--threads", "4", "--ops", "2000"], &[]);
     let w = &wl[0];
     let pid = u(&w["pid"]);
     let (mmaps, munmaps) = (u(&w["mmap_calls"]), u(&w["munmap_calls"]));
@@ -471,12 +475,7 @@ fn mmap_lock_rows_name_the_memory_cgroup_the_test_creates() {
 
 #[test]
 fn the_header_says_when_page_faults_skip_mmap_lock() {
-    let (out, wl) = traced(
-        "report",
-        &["mmap", "--threads", "2", "--ops", "500"],
-        &["--source", "mmap-lock", "--by", "lock"],
-    );
-    let rep: Value = serde_json::from_str(out.trim()).expect("report JSON");
+    let (rep, wl) = mmap_lock_by_lock(&["mmap", "--threads", "2", "--ops", "500"], &[]);
     let src = &rep["sources"][0];
     assert_eq!(src["name"], "mmap-lock");
     let note = src["reason"].as_str().unwrap_or("");
@@ -509,17 +508,9 @@ fn the_header_says_when_page_faults_skip_mmap_lock() {
 fn mmap_lock_stacks_show_the_munmap_and_mmap_paths() {
     // every wait and hold sampled (1 in 1): one stack per contended wait,
     // and one per hold (every acquisition's)
-    let (rep, wl) = report(
+    let (rep, wl) = mmap_lock_by_lock(
         &["mmap", "--threads", "2", "--ops", "20000"],
-        &[
-            "--source",
-            "mmap-lock",
-            "--by",
-            "lock",
-            "--hold-stacks",
-            "--stack-sample",
-            "1",
-        ],
+        &["--hold-stacks", "--stack-sample", "1"],
     );
     let w = &wl[0];
     let pid = u(&w["pid"]);
@@ -585,13 +576,9 @@ fn mmap_lock_stacks_show_the_munmap_and_mmap_paths() {
 fn mmap_lock_hold_flame_graph_weighs_the_known_mprotect_holds() {
     let (dir, svg, folded) = flame_files("mmhold", "holds");
     let rounds = 4u64;
-    let (rep, wl) = report(
+    let (rep, wl) = mmap_lock_by_lock(
         &["mmap-hold", "--rounds", "4", "--region-mb", "1024"],
         &[
-            "--source",
-            "mmap-lock",
-            "--by",
-            "lock",
             "--flamegraph-hold",
             svg.to_str().expect("utf8"),
             "--folded-hold",

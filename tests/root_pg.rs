@@ -292,7 +292,10 @@ fn a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured() {
     // the same statement, first in a fresh session, without contention
     let mut base: Vec<u64> = (0..9).map(|_| b_time(b_session(&c))).collect();
     base.sort_unstable();
-    let tracer = c.tracer("report", &["--source", "app-locks", "--json", "--by", "lock"]);
+    let tracer = c.tracer(
+        "report",
+        &["--source", "app-locks", "--json", "--by", "lock"],
+    );
     let mut a = c.session();
     a.send("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;");
     c.wait_until(
@@ -428,7 +431,10 @@ fn a_deadlock_the_test_makes_is_reported_and_streamed() {
 fn pgbench_lwlock_rows_count_every_pair_the_probes_delivered() {
     let c = Cluster::start("pgbench");
     c.pgbench(&["-i", "-s", "1", "-q"]);
-    let tracer = c.tracer("report", &["--source", "app-locks", "--json", "--by", "lock"]);
+    let tracer = c.tracer(
+        "report",
+        &["--source", "app-locks", "--json", "--by", "lock"],
+    );
     let rep = under_pgbench(&c, tracer, "5");
     let (starts, dones, paired, points) = delivered(&app_locks_note(&rep));
     let rs = rows(&rep);

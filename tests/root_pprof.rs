@@ -33,9 +33,9 @@ fn measured_waits(w: &Value) -> Vec<u64> {
 fn go_tool_pprof_reads_the_pipe_mutex_waits_with_stacks() {
     let dir = fresh_dir("pprof-stacks");
     let file = dir.join("waits.pb.gz");
-    let (out, wl) = traced(
-        "report",
-        &["pipe-hold", "--rounds", "20", "--hold", "30ms"],
+    let (out, wl) = report_pipe_hold(
+        "20",
+        "30ms",
         &[
             "--by",
             "lock",

@@ -25,27 +25,32 @@ fn trace_workload(workload: &[&str], args: &[&str]) -> (String, Value) {
     (out, done.into_iter().next().expect("one workload report"))
 }
 
-/// [`trace_workload`] of a `report --json`: (the report, the workload's).
-fn report_over(workload: &[&str], args: &[&str]) -> (Value, Value) {
-    let (out, w) = trace_workload(workload, args);
+/// [`trace_workload`] of `report --json EXTRA`: (the report, the workload's).
+fn report_over(workload: &[&str], extra: &[&str]) -> (Value, Value) {
+    let mut args = vec!["report", "--json"];
+    args.extend_from_slice(extra);
+    let (out, w) = trace_workload(workload, &args);
     (serde_json::from_str(out.trim()).expect("report JSON"), w)
 }
 
 /// `report --json --by lock --source user-locks` over `workload`: (the
 /// report, the workload's).
 fn user_locks_by_lock(workload: &[&str]) -> (Value, Value) {
-    report_over(
-        workload,
-        &["report", "--json", "--by", "lock", "--source", "user-locks"],
-    )
+    report_over(workload, &["--by", "lock", "--source", "user-locks"])
 }
 
 /// `trace --json --summary --source user-locks` over `workload`: (the
 /// events, the end line's report, the workload's report).
 fn user_locks_trace(workload: &[&str]) -> (Vec<Value>, Value, Value) {
+    summary_trace(workload, "user-locks")
+}
+
+/// `trace --json --summary --source SOURCES` over `workload`: (its
+/// events, its end report, the workload's).
+fn summary_trace(workload: &[&str], sources: &str) -> (Vec<Value>, Value, Value) {
     let (out, w) = trace_workload(
         workload,
-        &["trace", "--json", "--summary", "--source", "user-locks"],
+        &["trace", "--json", "--summary", "--source", sources],
     );
     let (events, rep) = events_and_report(&out);
     (events, rep, w)
@@ -101,17 +106,10 @@ fn within(what: &str, got: u64, want: u64, tol: u64) {
 
 #[test]
 fn a_3000_ms_hold_and_the_wait_behind_it_are_measured_within_2_ms() {
-    let (out, w) = trace_workload(
+    let (events, rep, w) = summary_trace(
         &["mutex-hold", "--rounds", "1", "--hold", "3000ms"],
-        &[
-            "trace",
-            "--json",
-            "--summary",
-            "--source",
-            "user-locks,futex",
-        ],
+        "user-locks,futex",
     );
-    let (events, rep) = events_and_report(&out);
     let lock = w["lock"].as_str().expect("lock");
     let (holder, waiter) = (w["holder_tid"].clone(), w["waiter_tid"].clone());
     // the waiter called lock() 10 ms into the holder's 3 s hold: its
@@ -457,7 +455,7 @@ fn rwlock_reads_and_writes_are_counted_exactly() {
 fn std_mutex_futex_waits_match_the_blocked_time_within_5_percent() {
     let (rep, w) = report_over(
         &["std-mutex", "--rounds", "10", "--hold", "50ms"],
-        &["report", "--json", "--by", "lock", "--source", "futex"],
+        &["--by", "lock", "--source", "futex"],
     );
     let waiter = &w["waiter_tid"];
     let blocked = u(&w["blocked_ns"]);
@@ -777,9 +775,7 @@ fn a_global_mutex_is_named_by_its_symbol_and_hold_stacks_weigh_the_known_holds()
 fn futex_wait_stacks_name_the_waiting_rust_function() {
     let (rep, w) = report_over(
         &["std-mutex", "--rounds", "4", "--hold", "50ms"],
-        &[
-            "report", "--json", "--source", "futex", "--stacks", "--by", "lock",
-        ],
+        &["--source", "futex", "--stacks", "--by", "lock"],
     );
     nothing_lost(&rep);
     // the waiter's blocked lock() waits: over the 1 ms threshold, each
@@ -834,8 +830,6 @@ fn stack_sample_n_takes_one_stack_in_n_holds() {
     let (rep, _w) = report_over(
         &["mutex-pairs", "--threads", "1", "--ops", "20000"],
         &[
-            "report",
-            "--json",
             "--source",
             "user-locks",
             "--hold-stacks",

@@ -360,8 +360,10 @@ pub fn report_in_new_cgroup(
 
 /// A paused workload (`workload`: its arguments) and `lockscope <args> -p
 /// PID` on it; the workload goes (creates its threads) once the tracer is
-/// attached.
+/// attached. Needs root.
+#[track_caller]
 pub fn start_traced(workload: &[&str], args: &[&str]) -> (Workload, Tracer) {
+    require_root();
     let wl = Workload::start_paused(workload);
     let pid = wl.pid().to_string();
     let mut a = args.to_vec();
@@ -712,4 +714,15 @@ pub fn flame_files(tag: &str, stem: &str) -> (PathBuf, PathBuf, PathBuf) {
     let svg = dir.join(format!("{stem}.svg"));
     let folded = dir.join(format!("{stem}.folded"));
     (dir, svg, folded)
+}
+
+/// [`traced`] `report` over `pipe-hold --rounds ROUNDS --hold HOLD`: a
+/// waiter that blocks on one pipe mutex once a round, for HOLD.
+#[track_caller]
+pub fn report_pipe_hold(rounds: &str, hold: &str, extra: &[&str]) -> (String, Vec<Value>) {
+    traced(
+        "report",
+        &["pipe-hold", "--rounds", rounds, "--hold", hold],
+        extra,
+    )
 }
