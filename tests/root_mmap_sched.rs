@@ -106,19 +106,23 @@ fn events_of<'a>(events: &'a [Value], tid: u64, kind: &str) -> Vec<&'a Value> {
     v
 }
 
-#[test]
-fn known_write_hold_and_its_waiters() {
-    let rounds = 8usize;
-    let (out, wl) = traced(
-        "trace",
-        &["mmap-hold", "--rounds", "8", "--region-mb", "1024"],
-        &["--source", "mmap-lock", "--summary"],
-    );
-    let w = &wl[0];
-    let lines: Vec<Value> = out
+/// `trace --source mmap-lock --summary` over `mmap-hold --rounds 8
+/// --region-mb 1024 EXTRA`: (its JSON lines, the workload's report).
+fn mmap_hold_trace(extra: &[&str]) -> (Vec<Value>, Value) {
+    let mut workload = vec!["mmap-hold", "--rounds", "8", "--region-mb", "1024"];
+    workload.extend_from_slice(extra);
+    let (out, wl) = traced("trace", &workload, &["--source", "mmap-lock", "--summary"]);
+    let lines = out
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
+    (lines, wl.into_iter().next().expect("one workload report"))
+}
+
+#[test]
+fn known_write_hold_and_its_waiters() {
+    let rounds = 8usize;
+    let (lines, w) = mmap_hold_trace(&[]);
     let (end, events) = lines.split_last().expect("an end line");
     assert_eq!(end["type"], "end");
     assert_no_losses(&end["lost"], "mmap-lock");
@@ -652,23 +656,7 @@ fn a_page_fault_during_a_write_hold_fails_its_trylock_then_waits() {
     // VMA: the fault cannot use the per-VMA lock, so it tries mmap_lock for
     // read (fails: success false), then waits for it
     let rounds = 8usize;
-    let (out, wl) = traced(
-        "trace",
-        &[
-            "mmap-hold",
-            "--rounds",
-            "8",
-            "--region-mb",
-            "1024",
-            "--faulter",
-        ],
-        &["--source", "mmap-lock", "--summary"],
-    );
-    let w = &wl[0];
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let (lines, w) = mmap_hold_trace(&["--faulter"]);
     let (end, events) = lines.split_last().expect("an end line");
     assert_no_losses(&end["lost"], "mmap-lock");
     let long = 1_000_000;

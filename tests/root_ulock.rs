@@ -57,6 +57,16 @@ fn summary_trace(workload: &[&str], sources: &str) -> (Vec<Value>, Value, Value)
 }
 
 /// The rows of the workload's lock (its report's `lock`).
+/// The waiter's rounds that blocked (waited over 1 ms).
+fn blocked_rounds(w: &Value) -> u64 {
+    w["waiter_wait_ns"]
+        .as_array()
+        .expect("waits")
+        .iter()
+        .filter(|x| u(x) > MS)
+        .count() as u64
+}
+
 fn workload_lock_rows<'a>(rep: &'a Value, w: &Value) -> Vec<&'a Value> {
     lock_rows(rep, w["lock"].as_str().expect("lock"))
 }
@@ -201,12 +211,7 @@ fn contended_as_the_workload_knows(rep: &Value, w: &Value) -> u64 {
     let rs = lock_rows(rep, lock);
     assert_eq!(rs.len(), 1, "{rs:?}");
     let rounds = w["waiter_wait_ns"].as_array().expect("waits").len() as u64;
-    let long = w["waiter_wait_ns"]
-        .as_array()
-        .expect("waits")
-        .iter()
-        .filter(|x| u(x) > MS)
-        .count() as u64;
+    let long = blocked_rounds(&w);
     let (count, acquired) = (u(&rs[0]["count"]), u(&rs[0]["acquired"]));
     eprintln!(
         "{lock}: {count} contended of {acquired} acquisitions; {long} of {rounds} calls over 1 ms"
@@ -469,12 +474,7 @@ fn std_mutex_futex_waits_match_the_blocked_time_within_5_percent() {
     );
     // one futex wait per round in which the waiter really blocked (on a
     // loaded machine it may come late, after the holder let go)
-    let blocked_rounds = w["waiter_wait_ns"]
-        .as_array()
-        .expect("waits")
-        .iter()
-        .filter(|x| u(x) > MS)
-        .count() as u64;
+    let blocked_rounds = blocked_rounds(&w);
     assert!(
         blocked_rounds >= 8,
         "the waiter blocked in most rounds: {w}"
