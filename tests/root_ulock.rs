@@ -211,7 +211,7 @@ fn contended_as_the_workload_knows(rep: &Value, w: &Value) -> u64 {
     let rs = lock_rows(rep, lock);
     assert_eq!(rs.len(), 1, "{rs:?}");
     let rounds = w["waiter_wait_ns"].as_array().expect("waits").len() as u64;
-    let long = blocked_rounds(&w);
+    let long = blocked_rounds(w);
     let (count, acquired) = (u(&rs[0]["count"]), u(&rs[0]["acquired"]));
     eprintln!(
         "{lock}: {count} contended of {acquired} acquisitions; {long} of {rounds} calls over 1 ms"
