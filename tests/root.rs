@@ -18,6 +18,12 @@ fn report_on(workload: &[&str], extra: &[&str]) -> (Report, Vec<Value>) {
     (report(&out), done)
 }
 
+/// [`report_pipe_hold`], typed: (the report, the workload's).
+fn pipe_hold_report(rounds: &str, hold: &str, extra: &[&str]) -> (Report, Vec<Value>) {
+    let (out, done) = report_pipe_hold(rounds, hold, extra);
+    (report(&out), done)
+}
+
 /// The pipe mutex row of a by-lock report over a pipe-hold workload.
 fn pipe_mutex_row(rep: &Report, waiter_tid: u64) -> &Row {
     rep.rows
@@ -41,10 +47,7 @@ fn only_the_workload(rep: &Report, pid: u64) {
 #[test]
 fn known_hold_gives_exact_count_and_wait_times() {
     // 10 rounds: the holder keeps the pipe mutex 30 ms, the waiter blocks
-    let (rep, wl) = report_on(
-        &["pipe-hold", "--rounds", "10", "--hold", "30ms"],
-        &["--by", "lock"],
-    );
+    let (rep, wl) = pipe_hold_report("10", "30ms", &["--by", "lock"]);
     let w = &wl[0];
     let pid = u(&w["pid"]);
     only_the_workload(&rep, pid);
@@ -214,10 +217,7 @@ fn summary_counts_equal_streamed_events() {
 
 #[test]
 fn tracepoint_backend_gives_the_same_picture() {
-    let (rep, wl) = report_on(
-        &["pipe-hold", "--rounds", "5", "--hold", "20ms"],
-        &["--backend", "tracepoint", "--by", "lock"],
-    );
+    let (rep, wl) = pipe_hold_report("5", "20ms", &["--backend", "tracepoint", "--by", "lock"]);
     assert_eq!(rep.sources[0].backend.as_deref(), Some("tracepoint"));
     let row = pipe_mutex_row(&rep, u(&wl[0]["waiter_tid"]));
     assert_eq!(row.count, 5, "{row:?}");
@@ -231,10 +231,7 @@ fn tracepoint_backend_gives_the_same_picture() {
 
 #[test]
 fn comm_filter_selects_one_thread_name() {
-    let (rep, _) = report_on(
-        &["pipe-hold", "--rounds", "4", "--hold", "10ms"],
-        &["-c", "ls-waiter", "--by", "task"],
-    );
+    let (rep, _) = pipe_hold_report("4", "10ms", &["-c", "ls-waiter", "--by", "task"]);
     let rows = &rep.rows;
     assert!(!rows.is_empty(), "{rep:?}");
     for r in rows {
@@ -433,8 +430,7 @@ fn not_root_is_told_what_is_needed() {
 #[test]
 fn target_exiting_mid_run_is_not_an_error() {
     require_root();
-    let mut target = Command::new("sleep").arg("0.5").spawn().expect("sleep");
-    let pid = target.id().to_string();
+    let (mut target, pid) = sleeper("0.5");
     let tracer = Tracer::start(&["report", "-p", &pid, "--json", "-d", "60s"]);
     let _ = target.wait();
     let rep = tracer.finish_report();
@@ -486,12 +482,10 @@ fn wait_split_matches_the_kernels_own_accounting() {
 
 #[test]
 fn stacks_name_the_write_path_and_the_workloads_own_frames() {
-    let dir = std::env::temp_dir().join(format!("lockscope-flame-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let svg = dir.join("waits.svg");
-    let folded = dir.join("waits.folded");
-    let (rep, wl) = report_on(
-        &["pipe-hold", "--rounds", "10", "--hold", "30ms"],
+    let (dir, svg, folded) = flame_files("flame", "waits");
+    let (rep, wl) = pipe_hold_report(
+        "10",
+        "30ms",
         &[
             "--by",
             "lock",
@@ -613,8 +607,9 @@ fn perfetto_timeline_has_the_known_waits() {
 
 #[test]
 fn pipe_mutex_is_named_by_its_pipe_and_who_has_it_open() {
-    let (rep, wl) = report_on(
-        &["pipe-hold", "--rounds", "3", "--hold", "20ms"],
+    let (rep, wl) = pipe_hold_report(
+        "3",
+        "20ms",
         &["--by", "lock", "--source", "kernel-contention"],
     );
     let w = &wl[0];
@@ -643,8 +638,7 @@ fn pipe_mutex_is_named_by_its_pipe_and_who_has_it_open() {
 
 #[test]
 fn inode_rwsem_is_named_by_its_file() {
-    let dir = std::env::temp_dir().join(format!("lockscope-names-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let dir = fresh_dir("names");
     let dir = std::fs::canonicalize(&dir).expect("canonical tmp dir");
     let path = dir.join("data.0");
     let path_s = path.to_str().expect("utf8");

@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
@@ -22,21 +22,6 @@ use serde_json::Value;
 
 /// How often lockscope's report loop ticks (a scan is due at a tick).
 const LOOP_TICK: Duration = Duration::from_millis(50);
-
-/// A workload process killed (SIGKILL) and reaped when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A deadlock workload, paused until a tracer is attached to it.
-fn paused(kind: &str) -> Killed {
-    Killed(Workload::start_paused(&[kind]).child)
-}
 
 /// The next stderr line of the tracer that contains `needle`, and when it
 /// arrived (CLOCK_MONOTONIC ns).
@@ -57,7 +42,7 @@ fn line_with(rx: &Receiver<String>, needle: &str, timeout: Duration) -> (String,
 /// cycle and the lines after it, when that line arrived, the report's
 /// deadlocks).
 fn detect(kind: &str) -> (Value, Vec<String>, u64, Vec<Deadlock>) {
-    let mut w = paused(kind);
+    let mut w = Killed::paused(kind);
     let pid = w.0.id();
     let mut t = Tracer::start(&["report", "--json", "-p", &pid.to_string()]);
     // SAFETY: kill has no memory-safety preconditions.
@@ -147,12 +132,7 @@ fn check(kind: &str, n: usize) {
         assert!(block[0].contains(&line), "{line} in: {}", block[0]);
     }
     let names: BTreeSet<&str> = d.locks.iter().filter_map(|l| l.name.as_deref()).collect();
-    let truth_names: BTreeSet<&str> = truth["locks"]
-        .as_array()
-        .expect("locks")
-        .iter()
-        .filter_map(|l| l["name"].as_str())
-        .collect();
+    let truth_names: BTreeSet<&str> = field_strs(&truth, "locks", "name").into_iter().collect();
     assert_eq!(names, truth_names, "the cycle's locks by symbol");
     for l in &d.locks {
         let (holds, waits_for, _) = want[&l.waiter_tid];

@@ -74,7 +74,6 @@ fn the_default_system_wide_report_attaches_no_uprobe() {
 /// on every lock call) only when named.
 #[test]
 fn a_target_gets_futex_by_default_and_user_locks_only_when_named() {
-    require_root();
     let (wl, tracer) = start_traced(
         &["mutex-pairs", "--threads", "1", "--ops", "4321"],
         &["report", "--json", "--by", "lock"],
@@ -297,7 +296,6 @@ fn trace_starts_a_command_and_exits_with_its_status() {
 /// intervals, the workload's waits on its pipe mutex add up to its rounds.
 #[test]
 fn top_batch_prints_every_interval_for_a_pipe() {
-    require_root();
     let rounds = 6;
     let (wl, tracer) = start_traced(
         &["pipe-hold", "--rounds", "6", "--hold", "50ms"],

@@ -128,11 +128,22 @@ fn until_attached_in_time(attempt: impl Fn(&str) -> (Value, Report)) -> (Value, 
     panic!("the children's probes were never attached before their first lock");
 }
 
-fn source_rows<'a>(rep: &'a Report, source: &str, lock: &str) -> Vec<&'a Row> {
-    rows_of(rep, lock)
+/// The one row of `source` on `lock` (a JSON string) of child `c`, which
+/// must be in the child's own pid.
+fn child_row<'a>(rep: &'a Report, source: &str, lock: &Value, c: &Value) -> &'a Row {
+    let rs: Vec<&Row> = rows_of(rep, lock.as_str().expect("lock"))
         .into_iter()
         .filter(|r| r.source == source)
-        .collect()
+        .collect();
+    assert_eq!(
+        rs.len(),
+        1,
+        "one {source} row for {lock} of child {}: {rs:?}",
+        c["pid"]
+    );
+    let r = rs[0];
+    assert_eq!(r.pid.map(u64::from), c["pid"].as_u64(), "{r:?}");
+    r
 }
 
 fn children(w: &Value) -> &Vec<Value> {
@@ -151,15 +162,7 @@ fn user_locks_count_every_child_exactly(w: &Value, rep: &Report) {
             (&c["lock"], u(&c["acquisitions"])),
             (&c["hold_lock"], u(&c["hold_acquisitions"])),
         ] {
-            let rs = source_rows(rep, "user-mutex", lock.as_str().expect("lock"));
-            assert_eq!(
-                rs.len(),
-                1,
-                "one row for {lock} of child {}: {rs:?}",
-                c["pid"]
-            );
-            let r = rs[0];
-            assert_eq!(r.pid.map(u64::from), c["pid"].as_u64(), "{r:?}");
+            let r = child_row(rep, "user-mutex", lock, c);
             assert_eq!(r.acquired, Some(want), "acquisitions of {lock}: {r:?}");
             assert_eq!(r.holds, Some(want), "releases of {lock}: {r:?}");
             assert_eq!((r.failed, r.partial), (0, 0), "{r:?}");
@@ -191,15 +194,7 @@ fn futex_sees_every_child_block(w: &Value, rep: &Report) {
             c["pid"]
         );
         let blocked: u64 = waits.iter().sum();
-        let rs = source_rows(rep, "futex-mutex", c["hold_lock"].as_str().expect("lock"));
-        assert_eq!(
-            rs.len(),
-            1,
-            "one futex-mutex row for child {}: {rs:?}",
-            c["pid"]
-        );
-        let r = rs[0];
-        assert_eq!(r.pid.map(u64::from), c["pid"].as_u64(), "{r:?}");
+        let r = child_row(rep, "futex-mutex", &c["hold_lock"], c);
         assert_eq!(
             r.count,
             waits.len() as u64,

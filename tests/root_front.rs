@@ -96,7 +96,6 @@ fn a_bad_output_path_fails_before_anything_attaches() {
 
 #[test]
 fn map_full_losses_are_flagged_with_the_remedy() {
-    require_root();
     // 8 writer threads on one pipe: 8 (lock, thread) keys, or more, in a
     // map of 2
     let (wl, tracer) = start_traced(

@@ -13,14 +13,13 @@ use serde_json::Value;
 
 const MS: u64 = 1_000_000;
 
-/// `lockscope trace --json --summary [ARGS] -- lockscope workload --json
+/// `lockscope trace --json --summary -- lockscope workload --json
 /// WORKLOAD` under the default sources: (workload report, wait events,
-/// end report).
-fn trace_run(args: &[&str], workload: &[&str]) -> (Value, Vec<EventLine>, Report) {
+/// end report, in which the futex source lost nothing).
+fn trace_run(workload: &[&str]) -> (Value, Vec<EventLine>, Report) {
     require_root();
     let out = Command::new(bin())
         .args(["trace", "--json", "--summary"])
-        .args(args)
         .arg("--")
         .args([bin(), "workload", "--json"])
         .args(workload)
@@ -43,7 +42,13 @@ fn trace_run(args: &[&str], workload: &[&str]) -> (Value, Vec<EventLine>, Report
     }
     assert!(w.is_object(), "the workload's report line");
     let report = report.expect("an end line with a report");
+    futex_lost_nothing(&report);
     (w, events, report)
+}
+
+/// [`trace_run`] of the workload KIND: ROUNDS holds of HOLD.
+fn hold_run(kind: &str, hold: &str, rounds: usize) -> (Value, Vec<EventLine>, Report) {
+    trace_run(&[kind, "--hold", hold, "--rounds", &rounds.to_string()])
 }
 
 fn futex_lost_nothing(rep: &Report) {
@@ -67,23 +72,13 @@ fn default_sources_see_exactly_the_blocked_mutex_waits_their_length_and_holder()
     // the symbol is read from the live process when lockscope decodes the
     // first wait: rounds enough to outlive a busy machine's decoding lag
     let rounds = 20;
-    let (w, events, rep) = trace_run(
-        &[],
-        &[
-            "global-hold",
-            "--hold",
-            "40ms",
-            "--rounds",
-            &rounds.to_string(),
-        ],
-    );
+    let (w, events, rep) = hold_run("global-hold", "40ms", rounds);
     let names = available_sources(&rep);
     assert!(names.contains(&"futex".to_string()), "{names:?}");
     assert!(
         !names.contains(&"user-locks".to_string()),
         "user-locks only when named: {names:?}"
     );
-    futex_lost_nothing(&rep);
     let lock = w["lock"].as_str().expect("lock");
     let waiter = u(&w["waiter_tid"]);
     let holder = u(&w["holder_tid"]);
@@ -148,8 +143,7 @@ fn default_sources_see_exactly_the_blocked_mutex_waits_their_length_and_holder()
 #[test]
 fn condvar_waits_are_condvar_waits_not_lock_contention() {
     let rounds = 5;
-    let (w, events, rep) = trace_run(&[], &["cond-wait", "--rounds", &rounds.to_string()]);
-    futex_lost_nothing(&rep);
+    let (w, events, rep) = trace_run(&["cond-wait", "--rounds", &rounds.to_string()]);
     let cond = w["lock"].as_str().expect("condvar address");
     let waiter = u(&w["waiter_tid"]);
     let rs = rows_of(&rep, cond);
@@ -199,17 +193,7 @@ fn condvar_waits_are_condvar_waits_not_lock_contention() {
 #[test]
 fn rwlock_waits_are_classified_read_and_write() {
     let rounds = 3;
-    let (w, events, rep) = trace_run(
-        &[],
-        &[
-            "rwlock-hold",
-            "--hold",
-            "30ms",
-            "--rounds",
-            &rounds.to_string(),
-        ],
-    );
-    futex_lost_nothing(&rep);
+    let (w, events, rep) = hold_run("rwlock-hold", "30ms", rounds);
     let lock = w["lock"].as_str().expect("rwlock address");
     let holder = u(&w["holder_tid"]);
     let count = |kind: LockKind| -> u64 {
@@ -268,17 +252,7 @@ fn a_heap_mutex_is_named_after_the_function_that_first_waited_on_it() {
     // first wait: rounds enough that the workload outlives a busy
     // machine's decoding lag (6 rounds of 40 ms sometimes did not)
     let rounds = 20;
-    let (w, events, rep) = trace_run(
-        &[],
-        &[
-            "heap-hold",
-            "--hold",
-            "40ms",
-            "--rounds",
-            &rounds.to_string(),
-        ],
-    );
-    futex_lost_nothing(&rep);
+    let (w, events, rep) = hold_run("heap-hold", "40ms", rounds);
     let lock = w["lock"].as_str().expect("lock");
     let waiter = u(&w["waiter_tid"]);
     let own = list(&w, "waiter_wait_ns");

@@ -528,9 +528,9 @@ fn kernel_mutex_stacks_name_the_pipe_write_path() {
         eprintln!("skipped on this kernel: needs fentry or kprobes (see the fallback tests)");
         return;
     };
-    let (out, wl) = traced(
-        "report",
-        &["pipe-hold", "--rounds", "3", "--hold", "30ms"],
+    let (out, wl) = report_pipe_hold(
+        "3",
+        "30ms",
         &[
             "--source",
             "kernel-mutex",
@@ -606,9 +606,9 @@ fn kernel_mutex_stacks_name_the_pipe_write_path() {
 #[test]
 fn no_wait_is_counted_twice() {
     let found = backends();
-    let (out, wl) = traced(
-        "report",
-        &["pipe-hold", "--rounds", "4", "--hold", "30ms"],
+    let (out, wl) = report_pipe_hold(
+        "4",
+        "30ms",
         &["--source", "kernel-contention,kernel-mutex", "--by", "task"],
     );
     let rep: Value = serde_json::from_str(out.trim()).expect("report");
@@ -805,9 +805,9 @@ fn picknext_per_cpu_totals_cover_the_workload() {
 fn interval_reports_add_up_to_the_known_waits() {
     // 6 rounds of a 150 ms hold, 300 ms intervals: the waits spread over
     // several intervals and each is counted in exactly one
-    let (out, wl) = traced(
-        "report",
-        &["pipe-hold", "--rounds", "6", "--hold", "150ms"],
+    let (out, wl) = report_pipe_hold(
+        "6",
+        "150ms",
         &[
             "-i",
             "300ms",

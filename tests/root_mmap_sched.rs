@@ -15,6 +15,13 @@ fn report(workload: &[&str], extra: &[&str]) -> (Value, Vec<Value>) {
     (serde_json::from_str(out.trim()).expect("report JSON"), wl)
 }
 
+/// [`report`] `--source mmap-lock --by lock EXTRA` over `workload`.
+fn mmap_lock_by_lock(workload: &[&str], extra: &[&str]) -> (Value, Vec<Value>) {
+    let mut args = vec!["--source", "mmap-lock", "--by", "lock"];
+    args.extend_from_slice(extra);
+    report(workload, &args)
+}
+
 fn assert_no_losses(rep_lost: &Value, source: &str) {
     for (k, v) in rep_lost.as_object().expect("lost") {
         if k.starts_with(&format!("{source}.")) {
@@ -25,10 +32,7 @@ fn assert_no_losses(rep_lost: &Value, source: &str) {
 
 #[test]
 fn mmap_workload_write_acquisitions_cover_every_mmap_and_munmap() {
-    let (rep, wl) = report(
-        &["mmap", "--threads", "4", "--ops", "2000"],
-        &["--source", "mmap-lock", "--by", "lock"],
-    );
+    let (rep, wl) = mmap_lock_by_lock(&["mmap", "--threads", "4", "--ops", "2000"], &[]);
     let w = &wl[0];
     let pid = u(&w["pid"]);
     let (mmaps, munmaps) = (u(&w["mmap_calls"]), u(&w["munmap_calls"]));
@@ -102,19 +106,23 @@ fn events_of<'a>(events: &'a [Value], tid: u64, kind: &str) -> Vec<&'a Value> {
     v
 }
 
-#[test]
-fn known_write_hold_and_its_waiters() {
-    let rounds = 8usize;
-    let (out, wl) = traced(
-        "trace",
-        &["mmap-hold", "--rounds", "8", "--region-mb", "1024"],
-        &["--source", "mmap-lock", "--summary"],
-    );
-    let w = &wl[0];
-    let lines: Vec<Value> = out
+/// `trace --source mmap-lock --summary` over `mmap-hold --rounds 8
+/// --region-mb 1024 EXTRA`: (its JSON lines, the workload's report).
+fn mmap_hold_trace(extra: &[&str]) -> (Vec<Value>, Value) {
+    let mut workload = vec!["mmap-hold", "--rounds", "8", "--region-mb", "1024"];
+    workload.extend_from_slice(extra);
+    let (out, wl) = traced("trace", &workload, &["--source", "mmap-lock", "--summary"]);
+    let lines = out
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
+    (lines, wl.into_iter().next().expect("one workload report"))
+}
+
+#[test]
+fn known_write_hold_and_its_waiters() {
+    let rounds = 8usize;
+    let (lines, w) = mmap_hold_trace(&[]);
     let (end, events) = lines.split_last().expect("an end line");
     assert_eq!(end["type"], "end");
     assert_no_losses(&end["lost"], "mmap-lock");
@@ -471,12 +479,7 @@ fn mmap_lock_rows_name_the_memory_cgroup_the_test_creates() {
 
 #[test]
 fn the_header_says_when_page_faults_skip_mmap_lock() {
-    let (out, wl) = traced(
-        "report",
-        &["mmap", "--threads", "2", "--ops", "500"],
-        &["--source", "mmap-lock", "--by", "lock"],
-    );
-    let rep: Value = serde_json::from_str(out.trim()).expect("report JSON");
+    let (rep, wl) = mmap_lock_by_lock(&["mmap", "--threads", "2", "--ops", "500"], &[]);
     let src = &rep["sources"][0];
     assert_eq!(src["name"], "mmap-lock");
     let note = src["reason"].as_str().unwrap_or("");
@@ -509,17 +512,9 @@ fn the_header_says_when_page_faults_skip_mmap_lock() {
 fn mmap_lock_stacks_show_the_munmap_and_mmap_paths() {
     // every wait and hold sampled (1 in 1): one stack per contended wait,
     // and one per hold (every acquisition's)
-    let (rep, wl) = report(
+    let (rep, wl) = mmap_lock_by_lock(
         &["mmap", "--threads", "2", "--ops", "20000"],
-        &[
-            "--source",
-            "mmap-lock",
-            "--by",
-            "lock",
-            "--hold-stacks",
-            "--stack-sample",
-            "1",
-        ],
+        &["--hold-stacks", "--stack-sample", "1"],
     );
     let w = &wl[0];
     let pid = u(&w["pid"]);
@@ -583,18 +578,11 @@ fn mmap_lock_stacks_show_the_munmap_and_mmap_paths() {
 
 #[test]
 fn mmap_lock_hold_flame_graph_weighs_the_known_mprotect_holds() {
-    let dir = std::env::temp_dir().join(format!("lockscope-mmhold-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let svg = dir.join("holds.svg");
-    let folded = dir.join("holds.folded");
+    let (dir, svg, folded) = flame_files("mmhold", "holds");
     let rounds = 4u64;
-    let (rep, wl) = report(
+    let (rep, wl) = mmap_lock_by_lock(
         &["mmap-hold", "--rounds", "4", "--region-mb", "1024"],
         &[
-            "--source",
-            "mmap-lock",
-            "--by",
-            "lock",
             "--flamegraph-hold",
             svg.to_str().expect("utf8"),
             "--folded-hold",
@@ -668,23 +656,7 @@ fn a_page_fault_during_a_write_hold_fails_its_trylock_then_waits() {
     // VMA: the fault cannot use the per-VMA lock, so it tries mmap_lock for
     // read (fails: success false), then waits for it
     let rounds = 8usize;
-    let (out, wl) = traced(
-        "trace",
-        &[
-            "mmap-hold",
-            "--rounds",
-            "8",
-            "--region-mb",
-            "1024",
-            "--faulter",
-        ],
-        &["--source", "mmap-lock", "--summary"],
-    );
-    let w = &wl[0];
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let (lines, w) = mmap_hold_trace(&["--faulter"]);
     let (end, events) = lines.split_last().expect("an end line");
     assert_no_losses(&end["lost"], "mmap-lock");
     let long = 1_000_000;

@@ -35,24 +35,27 @@ fn pg_bin() -> PathBuf {
     dirs.pop().expect("a PostgreSQL server binary")
 }
 
-/// A cluster in a temporary directory, stopped and removed on drop.
+/// A cluster in a temporary directory, stopped and removed on drop; one
+/// at a time (it holds [`serial`] until then).
 struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Cluster {
+    /// Needs root.
     fn start(name: &str) -> Cluster {
+        require_root();
+        let _serial = serial();
         let bin = pg_bin();
-        let dir = std::env::temp_dir().join(format!("lockscope-pg-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let dir = fresh_dir(&format!("pg-{name}"));
         let st = Command::new("chown")
             .args(["postgres:postgres", dir.to_str().expect("utf-8 path")])
             .status()
             .expect("chown");
         assert!(st.success());
-        let c = Cluster { dir, bin };
+        let c = Cluster { dir, bin, _serial };
         let data = c.data();
         c.as_postgres("initdb", &["-D", &data, "-A", "trust"]);
         let opts = format!("-k {} -c listen_addresses=''", c.dir.display());
@@ -90,6 +93,23 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         out
+    }
+
+    /// `pgbench -h DIR ARGS postgres` as the postgres user.
+    fn pgbench(&self, args: &[&str]) -> Output {
+        let dir = self.dir.to_str().expect("path");
+        let mut a = vec!["-h", dir];
+        a.extend_from_slice(args);
+        a.push("postgres");
+        self.as_postgres("pgbench", &a)
+    }
+
+    /// `lockscope CMD -p POSTMASTER REST`, attached.
+    fn tracer(&self, cmd: &str, rest: &[&str]) -> Tracer {
+        let pm = self.postmaster().to_string();
+        let mut a = vec![cmd, "-p", &pm];
+        a.extend_from_slice(rest);
+        Tracer::start(&a)
     }
 
     fn postmaster(&self) -> u32 {
@@ -248,6 +268,16 @@ fn assert_nothing_lost(rep: &Value) {
     }
 }
 
+/// pgbench's simple-update load (`-c 4 -j 2 -T SECS -N`) under `tracer`,
+/// then the tracer stopped (SIGINT): its report, which lost nothing.
+fn under_pgbench(c: &Cluster, tracer: Tracer, secs: &str) -> Value {
+    c.pgbench(&["-c", "4", "-j", "2", "-T", secs, "-N"]);
+    tracer.signal(libc::SIGINT);
+    let rep = tracer.finish_json();
+    assert_nothing_lost(&rep);
+    rep
+}
+
 /// Session A holds `LOCK TABLE t IN ACCESS EXCLUSIVE MODE`; session B's
 /// SELECT waits for it. lockscope reports one heavyweight lock wait on t,
 /// AccessShareLock, as long as B's statement took beyond the same
@@ -255,8 +285,6 @@ fn assert_nothing_lost(rep: &Value) {
 /// the uncontended statement's range on this machine.
 #[test]
 fn a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured() {
-    require_root();
-    let _serial = serial();
     let c = Cluster::start("lock");
     c.sql("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)");
     let rel = c.sql("SELECT 't'::regclass::oid");
@@ -264,17 +292,10 @@ fn a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured() {
     // the same statement, first in a fresh session, without contention
     let mut base: Vec<u64> = (0..9).map(|_| b_time(b_session(&c))).collect();
     base.sort_unstable();
-    let pm = c.postmaster().to_string();
-    let tracer = Tracer::start(&[
+    let tracer = c.tracer(
         "report",
-        "-p",
-        &pm,
-        "--source",
-        "app-locks",
-        "--json",
-        "--by",
-        "lock",
-    ]);
+        &["--source", "app-locks", "--json", "--by", "lock"],
+    );
     let mut a = c.session();
     a.send("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;");
     c.wait_until(
@@ -342,12 +363,9 @@ fn a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured() {
 /// deadlock__found appears in the report and in the stream.
 #[test]
 fn a_deadlock_the_test_makes_is_reported_and_streamed() {
-    require_root();
-    let _serial = serial();
     let c = Cluster::start("deadlock");
     c.sql("CREATE TABLE d (id int PRIMARY KEY, v int); INSERT INTO d VALUES (1, 0), (2, 0)");
-    let pm = c.postmaster().to_string();
-    let tracer = Tracer::start(&["trace", "-p", &pm, "--source", "app-locks", "--json"]);
+    let tracer = c.tracer("trace", &["--source", "app-locks", "--json"]);
     let mut s1 = c.session();
     let mut s2 = c.session();
     s1.send("BEGIN; UPDATE d SET v = v + 1 WHERE id = 1;");
@@ -411,42 +429,13 @@ fn a_deadlock_the_test_makes_is_reported_and_streamed() {
 /// delivered (the source's own counters), nothing lost.
 #[test]
 fn pgbench_lwlock_rows_count_every_pair_the_probes_delivered() {
-    require_root();
-    let _serial = serial();
     let c = Cluster::start("pgbench");
-    c.as_postgres(
-        "pgbench",
-        &[
-            "-h",
-            c.dir.to_str().expect("path"),
-            "-i",
-            "-s",
-            "1",
-            "-q",
-            "postgres",
-        ],
-    );
-    let pm = c.postmaster().to_string();
-    let tracer = Tracer::start(&[
+    c.pgbench(&["-i", "-s", "1", "-q"]);
+    let tracer = c.tracer(
         "report",
-        "-p",
-        &pm,
-        "--source",
-        "app-locks",
-        "--json",
-        "--by",
-        "lock",
-    ]);
-    let dir = c.dir.to_str().expect("path").to_string();
-    c.as_postgres(
-        "pgbench",
-        &[
-            "-h", &dir, "-c", "4", "-j", "2", "-T", "5", "-N", "postgres",
-        ],
+        &["--source", "app-locks", "--json", "--by", "lock"],
     );
-    tracer.signal(libc::SIGINT);
-    let rep = tracer.finish_json();
-    assert_nothing_lost(&rep);
+    let rep = under_pgbench(&c, tracer, "5");
     let (starts, dones, paired, points) = delivered(&app_locks_note(&rep));
     let rs = rows(&rep);
     let lw: Vec<&&Value> = rs
@@ -500,22 +489,10 @@ fn futex_count(rep: &Value, label: &str) -> u64 {
 /// futex wait was inside an application lock wait.
 #[test]
 fn default_sources_report_a_wait_inside_an_lwlock_wait_once() {
-    require_root();
-    let _serial = serial();
     let c = Cluster::start("onewait");
-    let dir = c.dir.to_str().expect("path").to_string();
-    c.as_postgres("pgbench", &["-h", &dir, "-i", "-s", "1", "-q", "postgres"]);
-    let pm = c.postmaster().to_string();
-    let tracer = Tracer::start(&["report", "-p", &pm, "--json", "--by", "lock"]);
-    c.as_postgres(
-        "pgbench",
-        &[
-            "-h", &dir, "-c", "4", "-j", "2", "-T", "3", "-N", "postgres",
-        ],
-    );
-    tracer.signal(libc::SIGINT);
-    let rep = tracer.finish_json();
-    assert_nothing_lost(&rep);
+    c.pgbench(&["-i", "-s", "1", "-q"]);
+    let tracer = c.tracer("report", &["--json", "--by", "lock"]);
+    let rep = under_pgbench(&c, tracer, "3");
     let names: Vec<&str> = rep["sources"]
         .as_array()
         .expect("sources")

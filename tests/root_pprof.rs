@@ -5,82 +5,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 use serde_json::Value;
 
-/// A fresh directory for this test's files, and HOME and PPROF_TMPDIR of
-/// the `go` it runs (pprof keeps fetched profiles under $HOME/pprof).
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lockscope-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-/// One node of `go tool pprof -top`: flat and cum, in the unit asked for.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Node {
-    flat: f64,
-    cum: f64,
-}
-
-/// A `-top` value: a number, optionally followed by `ns` (with -unit=ns);
-/// `0` is written bare.
-fn value(s: &str) -> f64 {
-    s.trim_end_matches("ns")
-        .parse()
-        .unwrap_or_else(|_| panic!("a -top value: {s:?}"))
-}
-
 /// `go tool pprof -top -sample_index=INDEX ARGS FILE` (with -unit=ns for
 /// times, so they are exact): the text, and every node by name.
-fn pprof_top(dir: &Path, file: &Path, index: &str, args: &[&str]) -> (String, Vec<(String, Node)>) {
-    let out = Command::new("go")
-        .args(["tool", "pprof", "-top"])
-        .args((index != "contentions").then_some("-unit=ns"))
-        .arg(format!("-sample_index={index}"))
-        .args(args)
-        .arg(file)
-        .env("HOME", dir)
-        .env("PPROF_TMPDIR", dir)
-        .env("GOCACHE", dir.join("gocache"))
-        .env("GOPATH", dir.join("gopath"))
-        .output()
-        .expect(
-            "run `go tool pprof` (Debian package golang-go; scripts/setup.sh test installs it)",
-        );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "go tool pprof failed: {err}\n{text}");
-    eprintln!("[test] go tool pprof -top -sample_index={index} {args:?}:\n{text}{err}");
-    let mut nodes = Vec::new();
-    let mut in_table = false;
-    for line in text.lines() {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.first() == Some(&"flat") {
-            in_table = true;
-            continue;
-        }
-        if !in_table || cols.len() < 6 {
-            continue;
-        }
-        // flat flat% sum% cum cum% name (a name may hold spaces)
-        let name = cols[5..].join(" ");
-        nodes.push((
-            name,
-            Node {
-                flat: value(cols[0]),
-                cum: value(cols[3]),
-            },
-        ));
-    }
-    (text, nodes)
+fn top(dir: &Path, file: &Path, index: &str, args: &[&str]) -> (String, Vec<(String, PprofNode)>) {
+    pprof_top(dir, file, index, index != "contentions", args)
 }
 
-fn node<'a>(nodes: &'a [(String, Node)], name: &str) -> &'a Node {
+fn node<'a>(nodes: &'a [(String, PprofNode)], name: &str) -> &'a PprofNode {
     &nodes
         .iter()
         .find(|(n, _)| n == name)
@@ -94,11 +31,11 @@ fn measured_waits(w: &Value) -> Vec<u64> {
 
 #[test]
 fn go_tool_pprof_reads_the_pipe_mutex_waits_with_stacks() {
-    let dir = scratch("pprof-stacks");
+    let dir = fresh_dir("pprof-stacks");
     let file = dir.join("waits.pb.gz");
-    let (out, wl) = traced(
-        "report",
-        &["pipe-hold", "--rounds", "20", "--hold", "30ms"],
+    let (out, wl) = report_pipe_hold(
+        "20",
+        "30ms",
         &[
             "--by",
             "lock",
@@ -125,7 +62,7 @@ fn go_tool_pprof_reads_the_pipe_mutex_waits_with_stacks() {
     let measured = measured_waits(w);
     let truth: u64 = measured.iter().sum();
     let bound = 2_000_000 * measured.len() as u64;
-    let (text, nodes) = pprof_top(&dir, &file, "delay", &[&focus]);
+    let (text, nodes) = top(&dir, &file, "delay", &[&focus]);
     assert!(text.contains("Type: delay"), "{text}");
     let lock = node(&nodes, &leaf);
     // pipe_write, or anon_pipe_write (Linux 6.16 and later)
@@ -151,12 +88,12 @@ fn go_tool_pprof_reads_the_pipe_mutex_waits_with_stacks() {
         "user frames: {nodes:?}"
     );
 
-    let (_, nodes) = pprof_top(&dir, &file, "contentions", &[&focus]);
+    let (_, nodes) = top(&dir, &file, "contentions", &[&focus]);
     assert_eq!(node(&nodes, &leaf).flat, 20.0, "20 contended waits");
     assert_eq!(node(&nodes, caller_name).cum, 20.0);
 
     // the pid label selects the workload's samples
-    let (_, nodes) = pprof_top(
+    let (_, nodes) = top(
         &dir,
         &file,
         "contentions",
@@ -169,7 +106,7 @@ fn go_tool_pprof_reads_the_pipe_mutex_waits_with_stacks() {
 #[test]
 fn run_pprof_without_stacks_names_the_lock_and_its_caller() {
     require_root();
-    let dir = scratch("pprof-run");
+    let dir = fresh_dir("pprof-run");
     let file = dir.join("run.pb.gz");
     let out = Command::new(bin())
         .args(["run", "--json", "--pprof"])
@@ -197,9 +134,9 @@ fn run_pprof_without_stacks_names_the_lock_and_its_caller() {
 
     let focus = format!("-focus=^{caller_name}$");
     let args = [focus.as_str(), "-tagfocus=kind=^mutex$"];
-    let (_, nodes) = pprof_top(&dir, &file, "contentions", &args);
+    let (_, nodes) = top(&dir, &file, "contentions", &args);
     assert_eq!(node(&nodes, caller_name).cum, 5.0);
-    let (text, nodes) = pprof_top(&dir, &file, "delay", &args);
+    let (text, nodes) = top(&dir, &file, "delay", &args);
     assert!(text.contains("Type: delay"), "{text}");
     let caller = node(&nodes, caller_name);
     assert_eq!(caller.cum, total as f64, "the report's total");

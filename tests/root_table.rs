@@ -12,7 +12,6 @@ fn leading_count(l: &str) -> Option<u64> {
 
 #[test]
 fn piped_report_has_whole_names_and_a_lock_only_headline() {
-    require_root();
     let rounds = 5;
     // -p: the report ends when the workload exits
     let (wl, tracer) = start_traced(

@@ -75,6 +75,18 @@ impl Tmux {
         std::thread::sleep(Duration::from_millis(400));
     }
 
+    /// Presses q and waits for the shell's line after top: the screen
+    /// then, as one text, checked for top's exit status 0.
+    fn quit_top(&self) -> String {
+        self.keys(&["q"]);
+        let s = self.wait_for("top's exit", Duration::from_secs(10), |s| {
+            s.iter().any(|l| l.starts_with("tty:"))
+        });
+        let text = s.join("\n");
+        assert!(text.contains("top-exit=0"), "{text}");
+        text
+    }
+
     /// Waits until the screen satisfies `ok`; panics with the screen if not.
     fn wait_for(
         &self,
@@ -418,12 +430,7 @@ fn top_shows_the_pipe_lock_live_sorts_filters_and_restores_the_terminal() {
     );
 
     // q quits with status 0 and gives the terminal back
-    tmux.keys(&["q"]);
-    let s = tmux.wait_for("top's exit", Duration::from_secs(10), |s| {
-        s.iter().any(|l| l.starts_with("tty:"))
-    });
-    let text = s.join("\n");
-    assert!(text.contains("top-exit=0"), "{text}");
+    let text = tmux.quit_top();
     assert!(
         text.contains("tty: icanon echo"),
         "canonical mode and echo restored: {text}"
@@ -480,20 +487,9 @@ fn top_restores_the_terminal_on_ctrl_c_and_sigterm() {
     let _ = target.wait();
 }
 
-/// A deadlock workload (paused until SIGUSR1), killed (SIGKILL) and reaped
-/// when dropped.
-struct Deadlocked(std::process::Child);
-
-impl Drop for Deadlocked {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Lets a paused deadlock workload go and returns its truth (its first
 /// stdout line): the threads, what each holds and waits for.
-fn deadlock_truth(w: &mut Deadlocked) -> serde_json::Value {
+fn deadlock_truth(w: &mut Killed) -> serde_json::Value {
     use std::io::BufRead;
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(w.0.id() as i32, libc::SIGUSR1) };
@@ -505,6 +501,15 @@ fn deadlock_truth(w: &mut Deadlocked) -> serde_json::Value {
     serde_json::from_str(&truth).expect("truth JSON")
 }
 
+/// The tid of the truth's thread that holds the lock `waits_for`.
+fn holder_of(threads: &[serde_json::Value], waits_for: &str) -> u64 {
+    threads
+        .iter()
+        .find(|h| h["holds"] == waits_for)
+        .map(|h| u(&h["tid"]))
+        .expect("a holder")
+}
+
 /// Each hop of the truth's cycle as the banner words it: `thread T (comm)
 /// waits for LOCK held by H`.
 fn banner_hops(truth: &serde_json::Value) -> Vec<String> {
@@ -513,11 +518,7 @@ fn banner_hops(truth: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|t| {
             let waits_for = t["waits_for"].as_str().expect("waits_for");
-            let holder = threads
-                .iter()
-                .find(|h| h["holds"] == waits_for)
-                .map(|h| u(&h["tid"]))
-                .expect("a holder");
+            let holder = holder_of(threads, waits_for);
             format!(
                 "thread {} ({}) waits for {waits_for} held by {holder}",
                 u(&t["tid"]),
@@ -534,7 +535,7 @@ fn banner_hops(truth: &serde_json::Value) -> Vec<String> {
 #[test]
 fn top_shows_a_live_deadlock_in_a_banner_above_the_table() {
     require_root();
-    let mut w = Deadlocked(Workload::start_paused(&["deadlock-abba"]).child);
+    let mut w = Killed::paused("deadlock-abba");
     let pid = w.0.id();
     let tmux = Tmux::start("deadlock", &top_then_report(&format!("-p {pid}")), 220, 30);
     tmux.wait_for("the TUI", attach_timeout(), |s| {
@@ -562,12 +563,7 @@ fn top_shows_a_live_deadlock_in_a_banner_above_the_table() {
         attach_timeout(),
         |s| s[0].contains("targets exited") && !s.iter().any(|l| l.contains("DEADLOCK")),
     );
-    tmux.keys(&["q"]);
-    let s = tmux.wait_for("top's exit", Duration::from_secs(10), |s| {
-        s.iter().any(|l| l.starts_with("tty:"))
-    });
-    let text = s.join("\n");
-    assert!(text.contains("top-exit=0"), "{text}");
+    let text = tmux.quit_top();
     assert!(
         text.contains(&format!("lockscope: DEADLOCK in pid {pid} ")),
         "the deadlock on stderr after the screen: {text}"
@@ -580,7 +576,7 @@ fn top_shows_a_live_deadlock_in_a_banner_above_the_table() {
 #[test]
 fn top_batch_prints_the_deadlock_with_both_threads() {
     require_root();
-    let mut w = Deadlocked(Workload::start_paused(&["deadlock-abba"]).child);
+    let mut w = Killed::paused("deadlock-abba");
     let pid = w.0.id();
     let mut t = Tracer::start(&["top", "--batch", "-i", "1s", "-p", &pid.to_string()]);
     let truth = deadlock_truth(&mut w);
@@ -617,11 +613,7 @@ fn top_batch_prints_the_deadlock_with_both_threads() {
     let threads = truth["threads"].as_array().expect("threads");
     for th in threads {
         let waits_for = th["waits_for"].as_str().expect("waits_for");
-        let holder = threads
-            .iter()
-            .find(|h| h["holds"] == waits_for)
-            .map(|h| u(&h["tid"]))
-            .expect("a holder");
+        let holder = holder_of(threads, waits_for);
         let hop = format!(
             "thread {} ({}) waits for lock {} ({waits_for}) held by thread {holder}",
             u(&th["tid"]),
@@ -629,11 +621,8 @@ fn top_batch_prints_the_deadlock_with_both_threads() {
             th["waits_for_addr"].as_str().expect("addr"),
         );
         assert!(line.contains(&hop), "{hop} in: {line}");
-        let banner_hop = format!(
-            "thread {} ({}) waits for {waits_for} held by {holder}",
-            u(&th["tid"]),
-            th["comm"].as_str().expect("comm"),
-        );
+    }
+    for banner_hop in banner_hops(&truth) {
         assert!(
             banner[0].contains(&banner_hop),
             "{banner_hop} in: {}",

@@ -25,33 +25,48 @@ fn trace_workload(workload: &[&str], args: &[&str]) -> (String, Value) {
     (out, done.into_iter().next().expect("one workload report"))
 }
 
-/// [`trace_workload`] of a `report --json`: (the report, the workload's).
-fn report_over(workload: &[&str], args: &[&str]) -> (Value, Value) {
-    let (out, w) = trace_workload(workload, args);
+/// [`trace_workload`] of `report --json EXTRA`: (the report, the workload's).
+fn report_over(workload: &[&str], extra: &[&str]) -> (Value, Value) {
+    let mut args = vec!["report", "--json"];
+    args.extend_from_slice(extra);
+    let (out, w) = trace_workload(workload, &args);
     (serde_json::from_str(out.trim()).expect("report JSON"), w)
 }
 
 /// `report --json --by lock --source user-locks` over `workload`: (the
 /// report, the workload's).
 fn user_locks_by_lock(workload: &[&str]) -> (Value, Value) {
-    report_over(
-        workload,
-        &["report", "--json", "--by", "lock", "--source", "user-locks"],
-    )
+    report_over(workload, &["--by", "lock", "--source", "user-locks"])
 }
 
 /// `trace --json --summary --source user-locks` over `workload`: (the
 /// events, the end line's report, the workload's report).
 fn user_locks_trace(workload: &[&str]) -> (Vec<Value>, Value, Value) {
+    summary_trace(workload, "user-locks")
+}
+
+/// `trace --json --summary --source SOURCES` over `workload`: (its
+/// events, its end report, the workload's).
+fn summary_trace(workload: &[&str], sources: &str) -> (Vec<Value>, Value, Value) {
     let (out, w) = trace_workload(
         workload,
-        &["trace", "--json", "--summary", "--source", "user-locks"],
+        &["trace", "--json", "--summary", "--source", sources],
     );
     let (events, rep) = events_and_report(&out);
     (events, rep, w)
 }
 
 /// The rows of the workload's lock (its report's `lock`).
+/// The waiter's rounds that blocked (waited over 1 ms).
+fn blocked_rounds(w: &Value) -> u64 {
+    w["waiter_wait_ns"]
+        .as_array()
+        .expect("waits")
+        .iter()
+        .filter(|x| u(x) > MS)
+        .count() as u64
+}
+
 fn workload_lock_rows<'a>(rep: &'a Value, w: &Value) -> Vec<&'a Value> {
     lock_rows(rep, w["lock"].as_str().expect("lock"))
 }
@@ -101,17 +116,10 @@ fn within(what: &str, got: u64, want: u64, tol: u64) {
 
 #[test]
 fn a_3000_ms_hold_and_the_wait_behind_it_are_measured_within_2_ms() {
-    let (out, w) = trace_workload(
+    let (events, rep, w) = summary_trace(
         &["mutex-hold", "--rounds", "1", "--hold", "3000ms"],
-        &[
-            "trace",
-            "--json",
-            "--summary",
-            "--source",
-            "user-locks,futex",
-        ],
+        "user-locks,futex",
     );
-    let (events, rep) = events_and_report(&out);
     let lock = w["lock"].as_str().expect("lock");
     let (holder, waiter) = (w["holder_tid"].clone(), w["waiter_tid"].clone());
     // the waiter called lock() 10 ms into the holder's 3 s hold: its
@@ -203,12 +211,7 @@ fn contended_as_the_workload_knows(rep: &Value, w: &Value) -> u64 {
     let rs = lock_rows(rep, lock);
     assert_eq!(rs.len(), 1, "{rs:?}");
     let rounds = w["waiter_wait_ns"].as_array().expect("waits").len() as u64;
-    let long = w["waiter_wait_ns"]
-        .as_array()
-        .expect("waits")
-        .iter()
-        .filter(|x| u(x) > MS)
-        .count() as u64;
+    let long = blocked_rounds(w);
     let (count, acquired) = (u(&rs[0]["count"]), u(&rs[0]["acquired"]));
     eprintln!(
         "{lock}: {count} contended of {acquired} acquisitions; {long} of {rounds} calls over 1 ms"
@@ -457,7 +460,7 @@ fn rwlock_reads_and_writes_are_counted_exactly() {
 fn std_mutex_futex_waits_match_the_blocked_time_within_5_percent() {
     let (rep, w) = report_over(
         &["std-mutex", "--rounds", "10", "--hold", "50ms"],
-        &["report", "--json", "--by", "lock", "--source", "futex"],
+        &["--by", "lock", "--source", "futex"],
     );
     let waiter = &w["waiter_tid"];
     let blocked = u(&w["blocked_ns"]);
@@ -471,12 +474,7 @@ fn std_mutex_futex_waits_match_the_blocked_time_within_5_percent() {
     );
     // one futex wait per round in which the waiter really blocked (on a
     // loaded machine it may come late, after the holder let go)
-    let blocked_rounds = w["waiter_wait_ns"]
-        .as_array()
-        .expect("waits")
-        .iter()
-        .filter(|x| u(x) > MS)
-        .count() as u64;
+    let blocked_rounds = blocked_rounds(&w);
     assert!(
         blocked_rounds >= 8,
         "the waiter blocked in most rounds: {w}"
@@ -652,10 +650,7 @@ fn stack_totals(stacks: &[&Value], function: &str) -> ((u64, u64), (u64, u64)) {
 
 #[test]
 fn a_global_mutex_is_named_by_its_symbol_and_hold_stacks_weigh_the_known_holds() {
-    let dir = std::env::temp_dir().join(format!("lockscope-hold-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let svg = dir.join("holds.svg");
-    let folded = dir.join("holds.folded");
+    let (dir, svg, folded) = flame_files("hold", "holds");
     const ROUNDS: u64 = 3;
     require_root();
     // global-hold, then mutex-hold (a heap mutex) in the same process
@@ -780,9 +775,7 @@ fn a_global_mutex_is_named_by_its_symbol_and_hold_stacks_weigh_the_known_holds()
 fn futex_wait_stacks_name_the_waiting_rust_function() {
     let (rep, w) = report_over(
         &["std-mutex", "--rounds", "4", "--hold", "50ms"],
-        &[
-            "report", "--json", "--source", "futex", "--stacks", "--by", "lock",
-        ],
+        &["--source", "futex", "--stacks", "--by", "lock"],
     );
     nothing_lost(&rep);
     // the waiter's blocked lock() waits: over the 1 ms threshold, each
@@ -837,8 +830,6 @@ fn stack_sample_n_takes_one_stack_in_n_holds() {
     let (rep, _w) = report_over(
         &["mutex-pairs", "--threads", "1", "--ops", "20000"],
         &[
-            "report",
-            "--json",
             "--source",
             "user-locks",
             "--hold-stacks",

@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{EventLine, Report, Tracer, events, require_root};
+use common::{EventLine, Report, Tracer, events, report, require_root, sleeper};
 
 /// A Python process whose second thread waits `PERIOD_S` on an Event in a
 /// loop until stdin closes, then prints when each wait ended.
@@ -109,39 +109,70 @@ fn futex_waits(rep: &Report, tid: u32) -> u64 {
         .sum()
 }
 
-#[test]
-fn every_source_stops_with_the_window() {
+/// What [`over_poller`] measured.
+struct PollerRun {
+    /// lockscope's stdout
+    out: String,
+    /// from the "tracing" line to lockscope's exit
+    wall: Duration,
+    /// CLOCK_MONOTONIC before the start of lockscope and after its exit
+    t_start: u64,
+    t_end: u64,
+    /// the poller's waiting thread, and the ends of its timed waits
+    tid: u32,
+    ends: Vec<u64>,
+}
+
+/// `lockscope CMD -p POLLER -d 1s --json EXTRA` over a [`Poller`], which
+/// must exit 0. Needs root.
+fn over_poller(cmd: &str, extra: &[&str]) -> PollerRun {
     require_root();
     let poller = Poller::start();
     let pid = poller.pid().to_string();
-    // every source that can run here, the uprobe one included: its links
-    // are the slowest to detach, so they used to keep futex counting
     let t_start = monotonic_ns();
-    let tracer = Tracer::start(&[
-        "report", "-p", &pid, "-d", "1s", "--json", "--source", "all",
-    ]);
+    let mut args = vec![cmd, "-p", &pid, "-d", "1s", "--json"];
+    args.extend_from_slice(extra);
+    let tracer = Tracer::start(&args);
     let t_attached = Instant::now();
-    let rep = tracer.finish_report();
+    let (code, out) = tracer.finish();
     let wall = t_attached.elapsed();
     let t_end = monotonic_ns();
+    assert_eq!(code, 0, "{out}");
     let tid = poller.tid;
     let ends = poller.finish();
+    PollerRun {
+        out,
+        wall,
+        t_start,
+        t_end,
+        tid,
+        ends,
+    }
+}
+
+#[test]
+fn every_source_stops_with_the_window() {
+    // every source that can run here, the uprobe one included: its links
+    // are the slowest to detach, so they used to keep futex counting
+    let run = over_poller("report", &["--source", "all"]);
+    let rep = report(&run.out);
     let window = rep.duration_ns;
-    let waits = futex_waits(&rep, tid) as usize;
-    let (lo, hi) = window_bounds(&ends, t_start, t_end, window);
+    let waits = futex_waits(&rep, run.tid) as usize;
+    let (lo, hi) = window_bounds(&run.ends, run.t_start, run.t_end, window);
     eprintln!(
         "[test] window {:.1} ms (wall since 'tracing' {:.1} ms), futex waits {waits} \
          (the poller's own turns: {lo}..={hi} in any such window of the run)",
         window as f64 / 1e6,
-        wall.as_secs_f64() * 1e3,
+        run.wall.as_secs_f64() * 1e3,
     );
     assert!(
         window >= 1_000_000_000,
         "duration_ns {window} shorter than -d 1s"
     );
     assert!(
-        u128::from(window) <= wall.as_nanos(),
-        "duration_ns {window} longer than the run itself ({wall:?})"
+        u128::from(window) <= run.wall.as_nanos(),
+        "duration_ns {window} longer than the run itself ({:?})",
+        run.wall
     );
     assert!(
         waits + 2 >= lo && waits <= hi + 2,
@@ -151,46 +182,25 @@ fn every_source_stops_with_the_window() {
 
 #[test]
 fn trace_delivers_nothing_after_the_window() {
-    require_root();
-    let poller = Poller::start();
-    let pid = poller.pid().to_string();
-    let t_start = monotonic_ns();
-    let tracer = Tracer::start(&[
-        "trace",
-        "-p",
-        &pid,
-        "-d",
-        "1s",
-        "--json",
-        "--source",
-        "futex",
-        "--source",
-        "user-locks",
-    ]);
-    let t_attached = Instant::now();
-    let (code, out) = tracer.finish();
-    let wall = t_attached.elapsed();
-    let t_end = monotonic_ns();
-    assert_eq!(code, 0, "{out}");
-    let tid = poller.tid;
-    let ends = poller.finish();
+    let run = over_poller("trace", &["--source", "futex", "--source", "user-locks"]);
     let period = PERIOD_S * 1e9;
     // the end line is the last line
-    let (lines, end) = events(&out);
+    let (lines, end) = events(&run.out);
     assert_eq!(end.ty, "end");
     let window = end.duration_ns as f64;
     assert!(
-        window >= 1e9 && window <= wall.as_nanos() as f64,
-        "{window} vs {wall:?}"
+        window >= 1e9 && window <= run.wall.as_nanos() as f64,
+        "{window} vs {:?}",
+        run.wall
     );
     let waits: Vec<&EventLine> = lines
         .iter()
-        .filter(|l| l.ty == "wait" && l.source == "futex" && l.tid == tid)
+        .filter(|l| l.ty == "wait" && l.source == "futex" && l.tid == run.tid)
         // the poller's timed waits; Python may add short internal ones
         .filter(|l| l.wait_ns as f64 >= period / 2.0)
         .collect();
     let n = waits.len();
-    let (lo, hi) = window_bounds(&ends, t_start, t_end, window as u64);
+    let (lo, hi) = window_bounds(&run.ends, run.t_start, run.t_end, window as u64);
     eprintln!("[test] {n} futex waits streamed; the poller waited {lo}..={hi} times");
     assert!(
         n + 2 >= lo && n <= hi + 2,
@@ -212,10 +222,8 @@ fn trace_delivers_nothing_after_the_window() {
 /// `report -d 1s` with several targets exits promptly: the time from the
 /// "tracing" line to the exit, minus the 1 s window.
 fn exit_after_window(targets: usize) -> Duration {
-    let mut sleepers: Vec<Child> = (0..targets)
-        .map(|_| Command::new("sleep").arg("600").spawn().expect("sleep"))
-        .collect();
-    let pids: Vec<String> = sleepers.iter().map(|c| c.id().to_string()).collect();
+    let (mut sleepers, pids): (Vec<Child>, Vec<String>) =
+        (0..targets).map(|_| sleeper("600")).unzip();
     // every source: the most links to release
     let mut args = vec!["report", "-d", "1s", "--json", "--source", "all"];
     for p in &pids {
@@ -253,8 +261,7 @@ fn report_exits_promptly_with_two_and_four_targets() {
 #[test]
 fn sigint_exits_promptly_and_a_second_one_at_once() {
     require_root();
-    let mut sleeper = Command::new("sleep").arg("600").spawn().expect("sleep");
-    let pid = sleeper.id().to_string();
+    let (mut sleeper, pid) = sleeper("600");
     let tracer = Tracer::start(&["report", "-p", &pid, "--json", "--source", "all"]);
     let t = Instant::now();
     tracer.signal(libc::SIGINT);

@@ -19,17 +19,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn require_program(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("`{name}` is not installed: `scripts/setup.sh deps` installs it (Debian package)")
-    })
-}
-
 /// Where tests leave files for CI to keep: `<target>/test-artifacts/`.
 fn artifacts_dir() -> PathBuf {
     let dir = std::env::var_os("LOCKSCOPE_TEST_ARTIFACTS")
@@ -44,13 +33,6 @@ fn artifacts_dir() -> PathBuf {
         });
     std::fs::create_dir_all(&dir).expect("create artifacts dir");
     dir
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lockscope-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
 }
 
 // ---------------------------------------------------------------- HTTP
@@ -193,6 +175,18 @@ impl Serve {
     }
 }
 
+/// A paused `pipe-hold` workload of ROUNDS waits of HOLD, and `serve
+/// --listen 127.0.0.1:0 -p PID EXTRA` attached to it; the workload goes
+/// when the test lets it (a fixed start delay lost the race to a slow
+/// attach: the workload was gone before its probes came).
+fn serve_on_pipe_hold(rounds: &str, hold: &str, extra: &[&str]) -> (Workload, Serve) {
+    let wl = Workload::start_paused(&["pipe-hold", "--rounds", rounds, "--hold", hold]);
+    let pid = wl.pid().to_string();
+    let mut args = vec!["--listen", "127.0.0.1:0", "-p", &pid];
+    args.extend_from_slice(extra);
+    (wl, Serve::start(&args))
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -254,7 +248,7 @@ impl Prometheus {
     /// Debian's prometheus on loopback, scraping `target` every second.
     fn start(target: &str) -> Prometheus {
         let exe = require_program("prometheus");
-        let dir = temp_dir("prometheus");
+        let dir = fresh_dir("prometheus");
         let config = dir.join("prometheus.yml");
         std::fs::write(
             &config,
@@ -396,9 +390,8 @@ fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
     // the workload is held until serve has attached and Prometheus has
     // scraped it once, then makes 120 contended waits of 40 ms on one pipe
     // mutex (4.8 s: scrapes fall inside)
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "120", "--hold", "40ms"]);
+    let (wl, serve) = serve_on_pipe_hold("120", "40ms", &["--per-process"]);
     let pid = wl.pid().to_string();
-    let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid, "--per-process"]);
     let prom = Prometheus::start(&serve.addr);
     let t_start = now_s();
     // the first scrape before the workload starts
@@ -568,7 +561,7 @@ fn prometheus_scrapes_serve_and_every_dashboard_query_has_data() {
 /// returns stdout. Killed after two minutes.
 fn chromium(args: &[String]) -> String {
     let exe = require_program("chromium");
-    let profile = temp_dir("chromium");
+    let profile = fresh_dir("chromium");
     let mut child = Command::new(exe)
         .args([
             "--headless",
@@ -623,9 +616,7 @@ fn browser_dashboard_shows_the_workload_lock_and_its_wait() {
     require_program("chromium");
     // held until serve has attached (an attach is slow while other tests'
     // lockscopes release their links)
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "20", "--hold", "30ms"]);
-    let pid = wl.pid().to_string();
-    let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid]);
+    let (wl, serve) = serve_on_pipe_hold("20", "30ms", &[]);
     wl.go();
     let truth = hold_truth(&wl.finish());
     // let the charts gather a few samples after the workload
@@ -718,16 +709,7 @@ fn serve_is_read_only_bounded_and_bad_clients_cannot_stall_it() {
     require_root();
     // held until serve has attached (a fixed start delay lost the race
     // to a slow attach: the workload was gone before its probes came)
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "5", "--hold", "10ms"]);
-    let pid = wl.pid().to_string();
-    let serve = Serve::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "-p",
-        &pid,
-        "--max-connections",
-        "4",
-    ]);
+    let (wl, serve) = serve_on_pipe_hold("5", "10ms", &["--max-connections", "4"]);
     wl.go();
     let addr = serve.addr.clone();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
@@ -1251,54 +1233,19 @@ fn assert_same_probes(now: &[(String, u64)], before: &[(String, u64)], what: &st
 
 /// `go tool pprof -top -unit=ns -sample_index=INDEX FILE`: each node's flat
 /// value by name (the reader Parca and Pyroscope users check a scrape with).
-fn pprof_flat(
-    dir: &std::path::Path,
-    file: &std::path::Path,
-    index: &str,
-    args: &[&str],
-) -> Vec<(String, f64)> {
-    let out = Command::new(require_program("go"))
-        .args(["tool", "pprof", "-top", "-unit=ns"])
-        .arg(format!("-sample_index={index}"))
-        .args(args)
-        .arg(file)
-        .env("HOME", dir)
-        .env("PPROF_TMPDIR", dir)
-        .env("GOCACHE", dir.join("gocache"))
-        .env("GOPATH", dir.join("gopath"))
-        .output()
-        .expect("run go tool pprof");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof failed: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("[test] go tool pprof -top -sample_index={index}:\n{text}");
-    let mut nodes = Vec::new();
-    let mut in_table = false;
-    for line in text.lines() {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.first() == Some(&"flat") {
-            in_table = true;
-        } else if in_table && cols.len() >= 6 {
-            let flat = cols[0].trim_end_matches("ns").parse().expect("flat value");
-            nodes.push((cols[5..].join(" "), flat));
-        }
-    }
-    nodes
+fn pprof_flat(dir: &Path, file: &Path, index: &str, args: &[&str]) -> Vec<(String, f64)> {
+    let (_, nodes) = pprof_top(dir, file, index, true, args);
+    nodes.into_iter().map(|(n, v)| (n, v.flat)).collect()
 }
 
 #[test]
 fn a_pprof_scrape_of_a_few_seconds_holds_the_workloads_waits() {
     require_root();
-    let dir = temp_dir("pprof-scrape");
+    let dir = fresh_dir("pprof-scrape");
     // the workload is held until the scrape's window has opened (serve
     // reads every source when the request arrives); its waits then all
     // fall inside the window
-    let wl = Workload::start_paused(&["pipe-hold", "--rounds", "10", "--hold", "30ms"]);
-    let pid = wl.pid().to_string();
-    let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid]);
+    let (wl, serve) = serve_on_pipe_hold("10", "30ms", &[]);
     let addr = serve.addr.clone();
     let window = 5;
     let path = format!("/debug/pprof/mutex?seconds={window}");
@@ -1384,16 +1331,6 @@ const COLLECTOR_TICK: Duration = Duration::from_millis(100);
 /// How often the deadlock test polls `/metrics`.
 const POLL: Duration = Duration::from_millis(100);
 
-/// A workload process killed (SIGKILL) and reaped when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `serve -p PID` on two threads that deadlock ABBA (`deadlock-abba`):
 /// the process's counters are there (at 0) from the start; within the
 /// threshold, two scans, a collector tick, a poll and the machine's
@@ -1408,7 +1345,7 @@ fn serve_exports_a_live_deadlock_of_its_target_process() {
     use std::collections::BTreeSet;
     use std::io::BufRead;
     require_root();
-    let mut w = Killed(Workload::start_paused(&["deadlock-abba"]).child);
+    let mut w = Killed::paused("deadlock-abba");
     let pid = w.0.id();
     let serve = Serve::start(&["--listen", "127.0.0.1:0", "-p", &pid.to_string()]);
     let total = format!("lockscope_deadlocks_total{{pid=\"{pid}\"}}");

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Lines, Read};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, channel};
@@ -359,8 +360,10 @@ pub fn report_in_new_cgroup(
 
 /// A paused workload (`workload`: its arguments) and `lockscope <args> -p
 /// PID` on it; the workload goes (creates its threads) once the tracer is
-/// attached.
+/// attached. Needs root.
+#[track_caller]
 pub fn start_traced(workload: &[&str], args: &[&str]) -> (Workload, Tracer) {
+    require_root();
     let wl = Workload::start_paused(workload);
     let pid = wl.pid().to_string();
     let mut a = args.to_vec();
@@ -579,4 +582,147 @@ pub fn check_row(r: &Row) {
 pub fn workload_and_typed_report(out: &Output) -> (Value, Report) {
     let (w, rep) = workload_and_report(out);
     (w, serde_json::from_value(rep).expect("report JSON"))
+}
+
+/// A workload process killed (SIGKILL) and reaped when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Killed {
+    /// The workload `kind`, paused until a tracer is attached to it
+    /// ([`Workload::start_paused`]; its SIGUSR1 then lets it go).
+    pub fn paused(kind: &str) -> Killed {
+        Killed(Workload::start_paused(&[kind]).child)
+    }
+}
+
+/// The path of `name` in `PATH`; fails the test when it is not installed.
+pub fn require_program(name: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("`{name}` is not installed: `scripts/setup.sh deps` installs it (Debian package)")
+    })
+}
+
+/// A fresh (emptied) directory `<tmp>/lockscope-TAG-PID` for a test's files.
+pub fn fresh_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lockscope-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// The strings at `field` of the objects of the JSON array `v[list]`.
+pub fn field_strs<'a>(v: &'a Value, list: &str, field: &str) -> Vec<&'a str> {
+    v[list]
+        .as_array()
+        .expect(list)
+        .iter()
+        .filter_map(|x| x[field].as_str())
+        .collect()
+}
+
+/// `sleep ARG` started: the child and its pid as an argument.
+pub fn sleeper(arg: &str) -> (Child, String) {
+    let child = Command::new("sleep").arg(arg).spawn().expect("sleep");
+    let pid = child.id().to_string();
+    (child, pid)
+}
+
+/// One node of `go tool pprof -top`: flat and cum, in the unit asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PprofNode {
+    pub flat: f64,
+    pub cum: f64,
+}
+
+/// A `-top` value: a number, optionally followed by `ns` (with -unit=ns);
+/// `0` is written bare.
+fn pprof_value(s: &str) -> f64 {
+    s.trim_end_matches("ns")
+        .parse()
+        .unwrap_or_else(|_| panic!("a -top value: {s:?}"))
+}
+
+/// `go tool pprof -top [-unit=ns] -sample_index=INDEX ARGS FILE`, with
+/// HOME, PPROF_TMPDIR and Go's caches in `dir` (pprof keeps fetched
+/// profiles under $HOME/pprof); `unit_ns` for exact times: the text, and
+/// every node by name.
+pub fn pprof_top(
+    dir: &Path,
+    file: &Path,
+    index: &str,
+    unit_ns: bool,
+    args: &[&str],
+) -> (String, Vec<(String, PprofNode)>) {
+    let out = Command::new(require_program("go"))
+        .args(["tool", "pprof", "-top"])
+        .args(unit_ns.then_some("-unit=ns"))
+        .arg(format!("-sample_index={index}"))
+        .args(args)
+        .arg(file)
+        .env("HOME", dir)
+        .env("PPROF_TMPDIR", dir)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .output()
+        .expect(
+            "run `go tool pprof` (Debian package golang-go; scripts/setup.sh test installs it)",
+        );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "go tool pprof failed: {err}\n{text}");
+    eprintln!("[test] go tool pprof -top -sample_index={index} {args:?}:\n{text}{err}");
+    let mut nodes = Vec::new();
+    let mut in_table = false;
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.first() == Some(&"flat") {
+            in_table = true;
+            continue;
+        }
+        if !in_table || cols.len() < 6 {
+            continue;
+        }
+        // flat flat% sum% cum cum% name (a name may hold spaces)
+        let name = cols[5..].join(" ");
+        nodes.push((
+            name,
+            PprofNode {
+                flat: pprof_value(cols[0]),
+                cum: pprof_value(cols[3]),
+            },
+        ));
+    }
+    (text, nodes)
+}
+
+/// A [`fresh_dir`] for a flame graph's files: (the directory, its
+/// `STEM.svg`, its `STEM.folded`).
+pub fn flame_files(tag: &str, stem: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = fresh_dir(tag);
+    let svg = dir.join(format!("{stem}.svg"));
+    let folded = dir.join(format!("{stem}.folded"));
+    (dir, svg, folded)
+}
+
+/// [`traced`] `report` over `pipe-hold --rounds ROUNDS --hold HOLD`: a
+/// waiter that blocks on one pipe mutex once a round, for HOLD.
+#[track_caller]
+pub fn report_pipe_hold(rounds: &str, hold: &str, extra: &[&str]) -> (String, Vec<Value>) {
+    traced(
+        "report",
+        &["pipe-hold", "--rounds", rounds, "--hold", hold],
+        extra,
+    )
 }
