@@ -87,6 +87,7 @@ volatile __u32 agg_next = 0;
 const volatile __u32 agg_slots = 16384; /* = agg's max_entries, set by userspace */
 
 LS_STACK_TRACE(stacks, 16384, LS_CALLER_DEPTH);
+LS_STACK_TRACE(stacks_spill, 1024, LS_CALLER_DEPTH); /* `stacks`' collisions */
 LS_STACK_TRACE(full_stacks, 1, LS_STACK_DEPTH); /* resized by userspace (--stacks) */
 LS_STACK_TRACE(spill_stacks, 1, LS_STACK_DEPTH); /* resized: full_stacks' collisions */
 LS_HASH(stack_agg, struct ls_stack_key, struct ls_stack_val, 1); /* resized (--stacks) */
@@ -407,7 +408,7 @@ static __always_inline struct ls_agg_val *agg_slot(void *ctx, struct ls_cpu_stat
 		val->min_ns = ~0ULL;
 		val->stack_id = stack_id;
 		if (caller_mode == LS_CALLER_FIRST) {
-			val->stack_id = bpf_get_stackid(ctx, &stacks, 0);
+			val->stack_id = ls_stackid(ctx, &stacks, &stacks_spill, 0);
 			if (val->stack_id < 0)
 				ls_count_lost(&lost, LS_LOST_STACK);
 		}
@@ -462,7 +463,7 @@ static __always_inline int on_end(void *ctx, void *lock, int ret)
 split_done:
 
 	if (caller_mode == LS_CALLER_EVERY) {
-		stack_id = bpf_get_stackid(ctx, &stacks, 0);
+		stack_id = ls_stackid(ctx, &stacks, &stacks_spill, 0);
 		if (stack_id < 0)
 			ls_count_lost(&lost, LS_LOST_STACK);
 	}

@@ -64,6 +64,7 @@ LS_PERCPU_ARRAY(agg_zero, struct ls_kagg_val, 1);
 LS_HASH(holders, struct ls_kholder_key, struct ls_kholder_val, 4096);
 
 LS_STACK_TRACE(stacks, 4096, LS_CALLER_DEPTH);
+LS_STACK_TRACE(stacks_spill, 1024, LS_CALLER_DEPTH); /* `stacks`' collisions */
 
 LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
 
@@ -102,7 +103,7 @@ static __always_inline struct ls_kagg_val *agg_entry(struct ls_kagg_key *key,
 	init->lock_class = lock_class_of(task, key->lock, key->kind);
 	init->stack_id = key->stack_id;
 	if (caller_mode == LS_CALLER_FIRST && ctx) {
-		init->stack_id = bpf_get_stackid(ctx, &stacks, 0);
+		init->stack_id = ls_stackid(ctx, &stacks, &stacks_spill, 0);
 		if (init->stack_id < 0)
 			ls_count_lost(&lost, LS_KLOST_STACK);
 	}
@@ -200,7 +201,7 @@ static __always_inline int on_return(void *ctx, long ret, __u32 op)
 	key.pid = id >> 32;
 	key.kind = kind;
 	if (caller_mode == LS_CALLER_EVERY) {
-		key.stack_id = bpf_get_stackid(ctx, &stacks, 0);
+		key.stack_id = ls_stackid(ctx, &stacks, &stacks_spill, 0);
 		if (key.stack_id < 0)
 			ls_count_lost(&lost, LS_KLOST_STACK);
 	}

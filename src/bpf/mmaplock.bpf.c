@@ -90,6 +90,7 @@ LS_HASH(agg, struct ls_mm_key, struct ls_mm_val, 16384); /* resized by userspace
 LS_PERCPU_ARRAY(agg_zero, struct ls_mm_val, 1);
 
 LS_STACK_TRACE(stacks, 16384, LS_CALLER_DEPTH);
+LS_STACK_TRACE(stacks_spill, 1024, LS_CALLER_DEPTH); /* `stacks`' collisions */
 
 LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
 
@@ -186,7 +187,7 @@ static __always_inline void hold_stacks(struct mm_struct *mm, struct ls_mm_op *o
 
 static __always_inline __s32 take_stack(void *ctx)
 {
-	__s32 id = bpf_get_stackid(ctx, &stacks, 0);
+	__s32 id = ls_stackid(ctx, &stacks, &stacks_spill, 0);
 
 	if (id < 0)
 		ls_count_lost(&lost, LS_MM_LOST_STACK);

@@ -257,9 +257,15 @@ pub fn for_each_entry<K: super::Pod, V: super::Pod>(
     Ok(())
 }
 
-/// The kernel stack behind a stack id in a stack-trace map (innermost
-/// first).
-pub fn stack(map: &dyn MapCore, id: i32) -> Option<Vec<u64>> {
+/// The addresses behind stack id `id` (innermost first) of a stack map and
+/// its spill map (maps.bpf.h `ls_stackid`: an id with [`SPILL_ID`] set is
+/// in `spill`).
+pub fn stack_in(main: &dyn MapCore, spill: &dyn MapCore, id: i32) -> Option<Vec<u64>> {
+    let (map, id) = if id >= 0 && id & SPILL_ID != 0 {
+        (spill, id & !SPILL_ID)
+    } else {
+        (main, id)
+    };
     if id < 0 {
         return None;
     }
@@ -304,11 +310,7 @@ pub const SPILL_ID: i32 = 1 << 30;
 impl StackMaps<'_> {
     /// The addresses of stack `id` (< 0: none taken).
     pub fn get(&self, id: i32) -> Option<Vec<u64>> {
-        if id >= 0 && id & SPILL_ID != 0 {
-            stack(self.spill, id & !SPILL_ID)
-        } else {
-            stack(self.main, id)
-        }
+        stack_in(self.main, self.spill, id)
     }
 
     /// Normalises the user stacks of `stack_agg` not seen yet, while their

@@ -149,7 +149,8 @@ impl Contention {
 
     /// The caller stack behind a stack id (innermost first).
     fn stack(&self, id: i32) -> Option<Vec<u64>> {
-        common::stack(&self.core.skel.maps.stacks, id)
+        let maps = &self.core.skel.maps;
+        common::stack_in(&maps.stacks, &maps.stacks_spill, id)
     }
 
     /// Calls `f` with every aggregate and its key, as read: the keys in

@@ -152,7 +152,7 @@ impl<T: Skel<'static>> Loaded<T> {
 
     /// The kernel or user stack behind an id of the `stacks` map.
     pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
-        common::stack(&self.map("stacks")?, id)
+        common::stack_in(&self.map("stacks")?, &self.map("stacks_spill")?, id)
     }
 }
 

@@ -125,7 +125,8 @@ impl MmapLock {
     }
 
     fn stack(&self, id: i32) -> Option<Vec<u64>> {
-        common::stack(&self.core.skel.maps.stacks, id)
+        let maps = &self.core.skel.maps;
+        common::stack_in(&maps.stacks, &maps.stacks_spill, id)
     }
 
     fn memcg(&self, id: u64) -> Option<String> {

@@ -567,7 +567,11 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
         let acquired = now_ns();
         step.store(2 * r + 1, Ordering::Release);
         hold_until(acquired + spec.hold.as_nanos() as u64);
-        // the waiter must be blocked by now (it calls 10 ms after we hold)
+        // the waiter calls 10 ms into the hold; a loaded machine can delay
+        // that past the hold's end, so hold on until it has called
+        while call_at.load(Ordering::Acquire) < acquired {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         let unlock_at = now_ns();
         check(m.unlock(), "unlock")?;
         rep.waits.hold_ns.push(unlock_at - acquired);
