@@ -12,10 +12,17 @@ app-locks) attached to the server, the order alternating between pairs.
 Prints the tps of every run, the medians and their ratio. The cluster is
 stopped and removed at the end. With --reset every run starts from a fresh
 `pgbench -i` and a checkpoint (otherwise the database grows run by run and
-tps drifts). LOCKSCOPE_BIN=PATH measures another build.
+tps drifts). LOCKSCOPE_BIN=PATH measures another build. With --cost the
+BPF statistics are on (kernel.bpf_stats_enabled=1, which adds its own cost
+to every program run) and each traced run also reports what lockscope
+itself used: its BPF programs' run time (from the report's
+`bpf_programs`), its own CPU time while pgbench ran (/proc/PID/stat, so
+its start-up and final report are left out), and their sum as a share of
+the machine's CPU time during the run (SECS x CPUs).
 Python 3 standard library (and scripts/benchlib.py); root.
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -45,6 +52,13 @@ def pgbench_tps(sock, a):
     return float(m.group(1))
 
 
+def cpu_ns(pid):
+    """The CPU time (user + system, all threads) process `pid` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1e9 / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=3)
@@ -53,8 +67,15 @@ def main():
     ap.add_argument("--reset", action="store_true",
                     help="initialise the database again (pgbench -i) and checkpoint before every "
                          "run, so that every run starts from the same database")
+    ap.add_argument("--cost", action="store_true",
+                    help="BPF statistics on: report lockscope's BPF and CPU time per traced run")
     a = ap.parse_args()
     benchlib.need_root("bench_pg.py")
+    with benchlib.bpf_stats("1" if a.cost else None):
+        run(a)
+
+
+def run(a):
     d = tempfile.mkdtemp(prefix="lockscope-bench-pg-")
     shutil.chown(d, "postgres", "postgres")
     data = os.path.join(d, "data")
@@ -69,6 +90,7 @@ def main():
               f"pgbench -c {a.clients} -j 2 -N -T {a.secs}; load average "
               f"{os.getloadavg()[0]:.2f}")
         runs = {"without": [], "with": []}
+        costs = []
         for i in range(a.pairs):
             order = ["without", "with"] if i % 2 == 0 else ["with", "without"]
             for mode in order:
@@ -77,18 +99,34 @@ def main():
                     as_postgres(f"{PG}/psql", "-X", "-q", "-h", d, "-d", "postgres",
                                 "-c", "CHECKPOINT")
                 tracer = None
+                report = os.path.join(d, "report.json")
                 if mode == "with":
                     tracer, lines, ok = benchlib.start_until(
-                        [BIN, "report", "-p", pm], "lockscope: tracing", 60)
+                        [BIN, "report", "-p", pm, "--json", "-o", report],
+                        "lockscope: tracing", 60)
                     if not ok:
                         tracer.kill()
                         raise SystemExit("lockscope did not attach:\n" + "\n".join(lines))
+                cpu0 = cpu_ns(tracer.pid) if tracer else 0
                 tps = pgbench_tps(d, a)
+                cost = ""
                 if tracer is not None:
+                    cpu = cpu_ns(tracer.pid) - cpu0
                     tracer.send_signal(signal.SIGINT)
                     tracer.wait(timeout=60)
+                    if a.cost:
+                        with open(report) as f:
+                            progs = json.load(f).get("bpf_programs", [])
+                        c = {"bpf_ns": sum(p["run_time_ns"] for p in progs),
+                             "runs": sum(p["run_cnt"] for p in progs),
+                             "cpu_ns": cpu}
+                        c["share"] = (c["bpf_ns"] + c["cpu_ns"]) / (a.secs * os.cpu_count() * 1e9)
+                        costs.append(c)
+                        cost = (f"; BPF {c['bpf_ns'] / 1e6:.1f} ms in {c['runs']} runs, "
+                                f"lockscope CPU {c['cpu_ns'] / 1e6:.1f} ms: "
+                                f"{c['share'] * 100:.2f}% of the machine")
                 runs[mode].append(tps)
-                print(f"pair {i + 1} {mode:7} lockscope: {tps:10.1f} tps", flush=True)
+                print(f"pair {i + 1} {mode:7} lockscope: {tps:10.1f} tps{cost}", flush=True)
         med = {m: statistics.median(v) for m, v in runs.items()}
         ratio = med["with"] / med["without"]
         print(f"median tps without lockscope {med['without']:.1f}, with {med['with']:.1f}: "
@@ -99,6 +137,10 @@ def main():
         pr = statistics.median(pairs)
         print("per-pair with/without: " + " ".join(f"{r:.3f}" for r in pairs)
               + f"; median {pr:.3f} ({(1 - pr) * 100:+.1f}% fewer tps with it)")
+        if costs:
+            share = statistics.median(c["share"] for c in costs)
+            print(f"lockscope's own cost (BPF + its CPU), median over the traced runs: "
+                  f"{share * 100:.2f}% of the machine's CPU time")
     finally:
         as_postgres(f"{PG}/pg_ctl", "-D", data, "-m", "immediate", "stop", check=False)
         shutil.rmtree(d, ignore_errors=True)
