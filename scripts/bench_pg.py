@@ -117,6 +117,7 @@ def run(a):
                     if a.cost:
                         with open(report) as f:
                             progs = json.load(f).get("bpf_programs", [])
+                        busy = sorted(progs, key=lambda p: -p["run_time_ns"])[:4]
                         c = {"bpf_ns": sum(p["run_time_ns"] for p in progs),
                              "runs": sum(p["run_cnt"] for p in progs),
                              "cpu_ns": cpu}
@@ -124,7 +125,10 @@ def run(a):
                         costs.append(c)
                         cost = (f"; BPF {c['bpf_ns'] / 1e6:.1f} ms in {c['runs']} runs, "
                                 f"lockscope CPU {c['cpu_ns'] / 1e6:.1f} ms: "
-                                f"{c['share'] * 100:.2f}% of the machine")
+                                f"{c['share'] * 100:.2f}% of the machine (busiest: "
+                                + ", ".join(f"{p['name']} {p['run_cnt']} x "
+                                            f"{p['run_time_ns'] / max(p['run_cnt'], 1):.0f} ns"
+                                            for p in busy) + ")")
                 runs[mode].append(tps)
                 print(f"pair {i + 1} {mode:7} lockscope: {tps:10.1f} tps{cost}", flush=True)
         med = {m: statistics.median(v) for m, v in runs.items()}
