@@ -1299,6 +1299,21 @@ mod tests {
         }
     }
 
+    /// `rep` as `write_table` writes it `width` wide (20 rows).
+    fn table(rep: &Report, by: GroupBy, width: usize) -> String {
+        let mut out = Vec::new();
+        write_table(&mut out, rep, by, 20, width).expect("write to a Vec");
+        String::from_utf8(out).expect("utf8")
+    }
+
+    /// Checks that `text` has each of `wants`.
+    #[track_caller]
+    fn assert_has(text: &str, wants: &[&str]) {
+        for want in wants {
+            assert!(text.contains(want), "lacks {want:?}: {text}");
+        }
+    }
+
     #[test]
     fn table_fits_80_columns_and_shows_the_row() {
         let rep = sample();
@@ -1308,18 +1323,18 @@ mod tests {
             GroupBy::Task,
             GroupBy::Cgroup,
         ] {
-            let mut out = Vec::new();
-            write_table(&mut out, &rep, by, 20, 80).expect("write to a Vec");
-            let text = String::from_utf8(out).expect("utf8");
+            let text = table(&rep, by, 80);
             for line in text.lines() {
                 assert!(line.chars().count() <= 80, "too wide: {line:?}");
             }
-            assert!(text.contains("rwsem:W"), "{text}");
-            assert!(text.contains("3.00 ms"), "max shown: {text}");
-            assert!(text.contains("end_without_begin 2"), "{text}");
-            assert!(
-                text.contains("2.00 ms asleep, 1.00 ms runnable, 3.00 us on CPU"),
-                "{text}"
+            assert_has(
+                &text,
+                &[
+                    "rwsem:W",
+                    "3.00 ms",
+                    "end_without_begin 2",
+                    "2.00 ms asleep, 1.00 ms runnable, 3.00 us on CPU",
+                ],
             );
         }
     }
@@ -1341,15 +1356,14 @@ mod tests {
             w.starts_with("lockscope: WARNING: 287051 operations lost"),
             "{w}"
         );
-        assert!(
-            w.contains("map_full 287036: rerun with --max-entries 16 (now 4"),
-            "{w}"
+        assert_has(
+            &w,
+            &[
+                "map_full 287036: rerun with --max-entries 16 (now 4",
+                "futex.ringbuf_dropped 12: rerun with --ringbuf-mb 32 (now 8)",
+                "futex.stale_wait 3",
+            ],
         );
-        assert!(
-            w.contains("futex.ringbuf_dropped 12: rerun with --ringbuf-mb 32 (now 8)"),
-            "{w}"
-        );
-        assert!(w.contains("futex.stale_wait 3"), "{w}");
         assert!(
             !w.contains("user-locks.map_full"),
             "zero counters stay out: {w}"
@@ -1365,9 +1379,7 @@ mod tests {
 
         let mut rep = sample();
         rep.lost = lost.clone();
-        let mut out = Vec::new();
-        write_table(&mut out, &rep, GroupBy::Lock, 20, 80).expect("write to a Vec");
-        let text = String::from_utf8(out).expect("utf8");
+        let text = table(&rep, GroupBy::Lock, 80);
         let headline = text
             .lines()
             .find(|l| l.contains("contended waits"))
@@ -1392,9 +1404,7 @@ mod tests {
             run_time_ns: 0,
             recursion_misses: 0,
         }];
-        let mut out = Vec::new();
-        write_table(&mut out, &rep, GroupBy::Lock, 20, 80).expect("write to a Vec");
-        let text = String::from_utf8(out).expect("utf8");
+        let text = table(&rep, GroupBy::Lock, 80);
         assert!(!text.contains("LOST"), "{text}");
         let footer: Vec<&str> = text.lines().rev().take_while(|l| !l.is_empty()).collect();
         assert_eq!(
@@ -1540,23 +1550,17 @@ mod tests {
             GroupBy::Task,
             GroupBy::Cgroup,
         ] {
-            let mut out = Vec::new();
-            write_table(&mut out, &mixed(by), by, 20, 80).expect("write to a Vec");
-            let text = String::from_utf8(out).expect("utf8");
+            let text = table(&mixed(by), by, 80);
             for line in text.lines() {
                 assert!(line.chars().count() <= 80, "too wide: {line:?}");
             }
             assert!(text.contains("runq"), "{text}");
         }
-        let mut out = Vec::new();
-        write_table(&mut out, &rep, GroupBy::Lock, 20, 80).expect("write to a Vec");
-        let text = String::from_utf8(out).expect("utf8");
+        let text = table(&rep, GroupBy::Lock, 80);
         // 80 columns leave the names less than MIN_NAME: they go under
         // the numbers
         assert!(text.contains("runq\n    cpu 1\n"), "{text}");
-        let mut out = Vec::new();
-        write_table(&mut out, &rep, GroupBy::Lock, 20, UNLIMITED).expect("write to a Vec");
-        let text = String::from_utf8(out).expect("utf8");
+        let text = table(&rep, GroupBy::Lock, UNLIMITED);
         assert!(text.contains("runq       cpu 1\n"), "{text}");
         assert!(!text.contains("cpu 1 ?"), "{text}");
         let v = serde_json::to_value(&rep).expect("serialise");
@@ -1601,9 +1605,7 @@ mod tests {
             .expect("runq row");
         assert_eq!(runq.split_whitespace().nth(1), Some("-"), "{runq}");
         // without such a row, no such column
-        let mut out = Vec::new();
-        write_table(&mut out, &sample(), GroupBy::Lock, 20, UNLIMITED).expect("write");
-        let plain = String::from_utf8(out).expect("utf8");
+        let plain = table(&sample(), GroupBy::Lock, UNLIMITED);
         assert!(!plain.contains("acquired"), "{plain}");
     }
 
@@ -1636,12 +1638,6 @@ mod tests {
             rows: group(recs, by),
             ..sample()
         }
-    }
-
-    fn table(rep: &Report, by: GroupBy, width: usize) -> String {
-        let mut out = Vec::new();
-        write_table(&mut out, rep, by, 20, width).expect("write to a Vec");
-        String::from_utf8(out).expect("utf8")
     }
 
     #[test]
@@ -1899,10 +1895,12 @@ mod tests {
                 [locks, others].concat(),
                 "locks ranked first, each other kind under its title: {text}"
             );
-            assert!(text.contains("  futex: 2 waits, 1.80 s in total"), "{text}");
-            assert!(
-                text.contains("  run queue: 4 waits for a CPU, 500 ms in total"),
-                "{text}"
+            assert_has(
+                &text,
+                &[
+                    "  futex: 2 waits, 1.80 s in total",
+                    "  run queue: 4 waits for a CPU, 500 ms in total",
+                ],
             );
             // JSON is unchanged: one list, every row with its source
             let v = serde_json::to_value(&rep).expect("serialise");
@@ -1919,10 +1917,12 @@ mod tests {
         // only non-lock rows: no lock headline count, the sections still
         let rep = report_of(&recs[2..], GroupBy::Lock);
         let text = table(&rep, GroupBy::Lock, UNLIMITED);
-        assert!(text.contains("pid 4242 for 5.00 s:\n"), "{text}");
-        assert!(
-            text.contains("no lock contention seen\nfutex waits:\n"),
-            "{text}"
+        assert_has(
+            &text,
+            &[
+                "pid 4242 for 5.00 s:\n",
+                "no lock contention seen\nfutex waits:\n",
+            ],
         );
     }
 
@@ -2057,8 +2057,10 @@ mod tests {
         }
         let legend = kind_legend();
         assert_eq!(legend.lines().count(), KIND_LABELS.len());
-        assert!(legend.contains("rwsem:W    rwsem-write"), "{legend}");
-        assert!(legend.contains("pmutex     pthread-mutex"), "{legend}");
+        assert_has(
+            &legend,
+            &["rwsem:W    rwsem-write", "pmutex     pthread-mutex"],
+        );
     }
 
     /// `event_json` writes the bytes serde_json writes for the event with
