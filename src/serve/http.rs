@@ -293,11 +293,10 @@ pub struct Summary<'a> {
     pub self_stats: &'a SelfStats,
     pub series: usize,
     pub max_series: usize,
-    pub folded_series: u64,
-    pub folded_processes: u64,
-    pub collections: u64,
-    pub collect_errors: u64,
-    pub collect_ns: u64,
+    #[serde(flatten)]
+    pub folds: super::snapshot::FoldCounts,
+    #[serde(flatten)]
+    pub collect: super::snapshot::CollectStats,
     /// Deadlocks of the target processes (`watched` false without
     /// `-p`/`-t`).
     pub deadlocks: &'a super::snapshot::Deadlocks,
@@ -323,11 +322,8 @@ pub fn summary_of(s: &Snapshot) -> Summary<'_> {
         self_stats: &s.self_stats,
         series: s.series.len(),
         max_series: s.max_series,
-        folded_series: s.folded_series,
-        folded_processes: s.folded_processes,
-        collections: s.collections,
-        collect_errors: s.collect_errors,
-        collect_ns: s.collect_ns,
+        folds: s.folds,
+        collect: s.collect,
         deadlocks: &s.deadlocks,
     }
 }

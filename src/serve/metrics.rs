@@ -365,7 +365,8 @@ impl Collector for Exposition {
                 None,
                 MetricType::Counter,
             )?;
-            for (what, v) in [("series", s.folded_series), ("process", s.folded_processes)] {
+            let f = &s.folds;
+            for (what, v) in [("series", f.folded_series), ("process", f.folded_processes)] {
                 m.encode_family(&vec![("what", what)])?
                     .encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
             }
@@ -408,7 +409,7 @@ impl Collector for Exposition {
                 "lockscope_collect_duration",
                 "How long the last read of the in-kernel maps took",
                 Some(Unit::Seconds),
-                s.collect_ns as f64 / 1e9,
+                s.collect.collect_ns as f64 / 1e9,
             ),
             (
                 "lockscope_uptime",
@@ -425,12 +426,12 @@ impl Collector for Exposition {
             (
                 "lockscope_collections",
                 "Reads of the in-kernel maps",
-                s.collections,
+                s.collect.collections,
             ),
             (
                 "lockscope_collect_errors",
                 "Reads of the in-kernel maps that failed (the previous data was served)",
-                s.collect_errors,
+                s.collect.collect_errors,
             ),
         ];
         for (name, help, v) in counters {

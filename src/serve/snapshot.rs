@@ -106,14 +106,33 @@ pub struct Folder {
 /// their record says each time).
 const MAX_LABELS: usize = 65536;
 
-/// The folded series of one snapshot and what the caps folded away.
-#[derive(Debug, Default)]
-pub struct Folded {
-    pub series: BTreeMap<SeriesKey, Series>,
+/// What the caps folded into "other" (and `/api/summary` says so, by
+/// these names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct FoldCounts {
     /// Distinct label sets (after process folding) in overflow series.
     pub folded_series: u64,
     /// Distinct processes labelled `pid="other"`.
     pub folded_processes: u64,
+}
+
+/// How the collector's reads of the in-kernel maps went (and
+/// `/api/summary` says so, by these names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct CollectStats {
+    /// Reads that made a snapshot.
+    pub collections: u64,
+    /// Reads that failed.
+    pub collect_errors: u64,
+    /// How long the last read of the in-kernel maps took.
+    pub collect_ns: u64,
+}
+
+/// The folded series of one snapshot and what the caps folded away.
+#[derive(Debug, Default)]
+pub struct Folded {
+    pub series: BTreeMap<SeriesKey, Series>,
+    pub counts: FoldCounts,
     /// Hashes of the folded label sets: counted, not kept.
     folded_keys: HashSet<u64>,
     folded_pids: HashSet<u32>,
@@ -209,8 +228,10 @@ impl Folder {
             };
             out.series.entry(key).or_default().add(r);
         }
-        out.folded_series = out.folded_keys.len() as u64;
-        out.folded_processes = out.folded_pids.len() as u64;
+        out.counts = FoldCounts {
+            folded_series: out.folded_keys.len() as u64,
+            folded_processes: out.folded_pids.len() as u64,
+        };
     }
 }
 
@@ -437,15 +458,11 @@ pub struct Snapshot {
     pub max_series: usize,
     pub sources: Vec<SourceTotals>,
     pub series: BTreeMap<SeriesKey, Series>,
-    pub folded_series: u64,
-    pub folded_processes: u64,
+    pub folds: FoldCounts,
     pub self_stats: SelfStats,
     pub top_locks: Vec<Row>,
     pub top_processes: Vec<ProcessRow>,
-    /// How long the last read of the in-kernel maps took.
-    pub collect_ns: u64,
-    pub collections: u64,
-    pub collect_errors: u64,
+    pub collect: CollectStats,
     pub history: std::sync::Arc<History>,
     /// The deadlocks of the target processes (none without `-p`/`-t`).
     pub deadlocks: std::sync::Arc<Deadlocks>,
@@ -769,7 +786,10 @@ mod tests {
         let (k, s) = second.series.iter().next().expect("one");
         assert_eq!(k.lock, "pipe:[9] (fd 4 of 7 x)");
         assert_eq!(s.wait.count, 2);
-        assert_eq!((first.folded_series, second.folded_series), (0, 0));
+        assert_eq!(
+            (first.counts.folded_series, second.counts.folded_series),
+            (0, 0)
+        );
     }
 
     #[test]
@@ -786,7 +806,7 @@ mod tests {
         assert_eq!(k.caller, "pipe_write");
         assert_eq!(k.process, None);
         assert_eq!((s.wait.count, s.wait.total_ns, s.aborted), (3, 600, 2));
-        assert_eq!(out.folded_series, 0);
+        assert_eq!(out.counts.folded_series, 0);
     }
 
     #[test]
@@ -806,7 +826,7 @@ mod tests {
         );
         let other = SeriesKey::overflow("kernel-contention", false);
         assert_eq!(first.series[&other].wait.total_ns, 10);
-        assert_eq!(first.folded_series, 1);
+        assert_eq!(first.counts.folded_series, 1);
         // later: the folded lock becomes the heaviest; it stays folded, so
         // no series ever goes down
         recs[1] = rec(1, 1, 0x2, "b", &[10, 1_000_000]);
@@ -818,7 +838,7 @@ mod tests {
             assert!(second.series[k].wait.count >= s.wait.count, "{k:?}");
         }
         assert_eq!(second.series[&other].wait.total_ns, 10 + 1_000_000 + 7);
-        assert_eq!(second.folded_series, 2);
+        assert_eq!(second.counts.folded_series, 2);
         // every wait is still counted exactly once
         let total: u64 = second.series.values().map(|s| s.wait.count).sum();
         assert_eq!(total, 5);
@@ -843,7 +863,7 @@ mod tests {
             procs.contains(&Some((OTHER.into(), OTHER.into()))),
             "{procs:?}"
         );
-        assert_eq!(out.folded_processes, 2);
+        assert_eq!(out.counts.folded_processes, 2);
         assert_eq!(out.series.len(), 2, "pids 8 and 9 share the 'other' series");
         // a process's name is taken when it gets its label, from the record
         // when /proc has none

@@ -281,7 +281,7 @@ pub fn table_lines(app: &App, width: u16, height: u16) -> Vec<Line<'static>> {
     ));
     let body = height.saturating_sub(1) as usize;
     if app.rows.is_empty() {
-        let msg = if app.updates == 0 {
+        let msg = if app.progress.updates == 0 {
             format!(
                 "waiting for the first sample (every {})…",
                 fmt_ns(app.interval_ns)
@@ -327,9 +327,9 @@ fn title_line(app: &App) -> String {
         app.sort.header(),
         arrow,
         fmt_interval(app.interval_ns),
-        fmt_uptime(app.elapsed_ns)
+        fmt_uptime(app.progress.elapsed_ns)
     );
-    if app.targets_exited {
+    if app.progress.targets_exited {
         s.push_str(" · targets exited");
     }
     s
@@ -343,7 +343,7 @@ fn totals_line(app: &App) -> String {
     };
     format!(
         "{filter}last {}: {} waits, {} · since start: {} waits, {} · {} row{}",
-        fmt_interval(app.last_interval_ns),
+        fmt_interval(app.progress.last_interval_ns),
         dn,
         fmt_ns(dw),
         tn,
@@ -356,13 +356,13 @@ fn totals_line(app: &App) -> String {
 /// Loss lines (one per source), unavailable sources and read errors.
 fn status_lines(app: &App) -> Vec<Line<'static>> {
     let mut out = Vec::new();
-    for e in &app.errors {
+    for e in &app.health.errors {
         out.push(Line::styled(
             format!("error: {e}"),
             Style::new().fg(Color::Red),
         ));
     }
-    for l in &app.lost {
+    for l in &app.health.lost {
         if let Some(e) = &l.error {
             out.push(Line::styled(
                 format!("lost {}: counters unreadable: {e}", l.source),
@@ -392,7 +392,7 @@ fn status_lines(app: &App) -> Vec<Line<'static>> {
             ));
         }
     }
-    for s in app.statuses.iter().filter(|s| !s.available) {
+    for s in app.health.statuses.iter().filter(|s| !s.available) {
         out.push(Line::raw(format!(
             "{}: unavailable: {}",
             s.name,
@@ -567,7 +567,7 @@ pub fn detail_lines(d: &Detail, app: &App, width: u16) -> Vec<Line<'static>> {
             "{} since start, {} in the last {}",
             w.count,
             dw.count,
-            fmt_interval(app.last_interval_ns)
+            fmt_interval(app.progress.last_interval_ns)
         ),
     ));
     // sources that see every acquisition: the waits above are the
