@@ -875,30 +875,33 @@ pub fn summary_lines(rep: &Report) -> Vec<String> {
             h.partial
         ));
     }
-    let fx: Vec<&Row> = of(Section::Futex).collect();
-    if !fx.is_empty() {
+    // the sections of waits that are not for a lock: (waits, their total
+    // wait, those that slept), None when the section has no row
+    let sums = |s: Section| {
+        let rows: Vec<&Row> = of(s).collect();
+        (!rows.is_empty()).then(|| {
+            rows.iter().fold((0u64, 0u64, 0u64), |(n, t, w), r| {
+                (n + r.count, t + r.wait.total_ns, w + r.slept)
+            })
+        })
+    };
+    if let Some((n, total, _)) = sums(Section::Futex) {
         lines.push(format!(
-            "  futex: {} waits, {} in total (not only locks: see futex waits)",
-            fx.iter().map(|r| r.count).sum::<u64>(),
-            fmt_ns(fx.iter().map(|r| r.wait.total_ns).sum())
+            "  futex: {n} waits, {} in total (not only locks: see futex waits)",
+            fmt_ns(total)
         ));
     }
-    let rq: Vec<&Row> = of(Section::RunQueue).collect();
-    if !rq.is_empty() {
-        let n: u64 = rq.iter().map(|r| r.count).sum();
-        let woken: u64 = rq.iter().map(|r| r.slept).sum();
+    if let Some((n, total, woken)) = sums(Section::RunQueue) {
         lines.push(format!(
             "  run queue: {n} waits for a CPU, {} in total, {} after a preemption",
-            fmt_ns(rq.iter().map(|r| r.wait.total_ns).sum()),
+            fmt_ns(total),
             n.saturating_sub(woken)
         ));
     }
-    let pn: Vec<&Row> = of(Section::PickNext).collect();
-    if !pn.is_empty() {
+    if let Some((n, total, _)) = sums(Section::PickNext) {
         lines.push(format!(
-            "  pick_next_task_fair: {} calls, {} in total",
-            pn.iter().map(|r| r.count).sum::<u64>(),
-            fmt_ns(pn.iter().map(|r| r.wait.total_ns).sum())
+            "  pick_next_task_fair: {n} calls, {} in total",
+            fmt_ns(total)
         ));
     }
     lines
@@ -1034,6 +1037,18 @@ pub fn table_width(wide: bool) -> usize {
     if wide { UNLIMITED } else { term_width() }
 }
 
+/// Appends `,"FIELD":VALUE` for each named field of `$v`, the key the
+/// field's name (as serde derives it) and the value as [`JsonValue`]
+/// writes it.
+macro_rules! json_fields {
+    ($buf:expr, $v:expr, $($f:ident),+) => {
+        $(
+            $buf.extend_from_slice(concat!(",\"", stringify!($f), "\":").as_bytes());
+            JsonValue::write_json(&$v.$f, $buf);
+        )+
+    };
+}
+
 /// Appends one `trace --json` line (without its newline) for `e` to `buf`:
 /// `{"type":TY,` then the event's fields in the order and spelling of its
 /// derived `Serialize` (the same bytes `serde_json` writes; a test checks
@@ -1042,8 +1057,7 @@ pub fn table_width(wide: bool) -> usize {
 pub fn event_json(buf: &mut Vec<u8>, ty: &str, e: &crate::model::Event) {
     buf.extend_from_slice(b"{\"type\":");
     json_str(buf, ty);
-    buf.extend_from_slice(b",\"source\":");
-    json_str(buf, e.source);
+    json_fields!(buf, e, source);
     buf.extend_from_slice(b",\"kind\":");
     match e.kind.known_name() {
         Some(k) => json_str(buf, k),
@@ -1051,73 +1065,71 @@ pub fn event_json(buf: &mut Vec<u8>, ty: &str, e: &crate::model::Event) {
     }
     buf.extend_from_slice(b",\"lock\":\"0x");
     json_hex(buf, e.lock);
-    buf.extend_from_slice(b"\",\"lock_name\":");
-    json_opt_str(buf, e.lock_name.as_deref());
-    buf.extend_from_slice(b",\"caller\":");
-    json_opt_str(buf, e.caller.as_deref());
-    buf.extend_from_slice(b",\"pid\":");
-    json_u64(buf, e.pid as u64);
-    buf.extend_from_slice(b",\"tid\":");
-    json_u64(buf, e.tid as u64);
-    buf.extend_from_slice(b",\"comm\":");
-    json_str(buf, &e.comm);
-    buf.extend_from_slice(b",\"cgroup\":");
-    json_opt_str(buf, e.cgroup.as_deref());
-    buf.extend_from_slice(b",\"begin_ns\":");
-    json_u64(buf, e.begin_ns);
-    buf.extend_from_slice(b",\"end_ns\":");
-    json_u64(buf, e.end_ns);
-    buf.extend_from_slice(b",\"released_ns\":");
-    json_opt_u64(buf, e.released_ns);
-    buf.extend_from_slice(b",\"wait_ns\":");
-    json_u64(buf, e.wait_ns);
-    buf.extend_from_slice(b",\"hold_ns\":");
-    json_opt_u64(buf, e.hold_ns);
-    buf.extend_from_slice(b",\"aborted\":");
-    json_bool(buf, e.aborted);
-    buf.extend_from_slice(b",\"failed\":");
-    json_bool(buf, e.failed);
-    buf.extend_from_slice(b",\"ret\":");
-    let mut ib = itoa::Buffer::new();
-    buf.extend_from_slice(ib.format(e.ret).as_bytes());
-    buf.extend_from_slice(b",\"spun\":");
-    json_bool(buf, e.spun);
-    buf.extend_from_slice(b",\"slept\":");
-    json_bool(buf, e.slept);
-    buf.extend_from_slice(b",\"partial\":");
-    json_bool(buf, e.partial);
-    buf.extend_from_slice(b",\"holder_tid\":");
-    json_opt_u64(buf, e.holder_tid.map(u64::from));
-    buf.extend_from_slice(b",\"split\":");
-    match &e.split {
-        Some(s) => {
-            buf.extend_from_slice(b"{\"oncpu\":");
-            json_u64(buf, s.oncpu);
-            buf.extend_from_slice(b",\"runnable\":");
-            json_u64(buf, s.runnable);
-            buf.extend_from_slice(b",\"asleep\":");
-            json_u64(buf, s.asleep);
-            buf.push(b'}');
-        }
-        None => buf.extend_from_slice(b"null"),
-    }
+    buf.push(b'"');
+    json_fields!(buf, e, lock_name, caller, pid, tid, comm, cgroup);
+    json_fields!(buf, e, begin_ns, end_ns, released_ns, wait_ns, hold_ns);
+    json_fields!(buf, e, aborted, failed, ret, spun, slept, partial);
+    json_fields!(buf, e, holder_tid, split);
     buf.push(b'}');
 }
 
-fn json_u64(buf: &mut Vec<u8>, v: u64) {
-    let mut b = itoa::Buffer::new();
-    buf.extend_from_slice(b.format(v).as_bytes());
+/// A value of an event, written as serde_json writes it.
+trait JsonValue {
+    fn write_json(&self, buf: &mut Vec<u8>);
 }
 
-fn json_opt_u64(buf: &mut Vec<u8>, v: Option<u64>) {
-    match v {
-        Some(v) => json_u64(buf, v),
-        None => buf.extend_from_slice(b"null"),
+/// Integers as `itoa` writes them (serde_json's own digits).
+macro_rules! json_int {
+    ($($t:ty),+) => {
+        $(impl JsonValue for $t {
+            fn write_json(&self, buf: &mut Vec<u8>) {
+                buf.extend_from_slice(itoa::Buffer::new().format(*self).as_bytes());
+            }
+        })+
+    };
+}
+json_int!(u64, u32, i32);
+
+impl JsonValue for bool {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(if *self { b"true" } else { b"false" });
     }
 }
 
-fn json_bool(buf: &mut Vec<u8>, v: bool) {
-    buf.extend_from_slice(if v { b"true" } else { b"false" });
+impl JsonValue for str {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        json_str(buf, self);
+    }
+}
+
+impl JsonValue for String {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        self.as_str().write_json(buf);
+    }
+}
+
+impl<T: JsonValue + ?Sized> JsonValue for &T {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        (**self).write_json(buf);
+    }
+}
+
+impl<T: JsonValue> JsonValue for Option<T> {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        match self {
+            Some(v) => v.write_json(buf),
+            None => buf.extend_from_slice(b"null"),
+        }
+    }
+}
+
+impl JsonValue for crate::model::WaitSplit {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(b"{\"oncpu\":");
+        self.oncpu.write_json(buf);
+        json_fields!(buf, self, runnable, asleep);
+        buf.push(b'}');
+    }
 }
 
 /// Lower-case hex digits of `v`, no prefix (as `{:x}`).
@@ -1126,13 +1138,6 @@ fn json_hex(buf: &mut Vec<u8>, v: u64) {
     let n = (64 - (v | 1).leading_zeros()).div_ceil(4) as usize;
     for i in (0..n).rev() {
         buf.push(DIGITS[((v >> (i * 4)) & 0xf) as usize]);
-    }
-}
-
-fn json_opt_str(buf: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => json_str(buf, s),
-        None => buf.extend_from_slice(b"null"),
     }
 }
 
@@ -1306,6 +1311,13 @@ mod tests {
         String::from_utf8(out).expect("utf8")
     }
 
+    /// The line of a table that counts the contended waits.
+    fn headline(text: &str) -> &str {
+        text.lines()
+            .find(|l| l.contains("contended waits"))
+            .expect("headline")
+    }
+
     /// Checks that `text` has each of `wants`.
     #[track_caller]
     fn assert_has(text: &str, wants: &[&str]) {
@@ -1380,12 +1392,8 @@ mod tests {
         let mut rep = sample();
         rep.lost = lost.clone();
         let text = table(&rep, GroupBy::Lock, 80);
-        let headline = text
-            .lines()
-            .find(|l| l.contains("contended waits"))
-            .expect("headline");
         assert!(
-            headline.starts_with("[287051 LOST, see below] pid 4242"),
+            headline(&text).starts_with("[287051 LOST, see below] pid 4242"),
             "{text}"
         );
         assert!(text.contains("LOST: futex.ringbuf_dropped 12,"), "{text}");
@@ -1476,19 +1484,22 @@ mod tests {
     /// waits on one CPU, grouped `by`.
     fn mixed(by: GroupBy) -> Report {
         let base = Record {
-            source: "mmap-lock",
-            kind: LockKind::RwsemWrite,
             lock_name: Some("mmap_lock of 7 (db)".into()),
-            pid: 7,
-            tid: 8,
-            comm: "db".into(),
+            caller: Some("__vm_munmap".into()),
             cgroup: Some("/".into()),
-            slept: 0,
+            wait: Stats::of(&[1_000, 2_000]),
             hold: Some(Stats::of(&[5_000_000])),
             acquired: Some(4),
             failed: 1,
             partial: 2,
-            ..Record::sample(0xffff_8881_0000_0040, "__vm_munmap", &[1_000, 2_000])
+            ..Record::new(
+                "mmap-lock",
+                LockKind::RwsemWrite,
+                0xffff_8881_0000_0040,
+                7,
+                8,
+                "db".into(),
+            )
         };
         let runq = |tid: u32, waits: &[u64], woken: u64| Record {
             source: "sched",
@@ -1849,12 +1860,8 @@ mod tests {
             let rep = report_of(&recs, by);
             let text = table(&rep, by, UNLIMITED);
             let lines: Vec<&str> = text.lines().collect();
-            let headline = lines
-                .iter()
-                .find(|l| l.contains("contended waits"))
-                .expect("headline");
             assert!(
-                headline.ends_with(": 5 contended waits, 70.0 ms waiting in total"),
+                headline(&text).ends_with(": 5 contended waits, 70.0 ms waiting in total"),
                 "lock rows only: {text}"
             );
             let pos = |needle: &str| {
