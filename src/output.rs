@@ -1311,6 +1311,12 @@ mod tests {
         String::from_utf8(out).expect("utf8")
     }
 
+    /// The rows of `rep`'s JSON.
+    fn json_rows(rep: &Report) -> Vec<serde_json::Value> {
+        let v = serde_json::to_value(rep).expect("serialise");
+        v["rows"].as_array().expect("rows").clone()
+    }
+
     /// The line of a table that counts the contended waits.
     fn headline(text: &str) -> &str {
         text.lines()
@@ -1574,17 +1580,17 @@ mod tests {
         let text = table(&rep, GroupBy::Lock, UNLIMITED);
         assert!(text.contains("runq       cpu 1\n"), "{text}");
         assert!(!text.contains("cpu 1 ?"), "{text}");
-        let v = serde_json::to_value(&rep).expect("serialise");
-        let r = v["rows"]
-            .as_array()
-            .and_then(|rows| rows.iter().find(|r| r["source"] == "sched"))
+        let rows = json_rows(&rep);
+        let r = rows
+            .iter()
+            .find(|r| r["source"] == "sched")
             .expect("a sched row");
         assert_eq!(r["kind"], "runqueue");
         assert_eq!(r["lock"], "0x1");
         assert!(r["hold_ns"].is_null());
-        let m = v["rows"]
-            .as_array()
-            .and_then(|rows| rows.iter().find(|r| r["source"] == "mmap-lock"))
+        let m = rows
+            .iter()
+            .find(|r| r["source"] == "mmap-lock")
             .expect("an mmap-lock row");
         assert_eq!(m["hold_ns"]["total"], 5_000_000);
         assert_eq!(
@@ -1910,15 +1916,10 @@ mod tests {
                 ],
             );
             // JSON is unchanged: one list, every row with its source
-            let v = serde_json::to_value(&rep).expect("serialise");
-            let sources: Vec<&str> = v["rows"]
-                .as_array()
-                .expect("rows")
-                .iter()
-                .filter_map(|r| r["source"].as_str())
-                .collect();
-            assert_eq!(sources.len(), rep.rows.len(), "{v}");
-            assert!(sources.contains(&"sched"), "{v}");
+            let rows = json_rows(&rep);
+            let sources: Vec<&str> = rows.iter().filter_map(|r| r["source"].as_str()).collect();
+            assert_eq!(sources.len(), rep.rows.len(), "{rows:?}");
+            assert!(sources.contains(&"sched"), "{rows:?}");
             assert_eq!(sources[0], "futex", "JSON keeps the total-wait order");
         }
         // only non-lock rows: no lock headline count, the sections still
