@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use serde::Serialize;
 
 use crate::deadlock::Deadlock;
-use crate::model::{GroupBy, Record, Row, Stats, StatsSummary, WaitSplit, group};
+use crate::model::{GroupBy, Record, Row, Stats, StatsSummary, group};
 use crate::output::SourceStatus;
 use crate::session::SourceReading;
 use crate::sources::ProgStats;
@@ -44,40 +44,10 @@ impl SeriesKey {
     }
 }
 
-/// One exported lock series: the sum of the records folded into it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Series {
-    pub wait: Stats,
-    pub hold: Option<Stats>,
-    /// Every acquisition, for sources that see them all.
-    pub acquired: Option<u64>,
-    pub aborted: u64,
-    pub failed: u64,
-    pub partial: u64,
-    pub spun: u64,
-    pub slept: u64,
-    pub split: Option<WaitSplit>,
-}
-
-impl Series {
-    fn add(&mut self, r: &Record) {
-        self.wait.merge(&r.wait);
-        if let Some(h) = &r.hold {
-            self.hold.get_or_insert_with(Stats::default).merge(h);
-        }
-        if let Some(n) = r.acquired {
-            *self.acquired.get_or_insert(0) += n;
-        }
-        self.aborted += r.aborted;
-        self.failed += r.failed;
-        self.partial += r.partial;
-        self.spun += r.spun;
-        self.slept += r.slept;
-        if let Some(s) = &r.split {
-            self.split.get_or_insert_with(WaitSplit::default).add(s);
-        }
-    }
-}
+/// One exported lock series: the sum of the records folded into it (see
+/// [`Record::add_counts`]; its identity is the [`SeriesKey`], the
+/// record's own is left unset).
+pub type Series = Record;
 
 /// Caps on the number of series, decided once per label set and kept for
 /// the life of the process, so that every exported counter only grows.
@@ -226,7 +196,7 @@ impl Folder {
                 folded_keys.insert(h.finish());
                 o
             };
-            out.series.entry(key).or_default().add(r);
+            out.series.entry(key).or_default().add_counts(r);
         }
         out.counts = FoldCounts {
             folded_series: out.folded_keys.len() as u64,
@@ -478,10 +448,9 @@ pub const MAX_SHOWN_DEADLOCKS: usize = 32;
 pub struct Deadlocks {
     /// Whether the target processes are watched (serve has `-p`/`-t`).
     pub watched: bool,
-    /// Cycles reported since start.
-    pub reported: u64,
-    /// Threads in a cycle that is still there.
-    pub live_threads: u64,
+    /// Of all the target processes.
+    #[serde(flatten)]
+    pub tally: DeadlockTally,
     /// By process (the first `--max-processes` processes with a deadlock;
     /// later ones under `pid` "other").
     pub by_process: Vec<DeadlockCount>,
@@ -491,12 +460,21 @@ pub struct Deadlocks {
     pub not_shown: u64,
 }
 
+/// Deadlocks reported and the threads of those still there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct DeadlockTally {
+    /// Cycles reported since start.
+    pub reported: u64,
+    /// Threads in a cycle that is still there.
+    pub live_threads: u64,
+}
+
 /// The deadlock counts of one process (`pid` label).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DeadlockCount {
     pub pid: String,
-    pub reported: u64,
-    pub live_threads: u64,
+    #[serde(flatten)]
+    pub tally: DeadlockTally,
 }
 
 /// A deadlock as reported (`report --json`'s fields) and whether its cycle
@@ -575,8 +553,8 @@ impl DeadlockBook {
         let mut changed = !found.is_empty();
         for d in found {
             let i = self.slot(d.pid);
-            self.view.by_process[i].reported += 1;
-            self.view.reported += 1;
+            self.view.by_process[i].tally.reported += 1;
+            self.view.tally.reported += 1;
             if self.view.shown.len() >= MAX_SHOWN_DEADLOCKS {
                 // the oldest that is over, else the oldest
                 let drop = self.view.shown.iter().position(|s| !s.live).unwrap_or(0);
@@ -594,7 +572,7 @@ impl DeadlockBook {
             s.live = live;
         }
         for c in &mut self.view.by_process {
-            c.live_threads = 0;
+            c.tally.live_threads = 0;
         }
         let mut live_threads = 0;
         for k in 0..self.view.shown.len() {
@@ -604,10 +582,10 @@ impl DeadlockBook {
             }
             let (pid, n) = (s.deadlock.pid, s.deadlock.threads.len() as u64);
             let i = self.slot(pid);
-            self.view.by_process[i].live_threads += n;
+            self.view.by_process[i].tally.live_threads += n;
             live_threads += n;
         }
-        self.view.live_threads = live_threads;
+        self.view.tally.live_threads = live_threads;
         changed
     }
 }
@@ -995,12 +973,15 @@ mod tests {
         let d7 = deadlock(7, &[70, 71]);
         assert!(b.update(vec![d7.clone()], |_| true));
         let v = b.view();
-        assert_eq!((v.reported, v.live_threads), (1, 2));
+        assert_eq!((v.tally.reported, v.tally.live_threads), (1, 2));
         assert_eq!(
-            (v.by_process[0].reported, v.by_process[0].live_threads),
+            (
+                v.by_process[0].tally.reported,
+                v.by_process[0].tally.live_threads
+            ),
             (1, 2)
         );
-        assert_eq!(v.by_process[1].reported, 0);
+        assert_eq!(v.by_process[1].tally.reported, 0);
         assert!(v.shown[0].live);
         assert!(!b.update(Vec::new(), |_| true), "still live: no change");
         // a process past --max-processes counts under "other"
@@ -1008,18 +989,24 @@ mod tests {
         let v = b.view();
         assert_eq!(v.by_process[2].pid, OTHER);
         assert_eq!(
-            (v.by_process[2].reported, v.by_process[2].live_threads),
+            (
+                v.by_process[2].tally.reported,
+                v.by_process[2].tally.live_threads
+            ),
             (1, 3)
         );
-        assert_eq!((v.reported, v.live_threads), (2, 5));
+        assert_eq!((v.tally.reported, v.tally.live_threads), (2, 5));
         // pid 7's cycle breaks: its threads leave the gauge, its count stays
         assert!(b.update(Vec::new(), |d| d.pid != 7));
         let v = b.view();
         assert_eq!(
-            (v.by_process[0].reported, v.by_process[0].live_threads),
+            (
+                v.by_process[0].tally.reported,
+                v.by_process[0].tally.live_threads
+            ),
             (1, 0)
         );
-        assert_eq!(v.live_threads, 3);
+        assert_eq!(v.tally.live_threads, 3);
         assert!(!v.shown[0].live && v.shown[1].live);
         // bounded: the ones that are over go first
         for i in 0..MAX_SHOWN_DEADLOCKS as u32 {
@@ -1031,8 +1018,11 @@ mod tests {
         assert_eq!(v.shown.len(), MAX_SHOWN_DEADLOCKS);
         assert_eq!(v.not_shown, 2);
         assert!(v.shown.iter().any(|s| s.deadlock.pid == 9 && s.live));
-        assert_eq!(v.reported, 2 + MAX_SHOWN_DEADLOCKS as u64);
-        assert_eq!(v.by_process[0].reported, 1 + MAX_SHOWN_DEADLOCKS as u64);
+        assert_eq!(v.tally.reported, 2 + MAX_SHOWN_DEADLOCKS as u64);
+        assert_eq!(
+            v.by_process[0].tally.reported,
+            1 + MAX_SHOWN_DEADLOCKS as u64
+        );
         // no targets: nothing watched
         assert!(!DeadlockBook::new(&[], 50).view().watched);
     }
