@@ -1512,28 +1512,21 @@ mod trace_lines {
     /// A user-lock hold of 2 ms after a 1 ms wait, 1 s into the trace.
     fn hold() -> Event {
         Event {
-            source: "user-mutex",
-            kind: LockKind::UserMutex,
-            lock: 0xffff_8881_2345_6789,
-            lock_name: None,
             caller: Some("my_server::handler::process_request+0x1234".into()),
-            pid: 4_194_303,
-            tid: 4_194_302,
-            comm: "a-fifteen-chars".into(),
-            cgroup: None,
             begin_ns: 1_000_000_000,
             end_ns: 1_001_000_000,
             released_ns: Some(1_003_000_000),
             wait_ns: 1_000_000,
             hold_ns: Some(2_000_000),
-            aborted: false,
-            failed: false,
-            ret: 0,
-            spun: false,
             slept: true,
-            partial: false,
-            holder_tid: None,
-            split: None,
+            ..Event::new(
+                "user-mutex",
+                LockKind::UserMutex,
+                0xffff_8881_2345_6789,
+                4_194_303,
+                4_194_302,
+                "a-fifteen-chars".into(),
+            )
         }
     }
 

@@ -269,6 +269,15 @@ mod tests {
         }
     }
 
+    /// Thread `tid` holds `outer` over [base+10, base+50] and takes
+    /// `inner` inside it, over [base+20, base+30].
+    fn nested(tid: u32, outer: (u64, &str), inner: (u64, &str), base: u64) -> [Hold; 2] {
+        [
+            hold(tid, outer.0, outer.1, base + 10, base + 50),
+            hold(tid, inner.0, inner.1, base + 20, base + 30),
+        ]
+    }
+
     /// A thread's holds in release order (as they arrive).
     fn feed(g: &mut OrderGraph, holds: &[Hold]) {
         let mut hs = holds.to_vec();
@@ -286,11 +295,10 @@ mod tests {
         feed(
             &mut g,
             &[
-                hold(1, 0xa, "f", 10, 50),
-                hold(1, 0xb, "g", 20, 30),
-                hold(2, 0xb, "h", 100, 150),
-                hold(2, 0xa, "k", 110, 120),
-            ],
+                nested(1, (0xa, "f"), (0xb, "g"), 0).as_slice(),
+                &[hold(2, 0xb, "h", 100, 150), hold(2, 0xa, "k", 110, 120)],
+            ]
+            .concat(),
         );
         let edges: Vec<_> = g.edges().map(|(k, e)| (*k, e.count)).collect();
         assert_eq!(edges, [((7, 0xa, 0xb), 1), ((7, 0xb, 0xa), 1)]);
@@ -316,8 +324,7 @@ mod tests {
         for r in 0..50u64 {
             let t = 1 + (r % 3) as u32;
             let base = r * 100;
-            holds.push(hold(t, 0xa, "f", base + 10, base + 50));
-            holds.push(hold(t, 0xb, "g", base + 20, base + 30));
+            holds.extend(nested(t, (0xa, "f"), (0xb, "g"), base));
             // B alone, then A alone: sequential, not nested
             holds.push(hold(t, 0xb, "h", base + 60, base + 70));
             holds.push(hold(t, 0xa, "k", base + 75, base + 80));
@@ -352,10 +359,7 @@ mod tests {
     fn a_lock_taken_again_inside_itself_is_no_edge() {
         let mut g = OrderGraph::new(10, 10, 16);
         // a recursive mutex: A inside A
-        feed(
-            &mut g,
-            &[hold(1, 0xa, "f", 10, 50), hold(1, 0xa, "g", 20, 30)],
-        );
+        feed(&mut g, &nested(1, (0xa, "f"), (0xa, "g"), 0));
         assert_eq!(g.edges().count(), 0);
     }
 }

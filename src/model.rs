@@ -430,6 +430,13 @@ impl Record {
     /// Adds the counters of `r`, a record of the same identity (another
     /// kernel entry that names it: e.g. two stacks with one caller).
     pub fn merge(&mut self, r: &Record) {
+        self.add_counts(r);
+        self.stacks.extend(r.stacks.iter().cloned());
+    }
+
+    /// Adds `r`'s counts, waits, holds and wait split to this record's;
+    /// its stacks are left out.
+    pub fn add_counts(&mut self, r: &Record) {
         self.aborted += r.aborted;
         self.spun += r.spun;
         self.slept += r.slept;
@@ -445,7 +452,6 @@ impl Record {
         if let Some(sp) = &r.split {
             self.split.get_or_insert_with(Default::default).add(sp);
         }
-        self.stacks.extend(r.stacks.iter().cloned());
     }
 
     /// What happened since `prev`, an earlier reading of the same record

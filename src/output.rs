@@ -875,30 +875,33 @@ pub fn summary_lines(rep: &Report) -> Vec<String> {
             h.partial
         ));
     }
-    let fx: Vec<&Row> = of(Section::Futex).collect();
-    if !fx.is_empty() {
+    // the sections of waits that are not for a lock: (waits, their total
+    // wait, those that slept), None when the section has no row
+    let sums = |s: Section| {
+        let rows: Vec<&Row> = of(s).collect();
+        (!rows.is_empty()).then(|| {
+            rows.iter().fold((0u64, 0u64, 0u64), |(n, t, w), r| {
+                (n + r.count, t + r.wait.total_ns, w + r.slept)
+            })
+        })
+    };
+    if let Some((n, total, _)) = sums(Section::Futex) {
         lines.push(format!(
-            "  futex: {} waits, {} in total (not only locks: see futex waits)",
-            fx.iter().map(|r| r.count).sum::<u64>(),
-            fmt_ns(fx.iter().map(|r| r.wait.total_ns).sum())
+            "  futex: {n} waits, {} in total (not only locks: see futex waits)",
+            fmt_ns(total)
         ));
     }
-    let rq: Vec<&Row> = of(Section::RunQueue).collect();
-    if !rq.is_empty() {
-        let n: u64 = rq.iter().map(|r| r.count).sum();
-        let woken: u64 = rq.iter().map(|r| r.slept).sum();
+    if let Some((n, total, woken)) = sums(Section::RunQueue) {
         lines.push(format!(
             "  run queue: {n} waits for a CPU, {} in total, {} after a preemption",
-            fmt_ns(rq.iter().map(|r| r.wait.total_ns).sum()),
+            fmt_ns(total),
             n.saturating_sub(woken)
         ));
     }
-    let pn: Vec<&Row> = of(Section::PickNext).collect();
-    if !pn.is_empty() {
+    if let Some((n, total, _)) = sums(Section::PickNext) {
         lines.push(format!(
-            "  pick_next_task_fair: {} calls, {} in total",
-            pn.iter().map(|r| r.count).sum::<u64>(),
-            fmt_ns(pn.iter().map(|r| r.wait.total_ns).sum())
+            "  pick_next_task_fair: {n} calls, {} in total",
+            fmt_ns(total)
         ));
     }
     lines
@@ -1034,6 +1037,18 @@ pub fn table_width(wide: bool) -> usize {
     if wide { UNLIMITED } else { term_width() }
 }
 
+/// Appends `,"FIELD":VALUE` for each named field of `$v`, the key the
+/// field's name (as serde derives it) and the value as [`JsonValue`]
+/// writes it.
+macro_rules! json_fields {
+    ($buf:expr, $v:expr, $($f:ident),+) => {
+        $(
+            $buf.extend_from_slice(concat!(",\"", stringify!($f), "\":").as_bytes());
+            JsonValue::write_json(&$v.$f, $buf);
+        )+
+    };
+}
+
 /// Appends one `trace --json` line (without its newline) for `e` to `buf`:
 /// `{"type":TY,` then the event's fields in the order and spelling of its
 /// derived `Serialize` (the same bytes `serde_json` writes; a test checks
@@ -1042,8 +1057,7 @@ pub fn table_width(wide: bool) -> usize {
 pub fn event_json(buf: &mut Vec<u8>, ty: &str, e: &crate::model::Event) {
     buf.extend_from_slice(b"{\"type\":");
     json_str(buf, ty);
-    buf.extend_from_slice(b",\"source\":");
-    json_str(buf, e.source);
+    json_fields!(buf, e, source);
     buf.extend_from_slice(b",\"kind\":");
     match e.kind.known_name() {
         Some(k) => json_str(buf, k),
@@ -1051,73 +1065,71 @@ pub fn event_json(buf: &mut Vec<u8>, ty: &str, e: &crate::model::Event) {
     }
     buf.extend_from_slice(b",\"lock\":\"0x");
     json_hex(buf, e.lock);
-    buf.extend_from_slice(b"\",\"lock_name\":");
-    json_opt_str(buf, e.lock_name.as_deref());
-    buf.extend_from_slice(b",\"caller\":");
-    json_opt_str(buf, e.caller.as_deref());
-    buf.extend_from_slice(b",\"pid\":");
-    json_u64(buf, e.pid as u64);
-    buf.extend_from_slice(b",\"tid\":");
-    json_u64(buf, e.tid as u64);
-    buf.extend_from_slice(b",\"comm\":");
-    json_str(buf, &e.comm);
-    buf.extend_from_slice(b",\"cgroup\":");
-    json_opt_str(buf, e.cgroup.as_deref());
-    buf.extend_from_slice(b",\"begin_ns\":");
-    json_u64(buf, e.begin_ns);
-    buf.extend_from_slice(b",\"end_ns\":");
-    json_u64(buf, e.end_ns);
-    buf.extend_from_slice(b",\"released_ns\":");
-    json_opt_u64(buf, e.released_ns);
-    buf.extend_from_slice(b",\"wait_ns\":");
-    json_u64(buf, e.wait_ns);
-    buf.extend_from_slice(b",\"hold_ns\":");
-    json_opt_u64(buf, e.hold_ns);
-    buf.extend_from_slice(b",\"aborted\":");
-    json_bool(buf, e.aborted);
-    buf.extend_from_slice(b",\"failed\":");
-    json_bool(buf, e.failed);
-    buf.extend_from_slice(b",\"ret\":");
-    let mut ib = itoa::Buffer::new();
-    buf.extend_from_slice(ib.format(e.ret).as_bytes());
-    buf.extend_from_slice(b",\"spun\":");
-    json_bool(buf, e.spun);
-    buf.extend_from_slice(b",\"slept\":");
-    json_bool(buf, e.slept);
-    buf.extend_from_slice(b",\"partial\":");
-    json_bool(buf, e.partial);
-    buf.extend_from_slice(b",\"holder_tid\":");
-    json_opt_u64(buf, e.holder_tid.map(u64::from));
-    buf.extend_from_slice(b",\"split\":");
-    match &e.split {
-        Some(s) => {
-            buf.extend_from_slice(b"{\"oncpu\":");
-            json_u64(buf, s.oncpu);
-            buf.extend_from_slice(b",\"runnable\":");
-            json_u64(buf, s.runnable);
-            buf.extend_from_slice(b",\"asleep\":");
-            json_u64(buf, s.asleep);
-            buf.push(b'}');
-        }
-        None => buf.extend_from_slice(b"null"),
-    }
+    buf.push(b'"');
+    json_fields!(buf, e, lock_name, caller, pid, tid, comm, cgroup);
+    json_fields!(buf, e, begin_ns, end_ns, released_ns, wait_ns, hold_ns);
+    json_fields!(buf, e, aborted, failed, ret, spun, slept, partial);
+    json_fields!(buf, e, holder_tid, split);
     buf.push(b'}');
 }
 
-fn json_u64(buf: &mut Vec<u8>, v: u64) {
-    let mut b = itoa::Buffer::new();
-    buf.extend_from_slice(b.format(v).as_bytes());
+/// A value of an event, written as serde_json writes it.
+trait JsonValue {
+    fn write_json(&self, buf: &mut Vec<u8>);
 }
 
-fn json_opt_u64(buf: &mut Vec<u8>, v: Option<u64>) {
-    match v {
-        Some(v) => json_u64(buf, v),
-        None => buf.extend_from_slice(b"null"),
+/// Integers as `itoa` writes them (serde_json's own digits).
+macro_rules! json_int {
+    ($($t:ty),+) => {
+        $(impl JsonValue for $t {
+            fn write_json(&self, buf: &mut Vec<u8>) {
+                buf.extend_from_slice(itoa::Buffer::new().format(*self).as_bytes());
+            }
+        })+
+    };
+}
+json_int!(u64, u32, i32);
+
+impl JsonValue for bool {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(if *self { b"true" } else { b"false" });
     }
 }
 
-fn json_bool(buf: &mut Vec<u8>, v: bool) {
-    buf.extend_from_slice(if v { b"true" } else { b"false" });
+impl JsonValue for str {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        json_str(buf, self);
+    }
+}
+
+impl JsonValue for String {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        self.as_str().write_json(buf);
+    }
+}
+
+impl<T: JsonValue + ?Sized> JsonValue for &T {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        (**self).write_json(buf);
+    }
+}
+
+impl<T: JsonValue> JsonValue for Option<T> {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        match self {
+            Some(v) => v.write_json(buf),
+            None => buf.extend_from_slice(b"null"),
+        }
+    }
+}
+
+impl JsonValue for crate::model::WaitSplit {
+    fn write_json(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(b"{\"oncpu\":");
+        self.oncpu.write_json(buf);
+        json_fields!(buf, self, runnable, asleep);
+        buf.push(b'}');
+    }
 }
 
 /// Lower-case hex digits of `v`, no prefix (as `{:x}`).
@@ -1126,13 +1138,6 @@ fn json_hex(buf: &mut Vec<u8>, v: u64) {
     let n = (64 - (v | 1).leading_zeros()).div_ceil(4) as usize;
     for i in (0..n).rev() {
         buf.push(DIGITS[((v >> (i * 4)) & 0xf) as usize]);
-    }
-}
-
-fn json_opt_str(buf: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => json_str(buf, s),
-        None => buf.extend_from_slice(b"null"),
     }
 }
 
@@ -1299,6 +1304,34 @@ mod tests {
         }
     }
 
+    /// `rep` as `write_table` writes it `width` wide (20 rows).
+    fn table(rep: &Report, by: GroupBy, width: usize) -> String {
+        let mut out = Vec::new();
+        write_table(&mut out, rep, by, 20, width).expect("write to a Vec");
+        String::from_utf8(out).expect("utf8")
+    }
+
+    /// The rows of `rep`'s JSON.
+    fn json_rows(rep: &Report) -> Vec<serde_json::Value> {
+        let v = serde_json::to_value(rep).expect("serialise");
+        v["rows"].as_array().expect("rows").clone()
+    }
+
+    /// The line of a table that counts the contended waits.
+    fn headline(text: &str) -> &str {
+        text.lines()
+            .find(|l| l.contains("contended waits"))
+            .expect("headline")
+    }
+
+    /// Checks that `text` has each of `wants`.
+    #[track_caller]
+    fn assert_has(text: &str, wants: &[&str]) {
+        for want in wants {
+            assert!(text.contains(want), "lacks {want:?}: {text}");
+        }
+    }
+
     #[test]
     fn table_fits_80_columns_and_shows_the_row() {
         let rep = sample();
@@ -1308,18 +1341,18 @@ mod tests {
             GroupBy::Task,
             GroupBy::Cgroup,
         ] {
-            let mut out = Vec::new();
-            write_table(&mut out, &rep, by, 20, 80).expect("write to a Vec");
-            let text = String::from_utf8(out).expect("utf8");
+            let text = table(&rep, by, 80);
             for line in text.lines() {
                 assert!(line.chars().count() <= 80, "too wide: {line:?}");
             }
-            assert!(text.contains("rwsem:W"), "{text}");
-            assert!(text.contains("3.00 ms"), "max shown: {text}");
-            assert!(text.contains("end_without_begin 2"), "{text}");
-            assert!(
-                text.contains("2.00 ms asleep, 1.00 ms runnable, 3.00 us on CPU"),
-                "{text}"
+            assert_has(
+                &text,
+                &[
+                    "rwsem:W",
+                    "3.00 ms",
+                    "end_without_begin 2",
+                    "2.00 ms asleep, 1.00 ms runnable, 3.00 us on CPU",
+                ],
             );
         }
     }
@@ -1341,15 +1374,14 @@ mod tests {
             w.starts_with("lockscope: WARNING: 287051 operations lost"),
             "{w}"
         );
-        assert!(
-            w.contains("map_full 287036: rerun with --max-entries 16 (now 4"),
-            "{w}"
+        assert_has(
+            &w,
+            &[
+                "map_full 287036: rerun with --max-entries 16 (now 4",
+                "futex.ringbuf_dropped 12: rerun with --ringbuf-mb 32 (now 8)",
+                "futex.stale_wait 3",
+            ],
         );
-        assert!(
-            w.contains("futex.ringbuf_dropped 12: rerun with --ringbuf-mb 32 (now 8)"),
-            "{w}"
-        );
-        assert!(w.contains("futex.stale_wait 3"), "{w}");
         assert!(
             !w.contains("user-locks.map_full"),
             "zero counters stay out: {w}"
@@ -1365,15 +1397,9 @@ mod tests {
 
         let mut rep = sample();
         rep.lost = lost.clone();
-        let mut out = Vec::new();
-        write_table(&mut out, &rep, GroupBy::Lock, 20, 80).expect("write to a Vec");
-        let text = String::from_utf8(out).expect("utf8");
-        let headline = text
-            .lines()
-            .find(|l| l.contains("contended waits"))
-            .expect("headline");
+        let text = table(&rep, GroupBy::Lock, 80);
         assert!(
-            headline.starts_with("[287051 LOST, see below] pid 4242"),
+            headline(&text).starts_with("[287051 LOST, see below] pid 4242"),
             "{text}"
         );
         assert!(text.contains("LOST: futex.ringbuf_dropped 12,"), "{text}");
@@ -1392,9 +1418,7 @@ mod tests {
             run_time_ns: 0,
             recursion_misses: 0,
         }];
-        let mut out = Vec::new();
-        write_table(&mut out, &rep, GroupBy::Lock, 20, 80).expect("write to a Vec");
-        let text = String::from_utf8(out).expect("utf8");
+        let text = table(&rep, GroupBy::Lock, 80);
         assert!(!text.contains("LOST"), "{text}");
         let footer: Vec<&str> = text.lines().rev().take_while(|l| !l.is_empty()).collect();
         assert_eq!(
@@ -1466,19 +1490,22 @@ mod tests {
     /// waits on one CPU, grouped `by`.
     fn mixed(by: GroupBy) -> Report {
         let base = Record {
-            source: "mmap-lock",
-            kind: LockKind::RwsemWrite,
             lock_name: Some("mmap_lock of 7 (db)".into()),
-            pid: 7,
-            tid: 8,
-            comm: "db".into(),
+            caller: Some("__vm_munmap".into()),
             cgroup: Some("/".into()),
-            slept: 0,
+            wait: Stats::of(&[1_000, 2_000]),
             hold: Some(Stats::of(&[5_000_000])),
             acquired: Some(4),
             failed: 1,
             partial: 2,
-            ..Record::sample(0xffff_8881_0000_0040, "__vm_munmap", &[1_000, 2_000])
+            ..Record::new(
+                "mmap-lock",
+                LockKind::RwsemWrite,
+                0xffff_8881_0000_0040,
+                7,
+                8,
+                "db".into(),
+            )
         };
         let runq = |tid: u32, waits: &[u64], woken: u64| Record {
             source: "sched",
@@ -1540,36 +1567,30 @@ mod tests {
             GroupBy::Task,
             GroupBy::Cgroup,
         ] {
-            let mut out = Vec::new();
-            write_table(&mut out, &mixed(by), by, 20, 80).expect("write to a Vec");
-            let text = String::from_utf8(out).expect("utf8");
+            let text = table(&mixed(by), by, 80);
             for line in text.lines() {
                 assert!(line.chars().count() <= 80, "too wide: {line:?}");
             }
             assert!(text.contains("runq"), "{text}");
         }
-        let mut out = Vec::new();
-        write_table(&mut out, &rep, GroupBy::Lock, 20, 80).expect("write to a Vec");
-        let text = String::from_utf8(out).expect("utf8");
+        let text = table(&rep, GroupBy::Lock, 80);
         // 80 columns leave the names less than MIN_NAME: they go under
         // the numbers
         assert!(text.contains("runq\n    cpu 1\n"), "{text}");
-        let mut out = Vec::new();
-        write_table(&mut out, &rep, GroupBy::Lock, 20, UNLIMITED).expect("write to a Vec");
-        let text = String::from_utf8(out).expect("utf8");
+        let text = table(&rep, GroupBy::Lock, UNLIMITED);
         assert!(text.contains("runq       cpu 1\n"), "{text}");
         assert!(!text.contains("cpu 1 ?"), "{text}");
-        let v = serde_json::to_value(&rep).expect("serialise");
-        let r = v["rows"]
-            .as_array()
-            .and_then(|rows| rows.iter().find(|r| r["source"] == "sched"))
+        let rows = json_rows(&rep);
+        let r = rows
+            .iter()
+            .find(|r| r["source"] == "sched")
             .expect("a sched row");
         assert_eq!(r["kind"], "runqueue");
         assert_eq!(r["lock"], "0x1");
         assert!(r["hold_ns"].is_null());
-        let m = v["rows"]
-            .as_array()
-            .and_then(|rows| rows.iter().find(|r| r["source"] == "mmap-lock"))
+        let m = rows
+            .iter()
+            .find(|r| r["source"] == "mmap-lock")
             .expect("an mmap-lock row");
         assert_eq!(m["hold_ns"]["total"], 5_000_000);
         assert_eq!(
@@ -1601,9 +1622,7 @@ mod tests {
             .expect("runq row");
         assert_eq!(runq.split_whitespace().nth(1), Some("-"), "{runq}");
         // without such a row, no such column
-        let mut out = Vec::new();
-        write_table(&mut out, &sample(), GroupBy::Lock, 20, UNLIMITED).expect("write");
-        let plain = String::from_utf8(out).expect("utf8");
+        let plain = table(&sample(), GroupBy::Lock, UNLIMITED);
         assert!(!plain.contains("acquired"), "{plain}");
     }
 
@@ -1636,12 +1655,6 @@ mod tests {
             rows: group(recs, by),
             ..sample()
         }
-    }
-
-    fn table(rep: &Report, by: GroupBy, width: usize) -> String {
-        let mut out = Vec::new();
-        write_table(&mut out, rep, by, 20, width).expect("write to a Vec");
-        String::from_utf8(out).expect("utf8")
     }
 
     #[test]
@@ -1853,12 +1866,8 @@ mod tests {
             let rep = report_of(&recs, by);
             let text = table(&rep, by, UNLIMITED);
             let lines: Vec<&str> = text.lines().collect();
-            let headline = lines
-                .iter()
-                .find(|l| l.contains("contended waits"))
-                .expect("headline");
             assert!(
-                headline.ends_with(": 5 contended waits, 70.0 ms waiting in total"),
+                headline(&text).ends_with(": 5 contended waits, 70.0 ms waiting in total"),
                 "lock rows only: {text}"
             );
             let pos = |needle: &str| {
@@ -1899,30 +1908,29 @@ mod tests {
                 [locks, others].concat(),
                 "locks ranked first, each other kind under its title: {text}"
             );
-            assert!(text.contains("  futex: 2 waits, 1.80 s in total"), "{text}");
-            assert!(
-                text.contains("  run queue: 4 waits for a CPU, 500 ms in total"),
-                "{text}"
+            assert_has(
+                &text,
+                &[
+                    "  futex: 2 waits, 1.80 s in total",
+                    "  run queue: 4 waits for a CPU, 500 ms in total",
+                ],
             );
             // JSON is unchanged: one list, every row with its source
-            let v = serde_json::to_value(&rep).expect("serialise");
-            let sources: Vec<&str> = v["rows"]
-                .as_array()
-                .expect("rows")
-                .iter()
-                .filter_map(|r| r["source"].as_str())
-                .collect();
-            assert_eq!(sources.len(), rep.rows.len(), "{v}");
-            assert!(sources.contains(&"sched"), "{v}");
+            let rows = json_rows(&rep);
+            let sources: Vec<&str> = rows.iter().filter_map(|r| r["source"].as_str()).collect();
+            assert_eq!(sources.len(), rep.rows.len(), "{rows:?}");
+            assert!(sources.contains(&"sched"), "{rows:?}");
             assert_eq!(sources[0], "futex", "JSON keeps the total-wait order");
         }
         // only non-lock rows: no lock headline count, the sections still
         let rep = report_of(&recs[2..], GroupBy::Lock);
         let text = table(&rep, GroupBy::Lock, UNLIMITED);
-        assert!(text.contains("pid 4242 for 5.00 s:\n"), "{text}");
-        assert!(
-            text.contains("no lock contention seen\nfutex waits:\n"),
-            "{text}"
+        assert_has(
+            &text,
+            &[
+                "pid 4242 for 5.00 s:\n",
+                "no lock contention seen\nfutex waits:\n",
+            ],
         );
     }
 
@@ -2057,8 +2065,10 @@ mod tests {
         }
         let legend = kind_legend();
         assert_eq!(legend.lines().count(), KIND_LABELS.len());
-        assert!(legend.contains("rwsem:W    rwsem-write"), "{legend}");
-        assert!(legend.contains("pmutex     pthread-mutex"), "{legend}");
+        assert_has(
+            &legend,
+            &["rwsem:W    rwsem-write", "pmutex     pthread-mutex"],
+        );
     }
 
     /// `event_json` writes the bytes serde_json writes for the event with

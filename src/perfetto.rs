@@ -236,28 +236,15 @@ mod tests {
 
     fn ev(tid: u32, begin: u64, end: u64, released: Option<u64>) -> Event {
         Event {
-            source: "user-mutex",
-            kind: LockKind::Mutex,
-            lock: 0x1000,
             lock_name: Some("global_lock".into()),
             caller: Some("main".into()),
-            pid: 10,
-            tid,
-            comm: "app".into(),
-            cgroup: None,
             begin_ns: begin,
             end_ns: end,
             released_ns: released,
             wait_ns: end - begin,
             hold_ns: released.map(|r| r - end),
-            aborted: false,
-            failed: false,
-            ret: 0,
-            spun: false,
             slept: true,
-            partial: false,
-            holder_tid: None,
-            split: None,
+            ..Event::new("user-mutex", LockKind::Mutex, 0x1000, 10, tid, "app".into())
         }
     }
 

@@ -99,11 +99,15 @@ mod tests {
 
     #[test]
     fn formats_compactly() {
-        assert_eq!(fmt_ns(812), "812 ns");
-        assert_eq!(fmt_ns(12_345), "12.3 us");
-        assert_eq!(fmt_ns(4_560_000), "4.56 ms");
-        assert_eq!(fmt_ns(3_000_000_000), "3.00 s");
-        assert_eq!(fmt_ns(999_999), "1000 us");
+        for (ns, want) in [
+            (812, "812 ns"),
+            (12_345, "12.3 us"),
+            (4_560_000, "4.56 ms"),
+            (3_000_000_000, "3.00 s"),
+            (999_999, "1000 us"),
+        ] {
+            assert_eq!(fmt_ns(ns), want);
+        }
         for ns in [0, 1, 999, 1000, 99_999_999, 1 << 40, u64::MAX] {
             assert!(fmt_ns(ns).len() <= 8, "{ns} -> {}", fmt_ns(ns));
         }

@@ -101,32 +101,22 @@ struct AppState {
 
 impl AppState {
     async fn snapshot(&self) -> Result<Arc<Snapshot>, Response> {
-        let (tx, rx) = oneshot::channel();
-        let unavailable = |msg: &str| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "1")],
-                msg.to_string(),
-            )
-                .into_response()
-        };
-        if self.requests.send(CollectorRequest::Snapshot(tx)).is_err() {
-            return Err(unavailable("lockscope is stopping\n"));
-        }
-        match tokio::time::timeout(self.limits.snapshot_timeout, rx).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(_)) => Err(unavailable("lockscope is stopping\n")),
-            Err(_) => {
-                self.http.snapshot_timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(unavailable("the collector did not answer in time\n"))
-            }
-        }
+        self.ask(CollectorRequest::Snapshot).await
     }
 
     /// Every source read now (slower than a snapshot: the whole maps).
     async fn records(&self) -> Result<Arc<Records>, Response> {
+        self.ask(CollectorRequest::Records).await
+    }
+
+    /// Sends the collector the request `req` makes of a reply channel and
+    /// waits for its answer, at most `snapshot_timeout`.
+    async fn ask<T>(
+        &self,
+        req: impl FnOnce(oneshot::Sender<T>) -> CollectorRequest,
+    ) -> Result<T, Response> {
         let (tx, rx) = oneshot::channel();
-        if self.requests.send(CollectorRequest::Records(tx)).is_err() {
+        if self.requests.send(req(tx)).is_err() {
             return Err(unavailable_response("lockscope is stopping\n"));
         }
         match tokio::time::timeout(self.limits.snapshot_timeout, rx).await {
@@ -303,11 +293,10 @@ pub struct Summary<'a> {
     pub self_stats: &'a SelfStats,
     pub series: usize,
     pub max_series: usize,
-    pub folded_series: u64,
-    pub folded_processes: u64,
-    pub collections: u64,
-    pub collect_errors: u64,
-    pub collect_ns: u64,
+    #[serde(flatten)]
+    pub folds: super::snapshot::FoldCounts,
+    #[serde(flatten)]
+    pub collect: super::snapshot::CollectStats,
     /// Deadlocks of the target processes (`watched` false without
     /// `-p`/`-t`).
     pub deadlocks: &'a super::snapshot::Deadlocks,
@@ -333,11 +322,8 @@ pub fn summary_of(s: &Snapshot) -> Summary<'_> {
         self_stats: &s.self_stats,
         series: s.series.len(),
         max_series: s.max_series,
-        folded_series: s.folded_series,
-        folded_processes: s.folded_processes,
-        collections: s.collections,
-        collect_errors: s.collect_errors,
-        collect_ns: s.collect_ns,
+        folds: s.folds,
+        collect: s.collect,
         deadlocks: &s.deadlocks,
     }
 }

@@ -365,7 +365,8 @@ impl Collector for Exposition {
                 None,
                 MetricType::Counter,
             )?;
-            for (what, v) in [("series", s.folded_series), ("process", s.folded_processes)] {
+            let f = &s.folds;
+            for (what, v) in [("series", f.folded_series), ("process", f.folded_processes)] {
                 m.encode_family(&vec![("what", what)])?
                     .encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
             }
@@ -408,7 +409,7 @@ impl Collector for Exposition {
                 "lockscope_collect_duration",
                 "How long the last read of the in-kernel maps took",
                 Some(Unit::Seconds),
-                s.collect_ns as f64 / 1e9,
+                s.collect.collect_ns as f64 / 1e9,
             ),
             (
                 "lockscope_uptime",
@@ -425,12 +426,12 @@ impl Collector for Exposition {
             (
                 "lockscope_collections",
                 "Reads of the in-kernel maps",
-                s.collections,
+                s.collect.collections,
             ),
             (
                 "lockscope_collect_errors",
                 "Reads of the in-kernel maps that failed (the previous data was served)",
-                s.collect_errors,
+                s.collect.collect_errors,
             ),
         ];
         for (name, help, v) in counters {
@@ -459,7 +460,7 @@ fn deadlock_metrics(
         )?;
         for c in &d.by_process {
             m.encode_family(&vec![("pid", c.pid.as_str())])?
-                .encode_counter::<NoLabelSet, u64, u64>(&c.reported, None)?;
+                .encode_counter::<NoLabelSet, u64, u64>(&c.tally.reported, None)?;
         }
     }
     let mut m = enc.encode_descriptor(
@@ -470,7 +471,7 @@ fn deadlock_metrics(
     )?;
     for c in &d.by_process {
         m.encode_family(&vec![("pid", c.pid.as_str())])?
-            .encode_gauge(&c.live_threads)?;
+            .encode_gauge(&c.tally.live_threads)?;
     }
     Ok(())
 }
@@ -626,24 +627,26 @@ mod tests {
 
     #[test]
     fn deadlocks_are_exported_by_pid_only_when_processes_are_watched() {
+        use crate::serve::snapshot::{DeadlockCount, DeadlockTally};
+        let tally = |reported, live_threads| DeadlockTally {
+            reported,
+            live_threads,
+        };
         let snap = snapshot(&[record("x", &[1000])], false);
         let text = encode(Arc::new(snap.clone()), Arc::new(HttpStats::default())).expect("ok");
         assert!(!text.contains("lockscope_deadlock"), "{text}");
         let mut snap = snap;
         snap.deadlocks = Arc::new(crate::serve::snapshot::Deadlocks {
             watched: true,
-            reported: 1,
-            live_threads: 2,
+            tally: tally(1, 2),
             by_process: vec![
-                crate::serve::snapshot::DeadlockCount {
+                DeadlockCount {
                     pid: "4242".into(),
-                    reported: 1,
-                    live_threads: 2,
+                    tally: tally(1, 2),
                 },
-                crate::serve::snapshot::DeadlockCount {
+                DeadlockCount {
                     pid: "7".into(),
-                    reported: 0,
-                    live_threads: 0,
+                    tally: tally(0, 0),
                 },
             ],
             ..Default::default()

@@ -298,8 +298,8 @@ struct Collector {
     start: Instant,
     last_read: Instant,
     current: Arc<Snapshot>,
-    collections: u64,
-    errors: u64,
+    /// Reads made and failed (the time is the last snapshot's).
+    collect: snapshot::CollectStats,
     /// Of the last snapshot made (new data or a new error count).
     seq: u64,
     names: BTreeMap<u32, Option<String>>,
@@ -332,8 +332,7 @@ impl Collector {
             start: Instant::now(),
             last_read: Instant::now(),
             current: Arc::new(Snapshot::default()),
-            collections: 0,
-            errors: 0,
+            collect: snapshot::CollectStats::default(),
             seq: 0,
             names: BTreeMap::new(),
             read_cost: Duration::ZERO,
@@ -405,11 +404,10 @@ impl Collector {
         self.seq += 1;
         match self.read() {
             Ok(mut snap) => {
-                self.collections += 1;
+                self.collect.collections += 1;
+                self.collect.collect_ns = t0.elapsed().as_nanos() as u64;
                 snap.seq = self.seq;
-                snap.collections = self.collections;
-                snap.collect_errors = self.errors;
-                snap.collect_ns = t0.elapsed().as_nanos() as u64;
+                snap.collect = self.collect;
                 if tick {
                     let points = snap
                         .sources
@@ -429,12 +427,12 @@ impl Collector {
             }
             Err(_) if self.quit.load(Ordering::Relaxed) => {}
             Err(e) => {
-                if self.errors == 0 {
+                if self.collect.collect_errors == 0 {
                     eprintln!("lockscope: reading the in-kernel maps failed: {e:#}");
                 }
-                self.errors += 1;
+                self.collect.collect_errors += 1;
                 let mut s = (*self.current).clone();
-                s.collect_errors = self.errors;
+                s.collect.collect_errors = self.collect.collect_errors;
                 s.seq = self.seq;
                 self.current = Arc::new(s);
             }
@@ -510,14 +508,11 @@ impl Collector {
             max_series: self.folder.max_series,
             sources,
             series: folded.series,
-            folded_series: folded.folded_series,
-            folded_processes: folded.folded_processes,
+            folds: folded.counts,
             self_stats: SelfStats::read(),
             top_locks: snapshot::merge_top_locks(top_locks, TOP),
             top_processes: procs.rows(TOP),
-            collect_ns: 0,
-            collections: 0,
-            collect_errors: 0,
+            collect: snapshot::CollectStats::default(),
             history: Arc::new(History::default()),
             deadlocks: self.deadlocks_view.clone(),
         })

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use serde::Serialize;
 
 use crate::deadlock::Deadlock;
-use crate::model::{GroupBy, Record, Row, Stats, StatsSummary, WaitSplit, group};
+use crate::model::{GroupBy, Record, Row, Stats, StatsSummary, group};
 use crate::output::SourceStatus;
 use crate::session::SourceReading;
 use crate::sources::ProgStats;
@@ -44,40 +44,10 @@ impl SeriesKey {
     }
 }
 
-/// One exported lock series: the sum of the records folded into it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Series {
-    pub wait: Stats,
-    pub hold: Option<Stats>,
-    /// Every acquisition, for sources that see them all.
-    pub acquired: Option<u64>,
-    pub aborted: u64,
-    pub failed: u64,
-    pub partial: u64,
-    pub spun: u64,
-    pub slept: u64,
-    pub split: Option<WaitSplit>,
-}
-
-impl Series {
-    fn add(&mut self, r: &Record) {
-        self.wait.merge(&r.wait);
-        if let Some(h) = &r.hold {
-            self.hold.get_or_insert_with(Stats::default).merge(h);
-        }
-        if let Some(n) = r.acquired {
-            *self.acquired.get_or_insert(0) += n;
-        }
-        self.aborted += r.aborted;
-        self.failed += r.failed;
-        self.partial += r.partial;
-        self.spun += r.spun;
-        self.slept += r.slept;
-        if let Some(s) = &r.split {
-            self.split.get_or_insert_with(WaitSplit::default).add(s);
-        }
-    }
-}
+/// One exported lock series: the sum of the records folded into it (see
+/// [`Record::add_counts`]; its identity is the [`SeriesKey`], the
+/// record's own is left unset).
+pub type Series = Record;
 
 /// Caps on the number of series, decided once per label set and kept for
 /// the life of the process, so that every exported counter only grows.
@@ -106,14 +76,33 @@ pub struct Folder {
 /// their record says each time).
 const MAX_LABELS: usize = 65536;
 
-/// The folded series of one snapshot and what the caps folded away.
-#[derive(Debug, Default)]
-pub struct Folded {
-    pub series: BTreeMap<SeriesKey, Series>,
+/// What the caps folded into "other" (and `/api/summary` says so, by
+/// these names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct FoldCounts {
     /// Distinct label sets (after process folding) in overflow series.
     pub folded_series: u64,
     /// Distinct processes labelled `pid="other"`.
     pub folded_processes: u64,
+}
+
+/// How the collector's reads of the in-kernel maps went (and
+/// `/api/summary` says so, by these names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct CollectStats {
+    /// Reads that made a snapshot.
+    pub collections: u64,
+    /// Reads that failed.
+    pub collect_errors: u64,
+    /// How long the last read of the in-kernel maps took.
+    pub collect_ns: u64,
+}
+
+/// The folded series of one snapshot and what the caps folded away.
+#[derive(Debug, Default)]
+pub struct Folded {
+    pub series: BTreeMap<SeriesKey, Series>,
+    pub counts: FoldCounts,
     /// Hashes of the folded label sets: counted, not kept.
     folded_keys: HashSet<u64>,
     folded_pids: HashSet<u32>,
@@ -207,10 +196,12 @@ impl Folder {
                 folded_keys.insert(h.finish());
                 o
             };
-            out.series.entry(key).or_default().add(r);
+            out.series.entry(key).or_default().add_counts(r);
         }
-        out.folded_series = out.folded_keys.len() as u64;
-        out.folded_processes = out.folded_pids.len() as u64;
+        out.counts = FoldCounts {
+            folded_series: out.folded_keys.len() as u64,
+            folded_processes: out.folded_pids.len() as u64,
+        };
     }
 }
 
@@ -437,15 +428,11 @@ pub struct Snapshot {
     pub max_series: usize,
     pub sources: Vec<SourceTotals>,
     pub series: BTreeMap<SeriesKey, Series>,
-    pub folded_series: u64,
-    pub folded_processes: u64,
+    pub folds: FoldCounts,
     pub self_stats: SelfStats,
     pub top_locks: Vec<Row>,
     pub top_processes: Vec<ProcessRow>,
-    /// How long the last read of the in-kernel maps took.
-    pub collect_ns: u64,
-    pub collections: u64,
-    pub collect_errors: u64,
+    pub collect: CollectStats,
     pub history: std::sync::Arc<History>,
     /// The deadlocks of the target processes (none without `-p`/`-t`).
     pub deadlocks: std::sync::Arc<Deadlocks>,
@@ -461,10 +448,9 @@ pub const MAX_SHOWN_DEADLOCKS: usize = 32;
 pub struct Deadlocks {
     /// Whether the target processes are watched (serve has `-p`/`-t`).
     pub watched: bool,
-    /// Cycles reported since start.
-    pub reported: u64,
-    /// Threads in a cycle that is still there.
-    pub live_threads: u64,
+    /// Of all the target processes.
+    #[serde(flatten)]
+    pub tally: DeadlockTally,
     /// By process (the first `--max-processes` processes with a deadlock;
     /// later ones under `pid` "other").
     pub by_process: Vec<DeadlockCount>,
@@ -474,12 +460,21 @@ pub struct Deadlocks {
     pub not_shown: u64,
 }
 
+/// Deadlocks reported and the threads of those still there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct DeadlockTally {
+    /// Cycles reported since start.
+    pub reported: u64,
+    /// Threads in a cycle that is still there.
+    pub live_threads: u64,
+}
+
 /// The deadlock counts of one process (`pid` label).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DeadlockCount {
     pub pid: String,
-    pub reported: u64,
-    pub live_threads: u64,
+    #[serde(flatten)]
+    pub tally: DeadlockTally,
 }
 
 /// A deadlock as reported (`report --json`'s fields) and whether its cycle
@@ -558,8 +553,8 @@ impl DeadlockBook {
         let mut changed = !found.is_empty();
         for d in found {
             let i = self.slot(d.pid);
-            self.view.by_process[i].reported += 1;
-            self.view.reported += 1;
+            self.view.by_process[i].tally.reported += 1;
+            self.view.tally.reported += 1;
             if self.view.shown.len() >= MAX_SHOWN_DEADLOCKS {
                 // the oldest that is over, else the oldest
                 let drop = self.view.shown.iter().position(|s| !s.live).unwrap_or(0);
@@ -577,7 +572,7 @@ impl DeadlockBook {
             s.live = live;
         }
         for c in &mut self.view.by_process {
-            c.live_threads = 0;
+            c.tally.live_threads = 0;
         }
         let mut live_threads = 0;
         for k in 0..self.view.shown.len() {
@@ -587,10 +582,10 @@ impl DeadlockBook {
             }
             let (pid, n) = (s.deadlock.pid, s.deadlock.threads.len() as u64);
             let i = self.slot(pid);
-            self.view.by_process[i].live_threads += n;
+            self.view.by_process[i].tally.live_threads += n;
             live_threads += n;
         }
-        self.view.live_threads = live_threads;
+        self.view.tally.live_threads = live_threads;
         changed
     }
 }
@@ -769,7 +764,10 @@ mod tests {
         let (k, s) = second.series.iter().next().expect("one");
         assert_eq!(k.lock, "pipe:[9] (fd 4 of 7 x)");
         assert_eq!(s.wait.count, 2);
-        assert_eq!((first.folded_series, second.folded_series), (0, 0));
+        assert_eq!(
+            (first.counts.folded_series, second.counts.folded_series),
+            (0, 0)
+        );
     }
 
     #[test]
@@ -786,7 +784,7 @@ mod tests {
         assert_eq!(k.caller, "pipe_write");
         assert_eq!(k.process, None);
         assert_eq!((s.wait.count, s.wait.total_ns, s.aborted), (3, 600, 2));
-        assert_eq!(out.folded_series, 0);
+        assert_eq!(out.counts.folded_series, 0);
     }
 
     #[test]
@@ -806,7 +804,7 @@ mod tests {
         );
         let other = SeriesKey::overflow("kernel-contention", false);
         assert_eq!(first.series[&other].wait.total_ns, 10);
-        assert_eq!(first.folded_series, 1);
+        assert_eq!(first.counts.folded_series, 1);
         // later: the folded lock becomes the heaviest; it stays folded, so
         // no series ever goes down
         recs[1] = rec(1, 1, 0x2, "b", &[10, 1_000_000]);
@@ -818,7 +816,7 @@ mod tests {
             assert!(second.series[k].wait.count >= s.wait.count, "{k:?}");
         }
         assert_eq!(second.series[&other].wait.total_ns, 10 + 1_000_000 + 7);
-        assert_eq!(second.folded_series, 2);
+        assert_eq!(second.counts.folded_series, 2);
         // every wait is still counted exactly once
         let total: u64 = second.series.values().map(|s| s.wait.count).sum();
         assert_eq!(total, 5);
@@ -843,7 +841,7 @@ mod tests {
             procs.contains(&Some((OTHER.into(), OTHER.into()))),
             "{procs:?}"
         );
-        assert_eq!(out.folded_processes, 2);
+        assert_eq!(out.counts.folded_processes, 2);
         assert_eq!(out.series.len(), 2, "pids 8 and 9 share the 'other' series");
         // a process's name is taken when it gets its label, from the record
         // when /proc has none
@@ -975,12 +973,15 @@ mod tests {
         let d7 = deadlock(7, &[70, 71]);
         assert!(b.update(vec![d7.clone()], |_| true));
         let v = b.view();
-        assert_eq!((v.reported, v.live_threads), (1, 2));
+        assert_eq!((v.tally.reported, v.tally.live_threads), (1, 2));
         assert_eq!(
-            (v.by_process[0].reported, v.by_process[0].live_threads),
+            (
+                v.by_process[0].tally.reported,
+                v.by_process[0].tally.live_threads
+            ),
             (1, 2)
         );
-        assert_eq!(v.by_process[1].reported, 0);
+        assert_eq!(v.by_process[1].tally.reported, 0);
         assert!(v.shown[0].live);
         assert!(!b.update(Vec::new(), |_| true), "still live: no change");
         // a process past --max-processes counts under "other"
@@ -988,18 +989,24 @@ mod tests {
         let v = b.view();
         assert_eq!(v.by_process[2].pid, OTHER);
         assert_eq!(
-            (v.by_process[2].reported, v.by_process[2].live_threads),
+            (
+                v.by_process[2].tally.reported,
+                v.by_process[2].tally.live_threads
+            ),
             (1, 3)
         );
-        assert_eq!((v.reported, v.live_threads), (2, 5));
+        assert_eq!((v.tally.reported, v.tally.live_threads), (2, 5));
         // pid 7's cycle breaks: its threads leave the gauge, its count stays
         assert!(b.update(Vec::new(), |d| d.pid != 7));
         let v = b.view();
         assert_eq!(
-            (v.by_process[0].reported, v.by_process[0].live_threads),
+            (
+                v.by_process[0].tally.reported,
+                v.by_process[0].tally.live_threads
+            ),
             (1, 0)
         );
-        assert_eq!(v.live_threads, 3);
+        assert_eq!(v.tally.live_threads, 3);
         assert!(!v.shown[0].live && v.shown[1].live);
         // bounded: the ones that are over go first
         for i in 0..MAX_SHOWN_DEADLOCKS as u32 {
@@ -1011,8 +1018,11 @@ mod tests {
         assert_eq!(v.shown.len(), MAX_SHOWN_DEADLOCKS);
         assert_eq!(v.not_shown, 2);
         assert!(v.shown.iter().any(|s| s.deadlock.pid == 9 && s.live));
-        assert_eq!(v.reported, 2 + MAX_SHOWN_DEADLOCKS as u64);
-        assert_eq!(v.by_process[0].reported, 1 + MAX_SHOWN_DEADLOCKS as u64);
+        assert_eq!(v.tally.reported, 2 + MAX_SHOWN_DEADLOCKS as u64);
+        assert_eq!(
+            v.by_process[0].tally.reported,
+            1 + MAX_SHOWN_DEADLOCKS as u64
+        );
         // no targets: nothing watched
         assert!(!DeadlockBook::new(&[], 50).view().watched);
     }

@@ -236,6 +236,26 @@ pub enum Flow {
     Quit,
 }
 
+/// What the last snapshot said of the sources (the status lines of
+/// `top`).
+#[derive(Debug, Default)]
+pub struct SourceHealth {
+    pub lost: Vec<SourceLoss>,
+    pub statuses: Vec<SourceStatus>,
+    /// Sources whose records could not be read, and why.
+    pub errors: Vec<String>,
+}
+
+/// Snapshots taken so far, when, and whether the targets are gone (the
+/// title and totals lines of `top`).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub elapsed_ns: u64,
+    pub last_interval_ns: u64,
+    pub updates: u64,
+    pub targets_exited: bool,
+}
+
 /// The whole state of `top`.
 pub struct App {
     pub targets: String,
@@ -256,13 +276,8 @@ pub struct App {
     sel_idx: usize,
     totals: BTreeMap<RecordKey, Record>,
     deltas: HashMap<RecordKey, Delta>,
-    pub lost: Vec<SourceLoss>,
-    pub statuses: Vec<SourceStatus>,
-    pub errors: Vec<String>,
-    pub elapsed_ns: u64,
-    pub last_interval_ns: u64,
-    pub updates: u64,
-    pub targets_exited: bool,
+    pub health: SourceHealth,
+    pub progress: Progress,
     pub rows: Vec<TopRow>,
     /// Deadlocks of the target processes whose cycle is still there
     /// (the red banner above the table).
@@ -286,13 +301,8 @@ impl App {
             sel_idx: 0,
             totals: BTreeMap::new(),
             deltas: HashMap::new(),
-            lost: Vec::new(),
-            statuses: Vec::new(),
-            errors: Vec::new(),
-            elapsed_ns: 0,
-            last_interval_ns: 0,
-            updates: 0,
-            targets_exited: false,
+            health: SourceHealth::default(),
+            progress: Progress::default(),
             rows: Vec::new(),
             deadlocks: Vec::new(),
         }
@@ -323,11 +333,12 @@ impl App {
         self.totals = cur;
 
         let prev: HashMap<String, BTreeMap<String, u64>> = self
+            .health
             .lost
             .drain(..)
             .map(|l| (l.source, l.counters))
             .collect();
-        self.lost = snap
+        self.health.lost = snap
             .lost
             .into_iter()
             .map(|(source, res)| match res {
@@ -354,16 +365,16 @@ impl App {
                 },
             })
             .collect();
-        self.statuses = snap.statuses;
-        self.errors = snap
+        self.health.statuses = snap.statuses;
+        self.health.errors = snap
             .failed
             .iter()
             .map(|(s, e)| format!("{s}: {e}"))
             .collect();
-        self.last_interval_ns = snap.at_ns.saturating_sub(self.elapsed_ns);
-        self.elapsed_ns = snap.at_ns;
-        self.targets_exited = snap.targets_exited;
-        self.updates += 1;
+        self.progress.last_interval_ns = snap.at_ns.saturating_sub(self.progress.elapsed_ns);
+        self.progress.elapsed_ns = snap.at_ns;
+        self.progress.targets_exited = snap.targets_exited;
+        self.progress.updates += 1;
         self.rebuild();
     }
 
@@ -650,7 +661,7 @@ pub(crate) mod tests {
             ],
             2_000_000_000,
         ));
-        assert_eq!(app.last_interval_ns, 1_000_000_000);
+        assert_eq!(app.progress.last_interval_ns, 1_000_000_000);
         let pipe = &app.rows[0];
         assert_eq!(pipe.total.lock.as_deref(), Some("0x10"));
         assert_eq!(pipe.total.count, 5);
@@ -671,7 +682,10 @@ pub(crate) mod tests {
         assert_eq!(app.rows.len(), 1);
         assert_eq!(app.rows[0].total.count, 1);
         assert_eq!(app.rows[0].delta.wait.count, 0);
-        assert_eq!(app.errors, vec!["kernel-contention: map read failed"]);
+        assert_eq!(
+            app.health.errors,
+            vec!["kernel-contention: map read failed"]
+        );
     }
 
     #[test]
@@ -688,8 +702,8 @@ pub(crate) mod tests {
             Ok([("map_full".to_string(), 5)].into_iter().collect()),
         )];
         app.update(s);
-        assert_eq!(app.lost[0].counters["map_full"], 5);
-        assert_eq!(app.lost[0].grew["map_full"], 2);
+        assert_eq!(app.health.lost[0].counters["map_full"], 5);
+        assert_eq!(app.health.lost[0].grew["map_full"], 2);
     }
 
     fn three_locks() -> App {

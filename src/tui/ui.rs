@@ -281,7 +281,7 @@ pub fn table_lines(app: &App, width: u16, height: u16) -> Vec<Line<'static>> {
     ));
     let body = height.saturating_sub(1) as usize;
     if app.rows.is_empty() {
-        let msg = if app.updates == 0 {
+        let msg = if app.progress.updates == 0 {
             format!(
                 "waiting for the first sample (every {})…",
                 fmt_ns(app.interval_ns)
@@ -327,9 +327,9 @@ fn title_line(app: &App) -> String {
         app.sort.header(),
         arrow,
         fmt_interval(app.interval_ns),
-        fmt_uptime(app.elapsed_ns)
+        fmt_uptime(app.progress.elapsed_ns)
     );
-    if app.targets_exited {
+    if app.progress.targets_exited {
         s.push_str(" · targets exited");
     }
     s
@@ -343,7 +343,7 @@ fn totals_line(app: &App) -> String {
     };
     format!(
         "{filter}last {}: {} waits, {} · since start: {} waits, {} · {} row{}",
-        fmt_interval(app.last_interval_ns),
+        fmt_interval(app.progress.last_interval_ns),
         dn,
         fmt_ns(dw),
         tn,
@@ -356,13 +356,13 @@ fn totals_line(app: &App) -> String {
 /// Loss lines (one per source), unavailable sources and read errors.
 fn status_lines(app: &App) -> Vec<Line<'static>> {
     let mut out = Vec::new();
-    for e in &app.errors {
+    for e in &app.health.errors {
         out.push(Line::styled(
             format!("error: {e}"),
             Style::new().fg(Color::Red),
         ));
     }
-    for l in &app.lost {
+    for l in &app.health.lost {
         if let Some(e) = &l.error {
             out.push(Line::styled(
                 format!("lost {}: counters unreadable: {e}", l.source),
@@ -392,7 +392,7 @@ fn status_lines(app: &App) -> Vec<Line<'static>> {
             ));
         }
     }
-    for s in app.statuses.iter().filter(|s| !s.available) {
+    for s in app.health.statuses.iter().filter(|s| !s.available) {
         out.push(Line::raw(format!(
             "{}: unavailable: {}",
             s.name,
@@ -567,7 +567,7 @@ pub fn detail_lines(d: &Detail, app: &App, width: u16) -> Vec<Line<'static>> {
             "{} since start, {} in the last {}",
             w.count,
             dw.count,
-            fmt_interval(app.last_interval_ns)
+            fmt_interval(app.progress.last_interval_ns)
         ),
     ));
     // sources that see every acquisition: the waits above are the
@@ -879,6 +879,18 @@ mod tests {
             .collect()
     }
 
+    /// Opens the detail pane of the selected row, draws it `w` x `h` and
+    /// checks that its text has each of `wants`; the screen drawn.
+    fn detail_shows(app: &mut App, w: u16, h: u16, wants: &[&str]) -> Vec<String> {
+        app.on_key(key(KeyCode::Enter));
+        let s = screen(app, w, h);
+        let text = s.join("\n");
+        for want in wants {
+            assert!(text.contains(want), "detail lacks {want:?}:\n{text}");
+        }
+        s
+    }
+
     fn pipe_app() -> App {
         let mut app = App::new("pid 4242".into(), GroupBy::Lock, 1_000_000_000);
         let mut lost = BTreeMap::new();
@@ -1092,24 +1104,24 @@ mod tests {
     #[test]
     fn detail_pane_shows_what_is_known_of_the_selected_lock() {
         let mut app = pipe_app();
-        app.on_key(key(KeyCode::Enter));
-        let s = screen(&app, 80, 30);
-        let text = s.join("\n");
-        for want in [
-            "─ lock ffff888103515600 · mutex · kernel-contention",
-            "lock     unnamed (no name known for this lock) at 0xffff888103515600",
-            "waits    29 since start, 19 in the last 1.00 s",
-            "split    1.45 s asleep · 0 ns runnable · 0 ns on CPU",
-            "callers  anon_pipe_write: 29 waits, 1.45 s",
-            "threads  ls-waiter 100/4244: 29 waits, 1.45 s",
-            "cgroups  /test: 29 waits, 1.45 s",
-            "stacks   not collected: start top with --stacks",
-            "hist",
-        ] {
-            assert!(text.contains(want), "detail lacks {want:?}:\n{text}");
-        }
+        let s = detail_shows(
+            &mut app,
+            80,
+            30,
+            &[
+                "─ lock ffff888103515600 · mutex · kernel-contention",
+                "lock     unnamed (no name known for this lock) at 0xffff888103515600",
+                "waits    29 since start, 19 in the last 1.00 s",
+                "split    1.45 s asleep · 0 ns runnable · 0 ns on CPU",
+                "callers  anon_pipe_write: 29 waits, 1.45 s",
+                "threads  ls-waiter 100/4244: 29 waits, 1.45 s",
+                "cgroups  /test: 29 waits, 1.45 s",
+                "stacks   not collected: start top with --stacks",
+                "hist",
+            ],
+        );
         // the table keeps the selected row above the pane
-        assert!(s[3].contains("anon_pipe_write"), "{text}");
+        assert!(s[3].contains("anon_pipe_write"), "{s:?}");
         // on a short terminal the pane takes the table's place
         let s = screen(&app, 80, 14);
         assert!(s.iter().any(|l| l.starts_with("─ lock")), "{s:?}");
@@ -1134,15 +1146,16 @@ mod tests {
             records: vec![r],
             ..Default::default()
         });
-        app.on_key(key(KeyCode::Enter));
-        let text = screen(&app, 80, 40).join("\n");
-        for want in [
-            "stacks   none recorded for these waits",
-            "holds    1 of 1: 3 holds, 600 ms, max 200 ms",
-            "  user   ls_global_holder_locks ← main",
-        ] {
-            assert!(text.contains(want), "lacks {want:?}:\n{text}");
-        }
+        detail_shows(
+            &mut app,
+            80,
+            40,
+            &[
+                "stacks   none recorded for these waits",
+                "holds    1 of 1: 3 holds, 600 ms, max 200 ms",
+                "  user   ls_global_holder_locks ← main",
+            ],
+        );
     }
 
     #[test]
@@ -1183,18 +1196,18 @@ mod tests {
             records: vec![r, twin],
             ..Default::default()
         });
-        app.on_key(key(KeyCode::Enter));
-        let s = screen(&app, 80, 24);
-        let text = s.join("\n");
-        for want in [
-            "stacks   1 of 2: 11 of 12 waits, 550 ms, max 51.0 ms",
-            "  kernel anon_pipe_write ← vfs_write ← ksys_write ← do_syscall_64",
-            "  user   syscall ← lockscope::holdwork::write_all_once ← main",
-            "         2 of 2: 2 of 12 waits, 100 ms, max 51.0 ms",
-            "  kernel anon_pipe_write ← __kernel_write",
-        ] {
-            assert!(text.contains(want), "lacks {want:?}:\n{text}");
-        }
+        let s = detail_shows(
+            &mut app,
+            80,
+            24,
+            &[
+                "stacks   1 of 2: 11 of 12 waits, 550 ms, max 51.0 ms",
+                "  kernel anon_pipe_write ← vfs_write ← ksys_write ← do_syscall_64",
+                "  user   syscall ← lockscope::holdwork::write_all_once ← main",
+                "         2 of 2: 2 of 12 waits, 100 ms, max 51.0 ms",
+                "  kernel anon_pipe_write ← __kernel_write",
+            ],
+        );
         // PgDn scrolls the pane (its title stays), Up/Down still select
         let before: Vec<String> = s.clone();
         app.on_key(key(KeyCode::PageDown));
