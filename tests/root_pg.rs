@@ -246,18 +246,35 @@ fn app_locks_note(rep: &Value) -> String {
         .to_string()
 }
 
-/// The numbers of the status note: (starts, dones, paired, points).
-fn delivered(note: &str) -> (u64, u64, u64, u64) {
+/// The numbers of the status note: what the probes delivered.
+struct Delivered {
+    starts: u64,
+    dones: u64,
+    /// Dones whose start was seen.
+    paired: u64,
+    points: u64,
+    /// Open waits a point ended (the deadlock victim's).
+    ended: u64,
+}
+
+fn delivered(note: &str) -> Delivered {
     let n: Vec<u64> = note
         .split(|c: char| !c.is_ascii_digit())
         .filter(|s| !s.is_empty())
         .filter_map(|s| s.parse().ok())
         .collect();
     // "...postgresql/15/bin/postgres); probes delivered S wait starts, D
-    // wait dones (P paired), Q points": the last four numbers
+    // wait dones (P paired), Q points (E ended an open wait)": the last
+    // five numbers
     let k = n.len();
-    assert!(k >= 4, "{note}");
-    (n[k - 4], n[k - 3], n[k - 2], n[k - 1])
+    assert!(k >= 5, "{note}");
+    Delivered {
+        starts: n[k - 5],
+        dones: n[k - 4],
+        paired: n[k - 3],
+        points: n[k - 2],
+        ended: n[k - 1],
+    }
 }
 
 fn assert_nothing_lost(rep: &Value) {
@@ -406,8 +423,10 @@ fn a_deadlock_the_test_makes_is_reported_and_streamed() {
     assert_eq!(deadlocks.len(), 1, "one deadlock__found event: {out}");
     assert_eq!(deadlocks[0]["lock_name"], "deadlock found");
     assert_eq!(deadlocks[0]["source"], "app-locks");
-    // the survivor's wait on the victim's transaction; the victim's own
-    // wait ends in an error, where PostgreSQL fires no lock__wait__done
+    // each session waited on the other's transaction: the survivor until
+    // the victim's rollback, the victim until it found the deadlock, where
+    // its wait ends in an error without lock__wait__done (deadlock__found
+    // ends it, as an aborted wait), at least deadlock_timeout after it began
     let tx_waits: Vec<&Value> = lines
         .iter()
         .filter(|l| l["kind"] == "pg-lock")
@@ -417,10 +436,28 @@ fn a_deadlock_the_test_makes_is_reported_and_streamed() {
                 .is_some_and(|n| n.starts_with("transaction ") && n.ends_with("(ShareLock)"))
         })
         .collect();
-    assert_eq!(tx_waits.len(), 1, "the survivor's wait: {out}");
-    assert_ne!(
-        tx_waits[0]["pid"], deadlocks[0]["pid"],
+    assert_eq!(tx_waits.len(), 2, "both sessions' waits: {out}");
+    let (victim, survivor): (Vec<&Value>, Vec<&Value>) = tx_waits
+        .iter()
+        .partition(|l| l["pid"] == deadlocks[0]["pid"]);
+    assert_eq!(
+        (victim.len(), survivor.len()),
+        (1, 1),
         "the victim found the deadlock, the survivor waited: {out}"
+    );
+    eprintln!(
+        "[test] the victim waited {} ns, the survivor {} ns",
+        victim[0]["wait_ns"], survivor[0]["wait_ns"]
+    );
+    assert_eq!(victim[0]["aborted"], true, "{out}");
+    assert_eq!(survivor[0]["aborted"], false, "{out}");
+    let timeout_ms: u64 = c
+        .sql("SELECT setting FROM pg_settings WHERE name = 'deadlock_timeout'")
+        .parse()
+        .expect("deadlock_timeout in ms");
+    assert!(
+        u(&victim[0]["wait_ns"]) >= timeout_ms * 1_000_000,
+        "the victim waited deadlock_timeout ({timeout_ms} ms) before its check: {out}"
     );
 }
 
@@ -436,7 +473,13 @@ fn pgbench_lwlock_rows_count_every_pair_the_probes_delivered() {
         &["--source", "app-locks", "--json", "--by", "lock"],
     );
     let rep = under_pgbench(&c, tracer, "5");
-    let (starts, dones, paired, points) = delivered(&app_locks_note(&rep));
+    let Delivered {
+        starts,
+        dones,
+        paired,
+        points,
+        ended,
+    } = delivered(&app_locks_note(&rep));
     let rs = rows(&rep);
     let lw: Vec<&&Value> = rs
         .iter()
@@ -456,11 +499,15 @@ fn pgbench_lwlock_rows_count_every_pair_the_probes_delivered() {
     );
     assert_eq!(
         total,
-        paired + points,
-        "every delivered pair is counted once"
+        paired + points + ended,
+        "every delivered pair (and wait a point ended) is counted once"
     );
     assert_eq!(dones, paired, "every done had its start");
-    assert_eq!(starts, paired, "no wait left open after pgbench ended");
+    assert_eq!(
+        starts,
+        paired + ended,
+        "no wait left open after pgbench ended"
+    );
 }
 
 /// The number the futex source's status gives after `label` ("... N").
@@ -503,7 +550,13 @@ fn default_sources_report_a_wait_inside_an_lwlock_wait_once() {
     assert!(names.contains(&"futex"), "{names:?}");
     assert!(names.contains(&"app-locks"), "{names:?}");
     assert!(!names.contains(&"user-locks"), "{names:?}");
-    let (starts, dones, paired, points) = delivered(&app_locks_note(&rep));
+    let Delivered {
+        starts,
+        dones,
+        paired,
+        points,
+        ended,
+    } = delivered(&app_locks_note(&rep));
     let rs = rows(&rep);
     for r in &rs {
         eprintln!(
@@ -532,5 +585,5 @@ fn default_sources_report_a_wait_inside_an_lwlock_wait_once() {
         .filter(|r| r["source"] == "app-locks")
         .map(|r| u(&r["count"]))
         .sum();
-    assert_eq!(app_total, paired + points, "{rep}");
+    assert_eq!(app_total, paired + points + ended, "{rep}");
 }

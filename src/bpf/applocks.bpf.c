@@ -18,7 +18,11 @@
  *   and an event in stream mode. A done without a start (begun before
  *   attaching) is counted as delivered but not paired.
  * - Points (deadlock found) count in the same aggregation with no
- *   duration, and are streamed.
+ *   duration, and are streamed. A point also ends the open wait of its
+ *   slot, as an aborted wait: PostgreSQL fires deadlock__found in the
+ *   victim, whose lock wait then ends in an error without
+ *   lock__wait__done (without this its wait would go unreported and keep
+ *   covering the backend's futex waits).
  * - The wait probes fire only when the application is about to sleep on a
  *   lock (PostgreSQL: contention only). `fired` counts what the probes
  *   delivered, for the report and tests to check nothing was lost.
@@ -135,8 +139,10 @@ static __always_inline void count_fired(__u32 what)
 	ls_count_lost(&fired, what);
 }
 
-/* Adds one wait (or point) to the aggregation and streams it. */
-static __always_inline void record(struct ls_app_key *key, __u64 begin, __u64 end)
+/* Adds one wait (or point) to the aggregation and streams it; `aborted`:
+ * a wait a point ended. */
+static __always_inline void record(struct ls_app_key *key, __u64 begin, __u64 end,
+				   bool aborted)
 {
 	struct ls_app_val *v, *init;
 	__u64 cg = bpf_get_current_cgroup_id();
@@ -151,8 +157,11 @@ static __always_inline void record(struct ls_app_key *key, __u64 begin, __u64 en
 		bpf_get_current_comm(init->comm, sizeof(init->comm));
 		v = ls_insert(&agg, key, init, &lost, LS_APP_LOST_MAP_FULL);
 	}
-	if (v)
+	if (v) {
 		LS_ADD_WAIT(v, end - begin);
+		if (aborted)
+			v->aborted += 1;
+	}
 	if (emit_events) {
 		struct ls_app_event *e = ls_reserve(&events, sizeof(*e), &lost, LS_APP_LOST_RINGBUF);
 
@@ -166,11 +175,29 @@ static __always_inline void record(struct ls_app_key *key, __u64 begin, __u64 en
 		e->tid = key->tid;
 		e->probe = key->probe;
 		e->mode = key->mode;
+		e->aborted = aborted;
+		e->pad = 0;
 		e->name_ptr = key->name_ptr;
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
 		__builtin_memcpy(e->name, key->name, sizeof(e->name));
 		bpf_ringbuf_submit(e, 0);
 	}
+}
+
+/* Ends the open wait `w` of thread `tid` at `now` (aborted: a point ended
+ * it), into the aggregation. */
+static __always_inline void end_wait(struct ls_app_key *key, struct ls_app_wait *w, __u64 id,
+				     __u64 now, bool aborted)
+{
+	key->pid = id >> 32;
+	key->tid = (__u32)id;
+	key->probe = w->probe;
+	key->mode = w->mode;
+	__builtin_memcpy(key->id, w->id, sizeof(key->id));
+	__builtin_memcpy(key->name, w->name, sizeof(key->name));
+	key->name_ptr = w->name_ptr;
+	record(key, w->begin_ns, now, aborted);
+	w->begin_ns = 0;
 }
 
 SEC("usdt")
@@ -228,18 +255,16 @@ int app_probe(struct pt_regs *ctx)
 		if (!w->begin_ns)
 			return 0;
 		count_fired(LS_APP_FIRED_PAIRED);
-		key->pid = id >> 32;
-		key->tid = tid;
-		key->probe = w->probe;
-		key->mode = w->mode;
-		__builtin_memcpy(key->id, w->id, sizeof(key->id));
-		__builtin_memcpy(key->name, w->name, sizeof(key->name));
-		key->name_ptr = w->name_ptr;
-		record(key, w->begin_ns, now);
-		w->begin_ns = 0;
+		end_wait(key, w, id, now, false);
 		return 0;
 	case LS_APP_POINT:
 		count_fired(LS_APP_FIRED_POINT);
+		t = bpf_map_lookup_elem(&app_waits, &tid);
+		if (t && t->w[slot].begin_ns) {
+			count_fired(LS_APP_FIRED_ENDED);
+			end_wait(key, &t->w[slot], id, now, true);
+		}
+		uncover(slot);
 		key->pid = id >> 32;
 		key->tid = tid;
 		key->probe = idx;
@@ -248,7 +273,7 @@ int app_probe(struct pt_regs *ctx)
 			key->id[i] = (__u64)arg_of(ctx, p->id_args[i]);
 		__builtin_memset(key->name, 0, sizeof(key->name));
 		key->name_ptr = name_of(ctx, p, key->name);
-		record(key, now, now);
+		record(key, now, now, false);
 		return 0;
 	}
 	return 0;

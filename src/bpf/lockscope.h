@@ -889,7 +889,8 @@ enum ls_app_fired {
 	LS_APP_FIRED_DONE = 1,
 	LS_APP_FIRED_PAIRED = 2, /* dones whose start was seen */
 	LS_APP_FIRED_POINT = 3,
-	LS_APP_FIRED__COUNT = 4,
+	LS_APP_FIRED_ENDED = 4, /* open waits a point ended (no done came) */
+	LS_APP_FIRED__COUNT = 5,
 };
 
 /* One open wait of a thread. */
@@ -920,6 +921,8 @@ struct ls_app_key {
 
 struct ls_app_val {
 	__u64 count;
+	__u64 aborted; /* of `count`: ended by a point (PostgreSQL's deadlock
+			* victim), no done probe */
 	__u64 total_ns;
 	__u64 min_ns;
 	__u64 max_ns;
@@ -937,6 +940,8 @@ struct ls_app_event {
 	__u32 tid;
 	__u32 probe;
 	__s32 mode;
+	__u32 aborted; /* ended by a point, no done probe */
+	__u32 pad;
 	__u64 name_ptr;
 	char comm[LS_COMM_LEN];
 	char name[LS_APP_NAME_LEN];

@@ -76,7 +76,9 @@ pub struct ProbePair {
     pub id_args: [i8; 5],
     /// Whether the start and done of this pair can happen inside another
     /// pair's wait (their own slot): PostgreSQL waits on LWLocks while in
-    /// a heavyweight lock wait.
+    /// a heavyweight lock wait. A point ends the open wait of its slot, as
+    /// an aborted wait (PostgreSQL fires deadlock__found in the victim,
+    /// whose lock wait then ends in an error, without lock__wait__done).
     pub slot: u32,
     pub family: Family,
 }
@@ -118,7 +120,7 @@ pub const PROBES: &[ProbePair] = &[
         name_len_arg: -1,
         mode_arg: -1,
         id_args: NO_IDS,
-        slot: 0,
+        slot: 1, // the victim's heavyweight lock wait ends here
         family: Family::PgDeadlock,
     },
     // HotSpot (with -XX:+DTraceMonitorProbes): (thread id, monitor
@@ -527,9 +529,9 @@ impl AppLocks {
     }
 
     /// What the probes delivered, summed over CPUs, by `enum ls_app_fired`.
-    pub fn fired(&self) -> Result<[u64; 4]> {
+    pub fn fired(&self) -> Result<[u64; 5]> {
         let map = &self.core.skel.maps.fired;
-        let mut out = [0u64; 4];
+        let mut out = [0u64; 5];
         for (i, o) in out.iter_mut().enumerate() {
             let k = i as u32;
             let per_cpu = map
@@ -596,7 +598,7 @@ fn to_record(sym: &mut Symbolizer, k: &ls_app_key, v: &ls_app_val, name: &[i8]) 
         comm: comm_str(&v.comm),
         cgroup: sym.cgroup(v.cgroup_id),
         memcg: None,
-        aborted: 0,
+        aborted: v.aborted,
         spun: 0,
         slept: 0,
         wait: common::stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
@@ -627,7 +629,7 @@ fn to_event(sym: &mut Symbolizer, e: &ls_app_event, name: &[i8]) -> Event {
         released_ns: None,
         wait_ns: e.end_ns.saturating_sub(e.begin_ns),
         hold_ns: None,
-        aborted: false,
+        aborted: e.aborted != 0,
         failed: false,
         ret: 0,
         spun: false,
@@ -648,10 +650,10 @@ impl Source for AppLocks {
     }
 
     fn note(&self) -> Option<String> {
-        let [start, done, paired, point] = self.fired().ok()?;
+        let [start, done, paired, point, ended] = self.fired().ok()?;
         Some(format!(
             "{}; probes delivered {start} wait starts, {done} wait dones ({paired} paired), \
-             {point} points",
+             {point} points ({ended} ended an open wait)",
             self.attached
         ))
     }
@@ -730,6 +732,7 @@ mod tests {
         assert_eq!(t[0].role, 1);
         assert_eq!(t[1].role, 2);
         assert_eq!(t[4].role, 3, "deadlock__found is a point");
+        assert_eq!(t[4].slot, 1, "it ends the victim's heavyweight wait");
         assert_eq!(t[2].slot, 1, "heavyweight waits have their own slot");
     }
 
