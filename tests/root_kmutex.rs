@@ -556,6 +556,14 @@ fn kernel_mutex_stacks_name_the_pipe_write_path() {
             })
             .unwrap_or_default()
     };
+    // Under emulation the kernel now and then refuses every user stack of
+    // one of the two threads (bpf_get_stackid(BPF_F_USER_STACK) -> EFAULT
+    // from the fexit, while the kernel stack of the same call is taken; a
+    // debug build ruled out a bucket collision). lockscope must count each
+    // such loss (stack_failed), and the other thread's stacks must still
+    // name the workload.
+    let failed = u(&rep["lost"]["kernel-mutex.stack_failed"]);
+    let (mut unnamed, mut named) = (0u64, 0u64);
     for (tid, what, count) in [
         (u(&w["waiter_tid"]), "count", "the waiter's waits"),
         (u(&w["holder_tid"]), "hold_count", "the holder's holds"),
@@ -594,13 +602,24 @@ fn kernel_mutex_stacks_name_the_pipe_write_path() {
                 k.iter().take(3).any(|f| f.contains("pipe_write")),
                 "lock frames trimmed, the pipe write path first: {k:?}"
             );
+            if us.is_empty() {
+                unnamed += u(&st[what]);
+                continue;
+            }
             assert!(
                 us.iter().any(|f| f.contains("holdwork")),
                 "{count}: the workload's own frames: {us:?} in {st}; lost: {}",
                 rep["lost"]
             );
+            named += u(&st[what]);
         }
     }
+    eprintln!("[test] samples with user frames {named}, without {unnamed}; stack_failed {failed}");
+    assert!(
+        unnamed <= failed,
+        "every user stack not taken is counted lost: {unnamed} > {failed}"
+    );
+    assert!(named > 0, "the workload's user frames: {rep}");
 }
 
 #[test]
