@@ -652,12 +652,37 @@ fn no_wait_is_counted_twice() {
             .sum()
     };
     let (kc, km) = (long_waits("kernel-contention"), long_waits("kernel-mutex"));
-    eprintln!("long waits: kernel-contention {kc}, kernel-mutex {km}");
-    if found.is_empty() {
-        assert_eq!((kc, km), (4, 0), "from the tracepoints only");
+    // how many of the 4 waits are that long, from what the waiter measured:
+    // a wait lies inside its write (at most the write), and the write's
+    // time beyond the wait is its run-queue delay and its own small work
+    // (2 ms allowed); an emulated machine may start a write late, so that
+    // its wait is shorter than the hold
+    let slot = 1u64 << 24;
+    let writes = nums(&wl[0]["waiter_write_ns"]);
+    let runq = nums(&wl[0]["waiter_runq_ns"]);
+    let at_most = writes.iter().filter(|&&w| w >= slot).count() as u64;
+    let at_least = writes
+        .iter()
+        .zip(&runq)
+        .filter(|&(&w, &q)| w.saturating_sub(q) >= slot + 2_000_000)
+        .count() as u64;
+    eprintln!(
+        "long waits: kernel-contention {kc}, kernel-mutex {km}; the waiter's writes {writes:?}, \
+         run-queue {runq:?}: {at_least}..={at_most} of them that long"
+    );
+    let (counted, other, what) = if found.is_empty() {
+        (kc, km, "from the tracepoints only")
     } else {
-        assert_eq!((kc, km), (0, 4), "from the function probes only");
-    }
+        (km, kc, "from the function probes only")
+    };
+    assert_eq!(
+        other, 0,
+        "{what}: kernel-contention {kc}, kernel-mutex {km}"
+    );
+    assert!(
+        (at_least..=at_most).contains(&counted),
+        "{what}: {counted} long waits, the waiter measured {at_least}..={at_most}"
+    );
 }
 
 #[test]
