@@ -67,6 +67,8 @@ def main():
     ap.add_argument("--reset", action="store_true",
                     help="initialise the database again (pgbench -i) and checkpoint before every "
                          "run, so that every run starts from the same database")
+    ap.add_argument("--source", default=None,
+                    help="lockscope's --source (default: its defaults for a process target)")
     ap.add_argument("--cost", action="store_true",
                     help="BPF statistics on: report lockscope's BPF and CPU time per traced run")
     a = ap.parse_args()
@@ -86,7 +88,8 @@ def run(a):
         as_postgres(f"{PG}/pgbench", "-h", d, "-i", "-s", "10", "postgres")
         with open(os.path.join(data, "postmaster.pid")) as f:
             pm = f.readline().strip()
-        print(f"lockscope: {BIN} ({benchlib.short_rev()}); postmaster {pm}; "
+        print(f"lockscope: {BIN} ({benchlib.short_rev()}); sources: {a.source or 'defaults'}; "
+              f"postmaster {pm}; "
               f"pgbench -c {a.clients} -j 2 -N -T {a.secs}; load average "
               f"{os.getloadavg()[0]:.2f}")
         runs = {"without": [], "with": []}
@@ -102,7 +105,8 @@ def run(a):
                 report = os.path.join(d, "report.json")
                 if mode == "with":
                     tracer, lines, ok = benchlib.start_until(
-                        [BIN, "report", "-p", pm, "--json", "-o", report],
+                        [BIN, "report", "-p", pm, "--json", "-o", report]
+                        + (["--source", a.source] if a.source else []),
                         "lockscope: tracing", 60)
                     if not ok:
                         tracer.kill()

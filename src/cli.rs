@@ -243,7 +243,8 @@ pub struct TraceSettings {
     /// nothing on an uncontended path: kernel-contention [per contention];
     /// for -p/-t/run targets also futex [per futex call]: pthread mutex
     /// and rwlock contention with its releaser, condvar and other futex
-    /// waits. Opt-in by name, as they run on paths every process takes:
+    /// waits (its syscall tracepoints add about 50 ns to every syscall on
+    /// the host while it runs) and app-locks (USDT). Opt-in by name, as they run on paths every process takes:
     /// mmap-lock, kernel-mutex, kernel-rwsem, user-locks (uprobes on every
     /// pthread lock call: hold times) [per lock operation], sched,
     /// sched-picknext [per context switch]. `all` runs every one

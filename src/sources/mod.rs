@@ -693,7 +693,12 @@ pub const REGISTRY: &[SourceInfo] = &[
                std, Go, Java locks) are not measured",
         fallback: None,
         takes: &[],
-        host_wide: None,
+        // measured: `perf bench syscall basic` (getppid) 0.175 -> 0.225 us
+        // per call while it is attached (BENCHMARKS.md)
+        host_wide: Some(
+            "attaches syscall tracepoints: while it runs, every syscall of every process on \
+             the host takes the kernel's syscall-tracing path (about 50 ns more each)",
+        ),
         rows: &[futex::ROW_MUTEX, futex::ROW_RWLOCK],
     },
     SourceInfo {
