@@ -473,13 +473,7 @@ fn pgbench_lwlock_rows_count_every_pair_the_probes_delivered() {
         &["--source", "app-locks", "--json", "--by", "lock"],
     );
     let rep = under_pgbench(&c, tracer, "5");
-    let Delivered {
-        starts,
-        dones,
-        paired,
-        points,
-        ended,
-    } = delivered(&app_locks_note(&rep));
+    let d = delivered(&app_locks_note(&rep));
     let rs = rows(&rep);
     let lw: Vec<&&Value> = rs
         .iter()
@@ -493,19 +487,24 @@ fn pgbench_lwlock_rows_count_every_pair_the_probes_delivered() {
     }
     let total: u64 = rs.iter().map(|r| u(&r["count"])).sum();
     eprintln!(
-        "[test] {} LWLock rows, {starts} starts, {dones} dones, {paired} paired, \
-         {points} points, rows count {total}",
-        lw.len()
+        "[test] {} LWLock rows, {} starts, {} dones, {} paired, {} points, {} ended; \
+         rows count {total}",
+        lw.len(),
+        d.starts,
+        d.dones,
+        d.paired,
+        d.points,
+        d.ended
     );
     assert_eq!(
         total,
-        paired + points + ended,
+        d.paired + d.points + d.ended,
         "every delivered pair (and wait a point ended) is counted once"
     );
-    assert_eq!(dones, paired, "every done had its start");
+    assert_eq!(d.dones, d.paired, "every done had its start");
     assert_eq!(
-        starts,
-        paired + ended,
+        d.starts,
+        d.paired + d.ended,
         "no wait left open after pgbench ended"
     );
 }
@@ -550,13 +549,7 @@ fn default_sources_report_a_wait_inside_an_lwlock_wait_once() {
     assert!(names.contains(&"futex"), "{names:?}");
     assert!(names.contains(&"app-locks"), "{names:?}");
     assert!(!names.contains(&"user-locks"), "{names:?}");
-    let Delivered {
-        starts,
-        dones,
-        paired,
-        points,
-        ended,
-    } = delivered(&app_locks_note(&rep));
+    let d = delivered(&app_locks_note(&rep));
     let rs = rows(&rep);
     for r in &rs {
         eprintln!(
@@ -571,9 +564,13 @@ fn default_sources_report_a_wait_inside_an_lwlock_wait_once() {
     assert!(!lw.is_empty(), "LWLock waits under pgbench: {rep}");
     let covered = futex_count(&rep, "inside traced lock calls ");
     eprintln!(
-        "[test] {} LWLock rows, {starts} starts, {dones} dones, {paired} paired, \
-         {points} points; futex waits skipped inside them {covered}",
-        lw.len()
+        "[test] {} LWLock rows, {} starts, {} dones, {} paired, {} points; futex waits \
+         skipped inside them {covered}",
+        lw.len(),
+        d.starts,
+        d.dones,
+        d.paired,
+        d.points
     );
     assert!(
         covered > 0,
@@ -585,5 +582,5 @@ fn default_sources_report_a_wait_inside_an_lwlock_wait_once() {
         .filter(|r| r["source"] == "app-locks")
         .map(|r| u(&r["count"]))
         .sum();
-    assert_eq!(app_total, paired + points + ended, "{rep}");
+    assert_eq!(app_total, d.paired + d.points + d.ended, "{rep}");
 }
