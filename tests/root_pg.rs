@@ -299,15 +299,28 @@ fn under_pgbench(c: &Cluster, tracer: Tracer, secs: &str) -> Value {
 /// SELECT waits for it. lockscope reports one heavyweight lock wait on t,
 /// AccessShareLock, as long as B's statement took beyond the same
 /// statement without contention (psql's \timing of each), within 2 ms of
-/// the uncontended statement's range on this machine.
+/// the uncontended statement's range on this machine. B's statement can
+/// be delayed by the scheduler after its wait (another task on its CPU):
+/// then that bound alone fails, and the whole measurement is made once
+/// more; a second failure fails the test.
 #[test]
 fn a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured() {
     let c = Cluster::start("lock");
     c.sql("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)");
     let rel = c.sql("SELECT 't'::regclass::oid");
     let db = c.sql("SELECT oid FROM pg_database WHERE datname = current_database()");
+    if let Err(first) = relation_wait_once(&c, &rel, &db) {
+        eprintln!("[test] measured again: {first}");
+        relation_wait_once(&c, &rel, &db).unwrap_or_else(|e| panic!("{e} (and before: {first})"));
+    }
+}
+
+/// One measurement of [`a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured`]:
+/// Err only when B's statement beyond lockscope's wait is outside the
+/// uncontended statement's range by more than 2 ms.
+fn relation_wait_once(c: &Cluster, rel: &str, db: &str) -> Result<(), String> {
     // the same statement, first in a fresh session, without contention
-    let mut base: Vec<u64> = (0..9).map(|_| b_time(b_session(&c))).collect();
+    let mut base: Vec<u64> = (0..9).map(|_| b_time(b_session(c))).collect();
     base.sort_unstable();
     let tracer = c.tracer(
         "report",
@@ -320,7 +333,7 @@ fn a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured() {
          AND mode = 'AccessExclusiveLock' AND granted",
         "1",
     );
-    let b = b_session(&c);
+    let b = b_session(c);
     c.wait_until(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
          AND query = 'SELECT count(*) FROM t'",
@@ -331,7 +344,7 @@ fn a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured() {
     let (_, a_err) = a.finish();
     assert!(a_err.is_empty(), "session A: {a_err}");
     // and again after: the machine's load around B's statement, both sides
-    base.extend((0..9).map(|_| b_time(b_session(&c))));
+    base.extend((0..9).map(|_| b_time(b_session(c))));
     base.sort_unstable();
     tracer.signal(libc::SIGINT);
     let rep = tracer.finish_json();
@@ -369,11 +382,14 @@ fn a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured() {
         wait <= measured,
         "the wait is inside B's statement: {wait} > {measured}"
     );
-    assert!(
-        rest + 2_000_000 >= fastest && rest <= slowest + 2_000_000,
-        "B's statement beyond lockscope's wait ({rest} ns) is the uncontended statement \
-         ({fastest}..{slowest} ns) within 2 ms"
-    );
+    if rest + 2_000_000 >= fastest && rest <= slowest + 2_000_000 {
+        Ok(())
+    } else {
+        Err(format!(
+            "B's statement beyond lockscope's wait ({rest} ns) is the uncontended statement \
+             ({fastest}..{slowest} ns) within 2 ms"
+        ))
+    }
 }
 
 /// Two sessions update two rows in opposite orders: PostgreSQL's
