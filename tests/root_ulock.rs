@@ -508,8 +508,42 @@ fn std_mutex_futex_waits_match_the_blocked_time_within_5_percent() {
 fn a_lock_held_before_tracing_is_partial_never_timed() {
     require_root();
     // held long enough for lockscope to attach meanwhile: 20 times the
-    // attach time measured here, at least 10 s
+    // attach time measured here, at least 10 s; if attaching user-locks
+    // (slower than the calibration's tracepoints) took 80% of that or more,
+    // once more with 3 times the attach time this run measured
     let hold = scaled(20, Duration::from_secs(10));
+    let (last, rep) = held_before_run(hold).unwrap_or_else(|took| {
+        eprintln!("[test] attached after {took:?} of a {hold:?} hold: again, longer");
+        held_before_run((took * 3).max(hold)).unwrap_or_else(|took| {
+            panic!("attached while the lock is still held: {took:?} of the hold")
+        })
+    });
+    let lock = last["lock"].as_str().expect("lock");
+    let rs = lock_rows(&rep, lock);
+    let pm: Vec<&&Value> = rs.iter().filter(|r| r["source"] == "user-mutex").collect();
+    assert_eq!(pm.len(), 1, "{rs:?}");
+    // holder's release and the early waiter's release: acquired before
+    // tracing began, so partial; the 5 later pairs are timed normally
+    assert_eq!(u(&pm[0]["partial"]), 2, "{}", pm[0]);
+    // the 5 pairs of one thread, once the other has gone: uncontended
+    assert_eq!(u(&pm[0]["acquired"]), 5, "{}", pm[0]);
+    assert_eq!(u(&pm[0]["count"]), 0, "{}", pm[0]);
+    assert!(
+        u(&pm[0]["hold_ns"]["max"]) < 100 * MS,
+        "the 10 s hold is never timed: {}",
+        pm[0]
+    );
+    // the waiter's futex wait began before tracing too: partial
+    let fx: Vec<&&Value> = rs.iter().filter(|r| r["source"] == "futex").collect();
+    assert_eq!(fx.len(), 1, "{rs:?}");
+    assert_eq!(fx[0]["tid"], last["waiter_tid"]);
+    assert_eq!((u(&fx[0]["partial"]), u(&fx[0]["count"])), (1, 0));
+}
+
+/// One held-before run, the lock held `hold` before tracing: the
+/// workload's report and lockscope's, or how long attaching took when that
+/// was 80% of the hold or more.
+fn held_before_run(hold: Duration) -> Result<(Value, Value), Duration> {
     let hold_arg = format!("{}ms", hold.as_millis());
     let mut wl = Command::new(bin())
         .args([
@@ -540,34 +574,15 @@ fn a_lock_held_before_tracing_is_partial_never_timed() {
         "-p",
         &pid,
     ]);
-    assert!(
-        started.elapsed() < hold * 8 / 10,
-        "attached while the lock is still held ({hold:?})"
-    );
+    let took = started.elapsed();
     let last: Value = serde_json::from_str(&lines.next().expect("report").expect("read"))
         .expect("workload report");
     assert!(wl.wait().expect("wait").success());
     let rep = tracer.finish_json();
-    let lock = last["lock"].as_str().expect("lock");
-    let rs = lock_rows(&rep, lock);
-    let pm: Vec<&&Value> = rs.iter().filter(|r| r["source"] == "user-mutex").collect();
-    assert_eq!(pm.len(), 1, "{rs:?}");
-    // holder's release and the early waiter's release: acquired before
-    // tracing began, so partial; the 5 later pairs are timed normally
-    assert_eq!(u(&pm[0]["partial"]), 2, "{}", pm[0]);
-    // the 5 pairs of one thread, once the other has gone: uncontended
-    assert_eq!(u(&pm[0]["acquired"]), 5, "{}", pm[0]);
-    assert_eq!(u(&pm[0]["count"]), 0, "{}", pm[0]);
-    assert!(
-        u(&pm[0]["hold_ns"]["max"]) < 100 * MS,
-        "the 10 s hold is never timed: {}",
-        pm[0]
-    );
-    // the waiter's futex wait began before tracing too: partial
-    let fx: Vec<&&Value> = rs.iter().filter(|r| r["source"] == "futex").collect();
-    assert_eq!(fx.len(), 1, "{rs:?}");
-    assert_eq!(fx[0]["tid"], last["waiter_tid"]);
-    assert_eq!((u(&fx[0]["partial"]), u(&fx[0]["count"])), (1, 0));
+    if took >= hold * 8 / 10 {
+        return Err(took);
+    }
+    Ok((last, rep))
 }
 
 #[test]
