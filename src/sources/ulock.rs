@@ -873,6 +873,12 @@ struct Follower {
     pending: Vec<Pending>,
 }
 
+/// `pid` is gone, or exiting: its memory is released (a zombie, or past
+/// `exit_mm`), so it maps no files and runs no more user code.
+fn exiting(pid: i32) -> bool {
+    crate::procmaps::read_maps(Some(pid as u32)).map_or(true, |m| m.is_empty())
+}
+
 /// How long a just-exec'd process may take to map its libraries.
 const EXEC_GRACE: Duration = Duration::from_secs(1);
 
@@ -1052,13 +1058,12 @@ impl Follower {
                         EXEC_GRACE.as_millis()
                     ),
                 ),
-                // exec'd and gone before its maps could be read, with the
-                // probes it had before exec (they follow it into the new
-                // program when it maps the same libc): nothing was missed
-                // that the count can tell; its exit releases them
-                Err(_)
-                    if self.procs.contains_key(&pid)
-                        && std::fs::metadata(format!("/proc/{pid}")).is_err() => {}
+                // exec'd and gone (or exiting: no memory left to read)
+                // before its maps could be read, with the probes it had
+                // before exec (they follow it into the new program when it
+                // maps the same libc): nothing was missed that the count
+                // can tell; its exit releases them
+                Err(_) if self.procs.contains_key(&pid) && exiting(pid) => {}
                 Err(e) => self.not_traced(pid, format!("{e:#}")),
             }
         }
