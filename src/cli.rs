@@ -241,7 +241,7 @@ pub struct TraceSettings {
     /// Sources to run (repeatable or comma-separated; `lockscope doctor`
     /// lists them with what this kernel allows). Default: only what costs
     /// nothing on an uncontended path: kernel-contention [per contention];
-    /// for -p/-t/run targets also futex [per futex call]: pthread mutex
+    /// for -p/-t/run targets also futex [per context switch]: pthread mutex
     /// and rwlock contention with its releaser, condvar and other futex
     /// waits (its syscall tracepoints add about 50 ns to every syscall on
     /// the host while it runs) and app-locks (USDT). Opt-in by name, as they run on paths every process takes:

@@ -1336,7 +1336,7 @@ mod tests {
         assert!(km.reason.contains("hold times are lost"), "{}", km.reason);
         assert_eq!(source(&p, "mmap-lock").backend.as_deref(), Some("tp_btf"));
         assert_eq!(source(&p, "user-locks").backend.as_deref(), Some("uprobe"));
-        assert_eq!(source(&p, "futex").backend.as_deref(), Some("tracepoint"));
+        assert_eq!(source(&p, "futex").backend.as_deref(), Some("tp_btf"));
         assert_eq!(source(&p, "sched").backend.as_deref(), Some("tp_btf"));
         assert!(!source(&p, "sched-picknext").available);
         let names: Vec<&str> = p.iter().map(|s| s.source.as_str()).collect();
@@ -1402,15 +1402,10 @@ mod tests {
         let kc = source(&p, "kernel-contention");
         assert!(!kc.available);
         assert!(kc.reason.contains("contention_begin: not in this kernel"));
+        // the scheduler's view needs no classic tracepoint
         let futex = source(&p, "futex");
-        assert!(!futex.available);
-        assert!(
-            futex
-                .reason
-                .starts_with("needs classic tracepoints: tracepoint: attach failed: ENOENT"),
-            "{}",
-            futex.reason
-        );
+        assert!(futex.available, "{}", futex.reason);
+        assert_eq!(futex.backend.as_deref(), Some("tp_btf"));
         assert!(!source(&p, "user-locks").available);
         assert_eq!(source(&p, "mmap-lock").backend.as_deref(), Some("tp_btf"));
         assert!(
@@ -1423,13 +1418,14 @@ mod tests {
             checks: checks.clone(),
             sources: p,
         };
-        // without lock:contention_begin, mmap-lock and sched still run
+        // without lock:contention_begin, mmap-lock, futex and sched still
+        // run (tp_btf)
         assert!(r.usable());
         assert!(
             r.sources
                 .iter()
                 .filter(|s| s.available && s.implemented)
-                .all(|s| s.source == "mmap-lock" || s.source == "sched")
+                .all(|s| ["mmap-lock", "futex", "sched"].contains(&s.source.as_str()))
         );
 
         // Nothing works: nothing is available.

@@ -17,9 +17,15 @@ const MS: u64 = 1_000_000;
 /// WORKLOAD` under the default sources: (workload report, wait events,
 /// end report, in which the futex source lost nothing).
 fn trace_run(workload: &[&str]) -> (Value, Vec<EventLine>, Report) {
+    trace_run_with(&[], workload)
+}
+
+/// [`trace_run`] with more lockscope options (`extra`).
+fn trace_run_with(extra: &[&str], workload: &[&str]) -> (Value, Vec<EventLine>, Report) {
     require_root();
     let out = Command::new(bin())
         .args(["trace", "--json", "--summary"])
+        .args(extra)
         .arg("--")
         .args([bin(), "workload", "--json"])
         .args(workload)
@@ -69,10 +75,39 @@ fn list(w: &Value, field: &str) -> Vec<u64> {
 /// the holder thread the workload names, and no uprobe source runs.
 #[test]
 fn default_sources_see_exactly_the_blocked_mutex_waits_their_length_and_holder() {
+    global_hold_seen_exactly(&[], "tp_btf");
+}
+
+/// The same with the syscall tracepoints (`--backend tracepoint`): the same
+/// waits, lengths and holder as the scheduler's view.
+#[test]
+fn the_syscall_backend_sees_the_same_waits_lengths_and_holder() {
+    global_hold_seen_exactly(&["--backend", "tracepoint"], "tracepoint");
+}
+
+/// The check of the two tests above, with lockscope options `extra`; the
+/// futex source runs its `backend`.
+fn global_hold_seen_exactly(extra: &[&str], backend: &str) {
     // the symbol is read from the live process when lockscope decodes the
     // first wait: rounds enough to outlive a busy machine's decoding lag
     let rounds = 20;
-    let (w, events, rep) = hold_run("global-hold", "40ms", rounds);
+    let (w, events, rep) = trace_run_with(
+        extra,
+        &[
+            "global-hold",
+            "--hold",
+            "40ms",
+            "--rounds",
+            &rounds.to_string(),
+        ],
+    );
+    let futex = rep.sources.iter().find(|s| s.name == "futex");
+    assert_eq!(
+        futex.and_then(|s| s.backend.as_deref()),
+        Some(backend),
+        "{:?}",
+        rep.sources
+    );
     let names = available_sources(&rep);
     assert!(names.contains(&"futex".to_string()), "{names:?}");
     assert!(
@@ -289,4 +324,52 @@ fn a_heap_mutex_is_named_after_the_function_that_first_waited_on_it() {
             .is_some_and(|c| c.starts_with("ls_heap_waiter_locks+")),
         "{r:?}"
     );
+}
+
+/// mutex-trylock: ROUNDS pthread_mutex_timedlock calls of 1 ms on a mutex
+/// held throughout, each returning ETIMEDOUT (the workload checks). Every
+/// futex wait on that mutex is one that timed out: the syscall tracepoints
+/// see the result of each of the ROUNDS calls; the scheduler's view sees
+/// the calls that slept (a call whose deadline passed before it could
+/// sleep returns at once) and tells the timeout from the wake: no thread's
+/// futex call woke it, and the call had a timeout.
+#[test]
+fn timed_out_waits_are_timed_out_under_both_backends() {
+    let rounds = 10u64;
+    for (extra, backend) in [
+        (&[][..], "tp_btf"),
+        (&["--backend", "tracepoint"][..], "tracepoint"),
+    ] {
+        let (w, _events, rep) = trace_run_with(
+            extra,
+            &[
+                "mutex-trylock",
+                "--ops",
+                "10",
+                "--rounds",
+                &rounds.to_string(),
+            ],
+        );
+        assert_eq!(u(&w["timedlock_failures"]), rounds, "{w}");
+        let lock = w["lock"].as_str().expect("lock");
+        let rs = rows_of(&rep, lock);
+        let count: u64 = rs.iter().map(|r| r.count).sum();
+        let aborted: u64 = rs.iter().map(|r| r.aborted).sum();
+        assert_eq!(aborted, count, "{backend}: every wait timed out: {rs:?}");
+        if backend == "tracepoint" {
+            assert_eq!(count, rounds, "{backend}: one per call: {rs:?}");
+        } else {
+            assert!(count >= 1 && count <= rounds, "{backend}: {rs:?}");
+        }
+        let st = rep
+            .sources
+            .iter()
+            .find(|s| s.name == "futex")
+            .expect("futex");
+        let reason = st.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.contains(&format!("timed out {count}")),
+            "{backend}: {reason}"
+        );
+    }
 }

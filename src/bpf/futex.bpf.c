@@ -326,39 +326,47 @@ static __always_inline void take_scan(struct ls_fagg_key *key, struct task_struc
 	ls_insert(&fscan, key, s, &lost, LS_FLOST_STACK_MAP_FULL);
 }
 
+/* The cgroup v2 id of `task` (bpf_get_current_cgroup_id() of the current
+ * one). */
+static __always_inline __u64 task_cgroup(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+}
+
+/* The aggregation entry of `key`, a wait of `task`. `scan`: `task` is the
+ * current task (its stack can be read for a new key's caller). */
 static __always_inline struct ls_fagg_val *agg_entry(struct ls_fagg_key *key,
-						     struct task_struct *task)
+						     struct task_struct *task, bool scan)
 {
 	struct ls_fagg_val *val, *init;
 
 	LS_LOOKUP_OR_SCRATCH(&agg, key, init, &agg_zero);
-	init->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(init->comm, sizeof(init->comm));
+	init->cgroup_id = task_cgroup(task);
+	BPF_CORE_READ_STR_INTO(&init->comm, task, comm);
 	BPF_CORE_READ_STR_INTO(&init->pcomm, task, group_leader, comm);
 	init->min_ns = ~0ULL;
 	val = ls_insert(&agg, key, init, &lost, LS_FLOST_MAP_FULL);
 	/* the key holds the tid, its only writer: a miss above and an entry
 	 * now means this call created it (the key's first wait) */
-	if (val)
+	if (val && scan)
 		take_scan(key, task);
 	return val;
 }
 
-static __always_inline void emit(__u64 begin, __u64 end, __u64 uaddr, __u32 op,
-				 __s32 ret, __u32 flags, __u64 offcpu, __u64 runq,
-				 __u32 kind, __u32 holder)
+/* Streams a wait of `task`. */
+static __always_inline void emit(struct task_struct *task, __u64 begin, __u64 end,
+				 __u64 uaddr, __u32 op, __s32 ret, __u32 flags, __u64 offcpu,
+				 __u64 runq, __u32 kind, __u32 holder)
 {
 	struct ls_fevent *e;
-	__u64 id;
 
 	LS_RESERVE_EVENT(e, LS_FLOST_RINGBUF);
-	id = bpf_get_current_pid_tgid();
 	e->begin_ns = begin;
 	e->end_ns = end;
 	e->uaddr = uaddr;
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->pid = id >> 32;
-	e->tid = (__u32)id;
+	e->cgroup_id = task_cgroup(task);
+	e->pid = BPF_CORE_READ(task, tgid);
+	e->tid = BPF_CORE_READ(task, pid);
 	e->op = op;
 	e->ret = ret;
 	e->flags = flags;
@@ -367,7 +375,7 @@ static __always_inline void emit(__u64 begin, __u64 end, __u64 uaddr, __u32 op,
 	e->pad = 0;
 	e->offcpu_ns = offcpu;
 	e->runq_ns = runq;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -389,64 +397,32 @@ static __always_inline __u64 saved_wait_uaddr(struct task_struct *task, bool wai
 	return is_wait_op(*op) ? di : 0;
 }
 
-static __always_inline int on_exit(void *ctx, long ret, bool waitv)
+/* Ends the wait `open` of `task` at `now`, with result `ret` (the
+ * syscall's, or as the sched backend tells it): its row, its holder, its
+ * stack and its event. `holder`: the releaser, else the owner at its start.
+ * `ustack`: its user stack (-1: none; -2: take the current one now). */
+static __always_inline void finish_wait(void *ctx, struct task_struct *task,
+					const struct ls_fwait *open, __u64 now, long ret,
+					bool slept, __u64 offcpu, __u64 runq, __u32 holder,
+					__s32 ustack)
 {
-	struct task_struct *task;
 	struct ls_fagg_key key = {};
 	struct ls_fagg_val *val;
-	struct ls_fwait *w, open;
-	__u64 now, delta, id, uaddr, offcpu, runq;
-	__u32 op = 0, holder = 0;
-	bool slept;
+	__u64 delta = now - open->begin_ns;
+	__u64 id = (__u64)BPF_CORE_READ(task, tgid) << 32 | (__u32)BPF_CORE_READ(task, pid);
 
-	task = bpf_get_current_task_btf();
-	w = bpf_task_storage_get(&fwait, task, 0, 0);
-	if (!w || !w->uaddr) {
-		/* not opened: not a target, a non-waiting op, covered by a
-		 * pthread call, or begun before attaching (partial) */
-		if (!is_target() || covered(task))
-			return 0;
-		uaddr = saved_wait_uaddr(task, waitv, &op);
-		if (!uaddr)
-			return 0;
-		id = bpf_get_current_pid_tgid();
-		key.uaddr = uaddr;
-		key.tid = (__u32)id;
-		key.pid = id >> 32;
-		val = agg_entry(&key, task);
-		if (val)
-			val->partial += 1;
-		emit(0, bpf_ktime_get_ns(), uaddr, op, ret, LS_UEV_FUTEX_PARTIAL, 0, 0,
-		     LS_FKIND_OTHER, 0);
-		return 0;
-	}
-	now = bpf_ktime_get_ns();
-	open = *w;
-	w->uaddr = 0;
-	delta = now - open.begin_ns;
-	slept = task->nvcsw != open.nvcsw;
-	id = bpf_get_current_pid_tgid();
-	key.uaddr = open.uaddr - open.off;
+	key.uaddr = open->uaddr - open->off;
 	key.tid = (__u32)id;
 	key.pid = id >> 32;
-	key.kind = open.kind;
-
-	if (ret == -EAGAIN) {
-		ls_count_lost(&lost, LS_FSTAT_VALUE_CHANGED);
-		val = agg_entry(&key, task);
-		if (val)
-			val->value_changed += 1;
-		return 0;
-	}
+	key.kind = open->kind;
 	if (ret >= 0)
 		ls_count_lost(&lost, LS_FSTAT_WOKEN);
 	else if (ret == -ETIMEDOUT)
 		ls_count_lost(&lost, LS_FSTAT_TIMED_OUT);
 	else
 		ls_count_lost(&lost, LS_FSTAT_INTERRUPTED);
-	ls_sched_split(&open.sched, task, delta, &offcpu, &runq);
 
-	val = agg_entry(&key, task);
+	val = agg_entry(&key, task, ustack == -2);
 	if (val) {
 		LS_ADD_WAIT(val, delta);
 		val->offcpu_ns += offcpu;
@@ -458,31 +434,94 @@ static __always_inline int on_exit(void *ctx, long ret, bool waitv)
 		if (slept)
 			val->slept += 1;
 	}
-	/* the user stack of the waiting syscall (its kernel stack is the
-	 * syscall exit path: not taken) */
-	if (open.kind != LS_FKIND_OTHER && open.kind != LS_FKIND_COND) {
+	if (open->kind != LS_FKIND_OTHER && open->kind != LS_FKIND_COND) {
 		struct ls_fholder_key hk = {};
 		struct ls_fholder_val *hv, hinit = {};
 
-		holder = ret >= 0 ? holder_of(open.uaddr, key.pid, open.begin_ns, open.holder)
-				  : open.holder;
 		hk.uaddr = key.uaddr;
 		hk.holder_tid = holder;
 		hk.pid = key.pid;
-		hk.kind = open.kind;
+		hk.kind = open->kind;
 		hv = ls_lookup_or_init(&holders, &hk, &hinit, &lost, LS_FLOST_MAP_FULL);
 		if (hv) {
 			__sync_fetch_and_add(&hv->waits, 1);
 			__sync_fetch_and_add(&hv->wait_ns, delta);
 		}
-	} else if (ret >= 0) {
-		/* condvar / other: the waker, for the stream */
-		holder = holder_of(open.uaddr, key.pid, open.begin_ns, 0);
 	}
+	/* the user stack of the waiting syscall (its kernel stack is the
+	 * syscall exit path or the scheduler: not taken) */
 	if (stacks_on && stack_wanted(delta))
-		add_stack(key.uaddr, open.kind, -1, take_ustack(ctx), delta, false);
-	emit(open.begin_ns, now, key.uaddr, open.op, ret, slept ? LS_UEV_SLEPT : 0,
-	     offcpu, runq, open.kind, holder);
+		add_stack_of(id, key.uaddr, open->kind, -1,
+			     ustack == -2 ? take_ustack(ctx) : ustack, delta, false);
+	emit(task, open->begin_ns, now, key.uaddr, open->op, ret, slept ? LS_UEV_SLEPT : 0,
+	     offcpu, runq, open->kind, holder);
+}
+
+/* A futex wait of `task` whose start was not seen (it began before
+ * attaching): counted `partial` for its futex, never timed. */
+static __always_inline void partial_wait(struct task_struct *task, __u64 uaddr, __u32 op,
+					 long ret)
+{
+	struct ls_fagg_key key = {};
+	struct ls_fagg_val *val;
+
+	key.uaddr = uaddr;
+	key.tid = BPF_CORE_READ(task, pid);
+	key.pid = BPF_CORE_READ(task, tgid);
+	val = agg_entry(&key, task, false);
+	if (val)
+		val->partial += 1;
+	emit(task, 0, bpf_ktime_get_ns(), uaddr, op, ret, LS_UEV_FUTEX_PARTIAL, 0, 0,
+	     LS_FKIND_OTHER, 0);
+}
+
+static __always_inline int on_exit(void *ctx, long ret, bool waitv)
+{
+	struct task_struct *task;
+	struct ls_fagg_key key = {};
+	struct ls_fagg_val *val;
+	struct ls_fwait *w, open;
+	__u64 now, delta, uaddr, offcpu, runq;
+	__u32 op = 0, holder = 0;
+
+	task = bpf_get_current_task_btf();
+	w = bpf_task_storage_get(&fwait, task, 0, 0);
+	if (!w || !w->uaddr) {
+		/* not opened: not a target, a non-waiting op, covered by a
+		 * pthread call, or begun before attaching (partial) */
+		if (!is_target() || covered(task))
+			return 0;
+		uaddr = saved_wait_uaddr(task, waitv, &op);
+		if (uaddr)
+			partial_wait(task, uaddr, op, ret);
+		return 0;
+	}
+	now = bpf_ktime_get_ns();
+	open = *w;
+	w->uaddr = 0;
+	if (ret == -EAGAIN) {
+		__u64 id = bpf_get_current_pid_tgid();
+
+		key.uaddr = open.uaddr - open.off;
+		key.tid = (__u32)id;
+		key.pid = id >> 32;
+		key.kind = open.kind;
+		ls_count_lost(&lost, LS_FSTAT_VALUE_CHANGED);
+		val = agg_entry(&key, task, true);
+		if (val)
+			val->value_changed += 1;
+		return 0;
+	}
+	delta = now - open.begin_ns;
+	ls_sched_split(&open.sched, task, delta, &offcpu, &runq);
+	if (open.kind != LS_FKIND_OTHER && open.kind != LS_FKIND_COND)
+		holder = ret >= 0 ? holder_of(open.uaddr, task->tgid, open.begin_ns, open.holder)
+				  : open.holder;
+	else if (ret >= 0)
+		/* condvar / other: the waker, for the stream */
+		holder = holder_of(open.uaddr, task->tgid, open.begin_ns, 0);
+	finish_wait(ctx, task, &open, now, ret, task->nvcsw != open.nvcsw, offcpu, runq, holder,
+		    -2);
 	return 0;
 }
 
@@ -523,6 +562,173 @@ int futex_waitv_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	LS_CHECK_STOPPED();
 	return on_exit(ctx, ctx->ret, true);
+}
+
+/*
+ * The sched backend: the same waits, seen from the scheduler instead of the
+ * syscall tracepoints, which put every syscall of every process on the
+ * host on the kernel's syscall-tracing path while attached. These programs
+ * run only when a task switches out, is switched in or is woken: never on
+ * an uncontended lock, nor on a syscall that does not sleep.
+ * - A wait begins when a target's task switches out asleep (not preempted,
+ *   state not TASK_RUNNING) inside futex() with a waiting op, or inside
+ *   futex_waitv(): the syscall and its arguments are the task's saved user
+ *   registers (orig_ax, di, si, dx). The current task is the one switching
+ *   out, so the lock word, the stack copy for the caller and (--stacks)
+ *   the user stack are read then.
+ * - sched_waking (in the waker's context) records when it was woken and by
+ *   which thread: the current one when it is in a futex call (a wake op) or
+ *   exiting (a joined thread's exit wakes its joiner). Any other wake (a
+ *   timeout's timer, a signal) names no thread: the wait is counted timed
+ *   out if the call had a timeout, else interrupted. A timer interrupt that
+ *   happens to hit a thread inside a futex call is taken for that thread's
+ *   wake (the preempt count that would tell is not reachable from BPF on
+ *   every kernel).
+ * - The wait ends when the task is switched in: wait = asleep + runnable,
+ *   split at the wake. One sleep, one wait: a call that sleeps twice (a PI
+ *   lock taken by another before the woken waiter ran; a spurious wakeup)
+ *   counts two waits. A call that never sleeps (the value had changed, or
+ *   the lock was free again) is not seen: `value changed` stays 0.
+ * - A target woken asleep in a futex wait (off its run queue) that has no
+ *   open wait slept before attaching: partial, as at a syscall exit whose
+ *   enter was not seen.
+ */
+#define NR_FUTEX 202       /* x86_64 */
+#define NR_FUTEX_WAITV 449 /* x86_64 */
+#define NR_EXIT 60
+#define NR_EXIT_GROUP 231
+
+/* The syscall `task` is in (its saved user registers). */
+static __always_inline long syscall_of(struct task_struct *task)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+
+	return BPF_CORE_READ(regs, orig_ax);
+}
+
+/* The futex a task asleep in futex()/futex_waitv() waits on, from its saved
+ * user registers: 0 when it is not in a waiting futex call. `val`: the
+ * expected value of futex(); `timed`: the call has a timeout. */
+static __always_inline __u64 sleeping_futex(struct task_struct *task, __u32 *op, __u32 *val,
+					     __u32 *timed)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	long nr = BPF_CORE_READ(regs, orig_ax);
+
+	/* the timeout argument of futex() and futex_waitv() */
+	*timed = BPF_CORE_READ(regs, r10) != 0;
+	if (nr == NR_FUTEX) {
+		*op = (__u32)BPF_CORE_READ(regs, si);
+		*val = (__u32)BPF_CORE_READ(regs, dx);
+		return is_wait_op(*op) ? BPF_CORE_READ(regs, di) : 0;
+	}
+	if (nr == NR_FUTEX_WAITV)
+		return saved_wait_uaddr(task, true, op);
+	return 0;
+}
+
+/* The current task, `prev`, switches out asleep: a futex wait begins if it
+ * sleeps in one. */
+static __always_inline void sleep_begins(void *ctx, struct task_struct *prev)
+{
+	struct ls_fagg_key key = {};
+	struct ls_fwait *w;
+	__u32 op = 0, val = 0, timed = 0;
+	__u64 uaddr = sleeping_futex(prev, &op, &val, &timed), id;
+
+	if (!uaddr || !is_target())
+		return;
+	if (covered(prev)) {
+		ls_count_lost(&lost, LS_FSTAT_COVERED);
+		return;
+	}
+	LS_TASK_SLOT(w, &fwait, prev, LS_FLOST_STORAGE);
+	if (w->uaddr)
+		ls_count_lost(&lost, LS_FLOST_STALE);
+	w->uaddr = uaddr;
+	w->op = op;
+	w->holder = 0;
+	w->off = 0;
+	w->kind = op == LS_FOP_WAITV ? LS_FKIND_OTHER
+				     : classify(uaddr, op, val, &w->holder, &w->off);
+	w->wake_ns = 0;
+	w->waker = 0;
+	w->timed = timed;
+	w->ustack = stacks_on ? take_ustack(ctx) : -1;
+	/* a new lock key's caller, from the stack while it can be read */
+	id = bpf_get_current_pid_tgid();
+	key.uaddr = uaddr - w->off;
+	key.tid = (__u32)id;
+	key.pid = id >> 32;
+	key.kind = w->kind;
+	if (!bpf_map_lookup_elem(&agg, &key))
+		take_scan(&key, prev);
+	w->begin_ns = bpf_ktime_get_ns();
+}
+
+/* `next` is switched in: its futex wait, if one is open, ends. */
+static __always_inline void sleep_ends(void *ctx, struct task_struct *next)
+{
+	struct ls_fwait *w = bpf_task_storage_get(&fwait, next, 0, 0), open;
+	__u64 now, runq = 0, delta;
+	__u32 holder;
+	long ret;
+
+	if (!w || !w->uaddr)
+		return;
+	now = bpf_ktime_get_ns();
+	open = *w;
+	w->uaddr = 0;
+	delta = now - open.begin_ns;
+	if (open.wake_ns >= open.begin_ns && open.wake_ns <= now)
+		runq = now - open.wake_ns;
+	/* woken by a thread's futex call (or exit): its releaser; otherwise
+	 * its timeout, if it had one, or a signal */
+	ret = !open.wake_ns || open.waker ? 0 : open.timed ? -ETIMEDOUT : -EINTR;
+	holder = open.waker ? open.waker : open.holder;
+	finish_wait(ctx, next, &open, now, ret, true, delta - runq, runq, holder, open.ustack);
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(futex_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	LS_CHECK_STOPPED();
+	if (!preempt && BPF_CORE_READ(prev, __state) != 0)
+		sleep_begins(ctx, prev);
+	sleep_ends(ctx, next);
+	return 0;
+}
+
+SEC("tp_btf/sched_waking")
+int BPF_PROG(futex_waking, struct task_struct *p)
+{
+	struct ls_fwait *w;
+	__u32 op = 0, val = 0, timed = 0;
+	__u64 uaddr;
+
+	LS_CHECK_STOPPED();
+	w = bpf_task_storage_get(&fwait, p, 0, 0);
+	if (w && w->uaddr) {
+		if (!w->wake_ns) {
+			long nr = syscall_of(bpf_get_current_task_btf());
+
+			w->wake_ns = bpf_ktime_get_ns();
+			w->waker = nr == NR_FUTEX || nr == NR_EXIT || nr == NR_EXIT_GROUP
+					   ? (__u32)bpf_get_current_pid_tgid()
+					   : 0;
+		}
+		return 0;
+	}
+	/* asleep (off its run queue) in a futex wait not seen to begin */
+	if (BPF_CORE_READ(p, on_rq))
+		return 0;
+	uaddr = sleeping_futex(p, &op, &val, &timed);
+	if (!uaddr || !task_is_target(p))
+		return 0;
+	if (covered(p))
+		return 0;
+	partial_wait(p, uaddr, op, 0);
+	return 0;
 }
 
 LS_FOLLOW_FORK_TP(futex_follow_fork)

@@ -577,6 +577,13 @@ struct ls_fwait {
 	__u32 off;    /* offset of the futex word in its lock / condvar: the
 		       * lock's address (rows, names) is uaddr - off */
 	struct ls_sched_mark sched; /* at sys_enter */
+	/* the sched backend (design note of futex.bpf.c) */
+	__u64 wake_ns; /* when it was woken (0: not yet) */
+	__u32 waker;   /* the thread whose futex call (or exit) woke it; 0:
+			* woken otherwise (a timeout, a signal) */
+	__s32 ustack;  /* its user stack, taken as it slept (-1: none) */
+	__u32 timed;   /* the call had a timeout */
+	__u32 pad;
 };
 
 /* The last thread that called a waking futex op on (pid, uaddr): the

@@ -69,17 +69,16 @@ static __always_inline __s32 take_kstack(void *ctx)
 	return id;
 }
 
-/* Adds a wait (`hold` false) or a hold of `ns` to the stacks' entry. */
-static __always_inline void add_stack(__u64 lock, __u32 flags, __s32 kstack_id,
-				      __s32 ustack_id, __u64 ns, bool hold)
+/* Adds a wait (`hold` false) or a hold of `ns` of thread `id` (pid << 32 |
+ * tid) to the stacks' entry. */
+static __always_inline void add_stack_of(__u64 id, __u64 lock, __u32 flags, __s32 kstack_id,
+					 __s32 ustack_id, __u64 ns, bool hold)
 {
 	struct ls_stack_key sk = {};
 	struct ls_stack_val *sv, init = {};
-	__u64 id;
 
 	if (kstack_id < 0 && ustack_id < 0)
 		return; /* nothing taken (counted when it failed) */
-	id = bpf_get_current_pid_tgid();
 	sk.lock = lock;
 	sk.pid = id >> 32;
 	sk.tid = (__u32)id;
@@ -101,6 +100,13 @@ static __always_inline void add_stack(__u64 lock, __u32 flags, __s32 kstack_id,
 		if (ns > sv->max_ns)
 			sv->max_ns = ns;
 	}
+}
+
+/* add_stack_of() for the current thread. */
+static __always_inline void add_stack(__u64 lock, __u32 flags, __s32 kstack_id,
+				      __s32 ustack_id, __u64 ns, bool hold)
+{
+	add_stack_of(bpf_get_current_pid_tgid(), lock, flags, kstack_id, ustack_id, ns, hold);
 }
 
 #endif /* __STACKS_BPF_H */

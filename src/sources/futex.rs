@@ -47,6 +47,15 @@ use crate::status::SourceStatus;
 
 /// Name of the source, and `source` of its non-lock rows (condvar, other).
 pub const SOURCE: &str = "futex";
+/// The default backend: waits seen from the scheduler (tp_btf
+/// sched_switch and sched_waking), costing only when a task sleeps or
+/// wakes; timeouts are the waits woken from interrupt context, and calls
+/// that return without sleeping are not seen.
+pub const BACKEND_SCHED: &str = "tp_btf";
+/// The syscall tracepoints: every futex call's result (woken, timed out,
+/// interrupted, value changed), at the cost of putting every syscall of
+/// every process on the kernel's syscall-tracing path.
+pub const BACKEND_SYSCALLS: &str = "tracepoint";
 /// `source` of its lock rows: pthread mutex (and lll / PI locks) waits.
 pub const ROW_MUTEX: &str = "futex-mutex";
 /// `source` of its lock rows: pthread rwlock waits.
@@ -218,6 +227,8 @@ pub const OUTCOME_NAMES: [&str; 5] = [
 pub struct Futex {
     core: Loaded<FutexSkel<'static>>,
     waitv: bool,
+    /// The sched backend (else the syscall tracepoints).
+    sched: bool,
     /// Names of the locks and condvars waited on, by (pid, address)
     /// (`locknames`: a static one's symbol, a heap lock's first caller),
     /// given while the process lives (`tick`) and kept.
@@ -258,23 +269,37 @@ fn attach_retried(prog: &libbpf_rs::ProgramMut<'_>) -> Result<Link> {
 
 impl Futex {
     pub fn start(opts: &Options) -> Result<Futex> {
-        match opts.backend.as_deref() {
-            None | Some("tracepoint") => {}
-            Some(other) => bail!("{SOURCE} has no backend '{other}' (tracepoint)"),
-        }
+        // the scheduler's view (tp_btf) unless the syscall tracepoints are
+        // asked for, or the kernel has no BTF for tp_btf
+        let sched = match opts.backend.as_deref() {
+            None => super::probes::fork_btf(),
+            Some(BACKEND_SCHED) => true,
+            Some(BACKEND_SYSCALLS) => false,
+            Some(other) => bail!(
+                "{SOURCE} has no backend '{other}' ({BACKEND_SCHED}: from the scheduler, \
+                 the default; {BACKEND_SYSCALLS}: the futex syscall tracepoints)"
+            ),
+        };
         let _tracefs = TracefsGuard::ensure();
-        if tracefs_mounted() && !tracepoint_exists("syscalls", "sys_enter_futex") {
+        if !sched && tracefs_mounted() && !tracepoint_exists("syscalls", "sys_enter_futex") {
             bail!(
                 "this kernel has no syscalls:sys_enter_futex tracepoint \
                  (CONFIG_FTRACE_SYSCALLS): futex waits cannot be traced"
             );
         }
-        let waitv = !tracefs_mounted() || tracepoint_exists("syscalls", "sys_enter_futex_waitv");
+        let waitv =
+            sched || !tracefs_mounted() || tracepoint_exists("syscalls", "sys_enter_futex_waitv");
         let follow = opts.targets.follow_forks;
         let plan = Plan {
-            backend: "tracepoint",
+            backend: if sched {
+                BACKEND_SCHED
+            } else {
+                BACKEND_SYSCALLS
+            },
             load: &|name| match name {
-                "futex_waitv_enter" | "futex_waitv_exit" => waitv,
+                "futex_switch" | "futex_waking" => sched,
+                "futex_waitv_enter" | "futex_waitv_exit" => !sched && waitv,
+                "futex_enter" | "futex_exit" => !sched,
                 "futex_follow_fork" => follow,
                 _ => true,
             },
@@ -292,16 +317,20 @@ impl Futex {
         super::ulock::publish_call_map(&core.skel.maps.ulock_call);
         let p = &core.skel.progs;
         // the fork follower first (a child forked meanwhile is a target
-        // already), then exits before enters: a wait in progress when the
-        // enters attach ends in a seen exit (partial) rather than an
-        // unseen one
+        // already), then the ends before the starts: a wait in progress
+        // when the starts attach ends in a seen end (partial) rather than
+        // an unseen one (the sched backend: wakes before switches)
         let mut progs = Vec::new();
         if follow {
             progs.push(&p.futex_follow_fork);
         }
-        progs.extend([&p.futex_exit, &p.futex_enter]);
-        if waitv {
-            progs.extend([&p.futex_waitv_exit, &p.futex_waitv_enter]);
+        if sched {
+            progs.extend([&p.futex_waking, &p.futex_switch]);
+        } else {
+            progs.extend([&p.futex_exit, &p.futex_enter]);
+            if waitv {
+                progs.extend([&p.futex_waitv_exit, &p.futex_waitv_enter]);
+            }
         }
         core.add_links(
             progs
@@ -312,6 +341,7 @@ impl Futex {
         Ok(Futex {
             core,
             waitv,
+            sched,
             names: Mutex::new(HashMap::new()),
             syms: Mutex::new(UserSymbolizer::default()),
             callers: RefCell::new(HashMap::new()),
@@ -500,6 +530,8 @@ impl Source for Futex {
         let outcomes: Vec<String> = OUTCOME_NAMES
             .iter()
             .enumerate()
+            // the scheduler sees only calls that sleep
+            .filter(|(i, _)| !(self.sched && *i == 3))
             .map(|(i, n)| {
                 let v = self
                     .counter(LOST_NAMES.len() as u32 + i as u32)
@@ -508,7 +540,13 @@ impl Source for Futex {
             })
             .collect();
         let mut reason = outcomes.join(", ");
-        if !self.waitv {
+        if self.sched {
+            reason.push_str(
+                " (seen from the scheduler: a wait not woken by a thread's futex call is \
+                 timed out if it had a timeout, else interrupted; calls that return \
+                 without sleeping are not seen)",
+            );
+        } else if !self.waitv {
             reason.push_str("; no futex_waitv tracepoint on this kernel");
         }
         SourceStatus {

@@ -441,9 +441,6 @@ pub trait Source {
 pub enum Cost {
     /// Its programs run only when a kernel lock is contended.
     PerContention,
-    /// On every futex system call (sleeping waits and wakes, not an
-    /// uncontended lock), of every process on the host.
-    PerFutexCall,
     /// On every acquisition and release of the locks it covers, contended
     /// or not.
     PerLockOp,
@@ -455,7 +452,6 @@ impl Cost {
     pub fn describe(self) -> &'static str {
         match self {
             Cost::PerContention => "per contention",
-            Cost::PerFutexCall => "per futex call",
             Cost::PerLockOp => "per lock operation",
             Cost::PerSwitch => "per context switch",
         }
@@ -674,30 +670,29 @@ pub const REGISTRY: &[SourceInfo] = &[
     },
     SourceInfo {
         name: futex::SOURCE,
-        about: "futex waits (syscalls:sys_enter/exit_futex): pthread mutex/rwlock contention \
-                with its releaser, condvars, Rust std, Go, Java",
+        about: "futex waits (sched_switch/sched_waking; --backend tracepoint: the futex \
+                syscall tracepoints): pthread mutex/rwlock contention with its releaser, \
+                condvars, Rust std, Go, Java",
         start: futex::start,
-        cost: Cost::PerFutexCall,
+        cost: Cost::PerSwitch,
         default: DefaultOn::ForProcesses,
         attach: Attach::Tracepoints {
-            tracepoints: &[
-                ("syscalls", "sys_enter_futex"),
-                ("syscalls", "sys_exit_futex"),
-            ],
-            // the syscall tracepoints have no tp_btf form
-            btf: false,
+            // tp_btf: the scheduler's view; classic: the syscall
+            // tracepoints (checked when the source starts)
+            tracepoints: &[("sched", "sched_switch"), ("sched", "sched_waking")],
+            btf: true,
             classic: true,
-            maps: &[],
+            maps: &["task_storage"],
         },
         lost: "futex waits (pthread mutex/rwlock contention and its releaser, condvars, Rust \
                std, Go, Java locks) are not measured",
         fallback: None,
         takes: &[],
-        // measured: `perf bench syscall basic` (getppid) 0.175 -> 0.225 us
-        // per call while it is attached (BENCHMARKS.md)
+        // measured: BENCHMARKS.md "futex backends"
         host_wide: Some(
-            "attaches syscall tracepoints: while it runs, every syscall of every process on \
-             the host takes the kernel's syscall-tracing path (about 50 ns more each)",
+            "runs on every context switch and wakeup on the host (with --backend tracepoint: \
+             every syscall of every process takes the kernel's syscall-tracing path, about \
+             50 ns more each)",
         ),
         rows: &[futex::ROW_MUTEX, futex::ROW_RWLOCK],
     },
