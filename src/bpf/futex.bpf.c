@@ -603,7 +603,7 @@ static __always_inline long syscall_of(struct task_struct *task)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 
-	return BPF_CORE_READ(regs, orig_ax);
+	return regs->orig_ax;
 }
 
 /* The futex a task asleep in futex()/futex_waitv() waits on, from its saved
@@ -612,19 +612,20 @@ static __always_inline long syscall_of(struct task_struct *task)
 static __always_inline __u64 sleeping_futex(struct task_struct *task, __u32 *op, __u32 *val,
 					     __u32 *timed)
 {
+	/* `task` is trusted (a tp_btf argument or the current task), and so
+	 * is its registers' pointer: plain loads, no helper calls */
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	long nr = BPF_CORE_READ(regs, orig_ax);
+	long nr = regs->orig_ax;
 
+	if (nr != NR_FUTEX && nr != NR_FUTEX_WAITV)
+		return 0;
 	/* the timeout argument of futex() and futex_waitv() */
-	*timed = BPF_CORE_READ(regs, r10) != 0;
-	if (nr == NR_FUTEX) {
-		*op = (__u32)BPF_CORE_READ(regs, si);
-		*val = (__u32)BPF_CORE_READ(regs, dx);
-		return is_wait_op(*op) ? BPF_CORE_READ(regs, di) : 0;
-	}
+	*timed = regs->r10 != 0;
 	if (nr == NR_FUTEX_WAITV)
 		return saved_wait_uaddr(task, true, op);
-	return 0;
+	*op = (__u32)regs->si;
+	*val = (__u32)regs->dx;
+	return is_wait_op(*op) ? regs->di : 0;
 }
 
 /* The current task, `prev`, switches out asleep: a futex wait begins if it
@@ -693,7 +694,7 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(futex_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
 	LS_CHECK_STOPPED();
-	if (!preempt && BPF_CORE_READ(prev, __state) != 0)
+	if (!preempt && prev->__state != 0)
 		sleep_begins(ctx, prev);
 	sleep_ends(ctx, next);
 	return 0;
@@ -720,7 +721,7 @@ int BPF_PROG(futex_waking, struct task_struct *p)
 		return 0;
 	}
 	/* asleep (off its run queue) in a futex wait not seen to begin */
-	if (BPF_CORE_READ(p, on_rq))
+	if (p->on_rq)
 		return 0;
 	uaddr = sleeping_futex(p, &op, &val, &timed);
 	if (!uaddr || !task_is_target(p))
