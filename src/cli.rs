@@ -243,8 +243,10 @@ pub struct TraceSettings {
     /// nothing on an uncontended path: kernel-contention [per contention];
     /// for -p/-t/run targets also futex [per context switch]: pthread mutex
     /// and rwlock contention with its releaser, condvar and other futex
-    /// waits (its syscall tracepoints add about 50 ns to every syscall on
-    /// the host while it runs) and app-locks (USDT). Opt-in by name, as they run on paths every process takes:
+    /// waits, seen from the scheduler (a task that sleeps in futex(2));
+    /// --backend tracepoint uses the syscall tracepoints instead, which add
+    /// about 50 ns to every syscall on the host while they run) and
+    /// app-locks (USDT). Opt-in by name, as they run on paths every process takes:
     /// mmap-lock, kernel-mutex, kernel-rwsem, user-locks (uprobes on every
     /// pthread lock call: hold times) [per lock operation], sched,
     /// sched-picknext [per context switch]. `all` runs every one

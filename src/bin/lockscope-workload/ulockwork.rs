@@ -126,6 +126,9 @@ pub struct UserReport {
     /// before the first schedstat read to after the second): runnable time
     /// outside the lock call itself can only fall in this minus the call.
     pub waiter_runq_window_ns: Vec<u64>,
+    /// Per round: the waiter's voluntary context switches across its lock
+    /// call (getrusage): a spin-hold waiter that never slept has 0.
+    pub waiter_nvcsw: Vec<u64>,
     /// A busy thread shared the waiter's CPU (`--hog`).
     pub hog: bool,
     #[serde(flatten)]
@@ -528,30 +531,35 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
             (m.clone(), step.clone(), waiter_tid.clone(), call_at.clone());
         std::thread::Builder::new()
             .name("ls-uwaiter".into())
-            .spawn(move || -> Result<(Vec<u64>, Vec<u64>, Vec<u64>)> {
-                if hog {
-                    crate::mmwork::pin_to(0)?;
-                } else {
-                    try_realtime();
-                }
-                waiter_tid.store(gettid(), Ordering::Release);
-                let (mut waits, mut runq, mut window) = (Vec::new(), Vec::new(), Vec::new());
-                for r in 0..rounds as u32 {
-                    wait_for(&step, 2 * r + 1); // holder holds
-                    std::thread::sleep(Duration::from_millis(10));
-                    let w0 = now_ns();
-                    let q0 = crate::mmwork::own_run_delay()?;
-                    let t0 = now_ns();
-                    call_at.store(t0, Ordering::Release);
-                    check(m.lock(false), "lock")?;
-                    waits.push(now_ns() - t0);
-                    runq.push(crate::mmwork::own_run_delay()?.saturating_sub(q0));
-                    window.push(now_ns() - w0);
-                    check(m.unlock(), "unlock")?;
-                    step.store(2 * r + 2, Ordering::Release);
-                }
-                Ok((waits, runq, window))
-            })?
+            .spawn(
+                move || -> Result<(Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>)> {
+                    if hog {
+                        crate::mmwork::pin_to(0)?;
+                    } else {
+                        try_realtime();
+                    }
+                    waiter_tid.store(gettid(), Ordering::Release);
+                    let (mut waits, mut runq, mut window, mut nvcsw) =
+                        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                    for r in 0..rounds as u32 {
+                        wait_for(&step, 2 * r + 1); // holder holds
+                        std::thread::sleep(Duration::from_millis(10));
+                        let w0 = now_ns();
+                        let q0 = crate::mmwork::own_run_delay()?;
+                        let v0 = own_nvcsw();
+                        let t0 = now_ns();
+                        call_at.store(t0, Ordering::Release);
+                        check(m.lock(false), "lock")?;
+                        waits.push(now_ns() - t0);
+                        nvcsw.push(own_nvcsw().saturating_sub(v0));
+                        runq.push(crate::mmwork::own_run_delay()?.saturating_sub(q0));
+                        window.push(now_ns() - w0);
+                        check(m.unlock(), "unlock")?;
+                        step.store(2 * r + 2, Ordering::Release);
+                    }
+                    Ok((waits, runq, window, nvcsw))
+                },
+            )?
     };
     let mut rep = UserReport {
         lock: m.addr(),
@@ -585,6 +593,7 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
         rep.waits.waiter_wait_ns,
         rep.waiter_runq_ns,
         rep.waiter_runq_window_ns,
+        rep.waiter_nvcsw,
     ) = match waiter.join() {
         Ok(r) => r?,
         Err(_) => bail!("waiter thread panicked"),
@@ -593,6 +602,17 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
     rep.tids = rep.waits.tids();
     rep.counts.acquisitions = 2 * rounds;
     Ok(rep)
+}
+
+/// The calling thread's voluntary context switches so far.
+fn own_nvcsw() -> u64 {
+    // SAFETY: rusage is plain data; getrusage fills it for this thread.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid rusage to write into.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return 0;
+    }
+    ru.ru_nvcsw as u64
 }
 
 /// A pthread spinlock at a fixed address.
