@@ -531,35 +531,33 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
             (m.clone(), step.clone(), waiter_tid.clone(), call_at.clone());
         std::thread::Builder::new()
             .name("ls-uwaiter".into())
-            .spawn(
-                move || -> Result<(Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>)> {
-                    if hog {
-                        crate::mmwork::pin_to(0)?;
-                    } else {
-                        try_realtime();
-                    }
-                    waiter_tid.store(gettid(), Ordering::Release);
-                    let (mut waits, mut runq, mut window, mut nvcsw) =
-                        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                    for r in 0..rounds as u32 {
-                        wait_for(&step, 2 * r + 1); // holder holds
-                        std::thread::sleep(Duration::from_millis(10));
-                        let w0 = now_ns();
-                        let q0 = crate::mmwork::own_run_delay()?;
-                        let v0 = own_nvcsw();
-                        let t0 = now_ns();
-                        call_at.store(t0, Ordering::Release);
-                        check(m.lock(false), "lock")?;
-                        waits.push(now_ns() - t0);
-                        nvcsw.push(own_nvcsw().saturating_sub(v0));
-                        runq.push(crate::mmwork::own_run_delay()?.saturating_sub(q0));
-                        window.push(now_ns() - w0);
-                        check(m.unlock(), "unlock")?;
-                        step.store(2 * r + 2, Ordering::Release);
-                    }
-                    Ok((waits, runq, window, nvcsw))
-                },
-            )?
+            .spawn(move || -> Result<WaiterRounds> {
+                if hog {
+                    crate::mmwork::pin_to(0)?;
+                } else {
+                    try_realtime();
+                }
+                waiter_tid.store(gettid(), Ordering::Release);
+                let mut got = WaiterRounds::default();
+                for r in 0..rounds as u32 {
+                    wait_for(&step, 2 * r + 1); // holder holds
+                    std::thread::sleep(Duration::from_millis(10));
+                    let w0 = now_ns();
+                    let q0 = crate::mmwork::own_run_delay()?;
+                    let v0 = own_nvcsw();
+                    let t0 = now_ns();
+                    call_at.store(t0, Ordering::Release);
+                    check(m.lock(false), "lock")?;
+                    got.waits.push(now_ns() - t0);
+                    got.nvcsw.push(own_nvcsw().saturating_sub(v0));
+                    got.runq
+                        .push(crate::mmwork::own_run_delay()?.saturating_sub(q0));
+                    got.window.push(now_ns() - w0);
+                    check(m.unlock(), "unlock")?;
+                    step.store(2 * r + 2, Ordering::Release);
+                }
+                Ok(got)
+            })?
     };
     let mut rep = UserReport {
         lock: m.addr(),
@@ -589,19 +587,27 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
     wait_for(&step, 2 * rounds as u32);
     rep.elapsed_ns = now_ns() - start;
     stop_hog.store(1, Ordering::Relaxed);
-    (
-        rep.waits.waiter_wait_ns,
-        rep.waiter_runq_ns,
-        rep.waiter_runq_window_ns,
-        rep.waiter_nvcsw,
-    ) = match waiter.join() {
+    let got = match waiter.join() {
         Ok(r) => r?,
         Err(_) => bail!("waiter thread panicked"),
     };
+    rep.waits.waiter_wait_ns = got.waits;
+    rep.waiter_runq_ns = got.runq;
+    rep.waiter_runq_window_ns = got.window;
+    rep.waiter_nvcsw = got.nvcsw;
     rep.waits.waiter_tid = waiter_tid.load(Ordering::Acquire);
     rep.tids = rep.waits.tids();
     rep.counts.acquisitions = 2 * rounds;
     Ok(rep)
+}
+
+/// What hold_and_wait's waiter measured, per round.
+#[derive(Default)]
+struct WaiterRounds {
+    waits: Vec<u64>,
+    runq: Vec<u64>,
+    window: Vec<u64>,
+    nvcsw: Vec<u64>,
 }
 
 /// The calling thread's voluntary context switches so far.
