@@ -13,6 +13,15 @@
 //! the lock it holds and the one it waits for, by address and symbol, and
 //! that moment on CLOCK_MONOTONIC), then stays deadlocked until killed.
 //! `lock-order-safe` prints its line at the end and exits.
+//!
+//! `deadlock-uffd` deadlocks through the kernel: thread ls-uffd-hold
+//! write()s to a pipe from a page registered with a userfaultfd and
+//! missing, so pipe_write() takes the pipe's mutex and sleeps in the fault
+//! until the fault is answered; thread ls-uffd-resolve reads the fault's
+//! message (it is the one to answer it), then write()s to the same pipe
+//! before answering and blocks on the pipe's mutex. Neither can go on:
+//! a cycle of a kernel mutex and a page fault's resolver, which no user
+//! lock and no /proc file shows.
 
 use std::io::Write;
 use std::sync::{Arc, Barrier, mpsc};
@@ -26,11 +35,12 @@ use serde::Serialize;
 use crate::ulockwork::PMutex;
 
 /// The workloads of this file (the binary hands these names to [`main_if_named`]).
-pub const NAMES: [&str; 4] = [
+pub const NAMES: [&str; 5] = [
     "deadlock-abba",
     "deadlock-cycle3",
     "lock-order-safe",
     "lock-order-inversion",
+    "deadlock-uffd",
 ];
 
 /// Defines each static pthread mutex, its symbol kept unmangled (the
@@ -66,7 +76,7 @@ named_mutexes! {
     about = "Deadlock workloads with known answers (tests of the deadlock detector)"
 )]
 struct DeadArgs {
-    /// deadlock-abba, deadlock-cycle3, lock-order-safe or lock-order-inversion
+    /// deadlock-abba, deadlock-cycle3, lock-order-safe, lock-order-inversion or deadlock-uffd
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(NAMES))]
     kind: String,
     /// lock-order-safe: threads
@@ -115,6 +125,22 @@ struct DeadTruth {
     locks: Vec<NamedLock>,
     /// CLOCK_MONOTONIC (ns) when the last thread was about to call its
     /// second lock: the cycle forms within the next lock calls.
+    blocked_at_ns: u64,
+}
+
+/// The truth of `deadlock-uffd`.
+#[derive(Serialize)]
+struct UffdTruth {
+    kind: String,
+    pid: u32,
+    /// Holds the pipe's mutex, sleeping in a userfaultfd fault.
+    holder_tid: u32,
+    /// Read that fault's message (answers it), waits for the pipe's mutex.
+    resolver_tid: u32,
+    /// The pipe's inode (its mutex is `pipe->mutex` of `pipe:[ino]`).
+    pipe_ino: u64,
+    /// CLOCK_MONOTONIC (ns) when the resolver was about to write: the
+    /// cycle forms within that write.
     blocked_at_ns: u64,
 }
 
@@ -184,6 +210,7 @@ fn run(a: &DeadArgs) -> Result<()> {
     }
     match a.kind.as_str() {
         "lock-order-inversion" => lock_order_inversion(a),
+        "deadlock-uffd" => deadlock_uffd(a),
         "deadlock-abba" => deadlock(
             a,
             vec![
@@ -286,6 +313,88 @@ fn deadlock(a: &DeadArgs, locks: Vec<(&'static str, &'static PMutex)>) -> Result
     })?;
     out.flush()?;
     drop(out);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// The pipe write of deadlock-uffd's threads, a frame of its own in their
+/// kernel and user stacks.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn ls_deadlock_pipe_write(fd: i32, buf: usize) {
+    std::hint::black_box(0x5ec1_u32);
+    // never returns while the deadlock lasts; a kill ends it
+    let _ = crate::holdwork::write_page(fd, buf as *const libc::c_void);
+}
+
+/// deadlock-uffd (the module's note): prints the truth when the resolver
+/// is about to write, then waits to be killed.
+fn deadlock_uffd(a: &DeadArgs) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let (uffd, faulting) = crate::holdwork::uffd_with_missing_page()?;
+    let plain = crate::anonmap::AnonMap::new(4096, 0).map_err(|e| anyhow!("mmap: {e}"))?;
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe2");
+    }
+    // SAFETY: pipe2 succeeded; both fds are ours, kept to the end.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let ino = std::fs::File::from(rd.try_clone().context("dup")?)
+        .metadata()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .context("fstat")?;
+    let wfd = wr.as_raw_fd();
+    let (fault_addr, plain_addr) = (faulting.addr as usize, plain.addr as usize);
+    let (tx, rx) = mpsc::channel::<(bool, u32, u64)>();
+    let tx2 = tx.clone();
+    std::thread::Builder::new()
+        .name("ls-uffd-hold".into())
+        .spawn(move || {
+            let _ = tx.send((true, tid(), 0));
+            ls_deadlock_pipe_write(wfd, fault_addr);
+        })
+        .context("spawn the holder")?;
+    std::thread::Builder::new()
+        .name("ls-uffd-resolve".into())
+        .spawn(move || {
+            // the holder's fault: this thread is the one to answer it
+            if crate::holdwork::read_fault(&uffd).is_err() {
+                return;
+            }
+            let _ = tx2.send((false, tid(), monotonic_ns()));
+            ls_deadlock_pipe_write(wfd, plain_addr);
+            drop(uffd);
+        })
+        .context("spawn the resolver")?;
+    let (mut holder_tid, mut resolver_tid, mut at) = (0, 0, 0);
+    for _ in 0..2 {
+        match rx.recv().map_err(|_| anyhow!("a deadlock thread ended early"))? {
+            (true, t, _) => holder_tid = t,
+            (false, t, ns) => (resolver_tid, at) = (t, ns),
+        }
+    }
+    let truth = UffdTruth {
+        kind: a.kind.clone(),
+        pid: std::process::id(),
+        holder_tid,
+        resolver_tid,
+        pipe_ino: ino,
+        blocked_at_ns: at,
+    };
+    let mut out = std::io::stdout().lock();
+    crate::emit(&mut out, a.json, &truth, || {
+        format!(
+            "workload {}: pid {} deadlocked: thread {holder_tid} holds pipe:[{ino}]'s mutex and \
+             sleeps in a userfaultfd fault that thread {resolver_tid} read and would answer; \
+             thread {resolver_tid} waits for that mutex (kill it to end it)",
+            truth.kind, truth.pid
+        )
+    })?;
+    out.flush()?;
+    drop(out);
+    let _keep = (rd, wr, faulting, plain);
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

@@ -163,6 +163,57 @@ unsafe fn uffd_ioctl<T>(uffd: &OwnedFd, req: libc::c_ulong, arg: &mut T, what: &
     Ok(())
 }
 
+/// A userfaultfd and a page registered with it, missing: the first access
+/// to it sleeps until the fault is answered (UFFDIO_COPY).
+pub(crate) fn uffd_with_missing_page() -> Result<(OwnedFd, AnonMap)> {
+    // SAFETY: plain syscall; the result is checked.
+    let uffd = check(
+        unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) },
+        "userfaultfd (needs root or vm.unprivileged_userfaultfd=1)",
+    )?;
+    // SAFETY: the kernel just returned this fd; we own it.
+    let uffd = unsafe { OwnedFd::from_raw_fd(uffd as i32) };
+    let mut api = UffdioApi {
+        api: UFFD_API,
+        features: 0,
+        ioctls: 0,
+    };
+    // SAFETY: UFFDIO_API takes a uffdio_api.
+    unsafe { uffd_ioctl(&uffd, UFFDIO_API, &mut api, "UFFDIO_API") }?;
+    let faulting = mapping(PAGE)?;
+    let mut reg = UffdioRegister {
+        start: faulting.addr as u64,
+        len: PAGE as u64,
+        mode: UFFDIO_REGISTER_MODE_MISSING,
+        ioctls: 0,
+    };
+    // SAFETY: UFFDIO_REGISTER takes a uffdio_register.
+    unsafe { uffd_ioctl(&uffd, UFFDIO_REGISTER, &mut reg, "UFFDIO_REGISTER") }?;
+    Ok((uffd, faulting))
+}
+
+/// Reads the next page-fault message of `uffd` (blocks until a fault).
+pub(crate) fn read_fault(uffd: &OwnedFd) -> Result<()> {
+    let mut msg = [0u8; 32];
+    loop {
+        // SAFETY: reads at most 32 bytes into a 32-byte buffer.
+        let n = unsafe { libc::read(uffd.as_raw_fd(), msg.as_mut_ptr().cast(), msg.len()) };
+        if n == 32 && msg[0] == UFFD_EVENT_PAGEFAULT {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if n < 0 && e.kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        bail!("userfaultfd read returned {n}: {e}");
+    }
+}
+
+/// Writes one page from `buf` to the pipe `fd` (see [`write_all_once`]).
+pub(crate) fn write_page(fd: i32, buf: *const libc::c_void) -> Result<u64> {
+    write_all_once(fd, buf, false)
+}
+
 /// A private anonymous page-aligned mapping, unmapped on drop.
 fn mapping(len: usize) -> Result<AnonMap> {
     AnonMap::new(len, 0).map_err(|e| anyhow::anyhow!("mmap: {e}"))
@@ -222,30 +273,7 @@ pub fn run_on(
     if hold < Duration::from_millis(5) {
         bail!("{kind}: --hold must be at least 5ms so the waiter surely blocks");
     }
-    // SAFETY: plain syscall; the result is checked.
-    let uffd = check(
-        unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) },
-        "userfaultfd (needs root or vm.unprivileged_userfaultfd=1)",
-    )?;
-    // SAFETY: the kernel just returned this fd; we own it.
-    let uffd = unsafe { OwnedFd::from_raw_fd(uffd as i32) };
-    let mut api = UffdioApi {
-        api: UFFD_API,
-        features: 0,
-        ioctls: 0,
-    };
-    // SAFETY: UFFDIO_API takes a uffdio_api.
-    unsafe { uffd_ioctl(&uffd, UFFDIO_API, &mut api, "UFFDIO_API") }?;
-
-    let faulting = mapping(PAGE)?;
-    let mut reg = UffdioRegister {
-        start: faulting.addr as u64,
-        len: PAGE as u64,
-        mode: UFFDIO_REGISTER_MODE_MISSING,
-        ioctls: 0,
-    };
-    // SAFETY: UFFDIO_REGISTER takes a uffdio_register.
-    unsafe { uffd_ioctl(&uffd, UFFDIO_REGISTER, &mut reg, "UFFDIO_REGISTER") }?;
+    let (uffd, faulting) = uffd_with_missing_page()?;
     let source = mapping(PAGE)?;
     let plain = mapping(PAGE)?;
 
@@ -371,19 +399,7 @@ pub fn run_on(
         for _ in 0..rounds {
             holder_go_tx.send(()).context("holder gone")?;
             // the holder's write now faults with the pipe mutex held
-            let mut msg = [0u8; 32];
-            loop {
-                // SAFETY: reads at most 32 bytes into a 32-byte buffer.
-                let n = unsafe { libc::read(uffd.as_raw_fd(), msg.as_mut_ptr().cast(), msg.len()) };
-                if n == 32 && msg[0] == UFFD_EVENT_PAGEFAULT {
-                    break;
-                }
-                let e = std::io::Error::last_os_error();
-                if n < 0 && e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                bail!("userfaultfd read returned {n}: {e}");
-            }
+            read_fault(&uffd)?;
             let t_fault = Instant::now();
             waiter_go_tx.send(()).context("waiter gone")?;
             // answer the fault `hold` after it arrived: the mutex is held
