@@ -16,6 +16,7 @@ const OBJECTS: &[&str] = &[
     "picknext",
     "files",
     "applocks",
+    "kwait",
 ];
 
 fn main() {

@@ -19,5 +19,5 @@ macro_rules! skeletons {
 }
 
 skeletons!(
-    contention, probe, mmaplock, sched, ulock, futex, kmutex, picknext, files, applocks
+    contention, probe, mmaplock, sched, ulock, futex, kmutex, picknext, files, applocks, kwait
 );

@@ -9,6 +9,7 @@ pub mod elfsym;
 pub mod filelocks;
 pub mod flame;
 pub mod ksyms;
+pub mod kwait;
 pub mod libbpf_log;
 pub mod lockorder;
 pub mod model;

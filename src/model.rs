@@ -60,6 +60,9 @@ pub enum LockKind {
     PgDeadlock,
     /// A Java object monitor entered under contention (HotSpot probes).
     JavaMonitor,
+    /// Not a lock: a page fault waiting for the thread that answers its
+    /// userfaultfd (the live deadlock detector's kernel-side edges).
+    UffdFault,
     /// Flags this version does not know; kept so nothing is hidden.
     Unknown(u32),
 }
@@ -136,6 +139,7 @@ impl LockKind {
             LockKind::PgLock => "pg-lock",
             LockKind::PgDeadlock => "pg-deadlock",
             LockKind::JavaMonitor => "java-monitor",
+            LockKind::UffdFault => "uffd-fault",
             LockKind::Unknown(_) => return None,
         })
     }
@@ -966,7 +970,7 @@ pub fn static_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str
 
 impl LockKind {
     /// Every kind but `Unknown`, in declaration order.
-    pub const KNOWN: [LockKind; 25] = [
+    pub const KNOWN: [LockKind; 26] = [
         LockKind::Spinlock,
         LockKind::RwlockRead,
         LockKind::RwlockWrite,
@@ -992,6 +996,7 @@ impl LockKind {
         LockKind::PgLock,
         LockKind::PgDeadlock,
         LockKind::JavaMonitor,
+        LockKind::UffdFault,
     ];
 
     /// The kind whose [`LockKind::name`] is `name`: the inverse of it.

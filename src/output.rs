@@ -153,6 +153,11 @@ pub const KIND_LABELS: &[(LockKind, &str, &str)] = &[
         "jmonitor",
         "Java object monitor (HotSpot probes)",
     ),
+    (
+        LockKind::UffdFault,
+        "uffd",
+        "not a lock: a page fault waiting for its userfaultfd's resolver (deadlocks)",
+    ),
 ];
 
 /// Short kind for tables: its [`KIND_LABELS`] label (JSON uses

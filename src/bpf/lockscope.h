@@ -954,4 +954,23 @@ struct ls_app_event {
 	char name[LS_APP_NAME_LEN];
 };
 
+/*
+ * kwait.bpf.c: the kernel-side edges of the deadlock detector's wait-for
+ * graph, by waiting thread (tid).
+ */
+enum ls_kwait_kind {
+	LS_KWAIT_MUTEX = 0,    /* a kernel mutex; `owner` from mutex.owner */
+	LS_KWAIT_RWSEM = 1,    /* a kernel rwsem held for writing (rw_semaphore.owner) */
+	LS_KWAIT_UFFD = 2,     /* a page fault waiting for its userfaultfd's resolver */
+};
+
+struct ls_kwait {
+	__u64 lock;     /* the lock's address; for a fault, its userfaultfd_ctx */
+	__u64 since_ns; /* when the wait began (CLOCK_MONOTONIC) */
+	__u32 owner;    /* the holder's tid (for a fault: filled by userspace) */
+	__u32 kind;     /* enum ls_kwait_kind */
+	__u32 pid;      /* the waiting thread's process */
+	__u32 pad;
+};
+
 #endif /* __LOCKSCOPE_H */
