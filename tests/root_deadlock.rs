@@ -178,6 +178,74 @@ fn a_three_thread_cycle_is_reported_with_its_three_threads_and_locks() {
     check("deadlock-cycle3", 3);
 }
 
+/// Whether this kernel loads fentry programs (`lockscope doctor`).
+fn fentry() -> bool {
+    let out = lockscope(&["doctor", "--json"]);
+    let rep: Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+    rep["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .any(|c| c["name"] == "fentry" && c["ok"] == true)
+}
+
+/// deadlock-uffd: a thread holds a pipe's mutex asleep in a userfaultfd
+/// fault; the thread that read the fault's message (the one to answer it)
+/// waits for that mutex. lockscope reports the 2-cycle through the kernel:
+/// the resolver waits for a kernel mutex held by the faulting thread, the
+/// faulting thread for its fault's resolver; the resolver's stack names
+/// the pipe write in the kernel and the workload's call; within the same
+/// bound as a user-lock cycle. Needs fentry (the fault and its read are
+/// function probes): the VM matrix runs it.
+#[test]
+fn a_cycle_through_a_kernel_mutex_and_a_userfaultfd_fault_is_reported() {
+    require_root();
+    if !fentry() {
+        eprintln!("skipped on this kernel: needs fentry (the VM matrix runs this test)");
+        return;
+    }
+    let (truth, block, at, deadlocks) = detect("deadlock-uffd");
+    let pid = truth["pid"].as_u64().expect("pid") as u32;
+    let holder = truth["holder_tid"].as_u64().expect("holder_tid") as u32;
+    let resolver = truth["resolver_tid"].as_u64().expect("resolver_tid") as u32;
+    assert_eq!(deadlocks.len(), 1, "one deadlock: {deadlocks:?}");
+    let d = &deadlocks[0];
+    assert_eq!(d.pid, pid);
+    let tids: BTreeSet<u32> = d.threads.iter().map(|t| t.tid).collect();
+    assert_eq!(tids, BTreeSet::from([holder, resolver]), "{d:?}");
+    let thread = |tid: u32| d.threads.iter().find(|t| t.tid == tid).expect("thread");
+    let lock = |waiter: u32| d.locks.iter().find(|l| l.waiter_tid == waiter).expect("lock");
+    assert_eq!(thread(resolver).owner_tid, holder, "{d:?}");
+    assert_eq!(lock(resolver).kind, LockKind::Mutex, "{d:?}");
+    assert_eq!(lock(resolver).holder_tid, holder, "{d:?}");
+    assert_eq!(thread(holder).owner_tid, resolver, "{d:?}");
+    assert_eq!(lock(holder).kind, LockKind::UffdFault, "{d:?}");
+    assert_eq!(lock(holder).holder_tid, resolver, "{d:?}");
+    let stack = &thread(resolver).stack;
+    assert!(
+        stack.iter().any(|f| f.contains("pipe_write")),
+        "the kernel stack of the mutex wait: {stack:?}"
+    );
+    assert!(
+        stack.iter().any(|f| f.starts_with("ls_deadlock_pipe_write")),
+        "the workload's call: {stack:?}"
+    );
+    assert!(
+        block[0].contains(&format!("thread {resolver} (ls-uffd-resolve) waits for")),
+        "{block:?}"
+    );
+    let blocked_at = truth["blocked_at_ns"].as_u64().expect("blocked_at_ns");
+    let latency = Duration::from_nanos(at.saturating_sub(blocked_at));
+    eprintln!(
+        "[test] deadlock-uffd: reported {} ms after the resolver was about to write \
+         (bound {} ms)",
+        latency.as_millis(),
+        bound().as_millis()
+    );
+    assert!(latency >= DEFAULT_THRESHOLD, "not before the threshold");
+    assert!(latency <= bound(), "reported within {:?}", bound());
+}
+
 /// Threads that take LS_ORDER_A then LS_ORDER_B, and threads that take
 /// LS_ORDER_B alone, contended on both (the report shows their waits: a
 /// thread waits for A while its holder waits for B), for longer than the
