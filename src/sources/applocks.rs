@@ -561,7 +561,7 @@ pub fn known_apps() -> String {
 /// A lock name BPF could not read (`ptr`, in the page of a process that
 /// had not touched it since fork): read from the process, else from the
 /// targets it was forked from (the same address space layout). `name` as
-/// read by BPF otherwise.
+/// read by BPF otherwise (once per aggregation entry, when BPF made it).
 fn name_at(name: &[i8; 32], ptr: u64, pid: u32, targets: &[u32]) -> [i8; 32] {
     use std::os::unix::fs::FileExt;
     if ptr == 0 || name[0] != 0 {
@@ -663,7 +663,7 @@ impl Source for AppLocks {
         Ok(raw
             .iter()
             .map(|(k, v)| {
-                let name = name_at(&k.name, k.name_ptr, k.pid, &self.targets);
+                let name = name_at(&v.name, k.name_ptr, k.pid, &self.targets);
                 to_record(sym, k, v, &name)
             })
             .collect())
