@@ -121,6 +121,18 @@ static __always_inline struct __bpf_usdt_spec *spec_of(struct pt_regs *ctx)
 	return bpf_map_lookup_elem(&__bpf_usdt_specs, &spec_id);
 }
 
+/* Register `f` of `ctx`, a load at a constant offset: the verifier takes
+ * no context access at an offset computed at run time, and clang would
+ * merge the plain loads of a switch into one such. */
+#define LS_CTX_REG(ctx, f)                                                     \
+	({                                                                     \
+		unsigned long v_;                                              \
+		asm volatile("%[v] = *(u64 *)(%[c] + %[o])"                    \
+			     : [v] "=r"(v_)                                    \
+			     : [c] "r"(ctx), [o] "i"(offsetof(struct pt_regs, f))); \
+		v_;                                                            \
+	})
+
 /* A general-purpose register of `ctx` by its offset in struct pt_regs
  * (how libbpf's specs name it): read in place, no helper call. `ok` false
  * for an offset that is no register here. */
@@ -128,22 +140,22 @@ static __always_inline unsigned long reg_at(struct pt_regs *ctx, short off, bool
 {
 	*ok = true;
 	switch (off) {
-	case offsetof(struct pt_regs, ax): return ctx->ax;
-	case offsetof(struct pt_regs, bx): return ctx->bx;
-	case offsetof(struct pt_regs, cx): return ctx->cx;
-	case offsetof(struct pt_regs, dx): return ctx->dx;
-	case offsetof(struct pt_regs, si): return ctx->si;
-	case offsetof(struct pt_regs, di): return ctx->di;
-	case offsetof(struct pt_regs, bp): return ctx->bp;
-	case offsetof(struct pt_regs, sp): return ctx->sp;
-	case offsetof(struct pt_regs, r8): return ctx->r8;
-	case offsetof(struct pt_regs, r9): return ctx->r9;
-	case offsetof(struct pt_regs, r10): return ctx->r10;
-	case offsetof(struct pt_regs, r11): return ctx->r11;
-	case offsetof(struct pt_regs, r12): return ctx->r12;
-	case offsetof(struct pt_regs, r13): return ctx->r13;
-	case offsetof(struct pt_regs, r14): return ctx->r14;
-	case offsetof(struct pt_regs, r15): return ctx->r15;
+	case offsetof(struct pt_regs, ax): return LS_CTX_REG(ctx, ax);
+	case offsetof(struct pt_regs, bx): return LS_CTX_REG(ctx, bx);
+	case offsetof(struct pt_regs, cx): return LS_CTX_REG(ctx, cx);
+	case offsetof(struct pt_regs, dx): return LS_CTX_REG(ctx, dx);
+	case offsetof(struct pt_regs, si): return LS_CTX_REG(ctx, si);
+	case offsetof(struct pt_regs, di): return LS_CTX_REG(ctx, di);
+	case offsetof(struct pt_regs, bp): return LS_CTX_REG(ctx, bp);
+	case offsetof(struct pt_regs, sp): return LS_CTX_REG(ctx, sp);
+	case offsetof(struct pt_regs, r8): return LS_CTX_REG(ctx, r8);
+	case offsetof(struct pt_regs, r9): return LS_CTX_REG(ctx, r9);
+	case offsetof(struct pt_regs, r10): return LS_CTX_REG(ctx, r10);
+	case offsetof(struct pt_regs, r11): return LS_CTX_REG(ctx, r11);
+	case offsetof(struct pt_regs, r12): return LS_CTX_REG(ctx, r12);
+	case offsetof(struct pt_regs, r13): return LS_CTX_REG(ctx, r13);
+	case offsetof(struct pt_regs, r14): return LS_CTX_REG(ctx, r14);
+	case offsetof(struct pt_regs, r15): return LS_CTX_REG(ctx, r15);
 	}
 	*ok = false;
 	return 0;
