@@ -55,16 +55,15 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile bool emit_events = false; /* stream mode */
 const volatile struct ls_app_probe app_probes[LS_APP_PROBES] = {};
 
-/* thread -> its open waits */
-LS_HASH(app_waits, __u32, struct ls_app_task, 16384);
+/* thread -> its open waits (freed with the task: no exit hook) */
+LS_TASK_STORAGE(app_waits, struct ls_app_task);
 
 LS_HASH(agg, struct ls_app_key, struct ls_app_val, 16384); /* resized by userspace */
 
 LS_PERCPU_ARRAY(fired, __u64, LS_APP_FIRED__COUNT);
 
 /* Zeroed values too big for the stack. */
-/* Zeroed values too big for the stack. */
-LS_PERCPU_ARRAY(zero_task, struct ls_app_task, 1);
+/* A zeroed value too big for the stack. */
 LS_PERCPU_ARRAY(zero_val, struct ls_app_val, 1);
 
 LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
@@ -79,9 +78,8 @@ LS_TASK_STORAGE(ulock_call, struct ls_ucall);
 #define LS_APP_CALL_MARK 1ULL
 
 /* The thread's wait in `slot` began: futex waits until its done are its. */
-static __always_inline void cover(__u32 slot)
+static __always_inline void cover(struct task_struct *task, __u32 slot)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct ls_ucall *c = bpf_task_storage_get(&ulock_call, task, 0,
 						  BPF_LOCAL_STORAGE_GET_F_CREATE);
 
@@ -94,9 +92,8 @@ static __always_inline void cover(__u32 slot)
 }
 
 /* The thread's wait in `slot` ended (or was never seen to begin). */
-static __always_inline void uncover(__u32 slot)
+static __always_inline void uncover(struct task_struct *task, __u32 slot)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct ls_ucall *c = bpf_task_storage_get(&ulock_call, task, 0, 0);
 
 	if (!c || c->lock != LS_APP_CALL_MARK)
@@ -316,6 +313,7 @@ int app_probe(struct pt_regs *ctx)
 	LS_CHECK_STOPPED();
 	__u64 id = bpf_get_current_pid_tgid(), now;
 	__u32 tid = (__u32)id, idx, slot;
+	struct task_struct *task = bpf_get_current_task_btf();
 	const volatile struct ls_app_probe *p;
 	struct __bpf_usdt_spec *spec;
 	struct ls_app_task *t;
@@ -336,15 +334,10 @@ int app_probe(struct pt_regs *ctx)
 	switch (p->role) {
 	case LS_APP_START:
 		count_fired(LS_APP_FIRED_START);
-		t = bpf_map_lookup_elem(&app_waits, &tid);
+		t = bpf_task_storage_get(&app_waits, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!t) {
-			struct ls_app_task *z = ls_scratch(&zero_task);
-
-			if (!z)
-				return 0;
-			t = ls_insert(&app_waits, &tid, z, &lost, LS_APP_LOST_WAITS_FULL);
-			if (!t)
-				return 0;
+			ls_count_lost(&lost, LS_APP_LOST_WAITS_FULL);
+			return 0;
 		}
 		w = &t->w[slot];
 		w->probe = idx;
@@ -354,13 +347,13 @@ int app_probe(struct pt_regs *ctx)
 		w->name_ptr = (__u64)arg_of(ctx, spec, p->name_arg);
 		w->name_len = name_len_of(ctx, spec, p);
 		w->begin_ns = bpf_ktime_get_ns(); /* after the reads: the wait's own */
-		cover(slot);
+		cover(task, slot);
 		return 0;
 	case LS_APP_DONE:
 		now = bpf_ktime_get_ns();
 		count_fired(LS_APP_FIRED_DONE);
-		uncover(slot);
-		t = bpf_map_lookup_elem(&app_waits, &tid);
+		uncover(task, slot);
+		t = bpf_task_storage_get(&app_waits, task, 0, 0);
 		if (!t)
 			return 0;
 		w = &t->w[slot];
@@ -374,12 +367,12 @@ int app_probe(struct pt_regs *ctx)
 
 		now = bpf_ktime_get_ns();
 		count_fired(LS_APP_FIRED_POINT);
-		t = bpf_map_lookup_elem(&app_waits, &tid);
+		t = bpf_task_storage_get(&app_waits, task, 0, 0);
 		if (t && t->w[slot].begin_ns) {
 			count_fired(LS_APP_FIRED_ENDED);
 			end_wait(&t->w[slot], id, now, true);
 		}
-		uncover(slot);
+		uncover(task, slot);
 		key.pid = id >> 32;
 		key.tid = tid;
 		key.probe = idx;
@@ -399,14 +392,4 @@ int BPF_PROG(app_follow_fork_btf, struct task_struct *parent, struct task_struct
 {
 	LS_CHECK_STOPPED();
 	return follow_fork(parent->tgid, child->tgid);
-}
-
-/* A thread that exits mid-wait leaves no entry behind. */
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(app_exit_btf, struct task_struct *task)
-{
-	__u32 tid = task->pid;
-
-	bpf_map_delete_elem(&app_waits, &tid);
-	return 0;
 }

@@ -448,7 +448,7 @@ impl AppLocks {
             backend: "usdt",
             load: &|name| match name {
                 "app_follow_fork_btf" => follow,
-                "app_probe" | "app_exit_btf" => true,
+                "app_probe" => true,
                 _ => false,
             },
             sized: &["agg"],
@@ -475,12 +475,6 @@ impl AppLocks {
                     .map_err(|e| super::probes::load_error("attach app_follow_fork_btf", &e))?,
             );
         }
-        links.push(
-            progs
-                .app_exit_btf
-                .attach()
-                .map_err(|e| super::probes::load_error("attach app_exit_btf", &e))?,
-        );
         let mut attached: Vec<String> = Vec::new();
         for (path, i) in &todo {
             let p = &PROBES[*i];
