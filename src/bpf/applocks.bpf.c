@@ -158,9 +158,9 @@ static __always_inline unsigned long reg_at(struct pt_regs *ctx, short off, bool
 	return 0;
 }
 
-/* Argument `i` of the probe (0 when `i` < 0 or it cannot be read): what
+/* Argument `i` (>= 0) of the probe (0 when it cannot be read): what
  * bpf_usdt_arg() does, from the spec found once. */
-static __noinline long arg_of(struct pt_regs *ctx, struct __bpf_usdt_spec *spec, __s8 i)
+static __noinline long arg_read(struct pt_regs *ctx, struct __bpf_usdt_spec *spec, __s8 i)
 {
 	struct __bpf_usdt_arg_spec *a;
 	unsigned long val, idx;
@@ -201,6 +201,12 @@ static __noinline long arg_of(struct pt_regs *ctx, struct __bpf_usdt_spec *spec,
 	if (a->arg_signed)
 		return ((long)val) >> a->arg_bitshift;
 	return val >> a->arg_bitshift;
+}
+
+/* Argument `i` of the probe, 0 when `i` < 0 (unused: no call). */
+static __always_inline long arg_of(struct pt_regs *ctx, struct __bpf_usdt_spec *spec, __s8 i)
+{
+	return i < 0 ? 0 : arg_read(ctx, spec, i);
 }
 
 /* Reads the lock name at `ptr` (`len` bytes, -1: NUL-terminated) into
