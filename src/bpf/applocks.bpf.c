@@ -325,8 +325,6 @@ int app_probe(struct pt_regs *ctx)
 	struct ls_app_task *t;
 	struct ls_app_wait *w;
 
-	if (!id_is_target(id))
-		return 0;
 	spec = spec_of(ctx);
 	if (!spec)
 		return 0;
@@ -339,6 +337,8 @@ int app_probe(struct pt_regs *ctx)
 		return 0;
 	switch (p->role) {
 	case LS_APP_START:
+		if (!id_is_target(id))
+			return 0;
 		count_fired(LS_APP_FIRED_START);
 		t = bpf_task_storage_get(&app_waits, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!t) {
@@ -357,9 +357,13 @@ int app_probe(struct pt_regs *ctx)
 		return 0;
 	case LS_APP_DONE:
 		now = bpf_ktime_get_ns();
+		/* a task has waits only once it fired a start as a target (and
+		 * targets stay targets): the filter is for those without */
+		t = bpf_task_storage_get(&app_waits, task, 0, 0);
+		if (!t && !id_is_target(id))
+			return 0;
 		count_fired(LS_APP_FIRED_DONE);
 		uncover(task, slot);
-		t = bpf_task_storage_get(&app_waits, task, 0, 0);
 		if (!t)
 			return 0;
 		w = &t->w[slot];
@@ -371,6 +375,8 @@ int app_probe(struct pt_regs *ctx)
 	case LS_APP_POINT: {
 		struct ls_app_key key;
 
+		if (!id_is_target(id))
+			return 0;
 		now = bpf_ktime_get_ns();
 		count_fired(LS_APP_FIRED_POINT);
 		t = bpf_task_storage_get(&app_waits, task, 0, 0);
