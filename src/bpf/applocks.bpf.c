@@ -337,10 +337,15 @@ int app_probe(struct pt_regs *ctx)
 		return 0;
 	switch (p->role) {
 	case LS_APP_START:
-		if (!id_is_target(id))
-			return 0;
+		/* a task with waits passed the filter (targets stay targets) */
+		t = bpf_task_storage_get(&app_waits, task, 0, 0);
+		if (!t) {
+			if (!id_is_target(id))
+				return 0;
+			t = bpf_task_storage_get(&app_waits, task, 0,
+						 BPF_LOCAL_STORAGE_GET_F_CREATE);
+		}
 		count_fired(LS_APP_FIRED_START);
-		t = bpf_task_storage_get(&app_waits, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!t) {
 			ls_count_lost(&lost, LS_APP_LOST_WAITS_FULL);
 			return 0;
@@ -358,7 +363,8 @@ int app_probe(struct pt_regs *ctx)
 	case LS_APP_DONE:
 		now = bpf_ktime_get_ns();
 		/* a task has waits only once it fired a start as a target (and
-		 * targets stay targets): the filter is for those without */
+		 * targets stay targets): the filter is for those without (a
+		 * comm or cgroup changed since counts as at the start) */
 		t = bpf_task_storage_get(&app_waits, task, 0, 0);
 		if (!t && !id_is_target(id))
 			return 0;
