@@ -12,11 +12,19 @@
  * string, numbers) and give the mode.
  *
  * Invariants:
- * - A start remembers (begin time, lock, mode, name) in the thread's slot;
- *   the done of the same slot ends that wait: one row entry per (thread,
- *   start probe, mode, lock numbers, name), a log2 histogram of the waits,
- *   and an event in stream mode. A done without a start (begun before
- *   attaching) is counted as delivered but not paired.
+ * - A start remembers (begin time, lock, mode, the name's address) in the
+ *   thread's slot; the done of the same slot ends that wait: one row entry
+ *   per (thread, start probe, mode, lock numbers, name address), a log2
+ *   histogram of the waits, and an event in stream mode. A done without a
+ *   start (begun before attaching) is counted as delivered but not paired.
+ * - Cheap per probe (PostgreSQL fires the LWLock probes ~10^4 times a
+ *   second under pgbench): the name string is read once, when its row
+ *   entry is made (PostgreSQL's tranche names are constant strings, one
+ *   address per name in a process), not at every start; the USDT spec is
+ *   looked up once per run and register arguments are read from the
+ *   context in place (libbpf's bpf_usdt_arg() looks the spec up and calls
+ *   a helper per argument); only the arguments the probe's table entry
+ *   names are read.
  * - Points (deadlock found) count in the same aggregation with no
  *   duration, and are streamed. A point also ends the open wait of its
  *   slot, as an aborted wait: PostgreSQL fires deadlock__found in the
@@ -47,17 +55,16 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile bool emit_events = false; /* stream mode */
 const volatile struct ls_app_probe app_probes[LS_APP_PROBES] = {};
 
-/* thread -> its open waits */
-LS_HASH(app_waits, __u32, struct ls_app_task, 16384);
+/* thread -> its open waits (freed with the task: no exit hook) */
+LS_TASK_STORAGE(app_waits, struct ls_app_task);
 
 LS_HASH(agg, struct ls_app_key, struct ls_app_val, 16384); /* resized by userspace */
 
 LS_PERCPU_ARRAY(fired, __u64, LS_APP_FIRED__COUNT);
 
 /* Zeroed values too big for the stack. */
-LS_PERCPU_ARRAY(zero_task, struct ls_app_task, 1);
+/* A zeroed value too big for the stack. */
 LS_PERCPU_ARRAY(zero_val, struct ls_app_val, 1);
-LS_PERCPU_ARRAY(scratch_key, struct ls_app_key, 1);
 
 LS_RINGBUF(events, 8 << 20); /* resized by userspace before load */
 
@@ -71,9 +78,8 @@ LS_TASK_STORAGE(ulock_call, struct ls_ucall);
 #define LS_APP_CALL_MARK 1ULL
 
 /* The thread's wait in `slot` began: futex waits until its done are its. */
-static __always_inline void cover(__u32 slot)
+static __always_inline void cover(struct task_struct *task, __u32 slot)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct ls_ucall *c = bpf_task_storage_get(&ulock_call, task, 0,
 						  BPF_LOCAL_STORAGE_GET_F_CREATE);
 
@@ -86,9 +92,8 @@ static __always_inline void cover(__u32 slot)
 }
 
 /* The thread's wait in `slot` ended (or was never seen to begin). */
-static __always_inline void uncover(__u32 slot)
+static __always_inline void uncover(struct task_struct *task, __u32 slot)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct ls_ucall *c = bpf_task_storage_get(&ulock_call, task, 0, 0);
 
 	if (!c || c->lock != LS_APP_CALL_MARK)
@@ -102,36 +107,125 @@ static __always_inline void uncover(__u32 slot)
 
 struct ls_app_event ls_app_event_type = {};
 
-static __always_inline long arg_of(struct pt_regs *ctx, __s8 i)
+/* The libbpf USDT spec of the probe that fired (found once per run: the
+ * bpf_usdt_* helpers each look it up again), NULL when unknown. */
+static __always_inline struct __bpf_usdt_spec *spec_of(struct pt_regs *ctx)
 {
-	long v = 0;
+	int spec_id = __bpf_usdt_spec_id(ctx);
 
-	if (i >= 0)
-		bpf_usdt_arg(ctx, i, &v);
-	return v;
+	if (spec_id < 0)
+		return NULL;
+	return bpf_map_lookup_elem(&__bpf_usdt_specs, &spec_id);
 }
 
-/* Reads the probe's lock name into `name` (LS_APP_NAME_LEN bytes); when
- * it cannot be read here (a page not faulted in yet: BPF cannot fault),
- * returns its address for userspace to read, else 0. */
-static __always_inline __u64 name_of(struct pt_regs *ctx, const volatile struct ls_app_probe *p,
-				     char *name)
-{
-	long ptr, len;
+/* Register `f` of `ctx`, a load at a constant offset: the verifier takes
+ * no context access at an offset computed at run time, and clang would
+ * merge the plain loads of a switch into one such. */
+#define LS_CTX_REG(ctx, f)                                                     \
+	({                                                                     \
+		unsigned long v_;                                              \
+		asm volatile("%[v] = *(u64 *)(%[c] + %[o])"                    \
+			     : [v] "=r"(v_)                                    \
+			     : [c] "r"(ctx), [o] "i"(offsetof(struct pt_regs, f))); \
+		v_;                                                            \
+	})
 
-	if (p->name_arg < 0)
+/* A general-purpose register of `ctx` by its offset in struct pt_regs
+ * (how libbpf's specs name it): read in place, no helper call. `ok` false
+ * for an offset that is no register here. */
+static __always_inline unsigned long reg_at(struct pt_regs *ctx, short off, bool *ok)
+{
+	*ok = true;
+	switch (off) {
+	case offsetof(struct pt_regs, ax): return LS_CTX_REG(ctx, ax);
+	case offsetof(struct pt_regs, bx): return LS_CTX_REG(ctx, bx);
+	case offsetof(struct pt_regs, cx): return LS_CTX_REG(ctx, cx);
+	case offsetof(struct pt_regs, dx): return LS_CTX_REG(ctx, dx);
+	case offsetof(struct pt_regs, si): return LS_CTX_REG(ctx, si);
+	case offsetof(struct pt_regs, di): return LS_CTX_REG(ctx, di);
+	case offsetof(struct pt_regs, bp): return LS_CTX_REG(ctx, bp);
+	case offsetof(struct pt_regs, sp): return LS_CTX_REG(ctx, sp);
+	case offsetof(struct pt_regs, r8): return LS_CTX_REG(ctx, r8);
+	case offsetof(struct pt_regs, r9): return LS_CTX_REG(ctx, r9);
+	case offsetof(struct pt_regs, r10): return LS_CTX_REG(ctx, r10);
+	case offsetof(struct pt_regs, r11): return LS_CTX_REG(ctx, r11);
+	case offsetof(struct pt_regs, r12): return LS_CTX_REG(ctx, r12);
+	case offsetof(struct pt_regs, r13): return LS_CTX_REG(ctx, r13);
+	case offsetof(struct pt_regs, r14): return LS_CTX_REG(ctx, r14);
+	case offsetof(struct pt_regs, r15): return LS_CTX_REG(ctx, r15);
+	}
+	*ok = false;
+	return 0;
+}
+
+/* Argument `i` (>= 0) of the probe (0 when it cannot be read): what
+ * bpf_usdt_arg() does, from the spec found once. */
+static __noinline long arg_read(struct pt_regs *ctx, struct __bpf_usdt_spec *spec, __s8 i)
+{
+	struct __bpf_usdt_arg_spec *a;
+	unsigned long val, idx;
+	bool ok;
+
+	if (i < 0 || i >= BPF_USDT_MAX_ARG_CNT || i >= spec->arg_cnt)
 		return 0;
-	ptr = arg_of(ctx, p->name_arg);
+	a = &spec->args[i];
+	switch (a->arg_type) {
+	case BPF_USDT_ARG_CONST:
+		val = a->val_off;
+		break;
+	case BPF_USDT_ARG_REG:
+		val = reg_at(ctx, a->reg_off, &ok);
+		if (!ok)
+			return 0;
+		break;
+	case BPF_USDT_ARG_REG_DEREF:
+		val = reg_at(ctx, a->reg_off, &ok);
+		if (!ok || bpf_probe_read_user(&val, sizeof(val), (void *)(val + a->val_off)))
+			return 0;
+		break;
+	case BPF_USDT_ARG_SIB:
+		val = reg_at(ctx, a->reg_off, &ok);
+		if (!ok)
+			return 0;
+		idx = reg_at(ctx, a->idx_reg_off, &ok);
+		if (!ok || bpf_probe_read_user(&val, sizeof(val),
+					       (void *)(val + (idx << a->scale_bitshift) +
+							a->val_off)))
+			return 0;
+		break;
+	default:
+		return 0;
+	}
+	/* 1, 2 or 4 bytes to 8, sign-extended when signed */
+	val <<= a->arg_bitshift;
+	if (a->arg_signed)
+		return ((long)val) >> a->arg_bitshift;
+	return val >> a->arg_bitshift;
+}
+
+/* Argument `i` of the probe, 0 when `i` < 0 (unused: no call). */
+static __always_inline long arg_of(struct pt_regs *ctx, struct __bpf_usdt_spec *spec, __s8 i)
+{
+	return i < 0 ? 0 : arg_read(ctx, spec, i);
+}
+
+/* Reads the lock name at `ptr` (`len` bytes, -1: NUL-terminated) into
+ * `name` (LS_APP_NAME_LEN bytes, zeroed); left empty when it cannot be
+ * read here (a page not faulted in yet: BPF cannot fault), for userspace
+ * to read at `ptr`. */
+static __always_inline void read_name(char *name, __u64 ptr, __s32 len)
+{
 	if (!ptr)
-		return 0;
-	if (p->name_len_arg < 0)
-		return bpf_probe_read_user_str(name, LS_APP_NAME_LEN, (void *)ptr) <= 0 ? ptr : 0;
-	len = arg_of(ctx, p->name_len_arg);
-	if (len <= 0)
-		return 0;
+		return;
+	if (len < 0) {
+		if (bpf_probe_read_user_str(name, LS_APP_NAME_LEN, (void *)ptr) <= 0)
+			name[0] = 0;
+		return;
+	}
 	if (len > LS_APP_NAME_LEN - 1)
 		len = LS_APP_NAME_LEN - 1;
-	return bpf_probe_read_user(name, len & (LS_APP_NAME_LEN - 1), (void *)ptr) ? ptr : 0;
+	if (len > 0 && bpf_probe_read_user(name, len & (LS_APP_NAME_LEN - 1), (void *)ptr))
+		name[0] = 0;
 }
 
 static __always_inline void count_fired(__u32 what)
@@ -140,12 +234,12 @@ static __always_inline void count_fired(__u32 what)
 }
 
 /* Adds one wait (or point) to the aggregation and streams it; `aborted`:
- * a wait a point ended. */
-static __always_inline void record(struct ls_app_key *key, __u64 begin, __u64 end,
-				   bool aborted)
+ * a wait a point ended; `name_len`: of the name at key->name_ptr, read
+ * when the entry is made. */
+static __always_inline void record(struct ls_app_key *key, __s32 name_len, __u64 begin,
+				   __u64 end, bool aborted)
 {
 	struct ls_app_val *v, *init;
-	__u64 cg = bpf_get_current_cgroup_id();
 
 	v = bpf_map_lookup_elem(&agg, key);
 	if (!v) {
@@ -153,8 +247,10 @@ static __always_inline void record(struct ls_app_key *key, __u64 begin, __u64 en
 		if (!init)
 			return;
 		init->min_ns = ~0ULL;
-		init->cgroup_id = cg;
+		init->cgroup_id = bpf_get_current_cgroup_id();
 		bpf_get_current_comm(init->comm, sizeof(init->comm));
+		__builtin_memset(init->name, 0, sizeof(init->name));
+		read_name(init->name, key->name_ptr, name_len);
 		v = ls_insert(&agg, key, init, &lost, LS_APP_LOST_MAP_FULL);
 	}
 	if (v) {
@@ -169,7 +265,7 @@ static __always_inline void record(struct ls_app_key *key, __u64 begin, __u64 en
 			return;
 		e->begin_ns = begin;
 		e->end_ns = end;
-		e->cgroup_id = cg;
+		e->cgroup_id = bpf_get_current_cgroup_id();
 		__builtin_memcpy(e->id, key->id, sizeof(e->id));
 		e->pid = key->pid;
 		e->tid = key->tid;
@@ -179,102 +275,132 @@ static __always_inline void record(struct ls_app_key *key, __u64 begin, __u64 en
 		e->pad = 0;
 		e->name_ptr = key->name_ptr;
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
-		__builtin_memcpy(e->name, key->name, sizeof(e->name));
+		if (v) {
+			__builtin_memcpy(e->name, v->name, sizeof(e->name));
+		} else {
+			__builtin_memset(e->name, 0, sizeof(e->name));
+			read_name(e->name, key->name_ptr, name_len);
+		}
 		bpf_ringbuf_submit(e, 0);
 	}
 }
 
-/* Ends the open wait `w` of thread `tid` at `now` (aborted: a point ended
+/* Ends the open wait `w` of thread `id` at `now` (aborted: a point ended
  * it), into the aggregation. */
-static __always_inline void end_wait(struct ls_app_key *key, struct ls_app_wait *w, __u64 id,
-				     __u64 now, bool aborted)
+static __always_inline void end_wait(struct ls_app_wait *w, __u64 id, __u64 now, bool aborted)
 {
-	key->pid = id >> 32;
-	key->tid = (__u32)id;
-	key->probe = w->probe;
-	key->mode = w->mode;
-	__builtin_memcpy(key->id, w->id, sizeof(key->id));
-	__builtin_memcpy(key->name, w->name, sizeof(key->name));
-	key->name_ptr = w->name_ptr;
-	record(key, w->begin_ns, now, aborted);
+	struct ls_app_key key;
+
+	key.pid = id >> 32;
+	key.tid = (__u32)id;
+	key.probe = w->probe;
+	key.mode = w->mode;
+	__builtin_memcpy(key.id, w->id, sizeof(key.id));
+	key.name_ptr = w->name_ptr;
+	record(&key, w->name_len, w->begin_ns, now, aborted);
 	w->begin_ns = 0;
+}
+
+/* The probe's name length argument (-1: NUL-terminated, or no name). */
+static __always_inline __s32 name_len_of(struct pt_regs *ctx, struct __bpf_usdt_spec *spec,
+					 const volatile struct ls_app_probe *p)
+{
+	long len;
+
+	if (p->name_arg < 0 || p->name_len_arg < 0)
+		return -1;
+	len = arg_of(ctx, spec, p->name_len_arg);
+	return len < 0 ? 0 : len > LS_APP_NAME_LEN ? LS_APP_NAME_LEN : len;
 }
 
 SEC("usdt")
 int app_probe(struct pt_regs *ctx)
 {
 	LS_CHECK_STOPPED();
-	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
-	__u32 idx = bpf_usdt_cookie(ctx), tid = (__u32)id, slot;
+	__u64 id = bpf_get_current_pid_tgid(), now;
+	__u32 tid = (__u32)id, idx, slot;
+	struct task_struct *task = bpf_get_current_task_btf();
 	const volatile struct ls_app_probe *p;
+	struct __bpf_usdt_spec *spec;
 	struct ls_app_task *t;
 	struct ls_app_wait *w;
-	struct ls_app_key *key;
 
-	if (!id_is_target(id))
+	spec = spec_of(ctx);
+	if (!spec)
 		return 0;
+	idx = spec->usdt_cookie;
 	if (idx >= LS_APP_PROBES)
 		return 0;
 	p = &app_probes[idx];
 	slot = p->slot;
 	if (slot >= LS_APP_SLOTS)
 		return 0;
-	key = ls_scratch(&scratch_key);
-	if (!key)
-		return 0;
 	switch (p->role) {
 	case LS_APP_START:
-		count_fired(LS_APP_FIRED_START);
-		t = bpf_map_lookup_elem(&app_waits, &tid);
+		/* a task with waits passed the filter (targets stay targets) */
+		t = bpf_task_storage_get(&app_waits, task, 0, 0);
 		if (!t) {
-			struct ls_app_task *z = ls_scratch(&zero_task);
-
-			if (!z)
+			if (!id_is_target(id))
 				return 0;
-			t = ls_insert(&app_waits, &tid, z, &lost, LS_APP_LOST_WAITS_FULL);
-			if (!t)
-				return 0;
+			t = bpf_task_storage_get(&app_waits, task, 0,
+						 BPF_LOCAL_STORAGE_GET_F_CREATE);
+		}
+		count_fired(LS_APP_FIRED_START);
+		if (!t) {
+			ls_count_lost(&lost, LS_APP_LOST_WAITS_FULL);
+			return 0;
 		}
 		w = &t->w[slot];
 		w->probe = idx;
-		w->mode = (__s32)arg_of(ctx, p->mode_arg);
+		w->mode = (__s32)arg_of(ctx, spec, p->mode_arg);
 		for (int i = 0; i < LS_APP_IDS; i++)
-			w->id[i] = (__u64)arg_of(ctx, p->id_args[i]);
-		__builtin_memset(w->name, 0, sizeof(w->name));
-		w->name_ptr = name_of(ctx, p, w->name);
+			w->id[i] = (__u64)arg_of(ctx, spec, p->id_args[i]);
+		w->name_ptr = (__u64)arg_of(ctx, spec, p->name_arg);
+		w->name_len = name_len_of(ctx, spec, p);
 		w->begin_ns = bpf_ktime_get_ns(); /* after the reads: the wait's own */
-		cover(slot);
+		cover(task, slot);
 		return 0;
 	case LS_APP_DONE:
+		now = bpf_ktime_get_ns();
+		/* a task has waits only once it fired a start as a target (and
+		 * targets stay targets): the filter is for those without (a
+		 * comm or cgroup changed since counts as at the start) */
+		t = bpf_task_storage_get(&app_waits, task, 0, 0);
+		if (!t && !id_is_target(id))
+			return 0;
 		count_fired(LS_APP_FIRED_DONE);
-		uncover(slot);
-		t = bpf_map_lookup_elem(&app_waits, &tid);
+		uncover(task, slot);
 		if (!t)
 			return 0;
 		w = &t->w[slot];
 		if (!w->begin_ns)
 			return 0;
 		count_fired(LS_APP_FIRED_PAIRED);
-		end_wait(key, w, id, now, false);
+		end_wait(w, id, now, false);
 		return 0;
-	case LS_APP_POINT:
+	case LS_APP_POINT: {
+		struct ls_app_key key;
+
+		if (!id_is_target(id))
+			return 0;
+		now = bpf_ktime_get_ns();
 		count_fired(LS_APP_FIRED_POINT);
-		t = bpf_map_lookup_elem(&app_waits, &tid);
+		t = bpf_task_storage_get(&app_waits, task, 0, 0);
 		if (t && t->w[slot].begin_ns) {
 			count_fired(LS_APP_FIRED_ENDED);
-			end_wait(key, &t->w[slot], id, now, true);
+			end_wait(&t->w[slot], id, now, true);
 		}
-		uncover(slot);
-		key->pid = id >> 32;
-		key->tid = tid;
-		key->probe = idx;
-		key->mode = (__s32)arg_of(ctx, p->mode_arg);
+		uncover(task, slot);
+		key.pid = id >> 32;
+		key.tid = tid;
+		key.probe = idx;
+		key.mode = (__s32)arg_of(ctx, spec, p->mode_arg);
 		for (int i = 0; i < LS_APP_IDS; i++)
-			key->id[i] = (__u64)arg_of(ctx, p->id_args[i]);
-		__builtin_memset(key->name, 0, sizeof(key->name));
-		key->name_ptr = name_of(ctx, p, key->name);
-		record(key, now, now, false);
+			key.id[i] = (__u64)arg_of(ctx, spec, p->id_args[i]);
+		key.name_ptr = (__u64)arg_of(ctx, spec, p->name_arg);
+		record(&key, name_len_of(ctx, spec, p), now, now, false);
 		return 0;
+	}
 	}
 	return 0;
 }
@@ -284,14 +410,4 @@ int BPF_PROG(app_follow_fork_btf, struct task_struct *parent, struct task_struct
 {
 	LS_CHECK_STOPPED();
 	return follow_fork(parent->tgid, child->tgid);
-}
-
-/* A thread that exits mid-wait leaves no entry behind. */
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(app_exit_btf, struct task_struct *task)
-{
-	__u32 tid = task->pid;
-
-	bpf_map_delete_elem(&app_waits, &tid);
-	return 0;
 }

@@ -904,26 +904,27 @@ enum ls_app_fired {
 struct ls_app_wait {
 	__u64 begin_ns;       /* 0: slot free */
 	__u64 id[LS_APP_IDS];
+	__u64 name_ptr;       /* the name's address in the process, 0: none */
 	__s32 mode;
 	__u32 probe;          /* the start probe's index */
-	__u64 name_ptr;       /* where the name is, when it could not be read */
-	char name[LS_APP_NAME_LEN];
+	__s32 name_len;       /* the name's length, -1: NUL-terminated */
+	__u32 pad;
 };
 
 struct ls_app_task {
 	struct ls_app_wait w[LS_APP_SLOTS];
 };
 
+/* The name is not part of the key: it is read (once) when the entry is
+ * made, into the value; PostgreSQL's tranche names are constant strings,
+ * one address per name in a process. */
 struct ls_app_key {
 	__u32 pid;
 	__u32 tid;
 	__u32 probe; /* the start (or point) probe's index */
 	__s32 mode;
 	__u64 id[LS_APP_IDS];
-	/* the name's address when it could not be read in BPF (a page the
-	 * process has not touched since fork): userspace reads it */
-	__u64 name_ptr;
-	char name[LS_APP_NAME_LEN];
+	__u64 name_ptr; /* the name's address in the process, 0: none */
 };
 
 struct ls_app_val {
@@ -935,6 +936,10 @@ struct ls_app_val {
 	__u64 max_ns;
 	__u64 cgroup_id;
 	char comm[LS_COMM_LEN];
+	/* read at `name_ptr` when the entry was made; empty when BPF could
+	 * not read it (a page the process has not touched since fork):
+	 * userspace reads it */
+	char name[LS_APP_NAME_LEN];
 	__u64 hist[LS_HIST_SLOTS];
 };
 

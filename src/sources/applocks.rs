@@ -448,7 +448,7 @@ impl AppLocks {
             backend: "usdt",
             load: &|name| match name {
                 "app_follow_fork_btf" => follow,
-                "app_probe" | "app_exit_btf" => true,
+                "app_probe" => true,
                 _ => false,
             },
             sized: &["agg"],
@@ -475,12 +475,6 @@ impl AppLocks {
                     .map_err(|e| super::probes::load_error("attach app_follow_fork_btf", &e))?,
             );
         }
-        links.push(
-            progs
-                .app_exit_btf
-                .attach()
-                .map_err(|e| super::probes::load_error("attach app_exit_btf", &e))?,
-        );
         let mut attached: Vec<String> = Vec::new();
         for (path, i) in &todo {
             let p = &PROBES[*i];
@@ -561,7 +555,7 @@ pub fn known_apps() -> String {
 /// A lock name BPF could not read (`ptr`, in the page of a process that
 /// had not touched it since fork): read from the process, else from the
 /// targets it was forked from (the same address space layout). `name` as
-/// read by BPF otherwise.
+/// read by BPF otherwise (once per aggregation entry, when BPF made it).
 fn name_at(name: &[i8; 32], ptr: u64, pid: u32, targets: &[u32]) -> [i8; 32] {
     use std::os::unix::fs::FileExt;
     if ptr == 0 || name[0] != 0 {
@@ -663,7 +657,7 @@ impl Source for AppLocks {
         Ok(raw
             .iter()
             .map(|(k, v)| {
-                let name = name_at(&k.name, k.name_ptr, k.pid, &self.targets);
+                let name = name_at(&v.name, k.name_ptr, k.pid, &self.targets);
                 to_record(sym, k, v, &name)
             })
             .collect())
