@@ -8,13 +8,13 @@
 
 use std::collections::HashMap;
 
-use anyhow::Result;
 use crate::bpf::kwait::types::ls_kwait;
 use crate::bpf::kwait::{KwaitSkel, KwaitSkelBuilder};
 use crate::model::LockKind;
 use crate::sources::common;
 use crate::sources::lifecycle::{self, Loaded, Plan};
 use crate::sources::{Options, Targets};
+use anyhow::Result;
 
 common::bpf_pod!(ls_kwait);
 

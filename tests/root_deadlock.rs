@@ -214,7 +214,12 @@ fn a_cycle_through_a_kernel_mutex_and_a_userfaultfd_fault_is_reported() {
     let tids: BTreeSet<u32> = d.threads.iter().map(|t| t.tid).collect();
     assert_eq!(tids, BTreeSet::from([holder, resolver]), "{d:?}");
     let thread = |tid: u32| d.threads.iter().find(|t| t.tid == tid).expect("thread");
-    let lock = |waiter: u32| d.locks.iter().find(|l| l.waiter_tid == waiter).expect("lock");
+    let lock = |waiter: u32| {
+        d.locks
+            .iter()
+            .find(|l| l.waiter_tid == waiter)
+            .expect("lock")
+    };
     assert_eq!(thread(resolver).owner_tid, holder, "{d:?}");
     assert_eq!(lock(resolver).kind, LockKind::Mutex, "{d:?}");
     assert_eq!(lock(resolver).holder_tid, holder, "{d:?}");
@@ -227,7 +232,9 @@ fn a_cycle_through_a_kernel_mutex_and_a_userfaultfd_fault_is_reported() {
         "the kernel stack of the mutex wait: {stack:?}"
     );
     assert!(
-        stack.iter().any(|f| f.starts_with("ls_deadlock_pipe_write")),
+        stack
+            .iter()
+            .any(|f| f.starts_with("ls_deadlock_pipe_write")),
         "the workload's call: {stack:?}"
     );
     assert!(

@@ -46,6 +46,27 @@ struct Cluster {
 impl Cluster {
     /// Needs root.
     fn start(name: &str) -> Cluster {
+        let c = Cluster::init(name);
+        let data = c.data();
+        let log = c.dir.join("log");
+        c.as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-o",
+                &c.server_opts(),
+                "-l",
+                log.to_str().expect("path"),
+                "-w",
+                "start",
+            ],
+        );
+        c
+    }
+
+    /// A cluster initdb'd, not started. Needs root.
+    fn init(name: &str) -> Cluster {
         require_root();
         let _serial = serial();
         let bin = pg_bin();
@@ -56,24 +77,13 @@ impl Cluster {
             .expect("chown");
         assert!(st.success());
         let c = Cluster { dir, bin, _serial };
-        let data = c.data();
-        c.as_postgres("initdb", &["-D", &data, "-A", "trust"]);
-        let opts = format!("-k {} -c listen_addresses=''", c.dir.display());
-        let log = c.dir.join("log");
-        c.as_postgres(
-            "pg_ctl",
-            &[
-                "-D",
-                &data,
-                "-o",
-                &opts,
-                "-l",
-                log.to_str().expect("path"),
-                "-w",
-                "start",
-            ],
-        );
+        c.as_postgres("initdb", &["-D", &c.data(), "-A", "trust"]);
         c
+    }
+
+    /// The server's options: a Unix socket in the cluster's directory only.
+    fn server_opts(&self) -> String {
+        format!("-k {} -c listen_addresses=''", self.dir.display())
     }
 
     fn data(&self) -> String {
@@ -390,6 +400,85 @@ fn relation_wait_once(c: &Cluster, rel: &str, db: &str) -> Result<(), String> {
              ({fastest}..{slowest} ns) within 2 ms"
         ))
     }
+}
+
+/// `lockscope run -- runuser -u postgres -- postgres ...`: the server is
+/// not running when lockscope starts (the command is lockscope itself,
+/// held before its exec, and runuser comes between), so app-locks finds
+/// its probes as the targets exec postgres. A relation lock wait the test
+/// makes while the server runs is one row on that relation, counted once;
+/// the report is written when the server the test stops exits.
+#[test]
+fn run_finds_the_probes_of_a_server_it_starts() {
+    let c = Cluster::init("run");
+    let postgres = c.bin.join("postgres");
+    let data = c.data();
+    let sock = c.dir.display().to_string();
+    let tracer = Tracer::start(&[
+        "run",
+        "--source",
+        "app-locks",
+        "--json",
+        "--by",
+        "lock",
+        "--",
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        postgres.to_str().expect("path"),
+        "-D",
+        &data,
+        "-k",
+        &sock,
+        "-c",
+        "listen_addresses=",
+    ]);
+    // the server accepts connections (its socket appears once it listens)
+    let end = Instant::now() + attach_timeout();
+    while !c.dir.join(".s.PGSQL.5432").exists() {
+        assert!(Instant::now() < end, "the server never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.wait_until("SELECT 1", "1");
+    c.sql("CREATE TABLE t (x int); INSERT INTO t VALUES (1)");
+    let rel = c.sql("SELECT 't'::regclass::oid");
+    let db = c.sql("SELECT oid FROM pg_database WHERE datname = current_database()");
+    let mut a = c.session();
+    a.send("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;");
+    c.wait_until(
+        "SELECT count(*) FROM pg_locks WHERE relation = 't'::regclass \
+         AND mode = 'AccessExclusiveLock' AND granted",
+        "1",
+    );
+    let b = b_session(&c);
+    c.wait_until(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+         AND query = 'SELECT count(*) FROM t'",
+        "1",
+    );
+    a.send("COMMIT;");
+    b_time(b);
+    let (_, a_err) = a.finish();
+    assert!(a_err.is_empty(), "session A: {a_err}");
+    c.as_postgres("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+    let rep = tracer.finish_json();
+    assert_nothing_lost(&rep);
+    let st = &rep["sources"][0];
+    assert_eq!(st["name"], "app-locks", "{st}");
+    assert!(
+        st["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("PostgreSQL (") && r.contains("/postgres)")),
+        "{st}"
+    );
+    let name = format!("relation {db}/{rel} (AccessShareLock)");
+    let on_t: Vec<&Value> = rows(&rep)
+        .into_iter()
+        .filter(|r| r["lock_name"].as_str() == Some(name.as_str()))
+        .collect();
+    assert_eq!(on_t.len(), 1, "one row on t: {:?}", rows(&rep));
+    assert_eq!(on_t[0]["count"], 1, "{}", on_t[0]);
 }
 
 /// Two sessions update two rows in opposite orders: PostgreSQL's

@@ -411,3 +411,20 @@ int BPF_PROG(app_follow_fork_btf, struct task_struct *parent, struct task_struct
 	LS_CHECK_STOPPED();
 	return follow_fork(parent->tgid, child->tgid);
 }
+
+/* Targets that exec'd since userspace last looked (`lockscope run -- CMD`:
+ * the command, or a wrapper's child, may be an application with probes
+ * that was not running when the source started). */
+LS_HASH(execs, __u32, __u8, 256);
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(app_exec_btf, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 tgid = p->tgid;
+	__u8 one = 1;
+
+	LS_CHECK_STOPPED();
+	if (bpf_map_lookup_elem(&target_pids, &tgid))
+		bpf_map_update_elem(&execs, &tgid, &one, BPF_ANY);
+	return 0;
+}

@@ -400,11 +400,84 @@ fn descendants(roots: &[u32]) -> Vec<u32> {
         .collect()
 }
 
+/// The known probe pairs found in `binaries`: (binary, index in PROBES).
+fn known_pairs(binaries: Vec<(PathBuf, Vec<Note>)>) -> Vec<(PathBuf, usize)> {
+    let mut todo = Vec::new();
+    for (path, notes) in binaries {
+        let has = |probe: &str, provider: &str| {
+            notes.iter().any(|(pv, n, _)| pv == provider && n == probe)
+        };
+        for (i, p) in PROBES.iter().enumerate() {
+            if has(p.start, p.provider) && p.done.is_none_or(|d| has(d, p.provider)) {
+                todo.push((path.clone(), i));
+            }
+        }
+    }
+    todo
+}
+
+/// Attaches `app_probe` to every probe of `todo`, by binary (every process
+/// of it; the program keeps to the targets): the links, and what was
+/// attached ("PostgreSQL (/usr/lib/postgresql/15/bin/postgres)").
+fn attach_pairs(
+    skel: &ApplocksSkel<'static>,
+    todo: &[(PathBuf, usize)],
+) -> Result<(Vec<libbpf_rs::Link>, Vec<String>)> {
+    let mut links = Vec::new();
+    let mut attached: Vec<String> = Vec::new();
+    for (path, i) in todo {
+        let p = &PROBES[*i];
+        let probes = [Some(p.start), p.done];
+        for (role, name) in probes.iter().enumerate() {
+            let Some(name) = name else { continue };
+            let cookie = (*i * 2 + role) as u64;
+            let link = skel
+                .progs
+                .app_probe
+                .attach_usdt_with_opts(
+                    -1,
+                    path,
+                    p.provider,
+                    name,
+                    UsdtOpts {
+                        cookie,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| {
+                    super::probes::load_error(
+                        &format!("attach {}:{name} in {}", p.provider, path.display()),
+                        &e,
+                    )
+                })?;
+            links.push(link);
+        }
+        let what = format!("{} ({})", p.app, path.display());
+        if !attached.contains(&what) {
+            attached.push(what);
+        }
+    }
+    Ok((links, attached))
+}
+
+/// Whether `pid` runs lockscope's own executable: `run`'s command, held
+/// before its exec.
+fn is_held_command(pid: u32) -> bool {
+    let own = std::env::current_exe().and_then(std::fs::canonicalize);
+    let its = std::fs::canonicalize(format!("/proc/{pid}/exe"));
+    matches!((own, its), (Ok(a), Ok(b)) if a == b)
+}
+
 /// A loaded and attached app-locks source.
 pub struct AppLocks {
     core: Loaded<ApplocksSkel<'static>>,
-    /// What was attached: "PostgreSQL (/usr/lib/postgresql/15/bin/postgres)".
-    attached: String,
+    /// What was attached: "PostgreSQL (/usr/lib/postgresql/15/bin/postgres)",
+    /// and later by targets' execs.
+    attached: std::sync::Mutex<Vec<String>>,
+    /// Executables the targets exec'd, looked at once each (`run`).
+    seen: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Attach errors of exec'd applications, for the status.
+    exec_errors: std::sync::Mutex<Vec<String>>,
     /// The processes named (-p): where names BPF could not read are read.
     targets: Vec<u32>,
 }
@@ -426,28 +499,21 @@ impl AppLocks {
             bail!("{SOURCE} needs the application's processes: -p PID");
         }
         // (binary, pair) to attach: both probes of a pair must be there
-        let mut todo: Vec<(PathBuf, usize)> = Vec::new();
-        for (path, notes) in target_binaries(pids) {
-            let has = |probe: &str, provider: &str| {
-                notes.iter().any(|(pv, n, _)| pv == provider && n == probe)
-            };
-            for (i, p) in PROBES.iter().enumerate() {
-                if has(p.start, p.provider) && p.done.is_none_or(|d| has(d, p.provider)) {
-                    todo.push((path.clone(), i));
-                }
-            }
-        }
-        if todo.is_empty() {
+        let todo = known_pairs(target_binaries(pids));
+        let follow = opts.targets.follow_forks;
+        // `run -- CMD`: the command has not exec'd yet; what it (or its
+        // children) exec is looked at as it happens
+        let held = follow && pids.iter().all(|&p| is_held_command(p));
+        if todo.is_empty() && !held {
             bail!(
                 "no known lock probes (USDT) in the targets' executables (known: {})",
                 known_apps()
             );
         }
-        let follow = opts.targets.follow_forks;
         let plan = Plan {
             backend: "usdt",
             load: &|name| match name {
-                "app_follow_fork_btf" => follow,
+                "app_follow_fork_btf" | "app_exec_btf" => follow,
                 "app_probe" => true,
                 _ => false,
             },
@@ -468,45 +534,18 @@ impl AppLocks {
         let mut links = Vec::new();
         let progs = &core.skel.progs;
         if follow {
-            links.push(
-                progs
-                    .app_follow_fork_btf
-                    .attach()
-                    .map_err(|e| super::probes::load_error("attach app_follow_fork_btf", &e))?,
-            );
-        }
-        let mut attached: Vec<String> = Vec::new();
-        for (path, i) in &todo {
-            let p = &PROBES[*i];
-            let probes = [Some(p.start), p.done];
-            for (role, name) in probes.iter().enumerate() {
-                let Some(name) = name else { continue };
-                let cookie = (*i * 2 + role) as u64;
-                let link = progs
-                    .app_probe
-                    .attach_usdt_with_opts(
-                        -1,
-                        path,
-                        p.provider,
-                        name,
-                        UsdtOpts {
-                            cookie,
-                            ..Default::default()
-                        },
-                    )
-                    .map_err(|e| {
-                        super::probes::load_error(
-                            &format!("attach {}:{name} in {}", p.provider, path.display()),
-                            &e,
-                        )
-                    })?;
-                links.push(link);
-            }
-            let what = format!("{} ({})", p.app, path.display());
-            if !attached.contains(&what) {
-                attached.push(what);
+            for (prog, name) in [
+                (&progs.app_follow_fork_btf, "app_follow_fork_btf"),
+                (&progs.app_exec_btf, "app_exec_btf"),
+            ] {
+                links.push(
+                    prog.attach()
+                        .map_err(|e| super::probes::load_error(&format!("attach {name}"), &e))?,
+                );
             }
         }
+        let (usdt, attached) = attach_pairs(&core.skel, &todo)?;
+        links.extend(usdt);
         core.add_links(links);
         // the targets' children that exist already (a postmaster's
         // backends and workers): forks after this are followed in BPF
@@ -517,7 +556,9 @@ impl AppLocks {
         }
         Ok(AppLocks {
             core,
-            attached: attached.join(", "),
+            attached: std::sync::Mutex::new(attached),
+            seen: std::sync::Mutex::new(todo.into_iter().map(|(p, _)| p).collect()),
+            exec_errors: std::sync::Mutex::new(Vec::new()),
             targets: pids.clone(),
         })
     }
@@ -645,11 +686,81 @@ impl Source for AppLocks {
 
     fn note(&self) -> Option<String> {
         let [start, done, paired, point, ended] = self.fired().ok()?;
-        Some(format!(
-            "{}; probes delivered {start} wait starts, {done} wait dones ({paired} paired), \
-             {point} points ({ended} ended an open wait)",
-            self.attached
-        ))
+        let attached = self
+            .attached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .join(", ");
+        let mut s = if attached.is_empty() {
+            format!(
+                "no application with known lock probes exec'd (known: {})",
+                known_apps()
+            )
+        } else {
+            format!(
+                "{attached}; probes delivered {start} wait starts, {done} wait dones \
+                 ({paired} paired), {point} points ({ended} ended an open wait)"
+            )
+        };
+        for e in self
+            .exec_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            s.push_str(&format!("; {e}"));
+        }
+        Some(s)
+    }
+
+    /// Attaches the probes of applications the targets exec'd since the
+    /// last tick (`run`: the command itself, or what a wrapper starts);
+    /// their waits before that are not seen.
+    fn tick(&self, _sym: &mut Symbolizer) {
+        let map = &self.core.skel.maps.execs;
+        let pids: Vec<u32> = map
+            .keys()
+            .filter_map(|k| {
+                let _ = map.delete(&k);
+                super::from_bytes::<u32>(&k)
+            })
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        let new: Vec<(PathBuf, Vec<Note>)> = {
+            let mut seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            target_binaries(&pids)
+                .into_iter()
+                .filter(|(p, _)| seen.insert(p.clone()))
+                .collect()
+        };
+        let todo = known_pairs(new);
+        if todo.is_empty() {
+            return;
+        }
+        match attach_pairs(&self.core.skel, &todo) {
+            Ok((links, what)) => {
+                self.core.add_links(links);
+                let mut a = self
+                    .attached
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for w in what {
+                    if !a.contains(&w) {
+                        a.push(w);
+                    }
+                }
+            }
+            Err(e) => self
+                .exec_errors
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(format!("{e:#}")),
+        }
     }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {

@@ -370,7 +370,10 @@ fn deadlock_uffd(a: &DeadArgs) -> Result<()> {
         .context("spawn the resolver")?;
     let (mut holder_tid, mut resolver_tid, mut at) = (0, 0, 0);
     for _ in 0..2 {
-        match rx.recv().map_err(|_| anyhow!("a deadlock thread ended early"))? {
+        match rx
+            .recv()
+            .map_err(|_| anyhow!("a deadlock thread ended early"))?
+        {
             (true, t, _) => holder_tid = t,
             (false, t, ns) => (resolver_tid, at) = (t, ns),
         }
