@@ -5,15 +5,22 @@
 //! A task_file BPF iterator (src/bpf/files.bpf.c) lists every open
 //! regular file, directory and pipe of every process with the addresses
 //! of those locks and the file's path (bpf_d_path). It runs only when
-//! read: while the kernel-lock sources tick, and on demand when a lock
-//! address has no name, never more often than every 50 ms nor more than
-//! 1% of one CPU (a listing of 200 files takes under a millisecond; a host
-//! with 100000 open files is listed every few seconds). Names stay after
-//! their files are closed, so a report at the end still names the files
-//! of processes that exited; an address that another file reuses later
-//! takes that file's name.
+//! read, and is read only when a lock needs a name: when a source sees a
+//! lock address it has not seen before ([`FileLocks::want`]; the next
+//! tick lists the files, while the file is still likely open), and on
+//! demand when a row's lock address has no name. An address a listing
+//! made after it was wanted did not name is no file's lock (a socket's,
+//! a task's): it is not listed for again. kernel-contention lists this
+//! way; the function-probe sources list periodically while they tick
+//! ([`FileLocks::refresh_if_due`]). Listings happen never more often
+//! than every 50 ms nor take more than 1% of one CPU (a listing of 200
+//! files takes under a millisecond; a host with 100000 open files is
+//! listed every few seconds). Names stay after their files are closed,
+//! so a report at the end still names the files of processes that
+//! exited; an address that another file reuses later takes that file's
+//! name at the next listing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
@@ -57,6 +64,12 @@ pub struct FileLocks {
     pub error: Option<String>,
     tried: bool,
     names: HashMap<u64, String>,
+    /// Addresses wanted ([`FileLocks::want`]) that no listing made since
+    /// has named yet.
+    pending: HashSet<u64>,
+    /// Addresses a listing made after they were wanted did not name: no
+    /// file's lock, not listed for again.
+    unnamed: HashSet<u64>,
     last: Option<Instant>,
     /// Files listed by the last refresh, and what it cost.
     pub last_files: usize,
@@ -70,10 +83,34 @@ impl FileLocks {
         if addr == 0 {
             return None;
         }
-        if !self.names.contains_key(&addr) {
+        if !self.names.contains_key(&addr) && !self.unnamed.contains(&addr) {
+            self.pending.insert(addr);
             self.refresh_if_due();
         }
         self.names.get(&addr).cloned()
+    }
+
+    /// Asks for the name of the lock at `addr` (a lock a source has just
+    /// seen): the next [`FileLocks::refresh_if_wanted`] lists the open
+    /// files if no listing named it yet.
+    pub fn want(&mut self, addr: u64) {
+        if addr != 0 && !self.names.contains_key(&addr) && !self.unnamed.contains(&addr) {
+            self.pending.insert(addr);
+        }
+    }
+
+    /// Whether a wanted lock still waits for a listing.
+    pub fn wanted(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Lists the open files again if a wanted lock has no name yet and the
+    /// last listing is old enough ([`FileLocks::interval`]); nothing
+    /// otherwise (sources call this from their `tick`).
+    pub fn refresh_if_wanted(&mut self) {
+        if self.wanted() {
+            self.refresh_if_due();
+        }
     }
 
     /// Loads the iterator now (as root), so that the first listing costs
@@ -95,7 +132,8 @@ impl FileLocks {
     }
 
     /// Lists the open files again if the last listing is old enough
-    /// ([`FileLocks::interval`]; sources call this from their `tick`).
+    /// ([`FileLocks::interval`]; the function-probe sources call this from
+    /// their `tick`, whether a lock needs a name or not).
     pub fn refresh_if_due(&mut self) {
         if self.last.is_some_and(|t| t.elapsed() < self.interval()) {
             return;
@@ -129,6 +167,9 @@ impl FileLocks {
         if self.names.len() > MAX_NAMES {
             self.names.clear();
         }
+        if self.unnamed.len() > MAX_NAMES {
+            self.unnamed.clear();
+        }
         let mut seen = std::collections::HashSet::new();
         for (r, path) in &recs {
             for (addr, name) in names_of(r, path) {
@@ -136,6 +177,12 @@ impl FileLocks {
                 if seen.insert(addr) {
                     self.names.insert(addr, name);
                 }
+            }
+        }
+        // what was wanted and is still unnamed is no open file's lock
+        for a in self.pending.drain() {
+            if !self.names.contains_key(&a) {
+                self.unnamed.insert(a);
             }
         }
         self.last_cost = t0.elapsed();

@@ -79,7 +79,21 @@ pub struct Contention {
     core: Loaded<ContentionSkel<'static>>,
     /// Why the preferred backend was not used, if it was not.
     fallback_reason: Option<String>,
+    /// The lock addresses of the keys seen so far ([`Contention::want_names`]).
+    seen: std::cell::RefCell<SeenLocks>,
 }
+
+/// What [`Contention::want_names`] has looked at.
+#[derive(Default)]
+struct SeenLocks {
+    /// `agg_next` (keys created) when the keys were last walked.
+    keys: u32,
+    walked: Option<std::time::Instant>,
+    locks: std::collections::HashSet<u64>,
+}
+
+/// Keys are walked for new lock addresses at most this often.
+const WALK_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Contention {
     /// Opens, configures, loads and attaches. Tries tp_btf, then the
@@ -144,6 +158,7 @@ impl Contention {
         Ok(Contention {
             core,
             fallback_reason: None,
+            seen: Default::default(),
         })
     }
 
@@ -151,6 +166,33 @@ impl Contention {
     fn stack(&self, id: i32) -> Option<Vec<u64>> {
         let maps = &self.core.skel.maps;
         common::stack_in(&maps.stacks, &maps.stacks_spill, id)
+    }
+
+    /// Asks `sym` for the names of the locks of the keys created since the
+    /// last call (pipe and inode locks are named by their files while they
+    /// are open): nothing when no key was created (`agg_next`, read from
+    /// the mapped .bss: no system call), else the keys are walked, at most
+    /// every [`WALK_EVERY`].
+    fn want_names(&self, sym: &mut Symbolizer) {
+        let Some(bss) = self.core.skel.maps.bss_data.as_deref() else {
+            return;
+        };
+        // SAFETY: a valid, aligned u32 of the mapped .bss, which the BPF
+        // programs update: read it once, as it is.
+        let next = unsafe { std::ptr::read_volatile(&bss.agg_next) };
+        let mut seen = self.seen.borrow_mut();
+        if next == seen.keys || seen.walked.is_some_and(|t| t.elapsed() < WALK_EVERY) {
+            return;
+        }
+        seen.keys = next;
+        seen.walked = Some(std::time::Instant::now());
+        for k in self.core.skel.maps.agg_index.keys() {
+            if let Some(k) = from_bytes::<ls_agg_key>(&k)
+                && seen.locks.insert(k.lock)
+            {
+                sym.want_kernel_lock_name(k.lock);
+            }
+        }
     }
 
     /// Calls `f` with every aggregate and its key, as read: the keys in
@@ -199,8 +241,10 @@ impl Source for Contention {
     }
 
     fn tick(&self, sym: &mut Symbolizer) {
-        // name pipe and inode locks while their files are open
-        sym.files.refresh_if_due();
+        // name pipe and inode locks while their files are open: the files
+        // are listed when new locks need a name
+        self.want_names(sym);
+        sym.files.refresh_if_wanted();
         common::stack_maps!(self.core.skel.maps).normalize_new(sym);
     }
 

@@ -314,6 +314,14 @@ impl Symbolizer {
             .or_else(|| (!slab.is_empty()).then(|| format!("in {slab} (slab)")))
     }
 
+    /// Asks for the file name of the kernel lock at `addr`, unless a data
+    /// symbol names it ([`crate::filelocks::FileLocks::want`]).
+    pub fn want_kernel_lock_name(&mut self, addr: u64) {
+        if self.ksyms.get().data_name(addr).is_none() {
+            self.files.want(addr);
+        }
+    }
+
     /// The caller in a kernel stack (innermost first), cached per
     /// (source, stack id); `frames` is asked only on a cache miss.
     pub fn kernel_caller(
