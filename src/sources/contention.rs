@@ -171,8 +171,9 @@ impl Contention {
     /// Asks `sym` for the names of the locks of the keys created since the
     /// last call (pipe and inode locks are named by their files while they
     /// are open): nothing when no key was created (`agg_next`, read from
-    /// the mapped .bss: no system call), else the keys are walked, at most
-    /// every [`WALK_EVERY`].
+    /// the mapped .bss: no system call), else the keys are read in batches,
+    /// at most every [`WALK_EVERY`]. A lock in a slab cache that holds no
+    /// inode nor pipe (a task's, a socket's) needs no file listing.
     fn want_names(&self, sym: &mut Symbolizer) {
         let Some(bss) = self.core.skel.maps.bss_data.as_deref() else {
             return;
@@ -186,11 +187,41 @@ impl Contention {
         }
         seen.keys = next;
         seen.walked = Some(std::time::Instant::now());
-        for k in self.core.skel.maps.agg_index.keys() {
-            if let Some(k) = from_bytes::<ls_agg_key>(&k)
-                && seen.locks.insert(k.lock)
-            {
-                sym.want_kernel_lock_name(k.lock);
+        let maps = &self.core.skel.maps;
+        let mut new: Vec<(u64, u32)> = Vec::new();
+        let mut read = 0usize;
+        if let Ok(batch) = maps
+            .agg_index
+            .lookup_batch(1024, MapFlags::ANY, MapFlags::ANY)
+        {
+            for (k, v) in batch {
+                read += 1;
+                if let (Some(k), Some(idx)) = (from_bytes::<ls_agg_key>(&k), from_bytes::<u32>(&v))
+                    && seen.locks.insert(k.lock)
+                {
+                    new.push((k.lock, idx));
+                }
+            }
+        }
+        if read == 0 {
+            // no batch operations (before Linux 5.6): key by key
+            let _ = common::for_each_entry(&maps.agg_index, |k: ls_agg_key, idx: u32| {
+                if seen.locks.insert(k.lock) {
+                    new.push((k.lock, idx));
+                }
+            });
+        }
+        for (lock, idx) in new {
+            let slab = maps
+                .agg
+                .lookup(as_bytes(&idx), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|v| from_bytes::<ls_agg_val>(&v))
+                .map(|v| comm_str(&v.slab))
+                .unwrap_or_default();
+            if may_be_a_files_lock(&slab) {
+                sym.want_kernel_lock_name(lock);
             }
         }
     }
@@ -252,6 +283,15 @@ impl Source for Contention {
         let e = from_bytes::<ls_event>(data)?;
         Some(to_event(sym, &e, |id| self.stack(id)))
     }
+}
+
+/// Whether a lock in slab cache `slab` (empty: unknown, or no slab) may
+/// be a file's: an inode's (in an inode cache; a socket's holds no named
+/// file) or a pipe's (kmalloc'd).
+fn may_be_a_files_lock(slab: &str) -> bool {
+    slab.is_empty()
+        || slab.starts_with("kmalloc")
+        || (slab.contains("inode") && !slab.starts_with("sock"))
 }
 
 /// Name of a lock where this source knows it without symbols.
@@ -318,6 +358,16 @@ fn to_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_inode_pipe_and_unknown_slabs_may_hold_a_files_lock() {
+        for slab in ["", "ext4_inode_cache", "shmem_inode_cache", "kmalloc-cg-192"] {
+            assert!(may_be_a_files_lock(slab), "{slab}");
+        }
+        for slab in ["sock_inode_cache", "task_struct", "signal_cache", "pool_workqueue"] {
+            assert!(!may_be_a_files_lock(slab), "{slab}");
+        }
+    }
 
     use crate::sources::common::c_chars as comm;
 
