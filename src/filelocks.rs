@@ -7,10 +7,12 @@
 //! of those locks and the file's path (bpf_d_path). It runs only when
 //! read, and is read only when a lock needs a name: when a source sees a
 //! lock address it has not seen before ([`FileLocks::want`]; the next
-//! tick lists the files, while the file is still likely open), and on
-//! demand when a row's lock address has no name. An address a listing
-//! made after it was wanted did not name is no file's lock (a socket's,
-//! a task's): it is not listed for again. kernel-contention lists this
+//! tick lists the files of the processes that waited for it, while the
+//! file is still likely open: a pipe's reader or writer, a file's writer
+//! has it open), and on demand when a row's lock address has no name
+//! (every process's files). An address a listing made after it was wanted
+//! did not name is no file's lock (a socket's, a task's): it is not
+//! listed for again. kernel-contention lists this
 //! way; the function-probe sources list periodically while they tick
 //! ([`FileLocks::refresh_if_due`]). Listings happen never more often
 //! than every 50 ms nor take more than 1% of one CPU (a listing of 200
@@ -52,9 +54,15 @@ const LS_FILE_PIPE: u32 = 3;
 
 /// The loaded iterator.
 struct Iterator {
-    _skel: FilesSkel<'static>,
+    skel: FilesSkel<'static>,
     link: Link,
+    /// The tgids now in `target_pids`.
+    filtered: Vec<u32>,
 }
+
+/// A listing of the files of at most this many processes lists theirs
+/// only (`filter_pid`); more list every process's.
+const MAX_FILTERED: usize = 1024;
 
 /// Kernel lock address → the name of the file it protects.
 #[derive(Default)]
@@ -65,11 +73,16 @@ pub struct FileLocks {
     tried: bool,
     names: HashMap<u64, String>,
     /// Addresses wanted ([`FileLocks::want`]) that no listing made since
-    /// has named yet.
+    /// has named yet, and the processes that waited for them (0: any: the
+    /// next listing lists every process's files).
     pending: HashSet<u64>,
-    /// Addresses a listing made after they were wanted did not name: no
-    /// file's lock, not listed for again.
+    pending_pids: HashSet<u32>,
+    /// Addresses a listing of every process's files made after they were
+    /// wanted did not name: no file's lock, not listed for again.
     unnamed: HashSet<u64>,
+    /// Addresses a listing of their waiters' files did not name: not
+    /// wanted again ([`FileLocks::name`] may still list every process's).
+    missed: HashSet<u64>,
     last: Option<Instant>,
     /// Files listed by the last refresh, and what it cost.
     pub last_files: usize,
@@ -85,17 +98,26 @@ impl FileLocks {
         }
         if !self.names.contains_key(&addr) && !self.unnamed.contains(&addr) {
             self.pending.insert(addr);
+            self.pending_pids.insert(0);
             self.refresh_if_due();
         }
         self.names.get(&addr).cloned()
     }
 
-    /// Asks for the name of the lock at `addr` (a lock a source has just
-    /// seen): the next [`FileLocks::refresh_if_wanted`] lists the open
-    /// files if no listing named it yet.
-    pub fn want(&mut self, addr: u64) {
-        if addr != 0 && !self.names.contains_key(&addr) && !self.unnamed.contains(&addr) {
+    /// Asks for the name of the lock at `addr`, which a thread of process
+    /// `pid` (0: unknown) has just waited for: the next
+    /// [`FileLocks::refresh_if_wanted`] lists the open files of the
+    /// processes that waited for unnamed locks (a file's lock is waited
+    /// for by a process that has the file open: a pipe's reader or writer,
+    /// a file's writer).
+    pub fn want(&mut self, addr: u64, pid: u32) {
+        if addr != 0
+            && !self.names.contains_key(&addr)
+            && !self.unnamed.contains(&addr)
+            && !self.missed.contains(&addr)
+        {
             self.pending.insert(addr);
+            self.pending_pids.insert(pid);
         }
     }
 
@@ -108,8 +130,14 @@ impl FileLocks {
     /// last listing is old enough ([`FileLocks::interval`]); nothing
     /// otherwise (sources call this from their `tick`).
     pub fn refresh_if_wanted(&mut self) {
-        if self.wanted() {
-            self.refresh_if_due();
+        if !self.wanted() || self.last.is_some_and(|t| t.elapsed() < self.interval()) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let pids: Vec<u32> = self.pending_pids.iter().copied().collect();
+        let only = (!pids.contains(&0) && pids.len() <= MAX_FILTERED).then_some(pids);
+        if let Err(e) = self.list(only.as_deref()) {
+            self.error = Some(format!("{e:#}"));
         }
     }
 
@@ -144,19 +172,26 @@ impl FileLocks {
         }
     }
 
-    /// Lists the open files now.
+    /// Lists the open files of every process now.
     pub fn refresh(&mut self) -> Result<()> {
+        self.list(None)
+    }
+
+    /// Lists the open files of the processes `only` names (None: of every
+    /// process) now.
+    fn list(&mut self, only: Option<&[u32]>) -> Result<()> {
         if !self.tried {
             self.tried = true;
             self.iter = Some(load()?);
         }
-        let Some(it) = &self.iter else {
+        let Some(it) = &mut self.iter else {
             return Err(anyhow!(
                 "{}",
                 self.error.as_deref().unwrap_or("no task_file iterator")
             ));
         };
         let t0 = Instant::now();
+        it.filter(only)?;
         let mut bytes = Vec::new();
         libbpf_rs::Iter::new(&it.link)
             .context("create task_file iterator")?
@@ -179,12 +214,21 @@ impl FileLocks {
                 }
             }
         }
-        // what was wanted and is still unnamed is no open file's lock
+        if self.missed.len() > MAX_NAMES {
+            self.missed.clear();
+        }
+        // what was wanted and is still unnamed is no open file's lock (or,
+        // after a listing of its waiters' files, no file of theirs)
         for a in self.pending.drain() {
             if !self.names.contains_key(&a) {
-                self.unnamed.insert(a);
+                if only.is_some() {
+                    self.missed.insert(a);
+                } else {
+                    self.unnamed.insert(a);
+                }
             }
         }
+        self.pending_pids.clear();
         self.last_cost = t0.elapsed();
         Ok(())
     }
@@ -216,7 +260,45 @@ fn load() -> Result<Iterator> {
         .task_files
         .attach()
         .context("attach task_file iterator")?;
-    Ok(Iterator { _skel: skel, link })
+    Ok(Iterator {
+        skel,
+        link,
+        filtered: Vec::new(),
+    })
+}
+
+impl Iterator {
+    /// Makes the next read list the files of the processes `only` names
+    /// (None: of every process).
+    fn filter(&mut self, only: Option<&[u32]>) -> Result<()> {
+        use libbpf_rs::{MapCore, MapFlags};
+        let map = &self.skel.maps.target_pids;
+        if let Some(pids) = only {
+            for p in &self.filtered {
+                if !pids.contains(p) {
+                    // gone already: nothing to delete
+                    let _ = map.delete(&p.to_ne_bytes());
+                }
+            }
+            for p in pids {
+                if !self.filtered.contains(p) {
+                    map.update(&p.to_ne_bytes(), &[1], MapFlags::ANY)
+                        .context("fill the iterator's target_pids")?;
+                }
+            }
+            self.filtered = pids.to_vec();
+        }
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .ok_or_else(|| anyhow!("files BPF object has no .bss"))?;
+        // SAFETY: a valid, aligned bool of the mapped .bss, which the
+        // program only reads.
+        unsafe { std::ptr::write_volatile(&mut bss.filter_pid, only.is_some()) };
+        Ok(())
+    }
 }
 
 /// The records of one listing and their paths.

@@ -188,7 +188,7 @@ impl Contention {
         seen.keys = next;
         seen.walked = Some(std::time::Instant::now());
         let maps = &self.core.skel.maps;
-        let mut new: Vec<(u64, u32)> = Vec::new();
+        let mut new: Vec<(u64, u32, u32)> = Vec::new();
         let mut read = 0usize;
         if let Ok(batch) = maps
             .agg_index
@@ -199,7 +199,7 @@ impl Contention {
                 if let (Some(k), Some(idx)) = (from_bytes::<ls_agg_key>(&k), from_bytes::<u32>(&v))
                     && seen.locks.insert(k.lock)
                 {
-                    new.push((k.lock, idx));
+                    new.push((k.lock, k.pid, idx));
                 }
             }
         }
@@ -207,11 +207,11 @@ impl Contention {
             // no batch operations (before Linux 5.6): key by key
             let _ = common::for_each_entry(&maps.agg_index, |k: ls_agg_key, idx: u32| {
                 if seen.locks.insert(k.lock) {
-                    new.push((k.lock, idx));
+                    new.push((k.lock, k.pid, idx));
                 }
             });
         }
-        for (lock, idx) in new {
+        for (lock, pid, idx) in new {
             let slab = maps
                 .agg
                 .lookup(as_bytes(&idx), MapFlags::ANY)
@@ -221,7 +221,7 @@ impl Contention {
                 .map(|v| comm_str(&v.slab))
                 .unwrap_or_default();
             if may_be_a_files_lock(&slab) {
-                sym.want_kernel_lock_name(lock);
+                sym.want_kernel_lock_name(lock, pid);
             }
         }
     }

@@ -314,11 +314,12 @@ impl Symbolizer {
             .or_else(|| (!slab.is_empty()).then(|| format!("in {slab} (slab)")))
     }
 
-    /// Asks for the file name of the kernel lock at `addr`, unless a data
-    /// symbol names it ([`crate::filelocks::FileLocks::want`]).
-    pub fn want_kernel_lock_name(&mut self, addr: u64) {
+    /// Asks for the file name of the kernel lock at `addr`, which a thread
+    /// of process `pid` waited for, unless a data symbol names it
+    /// ([`crate::filelocks::FileLocks::want`]).
+    pub fn want_kernel_lock_name(&mut self, addr: u64, pid: u32) {
         if self.ksyms.get().data_name(addr).is_none() {
-            self.files.want(addr);
+            self.files.want(addr, pid);
         }
     }
 
