@@ -58,6 +58,9 @@ struct Iterator {
     link: Link,
     /// The tgids now in `target_pids`.
     filtered: Vec<u32>,
+    /// Whether the kernel iterates one process's files (Linux 6.1+: a
+    /// link per process); None until tried.
+    per_pid: Option<bool>,
 }
 
 /// A listing of the files of at most this many processes lists theirs
@@ -191,12 +194,7 @@ impl FileLocks {
             ));
         };
         let t0 = Instant::now();
-        it.filter(only)?;
-        let mut bytes = Vec::new();
-        libbpf_rs::Iter::new(&it.link)
-            .context("create task_file iterator")?
-            .read_to_end(&mut bytes)
-            .context("read task_file iterator")?;
+        let bytes = it.read(only)?;
         let recs = parse(&bytes);
         self.last_files = recs.len();
         if self.names.len() > MAX_NAMES {
@@ -264,12 +262,97 @@ fn load() -> Result<Iterator> {
         skel,
         link,
         filtered: Vec::new(),
+        per_pid: None,
     })
 }
 
 impl Iterator {
-    /// Makes the next read list the files of the processes `only` names
-    /// (None: of every process).
+    /// Lists the open files of the processes `only` names (None: of every
+    /// process): the kernel walks those processes' files only where it
+    /// can (a link per process, Linux 6.1+), else every process's and the
+    /// program skips the others (`filter_pid`).
+    fn read(&mut self, only: Option<&[u32]>) -> Result<Vec<u8>> {
+        let mut bytes = Vec::with_capacity(64 << 10);
+        if let Some(pids) = only
+            && self.per_pid != Some(false)
+        {
+            let mut ok = true;
+            for &p in pids {
+                let start = bytes.len();
+                match self.read_pid(p, &mut bytes) {
+                    // a kernel that takes no pid (before 6.1) ignores it
+                    // and lists every process: seen at the first listing
+                    Ok(()) if self.per_pid.is_none() => {
+                        let only_p = parse(&bytes[start..]).iter().all(|(r, _)| r.pid == p);
+                        self.per_pid = Some(only_p);
+                        if !only_p {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    Ok(()) => {}
+                    // gone already: no files
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {}
+                    Err(e) if self.per_pid == Some(true) => {
+                        return Err(e).context("read task_file iterator");
+                    }
+                    // a kernel whose task iterators take no link info
+                    Err(_) => {
+                        self.per_pid = Some(false);
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                return Ok(bytes);
+            }
+            bytes.clear();
+        }
+        self.filter(only)?;
+        libbpf_rs::Iter::new(&self.link)
+            .context("create task_file iterator")?
+            .read_to_end(&mut bytes)
+            .context("read task_file iterator")?;
+        Ok(bytes)
+    }
+
+    /// Appends the listing of process `pid`'s files to `out`, with an
+    /// iterator link of its own.
+    fn read_pid(&mut self, pid: u32, out: &mut Vec<u8>) -> std::io::Result<()> {
+        use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+        self.filter(None).map_err(std::io::Error::other)?;
+        let mut info = libbpf_sys::bpf_iter_link_info::default();
+        info.task.pid = pid;
+        let opts = libbpf_sys::bpf_link_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
+            iter_info: &mut info,
+            iter_info_len: std::mem::size_of::<libbpf_sys::bpf_iter_link_info>() as u32,
+            ..Default::default()
+        };
+        let prog = self.skel.progs.task_files.as_fd().as_raw_fd();
+        // SAFETY: a loaded program's fd, options that live across the
+        // call; returns a new fd or a negative errno.
+        let link =
+            unsafe { libbpf_sys::bpf_link_create(prog, 0, libbpf_sys::BPF_TRACE_ITER, &opts) };
+        if link < 0 {
+            return Err(std::io::Error::from_raw_os_error(-link));
+        }
+        // SAFETY: a new fd that nothing else owns.
+        let link = unsafe { OwnedFd::from_raw_fd(link) };
+        // SAFETY: a valid iterator link fd; returns a new fd or a
+        // negative errno.
+        let fd = unsafe { libbpf_sys::bpf_iter_create(link.as_raw_fd()) };
+        if fd < 0 {
+            return Err(std::io::Error::from_raw_os_error(-fd));
+        }
+        // SAFETY: a new fd that nothing else owns.
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        f.read_to_end(out).map(|_| ())
+    }
+
+    /// Makes the next read of `link` list the files of the processes
+    /// `only` names (None: of every process).
     fn filter(&mut self, only: Option<&[u32]>) -> Result<()> {
         use libbpf_rs::{MapCore, MapFlags};
         let map = &self.skel.maps.target_pids;

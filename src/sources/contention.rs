@@ -361,10 +361,20 @@ mod tests {
 
     #[test]
     fn only_inode_pipe_and_unknown_slabs_may_hold_a_files_lock() {
-        for slab in ["", "ext4_inode_cache", "shmem_inode_cache", "kmalloc-cg-192"] {
+        for slab in [
+            "",
+            "ext4_inode_cache",
+            "shmem_inode_cache",
+            "kmalloc-cg-192",
+        ] {
             assert!(may_be_a_files_lock(slab), "{slab}");
         }
-        for slab in ["sock_inode_cache", "task_struct", "signal_cache", "pool_workqueue"] {
+        for slab in [
+            "sock_inode_cache",
+            "task_struct",
+            "signal_cache",
+            "pool_workqueue",
+        ] {
             assert!(!may_be_a_files_lock(slab), "{slab}");
         }
     }
