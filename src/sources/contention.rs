@@ -86,14 +86,10 @@ pub struct Contention {
 /// What [`Contention::want_names`] has looked at.
 #[derive(Default)]
 struct SeenLocks {
-    /// `agg_next` (keys created) when the keys were last walked.
+    /// `agg_next` (keys created) when the keys were last read.
     keys: u32,
-    walked: Option<std::time::Instant>,
     locks: std::collections::HashSet<u64>,
 }
-
-/// Keys are walked for new lock addresses at most this often.
-const WALK_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Contention {
     /// Opens, configures, loads and attaches. Tries tp_btf, then the
@@ -171,8 +167,9 @@ impl Contention {
     /// Asks `sym` for the names of the locks of the keys created since the
     /// last call (pipe and inode locks are named by their files while they
     /// are open): nothing when no key was created (`agg_next`, read from
-    /// the mapped .bss: no system call), else the keys are read in batches,
-    /// at most every [`WALK_EVERY`]. A lock in a slab cache that holds no
+    /// the mapped .bss: no system call), else the keys are read in
+    /// batches (a file closed soon after its lock was waited for is named
+    /// only if it is listed before: no delay here). A lock in a slab cache that holds no
     /// inode nor pipe (a task's, a socket's) needs no file listing.
     fn want_names(&self, sym: &mut Symbolizer) {
         let Some(bss) = self.core.skel.maps.bss_data.as_deref() else {
@@ -182,11 +179,9 @@ impl Contention {
         // programs update: read it once, as it is.
         let next = unsafe { std::ptr::read_volatile(&bss.agg_next) };
         let mut seen = self.seen.borrow_mut();
-        if next == seen.keys || seen.walked.is_some_and(|t| t.elapsed() < WALK_EVERY) {
+        if next == seen.keys {
             return;
         }
-        seen.keys = next;
-        seen.walked = Some(std::time::Instant::now());
         let maps = &self.core.skel.maps;
         let mut new: Vec<(u64, u32, u32)> = Vec::new();
         let mut read = 0usize;
@@ -206,11 +201,15 @@ impl Contention {
         if read == 0 {
             // no batch operations (before Linux 5.6): key by key
             let _ = common::for_each_entry(&maps.agg_index, |k: ls_agg_key, idx: u32| {
+                read += 1;
                 if seen.locks.insert(k.lock) {
                     new.push((k.lock, k.pid, idx));
                 }
             });
         }
+        // a key takes its slot (agg_next) before it is in `agg_index`: one
+        // not there yet is read at the next tick
+        seen.keys = next.min(u32::try_from(read).unwrap_or(u32::MAX));
         for (lock, pid, idx) in new {
             let slab = maps
                 .agg
