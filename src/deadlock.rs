@@ -2,9 +2,10 @@
 //! from /proc alone (no BPF of its own).
 //!
 //! Every scan (each [`SCAN_EVERY`]) reads, for each thread of each target
-//! process that has two threads or more, `/proc/PID/task/TID/syscall`: a thread blocked in futex(2) shows
-//! the call's arguments there (the futex word's address, the op, the value
-//! it waits for) and its user sp and pc. The lock word is then read from
+//! process that has two threads or more (listed each [`LIST_EVERY`]),
+//! `/proc/PID/task/TID/syscall`: a thread blocked in futex(2) shows the
+//! call's arguments there (the futex word's address, the op, the value it
+//! waits for) and its user sp and pc. The lock word is then read from
 //! `/proc/PID/mem` with the glibc 2.36 x86_64 layouts the futex source's
 //! BPF checks (`classify` in src/bpf/futex.bpf.c): a pthread mutex waits
 //! with FUTEX_WAIT for 2 on `__lock` (+0) and names its owner in `__owner`
