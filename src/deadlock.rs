@@ -2,9 +2,10 @@
 //! from /proc alone (no BPF of its own).
 //!
 //! Every scan (each [`SCAN_EVERY`]) reads, for each thread of each target
-//! process, `/proc/PID/task/TID/syscall`: a thread blocked in futex(2) shows
-//! the call's arguments there (the futex word's address, the op, the value
-//! it waits for) and its user sp and pc. The lock word is then read from
+//! process that has two threads or more (listed each [`LIST_EVERY`]),
+//! `/proc/PID/task/TID/syscall`: a thread blocked in futex(2) shows the
+//! call's arguments there (the futex word's address, the op, the value it
+//! waits for) and its user sp and pc. The lock word is then read from
 //! `/proc/PID/mem` with the glibc 2.36 x86_64 layouts the futex source's
 //! BPF checks (`classify` in src/bpf/futex.bpf.c): a pthread mutex waits
 //! with FUTEX_WAIT for 2 on `__lock` (+0) and names its owner in `__owner`
@@ -51,6 +52,9 @@ use crate::sources::futex::{ends_in_call, scan_caller};
 pub const DEFAULT_THRESHOLD: Duration = Duration::from_secs(1);
 /// How often the target processes' threads are read.
 pub const SCAN_EVERY: Duration = Duration::from_millis(250);
+/// How often the processes to scan (descendants of the targets, and their
+/// number of threads) are listed again.
+pub const LIST_EVERY: Duration = Duration::from_secs(1);
 /// Edges (waiting threads) kept per process; past it, the others are
 /// counted in [`WaitGraph::dropped`].
 pub const MAX_EDGES: usize = 65_536;
@@ -383,9 +387,8 @@ fn comm_of(pid: u32, tid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// The waits for held locks of one process's threads, now.
-fn scan_process(pid: u32) -> Vec<Waiting> {
-    let tids = tids_of(pid);
+/// The waits for held locks of one process's threads (`tids`), now.
+fn scan_process(pid: u32, tids: Vec<u32>) -> Vec<Waiting> {
     let live: HashSet<u32> = tids.iter().copied().collect();
     let mut mem: Option<std::fs::File> = None;
     let mut out = Vec::new();
@@ -481,6 +484,10 @@ pub struct Detector {
     threshold: Duration,
     graphs: HashMap<u32, WaitGraph>,
     last: Option<Instant>,
+    /// The processes to scan and their number of threads, as last listed
+    /// (at `listed`).
+    procs: Vec<(u32, usize)>,
+    listed: Option<Instant>,
     syms: Mutex<UserSymbolizer>,
     found: Vec<Deadlock>,
     /// Deadlocks found past [`MAX_KEPT`].
@@ -512,6 +519,8 @@ impl Detector {
             threshold: DEFAULT_THRESHOLD,
             graphs: HashMap::new(),
             last: None,
+            procs: Vec::new(),
+            listed: None,
             syms: Mutex::new(UserSymbolizer::default()),
             found: Vec::new(),
             not_kept: 0,
@@ -552,42 +561,63 @@ impl Detector {
         edges.is_some_and(|e| g.reported.contains(&e))
     }
 
-    /// The processes to scan now: the targets, and their live descendants
-    /// when following forks.
-    fn processes(&self) -> Vec<u32> {
-        let mut out = self.pids.clone();
-        if self.follow {
-            let mut i = 0;
-            while i < out.len() && out.len() < MAX_PROCS {
-                let p = out[i];
-                for tid in tids_of(p) {
+    /// The processes to scan, listed now: the targets, and their live
+    /// descendants when following forks; each with its number of threads.
+    fn processes(&self) -> Vec<(u32, usize)> {
+        let mut out: Vec<(u32, usize)> = Vec::new();
+        let mut todo = self.pids.clone();
+        let mut i = 0;
+        while i < todo.len() && out.len() < MAX_PROCS {
+            let p = todo[i];
+            i += 1;
+            if out.iter().any(|(q, _)| *q == p) {
+                continue;
+            }
+            let tids = tids_of(p);
+            if self.follow {
+                for tid in &tids {
                     let kids = std::fs::read_to_string(format!("/proc/{p}/task/{tid}/children"))
                         .unwrap_or_default();
-                    out.extend(
+                    todo.extend(
                         kids.split_whitespace()
                             .filter_map(|k| k.parse::<u32>().ok()),
                     );
                 }
-                i += 1;
             }
-            out.truncate(MAX_PROCS);
-            out.sort_unstable();
-            out.dedup();
+            out.push((p, tids.len()));
         }
+        out.sort_unstable();
         out
     }
 
     /// Scans the processes when a scan is due; a deadlock found is printed
-    /// on stderr at once and kept for the report.
+    /// on stderr at once and kept for the report. The processes (and how
+    /// many threads each has) are listed every [`LIST_EVERY`]; between two
+    /// listings only those with two threads or more are read: a wait-for
+    /// edge joins two live threads of one process, so a single-threaded
+    /// one has none (one that starts threads is read from the next
+    /// listing on).
     pub fn tick(&mut self) {
         if self.pids.is_empty() || self.last.is_some_and(|t| t.elapsed() < SCAN_EVERY) {
             return;
         }
         self.last = Some(Instant::now());
-        let procs = self.processes();
-        self.graphs.retain(|p, _| procs.contains(p));
-        for pid in procs {
-            let waiting = scan_process(pid);
+        if self.listed.is_none_or(|t| t.elapsed() >= LIST_EVERY) {
+            self.listed = Some(Instant::now());
+            self.procs = self.processes();
+            let procs = &self.procs;
+            self.graphs
+                .retain(|p, _| procs.binary_search_by_key(p, |(q, _)| *q).is_ok());
+        }
+        for i in 0..self.procs.len() {
+            let (pid, threads) = self.procs[i];
+            let waiting = if threads >= 2 {
+                let tids = tids_of(pid);
+                self.procs[i].1 = tids.len();
+                scan_process(pid, tids)
+            } else {
+                Vec::new()
+            };
             let now = monotonic_ns();
             let graph = self
                 .graphs

@@ -5,15 +5,24 @@
 //! A task_file BPF iterator (src/bpf/files.bpf.c) lists every open
 //! regular file, directory and pipe of every process with the addresses
 //! of those locks and the file's path (bpf_d_path). It runs only when
-//! read: while the kernel-lock sources tick, and on demand when a lock
-//! address has no name, never more often than every 50 ms nor more than
-//! 1% of one CPU (a listing of 200 files takes under a millisecond; a host
-//! with 100000 open files is listed every few seconds). Names stay after
-//! their files are closed, so a report at the end still names the files
-//! of processes that exited; an address that another file reuses later
-//! takes that file's name.
+//! read, and is read only when a lock needs a name: when a source sees a
+//! lock address it has not seen before ([`FileLocks::want`]; the next
+//! tick lists the files of the processes that waited for it, while the
+//! file is still likely open: a pipe's reader or writer, a file's writer
+//! has it open), and on demand when a row's lock address has no name
+//! (every process's files). An address a listing made after it was wanted
+//! did not name is no file's lock (a socket's, a task's): it is not
+//! listed for again. kernel-contention lists this
+//! way; the function-probe sources list periodically while they tick
+//! ([`FileLocks::refresh_if_due`]). Listings happen never more often
+//! than every 50 ms nor take more than 1% of one CPU (a listing of 200
+//! files takes under a millisecond; a host with 100000 open files is
+//! listed every few seconds). Names stay after their files are closed,
+//! so a report at the end still names the files of processes that
+//! exited; an address that another file reuses later takes that file's
+//! name at the next listing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
@@ -45,9 +54,18 @@ const LS_FILE_PIPE: u32 = 3;
 
 /// The loaded iterator.
 struct Iterator {
-    _skel: FilesSkel<'static>,
+    skel: FilesSkel<'static>,
     link: Link,
+    /// The tgids now in `target_pids`.
+    filtered: Vec<u32>,
+    /// Whether the kernel iterates one process's files (Linux 6.1+: a
+    /// link per process); None until tried.
+    per_pid: Option<bool>,
 }
+
+/// A listing of the files of at most this many processes lists theirs
+/// only (`filter_pid`); more list every process's.
+const MAX_FILTERED: usize = 1024;
 
 /// Kernel lock address → the name of the file it protects.
 #[derive(Default)]
@@ -57,6 +75,17 @@ pub struct FileLocks {
     pub error: Option<String>,
     tried: bool,
     names: HashMap<u64, String>,
+    /// Addresses wanted ([`FileLocks::want`]) that no listing made since
+    /// has named yet, and the processes that waited for them (0: any: the
+    /// next listing lists every process's files).
+    pending: HashSet<u64>,
+    pending_pids: HashSet<u32>,
+    /// Addresses a listing of every process's files made after they were
+    /// wanted did not name: no file's lock, not listed for again.
+    unnamed: HashSet<u64>,
+    /// Addresses a listing of their waiters' files did not name: not
+    /// wanted again ([`FileLocks::name`] may still list every process's).
+    missed: HashSet<u64>,
     last: Option<Instant>,
     /// Files listed by the last refresh, and what it cost.
     pub last_files: usize,
@@ -70,10 +99,49 @@ impl FileLocks {
         if addr == 0 {
             return None;
         }
-        if !self.names.contains_key(&addr) {
+        if !self.names.contains_key(&addr) && !self.unnamed.contains(&addr) {
+            self.pending.insert(addr);
+            self.pending_pids.insert(0);
             self.refresh_if_due();
         }
         self.names.get(&addr).cloned()
+    }
+
+    /// Asks for the name of the lock at `addr`, which a thread of process
+    /// `pid` (0: unknown) has just waited for: the next
+    /// [`FileLocks::refresh_if_wanted`] lists the open files of the
+    /// processes that waited for unnamed locks (a file's lock is waited
+    /// for by a process that has the file open: a pipe's reader or writer,
+    /// a file's writer).
+    pub fn want(&mut self, addr: u64, pid: u32) {
+        if addr != 0
+            && !self.names.contains_key(&addr)
+            && !self.unnamed.contains(&addr)
+            && !self.missed.contains(&addr)
+        {
+            self.pending.insert(addr);
+            self.pending_pids.insert(pid);
+        }
+    }
+
+    /// Whether a wanted lock still waits for a listing.
+    pub fn wanted(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Lists the open files again if a wanted lock has no name yet and the
+    /// last listing is old enough ([`FileLocks::interval`]); nothing
+    /// otherwise (sources call this from their `tick`).
+    pub fn refresh_if_wanted(&mut self) {
+        if !self.wanted() || self.last.is_some_and(|t| t.elapsed() < self.interval()) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let pids: Vec<u32> = self.pending_pids.iter().copied().collect();
+        let only = (!pids.contains(&0) && pids.len() <= MAX_FILTERED).then_some(pids);
+        if let Err(e) = self.list(only.as_deref()) {
+            self.error = Some(format!("{e:#}"));
+        }
     }
 
     /// Loads the iterator now (as root), so that the first listing costs
@@ -95,7 +163,8 @@ impl FileLocks {
     }
 
     /// Lists the open files again if the last listing is old enough
-    /// ([`FileLocks::interval`]; sources call this from their `tick`).
+    /// ([`FileLocks::interval`]; the function-probe sources call this from
+    /// their `tick`, whether a lock needs a name or not).
     pub fn refresh_if_due(&mut self) {
         if self.last.is_some_and(|t| t.elapsed() < self.interval()) {
             return;
@@ -106,28 +175,33 @@ impl FileLocks {
         }
     }
 
-    /// Lists the open files now.
+    /// Lists the open files of every process now.
     pub fn refresh(&mut self) -> Result<()> {
+        self.list(None)
+    }
+
+    /// Lists the open files of the processes `only` names (None: of every
+    /// process) now.
+    fn list(&mut self, only: Option<&[u32]>) -> Result<()> {
         if !self.tried {
             self.tried = true;
             self.iter = Some(load()?);
         }
-        let Some(it) = &self.iter else {
+        let Some(it) = &mut self.iter else {
             return Err(anyhow!(
                 "{}",
                 self.error.as_deref().unwrap_or("no task_file iterator")
             ));
         };
         let t0 = Instant::now();
-        let mut bytes = Vec::new();
-        libbpf_rs::Iter::new(&it.link)
-            .context("create task_file iterator")?
-            .read_to_end(&mut bytes)
-            .context("read task_file iterator")?;
+        let bytes = it.read(only)?;
         let recs = parse(&bytes);
         self.last_files = recs.len();
         if self.names.len() > MAX_NAMES {
             self.names.clear();
+        }
+        if self.unnamed.len() > MAX_NAMES {
+            self.unnamed.clear();
         }
         let mut seen = std::collections::HashSet::new();
         for (r, path) in &recs {
@@ -138,6 +212,21 @@ impl FileLocks {
                 }
             }
         }
+        if self.missed.len() > MAX_NAMES {
+            self.missed.clear();
+        }
+        // what was wanted and is still unnamed is no open file's lock (or,
+        // after a listing of its waiters' files, no file of theirs)
+        for a in self.pending.drain() {
+            if !self.names.contains_key(&a) {
+                if only.is_some() {
+                    self.missed.insert(a);
+                } else {
+                    self.unnamed.insert(a);
+                }
+            }
+        }
+        self.pending_pids.clear();
         self.last_cost = t0.elapsed();
         Ok(())
     }
@@ -169,7 +258,130 @@ fn load() -> Result<Iterator> {
         .task_files
         .attach()
         .context("attach task_file iterator")?;
-    Ok(Iterator { _skel: skel, link })
+    Ok(Iterator {
+        skel,
+        link,
+        filtered: Vec::new(),
+        per_pid: None,
+    })
+}
+
+impl Iterator {
+    /// Lists the open files of the processes `only` names (None: of every
+    /// process): the kernel walks those processes' files only where it
+    /// can (a link per process, Linux 6.1+), else every process's and the
+    /// program skips the others (`filter_pid`).
+    fn read(&mut self, only: Option<&[u32]>) -> Result<Vec<u8>> {
+        let mut bytes = Vec::with_capacity(64 << 10);
+        if let Some(pids) = only
+            && self.per_pid != Some(false)
+        {
+            let mut ok = true;
+            for &p in pids {
+                let start = bytes.len();
+                match self.read_pid(p, &mut bytes) {
+                    // a kernel that takes no pid (before 6.1) ignores it
+                    // and lists every process: seen at the first listing
+                    Ok(()) if self.per_pid.is_none() => {
+                        let only_p = parse(&bytes[start..]).iter().all(|(r, _)| r.pid == p);
+                        self.per_pid = Some(only_p);
+                        if !only_p {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    Ok(()) => {}
+                    // gone already: no files
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {}
+                    Err(e) if self.per_pid == Some(true) => {
+                        return Err(e).context("read task_file iterator");
+                    }
+                    // a kernel whose task iterators take no link info
+                    Err(_) => {
+                        self.per_pid = Some(false);
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                return Ok(bytes);
+            }
+            bytes.clear();
+        }
+        self.filter(only)?;
+        libbpf_rs::Iter::new(&self.link)
+            .context("create task_file iterator")?
+            .read_to_end(&mut bytes)
+            .context("read task_file iterator")?;
+        Ok(bytes)
+    }
+
+    /// Appends the listing of process `pid`'s files to `out`, with an
+    /// iterator link of its own.
+    fn read_pid(&mut self, pid: u32, out: &mut Vec<u8>) -> std::io::Result<()> {
+        use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+        self.filter(None).map_err(std::io::Error::other)?;
+        let mut info = libbpf_sys::bpf_iter_link_info::default();
+        info.task.pid = pid;
+        let opts = libbpf_sys::bpf_link_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
+            iter_info: &mut info,
+            iter_info_len: std::mem::size_of::<libbpf_sys::bpf_iter_link_info>() as u32,
+            ..Default::default()
+        };
+        let prog = self.skel.progs.task_files.as_fd().as_raw_fd();
+        // SAFETY: a loaded program's fd, options that live across the
+        // call; returns a new fd or a negative errno.
+        let link =
+            unsafe { libbpf_sys::bpf_link_create(prog, 0, libbpf_sys::BPF_TRACE_ITER, &opts) };
+        if link < 0 {
+            return Err(std::io::Error::from_raw_os_error(-link));
+        }
+        // SAFETY: a new fd that nothing else owns.
+        let link = unsafe { OwnedFd::from_raw_fd(link) };
+        // SAFETY: a valid iterator link fd; returns a new fd or a
+        // negative errno.
+        let fd = unsafe { libbpf_sys::bpf_iter_create(link.as_raw_fd()) };
+        if fd < 0 {
+            return Err(std::io::Error::from_raw_os_error(-fd));
+        }
+        // SAFETY: a new fd that nothing else owns.
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        f.read_to_end(out).map(|_| ())
+    }
+
+    /// Makes the next read of `link` list the files of the processes
+    /// `only` names (None: of every process).
+    fn filter(&mut self, only: Option<&[u32]>) -> Result<()> {
+        use libbpf_rs::{MapCore, MapFlags};
+        let map = &self.skel.maps.target_pids;
+        if let Some(pids) = only {
+            for p in &self.filtered {
+                if !pids.contains(p) {
+                    // gone already: nothing to delete
+                    let _ = map.delete(&p.to_ne_bytes());
+                }
+            }
+            for p in pids {
+                if !self.filtered.contains(p) {
+                    map.update(&p.to_ne_bytes(), &[1], MapFlags::ANY)
+                        .context("fill the iterator's target_pids")?;
+                }
+            }
+            self.filtered = pids.to_vec();
+        }
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .ok_or_else(|| anyhow!("files BPF object has no .bss"))?;
+        // SAFETY: a valid, aligned bool of the mapped .bss, which the
+        // program only reads.
+        unsafe { std::ptr::write_volatile(&mut bss.filter_pid, only.is_some()) };
+        Ok(())
+    }
 }
 
 /// The records of one listing and their paths.

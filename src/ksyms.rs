@@ -35,6 +35,19 @@ impl LazyKsyms {
         }
     }
 
+    /// The table if it is read already (never waits).
+    pub fn try_get(&self) -> Option<&Ksyms> {
+        if let Some(k) = self.ready.get() {
+            return Some(k);
+        }
+        let finished = self
+            .loading
+            .lock()
+            .ok()
+            .is_some_and(|h| h.as_ref().is_none_or(|h| h.is_finished()));
+        finished.then(|| self.get())
+    }
+
     /// The table, waiting for the read to finish.
     pub fn get(&self) -> &Ksyms {
         self.ready.get_or_init(|| {

@@ -79,7 +79,52 @@ pub struct Stop {
     duration: Option<Duration>,
     pub interrupted: Arc<AtomicBool>,
     pub terminated: Arc<AtomicBool>,
-    watch: Vec<u32>,
+    watch: Vec<Watched>,
+}
+
+/// A watched target: a pidfd when the kernel gives one (Linux 5.3+, a
+/// process; it polls readable once the process has exited, zombie or
+/// reaped, and never names another process that reuses the pid), else
+/// its pid, looked for in /proc.
+enum Watched {
+    Pidfd(std::os::fd::OwnedFd),
+    Proc(u32),
+}
+
+impl Watched {
+    fn new(pid: u32) -> Watched {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd
+        // or -1; no memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        match i32::try_from(fd) {
+            Ok(fd) if fd >= 0 => {
+                // SAFETY: fd is a new descriptor that nothing else owns.
+                let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+                Watched::Pidfd(fd)
+            }
+            // a thread (EINVAL before Linux 6.9), no pidfd_open (ENOSYS) or
+            // already gone (ESRCH): /proc says
+            _ => Watched::Proc(pid),
+        }
+    }
+
+    fn gone(&self) -> bool {
+        match self {
+            Watched::Pidfd(fd) => {
+                let mut p = libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(fd),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, timeout 0 (no wait).
+                let n = unsafe { libc::poll(&mut p, 1, 0) };
+                n > 0 && p.revents != 0
+            }
+            Watched::Proc(p) => {
+                !std::path::Path::new(&format!("/proc/{p}")).exists() || is_zombie(*p)
+            }
+        }
+    }
 }
 
 impl Stop {
@@ -104,8 +149,12 @@ impl Stop {
             .context("install SIGINT handler")?;
         signal_hook::flag::register(signal_hook::consts::SIGTERM, terminated.clone())
             .context("install SIGTERM handler")?;
-        let mut watch = targets.pids.clone();
-        watch.extend(&targets.tids);
+        let watch = targets
+            .pids
+            .iter()
+            .chain(&targets.tids)
+            .map(|&p| Watched::new(p))
+            .collect();
         Ok(Stop {
             deadline: std::cell::Cell::new(duration.map(|d| Instant::now() + d)),
             duration,
@@ -124,12 +173,10 @@ impl Stop {
         self.interrupted.load(Ordering::Relaxed) || self.terminated.load(Ordering::Relaxed)
     }
 
+    /// Whether every watched target has exited (a zombie counts as gone):
+    /// one poll(2) of a pidfd per process, no /proc read.
     pub fn targets_gone(&self) -> bool {
-        !self.watch.is_empty()
-            && self
-                .watch
-                .iter()
-                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists() || is_zombie(*p))
+        !self.watch.is_empty() && self.watch.iter().all(Watched::gone)
     }
 
     pub fn should_stop(&self) -> bool {

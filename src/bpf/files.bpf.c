@@ -29,7 +29,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFIFO 0010000
 
 const volatile __u32 self_tgid = 0;     /* skip lockscope's own files */
-const volatile bool filter_pid = false; /* only tgids in `target_pids` */
+/* only tgids in `target_pids`: set by userspace (mapped .bss) for the
+ * listings of a few processes' files */
+volatile bool filter_pid = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -79,6 +79,16 @@ pub struct Contention {
     core: Loaded<ContentionSkel<'static>>,
     /// Why the preferred backend was not used, if it was not.
     fallback_reason: Option<String>,
+    /// The lock addresses of the keys seen so far ([`Contention::want_names`]).
+    seen: std::cell::RefCell<SeenLocks>,
+}
+
+/// What [`Contention::want_names`] has looked at.
+#[derive(Default)]
+struct SeenLocks {
+    /// `agg_next` (keys created) when the keys were last read.
+    keys: u32,
+    locks: std::collections::HashSet<u64>,
 }
 
 impl Contention {
@@ -144,6 +154,7 @@ impl Contention {
         Ok(Contention {
             core,
             fallback_reason: None,
+            seen: Default::default(),
         })
     }
 
@@ -151,6 +162,67 @@ impl Contention {
     fn stack(&self, id: i32) -> Option<Vec<u64>> {
         let maps = &self.core.skel.maps;
         common::stack_in(&maps.stacks, &maps.stacks_spill, id)
+    }
+
+    /// Asks `sym` for the names of the locks of the keys created since the
+    /// last call (pipe and inode locks are named by their files while they
+    /// are open): nothing when no key was created (`agg_next`, read from
+    /// the mapped .bss: no system call), else the keys are read in
+    /// batches (a file closed soon after its lock was waited for is named
+    /// only if it is listed before: no delay here). A lock in a slab cache that holds no
+    /// inode nor pipe (a task's, a socket's) needs no file listing.
+    fn want_names(&self, sym: &mut Symbolizer) {
+        let Some(bss) = self.core.skel.maps.bss_data.as_deref() else {
+            return;
+        };
+        // SAFETY: a valid, aligned u32 of the mapped .bss, which the BPF
+        // programs update: read it once, as it is.
+        let next = unsafe { std::ptr::read_volatile(&bss.agg_next) };
+        let mut seen = self.seen.borrow_mut();
+        if next == seen.keys {
+            return;
+        }
+        let maps = &self.core.skel.maps;
+        let mut new: Vec<(u64, u32, u32)> = Vec::new();
+        let mut read = 0usize;
+        if let Ok(batch) = maps
+            .agg_index
+            .lookup_batch(1024, MapFlags::ANY, MapFlags::ANY)
+        {
+            for (k, v) in batch {
+                read += 1;
+                if let (Some(k), Some(idx)) = (from_bytes::<ls_agg_key>(&k), from_bytes::<u32>(&v))
+                    && seen.locks.insert(k.lock)
+                {
+                    new.push((k.lock, k.pid, idx));
+                }
+            }
+        }
+        if read == 0 {
+            // no batch operations (before Linux 5.6): key by key
+            let _ = common::for_each_entry(&maps.agg_index, |k: ls_agg_key, idx: u32| {
+                read += 1;
+                if seen.locks.insert(k.lock) {
+                    new.push((k.lock, k.pid, idx));
+                }
+            });
+        }
+        // a key takes its slot (agg_next) before it is in `agg_index`: one
+        // not there yet is read at the next tick
+        seen.keys = next.min(u32::try_from(read).unwrap_or(u32::MAX));
+        for (lock, pid, idx) in new {
+            let slab = maps
+                .agg
+                .lookup(as_bytes(&idx), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|v| from_bytes::<ls_agg_val>(&v))
+                .map(|v| comm_str(&v.slab))
+                .unwrap_or_default();
+            if may_be_a_files_lock(&slab) {
+                sym.want_kernel_lock_name(lock, pid);
+            }
+        }
     }
 
     /// Calls `f` with every aggregate and its key, as read: the keys in
@@ -199,8 +271,10 @@ impl Source for Contention {
     }
 
     fn tick(&self, sym: &mut Symbolizer) {
-        // name pipe and inode locks while their files are open
-        sym.files.refresh_if_due();
+        // name pipe and inode locks while their files are open: the files
+        // are listed when new locks need a name
+        self.want_names(sym);
+        sym.files.refresh_if_wanted();
         common::stack_maps!(self.core.skel.maps).normalize_new(sym);
     }
 
@@ -208,6 +282,15 @@ impl Source for Contention {
         let e = from_bytes::<ls_event>(data)?;
         Some(to_event(sym, &e, |id| self.stack(id)))
     }
+}
+
+/// Whether a lock in slab cache `slab` (empty: unknown, or no slab) may
+/// be a file's: an inode's (in an inode cache; a socket's holds no named
+/// file) or a pipe's (kmalloc'd).
+fn may_be_a_files_lock(slab: &str) -> bool {
+    slab.is_empty()
+        || slab.starts_with("kmalloc")
+        || (slab.contains("inode") && !slab.starts_with("sock"))
 }
 
 /// Name of a lock where this source knows it without symbols.
@@ -274,6 +357,26 @@ fn to_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_inode_pipe_and_unknown_slabs_may_hold_a_files_lock() {
+        for slab in [
+            "",
+            "ext4_inode_cache",
+            "shmem_inode_cache",
+            "kmalloc-cg-192",
+        ] {
+            assert!(may_be_a_files_lock(slab), "{slab}");
+        }
+        for slab in [
+            "sock_inode_cache",
+            "task_struct",
+            "signal_cache",
+            "pool_workqueue",
+        ] {
+            assert!(!may_be_a_files_lock(slab), "{slab}");
+        }
+    }
 
     use crate::sources::common::c_chars as comm;
 

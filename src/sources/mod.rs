@@ -314,6 +314,20 @@ impl Symbolizer {
             .or_else(|| (!slab.is_empty()).then(|| format!("in {slab} (slab)")))
     }
 
+    /// Asks for the file name of the kernel lock at `addr`, which a thread
+    /// of process `pid` waited for, unless a data symbol names it
+    /// ([`crate::filelocks::FileLocks::want`]; the symbols are not waited
+    /// for: while they load, every lock is wanted).
+    pub fn want_kernel_lock_name(&mut self, addr: u64, pid: u32) {
+        if self
+            .ksyms
+            .try_get()
+            .is_none_or(|k| k.data_name(addr).is_none())
+        {
+            self.files.want(addr, pid);
+        }
+    }
+
     /// The caller in a kernel stack (innermost first), cached per
     /// (source, stack id); `frames` is asked only on a cache miss.
     pub fn kernel_caller(
