@@ -428,6 +428,53 @@ fn scan_process(pid: u32, tids: Vec<u32>) -> Vec<Waiting> {
     out
 }
 
+/// The kernel-side waits of `pid`'s threads (`kwait`) as waiting threads:
+/// their user sp and pc from /proc (a thread blocked in the kernel is in
+/// a system call, or a fault: then none).
+fn kernel_waiting(pid: u32, kernel: &HashMap<u32, crate::kwait::KernelWait>) -> Vec<Waiting> {
+    kernel
+        .values()
+        .filter(|k| k.pid == pid)
+        .map(|k| {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/task/{}/syscall", k.tid))
+                .ok()
+                .and_then(|t| parse_syscall(&t));
+            Waiting {
+                edge: Edge {
+                    waiter: k.tid,
+                    lock: k.lock,
+                    owner: k.owner,
+                },
+                kind: k.kind,
+                sp: s.map_or(0, |s| s.sp),
+                pc: s.map_or(0, |s| s.pc),
+            }
+        })
+        .collect()
+}
+
+/// The kernel stack of a thread blocked in the kernel (/proc/PID/task/TID/
+/// stack, root): `function+0xoff [kernel]`, innermost first.
+fn kernel_stack(pid: u32, tid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stack"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f = l.split_whitespace().nth(1)?;
+            let f = f.split_once('/').map_or(f, |(f, _)| f);
+            Some(format!("{f} [kernel]"))
+        })
+        .collect()
+}
+
+/// Whether a wait of this kind is the kernel's (`kwait`), not a futex's.
+fn in_kernel(kind: LockKind) -> bool {
+    matches!(
+        kind,
+        LockKind::Mutex | LockKind::RwsemWrite | LockKind::UffdFault
+    )
+}
+
 /// The executable file mappings of a process: (start, end).
 fn exec_maps(pid: u32) -> Vec<(u64, u64)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
@@ -495,6 +542,11 @@ pub struct Detector {
     /// Whether [`Detector::tick`] prints what it finds on stderr (not
     /// under `top`'s screen).
     print: bool,
+    /// The kernel-side edges (`kwait`): kernel mutexes, write-held rwsems,
+    /// userfaultfd faults; None when they could not be loaded.
+    kernel: Option<crate::kwait::KernelWaits>,
+    /// What of the kernel-side edges is missing, and why.
+    pub kernel_note: Option<String>,
 }
 
 impl Detector {
@@ -513,7 +565,30 @@ impl Detector {
         }
         pids.sort_unstable();
         pids.dedup();
+        let (kernel, kernel_note) = if pids.is_empty() {
+            (None, None)
+        } else {
+            let kt = Targets {
+                pids: pids.clone(),
+                follow_forks: t.follow_forks,
+                ..Targets::default()
+            };
+            match crate::kwait::KernelWaits::start(&kt) {
+                Ok(k) => {
+                    let note = k.uffd_missing.as_ref().map(|e| {
+                        format!("waits for a userfaultfd fault's resolver are not seen: {e}")
+                    });
+                    (Some(k), note)
+                }
+                Err(e) => (
+                    None,
+                    Some(format!("waits on kernel locks are not seen: {e:#}")),
+                ),
+            }
+        };
         Detector {
+            kernel,
+            kernel_note,
             pids,
             follow: t.follow_forks,
             threshold: DEFAULT_THRESHOLD,
@@ -609,12 +684,19 @@ impl Detector {
             self.graphs
                 .retain(|p, _| procs.binary_search_by_key(p, |(q, _)| *q).is_ok());
         }
+        let kernel = self
+            .kernel
+            .as_ref()
+            .map(|k| k.waits())
+            .unwrap_or_default();
         for i in 0..self.procs.len() {
             let (pid, threads) = self.procs[i];
             let waiting = if threads >= 2 {
                 let tids = tids_of(pid);
                 self.procs[i].1 = tids.len();
-                scan_process(pid, tids)
+                let mut w = scan_process(pid, tids);
+                w.extend(kernel_waiting(pid, &kernel));
+                w
             } else {
                 Vec::new()
             };
@@ -658,12 +740,25 @@ impl Detector {
         let mut locks = Vec::new();
         for e in &c.edges {
             let w = waiting.iter().find(|w| w.edge == *e);
-            let (frames, caller) = w.map_or((Vec::new(), None), |w| scan_stack(pid, w, &self.syms));
-            let symbol = self
-                .syms
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .data_name(pid, e.lock);
+            let kind = w.map_or(LockKind::UserMutex, |w| w.kind);
+            let (frames, caller) = w
+                .filter(|w| w.sp != 0)
+                .map_or((Vec::new(), None), |w| scan_stack(pid, w, &self.syms));
+            let symbol = if in_kernel(kind) {
+                Some(
+                    match kind {
+                        LockKind::Mutex => "kernel mutex",
+                        LockKind::RwsemWrite => "kernel rwsem, held for writing",
+                        _ => "userfaultfd fault, answered by the thread that read it",
+                    }
+                    .to_string(),
+                )
+            } else {
+                self.syms
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .data_name(pid, e.lock)
+            };
             let lock_name = symbol.or_else(|| {
                 let f = name(caller?)?;
                 let f = f
@@ -671,10 +766,16 @@ impl Detector {
                     .map_or(f.clone(), |(f, _)| f.to_string());
                 Some(format!("waited for in {f}"))
             });
-            let stack = frames
-                .iter()
-                .map(|&a| name(a).unwrap_or_else(|| format!("{a:#x}")))
-                .collect();
+            let mut stack = if in_kernel(kind) {
+                kernel_stack(pid, e.waiter)
+            } else {
+                Vec::new()
+            };
+            stack.extend(
+                frames
+                    .iter()
+                    .map(|&a| name(a).unwrap_or_else(|| format!("{a:#x}"))),
+            );
             threads.push(DeadlockThread {
                 tid: e.waiter,
                 comm: comm_of(pid, e.waiter),
@@ -686,7 +787,7 @@ impl Detector {
             locks.push(DeadlockLock {
                 lock: format!("{:#x}", e.lock),
                 name: lock_name,
-                kind: w.map_or(LockKind::UserMutex, |w| w.kind),
+                kind,
                 holder_tid: e.owner,
                 waiter_tid: e.waiter,
             });
@@ -722,14 +823,22 @@ pub fn render(d: &Deadlock) -> String {
     let hops: Vec<String> = d
         .threads
         .iter()
-        .map(|t| {
-            format!(
-                "thread {} ({}) waits for lock {} held by thread {}",
-                t.tid,
-                t.comm,
-                lock(t),
-                t.owner_tid
-            )
+        .zip(&d.locks)
+        .map(|(t, l)| {
+            if l.kind == LockKind::UffdFault {
+                format!(
+                    "thread {} ({}) waits in a userfaultfd fault ({}) for thread {} to answer it",
+                    t.tid, t.comm, t.waits_for_lock, t.owner_tid
+                )
+            } else {
+                format!(
+                    "thread {} ({}) waits for lock {} held by thread {}",
+                    t.tid,
+                    t.comm,
+                    lock(t),
+                    t.owner_tid
+                )
+            }
         })
         .collect();
     let mut s = format!(

@@ -59,6 +59,7 @@ impl KernelWaits {
                 backend: if read.is_some() { "fentry" } else { "tp_btf" },
                 load: &|name| match name {
                     "kwait_begin" | "kwait_end" => true,
+                    "kwait_follow_fork" => opts.targets.follow_forks,
                     "kwait_fault" | "kwait_fault_done" => read.is_some(),
                     n => read == Some(&n),
                 },

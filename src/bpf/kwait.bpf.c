@@ -160,3 +160,5 @@ int BPF_PROG(kwait_read, struct file *file, char *buf, unsigned long count, long
 		read_from(BPF_CORE_READ(file, private_data));
 	return 0;
 }
+
+LS_FOLLOW_FORK_BTF(kwait_follow_fork)
