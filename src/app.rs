@@ -251,6 +251,9 @@ fn interval_report(
     files: &mut Outputs,
 ) -> Result<std::collections::BTreeMap<String, u64>> {
     let mut sym = Symbolizer::new();
+    // the deadlock detector's kernel-side programs attach before "tracing"
+    // is announced, as the sources do
+    let mut deadlocks = Detector::for_targets(&opts.targets);
     let started = attach(opts, chosen)?;
     stop.start_clock();
     let targets = opts.targets.describe();
@@ -260,7 +263,6 @@ fn interval_report(
     let mut n = 0u64;
     let mut lost = Default::default();
     let mut prev_progs = Vec::new();
-    let mut deadlocks = Detector::for_targets(&opts.targets);
     let res = (|| -> Result<()> {
         loop {
             let until = Some(last + every);
@@ -330,10 +332,12 @@ fn collect(
     // symbols load before "tracing" is announced: nothing is missed while
     // /proc/kallsyms is parsed
     let mut sym = Symbolizer::new();
+    // the deadlock detector's kernel-side programs attach before "tracing"
+    // is announced, as the sources do
+    let mut deadlocks = Detector::for_targets(&opts.targets);
     let started = attach(opts, chosen)?;
     stop.start_clock();
     let start = Instant::now();
-    let mut deadlocks = Detector::for_targets(&opts.targets);
     wait_until(stop, child, &started, &mut sym, None, &mut deadlocks)?;
     stop_all(&started); // the window ends here, for every source at once
     let elapsed = start.elapsed();
@@ -831,6 +835,8 @@ fn run_command(
     let opts = options(targets, &settings, timeline.is_some(), ringbuf_mb)?;
     let stop = Stop::new(None, &opts.targets)?;
     let mut sym = Symbolizer::new();
+    // before "tracing" is announced and the command starts
+    let mut deadlocks = Detector::for_targets(&opts.targets);
     let started = match attach(&opts, &settings.sources) {
         Ok(s) => s,
         Err(e) => {
@@ -840,7 +846,6 @@ fn run_command(
     };
     let start = Instant::now();
     let mut child = held.release(&cmd[0])?; // the command starts now
-    let mut deadlocks = Detector::for_targets(&opts.targets);
     let elapsed = match &mut timeline {
         None => {
             let child = Some(&mut child);

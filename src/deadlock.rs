@@ -684,11 +684,7 @@ impl Detector {
             self.graphs
                 .retain(|p, _| procs.binary_search_by_key(p, |(q, _)| *q).is_ok());
         }
-        let kernel = self
-            .kernel
-            .as_ref()
-            .map(|k| k.waits())
-            .unwrap_or_default();
+        let kernel = self.kernel.as_ref().map(|k| k.waits()).unwrap_or_default();
         for i in 0..self.procs.len() {
             let (pid, threads) = self.procs[i];
             let waiting = if threads >= 2 {

@@ -12,7 +12,7 @@ use crate::bpf::kwait::types::ls_kwait;
 use crate::bpf::kwait::{KwaitSkel, KwaitSkelBuilder};
 use crate::model::LockKind;
 use crate::sources::common;
-use crate::sources::lifecycle::{self, Loaded, Plan};
+use crate::sources::lifecycle::{self, Life, Loaded, Plan};
 use crate::sources::{Options, Targets};
 use anyhow::Result;
 
@@ -53,8 +53,17 @@ impl KernelWaits {
             targets: targets.clone(),
             ..Options::default()
         };
-        let mut last_err = None;
+        let mut last_err: Option<anyhow::Error> = None;
         for read in UFFD_READS.iter().map(Some).chain([None]) {
+            // no function probes at all (EPERM): the other read will not
+            // load either
+            if read.is_some()
+                && last_err
+                    .as_ref()
+                    .is_some_and(|e| format!("{e:#}").contains("EPERM"))
+            {
+                continue;
+            }
             let plan = Plan {
                 backend: if read.is_some() { "fentry" } else { "tp_btf" },
                 load: &|name| match name {
@@ -73,17 +82,13 @@ impl KernelWaits {
             });
             match loaded {
                 Ok(core) => {
-                    return Ok(KernelWaits {
-                        core,
-                        uffd_missing: last_err.map(|e: anyhow::Error| format!("{e:#}")),
-                    });
-                }
-                // no function probes at all: the other read will not load either
-                Err(e) if format!("{e:#}").contains("EPERM") && read.is_some() => {
-                    last_err = Some(e);
-                    if read == Some(&UFFD_READS[0]) {
-                        continue;
-                    }
+                    // live detection has no measuring window: open at once
+                    crate::sources::set_window(core.object(), true);
+                    let uffd_missing = match read {
+                        Some(_) => None,
+                        None => last_err.map(|e| format!("{e:#}")),
+                    };
+                    return Ok(KernelWaits { core, uffd_missing });
                 }
                 Err(e) if read.is_some() => last_err = Some(e),
                 Err(e) => return Err(e),

@@ -31,7 +31,8 @@ fn line_with(rx: &Receiver<String>, needle: &str, timeout: Duration) -> (String,
         let left = end.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
             Ok(l) if l.contains(needle) => return (l, monotonic_ns()),
-            Ok(_) => continue,
+            // shown, for a failure's story
+            Ok(l) => eprintln!("[lockscope] {l}"),
             Err(e) => panic!("no '{needle}' from lockscope within {timeout:?}: {e}"),
         }
     }
