@@ -589,12 +589,23 @@ int futex_waitv_exit(struct trace_event_raw_sys_exit *ctx)
  *   lock taken by another before the woken waiter ran; a spurious wakeup)
  *   counts two waits. A call that never sleeps (the value had changed, or
  *   the lock was free again) is not seen: `value changed` stays 0.
- * - A target woken asleep in a futex wait (off its run queue) that has no
- *   open wait slept before attaching: partial, as at a syscall exit whose
- *   enter was not seen.
+ * - A wait that began before attaching: userspace lists the targets'
+ *   threads asleep in a futex wait then (`asleep`, from /proc); the first
+ *   wake of such a thread that is still in that wait counts it partial, as
+ *   at a syscall exit whose enter was not seen. A thread seen to sleep
+ *   again after that is taken off the list.
+ * - Cost when nothing is open: `open_waits` counts the waits open now and
+ *   `asleep_left` the listed threads not yet woken; while both are 0 the
+ *   switch-in and wake sides read no task storage, and the wake side reads
+ *   nothing of the woken task (its registers are a cold cache line).
  */
 #define NR_FUTEX 202       /* x86_64 */
 #define NR_FUTEX_WAITV 449 /* x86_64 */
+/* Waits open now (sched backend), and listed threads not yet woken. */
+__s64 open_waits = 0;
+volatile __u32 asleep_left = 0;
+LS_HASH(asleep, __u32, struct ls_fasleep, 4096);
+
 #define NR_EXIT 60
 #define NR_EXIT_GROUP 231
 
@@ -646,6 +657,15 @@ static __always_inline void sleep_begins(void *ctx, struct task_struct *prev)
 	LS_TASK_SLOT(w, &fwait, prev, LS_FLOST_STORAGE);
 	if (w->uaddr)
 		ls_count_lost(&lost, LS_FLOST_STALE);
+	else
+		__sync_fetch_and_add(&open_waits, 1);
+	if (asleep_left) {
+		/* whatever it slept in when listed has ended */
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+		if (!bpf_map_delete_elem(&asleep, &tid))
+			__sync_fetch_and_add(&asleep_left, -1);
+	}
 	w->uaddr = uaddr;
 	w->op = op;
 	w->holder = 0;
@@ -670,16 +690,20 @@ static __always_inline void sleep_begins(void *ctx, struct task_struct *prev)
 /* `next` is switched in: its futex wait, if one is open, ends. */
 static __always_inline void sleep_ends(void *ctx, struct task_struct *next)
 {
-	struct ls_fwait *w = bpf_task_storage_get(&fwait, next, 0, 0), open;
+	struct ls_fwait *w, open;
 	__u64 now, runq = 0, delta;
 	__u32 holder;
 	long ret;
 
+	if (!open_waits)
+		return;
+	w = bpf_task_storage_get(&fwait, next, 0, 0);
 	if (!w || !w->uaddr)
 		return;
 	now = bpf_ktime_get_ns();
 	open = *w;
 	w->uaddr = 0;
+	__sync_fetch_and_add(&open_waits, -1);
 	delta = now - open.begin_ns;
 	if (open.wake_ns >= open.begin_ns && open.wake_ns <= now)
 		runq = now - open.wake_ns;
@@ -704,31 +728,37 @@ SEC("tp_btf/sched_waking")
 int BPF_PROG(futex_waking, struct task_struct *p)
 {
 	struct ls_fwait *w;
-	__u32 op = 0, val = 0, timed = 0;
+	struct ls_fasleep *a;
+	__u32 op = 0, val = 0, timed = 0, tid;
 	__u64 uaddr;
 
 	LS_CHECK_STOPPED();
-	w = bpf_task_storage_get(&fwait, p, 0, 0);
-	if (w && w->uaddr) {
-		if (!w->wake_ns) {
-			long nr = syscall_of(bpf_get_current_task_btf());
+	if (open_waits) {
+		w = bpf_task_storage_get(&fwait, p, 0, 0);
+		if (w && w->uaddr) {
+			if (!w->wake_ns) {
+				long nr = syscall_of(bpf_get_current_task_btf());
 
-			w->wake_ns = bpf_ktime_get_ns();
-			w->waker = nr == NR_FUTEX || nr == NR_EXIT || nr == NR_EXIT_GROUP
-					   ? (__u32)bpf_get_current_pid_tgid()
-					   : 0;
+				w->wake_ns = bpf_ktime_get_ns();
+				w->waker = nr == NR_FUTEX || nr == NR_EXIT || nr == NR_EXIT_GROUP
+						   ? (__u32)bpf_get_current_pid_tgid()
+						   : 0;
+			}
+			return 0;
 		}
-		return 0;
 	}
-	/* asleep (off its run queue) in a futex wait not seen to begin */
-	if (p->on_rq)
+	if (!asleep_left)
+		return 0;
+	/* a thread listed asleep when tracing began, still in that wait */
+	tid = p->pid;
+	a = bpf_map_lookup_elem(&asleep, &tid);
+	if (!a)
 		return 0;
 	uaddr = sleeping_futex(p, &op, &val, &timed);
-	if (!uaddr || !task_is_target(p))
-		return 0;
-	if (covered(p))
-		return 0;
-	partial_wait(p, uaddr, op, 0);
+	if (uaddr && uaddr == a->uaddr)
+		partial_wait(p, uaddr, op, 0);
+	if (!bpf_map_delete_elem(&asleep, &tid))
+		__sync_fetch_and_add(&asleep_left, -1);
 	return 0;
 }
 

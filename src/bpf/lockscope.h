@@ -586,6 +586,14 @@ struct ls_fwait {
 	__u32 pad;
 };
 
+/* A target thread asleep in a futex wait when the sched backend started
+ * (read by userspace from /proc/PID/task/TID/syscall), by tid. */
+struct ls_fasleep {
+	__u64 uaddr;
+	__u32 op;
+	__u32 pad;
+};
+
 /* The last thread that called a waking futex op on (pid, uaddr): the
  * releaser of a contended lock. */
 struct ls_fwake_key {

@@ -38,7 +38,7 @@ use super::{
     tracepoint_exists,
 };
 use crate::bpf::futex::types::{
-    ls_fagg_key, ls_fagg_val, ls_fevent, ls_fholder_key, ls_fholder_val, ls_fscan,
+    ls_fagg_key, ls_fagg_val, ls_fasleep, ls_fevent, ls_fholder_key, ls_fholder_val, ls_fscan,
 };
 use crate::bpf::futex::{FutexSkel, FutexSkelBuilder};
 use crate::model::{Event, HolderRow, LockKind, Record, WaitSplit};
@@ -84,6 +84,7 @@ const EV_SLEPT: u32 = 4;
 const EV_PARTIAL: u32 = 8;
 
 common::bpf_pod!(
+    ls_fasleep,
     ls_fagg_key,
     ls_fagg_val,
     ls_fevent,
@@ -309,12 +310,15 @@ impl Futex {
             // goes away meanwhile
             attach: false,
         };
-        let core = lifecycle::load::<FutexSkelBuilder>(opts, &plan, |open| {
+        let mut core = lifecycle::load::<FutexSkelBuilder>(opts, &plan, |open| {
             let rodata = common::target_rodata!(open, opts, emit_events, caller_mode);
             common::set_stacks_rodata!(&mut *rodata, opts);
             super::ulock::reuse_call_map(&mut open.maps.ulock_call)
         })?;
         super::ulock::publish_call_map(&core.skel.maps.ulock_call);
+        if sched {
+            list_asleep(&mut core.skel, &opts.targets.pids);
+        }
         let p = &core.skel.progs;
         // the fork follower first (a child forked meanwhile is a target
         // already), then the ends before the starts: a wait in progress
@@ -442,6 +446,50 @@ impl Futex {
             .context("read futex counters")?
             .unwrap_or_default();
         Ok(per_cpu.iter().filter_map(|b| from_bytes::<u64>(b)).sum())
+    }
+}
+
+/// The sched backend's list of the targets' threads asleep in a futex
+/// wait now, before its programs attach (design note of futex.bpf.c): a
+/// wait that began before tracing is counted partial at its wake.
+fn list_asleep(skel: &mut FutexSkel<'static>, pids: &[u32]) {
+    let mut n = 0u32;
+    for pid in pids {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in dir.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Some(sc) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
+                .ok()
+                .and_then(|t| crate::deadlock::parse_syscall(&t))
+            else {
+                continue;
+            };
+            let op = sc.args[1] as u32;
+            // futex(2) with a waiting op (as is_wait_op in the BPF)
+            if sc.nr != 202 || !matches!(op & 0x7f, 0 | 6 | 9 | 11 | 13) {
+                continue;
+            }
+            let v = ls_fasleep {
+                uaddr: sc.args[0],
+                op,
+                pad: 0,
+            };
+            if skel
+                .maps
+                .asleep
+                .update(as_bytes(&tid), as_bytes(&v), MapFlags::ANY)
+                .is_ok()
+            {
+                n += 1;
+            }
+        }
+    }
+    if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
+        bss.asleep_left = n;
     }
 }
 
