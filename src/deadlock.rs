@@ -280,35 +280,7 @@ pub struct DeadlockLock {
     pub waiter_tid: u32,
 }
 
-/// `/proc/PID/task/TID/syscall` of a thread blocked in a system call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InSyscall {
-    pub nr: i64,
-    pub args: [u64; 6],
-    pub sp: u64,
-    pub pc: u64,
-}
-
-/// Parses a `syscall` file: None when the thread is running or not in a
-/// system call ("running", "-1 sp pc").
-pub fn parse_syscall(text: &str) -> Option<InSyscall> {
-    let mut it = text.split_whitespace();
-    let nr: i64 = it.next()?.parse().ok()?;
-    if nr < 0 {
-        return None;
-    }
-    let mut v = [0u64; 8];
-    for x in &mut v {
-        let s = it.next()?;
-        *x = u64::from_str_radix(s.strip_prefix("0x").unwrap_or(s), 16).ok()?;
-    }
-    Some(InSyscall {
-        nr,
-        args: [v[0], v[1], v[2], v[3], v[4], v[5]],
-        sp: v[6],
-        pc: v[7],
-    })
-}
+pub use crate::procmaps::{InSyscall, parse_syscall};
 
 /// The lock a futex wait is for, its kind and the owner its words name
 /// (glibc 2.36 layouts, as `classify` in src/bpf/futex.bpf.c), when they
@@ -819,9 +791,12 @@ pub fn render(d: &Deadlock) -> String {
     let hops: Vec<String> = d
         .threads
         .iter()
-        .zip(&d.locks)
-        .map(|(t, l)| {
-            if l.kind == LockKind::UffdFault {
+        .enumerate()
+        .map(|(i, t)| {
+            if d.locks
+                .get(i)
+                .is_some_and(|l| l.kind == LockKind::UffdFault)
+            {
                 format!(
                     "thread {} ({}) waits in a userfaultfd fault ({}) for thread {} to answer it",
                     t.tid, t.comm, t.waits_for_lock, t.owner_tid

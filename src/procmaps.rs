@@ -296,6 +296,36 @@ pub fn maps_file(pid: u32, path: &Path, shown: &str) -> Option<bool> {
     Some(maps.iter().any(|m| m.inode == ino && m.path == shown))
 }
 
+/// `/proc/PID/task/TID/syscall` of a thread blocked in a system call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InSyscall {
+    pub nr: i64,
+    pub args: [u64; 6],
+    pub sp: u64,
+    pub pc: u64,
+}
+
+/// Parses a `syscall` file: None when the thread is running or not in a
+/// system call ("running", "-1 sp pc").
+pub fn parse_syscall(text: &str) -> Option<InSyscall> {
+    let mut it = text.split_whitespace();
+    let nr: i64 = it.next()?.parse().ok()?;
+    if nr < 0 {
+        return None;
+    }
+    let mut v = [0u64; 8];
+    for x in &mut v {
+        let s = it.next()?;
+        *x = u64::from_str_radix(s.strip_prefix("0x").unwrap_or(s), 16).ok()?;
+    }
+    Some(InSyscall {
+        nr,
+        args: [v[0], v[1], v[2], v[3], v[4], v[5]],
+        sp: v[6],
+        pc: v[7],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -464,7 +464,7 @@ fn list_asleep(skel: &mut FutexSkel<'static>, pids: &[u32]) {
             };
             let Some(sc) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
                 .ok()
-                .and_then(|t| crate::deadlock::parse_syscall(&t))
+                .and_then(|t| crate::procmaps::parse_syscall(&t))
             else {
                 continue;
             };
