@@ -1,5 +1,6 @@
-//! Live deadlock detection for the user-space locks of traced processes,
-//! from /proc alone (no BPF of its own).
+//! Live deadlock detection for the locks of traced processes: user-space
+//! locks from /proc, kernel mutexes, write-held rwsems and userfaultfd
+//! faults from the kernel-side edges of `kwait` (src/kwait.rs).
 //!
 //! Every scan (each [`SCAN_EVERY`]) reads, for each thread of each target
 //! process that has two threads or more (listed each [`LIST_EVERY`]),
@@ -353,6 +354,22 @@ fn tids_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The number of threads of `pid` now (/proc/PID/stat; 0: gone).
+fn num_threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // after the ")" that ends comm: state is field 3, num_threads 20
+            s.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(17)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 fn comm_of(pid: u32, tid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
         .map(|s| s.trim().to_string())
@@ -638,12 +655,11 @@ impl Detector {
     }
 
     /// Scans the processes when a scan is due; a deadlock found is printed
-    /// on stderr at once and kept for the report. The processes (and how
-    /// many threads each has) are listed every [`LIST_EVERY`]; between two
-    /// listings only those with two threads or more are read: a wait-for
-    /// edge joins two live threads of one process, so a single-threaded
-    /// one has none (one that starts threads is read from the next
-    /// listing on).
+    /// on stderr at once and kept for the report. The processes are listed
+    /// every [`LIST_EVERY`]; at each scan only those with two threads or
+    /// more are read thread by thread (a wait-for edge joins two live
+    /// threads of one process, so a single-threaded one has none), and a
+    /// single-threaded one costs one read of its thread count.
     pub fn tick(&mut self) {
         if self.pids.is_empty() || self.last.is_some_and(|t| t.elapsed() < SCAN_EVERY) {
             return;
@@ -658,7 +674,13 @@ impl Detector {
         }
         let kernel = self.kernel.as_ref().map(|k| k.waits()).unwrap_or_default();
         for i in 0..self.procs.len() {
-            let (pid, threads) = self.procs[i];
+            let (pid, mut threads) = self.procs[i];
+            if threads < 2 {
+                // one small read: a process that has started threads since
+                // the listing is read now, not a listing later
+                threads = num_threads(pid);
+                self.procs[i].1 = threads;
+            }
             let waiting = if threads >= 2 {
                 let tids = tids_of(pid);
                 self.procs[i].1 = tids.len();
