@@ -325,17 +325,10 @@ fn a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured() {
     }
 }
 
-/// One measurement of [`a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured`]:
-/// Err only when B's statement beyond lockscope's wait is outside the
-/// uncontended statement's range by more than 2 ms.
-fn relation_wait_once(c: &Cluster, rel: &str, db: &str) -> Result<(), String> {
-    // the same statement, first in a fresh session, without contention
-    let mut base: Vec<u64> = (0..9).map(|_| b_time(b_session(c))).collect();
-    base.sort_unstable();
-    let tracer = c.tracer(
-        "report",
-        &["--source", "app-locks", "--json", "--by", "lock"],
-    );
+/// Session A takes `LOCK TABLE t IN ACCESS EXCLUSIVE MODE` (and keeps its
+/// transaction open); session B's `SELECT count(*) FROM t` then waits for
+/// it: (A, B), once PostgreSQL shows B waiting on the lock.
+fn b_waits_for_a(c: &Cluster) -> (Session, Child) {
     let mut a = c.session();
     a.send("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;");
     c.wait_until(
@@ -349,6 +342,21 @@ fn relation_wait_once(c: &Cluster, rel: &str, db: &str) -> Result<(), String> {
          AND query = 'SELECT count(*) FROM t'",
         "1",
     );
+    (a, b)
+}
+
+/// One measurement of [`a_relation_lock_wait_is_one_row_as_long_as_the_waiter_measured`]:
+/// Err only when B's statement beyond lockscope's wait is outside the
+/// uncontended statement's range by more than 2 ms.
+fn relation_wait_once(c: &Cluster, rel: &str, db: &str) -> Result<(), String> {
+    // the same statement, first in a fresh session, without contention
+    let mut base: Vec<u64> = (0..9).map(|_| b_time(b_session(c))).collect();
+    base.sort_unstable();
+    let tracer = c.tracer(
+        "report",
+        &["--source", "app-locks", "--json", "--by", "lock"],
+    );
+    let (mut a, b) = b_waits_for_a(c);
     a.send("SELECT pg_sleep(0.2); COMMIT;");
     let measured = b_time(b);
     let (_, a_err) = a.finish();
@@ -444,19 +452,7 @@ fn run_finds_the_probes_of_a_server_it_starts() {
     c.sql("CREATE TABLE t (x int); INSERT INTO t VALUES (1)");
     let rel = c.sql("SELECT 't'::regclass::oid");
     let db = c.sql("SELECT oid FROM pg_database WHERE datname = current_database()");
-    let mut a = c.session();
-    a.send("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;");
-    c.wait_until(
-        "SELECT count(*) FROM pg_locks WHERE relation = 't'::regclass \
-         AND mode = 'AccessExclusiveLock' AND granted",
-        "1",
-    );
-    let b = b_session(&c);
-    c.wait_until(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-         AND query = 'SELECT count(*) FROM t'",
-        "1",
-    );
+    let (mut a, b) = b_waits_for_a(&c);
     a.send("COMMIT;");
     b_time(b);
     let (_, a_err) = a.finish();

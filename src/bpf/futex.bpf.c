@@ -272,6 +272,17 @@ static __always_inline bool covered(struct task_struct *task)
 	return c && c->lock && c->covers;
 }
 
+/* A wait's slot, opened on `uaddr` (its kind and owner from the lock word). */
+static __always_inline void fill_wait(struct ls_fwait *w, __u64 uaddr, __u32 op, __u32 val)
+{
+	w->uaddr = uaddr;
+	w->op = op;
+	w->holder = 0;
+	w->off = 0;
+	w->kind = op == LS_FOP_WAITV ? LS_FKIND_OTHER
+				     : classify(uaddr, op, val, &w->holder, &w->off);
+}
+
 static __always_inline int on_enter(__u64 uaddr, __u32 op, __u32 val)
 {
 	struct task_struct *task;
@@ -287,12 +298,7 @@ static __always_inline int on_enter(__u64 uaddr, __u32 op, __u32 val)
 	LS_TASK_SLOT(w, &fwait, task, LS_FLOST_STORAGE, 0);
 	if (w->uaddr)
 		ls_count_lost(&lost, LS_FLOST_STALE);
-	w->uaddr = uaddr;
-	w->op = op;
-	w->holder = 0;
-	w->off = 0;
-	w->kind = op == LS_FOP_WAITV ? LS_FKIND_OTHER
-				     : classify(uaddr, op, val, &w->holder, &w->off);
+	fill_wait(w, uaddr, op, val);
 	w->nvcsw = task->nvcsw;
 	ls_sched_mark(&w->sched, task);
 	w->begin_ns = bpf_ktime_get_ns();
@@ -666,12 +672,7 @@ static __always_inline void sleep_begins(void *ctx, struct task_struct *prev)
 		if (!bpf_map_delete_elem(&asleep, &tid))
 			__sync_fetch_and_add(&asleep_left, -1);
 	}
-	w->uaddr = uaddr;
-	w->op = op;
-	w->holder = 0;
-	w->off = 0;
-	w->kind = op == LS_FOP_WAITV ? LS_FKIND_OTHER
-				     : classify(uaddr, op, val, &w->holder, &w->off);
+	fill_wait(w, uaddr, op, val);
 	w->wake_ns = 0;
 	w->waker = 0;
 	w->timed = timed;
