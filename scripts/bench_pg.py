@@ -9,7 +9,10 @@ directory, listening on a Unix socket only, and filled with `pgbench -i -s
 without lockscope and one with `lockscope report -p POSTMASTER` (its
 default sources for a process target: kernel-contention, futex and
 app-locks) attached to the server, the order alternating between pairs.
-Prints the tps of every run, the medians and their ratio. The cluster is
+Prints the tps of every run, the medians and their ratio, and the 95%
+confidence interval of the median of the pair ratios (distribution-free,
+from order statistics: with 8 pairs it spans the 1st to the 8th ratio, with
+20 the 6th to the 15th). The cluster is
 stopped and removed at the end. With --reset every run starts from a fresh
 `pgbench -i` and a checkpoint (otherwise the database grows run by run and
 tps drifts). LOCKSCOPE_BIN=PATH measures another build. With --cost the
@@ -23,6 +26,7 @@ Python 3 standard library (and scripts/benchlib.py); root.
 """
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -57,6 +61,20 @@ def cpu_ns(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) * 1e9 / os.sysconf("SC_CLK_TCK")
+
+
+def median_ci(xs, level=0.95):
+    """The distribution-free confidence interval of the median of `xs`
+    (order statistics, from the binomial distribution): None when there are
+    too few values for `level`."""
+    n = len(xs)
+    xs = sorted(xs)
+    k = 0  # values below the interval, on each side
+    while sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n <= (1 - level) / 2:
+        k += 1
+    if k == 0:
+        return None
+    return xs[k - 1], xs[n - k]
 
 
 def main():
@@ -145,6 +163,10 @@ def run(a):
         pr = statistics.median(pairs)
         print("per-pair with/without: " + " ".join(f"{r:.3f}" for r in pairs)
               + f"; median {pr:.3f} ({(1 - pr) * 100:+.1f}% fewer tps with it)")
+        ci = median_ci(pairs)
+        if ci:
+            print(f"95% confidence interval of the median pair ratio: {ci[0]:.3f} to {ci[1]:.3f} "
+                  f"({(1 - ci[1]) * 100:+.1f}% to {(1 - ci[0]) * 100:+.1f}% fewer tps)")
         if costs:
             share = statistics.median(c["share"] for c in costs)
             print(f"lockscope's own cost (BPF + its CPU), median over the traced runs: "

@@ -276,6 +276,7 @@ fn interval_report(
             let delta = crate::model::interval(&records, &prev);
             n += 1;
             let mut rep = report_of(&reading, delta, &targets, now - last, out);
+            rep.bpf_programs.extend(deadlocks.programs());
             rep.interval = Some(n);
             rep.deadlocks = deadlocks.take(); // those found in this interval
             // each interval says what happened in it: its own losses and
@@ -343,6 +344,7 @@ fn collect(
     let elapsed = start.elapsed();
     detach_all(&started);
     let mut rep = snapshot(&started, &mut sym, &opts.targets.describe(), elapsed, out)?;
+    rep.bpf_programs.extend(deadlocks.programs());
     rep.deadlocks = deadlocks.take();
     Ok(rep)
 }

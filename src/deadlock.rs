@@ -796,6 +796,15 @@ impl Detector {
         }
     }
 
+    /// The run counts and times of the kernel-side programs (none when
+    /// they are not loaded).
+    pub fn programs(&self) -> Vec<crate::status::ProgStats> {
+        self.kernel
+            .as_ref()
+            .map(|k| k.programs())
+            .unwrap_or_default()
+    }
+
     /// The deadlocks found so far, taken (each is reported in one report).
     pub fn take(&mut self) -> Vec<Deadlock> {
         std::mem::take(&mut self.found)

@@ -97,6 +97,12 @@ impl KernelWaits {
         anyhow::bail!("kernel wait edges: nothing loaded")
     }
 
+    /// The run counts and times of the loaded programs (for the report's
+    /// `bpf_programs`: this is lockscope's cost too).
+    pub fn programs(&self) -> Vec<crate::status::ProgStats> {
+        self.core.prog_stats()
+    }
+
     /// The kernel-side waits now, by waiting thread; a fault whose
     /// userfaultfd no thread has read from yet has no owner and is left out.
     pub fn waits(&self) -> HashMap<u32, KernelWait> {

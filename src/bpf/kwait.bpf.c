@@ -23,7 +23,10 @@
  *
  * Costs: the lock programs run on contention only (an uncontended lock
  * never fires them) and write only for targets; the userfaultfd ones only
- * on userfaultfd faults and reads.
+ * on userfaultfd faults and reads. Most contentions are spinlocks' (the
+ * scheduler's runqueue and wake-up locks under a busy server), whose end
+ * runs while the lock is held: while no edge is recorded (`kwaits_open`),
+ * contention_end returns without a lookup.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -48,6 +51,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 LS_HASH(kwaits, __u32, struct ls_kwait, 16384);
 /* userfaultfd_ctx -> the thread that last read a message from it */
 LS_HASH(uffd_readers, __u64, __u32, 4096);
+/* Entries in `kwaits` now (a lost delete leaves it high: ends look up, as
+ * without it). */
+volatile __s64 kwaits_open = 0;
 
 /* The tid of the task an owner word names (0: none). */
 static __always_inline __u32 owner_tid(long owner)
@@ -72,7 +78,15 @@ static __always_inline void wait_on(__u64 id, __u64 lock, __u32 owner, __u32 kin
 	w.kind = kind;
 	w.pid = id >> 32;
 	w.since_ns = bpf_ktime_get_ns();
-	bpf_map_update_elem(&kwaits, &tid, &w, BPF_ANY);
+	if (!bpf_map_update_elem(&kwaits, &tid, &w, BPF_ANY) && !old)
+		__sync_fetch_and_add(&kwaits_open, 1);
+}
+
+/* The thread's edge ends. */
+static __always_inline void wait_ends(__u32 tid)
+{
+	if (!bpf_map_delete_elem(&kwaits, &tid))
+		__sync_fetch_and_add(&kwaits_open, -1);
 }
 
 SEC("tp_btf/contention_begin")
@@ -101,11 +115,15 @@ int BPF_PROG(kwait_begin, void *lock, unsigned int flags)
 SEC("tp_btf/contention_end")
 int BPF_PROG(kwait_end, void *lock, int ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct ls_kwait *w = bpf_map_lookup_elem(&kwaits, &tid);
+	__u32 tid;
+	struct ls_kwait *w;
 
+	if (!kwaits_open)
+		return 0;
+	tid = (__u32)bpf_get_current_pid_tgid();
+	w = bpf_map_lookup_elem(&kwaits, &tid);
 	if (w && w->kind != LS_KWAIT_UFFD)
-		bpf_map_delete_elem(&kwaits, &tid);
+		wait_ends(tid);
 	return 0;
 }
 
@@ -131,7 +149,7 @@ int BPF_PROG(kwait_fault_done, struct vm_fault *vmf, unsigned long reason, long 
 	struct ls_kwait *w = bpf_map_lookup_elem(&kwaits, &tid);
 
 	if (w && w->kind == LS_KWAIT_UFFD)
-		bpf_map_delete_elem(&kwaits, &tid);
+		wait_ends(tid);
 	return 0;
 }
 

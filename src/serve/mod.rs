@@ -379,7 +379,11 @@ impl Collector {
             interval: None,
             sources: reading.statuses(),
             lost: reading.lost(),
-            bpf_programs: reading.programs(),
+            bpf_programs: {
+                let mut p = reading.programs();
+                p.extend(self.detector.programs());
+                p
+            },
             rows: crate::model::group(&records, crate::model::GroupBy::Lock),
             holders: Vec::new(),
             deadlocks: Vec::new(),
