@@ -385,3 +385,49 @@ fn a_pthread_wait_is_counted_once_with_or_without_user_locks() {
     );
     assert!(got <= own + slack && got + slack >= own, "{got} vs {own}");
 }
+
+/// lockscope's threads run under SCHED_BATCH, so that its own wake-ups do
+/// not preempt the traced workload (a preempted lock holder stalls every
+/// waiter); the command `run` starts has the normal policy, as it would
+/// without lockscope. Policies from /proc/PID/stat (field 41): 0
+/// SCHED_OTHER, 3 SCHED_BATCH.
+#[test]
+fn lockscope_runs_under_sched_batch_and_the_command_it_runs_does_not() {
+    require_root();
+    let dir = fresh_dir("policy");
+    let rep = dir.join("report.json");
+    let script = "echo command $(cut -d' ' -f41 /proc/self/stat); \
+                  echo lockscope $(cut -d' ' -f41 /proc/$PPID/stat); \
+                  for t in /proc/$PPID/task/*; do echo thread $(cut -d' ' -f41 $t/stat); done";
+    let out = lockscope(&[
+        "run",
+        "--source",
+        "kernel-contention",
+        "--json",
+        "-o",
+        rep.to_str().expect("path"),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let policies = |who: &str| -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(who)?.strip_prefix(' '))
+            .collect()
+    };
+    assert_eq!(policies("command"), ["0"], "{text}");
+    assert_eq!(policies("lockscope"), ["3"], "{text}");
+    let threads = policies("thread");
+    assert!(
+        !threads.is_empty() && threads.iter().all(|p| *p == "3"),
+        "every thread of lockscope: {text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
