@@ -203,8 +203,11 @@ fn futex_sees_every_child_block(w: &Value, rep: &Report) {
         let total = r.wait_ns.total;
         assert!(
             total.abs_diff(blocked) <= blocked / 20,
-            "futex waits of child {}: {total} ns vs {blocked} ns blocked",
-            c["pid"]
+            "futex waits of child {}: {total} ns vs {blocked} ns blocked\n\
+             the row: {r:?}\nthe child: {c}\nfutex status: {:?}\nlosses: {:?}",
+            c["pid"],
+            rep.sources.iter().find(|s| s.name == "futex"),
+            rep.lost
         );
     }
 }
