@@ -669,27 +669,6 @@ fn find_program(prog: &str) -> Program {
 /// command back in it.
 static ORIGINAL_MOUNT_NS: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
 
-/// Puts the calling thread (and so every thread it creates later) under
-/// SCHED_BATCH: lockscope's own wake-ups (its 50 ms tick, ring buffer
-/// reads) do not preempt the traced workload when they wake, and run at
-/// the next tick or idle moment instead, with the same CPU share as
-/// before. On a busy host a wake-up that preempts a thread holding a
-/// contended lock stalls every waiter of that lock for as long as the
-/// holder waits for the CPU again. The commands `run` starts get the normal
-/// policy back. Best effort: a refusal leaves the policy as it was.
-pub fn batch_policy() {
-    set_policy(libc::SCHED_BATCH);
-}
-
-/// Sets the calling thread's scheduling policy (a normal one: no priority,
-/// and no privilege needed); async-signal-safe.
-fn set_policy(policy: libc::c_int) -> bool {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid sched_param that outlives the call;
-    // sched_setscheduler(2) only reads it.
-    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
-}
-
 /// Keeps `ns` (an open `/proc/self/ns/mnt` from before
 /// [`sources::private_tracefs`]) when lockscope is no longer in it, so the
 /// commands `run` starts see the host's mounts and their mounts reach it.
@@ -745,8 +724,8 @@ fn spawn_held(cmd: &[String], stdout_to_stderr: bool) -> Result<HeldChild> {
         .ok()
         .and_then(|d| std::ffi::CString::new(d.into_os_string().into_encoded_bytes()).ok());
     // SAFETY: the closure runs in the forked child before exec and only
-    // calls async-signal-safe functions (setns, chdir, sched_setscheduler,
-    // getpid, write, close, read) on file descriptors inherited from the parent and on a
+    // calls async-signal-safe functions (setns, chdir, getpid, write,
+    // close, read) on file descriptors inherited from the parent and on a
     // string allocated before the fork.
     unsafe {
         c.pre_exec(move || {
@@ -765,9 +744,6 @@ fn spawn_held(cmd: &[String], stdout_to_stderr: bool) -> Result<HeldChild> {
                     libc::write(2, m.as_ptr().cast(), m.len());
                 }
             }
-            // lockscope's threads run under SCHED_BATCH; the command
-            // as it would without lockscope
-            set_policy(libc::SCHED_OTHER);
             libc::close(go_w);
             let pid = libc::getpid();
             libc::write(pid_w, (&pid as *const i32).cast(), 4);

@@ -19,8 +19,6 @@ fn main() {
         if let Ok(ns) = ns {
             lockscope::app::remember_mount_ns(ns);
         }
-        // before any thread exists, so that every thread inherits it
-        lockscope::app::batch_policy();
     }
     match lockscope::app::run(cli) {
         Ok(code) => std::process::exit(code),
