@@ -2,7 +2,7 @@
 """What one USDT probe hit costs the traced program under the app-locks source:
 the uprobe trap into the kernel plus `app_probe`.
 
-    sudo python3 scripts/bench_usdt.py [--rounds 5] [--hits 2000000]
+    python3 scripts/bench_usdt.py [--rounds 5] [--hits 2000000]   (as root)
 
 A small C program (written and compiled here, `cc`) carries PostgreSQL's
 LWLock wait probes (provider `postgresql`, `lwlock__wait__start` and
