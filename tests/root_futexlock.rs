@@ -123,7 +123,8 @@ fn global_hold_seen_exactly(extra: &[&str], backend: &str) {
     // the stream: one wait per round, each as long as the waiter's own
     let mine: Vec<&EventLine> = events.iter().filter(|e| e.lock == lock).collect();
     assert_eq!(mine.len(), rounds, "one wait per round: {mine:?}");
-    for (e, want) in mine.iter().zip(&own) {
+    let runq = list(&w, "waiter_runq_ns");
+    for ((e, want), runq) in mine.iter().zip(&own).zip(&runq) {
         assert_eq!(e.source, "futex-mutex", "{e:?}");
         assert_eq!(e.kind, LockKind::UserMutex, "{e:?}");
         assert_eq!(u64::from(e.tid), waiter, "{e:?}");
@@ -134,8 +135,9 @@ fn global_hold_seen_exactly(extra: &[&str], backend: &str) {
         );
         let got = e.wait_ns;
         assert!(
-            got <= *want && want - got <= 2 * MS,
-            "a futex wait inside the waiter's own lock call, within 2 ms: got {got} want {want}"
+            got <= *want && want - got <= 2 * MS + runq,
+            "a futex wait inside the waiter's own lock call, within 2 ms and the {runq} ns it \
+             was runnable: got {got} want {want}"
         );
         // a line streamed before lockscope could read the new process's
         // symbols has no name yet; it never has another
@@ -287,26 +289,13 @@ fn a_heap_mutex_is_named_after_the_function_that_first_waited_on_it() {
     // first wait: rounds enough that the workload outlives a busy
     // machine's decoding lag (6 rounds of 40 ms sometimes did not)
     let rounds = 20;
-    // Each wait lies inside the waiter's own lock call, within 2 ms of it.
-    // ci41 saw one wait 10.3 ms longer than its call (40.7 ms against 30.4
-    // ms), about the waiter's 10 ms sleep before the call; not reproduced
-    // in 20 runs beside a busy core, cause unknown: measured once more.
-    let (w, events, rep) = once_more("a heap-hold wait outside its lock call", || {
-        let (w, events, rep) = hold_run("heap-hold", "40ms", rounds);
-        let lock = w["lock"].as_str().expect("lock");
-        let own = list(&w, "waiter_wait_ns");
-        for (e, want) in events.iter().filter(|e| e.lock == lock).zip(&own) {
-            let got = e.wait_ns;
-            if got > *want || want - got > 2 * MS {
-                return Err(format!(
-                    "a futex wait inside the waiter's own lock call, within 2 ms: got {got} \
-                     want {want}\nevents: {events:?}\nstatus: {:?}\nlosses: {:?}",
-                    rep.sources, rep.lost
-                ));
-            }
-        }
-        Ok((w, events, rep))
-    });
+    // Each wait lies inside the waiter's own lock call, within 2 ms of it
+    // plus the time the waiter was runnable across the call (schedstat),
+    // which may fall after its switch-in. (ci41 once saw a wait 10.3 ms
+    // longer than its call: the sched backend's program had not run for
+    // the waiter's switch-in; futex.bpf.c now ends such a wait from the
+    // scheduler's accounting.)
+    let (w, events, rep) = hold_run("heap-hold", "40ms", rounds);
     let lock = w["lock"].as_str().expect("lock");
     let waiter = u(&w["waiter_tid"]);
     let own = list(&w, "waiter_wait_ns");
@@ -315,7 +304,8 @@ fn a_heap_mutex_is_named_after_the_function_that_first_waited_on_it() {
 
     let mine: Vec<&EventLine> = events.iter().filter(|e| e.lock == lock).collect();
     assert_eq!(mine.len(), rounds, "one wait per round: {mine:?}");
-    for (e, want) in mine.iter().zip(&own) {
+    let runq = list(&w, "waiter_runq_ns");
+    for ((e, want), runq) in mine.iter().zip(&own).zip(&runq) {
         assert_eq!(e.source, "futex-mutex", "{e:?}");
         assert_eq!(u64::from(e.tid), waiter, "{e:?}");
         // the name comes from the first wait's stack words, read by
@@ -324,8 +314,11 @@ fn a_heap_mutex_is_named_after_the_function_that_first_waited_on_it() {
         assert!(e.lock_name.is_none() || named(&e.lock_name), "{e:?}");
         let got = e.wait_ns;
         assert!(
-            got <= *want && want - got <= 2 * MS,
-            "a futex wait inside the waiter's own lock call, within 2 ms: got {got} want {want}"
+            got <= *want && want - got <= 2 * MS + runq,
+            "a futex wait inside the waiter's own lock call, within 2 ms and the {runq} ns it \
+             was runnable: got {got} want {want}\nevents: {events:?}\nstatus: {:?}\nlosses: {:?}",
+            rep.sources,
+            rep.lost
         );
     }
 

@@ -591,7 +591,19 @@ int futex_waitv_exit(struct trace_event_raw_sys_exit *ctx)
  *   wake (the preempt count that would tell is not reachable from BPF on
  *   every kernel).
  * - The wait ends when the task is switched in: wait = asleep + runnable,
- *   split at the wake. One sleep, one wait: a call that sleeps twice (a PI
+ *   split at the wake.
+ * - A switch-in the program does not see. Measured on 6.18 (two traced
+ *   processes with SCHED_FIFO threads, one core busy): about 1 wait in
+ *   2000 had no sched_switch run of this program for its task's switch-in
+ *   (ftrace's sched_switch event saw it, recursion_misses stayed 0), nor
+ *   for the next one; the wait then ended at a later switch-in, 10 ms and
+ *   more too long. So the wake also records the scheduler's count of the
+ *   task's arrivals on a CPU and its run delay (sched_info.pcount,
+ *   .run_delay, CONFIG_SCHED_INFO). At a switch-in, or a second wake,
+ *   that finds arrivals since the wake, the switch-in that ended the wait
+ *   was not seen: it ends at the wake plus the run delay of that arrival
+ *   (exact when it was the only one; else at the wake), counted
+ *   `unseen switch-ins`. Without CONFIG_SCHED_INFO this cannot be told. One sleep, one wait: a call that sleeps twice (a PI
  *   lock taken by another before the woken waiter ran; a spurious wakeup)
  *   counts two waits. A call that never sleeps (the value had changed, or
  *   the lock was free again) is not seen: `value changed` stays 0.
@@ -688,23 +700,47 @@ static __always_inline void sleep_begins(void *ctx, struct task_struct *prev)
 	w->begin_ns = bpf_ktime_get_ns();
 }
 
-/* `next` is switched in: its futex wait, if one is open, ends. */
-static __always_inline void sleep_ends(void *ctx, struct task_struct *next)
+/* The scheduler's count of `p`'s arrivals on a CPU (0 without
+ * CONFIG_SCHED_INFO). */
+static __always_inline __u64 arrivals_of(struct task_struct *p)
 {
-	struct ls_fwait *w, open;
-	__u64 now, runq = 0, delta;
+	if (bpf_core_field_exists(p->sched_info.pcount))
+		return p->sched_info.pcount;
+	return 0;
+}
+
+/* Whether `p`, woken in its open wait `w`, has arrived on a CPU since:
+ * the switch-in that ended the wait was not seen (design note above). */
+static __always_inline bool arrived_unseen(struct task_struct *p, const struct ls_fwait *w)
+{
+	return w->wake_ns && arrivals_of(p) != w->wake_pcount;
+}
+
+/* The end of such a wait: the wake plus the run delay of the first
+ * arrival after it, when it was the only one; else the wake. */
+static __always_inline __u64 unseen_end(struct task_struct *p, const struct ls_fwait *w)
+{
+	ls_count_lost(&lost, LS_FSTAT_UNSEEN_SWITCH_IN);
+	if (arrivals_of(p) - w->wake_pcount == 1)
+		return w->wake_ns + (ls_run_delay(p) - w->wake_run_delay);
+	return w->wake_ns;
+}
+
+/* Ends the open wait `w` of `task` (the sched backend) at `now` (its
+ * switch-in, or the end unseen_end() gives). */
+static __always_inline void sched_wait_ends(void *ctx, struct task_struct *task,
+					    struct ls_fwait *w, __u64 now)
+{
+	struct ls_fwait open;
+	__u64 runq = 0, delta;
 	__u32 holder;
 	long ret;
 
-	if (!open_waits)
-		return;
-	w = bpf_task_storage_get(&fwait, next, 0, 0);
-	if (!w || !w->uaddr)
-		return;
-	now = bpf_ktime_get_ns();
 	open = *w;
 	w->uaddr = 0;
 	__sync_fetch_and_add(&open_waits, -1);
+	if (now < open.begin_ns)
+		now = open.begin_ns;
 	delta = now - open.begin_ns;
 	if (open.wake_ns >= open.begin_ns && open.wake_ns <= now)
 		runq = now - open.wake_ns;
@@ -712,7 +748,22 @@ static __always_inline void sleep_ends(void *ctx, struct task_struct *next)
 	 * its timeout, if it had one, or a signal */
 	ret = !open.wake_ns || open.waker ? 0 : open.timed ? -ETIMEDOUT : -EINTR;
 	holder = open.waker ? open.waker : open.holder;
-	finish_wait(ctx, next, &open, now, ret, true, delta - runq, runq, holder, open.ustack);
+	finish_wait(ctx, task, &open, now, ret, true, delta - runq, runq, holder, open.ustack);
+}
+
+/* `next` is switched in: its futex wait, if one is open, ends. */
+static __always_inline void sleep_ends(void *ctx, struct task_struct *next)
+{
+	struct ls_fwait *w;
+
+	if (!open_waits)
+		return;
+	w = bpf_task_storage_get(&fwait, next, 0, 0);
+	if (!w || !w->uaddr)
+		return;
+	/* (the arrival now is counted after this tracepoint) */
+	sched_wait_ends(ctx, next, w,
+			arrived_unseen(next, w) ? unseen_end(next, w) : bpf_ktime_get_ns());
 }
 
 SEC("tp_btf/sched_switch")
@@ -740,10 +791,16 @@ int BPF_PROG(futex_waking, struct task_struct *p)
 			if (!w->wake_ns) {
 				long nr = syscall_of(bpf_get_current_task_btf());
 
+				w->wake_pcount = arrivals_of(p);
+				w->wake_run_delay = ls_run_delay(p);
 				w->wake_ns = bpf_ktime_get_ns();
 				w->waker = nr == NR_FUTEX || nr == NR_EXIT || nr == NR_EXIT_GROUP
 						   ? (__u32)bpf_get_current_pid_tgid()
 						   : 0;
+			} else if (arrived_unseen(p, w)) {
+				/* woken again after it ran: the switch-in that
+				 * ended its wait was not seen */
+				sched_wait_ends(ctx, p, w, unseen_end(p, w));
 			}
 			return 0;
 		}

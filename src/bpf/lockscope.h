@@ -445,7 +445,10 @@ enum ls_flost {
 	 * places) */
 	LS_FLOST_STACK = 9,       /* --stacks (or a lock's first caller): a user stack could not be taken */
 	LS_FLOST_STACK_MAP_FULL = 10, /* --stacks (or first callers): no room for another stack key */
-	LS_FSTAT__END = 11,
+	/* an outcome again: the sched backend did not see the switch-in that
+	 * ended a woken wait (ended from the scheduler's own accounting) */
+	LS_FSTAT_UNSEEN_SWITCH_IN = 11,
+	LS_FSTAT__END = 12,
 };
 
 /* Per-task: the pthread lock call in progress (entry -> return). Shared
@@ -584,6 +587,11 @@ struct ls_fwait {
 	__s32 ustack;  /* its user stack, taken as it slept (-1: none) */
 	__u32 timed;   /* the call had a timeout */
 	__u32 pad;
+	/* at the wake: the scheduler's count of the task's arrivals on a CPU
+	 * and its run delay (sched_info.pcount, .run_delay), for a wait whose
+	 * switch-in the program did not see (design note of futex.bpf.c) */
+	__u64 wake_pcount;
+	__u64 wake_run_delay;
 };
 
 /* A target thread asleep in a futex wait when the sched backend started

@@ -215,6 +215,9 @@ pub const LOST_NAMES: [&str; 4] = [
 /// index of the first.
 pub const LATER_LOST_NAMES: [&str; 2] = ["stack_failed", "stack_map_full"];
 const LATER_LOST_FIRST: u32 = 9;
+/// `LS_FSTAT_UNSEEN_SWITCH_IN`: woken waits whose ending switch-in the sched
+/// backend's program did not see (design note of futex.bpf.c).
+const UNSEEN_SWITCH_IN: u32 = 11;
 /// Outcome totals after the losses (`LS_FSTAT_*`).
 pub const OUTCOME_NAMES: [&str; 5] = [
     "woken",
@@ -589,6 +592,13 @@ impl Source for Futex {
             .collect();
         let mut reason = outcomes.join(", ");
         if self.sched {
+            let unseen = self.counter(UNSEEN_SWITCH_IN).unwrap_or(0);
+            if unseen > 0 {
+                reason.push_str(&format!(
+                    ", ended without a seen switch-in {unseen} (ended at the wake plus the \
+                     scheduler's run delay)"
+                ));
+            }
             reason.push_str(
                 " (seen from the scheduler: a wait not woken by a thread's futex call is \
                  timed out if it had a timeout, else interrupted; calls that return \

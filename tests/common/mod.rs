@@ -726,17 +726,3 @@ pub fn report_pipe_hold(rounds: &str, hold: &str, extra: &[&str]) -> (String, Ve
         extra,
     )
 }
-
-/// Runs `attempt`; when it fails, says why on stderr and runs it once
-/// more, and a second failure fails the test. For a measurement that one
-/// unexplained outlier spoils (said in the test, with the CI runs that
-/// saw it): the outlier stays visible in the log, and a repeat fails.
-pub fn once_more<T>(what: &str, attempt: impl Fn() -> Result<T, String>) -> T {
-    match attempt() {
-        Ok(v) => v,
-        Err(first) => {
-            eprintln!("[test] {what}: {first}\n[test] measured once more");
-            attempt().unwrap_or_else(|second| panic!("{what}, twice: {first}\nthen: {second}"))
-        }
-    }
-}

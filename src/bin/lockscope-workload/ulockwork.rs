@@ -129,6 +129,9 @@ pub struct UserReport {
     /// Per round: the waiter's voluntary context switches across its lock
     /// call (getrusage): a spin-hold waiter that never slept has 0.
     pub waiter_nvcsw: Vec<u64>,
+    /// Per round: when the waiter called lock (CLOCK_MONOTONIC, the clock
+    /// of lockscope's begin_ns/end_ns): a wait that is off can be placed.
+    pub waiter_call_at_ns: Vec<u64>,
     /// A busy thread shared the waiter's CPU (`--hog`).
     pub hog: bool,
     #[serde(flatten)]
@@ -549,6 +552,7 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
                     call_at.store(t0, Ordering::Release);
                     check(m.lock(false), "lock")?;
                     got.waits.push(now_ns() - t0);
+                    got.call_at.push(t0);
                     got.nvcsw.push(own_nvcsw().saturating_sub(v0));
                     got.runq
                         .push(crate::mmwork::own_run_delay()?.saturating_sub(q0));
@@ -595,6 +599,7 @@ fn hold_and_wait(spec: &UserSpec, lock: HeldLock) -> Result<UserReport> {
     rep.waiter_runq_ns = got.runq;
     rep.waiter_runq_window_ns = got.window;
     rep.waiter_nvcsw = got.nvcsw;
+    rep.waiter_call_at_ns = got.call_at;
     rep.waits.waiter_tid = waiter_tid.load(Ordering::Acquire);
     rep.tids = rep.waits.tids();
     rep.counts.acquisitions = 2 * rounds;
@@ -608,6 +613,7 @@ struct WaiterRounds {
     runq: Vec<u64>,
     window: Vec<u64>,
     nvcsw: Vec<u64>,
+    call_at: Vec<u64>,
 }
 
 /// The calling thread's voluntary context switches so far.
