@@ -222,9 +222,16 @@ static __always_inline void read_name(char *name, __u64 ptr, __s32 len)
 			name[0] = 0;
 		return;
 	}
-	if (len > LS_APP_NAME_LEN - 1)
-		len = LS_APP_NAME_LEN - 1;
-	if (len > 0 && bpf_probe_read_user(name, len & (LS_APP_NAME_LEN - 1), (void *)ptr))
+	/* an unsigned size masked right before the call: the 6.1 verifier
+	 * loses the bounds of the signed `len` across its spill ("R2 min value
+	 * is negative", which kept the source from loading there) */
+	__u32 n = len > 0 ? (__u32)len : 0;
+
+	if (n > LS_APP_NAME_LEN - 1)
+		n = LS_APP_NAME_LEN - 1;
+	barrier_var(n);
+	n &= LS_APP_NAME_LEN - 1;
+	if (n && bpf_probe_read_user(name, n, (void *)ptr))
 		name[0] = 0;
 }
 
