@@ -597,7 +597,9 @@ int futex_waitv_exit(struct trace_event_raw_sys_exit *ctx)
  *   2000 had no sched_switch run of this program for its task's switch-in
  *   (ftrace's sched_switch event saw it, recursion_misses stayed 0), nor
  *   for the next one; the wait then ended at a later switch-in, 10 ms and
- *   more too long. So the wake also records the scheduler's count of the
+ *   more too long. Other programs being attached and detached meanwhile
+ *   seem to be what does it: one traced process with `lockscope doctor`
+ *   in a loop beside it had 5 such waits in 6500, without the loop 0. So the wake also records the scheduler's count of the
  *   task's arrivals on a CPU and its run delay (sched_info.pcount,
  *   .run_delay, CONFIG_SCHED_INFO). At a switch-in, or a second wake,
  *   that finds arrivals since the wake, the switch-in that ended the wait
