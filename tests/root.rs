@@ -318,30 +318,7 @@ fn every_default_source_loads_on_this_kernel() {
     require_root();
     // `trace -- CMD`: app-locks loads to watch the command's execs (with
     // -p on a process without probes it is not started)
-    let out = Command::new(bin())
-        .args([
-            "trace",
-            "--json",
-            "--summary",
-            "--",
-            bin(),
-            "workload",
-            "--json",
-        ])
-        .args(["pipe-hold", "--rounds", "2", "--hold", "5ms"])
-        .output()
-        .expect("trace");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<EndLine>(l).ok())
-        .find(|e| e.ty == "end")
-        .and_then(|e| e.report)
-        .expect("an end line with the report");
+    let (_, _, rep) = trace_summary(&[], &["pipe-hold", "--rounds", "2", "--hold", "5ms"]);
     let names: Vec<&str> = rep.sources.iter().map(|s| s.name.as_str()).collect();
     for want in ["kernel-contention", "futex", "app-locks"] {
         assert!(

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::Value;
 
@@ -20,34 +18,10 @@ fn trace_run(workload: &[&str]) -> (Value, Vec<EventLine>, Report) {
     trace_run_with(&[], workload)
 }
 
-/// [`trace_run`] with more lockscope options (`extra`).
+/// [`trace_run`] with more lockscope options (`extra`); nothing of the
+/// futex source lost.
 fn trace_run_with(extra: &[&str], workload: &[&str]) -> (Value, Vec<EventLine>, Report) {
-    require_root();
-    let out = Command::new(bin())
-        .args(["trace", "--json", "--summary"])
-        .args(extra)
-        .arg("--")
-        .args([bin(), "workload", "--json"])
-        .args(workload)
-        .output()
-        .expect("trace");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (mut w, mut events, mut report) = (Value::Null, Vec::new(), None);
-    for l in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: Value = serde_json::from_str(l).expect("JSON line");
-        match v["type"].as_str() {
-            Some("wait") => events.push(serde_json::from_value::<EventLine>(v).expect("event")),
-            Some("end") => report = serde_json::from_value::<EndLine>(v).expect("end").report,
-            Some(other) => panic!("unexpected line type {other}: {l}"),
-            None => w = v,
-        }
-    }
-    assert!(w.is_object(), "the workload's report line");
-    let report = report.expect("an end line with a report");
+    let (w, events, report) = trace_summary(extra, workload);
     futex_lost_nothing(&report);
     (w, events, report)
 }

@@ -516,6 +516,38 @@ pub fn trace_events(out: &str) -> Vec<EventLine> {
         .collect()
 }
 
+/// `lockscope trace --json --summary EXTRA -- lockscope workload --json
+/// WORKLOAD`, as root: (the workload's own report line, the streamed
+/// waits, the report of the end line).
+pub fn trace_summary(extra: &[&str], workload: &[&str]) -> (Value, Vec<EventLine>, Report) {
+    require_root();
+    let out = Command::new(bin())
+        .args(["trace", "--json", "--summary"])
+        .args(extra)
+        .arg("--")
+        .args([bin(), "workload", "--json"])
+        .args(workload)
+        .output()
+        .expect("trace");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut w, mut events, mut report) = (Value::Null, Vec::new(), None);
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: Value = serde_json::from_str(l).expect("JSON line");
+        match v["type"].as_str() {
+            Some("wait") => events.push(serde_json::from_value::<EventLine>(v).expect("event")),
+            Some("end") => report = serde_json::from_value::<EndLine>(v).expect("end").report,
+            Some(other) => panic!("unexpected line type {other}: {l}"),
+            None => w = v,
+        }
+    }
+    assert!(w.is_object(), "the workload's report line");
+    (w, events, report.expect("an end line with a report"))
+}
+
 /// The lines of `trace --json`: its events, then its end line (which must
 /// be the last line).
 #[track_caller]
