@@ -138,10 +138,13 @@ fn check_pipe_hold_ops(
     }
     // the waiter: one long wait on that mutex for every long block it
     // measured itself (one per round, unless an emulated machine ran its
-    // write only as the hold ended)
+    // write only as the hold ended). Only that mutex: on a slow emulated
+    // machine a lock call elsewhere (as the waiter exits, in
+    // futex_exit_release) can be preempted for longer than hold / 4 and
+    // is then a long wait on another lock, which is not what is checked
     let waits: Vec<&Value> = events
         .iter()
-        .filter(|e| u(&e["tid"]) == waiter && u(&e["wait_ns"]) > hold / 4)
+        .filter(|e| u(&e["tid"]) == waiter && e["lock"] == lock && u(&e["wait_ns"]) > hold / 4)
         .collect();
     let blocks: Vec<u64> = nums(&w["waiter_write_ns"])
         .into_iter()
