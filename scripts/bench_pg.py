@@ -21,7 +21,14 @@ to every program run) and each traced run also reports what lockscope
 itself used: its BPF programs' run time (from the report's
 `bpf_programs`), its own CPU time while pgbench ran (/proc/PID/stat, so
 its start-up and final report are left out), and their sum as a share of
-the machine's CPU time during the run (SECS x CPUs).
+the machine's CPU time during the run (SECS x CPUs). With --floor every
+round has a third run, `floor`: the same lockscope command with
+LOCKSCOPE_BENCH_FLOOR=1, so every program it uses stays attached to the
+same points but returns at its first statement (what any tool hooked
+there pays: the kernel's dispatch, a uprobe's trap); the three runs of a
+round go in rotating order, and the script also prints floor/without and
+with/floor per round with their intervals: how much of the fall is the
+hooks themselves and how much lockscope's own work.
 Python 3 standard library (and scripts/benchlib.py); root.
 """
 import argparse
@@ -89,6 +96,9 @@ def main():
                     help="lockscope's --source (default: its defaults for a process target)")
     ap.add_argument("--cost", action="store_true",
                     help="BPF statistics on: report lockscope's BPF and CPU time per traced run")
+    ap.add_argument("--floor", action="store_true",
+                    help="a third run per round: lockscope's programs attached but returning at "
+                         "once (LOCKSCOPE_BENCH_FLOOR=1), the cost of the hooks themselves")
     a = ap.parse_args()
     benchlib.need_root("bench_pg.py")
     with benchlib.bpf_stats("1" if a.cost else None):
@@ -110,10 +120,13 @@ def run(a):
               f"postmaster {pm}; "
               f"pgbench -c {a.clients} -j 2 -N -T {a.secs}; load average "
               f"{os.getloadavg()[0]:.2f}")
-        runs = {"without": [], "with": []}
+        arms = ["without", "with"] + (["floor"] if a.floor else [])
+        runs = {m: [] for m in arms}
         costs = []
         for i in range(a.pairs):
-            order = ["without", "with"] if i % 2 == 0 else ["with", "without"]
+            # rotating order: every arm runs first, second (and third)
+            # equally often
+            order = arms[i % len(arms):] + arms[:i % len(arms)]
             for mode in order:
                 if a.reset:
                     as_postgres(f"{PG}/pgbench", "-h", d, "-i", "-q", "-s", "10", "postgres")
@@ -121,11 +134,12 @@ def run(a):
                                 "-c", "CHECKPOINT")
                 tracer = None
                 report = os.path.join(d, "report.json")
-                if mode == "with":
+                if mode != "without":
                     tracer, lines, ok = benchlib.start_until(
                         [BIN, "report", "-p", pm, "--json", "-o", report]
                         + (["--source", a.source] if a.source else []),
-                        "lockscope: tracing", 60)
+                        "lockscope: tracing", 60,
+                        env={"LOCKSCOPE_BENCH_FLOOR": "1"} if mode == "floor" else None)
                     if not ok:
                         tracer.kill()
                         raise SystemExit("lockscope did not attach:\n" + "\n".join(lines))
@@ -144,7 +158,8 @@ def run(a):
                              "runs": sum(p["run_cnt"] for p in progs),
                              "cpu_ns": cpu}
                         c["share"] = (c["bpf_ns"] + c["cpu_ns"]) / (a.secs * os.cpu_count() * 1e9)
-                        costs.append(c)
+                        if mode == "with":
+                            costs.append(c)
                         cost = (f"; BPF {c['bpf_ns'] / 1e6:.1f} ms in {c['runs']} runs, "
                                 f"lockscope CPU {c['cpu_ns'] / 1e6:.1f} ms: "
                                 f"{c['share'] * 100:.2f}% of the machine (busiest: "
@@ -157,16 +172,23 @@ def run(a):
         ratio = med["with"] / med["without"]
         print(f"median tps without lockscope {med['without']:.1f}, with {med['with']:.1f}: "
               f"with/without {ratio:.3f} ({(1 - ratio) * 100:+.1f}% fewer tps with it)")
+        if a.floor:
+            print(f"median tps of the floor (programs attached, returning at once) "
+                  f"{med['floor']:.1f}: floor/without {med['floor'] / med['without']:.3f}")
         # the database grows run by run (pgbench -N appends): the runs of
-        # one pair are the closest in time
-        pairs = [w / wo for w, wo in zip(runs["with"], runs["without"])]
-        pr = statistics.median(pairs)
-        print("per-pair with/without: " + " ".join(f"{r:.3f}" for r in pairs)
-              + f"; median {pr:.3f} ({(1 - pr) * 100:+.1f}% fewer tps with it)")
-        ci = median_ci(pairs)
-        if ci:
-            print(f"95% confidence interval of the median pair ratio: {ci[0]:.3f} to {ci[1]:.3f} "
-                  f"({(1 - ci[1]) * 100:+.1f}% to {(1 - ci[0]) * 100:+.1f}% fewer tps)")
+        # one pair (round) are the closest in time
+        for num, den in [("with", "without")] + (
+                [("floor", "without"), ("with", "floor")] if a.floor else []):
+            pairs = [x / y for x, y in zip(runs[num], runs[den])]
+            pr = statistics.median(pairs)
+            print(f"per-{'round' if a.floor else 'pair'} {num}/{den}: "
+                  + " ".join(f"{r:.3f}" for r in pairs)
+                  + f"; median {pr:.3f} ({(1 - pr) * 100:+.1f}% fewer tps)")
+            ci = median_ci(pairs)
+            if ci:
+                print(f"95% confidence interval of the median {num}/{den} ratio: "
+                      f"{ci[0]:.3f} to {ci[1]:.3f} "
+                      f"({(1 - ci[1]) * 100:+.1f}% to {(1 - ci[0]) * 100:+.1f}% fewer tps)")
         if costs:
             share = statistics.median(c["share"] for c in costs)
             print(f"lockscope's own cost (BPF + its CPU), median over the traced runs: "

@@ -176,12 +176,14 @@ def run_rusage(cmd):
         return p.returncode, out.read(), err.read(), ru
 
 
-def start_until(cmd, marker, timeout, stdout=subprocess.DEVNULL):
-    """Starts `cmd` and waits (up to `timeout` s) until a line of its stderr
-    contains `marker`. Returns (process, stderr lines so far, whether it is
-    ready: the marker came and the process still runs); a process that is
-    not ready is left running for the caller to kill."""
-    p = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True)
+def start_until(cmd, marker, timeout, stdout=subprocess.DEVNULL, env=None):
+    """Starts `cmd` (with `env` added to the environment) and waits (up to
+    `timeout` s) until a line of its stderr contains `marker`. Returns
+    (process, stderr lines so far, whether it is ready: the marker came and
+    the process still runs); a process that is not ready is left running
+    for the caller to kill."""
+    p = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, **env} if env else None)
     ready, seen = threading.Event(), []
     lines = []
 

@@ -219,6 +219,12 @@ pub fn attach(opts: &Options, chosen: &[String]) -> Result<Started> {
         .collect();
     // every source attached: the window opens now, for all of them at once
     start_all(&started);
+    if crate::sources::bench_floor() {
+        eprintln!(
+            "lockscope: LOCKSCOPE_BENCH_FLOOR=1: the programs stay attached and return at once; \
+             nothing is measured (a benchmark's floor)"
+        );
+    }
     eprintln!(
         "lockscope: tracing {} via {} (Ctrl-C to stop)",
         opts.targets.describe(),

@@ -1018,9 +1018,21 @@ pub fn stop_object(obj: &libbpf_rs::Object) {
     set_window(obj, false);
 }
 
-/// Opens (`ls_stopped` = 0) or closes (1) the window of a loaded object.
+/// Benchmarks only: with `LOCKSCOPE_BENCH_FLOOR=1` in the environment the
+/// window never opens. Every program stays attached and returns at its
+/// first statement (`ls_stopped`), so a run costs the workload what any
+/// tool hooked to the same points pays at least (the kernel's dispatch to
+/// the programs, a uprobe's trap) and nothing of lockscope's own logic:
+/// the floor that `scripts/bench_pg.py --floor` measures lockscope above.
+pub fn bench_floor() -> bool {
+    std::env::var_os("LOCKSCOPE_BENCH_FLOOR").is_some_and(|v| v == "1")
+}
+
+/// Opens (`ls_stopped` = 0) or closes (1) the window of a loaded object
+/// (kept closed under [`bench_floor`]).
 pub fn set_window(obj: &libbpf_rs::Object, open: bool) {
     use libbpf_rs::MapCore;
+    let open = open && !bench_floor();
     let value = u32::from(!open);
     for map in obj.maps() {
         if map.name().to_string_lossy().ends_with(".stop") {
