@@ -28,7 +28,10 @@ same points but returns at its first statement (what any tool hooked
 there pays: the kernel's dispatch, a uprobe's trap); the three runs of a
 round go in rotating order, and the script also prints floor/without and
 with/floor per round with their intervals: how much of the fall is the
-hooks themselves and how much lockscope's own work.
+hooks themselves and how much lockscope's own work. Each --floor-source
+SRC (repeatable) adds one more run per round, the floor of `--source SRC`
+alone (the deadlock detector's kernel edges, on lock:contention_begin/end,
+load with every source), to tell which hooks the floor is made of.
 Python 3 standard library (and scripts/benchlib.py); root.
 """
 import argparse
@@ -70,6 +73,132 @@ def cpu_ns(pid):
     return (int(fields[11]) + int(fields[12])) * 1e9 / os.sysconf("SC_CLK_TCK")
 
 
+def stop_maps():
+    """The ids of the BPF maps that hold lockscope's window flags (names
+    ending in ".stop", src/bpf/window.bpf.h): of the one lockscope running."""
+    out = subprocess.run(["bpftool", "-j", "map", "show"], check=True,
+                         capture_output=True, text=True).stdout
+    return [m["id"] for m in json.loads(out) if m.get("name", "").endswith(".stop")]
+
+
+def set_window(ids, open_):
+    """Opens or closes the window of every program of the running
+    lockscope (started with LOCKSCOPE_BENCH_FLOOR=1, so it never does)."""
+    v = "0" if open_ else "1"
+    for i in ids:
+        subprocess.run(["bpftool", "map", "update", "id", str(i), "key", "0", "0", "0", "0",
+                        "value", v, "0", "0", "0"], check=True, capture_output=True)
+
+
+def interleaved(a, d, pm):
+    """--interleave: one long pgbench run, its per-second tps assigned to
+    phases; every cycle runs each phase once, and the ratios compare the
+    phases of one cycle (tens of seconds apart at most, where this
+    machine's speed drifts less than between separate runs)."""
+    import threading
+    import time
+    print(f"lockscope: {BIN} ({benchlib.short_rev()}); sources: {a.source or 'defaults'}; "
+          f"postmaster {pm}; pgbench -c {a.clients} -j 2 -N -P 1, {a.interleave} cycles of "
+          f"{a.phase} s phases; load average {os.getloadavg()[0]:.2f}", flush=True)
+    pg = subprocess.Popen(["runuser", "-u", "postgres", "--", f"{PG}/pgbench", "-h", d,
+                           "-c", str(a.clients), "-j", "2", "-N", "-T", "100000", "-P", "1",
+                           "postgres"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+    samples = []  # (monotonic time the second ended, tps)
+
+    def pump():
+        for line in pg.stderr:
+            m = re.match(r"progress: [0-9.]+ s, ([0-9.]+) tps", line)
+            if m:
+                samples.append((time.monotonic(), float(m.group(1))))
+
+    threading.Thread(target=pump, daemon=True).start()
+    phases = []  # (cycle, arm, t0, t1)
+    settle = 1.0
+
+    def measure(cycle, arm):
+        t0 = time.monotonic() + settle
+        time.sleep(settle + a.phase)
+        phases.append((cycle, arm, t0, time.monotonic()))
+
+    def start(source):
+        tracer, lines, ok = benchlib.start_until(
+            [BIN, "report", "-p", pm, "--json", "-o", os.path.join(d, "report.json")]
+            + (["--source", source] if source else []),
+            "lockscope: tracing", 60, env={"LOCKSCOPE_BENCH_FLOOR": "1"})
+        if not ok:
+            tracer.kill()
+            raise SystemExit("lockscope did not attach:\n" + "\n".join(lines))
+        return tracer
+
+    def stop(tracer):
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=60)
+
+    try:
+        time.sleep(3)  # pgbench's connections
+        for c in range(a.interleave):
+            measure(c, "without")
+            tracer = start(a.source)
+            ids = stop_maps()
+            inner = ["floor", "with"] + (["floor-stopped"] if a.stopped else [])
+            for arm in inner[c % len(inner):] + inner[:c % len(inner)]:
+                set_window(ids, arm == "with")
+                if arm == "floor-stopped":
+                    # the hooks without lockscope's own process running
+                    tracer.send_signal(signal.SIGSTOP)
+                    measure(c, arm)
+                    tracer.send_signal(signal.SIGCONT)
+                else:
+                    measure(c, arm)
+            stop(tracer)
+            for src in a.floor_source:
+                tracer = start(src)
+                measure(c, f"floor:{src}")
+                stop(tracer)
+            print(f"cycle {c + 1}: " + ", ".join(
+                f"{arm} {phase_tps(samples, t0, t1):.1f}"
+                for cc, arm, t0, t1 in phases if cc == c), flush=True)
+    finally:
+        pg.terminate()
+        pg.wait(timeout=60)
+    arms = (["without", "floor", "with"] + (["floor-stopped"] if a.stopped else [])
+            + [f"floor:{s}" for s in a.floor_source])
+    tps = {arm: [] for arm in arms}
+    for c in range(a.interleave):
+        for cc, arm, t0, t1 in phases:
+            if cc == c:
+                tps[arm].append(phase_tps(samples, t0, t1))
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            json.dump(tps, f)
+    for num, den in [("with", "without"), ("floor", "without"), ("with", "floor")] + (
+            [("floor-stopped", "without"), ("floor", "floor-stopped")] if a.stopped else []) + [
+            (f"floor:{s}", "without") for s in a.floor_source]:
+        rs = [x / y for x, y in zip(tps[num], tps[den])]
+        med = statistics.median(rs)
+        line = (f"{num}/{den} per cycle: median {med:.3f} ({(1 - med) * 100:+.1f}% fewer tps)")
+        ci = median_ci(rs)
+        if ci:
+            line += (f", 95% interval {ci[0]:.3f} to {ci[1]:.3f} "
+                     f"({(1 - ci[1]) * 100:+.1f}% to {(1 - ci[0]) * 100:+.1f}%)")
+        print(line + "; " + " ".join(f"{r:.3f}" for r in rs))
+
+
+def phase_tps(samples, t0, t1):
+    """The mean tps of the whole seconds that lie in [t0, t1]."""
+    xs = [v for t, v in samples if t - 1.0 >= t0 - 0.05 and t <= t1 + 0.05]
+    return statistics.mean(xs) if xs else float("nan")
+
+
+def write_runs(a, runs):
+    """--json-out: every run's tps so far, by arm (a long run's partial
+    results survive an interruption)."""
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            json.dump(runs, f)
+
+
 def median_ci(xs, level=0.95):
     """The distribution-free confidence interval of the median of `xs`
     (order statistics, from the binomial distribution): None when there are
@@ -99,6 +228,20 @@ def main():
     ap.add_argument("--floor", action="store_true",
                     help="a third run per round: lockscope's programs attached but returning at "
                          "once (LOCKSCOPE_BENCH_FLOOR=1), the cost of the hooks themselves")
+    ap.add_argument("--json-out", metavar="FILE",
+                    help="write every run's tps by arm to FILE as the runs end")
+    ap.add_argument("--floor-source", action="append", default=[], metavar="SRC",
+                    help="one more run per round: the floor of --source SRC alone (repeatable)")
+    ap.add_argument("--interleave", type=int, default=0, metavar="CYCLES",
+                    help="instead of pairs of runs: one long pgbench run (-P 1) through CYCLES "
+                         "cycles of phases (without; lockscope attached with its window closed "
+                         "(floor) and open (with); each --floor-source), compared within each "
+                         "cycle")
+    ap.add_argument("--stopped", action="store_true",
+                    help="--interleave: one more phase per cycle, the floor with lockscope's "
+                         "process stopped (SIGSTOP): the hooks alone, without its own work")
+    ap.add_argument("--phase", type=int, default=6, metavar="SECS",
+                    help="--interleave: seconds measured per phase (after 1 s to settle)")
     a = ap.parse_args()
     benchlib.need_root("bench_pg.py")
     with benchlib.bpf_stats("1" if a.cost else None):
@@ -116,11 +259,15 @@ def run(a):
         as_postgres(f"{PG}/pgbench", "-h", d, "-i", "-s", "10", "postgres")
         with open(os.path.join(data, "postmaster.pid")) as f:
             pm = f.readline().strip()
+        if a.interleave:
+            interleaved(a, d, pm)
+            return
         print(f"lockscope: {BIN} ({benchlib.short_rev()}); sources: {a.source or 'defaults'}; "
               f"postmaster {pm}; "
               f"pgbench -c {a.clients} -j 2 -N -T {a.secs}; load average "
               f"{os.getloadavg()[0]:.2f}")
-        arms = ["without", "with"] + (["floor"] if a.floor else [])
+        arms = (["without", "with"] + (["floor"] if a.floor else [])
+                + [f"floor:{src}" for src in a.floor_source])
         runs = {m: [] for m in arms}
         costs = []
         for i in range(a.pairs):
@@ -135,11 +282,12 @@ def run(a):
                 tracer = None
                 report = os.path.join(d, "report.json")
                 if mode != "without":
+                    source = mode.split(":", 1)[1] if ":" in mode else a.source
                     tracer, lines, ok = benchlib.start_until(
                         [BIN, "report", "-p", pm, "--json", "-o", report]
-                        + (["--source", a.source] if a.source else []),
+                        + (["--source", source] if source else []),
                         "lockscope: tracing", 60,
-                        env={"LOCKSCOPE_BENCH_FLOOR": "1"} if mode == "floor" else None)
+                        env={"LOCKSCOPE_BENCH_FLOOR": "1"} if mode.startswith("floor") else None)
                     if not ok:
                         tracer.kill()
                         raise SystemExit("lockscope did not attach:\n" + "\n".join(lines))
@@ -168,6 +316,7 @@ def run(a):
                                             for p in busy) + ")")
                 runs[mode].append(tps)
                 print(f"pair {i + 1} {mode:7} lockscope: {tps:10.1f} tps{cost}", flush=True)
+                write_runs(a, runs)
         med = {m: statistics.median(v) for m, v in runs.items()}
         ratio = med["with"] / med["without"]
         print(f"median tps without lockscope {med['without']:.1f}, with {med['with']:.1f}: "
@@ -177,8 +326,11 @@ def run(a):
                   f"{med['floor']:.1f}: floor/without {med['floor'] / med['without']:.3f}")
         # the database grows run by run (pgbench -N appends): the runs of
         # one pair (round) are the closest in time
+        for m in arms[3 if a.floor else 2:]:
+            print(f"median tps of {m}: {med[m]:.1f}: {m}/without {med[m] / med['without']:.3f}")
         for num, den in [("with", "without")] + (
-                [("floor", "without"), ("with", "floor")] if a.floor else []):
+                [("floor", "without"), ("with", "floor")] if a.floor else []) + [
+                (m, "without") for m in arms[3 if a.floor else 2:]]:
             pairs = [x / y for x, y in zip(runs[num], runs[den])]
             pr = statistics.median(pairs)
             print(f"per-{'round' if a.floor else 'pair'} {num}/{den}: "

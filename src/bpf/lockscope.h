@@ -305,12 +305,19 @@ enum ls_rq_lost {
 	LS_RQ_LOST_RINGBUF = 1,  /* event stream record dropped */
 	LS_RQ_LOST_STORAGE = 2,  /* per-task storage could not be created */
 	LS_RQ_LOST__COUNT = 3,
+	/* statistics after the losses, in the same map: */
+	/* arrivals on a CPU whose switch-in the program did not see (the
+	 * kernel skipped it: sched.bpf.c); each merged its wait with the next
+	 * seen one's */
+	LS_RQ_STAT_UNSEEN = 3,
+	LS_RQ_STAT__END = 4,
 };
 
 /* Per task: the scheduler's own counters as of its last switch-in. */
 struct ls_rq_task {
 	__u64 run_delay; /* sched_info.run_delay including that arrival */
 	__u64 nivcsw;    /* involuntary switches (preemptions, yields) */
+	__u64 pcount;    /* sched_info.pcount (arrivals) before that arrival */
 	__u32 seen;      /* 0: not switched in since tracing began */
 	__u32 slot_cpu;  /* the CPU of `slot` */
 	__u32 slot;      /* 1 + index in `agg` of (this thread, slot_cpu); 0: none */

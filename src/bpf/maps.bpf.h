@@ -89,13 +89,19 @@ static __always_inline __s32 ls_stackid(void *ctx, void *map, void *spill,
 
 /* ---- helpers --------------------------------------------------------- */
 
-/* Adds one to counter `what` of a loss map (`&lost`). */
-static __always_inline void ls_count_lost(void *lost_map, __u32 what)
+/* Adds `n` to counter `what` of a loss map (`&lost`). */
+static __always_inline void ls_count_lost_n(void *lost_map, __u32 what, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(lost_map, &what);
 
 	if (v)
-		*v += 1;
+		*v += n;
+}
+
+/* Adds one to counter `what` of a loss map (`&lost`). */
+static __always_inline void ls_count_lost(void *lost_map, __u32 what)
+{
+	ls_count_lost_n(lost_map, what, 1);
 }
 
 /* `size` bytes of ring buffer `rb`; NULL when it is full, counted as

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use libbpf_rs::{MapCore, MapFlags};
 
 use super::common;
-use super::lifecycle::{self, Loaded, Plan};
+use super::lifecycle::{self, Life, Loaded, Plan};
 use super::{Options, Source, Symbolizer, comm_str};
 use crate::bpf::sched::types::{ls_rq_event, ls_rq_key, ls_rq_val};
 use crate::bpf::sched::{SchedSkel, SchedSkelBuilder};
@@ -26,6 +26,10 @@ common::bpf_pod!(ls_rq_key, ls_rq_val, ls_rq_event);
 
 /// Names of the `lost` counters, in the order of `enum ls_rq_lost`.
 pub const LOST_NAMES: [&str; 3] = ["map_full", "ringbuf_dropped", "task_storage_failed"];
+
+/// The statistic after them in the same map: arrivals whose switch-in the
+/// program did not see (`LS_RQ_STAT_UNSEEN`).
+const STAT_UNSEEN: u32 = 3;
 
 /// A loaded and attached sched source.
 pub struct Sched {
@@ -146,8 +150,45 @@ fn to_record(sym: &mut Symbolizer, k: &ls_rq_key, v: &ls_rq_val) -> Record {
     }
 }
 
+impl Sched {
+    /// A counter of the `lost` map, summed over the CPUs.
+    fn counter(&self, i: u32) -> Result<u64> {
+        let per_cpu = self
+            .core
+            .skel
+            .maps
+            .lost
+            .lookup_percpu(super::as_bytes(&i), MapFlags::ANY)
+            .context("read sched counters")?
+            .unwrap_or_default();
+        Ok(per_cpu
+            .iter()
+            .filter_map(|b| super::from_bytes::<u64>(b))
+            .sum())
+    }
+}
+
 impl Source for Sched {
     common::source_name_and_life!();
+
+    fn status(&self) -> super::SourceStatus {
+        let unseen = self.counter(STAT_UNSEEN).unwrap_or(0);
+        super::SourceStatus {
+            name: SOURCE.into(),
+            backend: Some(self.core.backend().into()),
+            available: true,
+            // the kernel skipped the program for these switch-ins (seen
+            // while other BPF programs attach and detach): each one's wait
+            // is in the next seen one's
+            reason: (unseen > 0).then(|| {
+                format!(
+                    "switch-ins not seen {unseen} (their run-queue waits are merged \
+                     into the next seen wait of the same thread: totals exact, counts \
+                     {unseen} short)"
+                )
+            }),
+        }
+    }
 
     fn records(&self, sym: &mut Symbolizer) -> Result<Vec<Record>> {
         let raw = self.slots()?;
