@@ -32,6 +32,10 @@ hooks themselves and how much lockscope's own work. Each --floor-source
 SRC (repeatable) adds one more run per round, the floor of `--source SRC`
 alone (the deadlock detector's kernel edges, on lock:contention_begin/end,
 load with every source), to tell which hooks the floor is made of.
+--interleave N runs one long `pgbench -P 1` through N cycles of phases
+instead (see --help), comparing the phases of each cycle; --peer CMD adds
+a phase with a peer tool running (`perf lock contention -a -b`, built by
+scripts/build_perf.sh), for the same comparison.
 Python 3 standard library (and scripts/benchlib.py); root.
 """
 import argparse
@@ -156,6 +160,10 @@ def interleaved(a, d, pm):
                 tracer = start(src)
                 measure(c, f"floor:{src}")
                 stop(tracer)
+            if a.peer:
+                peer = start_peer(a.peer)
+                measure(c, "peer")
+                stop(peer)
             print(f"cycle {c + 1}: " + ", ".join(
                 f"{arm} {phase_tps(samples, t0, t1):.1f}"
                 for cc, arm, t0, t1 in phases if cc == c), flush=True)
@@ -163,7 +171,7 @@ def interleaved(a, d, pm):
         pg.terminate()
         pg.wait(timeout=60)
     arms = (["without", "floor", "with"] + (["floor-stopped"] if a.stopped else [])
-            + [f"floor:{s}" for s in a.floor_source])
+            + [f"floor:{s}" for s in a.floor_source] + (["peer"] if a.peer else []))
     tps = {arm: [] for arm in arms}
     for c in range(a.interleave):
         for cc, arm, t0, t1 in phases:
@@ -174,7 +182,8 @@ def interleaved(a, d, pm):
             json.dump(tps, f)
     for num, den in [("with", "without"), ("floor", "without"), ("with", "floor")] + (
             [("floor-stopped", "without"), ("floor", "floor-stopped")] if a.stopped else []) + [
-            (f"floor:{s}", "without") for s in a.floor_source]:
+            (f"floor:{s}", "without") for s in a.floor_source] + (
+            [("peer", "without"), ("peer", "with")] if a.peer else []):
         rs = [x / y for x, y in zip(tps[num], tps[den])]
         med = statistics.median(rs)
         line = (f"{num}/{den} per cycle: median {med:.3f} ({(1 - med) * 100:+.1f}% fewer tps)")
@@ -183,6 +192,33 @@ def interleaved(a, d, pm):
             line += (f", 95% interval {ci[0]:.3f} to {ci[1]:.3f} "
                      f"({(1 - ci[1]) * 100:+.1f}% to {(1 - ci[0]) * 100:+.1f}%)")
         print(line + "; " + " ".join(f"{r:.3f}" for r in rs))
+
+
+def bpf_prog_ids():
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], check=True,
+                         capture_output=True, text=True).stdout
+    return {p["id"] for p in json.loads(out)}
+
+
+def start_peer(cmd):
+    """Starts a peer tool (`cmd`, split on blanks) and returns once the BPF
+    programs it loads have been there, unchanged, for a second."""
+    import time
+    before = bpf_prog_ids()
+    p = subprocess.Popen(cmd.split(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last, since = set(), time.monotonic()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise SystemExit(f"the peer exited ({p.returncode}): {cmd}")
+        new = bpf_prog_ids() - before
+        if new != last:
+            last, since = new, time.monotonic()
+        elif new and time.monotonic() - since >= 1.0:
+            return p
+        time.sleep(0.2)
+    p.kill()
+    raise SystemExit(f"the peer loaded no BPF program within 120 s: {cmd}")
 
 
 def phase_tps(samples, t0, t1):
@@ -240,6 +276,10 @@ def main():
     ap.add_argument("--stopped", action="store_true",
                     help="--interleave: one more phase per cycle, the floor with lockscope's "
                          "process stopped (SIGSTOP): the hooks alone, without its own work")
+    ap.add_argument("--peer", metavar="CMD",
+                    help="--interleave: one more phase per cycle with CMD (a peer tool, e.g. "
+                         "'perf lock contention -a -b') running, started once its BPF programs "
+                         "are attached and stopped with SIGINT")
     ap.add_argument("--phase", type=int, default=6, metavar="SECS",
                     help="--interleave: seconds measured per phase (after 1 s to settle)")
     a = ap.parse_args()
