@@ -385,6 +385,24 @@ fn relation_wait_once(c: &Cluster, rel: &str, db: &str) -> Result<(), String> {
         Some(format!("relation {db}/{rel} (AccessShareLock)").as_str())
     );
     let wait = u(&r["wait_ns"]["total"]);
+    // where it went: B's backend slept in WaitLatch until A committed.
+    // The split sums to the wait; the waiter slept; it was off CPU for all
+    // but what the backend ran between the probes (at most B's slowest
+    // uncontended statement, which runs the same code and more)
+    let sp = &r["wait_split"];
+    let (oncpu, runnable, asleep) = (u(&sp["oncpu"]), u(&sp["runnable"]), u(&sp["asleep"]));
+    eprintln!("[test] split: on CPU {oncpu} ns, runnable {runnable} ns, asleep {asleep} ns");
+    assert_eq!(
+        oncpu + runnable + asleep,
+        wait,
+        "the split sums to the wait: {r}"
+    );
+    assert_eq!(r["slept"], 1, "the waiter slept: {r}");
+    let slowest = base[base.len() - 1];
+    assert!(
+        oncpu <= slowest,
+        "on CPU {oncpu} ns of a lock wait, more than B's slowest whole statement {slowest} ns"
+    );
     // B's statement is its wait plus the work the same statement does
     // without contention: compared with the fastest uncontended run (the
     // work itself) and bounded by the slowest (the work as this machine's

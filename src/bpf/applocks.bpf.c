@@ -25,6 +25,12 @@
  *   context in place (libbpf's bpf_usdt_arg() looks the spec up and calls
  *   a helper per argument); only the arguments the probe's table entry
  *   names are read.
+ * - Where a wait went (on CPU, runnable, asleep), and whether the waiter
+ *   slept: the scheduler's accounting of the waiter (its run clock, run
+ *   delay and voluntary switch count) at the start and at the end
+ *   (offcpu.bpf.h), a few loads of the current task at each. So a
+ *   backend's semaphore wait inside an LWLock wait, which futex.bpf.c
+ *   skips, still shows as the LWLock wait's asleep and runnable parts.
  * - Points (deadlock found) count in the same aggregation with no
  *   duration, and are streamed. A point also ends the open wait of its
  *   slot, as an aborted wait: PostgreSQL fires deadlock__found in the
@@ -49,6 +55,7 @@
 #include "lockscope.h"
 #include "window.bpf.h"
 #include "target.bpf.h"
+#include "offcpu.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -244,7 +251,7 @@ static __always_inline void count_fired(__u32 what)
  * a wait a point ended; `name_len`: of the name at key->name_ptr, read
  * when the entry is made. */
 static __always_inline void record(struct ls_app_key *key, __s32 name_len, __u64 begin,
-				   __u64 end, bool aborted)
+				   __u64 end, bool aborted, __u64 offcpu, __u64 runq, bool slept)
 {
 	struct ls_app_val *v, *init;
 
@@ -262,6 +269,10 @@ static __always_inline void record(struct ls_app_key *key, __s32 name_len, __u64
 	}
 	if (v) {
 		LS_ADD_WAIT(v, end - begin);
+		v->offcpu_ns += offcpu;
+		v->runq_ns += runq;
+		if (slept)
+			v->slept += 1;
 		if (aborted)
 			v->aborted += 1;
 	}
@@ -279,7 +290,9 @@ static __always_inline void record(struct ls_app_key *key, __s32 name_len, __u64
 		e->probe = key->probe;
 		e->mode = key->mode;
 		e->aborted = aborted;
-		e->pad = 0;
+		e->slept = slept;
+		e->offcpu_ns = offcpu;
+		e->runq_ns = runq;
 		e->name_ptr = key->name_ptr;
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
 		if (v) {
@@ -294,9 +307,14 @@ static __always_inline void record(struct ls_app_key *key, __s32 name_len, __u64
 
 /* Ends the open wait `w` of thread `id` at `now` (aborted: a point ended
  * it), into the aggregation. */
-static __always_inline void end_wait(struct ls_app_wait *w, __u64 id, __u64 now, bool aborted)
+static __always_inline void end_wait(struct ls_app_wait *w, struct task_struct *task, __u64 id,
+				     __u64 now, bool aborted)
 {
 	struct ls_app_key key;
+	__u64 offcpu = 0, runq = 0;
+
+	if (now > w->begin_ns)
+		ls_sched_split(&w->sched, task, now - w->begin_ns, &offcpu, &runq);
 
 	key.pid = id >> 32;
 	key.tid = (__u32)id;
@@ -304,7 +322,7 @@ static __always_inline void end_wait(struct ls_app_wait *w, __u64 id, __u64 now,
 	key.mode = w->mode;
 	__builtin_memcpy(key.id, w->id, sizeof(key.id));
 	key.name_ptr = w->name_ptr;
-	record(&key, w->name_len, w->begin_ns, now, aborted);
+	record(&key, w->name_len, w->begin_ns, now, aborted, offcpu, runq, task->nvcsw != w->nvcsw);
 	w->begin_ns = 0;
 }
 
@@ -364,6 +382,8 @@ int app_probe(struct pt_regs *ctx)
 			w->id[i] = (__u64)arg_of(ctx, spec, p->id_args[i]);
 		w->name_ptr = (__u64)arg_of(ctx, spec, p->name_arg);
 		w->name_len = name_len_of(ctx, spec, p);
+		w->nvcsw = task->nvcsw;
+		ls_sched_mark(&w->sched, task);
 		w->begin_ns = bpf_ktime_get_ns(); /* after the reads: the wait's own */
 		cover(task, slot);
 		return 0;
@@ -383,7 +403,7 @@ int app_probe(struct pt_regs *ctx)
 		if (!w->begin_ns)
 			return 0;
 		count_fired(LS_APP_FIRED_PAIRED);
-		end_wait(w, id, now, false);
+		end_wait(w, task, id, now, false);
 		return 0;
 	case LS_APP_POINT: {
 		struct ls_app_key key;
@@ -395,7 +415,7 @@ int app_probe(struct pt_regs *ctx)
 		t = bpf_task_storage_get(&app_waits, task, 0, 0);
 		if (t && t->w[slot].begin_ns) {
 			count_fired(LS_APP_FIRED_ENDED);
-			end_wait(&t->w[slot], id, now, true);
+			end_wait(&t->w[slot], task, id, now, true);
 		}
 		uncover(task, slot);
 		key.pid = id >> 32;
@@ -405,7 +425,7 @@ int app_probe(struct pt_regs *ctx)
 		for (int i = 0; i < LS_APP_IDS; i++)
 			key.id[i] = (__u64)arg_of(ctx, spec, p->id_args[i]);
 		key.name_ptr = (__u64)arg_of(ctx, spec, p->name_arg);
-		record(&key, name_len_of(ctx, spec, p), now, now, false);
+		record(&key, name_len_of(ctx, spec, p), now, now, false, 0, 0, false);
 		return 0;
 	}
 	}

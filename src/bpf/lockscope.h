@@ -932,6 +932,8 @@ struct ls_app_wait {
 	__u32 probe;          /* the start probe's index */
 	__s32 name_len;       /* the name's length, -1: NUL-terminated */
 	__u32 pad;
+	struct ls_sched_mark sched; /* the waiter's, at the start */
+	__u64 nvcsw;          /* its voluntary switches, at the start */
 };
 
 struct ls_app_task {
@@ -958,6 +960,11 @@ struct ls_app_val {
 	__u64 min_ns;
 	__u64 max_ns;
 	__u64 cgroup_id;
+	/* of `total_ns`: off CPU, and of that runnable (waiting for a CPU);
+	 * the rest of the off-CPU time asleep (offcpu.bpf.h) */
+	__u64 offcpu_ns;
+	__u64 runq_ns;
+	__u64 slept; /* of `count`: the waiter switched out voluntarily */
 	char comm[LS_COMM_LEN];
 	/* read at `name_ptr` when the entry was made; empty when BPF could
 	 * not read it (a page the process has not touched since fork):
@@ -976,8 +983,10 @@ struct ls_app_event {
 	__u32 probe;
 	__s32 mode;
 	__u32 aborted; /* ended by a point, no done probe */
-	__u32 pad;
+	__u32 slept;   /* the waiter switched out voluntarily meanwhile */
 	__u64 name_ptr;
+	__u64 offcpu_ns; /* of the wait: off CPU */
+	__u64 runq_ns;   /* of that: runnable (waiting for a CPU) */
 	char comm[LS_COMM_LEN];
 	char name[LS_APP_NAME_LEN];
 };

@@ -30,7 +30,7 @@ use super::lifecycle::{self, Life, Loaded, Plan};
 use super::{Options, Source, Symbolizer, comm_str};
 use crate::bpf::applocks::types::{ls_app_event, ls_app_key, ls_app_probe, ls_app_val};
 use crate::bpf::applocks::{ApplocksSkel, ApplocksSkelBuilder};
-use crate::model::{Event, LockKind, Record};
+use crate::model::{Event, LockKind, Record, WaitSplit};
 
 /// Source name of this module's rows.
 pub const SOURCE: &str = "app-locks";
@@ -635,13 +635,15 @@ fn to_record(sym: &mut Symbolizer, k: &ls_app_key, v: &ls_app_val, name: &[i8]) 
         memcg: None,
         aborted: v.aborted,
         spun: 0,
-        slept: 0,
+        slept: v.slept,
         wait: common::stats(v.count, v.total_ns, v.min_ns, v.max_ns, &v.hist),
         hold: None,
         acquired: None,
         failed: 0,
         partial: 0,
-        split: None,
+        // where the waits went (a point, PostgreSQL's deadlock found,
+        // has no duration: its row has no split)
+        split: (v.total_ns > 0).then(|| WaitSplit::from_offcpu(v.total_ns, v.offcpu_ns, v.runq_ns)),
         stacks: Vec::new(),
     }
 }
@@ -668,10 +670,11 @@ fn to_event(sym: &mut Symbolizer, e: &ls_app_event, name: &[i8]) -> Event {
         failed: false,
         ret: 0,
         spun: false,
-        slept: false,
+        slept: e.slept != 0,
         partial: false,
         holder_tid: None,
-        split: None,
+        split: (e.end_ns > e.begin_ns)
+            .then(|| WaitSplit::from_offcpu(e.end_ns - e.begin_ns, e.offcpu_ns, e.runq_ns)),
     }
 }
 
@@ -819,10 +822,32 @@ mod tests {
             probe: 2,
             mode: 1,
             name: [0; 32],
+            offcpu_ns: 200,
+            runq_ns: 30,
+            slept: 1,
             ..Default::default()
         };
         let e = to_event(&mut Symbolizer::new(), &raw, &raw.name);
         assert_eq!(e.wait_ns, 250);
+        assert!(e.slept);
+        assert_eq!(
+            e.split,
+            Some(WaitSplit {
+                oncpu: 50,
+                runnable: 30,
+                asleep: 170
+            })
+        );
+        // a point (deadlock found) has no duration and no split
+        let point = ls_app_event {
+            end_ns: 100,
+            probe: 4,
+            ..raw
+        };
+        assert_eq!(
+            to_event(&mut Symbolizer::new(), &point, &raw.name).split,
+            None
+        );
         assert_eq!(e.source, SOURCE);
         assert_eq!(
             e.lock_name.as_deref(),
