@@ -568,15 +568,7 @@ impl AppLocks {
         let map = &self.core.skel.maps.fired;
         let mut out = [0u64; 5];
         for (i, o) in out.iter_mut().enumerate() {
-            let k = i as u32;
-            let per_cpu = map
-                .lookup_percpu(super::as_bytes(&k), libbpf_rs::MapFlags::ANY)
-                .context("read fired")?
-                .unwrap_or_default();
-            *o = per_cpu
-                .iter()
-                .filter_map(|b| super::from_bytes::<u64>(b))
-                .sum();
+            *o = common::percpu_u64_sum(map, i as u32).context("read fired")?;
         }
         Ok(out)
     }

@@ -217,15 +217,19 @@ pub fn fill_target_maps(
 pub fn read_lost(map: &dyn MapCore, names: &[&str]) -> Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {
-        let key = i as u32;
-        let per_cpu = map
-            .lookup_percpu(as_bytes(&key), MapFlags::ANY)
-            .context("read lost counters")?
-            .unwrap_or_default();
-        let sum: u64 = per_cpu.iter().filter_map(|b| from_bytes::<u64>(b)).sum();
+        let sum = percpu_u64_sum(map, i as u32).context("read lost counters")?;
         out.insert((*name).to_string(), sum);
     }
     Ok(out)
+}
+
+/// Counter `key` of a per-CPU array of u64 counters, summed over the CPUs
+/// (0 when the key has no value).
+pub fn percpu_u64_sum(map: &dyn MapCore, key: u32) -> Result<u64> {
+    let per_cpu = map
+        .lookup_percpu(as_bytes(&key), MapFlags::ANY)?
+        .unwrap_or_default();
+    Ok(per_cpu.iter().filter_map(|b| from_bytes::<u64>(b)).sum())
 }
 
 /// Every (key, value) of a hash map, decoded; entries deleted meanwhile

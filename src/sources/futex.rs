@@ -440,15 +440,7 @@ impl Futex {
     }
 
     fn counter(&self, i: u32) -> Result<u64> {
-        let per_cpu = self
-            .core
-            .skel
-            .maps
-            .lost
-            .lookup_percpu(as_bytes(&i), MapFlags::ANY)
-            .context("read futex counters")?
-            .unwrap_or_default();
-        Ok(per_cpu.iter().filter_map(|b| from_bytes::<u64>(b)).sum())
+        common::percpu_u64_sum(&self.core.skel.maps.lost, i).context("read futex counters")
     }
 }
 

@@ -153,18 +153,7 @@ fn to_record(sym: &mut Symbolizer, k: &ls_rq_key, v: &ls_rq_val) -> Record {
 impl Sched {
     /// A counter of the `lost` map, summed over the CPUs.
     fn counter(&self, i: u32) -> Result<u64> {
-        let per_cpu = self
-            .core
-            .skel
-            .maps
-            .lost
-            .lookup_percpu(super::as_bytes(&i), MapFlags::ANY)
-            .context("read sched counters")?
-            .unwrap_or_default();
-        Ok(per_cpu
-            .iter()
-            .filter_map(|b| super::from_bytes::<u64>(b))
-            .sum())
+        common::percpu_u64_sum(&self.core.skel.maps.lost, i).context("read sched counters")
     }
 }
 
